@@ -1,0 +1,125 @@
+"""The daemon: wires the watcher, the store, the agent loop and the runtime — `kubelite serve`.
+
+Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
+handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
+due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import IO, Callable
+
+from kubelite import __version__
+from kubelite.agent.agent import Agent, AgentConfig, utcnow
+from kubelite.errors import UsageError
+from kubelite.runtime.protocol import Runtime
+from kubelite.sources.watch import ManifestWatcher
+from kubelite.store.store import Store
+
+log = logging.getLogger("kubelite")
+#: Pause after an unexpected error in a pass, so a persistent bug cannot spin the CPU.
+ERROR_PAUSE_S = 1.0
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    agent: AgentConfig
+    run_dir: Path
+    runtime: str = "fake"
+
+
+class _UTCFormatter(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        return datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def configure_logging(debug: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("kubelite")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if debug else logging.INFO)
+    root.propagate = False
+
+
+def lock_root(root: Path) -> IO[str]:
+    """Hold `<root>/kubelite.lock` for the life of the process: one daemon per state root."""
+    root.mkdir(parents=True, exist_ok=True)
+    handle = open(root / "kubelite.lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise UsageError(f"another kubelite (pid {holder}) is already serving {root}") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def make_runtime(name: str, clock: Callable[[], datetime]) -> Runtime:
+    if name == "fake":
+        from kubelite.runtime.fake import FakeRuntime
+
+        return FakeRuntime(clock)
+    raise UsageError(f"unknown runtime {name!r}")
+
+
+def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
+    """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
+    config = options.agent
+    lock = lock_root(config.root)
+    options.run_dir.mkdir(parents=True, exist_ok=True)
+    stop = stop or threading.Event()
+    store = Store(config.root)
+    runtime = make_runtime(options.runtime, utcnow)
+    agent = Agent(store=store, runtime=runtime, config=config)
+    runtime.set_exit_hint(agent.hint_runtime)
+    watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("received %s; stopping (pods keep running)", signal.Signals(signum).name)
+        stop.set()
+        agent.wake.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} \
+        if threading.current_thread() is threading.main_thread() else {}
+    log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
+             config.root, options.runtime, config.node_name)
+    watcher.start()
+    try:
+        while not stop.is_set():
+            try:
+                wake = agent.run_once()
+            except Exception:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
+                log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
+                time.sleep(ERROR_PAUSE_S)
+                continue
+            timeout = config.relist_period_s
+            if wake is not None:
+                timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
+            if timeout > 0:
+                agent.wake.wait(timeout)
+    finally:
+        watcher.stop()
+        store.close()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if options.runtime == "fake":
+            log.info("stopped; the fake runtime's simulated containers end with this process")
+        else:
+            log.info("stopped; pods keep running")
+        lock.close()
+    return 0

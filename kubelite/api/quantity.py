@@ -1,0 +1,46 @@
+"""Kubernetes resource quantities (`500m`, `2`, `64Mi`, `1e3`, `1.5Gi`) as exact fractions.
+
+Owns: parsing only; pure. Follows k8s.io/apimachinery resource.Quantity's accepted forms:
+a signed decimal number, then an optional binary suffix (Ki Mi Gi Ti Pi Ei), decimal suffix
+(n u m k M G T P E) or exponent (e/E followed by an integer).
+"""
+
+from __future__ import annotations
+
+import re
+from fractions import Fraction
+
+_BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}
+_DECIMAL = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": Fraction(1),
+            "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
+            "P": Fraction(10**15), "E": Fraction(10**18)}
+_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
+
+
+def parse(value: int | float | str) -> Fraction:
+    """The quantity's exact value; raises ValueError for anything Kubernetes would reject."""
+    if isinstance(value, bool):
+        raise ValueError("not a quantity")
+    if isinstance(value, (int, float)):
+        return Fraction(value)
+    match = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    if match is None or value != value.strip():
+        raise ValueError("not a quantity")
+    number, suffix = Fraction(match.group(1)), match.group(2) or ""
+    if suffix in _BINARY:
+        return number * _BINARY[suffix]
+    if suffix[:1] in ("e", "E"):
+        return number * Fraction(10) ** int(suffix[1:])
+    return number * _DECIMAL[suffix]
+
+
+def cpu_millis(value: int | float | str) -> int:
+    """A CPU quantity in millicores, rounded up as Kubernetes does (`MilliValue`)."""
+    millis = parse(value) * 1000
+    return int(-(-millis.numerator // millis.denominator))
+
+
+def bytes_(value: int | float | str) -> int:
+    """A memory quantity in bytes, rounded up."""
+    amount = parse(value)
+    return int(-(-amount.numerator // amount.denominator))

@@ -1,0 +1,208 @@
+"""Kubernetes validation of a decoded Pod (the subset of `ValidatePodCreate` that matters here).
+
+Owns: the rules and their messages, in kubectl's words ("Required value", "Invalid value",
+"Duplicate value", "Unsupported value"). Purely computational: takes a `Pod`, returns a list of
+`FieldIssue`; never raises for bad input and never echoes a field's value (manifests may hold
+secrets, so messages name the field and the rule only).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from kubelite.api import quantity
+from kubelite.api.models import Container, Pod, Probe
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+
+RESTART_POLICIES = ("Always", "OnFailure", "Never")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
+SCHEMES = ("HTTP", "HTTPS")
+
+
+@dataclass(frozen=True)
+class FieldIssue:
+    """One problem (or warning) about one field: `spec.containers[0].name: Required value`."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}" if self.path else self.message
+
+
+def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
+    return FieldIssue(path, "Unsupported value: supported values: " + ", ".join(f'"{v}"' for v in allowed))
+
+
+def _label(path: str, value: str | None, *, required: bool = True) -> list[FieldIssue]:
+    if not value:
+        return [FieldIssue(path, "Required value")] if required else []
+    if len(value) > 63 or not DNS1123_LABEL.match(value):
+        return [FieldIssue(path, "Invalid value: must be a lowercase RFC 1123 label (at most 63 characters: "
+                                 "a-z, 0-9 and '-', starting and ending with a letter or digit)")]
+    return []
+
+
+def validate_pod(pod: Pod) -> list[FieldIssue]:
+    """All validation errors of `pod`, in field order. An empty list means the pod is valid."""
+    errors: list[FieldIssue] = []
+    meta = pod.metadata
+    if not meta.name:
+        if meta.generate_name:
+            errors.append(FieldIssue("metadata.generateName", "Forbidden: a manifest must set metadata.name"))
+        errors.append(FieldIssue("metadata.name", "Required value"))
+    elif len(meta.name) > 253 or not DNS1123_SUBDOMAIN.match(meta.name):
+        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain "
+                                                  "(a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"))
+    errors += _label("metadata.namespace", meta.namespace)
+
+    spec = pod.spec
+    if spec.restart_policy not in RESTART_POLICIES:
+        errors.append(_unsupported("spec.restartPolicy", RESTART_POLICIES))
+    if spec.termination_grace_period_seconds < 0:
+        errors.append(FieldIssue("spec.terminationGracePeriodSeconds",
+                                 "Invalid value: must be greater than or equal to 0"))
+    if spec.active_deadline_seconds is not None and not 1 <= spec.active_deadline_seconds <= 2**31 - 1:
+        errors.append(FieldIssue("spec.activeDeadlineSeconds", "Invalid value: must be between 1 and 2147483647"))
+    if spec.hostname is not None:
+        errors += _label("spec.hostname", spec.hostname)
+
+    volume_names: set[str] = set()
+    for i, volume in enumerate(spec.volumes):
+        path = f"spec.volumes[{i}].name"
+        errors += _label(path, volume.name)
+        if volume.name in volume_names:
+            errors.append(FieldIssue(path, "Duplicate value"))
+        volume_names.add(volume.name)
+
+    if not spec.containers:
+        errors.append(FieldIssue("spec.containers", "Required value"))
+    seen: set[str] = set()
+    for field, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
+        for i, container in enumerate(containers):
+            path = f"spec.{field}[{i}]"
+            errors += _label(f"{path}.name", container.name)
+            if container.name in seen:
+                errors.append(FieldIssue(f"{path}.name", "Duplicate value: container names must be unique "
+                                                         "across init and app containers"))
+            seen.add(container.name)
+            errors += _validate_container(container, path, init=field == "initContainers",
+                                          volume_names=volume_names)
+    return errors
+
+
+def _validate_container(c: Container, path: str, *, init: bool, volume_names: set[str]) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    if not c.image or not c.image.strip():
+        errors.append(FieldIssue(f"{path}.image", "Required value"))
+    elif c.image != c.image.strip():
+        errors.append(FieldIssue(f"{path}.image", "Invalid value: must not have leading or trailing whitespace"))
+    if c.image_pull_policy is not None and c.image_pull_policy not in PULL_POLICIES:
+        errors.append(_unsupported(f"{path}.imagePullPolicy", PULL_POLICIES))
+    if c.termination_message_policy not in MESSAGE_POLICIES:
+        errors.append(_unsupported(f"{path}.terminationMessagePolicy", MESSAGE_POLICIES))
+    if c.restart_policy is not None:
+        if not init:
+            errors.append(FieldIssue(f"{path}.restartPolicy",
+                                     "Forbidden: may only be set on init containers (sidecars)"))
+        elif c.restart_policy != "Always":
+            errors.append(_unsupported(f"{path}.restartPolicy", ("Always",)))
+    sidecar = init and c.is_sidecar
+    if init and not sidecar:
+        for name, value in (("lifecycle", c.lifecycle), ("livenessProbe", c.liveness_probe),
+                            ("readinessProbe", c.readiness_probe), ("startupProbe", c.startup_probe)):
+            if value is not None:
+                errors.append(FieldIssue(f"{path}.{name}", "Forbidden: may not be set for init containers "
+                                                           "without restartPolicy=Always"))
+    for i, env in enumerate(c.env):
+        if not env.name or "=" in env.name:
+            errors.append(FieldIssue(f"{path}.env[{i}].name", "Invalid value: must be non-empty and not contain '='"))
+        if env.value is not None and env.value_from is not None:
+            errors.append(FieldIssue(f"{path}.env[{i}].valueFrom",
+                                     "Invalid value: may not be specified when `value` is not empty"))
+    port_names: set[str] = set()
+    for i, port in enumerate(c.ports):
+        ppath = f"{path}.ports[{i}]"
+        if not 1 <= port.container_port <= 65535:
+            errors.append(FieldIssue(f"{ppath}.containerPort", "Invalid value: must be between 1 and 65535, inclusive"))
+        if port.host_port is not None and not 0 <= port.host_port <= 65535:
+            errors.append(FieldIssue(f"{ppath}.hostPort", "Invalid value: must be between 1 and 65535, inclusive"))
+        if port.protocol not in PROTOCOLS:
+            errors.append(_unsupported(f"{ppath}.protocol", PROTOCOLS))
+        if port.name is not None:
+            if len(port.name) > 15 or not IANA_SVC_NAME.match(port.name) or not re.search("[a-z]", port.name) \
+                    or "--" in port.name:
+                errors.append(FieldIssue(f"{ppath}.name", "Invalid value: must be an IANA_SVC_NAME (at most 15 "
+                                                          "characters, a-z, 0-9 and '-', at least one letter)"))
+            elif port.name in port_names:
+                errors.append(FieldIssue(f"{ppath}.name", "Duplicate value"))
+            port_names.add(port.name)
+    errors += _validate_resources(c, path)
+    for i, mount in enumerate(c.volume_mounts):
+        if mount.name not in volume_names:
+            errors.append(FieldIssue(f"{path}.volumeMounts[{i}].name", "Not found: no volume of this name"))
+        if not mount.mount_path:
+            errors.append(FieldIssue(f"{path}.volumeMounts[{i}].mountPath", "Required value"))
+    for name, probe in (("livenessProbe", c.liveness_probe), ("readinessProbe", c.readiness_probe),
+                        ("startupProbe", c.startup_probe)):
+        if probe is not None:
+            errors += _validate_probe(probe, f"{path}.{name}", single_success=name != "readinessProbe",
+                                      port_names=port_names)
+    return errors
+
+
+def _validate_resources(c: Container, path: str) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    parsed: dict[str, dict[str, object]] = {"limits": {}, "requests": {}}
+    for kind, values in (("limits", c.resources.limits), ("requests", c.resources.requests)):
+        for name, value in values.items():
+            try:
+                amount = quantity.parse(value)
+            except ValueError:
+                errors.append(FieldIssue(f"{path}.resources.{kind}.{name}",
+                                         "Invalid value: must be a quantity such as 500m, 2 or 64Mi"))
+                continue
+            if amount < 0:
+                errors.append(FieldIssue(f"{path}.resources.{kind}.{name}",
+                                         "Invalid value: must be greater than or equal to 0"))
+            parsed[kind][name] = amount
+    for name, request in parsed["requests"].items():
+        limit = parsed["limits"].get(name)
+        if limit is not None and request > limit:  # type: ignore[operator]
+            errors.append(FieldIssue(f"{path}.resources.requests.{name}",
+                                     "Invalid value: must be less than or equal to the limit"))
+    return errors
+
+
+def _validate_probe(p: Probe, path: str, *, single_success: bool, port_names: set[str]) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    handlers = [h for h in (p.exec_, p.http_get, p.tcp_socket, p.grpc) if h is not None]
+    if len(handlers) != 1:
+        errors.append(FieldIssue(path, "Required value: must specify exactly one handler type"
+                                       if not handlers else "Forbidden: may not specify more than 1 handler type"))
+    for name, value, low in (("initialDelaySeconds", p.initial_delay_seconds, 0),
+                             ("timeoutSeconds", p.timeout_seconds, 1), ("periodSeconds", p.period_seconds, 1),
+                             ("successThreshold", p.success_threshold, 1),
+                             ("failureThreshold", p.failure_threshold, 1)):
+        if value < low:
+            errors.append(FieldIssue(f"{path}.{name}", f"Invalid value: must be greater than or equal to {low}"))
+    if single_success and p.success_threshold != 1:
+        errors.append(FieldIssue(f"{path}.successThreshold", "Invalid value: must be 1"))
+    if p.http_get is not None and p.http_get.scheme not in SCHEMES:
+        errors.append(_unsupported(f"{path}.httpGet.scheme", SCHEMES))
+    for name, action in (("httpGet", p.http_get), ("tcpSocket", p.tcp_socket)):
+        if action is None:
+            continue
+        port = action.port
+        if isinstance(port, int) and not 1 <= port <= 65535:
+            errors.append(FieldIssue(f"{path}.{name}.port", "Invalid value: must be between 1 and 65535, inclusive"))
+        elif isinstance(port, str) and port not in port_names:
+            errors.append(FieldIssue(f"{path}.{name}.port", "Invalid value: must be a port number or the name "
+                                                            "of one of the container's ports"))
+    return errors

@@ -1,0 +1,59 @@
+"""Where kubelite's state is: the one rule every command uses to find it.
+
+Owns: the defaults and the precedence flag > environment > default for `--root`
+(`KUBELITE_ROOT`), `--run-dir` (`KUBELITE_RUN_DIR`) and `--manifests` (`KUBELITE_MANIFESTS`).
+As root the defaults are the system paths `/var/lib/kubelite`, `/run/kubelite` and
+`/etc/kubelite/manifests`; any other user gets per-user paths, so a dry run needs no root.
+Commands other than `serve` take the manifests directory that the serving daemon recorded in
+the state database when neither flag nor environment names one. Standard library only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def _is_root() -> bool:
+    return os.geteuid() == 0
+
+
+def default_root() -> Path:
+    if _is_root():
+        return Path("/var/lib/kubelite")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "kubelite"
+
+
+def default_run_dir() -> Path:
+    if _is_root():
+        return Path("/run/kubelite")
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/kubelite-{os.getuid()}"
+    return Path(base) / "kubelite" if os.environ.get("XDG_RUNTIME_DIR") else Path(base)
+
+
+def default_manifests() -> Path:
+    if _is_root():
+        return Path("/etc/kubelite/manifests")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "kubelite" / "manifests"
+
+
+def resolve(flag: str | None, env: str, default: Path) -> Path:
+    value = flag or os.environ.get(env)
+    return Path(value).absolute() if value else default
+
+
+def root(flag: str | None) -> Path:
+    return resolve(flag, "KUBELITE_ROOT", default_root())
+
+
+def run_dir(flag: str | None) -> Path:
+    return resolve(flag, "KUBELITE_RUN_DIR", default_run_dir())
+
+
+def manifests(flag: str | None, *, recorded: str | None = None) -> Path:
+    """The manifests directory: flag, environment, what the daemon recorded, the default."""
+    if flag or os.environ.get("KUBELITE_MANIFESTS"):
+        return resolve(flag, "KUBELITE_MANIFESTS", default_manifests())
+    return Path(recorded) if recorded else default_manifests()

@@ -1,0 +1,123 @@
+"""`kubelite`: the command line — argument parsing and dispatch only.
+
+Owns: the command tree, global flags, and turning errors into one line and an exit code
+(a traceback only with `--debug`). Each command's module is imported when that command runs,
+so `kubelite get pods` loads neither pydantic nor SQLAlchemy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+EXIT_ERROR = 1
+
+
+def _parser() -> argparse.ArgumentParser:
+    # SUPPRESS: a flag given before or after the command is kept (argparse sub-parsers would
+    # otherwise overwrite it with their own default).
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument("--root", help="state directory (env KUBELITE_ROOT; default /var/lib/kubelite)")
+    common.add_argument("--run-dir", help="runtime directory (env KUBELITE_RUN_DIR; default /run/kubelite)")
+    common.add_argument("--manifests", help="manifests directory (env KUBELITE_MANIFESTS; "
+                                            "default /etc/kubelite/manifests)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+
+    namespaced = argparse.ArgumentParser(add_help=False)
+    namespaced.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
+    namespaced.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+
+    parser = argparse.ArgumentParser(prog="kubelite", parents=[common],
+                                     description="Run Kubernetes Pod manifests on this machine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    serve = sub.add_parser("serve", parents=[common], help="run the node agent in the foreground")
+    serve.add_argument("--runtime", choices=["fake"], default="fake",
+                       help="container runtime: 'fake' simulates containers (a dry run, no root needed)")
+    serve.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
+    serve.add_argument("--relist-period", type=float, default=20.0, metavar="SECONDS",
+                       help="full re-read of the manifests directory (default 20)")
+    serve.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS",
+                       help="first CrashLoopBackOff delay (default 10)")
+    serve.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS",
+                       help="maximum CrashLoopBackOff delay (default 300)")
+
+    get = sub.add_parser("get", help="list pods or events")
+    get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
+    get_sub.required = True
+    for names in (("pods", "pod", "po"), ("events", "event", "ev")):
+        p = get_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
+        p.add_argument("name", nargs="?", help="a single object by name")
+        p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], default=None)
+        p.add_argument("--no-headers", action="store_true")
+        if names[0] == "pods":
+            p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+
+    describe = sub.add_parser("describe", help="show a pod in detail, with its events")
+    describe_sub = describe.add_subparsers(dest="resource", metavar="RESOURCE")
+    describe_sub.required = True
+    p = describe_sub.add_parser("pod", aliases=["pods", "po"], parents=[common, namespaced])
+    p.add_argument("name")
+
+    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
+    validate.add_argument("paths", nargs="+", metavar="FILE|DIR")
+
+    apply = sub.add_parser("apply", parents=[common], help="validate a manifest file and put it in the manifests "
+                                                          "directory")
+    apply.add_argument("-f", "--filename", required=True, metavar="FILE")
+
+    delete = sub.add_parser("delete", parents=[common], help="remove pods by removing their manifests")
+    delete.add_argument("resource", nargs="?", choices=["pod", "pods", "po"], help="'pod' to delete by name")
+    delete.add_argument("name", nargs="?")
+    delete.add_argument("-f", "--filename", metavar="FILE")
+    delete.add_argument("-n", "--namespace", default=None)
+
+    version = sub.add_parser("version", parents=[common], help="print the version")
+    version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    for name in ("root", "run_dir", "manifests", "debug"):
+        if not hasattr(args, name):
+            setattr(args, name, False if name == "debug" else None)
+    try:
+        return _dispatch(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return 0
+    except Exception as exc:  # noqa: BLE001 — the CLI's one place that turns errors into a line
+        from kubelite.errors import KubeliteError
+
+        if args.debug:
+            raise
+        if isinstance(exc, KubeliteError):
+            print(f"error: {exc}", file=sys.stderr)
+        else:
+            print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    command = args.command
+    if command == "serve":
+        from kubelite.cli import serve
+        return serve.run(args)
+    if command in ("get", "describe"):
+        from kubelite.cli import show
+        return show.run(args)
+    if command in ("validate", "apply", "delete"):
+        from kubelite.cli import manage
+        return manage.run(args)
+    if command == "version":
+        from kubelite.cli import show
+        return show.version(args)
+    raise AssertionError(command)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

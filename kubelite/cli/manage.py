@@ -1,0 +1,165 @@
+"""`validate`, `apply -f`, `delete -f` / `delete pod`: the commands that judge or change manifests.
+
+Owns: reporting manifest problems the way `kubectl` reports errors, and changing the manifests
+directory safely. The directory is the source of truth, so `apply` writes a file into it
+(validated first, written to a dotfile and renamed into place, so the watcher never sees half
+a file) and `delete` removes the file that defines a pod. A file that defines other pods too is
+never rewritten (that could lose its comments and formatting): the command says which file to
+edit instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from kubelite.cli import config
+from kubelite.errors import UsageError
+from kubelite.sources import manifests as sources
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.command == "validate":
+        return validate(args.paths)
+    target = _manifests_dir(args)
+    if args.command == "apply":
+        return apply(Path(args.filename), target)
+    return delete(args, target)
+
+
+def _manifests_dir(args: argparse.Namespace) -> Path:
+    from kubelite.store.reader import Reader
+
+    reader = Reader(config.root(args.root))
+    try:
+        recorded = reader.meta("manifests")
+    finally:
+        reader.close()
+    return config.manifests(args.manifests, recorded=recorded)
+
+
+def _print_problems(result_errors: list[sources.ManifestProblem], warnings: list[sources.ManifestProblem]) -> None:
+    for problem in result_errors:
+        print(f"error: {problem}", file=sys.stderr)
+    for problem in warnings:
+        print(f"warning: {problem}", file=sys.stderr)
+
+
+def validate(paths: list[str]) -> int:
+    """Check files and directories; exit 1 if anything is invalid."""
+    failed = False
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            snapshot = sources.scan(path)
+            resolution = sources.resolve(snapshot, {})
+            _print_problems(snapshot.problems + resolution.problems, resolution.warnings)
+            failed |= bool(snapshot.problems or resolution.problems)
+            for key, pod in resolution.pods.items():
+                print(f"pod/{pod.pod.metadata.name} valid ({_display(resolution.sources[key], path)})")
+            if not snapshot.files:
+                print(f"{raw}: no manifest files (*.yaml, *.yml, *.json)")
+        else:
+            result = sources.read_file(path)
+            _print_problems(result.errors, result.warnings)
+            failed |= not result.ok
+            for pod in result.pods if result.ok else []:
+                print(f"pod/{pod.pod.metadata.name} valid ({raw})")
+    return 1 if failed else 0
+
+
+def _display(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root.absolute()))
+    except ValueError:
+        return path
+
+
+def apply(source: Path, directory: Path) -> int:
+    """Validate `source`, then write it into the manifests directory under its own file name."""
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    if not sources.is_manifest_name(source.name):
+        raise UsageError(f"{source}: kubelite reads only *.yaml, *.yml and *.json files (and no dotfiles)")
+    result = sources.read_file(source)
+    _print_problems(result.errors, result.warnings)
+    if not result.ok:
+        return 1
+    if not result.pods:
+        raise UsageError(f"{source}: no pods in this file")
+    if not directory.is_dir():
+        raise UsageError(f"manifests directory {directory} does not exist")
+    target = directory / source.name
+    keys = {p.key for p in result.pods}
+    for other, pods in _pods_by_file(directory).items():
+        if Path(other) != target and keys & {p.key for p in pods}:
+            clash = sorted(keys & {p.key for p in pods})[0]
+            raise UsageError(f"pod {clash} is already defined in {other}; edit or delete that file instead")
+    data = source.read_bytes()
+    existed = target.exists()
+    if existed and target.read_bytes() == data:
+        for pod in result.pods:
+            print(f"pod/{pod.pod.metadata.name} unchanged")
+        return 0
+    write_atomically(target, data)
+    for pod in result.pods:
+        print(f"pod/{pod.pod.metadata.name} {'configured' if existed else 'created'}")
+    return 0
+
+
+def write_atomically(target: Path, data: bytes) -> None:
+    """Write `data` to `target` so that readers see the old file or the new one, never half of one."""
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    dir_fd = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def _pods_by_file(directory: Path) -> dict[str, list[sources.DesiredPod]]:
+    snapshot = sources.scan(directory)
+    return {path: result.pods for path, result in snapshot.files.items()}
+
+
+def delete(args: argparse.Namespace, directory: Path) -> int:
+    if args.filename:
+        result = sources.read_file(Path(args.filename))
+        if not result.ok:
+            _print_problems(result.errors, [])
+            return 1
+        keys = [p.key for p in result.pods]
+    elif args.resource and args.name:
+        keys = [f"{args.namespace or 'default'}/{args.name}"]
+    else:
+        raise UsageError("give -f FILE or 'pod NAME'")
+    by_file = _pods_by_file(directory)
+    status = 0
+    removed: set[str] = set()
+    for key in keys:
+        owner = next((f for f, pods in by_file.items() if key in {p.key for p in pods}), None)
+        name = key.split("/", 1)[1]
+        if owner is None:
+            print(f'Error from server (NotFound): pods "{name}" not found', file=sys.stderr)
+            status = 1
+            continue
+        others = {p.key for p in by_file[owner]} - set(keys)
+        if others:
+            raise UsageError(f"pod {key} is defined in {owner} together with {', '.join(sorted(others))}; "
+                             "edit that file to remove it")
+        if owner not in removed:
+            Path(owner).unlink()
+            removed.add(owner)
+        print(f'pod "{name}" deleted')
+    return status

@@ -1,0 +1,998 @@
+"""kubectl-identical text rendering of v1 Pod and Event JSON dicts.
+
+Owns: pure formatting only -- the `kubectl get pods` row and table (STATUS, READY and
+RESTARTS derived exactly as kubectl's printPod does), the `kubectl get events` table and
+the `kubectl describe pod` page, plus the helpers they share (apimachinery's
+HumanDuration, RFC 3339 parsing, Go text/tabwriter column alignment).
+
+Does not own: any I/O, clocks, or knowledge of kubelite's models. Inputs are plain dicts in
+Kubernetes v1 JSON shape (camelCase keys, any key may be missing) and the current time is
+always passed in as `now`, so every function here is deterministic.
+
+Behaviour is translated from the Kubernetes sources: printPod / printEvent
+(kubernetes pkg/printers/internalversion/printers.go), the table printer and tabwriter
+settings (k8s.io/cli-runtime pkg/printers), describePod and friends (k8s.io/kubectl
+pkg/describe/describe.go), ComputePodQOS (k8s.io/kubectl pkg/util/qos) and
+HumanDuration (k8s.io/apimachinery pkg/util/duration).
+
+Import cost matters (the CLI's `get pods` must start fast): standard library only, and only
+datetime, dataclasses and typing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+__all__ = [
+    "PodRow",
+    "age",
+    "describe_pod",
+    "format_event_table",
+    "format_pod_table",
+    "human_duration",
+    "parse_time",
+    "pod_row",
+]
+
+# ----------------------------------------------------------------------------- durations
+
+
+def human_duration(seconds: float) -> str:
+    """apimachinery `duration.HumanDuration`: a 2-3 significant figure age such as `5m3s`."""
+    try:
+        secs = int(seconds)  # Go's int(d.Seconds()) truncates toward zero
+    except (OverflowError, ValueError):
+        return "<invalid>"
+    if secs < -1:
+        return "<invalid>"
+    if secs < 0:
+        return "0s"
+    if secs < 120:
+        return f"{secs}s"
+    minutes = secs // 60
+    if minutes < 10:
+        rest = secs % 60
+        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
+    if minutes < 60 * 3:
+        return f"{minutes}m"
+    hours = secs // 3600
+    if hours < 8:
+        rest = minutes % 60
+        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
+    if hours < 48:
+        return f"{hours}h"
+    if hours < 24 * 8:
+        rest = hours % 24
+        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24}d"
+    years, days = hours // 24 // 365, hours // 24 % 365
+    if hours < 24 * 365 * 8:
+        return f"{years}y" if days == 0 else f"{years}y{days}d"
+    return f"{years}y"
+
+
+def parse_time(s: str | None) -> datetime | None:
+    """An RFC 3339 timestamp (`Z` or offset, optional fraction) as an aware UTC datetime.
+
+    Returns None for a missing or unparseable value (kubectl treats both as the zero time).
+    """
+    if isinstance(s, datetime):
+        return _as_utc(s)
+    if not isinstance(s, str) or not s.strip():
+        return None
+    try:
+        parsed = datetime.fromisoformat(s.strip().upper())
+    except ValueError:
+        return None
+    return _as_utc(parsed)
+
+
+def age(ts: str | None, now: datetime) -> str:
+    """kubectl's translateTimestampSince: `<unknown>` when missing, else the human age."""
+    moment = parse_time(ts)
+    if moment is None:
+        return "<unknown>"
+    return _since(moment, now)
+
+
+def _as_utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _since(moment: datetime, now: datetime) -> str:
+    return human_duration((_as_utc(now) - moment).total_seconds())
+
+
+# ------------------------------------------------------------------- defensive accessors
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _str(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value: Any) -> int:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _present(value: Any) -> bool:
+    """Whether an optional JSON object is set (a Go non-nil pointer); `{}` counts as set."""
+    return isinstance(value, dict)
+
+
+# ---------------------------------------------------------------------------- get pods
+
+
+@dataclass(frozen=True)
+class PodRow:
+    """One `kubectl get pods` row; the last four cells are only shown with `-o wide`."""
+
+    name: str
+    namespace: str
+    ready: str
+    status: str
+    restarts: str
+    age: str
+    ip: str
+    node: str
+    nominated_node: str
+    readiness_gates: str
+
+
+_TERMINAL_PHASES = ("Succeeded", "Failed")
+_NODE_LOST = "NodeLost"  # node.NodeUnreachablePodReason
+_SCHEDULING_GATED = "SchedulingGated"
+
+
+def _is_sidecar(container: Mapping[str, Any] | None) -> bool:
+    """A restartable init container (`restartPolicy: Always`)."""
+    return container is not None and container.get("restartPolicy") == "Always"
+
+
+def _condition_true(conditions: Iterable[Any], kind: str, *, first_only: bool) -> bool:
+    for condition in conditions:
+        condition = _dict(condition)
+        if condition.get("type") != kind:
+            continue
+        if condition.get("status") == "True":
+            return True
+        if first_only:
+            return False
+    return False
+
+
+def _last_termination(status: Mapping[str, Any]) -> datetime | None:
+    terminated = _dict(status.get("lastState")).get("terminated")
+    if not _present(terminated):
+        return None
+    return parse_time(terminated.get("finishedAt"))
+
+
+def _later(current: datetime | None, candidate: datetime | None) -> datetime | None:
+    if candidate is None:
+        return current
+    if current is None or current < candidate:
+        return candidate
+    return current
+
+
+def _terminated_reason(terminated: Mapping[str, Any], prefix: str) -> str:
+    reason = _str(terminated.get("reason"))
+    if reason:
+        return prefix + reason
+    signal = _int(terminated.get("signal"))
+    if signal != 0:
+        return f"{prefix}Signal:{signal}"
+    return f"{prefix}ExitCode:{_int(terminated.get('exitCode'))}"
+
+
+def pod_row(pod: dict, now: datetime) -> PodRow:
+    """kubectl's printPod: the NAME/READY/STATUS/RESTARTS/AGE (+ wide) cells of a pod."""
+    meta, spec, status = _dict(pod.get("metadata")), _dict(pod.get("spec")), _dict(pod.get("status"))
+    conditions = _list(status.get("conditions"))
+    phase = _str(status.get("phase"))
+    reason = _str(status.get("reason")) or phase
+    for condition in conditions:
+        condition = _dict(condition)
+        if condition.get("type") == "PodScheduled" and condition.get("reason") == _SCHEDULING_GATED:
+            reason = _SCHEDULING_GATED
+
+    init_specs = [_dict(c) for c in _list(spec.get("initContainers"))]
+    init_by_name = {_str(c.get("name")): c for c in init_specs}
+    total = len(_list(spec.get("containers"))) + sum(1 for c in init_specs if _is_sidecar(c))
+    ready = 0
+    restarts = sidecar_restarts = 0
+    last_restart: datetime | None = None
+    last_sidecar_restart: datetime | None = None
+
+    initializing = False
+    for index, container in enumerate(_list(status.get("initContainerStatuses"))):
+        container = _dict(container)
+        count = _int(container.get("restartCount"))
+        finished = _last_termination(container)
+        restarts += count
+        last_restart = _later(last_restart, finished)
+        sidecar = _is_sidecar(init_by_name.get(_str(container.get("name"))))
+        if sidecar:
+            sidecar_restarts += count
+            last_sidecar_restart = _later(last_sidecar_restart, finished)
+        state = _dict(container.get("state"))
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if _present(terminated) and _int(terminated.get("exitCode")) == 0:
+            continue
+        if sidecar and container.get("started") is True:
+            if container.get("ready") is True:
+                ready += 1
+            continue
+        if _present(terminated):
+            reason = _terminated_reason(terminated, "Init:")
+        elif (
+            _present(waiting)
+            and _str(waiting.get("reason"))
+            and waiting.get("reason") != "PodInitializing"
+        ):
+            reason = "Init:" + _str(waiting.get("reason"))
+        else:
+            reason = f"Init:{index}/{len(init_specs)}"
+        initializing = True
+        break
+
+    if not initializing or _condition_true(conditions, "Initialized", first_only=True):
+        restarts, last_restart = sidecar_restarts, last_sidecar_restart
+        has_running = False
+        for container in reversed(_list(status.get("containerStatuses"))):
+            container = _dict(container)
+            restarts += _int(container.get("restartCount"))
+            last_restart = _later(last_restart, _last_termination(container))
+            state = _dict(container.get("state"))
+            terminated, waiting = state.get("terminated"), state.get("waiting")
+            if _present(waiting) and _str(waiting.get("reason")):
+                reason = _str(waiting.get("reason"))
+            elif _present(terminated):
+                reason = _terminated_reason(terminated, "")
+            elif container.get("ready") is True and _present(state.get("running")):
+                has_running = True
+                ready += 1
+        # a pod whose last container completed but another still runs is not "Completed"
+        if reason == "Completed" and has_running:
+            reason = "Running" if _condition_true(conditions, "Ready", first_only=False) else "NotReady"
+
+    if meta.get("deletionTimestamp"):
+        if status.get("reason") == _NODE_LOST:
+            reason = "Unknown"
+        elif phase not in _TERMINAL_PHASES:
+            reason = "Terminating"
+
+    restarts_cell = str(restarts)
+    if restarts != 0 and last_restart is not None:
+        restarts_cell = f"{restarts} ({_since(last_restart, now)} ago)"
+
+    pod_ips = _list(status.get("podIPs"))
+    ip = _str(_dict(pod_ips[0]).get("ip")) if pod_ips else _str(status.get("podIP"))
+
+    gates = _list(spec.get("readinessGates"))
+    readiness_gates = "<none>"
+    if gates:
+        satisfied = 0
+        for gate in gates:
+            wanted = _dict(gate).get("conditionType")
+            for condition in conditions:
+                condition = _dict(condition)
+                if condition.get("type") == wanted:
+                    satisfied += condition.get("status") == "True"
+                    break
+        readiness_gates = f"{satisfied}/{len(gates)}"
+
+    return PodRow(
+        name=_str(meta.get("name")),
+        namespace=_str(meta.get("namespace")),
+        ready=f"{ready}/{total}",
+        status=reason,
+        restarts=restarts_cell,
+        age=age(meta.get("creationTimestamp"), now),
+        ip=ip or "<none>",
+        node=_str(spec.get("nodeName")) or "<none>",
+        nominated_node=_str(status.get("nominatedNodeName")) or "<none>",
+        readiness_gates=readiness_gates,
+    )
+
+
+# ----------------------------------------------------------------------- tab alignment
+
+
+def _tabwrite(text: str, *, minwidth: int, padding: int) -> str:
+    """Go text/tabwriter (padchar ' ', no flags) applied to fully buffered text.
+
+    Cells are tab-terminated; the text after a line's last tab is not part of any column.
+    A column block is a run of consecutive lines that have a cell in that column; each
+    block is as wide as its widest cell plus `padding` (at least `minwidth`).
+    """
+    lines = [line.split("\t") for line in text.split("\n")]
+    trailing = lines.pop() if lines else [""]
+    out: list[str] = []
+
+    def write_lines(widths: list[int], start: int, stop: int) -> None:
+        for cells in lines[start:stop]:
+            parts = []
+            for j, cell in enumerate(cells):
+                if j < len(widths):
+                    parts.append(cell + " " * (widths[j] - len(cell)))
+                else:
+                    parts.append(cell)
+            out.append("".join(parts))
+
+    def format_block(widths: list[int], start: int, stop: int) -> None:
+        column = len(widths)
+        this = start
+        while this < stop:
+            if column >= len(lines[this]) - 1:
+                this += 1
+                continue
+            write_lines(widths, start, this)
+            start = this
+            width = minwidth
+            while this < stop and column < len(lines[this]) - 1:
+                width = max(width, len(lines[this][column]) + padding)
+                this += 1
+            widths.append(width)
+            format_block(widths, start, this)
+            widths.pop()
+            start = this
+        write_lines(widths, start, stop)
+
+    format_block([], 0, len(lines))
+    result = "\n".join(out) + ("\n" if out else "")
+    return result + "\t".join(trailing)
+
+
+_CELL_BREAKS = ("\f", "\n", "\r")
+
+
+def _escape(text: str) -> str:
+    """cli-runtime WriteEscaped: neutralise terminal escape sequences."""
+    if "\x1b" in text or "\r" in text:
+        text = text.replace("\x1b", "^[").replace("\r", "\\r")
+    return text
+
+
+def _cell(value: Any) -> str:
+    """A table cell as the cli-runtime table printer writes it (cut at a line break)."""
+    text = _str(value)
+    cut = min((i for i in (text.find(ch) for ch in _CELL_BREAKS) if i >= 0), default=-1)
+    if cut >= 0:
+        return _escape(text[:cut]) + "..."
+    return _escape(text)
+
+
+def _table(headers: list[str], rows: list[list[str]], *, no_headers: bool = False) -> str:
+    """kubectl's human-readable table: tabwriter(minwidth 6, padding 3); '' for no rows."""
+    if not rows:
+        return ""
+    lines = [] if no_headers else ["\t".join(headers)]
+    lines.extend("\t".join(_cell(cell) for cell in row) for row in rows)
+    return _tabwrite("\n".join(lines) + "\n", minwidth=6, padding=3)
+
+
+def format_pod_table(
+    pods: list[dict],
+    now: datetime,
+    *,
+    wide: bool = False,
+    all_namespaces: bool = False,
+    no_headers: bool = False,
+) -> str:
+    """`kubectl get pods` output (newline-terminated), or '' when there are no pods."""
+    headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    if wide:
+        headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for pod in pods:
+        row = pod_row(pod, now)
+        cells = [row.name, row.ready, row.status, row.restarts, row.age]
+        if wide:
+            cells += [row.ip, row.node, row.nominated_node, row.readiness_gates]
+        if all_namespaces:
+            cells.insert(0, row.namespace)
+        rows.append(cells)
+    return _table(headers, rows, no_headers=no_headers)
+
+
+def _last_seen(event: Mapping[str, Any], now: datetime) -> str:
+    """printEvent's LAST SEEN: lastTimestamp, else firstTimestamp/eventTime; a series wins."""
+    series = event.get("series")
+    if _present(series):
+        return age(series.get("lastObservedTime"), now)
+    if event.get("lastTimestamp"):
+        return age(event.get("lastTimestamp"), now)
+    return age(event.get("firstTimestamp") or event.get("eventTime"), now)
+
+
+def format_event_table(events: list[dict], now: datetime, *, all_namespaces: bool = False) -> str:
+    """`kubectl get events` output in the order given (callers sort by lastTimestamp)."""
+    headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    if all_namespaces:
+        headers.insert(0, "NAMESPACE")
+    rows = []
+    for event in events:
+        event = _dict(event)
+        involved = _dict(event.get("involvedObject"))
+        kind, name = _str(involved.get("kind")).lower(), _str(involved.get("name"))
+        cells = [_last_seen(event, now), _str(event.get("type")), _str(event.get("reason")),
+                 f"{kind}/{name}" if name else kind, _str(event.get("message"))]
+        if all_namespaces:
+            cells.insert(0, _str(_dict(event.get("metadata")).get("namespace")))
+        rows.append(cells)
+    return _table(headers, rows)
+
+
+# ---------------------------------------------------------------------------- quantities
+
+_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
+
+
+def _quantity(value: Any) -> tuple[int, int] | None:
+    """A resource quantity as an exact (numerator, denominator) pair; None if invalid."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value, 1
+    if isinstance(value, float):
+        return value.as_integer_ratio()
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    end = 1 if text[:1] in ("+", "-") else 0
+    while end < len(text) and (text[end] in "0123456789."):
+        end += 1
+    number, suffix = text[:end], text[end:]
+    digits = number.lstrip("+-")
+    whole, _, fraction = digits.partition(".")
+    if not (whole or fraction) or not (whole + fraction).isdigit() or not (whole + fraction).isascii():
+        return None
+    numerator = int(whole + fraction) * (-1 if number.startswith("-") else 1)
+    denominator = 10 ** len(fraction)
+    if suffix in _BINARY_SUFFIXES:
+        return numerator * 2 ** _BINARY_SUFFIXES[suffix], denominator
+    if suffix in _DECIMAL_SUFFIXES:
+        exponent = _DECIMAL_SUFFIXES[suffix]
+    elif suffix[:1] in ("e", "E") and suffix[1:].lstrip("+-").isdigit() and suffix[1:].isascii():
+        exponent = int(suffix[1:])
+    else:
+        return None
+    if exponent >= 0:
+        return numerator * 10**exponent, denominator
+    return numerator, denominator * 10**-exponent
+
+
+def _ceil_div(numerator: int, denominator: int) -> int:
+    return -(-numerator // denominator)
+
+
+# ----------------------------------------------------------------------------------- QoS
+
+_QOS_RESOURCES = ("cpu", "memory")
+
+
+def _requirements_qos(resources: Mapping[str, Any]) -> str:
+    """qos.requirementsQOS, with the API server's default of requests to limits."""
+    limits, requests = _dict(resources.get("limits")), _dict(resources.get("requests"))
+    if not limits and not requests:
+        return "BestEffort"
+    classes = set()
+    for name in _QOS_RESOURCES:
+        limit = _quantity(limits.get(name)) if name in limits else None
+        request = _quantity(requests.get(name)) if name in requests else limit
+        request, limit = request or (0, 1), limit or (0, 1)
+        if request[0] * limit[1] != limit[0] * request[1]:
+            return "Burstable"
+        classes.add("BestEffort" if request[0] == 0 else "Guaranteed")
+    return classes.pop() if len(classes) == 1 else "Burstable"
+
+
+def _pod_qos(pod: Mapping[str, Any]) -> str:
+    """qos.GetPodQOS: status.qosClass when set, else computed from the containers."""
+    spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
+    if _str(status.get("qosClass")):
+        return _str(status.get("qosClass"))
+    pod_resources = _dict(spec.get("resources"))
+    pod_level = (_dict(pod_resources.get("limits")), _dict(pod_resources.get("requests")))
+    if any(name in values for values in pod_level for name in _QOS_RESOURCES):
+        return _requirements_qos(pod_resources)
+    pod_class = ""
+    for container in [*_list(spec.get("initContainers")), *_list(spec.get("containers"))]:
+        container_class = _requirements_qos(_dict(_dict(container).get("resources")))
+        if container_class == "Burstable":
+            return container_class
+        if not pod_class:
+            pod_class = container_class
+        elif pod_class != container_class:
+            return "Burstable"
+    return pod_class or "BestEffort"
+
+
+# --------------------------------------------------------------------------- describe pod
+
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+_GO_ZERO_TIME = "Mon, 01 Jan 0001 00:00:00 +0000"
+_SKIPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
+_MAX_ANNOTATION_LEN = 140
+
+
+def _rfc1123z(value: Any) -> str:
+    """Go's time.RFC1123Z layout in UTC; a missing time prints as Go's zero time."""
+    moment = parse_time(value)
+    if moment is None:
+        return _GO_ZERO_TIME
+    return (
+        f"{_DAYS[moment.weekday()]}, {moment.day:02d} {_MONTHS[moment.month - 1]} "
+        f"{moment.year:04d} {moment.hour:02d}:{moment.minute:02d}:{moment.second:02d} +0000"
+    )
+
+
+def _go_bool(value: Any) -> str:
+    return "true" if value is True else "false"
+
+
+class _PrefixWriter:
+    """kubectl's PrefixWriter: two spaces per level, output escaped, aligned at the end."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def write(self, level: int, text: str) -> None:
+        self._parts.append(_escape("  " * level + text))
+
+    def line(self, text: str) -> None:
+        self._parts.append(_escape(text + "\n"))
+
+    def render(self) -> str:
+        return _tabwrite("".join(self._parts), minwidth=0, padding=2)
+
+
+def _sorted_map_lines(w: _PrefixWriter, title: str, items: Any) -> None:
+    """printLabelsMultiline: `Title:\\tk=v` then `\\tk=v` per further key, sorted."""
+    w.write(0, f"{title}:\t")
+    mapping = _dict(items)
+    keys = sorted(mapping)
+    if not keys:
+        w.line("<none>")
+        return
+    for i, key in enumerate(keys):
+        if i:
+            w.write(0, "\t")
+        w.write(0, f"{key}={_str(mapping[key])}\n")
+
+
+def _annotation_lines(w: _PrefixWriter, annotations: Any) -> None:
+    """printAnnotationsMultiline: long or multi-line values go on their own lines."""
+    w.write(0, "Annotations:\t")
+    mapping = _dict(annotations)
+    keys = sorted(key for key in mapping if key not in _SKIPPED_ANNOTATIONS)
+    if not keys:
+        w.line("<none>")
+        return
+    for i, key in enumerate(keys):
+        if i:
+            w.write(0, "\t")
+        value = _str(mapping[key]).removesuffix("\n")
+        if len(value) + len(key) + 2 > _MAX_ANNOTATION_LEN or "\n" in value:
+            w.write(0, f"{key}:\n")
+            for part in value.split("\n"):
+                if len(part) > _MAX_ANNOTATION_LEN - 2:
+                    part = part[: _MAX_ANNOTATION_LEN - 2] + "..."
+                w.write(0, f"\t  {part}\n")
+        else:
+            w.write(0, f"{key}: {value}\n")
+
+
+def _toleration_lines(w: _PrefixWriter, tolerations: Any) -> None:
+    """printPodTolerationsMultiline: `key=value:Effect op=Exists for Ns`, sorted by key."""
+    w.write(0, "Tolerations:\t")
+    items = sorted((_dict(t) for t in _list(tolerations)), key=lambda t: _str(t.get("key")))
+    if not items:
+        w.line("<none>")
+        return
+    for i, toleration in enumerate(items):
+        if i:
+            w.write(0, "\t")
+        key, value, effect = (_str(toleration.get(k)) for k in ("key", "value", "effect"))
+        text = key + (f"={value}" if value else "") + (f":{effect}" if effect else "")
+        if toleration.get("operator") == "Exists" and not value:
+            text += " op=Exists" if key or effect else "op=Exists"
+        if toleration.get("tolerationSeconds") is not None:
+            text += f" for {_int(toleration.get('tolerationSeconds'))}s"
+        w.write(0, text + "\n")
+
+
+def _resource_lines(w: _PrefixWriter, resources: Any, level: int) -> None:
+    """describeResources: Limits / Requests with resource names sorted."""
+    resources = _dict(resources)
+    for title, key in (("Limits", "limits"), ("Requests", "requests")):
+        values = _dict(resources.get(key))
+        if values:
+            w.write(level, f"{title}:\n")
+        for name in sorted(values):
+            w.write(level + 1, f"{name}:\t{_str(values[name])}\n")
+
+
+def _port_list(ports: list[dict[str, Any]], field: str) -> str:
+    described = []
+    for port in ports:
+        text = f"{_int(port.get(field))}/{_str(port.get('protocol')) or 'TCP'}"
+        if _str(port.get("name")):
+            text += f" ({_str(port.get('name'))})"
+        described.append(text)
+    return ", ".join(described)
+
+
+def _describe_probe(probe: Mapping[str, Any]) -> str:
+    """DescribeProbe, with the API server's probe defaults for absent fields."""
+    timing = (
+        f"delay={_int(probe.get('initialDelaySeconds', 0))}s "
+        f"timeout={_int(probe.get('timeoutSeconds', 1))}s "
+        f"period={_int(probe.get('periodSeconds', 10))}s "
+        f"#success={_int(probe.get('successThreshold', 1))} "
+        f"#failure={_int(probe.get('failureThreshold', 3))}"
+    )
+    if _present(probe.get("exec")):
+        command = " ".join(_str(part) for part in _list(probe["exec"].get("command")))
+        return f"exec [{command}] {timing}"
+    if _present(probe.get("httpGet")):
+        action = probe["httpGet"]
+        scheme = (_str(action.get("scheme")) or "HTTP").lower()
+        host, port = _str(action.get("host")), _str(action.get("port"))
+        if port:
+            host = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        path = _str(action.get("path"))
+        if path and not path.startswith("/") and host:
+            path = "/" + path
+        return f"http-get {scheme}://{host}{path} {timing}"
+    if _present(probe.get("tcpSocket")):
+        action = probe["tcpSocket"]
+        return f"tcp-socket {_str(action.get('host'))}:{_str(action.get('port'))} {timing}"
+    if _present(probe.get("grpc")):
+        action = probe["grpc"]
+        return f"grpc <pod>:{_int(action.get('port'))} {_str(action.get('service'))} {timing}"
+    return f"unknown {timing}"
+
+
+def _field_ref_value(pod: Mapping[str, Any], path: str) -> str:
+    """kubectl's EnvValueRetriever: only metadata field paths resolve, others print ''."""
+    meta = _dict(pod.get("metadata"))
+    for field in ("annotations", "labels"):
+        prefix = f"metadata.{field}['"
+        if path.startswith(prefix) and path.endswith("']"):
+            return _str(_dict(meta.get(field)).get(path[len(prefix):-2]))
+        if path == f"metadata.{field}":
+            mapping = _dict(meta.get(field))
+            return "\n".join(f'{k}="{_str(mapping[k])}"' for k in sorted(mapping))
+    if path in ("metadata.name", "metadata.namespace", "metadata.uid"):
+        return _str(meta.get(path.split(".", 1)[1]))
+    return ""
+
+
+def _resource_field_value(selector: Mapping[str, Any], container: Mapping[str, Any]) -> str:
+    """ExtractContainerResourceValue: a container resource divided by the divisor, ceil'd."""
+    resource = _str(selector.get("resource"))
+    kind, _, name = resource.partition(".")
+    if kind not in ("limits", "requests") or name not in ("cpu", "memory", "ephemeral-storage"):
+        return ""
+    amount = _quantity(_dict(_dict(container.get("resources")).get(kind)).get(name, 0)) or (0, 1)
+    divisor = _quantity(selector.get("divisor", "1")) or (0, 1)
+    if divisor[0] == 0:
+        divisor = (1, 1)
+    if name == "cpu":  # ceil(MilliValue / divisor MilliValue)
+        amount_milli = _ceil_div(amount[0] * 1000, amount[1])
+        divisor_milli = _ceil_div(divisor[0] * 1000, divisor[1])
+        value = _ceil_div(amount_milli, divisor_milli) if divisor_milli else 0
+    else:  # ceil(Value / divisor Value)
+        divisor_value = _ceil_div(*divisor)
+        value = _ceil_div(_ceil_div(*amount), divisor_value) if divisor_value else 0
+    return str(value)
+
+
+def _env_lines(w: _PrefixWriter, pod: Mapping[str, Any], container: Mapping[str, Any]) -> None:
+    """describeContainerEnvFrom + describeContainerEnvVars."""
+    env_from = [_dict(e) for e in _list(container.get("envFrom"))]
+    if env_from:
+        w.write(2, "Environment Variables from:\n")
+        for source in env_from:
+            origin, name, optional = "", "", False
+            for key, label in (("configMapRef", "ConfigMap"), ("secretRef", "Secret")):
+                if _present(source.get(key)):
+                    origin, name = label, _str(source[key].get("name"))
+                    optional = source[key].get("optional") is True
+                    break
+            prefix = _str(source.get("prefix"))
+            origin = f"{origin} with prefix '{prefix}'" if prefix else origin
+            w.write(3, f"{name}\t{origin}\tOptional: {_go_bool(optional)}\n")
+
+    env = [_dict(e) for e in _list(container.get("env"))]
+    w.write(2, "Environment:\t<none>\n" if not env else "Environment:\n")
+    for var in env:
+        name, source = _str(var.get("name")), var.get("valueFrom")
+        if not _present(source):
+            for i, part in enumerate(_str(var.get("value")).split("\n")):
+                w.write(3, f"{name}:\t{part}\n" if i == 0 else f"\t{part}\n")
+        elif _present(source.get("fieldRef")):
+            ref = source["fieldRef"]
+            path, version = _str(ref.get("fieldPath")), _str(ref.get("apiVersion")) or "v1"
+            w.write(3, f"{name}:\t{_field_ref_value(pod, path)} ({version}:{path})\n")
+        elif _present(source.get("resourceFieldRef")):
+            ref = source["resourceFieldRef"]
+            value, resource = _resource_field_value(ref, container), _str(ref.get("resource"))
+            if value == "0" and resource in ("limits.cpu", "limits.memory"):
+                value = "node allocatable"
+            w.write(3, f"{name}:\t{value} ({resource})\n")
+        elif _present(source.get("secretKeyRef")):
+            ref = source["secretKeyRef"]
+            w.write(3, f"{name}:\t<set to the key '{_str(ref.get('key'))}' in secret "
+                       f"'{_str(ref.get('name'))}'>\tOptional: {_go_bool(ref.get('optional'))}\n")
+        elif _present(source.get("configMapKeyRef")):
+            ref = source["configMapKeyRef"]
+            w.write(3, f"{name}:\t<set to the key '{_str(ref.get('key'))}' of config map "
+                       f"'{_str(ref.get('name'))}'>\tOptional: {_go_bool(ref.get('optional'))}\n")
+
+
+def _container_state(w: _PrefixWriter, title: str, state: Mapping[str, Any]) -> None:
+    """describeStatus."""
+    if _present(state.get("running")):
+        w.write(2, f"{title}:\tRunning\n")
+        w.write(3, f"Started:\t{_rfc1123z(state['running'].get('startedAt'))}\n")
+    elif _present(state.get("waiting")):
+        w.write(2, f"{title}:\tWaiting\n")
+        if _str(state["waiting"].get("reason")):
+            w.write(3, f"Reason:\t{_str(state['waiting'].get('reason'))}\n")
+    elif _present(state.get("terminated")):
+        terminated = state["terminated"]
+        w.write(2, f"{title}:\tTerminated\n")
+        if _str(terminated.get("reason")):
+            w.write(3, f"Reason:\t{_str(terminated.get('reason'))}\n")
+        if _str(terminated.get("message")):
+            w.write(3, f"Message:\t{_str(terminated.get('message'))}\n")
+        w.write(3, f"Exit Code:\t{_int(terminated.get('exitCode'))}\n")
+        if _int(terminated.get("signal")) > 0:
+            w.write(3, f"Signal:\t{_int(terminated.get('signal'))}\n")
+        w.write(3, f"Started:\t{_rfc1123z(terminated.get('startedAt'))}\n")
+        w.write(3, f"Finished:\t{_rfc1123z(terminated.get('finishedAt'))}\n")
+    else:
+        w.write(2, f"{title}:\tWaiting\n")
+
+
+def _containers_section(
+    w: _PrefixWriter, pod: Mapping[str, Any], title: str, containers: list[Any], statuses: list[Any]
+) -> None:
+    """describeContainers."""
+    by_name = {_str(_dict(s).get("name")): _dict(s) for s in statuses}
+    w.write(0, f"{title}:{'' if containers else ' <none>'}\n")
+    for container in containers:
+        container = _dict(container)
+        status = by_name.get(_str(container.get("name")))
+        w.write(1, f"{_str(container.get('name'))}:\n")
+        if status is not None:
+            w.write(2, f"Container ID:\t{_str(status.get('containerID'))}\n")
+        w.write(2, f"Image:\t{_str(container.get('image'))}\n")
+        if status is not None:
+            w.write(2, f"Image ID:\t{_str(status.get('imageID'))}\n")
+        ports = [_dict(p) for p in _list(container.get("ports"))]
+        for label, field in (("Port", "containerPort"), ("Host Port", "hostPort")):
+            described = _port_list(ports, field)
+            if "," in described:
+                w.write(2, f"{label}s:\t{described}\n")
+            else:
+                w.write(2, f"{label}:\t{described or '<none>'}\n")
+        for label, key in (("Command", "command"), ("Args", "args")):
+            values = _list(container.get(key))
+            if values:
+                w.write(2, f"{label}:\n")
+                for value in values:
+                    for part in _str(value).split("\n"):
+                        w.write(3, f"{part}\n")
+        if status is not None:
+            _container_state(w, "State", _dict(status.get("state")))
+            last_state = _dict(status.get("lastState"))
+            if _present(last_state.get("terminated")):
+                _container_state(w, "Last State", last_state)
+            w.write(2, f"Ready:\t{'True' if status.get('ready') is True else 'False'}\n")
+            w.write(2, f"Restart Count:\t{_int(status.get('restartCount'))}\n")
+        _resource_lines(w, container.get("resources"), 2)
+        for label, key in (("Liveness", "livenessProbe"), ("Readiness", "readinessProbe"),
+                           ("Startup", "startupProbe")):
+            if _present(container.get(key)):
+                w.write(2, f"{label}:\t{_describe_probe(container[key])}\n")
+        _env_lines(w, pod, container)
+        mounts = sorted((_dict(m) for m in _list(container.get("volumeMounts"))),
+                        key=lambda m: _str(m.get("mountPath")))
+        w.write(2, "Mounts:\t<none>\n" if not mounts else "Mounts:\n")
+        for mount in mounts:
+            flags = ["ro" if mount.get("readOnly") is True else "rw"]
+            if _str(mount.get("subPath")):
+                flags.append(f'path="{_str(mount.get("subPath"))}"')
+            w.write(3, f"{_str(mount.get('mountPath'))} from {_str(mount.get('name'))} ({','.join(flags)})\n")
+
+
+def _volume_lines(w: _PrefixWriter, volumes: list[Any]) -> None:
+    """describeVolumes for the volume types a single node can serve."""
+    if not volumes:
+        w.write(0, "Volumes:\t<none>\n")
+        return
+    w.write(0, "Volumes:\n")
+    for volume in volumes:
+        volume = _dict(volume)
+        w.write(1, f"{_str(volume.get('name'))}:\n")
+        if _present(volume.get("hostPath")):
+            source = volume["hostPath"]
+            kind = _str(source.get("type")) if "type" in source else "<none>"
+            w.write(2, "Type:\tHostPath (bare host directory volume)\n"
+                       f"    Path:\t{_str(source.get('path'))}\n    HostPathType:\t{kind}\n")
+        elif _present(volume.get("emptyDir")):
+            source = volume["emptyDir"]
+            limit = _quantity(source.get("sizeLimit"))
+            size = _str(source.get("sizeLimit")) if limit and limit[0] > 0 else "<unset>"
+            w.write(2, "Type:\tEmptyDir (a temporary directory that shares a pod's lifetime)\n"
+                       f"    Medium:\t{_str(source.get('medium'))}\n    SizeLimit:\t{size}\n")
+        elif _present(volume.get("secret")):
+            source = volume["secret"]
+            w.write(2, "Type:\tSecret (a volume populated by a Secret)\n"
+                       f"    SecretName:\t{_str(source.get('secretName'))}\n"
+                       f"    Optional:\t{_go_bool(source.get('optional'))}\n")
+        elif _present(volume.get("configMap")):
+            source = volume["configMap"]
+            w.write(2, "Type:\tConfigMap (a volume populated by a ConfigMap)\n"
+                       f"    Name:\t{_str(source.get('name'))}\n"
+                       f"    Optional:\t{_go_bool(source.get('optional'))}\n")
+        elif _present(volume.get("persistentVolumeClaim")):
+            source = volume["persistentVolumeClaim"]
+            w.write(2, "Type:\tPersistentVolumeClaim (a reference to a PersistentVolumeClaim in the same "
+                       f"namespace)\n    ClaimName:\t{_str(source.get('claimName'))}\n"
+                       f"    ReadOnly:\t{_go_bool(source.get('readOnly'))}\n")
+        elif _present(volume.get("downwardAPI")):
+            w.write(2, "Type:\tDownwardAPI (a volume populated by information about the pod)\n    Items:\n")
+            for item in _list(volume["downwardAPI"].get("items")):
+                item = _dict(item)
+                for ref, field in (("fieldRef", "fieldPath"), ("resourceFieldRef", "resource")):
+                    if _present(item.get(ref)):
+                        w.write(3, f"{_str(item[ref].get(field))} -> {_str(item.get('path'))}\n")
+        else:
+            w.write(1, "<unknown>\n")
+
+
+def _event_lines(w: _PrefixWriter, events: list[dict], now: datetime) -> None:
+    """DescribeEvents: sorted by lastTimestamp, `Age` as `12s (x3 over 2m)` when repeated."""
+    if not events:
+        w.write(0, "Events:\t<none>\n")
+        return
+    never = datetime.min.replace(tzinfo=timezone.utc)
+    ordered = sorted((_dict(e) for e in events), key=lambda e: parse_time(e.get("lastTimestamp")) or never)
+    w.write(0, "Events:\n  Type\tReason\tAge\tFrom\tMessage\n")
+    w.write(1, "----\t------\t----\t----\t-------\n")
+    for event in ordered:
+        first = age(event.get("eventTime") or event.get("firstTimestamp"), now)
+        series, count = event.get("series"), _int(event.get("count"))
+        if _present(series):
+            last, times = age(series.get("lastObservedTime"), now), _int(series.get("count"))
+            interval = f"{last} (x{times} over {first})"
+        elif count > 1:
+            interval = f"{age(event.get('lastTimestamp'), now)} (x{count} over {first})"
+        else:
+            interval = first
+        source = _str(_dict(event.get("source")).get("component")) or _str(event.get("reportingComponent"))
+        message = _str(event.get("message")).strip()
+        field_path = _str(_dict(event.get("involvedObject")).get("fieldPath"))
+        if field_path:
+            message = f"{field_path}: {message}"
+        cells = (_str(event.get("type")), _str(event.get("reason")), interval, source, message)
+        w.write(1, "\t".join(cells) + "\n")
+
+
+def describe_pod(
+    pod: dict,
+    events: list[dict],
+    now: datetime,
+    *,
+    extra: dict[str, str] | None = None,
+) -> str:
+    """`kubectl describe pod` output; `extra` adds aligned `Key: value` lines after Status."""
+    meta, spec, status = _dict(pod.get("metadata")), _dict(pod.get("spec")), _dict(pod.get("status"))
+    phase = _str(status.get("phase"))
+    w = _PrefixWriter()
+    w.write(0, f"Name:\t{_str(meta.get('name'))}\n")
+    w.write(0, f"Namespace:\t{_str(meta.get('namespace'))}\n")
+    w.write(0, f"Priority:\t{_int(spec.get('priority'))}\n")
+    for label, key in (("Priority Class Name", "priorityClassName"),
+                       ("Runtime Class Name", "runtimeClassName"),
+                       ("Service Account", "serviceAccountName")):
+        if _str(spec.get(key)):
+            w.write(0, f"{label}:\t{_str(spec.get(key))}\n")
+    node = _str(spec.get("nodeName"))
+    w.write(0, f"Node:\t{node}/{_str(status.get('hostIP'))}\n" if node else "Node:\t<none>\n")
+    if status.get("startTime"):
+        w.write(0, f"Start Time:\t{_rfc1123z(status.get('startTime'))}\n")
+    _sorted_map_lines(w, "Labels", meta.get("labels"))
+    _annotation_lines(w, meta.get("annotations"))
+    if meta.get("deletionTimestamp") and phase not in _TERMINAL_PHASES:
+        w.write(0, f"Status:\tTerminating (lasts {age(meta.get('deletionTimestamp'), now)})\n")
+        if meta.get("deletionGracePeriodSeconds") is not None:
+            w.write(0, f"Termination Grace Period:\t{_int(meta.get('deletionGracePeriodSeconds'))}s\n")
+    else:
+        w.write(0, f"Status:\t{phase}\n")
+    for label, key in (("Reason", "reason"), ("Message", "message")):
+        if _str(status.get(key)):
+            w.write(0, f"{label}:\t{_str(status.get(key))}\n")
+    for key, value in (extra or {}).items():
+        for i, part in enumerate(_str(value).split("\n")):
+            w.write(0, f"{key}:\t{part}\n" if i == 0 else f"\t{part}\n")
+    seccomp = _dict(_dict(spec.get("securityContext")).get("seccompProfile"))
+    if seccomp:
+        w.write(0, f"SeccompProfile:\t{_str(seccomp.get('type'))}\n")
+        if seccomp.get("type") == "Localhost":
+            w.write(0, f"LocalhostProfile:\t{_str(seccomp.get('localhostProfile'))}\n")
+    w.write(0, f"IP:\t{_str(status.get('podIP'))}\n")
+    pod_ips = [_str(_dict(ip).get("ip")) for ip in _list(status.get("podIPs"))]
+    if not pod_ips:
+        w.write(0, "IPs:\t<none>\n")
+    else:
+        w.write(0, "IPs:\n")
+        for ip in pod_ips:
+            w.write(1, f"IP:\t{ip}\n")
+    for owner in _list(meta.get("ownerReferences")):
+        owner = _dict(owner)
+        if owner.get("controller") is True:
+            w.write(0, f"Controlled By:\t{_str(owner.get('kind'))}/{_str(owner.get('name'))}\n")
+            break
+    if _str(status.get("nominatedNodeName")):
+        w.write(0, f"NominatedNodeName:\t{_str(status.get('nominatedNodeName'))}\n")
+    if _present(spec.get("resources")):
+        w.write(0, "Resources:\n")
+        _resource_lines(w, spec.get("resources"), 1)
+
+    init_containers = _list(spec.get("initContainers"))
+    if init_containers:
+        _containers_section(w, pod, "Init Containers", init_containers,
+                            _list(status.get("initContainerStatuses")))
+    _containers_section(w, pod, "Containers", _list(spec.get("containers")),
+                        _list(status.get("containerStatuses")))
+
+    conditions = [_dict(c) for c in _list(status.get("conditions"))]
+    gates = [_dict(g) for g in _list(spec.get("readinessGates"))]
+    if gates:
+        w.write(0, "Readiness Gates:\n  Type\tStatus\n")
+        for gate in gates:
+            wanted = gate.get("conditionType")
+            found = next((c for c in conditions if c.get("type") == wanted), None)
+            w.write(1, f"{_str(wanted)} \t{_str(found.get('status')) if found else '<none>'} \n")
+    if conditions:
+        w.write(0, "Conditions:\n  Type\tStatus\n")
+        for condition in conditions:
+            w.write(1, f"{_str(condition.get('type'))} \t{_str(condition.get('status'))} \n")
+    _volume_lines(w, _list(spec.get("volumes")))
+    w.write(0, f"QoS Class:\t{_pod_qos(pod)}\n")
+    _sorted_map_lines(w, "Node-Selectors", spec.get("nodeSelector"))
+    _toleration_lines(w, spec.get("tolerations"))
+    _event_lines(w, list(events or []), now)
+    return w.render()

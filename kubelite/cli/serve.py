@@ -1,0 +1,27 @@
+"""`kubelite serve`: turn the command line into `ServeOptions` and run the daemon."""
+
+from __future__ import annotations
+
+import argparse
+import socket
+
+from kubelite.cli import config
+
+
+def run(args: argparse.Namespace) -> int:
+    from kubelite.agent.agent import AgentConfig
+    from kubelite.agent.daemon import ServeOptions, configure_logging, serve
+    from kubelite.core.types import BackoffPolicy
+    from kubelite.errors import UsageError
+
+    configure_logging(args.debug)
+    try:
+        backoff = BackoffPolicy(initial_s=args.backoff_initial, max_s=args.backoff_max)
+    except ValueError as exc:
+        raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from None
+    if args.relist_period <= 0:
+        raise UsageError("--relist-period must be positive")
+    agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
+                        node_name=args.node_name or socket.gethostname().lower(),
+                        relist_period_s=args.relist_period, backoff=backoff)
+    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime))

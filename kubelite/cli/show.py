@@ -1,0 +1,164 @@
+"""`get pods`, `get events`, `describe pod`, `version`: the read-only commands.
+
+Owns: choosing what to print and in which form (table, wide, json, yaml, name, watch). Reads the
+state through `store.reader` and formats through `printers`; both use the standard library
+only, which keeps these commands fast. PyYAML is imported for `-o yaml` alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any
+
+from kubelite.cli import config, printers
+from kubelite.store.reader import Reader
+
+WATCH_POLL_S = 0.25
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _namespace(args: argparse.Namespace) -> str | None:
+    if getattr(args, "all_namespaces", False):
+        return None
+    return args.namespace or "default"
+
+
+def _dump(obj: Any, output: str) -> None:
+    if output == "json":
+        sys.stdout.write(json.dumps(obj, indent=4, ensure_ascii=False) + "\n")
+    else:
+        import yaml
+
+        sys.stdout.write(yaml.safe_dump(obj, sort_keys=True, default_flow_style=False, allow_unicode=True))
+
+
+def _not_found(kind: str, name: str) -> int:
+    print(f'Error from server (NotFound): {kind} "{name}" not found', file=sys.stderr)
+    return 1
+
+
+def _no_resources(namespace: str | None) -> None:
+    print("No resources found" + (f" in {namespace} namespace." if namespace else ""), file=sys.stderr)
+
+
+def run(args: argparse.Namespace) -> int:
+    reader = Reader(config.root(args.root))
+    try:
+        if args.command == "describe":
+            return describe_pod(reader, args)
+        if args.resource in ("pods", "pod", "po"):
+            return get_pods(reader, args)
+        return get_events(reader, args)
+    finally:
+        reader.close()
+
+
+def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per pod name: a pod being replaced shows its terminating predecessor until it is gone."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        seen.setdefault((meta.get("namespace", ""), meta["name"]), pod)
+    return list(seen.values())
+
+
+def get_pods(reader: Reader, args: argparse.Namespace) -> int:
+    namespace = _namespace(args)
+    pods = _visible(reader.pods(namespace, args.name))
+    if args.name and not pods:
+        return _not_found("pods", args.name)
+    output = args.output
+    if output in ("json", "yaml"):
+        if args.name:
+            _dump(pods[0], output)
+        else:
+            _dump({"apiVersion": "v1", "kind": "PodList", "items": pods, "metadata": {"resourceVersion": ""}}, output)
+        return 0
+    if output == "name":
+        sys.stdout.write("".join(f"pod/{p['metadata']['name']}\n" for p in pods))
+        return 0
+    if not pods and not args.watch:
+        _no_resources(namespace)
+    else:
+        sys.stdout.write(printers.format_pod_table(pods, _now(), wide=output == "wide",
+                                                   all_namespaces=namespace is None, no_headers=args.no_headers))
+    _warn_problems(reader)
+    sys.stdout.flush()
+    if args.watch:
+        return _watch(reader, args, namespace)
+    return 0
+
+
+def _warn_problems(reader: Reader) -> None:
+    for problem in reader.problems():
+        if problem["severity"] == "Error":
+            print(f"Warning: manifest {problem['text']}", file=sys.stderr)
+
+
+def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> int:
+    """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted."""
+    versions = reader.resource_versions()
+    while True:
+        time.sleep(WATCH_POLL_S)
+        current = reader.resource_versions()
+        changed = {uid for uid, rv in current.items() if versions.get(uid) != rv}
+        gone = set(versions) - set(current)
+        versions = current
+        if not changed and not gone:
+            continue
+        rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
+        if rows:
+            sys.stdout.write(printers.format_pod_table(rows, _now(), wide=args.output == "wide",
+                                                       all_namespaces=namespace is None, no_headers=True))
+            sys.stdout.flush()
+
+
+def get_events(reader: Reader, args: argparse.Namespace) -> int:
+    namespace = _namespace(args)
+    events = reader.events(namespace, name=args.name)
+    if args.output in ("json", "yaml"):
+        _dump({"apiVersion": "v1", "kind": "EventList", "items": events, "metadata": {"resourceVersion": ""}},
+              args.output)
+        return 0
+    if args.output == "name":
+        sys.stdout.write("".join(f"event/{e['metadata']['name']}\n" for e in events))
+        return 0
+    if not events:
+        _no_resources(namespace)
+        return 0
+    sys.stdout.write(printers.format_event_table(events, _now(), all_namespaces=namespace is None))
+    return 0
+
+
+def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
+    namespace = args.namespace or "default"
+    pods = _visible(reader.pods(namespace, args.name))
+    if not pods:
+        return _not_found("pods", args.name)
+    pod = pods[0]
+    events = reader.events(namespace, uid=pod["metadata"]["uid"])
+    source = pod["metadata"].get("annotations", {}).get("kubelite.io/source", "")
+    extra = {"Source": source}
+    errors = [p["text"] for p in reader.problems() if p["file"] == source]
+    if errors:
+        extra["Manifest Errors"] = "\n".join(errors) + "\n(the last valid version of the manifest keeps running)"
+    sys.stdout.write(printers.describe_pod(pod, events, _now(), extra=extra))
+    return 0
+
+
+def version(args: argparse.Namespace) -> int:
+    from kubelite import __version__
+
+    info = {"gitVersion": f"v{__version__}", "platform": sys.platform, "pythonVersion": sys.version.split()[0]}
+    if args.output:
+        _dump({"clientVersion": info}, args.output)
+    else:
+        print(f"kubelite v{__version__} (Python {info['pythonVersion']})")
+    return 0

@@ -1,0 +1,301 @@
+"""`plan()`: what to do now for one pod — the kubelet's `computePodActions`, as a pure function.
+
+Purely computational, no side effects: it takes the desired pod, what the runtime has for it,
+what the agent remembers, the backoff entries, probe results and `now`, and returns
+`PodActions`. Unlike the kubelet, CrashLoopBackOff is decided here, so a held restart and the
+time it is held until are part of the result, as is the next time the pod must be looked at.
+
+The rules, in the order they apply:
+1. A container being stopped is escalated to SIGKILL once its grace period is over.
+2. A pod that is terminating (deleted or replaced), failed (activeDeadlineSeconds) or finished
+   stops its app containers, then its sidecars, then its sandbox; nothing starts.
+3. A pod without a usable sandbox (none, not ready, or built from an older pod-level spec) gets
+   a new one once nothing runs, unless `restartPolicy: Never` and it already ran; then the first
+   init container, or every app container (under OnFailure: those that did not succeed), starts.
+4. Init containers run one at a time in spec order; a sidecar (init container with
+   `restartPolicy: Always`) must be running before the next one starts. A failed init container
+   fails the pod under Never and is restarted with backoff otherwise.
+5. App containers: not yet created → start; running with a changed spec → stop, then restart
+   whatever the policy; liveness/startup failure → stop, restart unless Never; exited →
+   restart per `restartPolicy` (`ShouldContainerBeRestarted`), held by CrashLoopBackOff.
+6. Nothing running and nothing to start → stop the pod (sandbox and sidecars).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Mapping
+
+from kubelite.api.decode import DesiredPod
+from kubelite.api.models import Container
+from kubelite.core import backoff as backoffs
+from kubelite.core.types import (
+    BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, KillAction, ObservedContainer, ObservedPod,
+    PodActions, PodRecord, ProbeResult, StartAction, StopReason,
+)
+
+#: The kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
+MINIMUM_GRACE_S = 2
+DEADLINE_REASON = "DeadlineExceeded"
+DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
+
+ProbeResults = Mapping[tuple[str, str], ProbeResult]
+
+
+def should_restart(container: ObservedContainer, restart_policy: str) -> bool:
+    """`ShouldContainerBeRestarted` for a container that is not running."""
+    if container.stop_reason is StopReason.DEFINITION_CHANGED:
+        return True
+    if container.stop_reason in (StopReason.LIVENESS, StopReason.STARTUP):
+        return restart_policy != "Never"
+    if container.stop_reason in (StopReason.POD_TERMINATION, StopReason.REMOVED):
+        return False
+    if container.state is not ContainerState.EXITED:
+        return True  # created but never started, or unknown: (re)start it
+    if restart_policy == "Never":
+        return False
+    if restart_policy == "OnFailure":
+        return container.exit_code != 0
+    return True
+
+
+def grace_period(desired: DesiredPod) -> int:
+    """The effective per-container grace period: the pod's, never below two seconds."""
+    return max(desired.pod.spec.termination_grace_period_seconds, MINIMUM_GRACE_S)
+
+
+class _Planner:
+    """One planning pass; an object only to keep the shared inputs out of every signature."""
+
+    def __init__(self, desired: DesiredPod, observed: ObservedPod, record: PodRecord,
+                 backoff: Mapping[str, BackoffEntry], probes: ProbeResults, now: datetime,
+                 policy: BackoffPolicy) -> None:
+        self.desired, self.observed, self.record = desired, observed, record
+        self.backoff, self.probes, self.now, self.policy = backoff, probes, now, policy
+        self.spec = desired.pod.spec
+        self.actions = PodActions()
+        self.newest: dict[str, ObservedContainer | None] = {}
+        for c in observed.containers:
+            best = self.newest.get(c.name)
+            if best is None or (c.attempt, c.created_at) > (best.attempt, best.created_at):
+                self.newest[c.name] = c
+
+    # -------------------------------------------------------------- building blocks
+
+    def stopping(self, c: ObservedContainer | None) -> bool:
+        return c is not None and c.running and c.kill_deadline is not None
+
+    def kill(self, c: ObservedContainer, reason: StopReason, message: str) -> None:
+        if self.stopping(c):
+            return  # already asked to stop; escalation is rule 1
+        self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
+
+    def start(self, container: Container, *, init: bool) -> bool:
+        """Start `container` now unless CrashLoopBackOff holds it; True if it starts."""
+        last = self.newest.get(container.name)
+        attempt = last.attempt + 1 if last is not None else 0
+        if last is not None and last.state is ContainerState.EXITED and last.finished_at is not None:
+            meta = self.desired.pod.metadata
+            key = backoffs.stable_key(pod_name=meta.name or "", namespace=meta.namespace, uid=self.desired.uid,
+                                      container=container.name,
+                                      spec_hash=self.desired.container_hashes[container.name])
+            entry = self.backoff.get(key)
+            until = backoffs.held_until(entry, finished_at=last.finished_at, now=self.now, policy=self.policy)
+            if until is not None and entry is not None:
+                message = (f"back-off {backoffs.go_duration(entry.backoff_s)} restarting failed "
+                           f"container={container.name} pod={meta.name}_{meta.namespace}({self.desired.uid})")
+                self.actions.backoff_holds.append(BackoffHold(container.name, until, entry.backoff_s, message))
+                self.actions.wake_at(until)
+                return False
+            self.actions.backoff_updates.append(
+                backoffs.next_entry(entry, key=key, finished_at=last.finished_at, now=self.now, policy=self.policy))
+        self.actions.to_start.append(StartAction(container.name, attempt, init=init))
+        return True
+
+    def is_running(self, name: str) -> bool:
+        c = self.newest.get(name)
+        return c is not None and c.running
+
+    def succeeded(self, name: str) -> bool:
+        c = self.newest.get(name)
+        return c is not None and c.state is ContainerState.EXITED and c.exit_code == 0
+
+    def stop_everything(self) -> None:
+        """Kill the pod: stop what runs, then (once nothing runs) the sandbox. A no-op when all is stopped."""
+        sandbox = self.observed.sandbox
+        running = any(c is not None and c.running for c in self.newest.values())
+        sandbox_ready = sandbox is not None and sandbox.ready
+        self.actions.kill_pod = running or sandbox_ready
+        self.actions.stop_sandbox = sandbox_ready and not running
+        self.stop_running()
+
+    def probe_failed(self, c: ObservedContainer, kind: str) -> bool:
+        return self.probes.get((c.id, kind)) is ProbeResult.FAILURE
+
+    # -------------------------------------------------------------- the rules
+
+    def run(self) -> PodActions:
+        self.escalate()                                                   # rule 1
+        if self.deadline_exceeded() or self.record.terminating or self.record.terminal_phase:
+            self.stop_pod()                                               # rule 2
+            return self.actions
+        sandbox = self.observed.sandbox
+        if sandbox is None or not sandbox.ready or sandbox.sandbox_hash != self.desired.sandbox_hash:
+            self.new_sandbox()                                            # rule 3
+            return self.actions
+        initialized = self.init_containers()                             # rule 4
+        if initialized:
+            self.app_containers()                                         # rules 5 and 6
+        return self.actions
+
+    def escalate(self) -> None:
+        for c in self.newest.values():
+            if self.stopping(c):
+                assert c is not None and c.kill_deadline is not None
+                if self.now >= c.kill_deadline:
+                    self.actions.to_kill.append(KillAction(c.id, c.name, "KILL", 0, c.stop_reason
+                                                           or StopReason.POD_TERMINATION, ""))
+                else:
+                    self.actions.wake_at(c.kill_deadline)
+
+    def deadline_exceeded(self) -> bool:
+        deadline = self.spec.active_deadline_seconds
+        start = self.record.start_time
+        if deadline is None or start is None or self.record.terminal_phase:
+            return False
+        due = start + timedelta(seconds=deadline)
+        if self.now >= due:
+            if self.record.failed_reason is None:
+                self.actions.fail_pod = (DEADLINE_REASON, DEADLINE_MESSAGE)
+                self.actions.terminal_phase = "Failed"
+            return True
+        self.actions.wake_at(due)
+        return False
+
+    def stop_pod(self) -> None:
+        """Stop app containers (and regular init containers) first, then sidecars, then the sandbox."""
+        sandbox = self.observed.sandbox
+        sidecars = {c.name for c in self.spec.sidecars}
+        running = [c for c in self.newest.values() if c is not None and c.running]
+        main = [c for c in running if c.name not in sidecars]
+        for c in main or running:
+            self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
+        sandbox_ready = sandbox is not None and sandbox.ready
+        self.actions.kill_pod = bool(running) or sandbox_ready
+        self.actions.stop_sandbox = sandbox_ready and not running
+        self.actions.pod_stopped = not running
+
+    def new_sandbox(self) -> None:
+        running = [c for c in self.newest.values() if c is not None and c.running]
+        if running:  # the old sandbox's containers go first
+            for c in running:
+                self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
+            return
+        ran_before = bool(self.observed.containers)
+        if self.spec.restart_policy == "Never" and ran_before:
+            return  # the pod has run its course; its sandbox is already gone
+        if self.spec.init_containers:
+            self.start(self.spec.init_containers[0], init=True)
+        else:
+            for container in self.spec.containers:
+                if self.spec.restart_policy == "OnFailure" and self.succeeded(container.name):
+                    continue
+                self.start(container, init=False)
+        if self.actions.to_start or self.actions.backoff_holds:
+            self.actions.create_sandbox = True
+            previous = self.observed.sandbox
+            self.actions.sandbox_attempt = previous.attempt + 1 if previous is not None else 0
+
+    def init_containers(self) -> bool:
+        """Rule 4; True when the pod is initialized and app containers may run."""
+        initialized = any(self.newest.get(c.name) is not None for c in self.spec.containers) or all(
+            self.is_running(c.name) if c.is_sidecar else self.succeeded(c.name) for c in self.spec.init_containers)
+        for container in self.spec.init_containers:
+            last = self.newest.get(container.name)
+            if container.is_sidecar:
+                if last is not None and last.running:
+                    self.check_running(container, last, restart=True)
+                    continue
+                if initialized and last is not None:
+                    continue  # restarted with the app containers, unless the pod is finishing
+                if not self.stopping(last):
+                    self.start(container, init=True)
+                if initialized:
+                    continue
+                return False
+            if initialized:
+                continue  # regular init containers never run again once the pod is initialized
+            if last is None:
+                self.start(container, init=True)
+                return False
+            if last.running:
+                return False
+            if self.succeeded(container.name):
+                continue
+            if self.spec.restart_policy == "Never":
+                self.stop_everything()  # the pod has failed (getPhase: failedInit under Never)
+                return False
+            self.start(container, init=True)
+            return False
+        return True
+
+    def check_running(self, container: Container, c: ObservedContainer, *, restart: bool) -> bool | None:
+        """Stop a running container whose spec changed or whose probe failed.
+
+        None if it keeps running; otherwise whether it will be restarted once it has exited.
+        """
+        if self.stopping(c):
+            return None
+        if c.spec_hash != self.desired.container_hashes.get(container.name):
+            self.kill(c, StopReason.DEFINITION_CHANGED, f"Container {container.name} definition changed, "
+                                                        "will be restarted")
+            return True
+        for kind, reason in (("liveness", StopReason.LIVENESS), ("startup", StopReason.STARTUP)):
+            if self.probe_failed(c, kind):
+                will = restart or self.spec.restart_policy != "Never"
+                self.kill(c, reason, f"Container {container.name} failed {kind} probe"
+                                     + (", will be restarted" if will else ""))
+                return will
+        return None
+
+    def stop_running(self) -> None:
+        for c in self.newest.values():
+            if c is not None and c.running:
+                self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
+
+    def app_containers(self) -> None:
+        policy = self.spec.restart_policy
+        keep = 0
+        pending = 0  # containers that will run again: started now, held, or being restarted
+        for container in self.spec.containers:
+            last = self.newest.get(container.name)
+            if last is None:
+                self.start(container, init=False)
+                pending += 1
+            elif last.running:
+                restarting = self.check_running(container, last, restart=False)
+                if restarting is None:
+                    keep += 1
+                elif restarting:
+                    pending += 1
+            elif should_restart(last, policy):
+                self.start(container, init=False)
+                pending += 1
+        wanted = {c.name for c in self.spec.all_containers()}
+        for name, c in self.newest.items():
+            if c is not None and c.running and name not in wanted:
+                self.kill(c, StopReason.REMOVED, f"Stopping container {name}")
+        if keep == 0 and pending == 0:
+            self.stop_everything()  # everything finished: stop sidecars and the sandbox
+            return
+        for container in self.spec.sidecars:  # sidecars restart while the pod still has work
+            last = self.newest.get(container.name)
+            if last is not None and not last.running and not self.stopping(last):
+                self.start(container, init=True)
+
+
+def plan(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
+         backoff: Mapping[str, BackoffEntry], now: datetime, probes: ProbeResults | None = None,
+         policy: BackoffPolicy = BackoffPolicy()) -> PodActions:
+    """Decide what to do now for one pod. Pure: same inputs, same `PodActions`."""
+    return _Planner(desired, observed, record, backoff, probes or {}, now, policy).run()

@@ -1,0 +1,189 @@
+"""The data the engine decides over: what was observed, what is remembered, what is to be done.
+
+Owns: plain frozen dataclasses and str enums, shared by `plan`, `status`, the store and the
+agent. No behaviour beyond small derived properties; no I/O.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+
+
+class ContainerState(str, enum.Enum):
+    """A runtime container's state, as CRI names them."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    EXITED = "exited"
+    UNKNOWN = "unknown"
+
+
+class StopReason(str, enum.Enum):
+    """Why kubelite stopped a container; decides what follows its exit."""
+
+    DEFINITION_CHANGED = "DefinitionChanged"  # restarted whatever the restart policy
+    LIVENESS = "LivenessProbe"                # restarted unless restartPolicy Never
+    STARTUP = "StartupProbe"                  # restarted unless restartPolicy Never
+    POD_TERMINATION = "PodTermination"        # pod deleted, replaced, failed or completed
+    REMOVED = "Removed"                       # the container left the pod's spec
+
+
+class ProbeResult(str, enum.Enum):
+    SUCCESS = "Success"
+    FAILURE = "Failure"
+    UNKNOWN = "Unknown"
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    """One runtime container: one attempt of one container of a pod."""
+
+    id: str
+    name: str
+    attempt: int              # the restartCount this attempt carries (0 for the first)
+    spec_hash: str
+    state: ContainerState
+    created_at: datetime
+    sandbox_id: str = ""
+    image: str = ""
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None     # Completed, Error, OOMKilled, StartError, ContainerStatusUnknown
+    message: str | None = None
+    stop_reason: StopReason | None = None   # set when kubelite asked it to stop
+    kill_deadline: datetime | None = None   # SIGKILL due at this time if it still runs
+
+    @property
+    def running(self) -> bool:
+        return self.state is ContainerState.RUNNING
+
+
+@dataclass(frozen=True)
+class ObservedSandbox:
+    """A pod sandbox (the shared namespaces). Only the newest one of a pod matters."""
+
+    id: str
+    attempt: int
+    sandbox_hash: str
+    ready: bool
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    """Everything the runtime has for one pod uid: sandboxes newest first, all kept containers."""
+
+    uid: str
+    sandboxes: tuple[ObservedSandbox, ...] = ()
+    containers: tuple[ObservedContainer, ...] = ()
+
+    @property
+    def sandbox(self) -> ObservedSandbox | None:
+        return self.sandboxes[0] if self.sandboxes else None
+
+    def instances(self, name: str) -> list[ObservedContainer]:
+        """The attempts of container `name`, newest first."""
+        found = [c for c in self.containers if c.name == name]
+        found.sort(key=lambda c: (c.attempt, c.created_at), reverse=True)
+        return found
+
+
+@dataclass(frozen=True)
+class BackoffEntry:
+    """The kubelet's flowcontrol.Backoff entry for one stable key."""
+
+    key: str
+    backoff_s: float
+    last_update: datetime
+
+
+@dataclass(frozen=True)
+class BackoffPolicy:
+    """CrashLoopBackOff tuning: the kubelet's 10 s → 300 s, reset after 600 s (KEP-4603/5593)."""
+
+    initial_s: float = 10.0
+    max_s: float = 300.0
+    reset_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        if self.max_s <= 0 or self.initial_s <= 0:
+            raise ValueError("backoff delays must be positive")
+        if self.initial_s > self.max_s:  # the kubelet lowers initial to max
+            object.__setattr__(self, "initial_s", self.max_s)
+
+
+@dataclass(frozen=True)
+class PodRecord:
+    """What the agent remembers about a pod beyond its manifest and its runtime objects."""
+
+    start_time: datetime | None = None           # status.startTime: first sync
+    terminating: bool = False                    # deleted, replaced, or to be stopped
+    failed_reason: str | None = None             # pod-level status.reason (DeadlineExceeded)
+    failed_message: str | None = None
+    terminal_phase: str | None = None            # Succeeded/Failed once reached: sticky
+
+
+@dataclass(frozen=True)
+class StartError:
+    """The last failure to create/start a container (the kubelet's reasonCache)."""
+
+    reason: str      # CreateContainerError, RunContainerError
+    message: str
+
+
+@dataclass(frozen=True)
+class StartAction:
+    name: str
+    attempt: int
+    init: bool = False
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class KillAction:
+    container_id: str
+    name: str
+    signal: str                 # "TERM" (graceful, with grace_s) or "KILL"
+    grace_s: int
+    stop_reason: StopReason
+    message: str                # the Killing event: "Stopping container web"
+
+
+@dataclass(frozen=True)
+class BackoffHold:
+    """A restart held back by CrashLoopBackOff until `until`."""
+
+    name: str
+    until: datetime
+    backoff_s: float
+    message: str
+
+
+@dataclass
+class PodActions:
+    """The result of `plan()`: what to do now for one pod, and when to look again."""
+
+    kill_pod: bool = False                  # the pod is to be stopped: containers first, then the sandbox
+    stop_sandbox: bool = False              # nothing runs any more: stop the sandbox now
+    create_sandbox: bool = False
+    sandbox_attempt: int = 0
+    to_start: list[StartAction] = field(default_factory=list)
+    to_kill: list[KillAction] = field(default_factory=list)
+    backoff_holds: list[BackoffHold] = field(default_factory=list)
+    backoff_updates: list[BackoffEntry] = field(default_factory=list)
+    fail_pod: tuple[str, str] | None = None  # (reason, message): pod-level failure decided now
+    terminal_phase: str | None = None        # Succeeded/Failed reached by this plan
+    pod_stopped: bool = False                # terminating and nothing is left running
+    next_wakeup: datetime | None = None
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is not None and (self.next_wakeup is None or when < self.next_wakeup):
+            self.next_wakeup = when
+
+    @property
+    def idle(self) -> bool:
+        """True when nothing is to be done now."""
+        return not (self.stop_sandbox or self.create_sandbox or self.to_start or self.to_kill or self.fail_pod)

@@ -1,0 +1,267 @@
+"""The fake runtime: in-memory, deterministic, driven by an injected clock.
+
+Owns: simulated sandboxes and containers that behave as scripted — run forever, exit after N
+seconds with code X, fail to create or start, ignore SIGTERM, get OOM-killed. Used by the tests
+(under freezegun) and by `kubelite serve --runtime fake` to dry-run manifests without root.
+
+Time is read only from `clock()`; an exit scheduled for `started_at + N s` is recorded with
+exactly that `finished_at`, whenever it is noticed, so tests are exact.
+
+A pod can also script its containers from its manifest, for dry runs: the annotation
+`fake.kubelite.io/<container>: "exit=1 after=5"` (keys: exit, after, oom-after, fail-start,
+ignore-term) applies to every attempt of that container.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta, timezone
+from typing import Callable
+
+from kubelite.core.types import ContainerState
+from kubelite.errors import NotFoundError, RuntimeError_
+from kubelite.runtime.protocol import (
+    ContainerConfig, ContainerInfo, ExecResult, SandboxConfig, SandboxInfo, SandboxState,
+)
+
+ANNOTATION_PREFIX = "fake.kubelite.io/"
+
+
+@dataclass(frozen=True)
+class Behavior:
+    """How one attempt of a container behaves."""
+
+    exit_after_s: float | None = None   # exits on its own this long after it started
+    exit_code: int = 0
+    oom_after_s: float | None = None    # OOM-killed (exit 137, OOMKilled) this long after start
+    fail_create: str | None = None      # create_container raises with this message
+    fail_start: str | None = None       # start_container raises with this message
+    ignore_sigterm: bool = False        # only SIGKILL stops it
+    term_exit_code: int = 143           # exit code when SIGTERM stops it
+
+    @classmethod
+    def parse(cls, text: str) -> "Behavior":
+        """`exit=1 after=5 oom-after=3 fail-start=msg ignore-term` (the dry-run annotation)."""
+        fields: dict[str, object] = {}
+        for word in text.split():
+            key, _, value = word.partition("=")
+            if key == "exit":
+                fields["exit_code"] = int(value)
+            elif key == "after":
+                fields["exit_after_s"] = float(value)
+            elif key == "oom-after":
+                fields["oom_after_s"] = float(value)
+            elif key == "fail-start":
+                fields["fail_start"] = value or "simulated start failure"
+            elif key == "fail-create":
+                fields["fail_create"] = value or "simulated create failure"
+            elif key == "ignore-term":
+                fields["ignore_sigterm"] = True
+            else:
+                raise ValueError(f"unknown fake behaviour {key!r}")
+        return cls(**fields)  # type: ignore[arg-type]
+
+
+@dataclass
+class _Sandbox:
+    info: SandboxInfo
+
+
+@dataclass
+class _Container:
+    info: ContainerInfo
+    behavior: Behavior
+    term_at: datetime | None = None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class FakeRuntime:
+    """A deterministic `Runtime`. Thread-safe: the agent thread and test code may both call it."""
+
+    name = "fake"
+
+    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+        self.clock = clock
+        self._ids = itertools.count(1)
+        self._lock = threading.RLock()
+        self._sandboxes: dict[str, _Sandbox] = {}
+        self._containers: dict[str, _Container] = {}
+        self._scripts: dict[tuple[str, str], list[Behavior]] = {}
+        self._hint: Callable[[], None] | None = None
+        self.missing_images: set[str] = set()
+        self.calls: list[tuple[str, str]] = []   # (operation, id): for tests that count work
+
+    # ------------------------------------------------------------------ scripting
+
+    def script(self, pod: str, container: str, *behaviors: Behavior) -> None:
+        """Behaviours for successive attempts of `pod`/`container`; the last one repeats."""
+        self._scripts[(pod, container)] = list(behaviors)
+
+    def _behavior(self, config: ContainerConfig) -> Behavior:
+        script = self._scripts.get((config.pod_name, config.container.name))
+        if script:
+            return script[min(config.attempt, len(script) - 1)]
+        text = config.annotations.get(ANNOTATION_PREFIX + config.container.name)
+        if text is None:
+            return Behavior()
+        try:
+            return Behavior.parse(text)
+        except ValueError as exc:
+            raise RuntimeError_(f"annotation {ANNOTATION_PREFIX}{config.container.name}: {exc}") from None
+
+    def exit_container(self, container_id: str, code: int, *, reason: str | None = None) -> None:
+        """Make a running container exit now (a crash injected by a test)."""
+        with self._lock:
+            c = self._get(container_id)
+            if c.info.state is ContainerState.RUNNING:
+                self._finish(c, self.clock(), code, reason)
+        self._notify()
+
+    def set_exit_hint(self, hint: Callable[[], None]) -> None:
+        self._hint = hint
+
+    def _notify(self) -> None:
+        if self._hint is not None:
+            self._hint()
+
+    # ------------------------------------------------------------------ time
+
+    def _due(self, c: _Container) -> tuple[datetime, int, str | None] | None:
+        """The scripted exit of a running container: (when, exit code, reason), if any."""
+        if c.info.state is not ContainerState.RUNNING or c.info.started_at is None:
+            return None
+        candidates: list[tuple[datetime, int, str | None]] = []
+        b = c.behavior
+        if b.exit_after_s is not None:
+            candidates.append((c.info.started_at + timedelta(seconds=b.exit_after_s), b.exit_code, None))
+        if b.oom_after_s is not None:
+            candidates.append((c.info.started_at + timedelta(seconds=b.oom_after_s), 137, "OOMKilled"))
+        return min(candidates, key=lambda x: x[0]) if candidates else None
+
+    def _advance(self) -> None:
+        now = self.clock()
+        for c in self._containers.values():
+            due = self._due(c)
+            if due is not None and due[0] <= now:
+                self._finish(c, due[0], due[1], due[2])
+
+    def next_event_time(self) -> datetime | None:
+        with self._lock:
+            times = [due[0] for c in self._containers.values() if (due := self._due(c)) is not None]
+        return min(times) if times else None
+
+    def _finish(self, c: _Container, when: datetime, code: int, reason: str | None) -> None:
+        c.info = replace(c.info, state=ContainerState.EXITED, finished_at=when, exit_code=code,
+                         reason=reason or ("Completed" if code == 0 else "Error"))
+
+    # ------------------------------------------------------------------ protocol
+
+    def _get(self, container_id: str) -> _Container:
+        try:
+            return self._containers[container_id]
+        except KeyError:
+            raise NotFoundError(f"container {container_id} not found") from None
+
+    def run_sandbox(self, config: SandboxConfig) -> str:
+        with self._lock:
+            sandbox_id = f"sb{next(self._ids):06d}"
+            self._sandboxes[sandbox_id] = _Sandbox(SandboxInfo(
+                sandbox_id, config.uid, config.attempt, config.sandbox_hash, SandboxState.READY, self.clock()))
+            self.calls.append(("run_sandbox", sandbox_id))
+            return sandbox_id
+
+    def stop_sandbox(self, sandbox_id: str) -> None:
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None:
+                return
+            for c in self._containers.values():
+                if c.info.sandbox_id == sandbox_id and c.info.state is ContainerState.RUNNING:
+                    self._finish(c, self.clock(), 137, None)
+            sandbox.info = replace(sandbox.info, state=SandboxState.NOTREADY)
+            self.calls.append(("stop_sandbox", sandbox_id))
+
+    def remove_sandbox(self, sandbox_id: str) -> None:
+        with self._lock:
+            self.stop_sandbox(sandbox_id)
+            self._sandboxes.pop(sandbox_id, None)
+            for cid in [cid for cid, c in self._containers.items() if c.info.sandbox_id == sandbox_id]:
+                del self._containers[cid]
+
+    def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            if sandbox is None or sandbox.info.state is not SandboxState.READY:
+                raise RuntimeError_(f"sandbox {sandbox_id} is not ready")
+            behavior = self._behavior(config)
+            if behavior.fail_create:
+                raise RuntimeError_(behavior.fail_create)
+            container_id = f"c{next(self._ids):06d}"
+            self._containers[container_id] = _Container(ContainerInfo(
+                container_id, sandbox_id, config.uid, config.container.name, config.attempt, config.spec_hash,
+                config.container.image or "", ContainerState.CREATED, self.clock()), behavior)
+            self.calls.append(("create_container", container_id))
+            return container_id
+
+    def start_container(self, container_id: str) -> None:
+        with self._lock:
+            c = self._get(container_id)
+            if c.behavior.fail_start:
+                now = self.clock()
+                c.info = replace(c.info, state=ContainerState.EXITED, started_at=None, finished_at=now,
+                                 exit_code=128, reason="StartError", message=c.behavior.fail_start)
+                raise RuntimeError_(c.behavior.fail_start)
+            c.info = replace(c.info, state=ContainerState.RUNNING, started_at=self.clock())
+            self.calls.append(("start_container", container_id))
+
+    def signal_container(self, container_id: str, signal: str) -> None:
+        with self._lock:
+            c = self._get(container_id)
+            if c.info.state is not ContainerState.RUNNING:
+                return
+            self.calls.append((f"signal_{signal}", container_id))
+            if signal == "KILL":
+                self._finish(c, self.clock(), 137, None)
+            elif signal == "TERM" and not c.behavior.ignore_sigterm:
+                self._finish(c, self.clock(), c.behavior.term_exit_code, None)
+        self._notify()
+
+    def remove_container(self, container_id: str) -> None:
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is not None and c.info.state is ContainerState.RUNNING:
+                raise RuntimeError_(f"container {container_id} is running")
+            self._containers.pop(container_id, None)
+
+    def list_sandboxes(self) -> list[SandboxInfo]:
+        with self._lock:
+            return [s.info for s in self._sandboxes.values()]
+
+    def list_containers(self) -> list[ContainerInfo]:
+        with self._lock:
+            self._advance()
+            return [c.info for c in self._containers.values()]
+
+    def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
+        with self._lock:
+            c = self._get(container_id)
+            if c.info.state is not ContainerState.RUNNING:
+                raise RuntimeError_(f"container {container_id} is not running")
+            self.calls.append(("exec", container_id))
+            return ExecResult(0)
+
+    def image_present(self, image: str) -> bool:
+        return image not in self.missing_images
+
+    # ------------------------------------------------------------------ a machine restart
+
+    def reboot(self) -> None:
+        """Forget everything, as a machine restart does to runc's state in /run."""
+        with self._lock:
+            self._sandboxes.clear()
+            self._containers.clear()

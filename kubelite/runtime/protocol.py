@@ -1,0 +1,113 @@
+"""The runtime protocol: the one I/O seam between the agent and containers (CRI-shaped).
+
+Owns: the calls the agent makes (sandbox run/stop/remove; container create/start/signal/remove;
+list; exec; exit hints) and the records they return. Implementations: `fake.FakeRuntime`
+(in-memory, deterministic, for tests and dry runs) and the OCI runtime (runc + conmon).
+
+One deliberate difference from CRI: there is no blocking `StopContainer(timeout)`. The agent
+sends SIGTERM, remembers the deadline, and sends SIGKILL itself when it passes, so a long grace
+period never blocks the single reconcile thread, and the decision stays in `core.plan`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable, Protocol
+
+from kubelite.api.models import Container
+from kubelite.core.types import ContainerState
+
+
+class SandboxState(str, enum.Enum):
+    READY = "ready"
+    NOTREADY = "notready"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    uid: str
+    name: str
+    namespace: str
+    attempt: int
+    sandbox_hash: str
+    hostname: str
+    host_network: bool = False
+    share_process_namespace: bool = False
+    log_directory: str = ""
+
+
+@dataclass(frozen=True)
+class ContainerConfig:
+    """Everything a runtime needs to create one container; recovery data rides along as labels."""
+
+    uid: str
+    pod_name: str
+    namespace: str
+    container: Container
+    attempt: int
+    spec_hash: str
+    log_path: str = ""
+    annotations: dict[str, str] = field(default_factory=dict)   # the pod's
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    id: str
+    uid: str
+    attempt: int
+    sandbox_hash: str
+    state: SandboxState
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    sandbox_id: str
+    uid: str
+    name: str
+    attempt: int
+    spec_hash: str
+    image: str
+    state: ContainerState
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    exit_code: int
+    stdout: bytes = b""
+    stderr: bytes = b""
+    timed_out: bool = False
+
+
+class Runtime(Protocol):
+    """What the agent needs from a container runtime. Errors derive from `errors.RuntimeError_`."""
+
+    #: The scheme of container IDs in statuses: `<name>://<id>`.
+    name: str
+
+    def run_sandbox(self, config: SandboxConfig) -> str: ...
+    def stop_sandbox(self, sandbox_id: str) -> None: ...
+    def remove_sandbox(self, sandbox_id: str) -> None: ...
+    def create_container(self, sandbox_id: str, config: ContainerConfig) -> str: ...
+    def start_container(self, container_id: str) -> None: ...
+    def signal_container(self, container_id: str, signal: str) -> None: ...
+    def remove_container(self, container_id: str) -> None: ...
+    def list_sandboxes(self) -> list[SandboxInfo]: ...
+    def list_containers(self) -> list[ContainerInfo]: ...
+    def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult: ...
+    def image_present(self, image: str) -> bool: ...
+
+    def set_exit_hint(self, hint: Callable[[], None]) -> None:
+        """Call `hint()` (from any thread) soon after a container exits: a hint, not the truth."""
+
+    def next_event_time(self) -> datetime | None:
+        """When the runtime itself will next change state (the fake's scripted exits), if it knows."""

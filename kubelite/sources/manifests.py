@@ -1,0 +1,421 @@
+"""Reading the manifest directory: which files count, what is in them, and which pods win.
+
+Owns:
+
+* the file rules (`is_manifest_name`): only `*.yaml`, `*.yml` and `*.json`; dotfiles, editor and
+  backup files never count (the kubelet parses every non-dot file);
+* reading one file safely (`read_file`): at most 10 MiB, regular files only, symlinks only to
+  targets inside the directory, UTF-8, every YAML document (the kubelet reads only the first),
+  each document decoded by `kubelite.api.decode`, every problem located by document, line and field;
+* listing a directory into a `ManifestSnapshot` (`scan`);
+* `resolve`: from a snapshot and the pods last accepted from each file to the pods to run — the
+  first file in sorted order wins a pod name, and a file edited into something invalid keeps its
+  last valid version.
+
+Reads files; no clock, no threads. Messages never echo a file's content (manifests may hold
+secrets): they name the file, document, line, field and rule only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import re
+import stat
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import yaml
+
+from kubelite.api.decode import DesiredPod, decode_document
+from kubelite.errors import ManifestError
+
+YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+#: The only file name endings read as manifests (case-sensitive).
+MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
+#: Larger files are refused unread: the kubelet's `maxConfigLength`.
+MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+#: Deeper documents are refused; real Kubernetes objects stay far below, a self-referencing alias does not.
+MAX_NESTING = 100
+#: Values a file may have beyond one per character of text before its aliases count as a bomb.
+SPARE_VALUES = 1000
+
+_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE  # the characters YAML refuses, as PyYAML defines them
+_QUOTED_NAME = re.compile(r"""\b(tag|alias|anchor|character) (?:'[^']*'|"[^"]*")""")  # PyYAML quoting the file
+_PATH_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+
+
+def is_manifest_name(name: str) -> bool:
+    """Whether a directory entry called `name` is read as a manifest.
+
+    Only `*.yaml`, `*.yml` and `*.json`, case-sensitive (`web.YAML` is not read), and never a
+    dotfile (`.web.yaml.swp`, `.#web.yaml`). Editor and backup leftovers (`web.yaml~`, `.swp`,
+    `.bak`, `.tmp`, `.orig`, `.rej`) do not end in a manifest suffix, so they never match.
+    """
+    return not name.startswith(".") and name.endswith(MANIFEST_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class ManifestProblem:
+    """One error or warning about a manifest, located as precisely as known.
+
+    `file` is relative to the manifest directory when inside it; `document` and `line` are 1-based.
+    """
+
+    file: str
+    document: int | None
+    line: int | None
+    field: str | None
+    message: str
+
+    def __str__(self) -> str:
+        """One line: `web.yaml: document 2, line 7: spec.containers[0].name: Required value`."""
+        where = ", ".join(part for part in (
+            f"document {self.document}" if self.document is not None else "",
+            f"line {self.line}" if self.line is not None else "",
+        ) if part)
+        return ": ".join(part for part in (self.file, where, self.field or "", self.message) if part)
+
+
+@dataclass
+class FileResult:
+    """What one manifest file holds. The file is used only when `ok`; then `pods` are its pods."""
+
+    path: str  # absolute, inside the directory, symlinks not resolved
+    digest: str = ""  # sha256 of the bytes read; '' when the file was not read
+    pods: list[DesiredPod] = field(default_factory=list)  # from the file's valid documents
+    errors: list[ManifestProblem] = field(default_factory=list)
+    warnings: list[ManifestProblem] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+
+@dataclass
+class ManifestSnapshot:
+    """Every manifest file of the directory at one moment, by absolute path in sorted order."""
+
+    root: str
+    files: dict[str, FileResult] = field(default_factory=dict)
+    problems: list[ManifestProblem] = field(default_factory=list)  # about the directory itself
+
+
+@dataclass
+class Resolution:
+    """The pods to run, by `namespace/name` in file order, and everything to report about them."""
+
+    pods: dict[str, DesiredPod] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)  # pod key → file path
+    problems: list[ManifestProblem] = field(default_factory=list)
+    warnings: list[ManifestProblem] = field(default_factory=list)
+    kept: set[str] = field(default_factory=set)  # invalid files whose last valid version still runs
+    accepted: dict[str, list[DesiredPod]] = field(default_factory=dict)  # the `previous` of the next resolve
+
+
+class _Unusable(ManifestError):
+    """A file (or one of its documents) that cannot be used, and where."""
+
+    def __init__(self, message: str, *, document: int | None = None, line: int | None = None) -> None:
+        super().__init__(message)
+        self.document = document
+        self.line = line
+
+
+# ------------------------------------------------------------------------------ the directory
+
+
+def scan(directory: Path) -> ManifestSnapshot:
+    """Read every manifest in `directory` (not recursive; a symlinked directory is followed).
+
+    `directory` may also be a single regular file, as with the kubelet. A missing or unreadable
+    directory gives an empty snapshot with one problem.
+    """
+    root = os.path.abspath(directory)
+    snapshot = ManifestSnapshot(root)
+    try:
+        mode = os.stat(root).st_mode
+        if stat.S_ISREG(mode):
+            snapshot.files[root] = read_file(Path(root))
+        elif stat.S_ISDIR(mode):
+            for name in _manifest_names(root):
+                path = os.path.join(root, name)
+                snapshot.files[path] = read_file(Path(path), root=Path(root))
+        else:
+            snapshot.problems.append(_directory_problem(root, "not a directory or a regular file"))
+    except FileNotFoundError:
+        snapshot.problems.append(_directory_problem(root, "manifest directory does not exist"))
+    except OSError as exc:
+        snapshot.problems.append(_directory_problem(root, exc.strerror or "cannot be listed"))
+    return snapshot
+
+
+def _manifest_names(directory: str) -> list[str]:
+    """Sorted names of the entries that are read as manifests; sub-directories are skipped."""
+    with os.scandir(directory) as entries:
+        return sorted(entry.name for entry in entries if is_manifest_name(entry.name) and not entry.is_dir())
+
+
+def _directory_problem(root: str, message: str) -> ManifestProblem:
+    return ManifestProblem(root, None, None, None, message)
+
+
+def _display_path(path: str, root: str | None, *, default: str | None = None) -> str:
+    """`path` relative to the directory `root` when it lies inside it, else `default` (or `path`)."""
+    if root is not None and path.startswith(root.rstrip(os.sep) + os.sep):
+        return os.path.relpath(path, root)
+    return path if default is None else default
+
+
+# ---------------------------------------------------------------------------------- one file
+
+
+def read_file(path: Path, *, root: Path | None = None) -> FileResult:
+    """Read, decode and validate one manifest file of the directory `root`. Never raises for bad input."""
+    absolute = os.path.abspath(path)
+    root_dir = os.path.abspath(root) if root is not None else None
+    name = _display_path(absolute, root_dir, default=str(path))
+    result = FileResult(absolute)
+    try:
+        data = _read_bytes(absolute, root_dir)
+        result.digest = hashlib.sha256(data).hexdigest()
+        text = _text(data)
+        documents = _parse(text, json_file=absolute.endswith(".json"))
+        _refuse_alias_bombs(documents, len(text))
+    except _Unusable as unusable:
+        result.errors.append(ManifestProblem(name, unusable.document, unusable.line, None, str(unusable)))
+        return result
+    _decode_documents(documents, _LineFinder(text), result, name)
+    return result
+
+
+def _read_bytes(path: str, root: str | None) -> bytes:
+    """The file's bytes: at most `MAX_MANIFEST_BYTES`, from a regular file inside `root`."""
+    try:
+        mode = os.lstat(path).st_mode
+        if stat.S_ISLNK(mode):
+            _check_symlink(path, root)
+            mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise _Unusable("not a regular file")
+        with open(path, "rb", opener=_open_nonblocking) as file:
+            return _read_bounded(file)
+    except OSError as exc:
+        raise _Unusable(exc.strerror or "cannot be read") from None
+
+
+def _check_symlink(path: str, root: str | None) -> None:
+    target = os.path.realpath(path)
+    if not os.path.exists(target):
+        raise _Unusable("dangling symlink: its target does not exist")
+    if root is not None and not target.startswith(os.path.realpath(root).rstrip(os.sep) + os.sep):
+        raise _Unusable("symlink to a file outside the manifest directory; not read")
+
+
+def _open_nonblocking(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_NONBLOCK)  # a FIFO swapped in must not block the open
+
+
+def _read_bounded(file: BinaryIO) -> bytes:
+    info = os.fstat(file.fileno())  # the file opened may differ from the one checked before
+    if not stat.S_ISREG(info.st_mode):
+        raise _Unusable("not a regular file")
+    if info.st_size > MAX_MANIFEST_BYTES:
+        raise _too_large()
+    data: bytes = file.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:  # it grew since fstat
+        raise _too_large()
+    return data
+
+
+def _too_large() -> _Unusable:
+    return _Unusable(f"larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB; not read")
+
+
+def _text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8").removeprefix("\ufeff")
+    except UnicodeDecodeError as exc:
+        raise _Unusable(f"not UTF-8 text (byte {exc.start + 1})", line=data.count(b"\n", 0, exc.start) + 1) from None
+
+
+def _parse(text: str, *, json_file: bool) -> list[Any]:
+    """Every document of the file, `None` for an empty one (kept so documents keep their numbers)."""
+    return _json_documents(text) if json_file else _yaml_documents(text)
+
+
+def _json_documents(text: str) -> list[Any]:
+    if not text.strip():
+        return []
+    try:
+        return [json.loads(text)]
+    except json.JSONDecodeError as exc:
+        raise _Unusable(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", line=exc.lineno) from None
+    except RecursionError:
+        raise _Unusable("invalid JSON: nested too deeply") from None
+
+
+def _yaml_documents(text: str) -> list[Any]:
+    bad = _NON_PRINTABLE.search(text)
+    if bad:
+        line, column = _line_column(text, bad.start())
+        raise _Unusable(f"invalid YAML: control characters are not allowed (line {line}, column {column})", line=line)
+    try:
+        return list(yaml.load_all(text, Loader=YamlLoader))
+    except yaml.MarkedYAMLError as exc:
+        raise _yaml_error(exc) from None
+    except yaml.YAMLError:
+        raise _Unusable("invalid YAML") from None
+
+
+def _yaml_error(exc: yaml.MarkedYAMLError) -> _Unusable:
+    """PyYAML's own message quotes the offending line; this one names the rule and the place only."""
+    what = ": ".join(_QUOTED_NAME.sub(r"\1", part) for part in (exc.context, exc.problem) if part) or "syntax error"
+    mark = exc.problem_mark or exc.context_mark
+    if mark is None:
+        return _Unusable(f"invalid YAML: {what}")
+    return _Unusable(f"invalid YAML: {what} (line {mark.line + 1}, column {mark.column + 1})", line=mark.line + 1)
+
+
+def _line_column(text: str, index: int) -> tuple[int, int]:
+    line_start = text.rfind("\n", 0, index) + 1
+    return text.count("\n", 0, index) + 1, index - line_start + 1
+
+
+def _refuse_alias_bombs(documents: list[Any], text_length: int) -> None:
+    """Refuse documents that YAML aliases blow up, or make refer to themselves.
+
+    Without aliases a file has fewer values than characters, so a walk that meets more values than
+    that (plus a margin) has met an alias bomb; a self-reference nests without end and is stopped
+    by the depth limit. Either would hang or crash the decoding.
+    """
+    budget = text_length + SPARE_VALUES
+    for index, document in enumerate(documents, 1):
+        stack: list[tuple[Any, int]] = [(document, 1)]
+        while stack:
+            value, depth = stack.pop()
+            budget -= 1
+            if budget < 0:
+                raise _Unusable("YAML aliases expand to more values than the file has characters; refused",
+                                document=index)
+            if depth > MAX_NESTING:
+                raise _Unusable(f"nested more than {MAX_NESTING} levels deep (or an alias refers to itself); "
+                                "refused", document=index)
+            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+            stack.extend((child, depth + 1) for child in children)
+
+
+def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResult, name: str) -> None:
+    """Decode every non-empty document into `result`; a pod defined twice in the file is an error."""
+    seen: dict[str, int] = {}  # pod key → document that defined it first
+    for index, document in enumerate(documents, 1):
+        if document is None:
+            continue
+        decoded = decode_document(document, source=result.path)
+        for target, issues in ((result.errors, decoded.errors), (result.warnings, decoded.warnings)):
+            target.extend(ManifestProblem(name, index, lines.line(index, issue.path), issue.path or None,
+                                          issue.message) for issue in issues)
+        if decoded.desired is None:
+            continue
+        key = decoded.desired.key
+        if key in seen:
+            result.errors.append(ManifestProblem(
+                name, index, lines.line(index, "metadata.name"), "metadata.name",
+                f"Duplicate value: pod {key} is already defined in document {seen[key]} of this file"))
+            continue
+        seen[key] = index
+        result.pods.append(decoded.desired)
+
+
+class _LineFinder:
+    """Lines of fields, from the documents' node trees; the file is composed only when first asked."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._documents: list[yaml.Node] | None = None
+
+    def line(self, document: int, path: str) -> int | None:
+        if self._documents is None:
+            try:  # JSON is YAML, so this locates fields of .json files too
+                self._documents = list(yaml.compose_all(self._text, Loader=YamlLoader))
+            except yaml.YAMLError:
+                self._documents = []
+        if document > len(self._documents):
+            return None
+        return _field_line(self._documents[document - 1], path)
+
+
+def _field_line(node: yaml.Node, path: str) -> int:
+    """1-based line of the field at `path` (`spec.containers[1].name`), or of its nearest existing parent."""
+    line = node.start_mark.line
+    steps: list[str | int] = [int(index) if index else key for index, key in _PATH_STEP.findall(path)]
+    while steps:
+        found = _step_down(node, steps)
+        if found is None:
+            break
+        node, line, used = found
+        steps = steps[used:]
+    return line + 1
+
+
+def _step_down(node: yaml.Node, steps: list[str | int]) -> tuple[yaml.Node, int, int] | None:
+    """The node the first of `steps` leads to, the line naming it, and how many steps that took."""
+    step = steps[0]
+    if isinstance(step, int):
+        if isinstance(node, yaml.SequenceNode) and step < len(node.value):
+            item = node.value[step]
+            return item, item.start_mark.line, 1
+        return None
+    if not isinstance(node, yaml.MappingNode):
+        return None
+    keys = list(itertools.takewhile(lambda s: isinstance(s, str), steps))
+    for used in range(1, len(keys) + 1):  # a key may itself hold dots: labels["app.kubernetes.io/name"]
+        wanted = ".".join(str(key) for key in keys[:used])
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode) and key.value == wanted:
+                return value, key.start_mark.line, used
+    return None
+
+
+# ----------------------------------------------------------------------------- which pods win
+
+
+def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]) -> Resolution:
+    """The pods to run, from `snapshot` and the pods last accepted from each file (`previous`).
+
+    Files are taken in sorted order. A valid file contributes its pods; an invalid one reports its
+    errors and keeps its last valid version (if it ever had one). A pod whose `namespace/name` an
+    earlier file already claimed is not run and is reported on the later file. Files gone from
+    the snapshot contribute nothing. Pure.
+    """
+    resolution = Resolution(problems=list(snapshot.problems))
+    for path, result in sorted(snapshot.files.items()):
+        resolution.warnings.extend(result.warnings)
+        if result.ok:
+            pods = result.pods
+        else:
+            resolution.problems.extend(result.errors)
+            if path not in previous:
+                continue
+            pods = previous[path]
+            resolution.kept.add(path)
+        resolution.accepted[path] = list(pods)
+        for pod in pods:
+            _claim(resolution, pod, path, snapshot.root)
+    return resolution
+
+
+def _claim(resolution: Resolution, pod: DesiredPod, path: str, root: str) -> None:
+    owner = resolution.sources.get(pod.key)
+    if owner is None:
+        resolution.pods[pod.key] = pod
+        resolution.sources[pod.key] = path
+        return
+    resolution.problems.append(ManifestProblem(
+        _display_path(path, root), None, None, None,
+        f"pod {pod.key} is already defined in {_display_path(owner, root)}; this definition is ignored"))

@@ -1,0 +1,110 @@
+"""The CLI's read path: the state database read with the standard library only.
+
+Owns: read-only queries for pods, events, manifest problems and meta, returning v1-shaped dicts.
+`kubelite get pods` must answer in well under 100 ms, and importing SQLAlchemy alone costs more
+than that, so this module uses `sqlite3` and `json` and nothing else. It opens the database
+read-only and never creates it; it reads the tables that `schema` defines.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from kubelite.errors import StoreError
+
+DB_NAME = "kubelite.db"
+SCHEMA_VERSION = 1   # kept equal to schema.SCHEMA_VERSION by a test
+
+
+class Reader:
+    """Read-only access to `<root>/kubelite.db`; an absent database reads as empty."""
+
+    def __init__(self, root: Path) -> None:
+        self.path = root / DB_NAME
+        self._db: sqlite3.Connection | None = None
+        if self.path.exists():
+            try:
+                self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
+                version = self.meta("schema_version")
+            except sqlite3.Error as exc:
+                raise StoreError(f"{self.path}: cannot read the state database: {exc}") from None
+            if version is not None and int(version) > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: database schema {version} is newer than this kubelite "
+                                 f"understands ({SCHEMA_VERSION}); upgrade kubelite")
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+    def _rows(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        if self._db is None:
+            return []
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return []
+            raise StoreError(f"{self.path}: {exc}") from None
+
+    def meta(self, key: str) -> str | None:
+        rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
+        return rows[0][0] if rows else None
+
+    def pods(self, namespace: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+        """v1 Pods with status, sorted by namespace and name (as kubectl sorts them)."""
+        sql = "SELECT object FROM pods"
+        clauses, args = [], []
+        if namespace is not None:
+            clauses.append("namespace = ?")
+            args.append(namespace)
+        if name is not None:
+            clauses.append("name = ?")
+            args.append(name)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY namespace, name, deleted_at IS NULL"
+        return [json.loads(row[0]) for row in self._rows(sql, tuple(args))]
+
+    def resource_versions(self) -> dict[str, int]:
+        """uid → resource version: what `get pods -w` polls to see changes cheaply."""
+        return {uid: rv for uid, rv in self._rows("SELECT uid, resource_version FROM pods")}
+
+    def events(self, namespace: str | None = None, *, uid: str | None = None,
+               name: str | None = None) -> list[dict[str, Any]]:
+        """v1 Events, oldest last-seen first."""
+        sql = ("SELECT id, namespace, kind, name, uid, field_path, type, reason, message, count, "
+               "first_timestamp, last_timestamp FROM events")
+        clauses, args = [], []
+        for column, value in (("namespace", namespace), ("uid", uid), ("name", name)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(value)
+        if clauses:
+            sql += " WHERE " + " AND ".join(clauses)
+        sql += " ORDER BY last_timestamp, id"
+        out = []
+        for (id_, ns, kind, obj, obj_uid, field_path, type_, reason, message, count, first, last) in \
+                self._rows(sql, tuple(args)):
+            involved = {"kind": kind, "namespace": ns, "name": obj, "uid": obj_uid}
+            if field_path:
+                involved["fieldPath"] = field_path
+            out.append({
+                "apiVersion": "v1", "kind": "Event",
+                "metadata": {"name": f"{obj}.{id_:x}", "namespace": ns},
+                "involvedObject": involved, "reason": reason, "message": message, "type": type_,
+                "count": count, "firstTimestamp": _api_time(first), "lastTimestamp": _api_time(last),
+                "source": {"component": "kubelite"},
+            })
+        return out
+
+    def problems(self) -> list[dict[str, Any]]:
+        rows = self._rows("SELECT file, severity, text, pod_key FROM problems ORDER BY id")
+        return [{"file": f, "severity": s, "text": t, "pod_key": k} for f, s, t, k in rows]
+
+
+def _api_time(stored: str) -> str:
+    """A stored ISO timestamp (`…+00:00`, microseconds) as the API prints it (`…Z`, seconds)."""
+    return stored[:19] + "Z"

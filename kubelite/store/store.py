@@ -1,0 +1,243 @@
+"""The state store: SQLAlchemy 2 on SQLite (WAL) at `<root>/kubelite.db`.
+
+Owns: the engine, every session and transaction, the schema upgrade on open, and the mapping
+between rows and the engine's records (`ObservedContainer`, `ObservedSandbox`, `BackoffEntry`,
+`StartError`). The agent's one reconcile thread is its only writer; it writes inside
+`transaction()`. The CLI reads through `reader` (sqlite3, no SQLAlchemy) for speed.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Iterator
+
+from sqlalchemy import Connection, create_engine, delete, event, inspect, select, text
+from sqlalchemy.dialects.sqlite import insert
+
+from kubelite.core.types import (
+    BackoffEntry, ContainerState, ObservedContainer, ObservedSandbox, StartError, StopReason,
+)
+from kubelite.errors import StoreError
+from kubelite.store import schema
+
+DB_NAME = "kubelite.db"
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="microseconds") if value is not None else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class StoredState:
+    """Everything the agent keeps, as loaded at start-up."""
+
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    sandboxes: dict[str, tuple[str, ObservedSandbox]] = field(default_factory=dict)      # id → (uid, sb)
+    containers: dict[str, tuple[str, ObservedContainer]] = field(default_factory=dict)   # id → (uid, c)
+    backoff: dict[str, BackoffEntry] = field(default_factory=dict)
+    start_errors: dict[tuple[str, str], StartError] = field(default_factory=dict)
+
+
+def _migrate_0_to_1(conn: Connection) -> None:
+    schema.metadata.create_all(conn)
+
+
+#: MIGRATIONS[n] upgrades a database at schema version n to n + 1.
+MIGRATIONS = {0: _migrate_0_to_1}
+
+
+class Store:
+    """The one owner of the database. Not thread-safe by design: one writer thread."""
+
+    def __init__(self, root: Path) -> None:
+        root.mkdir(parents=True, exist_ok=True)
+        self.path = root / DB_NAME
+        self.engine = create_engine(f"sqlite:///{self.path}", future=True)
+        event.listen(self.engine, "connect", self._on_connect)
+        self._conn: Connection | None = None
+        self.upgrade()
+
+    @staticmethod
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=NORMAL")
+        cur.execute("PRAGMA busy_timeout=5000")
+        cur.close()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------ schema
+
+    def schema_version(self, conn: Connection) -> int:
+        if not inspect(conn).has_table("meta"):
+            return 0
+        value = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == "schema_version")).scalar()
+        return int(value) if value is not None else 0
+
+    def upgrade(self) -> None:
+        """Bring the database to `SCHEMA_VERSION`; refuse one written by a newer kubelite."""
+        with self.engine.begin() as conn:
+            version = self.schema_version(conn)
+            if version > schema.SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: database schema {version} is newer than this kubelite "
+                                 f"understands ({schema.SCHEMA_VERSION}); upgrade kubelite")
+            while version < schema.SCHEMA_VERSION:
+                MIGRATIONS[version](conn)
+                version += 1
+                self._set_meta(conn, "schema_version", str(version))
+
+    # ------------------------------------------------------------------ transactions
+
+    @contextmanager
+    def transaction(self) -> Iterator["Store"]:
+        """One write transaction; nested calls join the outer one."""
+        if self._conn is not None:
+            yield self
+            return
+        with self.engine.begin() as conn:
+            self._conn = conn
+            try:
+                yield self
+            finally:
+                self._conn = None
+
+    @property
+    def conn(self) -> Connection:
+        if self._conn is None:
+            raise StoreError("store write outside a transaction")
+        return self._conn
+
+    # ------------------------------------------------------------------ meta
+
+    @staticmethod
+    def _set_meta(conn: Connection, key: str, value: str) -> None:
+        stmt = insert(schema.meta).values(key=key, value=value)
+        conn.execute(stmt.on_conflict_do_update(index_elements=["key"], set_={"value": value}))
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._set_meta(self.conn, key, value)
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
+
+    # ------------------------------------------------------------------ load
+
+    def load(self) -> StoredState:
+        state = StoredState()
+        with self.engine.connect() as conn:
+            state.pods = [dict(r._mapping) for r in conn.execute(select(schema.pods))]
+            for r in conn.execute(select(schema.sandboxes)):
+                state.sandboxes[r.id] = (r.uid, ObservedSandbox(r.id, r.attempt, r.sandbox_hash, bool(r.ready),
+                                                                _dt(r.created_at)))  # type: ignore[arg-type]
+            for r in conn.execute(select(schema.containers)):
+                state.containers[r.id] = (r.uid, ObservedContainer(
+                    id=r.id, name=r.name, attempt=r.attempt, spec_hash=r.spec_hash, state=ContainerState(r.state),
+                    created_at=_dt(r.created_at), sandbox_id=r.sandbox_id, image=r.image,  # type: ignore[arg-type]
+                    started_at=_dt(r.started_at), finished_at=_dt(r.finished_at), exit_code=r.exit_code,
+                    reason=r.reason, message=r.message,
+                    stop_reason=StopReason(r.stop_reason) if r.stop_reason else None,
+                    kill_deadline=_dt(r.kill_deadline)))
+            for r in conn.execute(select(schema.backoff)):
+                state.backoff[r.key] = BackoffEntry(r.key, r.backoff_s, _dt(r.last_update))  # type: ignore[arg-type]
+            for r in conn.execute(select(schema.start_errors)):
+                state.start_errors[(r.uid, r.name)] = StartError(r.reason, r.message)
+        return state
+
+    # ------------------------------------------------------------------ pods
+
+    def put_pod(self, row: dict[str, Any]) -> None:
+        """Insert or replace a pod row (all columns of `schema.pods`)."""
+        stmt = insert(schema.pods).values(**row)
+        self.conn.execute(stmt.on_conflict_do_update(
+            index_elements=["uid"], set_={k: v for k, v in row.items() if k != "uid"}))
+
+    def delete_pod(self, uid: str) -> None:
+        """Forget a pod and everything observed about it."""
+        for table in (schema.containers, schema.sandboxes, schema.start_errors, schema.pods):
+            self.conn.execute(delete(table).where(table.c.uid == uid))
+
+    # ------------------------------------------------------------------ observed
+
+    def put_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
+        row = {"id": sb.id, "uid": uid, "attempt": sb.attempt, "sandbox_hash": sb.sandbox_hash,
+               "ready": sb.ready, "created_at": _ts(sb.created_at)}
+        self.conn.execute(insert(schema.sandboxes).values(**row).on_conflict_do_update(
+            index_elements=["id"], set_=row))
+
+    def delete_sandbox(self, sandbox_id: str) -> None:
+        self.conn.execute(delete(schema.sandboxes).where(schema.sandboxes.c.id == sandbox_id))
+
+    def put_container(self, uid: str, c: ObservedContainer) -> None:
+        row = {"id": c.id, "uid": uid, "name": c.name, "attempt": c.attempt, "spec_hash": c.spec_hash,
+               "state": c.state.value, "sandbox_id": c.sandbox_id, "image": c.image,
+               "created_at": _ts(c.created_at), "started_at": _ts(c.started_at),
+               "finished_at": _ts(c.finished_at), "exit_code": c.exit_code, "reason": c.reason,
+               "message": c.message, "stop_reason": c.stop_reason.value if c.stop_reason else None,
+               "kill_deadline": _ts(c.kill_deadline)}
+        self.conn.execute(insert(schema.containers).values(**row).on_conflict_do_update(
+            index_elements=["id"], set_=row))
+
+    def delete_container(self, container_id: str) -> None:
+        self.conn.execute(delete(schema.containers).where(schema.containers.c.id == container_id))
+
+    # ------------------------------------------------------------------ backoff and errors
+
+    def put_backoff(self, entry: BackoffEntry) -> None:
+        row = {"key": entry.key, "backoff_s": entry.backoff_s, "last_update": _ts(entry.last_update)}
+        self.conn.execute(insert(schema.backoff).values(**row).on_conflict_do_update(
+            index_elements=["key"], set_=row))
+
+    def delete_backoff(self, key: str) -> None:
+        self.conn.execute(delete(schema.backoff).where(schema.backoff.c.key == key))
+
+    def put_start_error(self, uid: str, name: str, error: StartError | None) -> None:
+        table = schema.start_errors
+        self.conn.execute(delete(table).where(table.c.uid == uid, table.c.name == name))
+        if error is not None:
+            self.conn.execute(insert(table).values(uid=uid, name=name, reason=error.reason, message=error.message))
+
+    # ------------------------------------------------------------------ events and problems
+
+    def record_event(self, *, namespace: str, kind: str, name: str, uid: str, type_: str, reason: str,
+                     message: str, now: datetime, field_path: str = "") -> None:
+        """Add an event, or count one more of an identical event (as the event recorder does)."""
+        ts = _ts(now)
+        stmt = insert(schema.events).values(
+            namespace=namespace, kind=kind, name=name, uid=uid, field_path=field_path, type=type_,
+            reason=reason, message=message, count=1, first_timestamp=ts, last_timestamp=ts)
+        self.conn.execute(stmt.on_conflict_do_update(
+            index_elements=["uid", "kind", "name", "field_path", "type", "reason", "message"],
+            set_={"count": schema.events.c.count + 1, "last_timestamp": ts}))
+
+    def prune_events(self, *, older_than: datetime) -> None:
+        """Drop events last seen before `older_than` (the API server keeps events one hour)."""
+        self.conn.execute(delete(schema.events).where(schema.events.c.last_timestamp < _ts(older_than)))
+
+    def replace_problems(self, problems: list[dict[str, Any]]) -> None:
+        self.conn.execute(delete(schema.problems))
+        if problems:
+            self.conn.execute(insert(schema.problems), problems)
+
+    def problems(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r._mapping) for r in conn.execute(select(schema.problems).order_by(schema.problems.c.id))]
+
+    def execute_sql(self, sql: str) -> list[Any]:
+        """For tests and debugging only: run raw SQL and return the rows."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(text(sql)))
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
