@@ -431,7 +431,7 @@ def test_describe_pod_events_table() -> None:
         "  ----    ------     ----              ----               -------\n"
         "  Normal  Scheduled  10m               default-scheduler  Successfully assigned default/web to node1\n"
         "  Normal  Pulled     12s (x3 over 2m)  kubelet            "
-        'spec.containers{c0}: Container image "nginx" already present on machine\n'
+        'Container image "nginx" already present on machine\n'
     )
 
 

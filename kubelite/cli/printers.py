@@ -903,9 +903,6 @@ def _event_lines(w: _PrefixWriter, events: list[dict], now: datetime) -> None:
             interval = first
         source = _str(_dict(event.get("source")).get("component")) or _str(event.get("reportingComponent"))
         message = _str(event.get("message")).strip()
-        field_path = _str(_dict(event.get("involvedObject")).get("fieldPath"))
-        if field_path:
-            message = f"{field_path}: {message}"
         cells = (_str(event.get("type")), _str(event.get("reason")), interval, source, message)
         w.write(1, "\t".join(cells) + "\n")
 

@@ -148,13 +148,12 @@ class ManifestWatcher:
 
     def stop(self) -> None:
         """Stop watching and join every thread the watcher started. Idempotent."""
-        observer, self._observer = self._observer, None
-        if observer is None:
+        if self._observer is None or self._debouncer is None:
             return
-        observer.stop()
-        observer.join()
-        if self._debouncer is not None:
-            self._debouncer.stop()
+        self._observer.stop()  # an event being handled finishes first; no event is handled after
+        self._observer.join()
+        self._debouncer.stop()
+        self._observer = self._debouncer = None
         self._ancestor = self._directory = None
 
     # -------------------------------------------------------------------- events (observer thread)

@@ -1,0 +1,1 @@
+"""Container runtimes behind one protocol: `protocol` (the seam), `fake` (simulated, deterministic)."""

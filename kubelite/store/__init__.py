@@ -1,0 +1,1 @@
+"""State in SQLite: `schema` (tables, version), `store` (the one writer, SQLAlchemy), `reader` (CLI, sqlite3)."""
