@@ -1,0 +1,95 @@
+"""The house rules that keep the code livable, checked on every run.
+
+* Imports only go down: cli → agent → {sources, store, runtime} → core → api.
+* `kubelite/core` is pure: no clock, no files, no processes.
+* The CLI's read path loads neither pydantic nor SQLAlchemy (that is what keeps `get pods` fast).
+"""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
+
+ALLOWED = {
+    "api": {"api", "errors"},
+    "core": {"api", "core", "errors"},
+    "sources": {"api", "sources", "errors"},
+    "store": {"api", "core", "store", "errors"},
+    "runtime": {"api", "core", "runtime", "errors"},
+    "agent": {"api", "core", "sources", "store", "runtime", "agent", "errors", ""},
+    "cli": None,  # the top: may import anything, lazily
+}
+#: Modules of a lower layer may use only the data types of `core`, never its decisions.
+CORE_TYPES_ONLY = {"store", "runtime"}
+PURE_STDLIB = {"__future__", "dataclasses", "datetime", "enum", "typing", "fractions", "re", "hashlib", "json",
+               "collections", "math", "itertools", "functools"}
+
+
+def kubelite_imports(path: Path) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("kubelite"):
+            found.append(node.module)
+        elif isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name.startswith("kubelite")]
+    return found
+
+
+def modules(layer: str) -> list[Path]:
+    return sorted((PACKAGE / layer).glob("*.py"))
+
+
+@pytest.mark.parametrize("layer", [k for k, v in ALLOWED.items() if v is not None])
+def test_imports_only_go_down(layer):
+    assert modules(layer), f"no modules in kubelite/{layer}"
+    for path in modules(layer):
+        for name in kubelite_imports(path):
+            parts = name.split(".")
+            target = parts[1] if len(parts) > 1 else ""
+            assert target in ALLOWED[layer], f"{path.relative_to(PACKAGE)} imports {name}"
+            if layer in CORE_TYPES_ONLY and target == "core":
+                assert name == "kubelite.core.types", f"{path.relative_to(PACKAGE)} imports {name}"
+
+
+def test_core_is_pure():
+    for path in modules("core"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                names = [node.module] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names]
+                for name in names:
+                    top = (name or "").split(".")[0]
+                    assert top == "kubelite" or top in PURE_STDLIB, f"{path.name} imports {name}"
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                    and isinstance(node.func.value, ast.Name) and node.func.value.id in ("datetime", "date", "time") \
+                    and node.func.attr in ("now", "utcnow", "today", "time", "monotonic"):
+                pytest.fail(f"{path.name} reads a clock ({node.func.value.id}.{node.func.attr})")
+            if isinstance(node, ast.Name) and node.id == "open":
+                pytest.fail(f"{path.name} opens a file")
+
+
+def test_the_cli_read_path_loads_neither_pydantic_nor_sqlalchemy():
+    code = ("import sys; import kubelite.cli.main, kubelite.cli.show, kubelite.cli.printers, kubelite.store.reader; "
+            "print(sorted(m for m in ('pydantic', 'sqlalchemy', 'yaml', 'watchdog') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         cwd=PACKAGE.parent).stdout.strip()
+    assert out == "[]"
+
+
+def test_reader_and_schema_agree():
+    from kubelite.store import reader, schema, store
+
+    assert reader.SCHEMA_VERSION == schema.SCHEMA_VERSION
+    assert reader.DB_NAME == store.DB_NAME
+
+
+def test_every_module_says_what_it_owns():
+    for path in PACKAGE.rglob("*.py"):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        assert doc and len(doc) > 20, f"{path.relative_to(PACKAGE)} has no module docstring"

@@ -1,0 +1,86 @@
+"""The state store: schema versions and upgrades, WAL, events with counts, the stdlib read path."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from kubelite.errors import StoreError
+from kubelite.store import schema
+from kubelite.store.reader import Reader
+from kubelite.store.store import MIGRATIONS, Store
+from tests.helpers import T0, at
+
+
+def test_a_new_database_is_created_at_the_current_schema_in_wal_mode(tmp_path):
+    store = Store(tmp_path)
+    assert store.get_meta("schema_version") == str(schema.SCHEMA_VERSION)
+    assert store.execute_sql("PRAGMA journal_mode")[0][0] == "wal"
+    store.close()
+
+
+def test_every_schema_version_has_an_upgrade_step():
+    assert sorted(MIGRATIONS) == list(range(schema.SCHEMA_VERSION))
+
+
+def test_an_older_database_is_upgraded_in_place(tmp_path):
+    db = sqlite3.connect(tmp_path / "kubelite.db")  # version 0: a file without kubelite's tables
+    db.execute("CREATE TABLE unrelated (x)")
+    db.commit()
+    db.close()
+    store = Store(tmp_path)
+    assert store.get_meta("schema_version") == str(schema.SCHEMA_VERSION)
+    assert store.execute_sql("SELECT count(*) FROM pods")[0][0] == 0
+    store.close()
+
+
+def test_a_database_from_a_newer_kubelite_is_refused_by_daemon_and_cli(tmp_path):
+    Store(tmp_path).close()
+    db = sqlite3.connect(tmp_path / "kubelite.db")
+    db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(schema.SCHEMA_VERSION + 1),))
+    db.commit()
+    db.close()
+    with pytest.raises(StoreError, match="newer than this kubelite"):
+        Store(tmp_path)
+    with pytest.raises(StoreError, match="newer than this kubelite"):
+        Reader(tmp_path)
+
+
+def test_writes_need_a_transaction_and_a_failed_one_leaves_nothing(tmp_path):
+    store = Store(tmp_path)
+    with pytest.raises(StoreError):
+        store.set_meta("k", "v")
+    with pytest.raises(RuntimeError):
+        with store.transaction():
+            store.set_meta("k", "v")
+            raise RuntimeError("boom")
+    assert store.get_meta("k") is None
+    store.close()
+
+
+def test_identical_events_are_counted_not_repeated(tmp_path):
+    store = Store(tmp_path)
+    with store.transaction():
+        for second in (0, 5, 9):
+            store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Warning",
+                               reason="BackOff", message="Back-off restarting failed container", now=at(second))
+        store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Normal",
+                           reason="Started", message="Started container app", now=at(10))
+    reader = Reader(tmp_path)
+    events = reader.events("default")
+    assert [(e["reason"], e["count"]) for e in events] == [("BackOff", 3), ("Started", 1)]
+    assert (events[0]["firstTimestamp"], events[0]["lastTimestamp"]) == ("2026-11-28T06:00:00Z",
+                                                                         "2026-11-28T06:00:09Z")
+    with store.transaction():
+        store.prune_events(older_than=at(9.5))
+    assert [e["reason"] for e in reader.events(None)] == ["Started"]
+    reader.close()
+    store.close()
+
+
+def test_the_reader_treats_a_missing_database_as_empty_and_never_creates_one(tmp_path):
+    reader = Reader(tmp_path / "nothing")
+    assert reader.pods() == [] and reader.events(None) == [] and reader.meta("manifests") is None
+    assert not (tmp_path / "nothing").exists()
+    assert T0.tzinfo is not None
