@@ -190,6 +190,13 @@ def test_parent_missing_at_start_is_followed_down(tmp_path: Path, watch: Callabl
     assert hints.after(write(manifests / "web.yaml"))
 
 
+def test_single_manifest_file_path_is_watched(tmp_path: Path, watch: Callable[..., Hints]) -> None:
+    (tmp_path / "web.yaml").write_text("kind: Pod\n")
+    hints = watch(tmp_path / "web.yaml")
+    assert hints.after(write(tmp_path / "web.yaml", "kind: Pod\nmetadata: {}\n"))
+    assert not hints.after(write(tmp_path / "api.yaml"), timeout=QUIET_S)
+
+
 def test_failing_on_change_is_logged_and_watching_goes_on(tmp_path: Path, watch: Callable[..., Hints],
                                                          caplog: pytest.LogCaptureFixture) -> None:
     hints = Hints()

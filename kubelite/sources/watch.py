@@ -123,7 +123,8 @@ class ManifestWatcher:
     Watches the directory `path` leads to (following a symlink), non-recursively, and the parent
     of `path` (or its nearest existing ancestor) for `path` itself being created, deleted, renamed
     or swapped; then the directory watch moves to wherever `path` now leads, and a hint follows.
-    `on_change` must be cheap; an exception from it is logged and watching goes on.
+    `path` may also be a single manifest file. `on_change` must be cheap; an exception from it is
+    logged and watching goes on.
     """
 
     def __init__(self, path: Path, on_change: Callable[[], None], *, debounce_s: float = 0.2) -> None:
@@ -137,7 +138,7 @@ class ManifestWatcher:
         self._directory: _Watched | None = None  # the manifest directory `path` leads to
 
     def start(self) -> None:
-        """Start watching (no-op when already started)."""
+        """Start watching (no-op when already started). OSError if inotify is unavailable."""
         if self._observer is not None:
             return
         self._observer = Observer()
@@ -167,8 +168,8 @@ class ManifestWatcher:
         if event.event_type in PATH_EVENTS and any(self._leads_to_directory(p) for p in paths):
             self._rewatch()
             self._debouncer.poke()
-        elif any(self._is_manifest(p) for p in paths):
-            self._debouncer.poke()
+        elif any(self._is_manifest(p) for p in paths) or (self._path in paths and not event.is_directory):
+            self._debouncer.poke()  # a manifest in the directory, or `path` itself when it is a single file
 
     def _leads_to_directory(self, path: str) -> bool:
         """Whether `path` is on the way to the manifests: a watched directory, or the next part of `path`."""
@@ -189,7 +190,11 @@ class ManifestWatcher:
 
     def _rewatch(self) -> None:
         """Point the watches at what the filesystem holds now; unchanged watches stay."""
-        self._ancestor = self._retarget(self._ancestor, _nearest_existing(os.path.dirname(self._path)), resolve=False)
+        for _ in self._path.split(os.sep):  # look again after each new watch: a part may have appeared meanwhile
+            ancestor = self._retarget(self._ancestor, _nearest_existing(os.path.dirname(self._path)), resolve=False)
+            moved, self._ancestor = ancestor is not self._ancestor, ancestor
+            if not moved:
+                break
         self._directory = self._retarget(self._directory, self._path if os.path.isdir(self._path) else None,
                                          resolve=True)
 
