@@ -426,3 +426,48 @@ def test_a_missing_image_with_pull_policy_never(env):
     env.write("p.yaml", doc)
     env.settle()
     assert env.row("p").status == "ErrImageNeverPull"
+
+
+def test_adding_and_removing_an_app_container_touches_only_that_container(env):
+    doc = pod_doc("p", containers=["a"])
+    env.write("p.yaml", doc)
+    env.settle()
+    uid = env.pod("p")["metadata"]["uid"]
+    doc["spec"]["containers"].append({"name": "b", "image": "busybox:1.36"})
+    env.write("p.yaml", doc)
+    env.settle()
+    assert env.pod("p")["metadata"]["uid"] == uid and env.row("p").ready == "2/2"
+    doc["spec"]["containers"].pop(0)
+    env.write("p.yaml", doc)
+    env.settle()
+    assert [s["name"] for s in env.pod("p")["status"]["containerStatuses"]] == ["b"]
+    assert env.container("p", "b")["restartCount"] == 0
+    assert not any(c.state.value == "running" and c.name == "a" for c in env.runtime.list_containers())
+
+
+def test_an_explicit_uid_keeps_the_pod_and_recreates_its_sandbox_on_a_pod_level_change(env):
+    doc = pod_doc("p")
+    doc["metadata"]["uid"] = "fixed-uid"
+    env.write("p.yaml", doc)
+    env.settle()
+    doc["spec"]["hostname"] = "renamed"
+    env.write("p.yaml", doc)
+    env.settle()
+    pod = env.pod("p")
+    assert pod["metadata"]["uid"] == "fixed-uid" and env.row("p").status == "Running"
+    assert len(env.runtime.list_sandboxes()) >= 1 and env.events("SandboxChanged")
+
+
+def test_terminating_pods_show_terminating_and_a_replacement_waits_for_them(env):
+    env.runtime.script("web", "app", Behavior(ignore_sigterm=True))
+    doc = pod_doc("web", terminationGracePeriodSeconds=10)
+    env.write("web.yaml", doc)
+    env.settle()
+    doc["spec"]["hostname"] = "other"          # pod-level: a new uid replaces the old pod
+    env.write("web.yaml", doc)
+    env.settle()
+    assert env.row("web").status == "Terminating"
+    assert len([c for c in env.runtime.list_containers() if c.state.value == "running"]) == 1
+    env.advance(10)
+    assert env.row("web").status == "Running"
+    assert len(env.pods()) == 1

@@ -422,6 +422,7 @@ class Agent:
 
     def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime) -> None:
         container = _container(entry.pod, name)
+        assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
         if not self.runtime.image_present(image):
             if container.image_pull_policy == "Never":
@@ -483,7 +484,7 @@ class Agent:
 
     def run_pre_stop(self, entry: PodEntry, c: ObservedContainer, grace_s: int, now: datetime) -> None:
         container = _container(entry.pod, c.name)
-        hook = container.lifecycle.pre_stop if container.lifecycle else None
+        hook = container.lifecycle.pre_stop if container is not None and container.lifecycle else None
         if hook is None or hook.exec_ is None:
             return
         try:
@@ -594,11 +595,12 @@ class Agent:
 # ---------------------------------------------------------------------- helpers
 
 
-def _container(pod: Pod, name: str) -> Container:
+def _container(pod: Pod, name: str) -> Container | None:
+    """The spec of container `name`; None for a container that has left the spec."""
     for c in pod.spec.all_containers():
         if c.name == name:
             return c
-    raise KeyError(name)
+    return None
 
 
 def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:
