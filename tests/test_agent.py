@@ -471,3 +471,57 @@ def test_terminating_pods_show_terminating_and_a_replacement_waits_for_them(env)
     env.advance(10)
     assert env.row("web").status == "Running"
     assert len(env.pods()) == 1
+
+
+CORPUS = Path(__file__).resolve().parent / "bad_manifests"
+
+
+def test_the_bad_manifest_corpus_is_reported_and_leaves_the_other_pods_untouched(env, tmp_path, caplog):
+    import logging
+    import shutil
+
+    caplog.set_level(logging.INFO, logger="kubelite")
+    env.write("good.yaml", pod_doc("good"))
+    env.settle()
+    calls = list(env.runtime.calls)
+    bad = sorted(p.name for p in CORPUS.iterdir() if p.name != "unknown-field-typo.yaml")
+    for name in bad:
+        shutil.copy(CORPUS / name, env.manifests / name)
+    with open(env.manifests / "huge.yaml", "wb") as f:           # 20 MiB: refused unread
+        f.truncate(20 * 1024 * 1024)
+    outside = tmp_path / "outside.yaml"
+    outside.write_text(yaml.safe_dump(pod_doc("outside")))
+    (env.manifests / "escape.yaml").symlink_to(outside)             # a symlink out of the directory
+    env.write("zz-duplicate.yaml", pod_doc("good"))                  # the same pod in a later file
+    env.agent.hint_manifests()
+    env.settle()
+    env.advance(30)                                                 # and through a full relist
+    assert env.runtime.calls == calls, "the good pod was not touched"
+    assert [p["metadata"]["name"] for p in env.pods()] == ["good"] and env.row("good").status == "Running"
+    reader = Reader(env.root)
+    problems = [p for p in reader.problems() if p["severity"] == "Error"]
+    events = reader.events(None)
+    reader.close()
+    reported = {Path(p["file"]).name for p in problems}
+    expected = set(bad) | {"huge.yaml", "escape.yaml", "zz-duplicate.yaml"}
+    assert expected <= reported, expected - reported
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.levelname == "ERROR")
+    for name in expected:
+        assert name in logged, f"{name} not in the daemon's log"
+    assert {e["involvedObject"]["name"] for e in events if e["reason"] == "InvalidManifest"} >= expected - {
+        "zz-duplicate.yaml"}
+    for p in problems:
+        assert "canary" not in p["text"].lower(), "a message echoed file content"
+
+
+def test_prestop_runs_before_sigterm(env):
+    doc = pod_doc("web")
+    doc["spec"]["containers"][0]["lifecycle"] = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 1"]}}}
+    path = env.write("web.yaml", doc)
+    env.settle()
+    path.unlink()
+    env.agent.hint_manifests()
+    env.settle()
+    ops = [op for op, _ in env.runtime.calls]
+    assert ops.index("exec") < ops.index("signal_TERM")
+    assert env.pods() == []
