@@ -33,7 +33,7 @@ from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox,
-    PodActions, PodRecord, StartError,
+    PodActions, PodRecord, StartError, StopReason,
 )
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, Runtime, SandboxConfig, SandboxState
@@ -97,6 +97,7 @@ class Agent:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
+        self.pod_sandboxes: dict[str, dict[str, ObservedSandbox]] = {}   # uid → id → sandbox
         self.containers: dict[str, tuple[str, ObservedContainer]] = {}
         self.by_pod: dict[str, dict[str, ObservedContainer]] = {}   # uid → id → container
         self.terminating_keys: set[str] = set()
@@ -134,7 +135,8 @@ class Agent:
                              deleted_at=_dt(row["deleted_at"]), status=obj.get("status", {}),
                              resource_version=row["resource_version"])
             self.pods[entry.uid] = entry
-        self.sandboxes = state.sandboxes
+        for uid, sb in state.sandboxes.values():
+            self._put_sandbox(uid, sb)
         for uid, c in state.containers.values():
             self._put_container(uid, c)
         self.backoff, self.start_errors = state.backoff, state.start_errors
@@ -246,12 +248,10 @@ class Agent:
                 sb = replace(known[1], ready=ready)
             else:
                 continue
-            self.sandboxes[info.id] = (info.uid, sb)
-            self.store.put_sandbox(info.uid, sb)
+            self._save_sandbox(info.uid, sb)
         for sid, (uid, sb) in list(self.sandboxes.items()):
             if sid not in seen_sandboxes and sb.ready:  # gone with a reboot
-                self.sandboxes[sid] = (uid, replace(sb, ready=False))
-                self.store.put_sandbox(uid, self.sandboxes[sid][1])
+                self._save_sandbox(uid, replace(sb, ready=False))
         seen = set()
         for info in self.runtime.list_containers():
             seen.add(info.id)
@@ -283,6 +283,14 @@ class Agent:
         self._put_container(uid, c)
         self.store.put_container(uid, c)
 
+    def _save_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
+        self._put_sandbox(uid, sb)
+        self.store.put_sandbox(uid, sb)
+
+    def _put_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
+        self.sandboxes[sb.id] = (uid, sb)
+        self.pod_sandboxes.setdefault(uid, {})[sb.id] = sb
+
     def _put_container(self, uid: str, c: ObservedContainer) -> None:
         self.containers[c.id] = (uid, c)
         self.by_pod.setdefault(uid, {})[c.id] = c
@@ -312,7 +320,7 @@ class Agent:
     # ------------------------------------------------------------------ one pod
 
     def observed(self, uid: str) -> ObservedPod:
-        sandboxes = sorted((sb for u, sb in self.sandboxes.values() if u == uid),
+        sandboxes = sorted(self.pod_sandboxes.get(uid, {}).values(),
                            key=lambda sb: (sb.attempt, sb.created_at), reverse=True)
         return ObservedPod(uid, tuple(sandboxes), tuple(self.by_pod.get(uid, {}).values()))
 
@@ -362,8 +370,8 @@ class Agent:
             self.event(entry, "Normal", reason, message, now)
             self.persist(entry)
         if actions.stop_sandbox:
-            for sid, (u, sb) in list(self.sandboxes.items()):
-                if u == uid and sb.ready:
+            for sb in list(self.pod_sandboxes.get(uid, {}).values()):
+                if sb.ready:
                     self.stop_sandbox(uid, sb)
         if actions.create_sandbox:
             if not self.create_sandbox(entry, actions.sandbox_attempt, now):
@@ -404,8 +412,7 @@ class Agent:
             entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
             return False
         sb = ObservedSandbox(sandbox_id, attempt, entry.desired.sandbox_hash, True, now)
-        self.sandboxes[sandbox_id] = (entry.uid, sb)
-        self.store.put_sandbox(entry.uid, sb)
+        self._save_sandbox(entry.uid, sb)
         return True
 
     def stop_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
@@ -413,8 +420,7 @@ class Agent:
             self.runtime.stop_sandbox(sb.id)
         except NotFoundError:
             pass
-        self.sandboxes[sb.id] = (uid, replace(sb, ready=False))
-        self.store.put_sandbox(uid, self.sandboxes[sb.id][1])
+        self._save_sandbox(uid, replace(sb, ready=False))
 
     def log_directory(self, entry: PodEntry) -> Path:
         meta = entry.pod.metadata
@@ -468,7 +474,7 @@ class Agent:
                    now, container=name)
         entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
 
-    def kill_container(self, entry: PodEntry, container_id: str, signal: str, grace_s: int, stop_reason: Any,
+    def kill_container(self, entry: PodEntry, container_id: str, signal: str, grace_s: int, stop_reason: StopReason,
                        message: str, now: datetime) -> None:
         uid, c = self.containers[container_id]
         deadline = c.kill_deadline
@@ -510,6 +516,7 @@ class Agent:
             except RuntimeError_:
                 pass
             self.sandboxes.pop(sb.id, None)
+        self.pod_sandboxes.pop(entry.uid, None)
         for key in [k for k in self.start_errors if k[0] == entry.uid]:
             del self.start_errors[key]
         self.store.delete_pod(entry.uid)
