@@ -7,6 +7,7 @@ test moves it. What the CLI would print is read back through the CLI's own read 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -525,3 +526,31 @@ def test_prestop_runs_before_sigterm(env):
     ops = [op for op, _ in env.runtime.calls]
     assert ops.index("exec") < ops.index("signal_TERM")
     assert env.pods() == []
+
+
+def test_a_directory_that_cannot_be_listed_keeps_every_pod(tmp_path):
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "a.yaml").write_text(yaml.safe_dump(pod_doc("a")))
+    link = tmp_path / "manifests"
+    link.symlink_to(real)
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    with freeze_time(T0):
+        store = Store(tmp_path / "state")
+        agent = Agent(store=store, runtime=FakeRuntime(), config=AgentConfig(manifests=link, root=tmp_path / "state"))
+        agent.run_once()
+        agent.run_once()
+        assert [e.key for e in agent.pods.values()] == ["default/a"]
+        link.unlink()
+        link.symlink_to(fifo)            # the path exists but is no directory: a listing error
+        agent.hint_manifests()
+        agent.run_once()
+        assert [e.key for e in agent.pods.values() if e.deleted_at is None] == ["default/a"]
+        assert any("not a directory" in text for text in agent.problems)
+        link.unlink()                    # the path is gone: the node is emptied, as with the kubelet
+        agent.hint_manifests()
+        for _ in range(3):
+            agent.run_once()
+        assert agent.pods == {}
+        store.close()

@@ -408,3 +408,15 @@ def test_warnings_are_carried_into_the_resolution() -> None:
     resolution = resolve(snapshot, {})
     assert list(resolution.pods) == ["default/web"]
     assert [w.field for w in resolution.warnings] == ["spec.containers[0].imagePullPolicyy"]
+
+
+def test_an_unchanged_file_is_not_parsed_again(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(pod_yaml("a"))
+    (tmp_path / "b.yaml").write_text(pod_yaml("b"))
+    first = scan(tmp_path)
+    (tmp_path / "b.yaml").write_text(pod_yaml("b", image="busybox:1.37"))
+    second = scan(tmp_path, previous=first)
+    a, b = str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml")
+    assert second.files[a] is first.files[a]
+    assert second.files[b] is not first.files[b]
+    assert second.files[b].pods[0].pod.spec.containers[0].image == "busybox:1.37"

@@ -104,6 +104,7 @@ class Agent:
         self.backoff: dict[str, BackoffEntry] = {}
         self.start_errors: dict[tuple[str, str], StartError] = {}
         self.problems: set[str] = set()
+        self.snapshot: sources.ManifestSnapshot | None = None   # the last scan: unchanged files are not re-parsed
         self.manifests_dirty = True
         self.next_manifest_scan: datetime | None = None
         self.wake = threading.Event()
@@ -170,7 +171,13 @@ class Agent:
         """Scan the directory and make the desired pods match it (invalid files keep their last version)."""
         self.manifests_dirty = False
         self.next_manifest_scan = now + timedelta(seconds=self.config.relist_period_s)
-        snapshot = sources.scan(self.config.manifests)
+        snapshot = sources.scan(self.config.manifests, previous=self.snapshot)
+        self.snapshot = snapshot
+        if snapshot.problems and self.config.manifests.exists():
+            # the directory exists but cannot be listed (EACCES, EIO): keep every pod as it is
+            # rather than stop them all; a directory that is gone empties the node, as with the kubelet
+            self.record_problems(sources.Resolution(problems=list(snapshot.problems)), now)
+            return
         previous: dict[str, list[DesiredPod]] = {}
         for e in self.pods.values():
             if e.deleted_at is None:

@@ -92,8 +92,7 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         decoded.warnings.append(FieldIssue("kind", f"{kind} is not implemented yet; document ignored"))
         return decoded
     if kind != "Pod":
-        decoded.errors.append(FieldIssue("kind", f'Unsupported value: kubelite runs "Pod" objects, not "{kind}"'
-                                         if len(kind) <= 64 else 'Unsupported value: supported values: "Pod"'))
+        decoded.errors.append(FieldIssue("kind", 'Unsupported value: supported values: "Pod"'))
         return decoded
     if doc.get("apiVersion") != "v1":
         decoded.errors.append(FieldIssue("apiVersion", 'Unsupported value: supported values: "v1"'))

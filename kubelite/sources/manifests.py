@@ -130,22 +130,24 @@ class _Unusable(ManifestError):
 # ------------------------------------------------------------------------------ the directory
 
 
-def scan(directory: Path) -> ManifestSnapshot:
+def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> ManifestSnapshot:
     """Read every manifest in `directory` (not recursive; a symlinked directory is followed).
 
     `directory` may also be a single regular file, as with the kubelet. A missing or unreadable
-    directory gives an empty snapshot with one problem.
+    directory gives an empty snapshot with one problem. With `previous` (the last snapshot), a
+    file whose bytes are unchanged is not parsed again: its earlier result is reused.
     """
+    earlier = previous.files if previous is not None else {}
     root = os.path.abspath(directory)
     snapshot = ManifestSnapshot(root)
     try:
         mode = os.stat(root).st_mode
         if stat.S_ISREG(mode):
-            snapshot.files[root] = read_file(Path(root))
+            snapshot.files[root] = read_file(Path(root), previous=earlier.get(root))
         elif stat.S_ISDIR(mode):
             for name in _manifest_names(root):
                 path = os.path.join(root, name)
-                snapshot.files[path] = read_file(Path(path), root=Path(root))
+                snapshot.files[path] = read_file(Path(path), root=Path(root), previous=earlier.get(path))
         else:
             snapshot.problems.append(_directory_problem(root, "not a directory or a regular file"))
     except FileNotFoundError:
@@ -175,8 +177,11 @@ def _display_path(path: str, root: str | None, *, default: str | None = None) ->
 # ---------------------------------------------------------------------------------- one file
 
 
-def read_file(path: Path, *, root: Path | None = None) -> FileResult:
-    """Read, decode and validate one manifest file of the directory `root`. Never raises for bad input."""
+def read_file(path: Path, *, root: Path | None = None, previous: FileResult | None = None) -> FileResult:
+    """Read, decode and validate one manifest file of the directory `root`. Never raises for bad input.
+
+    `previous` is this file's earlier result: returned as it is when the bytes have not changed.
+    """
     absolute = os.path.abspath(path)
     root_dir = os.path.abspath(root) if root is not None else None
     name = _display_path(absolute, root_dir, default=str(path))
@@ -184,6 +189,8 @@ def read_file(path: Path, *, root: Path | None = None) -> FileResult:
     try:
         data = _read_bytes(absolute, root_dir)
         result.digest = hashlib.sha256(data).hexdigest()
+        if previous is not None and previous.digest == result.digest and previous.path == absolute:
+            return previous
         text = _text(data)
         documents = _parse(text, json_file=absolute.endswith(".json"))
         _refuse_alias_bombs(documents, len(text))
