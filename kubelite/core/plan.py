@@ -74,7 +74,7 @@ class _Planner:
         self.backoff, self.probes, self.now, self.policy = backoff, probes, now, policy
         self.spec = desired.pod.spec
         self.actions = PodActions()
-        self.newest: dict[str, ObservedContainer | None] = {}
+        self.newest: dict[str, ObservedContainer] = {}  # the latest attempt of each container name
         for c in observed.containers:
             best = self.newest.get(c.name)
             if best is None or (c.attempt, c.created_at) > (best.attempt, best.created_at):
@@ -120,14 +120,22 @@ class _Planner:
         c = self.newest.get(name)
         return c is not None and c.state is ContainerState.EXITED and c.exit_code == 0
 
-    def stop_everything(self) -> None:
-        """Kill the pod: stop what runs, then (once nothing runs) the sandbox. A no-op when all is stopped."""
+    def running(self) -> list[ObservedContainer]:
+        return [c for c in self.newest.values() if c.running]
+
+    def kill_pod(self, *, running: bool) -> None:
+        """Mark the pod for stopping: containers now, the sandbox once nothing runs."""
         sandbox = self.observed.sandbox
-        running = any(c is not None and c.running for c in self.newest.values())
         sandbox_ready = sandbox is not None and sandbox.ready
         self.actions.kill_pod = running or sandbox_ready
         self.actions.stop_sandbox = sandbox_ready and not running
-        self.stop_running()
+
+    def stop_everything(self) -> None:
+        """Kill the pod: stop what runs, then (once nothing runs) the sandbox. A no-op when all is stopped."""
+        running = self.running()
+        self.kill_pod(running=bool(running))
+        for c in running:
+            self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
 
     def probe_failed(self, c: ObservedContainer, kind: str) -> bool:
         return self.probes.get((c.id, kind)) is ProbeResult.FAILURE
@@ -150,8 +158,7 @@ class _Planner:
 
     def escalate(self) -> None:
         for c in self.newest.values():
-            if self.stopping(c):
-                assert c is not None and c.kill_deadline is not None
+            if c.running and c.kill_deadline is not None:
                 if self.now >= c.kill_deadline:
                     self.actions.to_kill.append(KillAction(c.id, c.name, "KILL", 0, c.stop_reason
                                                            or StopReason.POD_TERMINATION, ""))
@@ -174,19 +181,16 @@ class _Planner:
 
     def stop_pod(self) -> None:
         """Stop app containers (and regular init containers) first, then sidecars, then the sandbox."""
-        sandbox = self.observed.sandbox
         sidecars = {c.name for c in self.spec.sidecars}
-        running = [c for c in self.newest.values() if c is not None and c.running]
+        running = self.running()
         main = [c for c in running if c.name not in sidecars]
         for c in main or running:
             self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
-        sandbox_ready = sandbox is not None and sandbox.ready
-        self.actions.kill_pod = bool(running) or sandbox_ready
-        self.actions.stop_sandbox = sandbox_ready and not running
+        self.kill_pod(running=bool(running))
         self.actions.pod_stopped = not running
 
     def new_sandbox(self) -> None:
-        running = [c for c in self.newest.values() if c is not None and c.running]
+        running = self.running()
         if running:  # the old sandbox's containers go first
             for c in running:
                 self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
@@ -208,7 +212,7 @@ class _Planner:
 
     def init_containers(self) -> bool:
         """Rule 4; True when the pod is initialized and app containers may run."""
-        initialized = any(self.newest.get(c.name) is not None for c in self.spec.containers) or all(
+        initialized = any(c.name in self.newest for c in self.spec.containers) or all(
             self.is_running(c.name) if c.is_sidecar else self.succeeded(c.name) for c in self.spec.init_containers)
         for container in self.spec.init_containers:
             last = self.newest.get(container.name)
@@ -258,11 +262,6 @@ class _Planner:
                 return will
         return None
 
-    def stop_running(self) -> None:
-        for c in self.newest.values():
-            if c is not None and c.running:
-                self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")
-
     def app_containers(self) -> None:
         policy = self.spec.restart_policy
         keep = 0
@@ -283,7 +282,7 @@ class _Planner:
                 pending += 1
         wanted = {c.name for c in self.spec.all_containers()}
         for name, c in self.newest.items():
-            if c is not None and c.running and name not in wanted:
+            if c.running and name not in wanted:
                 self.kill(c, StopReason.REMOVED, f"Stopping container {name}")
         if keep == 0 and pending == 0:
             self.stop_everything()  # everything finished: stop sidecars and the sandbox
