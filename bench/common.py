@@ -84,7 +84,8 @@ def target(limit_s: float, measured_s: float, *, strict: bool = True) -> str:
     """`< 50 ms (met)` or `<= 100 ms (missed)`: printed, never asserted."""
     met = measured_s < limit_s if strict else measured_s <= limit_s
     sign = "<" if strict else "<="
-    return f"{sign} {duration(limit_s)} ({'met' if met else 'missed'})"
+    limit = f"{limit_s * 1000:g} ms" if limit_s < 1 else f"{limit_s:g} s"
+    return f"{sign} {limit} ({'met' if met else 'missed'})"
 
 
 @dataclass(frozen=True)
