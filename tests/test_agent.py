@@ -554,3 +554,22 @@ def test_a_directory_that_cannot_be_listed_keeps_every_pod(tmp_path):
             agent.run_once()
         assert agent.pods == {}
         store.close()
+
+
+def test_a_missing_image_gives_errimagepull_then_imagepullbackoff(env):
+    env.runtime.missing_images.add("busybox:1.36")
+    env.write("p.yaml", pod_doc("p"))
+    env.settle()
+    assert env.row("p").status == "ErrImagePull"
+    env.advance(1)
+    assert env.row("p").status == "ImagePullBackOff"
+    assert env.container("p")["state"]["waiting"]["message"] == 'Back-off pulling image "busybox:1.36"'
+    env.advance(9)                       # 10 s: tried again, still missing; the backoff doubles to 20 s
+    assert env.row("p").status == "ErrImagePull"
+    env.advance(1)
+    assert env.row("p").status == "ImagePullBackOff"
+    env.runtime.missing_images.clear()  # the image is loaded
+    env.advance(10)
+    assert env.row("p").status == "ImagePullBackOff", "still backing off"
+    env.advance(10)
+    assert env.row("p").status == "Running"

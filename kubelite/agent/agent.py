@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
@@ -29,6 +30,7 @@ from typing import Any, Callable
 
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
+from kubelite.core import backoff as backoffs
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.core.types import (
@@ -44,6 +46,8 @@ log = logging.getLogger("kubelite.agent")
 
 #: The kubelet retries a pod whose sync failed after this long (pod worker `backOffPeriod`).
 SYNC_ERROR_RETRY_S = 10.0
+#: The kubelet's image pull backoff: `imageBackOffPeriod` 10 s to `MaxImageBackOff` 300 s.
+IMAGE_BACKOFF = BackoffPolicy(initial_s=10.0, max_s=300.0)
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
@@ -103,6 +107,7 @@ class Agent:
         self.terminating_keys: set[str] = set()
         self.backoff: dict[str, BackoffEntry] = {}
         self.start_errors: dict[tuple[str, str], StartError] = {}
+        self.image_backoff: dict[str, BackoffEntry] = {}   # "<uid>_<image>": the kubelet's image backoff
         self.problems: set[str] = set()
         self.snapshot: sources.ManifestSnapshot | None = None   # the last scan: unchanged files are not re-parsed
         self.manifests_dirty = True
@@ -438,12 +443,7 @@ class Agent:
         assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
         if not self.runtime.image_present(image):
-            if container.image_pull_policy == "Never":
-                self.start_failed(entry, name, "ErrImageNeverPull", f'Container image "{image}" is not present with '
-                                  "pull policy of Never", now)
-            else:
-                self.start_failed(entry, name, "ErrImagePull", f'Failed to pull image "{image}": image pulls are '
-                                  "not supported yet; load the image first", now)
+            self.image_missing(entry, name, image, container.image_pull_policy == "Never", now)
             return
         self.event(entry, "Normal", "Pulled", f'Container image "{image}" already present on machine', now,
                    container=name)
@@ -473,13 +473,35 @@ class Agent:
             self.store.put_start_error(entry.uid, name, None)
         self.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
 
-    def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime) -> None:
+    def image_missing(self, entry: PodEntry, name: str, image: str, never: bool, now: datetime) -> None:
+        """ErrImageNeverPull; or ErrImagePull, then ImagePullBackOff for 10 s doubling to 300 s (the kubelet's)."""
+        if never:
+            self.start_failed(entry, name, "ErrImageNeverPull",
+                              f'Container image "{image}" is not present with pull policy of Never', now)
+            return
+        key = f"{entry.uid}_{image}"
+        previous = self.image_backoff.get(key)
+        until = backoffs.held_until(previous, finished_at=previous.last_update, now=now, policy=IMAGE_BACKOFF) \
+            if previous is not None else None
+        if until is not None:
+            self.event(entry, "Normal", "BackOff", f'Back-off pulling image "{image}"', now, container=name)
+            self.start_failed(entry, name, "ImagePullBackOff", f'Back-off pulling image "{image}"', now, retry_at=until)
+            return
+        attempt = backoffs.next_entry(previous, key=key, finished_at=now, now=now, policy=IMAGE_BACKOFF)
+        self.image_backoff[key] = attempt
+        # look again in a second: the status then turns to ImagePullBackOff until the backoff is over
+        self.start_failed(entry, name, "ErrImagePull", f'Failed to pull image "{image}": pulling from registries '
+                          "is not supported yet; load the image with 'kubelite image load'", now,
+                          retry_at=now + timedelta(seconds=1))
+
+    def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime, *,
+                     retry_at: datetime | None = None) -> None:
         error = StartError(reason, message)
         self.start_errors[(entry.uid, name)] = error
         self.store.put_start_error(entry.uid, name, error)
         self.event(entry, "Warning", "Failed", f"Error: {message}" if reason != "ErrImageNeverPull" else message,
                    now, container=name)
-        entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
+        entry.retry_at = retry_at or now + timedelta(seconds=SYNC_ERROR_RETRY_S)
 
     def kill_container(self, entry: PodEntry, container_id: str, signal: str, grace_s: int, stop_reason: StopReason,
                        message: str, now: datetime) -> None:
@@ -526,6 +548,7 @@ class Agent:
         self.pod_sandboxes.pop(entry.uid, None)
         for key in [k for k in self.start_errors if k[0] == entry.uid]:
             del self.start_errors[key]
+        shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs
         self.store.delete_pod(entry.uid)
         del self.pods[entry.uid]
         log.info("pod %s: removed", entry.key)
