@@ -34,7 +34,7 @@ ERROR_PAUSE_S = 1.0
 class ServeOptions:
     agent: AgentConfig
     run_dir: Path
-    runtime: str = "fake"
+    runtime: str = "runc"
 
 
 class _UTCFormatter(logging.Formatter):
@@ -69,12 +69,20 @@ def lock_root(root: Path) -> IO[str]:
     return handle
 
 
-def make_runtime(name: str, clock: Callable[[], datetime]) -> Runtime:
-    if name == "fake":
+def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtime:
+    if options.runtime == "fake":
         from kubelite.runtime.fake import FakeRuntime
 
         return FakeRuntime(clock)
-    raise UsageError(f"unknown runtime {name!r}")
+    if options.runtime == "runc":
+        if os.geteuid() != 0:
+            raise UsageError("the runc runtime needs root (run kubelite as root, or use --runtime fake for a dry run)")
+        from kubelite.runtime.images import ImageStore
+        from kubelite.runtime.oci import OCIRuntime
+
+        return OCIRuntime(root=options.agent.root, run_dir=options.run_dir, images=ImageStore(options.agent.root),
+                          clock=clock)
+    raise UsageError(f"unknown runtime {options.runtime!r}")
 
 
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
@@ -84,7 +92,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     options.run_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     store = Store(config.root)
-    runtime = make_runtime(options.runtime, utcnow)
+    runtime = make_runtime(options, utcnow)
     agent = Agent(store=store, runtime=runtime, config=config)
     runtime.set_exit_hint(agent.hint_runtime)
     watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
@@ -114,6 +122,9 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 agent.wake.wait(timeout)
     finally:
         watcher.stop()
+        close = getattr(runtime, "close", None)
+        if close is not None:
+            close()
         store.close()
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -34,8 +34,9 @@ def _parser() -> argparse.ArgumentParser:
     sub.required = True
 
     serve = sub.add_parser("serve", parents=[common], help="run the node agent in the foreground")
-    serve.add_argument("--runtime", choices=["fake"], default="fake",
-                       help="container runtime: 'fake' simulates containers (a dry run, no root needed)")
+    serve.add_argument("--runtime", choices=["runc", "fake"], default="runc",
+                       help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
+                            "run, no root needed)")
     serve.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
     serve.add_argument("--relist-period", type=float, default=20.0, metavar="SECONDS",
                        help="full re-read of the manifests directory (default 20)")
@@ -73,6 +74,38 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("name", nargs="?")
     delete.add_argument("-f", "--filename", metavar="FILE")
     delete.add_argument("-n", "--namespace", default=None)
+
+    logs = sub.add_parser("logs", parents=[common], help="print a container's log")
+    logs.add_argument("pod", metavar="POD")
+    logs.add_argument("-c", "--container", default=None)
+    logs.add_argument("-n", "--namespace", default=None)
+    logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    logs.add_argument("-p", "--previous", action="store_true", help="the previous attempt's log")
+    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    logs.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
+
+    exec_ = sub.add_parser("exec", parents=[common], help="run a command in a container")
+    exec_.add_argument("pod", metavar="POD")
+    exec_.add_argument("-c", "--container", default=None)
+    exec_.add_argument("-n", "--namespace", default=None)
+    exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
+    exec_.add_argument("-i", "--stdin", action="store_true", help="pass stdin (always on)")
+    exec_.add_argument("command_args", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+
+    kill = sub.add_parser("kill", parents=[common], help="send a signal to a container's PID 1")
+    kill.add_argument("pod", metavar="POD")
+    kill.add_argument("-c", "--container", default=None)
+    kill.add_argument("-n", "--namespace", default=None)
+    kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
+
+    image = sub.add_parser("image", help="manage the local image store")
+    image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+    image_sub.required = True
+    load = image_sub.add_parser("load", parents=[common], help="load a docker-save or OCI archive")
+    load.add_argument("-i", "--input", required=True, metavar="FILE")
+    image_sub.add_parser("ls", aliases=["list"], parents=[common], help="list images")
+    rm = image_sub.add_parser("rm", parents=[common], help="remove images")
+    rm.add_argument("refs", nargs="+", metavar="IMAGE")
 
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
@@ -113,6 +146,14 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("validate", "apply", "delete"):
         from kubelite.cli import manage
         return manage.run(args)
+    if command in ("logs", "exec", "kill"):
+        from kubelite.cli import containers
+        if command == "exec" and args.command_args[:1] == ["--"]:
+            args.command_args = args.command_args[1:]
+        return containers.run(args)
+    if command == "image":
+        from kubelite.cli import image
+        return image.run(args)
     if command == "version":
         from kubelite.cli import show
         return show.version(args)

@@ -1,0 +1,160 @@
+"""`logs`, `exec`, `kill`: commands that reach into a pod's containers.
+
+Owns: finding a container from a pod name (kubectl's rules: `-c`, else the first container, with
+a note when there are several), reading CRI-format log files the way `kubectl logs` prints them
+(`--previous`, `--tail`, `--timestamps`, `-f`), and handing `exec` and `kill` to runc under this
+instance's runc root. It reads the state through `store.reader`; it never writes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kubelite.cli import config
+from kubelite.errors import UsageError
+from kubelite.store.reader import Reader
+
+FOLLOW_POLL_S = 0.2
+
+
+def _pod(args: argparse.Namespace) -> dict[str, Any]:
+    reader = Reader(config.root(args.root))
+    try:
+        pods = reader.pods(args.namespace or "default", args.pod)
+    finally:
+        reader.close()
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")] or pods
+    if not live:
+        raise UsageError(f'pods "{args.pod}" not found')
+    return live[0]
+
+
+def _container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
+    """The status of container `name`, or of the pod's first container (kubectl's default)."""
+    spec = pod.get("spec", {})
+    names = [c["name"] for c in spec.get("containers", [])]
+    all_names = [c["name"] for c in spec.get("initContainers", [])] + names
+    if name is None:
+        name = names[0]
+        if len(names) > 1:
+            print(f'Defaulted container "{name}" out of: {", ".join(names)}', file=sys.stderr)
+    elif name not in all_names:
+        raise UsageError(f'container {name} is not valid for pod {pod["metadata"]["name"]}')
+    status = pod.get("status", {})
+    for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
+        if s["name"] == name:
+            return s
+    return {"name": name, "restartCount": 0, "state": {}}
+
+
+def _log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:
+    meta = pod["metadata"]
+    return root / "logs" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container / f"{attempt}.log"
+
+
+def logs(args: argparse.Namespace) -> int:
+    from kubelite.runtime import crilog
+
+    pod = _pod(args)
+    status = _container_status(pod, args.container)
+    attempt = status.get("restartCount", 0) - (1 if args.previous else 0)
+    path = _log_path(config.root(args.root), pod, status["name"], attempt)
+    if not path.exists():
+        if args.previous:
+            raise UsageError(f'previous terminated container "{status["name"]}" in pod '
+                             f'"{pod["metadata"]["name"]}" not found')
+        if "waiting" in status.get("state", {}) and not status.get("containerID"):
+            raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is waiting to '
+                             f'start: {status["state"]["waiting"].get("reason", "")}')
+        return 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        lines = crilog.read_lines(handle.read())
+        sys.stdout.write(crilog.render(crilog.tail(lines, args.tail), timestamps=args.timestamps))
+        sys.stdout.flush()
+        if args.follow and not args.previous:
+            _follow(handle, path, args, pod, status)
+    return 0
+
+
+def _follow(handle: Any, path: Path, args: argparse.Namespace, pod: dict[str, Any], status: dict[str, Any]) -> None:
+    """Print new lines as they are written, until the container attempt is over."""
+    from kubelite.runtime import crilog
+
+    pending = ""
+    while True:
+        chunk = handle.read()
+        if chunk:
+            pending += chunk
+            complete, _, pending = pending.rpartition("\n")
+            if complete:
+                sys.stdout.write(crilog.render(crilog.read_lines(complete + "\n"), timestamps=args.timestamps))
+                sys.stdout.flush()
+            continue
+        if path.stat().st_size < handle.tell():  # conmon truncated the file at its size limit
+            handle.seek(0)
+            continue
+        if not _still_running(args, pod, status):
+            return
+        time.sleep(FOLLOW_POLL_S)
+
+
+def _still_running(args: argparse.Namespace, pod: dict[str, Any], status: dict[str, Any]) -> bool:
+    reader = Reader(config.root(args.root))
+    try:
+        current = [p for p in reader.pods(pod["metadata"]["namespace"], pod["metadata"]["name"])
+                   if p["metadata"]["uid"] == pod["metadata"]["uid"]]
+    finally:
+        reader.close()
+    if not current:
+        return False
+    now = _container_status(current[0], status["name"])
+    return now.get("restartCount") == status.get("restartCount") and "running" in now.get("state", {})
+
+
+def _runc_target(args: argparse.Namespace) -> tuple[list[str], str]:
+    """runc's command prefix for this instance, and the running container's id."""
+    pod = _pod(args)
+    status = _container_status(pod, args.container)
+    container_id = (status.get("containerID") or "").partition("://")[2]
+    if "running" not in status.get("state", {}) or not container_id:
+        raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is not running')
+    if not (status.get("containerID") or "").startswith("runc://"):
+        raise UsageError("this pod runs on the simulated runtime: there is no process to reach")
+    runc = shutil.which("runc", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
+    if runc is None:
+        raise UsageError("runc is not installed")
+    return [runc, "--root", str(config.run_dir(args.run_dir) / "runc")], container_id
+
+
+def exec_(args: argparse.Namespace) -> int:
+    """Run a command in the container: runc exec replaces this process, so its exit code is ours."""
+    if not args.command_args:
+        raise UsageError("give a command after --, e.g. kubelite exec web -- sh -c 'echo hi'")
+    prefix, container_id = _runc_target(args)
+    tty = ["--tty"] if args.tty else []
+    sys.stdout.flush()
+    os.execv(prefix[0], [*prefix, "exec", *tty, container_id, *args.command_args])
+    return 127  # not reached
+
+
+def kill(args: argparse.Namespace) -> int:
+    """Send a signal to the container's PID 1: the supported way to inject a crash."""
+    import subprocess
+
+    prefix, container_id = _runc_target(args)
+    result = subprocess.run([*prefix, "kill", container_id, args.signal.upper().removeprefix("SIG")],
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise UsageError(f"kill: {result.stderr.strip() or 'runc kill failed'}")
+    print(f'container "{_container_status(_pod(args), args.container)["name"]}" signalled {args.signal.upper()}')
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return {"logs": logs, "exec": exec_, "kill": kill}[args.command](args)

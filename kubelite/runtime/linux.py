@@ -1,0 +1,86 @@
+"""Small Linux primitives the OCI runtime needs: overlay mounts, process identity, cgroup cleanup.
+
+Owns: the mount(2)/umount2(2) calls (through libc, no `mount` process per container), reading a
+process's start time from /proc (a PID is trusted only together with its start time: PIDs are
+reused), and removing the empty cgroup directories kubelite created. It never touches a mount, a
+process or a cgroup it was not handed by the caller.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+from pathlib import Path
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+_libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
+_libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+MNT_DETACH = 2
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def mount_overlay(*, lower: list[Path], upper: Path, work: Path, target: Path) -> None:
+    """Mount an overlay at `target`: `lower` top-most first, `upper` writable, `work` its work dir."""
+    options = f"lowerdir={':'.join(str(p) for p in lower)},upperdir={upper},workdir={work}"
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", 0, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay at {target}: {os.strerror(err)}")
+
+
+def unmount(target: Path) -> None:
+    """Detach the mount at `target`; nothing mounted there is fine."""
+    if _libc.umount2(str(target).encode(), MNT_DETACH) != 0:
+        err = ctypes.get_errno()
+        if err not in (errno.EINVAL, errno.ENOENT):
+            raise OSError(err, f"unmount {target}: {os.strerror(err)}")
+
+
+def is_mountpoint(path: Path) -> bool:
+    try:
+        return os.path.ismount(path)
+    except OSError:
+        return False
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None if gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    fields = stat[stat.rfind(b")") + 2:].split()
+    if fields[0] == b"Z":  # a zombie has exited
+        return None
+    return int(fields[19])
+
+
+def alive(pid: int, start: int) -> bool:
+    """True if `pid` is still the process that started at `start` (not a reused PID)."""
+    return pid > 0 and process_start(pid) == start
+
+
+def cgroup_dirs(relative: str) -> list[Path]:
+    """Every existing directory of cgroup `relative` ("/kubelite-x/pod1"), v1 controllers and v2 alike."""
+    rel = relative.strip("/")
+    found = []
+    if (CGROUP_ROOT / "cgroup.controllers").exists():  # pure cgroup v2
+        path = CGROUP_ROOT / rel
+        return [path] if path.is_dir() else []
+    for controller in sorted(CGROUP_ROOT.iterdir()):
+        path = controller / rel
+        if path.is_dir() and not controller.is_symlink():
+            found.append(path)
+    return found
+
+
+def remove_cgroup(relative: str) -> None:
+    """Remove the cgroup `relative` and its empty sub-cgroups, deepest first; busy ones stay."""
+    for base in cgroup_dirs(relative):
+        for dirpath, _dirs, _files in os.walk(base, topdown=False):  # deepest first
+            try:
+                os.rmdir(dirpath)
+            except OSError:
+                pass

@@ -1,0 +1,530 @@
+"""The OCI runtime: runc runs the containers, conmon monitors each one, catatonit holds a pod's namespaces.
+
+Owns: the runtime's files and processes below its two directories, and nothing else.
+
+    <run-dir>/runc/                 runc's state (--root): this instance's containers only
+    <run-dir>/exits/<id>            conmon's exit files (decimal exit code; 128+N for signal N)
+    <run-dir>/sockets/              conmon's socket directory
+    <run-dir>/sandboxes/<id>/       an infra container's bundle and record.json
+    <run-dir>/containers/<id>/      a container's bundle, pid files, conmon's persist dir, record.json
+    <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
+
+A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
+that owns the pod's network, IPC and UTS namespaces, and its PID namespace when the pod shares
+one; containers join those namespaces through `/proc/<infra pid>/ns/*` (decision 0006).
+Containers are created through conmon, which holds their stdio, writes CRI-format logs and the
+exit file, and outlives kubelite; `runc start` runs the application as the container's PID 1.
+
+Truth comes from the exit files and from /proc (a PID together with its start time), read on
+every relist; inotify on the exit directory only wakes the agent. cgroups live below
+`/kubelite-<instance>/pod<uid>/`, where the instance is derived from the state root, so two
+kubelite instances never share a cgroup, a runc root or a directory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import signal as signals
+import socket
+import subprocess
+import tempfile
+import threading
+import uuid
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from kubelite.core.types import ContainerState
+from kubelite.errors import NotFoundError, RuntimeError_
+from kubelite.runtime import linux, ocispec
+from kubelite.runtime.images import ImageStore
+from kubelite.runtime.protocol import (
+    ContainerConfig, ContainerInfo, ExecResult, SandboxConfig, SandboxInfo, SandboxState,
+)
+
+log = logging.getLogger("kubelite.runtime")
+
+#: Debian's packages, as the README's commands install them.
+REQUIRED_BINARIES = {"runc": "runc", "conmon": "conmon", "catatonit": "catatonit"}
+#: The kubelet's default `containerLogMaxSize`.
+LOG_SIZE_MAX = 10 * 1024 * 1024
+#: How long conmon may take to report a created container.
+CREATE_TIMEOUT_S = 30.0
+#: A container whose PID 1 is gone gets this long for conmon's exit file to appear.
+EXIT_FILE_GRACE_S = 0.5
+
+
+class MissingDependency(RuntimeError_):
+    """A program the OCI runtime needs is not installed."""
+
+
+def find_binaries() -> dict[str, str]:
+    """Paths of runc, conmon and catatonit; MissingDependency naming the packages that are absent."""
+    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+    found, missing = {}, []
+    for name, package in REQUIRED_BINARIES.items():
+        path = shutil.which(name, path=search)
+        if path is None:
+            missing.append(package)
+        else:
+            found[name] = path
+    if missing:
+        raise MissingDependency(f"the OCI runtime needs {', '.join(missing)}: "
+                                f"run 'apt-get install {' '.join(missing)}' (or scripts/run as root)")
+    return found
+
+
+def instance_name(root: Path) -> str:
+    """This instance's name in cgroup paths and annotations: derived from its state root."""
+    return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None
+
+
+def _dt(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value) if value else None
+
+
+@dataclass
+class _Sandbox:
+    id: str
+    uid: str
+    name: str
+    namespace: str
+    attempt: int
+    sandbox_hash: str
+    created_at: str
+    host_network: bool
+    share_pid: bool
+    cgroup_parent: str
+    pid: int = 0
+    pid_start: int = 0
+    stopped: bool = False
+
+
+@dataclass
+class _Container:
+    id: str
+    sandbox_id: str
+    uid: str
+    name: str
+    pod_name: str
+    namespace: str
+    attempt: int
+    spec_hash: str
+    image: str
+    created_at: str
+    log_path: str
+    pid: int = 0
+    pid_start: int = 0
+    conmon_pid: int = 0
+    conmon_start: int = 0
+    started_at: str | None = None
+    exit_code: int | None = None
+    finished_at: str | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+class OCIRuntime:
+    """The `Runtime` protocol on runc + conmon. One instance per kubelite state root."""
+
+    name = "runc"
+
+    def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
+                 clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None) -> None:
+        self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
+        self.bin = binaries or find_binaries()
+        self.instance = instance_name(root)
+        self.state_dir = run_dir / "runc"
+        self.exit_dir = run_dir / "exits"
+        self.socket_dir = run_dir / "sockets"
+        self.sandbox_dir = run_dir / "sandboxes"
+        self.container_dir = run_dir / "containers"
+        for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
+            path.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
+        self._sandboxes: dict[str, _Sandbox] = self._load(self.sandbox_dir, _Sandbox)
+        self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
+        self._observer: Any = None
+        self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
+        self.remove_orphan_layers()
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _load(directory: Path, kind: type) -> dict[str, Any]:
+        records = {}
+        for record in directory.glob("*/record.json"):
+            try:
+                data = json.loads(record.read_text())
+                records[data["id"]] = kind(**data)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("ignoring unreadable runtime record %s: %s", record, exc)
+        return records
+
+    def _save(self, record: _Sandbox | _Container) -> None:
+        base = self.sandbox_dir if isinstance(record, _Sandbox) else self.container_dir
+        _write_json(base / record.id / "record.json", asdict(record))
+
+    def _runc(self, *args: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run runc under this instance's root. Its stderr goes to a file, not a pipe: a container
+        created by `runc create` inherits runc's stdio, and would hold a pipe open for its lifetime."""
+        cmd = [self.bin["runc"], "--root", str(self.state_dir), *args]
+        with tempfile.TemporaryFile(mode="w+") as err:
+            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
+                                    text=True, timeout=timeout)
+            err.seek(0)
+            result.stderr = err.read()
+        if check and result.returncode != 0:
+            message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            if "does not exist" in message or "not exist" in message:
+                raise NotFoundError(f"runc {args[0]}: {message}")
+            raise RuntimeError_(f"runc {args[0]}: {message}")
+        return result
+
+    def _pod_cgroup(self, uid: str) -> str:
+        return f"/{self.instance}/pod{uid}"
+
+    # ------------------------------------------------------------------ sandboxes
+
+    def run_sandbox(self, config: SandboxConfig) -> str:
+        sandbox_id = uuid.uuid4().hex
+        bundle = self.sandbox_dir / sandbox_id
+        rootfs = bundle / "rootfs"
+        rootfs.mkdir(parents=True)
+        (rootfs / "catatonit").touch()
+        self._write_etc_files(bundle, config)
+        record = _Sandbox(sandbox_id, config.uid, config.name, config.namespace, config.attempt, config.sandbox_hash,
+                          self.clock().isoformat(), config.host_network, config.share_process_namespace,
+                          self._pod_cgroup(config.uid))
+        spec = ocispec.build_sandbox_spec(
+            config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
+            annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
+            catatonit_host_path=self.bin["catatonit"])
+        _write_json(bundle / "config.json", spec)
+        try:
+            self._runc("create", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
+            self._runc("start", sandbox_id)
+            pid = int((bundle / "pid").read_text())
+        except (RuntimeError_, OSError, ValueError) as exc:
+            self._runc("delete", "--force", sandbox_id, check=False)
+            shutil.rmtree(bundle, ignore_errors=True)
+            raise RuntimeError_(f"creating the pod sandbox failed: {exc}") from None
+        record.pid, record.pid_start = pid, linux.process_start(pid) or 0
+        with self._lock:
+            self._sandboxes[sandbox_id] = record
+            self._save(record)
+        return sandbox_id
+
+    def _write_etc_files(self, bundle: Path, config: SandboxConfig) -> None:
+        (bundle / "hostname").write_text(config.hostname + "\n")
+        (bundle / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                      f"127.0.1.1\t{config.hostname}\n")
+        try:
+            shutil.copyfile("/etc/resolv.conf", bundle / "resolv.conf")
+        except OSError:
+            (bundle / "resolv.conf").write_text("")
+
+    def _annotations(self, uid: str, name: str, attempt: int, spec_hash: str) -> dict[str, str]:
+        return {"io.kubelite.pod.uid": uid, "io.kubelite.container.name": name,
+                "io.kubelite.container.attempt": str(attempt), "io.kubelite.container.hash": spec_hash,
+                "io.kubelite.instance": self.instance}
+
+    def stop_sandbox(self, sandbox_id: str) -> None:
+        with self._lock:
+            record = self._sandboxes.get(sandbox_id)
+        if record is None or record.stopped:
+            return
+        if linux.alive(record.pid, record.pid_start):
+            self._runc("kill", sandbox_id, "KILL", check=False)
+        self._runc("delete", "--force", sandbox_id, check=False)
+        with self._lock:
+            record.stopped = True
+            self._save(record)
+
+    def remove_sandbox(self, sandbox_id: str) -> None:
+        self.stop_sandbox(sandbox_id)
+        with self._lock:
+            record = self._sandboxes.pop(sandbox_id, None)
+            for cid in [c.id for c in self._containers.values() if c.sandbox_id == sandbox_id]:
+                self._remove_container_files(self._containers.pop(cid))
+        shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
+        if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
+            linux.remove_cgroup(record.cgroup_parent)
+            linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
+            shutil.rmtree(self.root / "pods" / record.uid, ignore_errors=True)
+
+    def list_sandboxes(self) -> list[SandboxInfo]:
+        with self._lock:
+            records = list(self._sandboxes.values())
+        return [SandboxInfo(r.id, r.uid, r.attempt, r.sandbox_hash,
+                            SandboxState.READY if not r.stopped and linux.alive(r.pid, r.pid_start)
+                            else SandboxState.NOTREADY, datetime.fromisoformat(r.created_at))
+                for r in records]
+
+    def _sandbox_namespaces(self, record: _Sandbox) -> ocispec.SandboxNamespaces:
+        if not linux.alive(record.pid, record.pid_start):
+            raise RuntimeError_(f"pod sandbox {record.id} is not running")
+        ns = f"/proc/{record.pid}/ns"
+        bundle = self.sandbox_dir / record.id
+        return ocispec.SandboxNamespaces(
+            net=None if record.host_network else f"{ns}/net", ipc=f"{ns}/ipc", uts=f"{ns}/uts",
+            pid=f"{ns}/pid" if record.share_pid else None, etc_hostname=str(bundle / "hostname"),
+            etc_hosts=str(bundle / "hosts"), resolv_conf=str(bundle / "resolv.conf"))
+
+    # ------------------------------------------------------------------ containers
+
+    def image_present(self, image: str) -> bool:
+        try:
+            return self.images.get(image) is not None
+        except Exception:  # noqa: BLE001 — an unparsable reference is simply not present
+            return False
+
+    def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise NotFoundError(f"pod sandbox {sandbox_id} not found")
+        image = self.images.get(config.container.image or "")
+        if image is None:
+            raise RuntimeError_(f'image "{config.container.image}" is not present')
+        container_id = uuid.uuid4().hex
+        bundle = self.container_dir / container_id
+        layer = self.root / "pods" / config.uid / "containers" / container_id
+        rootfs = layer / "rootfs"
+        for path in (bundle / "persist", layer / "upper", layer / "work", rootfs):
+            path.mkdir(parents=True, exist_ok=True)
+        record = _Container(container_id, sandbox_id, config.uid, config.container.name, config.pod_name,
+                            config.namespace, config.attempt, config.spec_hash, config.container.image or "",
+                            self.clock().isoformat(), config.log_path)
+        try:
+            linux.mount_overlay(lower=list(reversed(self.images.layer_dirs(image))), upper=layer / "upper",
+                                work=layer / "work", target=rootfs)
+            spec = ocispec.build_container_spec(
+                config=config, image=image.config, rootfs=str(rootfs),
+                namespaces=self._sandbox_namespaces(sandbox), cgroups_path=f"{sandbox.cgroup_parent}/{container_id}",
+                hostname=self._hostname(sandbox), nofile=self.nofile,
+                annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
+            _write_json(bundle / "config.json", spec)
+            if config.log_path:
+                Path(config.log_path).parent.mkdir(parents=True, exist_ok=True)
+            record.pid = self._conmon_create(record, bundle)
+            record.pid_start = linux.process_start(record.pid) or 0
+            record.conmon_pid = int((bundle / "conmon.pid").read_text().strip() or 0)
+            record.conmon_start = linux.process_start(record.conmon_pid) or 0
+        except Exception as exc:
+            self._remove_container_files(record)
+            if isinstance(exc, RuntimeError_):
+                raise
+            raise RuntimeError_(str(exc)) from None
+        with self._lock:
+            self._containers[container_id] = record
+            self._save(record)
+        return container_id
+
+    def _hostname(self, sandbox: _Sandbox) -> str:
+        try:
+            return (self.sandbox_dir / sandbox.id / "hostname").read_text().strip()
+        except OSError:
+            return sandbox.name
+
+    def _conmon_create(self, record: _Container, bundle: Path) -> int:
+        """Start conmon, which runs `runc create`; return the container's PID 1 (not started yet)."""
+        sync_parent, sync_child = socket.socketpair()
+        start_parent, start_child = socket.socketpair()
+        argv = ocispec.conmon_argv(
+            conmon=self.bin["conmon"], runtime=self.bin["runc"], runtime_root=str(self.state_dir),
+            container_id=record.id, name=f"{record.namespace}_{record.pod_name}_{record.name}_{record.attempt}",
+            bundle=str(bundle), pidfile=str(bundle / "pidfile"), conmon_pidfile=str(bundle / "conmon.pid"),
+            exit_dir=str(self.exit_dir), persist_dir=str(bundle / "persist"), log_path=record.log_path or "/dev/null",
+            log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir))
+        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+               "_OCI_SYNCPIPE": str(sync_child.fileno()), "_OCI_STARTPIPE": str(start_child.fileno())}
+        try:
+            proc = subprocess.Popen(argv, cwd=bundle, env=env, pass_fds=(sync_child.fileno(), start_child.fileno()),
+                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                    start_new_session=True)
+            sync_child.close()
+            start_child.close()
+            start_parent.sendall(b"0")
+            sync_parent.settimeout(CREATE_TIMEOUT_S)
+            data = b""
+            while not data.endswith(b"\n"):
+                chunk = sync_parent.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            _, stderr = proc.communicate(timeout=CREATE_TIMEOUT_S)
+        finally:
+            for sock in (sync_parent, sync_child, start_parent, start_child):
+                sock.close()
+        try:
+            reply = json.loads(data.decode() or "{}")
+        except ValueError:
+            reply = {}
+        pid = reply.get("data", -1)
+        if not isinstance(pid, int) or pid <= 0:
+            detail = reply.get("message") or stderr.decode(errors="replace").strip() or "conmon gave no reply"
+            raise RuntimeError_(f"creating container: {detail}")
+        return pid
+
+    def start_container(self, container_id: str) -> None:
+        record = self._get(container_id)
+        try:
+            self._runc("start", container_id)
+        except RuntimeError_ as exc:
+            with self._lock:
+                record.exit_code, record.reason, record.message = 128, "StartError", str(exc)
+                record.finished_at = self.clock().isoformat()
+                self._save(record)
+            raise
+        with self._lock:
+            record.started_at = self.clock().isoformat()
+            self._save(record)
+
+    def signal_container(self, container_id: str, signal: str) -> None:
+        record = self._get(container_id)
+        if not linux.alive(record.pid, record.pid_start):
+            return
+        number = ocispec.signal_number(signal)
+        try:
+            os.kill(record.pid, number)  # the PID is verified by its start time just above
+        except ProcessLookupError:
+            pass
+
+    def remove_container(self, container_id: str) -> None:
+        with self._lock:
+            record = self._containers.get(container_id)
+            if record is None:
+                return
+            if linux.alive(record.pid, record.pid_start) and record.started_at is not None \
+                    and record.exit_code is None and not (self.exit_dir / container_id).exists():
+                raise RuntimeError_(f"container {container_id} is running")
+            del self._containers[container_id]
+        self._remove_container_files(record)
+        if record.log_path:
+            Path(record.log_path).unlink(missing_ok=True)
+
+    def _remove_container_files(self, record: _Container) -> None:
+        if linux.alive(record.pid, record.pid_start):
+            os.kill(record.pid, signals.SIGKILL)
+        self._runc("delete", "--force", record.id, check=False)
+        layer = self.root / "pods" / record.uid / "containers" / record.id
+        linux.unmount(layer / "rootfs")
+        shutil.rmtree(layer, ignore_errors=True)
+        shutil.rmtree(self.container_dir / record.id, ignore_errors=True)
+        (self.exit_dir / record.id).unlink(missing_ok=True)
+
+    def _get(self, container_id: str) -> _Container:
+        with self._lock:
+            record = self._containers.get(container_id)
+        if record is None:
+            raise NotFoundError(f"container {container_id} not found")
+        return record
+
+    def list_containers(self) -> list[ContainerInfo]:
+        with self._lock:
+            records = list(self._containers.values())
+        return [self._info(r) for r in records]
+
+    def _info(self, r: _Container) -> ContainerInfo:
+        state, exit_code, finished_at, reason = self._observe(r)
+        return ContainerInfo(id=r.id, sandbox_id=r.sandbox_id, uid=r.uid, name=r.name, attempt=r.attempt,
+                             spec_hash=r.spec_hash, image=r.image, state=state,
+                             created_at=datetime.fromisoformat(r.created_at), started_at=_dt(r.started_at),
+                             finished_at=finished_at, exit_code=exit_code, reason=reason, message=r.message)
+
+    def _observe(self, r: _Container) -> tuple[ContainerState, int | None, datetime | None, str | None]:
+        """A container's state from conmon's exit file and /proc — the truth, every time."""
+        if r.exit_code is not None:  # recorded before (a start error, or an exit already read)
+            return ContainerState.EXITED, r.exit_code, _dt(r.finished_at), r.reason
+        exit_file = self.exit_dir / r.id
+        try:
+            text = exit_file.read_text().strip()
+            stat = exit_file.stat()
+        except FileNotFoundError:
+            if linux.alive(r.pid, r.pid_start) or linux.alive(r.conmon_pid, r.conmon_start):
+                # running — or just exited, and conmon is about to write the exit file: not yet an exit
+                return (ContainerState.RUNNING if r.started_at else ContainerState.CREATED), None, None, None
+            return ContainerState.UNKNOWN, None, None, None
+        code = int(text) if text.lstrip("-").isdigit() else 255
+        finished = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
+        oom = (self.container_dir / r.id / "persist" / "oom").exists() or \
+            (self.container_dir / r.id / "oom").exists()
+        reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        with self._lock:
+            r.exit_code, r.finished_at, r.reason = code, finished.isoformat(), reason
+            self._save(r)
+        return ContainerState.EXITED, code, finished, reason
+
+    def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
+        self._get(container_id)
+        try:
+            result = subprocess.run([self.bin["runc"], "--root", str(self.state_dir), "exec", container_id, *command],
+                                    stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired as exc:
+            return ExecResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
+        return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    # ------------------------------------------------------------------ exit hints
+
+    def set_exit_hint(self, hint: Callable[[], None]) -> None:
+        """Wake the agent when conmon writes an exit file (inotify through watchdog)."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                if event.event_type in ("created", "modified", "closed", "moved"):
+                    hint()
+
+        self.close()
+        self._observer = Observer()
+        self._observer.schedule(_Handler(), str(self.exit_dir), recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def next_event_time(self) -> datetime | None:
+        return None
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def remove_orphan_layers(self) -> None:
+        """Writable layers of containers this runtime has no record of (after a reboot) are removed."""
+        pods = self.root / "pods"
+        if not pods.is_dir():
+            return
+        with self._lock:
+            live = set(self._containers)
+            uids = {s.uid for s in self._sandboxes.values()} | {c.uid for c in self._containers.values()}
+        for layer in pods.glob("*/containers/*"):
+            if layer.name not in live:
+                linux.unmount(layer / "rootfs")
+                shutil.rmtree(layer, ignore_errors=True)
+        for pod in pods.iterdir():
+            if pod.name not in uids:
+                shutil.rmtree(pod, ignore_errors=True)

@@ -1,0 +1,569 @@
+"""Pure builders of the OCI runtime: a container's and a sandbox's runc `config.json`, conmon's argv.
+
+Owns the Kubernetes → OCI translation rules, each written the way the kubelet and containerd's CRI
+plugin apply them:
+
+* the process: command/args against the image's ENTRYPOINT/CMD with `$(VAR)` expansion
+  (`resolve_command`), the environment (`container_env`), the user (`resolve_user`), the
+  capabilities (`capabilities`, `capability_mask`), noNewPrivileges, the nofile rlimit;
+* the root filesystem, mounts, namespaces (joined from the sandbox), masked and read-only paths;
+* cgroup resources from requests and limits (`MilliCPUToShares`, `MilliCPUToQuota`), device rules;
+* conmon 2.1.6's command line (`conmon_argv`) and signals (`signal_number`, `stop_signal`).
+
+Purely computational: no processes, no files, no clock. Every fact about this machine (the nofile
+hard limit, namespace paths, the pod's shm and /etc files, the image's /etc/passwd text) arrives
+as a parameter. Errors: `SpecError` (a `RuntimeError_`) when a container cannot be built from its
+manifest and image — the agent reports it as CreateContainerError; `ValueError` for a caller's
+mistake (an unknown signal name, inconsistent conmon options).
+"""
+
+from __future__ import annotations
+
+import re
+import signal as _signal
+from dataclasses import dataclass
+from typing import Any, Collection, Mapping, Protocol, Sequence
+
+from kubelite.api.models import Container, PodSecurityContext, SecurityContext
+from kubelite.api.quantity import bytes_, cpu_millis
+from kubelite.errors import RuntimeError_
+from kubelite.runtime.protocol import ContainerConfig, SandboxConfig
+
+OCI_VERSION = "1.0.2"
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+#: Every capability of Linux 6.x, in number order (CAP_CHOWN = 0 … CAP_CHECKPOINT_RESTORE = 40).
+ALL_CAPABILITIES = (
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID", "CAP_KILL",
+    "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE", "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW", "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO", "CAP_SYS_CHROOT", "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT",
+    "CAP_SYS_NICE", "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE", "CAP_MAC_ADMIN", "CAP_SYSLOG",
+    "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ", "CAP_PERFMON", "CAP_BPF", "CAP_CHECKPOINT_RESTORE",
+)
+#: containerd's and CRI-O's default set. No CAP_SYS_TIME: a container never sets the host clock
+#: unless its manifest asks (`add: [SYS_TIME]`, `add: [ALL]` or `privileged: true`).
+DEFAULT_CAPABILITIES = frozenset({
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID",
+    "CAP_SETUID", "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+})
+MASKED_PATHS = ("/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/proc/scsi", "/sys/firmware",
+                "/sys/devices/virtual/powercap")
+READONLY_PATHS = ("/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger")
+
+CPU_PERIOD_US = 100_000     # the kubelet's default CFS period
+MIN_QUOTA_US = 1_000        # MinQuotaPeriod
+MIN_SHARES, MAX_SHARES = 2, 262_144
+SANDBOX_USER = 65535        # the uid/gid of the Kubernetes pause image
+
+
+class SpecError(RuntimeError_):
+    """The container cannot be built from its manifest and image (CreateContainerError)."""
+
+
+class ImageConfigLike(Protocol):
+    """The parts of an image's config the builders read (`kubelite.runtime.images.ImageConfig`)."""
+
+    @property
+    def entrypoint(self) -> tuple[str, ...]: ...
+    @property
+    def cmd(self) -> tuple[str, ...]: ...
+    @property
+    def env(self) -> tuple[str, ...]: ...          # "K=V"
+    @property
+    def working_dir(self) -> str: ...
+    @property
+    def user(self) -> str: ...                     # "", "uid", "uid:gid", "name", "name:group"
+    @property
+    def stop_signal(self) -> str | None: ...
+
+
+@dataclass(frozen=True)
+class SandboxNamespaces:
+    """What a container joins or binds from its pod's sandbox: namespace paths and shared files.
+
+    `net` None means the host's network (hostNetwork); `pid` is given only when the pod has
+    `shareProcessNamespace: true` (otherwise the container gets its own PID namespace).
+    """
+
+    net: str | None
+    ipc: str
+    uts: str
+    pid: str | None = None
+    shm_path: str | None = None
+    etc_hostname: str | None = None
+    etc_hosts: str | None = None
+    resolv_conf: str | None = None
+
+
+# --------------------------------------------------------------------------------- process
+
+
+def expand(text: str, env: Mapping[str, str]) -> str:
+    """`$(VAR)` expansion exactly as k8s third_party/forked/golang/expansion `Expand`.
+
+    `$$` is a literal `$` (so `$$(VAR)` gives `$(VAR)`); an unknown or unterminated reference
+    stays as written; a `$` not followed by `(` or `$` is kept with its next character.
+    """
+    out: list[str] = []
+    checkpoint = cursor = 0
+    while cursor < len(text):
+        if text[cursor] == "$" and cursor + 1 < len(text):
+            out.append(text[checkpoint:cursor])
+            read, advance = _read_reference(text, cursor + 1, env)
+            out.append(read)
+            cursor += advance
+            checkpoint = cursor + 1
+        cursor += 1
+    return "".join(out) + text[checkpoint:]
+
+
+def _read_reference(text: str, start: int, env: Mapping[str, str]) -> tuple[str, int]:
+    """What the `$` before `text[start]` stands for, and how many characters it consumed."""
+    if text[start] == "$":
+        return "$", 1
+    if text[start] == "(":
+        close = text.find(")", start + 1)
+        if close >= 0:
+            name = text[start + 1:close]
+            return env.get(name, f"$({name})"), close - start + 1
+        return "$(", 1
+    return "$" + text[start], 1
+
+
+def expanded_env(container: Container) -> dict[str, str]:
+    """The container's own env with `$(VAR)` in values expanded from earlier entries (kubelet order).
+
+    `valueFrom` entries are skipped (not implemented yet); a later duplicate name wins.
+    """
+    resolved: dict[str, str] = {}
+    for var in container.env:
+        if var.value_from is not None and not var.value:
+            continue
+        resolved[var.name] = expand(var.value, resolved) if var.value else ""
+    return resolved
+
+
+def resolve_command(container: Container, image: ImageConfigLike) -> list[str]:
+    """The argv: `command` replaces ENTRYPOINT (and drops CMD), `args` replaces CMD.
+
+    `$(VAR)` in command and args expands from the container's env (not the image's), as the
+    kubelet does. Raises SpecError when nothing is left to run.
+    """
+    env = expanded_env(container)
+    command = [expand(part, env) for part in container.command]
+    args = [expand(part, env) for part in container.args]
+    if not container.command:
+        if not container.args:
+            args = list(image.cmd)
+        if tuple(image.entrypoint) != ("",):
+            command = list(image.entrypoint)
+    argv = command + args
+    if not argv or not argv[0]:
+        raise SpecError(f"container {container.name}: no command specified")
+    return argv
+
+
+def container_env(container: Container, image: ImageConfigLike, *, hostname: str | None = None) -> list[str]:
+    """The process environment: defaults, then the image's Env, then the container's env.
+
+    Seeded with PATH (containerd's default) and HOSTNAME, so that the image and the manifest can
+    override both; each later entry replaces an earlier one of the same name in place, as
+    containerd does; an image entry without `=` unsets the name.
+    """
+    env: dict[str, str] = {"PATH": DEFAULT_PATH}
+    if hostname:
+        env["HOSTNAME"] = hostname
+    for entry in image.env:
+        name, sep, value = entry.partition("=")
+        if sep:
+            env[name] = value
+        else:
+            env.pop(name, None)
+    env.update(expanded_env(container))
+    return [f"{name}={value}" for name, value in env.items()]
+
+
+def stop_signal(container: Container, image: ImageConfigLike) -> int:
+    """The signal that asks the container to stop: lifecycle.stopSignal, else STOPSIGNAL, else TERM."""
+    declared = container.lifecycle.stop_signal if container.lifecycle else None
+    return signal_number(declared or image.stop_signal or "TERM")
+
+
+_NUMBER = re.compile(r"^[0-9]+$")
+
+
+def _passwd(text: str | None, *, name: str | None = None, uid: int | None = None) -> tuple[int, int] | None:
+    """(uid, gid) of the first /etc/passwd entry with this name or uid."""
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) < 4 or not _NUMBER.match(fields[2]) or not _NUMBER.match(fields[3]):
+            continue
+        if fields[0] == name or (uid is not None and int(fields[2]) == uid):
+            return int(fields[2]), int(fields[3])
+    return None
+
+
+def _group(text: str | None, name: str) -> int | None:
+    for line in (text or "").splitlines():
+        fields = line.split(":")
+        if len(fields) >= 3 and fields[0] == name and _NUMBER.match(fields[2]):
+            return int(fields[2])
+    return None
+
+
+def resolve_user(container: Container, image: ImageConfigLike, *, pod_security: PodSecurityContext | None = None,
+                 etc_passwd: str | None = None, etc_group: str | None = None) -> tuple[int, int]:
+    """(uid, gid) the process runs as, and the runAsNonRoot check (kubelet `verifyRunAsNonRoot`).
+
+    runAsUser/runAsGroup (container, else pod) override the image's USER. A numeric uid without a
+    group takes its primary group from the image's /etc/passwd text, else 0. A user or group
+    *name* is resolved only through `etc_passwd`/`etc_group` (the caller reads them from the
+    rootfs); an unresolvable name raises SpecError rather than silently running as root.
+    """
+    sc = container.security_context or SecurityContext()
+    psc = pod_security or PodSecurityContext()
+    run_as_user = sc.run_as_user if sc.run_as_user is not None else psc.run_as_user
+    run_as_group = sc.run_as_group if sc.run_as_group is not None else psc.run_as_group
+    non_root = sc.run_as_non_root if sc.run_as_non_root is not None else psc.run_as_non_root
+    who = f"container {container.name}"
+
+    user_part, _, group_part = image.user.partition(":")
+    if non_root:
+        if run_as_user == 0:
+            raise SpecError(f"{who}: container's runAsUser breaks non-root policy")
+        if run_as_user is None and user_part and not _NUMBER.match(user_part):
+            raise SpecError(f"{who}: container has runAsNonRoot and image has non-numeric user ({user_part}), "
+                            "cannot verify user is non-root")
+        if run_as_user is None and int(user_part or 0) == 0:
+            raise SpecError(f"{who}: container has runAsNonRoot and image will run as root")
+
+    if run_as_user is not None:
+        uid, group_part = run_as_user, ""
+        gid = (_passwd(etc_passwd, uid=uid) or (uid, 0))[1]
+    elif not user_part:
+        uid, gid = 0, 0
+    elif _NUMBER.match(user_part):
+        uid = int(user_part)
+        gid = (_passwd(etc_passwd, uid=uid) or (uid, 0))[1]
+    else:
+        entry = _passwd(etc_passwd, name=user_part)
+        if entry is None:
+            raise SpecError(f"{who}: unable to find user {user_part}: no matching entries in passwd file")
+        uid, gid = entry
+    if group_part:
+        found = int(group_part) if _NUMBER.match(group_part) else _group(etc_group, group_part)
+        if found is None:
+            raise SpecError(f"{who}: unable to find group {group_part}: no matching entries in group file")
+        gid = found
+    if run_as_group is not None:
+        gid = run_as_group
+    return uid, gid
+
+
+def _capability(raw: str) -> str:
+    name = raw.strip().upper()
+    if name == "ALL":
+        return name
+    name = name if name.startswith("CAP_") else "CAP_" + name
+    if name not in ALL_CAPABILITIES:
+        raise SpecError(f"unknown capability {raw!r}")
+    return name
+
+
+def capability_mask(mask: str | int) -> frozenset[str]:
+    """The capability names in a bit mask, e.g. the hex `CapBnd:` field of /proc/self/status."""
+    bits = int(mask, 16) if isinstance(mask, str) else mask
+    return frozenset(name for number, name in enumerate(ALL_CAPABILITIES) if bits >> number & 1)
+
+
+def capabilities(security_context: SecurityContext | None, *,
+                 host_capabilities: Collection[str] | None = None) -> list[str]:
+    """The capability set (bounding = effective = permitted), in number order.
+
+    containerd's order of application: add ALL, drop ALL, then each named add, then each named
+    drop — so `drop: [ALL], add: [NET_BIND_SERVICE]` keeps just that one. Privileged: all.
+    `host_capabilities` is what the runtime itself holds (its bounding set): "all" means those,
+    as containerd's `getCurrentCaps`; the default set is cut to it; *adding* one outside it is a
+    SpecError — runc could not grant it ("unable to apply caps: operation not permitted").
+    None: every Linux capability is available.
+    """
+    sc = security_context or SecurityContext()
+    available = ALL_CAPABILITIES if host_capabilities is None else tuple(
+        c for c in ALL_CAPABILITIES if c in host_capabilities)
+    if sc.privileged:
+        return list(available)
+    add = [_capability(c) for c in sc.capabilities.add] if sc.capabilities else []
+    drop = [_capability(c) for c in sc.capabilities.drop] if sc.capabilities else []
+    missing = sorted(set(add).difference(available, {"ALL"}), key=ALL_CAPABILITIES.index)
+    if missing:
+        raise SpecError(f"capabilities not available on this machine: {', '.join(missing)}")
+    caps = DEFAULT_CAPABILITIES.intersection(available)
+    if "ALL" in add:
+        caps = set(available)
+    if "ALL" in drop:
+        caps = set()
+    caps |= {c for c in add if c != "ALL"}
+    caps -= set(drop)
+    return [c for c in ALL_CAPABILITIES if c in caps]
+
+
+# --------------------------------------------------------------------------------- linux
+
+
+def milli_cpu_to_shares(milli_cpu: int) -> int:
+    """The kubelet's MilliCPUToShares: 1 CPU = 1024 shares, at least 2 (also for no request)."""
+    if milli_cpu == 0:
+        return MIN_SHARES
+    return max(MIN_SHARES, min(MAX_SHARES, milli_cpu * 1024 // 1000))
+
+
+def milli_cpu_to_quota(milli_cpu: int, period: int = CPU_PERIOD_US) -> int:
+    """The kubelet's MilliCPUToQuota: 0 (no quota) for 0, else at least 1000 µs."""
+    if milli_cpu == 0:
+        return 0
+    return max(MIN_QUOTA_US, milli_cpu * period // 1000)
+
+
+def _device(kind: str, major: int | None, minor: int | None, access: str = "rwm") -> dict[str, Any]:
+    rule: dict[str, Any] = {"allow": True, "type": kind, "access": access}
+    if major is not None:
+        rule["major"] = major
+    if minor is not None:
+        rule["minor"] = minor
+    return rule
+
+
+#: Deny all, then mknod of anything and read/write of null, zero, full, random, urandom, tty, ptmx, pts.
+DEFAULT_DEVICE_RULES = (
+    {"allow": False, "access": "rwm"},
+    _device("c", None, None, "m"), _device("b", None, None, "m"),
+    _device("c", 1, 3), _device("c", 1, 5), _device("c", 1, 7), _device("c", 1, 8), _device("c", 1, 9),
+    _device("c", 5, 0), _device("c", 5, 2), _device("c", 136, None),
+)
+
+
+def _devices(privileged: bool) -> list[dict[str, Any]]:
+    return [{"allow": True, "access": "rwm"}] if privileged else [dict(rule) for rule in DEFAULT_DEVICE_RULES]
+
+
+def container_resources(container: Container, *, pids_limit: int | None = 4096) -> dict[str, Any]:
+    """`linux.resources` from requests and limits (device rules added by the spec builder).
+
+    The CPU request defaults to the CPU limit, as the API server's defaulting does.
+    """
+    limits, requests = container.resources.limits, container.resources.requests
+    resources: dict[str, Any] = {}
+    memory = bytes_(limits["memory"]) if "memory" in limits else 0
+    if memory:
+        resources["memory"] = {"limit": memory}
+    request = requests.get("cpu", limits.get("cpu"))
+    cpu: dict[str, Any] = {"shares": milli_cpu_to_shares(cpu_millis(request) if request is not None else 0)}
+    quota = milli_cpu_to_quota(cpu_millis(limits["cpu"])) if "cpu" in limits else 0
+    if quota:
+        cpu.update(quota=quota, period=CPU_PERIOD_US)
+    resources["cpu"] = cpu
+    if pids_limit is not None:
+        resources["pids"] = {"limit": pids_limit}
+    return resources
+
+
+def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
+    return {"destination": destination, "type": kind, "source": source, "options": list(options)}
+
+
+def _base_mounts(*, privileged: bool, shm_path: str | None) -> list[dict[str, Any]]:
+    sys_mode = "rw" if privileged else "ro"
+    shm = (_mount("/dev/shm", "bind", shm_path, ["rbind", "nosuid", "noexec", "nodev", "rw"]) if shm_path
+           else _mount("/dev/shm", "tmpfs", "shm", ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]))
+    return [
+        _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+        _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+        _mount("/dev/pts", "devpts", "devpts",
+               ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]),
+        shm,
+        _mount("/dev/mqueue", "mqueue", "mqueue", ["nosuid", "noexec", "nodev"]),
+        _mount("/sys", "sysfs", "sysfs", ["nosuid", "noexec", "nodev", sys_mode]),
+        _mount("/sys/fs/cgroup", "cgroup", "cgroup", ["nosuid", "noexec", "nodev", "relatime", sys_mode]),
+    ]
+
+
+def _namespaces(**paths: str | None) -> list[dict[str, str]]:
+    """One entry per keyword, in order: a path joins that namespace, None (or "") makes a new one."""
+    return [{"type": kind, "path": path} if path else {"type": kind} for kind, path in paths.items()]
+
+
+# --------------------------------------------------------------------------------- specs
+
+
+def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, rootfs: str,
+                         namespaces: SandboxNamespaces, cgroups_path: str, hostname: str,
+                         annotations: Mapping[str, str], nofile: int = 1024, pids_limit: int | None = 4096,
+                         pod_security: PodSecurityContext | None = None, etc_passwd: str | None = None,
+                         etc_group: str | None = None, oom_score_adj: int | None = None,
+                         host_capabilities: Collection[str] | None = None,
+                         extra_mounts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+    """A complete runc `config.json` for one container of a pod.
+
+    The container joins the sandbox's IPC, UTS and network namespaces (the host's network when
+    `namespaces.net` is None), and its PID namespace only when `namespaces.pid` is given; it gets
+    its own mount and PID namespaces otherwise, and no user or cgroup namespace. `hostname` is
+    the pod's (for the HOSTNAME variable: the UTS namespace is joined, so no `hostname` field).
+    `nofile` should be at most this process's hard RLIMIT_NOFILE and `host_capabilities` its
+    bounding set (`capability_mask` of /proc/self/status CapBnd): the caller reads both.
+    `extra_mounts` (volumes) are appended after the standard mounts, in order.
+    """
+    container = config.container
+    sc = container.security_context or SecurityContext()
+    privileged = bool(sc.privileged)
+    psc = pod_security or PodSecurityContext()
+    uid, gid = resolve_user(container, image, pod_security=pod_security, etc_passwd=etc_passwd, etc_group=etc_group)
+    cwd = container.working_dir or image.working_dir or "/"
+    if not cwd.startswith("/"):
+        raise SpecError(f"container {container.name}: workingDir {cwd!r} is not an absolute path")
+    caps = capabilities(sc, host_capabilities=host_capabilities)
+
+    user: dict[str, Any] = {"uid": uid, "gid": gid}
+    groups = list(dict.fromkeys([*psc.supplemental_groups, *([psc.fs_group] if psc.fs_group is not None else [])]))
+    if groups:
+        user["additionalGids"] = groups
+    process: dict[str, Any] = {
+        "terminal": False,
+        "user": user,
+        "args": resolve_command(container, image),
+        "env": container_env(container, image, hostname=hostname),
+        "cwd": cwd,
+        "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],
+        "noNewPrivileges": sc.allow_privilege_escalation is False,
+    }
+    if oom_score_adj is not None:
+        process["oomScoreAdj"] = oom_score_adj
+
+    readonly_root = bool(sc.read_only_root_filesystem)
+    mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
+    file_mode = "ro" if readonly_root else "rw"   # containerd: the pod's /etc files follow the root
+    for destination, source in (("/etc/hostname", namespaces.etc_hostname), ("/etc/hosts", namespaces.etc_hosts),
+                                ("/etc/resolv.conf", namespaces.resolv_conf)):
+        if source:
+            mounts.append(_mount(destination, "bind", source, ["rbind", "rprivate", file_mode]))
+    mounts += [dict(m) for m in extra_mounts]
+
+    linux: dict[str, Any] = {
+        "namespaces": _namespaces(pid=namespaces.pid, mount=None, ipc=namespaces.ipc, uts=namespaces.uts,
+                                  **({"network": namespaces.net} if namespaces.net else {})),
+        "cgroupsPath": cgroups_path,
+        "resources": {**container_resources(container, pids_limit=pids_limit), "devices": _devices(privileged)},
+    }
+    if not privileged:
+        linux["maskedPaths"] = list(MASKED_PATHS)
+        linux["readonlyPaths"] = list(READONLY_PATHS)
+    return {
+        "ociVersion": OCI_VERSION,
+        "process": process,
+        "root": {"path": rootfs, "readonly": readonly_root},
+        "mounts": mounts,
+        "annotations": dict(annotations),
+        "linux": linux,
+    }
+
+
+def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_path: str, cgroups_path: str,
+                       annotations: Mapping[str, str], pause_binary_path_in_rootfs: str = "/catatonit",
+                       net_path: str | None = None) -> dict[str, Any]:
+    """The pod's infra container: `catatonit -P` holding the pod's namespaces, in an empty rootfs.
+
+    It creates the pod's IPC, UTS (hostname = config.hostname) and PID namespaces (its own PID
+    namespace always, so it is PID 1 there — the one containers join under shareProcessNamespace)
+    and a network namespace — or joins `net_path` (a pinned namespace the caller set up with CNI),
+    or, with hostNetwork, uses the host's network *and* UTS namespaces as containerd does (then no
+    hostname). catatonit is bind-mounted read-only from `catatonit_host_path`. It runs as
+    65535:65535 (the pause image's user) with no capabilities, no new privileges, a read-only root.
+    """
+    own_uts = not config.host_network
+    network = {} if config.host_network else {"network": net_path}
+    linux: dict[str, Any] = {
+        "namespaces": _namespaces(pid=None, mount=None, ipc=None, **({"uts": None} if own_uts else {}), **network),
+        "cgroupsPath": cgroups_path,
+        "resources": {"devices": _devices(False)},
+        "maskedPaths": list(MASKED_PATHS),
+        "readonlyPaths": list(READONLY_PATHS),
+    }
+    spec: dict[str, Any] = {
+        "ociVersion": OCI_VERSION,
+        "process": {
+            "terminal": False,
+            "user": {"uid": SANDBOX_USER, "gid": SANDBOX_USER},
+            "args": [pause_binary_path_in_rootfs, "-P"],
+            "env": [f"PATH={DEFAULT_PATH}"],
+            "cwd": "/",
+            "capabilities": {"bounding": [], "effective": [], "permitted": []},
+            "noNewPrivileges": True,
+        },
+        "root": {"path": rootfs, "readonly": True},
+        "mounts": [
+            _mount("/proc", "proc", "proc", ["nosuid", "noexec", "nodev"]),
+            _mount("/dev", "tmpfs", "tmpfs", ["nosuid", "strictatime", "mode=755", "size=65536k"]),
+            _mount(pause_binary_path_in_rootfs, "bind", catatonit_host_path, ["rbind", "ro", "nosuid", "nodev"]),
+        ],
+        "annotations": dict(annotations),
+        "linux": linux,
+    }
+    if own_uts:
+        spec["hostname"] = config.hostname
+    return spec
+
+
+# --------------------------------------------------------------------------------- conmon, signals
+
+
+def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: str, name: str, bundle: str,
+                pidfile: str, conmon_pidfile: str, exit_dir: str, persist_dir: str, log_path: str,
+                log_size_max: int | None, socket_dir: str, exec_: bool = False,
+                exec_process_spec: str | None = None, timeout: int | None = None) -> list[str]:
+    """conmon 2.1.6's command line, as verified in runtime-recipes.md (and as podman passes it).
+
+    `--api-version` is a flag in conmon (the "1" after it is ignored, as with podman). For an exec
+    (`exec_`), conmon writes the exit code to `exit_dir/<container_id>` and `persist_dir/exit`:
+    give an exec its own exit and persist directories, or it overwrites the container's exit file.
+    """
+    if exec_ != (exec_process_spec is not None):
+        raise ValueError("exec_ and exec_process_spec go together")
+    argv = [conmon, "--api-version", "1", "-c", container_id, "-u", container_id, "-n", name,
+            "-r", runtime, "-b", bundle, "-p", pidfile, "-P", conmon_pidfile,
+            "--exit-dir", exit_dir, "--persist-dir", persist_dir, "-l", f"k8s-file:{log_path}",
+            "--socket-dir-path", socket_dir, "--log-level", "info", "--runtime-arg", f"--root={runtime_root}"]
+    if log_size_max is not None:
+        argv += ["--log-size-max", str(log_size_max)]
+    if exec_process_spec is not None:
+        argv += ["-e", "--exec-process-spec", exec_process_spec]
+    if timeout is not None:
+        argv += ["-T", str(timeout)]
+    return argv
+
+
+_RT = re.compile(r"^SIGRT(MIN|MAX)([+-][0-9]+)?$")
+
+
+def signal_number(name: str) -> int:
+    """A signal's number from "TERM", "SIGTERM", "sigterm", "15", "RTMIN+3"; ValueError if unknown."""
+    text = name.strip().upper()
+    if _NUMBER.match(text):
+        number = int(text)
+        if 1 <= number <= _signal.SIGRTMAX:
+            return number
+        raise ValueError(f"invalid signal {name!r}")
+    text = text if text.startswith("SIG") else "SIG" + text
+    rt = _RT.match(text)
+    if rt:
+        number = (_signal.SIGRTMIN if rt.group(1) == "MIN" else _signal.SIGRTMAX) + int(rt.group(2) or 0)
+        if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
+            return int(number)
+        raise ValueError(f"invalid signal {name!r}")
+    try:
+        return int(_signal.Signals[text])
+    except KeyError:
+        raise ValueError(f"invalid signal {name!r}") from None

@@ -1,0 +1,175 @@
+"""Shared pieces of the tests that run real containers (root, runc, conmon, catatonit, busybox).
+
+Those tests must run in CI: when a requirement is missing they fail under CI=true (and skip,
+saying why, on a developer's machine without root). Each test gets its own state root and run
+dir, so its pods, cgroups and runc state are its own, and `Node.close()` checks that nothing
+was left behind: no mounts, no cgroups, no conmon, no runc containers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
+
+
+def require_real_runtime() -> None:
+    missing = [] if os.geteuid() == 0 else ["root"]
+    missing += [b for b in ("runc", "conmon", "catatonit", "busybox") if shutil.which(b, path=SEARCH) is None]
+    if missing:
+        message = "real-container tests need " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message + " — CI must run them (scripts/test installs the packages as root)")
+        pytest.skip(message)
+
+
+def build_busybox(out: Path) -> Path:
+    subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(out), "busybox:latest"], check=True,
+                   stdout=subprocess.DEVNULL)
+    return out
+
+
+def pod(name: str, *containers: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {"containers": list(containers), "terminationGracePeriodSeconds": 2}
+    body.update(spec)
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": body}
+
+
+def container(name: str, script: str, **fields: Any) -> dict[str, Any]:
+    return {"name": name, "image": "busybox:latest", "imagePullPolicy": "Never",
+            "command": ["sh", "-c", script], **fields}
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition",
+             step: Callable[[], Any] | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        if step is not None:
+            step()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def leftovers(root: Path, run_dir: Path, instance: str) -> list[str]:
+    """Everything of this kubelite instance still on the machine."""
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4]
+        if mount_point.startswith(str(root)) or mount_point.startswith(str(run_dir)):
+            found.append(f"mount {mount_point}")
+    for controller in Path("/sys/fs/cgroup").iterdir():
+        if (controller / instance).exists():
+            found.append(f"cgroup {controller / instance}")
+    ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
+    found += [f"process {line.strip()}" for line in ps.splitlines()
+              if "conmon" in line and str(run_dir) in line]
+    runc = shutil.which("runc", path=SEARCH)
+    if runc and (run_dir / "runc").exists():
+        listed = subprocess.run([runc, "--root", str(run_dir / "runc"), "list", "-q"], capture_output=True,
+                                text=True).stdout.split()
+        found += [f"runc container {c}" for c in listed]
+    return found
+
+
+@dataclass
+class Node:
+    """An in-process agent on the real runtime, driven by polling `run_once()` in real time."""
+
+    manifests: Path
+    root: Path
+    run_dir: Path
+    busybox: Path
+    agent: Any = None
+    runtime: Any = None
+    store: Any = None
+    closed: bool = field(default=False)
+
+    def start(self) -> "Node":
+        from kubelite.agent.agent import Agent, AgentConfig
+        from kubelite.runtime.images import ImageStore
+        from kubelite.runtime.oci import OCIRuntime
+        from kubelite.store.store import Store
+
+        self.manifests.mkdir(parents=True, exist_ok=True)
+        images = ImageStore(self.root)
+        if images.get("busybox:latest") is None:
+            images.load(self.busybox)
+        self.runtime = OCIRuntime(root=self.root, run_dir=self.run_dir, images=images)
+        self.store = Store(self.root)
+        self.agent = Agent(store=self.store, runtime=self.runtime,
+                           config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test"))
+        return self
+
+    def write(self, doc: dict[str, Any], name: str | None = None) -> Path:
+        path = self.manifests / f"{name or doc['metadata']['name']}.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        self.agent.hint_manifests()
+        return path
+
+    def step(self) -> None:
+        self.agent.run_once()
+
+    def until(self, predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
+        return wait_for(predicate, timeout=timeout, what=what, step=self.step)
+
+    def status(self, pod_name: str) -> dict[str, Any]:
+        for entry in self.agent.pods.values():
+            if entry.pod.metadata.name == pod_name and entry.deleted_at is None:
+                return entry.status
+        return {}
+
+    def container(self, pod_name: str, name: str) -> dict[str, Any]:
+        status = self.status(pod_name)
+        for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
+            if s["name"] == name:
+                return s
+        return {}
+
+    def running(self, pod_name: str, name: str, restarts: int = 0) -> bool:
+        s = self.container(pod_name, name)
+        return "running" in s.get("state", {}) and s.get("restartCount") == restarts
+
+    def container_id(self, pod_name: str, name: str) -> str:
+        return self.container(pod_name, name)["containerID"].partition("://")[2]
+
+    def exec(self, pod_name: str, name: str, *command: str) -> tuple[int, str]:
+        result = self.runtime.exec_sync(self.container_id(pod_name, name), list(command), 10.0)
+        return result.exit_code, result.stdout.decode()
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "KUBELITE_ROOT": str(self.root), "KUBELITE_RUN_DIR": str(self.run_dir),
+                "KUBELITE_MANIFESTS": str(self.manifests), "PYTHONPATH": str(REPO)}
+
+    def cli(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env(),
+                              capture_output=True, text=True, timeout=timeout, cwd=REPO)
+
+    def close(self) -> list[str]:
+        """Delete every manifest, let the agent stop and remove the pods, report anything left behind."""
+        if self.closed:
+            return []
+        self.closed = True
+        for path in self.manifests.glob("*.yaml"):
+            path.unlink()
+        self.agent.hint_manifests()
+        try:
+            wait_for(lambda: not self.agent.pods, timeout=30, what="every pod to be removed", step=self.step)
+        finally:
+            self.runtime.close()
+            self.store.close()
+        return leftovers(self.root, self.run_dir, self.runtime.instance)
