@@ -139,3 +139,26 @@ def test_two_instances_never_see_each_others_pods(tmp_path, busybox):
         assert a.runtime.instance != b.runtime.instance
     finally:
         assert a.close() == [] and b.close() == []
+
+
+def test_logs_follow_prints_lines_as_they_come_until_the_container_exits(node):
+    node.write(pod("ticker", container("app", "for i in 1 2 3; do echo tick $i; sleep 0.4; done"),
+                   restartPolicy="Never"))
+    node.until(lambda: node.running("ticker", "app"), what="running")
+    import subprocess
+    import sys
+    follow = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "logs", "-f", "ticker"], env=node.env(),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    node.until(lambda: node.status("ticker").get("phase") == "Succeeded", what="the container to finish")
+    out, err = follow.communicate(timeout=15)
+    assert follow.returncode == 0, err
+    assert out.splitlines() == ["tick 1", "tick 2", "tick 3"]
+
+
+def test_image_commands_and_an_image_in_use_is_not_removed(node):
+    listed = node.cli("image", "ls").stdout
+    assert "docker.io/library/busybox:latest" in listed
+    node.write(pod("user", container("app", "exec sleep 3600")))
+    node.until(lambda: node.running("user", "app"), what="running")
+    refused = node.cli("image", "rm", "busybox")
+    assert refused.returncode == 1 and "in use by pod default/user" in refused.stderr

@@ -42,7 +42,7 @@ from typing import Any, Callable
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import linux, ocispec
-from kubelite.runtime.images import ImageStore
+from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, SandboxConfig, SandboxInfo, SandboxState,
 )
@@ -295,7 +295,7 @@ class OCIRuntime:
     def image_present(self, image: str) -> bool:
         try:
             return self.images.get(image) is not None
-        except Exception:  # noqa: BLE001 — an unparsable reference is simply not present
+        except ImageError:  # an unparsable reference is simply not present
             return False
 
     def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
@@ -303,7 +303,10 @@ class OCIRuntime:
             sandbox = self._sandboxes.get(sandbox_id)
         if sandbox is None:
             raise NotFoundError(f"pod sandbox {sandbox_id} not found")
-        image = self.images.get(config.container.image or "")
+        try:
+            image = self.images.get(config.container.image or "")
+        except ImageError as exc:
+            raise RuntimeError_(f'image "{config.container.image}": {exc}') from None
         if image is None:
             raise RuntimeError_(f'image "{config.container.image}" is not present')
         container_id = uuid.uuid4().hex
