@@ -162,3 +162,21 @@ def test_image_commands_and_an_image_in_use_is_not_removed(node):
     node.until(lambda: node.running("user", "app"), what="running")
     refused = node.cli("image", "rm", "busybox")
     assert refused.returncode == 1 and "in use by pod default/user" in refused.stderr
+
+
+def test_the_pod_shares_dev_shm_and_security_settings_apply(node):
+    node.write(pod("sec",
+                   container("writer", "echo shared > /dev/shm/note; exec sleep 3600",
+                             securityContext={"runAsUser": 1000, "allowPrivilegeEscalation": False}),
+                   container("reader", "exec sleep 3600"),
+                   container("admin", "exec sleep 3600", securityContext={"privileged": True})))
+    node.until(lambda: all(node.running("sec", c) for c in ("writer", "reader", "admin")), what="all running")
+    node.until(lambda: node.exec("sec", "reader", "cat", "/dev/shm/note") == (0, "shared\n"), what="the shm file")
+    assert node.exec("sec", "writer", "id", "-u") == (0, "1000\n")
+    status = node.exec("sec", "writer", "cat", "/proc/self/status")[1]
+    assert "NoNewPrivs:\t1" in status
+    bounding = int(next(line for line in status.splitlines() if line.startswith("CapBnd:")).split()[1], 16)
+    assert not bounding & (1 << 25), "CAP_SYS_TIME: a container must never set the host clock"
+    admin = node.exec("sec", "admin", "cat", "/proc/self/status")[1]
+    admin_bounding = int(next(line for line in admin.splitlines() if line.startswith("CapBnd:")).split()[1], 16)
+    assert admin_bounding & (1 << 25), "privileged gets every capability the host has"

@@ -451,7 +451,8 @@ class Agent:
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
-                                 annotations=dict(entry.pod.metadata.annotations))
+                                 annotations=dict(entry.pod.metadata.annotations),
+                                 pod_security=entry.pod.spec.security_context)
         try:
             container_id = self.runtime.create_container(sandbox_id, config)
         except RuntimeError_ as exc:

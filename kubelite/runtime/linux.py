@@ -29,6 +29,44 @@ def mount_overlay(*, lower: list[Path], upper: Path, work: Path, target: Path) -
         raise OSError(err, f"mount overlay at {target}: {os.strerror(err)}")
 
 
+def mount_tmpfs(target: Path, *, size: str, mode: str = "1777") -> None:
+    """Mount a tmpfs at `target` (a pod's shared /dev/shm)."""
+    options = f"size={size},mode={mode}"
+    flags = 0x2 | 0x4 | 0x8  # MS_NOSUID | MS_NODEV | MS_NOEXEC
+    if _libc.mount(b"shm", str(target).encode(), b"tmpfs", flags, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs at {target}: {os.strerror(err)}")
+
+
+def bounding_capabilities() -> str:
+    """This process's capability bounding set, as the hex mask in /proc/self/status (CapBnd)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("CapBnd:"):
+            return line.split()[1]
+    return "0"
+
+
+def read_regular_file(root: Path, relative: str, *, limit: int = 1 << 20) -> str | None:
+    """A small text file inside a container root, refusing symlinks on the way (they could point
+    out of the root, to the host's files). None when it is absent or not a plain file."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        parts = [p for p in relative.split("/") if p]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            flags = os.O_RDONLY | os.O_NOFOLLOW | (0 if last else os.O_DIRECTORY)
+            try:
+                nxt = os.open(part, flags, dir_fd=fd)
+            except OSError:
+                return None
+            os.close(fd)
+            fd = nxt
+        with os.fdopen(os.dup(fd), "rb") as handle:
+            return handle.read(limit).decode(errors="replace")
+    finally:
+        os.close(fd)
+
+
 def unmount(target: Path) -> None:
     """Detach the mount at `target`; nothing mounted there is fine."""
     if _libc.umount2(str(target).encode(), MNT_DETACH) != 0:

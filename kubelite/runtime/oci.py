@@ -53,6 +53,8 @@ log = logging.getLogger("kubelite.runtime")
 REQUIRED_BINARIES = {"runc": "runc", "conmon": "conmon", "catatonit": "catatonit"}
 #: The kubelet's default `containerLogMaxSize`.
 LOG_SIZE_MAX = 10 * 1024 * 1024
+#: Each pod's /dev/shm (Docker's and containerd's default size).
+SHM_SIZE = "64m"
 #: How long conmon may take to report a created container.
 CREATE_TIMEOUT_S = 30.0
 #: A container whose PID 1 is gone gets this long for conmon's exit file to appear.
@@ -165,6 +167,7 @@ class OCIRuntime:
         self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
         self._observer: Any = None
         self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
+        self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
         self.remove_orphan_layers()
 
     # ------------------------------------------------------------------ records
@@ -212,6 +215,8 @@ class OCIRuntime:
         rootfs.mkdir(parents=True)
         (rootfs / "catatonit").touch()
         self._write_etc_files(bundle, config)
+        (bundle / "shm").mkdir()
+        linux.mount_tmpfs(bundle / "shm", size=SHM_SIZE)  # the pod's /dev/shm, shared by its containers
         record = _Sandbox(sandbox_id, config.uid, config.name, config.namespace, config.attempt, config.sandbox_hash,
                           self.clock().isoformat(), config.host_network, config.share_process_namespace,
                           self._pod_cgroup(config.uid))
@@ -226,6 +231,7 @@ class OCIRuntime:
             pid = int((bundle / "pid").read_text())
         except (RuntimeError_, OSError, ValueError) as exc:
             self._runc("delete", "--force", sandbox_id, check=False)
+            linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)
             raise RuntimeError_(f"creating the pod sandbox failed: {exc}") from None
         record.pid, record.pid_start = pid, linux.process_start(pid) or 0
@@ -256,6 +262,7 @@ class OCIRuntime:
         if linux.alive(record.pid, record.pid_start):
             self._runc("kill", sandbox_id, "KILL", check=False)
         self._runc("delete", "--force", sandbox_id, check=False)
+        linux.unmount(self.sandbox_dir / sandbox_id / "shm")
         with self._lock:
             record.stopped = True
             self._save(record)
@@ -287,7 +294,8 @@ class OCIRuntime:
         bundle = self.sandbox_dir / record.id
         return ocispec.SandboxNamespaces(
             net=None if record.host_network else f"{ns}/net", ipc=f"{ns}/ipc", uts=f"{ns}/uts",
-            pid=f"{ns}/pid" if record.share_pid else None, etc_hostname=str(bundle / "hostname"),
+            pid=f"{ns}/pid" if record.share_pid else None, shm_path=str(bundle / "shm"),
+            etc_hostname=str(bundle / "hostname"),
             etc_hosts=str(bundle / "hosts"), resolv_conf=str(bundle / "resolv.conf"))
 
     # ------------------------------------------------------------------ containers
@@ -324,7 +332,9 @@ class OCIRuntime:
             spec = ocispec.build_container_spec(
                 config=config, image=image.config, rootfs=str(rootfs),
                 namespaces=self._sandbox_namespaces(sandbox), cgroups_path=f"{sandbox.cgroup_parent}/{container_id}",
-                hostname=self._hostname(sandbox), nofile=self.nofile,
+                hostname=self._hostname(sandbox), nofile=self.nofile, host_capabilities=self.capabilities,
+                pod_security=config.pod_security, etc_passwd=linux.read_regular_file(rootfs, "etc/passwd"),
+                etc_group=linux.read_regular_file(rootfs, "etc/group"),
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:

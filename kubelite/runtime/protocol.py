@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
 
-from kubelite.api.models import Container
+from kubelite.api.models import Container, PodSecurityContext
 from kubelite.core.types import ContainerState
 
 
@@ -50,6 +50,7 @@ class ContainerConfig:
     spec_hash: str
     log_path: str = ""
     annotations: dict[str, str] = field(default_factory=dict)   # the pod's
+    pod_security: PodSecurityContext | None = None
 
 
 @dataclass(frozen=True)
