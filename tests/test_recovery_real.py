@@ -123,8 +123,8 @@ def simulate_reboot(d: Daemon) -> None:
     for cid in subprocess.run([runc, "--root", str(d.run_dir / "runc"), "list", "-q"], capture_output=True,
                               text=True).stdout.split():
         subprocess.run([runc, "--root", str(d.run_dir / "runc"), "delete", "--force", cid], capture_output=True)
-    for rootfs in d.root.glob("pods/*/containers/*/rootfs"):
-        linux.unmount(rootfs)
+    for mount in [*d.root.glob("pods/*/containers/*/rootfs"), *d.run_dir.glob("sandboxes/*/shm")]:
+        linux.unmount(mount)
     shutil.rmtree(d.run_dir)
 
 
