@@ -104,6 +104,46 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT_S) -> int:
+    """Run conmon (which runs `runc create`) and return the container's PID 1 from its sync pipe.
+
+    conmon speaks over two socket pairs named in its environment: it waits for one byte on the
+    start pipe, then reports `{"data": PID}` (or a negative value and a message) on the sync pipe.
+    Its first process exits at once; the monitor lives on, detached, and outlives kubelite.
+    """
+    sync_parent, sync_child = socket.socketpair()
+    start_parent, start_child = socket.socketpair()
+    env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
+           "_OCI_SYNCPIPE": str(sync_child.fileno()), "_OCI_STARTPIPE": str(start_child.fileno())}
+    try:
+        proc = subprocess.Popen(argv, cwd=bundle, env=env, pass_fds=(sync_child.fileno(), start_child.fileno()),
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                start_new_session=True)
+        sync_child.close()
+        start_child.close()
+        start_parent.sendall(b"0")
+        sync_parent.settimeout(timeout)
+        data = b""
+        while not data.endswith(b"\n"):
+            chunk = sync_parent.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        _, stderr = proc.communicate(timeout=timeout)
+    finally:
+        for sock in (sync_parent, sync_child, start_parent, start_child):
+            sock.close()
+    try:
+        reply = json.loads(data.decode() or "{}")
+    except ValueError:
+        reply = {}
+    pid = reply.get("data", -1)
+    if not isinstance(pid, int) or pid <= 0:
+        detail = reply.get("message") or stderr.decode(errors="replace").strip() or "conmon gave no reply"
+        raise RuntimeError_(f"creating container: {detail}")
+    return pid
+
+
 @dataclass
 class _Sandbox:
     id: str
@@ -361,43 +401,13 @@ class OCIRuntime:
 
     def _conmon_create(self, record: _Container, bundle: Path) -> int:
         """Start conmon, which runs `runc create`; return the container's PID 1 (not started yet)."""
-        sync_parent, sync_child = socket.socketpair()
-        start_parent, start_child = socket.socketpair()
         argv = ocispec.conmon_argv(
             conmon=self.bin["conmon"], runtime=self.bin["runc"], runtime_root=str(self.state_dir),
             container_id=record.id, name=f"{record.namespace}_{record.pod_name}_{record.name}_{record.attempt}",
             bundle=str(bundle), pidfile=str(bundle / "pidfile"), conmon_pidfile=str(bundle / "conmon.pid"),
             exit_dir=str(self.exit_dir), persist_dir=str(bundle / "persist"), log_path=record.log_path or "/dev/null",
             log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir))
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "_OCI_SYNCPIPE": str(sync_child.fileno()), "_OCI_STARTPIPE": str(start_child.fileno())}
-        try:
-            proc = subprocess.Popen(argv, cwd=bundle, env=env, pass_fds=(sync_child.fileno(), start_child.fileno()),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-            sync_child.close()
-            start_child.close()
-            start_parent.sendall(b"0")
-            sync_parent.settimeout(CREATE_TIMEOUT_S)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sync_parent.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            _, stderr = proc.communicate(timeout=CREATE_TIMEOUT_S)
-        finally:
-            for sock in (sync_parent, sync_child, start_parent, start_child):
-                sock.close()
-        try:
-            reply = json.loads(data.decode() or "{}")
-        except ValueError:
-            reply = {}
-        pid = reply.get("data", -1)
-        if not isinstance(pid, int) or pid <= 0:
-            detail = reply.get("message") or stderr.decode(errors="replace").strip() or "conmon gave no reply"
-            raise RuntimeError_(f"creating container: {detail}")
-        return pid
+        return run_conmon(argv, bundle=bundle)
 
     def start_container(self, container_id: str) -> None:
         record = self._get(container_id)
