@@ -522,7 +522,12 @@ def test_prestop_runs_before_sigterm(env):
     env.settle()
     path.unlink()
     env.agent.hint_manifests()
-    env.settle()
+    env.settle()                 # the hook runs on a helper thread; SIGTERM follows it
+    import time as real_time
+    deadline = real_time.monotonic() + 5
+    while env.pods() and real_time.monotonic() < deadline:
+        real_time.sleep(0.01)
+        env.settle()
     ops = [op for op, _ in env.runtime.calls]
     assert ops.index("exec") < ops.index("signal_TERM")
     assert env.pods() == []

@@ -180,3 +180,18 @@ def test_the_pod_shares_dev_shm_and_security_settings_apply(node):
     admin = node.exec("sec", "admin", "cat", "/proc/self/status")[1]
     admin_bounding = int(next(line for line in admin.splitlines() if line.startswith("CapBnd:")).split()[1], 16)
     assert admin_bounding & (1 << 25), "privileged gets every capability the host has"
+
+
+def test_prestop_runs_before_sigterm_and_a_failing_hook_is_reported(node):
+    hook = {"preStop": {"exec": {"command": ["sh", "-c", "sleep 1; exit 3"]}}}
+    path = node.write(pod("hooked", container("app", "trap 'exit 0' TERM; while true; do sleep 0.1; done",
+                                              lifecycle=hook), terminationGracePeriodSeconds=10))
+    node.until(lambda: node.running("hooked", "app"), what="running")
+    path.unlink()
+    node.agent.hint_manifests()
+    started = time.monotonic()
+    node.until(lambda: not node.agent.pods, timeout=15, what="the pod to be gone")
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 5, f"took {elapsed:.1f}s: the hook (1 s) runs first, then TERM ends it at once"
+    messages = [row[0] for row in node.store.execute_sql("SELECT message FROM events WHERE reason='FailedPreStopHook'")]
+    assert messages == ["PreStopHook failed: exit code 3"]

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import shutil
 import threading
 from dataclasses import dataclass, field, replace
@@ -113,6 +114,7 @@ class Agent:
         self.manifests_dirty = True
         self.next_manifest_scan: datetime | None = None
         self.wake = threading.Event()
+        self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -160,6 +162,7 @@ class Agent:
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
             self.relist(now)
+            self.record_hook_failures(now)
             wake: datetime | None = self.next_manifest_scan
             self.terminating_keys = {e.key for e in self.pods.values() if e.deleted_at is not None}
             for uid in list(self.pods):
@@ -511,27 +514,43 @@ class Agent:
         if signal == "TERM":
             self.event(entry, "Normal", "Killing", message, now, container=c.name)
             deadline = now + timedelta(seconds=grace_s)
-            self.run_pre_stop(entry, c, grace_s, now)
+            hook = _pre_stop_command(entry.pod, c.name)
+            if hook is not None:
+                # The hook runs beside the loop (it may take the whole grace period); SIGTERM follows
+                # it, and SIGKILL stays due at the deadline whatever the hook does.
+                threading.Thread(target=self._pre_stop_then_term, args=(uid, c.id, c.name, hook, grace_s),
+                                 name=f"prestop-{c.id[:12]}", daemon=True).start()
+                self._observe(uid, replace(c, stop_reason=stop_reason, kill_deadline=deadline))
+                return
+        self._signal(container_id, signal)
+        self._observe(uid, replace(c, stop_reason=stop_reason, kill_deadline=deadline))
+
+    def _signal(self, container_id: str, signal: str) -> None:
         try:
             self.runtime.signal_container(container_id, signal)
         except NotFoundError:
             pass
-        self._observe(uid, replace(c, stop_reason=stop_reason, kill_deadline=deadline))
 
-    def run_pre_stop(self, entry: PodEntry, c: ObservedContainer, grace_s: int, now: datetime) -> None:
-        container = _container(entry.pod, c.name)
-        hook = container.lifecycle.pre_stop if container is not None and container.lifecycle else None
-        if hook is None or hook.exec_ is None:
-            return
+    def _pre_stop_then_term(self, uid: str, container_id: str, name: str, command: list[str], grace_s: int) -> None:
+        """On a helper thread: the preStop exec hook, then SIGTERM. Writes nothing: failures go to the loop."""
         try:
-            result = self.runtime.exec_sync(c.id, hook.exec_.command, float(grace_s))
-            ok = result.exit_code == 0
-            detail = f"exit code {result.exit_code}"
+            result = self.runtime.exec_sync(container_id, command, float(grace_s))
+            failure = "timed out" if result.timed_out else (
+                f"exit code {result.exit_code}" if result.exit_code != 0 else None)
         except RuntimeError_ as exc:
-            ok, detail = False, str(exc)
-        if not ok:
-            self.event(entry, "Warning", "FailedPreStopHook", f"PreStopHook failed: {detail}", now,
-                       container=c.name)
+            failure = str(exc)
+        if failure is not None:
+            self.hook_failures.put((uid, name, failure))
+        self._signal(container_id, "TERM")
+        self.wake.set()
+
+    def record_hook_failures(self, now: datetime) -> None:
+        while not self.hook_failures.empty():
+            uid, name, failure = self.hook_failures.get()
+            entry = self.pods.get(uid)
+            if entry is not None:
+                self.event(entry, "Warning", "FailedPreStopHook", f"PreStopHook failed: {failure}", now,
+                           container=name)
 
     def remove_pod(self, entry: PodEntry, observed: ObservedPod) -> None:
         for c in observed.containers:
@@ -639,6 +658,13 @@ def _container(pod: Pod, name: str) -> Container | None:
         if c.name == name:
             return c
     return None
+
+
+def _pre_stop_command(pod: Pod, name: str) -> list[str] | None:
+    """The container's preStop exec command, if it has one (a container gone from the spec has none)."""
+    container = _container(pod, name)
+    hook = container.lifecycle.pre_stop if container is not None and container.lifecycle else None
+    return list(hook.exec_.command) if hook is not None and hook.exec_ is not None else None
 
 
 def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:

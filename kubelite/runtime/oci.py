@@ -499,12 +499,20 @@ class OCIRuntime:
         return ContainerState.EXITED, code, finished, reason
 
     def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
+        """Run `command` in the container (`runc exec`); on timeout the process inside is killed too."""
         self._get(container_id)
-        try:
-            result = subprocess.run([self.bin["runc"], "--root", str(self.state_dir), "exec", container_id, *command],
-                                    stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired as exc:
-            return ExecResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
+        with tempfile.TemporaryDirectory(dir=self.run_dir) as tmp:
+            pid_file = Path(tmp) / "pid"
+            cmd = [self.bin["runc"], "--root", str(self.state_dir), "exec", "--pid-file", str(pid_file), container_id,
+                   *command]
+            try:
+                result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+            except subprocess.TimeoutExpired as exc:
+                try:  # killing runc exec leaves the process it started running: kill that one
+                    os.kill(int(pid_file.read_text()), signals.SIGKILL)
+                except (OSError, ValueError):
+                    pass
+                return ExecResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
         return ExecResult(result.returncode, result.stdout, result.stderr)
 
     # ------------------------------------------------------------------ exit hints
