@@ -9,14 +9,20 @@ Measures, in one run (figures are printed, never asserted):
    the pod. Target: median <= 100 ms. The daemon's INFO log timestamps split the time into
    stages (noticed, sandbox, create, start). References, in the same run: `runc run` of a
    trivial container (the busybox layer as a read-only root, `true` as the process), `unshare
-   --net --ipc --uts --pid --fork --mount true` (the namespace floor), `runc create` + `runc
-   start` of an infra bundle built by kubelite's own `ocispec.build_sandbox_spec` (catatonit),
-   and `podman kube play` when podman is installed.
+   --net --ipc --uts --pid --fork --mount true` (the namespace floor), the infra sandbox alone:
+   `runc create` + `runc start` of a bundle built by kubelite's own `ocispec.build_sandbox_spec`
+   (catatonit), waited for once by a blocking waitpid and once as kubelite's `_runc` waits
+   (`subprocess.run(..., timeout=30)`, which polls with sleeps of 1 ms doubling to 50 ms), and
+   `OCIRuntime.run_sandbox()` itself on a second, in-process runtime with its own state root;
+   `podman kube play` when podman is installed. One round of references runs while each pod
+   waits out its grace period (the daemon idle).
 2. Crash -> restarted (first restart, no backoff due): pods whose container prints /proc/uptime,
    sleeps 0.5 s, prints it again and exits 1 (restartPolicy Always); from the second value of
    attempt 0 to the first value of attempt 1. The pods are created one after another, one
-   measurement each. Target: median <= 80 ms. References: `runc create` + `runc start` of the
-   trivial bundle, and the same created through conmon (kubelite's conmon command line).
+   measurement each. Target: median <= 80 ms. The daemon's log splits it into exit noticed,
+   create and start. References: `runc create` + `runc start` of the trivial bundle (blocking
+   wait, and polled as kubelite waits), and the same created through conmon (kubelite's conmon
+   command line and sync-pipe protocol).
 3. Memory: the daemon's VmRSS, and per pod at 1, 50 and 100 running `sleep 3600` pods:
    system-wide used memory (MemTotal - MemAvailable) after minus before, over the pod count; the
    RSS (and PSS) of each pod's conmon and catatonit, found by PID (checked with its start time)
@@ -25,13 +31,13 @@ Measures, in one run (figures are printed, never asserted):
 
 Everything runs below one temporary directory in /tmp: state root, run dir, manifests, the
 reference bundles and their private `runc --root`. The references' cgroups live below a cgroup
-of their own (`/kubelite-bench-<pid>`). At the end every manifest is deleted, kubelite removes
+of their own (`/kubelite-bench-<pid>`); the in-process runtime's below its own instance. At the end every manifest is deleted, kubelite removes
 every pod, the daemon gets SIGTERM, and the benchmark verifies that no mount below the
 directory, no cgroup of the instance or of the references, no conmon/runc/catatonit process of
 this run and no runc container remain. Processes are only ever signalled by PIDs this run
 created (and only when the orderly cleanup failed).
 
-Needs root, runc, conmon and catatonit (Debian's packages); about two and a half minutes.
+Needs root, runc, conmon and catatonit (Debian's packages); about two minutes.
 Run: `bench/run runtime`, or `.venv/bin/python -m bench.bench_runtime` from the repository root.
 """
 
@@ -47,30 +53,36 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.runtime import linux, ocispec
 from kubelite.runtime.images import ImageStore
-from kubelite.runtime.oci import find_binaries, instance_name
+from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
 from kubelite.sources.watch import ManifestWatcher
 
-from bench.common import REPO, Row, Summary, duration, print_table, summarize, target
+from bench.common import REPO, Row, duration, print_table, summarize, target
 
 START_RUNS = 12
 START_WARMUPS = 1
 CRASH_PODS = 12
 MEMORY_LEVELS = (1, 50, 100)
+#: Repetitions per memory level: one pod's share of system-wide memory is small next to the noise.
+LEVEL_REPS = {1: 5}
 START_TARGET_S = 0.100
 RESTART_TARGET_S = 0.080
 START_SCRIPT = "cat /proc/uptime; exec sleep 3600"
 CRASH_SCRIPT = "cat /proc/uptime; sleep 0.5; cat /proc/uptime; exit 1"
 #: Pause after the last pod of a level is running, before memory is read.
 SETTLE_S = 1.0
+#: The pods' terminationGracePeriodSeconds (kubelite's minimum).
+GRACE_S = 2
 POLL_S = 0.005
 IMAGE = "busybox:latest"
 NAMESPACE = "default"
@@ -99,9 +111,25 @@ def run_quiet(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[byt
                           **kwargs)
 
 
+def run_blocking(argv: list[str], *, timeout: float = 30.0, check: bool = True) -> int:
+    """`argv` with its stdio on /dev/null, waited for by a blocking waitpid: it returns the moment the
+    command exits. (`subprocess.run(..., timeout=...)` instead polls with sleeps that double from
+    1 ms to 50 ms, and notices an exit late.) A timer kills the command, by its PID, after `timeout`."""
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    timer = threading.Timer(timeout, proc.kill)
+    timer.start()
+    try:
+        code = proc.wait()
+    finally:
+        timer.cancel()
+    if check and code != 0:
+        raise subprocess.CalledProcessError(code, argv)
+    return code
+
+
 def manifest(name: str, command: list[str]) -> str:
     return (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\nspec:\n"
-            f"  restartPolicy: Always\n  terminationGracePeriodSeconds: 2\n  containers:\n"
+            f"  restartPolicy: Always\n  terminationGracePeriodSeconds: {GRACE_S}\n  containers:\n"
             f"  - name: {CONTAINER}\n    image: {IMAGE}\n    imagePullPolicy: Never\n"
             f"    command: {json.dumps(command)}\n")
 
@@ -210,13 +238,41 @@ def pss_kib(pid: int) -> int | None:
     return None
 
 
-def used_kib() -> int:
-    """System-wide used memory: MemTotal - MemAvailable."""
-    values = {}
-    for line in Path("/proc/meminfo").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        values[key] = int(rest.split()[0])
-    return values["MemTotal"] - values["MemAvailable"]
+def used_kib(samples: int = 5, interval: float = 0.05) -> int:
+    """System-wide used memory, MemTotal - MemAvailable: the median of a few reads."""
+    reads = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        values = {}
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            key, _, rest = line.partition(":")
+            values[key] = int(rest.split()[0])
+        reads.append(values["MemTotal"] - values["MemAvailable"])
+    return sorted(reads)[len(reads) // 2]
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` so far (schedstat, ns); 0 when it is gone."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def wait_idle(pid: int, *, window: float = 0.05, budget_ns: int = 2_000_000, timeout: float = 1.0) -> None:
+    """Until `pid` used less than `budget_ns` of CPU during `window` (or `timeout` passed)."""
+    deadline = time.monotonic() + timeout
+    last = cpu_ns(pid)
+    while time.monotonic() < deadline:
+        time.sleep(window)
+        now = cpu_ns(pid)
+        if now - last < budget_ns:
+            return
+        last = now
 
 
 def mib(kib: float) -> str:
@@ -336,6 +392,11 @@ class Node:
     def remember_pids(self) -> None:
         self.pod_processes()
 
+    def wait_idle(self) -> None:
+        """Until the daemon's pass is over: nothing of it overlaps what is timed next."""
+        if self.proc is not None:
+            wait_idle(self.proc.pid)
+
 
 # ---------------------------------------------------------------------- references
 
@@ -359,6 +420,11 @@ class References:
         self.trivial = self._trivial_bundle()
         self.sandbox = self._sandbox_bundle()
         self.unshare = shutil.which("unshare")
+        # kubelite's own runtime, in-process, on a state root and run dir of its own (a second
+        # instance: its own runc root and cgroups), for OCIRuntime.run_sandbox() exactly as the agent calls it
+        kroot = self.base / "kubelite-root"
+        self.runtime = OCIRuntime(root=kroot, run_dir=self.base / "kubelite-run", images=ImageStore(kroot),
+                                  binaries=self.bins)
 
     def _runc(self, *args: str) -> list[str]:
         return [self.bins["runc"], "--root", str(self.state), *args]
@@ -405,37 +471,53 @@ class References:
         # runc run: create, start, wait for `true`, delete — one command
         cid = self._id("run")
         start = time.perf_counter()
-        result = run_quiet(self._runc("run", "--bundle", str(self.trivial), cid), timeout=30)
-        self._add("runc run", time.perf_counter() - start, record and result.returncode == 0)
-        if result.returncode != 0:
+        code = run_blocking(self._runc("run", "--bundle", str(self.trivial), cid), check=False)
+        self._add("runc run", time.perf_counter() - start, record and code == 0)
+        if code != 0:
             self._delete(cid)
-            raise RuntimeError(f"runc run of the trivial bundle failed with {result.returncode}")
+            raise RuntimeError(f"runc run of the trivial bundle failed with {code}")
         # the namespace floor
         if self.unshare:
             start = time.perf_counter()
-            run_quiet([self.unshare, "--net", "--ipc", "--uts", "--pid", "--fork", "--mount", "true"], check=True)
+            run_blocking([self.unshare, "--net", "--ipc", "--uts", "--pid", "--fork", "--mount", "true"])
             self._add("unshare", time.perf_counter() - start, record)
-        # kubelite's infra container: runc create + runc start, as OCIRuntime.run_sandbox does
-        cid = self._id("sandbox")
-        try:
-            start = time.perf_counter()
-            run_quiet(self._runc("create", "--bundle", str(self.sandbox), "--pid-file",
-                                 str(self.base / f"{cid}.pid"), cid), check=True, timeout=30)
-            run_quiet(self._runc("start", cid), check=True, timeout=30)
-            self._add("sandbox", time.perf_counter() - start, record)
-        finally:
-            run_quiet(self._runc("kill", cid, "KILL"), timeout=30)
-            self._delete(cid)
-            (self.base / f"{cid}.pid").unlink(missing_ok=True)
-        # the trivial container, created and started in two commands
-        cid = self._id("create")
-        try:
-            start = time.perf_counter()
-            run_quiet(self._runc("create", "--bundle", str(self.trivial), cid), check=True, timeout=30)
-            run_quiet(self._runc("start", cid), check=True, timeout=30)
-            self._add("create+start", time.perf_counter() - start, record)
-        finally:
-            self._delete(cid)
+        # kubelite's infra container: runc create + runc start of its bundle, waited for by a
+        # blocking waitpid and as kubelite's `_runc` waits; then OCIRuntime.run_sandbox() itself
+        for label, polled in (("sandbox", False), ("sandbox polled", True)):
+            cid = self._id("sandbox")
+            try:
+                start = time.perf_counter()
+                for args in (("create", "--bundle", str(self.sandbox), "--pid-file", str(self.base / f"{cid}.pid"),
+                              cid), ("start", cid)):
+                    if polled:
+                        run_quiet(self._runc(*args), check=True, timeout=30)
+                    else:
+                        run_blocking(self._runc(*args))
+                self._add(label, time.perf_counter() - start, record)
+            finally:
+                run_quiet(self._runc("kill", cid, "KILL"), timeout=30)
+                self._delete(cid)
+                (self.base / f"{cid}.pid").unlink(missing_ok=True)
+        config = SandboxConfig(uid=str(uuid.uuid4()), name="bench", namespace=NAMESPACE, attempt=0,
+                               sandbox_hash="0", hostname="bench")
+        start = time.perf_counter()
+        sandbox_id = self.runtime.run_sandbox(config)
+        self._add("run_sandbox", time.perf_counter() - start, record)
+        self.runtime.remove_sandbox(sandbox_id)
+        # the trivial container, created and started in two commands: waited for by a blocking
+        # waitpid, and as kubelite's `_runc` waits (`subprocess.run(..., timeout=30)`, which polls)
+        for label, polled in (("create+start", False), ("create+start polled", True)):
+            cid = self._id("create")
+            try:
+                start = time.perf_counter()
+                for args in (("create", "--bundle", str(self.trivial), cid), ("start", cid)):
+                    if polled:
+                        run_quiet(self._runc(*args), check=True, timeout=30)
+                    else:
+                        run_blocking(self._runc(*args))
+                self._add(label, time.perf_counter() - start, record)
+            finally:
+                self._delete(cid)
         # the same through conmon, with kubelite's conmon command line and sync-pipe protocol
         cid = self._id("conmon")
         try:
@@ -480,17 +562,26 @@ class References:
         reply = json.loads(data.decode() or "{}")
         if not isinstance(reply.get("data"), int) or reply["data"] <= 0:
             raise RuntimeError(f"conmon: {reply or stderr.decode(errors='replace')}")
-        run_quiet(self._runc("start", cid), check=True, timeout=30)
+        run_blocking(self._runc("start", cid))
         elapsed = time.perf_counter() - began
         wait_for(lambda: (self.exits / cid).exists(), timeout=10, what="conmon's exit file")
         return elapsed
 
     def leftovers(self) -> list[str]:
-        listed = subprocess.run(self._runc("list", "-q"), capture_output=True, text=True).stdout.split()
-        return [f"reference runc container {c}" for c in listed]
+        found = []
+        for state in (self.state, self.runtime.state_dir):
+            listed = subprocess.run([self.bins["runc"], "--root", str(state), "list", "-q"], capture_output=True,
+                                    text=True).stdout.split()
+            found += [f"reference runc container {c}" for c in listed]
+        return found
+
+    @property
+    def cgroups(self) -> list[str]:
+        return [self.cgroup, self.runtime.instance]
 
     def remove_cgroup(self) -> None:
-        linux.remove_cgroup(f"/{self.cgroup}")
+        for name in self.cgroups:
+            linux.remove_cgroup(f"/{name}")
 
 
 # ---------------------------------------------------------------------- the measurements
@@ -505,6 +596,7 @@ class StartResult:
     create: list[float] = field(default_factory=list)         # Pulled → Created
     start: list[float] = field(default_factory=list)          # Created → Started
     warmup: list[float] = field(default_factory=list)
+    overlaps: int = 0                                          # reference rounds that outlasted the grace period
 
 
 def measure_start(node: Node, refs: References) -> StartResult:
@@ -512,6 +604,7 @@ def measure_start(node: Node, refs: References) -> StartResult:
     result = StartResult()
     for i in range(START_WARMUPS + START_RUNS):
         name = f"start-{i:02d}"
+        node.wait_idle()
         t_real, t_boot = time.time(), boottime()
         node.write(name, ["sh", "-c", START_SCRIPT])
         first = node.wait_lines(name, 0, 1)[0]
@@ -532,8 +625,11 @@ def measure_start(node: Node, refs: References) -> StartResult:
             result.create.append(created.at - pulled.at)
             result.start.append(started.at - created.at)
         node.delete(name)
-        node.wait_event(name, "Killing:")  # SIGTERM sent: kubelite waits out the 2 s grace period now
+        killing = node.wait_event(name, "Killing:")  # SIGTERM sent: kubelite waits out the 2 s grace period now
+        node.wait_idle()
         refs.run_round(record=i >= START_WARMUPS)
+        if time.time() > killing.at + GRACE_S:
+            result.overlaps += 1  # the round ran into the pass that sends SIGKILL
         node.wait_removed([name])
     return result
 
@@ -552,6 +648,7 @@ def measure_crash(node: Node) -> CrashResult:
     result = CrashResult()
     for i in range(CRASH_PODS):
         name = f"crash-{i:02d}"
+        node.wait_idle()
         node.write(name, ["sh", "-c", CRASH_SCRIPT])
         attempt0 = node.wait_lines(name, 0, 2)  # read before attempt 2 could rotate it away
         attempt1 = node.wait_lines(name, 1, 1)
@@ -587,11 +684,12 @@ class Level:
         return (self.used_after_kib - self.used_before_kib) / self.pods
 
 
-def measure_level(node: Node, pods: int) -> Level:
+def measure_level(node: Node, pods: int, rep: int) -> Level:
     assert node.proc is not None and node.log is not None
     time.sleep(SETTLE_S)
+    node.wait_idle()
     before = used_kib()
-    names = [f"mem{pods}-{i:03d}" for i in range(pods)]
+    names = [f"mem{pods}-{rep}-{i:03d}" for i in range(pods)]
     t_real = time.time()
     for name in names:
         node.write(name, ["sleep", "3600"])
@@ -623,14 +721,32 @@ def measure_level(node: Node, pods: int) -> Level:
 # ---------------------------------------------------------------------- cleanup
 
 
-def leftovers(node: Node, refs: References | None, base: Path) -> list[str]:
-    """Anything of this run still on the machine: mounts, cgroups, processes, runc containers, records."""
-    found = []
+def proc_state(pid: str) -> tuple[str, str]:
+    """(state letter, parent PID) from /proc/PID/status."""
+    state = ppid = "?"
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("State:"):
+                state = line.split()[1]
+            elif line.startswith("PPid:"):
+                ppid = line.split()[1]
+    except OSError:
+        pass
+    return state, ppid
+
+
+def leftovers(node: Node, refs: References | None, base: Path) -> tuple[list[str], list[str]]:
+    """Anything of this run still on the machine: mounts, cgroups, processes, runc containers, records.
+
+    Returns (leftovers, zombies): an exited process of this run that its parent has not reaped
+    yet is no running process and is listed apart (pod sandboxes are reparented to PID 1).
+    """
+    found, zombies = [], []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         mount_point = line.split()[4]
         if mount_point.startswith(str(base)):
             found.append(f"mount {mount_point}")
-    cgroups = [node.instance] + ([refs.cgroup] if refs else [])
+    cgroups = [node.instance] + (refs.cgroups if refs else [])
     for controller in Path("/sys/fs/cgroup").iterdir():
         for name in cgroups:
             if (controller / name).exists():
@@ -644,7 +760,11 @@ def leftovers(node: Node, refs: References | None, base: Path) -> list[str]:
         except OSError:
             continue
         if str(base) in args or any(f"/{name}/" in groups or groups.rstrip().endswith(f"/{name}") for name in cgroups):
-            found.append(f"process {proc.name} {args}")
+            state, ppid = proc_state(proc.name)
+            if state == "Z":
+                zombies.append(f"{proc.name} (parent {ppid})")
+            else:
+                found.append(f"process {proc.name} state {state} parent {ppid}: {args}")
     for pid, start in node.pids_seen:
         if linux.alive(pid, start):
             found.append(f"process {pid} (a recorded conmon/catatonit/container) still running")
@@ -657,7 +777,27 @@ def leftovers(node: Node, refs: References | None, base: Path) -> list[str]:
         found += [f"record {p}" for p in (node.run_dir / kind).glob("*/record.json")]
     if refs is not None:
         found += refs.leftovers()
-    return sorted(set(found))
+    return sorted(set(found)), zombies
+
+
+@dataclass
+class Check:
+    left: list[str]
+    zombies: list[str]             # still unreaped at the end
+    first_zombies: list[str]       # unreaped at the first look
+    waited_s: float
+
+
+def final_check(node: Node, refs: References | None, base: Path, timeout: float = 10.0) -> Check:
+    """`leftovers`, looked at again for a while: exiting processes and their reaping take a moment."""
+    began = time.monotonic()
+    first: list[str] | None = None
+    while True:
+        left, zombies = leftovers(node, refs, base)
+        first = zombies if first is None else first
+        if (not left and not zombies) or time.monotonic() - began > timeout:
+            return Check(left, zombies, first, time.monotonic() - began)
+        time.sleep(0.1)
 
 
 def force_cleanup(node: Node) -> None:
@@ -666,7 +806,8 @@ def force_cleanup(node: Node) -> None:
           file=sys.stderr)
     for kind in ("sandboxes", "containers"):
         for r in node.records(kind):
-            for pid, start in ((r.get("pid", 0), r.get("pid_start", 0)), (r.get("conmon_pid", 0), r.get("conmon_start", 0))):
+            for pid, start in ((r.get("pid", 0), r.get("pid_start", 0)),
+                               (r.get("conmon_pid", 0), r.get("conmon_start", 0))):
                 if linux.alive(pid, start):
                     os.kill(pid, signal.SIGKILL)
     time.sleep(0.5)
@@ -698,73 +839,93 @@ def orderly_cleanup(node: Node) -> int | None:
 # ---------------------------------------------------------------------- report
 
 
-def rows(start: StartResult, crash: CrashResult, refs: References, levels: list[Level], idle_rss: int,
-         podman: str) -> list[Row]:
-    def s(values: list[float]) -> Summary:
-        return summarize(values)
-
+def rows(start: StartResult, crash: CrashResult, refs: References, levels: dict[int, list[Level]],
+         daemon_rss: dict[str, int], podman: str) -> list[Row]:
     def ref(label: str, text: str) -> Row:
         values = refs.samples.get(label)
         if not values:
             return Row(text, "n/a", "-")
-        summary = s(values)
+        summary = summarize(values)
         return Row.of(text, summary, "-", f"n={summary.n}")
+
+    def kib_row(figure: str, values: list[float], reference: str, unit: str = "") -> Row:
+        summary = summarize(values)
+        return Row(figure, mib(summary.median_s), mib(summary.p95_s) if summary.n > 1 else "-", "-",
+                   f"n={summary.n}{unit}{'; ' if reference else ''}{reference}")
+
+    def pods_(count: int) -> str:
+        return f"{count} pod" + ("" if count == 1 else "s")
 
     n = len(start.latency)
     out: list[Row] = [Row("1. pod start", "", "")]
-    lat = s(start.latency)
-    out.append(Row.of("manifest written -> first act (/proc/uptime)", lat, target(START_TARGET_S, lat.median_s,
-                      strict=False), f"n={n} after {START_WARMUPS} warm-up ({duration(start.warmup[0])}); "
-                      "uptime has 10 ms steps"))
-    out.append(Row.of("  same, conmon's CRI log timestamp", s(start.cri), "-", f"n={n}; ns clock, line read by conmon"))
-    out.append(Row.of("  stage: written -> Scheduled (noticed, parsed)", s(start.noticed), "-",
+    lat = summarize(start.latency)
+    out.append(Row.of("manifest written -> first act (/proc/uptime)", lat,
+                      target(START_TARGET_S, lat.median_s, strict=False),
+                      f"n={n} after {START_WARMUPS} warm-up ({duration(start.warmup[0])}); uptime has 10 ms steps"))
+    out.append(Row.of("  same, conmon's CRI log timestamp", summarize(start.cri), "-",
+                      f"n={n}; ns clock, line read by conmon"))
+    out.append(Row.of("  stage: written -> Scheduled (noticed, parsed)", summarize(start.noticed), "-",
                       f"n={n}; daemon INFO log, ms"))
-    out.append(Row.of("  stage: Scheduled -> Pulled (infra sandbox)", s(start.sandbox), "-", f"n={n}"))
-    out.append(Row.of("  stage: Pulled -> Created (overlay, conmon, runc create)", s(start.create), "-", f"n={n}"))
-    out.append(Row.of("  stage: Created -> Started (runc start)", s(start.start), "-", f"n={n}"))
+    out.append(Row.of("  stage: Scheduled -> Pulled (infra sandbox)", summarize(start.sandbox), "-", f"n={n}"))
+    out.append(Row.of("  stage: Pulled -> Created (overlay, conmon, runc create)", summarize(start.create), "-",
+                      f"n={n}"))
+    out.append(Row.of("  stage: Created -> Started (runc start)", summarize(start.start), "-", f"n={n}"))
     out.append(ref("runc run", "ref: runc run, trivial container (true)"))
     out.append(ref("unshare", "ref: unshare --net --ipc --uts --pid --fork --mount true"))
-    out.append(ref("sandbox", "ref: infra sandbox, runc create + start (catatonit)"))
+    out.append(ref("sandbox", "ref: infra sandbox alone, runc create + start (catatonit)"))
+    out.append(ref("sandbox polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
+    out.append(ref("run_sandbox", "ref: the same, kubelite's OCIRuntime.run_sandbox() in-process"))
     out.append(Row("ref: podman kube play", podman, "-"))
 
-    out.append(Row("2. crash -> restarted (first restart)", "", ""))
-    lat = s(crash.latency)
     m = len(crash.latency)
-    out.append(Row.of("exit -> first act of attempt 1 (/proc/uptime)", lat, target(RESTART_TARGET_S, lat.median_s,
-                      strict=False), f"n={m} pods, one after another; both ends 10 ms steps"))
-    out.append(Row.of("  same, conmon's CRI log timestamps", s(crash.cri), "-", f"n={m}"))
-    out.append(Row.of("  stage: last line -> exit logged (exit file, inotify)", s(crash.noticed), "-",
+    out.append(Row("2. crash -> restarted (first restart)", "", ""))
+    lat = summarize(crash.latency)
+    out.append(Row.of("exit -> first act of attempt 1 (/proc/uptime)", lat,
+                      target(RESTART_TARGET_S, lat.median_s, strict=False),
+                      f"n={m} pods, one after another; both ends 10 ms steps"))
+    out.append(Row.of("  same, conmon's CRI log timestamps", summarize(crash.cri), "-", f"n={m}"))
+    out.append(Row.of("  stage: last line -> exit logged (exit file, inotify)", summarize(crash.noticed), "-",
                       f"n={m}; CRI ts -> daemon INFO log"))
-    out.append(Row.of("  stage: exit logged -> Created (overlay, conmon, runc create)", s(crash.create), "-", f"n={m}"))
-    out.append(Row.of("  stage: Created -> Started (runc start)", s(crash.start), "-", f"n={m}"))
+    out.append(Row.of("  stage: exit logged -> Created (overlay, conmon, runc create)", summarize(crash.create), "-",
+                      f"n={m}"))
+    out.append(Row.of("  stage: Created -> Started (runc start)", summarize(crash.start), "-", f"n={m}"))
     out.append(ref("create+start", "ref: runc create + runc start, trivial (true)"))
+    out.append(ref("create+start polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
     out.append(ref("conmon", "ref: conmon (runc create) + runc start, trivial"))
 
     out.append(Row("3. memory", "", ""))
-    out.append(Row("kubelite VmRSS, idle (after the runs above)", mib(idle_rss), "-", "-", "n=1"))
-    for level in levels:
-        out.append(Row(f"kubelite VmRSS, {level.pods} pods running", mib(level.daemon_rss_kib), "-", "-",
-                       f"n=1; +{mib(level.daemon_rss_kib - idle_rss)} over idle"))
-    for level in levels:
-        out.append(Row(f"added memory per pod, system-wide, {level.pods} pods", mib(level.added_per_pod_kib), "-", "-",
-                       f"n=1; used {mib(level.used_before_kib)} -> {mib(level.used_after_kib)}"))
-    for level in levels:
-        if not level.per_pod_rss_kib:
+    out.append(Row("kubelite VmRSS, just started", mib(daemon_rss["started"]), "-", "-", "n=1"))
+    out.append(Row("kubelite VmRSS, idle after parts 1 and 2", mib(daemon_rss["idle"]), "-", "-", "n=1"))
+    for pods, reps in levels.items():
+        last = reps[-1]
+        out.append(Row(f"kubelite VmRSS, {pods_(pods)} running", mib(last.daemon_rss_kib), "-", "-",
+                       f"n=1; {last.daemon_rss_kib - daemon_rss['idle']:+d} KiB over idle"))
+    for pods, reps in levels.items():
+        span = "; ".join(f"used {mib(r.used_before_kib)} -> {mib(r.used_after_kib)}" for r in reps[:1])
+        out.append(kib_row(f"added memory per pod, system-wide, {pods_(pods)}", [r.added_per_pod_kib for r in reps],
+                           ("each from zero pods; first: " if len(reps) > 1 else "") + span,
+                           " runs" if len(reps) > 1 else ""))
+    for pods, reps in levels.items():
+        rss = [v for r in reps for v in r.per_pod_rss_kib]
+        pss = [v for r in reps for v in r.per_pod_pss_kib]
+        app = [v for r in reps for v in r.app_rss_kib]
+        found = sum(r.found for r in reps)
+        if not rss:
+            out.append(Row(f"conmon + catatonit RSS per pod, {pods_(pods)}", "n/a", "-"))
             continue
-        rss = sorted(level.per_pod_rss_kib)
-        r = summarize(rss)
-        p = summarize(level.per_pod_pss_kib)
-        app = summarize(level.app_rss_kib) if level.app_rss_kib else None
-        out.append(Row(f"conmon + catatonit RSS per pod, {level.pods} pods", mib(r.median_s), mib(r.p95_s), "-",
-                       f"n={r.n} pods; PSS {mib(p.median_s)}"
-                       + (f"; app (sleep) RSS {mib(app.median_s)}" if app else "")))
-    for level in levels:
-        if level.pods < 2:
+        out.append(kib_row(f"conmon + catatonit RSS per pod, {pods_(pods)}", rss,
+                           f"PSS median {mib(summarize(pss).median_s)}"
+                           + (f"; app (sleep) RSS {mib(summarize(app).median_s)}" if app else "")
+                           + (f"; found {found} of {pods * len(reps)}" if found != pods * len(reps) else ""),
+                           " pods"))
+    for pods, reps in levels.items():
+        if pods < 2:
             continue
+        level = reps[-1]
         gaps = summarize(level.start_gaps)
-        out.append(Row(f"{level.pods} pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
-                       f"n=1; {level.pods / level.all_running_s:.1f} pods/s; gap between Starts "
-                       f"median {duration(gaps.median_s)}, p95 {duration(gaps.p95_s)}"))
+        out.append(Row(f"{pods} pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
+                       f"n=1; {pods / level.all_running_s:.1f} pods/s; between Started lines median "
+                       f"{duration(gaps.median_s)}, p95 {duration(gaps.p95_s)}"))
     return out
 
 
@@ -791,35 +952,42 @@ def main() -> None:
     bins = find_binaries()
     podman = shutil.which("podman")
     load_start = Path("/proc/loadavg").read_text().split()[:3]
-    started = time.monotonic()
+    began = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-runtime-", dir="/tmp"))
     node = Node(base / "node", base / "busybox.tar")
     refs: References | None = None
     problems: list[str] = []
-    result_start = result_crash = None
-    levels: list[Level] = []
-    idle_rss = 0
+    result_start: StartResult | None = None
+    result_crash: CrashResult | None = None
+    levels: dict[int, list[Level]] = {}
+    daemon_rss = {"started": 0, "idle": 0}
     podman_text = "not installed"
     stop_code: int | None = None
     failure: BaseException | None = None
+    check = Check([], [], [], 0.0)
+    stale_sockets = 0
     try:
         subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(node.busybox_tar), IMAGE], check=True,
                        stdout=subprocess.DEVNULL)
         node.load_image()
         images = ImageStore(node.root)
         image = images.get(IMAGE)
-        assert image is not None
-        layers = images.layer_dirs(image)
-        layer_listing = sorted(os.listdir(layers[-1]))
-        refs = References(base / "refs", layers[-1], bins)
+        if image is None:
+            raise RuntimeError(f"{IMAGE} is not in the image store after loading it")
+        layer = images.layer_dirs(image)[-1]
+        layer_listing = sorted(os.listdir(layer))
+        refs = References(base / "refs", layer, bins)
         node.start()
+        assert node.proc is not None
+        time.sleep(SETTLE_S)
+        daemon_rss["started"] = status_kib(node.proc.pid, "VmRSS") or 0
         result_start = measure_start(node, refs)
         result_crash = measure_crash(node)
         time.sleep(SETTLE_S)
-        idle_rss = (status_kib(node.proc.pid, "VmRSS") or 0) if node.proc else 0
+        daemon_rss["idle"] = status_kib(node.proc.pid, "VmRSS") or 0
         for pods in MEMORY_LEVELS:
-            levels.append(measure_level(node, pods))
-        if sorted(os.listdir(layers[-1])) != layer_listing:
+            levels[pods] = [measure_level(node, pods, rep) for rep in range(LEVEL_REPS.get(pods, 1))]
+        if sorted(os.listdir(layer)) != layer_listing:
             problems.append("the busybox layer used as the references' read-only root changed")
         if podman:
             podman_samples = measure_podman(base, podman)
@@ -836,13 +1004,13 @@ def main() -> None:
             force_cleanup(node)
         if refs is not None:
             refs.remove_cgroup()
-        left = leftovers(node, refs, base)
+        check = final_check(node, refs, base)
         stale_sockets = len(list((node.run_dir / "sockets").glob("*")))
         if node.log is not None:
             node.log.poll()
             problems += [f"daemon log: {p}" for p in node.log.problems()]
-        if left:
-            problems += [f"left behind: {x}" for x in left]
+        problems += [f"left behind: {x}" for x in check.left]
+        if check.left:
             print(f"bench_runtime: keeping {base} for inspection", file=sys.stderr)
         else:
             shutil.rmtree(base, ignore_errors=True)
@@ -853,6 +1021,17 @@ def main() -> None:
     assert result_start is not None and result_crash is not None and refs is not None
     watcher_debounce = inspect.signature(ManifestWatcher.__init__).parameters["debounce_s"].default
     load_end = Path("/proc/loadavg").read_text().split()[:3]
+    cleanup = (f"cleanup: every pod removed by kubelite, daemon stopped by SIGTERM (exit {stop_code}); "
+               + ("no mount, cgroup, process, runc container or record of this run left" if not check.left
+                  else "LEFTOVERS, listed below"))
+    if check.first_zombies:
+        more = " ..." if len(check.first_zombies) > 3 else ""
+        cleanup += (f"; at the first look {len(check.first_zombies)} exited process(es) of this run were not reaped "
+                    f"yet (e.g. pid {', '.join(check.first_zombies[:3])}{more})"
+                    + (f", {len(check.zombies)} still after {check.waited_s:.1f} s" if check.zombies
+                       else f", all gone {check.waited_s:.1f} s later"))
+    if stale_sockets:
+        cleanup += f"; {stale_sockets} conmon socket symlink(s) left in <run-dir>/sockets (deleted with the temp dir)"
     notes = [
         "figures are measured, never asserted; wall clock on a machine others may be using "
         f"(load average {' '.join(load_start)} at start, {' '.join(load_end)} at end)",
@@ -860,22 +1039,21 @@ def main() -> None:
         "rows time the same events on conmon's ns clock (when conmon read the line)",
         "stages come from the daemon's INFO log timestamps (ms); 'Pulled' is logged once the sandbox exists, "
         "just before the container is created",
-        f"kubelite's manifest watcher waits for {watcher_debounce:g} s without further events before its hint "
+        f"kubelite's manifest watcher hints only after {watcher_debounce:g} s without further events "
         "(ManifestWatcher debounce_s)",
-        "references: wall clock around the commands, private `runc --root`, cgroups below "
-        f"/{refs.cgroup}; run while a start-test pod waits out its 2 s grace period",
-        "infra sandbox alone: runc create + runc start of the bundle kubelite's ocispec.build_sandbox_spec builds",
-        "memory: each level starts from zero pods, its manifests written in one burst; memory read "
+        "references: wall clock around the commands; private `runc --root`; cgroups below "
+        f"/{refs.cgroup}; one round while each start-test pod waits out its {GRACE_S} s grace period, daemon idle"
+        + (f" ({result_start.overlaps} round(s) outlasted it)" if result_start.overlaps else ""),
+        "infra sandbox alone: runc create + runc start of the bundle kubelite's ocispec.build_sandbox_spec builds; "
+        "run_sandbox(): a second, in-process OCIRuntime on its own state root, followed by remove_sandbox()",
+        "memory: each level starts from zero pods, its manifests written in one burst; read "
         f"{SETTLE_S:g} s after the last Started; RSS counts shared pages in every process, PSS shares them out",
-        f"cleanup: every pod removed by kubelite, daemon stopped by SIGTERM (exit {stop_code}); "
-        + ("no mount, cgroup, process, runc container or record of this run left"
-           if not any(p.startswith("left behind") for p in problems) else "LEFTOVERS, see below")
-        + (f"; {stale_sockets} conmon socket symlink(s) remained in <run-dir>/sockets" if stale_sockets else ""),
-        f"total time {time.monotonic() - started:.0f} s",
+        cleanup,
+        f"total time {time.monotonic() - began:.0f} s",
     ] + problems
     print_table("bench_runtime: real pods (runc + conmon + catatonit) against `kubelite serve --runtime runc`",
-                rows(result_start, result_crash, refs, levels, idle_rss, podman_text), notes=notes)
-    if any(p.startswith("left behind") for p in problems):
+                rows(result_start, result_crash, refs, levels, daemon_rss, podman_text), notes=notes)
+    if check.left:
         sys.exit(1)
 
 

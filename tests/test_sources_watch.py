@@ -210,3 +210,22 @@ def test_failing_on_change_is_logged_and_watching_goes_on(tmp_path: Path, watch:
         assert hints.after(write(tmp_path / "web.yaml"))
         assert hints.after(write(tmp_path / "api.yaml"))
     assert any(r.exc_info and isinstance(r.exc_info[1], ValueError) for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["rename", "write", "delete"])
+def test_a_complete_change_is_hinted_at_once_not_after_the_quiet_period(tmp_path: Path,
+                                                                       watch: Callable[..., Hints], how: str) -> None:
+    (tmp_path / "web.yaml").write_text("kind: Pod\n")
+    hints = watch(tmp_path, debounce_s=2.0)
+    hints.settle()
+
+    def change() -> None:
+        if how == "rename":
+            (tmp_path / ".web.yaml.tmp").write_text("kind: Pod\n# saved\n")
+            os.replace(tmp_path / ".web.yaml.tmp", tmp_path / "web.yaml")
+        elif how == "write":
+            (tmp_path / "web.yaml").write_text("kind: Pod\n# edited\n")  # closed after writing
+        else:
+            (tmp_path / "web.yaml").unlink()
+
+    assert hints.after(change, timeout=1.0), "the hint waited for the 2 s quiet period"

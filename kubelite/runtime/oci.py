@@ -104,6 +104,28 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def run(cmd: list[str], *, timeout: float, **popen: Any) -> subprocess.CompletedProcess[Any]:
+    """`subprocess.run`, minus its polling: with a timeout, `subprocess.run` checks for the exit
+    with sleeps that double up to 50 ms, which added up to 30 ms to every runc call. Here the wait
+    blocks, and a timer kills the process if it runs too long (TimeoutExpired, as subprocess)."""
+    proc = subprocess.Popen(cmd, **popen)
+    expired = threading.Event()
+
+    def kill() -> None:
+        expired.set()
+        proc.kill()
+
+    timer = threading.Timer(timeout, kill)
+    timer.start()
+    try:
+        out, err = proc.communicate()
+    finally:
+        timer.cancel()
+    if expired.is_set():
+        raise subprocess.TimeoutExpired(cmd, timeout, out, err)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
 def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT_S) -> int:
     """Run conmon (which runs `runc create`) and return the container's PID 1 from its sync pipe.
 
@@ -115,10 +137,13 @@ def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT
     start_parent, start_child = socket.socketpair()
     env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
            "_OCI_SYNCPIPE": str(sync_child.fileno()), "_OCI_STARTPIPE": str(start_child.fileno())}
+    timer: threading.Timer | None = None
     try:
         proc = subprocess.Popen(argv, cwd=bundle, env=env, pass_fds=(sync_child.fileno(), start_child.fileno()),
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                 start_new_session=True)
+        timer = threading.Timer(timeout, proc.kill)  # a blocking wait, bounded (see `run`)
+        timer.start()
         sync_child.close()
         start_child.close()
         start_parent.sendall(b"0")
@@ -129,8 +154,10 @@ def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT
             if not chunk:
                 break
             data += chunk
-        _, stderr = proc.communicate(timeout=timeout)
+        _, stderr = proc.communicate()
     finally:
+        if timer is not None:
+            timer.cancel()
         for sock in (sync_parent, sync_child, start_parent, start_child):
             sock.close()
     try:
@@ -232,8 +259,8 @@ class OCIRuntime:
         created by `runc create` inherits runc's stdio, and would hold a pipe open for its lifetime."""
         cmd = [self.bin["runc"], "--root", str(self.state_dir), *args]
         with tempfile.TemporaryFile(mode="w+") as err:
-            result = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err,
-                                    text=True, timeout=timeout)
+            result = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                         timeout=timeout)
             err.seek(0)
             result.stderr = err.read()
         if check and result.returncode != 0:
@@ -450,6 +477,7 @@ class OCIRuntime:
         if linux.alive(record.pid, record.pid_start):
             os.kill(record.pid, signals.SIGKILL)
         self._runc("delete", "--force", record.id, check=False)
+        (self.socket_dir / record.id).unlink(missing_ok=True)  # conmon's attach socket link
         layer = self.root / "pods" / record.uid / "containers" / record.id
         linux.unmount(layer / "rootfs")
         shutil.rmtree(layer, ignore_errors=True)
@@ -506,7 +534,8 @@ class OCIRuntime:
             cmd = [self.bin["runc"], "--root", str(self.state_dir), "exec", "--pid-file", str(pid_file), container_id,
                    *command]
             try:
-                result = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout_s)
+                result = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             timeout=timeout_s)
             except subprocess.TimeoutExpired as exc:
                 try:  # killing runc exec leaves the process it started running: kill that one
                     os.kill(int(pid_file.read_text()), signals.SIGKILL)

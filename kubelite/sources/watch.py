@@ -25,6 +25,7 @@ from pathlib import Path
 
 from watchdog.events import (
     EVENT_TYPE_ATTRIB,
+    EVENT_TYPE_CLOSED,
     EVENT_TYPE_CREATED,
     EVENT_TYPE_DELETED,
     EVENT_TYPE_MODIFIED,
@@ -43,7 +44,11 @@ log = logging.getLogger(__name__)
 MAX_HINT_DELAY_S = 1.0
 #: Events that may change what a manifest says (opening or reading a file does not).
 CONTENT_EVENTS = frozenset({EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MODIFIED, EVENT_TYPE_MOVED,
-                            EVENT_TYPE_ATTRIB})
+                            EVENT_TYPE_ATTRIB, EVENT_TYPE_CLOSED})
+#: Events after which a file is complete (renamed into place, closed after writing, or gone): the
+#: hint goes out at once instead of after a quiet period — a new pod starts ~0.2 s sooner. A
+#: burst that follows still ends with one more hint.
+FINAL_EVENTS = frozenset({EVENT_TYPE_MOVED, EVENT_TYPE_CLOSED, EVENT_TYPE_DELETED})
 #: Events that make the manifest path lead somewhere else (or nowhere).
 PATH_EVENTS = frozenset({EVENT_TYPE_CREATED, EVENT_TYPE_DELETED, EVENT_TYPE_MOVED})
 
@@ -66,7 +71,8 @@ class _Handler(FileSystemEventHandler):
 
 
 class _Debouncer:
-    """Calls `fire` once per burst of pokes: after `quiet_s` without one, at most `max_delay_s` after the first."""
+    """Calls `fire` once per burst of pokes: after `quiet_s` without one, at most `max_delay_s` after
+    the first. A burst that starts with a complete change (`now=True`) fires at once as well."""
 
     def __init__(self, fire: Callable[[], None], *, quiet_s: float, max_delay_s: float) -> None:
         self._fire = fire
@@ -76,6 +82,8 @@ class _Debouncer:
         self._first: float | None = None  # when the pending burst began; None when nothing is pending
         self._last = 0.0
         self._stopping = False
+        self._urgent = False
+        self._fired = float("-inf")  # when the last hint went out
         self._thread = threading.Thread(target=self._run, name="kubelite-manifest-hints", daemon=True)
 
     def start(self) -> None:
@@ -87,11 +95,14 @@ class _Debouncer:
             self._cond.notify()
         self._thread.join()
 
-    def poke(self) -> None:
+    def poke(self, *, now: bool = False) -> None:
+        """Note a change; `now` asks for the hint without waiting for the burst to end."""
         with self._cond:
             self._last = time.monotonic()
             if self._first is None:
                 self._first = self._last
+            if now and self._last - self._fired >= self._quiet_s:  # a burst's first complete change only
+                self._urgent = True
             self._cond.notify()
 
     def _run(self) -> None:
@@ -109,9 +120,11 @@ class _Debouncer:
                     self._cond.wait()
                     continue
                 due = min(self._last + self._quiet_s, self._first + self._max_delay_s)
-                remaining = due - time.monotonic()
+                remaining = 0.0 if self._urgent else due - time.monotonic()
                 if remaining <= 0:
                     self._first = None
+                    self._urgent = False
+                    self._fired = time.monotonic()
                     return True
                 self._cond.wait(remaining)
             return False
@@ -169,7 +182,8 @@ class ManifestWatcher:
             self._rewatch()
             self._debouncer.poke()
         elif any(self._is_manifest(p) for p in paths) or (self._path in paths and not event.is_directory):
-            self._debouncer.poke()  # a manifest in the directory, or `path` itself when it is a single file
+            # a manifest in the directory, or `path` itself when it is a single file
+            self._debouncer.poke(now=event.event_type in FINAL_EVENTS)
 
     def _leads_to_directory(self, path: str) -> bool:
         """Whether `path` is on the way to the manifests: a watched directory, or the next part of `path`."""
