@@ -49,7 +49,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -61,7 +60,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.runtime import linux, ocispec
+from kubelite.runtime import linux, oci, ocispec
 from kubelite.runtime.images import ImageStore
 from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
@@ -536,32 +535,8 @@ class References:
             name=cid, bundle=str(self.trivial), pidfile=str(work / "pidfile"), conmon_pidfile=str(work / "conmon.pid"),
             exit_dir=str(self.exits), persist_dir=str(work / "persist"), log_path=str(work / "ctr.log"),
             log_size_max=None, socket_dir=str(self.sockets))
-        sync_parent, sync_child = socket.socketpair()
-        start_parent, start_child = socket.socketpair()
-        env = {"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin"),
-               "_OCI_SYNCPIPE": str(sync_child.fileno()), "_OCI_STARTPIPE": str(start_child.fileno())}
         began = time.perf_counter()
-        try:
-            proc = subprocess.Popen(argv, cwd=work, env=env, pass_fds=(sync_child.fileno(), start_child.fileno()),
-                                    stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                    start_new_session=True)
-            sync_child.close()
-            start_child.close()
-            start_parent.sendall(b"0")
-            sync_parent.settimeout(30)
-            data = b""
-            while not data.endswith(b"\n"):
-                chunk = sync_parent.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            _, stderr = proc.communicate(timeout=30)
-        finally:
-            for sock in (sync_parent, sync_child, start_parent, start_child):
-                sock.close()
-        reply = json.loads(data.decode() or "{}")
-        if not isinstance(reply.get("data"), int) or reply["data"] <= 0:
-            raise RuntimeError(f"conmon: {reply or stderr.decode(errors='replace')}")
+        oci.run_conmon(argv, bundle=work)  # kubelite's own conmon protocol, so the reference matches it
         run_blocking(self._runc("start", cid))
         elapsed = time.perf_counter() - began
         wait_for(lambda: (self.exits / cid).exists(), timeout=10, what="conmon's exit file")
@@ -1039,13 +1014,14 @@ def main() -> None:
         "rows time the same events on conmon's ns clock (when conmon read the line)",
         "stages come from the daemon's INFO log timestamps (ms); 'Pulled' is logged once the sandbox exists, "
         "just before the container is created",
-        f"kubelite's manifest watcher hints only after {watcher_debounce:g} s without further events "
-        "(ManifestWatcher debounce_s)",
+        f"kubelite's manifest watcher hints at once for a file closed after writing or renamed into place, "
+        f"else after {watcher_debounce:g} s without further events (ManifestWatcher debounce_s)",
         "references: wall clock around the commands; private `runc --root`; cgroups below "
         f"/{refs.cgroup}; one round while each start-test pod waits out its {GRACE_S} s grace period, daemon idle"
         + (f" ({result_start.overlaps} round(s) outlasted it)" if result_start.overlaps else ""),
         "infra sandbox alone: runc create + runc start of the bundle kubelite's ocispec.build_sandbox_spec builds; "
-        "run_sandbox(): a second, in-process OCIRuntime on its own state root, followed by remove_sandbox()",
+        "run_sandbox() (one `runc run --detach`): a second, in-process OCIRuntime on its own state root, "
+        "followed by remove_sandbox()",
         "memory: each level starts from zero pods, its manifests written in one burst; read "
         f"{SETTLE_S:g} s after the last Started; RSS counts shared pages in every process, PSS shares them out",
         cleanup,

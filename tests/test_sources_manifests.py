@@ -420,3 +420,15 @@ def test_an_unchanged_file_is_not_parsed_again(tmp_path: Path) -> None:
     assert second.files[a] is first.files[a]
     assert second.files[b] is not first.files[b]
     assert second.files[b].pods[0].pod.spec.containers[0].image == "busybox:1.37"
+
+
+def test_a_file_deleted_between_listing_and_reading_is_gone_not_an_error(tmp_path: Path, monkeypatch) -> None:
+    from kubelite.sources import manifests
+
+    (tmp_path / "a.yaml").write_text(pod_yaml("a"))
+    (tmp_path / "b.yaml").write_text(pod_yaml("b"))
+    listed = manifests._manifest_names(str(tmp_path))
+    (tmp_path / "b.yaml").unlink()
+    monkeypatch.setattr(manifests, "_manifest_names", lambda directory: listed)
+    snapshot = scan(tmp_path)
+    assert list(snapshot.files) == [str(tmp_path / "a.yaml")]

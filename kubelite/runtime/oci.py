@@ -293,8 +293,8 @@ class OCIRuntime:
             catatonit_host_path=self.bin["catatonit"])
         _write_json(bundle / "config.json", spec)
         try:
-            self._runc("create", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
-            self._runc("start", sandbox_id)
+            # one runc call instead of create + start: the infra process needs no monitor
+            self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
             pid = int((bundle / "pid").read_text())
         except (RuntimeError_, OSError, ValueError) as exc:
             self._runc("delete", "--force", sandbox_id, check=False)

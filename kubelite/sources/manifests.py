@@ -147,7 +147,9 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
         elif stat.S_ISDIR(mode):
             for name in _manifest_names(root):
                 path = os.path.join(root, name)
-                snapshot.files[path] = read_file(Path(path), root=Path(root), previous=earlier.get(path))
+                result = read_file(Path(path), root=Path(root), previous=earlier.get(path))
+                if result.ok or os.path.lexists(path):  # a file deleted while being listed is simply gone
+                    snapshot.files[path] = result
         else:
             snapshot.problems.append(_directory_problem(root, "not a directory or a regular file"))
     except FileNotFoundError:
