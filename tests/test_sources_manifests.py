@@ -432,3 +432,22 @@ def test_a_file_deleted_between_listing_and_reading_is_gone_not_an_error(tmp_pat
     monkeypatch.setattr(manifests, "_manifest_names", lambda directory: listed)
     snapshot = scan(tmp_path)
     assert list(snapshot.files) == [str(tmp_path / "a.yaml")]
+
+
+def test_a_manifest_directory_writable_by_all_users_is_refused(tmp_path: Path) -> None:
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "a.yaml").write_text(pod_yaml("a"))
+    manifests.chmod(0o777)
+    snapshot = scan(manifests)
+    assert snapshot.files == {}
+    assert "writable by all users (mode 0777): refused" in str(snapshot.problems[0])
+    manifests.chmod(0o775)  # group-writable is an administrator's choice: allowed
+    assert list(scan(manifests).files) == [str(manifests / "a.yaml")]
+
+
+def test_a_manifest_file_writable_by_all_users_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "a.yaml").write_text(pod_yaml("a"))
+    (tmp_path / "a.yaml").chmod(0o666)
+    result = read_file(tmp_path / "a.yaml", root=tmp_path)
+    assert not result.ok and "writable by all users (mode 0666)" in str(result.errors[0])

@@ -141,7 +141,12 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
     root = os.path.abspath(directory)
     snapshot = ManifestSnapshot(root)
     try:
-        mode = os.stat(root).st_mode
+        info = os.stat(root)
+        mode = info.st_mode
+        if unsafe := _others_may_write(info):
+            snapshot.problems.append(_directory_problem(root, f"manifest {unsafe}: refused (anyone who can write "
+                                                              "here decides what runs as root); run chmod o-w"))
+            return snapshot
         if stat.S_ISREG(mode):
             snapshot.files[root] = read_file(Path(root), previous=earlier.get(root))
         elif stat.S_ISDIR(mode):
@@ -157,6 +162,17 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
     except OSError as exc:
         snapshot.problems.append(_directory_problem(root, exc.strerror or "cannot be listed"))
     return snapshot
+
+
+def _others_may_write(info: os.stat_result) -> str | None:
+    """Why a manifest file or directory is not safe to run from, or None: it must not be writable by
+    all users, and must belong to root or to the user kubelite runs as."""
+    if info.st_mode & stat.S_IWOTH:
+        return f"{'directory' if stat.S_ISDIR(info.st_mode) else 'file'} is writable by all users " \
+               f"(mode {stat.S_IMODE(info.st_mode):04o})"
+    if info.st_uid not in (0, os.geteuid()):
+        return f"{'directory' if stat.S_ISDIR(info.st_mode) else 'file'} belongs to another user (uid {info.st_uid})"
+    return None
 
 
 def _manifest_names(directory: str) -> list[str]:
@@ -234,6 +250,8 @@ def _read_bounded(file: BinaryIO) -> bytes:
     info = os.fstat(file.fileno())  # the file opened may differ from the one checked before
     if not stat.S_ISREG(info.st_mode):
         raise _Unusable("not a regular file")
+    if unsafe := _others_may_write(info):
+        raise _Unusable(f"{unsafe}: refused; run chmod o-w")
     if info.st_size > MAX_MANIFEST_BYTES:
         raise _too_large()
     data: bytes = file.read(MAX_MANIFEST_BYTES + 1)
