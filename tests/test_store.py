@@ -84,3 +84,26 @@ def test_the_reader_treats_a_missing_database_as_empty_and_never_creates_one(tmp
     assert reader.pods() == [] and reader.events(None) == [] and reader.meta("manifests") is None
     assert not (tmp_path / "nothing").exists()
     assert T0.tzinfo is not None
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_a_damaged_database_is_refused_with_one_clear_line(tmp_path, damage):
+    Store(tmp_path).close()
+    db = tmp_path / "kubelite.db"
+    if damage == "garbage":
+        db.write_bytes(b"this is not sqlite at all " * 200)
+    else:
+        db.write_bytes(db.read_bytes()[:100])
+    for name in ("kubelite.db-wal", "kubelite.db-shm"):
+        (tmp_path / name).unlink(missing_ok=True)
+    with pytest.raises(StoreError) as exc:
+        Store(tmp_path)
+    message = str(exc.value)
+    assert message.startswith(f"{db}: the state database is damaged") and "\n" not in message
+
+
+def test_the_cli_reports_a_damaged_database_in_one_line(tmp_path):
+    Store(tmp_path).close()
+    (tmp_path / "kubelite.db").write_bytes(b"\x00garbage" * 500)
+    with pytest.raises(StoreError, match="the state database is damaged"):
+        Reader(tmp_path).pods()

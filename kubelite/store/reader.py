@@ -48,6 +48,8 @@ class Reader:
             if "no such table" in str(exc):
                 return []
             raise StoreError(f"{self.path}: {exc}") from None
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path}: the state database is damaged ({exc})") from None
 
     def meta(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from sqlalchemy import Connection, create_engine, delete, event, inspect, select, text
+from sqlalchemy.exc import DatabaseError
 from sqlalchemy.dialects.sqlite import insert
 
 from kubelite.core.types import (
@@ -83,7 +84,13 @@ class Store:
         self.engine = create_engine(f"sqlite:///{self.path}", future=True)
         event.listen(self.engine, "connect", self._on_connect)
         self._conn: Connection | None = None
-        self.upgrade()
+        try:
+            self.upgrade()
+        except DatabaseError as exc:
+            self.engine.dispose()
+            raise StoreError(f"{self.path}: the state database is damaged ({exc.orig}); kubelite will not "
+                             "guess what it held — move the file aside and kubelite rebuilds its state from the "
+                             "manifests and the running containers") from None
 
     @staticmethod
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
