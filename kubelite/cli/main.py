@@ -109,6 +109,10 @@ def _parser() -> argparse.ArgumentParser:
 
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+
+    from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
+
+    sync.add_parser(sub, common)  # `sync` and `get sync`
     return parser
 
 
@@ -136,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    sync_run = getattr(args, "sync_run", None)
+    if sync_run is not None:
+        return sync_run(args)
     command = args.command
     if command == "serve":
         from kubelite.cli import serve

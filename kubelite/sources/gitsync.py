@@ -1,0 +1,513 @@
+"""GitOps: the manifests path follows a git repository, one validated commit at a time.
+
+Owns: fetching a ref with the `git` command line into a bare repository under `<root>/git/`,
+checking each new commit out into a fresh worktree `<root>/git/worktrees/<sha>`, validating every
+manifest of that commit (under `path`) with exactly the daemon's rules (`scan` + `resolve`),
+refusing a commit that would remove every pod (unless `allow_empty`), swapping the manifests path
+— a symlink this module owns — to the new tree atomically (`symlink` to a temporary name, then
+`rename`), and only then removing the previous worktree. Between commits it puts back files edited
+by hand in the live tree (drift) and reports them. Failures back off exponentially (1 s doubling,
+capped at 5 min); a commit rejected for its content is not a failure of the machinery: it is
+retried only when the ref moves, at the normal interval.
+
+All or nothing: the daemon only ever sees the previous commit's tree or the new one — never a
+half-checked-out tree, never a commit with an invalid manifest.
+
+Safety of the git calls: every call has a timeout (its process group is killed on expiry), runs
+with `core.hooksPath=/dev/null`, `core.fsmonitor=false`, `GIT_TERMINAL_PROMPT=0`, SSH in batch
+mode, no inherited `GIT_*` variables, and only in directories this module created (with
+`GIT_CEILING_DIRECTORIES` so git never looks above them). Credentials in the repository URL
+(`https://user:token@host/x`) are replaced by `***` in every message and in the status.
+
+The status (`SyncStatus`) is plain data, serialisable to JSON; persisting it is the caller's job
+(the CLI stores it in the state database's `meta` table under "sync"). Reads the clock only
+through the injected `clock`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from kubelite.errors import KubeliteError
+from kubelite.sources.manifests import ManifestProblem, resolve, scan
+
+#: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
+BACKOFF_INITIAL_S = 1.0
+BACKOFF_MAX_S = 300.0
+#: Default poll interval when nothing fails.
+DEFAULT_INTERVAL_S = 30.0
+#: Timeouts of one git call: talking to the remote, and local work (checkout, status).
+FETCH_TIMEOUT_S = 120.0
+LOCAL_TIMEOUT_S = 60.0
+#: The ref in the bare repository that holds the last fetched commit.
+FETCHED_REF = "refs/kubelite/fetched"
+
+_SHA = re.compile(r"^[0-9a-f]{40}$")
+#: Worktrees are named by commit; a second checkout of the commit in use (a damaged tree, another
+#: --path) goes to `<sha>.1`, so that the tree the manifests path leads to is never touched before the swap.
+_WORKTREE_NAME = re.compile(r"^[0-9a-f]{40}(\.1)?$")
+_URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
+
+
+class SyncError(KubeliteError):
+    """One sync pass failed; the message is already redacted."""
+
+
+def redact(text: str, url: str | None = None) -> str:
+    """`text` with the credentials of any `scheme://userinfo@host` URL replaced by `***`.
+
+    With `url`, its user-info is also removed wherever it appears on its own (percent-decoded too).
+    """
+    if url:
+        try:
+            parts = urlsplit(url)
+            netloc, scheme = parts.netloc, parts.scheme
+        except ValueError:
+            netloc = scheme = ""
+        if "@" in netloc:
+            userinfo = netloc.rsplit("@", 1)[0]
+            user, _, password = userinfo.partition(":")
+            secrets = {userinfo, unquote(userinfo), password, unquote(password)}
+            if not password and scheme in ("http", "https"):  # a token given as the user name
+                secrets |= {user, unquote(user)}
+            for secret in sorted((s for s in secrets if len(s) >= 4), key=len, reverse=True):
+                text = text.replace(secret, "***")
+    return _URL_USERINFO.sub(r"\1***@", text)
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="seconds") if value is not None else None
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class SyncStatus:
+    """What `kubelite get sync` shows. Times are ISO 8601 strings (UTC); the repository is redacted."""
+
+    repository: str
+    ref: str
+    path: str = ""
+    commit: str | None = None            # the commit the manifests path leads to
+    applied_at: str | None = None        # when that commit was applied
+    last_error: str | None = None        # the current problem, or None
+    last_error_at: str | None = None
+    rejected_commit: str | None = None   # the newest commit refused for its content
+    failures: int = 0                    # consecutive failed passes (drives the backoff)
+    next_attempt: str | None = None
+    last_sync_at: str | None = None      # the last pass, whatever its outcome
+    drift: list[str] = field(default_factory=list)  # files put back by the last pass that found drift
+    drift_at: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "SyncStatus":
+        data = json.loads(text)
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class SyncResult:
+    """The outcome of one `sync_once`.
+
+    `outcome` is one of: "applied" (a new commit now runs), "unchanged" (nothing to do), "drift"
+    (hand edits were put back), "rejected" (the remote commit is invalid or would remove every
+    pod; the previous commit keeps running), "failed" (fetch, checkout or disk trouble; backing off).
+    """
+
+    outcome: str
+    commit: str | None          # the commit running after this pass
+    remote: str | None          # the commit the ref pointed to, when the fetch worked
+    message: str
+    delay_s: float              # until the next attempt
+    status: SyncStatus
+    drift: list[str] = field(default_factory=list)
+    previous: str | None = None  # the commit replaced, for "applied"
+
+
+class GitSync:
+    """The sync engine for one repository, ref and sub-directory. Not thread-safe: one caller."""
+
+    def __init__(self, repo_url: str, *, ref: str = "HEAD", path: str = "", root: Path, link: Path,
+                 allow_empty: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
+                 clock: Callable[[], datetime] = _utcnow, status: SyncStatus | None = None,
+                 fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S) -> None:
+        if not repo_url or repo_url.startswith("-"):
+            raise SyncError("the repository URL must not be empty or start with '-'")
+        if not ref or ref.startswith("-") or any(c.isspace() for c in ref) or ":" in ref:
+            raise SyncError(f"invalid ref {ref!r}")
+        self.repo_url = repo_url
+        self.ref = ref
+        self.path = _clean_subdir(path)
+        self.base = Path(os.path.abspath(root)) / "git"
+        self.bare = self.base / "repo.git"
+        self.worktrees = self.base / "worktrees"
+        self.link = Path(os.path.abspath(link))
+        self.allow_empty = allow_empty
+        self.interval_s = interval_s
+        self.clock = clock
+        self.fetch_timeout_s = fetch_timeout_s
+        self.local_timeout_s = local_timeout_s
+        shown = redact(repo_url, repo_url)
+        if status is not None and (status.repository, status.ref, status.path) == (shown, ref, self.path):
+            self.status = status
+        else:
+            self.status = SyncStatus(repository=shown, ref=ref, path=self.path)
+        self._rejected: tuple[str, str] | None = None  # (sha, why) of the last commit refused
+        live = self.live_commit()
+        if live != self.status.commit:
+            self.status.commit, self.status.applied_at = live, None
+
+    # ------------------------------------------------------------------ the pass
+
+    def sync_once(self) -> SyncResult:
+        """Fetch the ref; apply its commit if new and valid, else repair drift. Never raises SyncError."""
+        now = self.clock()
+        self.status.last_sync_at = _iso(now)
+        remote: str | None = None
+        try:
+            self._ensure_repository()
+            remote = self._fetch()
+            live = self.live_commit()
+            if remote == live:
+                return self._unchanged_or_drift(live, now)
+            if self._rejected is not None and self._rejected[0] == remote:
+                return self._reject(remote, self._rejected[1], now, again=True)
+            return self._apply(remote, live, now)
+        except (SyncError, OSError, subprocess.SubprocessError) as exc:
+            message = self._redact(str(exc) if isinstance(exc, SyncError) else _describe_os_error(exc))
+            return self._fail(message, remote, now)
+
+    def live_commit(self) -> str | None:
+        """The commit the manifests path leads to: set only when it leads to `path` in one of our worktrees."""
+        name = self._linked_tree()
+        if name is None:
+            return None
+        expected = self.worktrees / name / self.path if self.path else self.worktrees / name
+        return name[:40] if os.path.realpath(self.link) == os.path.realpath(expected) else None
+
+    def _linked_tree(self) -> str | None:
+        """The name of the worktree the manifests path leads into (whatever the sub-directory), or None."""
+        try:
+            target = Path(os.path.realpath(self.link))
+            relative = target.relative_to(os.path.realpath(self.worktrees))
+        except (OSError, ValueError):
+            return None
+        name = relative.parts[0] if relative.parts else ""
+        return name if _WORKTREE_NAME.match(name) and (self.worktrees / name).is_dir() else None
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _unchanged_or_drift(self, sha: str, now: datetime) -> SyncResult:
+        self._rejected = None  # the ref is back on the running commit: any refused commit is history
+        self.status.rejected_commit = None
+        tree = self.worktrees / (self._linked_tree() or sha)
+        try:
+            drift = self._drift(tree, sha)
+        except SyncError as exc:  # a corrupt worktree: check the same commit out afresh
+            return self._apply(sha, sha, now, reason=f"worktree of commit {sha[:12]} is damaged ({exc}); "
+                                                     "checked out again")
+        self._succeeded(now)
+        if not drift:
+            return SyncResult("unchanged", sha, sha, f"commit {sha[:12]} is up to date", self.interval_s,
+                              self._snapshot())
+        self._restore(tree, sha)
+        self.status.drift, self.status.drift_at = drift, _iso(now)
+        message = f"drift in the tree of commit {sha[:12]}: restored {', '.join(drift)}"
+        return SyncResult("drift", sha, sha, message, self.interval_s, self._snapshot(), drift=drift)
+
+    def _apply(self, sha: str, live: str | None, now: datetime, reason: str | None = None) -> SyncResult:
+        tree = self._checkout(sha)
+        try:
+            problem = self._validate(tree, sha)
+            if problem is None:
+                self._swap(tree / self.path if self.path else tree)
+        except BaseException:
+            self._remove_worktree(tree)
+            raise
+        if problem is not None:
+            self._remove_worktree(tree)
+            self._rejected = (sha, problem)
+            return self._reject(sha, problem, now)
+        for other in self._worktree_dirs():  # the previous tree, and any left by a crash
+            if other.name != tree.name:
+                self._remove_worktree(other)
+        self._rejected = None
+        self.status.commit, self.status.applied_at = sha, _iso(now)
+        self.status.rejected_commit = None
+        self._succeeded(now)
+        message = reason or (f"applied commit {sha[:12]}" + (f" (was {live[:12]})" if live else ""))
+        return SyncResult("applied", sha, sha, message, self.interval_s, self._snapshot(), previous=live)
+
+    def _reject(self, sha: str, why: str, now: datetime, *, again: bool = False) -> SyncResult:
+        self.status.failures = 0
+        self.status.rejected_commit = sha
+        if not again or self.status.last_error != why:
+            self.status.last_error, self.status.last_error_at = why, _iso(now)
+        self.status.next_attempt = _iso(now + timedelta(seconds=self.interval_s))
+        return SyncResult("rejected", self.live_commit(), sha, why, self.interval_s, self._snapshot())
+
+    def _fail(self, message: str, remote: str | None, now: datetime) -> SyncResult:
+        self.status.failures += 1
+        delay = backoff_delay(self.status.failures)
+        self.status.last_error, self.status.last_error_at = message, _iso(now)
+        self.status.next_attempt = _iso(now + timedelta(seconds=delay))
+        return SyncResult("failed", self.live_commit(), remote, message, delay, self._snapshot())
+
+    def _succeeded(self, now: datetime) -> None:
+        self.status.failures = 0
+        if self._rejected is None:
+            self.status.last_error = self.status.last_error_at = None
+        self.status.next_attempt = _iso(now + timedelta(seconds=self.interval_s))
+
+    def _snapshot(self) -> SyncStatus:
+        return SyncStatus.from_json(self.status.to_json())
+
+    # ------------------------------------------------------------------ steps
+
+    def _ensure_repository(self) -> None:
+        self.worktrees.mkdir(parents=True, exist_ok=True)
+        if not (self.bare / "HEAD").is_file():
+            if self.bare.exists():
+                shutil.rmtree(self.bare)
+            self._git(["init", "--quiet", "--bare", str(self.bare)], cwd=self.base, git_dir=False)
+
+    def _fetch(self) -> str:
+        source = self.ref
+        try:
+            self._git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", self.repo_url,
+                       f"+{source}:{FETCHED_REF}"], timeout=self.fetch_timeout_s,
+                      what=f"fetch of {self.ref!r} from {self.status.repository}")
+        except SyncError as exc:
+            if self.ref == "HEAD" and "couldn't find remote ref HEAD" in str(exc):
+                raise SyncError(f"{exc} (the repository's HEAD names a branch that does not exist; "
+                                "give --ref BRANCH)") from None
+            raise
+        out = self._git(["rev-parse", "--verify", "--quiet", f"{FETCHED_REF}^{{commit}}"],
+                        what="reading the fetched commit")
+        sha = out.strip()
+        if not _SHA.match(sha):
+            raise SyncError(f"ref {self.ref!r} does not name a commit")
+        return sha
+
+    def _checkout(self, sha: str) -> Path:
+        """A fresh worktree of `sha`, never the one the manifests path leads into."""
+        tree = self.worktrees / (f"{sha}.1" if self._linked_tree() == sha else sha)
+        if tree.exists() or os.path.lexists(tree):
+            self._remove_worktree(tree)
+        self._git(["worktree", "prune"], what="pruning worktrees")
+        self._git(["worktree", "add", "--quiet", "--detach", "--force", str(tree), sha],
+                  what=f"checkout of commit {sha[:12]}")
+        _drop_other_write(tree)
+        return tree
+
+    def _validate(self, tree: Path, sha: str) -> str | None:
+        """Why commit `sha` must not run, or None. Every manifest under `path` is read."""
+        short = sha[:12]
+        target = tree / self.path if self.path else tree
+        real_tree = os.path.realpath(tree)
+        real_target = os.path.realpath(target)
+        if real_target != real_tree and not real_target.startswith(real_tree + os.sep):
+            return f"commit {short}: path {self.path!r} leads outside the repository; refused"
+        if not os.path.isdir(target):
+            return f"commit {short}: path {self.path!r} is not a directory in this commit"
+        resolution = resolve(scan(target), {})
+        if resolution.problems:
+            shown = [self._in_repo(problem) for problem in resolution.problems]
+            more = f" (and {len(shown) - 1} more)" if len(shown) > 1 else ""
+            return f"commit {short} not applied: {shown[0]}{more}" + "".join(f"; {p}" for p in shown[1:5])
+        if not resolution.pods and not self.allow_empty:
+            running = _pod_count(self.link)
+            if running:
+                where = f"under {self.path!r}" if self.path else "in the repository"
+                return (f"commit {short} not applied: it has no pods {where}, and applying it would remove all "
+                        f"{running} pod(s) running now; use --allow-empty if that is intended")
+        return None
+
+    def _in_repo(self, problem: ManifestProblem) -> str:
+        if self.path and not os.path.isabs(problem.file):
+            problem = dataclasses.replace(problem, file=f"{self.path}/{problem.file}")
+        elif os.path.isabs(problem.file):
+            problem = dataclasses.replace(problem, file=self.path or ".")
+        return str(problem)
+
+    def _swap(self, target: Path) -> None:
+        """Point the manifests path at `target` in one rename."""
+        if os.path.lexists(self.link) and not self.link.is_symlink():
+            raise SyncError(f"{self.link} exists and is not a symlink; kubelite sync owns the manifests path "
+                            "as a symlink: move it aside first")
+        self.link.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.link.parent / f".{self.link.name}.sync-{os.getpid()}"
+        if os.path.lexists(temporary):
+            os.unlink(temporary)
+        os.symlink(target, temporary)
+        try:
+            os.replace(temporary, self.link)
+        except BaseException:
+            os.unlink(temporary)
+            raise
+        _fsync_dir(self.link.parent)
+
+    def _drift(self, tree: Path, sha: str) -> list[str]:
+        """Files of the live tree that differ from commit `sha` (changed, added or removed)."""
+        if not tree.is_dir() or not (tree / ".git").is_file():
+            raise SyncError("its .git file is missing" if tree.is_dir() else "it is missing")
+        head = self._git(["rev-parse", "HEAD"], cwd=tree, git_dir=False, what="reading the worktree").strip()
+        out = self._git(["status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored=matching",
+                         "--no-renames"], cwd=tree, git_dir=False, what="checking the worktree")
+        changed = []
+        for entry in out.split("\0"):
+            if len(entry) > 3 and entry[2] == " ":
+                code, name = entry[:2], entry[3:]
+                kind = {"??": "added", "!!": "added"}.get(code, "deleted" if "D" in code else "modified")
+                changed.append(f"{name} ({kind})")
+        if head != sha:
+            changed.insert(0, f"HEAD moved to {head[:12]}")
+        return changed
+
+    def _restore(self, tree: Path, sha: str) -> None:
+        self._git(["reset", "--quiet", "--hard", sha], cwd=tree, git_dir=False, what="restoring the worktree")
+        self._git(["clean", "-ffdxq"], cwd=tree, git_dir=False, what="restoring the worktree")
+        _drop_other_write(tree)
+
+    def _worktree_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.worktrees.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
+    def _remove_worktree(self, tree: Path) -> None:
+        """Remove one of our worktrees, and git's record of it."""
+        if tree.parent != self.worktrees:
+            raise AssertionError(f"not a worktree of ours: {tree}")
+        if tree.is_symlink() or tree.is_file():
+            tree.unlink()
+        elif tree.exists():
+            shutil.rmtree(tree)
+        if (self.bare / "HEAD").is_file():
+            self._git(["worktree", "prune"], what="pruning worktrees")
+
+    # ------------------------------------------------------------------ running git
+
+    def _redact(self, text: str) -> str:
+        return redact(text, self.repo_url)
+
+    def _git(self, args: list[str], *, cwd: Path | None = None, git_dir: bool = True, timeout: float | None = None,
+             what: str = "git") -> str:
+        """Run git with the safe settings; its stdout. Raises SyncError (redacted) on failure or timeout."""
+        where = cwd or self.base
+        if not str(os.path.abspath(where)).startswith(str(self.base)):
+            raise AssertionError(f"git must run only below {self.base}, not in {where}")
+        argv = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-c", "gc.autoDetach=false",
+                "-c", "maintenance.auto=false", "-c", "advice.detachedHead=false", "-c", "core.quotePath=false"]
+        if git_dir:
+            argv.append(f"--git-dir={self.bare}")
+        argv += args
+        limit = timeout or self.local_timeout_s
+        process = subprocess.Popen(argv, cwd=where, env=_git_env(self.base), stdin=subprocess.DEVNULL,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+        try:
+            out, err = process.communicate(timeout=limit)
+        except subprocess.TimeoutExpired:
+            _kill_group(process)
+            process.communicate()
+            raise SyncError(self._redact(f"{what}: git timed out after {limit:g} s")) from None
+        if process.returncode != 0:
+            text = err.decode("utf-8", "replace").strip() or f"exit status {process.returncode}"
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            raise SyncError(self._redact(f"{what} failed: {' / '.join(lines[-3:])}"))
+        return out.decode("utf-8", "replace")
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds before the next attempt after `failures` consecutive failures: 1, 2, 4, … at most 300."""
+    if failures <= 0:
+        return 0.0
+    return min(BACKOFF_INITIAL_S * 2 ** min(failures - 1, 30), BACKOFF_MAX_S)
+
+
+def _clean_subdir(path: str) -> str:
+    cleaned = os.path.normpath(path.strip("/")) if path.strip("/") else ""
+    if cleaned == ".":
+        cleaned = ""
+    if cleaned.startswith("..") or os.path.isabs(cleaned):
+        raise SyncError(f"--path must be a directory inside the repository, not {path!r}")
+    return cleaned
+
+
+def _git_env(base: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update({
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "/bin/false" if os.path.exists("/bin/false") else "false",
+        "SSH_ASKPASS": "/bin/false" if os.path.exists("/bin/false") else "false",
+        "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
+        "GIT_CEILING_DIRECTORIES": str(base / "worktrees"),
+        "GIT_OPTIONAL_LOCKS": "0",
+        "LC_ALL": "C",
+    })
+    return env
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        process.kill()
+
+
+def _drop_other_write(tree: Path) -> None:
+    """No file or directory of a checkout may be writable by all users (scan refuses those)."""
+    for directory, dirs, files in os.walk(tree):
+        dirs[:] = [d for d in dirs if d != ".git"]
+        for name in [directory, *(os.path.join(directory, f) for f in files)]:
+            info = os.lstat(name)
+            if not os.path.islink(name) and info.st_mode & 0o002:
+                os.chmod(name, info.st_mode & 0o7775)
+
+
+def _pod_count(link: Path) -> int:
+    """How many pods the manifests path holds now (valid files only); 0 when it holds nothing."""
+    if not os.path.exists(link):
+        return 0
+    return len(resolve(scan(link), {}).pods)
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _describe_os_error(exc: BaseException) -> str:
+    if isinstance(exc, OSError):
+        where = f" ({exc.filename})" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "GitSync", "SyncError", "SyncResult", "SyncStatus", "backoff_delay",
+           "redact"]

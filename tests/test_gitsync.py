@@ -1,0 +1,449 @@
+"""GitOps (issue 6): the manifests path follows a real git repository made by the test.
+
+Every repository lives in tmp_path: a bare "remote" (`git init --bare`) and a work clone that the
+test commits in and pushes from. The engine's own git runs only under its state root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kubelite.sources.gitsync import (
+    BACKOFF_MAX_S, GitSync, SyncStatus, backoff_delay, redact,
+)
+from kubelite.sources.manifests import scan
+from tests.helpers import T0, pod_doc
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def git(*args: str, cwd: Path) -> str:
+    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "init.defaultBranch=main",
+                           *args], cwd=cwd, check=True, capture_output=True, text=True, timeout=30).stdout
+
+
+def pod_yaml(name: str, image: str = "busybox:1.36") -> str:
+    doc = pod_doc(name)
+    doc["spec"]["containers"][0]["image"] = image
+    return yaml.safe_dump(doc)
+
+
+BAD_YAML = """apiVersion: v1
+kind: Pod
+metadata:
+  name: broken
+spec:
+  containers:
+    - image: busybox:1.36
+"""
+
+
+class Remote:
+    """A bare repository and a clone to commit in."""
+
+    def __init__(self, tmp_path: Path, name: str = "remote") -> None:
+        self.bare = tmp_path / f"{name}.git"
+        git("init", "--quiet", "--bare", str(self.bare), cwd=tmp_path)
+        self.work = tmp_path / f"{name}-work"
+        git("init", "--quiet", str(self.work), cwd=tmp_path)
+        git("remote", "add", "origin", str(self.bare), cwd=self.work)
+
+    def commit(self, files: dict[str, str | None], *, message: str = "change", force: bool = False) -> str:
+        for name, text in files.items():
+            path = self.work / name
+            if text is None:
+                path.unlink()
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text)
+        git("add", "-A", cwd=self.work)
+        git("commit", "--quiet", "--allow-empty", "-m", message, cwd=self.work)
+        git("push", "--quiet", *(["--force"] if force else []), "origin", "HEAD:refs/heads/main", cwd=self.work)
+        return git("rev-parse", "HEAD", cwd=self.work).strip()
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self):
+        return self.now
+
+    def tick(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def remote(tmp_path):
+    return Remote(tmp_path)
+
+
+@pytest.fixture
+def clock():
+    return Clock()
+
+
+def engine(tmp_path: Path, url: str | Path, clock: Clock, **kw) -> GitSync:
+    kw.setdefault("path", "manifests")
+    return GitSync(str(url), ref=kw.pop("ref", "main"), root=tmp_path / "state", link=tmp_path / "etc" / "manifests",
+                   clock=clock, interval_s=kw.pop("interval_s", 30.0), **kw)
+
+
+def pods(link: Path) -> dict[str, str]:
+    """pod name → first container image, as the daemon would read the link now."""
+    snapshot = scan(link)
+    assert not snapshot.problems, snapshot.problems
+    found = {}
+    for result in snapshot.files.values():
+        assert result.ok, result.errors
+        for pod in result.pods:
+            found[pod.key.split("/")[1]] = pod.pod.spec.containers[0].image
+    return found
+
+
+def worktrees(tmp_path: Path) -> list[str]:
+    return sorted(p.name for p in (tmp_path / "state" / "git" / "worktrees").iterdir())
+
+
+# ------------------------------------------------------------------ following commits
+
+
+def test_add_change_and_remove_pods_through_commits(tmp_path, remote, clock):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web"), "README.md": "not a manifest\n"})
+    sync = engine(tmp_path, remote.bare, clock)
+    link = sync.link
+
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == first and result.previous is None
+    assert link.is_symlink() and os.readlink(link) == str(tmp_path / "state/git/worktrees" / first / "manifests")
+    assert pods(link) == {"web": "busybox:1.36"}
+    assert sync.status.commit == first and sync.status.applied_at == T0.isoformat(timespec="seconds")
+    assert sync.status.last_error is None and sync.status.next_attempt == (T0 + timedelta(seconds=30)).isoformat(
+        timespec="seconds")
+
+    assert sync.sync_once().outcome == "unchanged"
+
+    second = remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:1.37"),
+                            "manifests/db.yaml": pod_yaml("db")})
+    result = sync.sync_once()
+    assert (result.outcome, result.commit, result.previous) == ("applied", second, first)
+    assert pods(link) == {"web": "busybox:1.37", "db": "busybox:1.36"}
+    assert worktrees(tmp_path) == [second]
+
+    third = remote.commit({"manifests/web.yaml": None})
+    assert sync.sync_once().outcome == "applied"
+    assert pods(link) == {"db": "busybox:1.36"}
+    assert worktrees(tmp_path) == [third]
+
+    # a restarted engine (new process) finds the running commit from the link
+    again = engine(tmp_path, remote.bare, clock)
+    assert again.status.commit == third and again.sync_once().outcome == "unchanged"
+
+
+def test_a_bad_commit_between_two_good_ones_is_not_applied(tmp_path, remote, clock):
+    good = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+
+    bad = remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2"), "manifests/broken.yaml": BAD_YAML})
+    result = sync.sync_once()
+    assert result.outcome == "rejected" and result.commit == good and result.remote == bad
+    assert bad[:12] in result.message and "manifests/broken.yaml" in result.message
+    assert "line 7" in result.message and "spec.containers[0].name" in result.message
+    assert pods(sync.link) == {"web": "busybox:1.36"}  # nothing of the bad commit, not even web's change
+    assert worktrees(tmp_path) == [good]
+    assert sync.status.last_error == result.message and sync.status.rejected_commit == bad
+    assert result.delay_s == 30.0 and sync.status.failures == 0
+
+    clock.tick(30)
+    assert sync.sync_once().outcome == "rejected"  # still at the remote: still refused, still reported
+    assert sync.status.last_error_at == T0.isoformat(timespec="seconds")
+
+    fixed = remote.commit({"manifests/broken.yaml": None})
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == fixed
+    assert pods(sync.link) == {"web": "busybox:2"}
+    assert sync.status.last_error is None and sync.status.rejected_commit is None
+
+
+def test_invalid_yaml_and_duplicate_pods_are_refused_too(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    bad = remote.commit({"manifests/x.yaml": "a: [1,\n"})
+    result = sync.sync_once()
+    assert result.outcome == "rejected" and bad[:12] in result.message and "manifests/x.yaml" in result.message
+    assert "invalid YAML" in result.message
+    remote.commit({"manifests/x.yaml": None, "manifests/y.yaml": pod_yaml("web")})
+    result = sync.sync_once()
+    assert result.outcome == "rejected" and "already defined in web.yaml" in result.message
+
+
+def test_a_commit_that_removes_every_pod_needs_allow_empty(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    empty = remote.commit({"manifests/web.yaml": None, "manifests/notes.txt": "nothing here\n"})
+    result = sync.sync_once()
+    assert result.outcome == "rejected" and "--allow-empty" in result.message and empty[:12] in result.message
+    assert pods(sync.link) == {"web": "busybox:1.36"}
+
+    permissive = engine(tmp_path, remote.bare, clock, allow_empty=True)
+    result = permissive.sync_once()
+    assert result.outcome == "applied" and result.commit == empty and pods(permissive.link) == {}
+
+
+def test_a_wrong_path_is_refused_not_applied_as_empty(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    engine(tmp_path, remote.bare, clock).sync_once()
+    wrong = engine(tmp_path, remote.bare, clock, path="manifest")
+    result = wrong.sync_once()
+    assert result.outcome == "rejected" and "'manifest' is not a directory" in result.message
+    assert pods(wrong.link) == {"web": "busybox:1.36"}
+
+
+def test_a_force_push_to_an_unrelated_history_applies(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    other = Remote(tmp_path, "other")
+    git("remote", "set-url", "origin", str(remote.bare), cwd=other.work)
+    rewritten = other.commit({"manifests/api.yaml": pod_yaml("api")}, force=True)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == rewritten
+    assert pods(sync.link) == {"api": "busybox:1.36"}
+
+
+def test_tags_and_commits_can_be_followed(tmp_path, remote, clock):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    git("tag", "v1", cwd=remote.work)
+    git("push", "--quiet", "origin", "v1", cwd=remote.work)
+    remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    assert engine(tmp_path, remote.bare, clock, ref="v1").sync_once().commit == first
+    assert engine(tmp_path, remote.bare, clock, ref=first).sync_once().commit == first
+    result = engine(tmp_path, remote.bare, clock, ref="nope").sync_once()
+    assert result.outcome == "failed" and "nope" in result.message and result.commit == first
+
+
+# ------------------------------------------------------------------ failures
+
+
+def test_an_unreachable_repository_backs_off_and_keeps_the_last_good_commit(tmp_path, remote, clock):
+    good = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    moved = tmp_path / "moved.git"
+    remote.bare.rename(moved)
+
+    delays = []
+    for _ in range(4):
+        result = sync.sync_once()
+        assert result.outcome == "failed" and result.commit == good
+        assert str(remote.bare) in result.message
+        delays.append(result.delay_s)
+        assert sync.status.next_attempt == (clock.now + timedelta(seconds=result.delay_s)).isoformat(
+            timespec="seconds")
+        clock.tick(result.delay_s)
+    assert delays == [1, 2, 4, 8] and sync.status.failures == 4
+    assert sync.status.commit == good and pods(sync.link) == {"web": "busybox:1.36"}
+    assert backoff_delay(9) == 256 and backoff_delay(10) == BACKOFF_MAX_S == backoff_delay(1000)
+
+    moved.rename(remote.bare)
+    result = sync.sync_once()
+    assert result.outcome == "unchanged" and result.delay_s == 30
+    assert sync.status.failures == 0 and sync.status.last_error is None
+
+
+def test_a_damaged_worktree_is_checked_out_again(tmp_path, remote, clock):
+    good = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    (tmp_path / "state/git/worktrees" / good / ".git").unlink()
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == good and "damaged" in result.message
+    assert pods(sync.link) == {"web": "busybox:1.36"}
+    assert sync.sync_once().outcome == "unchanged"
+
+
+def test_a_manifests_path_that_is_a_real_directory_is_not_replaced(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.link.mkdir(parents=True)
+    (sync.link / "mine.yaml").write_text(pod_yaml("mine"))
+    result = sync.sync_once()
+    assert result.outcome == "failed" and "is not a symlink" in result.message
+    assert pods(sync.link) == {"mine": "busybox:1.36"}
+
+
+def test_credentials_never_appear(tmp_path, clock):
+    assert redact("fatal: unable to access 'https://user:tok3n@host/x/': failed") == \
+        "fatal: unable to access 'https://***@host/x/': failed"
+    assert redact("https://tok3n@host/x and ssh://git@host/y") == "https://***@host/x and ssh://***@host/y"
+    assert redact("password tok3n for p%40ss", "https://u:p%40ss@h/x") == "password tok3n for ***"
+
+    url = "https://user:s3cr3t-t0ken@127.0.0.1:9/x.git"  # port 9: refused at once
+    sync = engine(tmp_path, url, clock, fetch_timeout_s=10)
+    result = sync.sync_once()
+    assert result.outcome == "failed"
+    for text in (result.message, sync.status.to_json(), repr(result)):
+        assert "s3cr3t" not in text and "user:" not in text
+    assert sync.status.repository == "https://***@127.0.0.1:9/x.git"
+    assert "https://***@127.0.0.1:9/x.git" in result.message
+
+
+# ------------------------------------------------------------------ drift and the swap
+
+
+def test_drift_is_restored_and_reported(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web"), "manifests/db.yaml": pod_yaml("db"),
+                   ".gitignore": "*.local.yaml\n"})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    (sync.link / "web.yaml").write_text(pod_yaml("web", "evil:1"))
+    (sync.link / "db.yaml").unlink()
+    (sync.link / "extra.yaml").write_text(pod_yaml("extra"))
+    (sync.link / "x.local.yaml").write_text(pod_yaml("ignored"))
+    assert pods(sync.link) == {"web": "evil:1", "extra": "busybox:1.36", "ignored": "busybox:1.36"}
+
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "drift"
+    assert set(result.drift) == {"manifests/web.yaml (modified)", "manifests/db.yaml (deleted)",
+                                 "manifests/extra.yaml (added)", "manifests/x.local.yaml (added)"}
+    assert "restored" in result.message
+    assert pods(sync.link) == {"web": "busybox:1.36", "db": "busybox:1.36"}
+    assert sync.status.drift == result.drift and sync.status.drift_at == clock.now.isoformat(timespec="seconds")
+    assert sync.sync_once().outcome == "unchanged"
+
+
+def test_the_old_worktree_is_removed_only_after_the_swap(tmp_path, remote, clock, monkeypatch):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    second = remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    base = tmp_path / "state/git/worktrees"
+    seen = []
+    real_swap, real_remove = sync._swap, sync._remove_worktree
+
+    def swap(target):
+        seen.append(("swap", (base / first).is_dir(), (base / second / "manifests/web.yaml").is_file()))
+        real_swap(target)
+
+    def remove(tree):
+        seen.append(("remove", tree.name, os.path.realpath(sync.link)))
+        real_remove(tree)
+
+    monkeypatch.setattr(sync, "_swap", swap)
+    monkeypatch.setattr(sync, "_remove_worktree", remove)
+    assert sync.sync_once().outcome == "applied"
+    assert seen[0] == ("swap", True, True)  # the old tree is still there, the new one complete
+    assert ("remove", first, str(base / second / "manifests")) in seen[1:]
+    assert worktrees(tmp_path) == [second]
+    assert not list(sync.link.parent.glob(".manifests.sync-*"))
+
+
+def test_status_round_trips_through_json(tmp_path, remote, clock):
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    status = sync.sync_once().status
+    assert SyncStatus.from_json(status.to_json()) == status
+    assert set(json.loads(status.to_json())) >= {"repository", "ref", "commit", "applied_at", "last_error",
+                                                 "next_attempt"}
+
+
+# ------------------------------------------------------------------ the commands
+
+
+def cli(*args: str, env: dict[str, str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kubelite.cli.sync", *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=REPO)
+
+
+def test_sync_once_and_get_sync(tmp_path, remote):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    link = tmp_path / "etc" / "manifests"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBELITE_ROOT": str(tmp_path / "state"),
+           "KUBELITE_MANIFESTS": str(link)}
+    done = cli("sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once", env=env)
+    assert done.returncode == 0, done.stderr
+    assert "applied commit" in done.stderr and pods(link) == {"web": "busybox:1.36"}
+
+    shown = cli("get", "sync", "-o", "json", env=env)
+    status = json.loads(shown.stdout)
+    assert status["commit"] == first and status["ref"] == "main" and status["last_error"] is None
+    table = cli("get", "sync", env=env).stdout
+    assert f"Commit:" in table and first in table and "Last Error:" in table
+
+    remote.commit({"manifests/bad.yaml": BAD_YAML})
+    done = cli("sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once", env=env)
+    assert done.returncode == 1 and "bad.yaml" in done.stderr
+    status = json.loads(cli("get", "sync", "-o", "json", env=env).stdout)
+    assert status["commit"] == first and "manifests/bad.yaml" in status["last_error"]
+
+    from kubelite.store.reader import Reader
+    reader = Reader(tmp_path / "state")
+    reasons = [e["reason"] for e in reader.events("default")]
+    reader.close()
+    assert reasons == ["SyncApplied", "SyncRejected"]
+
+    assert cli("sync", "--repo", str(remote.bare), "--interval", "0s", env=env).returncode == 2
+
+
+def test_a_serving_daemon_follows_commits(tmp_path, remote):
+    """kubelite serve --runtime fake on the link, kubelite sync --interval 0.2s: the pods follow git."""
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    link = tmp_path / "etc" / "manifests"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBELITE_ROOT": str(tmp_path / "state"),
+           "KUBELITE_RUN_DIR": str(tmp_path / "run"), "KUBELITE_MANIFESTS": str(link)}
+    done = cli("sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once", env=env)
+    assert done.returncode == 0, done.stderr
+    log = open(tmp_path / "serve.log", "w+")
+    daemon = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake",
+                               "--manifests", str(link)], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+    syncer = subprocess.Popen([sys.executable, "-m", "kubelite.cli.sync", "sync", "--repo", str(remote.bare),
+                               "--ref", "main", "--path", "manifests", "--interval", "0.2s"], env=env,
+                              stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def running() -> set[str]:
+        out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "get", "pods", "--no-headers"], env=env,
+                             capture_output=True, text=True, timeout=20, cwd=REPO).stdout
+        return {line.split()[0] for line in out.splitlines() if line.split()[2:3] == ["Running"]}
+
+    def wait_for(expected: set[str]) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if running() == expected:
+                return
+            time.sleep(0.1)
+        log.seek(0)
+        raise AssertionError(f"pods {running()} != {expected}\n{log.read()}")
+
+    try:
+        wait_for({"web"})
+        remote.commit({"manifests/db.yaml": pod_yaml("db")})
+        wait_for({"web", "db"})
+        remote.commit({"manifests/web.yaml": None})
+        wait_for({"db"})
+        remote.commit({"manifests/db.yaml": BAD_YAML})  # broken: nothing changes on the machine
+        time.sleep(1)
+        assert running() == {"db"}
+    finally:
+        for process in (syncer, daemon):
+            process.send_signal(signal.SIGTERM)
+        for process in (syncer, daemon):
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        log.close()
+    assert syncer.returncode == 0 and daemon.returncode == 0
