@@ -70,7 +70,8 @@ def pod_uid(namespace: str, name: str, source: str, sandbox_hash: str) -> str:
     Like the kubelet's (a hash over the pod, the host and the file), but over the pod-level spec
     only, so that an edit confined to containers keeps the pod and restarts just those containers.
     """
-    digest = hashlib.sha256(f"{namespace}\0{name}\0{source}\0{sandbox_hash}".encode()).hexdigest()
+    key = f"{namespace}\0{name}\0{source}\0{sandbox_hash}"
+    digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
@@ -99,8 +100,14 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         return decoded
 
     body = {k: v for k, v in doc.items() if k != "status"}  # status is the agent's to write
+    where = _not_json(body)
+    if where is not None:
+        decoded.errors.append(FieldIssue(where, "Invalid value: not JSON data (binary, a set, NaN, infinity, "
+                                                "a non-text key or text that is not valid Unicode)"))
+        return decoded
     try:
-        pod = models.Pod.model_validate(body)
+        # by_name=False: `image_pull_policy` is not `imagePullPolicy` on a cluster, so not here either
+        pod = models.Pod.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         decoded.errors.extend(_pydantic_issues(exc))
         return decoded
@@ -125,6 +132,34 @@ def desired_pod(pod: models.Pod, *, source: str) -> DesiredPod:
     pod.metadata.uid = uid
     return DesiredPod(pod=pod, uid=uid, pod_hash=spec_hash(spec), sandbox_hash=sandbox_hash,
                       container_hashes=containers)
+
+
+def _not_json(value: Any, where: str = "") -> str | None:
+    """The path of the first part of `value` that is not JSON data (what a Kubernetes object is made
+    of), or None. Keeps hashing and storage from meeting a date, bytes, NaN or a lone surrogate."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return where or "(document)"
+        return None
+    if value is None or isinstance(value, (bool, int)):
+        return None
+    if isinstance(value, float):
+        return None if value == value and abs(value) != float("inf") else (where or "(document)")
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            if (found := _not_json(item, f"{where}[{i}]")) is not None:
+                return found
+        return None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or _not_json(key) is not None:
+                return where or "(document)"
+            if (found := _not_json(item, f"{where}.{key}" if where else key)) is not None:
+                return found
+        return None
+    return where or "(document)"
 
 
 def _path(loc: tuple[Any, ...]) -> str:

@@ -14,6 +14,9 @@ _BINARY = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei"
 _DECIMAL = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1000), "": Fraction(1),
             "k": Fraction(10**3), "M": Fraction(10**6), "G": Fraction(10**9), "T": Fraction(10**12),
             "P": Fraction(10**15), "E": Fraction(10**18)}
+#: Bounds that keep parsing cheap; far beyond any real resource amount.
+MAX_LENGTH = 64
+MAX_EXPONENT = 100
 _QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
 
 
@@ -22,15 +25,20 @@ def parse(value: int | float | str) -> Fraction:
     if isinstance(value, bool):
         raise ValueError("not a quantity")
     if isinstance(value, (int, float)):
+        if isinstance(value, float) and (value != value or abs(value) == float("inf")):
+            raise ValueError("not a finite quantity")
         return Fraction(value)
-    match = _QUANTITY.match(value.strip()) if isinstance(value, str) else None
+    match = _QUANTITY.match(value.strip()) if isinstance(value, str) and len(value) <= MAX_LENGTH else None
     if match is None or value != value.strip():
         raise ValueError("not a quantity")
     number, suffix = Fraction(match.group(1)), match.group(2) or ""
     if suffix in _BINARY:
         return number * _BINARY[suffix]
     if suffix[:1] in ("e", "E"):
-        return number * Fraction(10) ** int(suffix[1:])
+        exponent = int(suffix[1:])
+        if abs(exponent) > MAX_EXPONENT:  # 10**10000000 would take seconds to compute: refuse
+            raise ValueError("quantity out of range")
+        return number * Fraction(10) ** exponent
     return number * _DECIMAL[suffix]
 
 

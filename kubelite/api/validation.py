@@ -164,7 +164,7 @@ def _validate_resources(c: Container, path: str) -> list[FieldIssue]:
         for name, value in values.items():
             try:
                 amount = quantity.parse(value)
-            except ValueError:
+            except (ValueError, OverflowError):
                 errors.append(FieldIssue(f"{path}.resources.{kind}.{name}",
                                          "Invalid value: must be a quantity such as 500m, 2 or 64Mi"))
                 continue

@@ -36,6 +36,8 @@ from kubelite.core.types import (
 
 #: The kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
 MINIMUM_GRACE_S = 2
+#: About 68 years: a larger grace period means "never" just the same, and still fits in a date.
+MAXIMUM_GRACE_S = 2**31 - 1
 DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
@@ -60,8 +62,9 @@ def should_restart(container: ObservedContainer, restart_policy: str) -> bool:
 
 
 def grace_period(desired: DesiredPod) -> int:
-    """The effective per-container grace period: the pod's, never below two seconds."""
-    return max(desired.pod.spec.termination_grace_period_seconds, MINIMUM_GRACE_S)
+    """The effective per-container grace period: the pod's, never below two seconds (and never
+    beyond what a date can hold: Kubernetes accepts any int64 here)."""
+    return min(max(desired.pod.spec.termination_grace_period_seconds, MINIMUM_GRACE_S), MAXIMUM_GRACE_S)
 
 
 class _Planner:

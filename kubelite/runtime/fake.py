@@ -50,9 +50,9 @@ class Behavior:
             if key == "exit":
                 fields["exit_code"] = int(value)
             elif key == "after":
-                fields["exit_after_s"] = float(value)
+                fields["exit_after_s"] = _seconds(value)
             elif key == "oom-after":
-                fields["oom_after_s"] = float(value)
+                fields["oom_after_s"] = _seconds(value)
             elif key == "fail-start":
                 fields["fail_start"] = value or "simulated start failure"
             elif key == "fail-create":
@@ -62,6 +62,14 @@ class Behavior:
             else:
                 raise ValueError(f"unknown fake behaviour {key!r}")
         return cls(**fields)  # type: ignore[arg-type]
+
+
+def _seconds(text: str) -> float:
+    """A delay from an annotation: a finite number of seconds, at most about 30 years."""
+    value = float(text)
+    if not 0 <= value <= 1e9:  # also false for NaN
+        raise ValueError(f"{text!r} is not a number of seconds between 0 and 1e9")
+    return value
 
 
 @dataclass

@@ -34,7 +34,18 @@ import yaml
 from kubelite.api.decode import DesiredPod, decode_document
 from kubelite.errors import ManifestError
 
-YamlLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class YamlLoader(_BaseLoader):  # type: ignore[misc,valid-type]
+    """The safe loader, except that timestamps stay strings: Kubernetes reads YAML as JSON, where
+    `2001-01-01` is text, and a date object has no place in a Pod."""
+
+
+YamlLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
+}
 
 #: The only file name endings read as manifests (case-sensitive).
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -152,6 +163,12 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
         elif stat.S_ISDIR(mode):
             for name in _manifest_names(root):
                 path = os.path.join(root, name)
+                if not _is_utf8(name):  # reported under a printable name; such a path cannot be stored
+                    shown = os.fsencode(name).decode("utf-8", "backslashreplace")
+                    result = FileResult(os.path.join(root, shown))
+                    result.errors.append(ManifestProblem(shown, None, None, None, "file name is not UTF-8: not read"))
+                    snapshot.files[result.path] = result
+                    continue
                 result = read_file(Path(path), root=Path(root), previous=earlier.get(path))
                 if result.ok or os.path.lexists(path):  # a file deleted while being listed is simply gone
                     snapshot.files[path] = result
@@ -173,6 +190,14 @@ def _others_may_write(info: os.stat_result) -> str | None:
     if info.st_uid not in (0, os.geteuid()):
         return f"{'directory' if stat.S_ISDIR(info.st_mode) else 'file'} belongs to another user (uid {info.st_uid})"
     return None
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # os.fsdecode kept undecodable bytes as surrogates
+        return False
+    return True
 
 
 def _manifest_names(directory: str) -> list[str]:
@@ -211,7 +236,8 @@ def read_file(path: Path, *, root: Path | None = None, previous: FileResult | No
             return previous
         text = _text(data)
         documents = _parse(text, json_file=absolute.endswith(".json"))
-        _refuse_alias_bombs(documents, len(text))
+        _refuse_alias_bombs(documents, len(text))  # before anything walks them: aliases multiply work
+        documents = [_as_json(doc, i + 1) for i, doc in enumerate(documents)]
     except _Unusable as unusable:
         result.errors.append(ManifestProblem(name, unusable.document, unusable.line, None, str(unusable)))
         return result
@@ -285,6 +311,8 @@ def _json_documents(text: str) -> list[Any]:
         raise _Unusable(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", line=exc.lineno) from None
     except RecursionError:
         raise _Unusable("invalid JSON: nested too deeply") from None
+    except ValueError:  # e.g. an integer of more than 4,300 digits
+        raise _Unusable("invalid JSON: a number too large to read") from None
 
 
 def _yaml_documents(text: str) -> list[Any]:
@@ -293,11 +321,49 @@ def _yaml_documents(text: str) -> list[Any]:
         line, column = _line_column(text, bad.start())
         raise _Unusable(f"invalid YAML: control characters are not allowed (line {line}, column {column})", line=line)
     try:
-        return list(yaml.load_all(text, Loader=YamlLoader))
+        documents = list(yaml.load_all(text, Loader=YamlLoader))
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc) from None
     except yaml.YAMLError:
         raise _Unusable("invalid YAML") from None
+    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        # a tagged scalar that is not what its tag says (!!int abc, !!bool maybe, a 5,000-digit int)
+        raise _Unusable("invalid YAML: a value does not match its type") from None
+    return documents
+
+
+def _as_json(value: Any, document: int, where: str = "") -> Any:
+    """The document as JSON data, as Kubernetes reads YAML: mapping keys that are numbers or
+    booleans become strings; what JSON cannot hold (binary, sets, NaN, infinity) is refused."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Unusable(f"{where or 'the document'}: text that is not valid Unicode (a lone surrogate)",
+                            document=document) from None
+        return value
+    if value is None or isinstance(value, (bool, int)):
+        return value
+    if isinstance(value, float):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise _Unusable(f"{where or 'the document'}: a number that JSON cannot hold (NaN or infinity)",
+                            document=document)
+        return value
+    if isinstance(value, list):
+        return [_as_json(item, document, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if isinstance(key, bool):
+                key = "true" if key else "false"
+            elif isinstance(key, (int, float)) or key is None:
+                key = "null" if key is None else str(key)
+            elif not isinstance(key, str):
+                raise _Unusable(f"{where or 'the document'}: a mapping key that is not text", document=document)
+            out[key] = _as_json(item, document, f"{where}.{key}" if where else key)
+        return out
+    raise _Unusable(f"{where or 'the document'}: a {type(value).__name__} value (binary data or a set) has no "
+                    "place in a Kubernetes object", document=document)
 
 
 def _yaml_error(exc: yaml.MarkedYAMLError) -> _Unusable:
@@ -439,6 +505,12 @@ def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]
 
 def _claim(resolution: Resolution, pod: DesiredPod, path: str, root: str) -> None:
     owner = resolution.sources.get(pod.key)
+    twin = next((other for other in resolution.pods.values() if other.uid == pod.uid), None)
+    if owner is None and twin is not None:  # a copied manifest that kept `metadata.uid`
+        resolution.problems.append(ManifestProblem(
+            _display_path(path, root), None, None, "metadata.uid",
+            f"Duplicate value: pod {twin.key} already has this uid; pod {pod.key} is ignored"))
+        return
     if owner is None:
         resolution.pods[pod.key] = pod
         resolution.sources[pod.key] = path
