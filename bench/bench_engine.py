@@ -36,7 +36,8 @@ from kubelite.runtime.fake import FakeRuntime
 from kubelite.store.store import Store
 from tests.helpers import T0, desired, exited, observed, running
 
-from bench.common import ManualClock, Row, Summary, duration, print_table, repeat, summarize, target, timed
+from bench.common import (ManualClock, Row, Summary, duration, print_table, record_summary, repeat, summarize, target,
+                          timed)
 
 PODS = 1000
 CONTAINERS = ("app", "proxy", "logger")
@@ -259,6 +260,13 @@ def main() -> None:
                 notes=["wall clock (perf_counter); figures are measured, never asserted",
                        "logging unconfigured (WARNING): the daemon also writes an INFO line per event",
                        "plan mix per 1000 pods: " + ", ".join(f"{k} {v}" for k, v in MIX.items())])
+    record_summary("engine", [
+        Row.of(f"6. plan() pass, {planned} pods (FakeRuntime)", plan_summary,
+               target(PLAN_TARGET_S, plan_summary.median_s),
+               f"{plan_summary.median_s / planned * 1e6:.1f} us/pod; in-process, no reference"),
+        Row.of(f"6. run_once() full relist + sync, {PODS} pods running", agent.steady, "-",
+               f"{agent.steady.median_s / PODS * 1e6:.0f} us/pod; FakeRuntime, SQLite; no reference"),
+    ])
 
 
 if __name__ == "__main__":

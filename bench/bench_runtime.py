@@ -22,28 +22,42 @@ Measures, in one run (figures are printed, never asserted):
    measurement each. Target: median <= 80 ms. The daemon's log splits it into exit noticed,
    create and start. References: `runc create` + `runc start` of the trivial bundle (blocking
    wait, and polled as kubelite waits), and the same created through conmon (kubelite's conmon
-   command line and sync-pipe protocol).
-3. Memory: the daemon's VmRSS, and per pod at 1, 50 and 100 running `sleep 3600` pods:
-   system-wide used memory (MemTotal - MemAvailable) after minus before, over the pod count; the
-   RSS (and PSS) of each pod's conmon and catatonit, found by PID (checked with its start time)
-   in the runtime's record.json files. Each level is dropped at once (all files written in one
-   burst) from zero pods: the time until every container is running gives pods per second.
+   command line and sync-pipe protocol); podman's restart loop when podman is installed.
+3. Update: a pod of three containers (app, sidecar, logger), each a shell that prints
+   /proc/uptime and leaves at SIGTERM; app's command (a new revision each time) or image (a new
+   tag of the same image each time) changed in the file, renamed into place, then the time to the
+   first act of the new app container. Interleaved, `UPDATE_RUNS` of each kind. After every update
+   the other two must still run with the same container ID and PID (checked in the runtime's
+   records, and that kubelite sent them no SIGTERM); the count is printed. Stages from the
+   daemon's log: noticed, SIGTERM sent, exit noticed, create, start. Ratio to `runc create` +
+   `runc start` of the trivial bundle.
+4. Density: the daemon's VmRSS; at 1, 50, 100 and 250 running `sleep 3600` pods: system-wide used
+   memory (MemTotal - MemAvailable) after minus before, over the pod count; the RSS and PSS of
+   each pod's conmon and catatonit, found by PID (checked with its start time) in the runtime's
+   record.json files; kubelite's own growth per pod. The daemon's idle CPU (utime+stime from
+   /proc/<pid>/stat) at 0, 100 and 250 pods over 10 s, or 60 s with `--long` /
+   KUBELITE_BENCH_LONG=1. Each level is dropped at once (all files written in one burst) from zero
+   pods: the time until every container is running gives pods per second (the 50-pod burst is
+   part 1's second figure), next to `runc run`.
 
 Everything runs below one temporary directory in /tmp: state root, run dir, manifests, the
 reference bundles and their private `runc --root`. The references' cgroups live below a cgroup
-of their own (`/kubelite-bench-<pid>`); the in-process runtime's below its own instance. At the end every manifest is deleted, kubelite removes
-every pod, the daemon gets SIGTERM, and the benchmark verifies that no mount below the
-directory, no cgroup of the instance or of the references, no conmon/runc/catatonit process of
-this run and no runc container remain. Processes are only ever signalled by PIDs this run
-created (and only when the orderly cleanup failed).
+of their own (`/kubelite-bench-<pid>`); the in-process runtime's below its own instance. At the
+end every manifest is deleted, kubelite removes every pod, the daemon gets SIGTERM, and the
+benchmark verifies that no mount below the directory, no cgroup of the instance or of the
+references, no conmon/runc/catatonit process of this run and no runc container remain. Processes
+are only ever signalled by PIDs this run created (and only when the orderly cleanup failed).
+podman's references, when podman is installed, use an image tag of this run and remove it.
 
-Needs root, runc, conmon and catatonit (Debian's packages); about two minutes.
-Run: `bench/run runtime`, or `.venv/bin/python -m bench.bench_runtime` from the repository root.
+Needs root, runc, conmon and catatonit (Debian's packages); about four minutes (six and a half
+with --long). Run: `bench/run runtime [--long]`, or `.venv/bin/python -m bench.bench_runtime
+[--long]` from the repository root.
 """
 
 from __future__ import annotations
 
 import inspect
+import io
 import json
 import os
 import re
@@ -51,6 +65,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -66,18 +81,40 @@ from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
 from kubelite.sources.watch import ManifestWatcher
 
-from bench.common import REPO, Row, duration, print_table, summarize, target
+from bench.common import REPO, Row, duration, print_table, record_summary, summarize, target
 
 START_RUNS = 12
 START_WARMUPS = 1
 CRASH_PODS = 12
-MEMORY_LEVELS = (1, 50, 100)
+#: Updates of each kind (command, image), interleaved, after UPDATE_WARMUPS untimed ones.
+UPDATE_RUNS = 12
+UPDATE_WARMUPS = 1
+MEMORY_LEVELS = (1, 50, 100, 250)
 #: Repetitions per memory level: one pod's share of system-wide memory is small next to the noise.
-LEVEL_REPS = {1: 5}
+LEVEL_REPS = {1: 3}
+#: Levels at which the daemon's idle CPU is measured (0: no pods, after parts 1 to 3).
+CPU_LEVELS = (0, 100, 250)
+#: The idle-CPU window: 60 s with `--long` or KUBELITE_BENCH_LONG=1, else 10 s.
+LONG = "--long" in sys.argv[1:] or os.environ.get("KUBELITE_BENCH_LONG", "") not in ("", "0")
+CPU_WINDOW_S = 60.0 if LONG else 10.0
+CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TARGET_S = 0.100
 RESTART_TARGET_S = 0.080
 START_SCRIPT = "cat /proc/uptime; exec sleep 3600"
 CRASH_SCRIPT = "cat /proc/uptime; sleep 0.5; cat /proc/uptime; exit 1"
+#: The update pod's containers: the shell is PID 1 of its container (no shared PID namespace), so
+#: it traps SIGTERM to exit at once; the grace period is not part of an update.
+UPDATE_CONTAINERS = ("app", "sidecar", "logger")
+UPDATED = "app"
+#: At least this long between two writes of the update pod's file: the watcher sends a hint at once
+#: only for the first complete change after a quiet period (ManifestWatcher debounce_s, 0.2 s); a
+#: rename sooner after the previous hint waits out that period (one update in the first trials).
+UPDATE_PAUSE_S = 0.5
+
+
+def update_script(revision: int | None = None) -> str:
+    mark = f": rev-{revision}; " if revision is not None else ""
+    return f"trap 'exit 0' TERM; cat /proc/uptime; {mark}sleep 3600 & wait"
 #: Pause after the last pod of a level is running, before memory is read.
 SETTLE_S = 1.0
 #: The pods' terminationGracePeriodSeconds (kubelite's minimum).
@@ -126,17 +163,23 @@ def run_blocking(argv: list[str], *, timeout: float = 30.0, check: bool = True) 
     return code
 
 
-def manifest(name: str, command: list[str]) -> str:
+def pod_manifest(name: str, containers: list[tuple[str, str, list[str]]]) -> str:
+    """A pod with (name, image, command) containers, `imagePullPolicy: Never`, restartPolicy Always."""
+    body = "".join(f"  - name: {c}\n    image: {image}\n    imagePullPolicy: Never\n"
+                   f"    command: {json.dumps(command)}\n" for c, image, command in containers)
     return (f"apiVersion: v1\nkind: Pod\nmetadata:\n  name: {name}\n  namespace: {NAMESPACE}\nspec:\n"
-            f"  restartPolicy: Always\n  terminationGracePeriodSeconds: {GRACE_S}\n  containers:\n"
-            f"  - name: {CONTAINER}\n    image: {IMAGE}\n    imagePullPolicy: Never\n"
-            f"    command: {json.dumps(command)}\n")
+            f"  restartPolicy: Always\n  terminationGracePeriodSeconds: {GRACE_S}\n  containers:\n{body}")
+
+
+def manifest(name: str, command: list[str]) -> str:
+    return pod_manifest(name, [(CONTAINER, IMAGE, command)])
 
 
 # ---------------------------------------------------------------------- logs
 
 
 _DAEMON_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z (\w+) (.*)$")
+_POD_HEAD = f"pod {NAMESPACE}/"
 _CRI_TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -183,10 +226,18 @@ class Entry:
 
 
 class DaemonLog:
-    """The daemon's stdout/stderr, read incrementally and parsed into timestamped lines."""
+    """The daemon's stdout/stderr, read incrementally and parsed into timestamped lines.
+
+    The lines about a pod (`pod <ns>/<name>: ...`) are indexed by pod name as they are read, so
+    that polling for one pod's event, or for hundreds of pods' `Started`, costs the benchmark only
+    the new lines: its own CPU would otherwise compete with the daemon's on a small machine.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path, self.offset, self.entries, self._rest = path, 0, [], b""
+        self.by_pod: dict[str, list[Entry]] = {}
+        self.removed: set[str] = set()            # pods logged "removed"
+        self.started: dict[str, list[Entry]] = {}  # pod → its "Started:" lines
 
     def poll(self) -> list[Entry]:
         with open(self.path, "rb") as handle:
@@ -200,12 +251,21 @@ class DaemonLog:
             m = _DAEMON_LINE.match(raw.decode(errors="replace"))
             if m:
                 at = datetime.fromisoformat(m[1] + "+00:00").timestamp()
-                self.entries.append(Entry(at, m[2], m[3]))
+                entry = Entry(at, m[2], m[3])
+                self.entries.append(entry)
+                if entry.text.startswith(_POD_HEAD):
+                    pod, _, rest = entry.text[len(_POD_HEAD):].partition(": ")
+                    self.by_pod.setdefault(pod, []).append(entry)
+                    if rest == "removed":
+                        self.removed.add(pod)
+                    elif rest.startswith("Started:"):
+                        self.started.setdefault(pod, []).append(entry)
         return self.entries
 
     def find(self, pod: str, prefix: str, after: float = 0.0) -> Entry | None:
         head = f"pod {NAMESPACE}/{pod}: {prefix}"
-        for entry in self.poll():
+        self.poll()
+        for entry in self.by_pod.get(pod, ()):
             if entry.at >= after and entry.text.startswith(head):
                 return entry
         return None
@@ -260,6 +320,43 @@ def cpu_ns(pid: int) -> int:
         except (OSError, ValueError, IndexError):
             pass
     return total
+
+
+def cpu_ticks(pid: int, *, children: bool = False) -> int | None:
+    """utime + stime of `pid` (every thread, not its children) from /proc/PID/stat, in clock ticks;
+    with `children`, cutime + cstime instead: the children it has waited for (runc, for instance)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        first = 13 if children else 11  # fields 14 and 15 (16 and 17) of proc(5); [0] is field 3
+        return int(fields[first]) + int(fields[first + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@dataclass(frozen=True)
+class IdleCpu:
+    pods: int
+    window_s: float
+    ticks: int
+    rss_kib: int  # VmRSS at the end of the window
+    sched_ns: int  # the same window by the threads' schedstat (ns; a thread that ends in it is lost)
+    child_ticks: int  # cutime + cstime: children reaped during the window
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.ticks / CLK_TCK / self.window_s
+
+
+def idle_cpu(pid: int, pods: int) -> IdleCpu:
+    """The daemon's CPU over CPU_WINDOW_S while nothing changes, as a share of one core."""
+    began, first, first_ns, first_kids = time.monotonic(), cpu_ticks(pid), cpu_ns(pid), cpu_ticks(pid, children=True)
+    time.sleep(CPU_WINDOW_S)
+    last, last_ns, elapsed = cpu_ticks(pid), cpu_ns(pid), time.monotonic() - began
+    last_kids = cpu_ticks(pid, children=True)
+    if first is None or last is None or first_kids is None or last_kids is None:
+        raise RuntimeError("the daemon exited during the idle-CPU window")
+    return IdleCpu(pods, elapsed, last - first, status_kib(pid, "VmRSS") or 0, max(0, last_ns - first_ns),
+                   last_kids - first_kids)
 
 
 def wait_idle(pid: int, *, window: float = 0.05, budget_ns: int = 2_000_000, timeout: float = 1.0) -> None:
@@ -334,8 +431,11 @@ class Node:
     # manifests
 
     def write(self, name: str, command: list[str]) -> None:
+        self.write_text(name, manifest(name, command))
+
+    def write_text(self, name: str, text: str) -> None:
         tmp = self.manifests / f".{name}.yaml.tmp"  # dotfiles are never read; the rename is atomic
-        tmp.write_text(manifest(name, command))
+        tmp.write_text(text)
         os.replace(tmp, self.manifests / f"{name}.yaml")
 
     def delete(self, name: str) -> None:
@@ -344,6 +444,14 @@ class Node:
     def container_log(self, pod: str, attempt: int) -> Path | None:
         found = list((self.root / "logs").glob(f"{NAMESPACE}_{pod}_*/{CONTAINER}/{attempt}.log"))
         return found[0] if found else None
+
+    def containers_of(self, pod: str) -> list[dict[str, Any]]:
+        """The runtime's records of `pod`'s containers (every attempt still kept)."""
+        return [r for r in self.records("containers") if r.get("pod_name") == pod and r.get("namespace") == NAMESPACE]
+
+    def running_of(self, pod: str) -> dict[str, dict[str, Any]]:
+        """container name → the record of its running attempt (process alive, checked by start time)."""
+        return {r["name"]: r for r in self.containers_of(pod) if linux.alive(r.get("pid", 0), r.get("pid_start", 0))}
 
     def wait_lines(self, pod: str, attempt: int, count: int, timeout: float = 30) -> list[CriLine]:
         def ready() -> list[CriLine] | None:
@@ -359,9 +467,12 @@ class Node:
 
     def wait_removed(self, pods: list[str], timeout: float = 60) -> None:
         assert self.log is not None
-        heads = {f"pod {NAMESPACE}/{p}: removed" for p in pods}
-        wait_for(lambda: heads <= {e.text for e in self.log.poll()}, timeout=timeout,
-                 what=f"kubelite to remove {len(pods)} pod(s)", interval=0.02)
+        log, wanted = self.log, set(pods)
+
+        def removed() -> bool:
+            log.poll()
+            return wanted <= log.removed
+        wait_for(removed, timeout=timeout, what=f"kubelite to remove {len(pods)} pod(s)", interval=0.02)
 
     # runtime records
 
@@ -398,6 +509,11 @@ class Node:
 
 
 # ---------------------------------------------------------------------- references
+
+
+#: Short names of the references, for the ratios printed beside a figure.
+REF_NAMES = {"runc run": "runc run", "unshare": "unshare", "create+start": "runc create+start",
+             "conmon": "conmon create+start"}
 
 
 @dataclass
@@ -453,6 +569,16 @@ class References:
                                           cgroups_path=f"/{self.cgroup}/sandbox", annotations={})
         (bundle / "config.json").write_text(json.dumps(spec))
         return bundle
+
+    def ratios(self, value_s: float, *labels: str) -> str:
+        """`2.2x runc run (39.9 ms)`: `value_s` over the median of each reference measured in this run."""
+        parts = []
+        for label in labels:
+            values = self.samples.get(label)
+            if values:
+                median = summarize(values).median_s
+                parts.append(f"{value_s / median:.1f}x {REF_NAMES[label]} ({duration(median)})")
+        return ", ".join(parts) or "no reference measured"
 
     def _id(self, kind: str) -> str:
         self.counter += 1
@@ -642,6 +768,144 @@ def measure_crash(node: Node) -> CrashResult:
 
 
 @dataclass
+class UpdateResult:
+    kinds: list[str] = field(default_factory=list)           # "command" or "image", per timed update
+    latency: list[float] = field(default_factory=list)        # uptime: write → first act of the new container
+    cri: list[float] = field(default_factory=list)            # conmon's timestamp: write → first line read
+    noticed: list[float] = field(default_factory=list)        # write → "manifest changed" logged
+    kill: list[float] = field(default_factory=list)           # "manifest changed" → Killing (SIGTERM)
+    exited: list[float] = field(default_factory=list)         # Killing → "exited" logged
+    create: list[float] = field(default_factory=list)         # exited → Created
+    start: list[float] = field(default_factory=list)          # Created → Started
+    warmup: list[float] = field(default_factory=list)
+    updates: int = 0                                          # every update, warm-ups included
+    untouched: int = 0                                        # updates after which both others kept ID and PID
+    problems: list[str] = field(default_factory=list)
+    restart_counts: dict[str, int] = field(default_factory=dict)  # from `kubelite get pods -o json` at the end
+
+    def of(self, kind: str, values: list[float]) -> list[float]:
+        return [v for k, v in zip(self.kinds, values) if k == kind]
+
+
+def update_tags(count: int) -> list[str]:
+    return [f"busybox:rev-{r}" for r in range(count)]
+
+
+def retag(archive: Path, out: Path, tags: list[str]) -> None:
+    """A copy of a one-image `docker save` archive whose manifest names the image by every tag in `tags`."""
+    with tarfile.open(archive) as src, tarfile.open(out, "w") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member) if member.isfile() else None
+            if member.name == "manifest.json" and data is not None:
+                entries = json.loads(data.read())
+                if len(entries) != 1:
+                    raise RuntimeError(f"{archive} holds {len(entries)} images, expected one")
+                entries[0]["RepoTags"] = tags
+                raw = json.dumps(entries).encode()
+                member.size = len(raw)
+                data = io.BytesIO(raw)
+            dst.addfile(member, data)
+
+
+def measure_update(node: Node) -> UpdateResult:
+    """One three-container pod; one container's command or image changed again and again.
+
+    Every update gives the changed container a spec it never had (a new revision in its command,
+    or a new tag of the busybox image), so no CrashLoopBackOff entry of an earlier spec applies.
+    """
+    assert node.log is not None
+    result = UpdateResult()
+    name = "update-00"
+    command, image = ["sh", "-c", update_script()], IMAGE
+
+    def spec() -> str:
+        return pod_manifest(name, [(c, image if c == UPDATED else IMAGE, command if c == UPDATED
+                                    else ["sh", "-c", update_script()]) for c in UPDATE_CONTAINERS])
+
+    node.wait_idle()
+    node.write_text(name, spec())
+    wait_for(lambda: len(node.running_of(name)) == len(UPDATE_CONTAINERS), timeout=30,
+             what=f"the {len(UPDATE_CONTAINERS)} containers of {name} running")
+    for c in UPDATE_CONTAINERS:
+        node.wait_event(name, f"Started: Started container {c}")
+    kinds = ["command"] * UPDATE_WARMUPS + ["command", "image"] * UPDATE_RUNS
+    written = time.monotonic()
+    for revision, kind in enumerate(kinds):
+        node.wait_idle()
+        time.sleep(max(0.0, written + UPDATE_PAUSE_S - time.monotonic()))
+        before = node.running_of(name)
+        known = {r["id"] for r in node.containers_of(name)}
+        if kind == "command":
+            command = ["sh", "-c", update_script(revision)]
+        else:
+            image = f"busybox:rev-{revision}"
+        text = spec()
+        t_real, t_boot, written = time.time(), boottime(), time.monotonic()
+        node.write_text(name, text)
+
+        def new_record() -> dict[str, Any] | None:
+            for r in node.containers_of(name):
+                if r["name"] == UPDATED and r["id"] not in known:
+                    return r
+            return None
+        record = wait_for(new_record, timeout=30, what=f"a new {UPDATED} container in {name}")
+        first = wait_for(lambda: cri_lines(Path(record["log_path"])), timeout=30,
+                         what=f"the first line of {name}'s new {UPDATED}")[0]
+        after = t_real - 0.002  # the daemon's log has ms resolution
+        changed = node.wait_event(name, "manifest changed", after=after)
+        killing = node.wait_event(name, f"Killing: Container {UPDATED} definition changed", after=after)
+        exited = node.wait_event(name, f"container {UPDATED} exited", after=killing.at)
+        created = node.wait_event(name, f"Created: Created container: {UPDATED}", after=exited.at)
+        started = node.wait_event(name, f"Started: Started container {UPDATED}", after=created.at)
+        node.wait_idle()
+        now = node.running_of(name)
+        result.updates += 1
+        others_ok = True
+        for other in UPDATE_CONTAINERS:
+            if other == UPDATED:
+                continue
+            old, new = before.get(other), now.get(other)
+            if old is None or new is None or (old["id"], old["pid"], old["pid_start"]) != (
+                    new["id"], new["pid"], new["pid_start"]):
+                others_ok = False
+                result.problems.append(f"update {revision} ({kind}): {other} changed: "
+                                       f"{old and old['id'][:12]} -> {new and new['id'][:12]}")
+            if node.log.find(name, f"Killing: Container {other}", after=after):
+                others_ok = False
+                result.problems.append(f"update {revision} ({kind}): {other} was signalled")
+        if any(r["name"] != UPDATED for r in node.containers_of(name) if r["id"] not in known):
+            others_ok = False
+            result.problems.append(f"update {revision} ({kind}): a container other than {UPDATED} was created")
+        if now.get(UPDATED, {}).get("id") != record["id"]:
+            result.problems.append(f"update {revision} ({kind}): the new {UPDATED} is not the running one")
+        result.untouched += others_ok
+        node.remember_pids()
+        latency = uptime_of(first) - t_boot
+        if revision < UPDATE_WARMUPS:
+            result.warmup.append(latency)
+            continue
+        result.kinds.append(kind)
+        result.latency.append(latency)
+        result.cri.append(first.at - t_real)
+        result.noticed.append(changed.at - t_real)
+        result.kill.append(killing.at - changed.at)
+        result.exited.append(exited.at - killing.at)
+        result.create.append(created.at - exited.at)
+        result.start.append(started.at - created.at)
+    out = node.cli("get", "pods", "-o", "json")
+    if out.returncode == 0:
+        for item in json.loads(out.stdout)["items"]:
+            if item["metadata"]["name"] == name:
+                for status in item.get("status", {}).get("containerStatuses", []):
+                    result.restart_counts[status["name"]] = status.get("restartCount", 0)
+    else:
+        result.problems.append(f"kubelite get pods -o json: exit {out.returncode}")
+    node.delete(name)
+    node.wait_removed([name])
+    return result
+
+
+@dataclass
 class Level:
     pods: int
     all_running_s: float
@@ -649,10 +913,14 @@ class Level:
     used_before_kib: int
     used_after_kib: int
     daemon_rss_kib: int
-    per_pod_rss_kib: list[int]      # conmon + catatonit, one value per pod
-    per_pod_pss_kib: list[int]
+    conmon_rss_kib: list[int]       # one value per pod
+    conmon_pss_kib: list[int]
+    catatonit_rss_kib: list[int]    # the pod's infra container
+    catatonit_pss_kib: list[int]
     app_rss_kib: list[int]
     found: int                      # pods with both processes found alive
+    cpu: IdleCpu | None = None      # the daemon idle, at the CPU_LEVELS
+    removed_s: float = 0.0          # every manifest deleted -> kubelite logged every pod removed
 
     @property
     def added_per_pod_kib(self) -> float:
@@ -668,29 +936,37 @@ def measure_level(node: Node, pods: int, rep: int) -> Level:
     t_real = time.time()
     for name in names:
         node.write(name, ["sleep", "3600"])
-    heads = {f"pod {NAMESPACE}/{n}: Started:" for n in names}
+    log = node.log
 
     def started() -> list[Entry] | None:
-        hits = [e for e in node.log.poll() if e.text.startswith(tuple(heads))]
-        return hits if len(hits) >= pods else None
-    hits = sorted(wait_for(started, timeout=180, what=f"{pods} pods running", interval=0.02), key=lambda e: e.at)
+        log.poll()
+        if not all(n in log.started for n in names):
+            return None
+        return [log.started[n][0] for n in names]
+    hits = sorted(wait_for(started, timeout=max(180, pods), what=f"{pods} pods running", interval=0.02),
+                  key=lambda e: e.at)
     time.sleep(SETTLE_S)
     after = used_kib()
     daemon_rss = status_kib(node.proc.pid, "VmRSS") or 0
-    rss, pss, app = [], [], []
+    conmon_rss, conmon_pss, cat_rss, cat_pss, app = [], [], [], [], []
     found = 0
     for procs in node.pod_processes().values():
         if "conmon" in procs and "catatonit" in procs:
             found += 1
-            rss.append(sum(status_kib(procs[k], "VmRSS") or 0 for k in ("conmon", "catatonit")))
-            pss.append(sum(pss_kib(procs[k]) or 0 for k in ("conmon", "catatonit")))
+            conmon_rss.append(status_kib(procs["conmon"], "VmRSS") or 0)
+            conmon_pss.append(pss_kib(procs["conmon"]) or 0)
+            cat_rss.append(status_kib(procs["catatonit"], "VmRSS") or 0)
+            cat_pss.append(pss_kib(procs["catatonit"]) or 0)
         if "app" in procs:
             app.append(status_kib(procs["app"], "VmRSS") or 0)
+    cpu = idle_cpu(node.proc.pid, pods) if pods in CPU_LEVELS and rep == 0 else None
+    began = time.time()
     for name in names:
         node.delete(name)
-    node.wait_removed(names, timeout=120)
+    node.wait_removed(names, timeout=max(120, pods))
     gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
-    return Level(pods, hits[-1].at - t_real, gaps, before, after, daemon_rss, rss, pss, app, found)
+    return Level(pods, hits[-1].at - t_real, gaps, before, after, daemon_rss, conmon_rss, conmon_pss, cat_rss,
+                 cat_pss, app, found, cpu, time.time() - began)
 
 
 # ---------------------------------------------------------------------- cleanup
@@ -814,8 +1090,9 @@ def orderly_cleanup(node: Node) -> int | None:
 # ---------------------------------------------------------------------- report
 
 
-def rows(start: StartResult, crash: CrashResult, refs: References, levels: dict[int, list[Level]],
-         daemon_rss: dict[str, int], podman: str) -> list[Row]:
+def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
+         levels: dict[int, list[Level]], daemon_rss: dict[str, int], idle0: IdleCpu,
+         podman: dict[str, str]) -> list[Row]:
     def ref(label: str, text: str) -> Row:
         values = refs.samples.get(label)
         if not values:
@@ -836,29 +1113,37 @@ def rows(start: StartResult, crash: CrashResult, refs: References, levels: dict[
     lat = summarize(start.latency)
     out.append(Row.of("manifest written -> first act (/proc/uptime)", lat,
                       target(START_TARGET_S, lat.median_s, strict=False),
-                      f"n={n} after {START_WARMUPS} warm-up ({duration(start.warmup[0])}); uptime has 10 ms steps"))
+                      f"n={n} after {START_WARMUPS} warm-up ({duration(start.warmup[0])}); uptime has 10 ms steps; "
+                      + refs.ratios(lat.median_s, "runc run", "unshare")))
     out.append(Row.of("  same, conmon's CRI log timestamp", summarize(start.cri), "-",
-                      f"n={n}; ns clock, line read by conmon"))
+                      f"n={n}; ns clock, line read by conmon; "
+                      + refs.ratios(summarize(start.cri).median_s, "runc run")))
     out.append(Row.of("  stage: written -> Scheduled (noticed, parsed)", summarize(start.noticed), "-",
                       f"n={n}; daemon INFO log, ms"))
     out.append(Row.of("  stage: Scheduled -> Pulled (infra sandbox)", summarize(start.sandbox), "-", f"n={n}"))
     out.append(Row.of("  stage: Pulled -> Created (overlay, conmon, runc create)", summarize(start.create), "-",
                       f"n={n}"))
     out.append(Row.of("  stage: Created -> Started (runc start)", summarize(start.start), "-", f"n={n}"))
+    for pods, reps in levels.items():
+        if pods != 50:
+            continue  # the 50-pod burst; the other levels are in part 4
+        out.append(drop_row(reps[-1], refs))
     out.append(ref("runc run", "ref: runc run, trivial container (true)"))
     out.append(ref("unshare", "ref: unshare --net --ipc --uts --pid --fork --mount true"))
     out.append(ref("sandbox", "ref: infra sandbox alone, runc create + start (catatonit)"))
     out.append(ref("sandbox polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
     out.append(ref("run_sandbox", "ref: the same, kubelite's OCIRuntime.run_sandbox() in-process"))
-    out.append(Row("ref: podman kube play", podman, "-"))
+    out.append(Row("ref: podman kube play", podman["play"], "-"))
 
     m = len(crash.latency)
     out.append(Row("2. crash -> restarted (first restart)", "", ""))
     lat = summarize(crash.latency)
     out.append(Row.of("exit -> first act of attempt 1 (/proc/uptime)", lat,
                       target(RESTART_TARGET_S, lat.median_s, strict=False),
-                      f"n={m} pods, one after another; both ends 10 ms steps"))
-    out.append(Row.of("  same, conmon's CRI log timestamps", summarize(crash.cri), "-", f"n={m}"))
+                      f"n={m} pods, one after another; both ends 10 ms steps; "
+                      + refs.ratios(lat.median_s, "create+start", "conmon")))
+    out.append(Row.of("  same, conmon's CRI log timestamps", summarize(crash.cri), "-",
+                      f"n={m}; {refs.ratios(summarize(crash.cri).median_s, 'create+start')}"))
     out.append(Row.of("  stage: last line -> exit logged (exit file, inotify)", summarize(crash.noticed), "-",
                       f"n={m}; CRI ts -> daemon INFO log"))
     out.append(Row.of("  stage: exit logged -> Created (overlay, conmon, runc create)", summarize(crash.create), "-",
@@ -867,58 +1152,229 @@ def rows(start: StartResult, crash: CrashResult, refs: References, levels: dict[
     out.append(ref("create+start", "ref: runc create + runc start, trivial (true)"))
     out.append(ref("create+start polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
     out.append(ref("conmon", "ref: conmon (runc create) + runc start, trivial"))
+    out.append(Row("ref: podman restart loop (kube play, restartPolicy Always)", podman["restart"], "-"))
 
-    out.append(Row("3. memory", "", ""))
+    out.append(Row(f"3. update: one container of a {len(UPDATE_CONTAINERS)}-container pod", "", ""))
+    others = ", ".join(c for c in UPDATE_CONTAINERS if c != UPDATED)
+    for kind, what in (("command", "command"), ("image", "image (new tag, same layers)")):
+        values = update.of(kind, update.latency)
+        lat = summarize(values)
+        out.append(Row.of(f"{what} changed -> first act of the new {UPDATED}", lat, "-",
+                          f"n={lat.n}; {others} untouched: {update.untouched} of {update.updates}; "
+                          + refs.ratios(lat.median_s, "create+start")))
+    k = len(update.latency)
+    out.append(Row.of("  same (both kinds), conmon's CRI log timestamp", summarize(update.cri), "-", f"n={k}"))
+    out.append(Row.of("  stage: written -> 'manifest changed' (noticed, parsed)", summarize(update.noticed), "-",
+                      f"n={k}; daemon INFO log, ms"))
+    out.append(Row.of("  stage: -> Killing (plan, SIGTERM sent)", summarize(update.kill), "-", f"n={k}"))
+    out.append(Row.of("  stage: Killing -> exit logged (trap, exit file, inotify)", summarize(update.exited), "-",
+                      f"n={k}"))
+    out.append(Row.of("  stage: exit logged -> Created (overlay, conmon, runc create)", summarize(update.create), "-",
+                      f"n={k}"))
+    out.append(Row.of("  stage: Created -> Started (runc start)", summarize(update.start), "-", f"n={k}"))
+    counts = ", ".join(f"{c} {update.restart_counts.get(c, '?')}" for c in UPDATE_CONTAINERS)
+    out.append(Row(f"  {others}: same container ID and PID after each update",
+                   f"{update.untouched} of {update.updates}", "-", "-",
+                   f"warm-up included; restartCount at the end (get pods -o json): {counts}"))
+    out.append(Row("ref: podman (kube play --replace recreates the whole pod)", podman["replace"], "-"))
+
+    out.append(Row("4. density (idle `sleep 3600` pods, each level from zero)", "", ""))
     out.append(Row("kubelite VmRSS, just started", mib(daemon_rss["started"]), "-", "-", "n=1"))
-    out.append(Row("kubelite VmRSS, idle after parts 1 and 2", mib(daemon_rss["idle"]), "-", "-", "n=1"))
+    out.append(Row("kubelite VmRSS, idle after parts 1 to 3 (0 pods)", mib(daemon_rss["idle"]), "-", "-", "n=1"))
     for pods, reps in levels.items():
         last = reps[-1]
+        grown = last.daemon_rss_kib - daemon_rss["idle"]
         out.append(Row(f"kubelite VmRSS, {pods_(pods)} running", mib(last.daemon_rss_kib), "-", "-",
-                       f"n=1; {last.daemon_rss_kib - daemon_rss['idle']:+d} KiB over idle"))
+                       f"n=1; {grown:+d} KiB over idle = {grown / pods:.1f} KiB per pod (kubelite's own state)"))
+    for cpu in [idle0] + [reps[0].cpu for reps in levels.values() if reps[0].cpu is not None]:
+        out.append(Row(f"kubelite CPU idle, {pods_(cpu.pods)}", f"{cpu.percent:.2f} %", "-", "-",
+                       f"n=1; utime+stime {cpu.ticks} ticks of {1000 / CLK_TCK:g} ms over {cpu.window_s:.1f} s"
+                       f" ({'--long' if LONG else 'short; --long: 60 s'}), of one core; schedstat "
+                       f"{duration(cpu.sched_ns / 1e9)} = {100 * cpu.sched_ns / 1e9 / cpu.window_s:.3f} %; "
+                       f"children reaped {cpu.child_ticks} ticks; VmRSS then {mib(cpu.rss_kib)}"))
     for pods, reps in levels.items():
         span = "; ".join(f"used {mib(r.used_before_kib)} -> {mib(r.used_after_kib)}" for r in reps[:1])
-        out.append(kib_row(f"added memory per pod, system-wide, {pods_(pods)}", [r.added_per_pod_kib for r in reps],
-                           ("each from zero pods; first: " if len(reps) > 1 else "") + span,
-                           " runs" if len(reps) > 1 else ""))
-    for pods, reps in levels.items():
-        rss = [v for r in reps for v in r.per_pod_rss_kib]
-        pss = [v for r in reps for v in r.per_pod_pss_kib]
         app = [v for r in reps for v in r.app_rss_kib]
-        found = sum(r.found for r in reps)
-        if not rss:
-            out.append(Row(f"conmon + catatonit RSS per pod, {pods_(pods)}", "n/a", "-"))
-            continue
-        out.append(kib_row(f"conmon + catatonit RSS per pod, {pods_(pods)}", rss,
-                           f"PSS median {mib(summarize(pss).median_s)}"
+        added = [r.added_per_pod_kib for r in reps]
+        out.append(kib_row(f"added memory per pod, system-wide, {pods_(pods)}", added,
+                           ("each from zero pods; first: " if len(reps) > 1 else "") + span
                            + (f"; app (sleep) RSS {mib(summarize(app).median_s)}" if app else "")
-                           + (f"; found {found} of {pods * len(reps)}" if found != pods * len(reps) else ""),
-                           " pods"))
+                           + implausible(summarize(added).median_s, reps),
+                           " runs" if len(reps) > 1 else ""))
+    for label, rss_of, pss_of in (("conmon", "conmon_rss_kib", "conmon_pss_kib"),
+                                  ("catatonit (infra)", "catatonit_rss_kib", "catatonit_pss_kib")):
+        for pods, reps in levels.items():
+            rss = [v for r in reps for v in getattr(r, rss_of)]
+            pss = [v for r in reps for v in getattr(r, pss_of)]
+            found = sum(r.found for r in reps)
+            if not rss:
+                out.append(Row(f"{label} RSS per pod, {pods_(pods)}", "n/a", "-"))
+                continue
+            out.append(kib_row(f"{label} RSS per pod, {pods_(pods)}", rss,
+                               f"PSS median {mib(summarize(pss).median_s)}"
+                               + (f"; found {found} of {pods * len(reps)}" if found != pods * len(reps) else ""),
+                               " pods"))
     for pods, reps in levels.items():
-        if pods < 2:
-            continue
-        level = reps[-1]
-        gaps = summarize(level.start_gaps)
-        out.append(Row(f"{pods} pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
-                       f"n=1; {pods / level.all_running_s:.1f} pods/s; between Started lines median "
-                       f"{duration(gaps.median_s)}, p95 {duration(gaps.p95_s)}"))
+        if pods > 50:
+            out.append(drop_row(reps[-1], refs))
+    for pods, reps in levels.items():
+        if pods >= 50:
+            out.append(Row(f"{pods} manifests deleted -> all removed", duration(reps[-1].removed_s), "-", "-",
+                           f"n=1; includes the {GRACE_S} s grace period (`sleep` as PID 1 ignores SIGTERM)"))
     return out
 
 
-def measure_podman(base: Path, podman: str) -> list[float]:
+def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
+                 levels: dict[int, list[Level]], daemon_rss: dict[str, int], idle0: IdleCpu,
+                 podman: dict[str, str]) -> list[Row]:
+    """The headline figures of this benchmark, for the summary table of `bench/run`."""
+    out: list[Row] = []
+    lat = summarize(start.latency)
+    out.append(Row.of("1. pod start: manifest written -> first act", lat,
+                      target(START_TARGET_S, lat.median_s, strict=False),
+                      f"{refs.ratios(lat.median_s, 'runc run', 'unshare')}; podman kube play: {podman['play']}"))
+    if 50 in levels:
+        level = levels[50][-1]
+        out.append(Row("1. 50 pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
+                       f"{50 / level.all_running_s:.1f} pods/s; per pod "
+                       f"{refs.ratios(level.all_running_s / 50, 'runc run')}"))
+    lat = summarize(crash.latency)
+    out.append(Row.of("2. crash -> first act of the restart", lat, target(RESTART_TARGET_S, lat.median_s, strict=False),
+                      f"{refs.ratios(lat.median_s, 'create+start')}; podman restart loop: {podman['restart']}"))
+    for kind in ("command", "image"):
+        lat = summarize(update.of(kind, update.latency))
+        out.append(Row.of(f"3. update, {kind} of 1 of 3 containers -> first act", lat, "-",
+                          f"other 2 same ID+PID in {update.untouched} of {update.updates} updates; "
+                          f"{refs.ratios(lat.median_s, 'create+start')}"))
+    window = f"{CPU_WINDOW_S:g} s" + (" (--long)" if LONG else "")
+    out.append(Row("4. kubelite idle, 0 pods: VmRSS, CPU", mib(daemon_rss["idle"]), "-", "-",
+                   f"CPU {idle0.percent:.2f} % of a core over {window} (schedstat "
+                   f"{100 * idle0.sched_ns / 1e9 / idle0.window_s:.3f} %)"))
+    for pods, reps in levels.items():
+        level = reps[0]
+        if level.cpu is None:
+            continue
+        grown = reps[-1].daemon_rss_kib - daemon_rss["idle"]
+        out.append(Row(f"4. kubelite idle, {pods} pods: VmRSS, CPU", mib(reps[-1].daemon_rss_kib), "-", "-",
+                       f"CPU {level.cpu.percent:.2f} % of a core over {window} (schedstat "
+                       f"{100 * level.cpu.sched_ns / 1e9 / level.cpu.window_s:.3f} %); "
+                       f"own state {grown / pods:.1f} KiB per pod"))
+    for pods, reps in levels.items():
+        if pods > 50:
+            level = reps[-1]
+            out.append(Row(f"4. {pods} pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
+                           f"{pods / level.all_running_s:.1f} pods/s; per pod "
+                           f"{refs.ratios(level.all_running_s / pods, 'runc run')}; removed in "
+                           f"{duration(level.removed_s)}"))
+    for pods, reps in levels.items():
+        if pods not in CPU_LEVELS:
+            continue
+        level = reps[-1]
+        med = {k: summarize(getattr(level, k)).median_s for k in
+               ("conmon_rss_kib", "conmon_pss_kib", "catatonit_rss_kib", "catatonit_pss_kib")}
+        parts = (f"conmon RSS {mib(med['conmon_rss_kib'])} (PSS {mib(med['conmon_pss_kib'])}), catatonit "
+                 f"RSS {mib(med['catatonit_rss_kib'])} (PSS {mib(med['catatonit_pss_kib'])}), app "
+                 f"{mib(summarize(level.app_rss_kib).median_s) if level.app_rss_kib else 'n/a'}")
+        out.append(Row(f"4. memory per pod at {pods}, system-wide", mib(level.added_per_pod_kib), "-", "-",
+                       parts + implausible(level.added_per_pod_kib, [level], short=True)))
+    return out
+
+
+#: How far the system-wide figure may exceed the RSS of a pod's own processes (kernel memory:
+#: page tables, stacks, cgroups, the overlay mount) before it is flagged as disturbed.
+KERNEL_SLACK_KIB = 2048
+
+
+def implausible(added_kib: float, reps: list[Level], *, short: bool = False) -> str:
+    """A warning when the system-wide figure cannot be this level's pods alone, else ""."""
+    per_pod = [c + k + a for r in reps for c, k, a in zip(r.conmon_rss_kib, r.catatonit_rss_kib, r.app_rss_kib)]
+    if not per_pod:
+        return ""
+    ceiling = summarize(per_pod).median_s + KERNEL_SLACK_KIB
+    if 0 <= added_kib <= ceiling:
+        return ""
+    why = "" if short else f" (the pod's own processes' RSS + {mib(KERNEL_SLACK_KIB)})"
+    return f"; DISTURBED: outside 0 .. {mib(ceiling)}{why}: other work changed the machine's memory meanwhile"
+
+
+def drop_row(level: Level, refs: References) -> Row:
+    gaps = summarize(level.start_gaps)
+    per_pod = level.all_running_s / level.pods
+    return Row(f"{level.pods} pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
+               f"n=1; {level.pods / level.all_running_s:.1f} pods/s, {duration(per_pod)} per pod: "
+               f"{refs.ratios(per_pod, 'runc run')}; between Started lines median {duration(gaps.median_s)}, "
+               f"p95 {duration(gaps.p95_s)}")
+
+
+def podman_logs(podman: str, container: str, lines: int) -> list[str] | None:
+    out = subprocess.run([podman, "logs", container], capture_output=True, text=True).stdout.split("\n")
+    values = [line for line in out if line.strip()]
+    return values if len(values) >= lines else None
+
+
+def measure_podman(base: Path, podman: str, image: str) -> list[float]:
     """`podman kube play` of the start pod, from the call to the first act (uptime), then `kube down`."""
     samples = []
     for i in range(START_WARMUPS + START_RUNS):
         name = f"podman-start-{i:02d}"
         path = base / f"{name}.yaml"
-        path.write_text(manifest(name, ["sh", "-c", START_SCRIPT]))
+        path.write_text(pod_manifest(name, [(CONTAINER, image, ["sh", "-c", START_SCRIPT])]))
         t_boot = boottime()
         run_quiet([podman, "kube", "play", str(path)], check=True, timeout=120)
-        out = wait_for(lambda: subprocess.run([podman, "logs", f"{name}-{CONTAINER}"], capture_output=True,
-                                              text=True).stdout.strip(), timeout=30, what="podman logs")
+        try:
+            out = wait_for(lambda: podman_logs(podman, f"{name}-{CONTAINER}", 1), timeout=30, what="podman logs")
+        finally:
+            run_quiet([podman, "kube", "down", str(path)], timeout=120)
         if i >= START_WARMUPS:
-            samples.append(float(out.split()[0]) - t_boot)
-        run_quiet([podman, "kube", "down", str(path)], timeout=120)
+            samples.append(float(out[0].split()[0]) - t_boot)
     return samples
+
+
+def measure_podman_restart(base: Path, podman: str, image: str) -> list[float]:
+    """podman's restart loop: the crash pod through `kube play`; from the second uptime line of the
+    first run to the first line of the restarted run (`podman logs` holds both runs), then `kube down`."""
+    samples = []
+    for i in range(CRASH_PODS):
+        name = f"podman-crash-{i:02d}"
+        path = base / f"{name}.yaml"
+        path.write_text(pod_manifest(name, [(CONTAINER, image, ["sh", "-c", CRASH_SCRIPT])]))
+        run_quiet([podman, "kube", "play", str(path)], check=True, timeout=120)
+        try:
+            out = wait_for(lambda: podman_logs(podman, f"{name}-{CONTAINER}", 3), timeout=30, what="podman logs")
+        finally:
+            run_quiet([podman, "kube", "down", str(path)], timeout=120)
+        samples.append(float(out[2].split()[0]) - float(out[1].split()[0]))
+    return samples
+
+
+def podman_figures(base: Path, podman: str | None, archive: Path) -> dict[str, str]:
+    """The podman references, as text for the reference rows; "not installed" without podman.
+
+    The busybox image goes into podman's store under a tag of this run only, removed afterwards.
+    """
+    figures = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
+    if podman is None:
+        return figures
+    figures["replace"] = "not measured: not the same work"
+    work = base / "podman"
+    work.mkdir()
+    image = f"localhost/kubelite-bench-{os.getpid()}:latest"
+    tagged = work / "busybox.tar"
+    retag(archive, tagged, [image])
+    try:
+        run_quiet([podman, "load", "-i", str(tagged)], check=True, timeout=120)
+    except (subprocess.SubprocessError, OSError) as exc:
+        return {k: f"failed: {exc}"[:60] for k in figures}
+    try:
+        for key, fn in (("play", measure_podman), ("restart", measure_podman_restart)):
+            try:
+                s = summarize(fn(work, podman, image))
+                figures[key] = f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n})"
+            except (subprocess.SubprocessError, OSError, TimeoutError, ValueError, IndexError) as exc:
+                figures[key] = f"failed: {exc}"[:60]
+    finally:
+        run_quiet([podman, "rmi", image], timeout=120)
+    return figures
 
 
 def main() -> None:
@@ -934,16 +1390,21 @@ def main() -> None:
     problems: list[str] = []
     result_start: StartResult | None = None
     result_crash: CrashResult | None = None
+    result_update: UpdateResult | None = None
+    idle0: IdleCpu | None = None
     levels: dict[int, list[Level]] = {}
     daemon_rss = {"started": 0, "idle": 0}
-    podman_text = "not installed"
+    podman_text = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
     stop_code: int | None = None
     failure: BaseException | None = None
     check = Check([], [], [], 0.0)
     stale_sockets = 0
     try:
-        subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(node.busybox_tar), IMAGE], check=True,
+        plain = base / "busybox-plain.tar"
+        subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(plain), IMAGE], check=True,
                        stdout=subprocess.DEVNULL)
+        # the same image under a tag of its own for every update of part 3 (no layer is unpacked again)
+        retag(plain, node.busybox_tar, [IMAGE] + update_tags(UPDATE_WARMUPS + 2 * UPDATE_RUNS))
         node.load_image()
         images = ImageStore(node.root)
         image = images.get(IMAGE)
@@ -958,16 +1419,16 @@ def main() -> None:
         daemon_rss["started"] = status_kib(node.proc.pid, "VmRSS") or 0
         result_start = measure_start(node, refs)
         result_crash = measure_crash(node)
+        result_update = measure_update(node)
         time.sleep(SETTLE_S)
+        node.wait_idle()
         daemon_rss["idle"] = status_kib(node.proc.pid, "VmRSS") or 0
+        idle0 = idle_cpu(node.proc.pid, 0)
         for pods in MEMORY_LEVELS:
             levels[pods] = [measure_level(node, pods, rep) for rep in range(LEVEL_REPS.get(pods, 1))]
         if sorted(os.listdir(layer)) != layer_listing:
             problems.append("the busybox layer used as the references' read-only root changed")
-        if podman:
-            podman_samples = measure_podman(base, podman)
-            ps = summarize(podman_samples)
-            podman_text = f"{duration(ps.median_s)} median, {duration(ps.p95_s)} p95 (n={ps.n})"
+        podman_text = podman_figures(base, podman, plain)
     except BaseException as exc:  # noqa: BLE001 — clean up first, then report
         failure = exc
     finally:
@@ -994,6 +1455,8 @@ def main() -> None:
             print(f"bench_runtime: {p}", file=sys.stderr)
         raise failure
     assert result_start is not None and result_crash is not None and refs is not None
+    assert result_update is not None and idle0 is not None
+    problems += result_update.problems
     watcher_debounce = inspect.signature(ManifestWatcher.__init__).parameters["debounce_s"].default
     load_end = Path("/proc/loadavg").read_text().split()[:3]
     cleanup = (f"cleanup: every pod removed by kubelite, daemon stopped by SIGTERM (exit {stop_code}); "
@@ -1022,13 +1485,29 @@ def main() -> None:
         "infra sandbox alone: runc create + runc start of the bundle kubelite's ocispec.build_sandbox_spec builds; "
         "run_sandbox() (one `runc run --detach`): a second, in-process OCIRuntime on its own state root, "
         "followed by remove_sandbox()",
-        "memory: each level starts from zero pods, its manifests written in one burst; read "
-        f"{SETTLE_S:g} s after the last Started; RSS counts shared pages in every process, PSS shares them out",
+        f"update: pod {', '.join(UPDATE_CONTAINERS)} (each `trap 'exit 0' TERM; cat /proc/uptime; sleep 3600 & "
+        f"wait`: the shell is PID 1 and leaves at SIGTERM, so no grace period is waited out); {UPDATED}'s command "
+        f"(a new revision) or image (a new tag of the same image) changed, interleaved, "
+        f"{UPDATE_RUNS} of each after {UPDATE_WARMUPS} warm-up; the file renamed into place at least "
+        f"{UPDATE_PAUSE_S:g} s after the previous write (the watcher's debounce); from CLOCK_BOOTTIME "
+        f"before the rename to the new container's /proc/uptime; the others checked by container ID, PID and "
+        f"start time in the runtime's records and for Killing events",
+        "density: each level starts from zero pods, its manifests written in one burst; memory read "
+        f"{SETTLE_S:g} s after the last Started; RSS counts shared pages in every process, PSS shares them out; "
+        f"kubelite's own state per pod = its VmRSS growth over idle / pods",
+        f"idle CPU: utime+stime of the daemon's process (all threads) from /proc/<pid>/stat over "
+        f"{CPU_WINDOW_S:g} s with nothing to do, as a share of one core; "
+        + ("--long (KUBELITE_BENCH_LONG=1): a full minute, about three periodic relists (every 20 s)"
+           if LONG else "short window (run with --long or KUBELITE_BENCH_LONG=1 for 60 s): 0 or 1 periodic "
+                        "relist (every 20 s) falls into it"),
         cleanup,
         f"total time {time.monotonic() - began:.0f} s",
     ] + problems
     print_table("bench_runtime: real pods (runc + conmon + catatonit) against `kubelite serve --runtime runc`",
-                rows(result_start, result_crash, refs, levels, daemon_rss, podman_text), notes=notes)
+                rows(result_start, result_crash, result_update, refs, levels, daemon_rss, idle0, podman_text),
+                notes=notes)
+    record_summary("runtime", summary_rows(result_start, result_crash, result_update, refs, levels, daemon_rss,
+                                           idle0, podman_text))
     if check.left:
         sys.exit(1)
 

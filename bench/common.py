@@ -10,18 +10,21 @@ Standard library only.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Callable, Sequence
 
 #: The repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parent.parent
+#: A file `bench/run` names for the run: each benchmark appends its headline rows, `bench.summary` prints them.
+SUMMARY_ENV = "KUBELITE_BENCH_SUMMARY"
 
 
 # ---------------------------------------------------------------------- statistics
@@ -161,3 +164,22 @@ def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> N
     for note in notes:
         print(f"  {note}")
     print(flush=True)
+
+
+def record_summary(bench: str, rows: Sequence[Row]) -> None:
+    """Append `rows` (the headline figures of `bench`) to the run's summary file, if `bench/run` named one."""
+    path = os.environ.get(SUMMARY_ENV)
+    if not path:
+        return
+    with open(path, "a", encoding="utf-8") as out:
+        out.write(json.dumps({"bench": bench, "rows": [asdict(r) for r in rows]}) + "\n")
+
+
+def read_summary(path: Path) -> list[tuple[str, list[Row]]]:
+    """The (bench, rows) records `record_summary` appended to `path`, in order."""
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            record = json.loads(line)
+            out.append((record["bench"], [Row(**r) for r in record["rows"]]))
+    return out

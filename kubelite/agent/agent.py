@@ -38,7 +38,7 @@ from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox,
     PodActions, PodRecord, StartError, StopReason,
 )
-from kubelite.errors import NotFoundError, RuntimeError_
+from kubelite.errors import NotFoundError, RuntimeError_, StoreError
 from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, Runtime, SandboxConfig, SandboxState
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store, dumps
@@ -114,6 +114,7 @@ class Agent:
         self.manifests_dirty = True
         self.next_manifest_scan: datetime | None = None
         self.wake = threading.Event()
+        self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self._load()
 
@@ -129,6 +130,9 @@ class Agent:
     # ------------------------------------------------------------------ start-up
 
     def _load(self) -> None:
+        """Fill the in-memory mirror from the store (at start, and after a failed write)."""
+        self.pods, self.sandboxes, self.pod_sandboxes, self.containers, self.by_pod = {}, {}, {}, {}, {}
+        self.snapshot, self.manifests_dirty, self.problems = None, True, set()
         state = self.store.load()
         for row in state.pods:
             pod = Pod.model_validate_json(row["manifest"])
@@ -148,17 +152,52 @@ class Agent:
         for uid, c in state.containers.values():
             self._put_container(uid, c)
         self.backoff, self.start_errors = state.backoff, state.start_errors
+
+    def _write_all(self) -> None:
+        """Write everything the agent holds (into a database that was deleted under it)."""
         with self.store.transaction():
-            self.store.set_meta("manifests", str(self.config.manifests))
-            self.store.set_meta("node_name", self.config.node_name)
+            self._write_meta()
+            for entry in self.pods.values():
+                self.persist(entry)
+            for sid, (uid, sb) in self.sandboxes.items():
+                self.store.put_sandbox(uid, sb)
+            for cid, (uid, c) in self.containers.items():
+                self.store.put_container(uid, c)
+            for entry in self.backoff.values():
+                self.store.put_backoff(entry)
+            for (uid, name), error in self.start_errors.items():
+                self.store.put_start_error(uid, name, error)
+
+    def _write_meta(self) -> None:
+        self.store.set_meta("manifests", str(self.config.manifests))
+        self.store.set_meta("node_name", self.config.node_name)
 
     # ------------------------------------------------------------------ the pass
 
     def run_once(self) -> datetime | None:
-        """One reconcile pass; returns when the next pass is due at the latest."""
+        """One reconcile pass; returns when the next pass is due at the latest.
+
+        A pass is one transaction. If it cannot be written (a full disk), the in-memory mirror is
+        reloaded from the store, so that the next pass derives and writes everything again rather
+        than run ahead of what the database holds.
+        """
         self.wake.clear()
+        if self.store.replaced():
+            log.warning("%s was deleted or replaced while kubelite ran: writing the state again", self.store.path)
+            self.store.reopen()
+            self._write_all()
+        try:
+            return self._pass()
+        except StoreError:
+            self._load()
+            raise
+
+    def _pass(self) -> datetime | None:
         now = self.clock()
         with self.store.transaction():
+            if not self.meta_written:
+                self._write_meta()
+                self.meta_written = True
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
             self.relist(now)

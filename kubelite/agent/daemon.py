@@ -20,7 +20,7 @@ from typing import IO, Callable
 
 from kubelite import __version__
 from kubelite.agent.agent import Agent, AgentConfig, utcnow
-from kubelite.errors import UsageError
+from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
@@ -28,6 +28,8 @@ from kubelite.store.store import Store
 log = logging.getLogger("kubelite")
 #: Pause after an unexpected error in a pass, so a persistent bug cannot spin the CPU.
 ERROR_PAUSE_S = 1.0
+#: A failure that repeats is logged again at most this often.
+ERROR_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -108,13 +110,23 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
              config.root, options.runtime, config.node_name)
     watcher.start()
     try:
+        last_error, last_logged = "", 0.0
         while not stop.is_set():
             try:
                 wake = agent.run_once()
+            except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
+                if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
+                    log.error("reconcile pass failed: %s; retrying", exc)
+                    last_error, last_logged = str(exc), time.monotonic()
+                stop.wait(ERROR_PAUSE_S)
+                continue
             except Exception:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
                 log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
-                time.sleep(ERROR_PAUSE_S)
+                stop.wait(ERROR_PAUSE_S)
                 continue
+            if last_error:
+                log.info("reconcile passes succeed again")
+                last_error = ""
             timeout = config.relist_period_s
             if wake is not None:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))

@@ -16,6 +16,7 @@ from kubelite.api.models import Container, Pod, Probe
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+UID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
 IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
@@ -61,6 +62,10 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
         errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain "
                                                   "(a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"))
     errors += _label("metadata.namespace", meta.namespace)
+    if meta.uid is not None and (not UID.match(meta.uid) or ".." in meta.uid):
+        # the uid names directories and cgroups on this machine: nothing that could lead elsewhere
+        errors.append(FieldIssue("metadata.uid", "Invalid value: must be at most 128 characters of a-z, A-Z, 0-9, "
+                                                 "'-', '_' and '.', starting and ending with a letter or digit"))
 
     spec = pod.spec
     if spec.restart_policy not in RESTART_POLICIES:

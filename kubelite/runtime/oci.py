@@ -27,6 +27,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import signal as signals
 import socket
@@ -79,6 +80,16 @@ def find_binaries() -> dict[str, str]:
         raise MissingDependency(f"the OCI runtime needs {', '.join(missing)}: "
                                 f"run 'apt-get install {' '.join(missing)}' (or scripts/run as root)")
     return found
+
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+
+
+def _safe_name(name: str) -> str:
+    """A pod uid or container id used as one path component: refused if it could lead elsewhere."""
+    if not _SAFE_NAME.match(name) or ".." in name:
+        raise RuntimeError_(f"refusing an unsafe name for a path on this machine: {name!r}")
+    return name
 
 
 def instance_name(root: Path) -> str:
@@ -146,7 +157,10 @@ def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT
         timer.start()
         sync_child.close()
         start_child.close()
-        start_parent.sendall(b"0")
+        try:
+            start_parent.sendall(b"0")
+        except OSError:  # conmon already gave up: its stderr says why
+            pass
         sync_parent.settimeout(timeout)
         data = b""
         while not data.endswith(b"\n"):
@@ -264,14 +278,18 @@ class OCIRuntime:
             err.seek(0)
             result.stderr = err.read()
         if check and result.returncode != 0:
-            message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1]
+            message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1].strip()
             if "does not exist" in message or "not exist" in message:
                 raise NotFoundError(f"runc {args[0]}: {message}")
             raise RuntimeError_(f"runc {args[0]}: {message}")
         return result
 
     def _pod_cgroup(self, uid: str) -> str:
-        return f"/{self.instance}/pod{uid}"
+        return f"/{self.instance}/pod{_safe_name(uid)}"
+
+    def _pod_dir(self, uid: str) -> Path:
+        """`<root>/pods/<uid>`: the uid is checked again here, so that no path leads out of the root."""
+        return self.root / "pods" / _safe_name(uid)
 
     # ------------------------------------------------------------------ sandboxes
 
@@ -344,7 +362,7 @@ class OCIRuntime:
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
             linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
-            shutil.rmtree(self.root / "pods" / record.uid, ignore_errors=True)
+            shutil.rmtree(self._pod_dir(record.uid), ignore_errors=True)
 
     def list_sandboxes(self) -> list[SandboxInfo]:
         with self._lock:
@@ -386,7 +404,7 @@ class OCIRuntime:
             raise RuntimeError_(f'image "{config.container.image}" is not present')
         container_id = uuid.uuid4().hex
         bundle = self.container_dir / container_id
-        layer = self.root / "pods" / config.uid / "containers" / container_id
+        layer = self._pod_dir(config.uid) / "containers" / container_id
         rootfs = layer / "rootfs"
         for path in (bundle / "persist", layer / "upper", layer / "work", rootfs):
             path.mkdir(parents=True, exist_ok=True)
@@ -478,7 +496,7 @@ class OCIRuntime:
             os.kill(record.pid, signals.SIGKILL)
         self._runc("delete", "--force", record.id, check=False)
         (self.socket_dir / record.id).unlink(missing_ok=True)  # conmon's attach socket link
-        layer = self.root / "pods" / record.uid / "containers" / record.id
+        layer = self._pod_dir(record.uid) / "containers" / record.id
         linux.unmount(layer / "rootfs")
         shutil.rmtree(layer, ignore_errors=True)
         shutil.rmtree(self.container_dir / record.id, ignore_errors=True)

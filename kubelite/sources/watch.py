@@ -40,6 +40,9 @@ from kubelite.sources.manifests import is_manifest_name
 
 log = logging.getLogger(__name__)
 
+#: A complete change hinted at once must come this long after the previous hint: a burst of
+#: writes (a `git checkout`, a script) still coalesces, a second edit a moment later does not wait.
+URGENT_GAP_S = 0.05
 #: A continuous stream of events still gives a hint at least this often.
 MAX_HINT_DELAY_S = 1.0
 #: Events that may change what a manifest says (opening or reading a file does not).
@@ -101,7 +104,7 @@ class _Debouncer:
             self._last = time.monotonic()
             if self._first is None:
                 self._first = self._last
-            if now and self._last - self._fired >= self._quiet_s:  # a burst's first complete change only
+            if now and self._last - self._fired >= min(self._quiet_s, URGENT_GAP_S):  # not mid-burst
                 self._urgent = True
             self._cond.notify()
 

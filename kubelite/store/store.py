@@ -9,6 +9,7 @@ between rows and the engine's records (`ObservedContainer`, `ObservedSandbox`, `
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +27,7 @@ from kubelite.errors import StoreError
 from kubelite.store import schema
 
 DB_NAME = "kubelite.db"
+log = logging.getLogger("kubelite.store")
 
 
 def _upsert(table: Any, keys: list[str], **overrides: Any) -> Any:
@@ -81,16 +83,44 @@ class Store:
     def __init__(self, root: Path) -> None:
         root.mkdir(parents=True, exist_ok=True)
         self.path = root / DB_NAME
+        if self.path.exists() and self.path.stat().st_size == 0:
+            log.warning("%s is empty (truncated?): rebuilding the state from the manifests and the running "
+                        "containers", self.path)
         self.engine = create_engine(f"sqlite:///{self.path}", future=True)
         event.listen(self.engine, "connect", self._on_connect)
         self._conn: Connection | None = None
         try:
             self.upgrade()
+            with self.engine.connect() as conn:
+                verdict = conn.execute(text("PRAGMA quick_check")).scalar()
+            if verdict != "ok":
+                raise DatabaseError("PRAGMA quick_check", None, Exception(str(verdict).splitlines()[0]))
         except DatabaseError as exc:
             self.engine.dispose()
-            raise StoreError(f"{self.path}: the state database is damaged ({exc.orig}); kubelite will not "
-                             "guess what it held — move the file aside and kubelite rebuilds its state from the "
-                             "manifests and the running containers") from None
+            raise self.damaged(exc) from None
+        self.identity = self._identity()
+
+    def damaged(self, exc: DatabaseError) -> StoreError:
+        return StoreError(f"{self.path}: the state database is damaged ({exc.orig}); kubelite will not guess what "
+                          "it held — move the file aside and kubelite rebuilds its state from the manifests and "
+                          "the running containers")
+
+    def _identity(self) -> tuple[int, int] | None:
+        try:
+            info = self.path.stat()
+        except FileNotFoundError:
+            return None
+        return info.st_dev, info.st_ino
+
+    def replaced(self) -> bool:
+        """True when the database file is no longer the one this store opened (deleted or moved)."""
+        return self._identity() != self.identity
+
+    def reopen(self) -> None:
+        """Open the database file anew (a fresh one if it was deleted) at the current schema."""
+        self.engine.dispose()
+        self.upgrade()
+        self.identity = self._identity()
 
     @staticmethod
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -131,12 +161,15 @@ class Store:
         if self._conn is not None:
             yield self
             return
-        with self.engine.begin() as conn:
-            self._conn = conn
-            try:
-                yield self
-            finally:
-                self._conn = None
+        try:
+            with self.engine.begin() as conn:
+                self._conn = conn
+                try:
+                    yield self
+                finally:
+                    self._conn = None
+        except DatabaseError as exc:  # disk full, file damaged: one line, not a SQL dump
+            raise StoreError(f"{self.path}: cannot write the state database ({exc.orig})") from None
 
     @property
     def conn(self) -> Connection:
@@ -160,6 +193,12 @@ class Store:
     # ------------------------------------------------------------------ load
 
     def load(self) -> StoredState:
+        try:
+            return self._load()
+        except DatabaseError as exc:
+            raise self.damaged(exc) from None
+
+    def _load(self) -> StoredState:
         state = StoredState()
         with self.engine.connect() as conn:
             state.pods = [dict(r._mapping) for r in conn.execute(select(schema.pods))]
