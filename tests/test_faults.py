@@ -28,17 +28,17 @@ from typing import Any, Callable, Iterator
 import pytest
 import sqlalchemy.exc
 import yaml
-from freezegun import freeze_time
 
-from kubelite.agent.agent import Agent, AgentConfig
+from kubelite.agent.agent import Agent
 from kubelite.api.decode import DesiredPod, decode_document
 from kubelite.core.types import ContainerState
 from kubelite.errors import KubeliteError, StoreError
-from kubelite.runtime.fake import Behavior, FakeRuntime
+from kubelite.runtime.fake import Behavior
 from kubelite.runtime.protocol import SandboxState
 from kubelite.store.reader import Reader
 from kubelite.store.store import Store
-from tests.helpers import T0, pod_doc
+from tests.helpers import pod_doc
+from tests.simulated import SimulatedNode, simulated_node
 
 REPO = Path(__file__).resolve().parent.parent
 DB_FILES = ("kubelite.db", "kubelite.db-wal", "kubelite.db-shm")
@@ -246,63 +246,13 @@ def fake_doc(pod: str, rng: random.Random) -> dict[str, Any]:
 # ====================================================================== the fake node
 
 
-@dataclass
-class Fake:
-    manifests: Path
-    root: Path
-    runtime: FakeRuntime
-    store: Store
-    agent: Agent
-    clock: Any
-
-    def write(self, name: str, doc: dict[str, Any]) -> Path:
-        path = self.manifests / name
-        path.write_text(yaml.safe_dump(doc))
-        self.agent.hint_manifests()
-        return path
-
-    def settle(self) -> None:
-        for _ in range(200):
-            wake = self.agent.run_once()
-            if wake is None or wake > self.runtime.clock():
-                return
-        raise AssertionError("the agent did not settle")
-
-    def advance(self, seconds: float) -> None:
-        self.clock.tick(timedelta(seconds=seconds))
-        self.settle()
-
-    def restart_agent(self) -> None:
-        self.store.close()
-        self.store = Store(self.root)
-        self.agent = Agent(store=self.store, runtime=self.runtime, config=self.agent.config)
-
-    def creates(self) -> int:
-        return sum(1 for op, _ in self.runtime.calls if op == "create_container")
-
-    def containers(self) -> dict[str, dict[str, Any]]:
-        """Pod name → its app container's status, as the CLI reads it."""
-        reader = Reader(self.root)
-        try:
-            return {p["metadata"]["name"]: p["status"]["containerStatuses"][0] for p in reader.pods()
-                    if p.get("status", {}).get("containerStatuses")}
-        finally:
-            reader.close()
+Fake = SimulatedNode
 
 
 @pytest.fixture
 def fake(tmp_path: Path):
-    manifests = tmp_path / "manifests"
-    manifests.mkdir()
-    root = tmp_path / "state"
-    with freeze_time(T0) as clock:
-        runtime = FakeRuntime()
-        store = Store(root)
-        agent = Agent(store=store, runtime=runtime, config=AgentConfig(manifests=manifests, root=root,
-                                                                       node_name="node1"))
-        f = Fake(manifests, root, runtime, store, agent, clock)
-        yield f
-        f.store.close()
+    with simulated_node(tmp_path) as node:
+        yield node
 
 
 # ====================================================================== 2. churn
