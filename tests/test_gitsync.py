@@ -447,3 +447,50 @@ def test_a_serving_daemon_follows_commits(tmp_path, remote):
                 process.kill()
         log.close()
     assert syncer.returncode == 0 and daemon.returncode == 0
+
+
+def test_serve_with_sync_repo_follows_commits_and_pods_carry_their_commit(tmp_path, remote):
+    """One process: `kubelite serve --sync-repo`; `describe pod` names the commit a pod came from."""
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    link = tmp_path / "etc" / "manifests"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "KUBELITE_ROOT": str(tmp_path / "state"),
+           "KUBELITE_RUN_DIR": str(tmp_path / "run"), "KUBELITE_MANIFESTS": str(link)}
+    log = open(tmp_path / "serve.log", "w+")
+    daemon = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake",
+                               "--sync-repo", str(remote.bare), "--sync-ref", "main", "--sync-path", "manifests",
+                               "--sync-interval", "0.2s"], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def pods() -> dict[str, dict]:
+        out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "get", "pods", "-o", "json"], env=env,
+                             capture_output=True, text=True, timeout=20, cwd=REPO).stdout
+        return {p["metadata"]["name"]: p for p in json.loads(out)["items"]} if out else {}
+
+    def wait_for(check, what: str) -> None:
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if check():
+                return
+            time.sleep(0.1)
+        log.seek(0)
+        raise AssertionError(f"timed out waiting for {what}\n{log.read()}")
+
+    try:
+        wait_for(lambda: "web" in pods(), "web")
+        assert pods()["web"]["metadata"]["annotations"]["kubelite.io/commit"] == first
+        second = remote.commit({"manifests/db.yaml": pod_yaml("db")})
+        wait_for(lambda: set(pods()) == {"web", "db"}, "db")
+        assert pods()["db"]["metadata"]["annotations"]["kubelite.io/commit"] == second
+        described = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "describe", "pod", "db"], env=env,
+                                   capture_output=True, text=True, timeout=20, cwd=REPO).stdout
+        assert f"kubelite.io/commit: {second}" in described
+        status = json.loads(subprocess.run([sys.executable, "-m", "kubelite.cli.main", "get", "sync", "-o", "json"],
+                                           env=env, capture_output=True, text=True, timeout=20, cwd=REPO).stdout)
+        assert status["commit"] == second
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        try:
+            daemon.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+        log.close()
+    assert daemon.returncode == 0

@@ -40,6 +40,7 @@ from kubelite.core.types import (
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
 from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, Runtime, SandboxConfig, SandboxState
+from kubelite.sources import gitsync
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store, dumps
 
@@ -47,6 +48,8 @@ log = logging.getLogger("kubelite.agent")
 
 #: The kubelet retries a pod whose sync failed after this long (pod worker `backOffPeriod`).
 SYNC_ERROR_RETRY_S = 10.0
+#: The git commit a pod's manifest came from, when kubelite follows a repository.
+COMMIT_ANNOTATION = "kubelite.io/commit"
 #: The kubelet's image pull backoff: `imageBackOffPeriod` 10 s to `MaxImageBackOff` 300 s.
 IMAGE_BACKOFF = BackoffPolicy(initial_s=10.0, max_s=300.0)
 #: Container attempts kept per container name: the current one and the previous one (lastState).
@@ -80,6 +83,7 @@ class PodEntry:
     resource_version: int = 0
     holds: list[BackoffHold] = field(default_factory=list)
     retry_at: datetime | None = None
+    commit: str | None = None          # the git commit whose manifest defined this version
 
     @property
     def uid(self) -> str:
@@ -116,6 +120,7 @@ class Agent:
         self.wake = threading.Event()
         self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -145,7 +150,8 @@ class Agent:
                                               failed_reason=row["failed_reason"], failed_message=row["failed_message"],
                                               terminal_phase=row["terminal_phase"]),
                              deleted_at=_dt(row["deleted_at"]), status=obj.get("status", {}),
-                             resource_version=row["resource_version"])
+                             resource_version=row["resource_version"],
+                             commit=obj["metadata"].get("annotations", {}).get(COMMIT_ANNOTATION))
             self.pods[entry.uid] = entry
         for uid, sb in state.sandboxes.values():
             self._put_sandbox(uid, sb)
@@ -202,6 +208,7 @@ class Agent:
                 self.sync_manifests(now)
             self.relist(now)
             self.record_hook_failures(now)
+            self.record_sync_results(now)
             wake: datetime | None = self.next_manifest_scan
             self.terminating_keys = {e.key for e in self.pods.values() if e.deleted_at is not None}
             for uid in list(self.pods):
@@ -230,13 +237,14 @@ class Agent:
             if e.deleted_at is None:
                 previous.setdefault(e.source, []).append(e.desired)
         resolution = sources.resolve(snapshot, previous)
+        commit = gitsync.commit_of(self.config.manifests, self.config.root)
         wanted = set()
         for key, desired in resolution.pods.items():
             source = resolution.sources[key]
             wanted.add(desired.uid)
             entry = self.pods.get(desired.uid)
             if entry is None:
-                entry = PodEntry(desired, source, now)
+                entry = PodEntry(desired, source, now, commit=commit)
                 self.pods[desired.uid] = entry
                 self.event(entry, "Normal", "Scheduled",
                            f"Successfully assigned {key} to {self.config.node_name}", now)
@@ -244,7 +252,7 @@ class Agent:
             elif entry.deleted_at is None and (_meta_and_spec(entry.desired) != _meta_and_spec(desired)
                                                or entry.source != source):
                 log.info("pod %s: manifest changed (%s)", key, source)
-                entry.desired, entry.source = desired, source
+                entry.desired, entry.source, entry.commit = desired, source, commit
                 self.persist(entry)
         for entry in self.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
@@ -583,6 +591,16 @@ class Agent:
         self._signal(container_id, "TERM")
         self.wake.set()
 
+    def record_sync_results(self, now: datetime) -> None:
+        """Write what the git sync thread reported: its status, and an event per outcome."""
+        while not self.sync_results.empty():
+            result = self.sync_results.get()
+            self.store.set_meta(gitsync.SYNC_META_KEY, result.status.to_json())
+            if result.outcome in gitsync.SYNC_EVENTS:
+                type_, reason = gitsync.SYNC_EVENTS[result.outcome]
+                self.store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,
+                                        reason=reason, message=result.message[:1000], now=now)
+
     def record_hook_failures(self, now: datetime) -> None:
         while not self.hook_failures.empty():
             uid, name, failure = self.hook_failures.get()
@@ -669,6 +687,8 @@ class Agent:
         annotations = meta.setdefault("annotations", {})
         annotations.update({"kubernetes.io/config.source": "file", "kubernetes.io/config.hash": entry.uid,
                             "kubelite.io/source": entry.source})
+        if entry.commit:
+            annotations[COMMIT_ANNOTATION] = entry.commit
         obj["spec"]["nodeName"] = self.config.node_name
         obj["status"] = entry.status
         return obj

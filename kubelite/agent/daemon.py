@@ -33,10 +33,22 @@ ERROR_LOG_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
+class SyncOptions:
+    """`serve --sync-repo`: follow a git repository into the manifests path (a symlink)."""
+
+    repo: str
+    ref: str = "HEAD"
+    path: str = ""
+    interval_s: float = 30.0
+    allow_empty: bool = False
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     agent: AgentConfig
     run_dir: Path
     runtime: str = "runc"
+    sync: SyncOptions | None = None
 
 
 class _UTCFormatter(logging.Formatter):
@@ -87,6 +99,27 @@ def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtim
     raise UsageError(f"unknown runtime {options.runtime!r}")
 
 
+def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> None:
+    """Run the git sync beside the agent: it swaps the manifests symlink; the watcher and the agent
+    do the rest. Its results go to the agent, which writes them (one writer)."""
+    from kubelite.sources.gitsync import GitSync
+
+    syncer = GitSync(options.repo, ref=options.ref, path=options.path, root=config.root, link=config.manifests,
+                     allow_empty=options.allow_empty, interval_s=options.interval_s)
+
+    def loop() -> None:
+        while not stop.is_set():
+            result = syncer.sync_once()
+            if result.outcome != "unchanged":
+                log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
+                        "sync: %s", result.message)
+            agent.sync_results.put(result)
+            agent.hint_manifests()
+            stop.wait(result.delay_s)
+
+    threading.Thread(target=loop, name="kubelite-git-sync", daemon=True).start()
+
+
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
@@ -109,6 +142,8 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
              config.root, options.runtime, config.node_name)
     watcher.start()
+    if options.sync is not None:
+        start_sync(options.sync, config, agent, stop)
     try:
         last_error, last_logged = "", 0.0
         while not stop.is_set():

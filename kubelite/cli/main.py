@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="first CrashLoopBackOff delay (default 10)")
     serve.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS",
                        help="maximum CrashLoopBackOff delay (default 300)")
+    serve.add_argument("--sync-repo", default=None, metavar="URL",
+                       help="follow this git repository: the manifests path becomes a symlink kubelite swaps")
+    serve.add_argument("--sync-ref", default="HEAD", metavar="REF", help="branch, tag or commit (default HEAD)")
+    serve.add_argument("--sync-path", default="", metavar="SUBDIR", help="the manifests' directory in the repository")
+    serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
+    serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
 
     get = sub.add_parser("get", help="list pods or events")
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")

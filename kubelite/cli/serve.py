@@ -10,7 +10,7 @@ from kubelite.cli import config
 
 def run(args: argparse.Namespace) -> int:
     from kubelite.agent.agent import AgentConfig
-    from kubelite.agent.daemon import ServeOptions, configure_logging, serve
+    from kubelite.agent.daemon import ServeOptions, SyncOptions, configure_logging, serve
     from kubelite.core.types import BackoffPolicy
     from kubelite.errors import UsageError
 
@@ -24,4 +24,10 @@ def run(args: argparse.Namespace) -> int:
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
                         relist_period_s=args.relist_period, backoff=backoff)
-    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime))
+    sync = None
+    if args.sync_repo:
+        from kubelite.cli.sync import parse_duration
+
+        sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
+                           interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
+    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync))

@@ -20,7 +20,6 @@ import signal
 import sys
 import threading
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Sequence
 
 from kubelite.cli import config
@@ -201,17 +200,15 @@ def sync(args: argparse.Namespace) -> int:
 
 
 #: outcome → (event type, reason)
-_EVENTS = {"applied": ("Normal", "SyncApplied"), "rejected": ("Warning", "SyncRejected"),
-           "failed": ("Warning", "SyncFailed"), "drift": ("Warning", "DriftCorrected")}
-
-
 def _record(store: Any, result: Any) -> None:
     """The status into meta "sync", and an event for anything but "unchanged"."""
+    from kubelite.sources.gitsync import SYNC_EVENTS
+
     now = datetime.now(timezone.utc)
     with store.transaction():
         store.set_meta(META_KEY, result.status.to_json())
-        if result.outcome in _EVENTS:
-            type_, reason = _EVENTS[result.outcome]
+        if result.outcome in SYNC_EVENTS:
+            type_, reason = SYNC_EVENTS[result.outcome]
             store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,
                                reason=reason, message=result.message[:1000], now=now)
 

@@ -141,6 +141,23 @@ class SyncResult:
     previous: str | None = None  # the commit replaced, for "applied"
 
 
+#: The event each sync outcome records ("unchanged" records none): (type, reason).
+SYNC_EVENTS = {"applied": ("Normal", "SyncApplied"), "rejected": ("Warning", "SyncRejected"),
+               "failed": ("Warning", "SyncFailed"), "drift": ("Warning", "DriftCorrected")}
+#: Where the status lives in the state database's `meta` table.
+SYNC_META_KEY = "sync"
+
+
+def commit_of(link: Path, root: Path) -> str | None:
+    """The commit a manifests path leads into, when it leads into one of kubelite's worktrees."""
+    try:
+        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(Path(root) / "git" / "worktrees"))
+    except ValueError:
+        return None
+    name = relative.parts[0] if relative.parts else ""
+    return name[:40] if re.fullmatch(r"[0-9a-f]{40}(\.\d+)?", name) else None
+
+
 class GitSync:
     """The sync engine for one repository, ref and sub-directory. Not thread-safe: one caller."""
 
