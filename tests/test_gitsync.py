@@ -486,6 +486,8 @@ def test_serve_with_sync_repo_follows_commits_and_pods_carry_their_commit(tmp_pa
         status = json.loads(subprocess.run([sys.executable, "-m", "kubelite.cli.main", "get", "sync", "-o", "json"],
                                            env=env, capture_output=True, text=True, timeout=20, cwd=REPO).stdout)
         assert status["commit"] == second
+        other = cli("sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once", env=env)
+        assert other.returncode == 1 and "another kubelite sync is already running" in other.stderr
     finally:
         daemon.send_signal(signal.SIGTERM)
         try:

@@ -102,20 +102,22 @@ def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtim
 def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> None:
     """Run the git sync beside the agent: it swaps the manifests symlink; the watcher and the agent
     do the rest. Its results go to the agent, which writes them (one writer)."""
-    from kubelite.sources.gitsync import GitSync
+    from kubelite.sources.gitsync import GitSync, hold_sync_lock
 
+    lock = hold_sync_lock(config.root)  # before the thread: a second sync is refused at once
     syncer = GitSync(options.repo, ref=options.ref, path=options.path, root=config.root, link=config.manifests,
                      allow_empty=options.allow_empty, interval_s=options.interval_s)
 
     def loop() -> None:
-        while not stop.is_set():
-            result = syncer.sync_once()
-            if result.outcome != "unchanged":
-                log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
-                        "sync: %s", result.message)
-            agent.sync_results.put(result)
-            agent.hint_manifests()
-            stop.wait(result.delay_s)
+        with lock:  # held while the sync runs
+            while not stop.is_set():
+                result = syncer.sync_once()
+                if result.outcome != "unchanged":
+                    log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
+                            "sync: %s", result.message)
+                agent.sync_results.put(result)
+                agent.hint_manifests()
+                stop.wait(result.delay_s)
 
     threading.Thread(target=loop, name="kubelite-git-sync", daemon=True).start()
 

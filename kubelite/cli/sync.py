@@ -25,7 +25,6 @@ from typing import Any, Sequence
 from kubelite.cli import config
 
 META_KEY = "sync"
-LOCK_NAME = "sync.lock"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 
 
@@ -147,11 +146,10 @@ def _span(seconds: int) -> str:
 
 
 def sync(args: argparse.Namespace) -> int:
-    import fcntl
     import logging
 
     from kubelite.errors import UsageError
-    from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus
+    from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
     from kubelite.store.store import Store
 
     logging.basicConfig(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
@@ -159,13 +157,7 @@ def sync(args: argparse.Namespace) -> int:
     log = logging.getLogger("kubelite.sync")
     root = config.root(getattr(args, "root", None))
     link = config.manifests(getattr(args, "manifests", None))
-    root.mkdir(parents=True, exist_ok=True)
-    lock = open(root / LOCK_NAME, "a+")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        lock.close()
-        raise UsageError(f"another kubelite sync is already running with state root {root}") from None
+    lock = hold_sync_lock(root)
 
     store = Store(root)
     try:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import fcntl
 import os
 import re
 import shutil
@@ -37,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from kubelite.errors import KubeliteError
@@ -146,6 +148,19 @@ SYNC_EVENTS = {"applied": ("Normal", "SyncApplied"), "rejected": ("Warning", "Sy
                "failed": ("Warning", "SyncFailed"), "drift": ("Warning", "DriftCorrected")}
 #: Where the status lives in the state database's `meta` table.
 SYNC_META_KEY = "sync"
+
+
+def hold_sync_lock(root: Path) -> IO[str]:
+    """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
+    runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
+    root.mkdir(parents=True, exist_ok=True)
+    lock = open(root / "sync.lock", "a+")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        raise SyncError(f"another kubelite sync is already running with state root {root}") from None
+    return lock
 
 
 def commit_of(link: Path, root: Path) -> str | None:
