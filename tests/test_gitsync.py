@@ -496,3 +496,25 @@ def test_serve_with_sync_repo_follows_commits_and_pods_carry_their_commit(tmp_pa
             daemon.kill()
         log.close()
     assert daemon.returncode == 0
+
+
+def test_a_full_disk_keeps_the_last_good_commit_and_backs_off(tmp_path, remote, clock):
+    if os.geteuid() != 0:
+        if os.environ.get("CI"):
+            pytest.fail("this test mounts a small tmpfs: it needs root, and CI has it")
+        pytest.skip("needs root to mount a small tmpfs")
+    small = tmp_path / "small"
+    small.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(small)], check=True)
+    try:
+        first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+        sync = GitSync(str(remote.bare), ref="main", path="manifests", root=small / "state",
+                       link=small / "manifests", clock=clock)
+        assert sync.sync_once().outcome == "applied"
+        remote.commit({"manifests/db.yaml": pod_yaml("db"), "manifests/big.bin": "x" * (3 * 1024 * 1024)})
+        result = sync.sync_once()
+        assert result.outcome == "failed" and result.delay_s > 0
+        assert sync.status.commit == first and sync.status.last_error
+        assert pods(small / "manifests") == {"web": "busybox:1.36"}, "the last good commit keeps running"
+    finally:
+        subprocess.run(["umount", "-l", str(small)], check=False)
