@@ -42,7 +42,6 @@ from __future__ import annotations
 import os
 import random
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,7 +54,7 @@ from typing import Any, Callable
 from kubelite.sources.gitsync import GitSync
 from kubelite.store.reader import Reader
 
-from bench.common import REPO, Row, duration, print_table, record_summary, summarize
+from bench.common import REPO, Row, duration, print_table, record_summary, stop_process, summarize
 
 #: Timed rounds per interval, after WARMUPS untimed ones.
 ROUNDS = {1.0: 12, 0.2: 20}
@@ -188,14 +187,7 @@ class Daemon:
             self.reader = None
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # the daemon this run started, by its PID
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = stop_process(self.proc), None
         return code
 
     def pod(self, name: str) -> dict[str, Any] | None:

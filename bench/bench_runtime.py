@@ -81,7 +81,7 @@ from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
 from kubelite.sources.watch import ManifestWatcher
 
-from bench.common import REPO, Row, duration, print_table, record_summary, summarize, target
+from bench.common import REPO, Row, duration, print_table, record_summary, stop_process, summarize, target
 
 START_RUNS = 12
 START_WARMUPS = 1
@@ -418,14 +418,7 @@ class Node:
     def stop(self) -> int | None:
         if self.proc is None:
             return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()  # the daemon this run started, by its PID
-                self.proc.wait()
-        code, self.proc = self.proc.returncode, None
+        code, self.proc = stop_process(self.proc), None
         return code
 
     # manifests

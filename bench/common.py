@@ -13,13 +13,15 @@ from __future__ import annotations
 import json
 import os
 import platform
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 #: The repository root (bench/ lives directly under it).
 REPO = Path(__file__).resolve().parent.parent
@@ -183,3 +185,15 @@ def read_summary(path: Path) -> list[tuple[str, list[Row]]]:
             record = json.loads(line)
             out.append((record["bench"], [Row(**r) for r in record["rows"]]))
     return out
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> int:
+    """SIGTERM a daemon this run started, SIGKILL it (by its PID) if it does not stop; its exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
