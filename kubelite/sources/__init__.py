@@ -1,4 +1,4 @@
-"""Where desired pods come from: the manifest directory.
+"""Where desired pods come from: the manifest directory, and the git repository that may feed it.
 
 Modules:
 
@@ -7,4 +7,6 @@ Modules:
   edit keeps the last valid version.
 * `watch` — change hints from inotify (watchdog), debounced, following a manifest directory that
   is re-created or swapped as a symlink. Hints only: the agent rescans on each one.
+* `gitsync` — following a git repository: a worktree per commit, validated whole, swapped in
+  as the manifests symlink; status, backoff, drift, redacted credentials.
 """
