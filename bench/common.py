@@ -143,7 +143,7 @@ def machine() -> list[tuple[str, str]]:
         ("cpu", f"{_cpu_model()}, {_cores()} cores"),
         ("memory", _memory()),
         ("kernel", f"{platform.system()} {platform.release()}"),
-        ("python", f"{platform.python_implementation()} {platform.python_version()} ({sys.executable})"),
+        ("python", f"{platform.python_implementation()} {platform.python_version()} ({_shown(sys.executable)})"),
     ]
 
 
@@ -197,3 +197,11 @@ def stop_process(proc: subprocess.Popen[Any]) -> int:
             proc.kill()
             proc.wait()
     return proc.returncode
+
+
+def _shown(path: str) -> str:
+    """A path as the tables print it: relative to the repository when inside it (no machine's paths)."""
+    try:
+        return os.path.relpath(path, REPO) if os.path.abspath(path).startswith(str(REPO) + os.sep) else path
+    except ValueError:
+        return path
