@@ -20,15 +20,15 @@ mode, no inherited `GIT_*` variables, and only in directories this module create
 (`https://user:token@host/x`) are replaced by `***` in every message and in the status.
 
 The status (`SyncStatus`) is plain data, serialisable to JSON; persisting it is the caller's job
-(the CLI stores it in the state database's `meta` table under "sync"). Reads the clock only
-through the injected `clock`.
+(`kubelite sync`, or the agent for `serve --sync-repo`, stores it in the state database's `meta`
+table under "sync"). Reads the clock only through the injected `clock`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import fcntl
+import json
 import os
 import re
 import shutil
