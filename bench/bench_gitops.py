@@ -54,7 +54,7 @@ from typing import Any, Callable
 from kubelite.sources.gitsync import GitSync
 from kubelite.store.reader import Reader
 
-from bench.common import REPO, Row, duration, print_table, record_summary, stop_process, summarize
+from bench.common import REPO, Row, cpu_ns, duration, print_table, record_summary, stop_process, summarize
 
 #: Timed rounds per interval, after WARMUPS untimed ones.
 ROUNDS = {1.0: 12, 0.2: 20}
@@ -118,17 +118,6 @@ def cpu_ticks(pid: int, *, children: bool = False) -> int:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     first = 13 if children else 11  # proc(5) fields 14+15 (16+17); fields[0] is field 3
     return int(fields[first]) + int(fields[first + 1])
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of every live thread of `pid` (schedstat, ns)."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(stat.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 @dataclass(frozen=True)

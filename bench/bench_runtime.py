@@ -11,8 +11,8 @@ Measures, in one run (figures are printed, never asserted):
    trivial container (the busybox layer as a read-only root, `true` as the process), `unshare
    --net --ipc --uts --pid --fork --mount true` (the namespace floor), the infra sandbox alone:
    `runc create` + `runc start` of a bundle built by kubelite's own `ocispec.build_sandbox_spec`
-   (catatonit), waited for once by a blocking waitpid and once as kubelite's `_runc` waits
-   (`subprocess.run(..., timeout=30)`, which polls with sleeps of 1 ms doubling to 50 ms), and
+   (catatonit), waited for once by a blocking waitpid (as kubelite waits) and once by
+   `subprocess.run(..., timeout=30)`, which polls with sleeps of 1 ms doubling to 50 ms, and
    `OCIRuntime.run_sandbox()` itself on a second, in-process runtime with its own state root;
    `podman kube play` when podman is installed. One round of references runs while each pod
    waits out its grace period (the daemon idle).
@@ -81,7 +81,7 @@ from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
 from kubelite.sources.watch import ManifestWatcher
 
-from bench.common import REPO, Row, duration, print_table, record_summary, stop_process, summarize, target
+from bench.common import REPO, Row, cpu_ns, duration, print_table, record_summary, stop_process, summarize, target
 
 START_RUNS = 12
 START_WARMUPS = 1
@@ -309,17 +309,6 @@ def used_kib(samples: int = 5, interval: float = 0.05) -> int:
             values[key] = int(rest.split()[0])
         reads.append(values["MemTotal"] - values["MemAvailable"])
     return sorted(reads)[len(reads) // 2]
-
-
-def cpu_ns(pid: int) -> int:
-    """CPU time of every thread of `pid` so far (schedstat, ns); 0 when it is gone."""
-    total = 0
-    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
-        try:
-            total += int(stat.read_text().split()[0])
-        except (OSError, ValueError, IndexError):
-            pass
-    return total
 
 
 def cpu_ticks(pid: int, *, children: bool = False) -> int | None:
@@ -600,7 +589,7 @@ class References:
             run_blocking([self.unshare, "--net", "--ipc", "--uts", "--pid", "--fork", "--mount", "true"])
             self._add("unshare", time.perf_counter() - start, record)
         # kubelite's infra container: runc create + runc start of its bundle, waited for by a
-        # blocking waitpid and as kubelite's `_runc` waits; then OCIRuntime.run_sandbox() itself
+        # blocking waitpid (as kubelite waits) and by a polling subprocess.run; then OCIRuntime.run_sandbox() itself
         for label, polled in (("sandbox", False), ("sandbox polled", True)):
             cid = self._id("sandbox")
             try:
@@ -623,7 +612,7 @@ class References:
         self._add("run_sandbox", time.perf_counter() - start, record)
         self.runtime.remove_sandbox(sandbox_id)
         # the trivial container, created and started in two commands: waited for by a blocking
-        # waitpid, and as kubelite's `_runc` waits (`subprocess.run(..., timeout=30)`, which polls)
+        # waitpid (as kubelite waits), and by `subprocess.run(..., timeout=30)`, which polls
         for label, polled in (("create+start", False), ("create+start polled", True)):
             cid = self._id("create")
             try:
@@ -1124,7 +1113,7 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
     out.append(ref("runc run", "ref: runc run, trivial container (true)"))
     out.append(ref("unshare", "ref: unshare --net --ipc --uts --pid --fork --mount true"))
     out.append(ref("sandbox", "ref: infra sandbox alone, runc create + start (catatonit)"))
-    out.append(ref("sandbox polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
+    out.append(ref("sandbox polled", "ref: the same, waited for by polling (subprocess.run timeout=30)"))
     out.append(ref("run_sandbox", "ref: the same, kubelite's OCIRuntime.run_sandbox() in-process"))
     out.append(Row("ref: podman kube play", podman["play"], "-"))
 
@@ -1143,7 +1132,7 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
                       f"n={m}"))
     out.append(Row.of("  stage: Created -> Started (runc start)", summarize(crash.start), "-", f"n={m}"))
     out.append(ref("create+start", "ref: runc create + runc start, trivial (true)"))
-    out.append(ref("create+start polled", "ref: the same, subprocess.run(timeout=30) as kubelite's _runc"))
+    out.append(ref("create+start polled", "ref: the same, waited for by polling (subprocess.run timeout=30)"))
     out.append(ref("conmon", "ref: conmon (runc create) + runc start, trivial"))
     out.append(Row("ref: podman restart loop (kube play, restartPolicy Always)", podman["restart"], "-"))
 

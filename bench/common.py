@@ -205,3 +205,14 @@ def _shown(path: str) -> str:
         return os.path.relpath(path, REPO) if os.path.abspath(path).startswith(str(REPO) + os.sep) else path
     except ValueError:
         return path
+
+
+def cpu_ns(pid: int) -> int:
+    """CPU time of every thread of `pid` so far (schedstat, ns); 0 when it is gone."""
+    total = 0
+    for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+        try:
+            total += int(stat.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
