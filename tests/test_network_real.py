@@ -210,6 +210,36 @@ def test_a_host_port_in_use_is_reported_and_other_pods_run_on(node: Node, networ
         taken.close()
 
 
+def test_a_pod_whose_infra_process_dies_gets_a_new_sandbox_and_the_old_address_is_released(
+        node: Node, network: NetworkUnderTest):
+    node.write(web("web", free_port()))
+    node.until(lambda: node.running("web", "web") and node.status("web").get("podIP"), what="web running")
+    old_id, old_ip = sandbox_id(node, "web"), node.status("web")["podIP"]
+    record = json.loads((network.run_dir / "sandboxes" / old_id / "record.json").read_text())
+    os.kill(record["pid"], signal.SIGKILL)
+    node.until(lambda: sandbox_id(node, "web") != old_id and node.running("web", "web", restarts=1)
+               and node.status("web").get("podIP") not in (None, old_ip), timeout=30, what="a new sandbox")
+    new_id, new_ip = sandbox_id(node, "web"), node.status("web")["podIP"]
+    left = network.leftovers([old_id], [old_ip])
+    assert [item for item in left if not item.startswith("veth") and new_ip not in item and new_id not in item] == []
+    assert len([item for item in left if item.startswith("veth")]) == 1   # the new sandbox's
+    assert http_get(f"http://{new_ip}/") == "hello from web\n"
+
+
+def test_teardown_removes_the_masquerade_rule_also_when_the_namespace_is_gone(network: NetworkUnderTest):
+    require_cni()
+    net = network.make()
+    record = network.run_dir / "network.json"
+    sid = "gone" + uuid.uuid4().hex[:12]
+    attachment = net.setup(record, sandbox_id=sid, port_mappings=())
+    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+    assert sid in nat
+    subprocess.run(["umount", attachment.netns], check=True)   # as if the namespace vanished
+    cni.teardown(record)
+    assert not record.exists()
+    assert network.leftovers([sid], [attachment.ip or "-"]) == []
+
+
 class Daemon:
     """`kubelite serve --runtime runc` with the test's own bridge and subnet, as a process."""
 

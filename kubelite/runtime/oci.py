@@ -304,6 +304,11 @@ class OCIRuntime:
 
     def run_sandbox(self, config: SandboxConfig) -> str:
         mappings = () if config.host_network else config.port_mappings
+        with self._lock:
+            earlier = [r for r in self._sandboxes.values() if r.uid == config.uid and not r.stopped]
+        for old in earlier:   # the pod's sandbox died: its address and host ports are released now
+            if not linux.alive(old.pid, old.pid_start):
+                self.stop_sandbox(old.id)
         self._check_host_ports(config.uid, mappings)
         sandbox_id = uuid.uuid4().hex
         bundle = self.sandbox_dir / sandbox_id
@@ -394,7 +399,7 @@ class OCIRuntime:
             if other.stopped or not other.host_ports:
                 continue
             if not linux.alive(other.pid, other.pid_start):   # a dead sandbox's ports are free again
-                self._teardown_network(other.id)
+                self.stop_sandbox(other.id)
                 continue
             for m in mappings:
                 for port, protocol, host_ip in other.host_ports:
