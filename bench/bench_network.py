@@ -102,7 +102,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-network-", dir="/tmp"))
     bridge = "klb" + uuid.uuid4().hex[:8]
     runtimes: dict[str, OCIRuntime] = {}
-    samples: dict[str, dict[str, list[float]]] = {m: {"sandbox": [], "start": [], "remove": []} for m in ("none", "cni")}
+    samples: dict[str, dict[str, list[float]]] = {m: {"sandbox": [], "start": [], "remove": []}
+                                                  for m in ("none", "cni")}
     refs: dict[str, list[float]] = {"setup": [], "teardown": [], "unshare": []}
     try:
         tar = base / "busybox.tar"

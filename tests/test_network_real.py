@@ -274,7 +274,8 @@ class Daemon:
         return {p["metadata"]["name"]: p for p in json.loads(out.stdout or '{"items": []}')["items"]}
 
 
-def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, busybox: Path, network: NetworkUnderTest):
+def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, busybox: Path,
+                                                                network: NetworkUnderTest):
     daemon = Daemon(tmp_path, busybox, network)
     daemon.start()
     try:
