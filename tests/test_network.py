@@ -193,3 +193,13 @@ def test_a_host_port_held_by_another_pod_refuses_the_sandbox_with_a_clear_reason
     env.advance(10)
     assert env.row("b").status == "Running"
     assert env.container("b")["state"].get("running")
+
+
+def test_serve_refuses_an_unusable_pod_subnet_in_one_line(tmp_path: Path, capsys):
+    from kubelite.cli.main import main
+
+    code = main(["serve", "--runtime", "fake", "--root", str(tmp_path / "state"), "--run-dir", str(tmp_path / "run"),
+                 "--manifests", str(tmp_path / "manifests"), "--pod-cidr", "10.217.0.0/33"])
+    assert code == 1
+    assert capsys.readouterr().err.splitlines()[-1] == \
+        "error: --pod-cidr '10.217.0.0/33': '10.217.0.0/33' does not appear to be an IPv4 or IPv6 network"
