@@ -240,6 +240,24 @@ def test_teardown_removes_the_masquerade_rule_also_when_the_namespace_is_gone(ne
     assert network.leftovers([sid], [attachment.ip or "-"]) == []
 
 
+def test_a_sandbox_half_made_when_kubelite_died_is_torn_down_at_the_next_start(busybox: Path,
+                                                                              network: NetworkUnderTest):
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime
+
+    net = network.make()
+    sid = uuid.uuid4().hex
+    bundle = network.run_dir / "sandboxes" / sid
+    bundle.mkdir(parents=True)
+    attachment = net.setup(bundle / "network.json", sandbox_id=sid, port_mappings=())   # ADD done, no record
+    stray = Path(net.pin_netns("stray" + uuid.uuid4().hex[:8]))                        # pinned, never recorded
+    assert network.leftovers([sid], [attachment.ip or "-"]) != []
+    runtime = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root), network=net)
+    runtime.close()
+    assert not bundle.exists() and not stray.exists()
+    assert network.leftovers([sid], [attachment.ip or "-"]) == []
+
+
 class Daemon:
     """`kubelite serve --runtime runc` with the test's own bridge and subnet, as a process."""
 
