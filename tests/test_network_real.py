@@ -4,9 +4,12 @@ Each test uses a bridge and a pod subnet of its own (never `kubelite0`, never a 
 routes), so a kubelite running on this machine is not disturbed, and removes the bridge after
 itself. Proven here: a pod's IP answers from the host; a hostPort answers on 127.0.0.1 and on the
 host's own address; the masquerade rule for outbound traffic exists; a hostPort already taken
-gives the pod a clear waiting reason and event while other pods run on; and nothing — veth,
-address lease, iptables rule, pinned namespace — is left after the pod goes, also when kubelite
-was killed with SIGKILL (and the pod's infra process too) before the pod was deleted.
+gives the pod a clear waiting reason and event while other pods run on; a pod whose infra process
+dies gets a new sandbox and its old address back in the pool; and nothing — veth, address lease,
+iptables rule, pinned namespace — is left after the pod goes, also when kubelite was killed with
+SIGKILL (and the pod's infra process too) before the pod was deleted, when the namespace vanished
+before teardown, or when kubelite died halfway through making a sandbox. `serve` refuses a pod
+subnet that overlaps a host route.
 """
 
 from __future__ import annotations
