@@ -5,16 +5,16 @@ Measures, in one run, on the real runtime in-process (figures are printed, never
 1. Pod start, from `OCIRuntime.run_sandbox()` to `start_container()` returning for one busybox
    `sleep 3600` container: the sandbox (infra container; with CNI also the pinned namespace and
    the ADD of bridge, loopback, portmap, firewall), then the container (overlay, conmon, runc).
-   With `--network none` (loopback-only, the infra container makes its namespace) and with CNI,
-   on two runtimes with state roots of their own, alternating, after two warm-ups each.
+   With `--network none` (loopback-only, the infra container makes its namespace), with CNI and
+   no hostPort, and with CNI and one hostPort (portmap then writes rules); two runtimes with state
+   roots of their own, the three kinds of pod alternating, after two warm-ups each.
 2. Pod removal: container killed and removed, then `remove_sandbox()` (with CNI: DEL in reverse,
    the namespace unpinned).
 3. References, measured in the same run: `Network.setup()` alone (pin + ADD, no infra
    container) and its teardown (DEL + unpin), and `unshare --net=FILE true` (pinning a namespace).
 
 The CNI runtime uses a bridge and a /24 of its own (never `kubelite0`, never a subnet the host
-routes) and one hostPort per pod, so portmap's rules are part of the figure; the bridge is removed
-at the end. Everything lives below one temporary directory. Needs root and Debian's
+routes); the bridge is removed at the end. Everything lives below one temporary directory. Needs root and Debian's
 containernetworking-plugins. About 30 s. Run: `bench/run network`, or `.venv/bin/python -m
 bench.bench_network` from the repository root.
 """
@@ -102,8 +102,8 @@ def main() -> None:
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-network-", dir="/tmp"))
     bridge = "klb" + uuid.uuid4().hex[:8]
     runtimes: dict[str, OCIRuntime] = {}
-    samples: dict[str, dict[str, list[float]]] = {m: {"sandbox": [], "start": [], "remove": []}
-                                                  for m in ("none", "cni")}
+    modes = {"none": ("none", False), "cni": ("cni", False), "cni+hostPort": ("cni", True)}
+    samples: dict[str, dict[str, list[float]]] = {m: {"sandbox": [], "start": [], "remove": []} for m in modes}
     refs: dict[str, list[float]] = {"setup": [], "teardown": [], "unshare": []}
     try:
         tar = base / "busybox.tar"
@@ -117,8 +117,9 @@ def main() -> None:
             network = cni.Network(root=root, run_dir=run_dir, bridge=bridge, pod_cidr=subnet) if mode == "cni" else None
             runtimes[mode] = OCIRuntime(root=root, run_dir=run_dir, images=images, network=network)
         for i in range(WARMUPS + RUNS):
-            for mode, runtime in runtimes.items():
-                sandbox_s, start_s, sid, cid = start_pod(runtime, i, free_port() if mode == "cni" else None)
+            for mode, (kind, host_port) in modes.items():
+                runtime = runtimes[kind]
+                sandbox_s, start_s, sid, cid = start_pod(runtime, i, free_port() if host_port else None)
                 remove_s = remove_pod(runtime, sid, cid)
                 if i >= WARMUPS:
                     samples[mode]["sandbox"].append(sandbox_s)
@@ -150,28 +151,32 @@ def main() -> None:
         subprocess.run(["ip", "link", "del", bridge], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
 
-    none, with_cni = ({k: summarize(v) for k, v in samples[m].items()} for m in ("none", "cni"))
+    none, plain, with_cni = ({k: summarize(v) for k, v in samples[m].items()} for m in modes)
     setup, teardown, unshare = (summarize(refs[k]) for k in ("setup", "teardown", "unshare"))
     added = with_cni["start"].median_s - none["start"].median_s
     rows = [
         Row("1. pod start (sandbox + one container started)", "", ""),
         Row.of("--network none", none["start"]),
-        Row.of("--network cni (one hostPort)", with_cni["start"], "-",
+        Row.of("--network cni, no hostPort", plain["start"], "-",
+               f"+{duration(plain['start'].median_s - none['start'].median_s)} over none"),
+        Row.of("--network cni, one hostPort", with_cni["start"], "-",
                f"+{duration(added)} over none ({with_cni['start'].median_s / none['start'].median_s:.1f}x)"),
         Row.of("  of which the sandbox, none", none["sandbox"]),
-        Row.of("  of which the sandbox, cni", with_cni["sandbox"]),
-        Row.of("ref: CNI setup alone (pin netns + ADD of 4 plugins)", setup),
+        Row.of("  of which the sandbox, cni, no hostPort", plain["sandbox"]),
+        Row.of("  of which the sandbox, cni, one hostPort", with_cni["sandbox"]),
+        Row.of("ref: CNI setup alone, one hostPort (pin netns + ADD of 4 plugins)", setup),
         Row.of("ref: unshare --net=FILE true (pin a netns)", unshare),
         Row("2. pod removal (container killed and removed, sandbox removed)", "", ""),
         Row.of("--network none", none["remove"]),
-        Row.of("--network cni", with_cni["remove"]),
-        Row.of("ref: CNI teardown alone (DEL of 4 plugins + unpin)", teardown),
+        Row.of("--network cni, no hostPort", plain["remove"]),
+        Row.of("--network cni, one hostPort", with_cni["remove"]),
+        Row.of("ref: CNI teardown alone, one hostPort (DEL of 4 plugins + unpin)", teardown),
     ]
     print_table("network: pod start and removal with CNI vs --network none", rows,
-                [f"{RUNS} runs per figure after {WARMUPS} warm-ups; both runtimes alternate, one pod at a time.",
+                [f"{RUNS} runs per figure after {WARMUPS} warm-ups; the three kinds of pod alternate, one pod at a time.",
                  "iptables here is the nf_tables variant: portmap's and bridge's rule changes dominate the CNI time."])
-    record_summary("network", [Row("8. pod start, --network cni vs none", duration(with_cni["start"].median_s),
-                                   duration(with_cni["start"].p95_s), "-",
+    record_summary("network", [Row("8. pod start, --network cni (one hostPort) vs none",
+                                   duration(with_cni["start"].median_s), duration(with_cni["start"].p95_s), "-",
                                    f"none: {duration(none['start'].median_s)}; +{duration(added)}")])
 
 
