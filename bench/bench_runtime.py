@@ -396,7 +396,8 @@ class Node:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc"],
+            self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
+                                          "--network", "none"],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         self.log = DaemonLog(self.log_path)
         wait_for(lambda: any(" serving " in e.text for e in self.log.poll()) or self.proc.poll() is not None,

@@ -98,6 +98,8 @@ class Node:
     runtime: Any = None
     store: Any = None
     closed: bool = field(default=False)
+    network: Any = None     # a `cni.Network` for pod networking; None: loopback-only pods
+    node_ip: str | None = None
 
     def start(self) -> "Node":
         from kubelite.agent.agent import Agent, AgentConfig
@@ -109,10 +111,11 @@ class Node:
         images = ImageStore(self.root)
         if images.get("busybox:latest") is None:
             images.load(self.busybox)
-        self.runtime = OCIRuntime(root=self.root, run_dir=self.run_dir, images=images)
+        self.runtime = OCIRuntime(root=self.root, run_dir=self.run_dir, images=images, network=self.network)
         self.store = Store(self.root)
         self.agent = Agent(store=self.store, runtime=self.runtime,
-                           config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test"))
+                           config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test",
+                                              node_ip=self.node_ip))
         return self
 
     def write(self, doc: dict[str, Any], name: str | None = None) -> Path:

@@ -151,8 +151,8 @@ class Kubelite:
             log.write(f"=== run {self.runs}\n")
             log.flush()
             self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
-                                          *self.serve_args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=REPO)
+                                          "--network", "none", *self.serve_args], env=self.env, stdout=log,
+                                         stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop(self, sig: int = signal.SIGTERM) -> int | None:
         code = None

@@ -48,7 +48,8 @@ class Daemon:
                               text=True, timeout=30, cwd=REPO)
 
     def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
+                                      "--network", "none"],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def stop(self, sig: int = signal.SIGTERM) -> None:

@@ -39,7 +39,9 @@ from kubelite.core.types import (
     PodActions, PodRecord, StartError, StopReason,
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
-from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, Runtime, SandboxConfig, SandboxState
+from kubelite.runtime.protocol import (
+    ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
+)
 from kubelite.sources import gitsync
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store, dumps
@@ -52,6 +54,8 @@ SYNC_ERROR_RETRY_S = 10.0
 COMMIT_ANNOTATION = "kubelite.io/commit"
 #: The kubelet's image pull backoff: `imageBackOffPeriod` 10 s to `MaxImageBackOff` 300 s.
 IMAGE_BACKOFF = BackoffPolicy(initial_s=10.0, max_s=300.0)
+#: The waiting reason of a pod's containers while its sandbox cannot be made (the kubelet's sync error name).
+SANDBOX_ERROR = "CreatePodSandboxError"
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
@@ -68,6 +72,7 @@ class AgentConfig:
     node_name: str = "localhost"
     relist_period_s: float = 20.0
     backoff: BackoffPolicy = BackoffPolicy()
+    node_ip: str | None = None          # status.hostIP, and podIP of hostNetwork pods
 
 
 @dataclass
@@ -305,9 +310,9 @@ class Agent:
                 if info.uid not in self.pods:
                     self._remove_orphan_sandbox(info.id)
                     continue
-                sb = ObservedSandbox(info.id, info.attempt, info.sandbox_hash, ready, info.created_at)
-            elif known[1].ready != ready:
-                sb = replace(known[1], ready=ready)
+                sb = ObservedSandbox(info.id, info.attempt, info.sandbox_hash, ready, info.created_at, ip=info.ip)
+            elif known[1].ready != ready or known[1].ip != info.ip:
+                sb = replace(known[1], ready=ready, ip=info.ip)
             else:
                 continue
             self._save_sandbox(info.uid, sb)
@@ -409,7 +414,8 @@ class Agent:
         status = statuses.pod_status(
             entry.desired, observed, record=entry.record, now=now, holds=entry.holds,
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},
-            previous_conditions=entry.status.get("conditions", ()), runtime=self.runtime.name)
+            previous_conditions=entry.status.get("conditions", ()), runtime=self.runtime.name,
+            host_ip=self.config.node_ip)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
@@ -466,16 +472,30 @@ class Agent:
                                hostname=pod.spec.hostname or pod.metadata.name or "",
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
-                               log_directory=str(self.log_directory(entry)))
+                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod))
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:
             self.event(entry, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}", now)
             entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
+            self._sandbox_error(entry, StartError(SANDBOX_ERROR, f"Failed to create pod sandbox: {exc}"))
             return False
+        self._sandbox_error(entry, None)
         sb = ObservedSandbox(sandbox_id, attempt, entry.desired.sandbox_hash, True, now)
         self._save_sandbox(entry.uid, sb)
         return True
+
+    def _sandbox_error(self, entry: PodEntry, error: StartError | None) -> None:
+        """Show why the sandbox could not be made (a host port in use, a CNI failure) as every
+        container's waiting reason, until a sandbox is made; the event alone is easy to miss."""
+        for c in entry.pod.spec.all_containers():
+            key = (entry.uid, c.name)
+            if error is not None:
+                self.start_errors[key] = error
+                self.store.put_start_error(entry.uid, c.name, error)
+            elif key in self.start_errors and self.start_errors[key].reason == SANDBOX_ERROR:
+                del self.start_errors[key]
+                self.store.put_start_error(entry.uid, c.name, None)
 
     def stop_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
         try:
@@ -717,6 +737,17 @@ def _container(pod: Pod, name: str) -> Container | None:
         if c.name == name:
             return c
     return None
+
+
+def _port_mappings(pod: Pod) -> tuple[PortMapping, ...]:
+    """The pod's hostPorts (app containers and sidecars), once each, as the kubelet's MakePortMappings."""
+    found: dict[tuple[int, str, str], PortMapping] = {}
+    for c in [*pod.spec.sidecars, *pod.spec.containers]:
+        for p in c.ports:
+            if p.host_port:
+                mapping = PortMapping(p.host_port, p.container_port, (p.protocol or "TCP").upper(), p.host_ip or "")
+                found.setdefault((mapping.host_port, mapping.protocol, mapping.host_ip), mapping)
+    return tuple(found.values())
 
 
 def _pre_stop_command(pod: Pod, name: str) -> list[str] | None:

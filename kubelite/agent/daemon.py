@@ -16,11 +16,12 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from kubelite import __version__
 from kubelite.agent.agent import Agent, AgentConfig, utcnow
 from kubelite.errors import KubeliteError, UsageError
+from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
@@ -49,6 +50,9 @@ class ServeOptions:
     run_dir: Path
     runtime: str = "runc"
     sync: SyncOptions | None = None
+    network: str = "cni"                # "cni": pods on kubelite's bridge; "none": loopback only
+    bridge: str = DEFAULT_BRIDGE
+    pod_cidr: str = DEFAULT_POD_CIDR
 
 
 class _UTCFormatter(logging.Formatter):
@@ -84,19 +88,38 @@ def lock_root(root: Path) -> IO[str]:
 
 
 def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtime:
+    if options.network not in ("cni", "none"):
+        raise UsageError(f"unknown --network {options.network!r} (cni or none)")
     if options.runtime == "fake":
+        from kubelite.runtime import cni
         from kubelite.runtime.fake import FakeRuntime
 
-        return FakeRuntime(clock)
+        if options.network == "cni":
+            cni.validate_options(bridge=options.bridge, pod_cidr=options.pod_cidr)
+        return FakeRuntime(clock, pod_cidr=options.pod_cidr if options.network == "cni" else None)
     if options.runtime == "runc":
         if os.geteuid() != 0:
             raise UsageError("the runc runtime needs root (run kubelite as root, or use --runtime fake for a dry run)")
         from kubelite.runtime.images import ImageStore
         from kubelite.runtime.oci import OCIRuntime
 
+        network = make_network(options) if options.network == "cni" else None
         return OCIRuntime(root=options.agent.root, run_dir=options.run_dir, images=ImageStore(options.agent.root),
-                          clock=clock)
+                          clock=clock, network=network)
     raise UsageError(f"unknown runtime {options.runtime!r}")
+
+
+def make_network(options: ServeOptions) -> Any:
+    """kubelite's CNI network, checked before any pod starts: plugins present, the subnet free of the
+    host's routes, the bridge not used by another kubelite."""
+    from kubelite.runtime import cni
+
+    network = cni.Network(root=options.agent.root, run_dir=options.run_dir, bridge=options.bridge,
+                          pod_cidr=options.pod_cidr)
+    network.check_subnet()
+    network.claim()
+    log.info("pod network: bridge %s, subnet %s (%s)", network.bridge, network.subnet, network.conflist_path)
+    return network
 
 
 def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> None:

@@ -5,7 +5,8 @@ unknown/unimplemented field warnings, the pod UID, and the spec hashes that driv
 
 * `container_hashes[name]` — hash of one container's spec: a change restarts that container only.
 * `sandbox_hash` — hash of the pod-level spec that a running sandbox embodies (everything but the
-  app containers and the policy fields below): a change replaces the whole pod.
+  app containers and the policy fields below, plus the app containers' host ports): a change
+  replaces the whole pod.
 * `pod_hash` — hash of the whole spec: equal hashes mean "nothing to do".
 
 Labels, annotations and the policy fields (`restartPolicy`, `terminationGracePeriodSeconds`,
@@ -127,7 +128,11 @@ def desired_pod(pod: models.Pod, *, source: str) -> DesiredPod:
     containers = {c["name"]: spec_hash(c) for c in spec.get("containers", [])}
     for c in spec.get("initContainers", []):
         containers[c["name"]] = spec_hash(c)
-    sandbox_hash = spec_hash({k: v for k, v in spec.items() if k not in POLICY_FIELDS})
+    sandbox_spec = {k: v for k, v in spec.items() if k not in POLICY_FIELDS}
+    host_ports = [p for c in spec.get("containers", []) for p in c.get("ports", []) if p.get("hostPort")]
+    if host_ports:   # published by the sandbox: a change re-creates it (absent, hashes stay as they were)
+        sandbox_spec["hostPorts"] = host_ports
+    sandbox_hash = spec_hash(sandbox_spec)
     uid = pod.metadata.uid or pod_uid(pod.metadata.namespace, pod.metadata.name or "", source, sandbox_hash)
     pod.metadata.uid = uid
     return DesiredPod(pod=pod, uid=uid, pod_hash=spec_hash(spec), sandbox_hash=sandbox_hash,

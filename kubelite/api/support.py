@@ -55,7 +55,4 @@ def unimplemented_fields(pod: models.Pod) -> list[FieldIssue]:
             for j, env in enumerate(c.env):
                 if env.value_from is not None:
                     found.append(FieldIssue(f"{path}.env[{j}].valueFrom", _NOT_YET))
-            for j, port in enumerate(c.ports):
-                if port.host_port:
-                    found.append(FieldIssue(f"{path}.ports[{j}].hostPort", _NOT_YET))
     return found

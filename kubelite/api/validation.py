@@ -99,6 +99,28 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
             seen.add(container.name)
             errors += _validate_container(container, path, init=field == "initContainers",
                                           volume_names=volume_names)
+    errors += _validate_host_ports(pod)
+    return errors
+
+
+def _validate_host_ports(pod: Pod) -> list[FieldIssue]:
+    """Kubernetes' host port rules: unique per (hostIP, hostPort, protocol) across the pod's containers,
+    and equal to containerPort with hostNetwork."""
+    errors: list[FieldIssue] = []
+    seen: set[tuple[str, int, str]] = set()
+    for field, containers in (("initContainers", pod.spec.init_containers), ("containers", pod.spec.containers)):
+        for i, c in enumerate(containers):
+            for j, port in enumerate(c.ports):
+                path = f"spec.{field}[{i}].ports[{j}].hostPort"
+                if pod.spec.host_network and port.host_port and port.host_port != port.container_port:
+                    errors.append(FieldIssue(path, "Invalid value: must match `containerPort` when `hostNetwork` "
+                                                   "is true"))
+                if not port.host_port:
+                    continue
+                key = (port.host_ip or "", port.host_port, port.protocol)
+                if key in seen:
+                    errors.append(FieldIssue(path, f'Duplicate value: "{port.host_port}/{port.protocol}"'))
+                seen.add(key)
     return errors
 
 

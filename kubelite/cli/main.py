@@ -38,6 +38,14 @@ def _parser() -> argparse.ArgumentParser:
                        help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
                             "run, no root needed)")
     serve.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
+    serve.add_argument("--node-ip", default=None, metavar="IP",
+                       help="this node's IP: status.hostIP (default: the source address of the default route)")
+    serve.add_argument("--network", choices=["cni", "none"], default="cni",
+                       help="pod networking: 'cni' (each pod an IP on kubelite's bridge, hostPort, outbound NAT; "
+                            "needs containernetworking-plugins) or 'none' (loopback-only pods)")
+    serve.add_argument("--pod-cidr", default=None, metavar="CIDR",
+                       help="the pods' IPv4 subnet (default 10.217.0.0/24); must not overlap the host's routes")
+    serve.add_argument("--bridge", default=None, metavar="NAME", help="the pods' bridge (default kubelite0)")
     serve.add_argument("--relist-period", type=float, default=20.0, metavar="SECONDS",
                        help="full re-read of the manifests directory (default 20)")
     serve.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS",

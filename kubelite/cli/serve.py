@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import socket
 
 from kubelite.cli import config
@@ -21,13 +22,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from None
     if args.relist_period <= 0:
         raise UsageError("--relist-period must be positive")
+    from kubelite.runtime import cni
+
+    node_ip = args.node_ip or cni.host_ip()
+    if args.node_ip:
+        try:
+            ipaddress.ip_address(args.node_ip)
+        except ValueError:
+            raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
-                        relist_period_s=args.relist_period, backoff=backoff)
+                        relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip)
     sync = None
     if args.sync_repo:
         from kubelite.cli.sync import parse_duration
 
         sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
-    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync))
+    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
+                              network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
+                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR))

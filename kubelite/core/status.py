@@ -184,11 +184,27 @@ def _condition(kind: str, ok: bool, reason: str | None, message: str | None,
     return cond
 
 
+def network_status(pod: Pod, observed: ObservedPod, *, host_ip: str | None) -> Json:
+    """hostIP/hostIPs and podIP/podIPs (`generateAPIPodStatus`): hostNetwork pods take the node's IP."""
+    found: Json = {}
+    if host_ip:
+        found["hostIP"], found["hostIPs"] = host_ip, [{"ip": host_ip}]
+    sandbox = observed.sandbox
+    pod_ip = host_ip if pod.spec.host_network else (sandbox.ip if sandbox is not None else None)
+    if pod_ip:
+        found["podIP"], found["podIPs"] = pod_ip, [{"ip": pod_ip}]
+    return found
+
+
 def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord, now: datetime,
                holds: Sequence[BackoffHold] = (), start_errors: Mapping[str, StartError] | None = None,
                probes: Mapping[tuple[str, str], ProbeResult] | None = None,
-               previous_conditions: Sequence[Json] = (), runtime: str = "fake") -> Json:
-    """The pod's v1 status as a JSON-shaped dict."""
+               previous_conditions: Sequence[Json] = (), runtime: str = "fake", host_ip: str | None = None) -> Json:
+    """The pod's v1 status as a JSON-shaped dict.
+
+    `hostIP` is the node's address; `podIP` the newest sandbox's (kept once the pod has stopped,
+    as the kubelet keeps it), or the node's with hostNetwork.
+    """
     pod = desired.pod
     spec = pod.spec
     held = {h.name: h for h in holds}
@@ -239,6 +255,7 @@ def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
         _condition("PodScheduled", True, None, None, previous, now),
     ]
     status: Json = {"phase": pod_phase, "conditions": conditions}
+    status.update(network_status(pod, observed, host_ip=host_ip))
     if record.failed_reason:
         status["reason"] = record.failed_reason
         status["message"] = record.failed_message or ""

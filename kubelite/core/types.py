@@ -70,6 +70,7 @@ class ObservedSandbox:
     sandbox_hash: str
     ready: bool
     created_at: datetime
+    ip: str | None = None     # its IP on the pod network, as the runtime reports it
 
 
 @dataclass(frozen=True)

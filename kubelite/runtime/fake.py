@@ -14,6 +14,7 @@ ignore-term) applies to every attempt of that container.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import threading
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from typing import Callable
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, SandboxConfig, SandboxInfo, SandboxState,
+    ContainerConfig, ContainerInfo, ExecResult, PortMapping, SandboxConfig, SandboxInfo, SandboxState,
 )
 
 ANNOTATION_PREFIX = "fake.kubelite.io/"
@@ -75,6 +76,7 @@ def _seconds(text: str) -> float:
 @dataclass
 class _Sandbox:
     info: SandboxInfo
+    ports: frozenset[tuple[int, str]] = frozenset()   # (hostPort, protocol) held while ready
 
 
 @dataclass
@@ -93,8 +95,11 @@ class FakeRuntime:
 
     name = "fake"
 
-    def __init__(self, clock: Callable[[], datetime] = _utcnow) -> None:
+    def __init__(self, clock: Callable[[], datetime] = _utcnow, *, pod_cidr: str | None = "10.217.0.0/24") -> None:
         self.clock = clock
+        #: Pod IPs are handed out in order from this subnet (None: no pod network, as `--network none`).
+        self.pod_cidr = ipaddress.ip_network(pod_cidr) if pod_cidr else None
+        self._ips = itertools.count()
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
         self._sandboxes: dict[str, _Sandbox] = {}
@@ -177,11 +182,30 @@ class FakeRuntime:
 
     def run_sandbox(self, config: SandboxConfig) -> str:
         with self._lock:
+            mappings = () if config.host_network else config.port_mappings
+            self._check_host_ports(mappings)
+            ip = None
+            if self.pod_cidr is not None and not config.host_network:
+                # .2, .3, ... (.0 is the network, .1 the gateway, the last the broadcast address)
+                ip = str(self.pod_cidr[2 + next(self._ips) % (self.pod_cidr.num_addresses - 3)])
             sandbox_id = f"sb{next(self._ids):06d}"
             self._sandboxes[sandbox_id] = _Sandbox(SandboxInfo(
-                sandbox_id, config.uid, config.attempt, config.sandbox_hash, SandboxState.READY, self.clock()))
+                sandbox_id, config.uid, config.attempt, config.sandbox_hash, SandboxState.READY, self.clock(), ip=ip),
+                ports=frozenset((m.host_port, m.protocol.upper()) for m in mappings))
             self.calls.append(("run_sandbox", sandbox_id))
             return sandbox_id
+
+    def _check_host_ports(self, mappings: tuple[PortMapping, ...]) -> None:
+        """A host port held by another ready sandbox is refused, as the OCI runtime refuses it."""
+        if mappings and self.pod_cidr is None:
+            raise RuntimeError_("hostPort needs pod networking, and kubelite runs with --network none")
+        for sandbox in self._sandboxes.values():
+            if sandbox.info.state is not SandboxState.READY:
+                continue
+            for m in mappings:
+                if (m.host_port, m.protocol.upper()) in sandbox.ports:
+                    raise RuntimeError_(f"host port {m.host_port}/{m.protocol.upper()} is already allocated to "
+                                        f"another pod (sandbox {sandbox.info.id})")
 
     def stop_sandbox(self, sandbox_id: str) -> None:
         with self._lock:

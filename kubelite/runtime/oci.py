@@ -10,8 +10,11 @@ Owns: the runtime's files and processes below its two directories, and nothing e
     <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
 
 A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
-that owns the pod's network, IPC and UTS namespaces, and its PID namespace when the pod shares
-one; containers join those namespaces through `/proc/<infra pid>/ns/*` (decision 0006).
+that owns the pod's IPC and UTS namespaces, and its PID namespace when the pod shares one;
+containers join those namespaces through `/proc/<infra pid>/ns/*` (decision 0006). With pod
+networking (`cni.Network`) the network namespace is pinned at `<run-dir>/netns/<sandbox id>`,
+set up by the CNI plugins before the infra container joins it, and torn down when the sandbox
+stops (decision 0009); without it the infra container makes a loopback-only one.
 Containers are created through conmon, which holds their stdio, writes CRI-format logs and the
 exit file, and outlives kubelite; `runc start` runs the application as the container's PID 1.
 
@@ -35,17 +38,17 @@ import subprocess
 import tempfile
 import threading
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import linux, ocispec
+from kubelite.runtime import cni, linux, ocispec
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, SandboxConfig, SandboxInfo, SandboxState,
+    ContainerConfig, ContainerInfo, ExecResult, PortMapping, SandboxConfig, SandboxInfo, SandboxState,
 )
 
 log = logging.getLogger("kubelite.runtime")
@@ -200,6 +203,9 @@ class _Sandbox:
     pid: int = 0
     pid_start: int = 0
     stopped: bool = False
+    netns: str = ""             # the pinned network namespace (pod networking), else ""
+    ip: str | None = None
+    host_ports: list[list[Any]] = field(default_factory=list)   # [hostPort, protocol, hostIP] held
 
 
 @dataclass
@@ -232,8 +238,10 @@ class OCIRuntime:
     name = "runc"
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
-                 clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None) -> None:
+                 clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,
+                 network: cni.Network | None = None) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
+        self.network = network   # None: `--network none`, loopback-only pods
         self.bin = binaries or find_binaries()
         self.instance = instance_name(root)
         self.state_dir = run_dir / "runc"
@@ -250,6 +258,7 @@ class OCIRuntime:
         self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
         self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
         self.remove_orphan_layers()
+        self.remove_orphan_sandboxes()
 
     # ------------------------------------------------------------------ records
 
@@ -294,6 +303,13 @@ class OCIRuntime:
     # ------------------------------------------------------------------ sandboxes
 
     def run_sandbox(self, config: SandboxConfig) -> str:
+        mappings = () if config.host_network else config.port_mappings
+        with self._lock:
+            earlier = [r for r in self._sandboxes.values() if r.uid == config.uid and not r.stopped]
+        for old in earlier:   # the pod's sandbox died: its address and host ports are released now
+            if not linux.alive(old.pid, old.pid_start):
+                self.stop_sandbox(old.id)
+        self._check_host_ports(config.uid, mappings)
         sandbox_id = uuid.uuid4().hex
         bundle = self.sandbox_dir / sandbox_id
         rootfs = bundle / "rootfs"
@@ -304,20 +320,28 @@ class OCIRuntime:
         linux.mount_tmpfs(bundle / "shm", size=SHM_SIZE)  # the pod's /dev/shm, shared by its containers
         record = _Sandbox(sandbox_id, config.uid, config.name, config.namespace, config.attempt, config.sandbox_hash,
                           self.clock().isoformat(), config.host_network, config.share_process_namespace,
-                          self._pod_cgroup(config.uid))
-        spec = ocispec.build_sandbox_spec(
-            config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
-            annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
-            catatonit_host_path=self.bin["catatonit"])
-        _write_json(bundle / "config.json", spec)
+                          self._pod_cgroup(config.uid),
+                          host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
         try:
+            if self.network is not None and not config.host_network:
+                attachment = self.network.setup(bundle / "network.json", sandbox_id=sandbox_id, port_mappings=mappings)
+                record.netns, record.ip = attachment.netns, attachment.ip
+                self._write_etc_files(bundle, config, ip=attachment.ip)
+            spec = ocispec.build_sandbox_spec(
+                config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
+                annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
+                catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None)
+            _write_json(bundle / "config.json", spec)
             # one runc call instead of create + start: the infra process needs no monitor
             self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
             pid = int((bundle / "pid").read_text())
         except (RuntimeError_, OSError, ValueError) as exc:
             self._runc("delete", "--force", sandbox_id, check=False)
+            self._teardown_network(sandbox_id)
             linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)
+            if isinstance(exc, cni.NetworkError):
+                raise
             raise RuntimeError_(f"creating the pod sandbox failed: {exc}") from None
         record.pid, record.pid_start = pid, linux.process_start(pid) or 0
         with self._lock:
@@ -325,10 +349,11 @@ class OCIRuntime:
             self._save(record)
         return sandbox_id
 
-    def _write_etc_files(self, bundle: Path, config: SandboxConfig) -> None:
+    def _write_etc_files(self, bundle: Path, config: SandboxConfig, *, ip: str | None = None) -> None:
+        """The pod's /etc/hostname, /etc/hosts (its name on its IP, as the kubelet writes it) and resolv.conf."""
         (bundle / "hostname").write_text(config.hostname + "\n")
         (bundle / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                                      f"127.0.1.1\t{config.hostname}\n")
+                                      f"{ip or '127.0.1.1'}\t{config.hostname}\n")
         try:
             shutil.copyfile("/etc/resolv.conf", bundle / "resolv.conf")
         except OSError:
@@ -348,16 +373,50 @@ class OCIRuntime:
             self._runc("kill", sandbox_id, "KILL", check=False)
         self._runc("delete", "--force", sandbox_id, check=False)
         linux.unmount(self.sandbox_dir / sandbox_id / "shm")
+        self._teardown_network(sandbox_id)   # the pod's IP, host ports and rules go with it
         with self._lock:
             record.stopped = True
             self._save(record)
 
+    def _teardown_network(self, sandbox_id: str) -> bool:
+        """CNI DEL of the sandbox's network, if it has one; False (logged, retried later) on failure."""
+        try:
+            cni.teardown(self.sandbox_dir / sandbox_id / "network.json")
+        except cni.NetworkError as exc:
+            log.warning("pod sandbox %s: removing its network: %s", sandbox_id, exc)
+            return False
+        return True
+
+    def _check_host_ports(self, uid: str, mappings: tuple[PortMapping, ...]) -> None:
+        """HostPortInUse when a host port is held by another pod's sandbox or by a socket on this machine."""
+        if not mappings:
+            return
+        if self.network is None:
+            raise cni.NetworkError("hostPort needs pod networking, and kubelite runs with --network none")
+        with self._lock:
+            records = list(self._sandboxes.values())
+        for other in records:
+            if other.stopped or not other.host_ports:
+                continue
+            if not linux.alive(other.pid, other.pid_start):   # a dead sandbox's ports are free again
+                self.stop_sandbox(other.id)
+                continue
+            for m in mappings:
+                for port, protocol, host_ip in other.host_ports:
+                    if (port, protocol) == (m.host_port, m.protocol.upper()) and \
+                            (not host_ip or not m.host_ip or host_ip == m.host_ip):
+                        who = "an earlier sandbox of this pod" if other.uid == uid \
+                            else f"pod {other.namespace}/{other.name}"
+                        raise cni.HostPortInUse(f"host port {cni.describe_port(m)} is already allocated to {who}")
+        for m in mappings:
+            cni.check_host_port_free(m)
     def remove_sandbox(self, sandbox_id: str) -> None:
         self.stop_sandbox(sandbox_id)
         with self._lock:
             record = self._sandboxes.pop(sandbox_id, None)
             for cid in [c.id for c in self._containers.values() if c.sandbox_id == sandbox_id]:
                 self._remove_container_files(self._containers.pop(cid))
+        self._teardown_network(sandbox_id)   # a retry, when stopping could not remove it
         shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
@@ -369,8 +428,15 @@ class OCIRuntime:
             records = list(self._sandboxes.values())
         return [SandboxInfo(r.id, r.uid, r.attempt, r.sandbox_hash,
                             SandboxState.READY if not r.stopped and linux.alive(r.pid, r.pid_start)
-                            else SandboxState.NOTREADY, datetime.fromisoformat(r.created_at))
+                            else SandboxState.NOTREADY, datetime.fromisoformat(r.created_at), ip=r.ip)
                 for r in records]
+
+    def _netns_path(self, record: _Sandbox) -> str | None:
+        """The pod's network namespace as a path for setns(2): the pinned one with pod networking,
+        the infra process's otherwise; None for hostNetwork."""
+        if record.host_network:
+            return None
+        return record.netns or f"/proc/{record.pid}/ns/net"
 
     def _sandbox_namespaces(self, record: _Sandbox) -> ocispec.SandboxNamespaces:
         if not linux.alive(record.pid, record.pid_start):
@@ -378,7 +444,7 @@ class OCIRuntime:
         ns = f"/proc/{record.pid}/ns"
         bundle = self.sandbox_dir / record.id
         return ocispec.SandboxNamespaces(
-            net=None if record.host_network else f"{ns}/net", ipc=f"{ns}/ipc", uts=f"{ns}/uts",
+            net=self._netns_path(record), ipc=f"{ns}/ipc", uts=f"{ns}/uts",
             pid=f"{ns}/pid" if record.share_pid else None, shm_path=str(bundle / "shm"),
             etc_hostname=str(bundle / "hostname"),
             etc_hosts=str(bundle / "hosts"), resolv_conf=str(bundle / "resolv.conf"))
@@ -581,6 +647,8 @@ class OCIRuntime:
         self._observer.start()
 
     def close(self) -> None:
+        if self.network is not None:
+            self.network.release()
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
@@ -590,6 +658,28 @@ class OCIRuntime:
         return None
 
     # ------------------------------------------------------------------ housekeeping
+
+    def remove_orphan_sandboxes(self) -> None:
+        """Sandbox directories without a record (kubelite died while creating one): their network is
+        torn down (CNI DEL from the attachment written before ADD), and they are removed."""
+        with self._lock:
+            known = set(self._sandboxes)
+        for bundle in self.sandbox_dir.iterdir():
+            if bundle.name in known or not bundle.is_dir() or not _SAFE_NAME.match(bundle.name):
+                continue
+            log.info("removing the remains of pod sandbox %s", bundle.name)
+            self._runc("delete", "--force", bundle.name, check=False)
+            self._teardown_network(bundle.name)
+            linux.unmount(bundle / "shm")
+            shutil.rmtree(bundle, ignore_errors=True)
+        netns_dir = self.run_dir / "netns"
+        if netns_dir.is_dir():   # pinned before its attachment was recorded
+            with self._lock:
+                used = {r.netns for r in self._sandboxes.values()}
+            for path in netns_dir.iterdir():
+                if str(path) not in used:
+                    linux.unmount(path)
+                    path.unlink(missing_ok=True)
 
     def remove_orphan_layers(self) -> None:
         """Writable layers of containers this runtime has no record of (after a reboot) are removed."""

@@ -26,6 +26,16 @@ class SandboxState(str, enum.Enum):
 
 
 @dataclass(frozen=True)
+class PortMapping:
+    """A `hostPort` of one of the pod's containers, published on the host (CRI PortMapping)."""
+
+    host_port: int
+    container_port: int
+    protocol: str = "TCP"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     uid: str
     name: str
@@ -36,6 +46,7 @@ class SandboxConfig:
     host_network: bool = False
     share_process_namespace: bool = False
     log_directory: str = ""
+    port_mappings: tuple[PortMapping, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +72,7 @@ class SandboxInfo:
     sandbox_hash: str
     state: SandboxState
     created_at: datetime
+    ip: str | None = None      # the pod's IP on the pod network; None without one (hostNetwork, no CNI)
 
 
 @dataclass(frozen=True)
