@@ -412,6 +412,7 @@ class Agent:
         if entry.deleted_at is not None and not any(c.running for c in observed.containers):
             self.remove_pod(entry, observed)
             return None
+        self.probing.prepare(uid, entry.pod, observed)  # containers started just now: initial results
         status = statuses.pod_status(
             entry.desired, observed, record=entry.record, now=now, holds=entry.holds,
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},

@@ -119,7 +119,7 @@ class ProbeManager:
     # ------------------------------------------------------------------ the prober's work
 
     def sync_targets(self, uid: str, pod: Pod, observed: ObservedPod, runtime: Runtime, pod_ip: str | None) -> None:
-        """Tell the prober what this pod probes now, if that changed."""
+        """Tell the prober what this pod probes now, if that changed (after `prepare`)."""
         specs = {c.name: c for c in pod.spec.all_containers()}
         targets: list[ProbeTarget] = []
         for c in observed.containers:
