@@ -616,7 +616,7 @@ class Agent:
         outcomes = self.probing.prober.drain(now)
         if not outcomes:
             return False
-        events, changed = self.probing.apply(outcomes, {uid: e.pod for uid, e in self.pods.items()})
+        events, changed = self.probing.apply(outcomes, self.pods)
         for uid, name, type_, reason, message in events:
             entry = self.pods.get(uid)
             if entry is not None:
@@ -633,7 +633,7 @@ class Agent:
         outcomes = self.probing.prober.drain(now)
         if not outcomes:
             return False
-        events, changed = self.probing.apply(outcomes, {uid: e.pod for uid, e in self.pods.items()})
+        events, changed = self.probing.apply(outcomes, self.pods)
         if events:
             with self.store.transaction():
                 for uid, name, type_, reason, message in events:

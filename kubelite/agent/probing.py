@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import replace
-from typing import Mapping
+from typing import Any, Mapping
 
 from kubelite.api.models import Container, Pod
 from kubelite.core import probes as rules
@@ -95,16 +95,17 @@ class ProbeManager:
             self.states.pop((cid, kind), None)
             self.results.pop((cid, kind), None)
 
-    def apply(self, outcomes: list[ProbeOutcome], pods: Mapping[str, Pod]) -> tuple[list[ProbeEvent], bool]:
-        """Apply runs to the states: the events they raise, and whether any result changed."""
+    def apply(self, outcomes: list[ProbeOutcome], pods: Mapping[str, Any]) -> tuple[list[ProbeEvent], bool]:
+        """Apply runs to the states: the events they raise, and whether any result changed.
+        `pods` maps a uid to anything with a `.pod` (the agent's entries)."""
         events: list[ProbeEvent] = []
         changed = False
         for outcome in outcomes:
             key = (outcome.container_id, outcome.kind)
             state = self.states.get(key)
             owner = self.owner.get(outcome.container_id)
-            pod = pods.get(owner[0]) if owner else None
-            container = _container(pod, owner[1]) if pod is not None and owner else None
+            entry = pods.get(owner[0]) if owner else None
+            container = _container(entry.pod, owner[1]) if entry is not None and owner else None
             probe = rules.probe_spec(container, outcome.kind) if container is not None else None
             if state is None or state.on_hold or probe is None or owner is None:
                 continue  # a run that finished after its container stopped or its probe ended

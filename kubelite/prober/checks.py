@@ -26,6 +26,7 @@ import os
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 from kubelite.core.types import ProbeResult, ProbeTarget
@@ -128,15 +129,42 @@ def request_bytes(target: ProbeTarget, *, path: str, host_port: str, user_agent:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", errors="replace")
 
 
-async def _read_response(reader: asyncio.StreamReader) -> _Response:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as exc:
-        raise DialError("EOF" if not exc.partial else
+class _Reader:
+    """Buffered reads over `recv` (a raw socket's `sock_recv`, or a TLS stream's `read`)."""
+
+    def __init__(self, recv: Callable[[], Awaitable[bytes]]) -> None:
+        self.recv, self.buffer = recv, b""
+
+    async def _more(self) -> bool:
+        chunk = await self.recv()
+        self.buffer += chunk
+        return bool(chunk)
+
+    async def until(self, separator: bytes, limit: int) -> bytes | None:
+        """Up to and including `separator`; None at EOF first."""
+        while (end := self.buffer.find(separator)) < 0:
+            if len(self.buffer) > limit:
+                raise DialError("net/http: HTTP/1.x transport connection broken: header too long")
+            if not await self._more():
+                return None
+        data, self.buffer = self.buffer[:end + len(separator)], self.buffer[end + len(separator):]
+        return data
+
+    async def take(self, n: int) -> bytes:
+        """`n` bytes, or what there is at EOF."""
+        while len(self.buffer) < n and await self._more():
+            pass
+        data, self.buffer = self.buffer[:n], self.buffer[n:]
+        return data
+
+
+async def _read_response(reader: _Reader) -> _Response:
+    head = await reader.until(b"\r\n\r\n", MAX_HEAD)
+    if head is None:
+        partial = reader.buffer
+        raise DialError("EOF" if not partial else
                         f'net/http: HTTP/1.x transport connection broken: malformed HTTP response '
-                        f'{exc.partial[:40].decode("latin-1")!r}') from None
-    except asyncio.LimitOverrunError:
-        raise DialError("net/http: HTTP/1.x transport connection broken: header too long") from None
+                        f'{partial[:40].decode("latin-1")!r}')
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
     if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
@@ -149,22 +177,22 @@ async def _read_response(reader: asyncio.StreamReader) -> _Response:
     return _Response(int(parts[1]), headers, await _read_body(reader, headers))
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+async def _read_body(reader: _Reader, headers: dict[str, str]) -> bytes:
     """At most MAX_BODY bytes of the body (the rest is left unread: the connection is closed)."""
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = b""
         while len(body) < MAX_BODY:
-            size_line = await reader.readline()
-            size = int(size_line.split(b";")[0].strip() or b"0", 16)
+            size_line = await reader.until(b"\r\n", MAX_HEAD)
+            size = int((size_line or b"0").split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 break
-            body += await reader.readexactly(size)
-            await reader.readline()
+            body += await reader.take(size)
+            await reader.until(b"\r\n", MAX_HEAD)
         return body[:MAX_BODY]
     length = headers.get("content-length")
     if length is not None and length.isdigit():
-        return await reader.readexactly(min(int(length), MAX_BODY))
-    return await reader.read(MAX_BODY)
+        return await reader.take(min(int(length), MAX_BODY))
+    return await reader.take(MAX_BODY)
 
 
 async def _get_once(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, url: str,
@@ -172,15 +200,20 @@ async def _get_once(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, u
     parts = urlsplit(url)
     host = parts.hostname or target.host
     port = parts.port or (443 if parts.scheme == "https" else 80)
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    request = request_bytes(target, path=path, host_port=join_host_port(host, port), user_agent=user_agent)
     sock = await dial(ns, netns_fd, host, port)
+    loop = asyncio.get_running_loop()
     writer: asyncio.StreamWriter | None = None
     try:
-        reader, writer = await asyncio.open_connection(
-            sock=sock, ssl=_TLS if parts.scheme == "https" else None,
-            server_hostname=host if parts.scheme == "https" else None, limit=MAX_HEAD)
-        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        writer.write(request_bytes(target, path=path, host_port=join_host_port(host, port), user_agent=user_agent))
-        await writer.drain()
+        if parts.scheme == "https":
+            stream, writer = await asyncio.open_connection(sock=sock, ssl=_TLS, server_hostname=host, limit=MAX_HEAD)
+            writer.write(request)
+            await writer.drain()
+            reader = _Reader(lambda: stream.read(65536))
+        else:  # plain HTTP straight on the socket: no transport or protocol objects per run
+            await loop.sock_sendall(sock, request)
+            reader = _Reader(lambda: loop.sock_recv(sock, 65536))
         return await _read_response(reader)
     except ssl.SSLError as exc:
         raise DialError(f"remote error: tls: {exc.reason or exc}") from None

@@ -33,6 +33,8 @@ log = logging.getLogger("kubelite.prober")
 #: Threads that run exec probes (each waits for one `runc exec`): more exec probes queue.
 EXEC_WORKERS = 4
 MAX_OUTPUT = 10 * 1024
+#: Successful runs reach the agent in batches at most this far apart (failures at once).
+BATCH_S = 0.1
 
 
 @dataclass
@@ -55,6 +57,8 @@ class NetworkProber:
         self.runtime, self.hint, self.user_agent = runtime, hint, user_agent
         self.outcomes: queue.SimpleQueue[ProbeOutcome] = queue.SimpleQueue()
         self.exec_workers = exec_workers
+        self._hinted = False
+        self._hint_due = False
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -72,7 +76,28 @@ class NetworkProber:
         if self._loop is not None:
             self._loop.call_soon_threadsafe(self._set, uid, None, ())
 
+    def _report(self, outcome: ProbeOutcome) -> None:
+        """Queue a run and hint the agent: at once for a failure or a warning (it writes an event and
+        may act), within BATCH_S for a plain success, so that healthy probes wake it in batches.
+        Only the first run since the agent last drained hints; the rest ride along."""
+        self.outcomes.put(outcome)
+        if self._hinted:
+            return
+        if outcome.result is not ProbeResult.SUCCESS or outcome.warning:
+            self._hinted = True
+            self.hint()
+        elif not self._hint_due:
+            self._hint_due = True
+            asyncio.get_running_loop().call_later(BATCH_S, self._late_hint)
+
+    def _late_hint(self) -> None:
+        self._hint_due = False
+        if not self._hinted:
+            self._hinted = True
+            self.hint()
+
     def drain(self, now: datetime) -> list[ProbeOutcome]:
+        self._hinted = False  # before draining: a run queued after this line hints again
         found = []
         while True:
             try:
@@ -164,9 +189,7 @@ class NetworkProber:
         due = loop.time() + max(0.0, (target.first_at - _utcnow()).total_seconds())
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
-            outcome = await self._probe(pod, target)
-            self.outcomes.put(outcome)
-            self.hint()
+            self._report(await self._probe(pod, target))
             due += target.period_s
             if due < loop.time():  # overran: skip the missed ticks
                 due += ((loop.time() - due) // target.period_s + 1) * target.period_s
