@@ -173,6 +173,7 @@ class Node:
         try:
             wait_for(lambda: not self.agent.pods, timeout=30, what="every pod to be removed", step=self.step)
         finally:
+            self.agent.probing.prober.close()
             self.runtime.close()
             self.store.close()
         return leftovers(self.root, self.run_dir, self.runtime.instance)

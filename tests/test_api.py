@@ -123,8 +123,14 @@ def test_unknown_fields_are_warnings_that_name_them_and_are_dropped():
 def test_known_but_unimplemented_fields_are_reported():
     doc = with_container(livenessProbe={"exec": {"command": ["true"]}}, ports=[{"containerPort": 80, "hostPort": 8080}])
     warnings = [str(w) for w in decode_document(doc, source="x").warnings]
-    assert "spec.containers[0].livenessProbe: not implemented yet; ignored" in warnings
+    assert not any("livenessProbe" in w for w in warnings)  # probes are implemented
     assert not any("hostPort" in w for w in warnings)   # implemented: pod networking
+
+
+def test_grpc_probes_are_reported_as_not_run():
+    doc = with_container(readinessProbe={"grpc": {"port": 9000}})
+    warnings = [str(w) for w in decode_document(doc, source="x").warnings]
+    assert "spec.containers[0].readinessProbe.grpc: not implemented yet; the probe does not run" in warnings
 
 
 def test_configmaps_and_secrets_are_accepted_and_reported_as_not_implemented():

@@ -1,6 +1,6 @@
 """The house rules that keep the code livable, checked on every run.
 
-* Imports only go down: cli → agent → {sources, store, runtime} → core → api.
+* Imports only go down: cli → agent → {sources, store, runtime, prober} → core → api (prober → runtime).
 * `kubelite/core` is pure: no clock, no files, no processes.
 * The CLI's read path loads neither pydantic nor SQLAlchemy (that is what keeps `get pods` fast).
 """
@@ -22,11 +22,12 @@ ALLOWED = {
     "sources": {"api", "sources", "errors"},
     "store": {"api", "core", "store", "errors"},
     "runtime": {"api", "core", "runtime", "errors"},
-    "agent": {"api", "core", "sources", "store", "runtime", "agent", "errors", ""},
+    "prober": {"core", "runtime", "prober", "errors"},
+    "agent": {"api", "core", "sources", "store", "runtime", "prober", "agent", "errors", ""},
     "cli": None,  # the top: may import anything, lazily
 }
 #: Modules of a lower layer may use only the data types of `core`, never its decisions.
-CORE_TYPES_ONLY = {"store", "runtime"}
+CORE_TYPES_ONLY = {"store", "runtime", "prober"}
 PURE_STDLIB = {"__future__", "dataclasses", "datetime", "enum", "typing", "fractions", "re", "hashlib", "json",
                "collections", "math", "itertools", "functools"}
 

@@ -34,11 +34,13 @@ from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
+from kubelite.agent import probing
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox,
     PodActions, PodRecord, StartError, StopReason,
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
+from kubelite.prober import Prober
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
 )
@@ -107,7 +109,7 @@ class Agent:
     """Reconciles the manifests directory with the runtime, one pass at a time."""
 
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
@@ -122,7 +124,8 @@ class Agent:
         self.snapshot: sources.ManifestSnapshot | None = None   # the last scan: unchanged files are not re-parsed
         self.manifests_dirty = True
         self.next_manifest_scan: datetime | None = None
-        self.wake = threading.Event()
+        self.wake = probing.LoopWake()
+        self.probing = probing.ProbeManager(prober or probing.default_prober(runtime, self.wake))
         self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
@@ -214,7 +217,8 @@ class Agent:
             self.relist(now)
             self.record_hook_failures(now)
             self.record_sync_results(now)
-            wake: datetime | None = self.next_manifest_scan
+            self.record_probe_outcomes(now)
+            wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
             self.terminating_keys = {e.key for e in self.pods.values() if e.deleted_at is not None}
             for uid in list(self.pods):
                 wake = _earliest(wake, self.sync_pod(uid, now))
@@ -398,8 +402,10 @@ class Agent:
             return None  # a replacement starts once the pod it replaces has stopped
         if entry.record.start_time is None and entry.deleted_at is None:
             entry.record = replace(entry.record, start_time=now)
-        actions = plan(entry.desired, self.observed(uid), record=entry.record, backoff=self.backoff, now=now,
-                       policy=self.config.backoff)
+        before = self.observed(uid)
+        self.probing.prepare(uid, entry.pod, before)
+        actions = plan(entry.desired, before, record=entry.record, backoff=self.backoff, now=now,
+                       policy=self.config.backoff, probes=self.probing.results)
         if entry.retry_at is not None and now < entry.retry_at:
             # the last start failed: like the kubelet's pod worker, retry after a pause
             actions.to_start.clear()
@@ -411,11 +417,13 @@ class Agent:
         if entry.deleted_at is not None and not any(c.running for c in observed.containers):
             self.remove_pod(entry, observed)
             return None
+        self.probing.prepare(uid, entry.pod, observed)  # containers started just now: initial results
         status = statuses.pod_status(
             entry.desired, observed, record=entry.record, now=now, holds=entry.holds,
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},
-            previous_conditions=entry.status.get("conditions", ()), runtime=self.runtime.name,
-            host_ip=self.config.node_ip)
+            probes=self.probing.results, previous_conditions=entry.status.get("conditions", ()),
+            runtime=self.runtime.name, host_ip=self.config.node_ip)
+        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, entry.status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
@@ -621,6 +629,38 @@ class Agent:
                 self.store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,
                                         reason=reason, message=result.message[:1000], now=now)
 
+    def record_probe_outcomes(self, now: datetime) -> bool:
+        """Apply the prober's runs (thresholds in `core.probes`) and write their events; True if a
+        result changed, so that the pods must be synced."""
+        outcomes = self.probing.prober.drain(now)
+        if not outcomes:
+            return False
+        events, changed = self.probing.apply(outcomes, self.pods)
+        for uid, name, type_, reason, message in events:
+            entry = self.pods.get(uid)
+            if entry is not None:
+                self.event(entry, type_, reason, message[:1024], now, container=name)
+        return changed
+
+    def absorb_probe_outcomes(self) -> bool:
+        """Between passes, on the reconcile thread: apply probe runs that change no result (writing
+        their events); True when a full pass is needed now (a result changed, or anything else
+        woke the loop)."""
+        if self.wake.take():
+            return True
+        now = self.clock()
+        outcomes = self.probing.prober.drain(now)
+        if not outcomes:
+            return False
+        events, changed = self.probing.apply(outcomes, self.pods)
+        if events:
+            with self.store.transaction():
+                for uid, name, type_, reason, message in events:
+                    entry = self.pods.get(uid)
+                    if entry is not None:
+                        self.event(entry, type_, reason, message[:1024], now, container=name)
+        return changed
+
     def record_hook_failures(self, now: datetime) -> None:
         while not self.hook_failures.empty():
             uid, name, failure = self.hook_failures.get()
@@ -643,6 +683,7 @@ class Agent:
                 pass
             self.sandboxes.pop(sb.id, None)
         self.pod_sandboxes.pop(entry.uid, None)
+        self.probing.forget(entry.uid)
         for key in [k for k in self.start_errors if k[0] == entry.uid]:
             del self.start_errors[key]
         shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs

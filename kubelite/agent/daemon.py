@@ -145,6 +145,19 @@ def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: th
     threading.Thread(target=loop, name="kubelite-git-sync", daemon=True).start()
 
 
+def wait_for_work(agent: Agent, timeout: float, stop: threading.Event) -> None:
+    """Sleep until the next pass is due or something asks for one. Probe runs that change no
+    result are applied as they arrive, without a pass (see `agent.probing`)."""
+    deadline = time.monotonic() + timeout
+    while timeout > 0 and agent.wake.wait(timeout) and not stop.is_set():
+        try:
+            if agent.absorb_probe_outcomes():
+                return
+        except Exception:  # noqa: BLE001 — the pass that follows reports a failing store
+            return
+        timeout = deadline - time.monotonic()
+
+
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
@@ -190,10 +203,10 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             timeout = config.relist_period_s
             if wake is not None:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
-            if timeout > 0:
-                agent.wake.wait(timeout)
+            wait_for_work(agent, timeout, stop)
     finally:
         watcher.stop()
+        agent.probing.prober.close()
         close = getattr(runtime, "close", None)
         if close is not None:
             close()

@@ -45,11 +45,13 @@ def unimplemented_fields(pod: models.Pod) -> list[FieldIssue]:
     for field, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
         for i, c in enumerate(containers):
             path = f"spec.{field}[{i}]"
-            for name, value in (("livenessProbe", c.liveness_probe), ("readinessProbe", c.readiness_probe),
-                                ("startupProbe", c.startup_probe), ("volumeMounts", c.volume_mounts),
-                                ("envFrom", c.env_from)):
+            for name, value in (("volumeMounts", c.volume_mounts), ("envFrom", c.env_from)):
                 if value:
                     found.append(FieldIssue(f"{path}.{name}", _NOT_YET))
+            for name, probe in (("livenessProbe", c.liveness_probe), ("readinessProbe", c.readiness_probe),
+                                ("startupProbe", c.startup_probe)):
+                if probe is not None and probe.grpc is not None:
+                    found.append(FieldIssue(f"{path}.{name}.grpc", "not implemented yet; the probe does not run"))
             if c.lifecycle is not None and c.lifecycle.post_start is not None:
                 found.append(FieldIssue(f"{path}.lifecycle.postStart", _NOT_YET))
             for j, env in enumerate(c.env):

@@ -89,8 +89,8 @@ class _Planner:
         return c is not None and c.running and c.kill_deadline is not None
 
     def kill(self, c: ObservedContainer, reason: StopReason, message: str) -> None:
-        if self.stopping(c):
-            return  # already asked to stop; escalation is rule 1
+        if self.stopping(c) or any(k.container_id == c.id for k in self.actions.to_kill):
+            return  # already asked to stop (escalation is rule 1), or by an earlier rule of this plan
         self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
 
     def start(self, container: Container, *, init: bool) -> bool:

@@ -188,3 +188,42 @@ class PodActions:
     def idle(self) -> bool:
         """True when nothing is to be done now."""
         return not (self.stop_sandbox or self.create_sandbox or self.to_start or self.to_kill or self.fail_pod)
+
+
+@dataclass(frozen=True)
+class ProbeTarget:
+    """One probe of one running container, resolved for the prober: what to run, where, how often.
+
+    `action` is `exec` (`command`), `http` (`scheme`, `host`, `port`, `path`, `headers`) or `tcp`
+    (`host`, `port`). The first run is due at `first_at` (the container's start plus
+    initialDelaySeconds), then every `period_s`; each run may take `timeout_s`.
+    """
+
+    container_id: str
+    kind: str                   # liveness | readiness | startup
+    action: str                 # exec | http | tcp
+    first_at: datetime
+    period_s: int
+    timeout_s: int
+    command: tuple[str, ...] = ()
+    scheme: str = "http"        # http | https
+    host: str = "127.0.0.1"
+    port: int = 0
+    path: str = "/"
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """One run of a probe, as the prober reports it (thresholds are applied by `core.probes`).
+
+    `result` is UNKNOWN when the prober could not run the probe at all (the kubelet's probe
+    error): such a run is thrown away. `warning` marks a success with a warning (an HTTP
+    redirect to another host that was not followed).
+    """
+
+    container_id: str
+    kind: str
+    result: ProbeResult
+    output: str = ""
+    warning: bool = False

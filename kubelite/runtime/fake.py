@@ -9,7 +9,9 @@ exactly that `finished_at`, whenever it is noticed, so tests are exact.
 
 A pod can also script its containers from its manifest, for dry runs: the annotation
 `fake.kubelite.io/<container>: "exit=1 after=5"` (keys: exit, after, oom-after, fail-start,
-ignore-term) applies to every attempt of that container.
+ignore-term) applies to every attempt of that container. Probe outcomes are scripted the same way:
+`liveness=fail-after:10` (succeeds for 10 s after the container started, then fails),
+`readiness=ok-after:5`, `startup=fail`, `readiness=ok` (the default for every probe).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Behavior:
     fail_start: str | None = None       # start_container raises with this message
     ignore_sigterm: bool = False        # only SIGKILL stops it
     term_exit_code: int = 143           # exit code when SIGTERM stops it
+    probes: tuple[tuple[str, str], ...] = ()   # (liveness|readiness|startup, script), see `probe_succeeds`
 
     @classmethod
     def parse(cls, text: str) -> "Behavior":
@@ -60,9 +63,25 @@ class Behavior:
                 fields["fail_create"] = value or "simulated create failure"
             elif key == "ignore-term":
                 fields["ignore_sigterm"] = True
+            elif key in PROBE_KINDS:
+                _probe_script(value)  # checked now, so a typo fails the container's creation
+                fields["probes"] = tuple(fields.get("probes", ())) + ((key, value),)  # type: ignore[arg-type]
             else:
                 raise ValueError(f"unknown fake behaviour {key!r}")
         return cls(**fields)  # type: ignore[arg-type]
+
+
+PROBE_KINDS = ("liveness", "readiness", "startup")
+
+
+def _probe_script(text: str) -> tuple[bool, float]:
+    """`ok`, `fail`, `fail-after:N`, `ok-after:N` → (succeeds at first, seconds until it flips)."""
+    word, _, after = text.partition(":")
+    if word in ("ok", "fail") and not after:
+        return word == "ok", float("inf")
+    if word in ("ok-after", "fail-after") and after:
+        return word == "fail-after", _seconds(after)
+    raise ValueError(f"probe script {text!r}: use ok, fail, ok-after:SECONDS or fail-after:SECONDS")
 
 
 def _seconds(text: str) -> float:
@@ -289,6 +308,21 @@ class FakeRuntime:
 
     def image_present(self, image: str) -> bool:
         return image not in self.missing_images
+
+    def probe_succeeds(self, container_id: str, kind: str, at: datetime) -> bool | None:
+        """The scripted outcome of probe `kind` run at `at`; None when the container is not running."""
+        with self._lock:
+            c = self._containers.get(container_id)
+            if c is None or c.info.state is not ContainerState.RUNNING or c.info.started_at is None:
+                return None
+            script = dict(c.behavior.probes).get(kind, "ok")
+            first, flip_after = _probe_script(script)
+            elapsed = (at - c.info.started_at).total_seconds()
+            return first if elapsed < flip_after else not first
+
+    def sandbox_netns(self, sandbox_id: str) -> str | None:
+        """Simulated pods have no network namespace: the scripted prober needs none."""
+        return None
 
     # ------------------------------------------------------------------ a machine restart
 

@@ -119,6 +119,10 @@ class Runtime(Protocol):
     def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult: ...
     def image_present(self, image: str) -> bool: ...
 
+    def sandbox_netns(self, sandbox_id: str) -> str | None:
+        """A path to the pod's network namespace usable with setns(2) (`/proc/<infra pid>/ns/net`);
+        None for a pod on the host's network, or a runtime without namespaces (the fake one)."""
+
     def set_exit_hint(self, hint: Callable[[], None]) -> None:
         """Call `hint()` (from any thread) soon after a container exits: a hint, not the truth."""
 
