@@ -98,12 +98,12 @@ def test_json_manifest_is_read(tmp_path: Path) -> None:
     assert result.ok and keys(result) == ["default/web"]
 
 
-def test_configmap_document_is_a_warning_not_a_pod(tmp_path: Path) -> None:
+def test_a_configmap_document_is_a_configuration_object_not_a_pod(tmp_path: Path) -> None:
     path = tmp_path / "web.yaml"
     path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\n---\n" + pod_yaml("web"))
     result = read_file(path, root=tmp_path)
-    assert result.ok and keys(result) == ["default/web"]
-    assert [(w.document, w.field) for w in result.warnings] == [(1, "kind")]
+    assert result.ok and keys(result) == ["default/web"] and result.warnings == []
+    assert [c.key for c in result.configs] == [("ConfigMap", "default", "conf")]
 
 
 def test_digest_is_sha256_of_the_bytes_and_follows_edits(tmp_path: Path) -> None:
