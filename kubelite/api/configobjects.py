@@ -200,3 +200,19 @@ def accept(model: Union[ConfigMap, Secret], values: dict[str, bytes], *, source:
             del obj[empty]
     return ConfigObject(kind=kind, namespace=meta.namespace, name=meta.name or "", uid=uid, object=obj,
                         values=values, hash=_hash(obj))
+
+
+def from_object(obj: dict[str, Any]) -> ConfigObject:
+    """A `ConfigObject` again from its stored v1 object (as `accept` made it)."""
+    kind = obj["kind"]
+    meta = obj.get("metadata", {})
+    values: dict[str, bytes] = {}
+    if kind == "Secret":
+        values = {k: base64.b64decode(v) for k, v in obj.get("data", {}).items()}
+    else:
+        values = {k: v.encode("utf-8") for k, v in obj.get("data", {}).items()}
+        values.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
+    clean = {k: v for k, v in obj.items()}
+    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion")}
+    return ConfigObject(kind=kind, namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
+                        uid=meta.get("uid", ""), object=clean, values=values, hash=_hash(clean))
