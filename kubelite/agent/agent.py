@@ -127,8 +127,8 @@ class Agent:
         self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
+        self.volumes_checked = False   # orphan volumes are removed once the first pass knows every pod
         self._load()
-        self.configs.volumes.remove_orphans(set(self.pods))   # pods removed while kubelite was not running
 
     # ------------------------------------------------------------------ hints (any thread)
 
@@ -216,6 +216,9 @@ class Agent:
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
             self.relist(now)
+            if not self.volumes_checked:   # pods removed while kubelite was not running
+                self.configs.volumes.remove_orphans(set(self.pods))
+                self.volumes_checked = True
             self.record_hook_failures(now)
             self.record_sync_results(now)
             wake: datetime | None = self.next_manifest_scan

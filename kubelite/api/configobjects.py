@@ -189,6 +189,9 @@ def accept(model: Union[ConfigMap, Secret], values: dict[str, bytes], *, source:
     obj["apiVersion"], obj["kind"] = "v1", kind
     obj.setdefault("metadata", {})["uid"] = uid
     obj["metadata"]["namespace"] = meta.namespace
+    for empty in ("labels", "annotations"):   # omitted when empty, as the API serves them
+        if not obj["metadata"].get(empty):
+            obj["metadata"].pop(empty, None)
     if isinstance(model, Secret):
         obj.pop("stringData", None)
         if values:
