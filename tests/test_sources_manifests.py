@@ -159,6 +159,10 @@ EXPECTED = {
                                                       "document 1 of this file", document=2),
     "third-document-invalid.yaml": Expect("spec.containers[0].imagePullPolicy", 12, "Unsupported value", document=3),
     "unknown-field-typo.yaml": Expect("spec.containers[0].imagePullPolicyy", 10, "unknown field", warning=True),
+    "configmap-duplicate-key.yaml": Expect("binaryData[mode]", 8, "Invalid value: duplicate of key present in data"),
+    "configmap-bad-key.yaml": Expect("data[app config]", 6, "Invalid value: a valid config key must consist"),
+    "secret-not-base64.yaml": Expect("data[password]", 6, "Invalid value: must be base64 data"),
+    "hostpath-unknown-type.yaml": Expect("spec.volumes[0].hostPath.type", 13, "Unsupported value"),
 }
 
 
