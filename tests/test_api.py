@@ -133,10 +133,10 @@ def test_grpc_probes_are_reported_as_not_run():
     assert "spec.containers[0].readinessProbe.grpc: not implemented yet; the probe does not run" in warnings
 
 
-def test_configmaps_and_secrets_are_accepted_and_reported_as_not_implemented():
+def test_configmaps_are_accepted_as_configuration_objects_not_pods():
     decoded = decode_document({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}}, source="x")
-    assert decoded.errors == [] and decoded.desired is None
-    assert "not implemented" in str(decoded.warnings[0])
+    assert decoded.errors == [] and decoded.warnings == [] and decoded.desired is None
+    assert decoded.config is not None and decoded.config.key == ("ConfigMap", "default", "c")
 
 
 def test_identical_content_gives_identical_hashes_and_uid():

@@ -314,3 +314,47 @@ def test_get_pods_watch_prints_changes(daemon):
     lines = out.splitlines()
     assert lines[0].split()[0] == "NAME"
     assert any(line.startswith("late") for line in lines[1:]), out
+
+
+# ------------------------------------------------------------------ ConfigMaps and Secrets
+
+CONFIG_DOCS = [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+                "data": {"mode": "fast"}, "binaryData": {"blob": "AAEC"}},
+               {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                "stringData": {"password": "s3cret-value", "user": "admin"}}]
+
+
+def test_get_and_describe_configmaps_and_secrets_as_kubectl_without_secret_values(dirs, capsys):
+    manifests, root = dirs
+    write(manifests / "objects.yaml", *CONFIG_DOCS)
+    populate(manifests, root)
+    capsys.readouterr()
+    assert main(["get", "configmaps"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "DATA", "AGE"] and lines[1].split()[:2] == ["app-config", "2"]
+    assert main(["get", "secrets", "-A"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAMESPACE", "NAME", "TYPE", "DATA", "AGE"]
+    assert lines[1].split()[:4] == ["default", "db", "Opaque", "2"]
+    assert main(["describe", "secret", "db"]) == 0
+    out = capsys.readouterr().out
+    assert "Type:  Opaque" in out and "password:  12 bytes" in out and "user:      5 bytes" in out
+    assert "s3cret" not in out and "czNjcmV0" not in out
+    assert main(["describe", "cm", "app-config"]) == 0
+    out = capsys.readouterr().out
+    assert "mode:\n----\nfast\n" in out and "blob: 3 bytes" in out
+    assert main(["get", "cm", "app-config", "-o", "json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["kind"] == "ConfigMap" and obj["data"] == {"mode": "fast"} and obj["metadata"]["uid"]
+    assert main(["get", "secret", "nope"]) == 1
+    assert capsys.readouterr().err.strip() == 'Error from server (NotFound): secrets "nope" not found'
+
+
+def test_validate_and_apply_name_configmaps_and_secrets(dirs, tmp_path, capsys):
+    manifests, _ = dirs
+    source = write(tmp_path / "objects.yaml", *CONFIG_DOCS)
+    assert main(["validate", str(source)]) == 0
+    assert capsys.readouterr().out.splitlines() == [f"configmap/app-config valid ({source})",
+                                                    f"secret/db valid ({source})"]
+    assert main(["apply", "-f", str(source)]) == 0
+    assert capsys.readouterr().out.splitlines() == ["configmap/app-config created", "secret/db created"]

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from kubelite.agent.agent import Agent, AgentConfig
 from kubelite.api import models, support
-from kubelite.api.decode import OTHER_ACCEPTED_KINDS, Decoded, decode_document
+from kubelite.api.decode import Decoded, decode_document
 from kubelite.core.types import ContainerState
 from kubelite.runtime.fake import FakeRuntime
 from kubelite.sources.manifests import FileResult, read_file, scan
@@ -290,11 +290,9 @@ def path_is_known(path: str, words: set[str]) -> bool:
 
 
 def check_decoded(decoded: Decoded, doc: Any, marker: str | None = None) -> None:
-    assert not (decoded.desired is not None and decoded.errors), "valid and rejected at once"
-    if decoded.desired is None and not decoded.errors:
-        # neither valid nor rejected: only a kind accepted but not implemented, with its warning
-        assert isinstance(doc, dict) and doc.get("kind") in OTHER_ACCEPTED_KINDS, "ignored without a message"
-        assert decoded.warnings
+    accepted = decoded.desired is not None or decoded.config is not None
+    assert not (accepted and decoded.errors), "valid and rejected at once"
+    assert accepted or decoded.errors, "neither valid nor rejected"
     words = WIRE_NAMES | keys_of(doc)
     for issue in decoded.errors + decoded.warnings:
         assert isinstance(issue.message, str) and issue.message.strip(), f"empty message at {issue.path!r}"

@@ -98,12 +98,12 @@ def test_json_manifest_is_read(tmp_path: Path) -> None:
     assert result.ok and keys(result) == ["default/web"]
 
 
-def test_configmap_document_is_a_warning_not_a_pod(tmp_path: Path) -> None:
+def test_a_configmap_document_is_a_configuration_object_not_a_pod(tmp_path: Path) -> None:
     path = tmp_path / "web.yaml"
     path.write_text("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf\n---\n" + pod_yaml("web"))
     result = read_file(path, root=tmp_path)
-    assert result.ok and keys(result) == ["default/web"]
-    assert [(w.document, w.field) for w in result.warnings] == [(1, "kind")]
+    assert result.ok and keys(result) == ["default/web"] and result.warnings == []
+    assert [c.key for c in result.configs] == [("ConfigMap", "default", "conf")]
 
 
 def test_digest_is_sha256_of_the_bytes_and_follows_edits(tmp_path: Path) -> None:
@@ -159,6 +159,10 @@ EXPECTED = {
                                                       "document 1 of this file", document=2),
     "third-document-invalid.yaml": Expect("spec.containers[0].imagePullPolicy", 12, "Unsupported value", document=3),
     "unknown-field-typo.yaml": Expect("spec.containers[0].imagePullPolicyy", 10, "unknown field", warning=True),
+    "configmap-duplicate-key.yaml": Expect("binaryData[mode]", 8, "Invalid value: duplicate of key present in data"),
+    "configmap-bad-key.yaml": Expect("data[app config]", 6, "Invalid value: a valid config key must consist"),
+    "secret-not-base64.yaml": Expect("data[password]", 6, "Invalid value: must be base64 data"),
+    "hostpath-unknown-type.yaml": Expect("spec.volumes[0].hostPath.type", 13, "Unsupported value"),
 }
 
 

@@ -107,3 +107,50 @@ def test_the_cli_reports_a_damaged_database_in_one_line(tmp_path):
     (tmp_path / "kubelite.db").write_bytes(b"\x00garbage" * 500)
     with pytest.raises(StoreError, match="the state database is damaged"):
         Reader(tmp_path).pods()
+
+
+def test_a_version_1_database_is_upgraded_to_2_keeping_its_pods_and_gaining_config_objects(tmp_path):
+    from sqlalchemy import create_engine
+
+    from kubelite.store.store import _migrate_0_to_1
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'kubelite.db'}")
+    with engine.begin() as conn:   # exactly what kubelite 1 wrote: the v1 tables, schema_version 1
+        _migrate_0_to_1(conn)
+        conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '1')")
+        conn.exec_driver_sql("INSERT INTO pods (uid, namespace, name, source, manifest, pod_hash, sandbox_hash, "
+                             "container_hashes, created_at, object, resource_version) VALUES "
+                             "('u1', 'default', 'web', '/m/web.yaml', '{}', 'h', 's', '{}', 't', '{}', 1)")
+    engine.dispose()
+    db = sqlite3.connect(tmp_path / "kubelite.db")
+    assert "config_objects" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
+    db.close()
+    store = Store(tmp_path)
+    assert store.get_meta("schema_version") == "2"
+    assert [r["uid"] for r in store.load().pods] == ["u1"]
+    with store.transaction():
+        store.put_config_object({"kind": "ConfigMap", "namespace": "default", "name": "cfg", "uid": "c1",
+                                 "source": "/m/cfg.yaml", "object": '{"kind": "ConfigMap"}',
+                                 "created_at": "2026-11-28T06:00:00Z", "resource_version": 1})
+    columns = [r[1] for r in store.execute_sql("PRAGMA table_info(config_objects)")]
+    assert columns == ["kind", "namespace", "name", "uid", "source", "object", "created_at", "resource_version"]
+    assert [r[0] for r in store.execute_sql("SELECT name FROM pragma_index_list('config_objects')")], "no key"
+    reader = Reader(tmp_path)
+    assert reader.config_objects("ConfigMap") == [{"kind": "ConfigMap"}] and reader.config_objects("Secret") == []
+    reader.close()
+    store.close()
+
+
+def test_the_reader_of_a_version_1_database_sees_no_config_objects(tmp_path):
+    from sqlalchemy import create_engine
+
+    from kubelite.store.store import _migrate_0_to_1
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'kubelite.db'}")
+    with engine.begin() as conn:
+        _migrate_0_to_1(conn)
+        conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '1')")
+    engine.dispose()
+    reader = Reader(tmp_path)
+    assert reader.config_objects("ConfigMap") == []
+    reader.close()

@@ -29,9 +29,11 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kubelite.agent.configs import Configs
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
+from kubelite.core import podconfig
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.agent import probing
@@ -44,6 +46,7 @@ from kubelite.prober import Prober
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
 )
+from kubelite.runtime.volumes import VolumeError, VolumeHost
 from kubelite.sources import gitsync
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store, dumps
@@ -109,8 +112,12 @@ class Agent:
     """Reconciles the manifests directory with the runtime, one pass at a time."""
 
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
-                 clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, prober: Prober | None = None,
+                 volumes: VolumeHost | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
+        # the fake runtime's dry runs mount nothing and create nothing outside the state root
+        self.configs = Configs(store, volumes or VolumeHost(config.root, host_changes=runtime.name != "fake"),
+                               config.node_name)
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
         self.pod_sandboxes: dict[str, dict[str, ObservedSandbox]] = {}   # uid → id → sandbox
@@ -129,6 +136,7 @@ class Agent:
         self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
+        self.volumes_checked = False   # orphan volumes are removed once the first pass knows every pod
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -166,6 +174,7 @@ class Agent:
         for uid, c in state.containers.values():
             self._put_container(uid, c)
         self.backoff, self.start_errors = state.backoff, state.start_errors
+        self.configs.load(state.config_objects)
 
     def _write_all(self) -> None:
         """Write everything the agent holds (into a database that was deleted under it)."""
@@ -181,6 +190,7 @@ class Agent:
                 self.store.put_backoff(entry)
             for (uid, name), error in self.start_errors.items():
                 self.store.put_start_error(uid, name, error)
+            self.configs.write_all()
 
     def _write_meta(self) -> None:
         self.store.set_meta("manifests", str(self.config.manifests))
@@ -215,6 +225,9 @@ class Agent:
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
             self.relist(now)
+            if not self.volumes_checked:   # pods removed while kubelite was not running
+                self.configs.volumes.remove_orphans(set(self.pods))
+                self.volumes_checked = True
             self.record_hook_failures(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
@@ -245,7 +258,7 @@ class Agent:
         for e in self.pods.values():
             if e.deleted_at is None:
                 previous.setdefault(e.source, []).append(e.desired)
-        resolution = sources.resolve(snapshot, previous)
+        resolution = sources.resolve(snapshot, previous, self.configs.previous())
         commit = gitsync.commit_of(self.config.manifests, self.config.root)
         wanted = set()
         for key, desired in resolution.pods.items():
@@ -269,6 +282,10 @@ class Agent:
                 entry.deleted_at = now
                 entry.record = replace(entry.record, terminating=True)
                 self.persist(entry)
+        changed = self.configs.apply(resolution, now)
+        for entry in self.pods.values():
+            if changed and podconfig.references(entry.pod) & changed:
+                entry.retry_at = None   # a pod waiting for a ConfigMap or Secret starts as soon as it appears
         self.record_problems(resolution, now)
 
     def record_problems(self, resolution: sources.Resolution, now: datetime) -> None:
@@ -413,6 +430,7 @@ class Agent:
             actions.create_sandbox = False
             actions.wake_at(entry.retry_at)
         self.execute(entry, actions, now)
+        self.refresh_volumes(entry, now)
         observed = self.observed(uid)
         if entry.deleted_at is not None and not any(c.running for c in observed.containers):
             self.remove_pod(entry, observed)
@@ -449,6 +467,8 @@ class Agent:
             for sb in list(self.pod_sandboxes.get(uid, {}).values()):
                 if sb.ready:
                     self.stop_sandbox(uid, sb)
+        if (actions.create_sandbox or actions.to_start) and not self.set_up_volumes(entry, now):
+            return
         if actions.create_sandbox:
             if not self.create_sandbox(entry, actions.sandbox_attempt, now):
                 return
@@ -525,12 +545,19 @@ class Agent:
             return
         self.event(entry, "Normal", "Pulled", f'Container image "{image}" already present on machine', now,
                    container=name)
+        try:
+            resolved, mounts = self.configs.container_settings(entry.uid, entry.pod, container, entry.status)
+        except podconfig.ConfigError as exc:
+            self.start_failed(entry, name, "CreateContainerConfigError", str(exc), now)
+            return
+        for reason, message in resolved.warnings:
+            self.event(entry, "Warning", reason, message, now, container=name)
         config = ContainerConfig(uid=entry.uid, pod_name=entry.pod.metadata.name or "",
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
                                  annotations=dict(entry.pod.metadata.annotations),
-                                 pod_security=entry.pod.spec.security_context)
+                                 pod_security=entry.pod.spec.security_context, env=resolved.env, mounts=mounts)
         try:
             container_id = self.runtime.create_container(sandbox_id, config)
         except RuntimeError_ as exc:
@@ -551,6 +578,33 @@ class Agent:
             del self.start_errors[(entry.uid, name)]
             self.store.put_start_error(entry.uid, name, None)
         self.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
+
+    def set_up_volumes(self, entry: PodEntry, now: datetime) -> bool:
+        """The pod's volumes, ready before its containers start. On failure: FailedMount, and the
+        containers not created yet wait in ContainerCreating with the reason as their message."""
+        try:
+            self.configs.set_up_volumes(entry.uid, entry.pod, entry.status)
+        except (VolumeError, OSError) as exc:
+            message = str(exc)
+            self.event(entry, "Warning", "FailedMount", message, now)
+            created = {c.name for c in self.by_pod.get(entry.uid, {}).values()}
+            for c in entry.pod.spec.all_containers():
+                if c.name not in created:
+                    self.start_errors[(entry.uid, c.name)] = StartError("ContainerCreating", message)
+                    self.store.put_start_error(entry.uid, c.name, self.start_errors[(entry.uid, c.name)])
+            entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
+            return False
+        for key in [k for k, e in self.start_errors.items() if k[0] == entry.uid and e.reason == "ContainerCreating"]:
+            del self.start_errors[key]
+            self.store.put_start_error(key[0], key[1], None)
+        return True
+
+    def refresh_volumes(self, entry: PodEntry, now: datetime) -> None:
+        """Keep a running pod's configMap, secret and downwardAPI files current (in place, no restart)."""
+        if entry.deleted_at is not None or not any(c.running for c in self.by_pod.get(entry.uid, {}).values()):
+            return
+        for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
+            self.event(entry, "Warning", "FailedMount", message, now)
 
     def image_missing(self, entry: PodEntry, name: str, image: str, never: bool, now: datetime) -> None:
         """ErrImageNeverPull; or ErrImagePull, then ImagePullBackOff for 10 s doubling to 300 s (the kubelet's)."""
@@ -676,6 +730,10 @@ class Agent:
             except RuntimeError_:
                 pass
             self._drop_container(c.id)
+        try:
+            self.configs.tear_down(entry.uid)
+        except (OSError, RuntimeError_) as exc:
+            log.warning("pod %s: removing its volumes: %s", entry.key, exc)
         for sb in observed.sandboxes:
             try:
                 self.runtime.remove_sandbox(sb.id)

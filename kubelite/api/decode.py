@@ -24,13 +24,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubelite.api import models, support
+from kubelite.api import configobjects, models, support
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
 POLICY_FIELDS = frozenset({"containers", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds"})
-#: Kinds a manifest directory may hold besides Pods; read in a later release, reported until then.
-OTHER_ACCEPTED_KINDS = frozenset({"ConfigMap", "Secret"})
+#: Kinds a manifest directory may hold besides Pods: configuration that its pods may reference.
+CONFIG_KINDS = frozenset(configobjects.KINDS)
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class Decoded:
     kind: str | None
     name: str | None
     desired: DesiredPod | None = None
+    config: configobjects.ConfigObject | None = None   # a valid ConfigMap or Secret
     errors: list[FieldIssue] = field(default_factory=list)
     warnings: list[FieldIssue] = field(default_factory=list)
 
@@ -90,11 +91,9 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
     if not isinstance(kind, str):
         decoded.errors.append(FieldIssue("kind", "Invalid value: must be a string"))
         return decoded
-    if kind in OTHER_ACCEPTED_KINDS:
-        decoded.warnings.append(FieldIssue("kind", f"{kind} is not implemented yet; document ignored"))
-        return decoded
-    if kind != "Pod":
-        decoded.errors.append(FieldIssue("kind", 'Unsupported value: supported values: "Pod"'))
+    if kind != "Pod" and kind not in CONFIG_KINDS:
+        decoded.errors.append(FieldIssue("kind", 'Unsupported value: supported values: "Pod", "ConfigMap", '
+                                                 '"Secret"'))
         return decoded
     if doc.get("apiVersion") != "v1":
         decoded.errors.append(FieldIssue("apiVersion", 'Unsupported value: supported values: "v1"'))
@@ -106,6 +105,8 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         decoded.errors.append(FieldIssue(where, "Invalid value: not JSON data (binary, a set, NaN, infinity, "
                                                 "a non-text key or text that is not valid Unicode)"))
         return decoded
+    if kind in CONFIG_KINDS:
+        return _decode_config(body, kind, decoded, source=source)
     try:
         # by_name=False: `image_pull_policy` is not `imagePullPolicy` on a cluster, so not here either
         pod = models.Pod.model_validate(body, by_alias=True, by_name=False)
@@ -119,6 +120,26 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
     if decoded.errors:
         return decoded
     decoded.desired = desired_pod(pod, source=source)
+    return decoded
+
+
+def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source: str) -> Decoded:
+    """A ConfigMap or Secret document: validated, and accepted as a `ConfigObject` when valid."""
+    model_class = configobjects.Secret if kind == "Secret" else configobjects.ConfigMap
+    try:
+        obj = model_class.model_validate(body, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        decoded.errors.extend(_pydantic_issues(exc))
+        return decoded
+    decoded.warnings.extend(_unknown_fields(obj, ""))
+    _drop_extras(obj)
+    if isinstance(obj, configobjects.Secret):
+        errors, values = configobjects.validate_secret(obj)
+    else:
+        errors, values = configobjects.validate_config_map(obj)
+    decoded.errors.extend(errors)
+    if not errors:
+        decoded.config = configobjects.accept(obj, values, source=source)
     return decoded
 
 

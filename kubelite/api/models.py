@@ -56,11 +56,43 @@ class ObjectMeta(K8sModel):
 # --------------------------------------------------------------------------------- container parts
 
 
+class ObjectFieldSelector(K8sModel):
+    field_path: Str
+    api_version: Optional[Str] = None
+
+
+class ResourceFieldSelector(K8sModel):
+    resource: Str
+    container_name: Optional[Str] = None
+    divisor: Optional[Quantity] = None
+
+
+class KeySelector(K8sModel):
+    """configMapKeyRef / secretKeyRef: one key of a ConfigMap or Secret in the pod's namespace."""
+
+    name: Optional[Str] = None
+    key: Str
+    optional: Optional[Bool] = None
+
+
 class EnvVarSource(K8sModel):
-    field_ref: Optional[dict[str, Any]] = None
-    resource_field_ref: Optional[dict[str, Any]] = None
-    config_map_key_ref: Optional[dict[str, Any]] = None
-    secret_key_ref: Optional[dict[str, Any]] = None
+    field_ref: Optional[ObjectFieldSelector] = None
+    resource_field_ref: Optional[ResourceFieldSelector] = None
+    config_map_key_ref: Optional[KeySelector] = None
+    secret_key_ref: Optional[KeySelector] = None
+
+
+class ObjectRef(K8sModel):
+    """envFrom's configMapRef / secretRef."""
+
+    name: Optional[Str] = None
+    optional: Optional[Bool] = None
+
+
+class EnvFromSource(K8sModel):
+    prefix: Optional[Str] = None
+    config_map_ref: Optional[ObjectRef] = None
+    secret_ref: Optional[ObjectRef] = None
 
 
 class EnvVar(K8sModel):
@@ -168,7 +200,7 @@ class Container(K8sModel):
     args: list[Str] = Field(default_factory=list)
     working_dir: Optional[Str] = None
     env: list[EnvVar] = Field(default_factory=list)
-    env_from: list[dict[str, Any]] = Field(default_factory=list)
+    env_from: list[EnvFromSource] = Field(default_factory=list)
     ports: list[ContainerPort] = Field(default_factory=list)
     resources: ResourceRequirements = Field(default_factory=ResourceRequirements)
     volume_mounts: list[VolumeMount] = Field(default_factory=list)
@@ -208,12 +240,61 @@ def image_tag(image: str) -> str | None:
 # --------------------------------------------------------------------------------- pod
 
 
+class EmptyDirVolumeSource(K8sModel):
+    medium: Optional[Str] = None
+    size_limit: Optional[Quantity] = None
+
+
+class HostPathVolumeSource(K8sModel):
+    path: Str
+    type: Optional[Str] = None
+
+
+class KeyToPath(K8sModel):
+    key: Str
+    path: Str
+    mode: Optional[Int] = None
+
+
+class ConfigMapVolumeSource(K8sModel):
+    name: Optional[Str] = None
+    items: list[KeyToPath] = Field(default_factory=list)
+    default_mode: Optional[Int] = None
+    optional: Optional[Bool] = None
+
+
+class SecretVolumeSource(K8sModel):
+    secret_name: Optional[Str] = None
+    items: list[KeyToPath] = Field(default_factory=list)
+    default_mode: Optional[Int] = None
+    optional: Optional[Bool] = None
+
+
+class DownwardAPIVolumeFile(K8sModel):
+    path: Str
+    field_ref: Optional[ObjectFieldSelector] = None
+    resource_field_ref: Optional[ResourceFieldSelector] = None
+    mode: Optional[Int] = None
+
+
+class DownwardAPIVolumeSource(K8sModel):
+    items: list[DownwardAPIVolumeFile] = Field(default_factory=list)
+    default_mode: Optional[Int] = None
+
+
 class Volume(K8sModel):
     name: Str
-    empty_dir: Optional[dict[str, Any]] = None
-    host_path: Optional[dict[str, Any]] = None
-    config_map: Optional[dict[str, Any]] = None
-    secret: Optional[dict[str, Any]] = None
+    empty_dir: Optional[EmptyDirVolumeSource] = None
+    host_path: Optional[HostPathVolumeSource] = None
+    config_map: Optional[ConfigMapVolumeSource] = None
+    secret: Optional[SecretVolumeSource] = None
+    downward_api: Optional[DownwardAPIVolumeSource] = Field(default=None, alias="downwardAPI")
+
+    def sources(self) -> list[str]:
+        """The wire names of the volume sources this volume sets (exactly one when valid)."""
+        return [wire for wire, value in (("emptyDir", self.empty_dir), ("hostPath", self.host_path),
+                                         ("configMap", self.config_map), ("secret", self.secret),
+                                         ("downwardAPI", self.downward_api)) if value is not None]
 
 
 class PodSecurityContext(K8sModel):
@@ -237,6 +318,7 @@ class PodSpec(K8sModel):
     volumes: list[Volume] = Field(default_factory=list)
     security_context: Optional[PodSecurityContext] = None
     node_name: Optional[Str] = None
+    service_account_name: Optional[Str] = None
 
     @property
     def sidecars(self) -> list[Container]:

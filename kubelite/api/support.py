@@ -18,7 +18,7 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
         "deletionGracePeriodSeconds",
     }),
     models.PodSpec: frozenset({
-        "nodeSelector", "affinity", "tolerations", "serviceAccountName", "serviceAccount",
+        "nodeSelector", "affinity", "tolerations", "serviceAccount",
         "automountServiceAccountToken", "dnsPolicy", "dnsConfig", "hostPID", "hostIPC", "hostAliases",
         "imagePullSecrets", "priority", "priorityClassName", "schedulerName", "readinessGates",
         "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
@@ -26,6 +26,12 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
         "resourceClaims", "subdomain", "ephemeralContainers", "resources", "hostnameOverride",
     }),
     models.Container: frozenset({"resizePolicy", "restartPolicyRules", "stdinOnce", "volumeDevices"}),
+    models.VolumeMount: frozenset({"mountPropagation", "subPathExpr", "recursiveReadOnly"}),
+    models.Volume: frozenset({"projected", "persistentVolumeClaim", "nfs", "iscsi", "csi", "ephemeral", "image",
+                              "gitRepo", "fc", "rbd", "cephfs", "glusterfs", "awsElasticBlockStore",
+                              "gcePersistentDisk", "azureDisk", "azureFile", "vsphereVolume", "flexVolume",
+                              "cinder", "quobyte", "flocker", "portworxVolume", "scaleIO", "storageos",
+                              "photonPersistentDisk"}),
     models.SecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
                                        "procMount", "windowsOptions"}),
     models.PodSecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
@@ -40,21 +46,13 @@ def unimplemented_fields(pod: models.Pod) -> list[FieldIssue]:
     """Fields that kubelite models and accepts but does not act on yet, as warnings."""
     found: list[FieldIssue] = []
     spec = pod.spec
-    if spec.volumes:
-        found.append(FieldIssue("spec.volumes", _NOT_YET))
     for field, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
         for i, c in enumerate(containers):
             path = f"spec.{field}[{i}]"
-            for name, value in (("volumeMounts", c.volume_mounts), ("envFrom", c.env_from)):
-                if value:
-                    found.append(FieldIssue(f"{path}.{name}", _NOT_YET))
             for name, probe in (("livenessProbe", c.liveness_probe), ("readinessProbe", c.readiness_probe),
                                 ("startupProbe", c.startup_probe)):
                 if probe is not None and probe.grpc is not None:
                     found.append(FieldIssue(f"{path}.{name}.grpc", "not implemented yet; the probe does not run"))
             if c.lifecycle is not None and c.lifecycle.post_start is not None:
                 found.append(FieldIssue(f"{path}.lifecycle.postStart", _NOT_YET))
-            for j, env in enumerate(c.env):
-                if env.value_from is not None:
-                    found.append(FieldIssue(f"{path}.env[{j}].valueFrom", _NOT_YET))
     return found

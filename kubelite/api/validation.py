@@ -78,6 +78,9 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
     if spec.hostname is not None:
         errors += _label("spec.hostname", spec.hostname)
 
+    from kubelite.api import volume_validation  # it builds on this module's helpers
+
+    errors += volume_validation.validate_volumes(spec)
     volume_names: set[str] = set()
     for i, volume in enumerate(spec.volumes):
         path = f"spec.volumes[{i}].name"
@@ -171,6 +174,9 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
                 errors.append(FieldIssue(f"{ppath}.name", "Duplicate value"))
             port_names.add(port.name)
     errors += _validate_resources(c, path)
+    from kubelite.api import volume_validation
+
+    errors += volume_validation.validate_container_config(c, path)
     for i, mount in enumerate(c.volume_mounts):
         if mount.name not in volume_names:
             errors.append(FieldIssue(f"{path}.volumeMounts[{i}].name", "Not found: no volume of this name"))

@@ -59,7 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
     serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
 
-    get = sub.add_parser("get", help="list pods or events")
+    get = sub.add_parser("get", help="list pods, events, configmaps or secrets")
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
     get_sub.required = True
     for names in (("pods", "pod", "po"), ("events", "event", "ev")):
@@ -70,11 +70,20 @@ def _parser() -> argparse.ArgumentParser:
         if names[0] == "pods":
             p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
 
-    describe = sub.add_parser("describe", help="show a pod in detail, with its events")
+    for names in (("configmaps", "configmap", "cm"), ("secrets", "secret")):
+        p = get_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
+        p.add_argument("name", nargs="?", help="a single object by name")
+        p.add_argument("-o", "--output", choices=["json", "yaml", "name"], default=None)
+        p.add_argument("--no-headers", action="store_true")
+
+    describe = sub.add_parser("describe", help="show a pod, ConfigMap or Secret in detail")
     describe_sub = describe.add_subparsers(dest="resource", metavar="RESOURCE")
     describe_sub.required = True
     p = describe_sub.add_parser("pod", aliases=["pods", "po"], parents=[common, namespaced])
     p.add_argument("name")
+    for names in (("configmap", "configmaps", "cm"), ("secret", "secrets")):
+        p = describe_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
+        p.add_argument("name")
 
     validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
     validate.add_argument("paths", nargs="+", metavar="FILE|DIR")

@@ -59,6 +59,8 @@ def validate(paths: list[str]) -> int:
             failed |= bool(snapshot.problems or resolution.problems)
             for key, pod in resolution.pods.items():
                 print(f"pod/{pod.pod.metadata.name} valid ({_display(resolution.sources[key], path)})")
+            for ckey, obj in resolution.configs.items():
+                print(f"{obj.kind.lower()}/{obj.name} valid ({_display(resolution.config_sources[ckey], path)})")
             if not snapshot.files:
                 print(f"{raw}: no manifest files (*.yaml, *.yml, *.json)")
         else:
@@ -67,6 +69,8 @@ def validate(paths: list[str]) -> int:
             failed |= not result.ok
             for pod in result.pods if result.ok else []:
                 print(f"pod/{pod.pod.metadata.name} valid ({raw})")
+            for obj in result.configs if result.ok else []:
+                print(f"{obj.kind.lower()}/{obj.name} valid ({raw})")
     return 1 if failed else 0
 
 
@@ -87,8 +91,8 @@ def apply(source: Path, directory: Path) -> int:
     _print_problems(result.errors, result.warnings)
     if not result.ok:
         return 1
-    if not result.pods:
-        raise UsageError(f"{source}: no pods in this file")
+    if not result.pods and not result.configs:
+        raise UsageError(f"{source}: no pods, ConfigMaps or Secrets in this file")
     if not directory.is_dir():
         raise UsageError(f"manifests directory {directory} does not exist")
     target = directory / source.name
@@ -100,13 +104,19 @@ def apply(source: Path, directory: Path) -> int:
     data = source.read_bytes()
     existed = target.exists()
     if existed and target.read_bytes() == data:
-        for pod in result.pods:
-            print(f"pod/{pod.pod.metadata.name} unchanged")
+        for name in _names(result):
+            print(f"{name} unchanged")
         return 0
     write_atomically(target, data)
-    for pod in result.pods:
-        print(f"pod/{pod.pod.metadata.name} {'configured' if existed else 'created'}")
+    for name in _names(result):
+        print(f"{name} {'configured' if existed else 'created'}")
     return 0
+
+
+def _names(result: sources.FileResult) -> list[str]:
+    """`pod/web`, `configmap/app-config`, `secret/db`: what a file defines, as kubectl names it."""
+    return [f"pod/{p.pod.metadata.name}" for p in result.pods] + \
+        [f"{c.kind.lower()}/{c.name}" for c in result.configs]
 
 
 def write_atomically(target: Path, data: bytes) -> None:

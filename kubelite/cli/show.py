@@ -1,4 +1,4 @@
-"""`get pods`, `get events`, `describe pod`, `version`: the read-only commands.
+"""`get pods|events|configmaps|secrets`, `describe pod|configmap|secret`, `version`: the read-only commands.
 
 Owns: choosing what to print and in which form (table, wide, json, yaml, name, watch). Reads the
 state through `store.reader` and formats through `printers`; both use the standard library
@@ -51,6 +51,9 @@ def _no_resources(namespace: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     reader = Reader(config.root(args.root))
     try:
+        kind = _CONFIG_KINDS.get(args.resource)
+        if kind is not None:
+            return describe_config(reader, args, kind) if args.command == "describe" else get_configs(reader, args, kind)
         if args.command == "describe":
             return describe_pod(reader, args)
         if args.resource in ("pods", "pod", "po"):
@@ -58,6 +61,46 @@ def run(args: argparse.Namespace) -> int:
         return get_events(reader, args)
     finally:
         reader.close()
+
+
+_CONFIG_KINDS = {name: "ConfigMap" for name in ("configmaps", "configmap", "cm")} | \
+    {name: "Secret" for name in ("secrets", "secret")}
+
+
+def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
+    """`get configmaps` / `get secrets`, as kubectl prints them (secrets: key counts, no values)."""
+    from kubelite.cli import configprinters
+
+    namespace = _namespace(args)
+    objects = reader.config_objects(kind, namespace, args.name)
+    resource = "configmaps" if kind == "ConfigMap" else "secrets"
+    if args.name and not objects:
+        return _not_found(resource, args.name)
+    if args.output in ("json", "yaml"):
+        _dump(objects[0] if args.name else {"apiVersion": "v1", "kind": f"{kind}List", "items": objects,
+                                            "metadata": {"resourceVersion": ""}}, args.output)
+        return 0
+    if args.output == "name":
+        sys.stdout.write("".join(f"{kind.lower()}/{o['metadata']['name']}\n" for o in objects))
+        return 0
+    if not objects:
+        _no_resources(namespace)
+        return 0
+    sys.stdout.write(configprinters.format_table(kind, objects, _now(), all_namespaces=namespace is None,
+                                                 no_headers=args.no_headers))
+    return 0
+
+
+def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
+    from kubelite.cli import configprinters
+
+    namespace = args.namespace or "default"
+    objects = reader.config_objects(kind, namespace, args.name)
+    if not objects:
+        return _not_found("configmaps" if kind == "ConfigMap" else "secrets", args.name)
+    events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
+    sys.stdout.write(configprinters.describe(kind, objects[0], events, _now()))
+    return 0
 
 
 def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -127,6 +127,7 @@ class FakeRuntime:
         self._hint: Callable[[], None] | None = None
         self.missing_images: set[str] = set()
         self.calls: list[tuple[str, str]] = []   # (operation, id): for tests that count work
+        self.configs: dict[str, ContainerConfig] = {}   # container id → what it was created with
 
     # ------------------------------------------------------------------ scripting
 
@@ -257,6 +258,7 @@ class FakeRuntime:
                 container_id, sandbox_id, config.uid, config.container.name, config.attempt, config.spec_hash,
                 config.container.image or "", ContainerState.CREATED, self.clock()), behavior)
             self.calls.append(("create_container", container_id))
+            self.configs[container_id] = config
             return container_id
 
     def start_container(self, container_id: str) -> None:

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import re
 from pathlib import Path
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -36,6 +37,40 @@ def mount_tmpfs(target: Path, *, size: str, mode: str = "1777") -> None:
     if _libc.mount(b"shm", str(target).encode(), b"tmpfs", flags, options.encode()) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"mount tmpfs at {target}: {os.strerror(err)}")
+
+
+def mount_volume_tmpfs(target: Path, *, size_bytes: int | None = None, mode: str = "0777") -> None:
+    """Mount a tmpfs for a pod volume at `target` (memory emptyDir, secret volumes): nosuid, nodev."""
+    options = f"mode={mode}" + (f",size={size_bytes}" if size_bytes else "")
+    flags = 0x2 | 0x4  # MS_NOSUID | MS_NODEV
+    if _libc.mount(b"tmpfs", str(target).encode(), b"tmpfs", flags, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount tmpfs at {target}: {os.strerror(err)}")
+
+
+def bind_mount(source: str, target: Path) -> None:
+    """Bind `source` (a path, or /proc/self/fd/N of an O_PATH descriptor) onto `target`."""
+    MS_BIND = 0x1000
+    if _libc.mount(source.encode(), str(target).encode(), None, MS_BIND, None) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"bind mount at {target}: {os.strerror(err)}")
+
+
+def mounts_below(path: Path) -> list[Path]:
+    """Mount points at or below `path` in this mount namespace, deepest first."""
+    prefix = str(path).rstrip("/")
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point == prefix or point.startswith(prefix + "/"):
+            found.append(Path(point))
+    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
+
+
+def unmount_below(path: Path) -> None:
+    """Detach every mount at or below `path`, deepest first (before a directory tree is removed)."""
+    for point in mounts_below(path):
+        unmount(point)
 
 
 def bounding_capabilities() -> str:

@@ -421,6 +421,7 @@ class OCIRuntime:
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
             linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
+            linux.unmount_below(self._pod_dir(record.uid))  # volumes: never remove through a mount
             shutil.rmtree(self._pod_dir(record.uid), ignore_errors=True)
 
     def list_sandboxes(self) -> list[SandboxInfo]:
@@ -495,6 +496,7 @@ class OCIRuntime:
                 hostname=self._hostname(sandbox), nofile=self.nofile, host_capabilities=self.capabilities,
                 pod_security=config.pod_security, etc_passwd=linux.read_regular_file(rootfs, "etc/passwd"),
                 etc_group=linux.read_regular_file(rootfs, "etc/group"),
+                extra_mounts=ocispec.volume_mounts(config.mounts),
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:
@@ -704,4 +706,5 @@ class OCIRuntime:
                 shutil.rmtree(layer, ignore_errors=True)
         for pod in pods.iterdir():
             if pod.name not in uids:
+                linux.unmount_below(pod)  # volumes: never remove through a mount
                 shutil.rmtree(pod, ignore_errors=True)

@@ -27,7 +27,7 @@ from typing import Any, Collection, Mapping, Protocol, Sequence
 from kubelite.api.models import Container, PodSecurityContext, SecurityContext
 from kubelite.api.quantity import bytes_, cpu_millis
 from kubelite.errors import RuntimeError_
-from kubelite.runtime.protocol import ContainerConfig, SandboxConfig
+from kubelite.runtime.protocol import ContainerConfig, Mount, SandboxConfig
 
 OCI_VERSION = "1.0.2"
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -147,13 +147,15 @@ def expanded_env(container: Container) -> dict[str, str]:
     return resolved
 
 
-def resolve_command(container: Container, image: ImageConfigLike) -> list[str]:
+def resolve_command(container: Container, image: ImageConfigLike, *,
+                    resolved: Mapping[str, str] | None = None) -> list[str]:
     """The argv: `command` replaces ENTRYPOINT (and drops CMD), `args` replaces CMD.
 
     `$(VAR)` in command and args expands from the container's env (not the image's), as the
-    kubelet does. Raises SpecError when nothing is left to run.
+    kubelet does — `resolved` when the agent resolved envFrom/valueFrom. Raises SpecError when
+    nothing is left to run.
     """
-    env = expanded_env(container)
+    env = resolved if resolved is not None else expanded_env(container)
     command = [expand(part, env) for part in container.command]
     args = [expand(part, env) for part in container.args]
     if not container.command:
@@ -167,7 +169,8 @@ def resolve_command(container: Container, image: ImageConfigLike) -> list[str]:
     return argv
 
 
-def container_env(container: Container, image: ImageConfigLike, *, hostname: str | None = None) -> list[str]:
+def container_env(container: Container, image: ImageConfigLike, *, hostname: str | None = None,
+                  resolved: Mapping[str, str] | None = None) -> list[str]:
     """The process environment: defaults, then the image's Env, then the container's env.
 
     Seeded with PATH (containerd's default) and HOSTNAME, so that the image and the manifest can
@@ -183,7 +186,7 @@ def container_env(container: Container, image: ImageConfigLike, *, hostname: str
             env[name] = value
         else:
             env.pop(name, None)
-    env.update(expanded_env(container))
+    env.update(resolved if resolved is not None else expanded_env(container))
     return [f"{name}={value}" for name, value in env.items()]
 
 
@@ -391,6 +394,13 @@ def _base_mounts(*, privileged: bool, shm_path: str | None) -> list[dict[str, An
     ]
 
 
+def volume_mounts(mounts: Sequence[Mount]) -> list[dict[str, Any]]:
+    """Bind mounts for a container's volumes, parents before children (as containerd sorts them)."""
+    ordered = sorted(mounts, key=lambda m: len([p for p in m.container_path.split("/") if p]))
+    return [_mount(m.container_path, "bind", m.host_path, ["rbind", "rprivate", "ro" if m.read_only else "rw"])
+            for m in ordered]
+
+
 def _namespaces(**paths: str | None) -> list[dict[str, str]]:
     """One entry per keyword, in order: a path joins that namespace, None (or "") makes a new one."""
     return [{"type": kind, "path": path} if path else {"type": kind} for kind, path in paths.items()]
@@ -433,8 +443,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
     process: dict[str, Any] = {
         "terminal": False,
         "user": user,
-        "args": resolve_command(container, image),
-        "env": container_env(container, image, hostname=hostname),
+        "args": resolve_command(container, image, resolved=config.env),
+        "env": container_env(container, image, hostname=hostname, resolved=config.env),
         "cwd": cwd,
         "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
         "rlimits": [{"type": "RLIMIT_NOFILE", "hard": nofile, "soft": nofile}],

@@ -50,6 +50,15 @@ class SandboxConfig:
 
 
 @dataclass(frozen=True)
+class Mount:
+    """A volume mount, prepared on the host: `host_path` is bound at `container_path`."""
+
+    container_path: str
+    host_path: str
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
 class ContainerConfig:
     """Everything a runtime needs to create one container; recovery data rides along as labels."""
 
@@ -62,6 +71,8 @@ class ContainerConfig:
     log_path: str = ""
     annotations: dict[str, str] = field(default_factory=dict)   # the pod's
     pod_security: PodSecurityContext | None = None
+    env: dict[str, str] | None = None    # envFrom and env resolved (valueFrom); None: only the spec's values
+    mounts: tuple[Mount, ...] = ()       # the container's volume mounts
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Owns:
 * listing a directory into a `ManifestSnapshot` (`scan`);
 * `resolve`: from a snapshot and the pods last accepted from each file to the pods to run — the
   first file in sorted order wins a pod name, and a file edited into something invalid keeps its
-  last valid version.
+  last valid version. ConfigMaps and Secrets (any file, any document) follow the same rules.
 
 Reads files; no clock, no threads. Messages never echo a file's content (manifests may hold
 secrets): they name the file, document, line, field and rule only.
@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from kubelite.api.configobjects import ConfigObject
 from kubelite.api.decode import DesiredPod, decode_document
 from kubelite.errors import ManifestError
 
@@ -100,6 +101,7 @@ class FileResult:
     path: str  # absolute, inside the directory, symlinks not resolved
     digest: str = ""  # sha256 of the bytes read; '' when the file was not read
     pods: list[DesiredPod] = field(default_factory=list)  # from the file's valid documents
+    configs: list[ConfigObject] = field(default_factory=list)  # its ConfigMaps and Secrets
     errors: list[ManifestProblem] = field(default_factory=list)
     warnings: list[ManifestProblem] = field(default_factory=list)
 
@@ -127,6 +129,9 @@ class Resolution:
     warnings: list[ManifestProblem] = field(default_factory=list)
     kept: set[str] = field(default_factory=set)  # invalid files whose last valid version still runs
     accepted: dict[str, list[DesiredPod]] = field(default_factory=dict)  # the `previous` of the next resolve
+    configs: dict[tuple[str, str, str], ConfigObject] = field(default_factory=dict)  # (kind, ns, name) →
+    config_sources: dict[tuple[str, str, str], str] = field(default_factory=dict)    # … and its file
+    accepted_configs: dict[str, list[ConfigObject]] = field(default_factory=dict)
 
 
 class _Unusable(ManifestError):
@@ -406,6 +411,7 @@ def _refuse_alias_bombs(documents: list[Any], text_length: int) -> None:
 def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResult, name: str) -> None:
     """Decode every non-empty document into `result`; a pod defined twice in the file is an error."""
     seen: dict[str, int] = {}  # pod key → document that defined it first
+    seen_configs: dict[tuple[str, str, str], int] = {}
     for index, document in enumerate(documents, 1):
         if document is None:
             continue
@@ -413,6 +419,17 @@ def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResu
         for target, issues in ((result.errors, decoded.errors), (result.warnings, decoded.warnings)):
             target.extend(ManifestProblem(name, index, lines.line(index, issue.path), issue.path or None,
                                           issue.message) for issue in issues)
+        if decoded.config is not None:
+            config = decoded.config
+            if config.key in seen_configs:
+                result.errors.append(ManifestProblem(
+                    name, index, lines.line(index, "metadata.name"), "metadata.name",
+                    f"Duplicate value: {config.kind} {config.ref} is already defined in document "
+                    f"{seen_configs[config.key]} of this file"))
+            else:
+                seen_configs[config.key] = index
+                result.configs.append(config)
+            continue
         if decoded.desired is None:
             continue
         key = decoded.desired.key
@@ -478,26 +495,40 @@ def _step_down(node: yaml.Node, steps: list[str | int]) -> tuple[yaml.Node, int,
 # ----------------------------------------------------------------------------- which pods win
 
 
-def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]) -> Resolution:
+def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]],
+            previous_configs: Mapping[str, list[ConfigObject]] | None = None) -> Resolution:
     """The pods to run, from `snapshot` and the pods last accepted from each file (`previous`).
 
     Files are taken in sorted order. A valid file contributes its pods; an invalid one reports its
     errors and keeps its last valid version (if it ever had one). A pod whose `namespace/name` an
     earlier file already claimed is not run and is reported on the later file. Files gone from
-    the snapshot contribute nothing. Pure.
+    the snapshot contribute nothing. ConfigMaps and Secrets (`previous_configs`: those last
+    accepted from each file) follow the same rules, by kind, namespace and name. Pure.
     """
     resolution = Resolution(problems=list(snapshot.problems))
+    earlier_configs = previous_configs or {}
     for path, result in sorted(snapshot.files.items()):
         resolution.warnings.extend(result.warnings)
         if result.ok:
-            pods = result.pods
+            pods, configs = result.pods, result.configs
         else:
             resolution.problems.extend(result.errors)
-            if path not in previous:
+            if path not in previous and path not in earlier_configs:
                 continue
-            pods = previous[path]
+            pods, configs = previous.get(path, []), earlier_configs.get(path, [])
             resolution.kept.add(path)
         resolution.accepted[path] = list(pods)
+        resolution.accepted_configs[path] = list(configs)
+        for config in configs:
+            owner = resolution.config_sources.get(config.key)
+            if owner is None:
+                resolution.configs[config.key] = config
+                resolution.config_sources[config.key] = path
+            else:
+                resolution.problems.append(ManifestProblem(
+                    _display_path(path, snapshot.root), None, None, None,
+                    f"{config.kind} {config.ref} is already defined in {_display_path(owner, snapshot.root)}; "
+                    "this definition is ignored"))
         for pod in pods:
             _claim(resolution, pod, path, snapshot.root)
     return resolution

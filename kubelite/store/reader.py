@@ -16,7 +16,7 @@ from typing import Any
 from kubelite.errors import StoreError
 
 DB_NAME = "kubelite.db"
-SCHEMA_VERSION = 1   # kept equal to schema.SCHEMA_VERSION by a test
+SCHEMA_VERSION = 2   # kept equal to schema.SCHEMA_VERSION by a test
 
 
 class Reader:
@@ -101,6 +101,18 @@ class Reader:
                 "source": {"component": "kubelite"},
             })
         return out
+
+    def config_objects(self, kind: str, namespace: str | None = None,
+                       name: str | None = None) -> list[dict[str, Any]]:
+        """v1 ConfigMaps or Secrets (`kind`), sorted by namespace and name; none before schema 2."""
+        sql = "SELECT object FROM config_objects WHERE kind = ?"
+        args: list[Any] = [kind]
+        for column, value in (("namespace", namespace), ("name", name)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        sql += " ORDER BY namespace, name"
+        return [json.loads(row[0]) for row in self._rows(sql, tuple(args))]
 
     def problems(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT file, severity, text, pod_key FROM problems ORDER BY id")

@@ -14,6 +14,8 @@ Tables:
   start_errors the last create/start failure per pod container (the kubelet's reasonCache)
   events      v1-style events with counts
   problems    manifest problems of the last directory scan
+  config_objects  ConfigMaps and Secrets accepted from the manifests (schema 2): `object` is the v1
+              JSON as the API serves it (a Secret's `data` base64); read by the CLI and the API
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sqlalchemy import (
     Boolean, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 metadata = MetaData()
 
@@ -121,4 +123,16 @@ problems = Table(
     Column("severity", String, nullable=False),       # Error or Warning
     Column("text", Text, nullable=False),             # one line: file, document, line, field, message
     Column("pod_key", String),                        # namespace/name when known
+)
+
+config_objects = Table(
+    "config_objects", metadata,
+    Column("kind", String, primary_key=True),          # ConfigMap | Secret
+    Column("namespace", String, primary_key=True),
+    Column("name", String, primary_key=True),
+    Column("uid", String, nullable=False),
+    Column("source", Text, nullable=False),            # the manifest file
+    Column("object", Text, nullable=False),            # the full v1 object JSON as accepted
+    Column("created_at", String, nullable=False),      # creationTimestamp (RFC 3339)
+    Column("resource_version", Integer, nullable=False),
 )

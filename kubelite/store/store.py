@@ -44,6 +44,7 @@ _PUT_POD = _upsert(schema.pods, ["uid"])
 _PUT_SANDBOX = _upsert(schema.sandboxes, ["id"])
 _PUT_CONTAINER = _upsert(schema.containers, ["id"])
 _PUT_BACKOFF = _upsert(schema.backoff, ["key"])
+_PUT_CONFIG_OBJECT = _upsert(schema.config_objects, ["kind", "namespace", "name"])
 _EVENT_KEY = ["uid", "kind", "name", "field_path", "type", "reason", "message"]
 _RECORD_EVENT = _upsert(schema.events, _EVENT_KEY, count=lambda stmt: schema.events.c.count + 1,
                         first_timestamp=lambda stmt: schema.events.c.first_timestamp,
@@ -67,14 +68,23 @@ class StoredState:
     containers: dict[str, tuple[str, ObservedContainer]] = field(default_factory=dict)   # id → (uid, c)
     backoff: dict[str, BackoffEntry] = field(default_factory=dict)
     start_errors: dict[tuple[str, str], StartError] = field(default_factory=dict)
+    config_objects: list[dict[str, Any]] = field(default_factory=list)
+
+
+#: The tables of schema version 1 (`config_objects` came with version 2).
+_V1_TABLES = [t for name, t in schema.metadata.tables.items() if name != "config_objects"]
 
 
 def _migrate_0_to_1(conn: Connection) -> None:
-    schema.metadata.create_all(conn)
+    schema.metadata.create_all(conn, tables=_V1_TABLES)
+
+
+def _migrate_1_to_2(conn: Connection) -> None:
+    schema.config_objects.create(conn, checkfirst=True)
 
 
 #: MIGRATIONS[n] upgrades a database at schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
 class Store:
@@ -217,6 +227,7 @@ class Store:
                 state.backoff[r.key] = BackoffEntry(r.key, r.backoff_s, _dt(r.last_update))  # type: ignore[arg-type]
             for r in conn.execute(select(schema.start_errors)):
                 state.start_errors[(r.uid, r.name)] = StartError(r.reason, r.message)
+            state.config_objects = [dict(r._mapping) for r in conn.execute(select(schema.config_objects))]
         return state
 
     # ------------------------------------------------------------------ pods
@@ -229,6 +240,17 @@ class Store:
         """Forget a pod and everything observed about it."""
         for table in (schema.containers, schema.sandboxes, schema.start_errors, schema.pods):
             self.conn.execute(delete(table).where(table.c.uid == uid))
+
+    # ------------------------------------------------------------------ ConfigMaps and Secrets
+
+    def put_config_object(self, row: dict[str, Any]) -> None:
+        """Insert or replace a ConfigMap or Secret row (all columns of `schema.config_objects`)."""
+        self.conn.execute(_PUT_CONFIG_OBJECT, row)
+
+    def delete_config_object(self, kind: str, namespace: str, name: str) -> None:
+        table = schema.config_objects
+        self.conn.execute(delete(table).where(table.c.kind == kind, table.c.namespace == namespace,
+                                              table.c.name == name))
 
     # ------------------------------------------------------------------ observed
 

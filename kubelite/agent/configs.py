@@ -1,0 +1,203 @@
+"""The agent's ConfigMaps and Secrets, and what pods take from them: env, volumes, subPaths.
+
+Owns: the accepted configuration objects in memory and in the store (`config_objects`), which
+pods must be looked at again when one changes, and the container-side steps of `sync_pod`
+that depend on them:
+
+* `set_up_volumes` — before a pod's containers start: every volume ready on the host (a failure
+  is a `FailedMount` event, and the containers wait in ContainerCreating with its message);
+* `container_settings` — when a container is created: its env (`envFrom`, `valueFrom`) and its
+  mounts (subPaths prepared); a missing object or key, or a bad subPath, is a `ConfigError`
+  (CreateContainerConfigError);
+* `refresh_projections` — while a pod runs: configMap, secret and downwardAPI volume files kept
+  current (an edited ConfigMap shows up in place, env does not change).
+
+Runs on the agent's thread; writes only through the agent's store transaction.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from kubelite.api.configobjects import ConfigObject, from_object
+from kubelite.api.models import Container, Pod
+from kubelite.core import podconfig
+from kubelite.core.status import rfc3339
+from kubelite.runtime.protocol import Mount
+from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost
+from kubelite.sources.manifests import Resolution
+from kubelite.store.store import Store, dumps
+
+log = logging.getLogger("kubelite.agent")
+
+ConfigKey = tuple[str, str, str]
+
+
+@dataclass
+class ConfigEntry:
+    config: ConfigObject
+    source: str
+    created_at: str
+    resource_version: int
+
+
+def node_allocatable() -> podconfig.NodeAllocatable:
+    """This machine's CPUs and memory: what `limits.*` reads when a container sets no limit."""
+    memory = 0
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemTotal:"):
+                    memory = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    return podconfig.NodeAllocatable(cpu_millis=(os.cpu_count() or 1) * 1000, memory_bytes=memory)
+
+
+class Configs:
+    """The ConfigMaps and Secrets the agent serves to its pods."""
+
+    def __init__(self, store: Store, volumes: VolumeHost, node_name: str) -> None:
+        self.store, self.volumes, self.node_name = store, volumes, node_name
+        self.entries: dict[ConfigKey, ConfigEntry] = {}
+        self.generation = 0                                 # bumped on any change
+        self.volume_paths: dict[str, dict[str, str]] = {}  # uid → volume name → host path
+        self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
+        self.node = node_allocatable()
+
+    # ------------------------------------------------------------------ the objects
+
+    def load(self, rows: list[dict[str, Any]]) -> None:
+        self.entries = {}
+        for row in rows:
+            config = from_object(json.loads(row["object"]))
+            self.entries[config.key] = ConfigEntry(config, row["source"], row["created_at"], row["resource_version"])
+        self.generation += 1
+
+    def previous(self) -> dict[str, list[ConfigObject]]:
+        """The objects last accepted from each file (what an invalid edit keeps)."""
+        by_file: dict[str, list[ConfigObject]] = {}
+        for entry in self.entries.values():
+            by_file.setdefault(entry.source, []).append(entry.config)
+        return by_file
+
+    def apply(self, resolution: Resolution, now: datetime) -> set[ConfigKey]:
+        """Make the objects match the resolution; returns the keys that were added, changed or removed."""
+        changed: set[ConfigKey] = set()
+        for key, config in resolution.configs.items():
+            source = resolution.config_sources[key]
+            entry = self.entries.get(key)
+            if entry is not None and entry.config.hash == config.hash and entry.source == source:
+                continue
+            if entry is None:
+                entry = ConfigEntry(config, source, rfc3339(now), 1)
+                log.info("%s %s: accepted from %s", config.kind, config.ref, source)
+            else:
+                entry = ConfigEntry(config, source, entry.created_at, entry.resource_version + 1)
+                log.info("%s %s: changed (%s)", config.kind, config.ref, source)
+            self.entries[key] = entry
+            self.write(entry)
+            changed.add(key)
+        for key in [k for k in self.entries if k not in resolution.configs]:
+            log.info("%s %s/%s: manifest gone", key[0], key[1], key[2])
+            del self.entries[key]
+            self.store.delete_config_object(*key)
+            changed.add(key)
+        if changed:
+            self.generation += 1
+        return changed
+
+    def write(self, entry: ConfigEntry) -> None:
+        config = entry.config
+        obj = dict(config.object)
+        obj["metadata"] = {**obj.get("metadata", {}), "creationTimestamp": entry.created_at,
+                           "resourceVersion": str(entry.resource_version)}
+        self.store.put_config_object({
+            "kind": config.kind, "namespace": config.namespace, "name": config.name, "uid": config.uid,
+            "source": entry.source, "object": dumps(obj), "created_at": entry.created_at,
+            "resource_version": entry.resource_version})
+
+    def write_all(self) -> None:
+        for entry in self.entries.values():
+            self.write(entry)
+
+    def lookup(self) -> dict[ConfigKey, ConfigObject]:
+        return {key: entry.config for key, entry in self.entries.items()}
+
+    # ------------------------------------------------------------------ pods
+
+    def facts(self, uid: str, status: dict[str, Any]) -> podconfig.PodFacts:
+        return podconfig.PodFacts(uid=uid, node_name=self.node_name, pod_ip=status.get("podIP") or "",
+                                  host_ip=status.get("hostIP") or "", node=self.node)
+
+    def payloads(self, uid: str, pod: Pod, status: dict[str, Any]) -> dict[str, dict[str, tuple[bytes, int]]]:
+        """The files of the pod's projected volumes. Raises VolumeError naming the volume."""
+        lookup, facts = self.lookup(), self.facts(uid, status)
+        out = {}
+        for volume in pod.spec.volumes:
+            if not podconfig.is_projected(volume):
+                continue
+            try:
+                files = podconfig.volume_payload(pod, volume, configs=lookup, facts=facts)
+            except podconfig.ConfigError as exc:
+                raise VolumeError(volume.name, str(exc)) from None
+            out[volume.name] = {path: (f.data, f.mode) for path, f in files.items()}
+        return out
+
+    def set_up_volumes(self, uid: str, pod: Pod, status: dict[str, Any]) -> None:
+        """Every volume of the pod ready on the host. Raises VolumeError (FailedMount)."""
+        payloads = self.payloads(uid, pod, status)
+        self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads)
+        self.refreshed[uid] = self._projection_inputs(pod)
+
+    def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any]
+                           ) -> tuple[podconfig.ResolvedEnv, tuple[Mount, ...]]:
+        """The container's resolved env and its mounts. Raises ConfigError (CreateContainerConfigError)."""
+        env = podconfig.container_env(pod, container, configs=self.lookup(), facts=self.facts(uid, status))
+        if not container.volume_mounts:
+            return env, ()
+        paths = self.volume_paths.get(uid)
+        if paths is None:
+            raise podconfig.ConfigError("the pod's volumes are not set up")
+        try:
+            return env, self.volumes.container_mounts(uid, pod, container, paths)
+        except SubPathError as exc:
+            raise podconfig.ConfigError(str(exc)) from None
+
+    def _projection_inputs(self, pod: Pod) -> tuple[Any, ...]:
+        meta = pod.metadata
+        return (self.generation, dumps(meta.labels), dumps(meta.annotations))
+
+    def refresh_projections(self, uid: str, pod: Pod, status: dict[str, Any]) -> list[str]:
+        """Rewrite the projected volumes of a running pod whose inputs changed; returns FailedMount messages."""
+        if not any(podconfig.is_projected(v) for v in pod.spec.volumes):
+            return []
+        inputs = self._projection_inputs(pod)
+        if self.refreshed.get(uid) == inputs:
+            return []
+        self.refreshed[uid] = inputs
+        problems = []
+        lookup, facts = self.lookup(), self.facts(uid, status)
+        for volume in pod.spec.volumes:
+            if not podconfig.is_projected(volume):
+                continue
+            try:
+                files = podconfig.volume_payload(pod, volume, configs=lookup, facts=facts)
+                if self.volumes.refresh(uid, volume, {p: (f.data, f.mode) for p, f in files.items()}):
+                    log.info("pod %s/%s: volume %s updated", pod.metadata.namespace, pod.metadata.name, volume.name)
+            except podconfig.ConfigError as exc:   # the files keep their last content, as with the kubelet
+                problems.append(str(VolumeError(volume.name, str(exc))))
+            except OSError as exc:
+                problems.append(str(VolumeError(volume.name, exc.strerror or str(exc))))
+        return problems
+
+    def tear_down(self, uid: str) -> None:
+        self.volumes.tear_down(uid)
+        self.volume_paths.pop(uid, None)
+        self.refreshed.pop(uid, None)

@@ -1,0 +1,221 @@
+"""ConfigMaps and Secrets: the static configuration objects a manifest directory may hold.
+
+Owns: their models (v1 wire names), Kubernetes validation (`ValidateConfigMap`, `ValidateSecret`:
+key names, the 1 MiB size limit, keys in both `data` and `binaryData`, the required keys of the
+typed Secrets), Secret `stringData` folded into base64 `data` as the API server stores it, and
+`ConfigObject`: an accepted object with its keys decoded to bytes, as pods look them up.
+
+Pure: no files, no clock. Messages name fields and key names, never values.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any, Optional, Union
+
+from pydantic import Field
+
+from kubelite.api.models import Bool, K8sModel, ObjectMeta, Str
+from kubelite.api.validation import DNS1123_SUBDOMAIN, UID, FieldIssue
+
+#: `k8s.io/apimachinery/pkg/api/validation.IsConfigMapKey`.
+CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_KEY_LENGTH = 253
+#: `corev1.MaxSecretSize`, also the limit the API server applies to a ConfigMap's data.
+MAX_SIZE = 1024 * 1024
+#: Keys each typed Secret must carry (`ValidateSecret`).
+REQUIRED_SECRET_KEYS = {
+    "kubernetes.io/dockercfg": (".dockercfg",),
+    "kubernetes.io/dockerconfigjson": (".dockerconfigjson",),
+    "kubernetes.io/ssh-auth": ("ssh-privatekey",),
+    "kubernetes.io/tls": ("tls.crt", "tls.key"),
+}
+KINDS = ("ConfigMap", "Secret")
+
+
+class ConfigMap(K8sModel):
+    api_version: Optional[Str] = None
+    kind: Optional[Str] = None
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    data: dict[Str, Str] = Field(default_factory=dict)
+    binary_data: dict[Str, Str] = Field(default_factory=dict)   # base64 on the wire
+    immutable: Optional[Bool] = None
+
+
+class Secret(K8sModel):
+    api_version: Optional[Str] = None
+    kind: Optional[Str] = None
+    metadata: ObjectMeta = Field(default_factory=ObjectMeta)
+    data: dict[Str, Str] = Field(default_factory=dict)          # base64 on the wire
+    string_data: dict[Str, Str] = Field(default_factory=dict)   # write-only: folded into data
+    type: Str = "Opaque"
+    immutable: Optional[Bool] = None
+
+
+@dataclass(frozen=True)
+class ConfigObject:
+    """An accepted ConfigMap or Secret: its v1 object (as the API serves it) and its keys as bytes."""
+
+    kind: str                 # ConfigMap | Secret
+    namespace: str
+    name: str
+    uid: str
+    object: dict[str, Any]    # v1 JSON; a Secret's data base64, no stringData
+    values: dict[str, bytes] = field(default_factory=dict, compare=False)
+    hash: str = ""            # of `object`: equal hashes mean "unchanged"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.kind, self.namespace, self.name)
+
+    @property
+    def ref(self) -> str:
+        """`default/app-config`, as the kubelet names it in messages."""
+        return f"{self.namespace}/{self.name}"
+
+
+def object_uid(kind: str, namespace: str, name: str, source: str) -> str:
+    """A stable UID for an object without `metadata.uid`: kept across edits, as on a cluster."""
+    digest = hashlib.sha256(f"{kind}\0{namespace}\0{name}\0{source}".encode("utf-8", "surrogateescape")).hexdigest()
+    return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
+
+
+def _hash(obj: dict[str, Any]) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _b64(value: str) -> bytes | None:
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _key_issues(path: str, key: str) -> list[FieldIssue]:
+    if len(key) > MAX_KEY_LENGTH:
+        return [FieldIssue(f"{path}[{key[:40]}...]", f"Invalid value: must be no more than {MAX_KEY_LENGTH} characters")]
+    if not CONFIG_KEY.match(key) or key in (".", "..") or key.startswith(".."):
+        return [FieldIssue(f"{path}[{key}]", "Invalid value: a valid config key must consist of alphanumeric "
+                                              "characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or "
+                                              "'key-name', regex used for validation is '[-._a-zA-Z0-9]+'), and "
+                                              "may not be '.' or '..' or start with '..'")]
+    return []
+
+
+def _meta_issues(meta: ObjectMeta) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    if not meta.name:
+        errors.append(FieldIssue("metadata.name", "Required value"))
+    elif len(meta.name) > 253 or not DNS1123_SUBDOMAIN.match(meta.name):
+        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain "
+                                                  "(a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"))
+    if not meta.namespace:
+        errors.append(FieldIssue("metadata.namespace", "Required value"))
+    elif len(meta.namespace) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", meta.namespace):
+        errors.append(FieldIssue("metadata.namespace", "Invalid value: must be a lowercase RFC 1123 label"))
+    if meta.uid is not None and (not UID.match(meta.uid) or ".." in meta.uid):
+        errors.append(FieldIssue("metadata.uid", "Invalid value: must be at most 128 characters of a-z, A-Z, 0-9, "
+                                                 "'-', '_' and '.', starting and ending with a letter or digit"))
+    return errors
+
+
+def _size_issue(values: dict[str, bytes], path: str, *, count_keys: bool) -> list[FieldIssue]:
+    total = sum((len(k) if count_keys else 0) + len(v) for k, v in values.items())
+    if total > MAX_SIZE:
+        return [FieldIssue(path, f"Too long: must have at most {MAX_SIZE} bytes")]
+    return []
+
+
+def validate_config_map(cm: ConfigMap) -> tuple[list[FieldIssue], dict[str, bytes]]:
+    """Errors (empty when valid) and the ConfigMap's keys as bytes (`data` as UTF-8, `binaryData` decoded)."""
+    errors = _meta_issues(cm.metadata)
+    values: dict[str, bytes] = {}
+    for key, value in cm.data.items():
+        errors += _key_issues("data", key)
+        values[key] = value.encode("utf-8")
+    for key, value in cm.binary_data.items():
+        errors += _key_issues("binaryData", key)
+        if key in cm.data:
+            errors.append(FieldIssue(f"binaryData[{key}]", "Invalid value: duplicate of key present in data"))
+        decoded = _b64(value)
+        if decoded is None:
+            errors.append(FieldIssue(f"binaryData[{key}]", "Invalid value: must be base64 data"))
+            continue
+        values[key] = decoded
+    errors += _size_issue(values, "data", count_keys=True)  # ValidateConfigMap counts keys and values
+    return errors, values
+
+
+def validate_secret(secret: Secret) -> tuple[list[FieldIssue], dict[str, bytes]]:
+    """Errors (empty when valid) and the Secret's keys as bytes (`stringData` wins over `data`)."""
+    errors = _meta_issues(secret.metadata)
+    values: dict[str, bytes] = {}
+    for key, value in secret.data.items():
+        errors += _key_issues("data", key)
+        decoded = _b64(value)
+        if decoded is None:
+            errors.append(FieldIssue(f"data[{key}]", "Invalid value: must be base64 data"))
+            continue
+        values[key] = decoded
+    for key, value in secret.string_data.items():
+        errors += _key_issues("stringData", key)
+        values[key] = value.encode("utf-8")
+    if not secret.type:
+        errors.append(FieldIssue("type", "Required value"))
+    for key in REQUIRED_SECRET_KEYS.get(secret.type, ()):
+        if key not in values:
+            errors.append(FieldIssue(f"data[{key}]", "Required value"))
+    if secret.type == "kubernetes.io/basic-auth" and "username" not in values and "password" not in values:
+        errors.append(FieldIssue("data", "Required value: username or password is required"))
+    if secret.type == "kubernetes.io/service-account-token" and \
+            "kubernetes.io/service-account.name" not in secret.metadata.annotations:
+        errors.append(FieldIssue("metadata.annotations[kubernetes.io/service-account.name]", "Required value"))
+    errors += _size_issue(values, "data", count_keys=False)  # ValidateSecret counts values only
+    return errors, values
+
+
+def accept(model: Union[ConfigMap, Secret], values: dict[str, bytes], *, source: str) -> ConfigObject:
+    """The accepted object: v1 JSON as the API server would serve it, with its UID and content hash."""
+    kind = "Secret" if isinstance(model, Secret) else "ConfigMap"
+    meta = model.metadata
+    uid = meta.uid or object_uid(kind, meta.namespace, meta.name or "", source)
+    obj = model.to_dict()
+    obj["apiVersion"], obj["kind"] = "v1", kind
+    obj.setdefault("metadata", {})["uid"] = uid
+    obj["metadata"]["namespace"] = meta.namespace
+    for empty in ("labels", "annotations"):   # omitted when empty, as the API serves them
+        if not obj["metadata"].get(empty):
+            obj["metadata"].pop(empty, None)
+    if isinstance(model, Secret):
+        obj.pop("stringData", None)
+        if values:
+            obj["data"] = {k: base64.b64encode(v).decode("ascii") for k, v in sorted(values.items())}
+        else:
+            obj.pop("data", None)
+    for empty in ("data", "binaryData"):
+        if empty in obj and not obj[empty]:
+            del obj[empty]
+    return ConfigObject(kind=kind, namespace=meta.namespace, name=meta.name or "", uid=uid, object=obj,
+                        values=values, hash=_hash(obj))
+
+
+def from_object(obj: dict[str, Any]) -> ConfigObject:
+    """A `ConfigObject` again from its stored v1 object (as `accept` made it)."""
+    kind = obj["kind"]
+    meta = obj.get("metadata", {})
+    values: dict[str, bytes] = {}
+    if kind == "Secret":
+        values = {k: base64.b64decode(v) for k, v in obj.get("data", {}).items()}
+    else:
+        values = {k: v.encode("utf-8") for k, v in obj.get("data", {}).items()}
+        values.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
+    clean = {k: v for k, v in obj.items()}
+    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion")}
+    return ConfigObject(kind=kind, namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
+                        uid=meta.get("uid", ""), object=clean, values=values, hash=_hash(clean))

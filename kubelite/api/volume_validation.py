@@ -1,0 +1,242 @@
+"""Kubernetes validation of a pod's volumes, volume mounts and environment sources.
+
+Owns: the rules of `ValidateVolumes`, `ValidateVolumeMounts`, `ValidateEnv` and `ValidateEnvFrom`
+(pkg/apis/core/validation) for the parts kubelite implements: emptyDir, hostPath, configMap,
+secret and downwardAPI volumes; readOnly and subPath mounts; env `valueFrom` and `envFrom`.
+Purely computational; messages name fields and rules, never values that could be secret.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+
+from kubelite.api import quantity
+from kubelite.api.configobjects import CONFIG_KEY
+from kubelite.api.models import Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ResourceFieldSelector
+from kubelite.api.validation import DNS1123_SUBDOMAIN, FieldIssue
+
+SUPPORTED_VOLUMES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI")
+HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                   "BlockDevice")
+EMPTY_DIR_MEDIA = ("", "Memory")
+#: fieldRef paths an env var may use (`validEnvDownwardAPIFieldPathExpressions`).
+ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                   "metadata.annotations", "spec.nodeName", "spec.serviceAccountName", "status.hostIP",
+                   "status.hostIPs", "status.podIP", "status.podIPs")
+#: fieldRef paths a downwardAPI volume file may use (`validVolumeDownwardAPIFieldPathExpressions`).
+VOLUME_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                      "metadata.annotations")
+RESOURCES = ("limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory",
+             "requests.ephemeral-storage")
+ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+MAX_MODE = 0o777
+
+
+def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
+    return FieldIssue(path, "Unsupported value: supported values: " + ", ".join(f'"{v}"' for v in allowed))
+
+
+def is_env_var_name(name: str) -> bool:
+    """`IsEnvVarName`: what envFrom keys must be, after their prefix, to become variables."""
+    return bool(ENV_VAR_NAME.match(name)) and name not in (".", "..") and not name.startswith("..")
+
+
+def _relative_path(path: str, value: str) -> list[FieldIssue]:
+    """A path inside a volume: relative, no '..' element (`validateLocalDescendingPath`)."""
+    if not value:
+        return [FieldIssue(path, "Required value")]
+    if value.startswith("/"):
+        return [FieldIssue(path, "Invalid value: must be a relative path")]
+    if ".." in value.split("/"):
+        return [FieldIssue(path, "Invalid value: must not contain '..'")]
+    return []
+
+
+def _mode(path: str, mode: int | None) -> list[FieldIssue]:
+    if mode is not None and not 0 <= mode <= MAX_MODE:
+        return [FieldIssue(path, "Invalid value: must be a number between 0 and 0777 (octal), both inclusive")]
+    return []
+
+
+def _file_path(path: str, value: str) -> list[FieldIssue]:
+    """A file of a projected volume: a relative path that does not start with '..' (`..data` is kubelite's)."""
+    errors = _relative_path(path, value)
+    if not errors and value.split("/")[0].startswith(".."):
+        errors.append(FieldIssue(path, "Invalid value: must not start with '..'"))
+    return errors
+
+
+def _items(path: str, items: list[KeyToPath]) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    for i, item in enumerate(items):
+        where = f"{path}.items[{i}]"
+        if not item.key:
+            errors.append(FieldIssue(f"{where}.key", "Required value"))
+        elif not CONFIG_KEY.match(item.key):
+            errors.append(FieldIssue(f"{where}.key", "Invalid value: a valid config key must consist of "
+                                                     "alphanumeric characters, '-', '_' or '.'"))
+        errors += _file_path(f"{where}.path", item.path)
+        errors += _mode(f"{where}.mode", item.mode)
+    return errors
+
+
+def field_path_issue(path: str, field_path: str, allowed: tuple[str, ...]) -> list[FieldIssue]:
+    """A fieldRef's fieldPath: one of `allowed`, or a label/annotation subscript (`metadata.labels['k']`)."""
+    if field_path in allowed:
+        return []
+    match = _SUBSCRIPT.match(field_path)
+    if match and match.group(2):
+        return []
+    return [_unsupported(path, allowed)]
+
+
+def resource_field_issues(path: str, ref: ResourceFieldSelector, *, need_container: bool) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    if need_container and not ref.container_name:
+        errors.append(FieldIssue(f"{path}.containerName", "Required value"))
+    if ref.resource not in RESOURCES:
+        errors.append(_unsupported(f"{path}.resource", RESOURCES))
+    if ref.divisor is not None:
+        try:
+            divisor = quantity.parse(ref.divisor)
+        except (ValueError, OverflowError):
+            divisor = None
+        if divisor is None or divisor <= 0:
+            errors.append(FieldIssue(f"{path}.divisor", "Invalid value: must be a positive quantity"))
+    return errors
+
+
+def _downward_items(path: str, items: list[DownwardAPIVolumeFile], containers: set[str]) -> list[FieldIssue]:
+    errors: list[FieldIssue] = []
+    for i, item in enumerate(items):
+        where = f"{path}.items[{i}]"
+        errors += _file_path(f"{where}.path", item.path)
+        errors += _mode(f"{where}.mode", item.mode)
+        sources = [s for s in (item.field_ref, item.resource_field_ref) if s is not None]
+        if len(sources) != 1:
+            errors.append(FieldIssue(where, "Invalid value: fieldRef and resourceFieldRef can not be specified "
+                                            "simultaneously" if sources else "Required value: must specify "
+                                            "fieldRef or resourceFieldRef"))
+        if item.field_ref is not None:
+            errors += field_path_issue(f"{where}.fieldRef.fieldPath", item.field_ref.field_path,
+                                       VOLUME_FIELD_PATHS)
+        if item.resource_field_ref is not None:
+            errors += resource_field_issues(f"{where}.resourceFieldRef", item.resource_field_ref,
+                                            need_container=True)
+            name = item.resource_field_ref.container_name
+            if name and name not in containers:
+                errors.append(FieldIssue(f"{where}.resourceFieldRef.containerName",
+                                         "Not found: no container of this name"))
+    return errors
+
+
+def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
+    """Each volume has exactly one source kubelite supports, and that source is valid."""
+    errors: list[FieldIssue] = []
+    containers = {c.name for c in spec.all_containers()}
+    for i, volume in enumerate(spec.volumes):
+        path = f"spec.volumes[{i}]"
+        sources = volume.sources()
+        if not sources:
+            errors.append(FieldIssue(path, "Required value: must specify a volume type (kubelite supports "
+                                           "emptyDir, hostPath, configMap, secret and downwardAPI)"))
+            continue
+        if len(sources) > 1:
+            errors.append(FieldIssue(f"{path}.{sources[1]}", "Forbidden: may not specify more than 1 volume type"))
+            continue
+        if volume.empty_dir is not None:
+            if (volume.empty_dir.medium or "") not in EMPTY_DIR_MEDIA:
+                errors.append(_unsupported(f"{path}.emptyDir.medium", EMPTY_DIR_MEDIA))
+            if volume.empty_dir.size_limit is not None:
+                try:
+                    if quantity.parse(volume.empty_dir.size_limit) < 0:
+                        raise ValueError
+                except (ValueError, OverflowError):
+                    errors.append(FieldIssue(f"{path}.emptyDir.sizeLimit",
+                                             "Invalid value: must be a non-negative quantity such as 64Mi"))
+        if volume.host_path is not None:
+            if not volume.host_path.path:
+                errors.append(FieldIssue(f"{path}.hostPath.path", "Required value"))
+            elif ".." in volume.host_path.path.split("/"):
+                errors.append(FieldIssue(f"{path}.hostPath.path", "Invalid value: must not contain '..'"))
+            if (volume.host_path.type or "") not in HOST_PATH_TYPES:
+                errors.append(_unsupported(f"{path}.hostPath.type", HOST_PATH_TYPES))
+        for field, source, name in (("configMap", volume.config_map, "name"),
+                                    ("secret", volume.secret, "secretName")):
+            if source is None:
+                continue
+            ref = source.name if field == "configMap" else source.secret_name  # type: ignore[union-attr]
+            if not ref:
+                errors.append(FieldIssue(f"{path}.{field}.{name}", "Required value"))
+            elif not DNS1123_SUBDOMAIN.match(ref):
+                errors.append(FieldIssue(f"{path}.{field}.{name}", "Invalid value: must be a lowercase RFC 1123 "
+                                                                   "subdomain"))
+            errors += _items(f"{path}.{field}", source.items)
+            errors += _mode(f"{path}.{field}.defaultMode", source.default_mode)
+        if volume.downward_api is not None:
+            errors += _downward_items(f"{path}.downwardAPI", volume.downward_api.items, containers)
+            errors += _mode(f"{path}.downwardAPI.defaultMode", volume.downward_api.default_mode)
+    return errors
+
+
+def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
+    """volumeMounts (mountPath, subPath) and env sources (valueFrom, envFrom) of one container."""
+    errors: list[FieldIssue] = []
+    mount_paths: set[str] = set()
+    for i, mount in enumerate(c.volume_mounts):
+        where = f"{path}.volumeMounts[{i}]"
+        if mount.mount_path:
+            normal = posixpath.normpath(mount.mount_path)
+            if normal in mount_paths:
+                errors.append(FieldIssue(f"{where}.mountPath", "Invalid value: must be unique"))
+            mount_paths.add(normal)
+            if not mount.mount_path.startswith("/"):
+                errors.append(FieldIssue(f"{where}.mountPath", "Invalid value: must be an absolute path"))
+        if mount.sub_path:
+            errors += _relative_path(f"{where}.subPath", mount.sub_path)
+    for i, env in enumerate(c.env):
+        source = env.value_from
+        if source is None:
+            continue
+        where = f"{path}.env[{i}].valueFrom"
+        set_ = [name for name, value in (("fieldRef", source.field_ref), ("resourceFieldRef", source.resource_field_ref),
+                                         ("configMapKeyRef", source.config_map_key_ref),
+                                         ("secretKeyRef", source.secret_key_ref)) if value is not None]
+        if len(set_) != 1:
+            errors.append(FieldIssue(where, "Invalid value: may not have more than one field specified at a time"
+                                            if set_ else "Required value: must specify one of: `fieldRef`, "
+                                            "`resourceFieldRef`, `configMapKeyRef` or `secretKeyRef`"))
+            continue
+        if source.field_ref is not None:
+            errors += field_path_issue(f"{where}.fieldRef.fieldPath", source.field_ref.field_path, ENV_FIELD_PATHS)
+        if source.resource_field_ref is not None:
+            errors += resource_field_issues(f"{where}.resourceFieldRef", source.resource_field_ref,
+                                            need_container=False)
+        for name, ref in (("configMapKeyRef", source.config_map_key_ref), ("secretKeyRef", source.secret_key_ref)):
+            if ref is None:
+                continue
+            if not ref.name:
+                errors.append(FieldIssue(f"{where}.{name}.name", "Required value"))
+            if not ref.key:
+                errors.append(FieldIssue(f"{where}.{name}.key", "Required value"))
+            elif not CONFIG_KEY.match(ref.key):
+                errors.append(FieldIssue(f"{where}.{name}.key", "Invalid value: a valid config key must consist "
+                                                                "of alphanumeric characters, '-', '_' or '.'"))
+    for i, env_from in enumerate(c.env_from):
+        where = f"{path}.envFrom[{i}]"
+        refs = [r for r in (env_from.config_map_ref, env_from.secret_ref) if r is not None]
+        if len(refs) != 1:
+            errors.append(FieldIssue(where, "Invalid value: may not have more than one field specified at a time"
+                                            if refs else "Required value: must specify one of: `configMapRef` "
+                                            "or `secretRef`"))
+            continue
+        if not refs[0].name:
+            field = "configMapRef" if env_from.config_map_ref is not None else "secretRef"
+            errors.append(FieldIssue(f"{where}.{field}.name", "Required value"))
+        if env_from.prefix and not is_env_var_name(env_from.prefix):
+            errors.append(FieldIssue(f"{where}.prefix", "Invalid value: a valid environment variable name must "
+                                                        "consist of alphabetic characters, digits, '_', '-', or "
+                                                        "'.', and must not start with a digit"))
+    return errors

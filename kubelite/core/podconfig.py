@@ -1,0 +1,291 @@
+"""What a container's configuration resolves to: its environment, and the files of projected volumes.
+
+Owns the kubelet's rules (`makeEnvironmentVariables`, `podFieldSelectorRuntimeValue`,
+`ExtractContainerResourceValue`, the configMap/secret/downwardAPI volume `MakePayload`/`CollectData`)
+and its messages:
+
+* `container_env` — `envFrom` first (keys that are not valid variable names skipped, reported as an
+  `InvalidEnvironmentVariableNames` warning), then `env` in order with `$(VAR)` expansion from what
+  came before; `valueFrom` from ConfigMap/Secret keys, pod fields and container resources. A missing
+  object or key that is not `optional` is a `ConfigError` with the kubelet's message
+  (`configmap "x" not found`, `couldn't find key k in ConfigMap default/x`): the container then
+  waits with CreateContainerConfigError.
+* `volume_payload` — the files (path → bytes and mode) a configMap, secret or downwardAPI volume
+  holds; a missing object or item key that is not optional is a `ConfigError`.
+
+Purely computational: no clock, no files. ConfigMaps and Secrets arrive as a mapping, the pod's
+IPs and the node's allocatable resources as arguments. Messages never hold a value.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Mapping, Optional
+
+from kubelite.api import quantity
+from kubelite.api.configobjects import ConfigObject
+from kubelite.api.models import Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Volume
+from kubelite.api.volume_validation import is_env_var_name
+
+#: ConfigMaps and Secrets by (kind, namespace, name).
+Configs = Mapping[tuple[str, str, str], ConfigObject]
+DEFAULT_MODE = 0o644
+_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+_EXPANSION = re.compile(r"\$\$|\$\(([^)]*)\)")
+
+
+class ConfigError(Exception):
+    """A container's or volume's configuration cannot be built (the kubelet's message)."""
+
+
+@dataclass(frozen=True)
+class NodeAllocatable:
+    """What a container without a limit sees as its limit (the kubelet uses the node's allocatable)."""
+
+    cpu_millis: int
+    memory_bytes: int
+    ephemeral_storage_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class PodFacts:
+    """What the environment and the downward API may read besides the spec."""
+
+    uid: str
+    node_name: str
+    pod_ip: str = ""
+    host_ip: str = ""
+    node: NodeAllocatable = NodeAllocatable(cpu_millis=1000, memory_bytes=1 << 30)
+
+
+@dataclass
+class ResolvedEnv:
+    env: dict[str, str] = field(default_factory=dict)
+    warnings: list[tuple[str, str]] = field(default_factory=list)   # (event reason, message)
+
+
+@dataclass(frozen=True)
+class FileProjection:
+    data: bytes
+    mode: int
+
+
+# ------------------------------------------------------------------------------ lookups
+
+
+def _lookup(configs: Configs, kind: str, namespace: str, name: str, *, optional: bool) -> ConfigObject | None:
+    found = configs.get((kind, namespace, name))
+    if found is None and not optional:
+        raise ConfigError(f'{kind.lower()} "{name}" not found')
+    return found
+
+
+def _string_value(obj: ConfigObject, key: str) -> str | None:
+    """A ConfigMap's `data` key (not binaryData, as the kubelet) or a Secret's key, as text."""
+    if obj.kind == "ConfigMap":
+        value = obj.object.get("data", {}).get(key)
+        return value if isinstance(value, str) else None
+    raw = obj.values.get(key)
+    return raw.decode("utf-8", "replace") if raw is not None else None
+
+
+# ------------------------------------------------------------------------------ the downward API
+
+
+def format_map(values: Mapping[str, str]) -> str:
+    """Labels or annotations as the downward API writes them: `key="value"` lines, sorted."""
+    lines = []
+    for key in sorted(values):
+        escaped = values[key].replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+        lines.append(f'{key}="{escaped}"')
+    return "\n".join(lines)
+
+
+def field_value(ref: ObjectFieldSelector, pod: Pod, facts: PodFacts) -> str:
+    """A pod field, as `fieldRef` reads it (the validation has limited the paths)."""
+    meta, path = pod.metadata, ref.field_path
+    match = _SUBSCRIPT.match(path)
+    if match:
+        source = meta.labels if match.group(1) == "labels" else meta.annotations
+        return source.get(match.group(2), "")
+    simple = {
+        "metadata.name": meta.name or "", "metadata.namespace": meta.namespace, "metadata.uid": facts.uid,
+        "spec.nodeName": facts.node_name, "spec.serviceAccountName": pod.spec.service_account_name or "",
+        "status.podIP": facts.pod_ip, "status.podIPs": facts.pod_ip, "status.hostIP": facts.host_ip,
+        "status.hostIPs": facts.host_ip,
+    }
+    if path in simple:
+        return simple[path]
+    if path == "metadata.labels":
+        return format_map(meta.labels)
+    if path == "metadata.annotations":
+        return format_map(meta.annotations)
+    raise ConfigError(f"unsupported fieldPath: {path}")
+
+
+def _ceil(value: Fraction) -> int:
+    return math.ceil(value)
+
+
+def resource_value(ref: ResourceFieldSelector, container: Container, node: NodeAllocatable) -> str:
+    """`ExtractContainerResourceValue`: a request or limit divided by `divisor`, rounded up.
+
+    A limit that is not set is the node's allocatable amount; a request that is not set is the
+    limit when there is one (API defaulting), else 0.
+    """
+    kind, _, name = ref.resource.partition(".")
+    limits, requests = container.resources.limits, container.resources.requests
+    divisor = quantity.parse(ref.divisor) if ref.divisor is not None else Fraction(1)
+    node_amount = {"cpu": Fraction(node.cpu_millis, 1000), "memory": Fraction(node.memory_bytes),
+                   "ephemeral-storage": Fraction(node.ephemeral_storage_bytes)}[name]
+    raw = (limits if kind == "limits" else requests).get(name)
+    if raw is None and kind == "requests":
+        raw = limits.get(name)
+    amount = quantity.parse(raw) if raw is not None else (node_amount if kind == "limits" else Fraction(0))
+    if name == "cpu":  # MilliValue() / divisor.MilliValue(), rounded up
+        millis = _ceil(amount * 1000)
+        divisor_millis = max(1, _ceil(divisor * 1000))
+        return str(_ceil(Fraction(millis, divisor_millis)))
+    return str(_ceil(Fraction(_ceil(amount)) / max(Fraction(1), Fraction(_ceil(divisor)))))
+
+
+# ------------------------------------------------------------------------------ environment
+
+
+def _expand(text: str, env: Mapping[str, str]) -> str:
+    """`$(VAR)` from variables defined before; `$$` is `$`; unknown references stay as written."""
+    def one(match: re.Match[str]) -> str:
+        if match.group(0) == "$$":
+            return "$"
+        name = match.group(1)
+        return env.get(name, match.group(0))
+    return _EXPANSION.sub(one, text)
+
+
+def container_env(pod: Pod, container: Container, *, configs: Configs, facts: PodFacts) -> ResolvedEnv:
+    """The container's variables from `envFrom` and `env` (image defaults are the runtime's)."""
+    namespace = pod.metadata.namespace
+    result = ResolvedEnv()
+    for source in container.env_from:
+        secret = source.secret_ref is not None
+        ref = source.secret_ref if secret else source.config_map_ref
+        assert ref is not None  # validated
+        kind = "Secret" if secret else "ConfigMap"
+        obj = _lookup(configs, kind, namespace, ref.name or "", optional=bool(ref.optional))
+        if obj is None:
+            continue
+        keys = obj.values if secret else obj.object.get("data", {})
+        invalid = []
+        for key in keys:
+            name = (source.prefix or "") + key
+            if not is_env_var_name(name):
+                invalid.append(name)
+                continue
+            result.env[name] = _string_value(obj, key) or ""
+        if invalid:
+            result.warnings.append(("InvalidEnvironmentVariableNames",
+                                    f"Keys [{', '.join(sorted(invalid))}] from the EnvFrom {kind.lower()} "
+                                    f"{namespace}/{ref.name} were skipped since they are considered invalid "
+                                    "environment variable names."))
+    for var in container.env:
+        value: Optional[str] = var.value or ""
+        source = var.value_from
+        if var.value:
+            value = _expand(var.value, result.env)
+        elif source is not None:
+            if source.field_ref is not None:
+                value = field_value(source.field_ref, pod, facts)
+            elif source.resource_field_ref is not None:
+                value = resource_value(source.resource_field_ref, container, facts.node)
+            else:
+                secret = source.secret_key_ref is not None
+                ref = source.secret_key_ref if secret else source.config_map_key_ref
+                assert ref is not None  # validated
+                kind = "Secret" if secret else "ConfigMap"
+                obj = _lookup(configs, kind, namespace, ref.name or "", optional=bool(ref.optional))
+                if obj is None:
+                    continue
+                value = _string_value(obj, ref.key)
+                if value is None:
+                    if ref.optional:
+                        continue
+                    raise ConfigError(f"couldn't find key {ref.key} in {kind} {namespace}/{ref.name}")
+        result.env[var.name] = value or ""
+    return result
+
+
+def references(pod: Pod) -> set[tuple[str, str, str]]:
+    """Every ConfigMap and Secret the pod refers to, by (kind, namespace, name)."""
+    found: set[tuple[str, str, str]] = set()
+    ns = pod.metadata.namespace
+    for volume in pod.spec.volumes:
+        if volume.config_map is not None and volume.config_map.name:
+            found.add(("ConfigMap", ns, volume.config_map.name))
+        if volume.secret is not None and volume.secret.secret_name:
+            found.add(("Secret", ns, volume.secret.secret_name))
+    for c in pod.spec.all_containers():
+        for source in c.env_from:
+            if source.config_map_ref is not None:
+                found.add(("ConfigMap", ns, source.config_map_ref.name or ""))
+            if source.secret_ref is not None:
+                found.add(("Secret", ns, source.secret_ref.name or ""))
+        for var in c.env:
+            if var.value_from is not None:
+                if var.value_from.config_map_key_ref is not None:
+                    found.add(("ConfigMap", ns, var.value_from.config_map_key_ref.name or ""))
+                if var.value_from.secret_key_ref is not None:
+                    found.add(("Secret", ns, var.value_from.secret_key_ref.name or ""))
+    return found
+
+
+# ------------------------------------------------------------------------------ projected volumes
+
+
+def volume_payload(pod: Pod, volume: Volume, *, configs: Configs, facts: PodFacts) -> dict[str, FileProjection]:
+    """The files of a configMap, secret or downwardAPI volume: relative path → content and mode."""
+    namespace = pod.metadata.namespace
+    payload: dict[str, FileProjection] = {}
+    if volume.config_map is not None or volume.secret is not None:
+        secret = volume.secret is not None
+        source = volume.secret if secret else volume.config_map
+        assert source is not None
+        name = volume.secret.secret_name if volume.secret is not None else volume.config_map.name  # type: ignore
+        kind = "Secret" if secret else "ConfigMap"
+        default_mode = source.default_mode if source.default_mode is not None else DEFAULT_MODE
+        obj = _lookup(configs, kind, namespace, name or "", optional=bool(source.optional))
+        values = obj.values if obj is not None else {}
+        if not source.items:
+            return {key: FileProjection(data, default_mode) for key, data in values.items()}
+        for item in source.items:
+            if item.key not in values:
+                if source.optional:
+                    continue
+                what = "secret references non-existent secret key" if secret else \
+                    "configmap references non-existent config key"
+                raise ConfigError(f"{what}: {item.key}")
+            payload[item.path] = FileProjection(values[item.key],
+                                                item.mode if item.mode is not None else default_mode)
+        return payload
+    if volume.downward_api is not None:
+        source_d = volume.downward_api
+        default_mode = source_d.default_mode if source_d.default_mode is not None else DEFAULT_MODE
+        containers = {c.name: c for c in pod.spec.all_containers()}
+        for file in source_d.items:
+            if file.field_ref is not None:
+                text = field_value(file.field_ref, pod, facts)
+            else:
+                ref = file.resource_field_ref
+                assert ref is not None
+                text = resource_value(ref, containers[ref.container_name or ""], facts.node)
+            payload[file.path] = FileProjection(text.encode("utf-8"),
+                                                file.mode if file.mode is not None else default_mode)
+        return payload
+    raise ValueError(f"volume {volume.name} is not a projected volume")
+
+
+def is_projected(volume: Volume) -> bool:
+    """configMap, secret and downwardAPI volumes: their files are written by kubelite and kept current."""
+    return volume.config_map is not None or volume.secret is not None or volume.downward_api is not None

@@ -1,0 +1,212 @@
+"""Volumes and configuration on real containers: emptyDir, hostPath, configMap, secret, subPath.
+
+Root, runc, conmon and the busybox image. Every test checks afterwards (through `Node.close()`)
+that no mount, cgroup, conmon or runc container is left behind; one kills the daemon with
+SIGKILL while its pod holds mounts, removes the pod, and checks that a restarted kubelite
+leaves nothing behind either.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubelite.runtime import linux
+from kubelite.store.reader import Reader
+from tests.real import Node, build_busybox, container, pod, require_real_runtime, wait_for
+
+pytestmark = pytest.mark.real
+
+
+@pytest.fixture(scope="module")
+def busybox(tmp_path_factory) -> Path:
+    require_real_runtime()
+    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
+
+
+@pytest.fixture
+def node(tmp_path, busybox):
+    n = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
+    yield n
+    left = n.close()
+    assert left == [], f"left behind: {left}"
+
+
+def write(node: Node, name: str, *docs: dict[str, Any]) -> None:
+    import yaml
+
+    (node.manifests / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
+    node.agent.hint_manifests()
+
+
+def events(node: Node, reason: str) -> list[str]:
+    reader = Reader(node.root)
+    try:
+        return [e["message"] for e in reader.events(None) if e["reason"] == reason]
+    finally:
+        reader.close()
+
+
+def env_of(node: Node, pod_name: str, name: str, variable: str) -> str | None:
+    """A variable of the container's PID 1 (what the container was created with)."""
+    code, out = node.exec(pod_name, name, "cat", "/proc/1/environ")
+    assert code == 0
+    for entry in out.split("\0"):
+        key, _, value = entry.partition("=")
+        if key == variable:
+            return value
+    return None
+
+
+def mounts_under(path: Path) -> list[Path]:
+    return linux.mounts_below(path)
+
+
+def test_two_containers_share_an_empty_dir_that_outlives_a_container_restart(node):
+    node.write(pod("share",
+                   container("writer", "echo hello >> /data/greeting; [ -f /data/once ] && exec sleep 3600; "
+                                       "touch /data/once; sleep 1; exit 1",
+                             volumeMounts=[{"name": "data", "mountPath": "/data"}]),
+                   container("reader", "exec sleep 3600", volumeMounts=[{"name": "data", "mountPath": "/shared"}]),
+                   volumes=[{"name": "data", "emptyDir": {}}]))
+    node.until(lambda: node.running("share", "reader"), what="the reader running")
+    node.exec("share", "reader", "sh", "-c", "echo kept > /shared/note")
+    node.until(lambda: node.running("share", "writer", restarts=1), timeout=30, what="the writer restarted")
+    assert node.exec("share", "reader", "cat", "/shared/greeting") == (0, "hello\nhello\n")
+    assert node.exec("share", "writer", "cat", "/data/note") == (0, "kept\n")
+
+
+def test_a_configmap_edit_shows_up_in_the_mounted_file_without_a_restart(node):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+          "data": {"mode": "fast", "app.conf": "level=1\n"}}
+    write(node, "config", cm)
+    node.write(pod("app", container("app", "exec sleep 3600", env=[
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "mode"}}}],
+        volumeMounts=[{"name": "conf", "mountPath": "/etc/app"},
+                      {"name": "conf", "mountPath": "/etc/app.conf", "subPath": "app.conf"}]),
+        volumes=[{"name": "conf", "configMap": {"name": "app-config"}}]))
+    node.until(lambda: node.running("app", "app"), what="running")
+    first_id = node.container_id("app", "app")
+    assert node.exec("app", "app", "cat", "/etc/app/mode") == (0, "fast")
+    assert node.exec("app", "app", "cat", "/etc/app.conf") == (0, "level=1\n")
+    assert env_of(node, "app", "app", "MODE") == "fast"
+    code, _ = node.exec("app", "app", "sh", "-c", "echo x > /etc/app/mode")
+    assert code != 0, "a configMap volume is read-only"
+    write(node, "config", {**cm, "data": {"mode": "slow", "app.conf": "level=2\n"}})
+    node.until(lambda: node.exec("app", "app", "cat", "/etc/app/mode") == (0, "slow"), what="the file to change")
+    assert node.container_id("app", "app") == first_id and node.running("app", "app", restarts=0)
+    assert env_of(node, "app", "app", "MODE") == "fast", "env changes only with a new container"
+    assert node.exec("app", "app", "cat", "/etc/app.conf") == (0, "level=1\n"), "a subPath is not updated (as k8s)"
+
+
+def test_env_and_files_from_a_secret_on_a_tmpfs(node):
+    write(node, "secret", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "db"},
+                           "stringData": {"password": "s3cret", "user": "admin"}})
+    node.write(pod("db", container("app", "exec sleep 3600",
+                                   envFrom=[{"secretRef": {"name": "db"}, "prefix": "DB_"}],
+                                   env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                                   volumeMounts=[{"name": "creds", "mountPath": "/creds"}]),
+                   volumes=[{"name": "creds", "secret": {"secretName": "db", "defaultMode": 0o400}}]))
+    node.until(lambda: node.running("db", "app"), what="running")
+    assert env_of(node, "db", "app", "PW") == "s3cret"
+    assert env_of(node, "db", "app", "DB_user") == "admin"
+    assert node.exec("db", "app", "cat", "/creds/password") == (0, "s3cret")
+    assert node.exec("db", "app", "stat", "-L", "-c", "%a", "/creds/user") == (0, "400\n")
+    uid = node.status("db") and next(e.uid for e in node.agent.pods.values())
+    secret_dir = node.root / "pods" / uid / "volumes" / "kubernetes.io~secret" / "creds"
+    assert secret_dir in mounts_under(secret_dir), "secret files live on a tmpfs, not on disk"
+    logs = node.cli("logs", "db").stdout + node.cli("describe", "pod", "db").stdout
+    assert "s3cret" not in logs and "s3cret" not in str(Reader(node.root).events(None))
+
+
+def test_hostpath_types_are_checked_with_the_kubelets_messages(node, tmp_path):
+    host_dir = tmp_path / "host-dir"
+    host_dir.mkdir()
+    (host_dir / "hello").write_text("from the host\n")
+    created = tmp_path / "created" / "here"
+    node.write(pod("good", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "ro", "mountPath": "/host", "readOnly": True}, {"name": "new", "mountPath": "/new"}]),
+        volumes=[{"name": "ro", "hostPath": {"path": str(host_dir), "type": "Directory"}},
+                 {"name": "new", "hostPath": {"path": str(created), "type": "DirectoryOrCreate"}}]))
+    node.write(pod("bad", container("app", "exec sleep 3600", volumeMounts=[{"name": "f", "mountPath": "/f"}]),
+                   volumes=[{"name": "f", "hostPath": {"path": str(host_dir), "type": "File"}}]))
+    node.until(lambda: node.running("good", "app"), what="the good pod running")
+    assert node.exec("good", "app", "cat", "/host/hello") == (0, "from the host\n")
+    assert node.exec("good", "app", "sh", "-c", "echo x > /host/new")[0] != 0, "readOnly"
+    assert created.is_dir()
+    message = f'MountVolume.SetUp failed for volume "f" : hostPath type check failed: {host_dir} is not a file'
+    node.until(lambda: node.container("bad", "app").get("state", {}).get("waiting", {}).get("message") == message,
+               what="the bad pod waiting with the reason")
+    assert node.container("bad", "app")["state"]["waiting"]["reason"] == "ContainerCreating"
+    assert message in events(node, "FailedMount")
+    assert node.running("good", "app"), "the other pod is not disturbed"
+    assert (host_dir / "hello").read_text() == "from the host\n"
+
+
+def test_a_sub_path_that_escapes_the_volume_through_a_symlink_is_refused(node):
+    node.write(pod("escape", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "data", "mountPath": "/etc-from-host", "subPath": "link"}]),
+        initContainers=[container("prepare", "mkdir -p /data/inside && echo ok > /data/inside/f && "
+                                             "ln -s /etc /data/link && ln -s inside /data/good",
+                                  volumeMounts=[{"name": "data", "mountPath": "/data"}])],
+        volumes=[{"name": "data", "emptyDir": {}}]))
+    node.write(pod("inside", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "data", "mountPath": "/sub", "subPath": "good"}]),
+        initContainers=[container("prepare", "mkdir -p /data/inside && echo ok > /data/inside/f && "
+                                             "ln -s inside /data/good",
+                                  volumeMounts=[{"name": "data", "mountPath": "/data"}])],
+        volumes=[{"name": "data", "emptyDir": {}}]))
+    waiting = node.until(lambda: (w := node.container("escape", "app").get("state", {}).get("waiting", {}))
+                         .get("reason") == "CreateContainerConfigError" and w, what="the escape refused")
+    assert waiting["message"] == ('failed to prepare subPath for volumeMount "data" of container "app": '
+                                  'subPath "link" resolves outside the volume')
+    node.until(lambda: node.running("inside", "app"), what="a subPath link inside the volume works")
+    assert node.exec("inside", "app", "cat", "/sub/f") == (0, "ok\n")
+
+
+def test_a_memory_empty_dir_is_a_tmpfs_of_its_size_limit(node):
+    node.write(pod("mem", container("app", "exec sleep 3600", volumeMounts=[{"name": "m", "mountPath": "/m"}]),
+                   volumes=[{"name": "m", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}]))
+    node.until(lambda: node.running("mem", "app"), what="running")
+    code, out = node.exec("mem", "app", "sh", "-c", "grep ' /m ' /proc/mounts")
+    assert code == 0 and out.split()[2] == "tmpfs" and "size=1024k" in out
+    code, _ = node.exec("mem", "app", "dd", "if=/dev/zero", "of=/m/big", "bs=1024", "count=2048")
+    assert code != 0, "writing past sizeLimit fails"
+    assert node.exec("mem", "app", "sh", "-c", "rm /m/big && echo fits > /m/small && cat /m/small") == (0, "fits\n")
+
+
+def test_mounts_are_removed_after_kill_9_and_a_restart(tmp_path, busybox):
+    from tests.test_recovery_real import Daemon
+
+    daemon = Daemon(tmp_path, busybox)
+    try:
+        (daemon.manifests / "objects.yaml").write_text(
+            "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: pw}\n")
+        import yaml
+
+        (daemon.manifests / "vols.yaml").write_text(yaml.safe_dump(pod("vols", container(
+            "app", "mkdir -p /scratch/sub; exec sleep 3600", volumeMounts=[
+                {"name": "mem", "mountPath": "/mem"}, {"name": "creds", "mountPath": "/creds"},
+                {"name": "scratch", "mountPath": "/scratch"}]),
+            container("second", "exec sleep 3600", volumeMounts=[
+                {"name": "scratch", "mountPath": "/sub", "subPath": "sub"}]),
+            volumes=[{"name": "mem", "emptyDir": {"medium": "Memory"}}, {"name": "scratch", "emptyDir": {}},
+                     {"name": "creds", "secret": {"secretName": "db"}}])))
+        daemon.start()
+        wait_for(lambda: daemon.pods().get("vols", {}).get("status", {}).get("phase") == "Running", timeout=30,
+                 what="the pod running")
+        held = mounts_under(daemon.root / "pods")
+        assert len([m for m in held if "volume" in str(m)]) >= 3, held   # memory, secret, subPath
+        daemon.stop(signal.SIGKILL)
+        (daemon.manifests / "vols.yaml").unlink()   # the pod goes while kubelite is down
+        daemon.start()
+        wait_for(lambda: "vols" not in daemon.pods(), timeout=30, what="the pod removed")
+        assert mounts_under(daemon.root / "pods") == []
+    finally:
+        left = daemon.cleanup()
+    assert left == [], f"left behind: {left}"
+    assert not any(os.scandir(daemon.root / "pods")) if (daemon.root / "pods").exists() else True
