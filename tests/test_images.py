@@ -78,7 +78,7 @@ def gz(data: bytes) -> bytes:
 
 
 def host_arch() -> str:
-    return images._host_architecture()
+    return images.host_architecture()
 
 
 @dataclass
@@ -397,14 +397,28 @@ def test_an_image_may_repeat_a_layer_and_empty_layers_load(tmp_path, store):
     assert os.listdir(store.root / "images" / "layers") == []
 
 
-def test_zstd_layers_are_refused_clearly(tmp_path, store):
-    archive = docker_save(tmp_path / "z.tar", Img([BASE], tags=["z"]))
+def test_zstd_layers_are_unpacked_and_a_damaged_one_is_refused(tmp_path, store):
+    import zstandard
+
+    layer = tar(entry("z.txt", b"zstd" * 1000))
+    archive = docker_save(tmp_path / "z.tar", Img([layer], tags=["z"]))
+    with tarfile.open(archive) as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+    files["l00/layer.tar"] = zstandard.ZstdCompressor().compress(layer)
+    write_tar(archive, files)   # type: ignore[arg-type]
+    [image] = store.load(archive)
+    [layer_dir] = store.layer_dirs(image)
+    assert (layer_dir / "z.txt").read_bytes() == b"zstd" * 1000
+
+    other = tar(entry("y.txt", b"other"))
+    archive = docker_save(tmp_path / "y.tar", Img([other], tags=["y"]))
     with tarfile.open(archive) as tf:
         files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
     files["l00/layer.tar"] = b"\x28\xb5\x2f\xfd" + b"\0" * 100
     write_tar(archive, files)   # type: ignore[arg-type]
-    with pytest.raises(ImageError, match="zstd"):
+    with pytest.raises(ImageError, match="damaged|refusing"):
         store.load(archive)
+    assert store.get("y") is None
 
 
 # --------------------------------------------------------------------------------- unpacking rules
