@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO, Any, Callable
 
 from kubelite import __version__
 from kubelite.agent.agent import Agent, AgentConfig, utcnow
@@ -49,6 +49,7 @@ class ServeOptions:
     run_dir: Path
     runtime: str = "runc"
     sync: SyncOptions | None = None
+    registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
 
 
 class _UTCFormatter(logging.Formatter):
@@ -95,7 +96,7 @@ def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtim
         from kubelite.runtime.oci import OCIRuntime
 
         return OCIRuntime(root=options.agent.root, run_dir=options.run_dir, images=ImageStore(options.agent.root),
-                          clock=clock)
+                          clock=clock, registry=options.registry)
     raise UsageError(f"unknown runtime {options.runtime!r}")
 
 

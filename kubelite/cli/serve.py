@@ -21,13 +21,23 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from None
     if args.relist_period <= 0:
         raise UsageError("--relist-period must be positive")
+    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
+        raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
+    if args.max_parallel_image_pulls < 1:
+        raise UsageError("--max-parallel-image-pulls must be at least 1")
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
-                        relist_period_s=args.relist_period, backoff=backoff)
+                        relist_period_s=args.relist_period, backoff=backoff,
+                        image_pull_workers=args.max_parallel_image_pulls,
+                        image_gc_high_percent=args.image_gc_high_threshold,
+                        image_gc_low_percent=args.image_gc_low_threshold)
     sync = None
     if args.sync_repo:
         from kubelite.cli.sync import parse_duration
 
         sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
-    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync))
+    from kubelite.cli.image import registry_config
+
+    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
+                              registry=registry_config(args)))
