@@ -455,7 +455,10 @@ class Agent:
             if sandbox is None or not sandbox.ready:
                 break
             self.start_container(entry, sandbox.id, start.name, start.attempt, now)
+        waiting = self._waiting_for_pull(entry)   # their restart has not happened yet: no backoff step for it
         for update in actions.backoff_updates:
+            if update.key in waiting:
+                continue
             self.backoff[update.key] = update
             self.store.put_backoff(update)
         held_before = {h.name: h.until for h in entry.holds}
@@ -563,6 +566,13 @@ class Agent:
         self.pulls.start(image)
         entry.retry_at = now + PULL_WAIT   # the pod is synced again when the pull ends (`record_pulls`)
         return False
+
+    def _waiting_for_pull(self, entry: PodEntry) -> set[str]:
+        """The CrashLoopBackOff keys of this pod's containers whose start waits for a pull."""
+        meta = entry.pod.metadata
+        return {backoffs.stable_key(pod_name=meta.name or "", namespace=meta.namespace, uid=entry.uid, container=name,
+                                    spec_hash=entry.desired.container_hashes.get(name, ""))
+                for waiters in self.pull_waiters.values() for uid, name in waiters if uid == entry.uid}
 
     def record_pulls(self, now: datetime) -> None:
         """The pulls that ended: Pulled (with the duration) or Failed and ErrImagePull with the image backoff."""
