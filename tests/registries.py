@@ -266,3 +266,102 @@ def oci_layout(directory: Path, layers: list[bytes], *, tag: str = "latest", com
     index_path.write_text(json.dumps(index))
     (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
     return f"oci:{directory}:{tag}"
+
+
+def oci_index_layout(directory: Path, images: dict[str, list[bytes]], *, tag: str = "latest") -> str:
+    """An OCI layout whose `tag` is an image index: one image per architecture (its own layers)."""
+    blobs = directory / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+
+    def put(data: bytes) -> dict[str, Any]:
+        hex_ = hashlib.sha256(data).hexdigest()
+        (blobs / hex_).write_bytes(data)
+        return {"digest": f"sha256:{hex_}", "size": len(data)}
+
+    entries = []
+    for arch, layers in images.items():
+        config = json.dumps({"architecture": arch, "os": "linux", "config": {"Cmd": ["sh"]},
+                             "rootfs": {"type": "layers",
+                                        "diff_ids": ["sha256:" + hashlib.sha256(t).hexdigest() for t in layers]}})
+        manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(config.encode())},
+                    "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                **put(gzip.compress(t, mtime=0))} for t in layers]}
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                        **put(json.dumps(manifest).encode()), "platform": {"os": "linux", "architecture": arch}})
+    index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}
+    top = {"mediaType": "application/vnd.oci.image.index.v1+json", **put(json.dumps(index).encode()),
+           "annotations": {"org.opencontainers.image.ref.name": tag}}
+    (directory / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [top]}))
+    (directory / "oci-layout").write_text('{"imageLayoutVersion": "1.0.0"}')
+    return f"oci:{directory}:{tag}"
+
+
+class CuttingProxy:
+    """A TCP proxy on loopback in front of a registry: it can break a connection once it has relayed
+    `cut_after` bytes to the client (the registry "dies" mid-download), and be stopped and started."""
+
+    def __init__(self, target_port: int, *, cut_after: int | None = None, port: int = 0) -> None:
+        self.target_port, self.cut_after = target_port, cut_after
+        self.port = port or free_port()
+        self.cuts = 0
+        self._server: socket.socket | None = None
+        self._stop = threading.Event()
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> CuttingProxy:
+        self._stop.clear()
+        self._server = socket.socket()
+        self._server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._server.bind(("127.0.0.1", self.port))
+        self._server.listen(16)
+        self._server.settimeout(0.2)
+        threading.Thread(target=self._accept, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+
+    def _accept(self) -> None:
+        server = self._server
+        while not self._stop.is_set() and server is not None:
+            try:
+                client, _ = server.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            threading.Thread(target=self._pipe, args=(client, upstream, False), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client, True), daemon=True).start()
+
+    def _pipe(self, source: socket.socket, dest: socket.socket, to_client: bool) -> None:
+        relayed = 0
+        try:
+            while not self._stop.is_set():
+                data = source.recv(65536)
+                if not data:
+                    break
+                if to_client and self.cut_after is not None and relayed + len(data) > self.cut_after:
+                    dest.sendall(data[:self.cut_after - relayed])
+                    self.cuts += 1
+                    self.cut_after = None   # once
+                    self.stop()             # and the registry is gone
+                    break
+                dest.sendall(data)
+                relayed += len(data)
+        except OSError:
+            pass
+        finally:
+            for s in (source, dest):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
