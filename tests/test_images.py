@@ -744,5 +744,5 @@ def test_using_an_image_makes_it_the_last_to_go(tmp_path, store):
     images_ = gc_store(tmp_path, store)
     store.touch(images_["a"].id)      # a container was created from it just now
     removed = store.collect_garbage(in_use=set(), high_percent=85, low_percent=80,
-                                    usage=lambda: (90, 100))   # nothing frees enough: all unused go, a last
+                                    usage=lambda: (90 << 20, 100 << 20))   # nothing frees enough: all go, a last
     assert [i.id for i in removed] == [images_["b"].id, images_["c"].id, images_["a"].id]
