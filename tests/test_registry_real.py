@@ -94,3 +94,30 @@ def test_image_gc_removes_an_unused_pulled_image_never_the_one_in_use(node, reg)
     assert images.get(used) is not None
     code, _ = node.exec("user", "app", "true")
     assert code == 0
+
+
+def test_the_daemon_pulls_a_private_image_with_its_authfile(tmp_path, reg):
+    import base64
+    import json
+
+    from tests.real import wait_for
+    from tests.test_faults_real import kubelite
+
+    require_real_runtime()
+    busybox = build_busybox(tmp_path / "busybox.tar")
+    private = Registry(tmp_path / "private", auth="htpasswd").start()
+    try:
+        private.push(f"docker-archive:{busybox}", "team/busybox:v1")
+        authfile = tmp_path / "auth.json"
+        authfile.write_text(json.dumps({"auths": {private.host: {"auth": base64.b64encode(b"alice:wonderland").decode()}}}))
+        image = f"{private.host}/team/busybox:v1"
+        with kubelite(tmp_path, busybox, "--authfile", str(authfile)) as k:
+            k.start()
+            k.write(pod("private", {"name": "app", "image": image, "command": ["sleep", "600"]}))
+            wait_for(lambda: "running" in k.statuses().get("private", {}).get("state", {}), timeout=40,
+                     what="the pod with the private image to run")
+            events = k.cli("get", "events").stdout
+            assert f'Successfully pulled image "{image}" in ' in events
+            assert image in k.cli("image", "ls").stdout
+    finally:
+        private.stop()

@@ -390,6 +390,9 @@ class ImageStore:
                 for layer in sources:
                     if layer.diff_hex in unpacked or (self._layers_dir / layer.diff_hex).is_dir():
                         continue
+                    if not layer.member:
+                        raise ImageError(f"layer sha256:{layer.diff_hex} was removed from the store during the pull "
+                                         "(image garbage collection?): pull again")
                     dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
                     unpacked[layer.diff_hex] = (dest, 0)
                     size = _unpack_layer(_Downloads(downloads), layer, dest,

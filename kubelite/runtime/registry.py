@@ -192,15 +192,18 @@ def pull(store: ImageStore, ref: str, *, config: RegistryConfig = RegistryConfig
             report(Progress("done"))
             return PullResult(image, digest, 0, time.monotonic() - started)
         downloads = store.downloads_dir
-        downloads.mkdir(parents=True, exist_ok=True)
         fetched = 0
         files: dict[str, str] = {}
-        for d, diff in needed:
-            if d["digest"] in files:
-                continue
-            files[d["digest"]], got = registry.blob_to_file(d, downloads, report,
-                                                            done=lambda diff=diff: store.has_layer(diff))
-            fetched += got
+        try:
+            downloads.mkdir(parents=True, exist_ok=True)
+            for d, diff in needed:
+                if d["digest"] in files:
+                    continue
+                files[d["digest"]], got = registry.blob_to_file(d, downloads, report,
+                                                                done=lambda diff=diff: store.has_layer(diff))
+                fetched += got
+        except OSError as e:
+            raise PullError(f"{parsed.name}: cannot write the download to {downloads}: {e.strerror or e}") from None
         pulled = [PulledLayer(digest=d["digest"], size=d["size"], blob=files.get(d["digest"], ""))
                   for d in layers]
         report(Progress("unpacking"))
@@ -208,6 +211,9 @@ def pull(store: ImageStore, ref: str, *, config: RegistryConfig = RegistryConfig
             image = store.add_pulled(config_bytes=config_bytes, layers=pulled, names=names, downloads=downloads)
         except ImageError as e:
             raise PullError(str(e)) from None
+        except OSError as e:
+            raise PullError(f"{parsed.name}: cannot store the image in {store.root / 'images'}: "
+                            f"{e.strerror or e}") from None
         finally:
             for name in files.values():
                 (downloads / name).unlink(missing_ok=True)
