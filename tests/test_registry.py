@@ -302,10 +302,17 @@ def test_kubelite_image_pull_prints_plain_lines_when_not_a_terminal(tmp_path, an
     listed = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "image", "ls"], capture_output=True,
                             text=True, env=env, timeout=30)
     assert f"{anon.host}/multi:v1" in listed.stdout
+    assert "@sha256" not in listed.stdout, "digest references are listed only for images without a tag"
     missing = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "image", "pull", f"{anon.host}/multi:v9"],
                              capture_output=True, text=True, env=env, timeout=60)
     assert missing.returncode != 0
     assert missing.stderr.strip() == f"error: {anon.host}/multi:v9: not found (MANIFEST_UNKNOWN: manifest unknown)"
+    removed = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "image", "rm", f"{anon.host}/multi:v1"],
+                             capture_output=True, text=True, env=env, timeout=30)
+    assert removed.returncode == 0, removed.stderr
+    store = ImageStore(tmp_path)
+    assert store.list() == [], "its digest reference alone does not keep the image"
+    assert os.listdir(tmp_path / "images" / "layers") == []
 
 
 def test_the_terminal_display_rewrites_one_line():

@@ -70,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [("IMAGE", "IMAGE ID", "SIZE")]
     for image in sorted(store.list(), key=lambda i: i.names):
-        for name in image.names or ("<none>",):
+        tags = [n for n in image.names if "@" not in n]
+        for name in tags or image.names or ("<none>",):   # digest references only when there is no tag
             rows.append((name, image.id.removeprefix("sha256:")[:12], _human_size(image.size)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:

@@ -314,8 +314,8 @@ class ImageStore:
             return [image for i in loaded if (image := self._image(i, index)) is not None]
 
     def remove(self, ref: str) -> Image:
-        """Untag `ref`; an image left with no name (or named by its id) is deleted, and with it every
-        layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
+        """Untag `ref`; an image left with no tag (only digest references, or named by its id) is deleted,
+        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
         if not self._dir.is_dir():
             raise ImageError(f"no such image: {ref}")
         with self._locked():
@@ -330,7 +330,8 @@ class ImageStore:
                 raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
             if by_name is not None:
                 del index.references[by_name]
-            if by_name is None or image.id not in index.references.values():
+            tags_left = [r for r, i in index.references.items() if i == image.id and "@" not in r]
+            if by_name is None or not tags_left:   # digest references alone (a pull's) do not keep an image
                 index.references = {r: i for r, i in index.references.items() if i != image.id}
                 del index.images[image.id]
             self._prune(index)
