@@ -106,7 +106,8 @@ def simulated_node(tmp_path: Path) -> Iterator[SimulatedNode]:
         runtime = FakeRuntime()
         store = Store(root)
         agent = Agent(store=store, runtime=runtime,
-                      config=AgentConfig(manifests=manifests, root=root, node_name="node1"))
+                      config=AgentConfig(manifests=manifests, root=root, node_name="node1",
+                                         image_pull_workers=0))
         node = SimulatedNode(manifests, root, runtime, store, agent, clock)
         try:
             yield node

@@ -78,7 +78,7 @@ def gz(data: bytes) -> bytes:
 
 
 def host_arch() -> str:
-    return images._host_architecture()
+    return images.host_architecture()
 
 
 @dataclass
@@ -397,14 +397,28 @@ def test_an_image_may_repeat_a_layer_and_empty_layers_load(tmp_path, store):
     assert os.listdir(store.root / "images" / "layers") == []
 
 
-def test_zstd_layers_are_refused_clearly(tmp_path, store):
-    archive = docker_save(tmp_path / "z.tar", Img([BASE], tags=["z"]))
+def test_zstd_layers_are_unpacked_and_a_damaged_one_is_refused(tmp_path, store):
+    import zstandard
+
+    layer = tar(entry("z.txt", b"zstd" * 1000))
+    archive = docker_save(tmp_path / "z.tar", Img([layer], tags=["z"]))
+    with tarfile.open(archive) as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
+    files["l00/layer.tar"] = zstandard.ZstdCompressor().compress(layer)
+    write_tar(archive, files)   # type: ignore[arg-type]
+    [image] = store.load(archive)
+    [layer_dir] = store.layer_dirs(image)
+    assert (layer_dir / "z.txt").read_bytes() == b"zstd" * 1000
+
+    other = tar(entry("y.txt", b"other"))
+    archive = docker_save(tmp_path / "y.tar", Img([other], tags=["y"]))
     with tarfile.open(archive) as tf:
         files = {m.name: tf.extractfile(m).read() for m in tf if m.isreg()}
     files["l00/layer.tar"] = b"\x28\xb5\x2f\xfd" + b"\0" * 100
     write_tar(archive, files)   # type: ignore[arg-type]
-    with pytest.raises(ImageError, match="zstd"):
+    with pytest.raises(ImageError, match="damaged|refusing"):
         store.load(archive)
+    assert store.get("y") is None
 
 
 # --------------------------------------------------------------------------------- unpacking rules
@@ -681,3 +695,54 @@ def test_the_layers_stack_under_overlayfs_as_a_working_root(tmp_path, store, bus
 def busybox_archive_layer(archive: Path) -> bytes:
     with tarfile.open(archive) as tf:
         return next(tf.extractfile(m).read() for m in tf if m.name.endswith("layer.tar"))
+
+
+# --------------------------------------------------------------------------------- image GC
+
+
+def gc_store(tmp_path: Path, store: ImageStore) -> dict[str, Image]:
+    """Three images with a layer of their own (10 kB each) and one shared base layer, used in order a, b, c."""
+    found = {}
+    for i, name in enumerate(["a", "b", "c"]):
+        [found[name]] = store.load(docker_save(tmp_path / f"{name}.tar",
+                                               Img([BASE, tar(entry(f"{name}.bin", name.encode() * 10_000))],
+                                                   tags=[name])))
+        os.utime(store._configs_dir / f"{found[name].id[7:]}.json", (1000 + i, 1000 + i))
+    return found
+
+
+def test_image_gc_does_nothing_below_the_high_threshold(tmp_path, store):
+    gc_store(tmp_path, store)
+    assert store.collect_garbage(in_use=set(), high_percent=85, low_percent=80, usage=lambda: (84, 100)) == []
+    assert len(store.list()) == 3
+
+
+def test_image_gc_removes_unused_images_least_recently_used_first_down_to_the_low_threshold(tmp_path, store):
+    images_ = gc_store(tmp_path, store)
+    layers = store.root / "images" / "layers"
+
+    def usage() -> tuple[int, int]:   # the store's bytes on a filesystem of 100 kB with 59 kB used by others
+        size = sum(f.stat().st_size for f in layers.rglob("*") if f.is_file())
+        return 59_000 + size, 100_000
+
+    assert usage()[0] > 85_000
+    removed = store.collect_garbage(in_use={images_["a"].id}, high_percent=85, low_percent=80, usage=usage)
+    assert [i.id for i in removed] == [images_["b"].id], "a is in use; b was used before c; then 80 % is reached"
+    assert {i.names for i in store.list()} == {("docker.io/library/a:latest",), ("docker.io/library/c:latest",)}
+    assert usage()[0] <= 80_000
+    assert store.get("a") is not None and store.layer_dirs(store.get("a"))   # its layers, the shared base too
+
+
+def test_image_gc_never_removes_an_image_in_use_even_if_still_full(tmp_path, store):
+    images_ = gc_store(tmp_path, store)
+    removed = store.collect_garbage(in_use={i.id for i in images_.values()}, high_percent=85, low_percent=80,
+                                    usage=lambda: (99, 100))
+    assert removed == [] and len(store.list()) == 3
+
+
+def test_using_an_image_makes_it_the_last_to_go(tmp_path, store):
+    images_ = gc_store(tmp_path, store)
+    store.touch(images_["a"].id)      # a container was created from it just now
+    removed = store.collect_garbage(in_use=set(), high_percent=85, low_percent=80,
+                                    usage=lambda: (90 << 20, 100 << 20))   # nothing frees enough: all go, a last
+    assert [i.id for i in removed] == [images_["b"].id, images_["c"].id, images_["a"].id]

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.agent.configs import Configs
+from kubelite.agent.pulls import ImagePulls
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
@@ -61,6 +62,8 @@ COMMIT_ANNOTATION = "kubelite.io/commit"
 IMAGE_BACKOFF = BackoffPolicy(initial_s=10.0, max_s=300.0)
 #: The waiting reason of a pod's containers while its sandbox cannot be made (the kubelet's sync error name).
 SANDBOX_ERROR = "CreatePodSandboxError"
+#: While a pull runs, its pod waits for the pull's end rather than a time (a bound, not a timeout).
+PULL_WAIT = timedelta(hours=1)
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
@@ -78,6 +81,10 @@ class AgentConfig:
     relist_period_s: float = 20.0
     backoff: BackoffPolicy = BackoffPolicy()
     node_ip: str | None = None          # status.hostIP, and podIP of hostNetwork pods
+    image_pull_workers: int = 3           # pulls at once, beside the loop; 0: on the loop (simulated tests)
+    image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
+    image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
+    image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
 
 
 @dataclass
@@ -137,6 +144,10 @@ class Agent:
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self.volumes_checked = False   # orphan volumes are removed once the first pass knows every pod
+        self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)
+        self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
+        self.fresh_pulls: dict[tuple[str, str], str] = {}        # (uid, container) → image pulled for its next start
+        self.next_image_gc: datetime | None = None
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -231,6 +242,7 @@ class Agent:
             self.record_hook_failures(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
+            self.record_pulls(now)
             wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
             self.terminating_keys = {e.key for e in self.pods.values() if e.deleted_at is not None}
             for uid in list(self.pods):
@@ -477,7 +489,10 @@ class Agent:
             if sandbox is None or not sandbox.ready:
                 break
             self.start_container(entry, sandbox.id, start.name, start.attempt, now)
+        waiting = self._waiting_for_pull(entry)   # their restart has not happened yet: no backoff step for it
         for update in actions.backoff_updates:
+            if update.key in waiting:
+                continue
             self.backoff[update.key] = update
             self.store.put_backoff(update)
         held_before = {h.name: h.until for h in entry.holds}
@@ -540,11 +555,8 @@ class Agent:
         container = _container(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
-        if not self.runtime.image_present(image):
-            self.image_missing(entry, name, image, container.image_pull_policy == "Never", now)
+        if not self.ensure_image(entry, name, image, container.image_pull_policy or "IfNotPresent", now):
             return
-        self.event(entry, "Normal", "Pulled", f'Container image "{image}" already present on machine', now,
-                   container=name)
         try:
             resolved, mounts = self.configs.container_settings(entry.uid, entry.pod, container, entry.status)
         except podconfig.ConfigError as exc:
@@ -606,34 +618,81 @@ class Agent:
         for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
             self.event(entry, "Warning", "FailedMount", message, now)
 
-    def image_missing(self, entry: PodEntry, name: str, image: str, never: bool, now: datetime) -> None:
-        """ErrImageNeverPull; or ErrImagePull, then ImagePullBackOff for 10 s doubling to 300 s (the kubelet's)."""
-        if never:
+    def ensure_image(self, entry: PodEntry, name: str, image: str, policy: str, now: datetime) -> bool:
+        """True when the container's image is there to create it from now, by its imagePullPolicy (the
+        kubelet's `EnsureImageExists`); otherwise a pull has started, or the image is backing off."""
+        fresh = self.fresh_pulls.pop((entry.uid, name), None) == image
+        present = self.runtime.image_present(image)
+        if present and (fresh or policy in ("IfNotPresent", "Never")):
+            if not fresh:
+                self.event(entry, "Normal", "Pulled", f'Container image "{image}" already present on machine', now,
+                           container=name)
+            return True
+        if policy == "Never":
             self.start_failed(entry, name, "ErrImageNeverPull",
-                              f'Container image "{image}" is not present with pull policy of Never', now)
-            return
-        key = f"{entry.uid}_{image}"
-        previous = self.image_backoff.get(key)
+                              f'Container image "{image}" is not present with pull policy of Never', now,
+                              event=f'Container image "{image}" is not present with pull policy of Never')
+            return False
+        previous = self.image_backoff.get(f"{entry.uid}_{image}")
         until = backoffs.held_until(previous, finished_at=previous.last_update, now=now, policy=IMAGE_BACKOFF) \
             if previous is not None else None
         if until is not None:
             self.event(entry, "Normal", "BackOff", f'Back-off pulling image "{image}"', now, container=name)
-            self.start_failed(entry, name, "ImagePullBackOff", f'Back-off pulling image "{image}"', now, retry_at=until)
-            return
-        attempt = backoffs.next_entry(previous, key=key, finished_at=now, now=now, policy=IMAGE_BACKOFF)
-        self.image_backoff[key] = attempt
-        # look again in a second: the status then turns to ImagePullBackOff until the backoff is over
-        self.start_failed(entry, name, "ErrImagePull", f'Failed to pull image "{image}": pulling from registries '
-                          "is not supported yet; load the image with 'kubelite image load'", now,
-                          retry_at=now + timedelta(seconds=1))
+            self.start_failed(entry, name, "ImagePullBackOff", f'Back-off pulling image "{image}"', now,
+                              retry_at=until, event="Error: ImagePullBackOff")
+            return False
+        waiters = self.pull_waiters.setdefault(image, set())
+        if (entry.uid, name) not in waiters:
+            waiters.add((entry.uid, name))
+            self.event(entry, "Normal", "Pulling", f'Pulling image "{image}"', now, container=name)
+        self.pulls.start(image)
+        entry.retry_at = now + PULL_WAIT   # the pod is synced again when the pull ends (`record_pulls`)
+        return False
+
+    def _waiting_for_pull(self, entry: PodEntry) -> set[str]:
+        """The CrashLoopBackOff keys of this pod's containers whose start waits for a pull."""
+        meta = entry.pod.metadata
+        return {backoffs.stable_key(pod_name=meta.name or "", namespace=meta.namespace, uid=entry.uid, container=name,
+                                    spec_hash=entry.desired.container_hashes.get(name, ""))
+                for waiters in self.pull_waiters.values() for uid, name in waiters if uid == entry.uid}
+
+    def record_pulls(self, now: datetime) -> None:
+        """The pulls that ended: Pulled (with the duration) or Failed and ErrImagePull with the image backoff."""
+        for outcome in self.pulls.finished():
+            image = outcome.image
+            waiters = self.pull_waiters.pop(image, set())
+            for uid, name in sorted(waiters):
+                entry = self.pods.get(uid)
+                if entry is None:
+                    continue
+                entry.retry_at = None
+                key = f"{uid}_{image}"
+                if outcome.pulled is not None:
+                    self.fresh_pulls[(uid, name)] = image
+                    self.image_backoff.pop(key, None)
+                    took = _seconds(outcome.seconds)
+                    self.event(entry, "Normal", "Pulled", f'Successfully pulled image "{image}" in {took} '
+                               f"({took} including waiting). Image size: {outcome.pulled.size} bytes.", now,
+                               container=name)
+                    continue
+                message = f'Failed to pull image "{image}": {outcome.error}'
+                self.event(entry, "Warning", "Failed", message, now, container=name)
+                previous = self.image_backoff.get(key)
+                self.image_backoff[key] = backoffs.next_entry(previous, key=key, finished_at=now, now=now,
+                                                              policy=IMAGE_BACKOFF)
+                # look again in a second: the status then turns to ImagePullBackOff until the backoff is over
+                self.start_failed(entry, name, "ErrImagePull", message, now, retry_at=now + timedelta(seconds=1),
+                                  event="Error: ErrImagePull")
+        if self.pull_waiters:   # waiters whose pod is gone
+            for image in list(self.pull_waiters):
+                self.pull_waiters[image] = {(u, n) for u, n in self.pull_waiters[image] if u in self.pods}
 
     def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime, *,
-                     retry_at: datetime | None = None) -> None:
+                     retry_at: datetime | None = None, event: str | None = None) -> None:
         error = StartError(reason, message)
         self.start_errors[(entry.uid, name)] = error
         self.store.put_start_error(entry.uid, name, error)
-        self.event(entry, "Warning", "Failed", f"Error: {message}" if reason != "ErrImageNeverPull" else message,
-                   now, container=name)
+        self.event(entry, "Warning", "Failed", event or f"Error: {message}", now, container=name)
         entry.retry_at = retry_at or now + timedelta(seconds=SYNC_ERROR_RETRY_S)
 
     def kill_container(self, entry: PodEntry, container_id: str, signal: str, grace_s: int, stop_reason: StopReason,
@@ -775,6 +834,23 @@ class Agent:
             del self.backoff[key]  # as client-go's Backoff.GC: unused for twice the maximum delay
             self.store.delete_backoff(key)
         self.store.prune_events(older_than=now - EVENT_TTL)
+        self.collect_images(now)
+
+    def collect_images(self, now: datetime) -> None:
+        """Image GC, every `image_gc_period_s`: never an image a pod names or a pull is fetching."""
+        if self.next_image_gc is not None and now < self.next_image_gc:
+            return
+        self.next_image_gc = now + timedelta(seconds=self.config.image_gc_period_s)
+        in_use = {c.image or "" for e in self.pods.values() for c in e.pod.spec.all_containers()}
+        in_use |= {c.image for _, c in self.containers.values() if c.image} | self.pulls.busy()
+        try:
+            removed = self.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
+                                                        low_percent=self.config.image_gc_low_percent)
+        except RuntimeError_ as exc:
+            log.warning("image garbage collection: %s", exc)
+            return
+        for image_id in removed:
+            log.info("image garbage collection: removed unused image %s", image_id)
 
     # ------------------------------------------------------------------ persistence
 
@@ -866,6 +942,15 @@ def _from_info(info: ContainerInfo) -> ObservedContainer:
                              state=info.state, created_at=info.created_at, sandbox_id=info.sandbox_id,
                              image=info.image, started_at=info.started_at, finished_at=info.finished_at,
                              exit_code=info.exit_code, reason=info.reason, message=info.message)
+
+
+def _seconds(value: float) -> str:
+    """A duration as the kubelet's Pulled event prints it (Go's time.Duration, to the millisecond)."""
+    if value < 1:
+        return f"{value * 1000:.0f}ms"
+    if value < 60:
+        return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+    return backoffs.go_duration(value)
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

@@ -53,6 +53,7 @@ class ServeOptions:
     network: str = "cni"                # "cni": pods on kubelite's bridge; "none": loopback only
     bridge: str = DEFAULT_BRIDGE
     pod_cidr: str = DEFAULT_POD_CIDR
+    registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
 
 
 class _UTCFormatter(logging.Formatter):
@@ -105,7 +106,7 @@ def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtim
 
         network = make_network(options) if options.network == "cni" else None
         return OCIRuntime(root=options.agent.root, run_dir=options.run_dir, images=ImageStore(options.agent.root),
-                          clock=clock, network=network)
+                          clock=clock, network=network, registry=options.registry)
     raise UsageError(f"unknown runtime {options.runtime!r}")
 
 

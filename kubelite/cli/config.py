@@ -1,7 +1,9 @@
 """Where kubelite's state is: the one rule every command uses to find it.
 
 Owns: the defaults and the precedence flag > environment > default for `--root`
-(`KUBELITE_ROOT`), `--run-dir` (`KUBELITE_RUN_DIR`) and `--manifests` (`KUBELITE_MANIFESTS`).
+(`KUBELITE_ROOT`), `--run-dir` (`KUBELITE_RUN_DIR`) and `--manifests` (`KUBELITE_MANIFESTS`), and
+for the registry settings `--authfile` (`KUBELITE_AUTHFILE`), `--certs-dir` (`KUBELITE_CERTS_DIR`)
+and `--insecure-registry` (`KUBELITE_INSECURE_REGISTRIES`, comma-separated).
 As root the defaults are the system paths `/var/lib/kubelite`, `/run/kubelite` and
 `/etc/kubelite/manifests`; any other user gets per-user paths, so a dry run needs no root.
 Commands other than `serve` take the manifests directory that the serving daemon recorded in
@@ -57,3 +59,32 @@ def manifests(flag: str | None, *, recorded: str | None = None) -> Path:
     if flag or os.environ.get("KUBELITE_MANIFESTS"):
         return resolve(flag, "KUBELITE_MANIFESTS", default_manifests())
     return Path(recorded) if recorded else default_manifests()
+
+
+def config_dir() -> Path:
+    """Where kubelite's own configuration lives: /etc/kubelite for root, else ~/.config/kubelite."""
+    if _is_root():
+        return Path("/etc/kubelite")
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "kubelite"
+
+
+def auth_file(flag: str | None) -> Path:
+    """Registry credentials (Docker config.json format): flag, environment, `<config dir>/auth.json`
+    when it exists, else the user's `~/.docker/config.json` (which may not exist either)."""
+    value = flag or os.environ.get("KUBELITE_AUTHFILE")
+    if value:
+        return Path(value).absolute()
+    own = config_dir() / "auth.json"
+    return own if own.exists() else Path(os.path.expanduser("~")) / ".docker" / "config.json"
+
+
+def certs_dir(flag: str | None) -> Path:
+    """Per-registry TLS trust, `<dir>/<host[:port]>/*.crt` (as containerd and Docker read certs.d)."""
+    return resolve(flag, "KUBELITE_CERTS_DIR", config_dir() / "certs.d")
+
+
+def insecure_registries(flags: list[str] | None) -> frozenset[str]:
+    """Registries reached over plain HTTP (besides loopback ones): flags, else the environment."""
+    values = flags or [v for v in os.environ.get("KUBELITE_INSECURE_REGISTRIES", "").split(",")]
+    return frozenset(v.strip() for v in values if v.strip())

@@ -1,11 +1,16 @@
-"""`kubelite image load|ls|rm`: the local image store from the command line."""
+"""`kubelite image load|ls|rm|pull`: the local image store from the command line.
+
+`pull` shows its progress on one line that it rewrites (bytes and layers) when stdout is a
+terminal, and plain lines — one per layer and one at the end — when it is not.
+"""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
 from pathlib import Path
-
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TextIO
 
 from kubelite.cli import config
 
@@ -55,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         for image in store.load(Path(args.input)):
             print(f"Loaded image: {', '.join(image.names) or image.id}")
         return 0
+    if args.image_command == "pull":
+        return pull(args, store)
     if args.image_command == "rm":
         for ref in args.refs:
             _refuse_if_in_use(store, ref, args)
@@ -63,9 +70,82 @@ def run(args: argparse.Namespace) -> int:
         return 0
     rows = [("IMAGE", "IMAGE ID", "SIZE")]
     for image in sorted(store.list(), key=lambda i: i.names):
-        for name in image.names or ("<none>",):
+        tags = [n for n in image.names if "@" not in n]
+        for name in tags or image.names or ("<none>",):   # digest references only when there is no tag
             rows.append((name, image.id.removeprefix("sha256:")[:12], _human_size(image.size)))
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
     for row in rows:
         print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     return 0
+
+
+def registry_config(args: argparse.Namespace) -> Any:
+    """The `RegistryConfig` the registry flags (and their environment variables) describe."""
+    from kubelite.runtime.registry import RegistryConfig
+
+    return RegistryConfig(auth_file=config.auth_file(getattr(args, "authfile", None)),
+                          certs_dir=config.certs_dir(getattr(args, "certs_dir", None)),
+                          insecure=config.insecure_registries(getattr(args, "insecure_registry", None)))
+
+
+def pull(args: argparse.Namespace, store: "ImageStore") -> int:
+    from kubelite.runtime import registry
+
+    display = PullDisplay(sys.stdout, tty=sys.stdout.isatty(), quiet=args.quiet)
+    result = registry.pull(store, args.ref, config=registry_config(args), progress=display.update)
+    display.finish()
+    if args.quiet:
+        print(result.image.id)
+    else:
+        print(f"Pulled {args.ref}: {result.image.id} ({_human_size(result.downloaded)} fetched in "
+              f"{result.seconds:.1f}s, digest {result.digest})")
+    return 0
+
+
+class PullDisplay:
+    """Pull progress: one rewritten line on a terminal, plain lines otherwise."""
+
+    def __init__(self, out: TextIO, *, tty: bool, quiet: bool = False) -> None:
+        self.out, self.tty, self.quiet = out, tty, quiet
+        self.layers = 0
+        self.total = 0
+        self.blobs: dict[str, tuple[int, int]] = {}   # digest → (done, size)
+        self.finished = 0
+        self.existing = 0
+        self.shown_at = 0.0
+
+    def update(self, p: Any) -> None:
+        if self.quiet:
+            return
+        if p.kind == "resolved":
+            self.layers, self.total = p.layers, p.total
+            if not self.tty:
+                self._line(f"Resolved: {p.layers} layers, {_human_size(p.total)} to fetch")
+        elif p.kind == "exists":
+            self.existing += 1
+            if not self.tty:
+                self._line(f"Layer {p.digest[7:19]}: already present")
+        elif p.kind == "bytes":
+            self.blobs[p.digest] = (p.done, p.total)
+        elif p.kind == "downloaded":
+            self.blobs[p.digest] = (p.total, p.total)
+            self.finished += 1
+            if not self.tty:
+                self._line(f"Layer {p.digest[7:19]}: fetched {_human_size(p.total)}")
+        elif p.kind == "unpacking" and not self.tty:
+            self._line("Unpacking and verifying layers")
+        if self.tty and (p.kind != "bytes" or time.monotonic() - self.shown_at > 0.1):
+            self.shown_at = time.monotonic()
+            done = sum(d for d, _ in self.blobs.values())
+            state = "unpacking" if p.kind in ("unpacking", "done") else "fetching"
+            self.out.write(f"\r\x1b[K{state}: layers {self.finished + self.existing}/{self.layers}, "
+                           f"{_human_size(done)} / {_human_size(self.total)}")
+            self.out.flush()
+
+    def finish(self) -> None:
+        if self.tty and not self.quiet:
+            self.out.write("\r\x1b[K")
+            self.out.flush()
+
+    def _line(self, text: str) -> None:
+        print(text, file=self.out, flush=True)

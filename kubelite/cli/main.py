@@ -33,7 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    serve = sub.add_parser("serve", parents=[common], help="run the node agent in the foreground")
+    registry_flags = argparse.ArgumentParser(add_help=False)
+    registry_flags.add_argument("--authfile", default=None, metavar="FILE",
+                                help="registry credentials, Docker config.json format (env KUBELITE_AUTHFILE; "
+                                     "default /etc/kubelite/auth.json, else ~/.docker/config.json)")
+    registry_flags.add_argument("--certs-dir", default=None, metavar="DIR",
+                                help="CA certificates per registry: DIR/HOST[:PORT]/*.crt "
+                                     "(env KUBELITE_CERTS_DIR; default /etc/kubelite/certs.d)")
+    registry_flags.add_argument("--insecure-registry", action="append", default=None, metavar="HOST[:PORT]",
+                                help="reach this registry over plain HTTP, certificates unchecked (repeatable; "
+                                     "loopback registries always are; env KUBELITE_INSECURE_REGISTRIES)")
+    serve = sub.add_parser("serve", parents=[common, registry_flags], help="run the node agent in the foreground")
     serve.add_argument("--runtime", choices=["runc", "fake"], default="runc",
                        help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
                             "run, no root needed)")
@@ -52,6 +62,12 @@ def _parser() -> argparse.ArgumentParser:
                        help="first CrashLoopBackOff delay (default 10)")
     serve.add_argument("--backoff-max", type=float, default=300.0, metavar="SECONDS",
                        help="maximum CrashLoopBackOff delay (default 300)")
+    serve.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
+                       help="image GC starts when the image filesystem is this full (default 85)")
+    serve.add_argument("--image-gc-low-threshold", type=int, default=80, metavar="PERCENT",
+                       help="image GC frees space down to this (default 80)")
+    serve.add_argument("--max-parallel-image-pulls", type=int, default=3, metavar="N",
+                       help="image pulls at once (default 3)")
     serve.add_argument("--sync-repo", default=None, metavar="URL",
                        help="follow this git repository: the manifests path becomes a symlink kubelite swaps")
     serve.add_argument("--sync-ref", default="HEAD", metavar="REF", help="branch, tag or commit (default HEAD)")
@@ -129,6 +145,9 @@ def _parser() -> argparse.ArgumentParser:
     image_sub.add_parser("ls", aliases=["list"], parents=[common], help="list images")
     rm = image_sub.add_parser("rm", parents=[common], help="remove images")
     rm.add_argument("refs", nargs="+", metavar="IMAGE")
+    pull = image_sub.add_parser("pull", parents=[common, registry_flags], help="pull an image from a registry")
+    pull.add_argument("ref", metavar="IMAGE")
+    pull.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
 
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)

@@ -30,15 +30,24 @@ def run(args: argparse.Namespace) -> int:
             ipaddress.ip_address(args.node_ip)
         except ValueError:
             raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
+    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
+        raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
+    if args.max_parallel_image_pulls < 1:
+        raise UsageError("--max-parallel-image-pulls must be at least 1")
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
-                        relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip)
+                        relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip,
+                        image_pull_workers=args.max_parallel_image_pulls,
+                        image_gc_high_percent=args.image_gc_high_threshold,
+                        image_gc_low_percent=args.image_gc_low_threshold)
     sync = None
     if args.sync_repo:
         from kubelite.cli.sync import parse_duration
 
         sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
+    from kubelite.cli.image import registry_config
+
     return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
                               network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
-                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR))
+                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, registry=registry_config(args)))

@@ -17,6 +17,7 @@ ignore-term) applies to every attempt of that container. Probe outcomes are scri
 from __future__ import annotations
 
 import ipaddress
+import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, replace
@@ -26,7 +27,8 @@ from typing import Callable
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, PortMapping, SandboxConfig, SandboxInfo, SandboxState,
+    ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
+    SandboxState,
 )
 
 ANNOTATION_PREFIX = "fake.kubelite.io/"
@@ -126,6 +128,9 @@ class FakeRuntime:
         self._scripts: dict[tuple[str, str], list[Behavior]] = {}
         self._hint: Callable[[], None] | None = None
         self.missing_images: set[str] = set()
+        self.registry: set[str] = set()              # missing images a pull finds
+        self.pull_errors: dict[str, str] = {}        # image → the error its pull fails with
+        self.pull_gate: threading.Event | None = None
         self.calls: list[tuple[str, str]] = []   # (operation, id): for tests that count work
         self.configs: dict[str, ContainerConfig] = {}   # container id → what it was created with
 
@@ -325,6 +330,23 @@ class FakeRuntime:
     def sandbox_netns(self, sandbox_id: str) -> str | None:
         """Simulated pods have no network namespace: the scripted prober needs none."""
         return None
+
+    def pull_image(self, image: str) -> PulledImage:
+        """A simulated registry: every image can be pulled except a missing one not in `registry`;
+        `pull_errors` fail with their message; `pull_gate`, when set, holds each pull until it opens."""
+        if self.pull_gate is not None and not self.pull_gate.wait(30):
+            raise RuntimeError_(f'pulling "{image}": timed out')
+        with self._lock:
+            self.calls.append(("pull", image))
+            if image in self.pull_errors:
+                raise RuntimeError_(self.pull_errors[image])
+            if image in self.missing_images and image not in self.registry:
+                raise RuntimeError_(f"{image}: not found (MANIFEST_UNKNOWN: manifest unknown)")
+            self.missing_images.discard(image)
+        return PulledImage(id="sha256:" + hashlib.sha256(image.encode()).hexdigest(), size=1024)
+
+    def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
+        return []
 
     # ------------------------------------------------------------------ a machine restart
 

@@ -56,7 +56,7 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator, Protocol
 
 from kubelite.errors import KubeliteError
 
@@ -189,6 +189,15 @@ class _Index:
                 "images": {i: {"size": s} for i, s in self.images.items()}, "layers": self.layers}
 
 
+@dataclass(frozen=True)
+class PulledLayer:
+    """One layer blob a pull downloaded and verified: `blob` is its file name in the downloads dir."""
+
+    digest: str       # "sha256:<hex>" of the blob as the registry serves it (compressed or not)
+    size: int
+    blob: str
+
+
 @dataclass
 class _LayerSource:
     diff_hex: str                 # the layer's diff_id (from the config), names its directory
@@ -305,8 +314,8 @@ class ImageStore:
             return [image for i in loaded if (image := self._image(i, index)) is not None]
 
     def remove(self, ref: str) -> Image:
-        """Untag `ref`; an image left with no name (or named by its id) is deleted, and with it every
-        layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
+        """Untag `ref`; an image left with no tag (only digest references, or named by its id) is deleted,
+        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
         if not self._dir.is_dir():
             raise ImageError(f"no such image: {ref}")
         with self._locked():
@@ -321,13 +330,144 @@ class ImageStore:
                 raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
             if by_name is not None:
                 del index.references[by_name]
-            if by_name is None or image.id not in index.references.values():
+            tags_left = [r for r, i in index.references.items() if i == image.id and "@" not in r]
+            if by_name is None or not tags_left:   # digest references alone (a pull's) do not keep an image
                 index.references = {r: i for r, i in index.references.items() if i != image.id}
                 del index.images[image.id]
             self._prune(index)
             self._write_index(index)   # first the index, then the files: a crash leaves only garbage
             self._delete_unused(index)
             return image
+
+    # ---------------------------------------------------------------------- pulls
+
+    @property
+    def downloads_dir(self) -> Path:
+        """Where pulls keep blobs while they download (`<hex>.partial`) and once verified (`<hex>`)."""
+        return self._dir / "downloads"
+
+    def has_layer(self, diff_id: str) -> bool:
+        """True when the layer with this diff_id is unpacked (so a pull need not fetch its blob)."""
+        return (self._layers_dir / _hex_of(diff_id, what="layer digest")).is_dir()
+
+    def has_config(self, image_id: str) -> bool:
+        return (self._configs_dir / f"{_hex_of(image_id, what='image id')}.json").is_file()
+
+    def tag(self, image_id: str, names: builtins.list[str]) -> Image:
+        """Point `names` at an image already in the store (a pull that found nothing new to fetch)."""
+        with self._locked():
+            index = self._read_index()
+            if image_id not in index.images:
+                raise ImageError(f"image {image_id} is not in the store")
+            for name in names:
+                index.references[normalize_reference(name)] = image_id
+            self._write_index(index)
+            self.touch(image_id)
+            image = self._image(image_id, index)
+        assert image is not None
+        return image
+
+    def add_pulled(self, *, config_bytes: bytes, layers: builtins.list[PulledLayer], names: builtins.list[str],
+                   downloads: Path) -> Image:
+        """Store an image whose blobs a pull downloaded into `downloads`, all or nothing, as `load` does.
+
+        Every layer not yet in the store is unpacked below `tmp/` and verified (its blob digest and
+        its diff_id) before any of them is renamed into view; then the config, then the index.
+        """
+        image_id = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
+        parsed = _parse_config(config_bytes, what=f"config of image {image_id}")
+        if len(layers) != len(parsed.diff_hexes):
+            raise ImageError(f"image {image_id}: the manifest lists {len(layers)} layers "
+                             f"but the config has {len(parsed.diff_hexes)} diff_ids")
+        sources = [_LayerSource(diff_hex=diff_hex, member=layer.blob, blob_hex=_hex_of(layer.digest, what="digest"),
+                                blob_size=layer.size) for diff_hex, layer in zip(parsed.diff_hexes, layers)]
+        plan = _ImagePlan(image_id=image_id, config_bytes=config_bytes, layers=sources,
+                          names=[normalize_reference(n) for n in names])
+        with self._locked():
+            index = self._read_index()
+            self._delete_unused(index)
+            unpacked: dict[str, tuple[Path, int]] = {}
+            try:
+                for layer in sources:
+                    if layer.diff_hex in unpacked or (self._layers_dir / layer.diff_hex).is_dir():
+                        continue
+                    if not layer.member:
+                        raise ImageError(f"layer sha256:{layer.diff_hex} was removed from the store during the pull "
+                                         "(image garbage collection?): pull again")
+                    dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
+                    unpacked[layer.diff_hex] = (dest, 0)
+                    size = _unpack_layer(_Downloads(downloads), layer, dest,
+                                         label=f"layer sha256:{layer.blob_hex} of {plan.names[0] if plan.names else image_id}")
+                    unpacked[layer.diff_hex] = (dest, size)
+                self._commit([plan], unpacked, index)
+            finally:
+                for dest, _ in unpacked.values():
+                    if dest.exists():
+                        shutil.rmtree(dest, ignore_errors=True)
+            self.touch(image_id)
+            image = self._image(image_id, index)
+        assert image is not None
+        return image
+
+    # ---------------------------------------------------------------------- garbage collection
+
+    def touch(self, image_id: str) -> None:
+        """Record that the image was used now (its config file's mtime: the image GC removes the least
+        recently used first)."""
+        try:
+            os.utime(self._configs_dir / f"{_hex_of(image_id, what='image id')}.json")
+        except FileNotFoundError:
+            pass
+
+    def last_used(self, image: Image) -> float:
+        try:
+            return (self._configs_dir / f"{_hex_of(image.id, what='image id')}.json").stat().st_mtime
+        except FileNotFoundError:
+            return 0.0
+
+    def disk_usage(self) -> tuple[int, int]:
+        """(bytes used, bytes total) of the filesystem that holds the image store."""
+        self._dir.mkdir(parents=True, exist_ok=True)
+        st = os.statvfs(self._dir)
+        total = st.f_blocks * st.f_frsize
+        return total - st.f_bfree * st.f_frsize, total
+
+    def collect_garbage(self, *, in_use: set[str], high_percent: int, low_percent: int,
+                        usage: Callable[[], tuple[int, int]] | None = None) -> builtins.list[Image]:
+        """The kubelet's image GC: when the filesystem is more than `high_percent` full, delete images
+        no container uses (`in_use`: image ids), least recently used first, until usage would be at
+        `low_percent`. Returns the images deleted.
+        """
+        usage = usage or self.disk_usage
+        used, total = usage()
+        if total <= 0 or used * 100 < high_percent * total:
+            return []
+        to_free = used - total * low_percent // 100
+        victims = sorted((i for i in self.list() if i.id not in in_use), key=self.last_used)
+        removed: builtins.list[Image] = []
+        for image in victims:
+            if to_free <= 0:
+                break
+            freed = self._remove_image(image.id, in_use=in_use)
+            if freed is None:
+                continue
+            removed.append(image)
+            to_free -= freed
+        return removed
+
+    def _remove_image(self, image_id: str, *, in_use: set[str]) -> int | None:
+        """Delete one image and its names, and the layers no other image uses; the bytes freed."""
+        with self._locked():
+            index = self._read_index()
+            if image_id not in index.images or image_id in in_use:
+                return None
+            before = dict(index.layers)
+            index.references = {r: i for r, i in index.references.items() if i != image_id}
+            del index.images[image_id]
+            self._prune(index)
+            self._write_index(index)
+            self._delete_unused(index)
+            return sum(size for h, size in before.items() if h not in index.layers)
 
     # ---------------------------------------------------------------------- internals
 
@@ -614,7 +754,7 @@ def _plan_oci_layout(archive: _Archive) -> list[_ImagePlan]:
     descriptors = index.get("manifests") if isinstance(index, dict) else None
     if not isinstance(descriptors, list):
         raise ImageError(f"{archive.path.name}: index.json has no manifests")
-    arch = _host_architecture()
+    arch = host_architecture()
 
     def for_this_machine(desc: Any) -> bool:
         platform = desc.get("platform") if isinstance(desc, dict) else None
@@ -649,7 +789,7 @@ def _select_manifest(archive: _Archive, desc: Any, *, depth: int) -> dict[str, A
         return None   # not an image (an attestation, a signature…)
     if depth > 4:
         raise ImageError(f"{archive.path.name}: image indexes nested too deep")
-    arch = _host_architecture()
+    arch = host_architecture()
     children = [d for d in doc.get("manifests") or [] if isinstance(d, dict)]
     platforms = [(d.get("platform") or {}) for d in children]
     wanted = [d for d, p in zip(children, platforms) if p.get("os") == "linux" and p.get("architecture") == arch]
@@ -762,7 +902,8 @@ def _hex_of(digest: Any, *, what: str) -> str:
     return m.group(1)
 
 
-def _host_architecture() -> str:
+def host_architecture() -> str:
+    """This machine's architecture as OCI names it (amd64, arm64, …)."""
     machine = os.uname().machine
     return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "armv6l": "arm", "i686": "386",
             "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
@@ -809,12 +950,32 @@ class _Tap:
             pass
 
 
-def _unpack_layer(archive: _Archive, layer: _LayerSource, dest: Path) -> int:
+class _BlobSource(Protocol):
+    """Where layer blobs are read from: an archive's members, or blobs a pull downloaded."""
+
+    def open_member(self, name: str) -> IO[bytes]: ...
+
+
+@dataclass(frozen=True)
+class _Downloads:
+    """Blobs a pull downloaded and verified, one file each, named by `PulledLayer.blob`."""
+
+    path: Path
+
+    def open_member(self, name: str) -> IO[bytes]:
+        return open(self.path / name, "rb")
+
+
+def _unpack_layer(archive: _BlobSource, layer: _LayerSource, dest: Path, *, label: str | None = None) -> int:
     """Unpack one layer blob into `dest` (a fresh directory) and verify its digests; returns its size."""
-    label = f"layer {_show(layer.member)} of {archive.path.name}"
+    if label is None:
+        assert isinstance(archive, _Archive)
+        label = f"layer {_show(layer.member)} of {archive.path.name}"
     try:
         return _unpack_verified(archive, layer, dest, label)
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
+        raise ImageError(f"{label} is damaged or truncated: {e or type(e).__name__}") from None
+    except _zstd_errors() as e:
         raise ImageError(f"{label} is damaged or truncated: {e or type(e).__name__}") from None
     except OSError as e:
         if e.errno is None:   # the gzip module's complaints about the data
@@ -822,14 +983,14 @@ def _unpack_layer(archive: _Archive, layer: _LayerSource, dest: Path) -> int:
         raise
 
 
-def _unpack_verified(archive: _Archive, layer: _LayerSource, dest: Path, label: str) -> int:
+def _unpack_verified(archive: _BlobSource, layer: _LayerSource, dest: Path, label: str) -> int:
     with archive.open_member(layer.member) as raw:
         blob = _Tap(raw)
         magic = blob.peek(4)
-        if magic == b"\x28\xb5\x2f\xfd":
-            raise ImageError(f"{label} is zstd-compressed, which kubelite cannot read: "
-                             "save the image with gzip-compressed or uncompressed layers")
-        tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob)
+        if magic == _ZSTD_MAGIC:
+            tar_stream = _Tap(_zstd_reader(blob))
+        else:
+            tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob)
         with _LayerWriter(dest, label) as writer:
             try:
                 with tarfile.open(fileobj=tar_stream, mode="r|") as tf:  # type: ignore[call-overload]
@@ -851,6 +1012,24 @@ def _unpack_verified(archive: _Archive, layer: _LayerSource, dest: Path, label: 
         raise ImageError(f"{label} unpacks to content with digest sha256:{tar_stream.sha256.hexdigest()}, "
                          f"not the diff_id sha256:{layer.diff_hex} of its image config: refusing to load")
     return writer.size
+
+
+_ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def _zstd_errors() -> tuple[type[BaseException], ...]:
+    try:
+        import zstandard
+    except ImportError:
+        return ()
+    return (zstandard.ZstdError,)
+
+
+def _zstd_reader(blob: _Tap) -> IO[bytes]:
+    """A zstd-compressed layer, decompressed as it is read (every frame, as `zstd -d` does)."""
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(blob, read_across_frames=True)  # type: ignore[arg-type]
 
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -48,8 +48,10 @@ from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import cni, linux, ocispec
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, PortMapping, SandboxConfig, SandboxInfo, SandboxState,
+    ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
+    SandboxState,
 )
+from kubelite.runtime.registry import RegistryConfig
 
 log = logging.getLogger("kubelite.runtime")
 
@@ -239,9 +241,10 @@ class OCIRuntime:
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
                  clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,
-                 network: cni.Network | None = None) -> None:
+                 network: cni.Network | None = None, registry: RegistryConfig | None = None) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
         self.network = network   # None: `--network none`, loopback-only pods
+        self.registry = registry or RegistryConfig()
         self.bin = binaries or find_binaries()
         self.instance = instance_name(root)
         self.state_dir = run_dir / "runc"
@@ -467,6 +470,29 @@ class OCIRuntime:
         except ImageError:  # an unparsable reference is simply not present
             return False
 
+    def pull_image(self, image: str) -> PulledImage:
+        from kubelite.runtime import registry
+
+        try:
+            result = registry.pull(self.images, image, config=self.registry)
+        except ImageError as exc:
+            raise RuntimeError_(str(exc)) from None
+        return PulledImage(id=result.image.id, size=result.image.size, digest=result.digest)
+
+    def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
+        ids = set()
+        for ref in in_use:
+            try:
+                if (image := self.images.get(ref)) is not None:
+                    ids.add(image.id)
+            except ImageError:
+                continue
+        try:
+            removed = self.images.collect_garbage(in_use=ids, high_percent=high_percent, low_percent=low_percent)
+        except (ImageError, OSError) as exc:
+            raise RuntimeError_(f"image garbage collection failed: {exc}") from None
+        return [image.id for image in removed]
+
     def create_container(self, sandbox_id: str, config: ContainerConfig) -> str:
         with self._lock:
             sandbox = self._sandboxes.get(sandbox_id)
@@ -478,6 +504,7 @@ class OCIRuntime:
             raise RuntimeError_(f'image "{config.container.image}": {exc}') from None
         if image is None:
             raise RuntimeError_(f'image "{config.container.image}" is not present')
+        self.images.touch(image.id)   # the image GC removes the least recently used first
         container_id = uuid.uuid4().hex
         bundle = self.container_dir / container_id
         layer = self._pod_dir(config.uid) / "containers" / container_id

@@ -105,6 +105,15 @@ class ContainerInfo:
 
 
 @dataclass(frozen=True)
+class PulledImage:
+    """An image a pull put into the runtime's image store."""
+
+    id: str          # "sha256:<hex>" of its config
+    size: int        # bytes of its unpacked layers
+    digest: str = ""  # the manifest digest the registry named it by
+
+
+@dataclass(frozen=True)
 class ExecResult:
     exit_code: int
     stdout: bytes = b""
@@ -133,6 +142,18 @@ class Runtime(Protocol):
     def sandbox_netns(self, sandbox_id: str) -> str | None:
         """A path to the pod's network namespace usable with setns(2) (`/proc/<infra pid>/ns/net`);
         None for a pod on the host's network, or a runtime without namespaces (the fake one)."""
+        ...
+
+    def pull_image(self, image: str) -> PulledImage:
+        """Fetch `image` from its registry into the image store. Blocking: called by pull workers,
+        never on the reconcile loop. Errors derive from `errors.RuntimeError_` (one line)."""
+        ...
+
+    def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
+        """Image GC: when the image filesystem is fuller than `high_percent`, remove images that no
+        reference in `in_use` names, least recently used first, down to `low_percent`. Returns the
+        ids removed."""
+        ...
 
     def set_exit_hint(self, hint: Callable[[], None]) -> None:
         """Call `hint()` (from any thread) soon after a container exits: a hint, not the truth."""
