@@ -9,6 +9,7 @@ stopped with SIGSTOP) is found by the liveness probe and restarted.
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -183,3 +184,14 @@ def test_the_prober_uses_one_thread_for_all_network_probes(node):
     names = [t.name for t in threading.enumerate()]
     assert names.count("kubelite-prober") == 1
     assert not any(n.startswith("kubelite-exec-probe") for n in names)  # no exec probes: no exec threads
+
+
+def test_a_host_network_pod_is_probed_from_the_host(node):
+    with socket.socket() as s:  # a port free on the host's loopback right now
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+    script = f"mkdir -p /www; echo ok > /www/index.html; trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{p} -h /www & wait"
+    node.write(pod("hostnet", container("app", script, readinessProbe=http(p, "/")), hostNetwork=True))
+    node.until(lambda: node.container("hostnet", "app").get("ready") is True, timeout=15, what="ready")
+    uid = next(iter(node.agent.pods))
+    assert node.agent.probing.sent[uid][0] is None  # probed from the host: no namespace entered

@@ -149,3 +149,20 @@ def test_the_loop_wake_tells_probe_runs_apart_from_other_work():
     wake.set()
     assert wake.take() is True
     assert wake.take() is False
+
+
+def test_between_passes_runs_that_change_nothing_are_absorbed_and_a_change_asks_for_a_pass(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("web.yaml", probed("web", "readiness=ok-after:3", readinessProbe=http()))
+        node.settle()
+        node.clock.tick(1)
+        node.agent.wake.clear()
+        assert node.agent.absorb_probe_outcomes() is False  # a failure, as before: only its event
+        assert messages(node, "Unhealthy") == ["Readiness probe failed: HTTP probe failed with statuscode: 500"]
+        assert node.row("web").ready == "0/1"
+        node.clock.tick(2)
+        assert node.agent.absorb_probe_outcomes() is True   # the result turned: a pass is due
+        node.settle()
+        assert node.row("web").ready == "1/1"
+        node.agent.hint_manifests()
+        assert node.agent.absorb_probe_outcomes() is True   # anything else woke the loop
