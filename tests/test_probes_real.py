@@ -68,7 +68,10 @@ def test_a_hung_application_is_found_by_its_liveness_probe_and_restarted(node):
               "trap 'exit 0' TERM; wait").format(p=p)
     node.write(pod("hang", container("app", script, livenessProbe=http(p, "/healthz", failureThreshold=2,
                                                                       initialDelaySeconds=1))))
-    node.until(lambda: node.running("hang", "app"), what="the pod to run")
+    # a bystander with the same probe on the same port (its own namespace): never disturbed
+    node.write(pod("bystander", container("app", script, livenessProbe=http(p, "/healthz", initialDelaySeconds=1))))
+    node.until(lambda: node.running("hang", "app") and node.running("bystander", "app"), what="the pods to run")
+    bystander = node.container_id("bystander", "app")
     time.sleep(2.5)  # several probes pass meanwhile
     node.step()
     assert events(node, "Unhealthy") == [] and node.running("hang", "app")
@@ -84,6 +87,7 @@ def test_a_hung_application_is_found_by_its_liveness_probe_and_restarted(node):
     time.sleep(2.5)  # the new container's httpd answers: no second restart
     node.step()
     assert node.running("hang", "app", restarts=1)
+    assert node.running("bystander", "app", restarts=0) and node.container_id("bystander", "app") == bystander
 
 
 def test_readiness_flips_ready_without_restarts(node):

@@ -418,7 +418,7 @@ class Agent:
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},
             probes=self.probing.results, previous_conditions=entry.status.get("conditions", ()),
             runtime=self.runtime.name)
-        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, entry.status.get("podIP") or None)
+        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
