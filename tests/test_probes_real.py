@@ -109,6 +109,10 @@ def test_readiness_flips_ready_without_restarts(node):
     node.exec("ready", "app", "rm", "/www/ready")
     node.until(lambda: node.container("ready", "app").get("ready") is False, timeout=5, what="unready")
     assert node.running("ready", "app", restarts=0) and events(node, "Killing") == []
+    described = node.cli("describe", "pod", "ready").stdout
+    assert f"Readiness:      http-get http://:{p}/ready delay=0s timeout=1s period=1s #success=1 #failure=1" \
+        in described, described
+    assert "Readiness probe failed: HTTP probe failed with statuscode: 404" in described
 
 
 def test_a_startup_probe_keeps_liveness_from_killing_a_slow_starter(node):

@@ -128,6 +128,20 @@ def test_tcp_and_exec_failures_are_worded_like_the_real_ones(tmp_path):
                                                "connection refused"]
 
 
+def test_a_restart_of_kubelite_restarts_no_container_and_probes_start_from_their_initial_results(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("web.yaml", probed("web", livenessProbe=http(), readinessProbe=http()))
+        node.settle()
+        node.advance(1)
+        assert node.row("web").ready == "1/1"
+        node.restart_agent()
+        node.settle()
+        assert node.row("web").ready == "0/1"   # readiness starts as Failure, as the kubelet's
+        node.advance(1)
+        assert node.row("web").ready == "1/1"
+        assert node.container("web")["restartCount"] == 0 and not messages(node, "Killing")
+
+
 def test_a_deleted_pod_stops_its_probes(tmp_path):
     with simulated_node(tmp_path) as node:
         path = node.write("web.yaml", probed("web", readinessProbe=http()))
