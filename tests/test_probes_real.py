@@ -9,6 +9,7 @@ stopped with SIGSTOP) is found by the liveness probe and restarted.
 from __future__ import annotations
 
 import random
+import socket
 import subprocess
 import threading
 import time
@@ -67,7 +68,10 @@ def test_a_hung_application_is_found_by_its_liveness_probe_and_restarted(node):
               "trap 'exit 0' TERM; wait").format(p=p)
     node.write(pod("hang", container("app", script, livenessProbe=http(p, "/healthz", failureThreshold=2,
                                                                       initialDelaySeconds=1))))
-    node.until(lambda: node.running("hang", "app"), what="the pod to run")
+    # a bystander with the same probe on the same port (its own namespace): never disturbed
+    node.write(pod("bystander", container("app", script, livenessProbe=http(p, "/healthz", initialDelaySeconds=1))))
+    node.until(lambda: node.running("hang", "app") and node.running("bystander", "app"), what="the pods to run")
+    bystander = node.container_id("bystander", "app")
     time.sleep(2.5)  # several probes pass meanwhile
     node.step()
     assert events(node, "Unhealthy") == [] and node.running("hang", "app")
@@ -83,6 +87,7 @@ def test_a_hung_application_is_found_by_its_liveness_probe_and_restarted(node):
     time.sleep(2.5)  # the new container's httpd answers: no second restart
     node.step()
     assert node.running("hang", "app", restarts=1)
+    assert node.running("bystander", "app", restarts=0) and node.container_id("bystander", "app") == bystander
 
 
 def test_readiness_flips_ready_without_restarts(node):
@@ -104,6 +109,10 @@ def test_readiness_flips_ready_without_restarts(node):
     node.exec("ready", "app", "rm", "/www/ready")
     node.until(lambda: node.container("ready", "app").get("ready") is False, timeout=5, what="unready")
     assert node.running("ready", "app", restarts=0) and events(node, "Killing") == []
+    described = node.cli("describe", "pod", "ready").stdout
+    assert f"Readiness:      http-get http://:{p}/ready delay=0s timeout=1s period=1s #success=1 #failure=1" \
+        in described, described
+    assert "Readiness probe failed: HTTP probe failed with statuscode: 404" in described
 
 
 def test_a_startup_probe_keeps_liveness_from_killing_a_slow_starter(node):
@@ -183,3 +192,14 @@ def test_the_prober_uses_one_thread_for_all_network_probes(node):
     names = [t.name for t in threading.enumerate()]
     assert names.count("kubelite-prober") == 1
     assert not any(n.startswith("kubelite-exec-probe") for n in names)  # no exec probes: no exec threads
+
+
+def test_a_host_network_pod_is_probed_from_the_host(node):
+    with socket.socket() as s:  # a port free on the host's loopback right now
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+    script = f"mkdir -p /www; echo ok > /www/index.html; trap 'exit 0' TERM; httpd -f -p 127.0.0.1:{p} -h /www & wait"
+    node.write(pod("hostnet", container("app", script, readinessProbe=http(p, "/")), hostNetwork=True))
+    node.until(lambda: node.container("hostnet", "app").get("ready") is True, timeout=15, what="ready")
+    uid = next(iter(node.agent.pods))
+    assert node.agent.probing.sent[uid][0] is None  # probed from the host: no namespace entered

@@ -128,6 +128,20 @@ def test_tcp_and_exec_failures_are_worded_like_the_real_ones(tmp_path):
                                                "connection refused"]
 
 
+def test_a_restart_of_kubelite_restarts_no_container_and_probes_start_from_their_initial_results(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("web.yaml", probed("web", livenessProbe=http(), readinessProbe=http()))
+        node.settle()
+        node.advance(1)
+        assert node.row("web").ready == "1/1"
+        node.restart_agent()
+        node.settle()
+        assert node.row("web").ready == "0/1"   # readiness starts as Failure, as the kubelet's
+        node.advance(1)
+        assert node.row("web").ready == "1/1"
+        assert node.container("web")["restartCount"] == 0 and not messages(node, "Killing")
+
+
 def test_a_deleted_pod_stops_its_probes(tmp_path):
     with simulated_node(tmp_path) as node:
         path = node.write("web.yaml", probed("web", readinessProbe=http()))
@@ -149,3 +163,20 @@ def test_the_loop_wake_tells_probe_runs_apart_from_other_work():
     wake.set()
     assert wake.take() is True
     assert wake.take() is False
+
+
+def test_between_passes_runs_that_change_nothing_are_absorbed_and_a_change_asks_for_a_pass(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("web.yaml", probed("web", "readiness=ok-after:3", readinessProbe=http()))
+        node.settle()
+        node.clock.tick(1)
+        node.agent.wake.clear()
+        assert node.agent.absorb_probe_outcomes() is False  # a failure, as before: only its event
+        assert messages(node, "Unhealthy") == ["Readiness probe failed: HTTP probe failed with statuscode: 500"]
+        assert node.row("web").ready == "0/1"
+        node.clock.tick(2)
+        assert node.agent.absorb_probe_outcomes() is True   # the result turned: a pass is due
+        node.settle()
+        assert node.row("web").ready == "1/1"
+        node.agent.hint_manifests()
+        assert node.agent.absorb_probe_outcomes() is True   # anything else woke the loop

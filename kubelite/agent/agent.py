@@ -4,7 +4,8 @@ Owns: the in-memory mirror of the store (write-through, one transaction per pass
 manifest scan to the desired pods, the runtime relist (adopting what runs, recording exits that
 happened while kubelite was away), `sync_pod` (store → `core.plan` → execute → persist), events,
 and garbage collection of old container attempts. It runs on one thread; other threads only
-call `hint_*`, which set flags and wake the loop (see `daemon`).
+call `hint_*`, which set flags and wake the loop (see `daemon`), or queue results (preStop
+failures, git syncs, probe runs: `probing`).
 
 `sync_pod` carries out `PodActions` in this order:
   1. stop containers (preStop, then SIGTERM with a deadline, or SIGKILL once it has passed);
@@ -29,6 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kubelite.agent import probing
 from kubelite.agent.configs import Configs
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api.decode import DesiredPod
@@ -37,7 +39,6 @@ from kubelite.core import backoff as backoffs
 from kubelite.core import podconfig
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
-from kubelite.agent import probing
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox,
     PodActions, PodRecord, StartError, StopReason,
@@ -453,7 +454,7 @@ class Agent:
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},
             probes=self.probing.results, previous_conditions=entry.status.get("conditions", ()),
             runtime=self.runtime.name, host_ip=self.config.node_ip)
-        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, entry.status.get("podIP") or None)
+        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
@@ -745,14 +746,8 @@ class Agent:
     def record_probe_outcomes(self, now: datetime) -> bool:
         """Apply the prober's runs (thresholds in `core.probes`) and write their events; True if a
         result changed, so that the pods must be synced."""
-        outcomes = self.probing.prober.drain(now)
-        if not outcomes:
-            return False
-        events, changed = self.probing.apply(outcomes, self.pods)
-        for uid, name, type_, reason, message in events:
-            entry = self.pods.get(uid)
-            if entry is not None:
-                self.event(entry, type_, reason, message[:1024], now, container=name)
+        events, changed = self.probing.apply(self.probing.prober.drain(now), self.pods)
+        self._write_probe_events(events, now)
         return changed
 
     def absorb_probe_outcomes(self) -> bool:
@@ -762,17 +757,17 @@ class Agent:
         if self.wake.take():
             return True
         now = self.clock()
-        outcomes = self.probing.prober.drain(now)
-        if not outcomes:
-            return False
-        events, changed = self.probing.apply(outcomes, self.pods)
+        events, changed = self.probing.apply(self.probing.prober.drain(now), self.pods)
         if events:
             with self.store.transaction():
-                for uid, name, type_, reason, message in events:
-                    entry = self.pods.get(uid)
-                    if entry is not None:
-                        self.event(entry, type_, reason, message[:1024], now, container=name)
+                self._write_probe_events(events, now)
         return changed
+
+    def _write_probe_events(self, events: list[probing.ProbeEvent], now: datetime) -> None:
+        for uid, name, type_, reason, message in events:
+            entry = self.pods.get(uid)
+            if entry is not None:
+                self.event(entry, type_, reason, message[:1024], now, container=name)
 
     def record_hook_failures(self, now: datetime) -> None:
         while not self.hook_failures.empty():
