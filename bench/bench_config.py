@@ -66,7 +66,8 @@ def pod(name: str, *, config: str | None = None, mount: bool = True) -> str:
             f"  containers:\n  - name: app\n    image: busybox:latest\n    imagePullPolicy: Never\n"
             f"    command: [sleep, '3600']\n")
     if config is not None:
-        text += f"    env:\n    - name: VALUE\n      valueFrom:\n        configMapKeyRef: {{name: {config}, key: value}}\n"
+        text += (f"    env:\n    - name: VALUE\n      valueFrom:\n"
+                 f"        configMapKeyRef: {{name: {config}, key: value}}\n")
     if config is not None and mount:
         text += (f"    volumeMounts:\n    - {{name: conf, mountPath: /etc/app}}\n"
                  f"  volumes:\n  - name: conf\n    configMap: {{name: {config}}}\n")

@@ -108,7 +108,8 @@ def test_env_and_files_from_a_secret_on_a_tmpfs(node):
                            "stringData": {"password": "s3cret", "user": "admin"}})
     node.write(pod("db", container("app", "exec sleep 3600",
                                    envFrom=[{"secretRef": {"name": "db"}, "prefix": "DB_"}],
-                                   env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                                   env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db",
+                                                                                       "key": "password"}}}],
                                    volumeMounts=[{"name": "creds", "mountPath": "/creds"}]),
                    volumes=[{"name": "creds", "secret": {"secretName": "db", "defaultMode": 0o400}}]))
     node.until(lambda: node.running("db", "app"), what="running")
