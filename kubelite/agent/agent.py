@@ -516,8 +516,11 @@ class Agent:
             return
         self.event(entry, "Normal", "Pulled", f'Container image "{image}" already present on machine', now,
                    container=name)
-        try:
-            resolved, mounts = self.configs.container_settings(entry.uid, entry.pod, container, entry.status)
+        sandbox = self.observed(entry.uid).sandbox
+        try:   # the sandbox's IP (where the runtime reports one) and the node's IP, for fieldRefs
+            resolved, mounts = self.configs.container_settings(
+                entry.uid, entry.pod, container, entry.status, pod_ip=getattr(sandbox, "ip", None),
+                host_ip=getattr(self.config, "node_ip", None))
         except podconfig.ConfigError as exc:
             self.start_failed(entry, name, "CreateContainerConfigError", str(exc), now)
             return

@@ -132,9 +132,11 @@ class Configs:
 
     # ------------------------------------------------------------------ pods
 
-    def facts(self, uid: str, status: dict[str, Any]) -> podconfig.PodFacts:
-        return podconfig.PodFacts(uid=uid, node_name=self.node_name, pod_ip=status.get("podIP") or "",
-                                  host_ip=status.get("hostIP") or "", node=self.node)
+    def facts(self, uid: str, status: dict[str, Any], *, pod_ip: str | None = None,
+              host_ip: str | None = None) -> podconfig.PodFacts:
+        """What fieldRefs read; `pod_ip`/`host_ip` when the caller knows them better than the status."""
+        return podconfig.PodFacts(uid=uid, node_name=self.node_name, pod_ip=pod_ip or status.get("podIP") or "",
+                                  host_ip=host_ip or status.get("hostIP") or "", node=self.node)
 
     def payloads(self, uid: str, pod: Pod, status: dict[str, Any]) -> dict[str, dict[str, tuple[bytes, int]]]:
         """The files of the pod's projected volumes. Raises VolumeError naming the volume."""
@@ -156,10 +158,15 @@ class Configs:
         self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads)
         self.refreshed[uid] = self._projection_inputs(pod)
 
-    def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any]
+    def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any], *,
+                           pod_ip: str | None = None, host_ip: str | None = None,
                            ) -> tuple[podconfig.ResolvedEnv, tuple[Mount, ...]]:
-        """The container's resolved env and its mounts. Raises ConfigError (CreateContainerConfigError)."""
-        env = podconfig.container_env(pod, container, configs=self.lookup(), facts=self.facts(uid, status))
+        """The container's resolved env and its mounts. Raises ConfigError (CreateContainerConfigError).
+
+        `pod_ip`: the sandbox's IP, which a pod's first containers are created with before any
+        status holds it (as the kubelet takes it from the sandbox status)."""
+        facts = self.facts(uid, status, pod_ip=pod_ip, host_ip=host_ip)
+        env = podconfig.container_env(pod, container, configs=self.lookup(), facts=facts)
         if not container.volume_mounts:
             return env, ()
         paths = self.volume_paths.get(uid)
