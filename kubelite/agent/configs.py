@@ -30,6 +30,8 @@ from kubelite.core import podconfig
 from kubelite.core.status import rfc3339
 from kubelite.runtime.protocol import Mount
 from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost
+
+__all__ = ["Configs", "ConfigEntry", "VolumeError", "VolumeHost", "node_allocatable"]
 from kubelite.sources.manifests import Resolution
 from kubelite.store.store import Store, dumps
 
@@ -70,6 +72,14 @@ class Configs:
         self.volume_paths: dict[str, dict[str, str]] = {}  # uid → volume name → host path
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
         self.node = node_allocatable()
+        self.orphans_checked = False
+
+    def remove_orphan_volumes(self, known_uids: set[str]) -> None:
+        """Once, after the first relist: tear down the volumes of pods removed while kubelite was down.
+        Not earlier: a database moved aside is rebuilt from the manifests, and its pods' volumes stay."""
+        if not self.orphans_checked:
+            self.volumes.remove_orphans(known_uids)
+            self.orphans_checked = True
 
     # ------------------------------------------------------------------ the objects
 
