@@ -542,49 +542,6 @@ class Agent:
             self.store.put_start_error(entry.uid, name, None)
         self.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
 
-    def configure_container(self, entry: PodEntry, container: Container, config: ContainerConfig,
-                            now: datetime) -> ContainerConfig | None:
-        """`config` with the container's resolved env and volume mounts; None (and the container waits
-        with CreateContainerConfigError) when a ConfigMap, Secret, key or subPath is not usable."""
-        sandbox = self.observed(entry.uid).sandbox
-        try:   # the sandbox's IP (where the runtime reports one) and the node's IP, for fieldRefs
-            resolved, mounts = self.configs.container_settings(
-                entry.uid, entry.pod, container, entry.status, pod_ip=getattr(sandbox, "ip", None),
-                host_ip=getattr(self.config, "node_ip", None))
-        except podconfig.ConfigError as exc:
-            self.start_failed(entry, container.name, "CreateContainerConfigError", str(exc), now)
-            return None
-        for reason, message in resolved.warnings:
-            self.event(entry, "Warning", reason, message, now, container=container.name)
-        return replace(config, env=resolved.env, mounts=mounts)
-
-    def set_up_volumes(self, entry: PodEntry, now: datetime) -> bool:
-        """The pod's volumes, ready before its containers start. On failure: FailedMount, and the
-        containers not created yet wait in ContainerCreating with the reason as their message."""
-        try:
-            self.configs.set_up_volumes(entry.uid, entry.pod, entry.status)
-        except (VolumeError, OSError) as exc:
-            message = str(exc)
-            self.event(entry, "Warning", "FailedMount", message, now)
-            created = {c.name for c in self.by_pod.get(entry.uid, {}).values()}
-            for c in entry.pod.spec.all_containers():
-                if c.name not in created:
-                    self.start_errors[(entry.uid, c.name)] = StartError("ContainerCreating", message)
-                    self.store.put_start_error(entry.uid, c.name, self.start_errors[(entry.uid, c.name)])
-            entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
-            return False
-        for key in [k for k, e in self.start_errors.items() if k[0] == entry.uid and e.reason == "ContainerCreating"]:
-            del self.start_errors[key]
-            self.store.put_start_error(key[0], key[1], None)
-        return True
-
-    def refresh_volumes(self, entry: PodEntry, now: datetime) -> None:
-        """Keep a running pod's configMap, secret and downwardAPI files current (in place, no restart)."""
-        if entry.deleted_at is not None or not any(c.running for c in self.by_pod.get(entry.uid, {}).values()):
-            return
-        for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
-            self.event(entry, "Warning", "FailedMount", message, now)
-
     def image_missing(self, entry: PodEntry, name: str, image: str, never: bool, now: datetime) -> None:
         """ErrImageNeverPull; or ErrImagePull, then ImagePullBackOff for 10 s doubling to 300 s (the kubelet's)."""
         if never:
@@ -651,6 +608,49 @@ class Agent:
             self.hook_failures.put((uid, name, failure))
         self._signal(container_id, "TERM")
         self.wake.set()
+
+    def configure_container(self, entry: PodEntry, container: Container, config: ContainerConfig,
+                            now: datetime) -> ContainerConfig | None:
+        """`config` with the container's resolved env and volume mounts; None (and the container waits
+        with CreateContainerConfigError) when a ConfigMap, Secret, key or subPath is not usable."""
+        sandbox = self.observed(entry.uid).sandbox
+        try:   # the sandbox's IP (where the runtime reports one) and the node's IP, for fieldRefs
+            resolved, mounts = self.configs.container_settings(
+                entry.uid, entry.pod, container, entry.status, pod_ip=getattr(sandbox, "ip", None),
+                host_ip=getattr(self.config, "node_ip", None))
+        except podconfig.ConfigError as exc:
+            self.start_failed(entry, container.name, "CreateContainerConfigError", str(exc), now)
+            return None
+        for reason, message in resolved.warnings:
+            self.event(entry, "Warning", reason, message, now, container=container.name)
+        return replace(config, env=resolved.env, mounts=mounts)
+
+    def set_up_volumes(self, entry: PodEntry, now: datetime) -> bool:
+        """The pod's volumes, ready before its containers start. On failure: FailedMount, and the
+        containers not created yet wait in ContainerCreating with the reason as their message."""
+        try:
+            self.configs.set_up_volumes(entry.uid, entry.pod, entry.status)
+        except (VolumeError, OSError) as exc:
+            message = str(exc)
+            self.event(entry, "Warning", "FailedMount", message, now)
+            created = {c.name for c in self.by_pod.get(entry.uid, {}).values()}
+            for c in entry.pod.spec.all_containers():
+                if c.name not in created:
+                    self.start_errors[(entry.uid, c.name)] = StartError("ContainerCreating", message)
+                    self.store.put_start_error(entry.uid, c.name, self.start_errors[(entry.uid, c.name)])
+            entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
+            return False
+        for key in [k for k, e in self.start_errors.items() if k[0] == entry.uid and e.reason == "ContainerCreating"]:
+            del self.start_errors[key]
+            self.store.put_start_error(key[0], key[1], None)
+        return True
+
+    def refresh_volumes(self, entry: PodEntry, now: datetime) -> None:
+        """Keep a running pod's configMap, secret and downwardAPI files current (in place, no restart)."""
+        if entry.deleted_at is not None or not any(c.running for c in self.by_pod.get(entry.uid, {}).values()):
+            return
+        for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
+            self.event(entry, "Warning", "FailedMount", message, now)
 
     def record_sync_results(self, now: datetime) -> None:
         """Write what the git sync thread reported: its status, and an event per outcome."""
