@@ -257,3 +257,21 @@ def test_configmaps_survive_an_agent_restart(tmp_path):
         node.settle()
         assert running(node) and last_config(node).env == {"MODE": "fast"}
         assert objects(node, "ConfigMap")[0]["metadata"]["resourceVersion"] == "1"
+
+
+def test_a_pod_waiting_for_a_configmap_whose_manifest_is_invalid_says_why(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("cfg.yaml", configmap(mode="x" * (1024 * 1024)))
+        node.write("web.yaml", pod(container=ENV_FROM_CM))
+        node.write("other.yaml", pod("other"))
+        node.settle()
+        assert waiting(node)["reason"] == "CreateContainerConfigError"
+        assert waiting(node)["message"] == (
+            'configmap "cfg" not found (its manifest is invalid: cfg.yaml: document 1, line 2: data: Too long: '
+            "must have at most 1048576 bytes)")
+        assert running(node, "other")
+        invalid = [e["message"] for e in node.events("InvalidManifest")]
+        assert invalid == ["cfg.yaml: document 1, line 2: data: Too long: must have at most 1048576 bytes"]
+        node.write("cfg.yaml", configmap(mode="fast"))
+        node.settle()
+        assert running(node) and last_config(node).env == {"MODE": "fast"}

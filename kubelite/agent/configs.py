@@ -68,6 +68,7 @@ class Configs:
     def __init__(self, store: Store, volumes: VolumeHost, node_name: str) -> None:
         self.store, self.volumes, self.node_name = store, volumes, node_name
         self.entries: dict[ConfigKey, ConfigEntry] = {}
+        self.refused: dict[ConfigKey, str] = {}              # objects whose manifest is invalid: why
         self.generation = 0                                 # bumped on any change
         self.volume_paths: dict[str, dict[str, str]] = {}  # uid → volume name → host path
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
@@ -100,6 +101,8 @@ class Configs:
     def apply(self, resolution: Resolution, now: datetime) -> set[ConfigKey]:
         """Make the objects match the resolution; returns the keys that were added, changed or removed."""
         changed: set[ConfigKey] = set()
+        refused, self.refused = self.refused, dict(resolution.refused_configs)
+        changed.update(k for k in refused.keys() | self.refused.keys() if refused.get(k) != self.refused.get(k))
         for key, config in resolution.configs.items():
             source = resolution.config_sources[key]
             entry = self.entries.get(key)
@@ -158,7 +161,7 @@ class Configs:
             try:
                 files = podconfig.volume_payload(pod, volume, configs=lookup, facts=facts)
             except podconfig.ConfigError as exc:
-                raise VolumeError(volume.name, str(exc)) from None
+                raise VolumeError(volume.name, self.explain(exc)) from None
             out[volume.name] = {path: (f.data, f.mode) for path, f in files.items()}
         return out
 
@@ -176,7 +179,10 @@ class Configs:
         `pod_ip`: the sandbox's IP, which a pod's first containers are created with before any
         status holds it (as the kubelet takes it from the sandbox status)."""
         facts = self.facts(uid, status, pod_ip=pod_ip, host_ip=host_ip)
-        env = podconfig.container_env(pod, container, configs=self.lookup(), facts=facts)
+        try:
+            env = podconfig.container_env(pod, container, configs=self.lookup(), facts=facts)
+        except podconfig.ConfigError as exc:
+            raise podconfig.ConfigError(self.explain(exc), missing=exc.missing) from None
         if not container.volume_mounts:
             return env, ()
         paths = self.volume_paths.get(uid)
@@ -186,6 +192,11 @@ class Configs:
             return env, self.volumes.container_mounts(uid, pod, container, paths)
         except SubPathError as exc:
             raise podconfig.ConfigError(str(exc)) from None
+
+    def explain(self, exc: podconfig.ConfigError) -> str:
+        """The kubelet's message, and why the object is missing when its manifest was refused."""
+        refused = self.refused.get(exc.missing) if exc.missing is not None else None
+        return f"{exc} (its manifest is invalid: {refused})" if refused else str(exc)
 
     def _projection_inputs(self, pod: Pod) -> tuple[Any, ...]:
         meta = pod.metadata
