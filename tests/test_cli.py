@@ -278,7 +278,7 @@ def test_serve_with_the_fake_runtime_runs_the_example_manifests(daemon):
     proc, manifests, env, log = daemon
     wait_for(lambda: statuses(env).get("web") == "Running" and statuses(env).get("hello") == "Running",
              what="the example pods to run")
-    assert set(statuses(env)) == {"web", "hello", "crashy"}
+    assert set(statuses(env)) == {"web", "hello", "crashy", "configured"}
 
     # the watcher sees a new file, an edit saved by rename, and a deletion
     write(manifests / "extra.yaml", pod_doc("extra"))

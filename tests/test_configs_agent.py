@@ -80,7 +80,8 @@ def test_a_pod_waits_with_create_container_config_error_and_starts_as_soon_as_th
 def test_env_is_resolved_when_the_container_is_created_and_an_edit_restarts_nothing(tmp_path):
     with simulated_node(tmp_path) as node:
         node.write("cfg.yaml", configmap(mode="fast"))
-        node.write("web.yaml", pod(container={**ENV_FROM_CM, "volumeMounts": [{"name": "conf", "mountPath": "/etc/app"}]},
+        mounts = [{"name": "conf", "mountPath": "/etc/app"}]
+        node.write("web.yaml", pod(container={**ENV_FROM_CM, "volumeMounts": mounts},
                                    volumes=[{"name": "conf", "configMap": {"name": "cfg"}}]))
         node.settle()
         assert running(node)
@@ -191,7 +192,8 @@ def test_a_hostpath_of_the_wrong_type_waits_in_container_creating_with_the_kubel
                                    volumes=[{"name": "data", "hostPath": {"path": str(target), "type": "Directory"}}]))
         node.write("other.yaml", pod("other"))
         node.settle()
-        message = f'MountVolume.SetUp failed for volume "data" : hostPath type check failed: {target} is not a directory'
+        message = (f'MountVolume.SetUp failed for volume "data" : hostPath type check failed: {target} '
+                   "is not a directory")
         assert waiting(node) == {"reason": "ContainerCreating", "message": message}
         assert [e["message"] for e in node.events("FailedMount")] == [message]
         assert node.creates() == 1 and running(node, "other")   # the other pod is not disturbed
@@ -255,3 +257,21 @@ def test_configmaps_survive_an_agent_restart(tmp_path):
         node.settle()
         assert running(node) and last_config(node).env == {"MODE": "fast"}
         assert objects(node, "ConfigMap")[0]["metadata"]["resourceVersion"] == "1"
+
+
+def test_a_pod_waiting_for_a_configmap_whose_manifest_is_invalid_says_why(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("cfg.yaml", configmap(mode="x" * (1024 * 1024)))
+        node.write("web.yaml", pod(container=ENV_FROM_CM))
+        node.write("other.yaml", pod("other"))
+        node.settle()
+        assert waiting(node)["reason"] == "CreateContainerConfigError"
+        assert waiting(node)["message"] == (
+            'configmap "cfg" not found (its manifest is invalid: cfg.yaml: document 1, line 2: data: Too long: '
+            "must have at most 1048576 bytes)")
+        assert running(node, "other")
+        invalid = [e["message"] for e in node.events("InvalidManifest")]
+        assert invalid == ["cfg.yaml: document 1, line 2: data: Too long: must have at most 1048576 bytes"]
+        node.write("cfg.yaml", configmap(mode="fast"))
+        node.settle()
+        assert running(node) and last_config(node).env == {"MODE": "fast"}

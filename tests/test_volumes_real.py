@@ -8,7 +8,6 @@ leaves nothing behind either.
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 from typing import Any
@@ -108,7 +107,8 @@ def test_env_and_files_from_a_secret_on_a_tmpfs(node):
                            "stringData": {"password": "s3cret", "user": "admin"}})
     node.write(pod("db", container("app", "exec sleep 3600",
                                    envFrom=[{"secretRef": {"name": "db"}, "prefix": "DB_"}],
-                                   env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}],
+                                   env=[{"name": "PW", "valueFrom": {"secretKeyRef": {"name": "db",
+                                                                                       "key": "password"}}}],
                                    volumeMounts=[{"name": "creds", "mountPath": "/creds"}]),
                    volumes=[{"name": "creds", "secret": {"secretName": "db", "defaultMode": 0o400}}]))
     node.until(lambda: node.running("db", "app"), what="running")
@@ -209,4 +209,5 @@ def test_mounts_are_removed_after_kill_9_and_a_restart(tmp_path, busybox):
     finally:
         left = daemon.cleanup()
     assert left == [], f"left behind: {left}"
-    assert not any(os.scandir(daemon.root / "pods")) if (daemon.root / "pods").exists() else True
+    pods = daemon.root / "pods"
+    assert not pods.exists() or list(pods.iterdir()) == [], "the pod's directory is gone"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.agent import probing
-from kubelite.agent.configs import Configs
+from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
@@ -48,7 +48,6 @@ from kubelite.prober import Prober
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
 )
-from kubelite.runtime.volumes import VolumeError, VolumeHost
 from kubelite.sources import gitsync
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store, dumps
@@ -120,12 +119,10 @@ class Agent:
     """Reconciles the manifests directory with the runtime, one pass at a time."""
 
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
-                 clock: Callable[[], datetime] = utcnow, prober: Prober | None = None,
-                 volumes: VolumeHost | None = None) -> None:
+                 clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
         # the fake runtime's dry runs mount nothing and create nothing outside the state root
-        self.configs = Configs(store, volumes or VolumeHost(config.root, host_changes=runtime.name != "fake"),
-                               config.node_name)
+        self.configs = Configs(store, VolumeHost(config.root, host_changes=runtime.name != "fake"), config.node_name)
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
         self.pod_sandboxes: dict[str, dict[str, ObservedSandbox]] = {}   # uid → id → sandbox
@@ -144,7 +141,6 @@ class Agent:
         self.meta_written = False
         self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
-        self.volumes_checked = False   # orphan volumes are removed once the first pass knows every pod
         self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)
         self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
         self.fresh_pulls: dict[tuple[str, str], str] = {}        # (uid, container) → image pulled for its next start
@@ -237,9 +233,6 @@ class Agent:
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
             self.relist(now)
-            if not self.volumes_checked:   # pods removed while kubelite was not running
-                self.configs.volumes.remove_orphans(set(self.pods))
-                self.volumes_checked = True
             self.record_hook_failures(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
@@ -374,6 +367,7 @@ class Agent:
                 self._observe(uid, replace(
                     c, state=ContainerState.EXITED, finished_at=now, exit_code=137, reason="ContainerStatusUnknown",
                     message="The container could not be located when the pod was terminated"))
+        self.configs.remove_orphan_volumes(set(self.pods))   # at the first relist: pods gone while kubelite was down
 
     def _observe(self, uid: str, c: ObservedContainer) -> None:
         old = self.containers.get(c.id)
@@ -558,19 +552,16 @@ class Agent:
         image = container.image or ""
         if not self.ensure_image(entry, name, image, container.image_pull_policy or "IfNotPresent", now):
             return
-        try:
-            resolved, mounts = self.configs.container_settings(entry.uid, entry.pod, container, entry.status)
-        except podconfig.ConfigError as exc:
-            self.start_failed(entry, name, "CreateContainerConfigError", str(exc), now)
-            return
-        for reason, message in resolved.warnings:
-            self.event(entry, "Warning", reason, message, now, container=name)
         config = ContainerConfig(uid=entry.uid, pod_name=entry.pod.metadata.name or "",
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
                                  annotations=dict(entry.pod.metadata.annotations),
-                                 pod_security=entry.pod.spec.security_context, env=resolved.env, mounts=mounts)
+                                 pod_security=entry.pod.spec.security_context)
+        configured = self.configure_container(entry, container, config, now)
+        if configured is None:
+            return
+        config = configured
         try:
             container_id = self.runtime.create_container(sandbox_id, config)
         except RuntimeError_ as exc:
@@ -591,33 +582,6 @@ class Agent:
             del self.start_errors[(entry.uid, name)]
             self.store.put_start_error(entry.uid, name, None)
         self.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
-
-    def set_up_volumes(self, entry: PodEntry, now: datetime) -> bool:
-        """The pod's volumes, ready before its containers start. On failure: FailedMount, and the
-        containers not created yet wait in ContainerCreating with the reason as their message."""
-        try:
-            self.configs.set_up_volumes(entry.uid, entry.pod, entry.status)
-        except (VolumeError, OSError) as exc:
-            message = str(exc)
-            self.event(entry, "Warning", "FailedMount", message, now)
-            created = {c.name for c in self.by_pod.get(entry.uid, {}).values()}
-            for c in entry.pod.spec.all_containers():
-                if c.name not in created:
-                    self.start_errors[(entry.uid, c.name)] = StartError("ContainerCreating", message)
-                    self.store.put_start_error(entry.uid, c.name, self.start_errors[(entry.uid, c.name)])
-            entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
-            return False
-        for key in [k for k, e in self.start_errors.items() if k[0] == entry.uid and e.reason == "ContainerCreating"]:
-            del self.start_errors[key]
-            self.store.put_start_error(key[0], key[1], None)
-        return True
-
-    def refresh_volumes(self, entry: PodEntry, now: datetime) -> None:
-        """Keep a running pod's configMap, secret and downwardAPI files current (in place, no restart)."""
-        if entry.deleted_at is not None or not any(c.running for c in self.by_pod.get(entry.uid, {}).values()):
-            return
-        for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
-            self.event(entry, "Warning", "FailedMount", message, now)
 
     def ensure_image(self, entry: PodEntry, name: str, image: str, policy: str, now: datetime) -> bool:
         """True when the container's image is there to create it from now, by its imagePullPolicy (the
@@ -732,6 +696,49 @@ class Agent:
             self.hook_failures.put((uid, name, failure))
         self._signal(container_id, "TERM")
         self.wake.set()
+
+    def configure_container(self, entry: PodEntry, container: Container, config: ContainerConfig,
+                            now: datetime) -> ContainerConfig | None:
+        """`config` with the container's resolved env and volume mounts; None (and the container waits
+        with CreateContainerConfigError) when a ConfigMap, Secret, key or subPath is not usable."""
+        sandbox = self.observed(entry.uid).sandbox
+        try:   # the sandbox's IP (where the runtime reports one) and the node's IP, for fieldRefs
+            resolved, mounts = self.configs.container_settings(
+                entry.uid, entry.pod, container, entry.status, pod_ip=getattr(sandbox, "ip", None),
+                host_ip=getattr(self.config, "node_ip", None))
+        except podconfig.ConfigError as exc:
+            self.start_failed(entry, container.name, "CreateContainerConfigError", str(exc), now)
+            return None
+        for reason, message in resolved.warnings:
+            self.event(entry, "Warning", reason, message, now, container=container.name)
+        return replace(config, env=resolved.env, mounts=mounts)
+
+    def set_up_volumes(self, entry: PodEntry, now: datetime) -> bool:
+        """The pod's volumes, ready before its containers start. On failure: FailedMount, and the
+        containers not created yet wait in ContainerCreating with the reason as their message."""
+        try:
+            self.configs.set_up_volumes(entry.uid, entry.pod, entry.status)
+        except (VolumeError, OSError) as exc:
+            message = str(exc)
+            self.event(entry, "Warning", "FailedMount", message, now)
+            created = {c.name for c in self.by_pod.get(entry.uid, {}).values()}
+            for c in entry.pod.spec.all_containers():
+                if c.name not in created:
+                    self.start_errors[(entry.uid, c.name)] = StartError("ContainerCreating", message)
+                    self.store.put_start_error(entry.uid, c.name, self.start_errors[(entry.uid, c.name)])
+            entry.retry_at = now + timedelta(seconds=SYNC_ERROR_RETRY_S)
+            return False
+        for key in [k for k, e in self.start_errors.items() if k[0] == entry.uid and e.reason == "ContainerCreating"]:
+            del self.start_errors[key]
+            self.store.put_start_error(key[0], key[1], None)
+        return True
+
+    def refresh_volumes(self, entry: PodEntry, now: datetime) -> None:
+        """Keep a running pod's configMap, secret and downwardAPI files current (in place, no restart)."""
+        if entry.deleted_at is not None or not any(c.running for c in self.by_pod.get(entry.uid, {}).values()):
+            return
+        for message in self.configs.refresh_projections(entry.uid, entry.pod, entry.status):
+            self.event(entry, "Warning", "FailedMount", message, now)
 
     def record_sync_results(self, now: datetime) -> None:
         """Write what the git sync thread reported: its status, and an event per outcome."""

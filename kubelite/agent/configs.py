@@ -30,6 +30,8 @@ from kubelite.core import podconfig
 from kubelite.core.status import rfc3339
 from kubelite.runtime.protocol import Mount
 from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost
+
+__all__ = ["Configs", "ConfigEntry", "VolumeError", "VolumeHost", "node_allocatable"]
 from kubelite.sources.manifests import Resolution
 from kubelite.store.store import Store, dumps
 
@@ -66,10 +68,19 @@ class Configs:
     def __init__(self, store: Store, volumes: VolumeHost, node_name: str) -> None:
         self.store, self.volumes, self.node_name = store, volumes, node_name
         self.entries: dict[ConfigKey, ConfigEntry] = {}
+        self.refused: dict[ConfigKey, str] = {}              # objects whose manifest is invalid: why
         self.generation = 0                                 # bumped on any change
         self.volume_paths: dict[str, dict[str, str]] = {}  # uid → volume name → host path
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
         self.node = node_allocatable()
+        self.orphans_checked = False
+
+    def remove_orphan_volumes(self, known_uids: set[str]) -> None:
+        """Once, after the first relist: tear down the volumes of pods removed while kubelite was down.
+        Not earlier: a database moved aside is rebuilt from the manifests, and its pods' volumes stay."""
+        if not self.orphans_checked:
+            self.volumes.remove_orphans(known_uids)
+            self.orphans_checked = True
 
     # ------------------------------------------------------------------ the objects
 
@@ -90,6 +101,8 @@ class Configs:
     def apply(self, resolution: Resolution, now: datetime) -> set[ConfigKey]:
         """Make the objects match the resolution; returns the keys that were added, changed or removed."""
         changed: set[ConfigKey] = set()
+        refused, self.refused = self.refused, dict(resolution.refused_configs)
+        changed.update(k for k in refused.keys() | self.refused.keys() if refused.get(k) != self.refused.get(k))
         for key, config in resolution.configs.items():
             source = resolution.config_sources[key]
             entry = self.entries.get(key)
@@ -132,9 +145,11 @@ class Configs:
 
     # ------------------------------------------------------------------ pods
 
-    def facts(self, uid: str, status: dict[str, Any]) -> podconfig.PodFacts:
-        return podconfig.PodFacts(uid=uid, node_name=self.node_name, pod_ip=status.get("podIP") or "",
-                                  host_ip=status.get("hostIP") or "", node=self.node)
+    def facts(self, uid: str, status: dict[str, Any], *, pod_ip: str | None = None,
+              host_ip: str | None = None) -> podconfig.PodFacts:
+        """What fieldRefs read; `pod_ip`/`host_ip` when the caller knows them better than the status."""
+        return podconfig.PodFacts(uid=uid, node_name=self.node_name, pod_ip=pod_ip or status.get("podIP") or "",
+                                  host_ip=host_ip or status.get("hostIP") or "", node=self.node)
 
     def payloads(self, uid: str, pod: Pod, status: dict[str, Any]) -> dict[str, dict[str, tuple[bytes, int]]]:
         """The files of the pod's projected volumes. Raises VolumeError naming the volume."""
@@ -146,7 +161,7 @@ class Configs:
             try:
                 files = podconfig.volume_payload(pod, volume, configs=lookup, facts=facts)
             except podconfig.ConfigError as exc:
-                raise VolumeError(volume.name, str(exc)) from None
+                raise VolumeError(volume.name, self.explain(exc)) from None
             out[volume.name] = {path: (f.data, f.mode) for path, f in files.items()}
         return out
 
@@ -156,10 +171,18 @@ class Configs:
         self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads)
         self.refreshed[uid] = self._projection_inputs(pod)
 
-    def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any]
+    def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any], *,
+                           pod_ip: str | None = None, host_ip: str | None = None,
                            ) -> tuple[podconfig.ResolvedEnv, tuple[Mount, ...]]:
-        """The container's resolved env and its mounts. Raises ConfigError (CreateContainerConfigError)."""
-        env = podconfig.container_env(pod, container, configs=self.lookup(), facts=self.facts(uid, status))
+        """The container's resolved env and its mounts. Raises ConfigError (CreateContainerConfigError).
+
+        `pod_ip`: the sandbox's IP, which a pod's first containers are created with before any
+        status holds it (as the kubelet takes it from the sandbox status)."""
+        facts = self.facts(uid, status, pod_ip=pod_ip, host_ip=host_ip)
+        try:
+            env = podconfig.container_env(pod, container, configs=self.lookup(), facts=facts)
+        except podconfig.ConfigError as exc:
+            raise podconfig.ConfigError(self.explain(exc), missing=exc.missing) from None
         if not container.volume_mounts:
             return env, ()
         paths = self.volume_paths.get(uid)
@@ -169,6 +192,11 @@ class Configs:
             return env, self.volumes.container_mounts(uid, pod, container, paths)
         except SubPathError as exc:
             raise podconfig.ConfigError(str(exc)) from None
+
+    def explain(self, exc: podconfig.ConfigError) -> str:
+        """The kubelet's message, and why the object is missing when its manifest was refused."""
+        refused = self.refused.get(exc.missing) if exc.missing is not None else None
+        return f"{exc} (its manifest is invalid: {refused})" if refused else str(exc)
 
     def _projection_inputs(self, pod: Pod) -> tuple[Any, ...]:
         meta = pod.metadata

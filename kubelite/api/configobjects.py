@@ -99,7 +99,8 @@ def _b64(value: str) -> bytes | None:
 
 def _key_issues(path: str, key: str) -> list[FieldIssue]:
     if len(key) > MAX_KEY_LENGTH:
-        return [FieldIssue(f"{path}[{key[:40]}...]", f"Invalid value: must be no more than {MAX_KEY_LENGTH} characters")]
+        return [FieldIssue(f"{path}[{key[:40]}...]",
+                           f"Invalid value: must be no more than {MAX_KEY_LENGTH} characters")]
     if not CONFIG_KEY.match(key) or key in (".", "..") or key.startswith(".."):
         return [FieldIssue(f"{path}[{key}]", "Invalid value: a valid config key must consist of alphanumeric "
                                               "characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or "
@@ -113,8 +114,8 @@ def _meta_issues(meta: ObjectMeta) -> list[FieldIssue]:
     if not meta.name:
         errors.append(FieldIssue("metadata.name", "Required value"))
     elif len(meta.name) > 253 or not DNS1123_SUBDOMAIN.match(meta.name):
-        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain "
-                                                  "(a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"))
+        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain (a-z, "
+                                                  "0-9, '-' and '.', starting and ending with a letter or digit)"))
     if not meta.namespace:
         errors.append(FieldIssue("metadata.namespace", "Required value"))
     elif len(meta.namespace) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", meta.namespace):

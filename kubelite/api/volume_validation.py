@@ -201,7 +201,8 @@ def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
         if source is None:
             continue
         where = f"{path}.env[{i}].valueFrom"
-        set_ = [name for name, value in (("fieldRef", source.field_ref), ("resourceFieldRef", source.resource_field_ref),
+        set_ = [name for name, value in (("fieldRef", source.field_ref),
+                                         ("resourceFieldRef", source.resource_field_ref),
                                          ("configMapKeyRef", source.config_map_key_ref),
                                          ("secretKeyRef", source.secret_key_ref)) if value is not None]
         if len(set_) != 1:

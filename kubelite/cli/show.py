@@ -53,7 +53,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         kind = _CONFIG_KINDS.get(args.resource)
         if kind is not None:
-            return describe_config(reader, args, kind) if args.command == "describe" else get_configs(reader, args, kind)
+            if args.command == "describe":
+                return describe_config(reader, args, kind)
+            return get_configs(reader, args, kind)
         if args.command == "describe":
             return describe_pod(reader, args)
         if args.resource in ("pods", "pod", "po"):

@@ -38,7 +38,13 @@ _EXPANSION = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 
 class ConfigError(Exception):
-    """A container's or volume's configuration cannot be built (the kubelet's message)."""
+    """A container's or volume's configuration cannot be built (the kubelet's message).
+
+    `missing` names the ConfigMap or Secret that does not exist, when that is the reason."""
+
+    def __init__(self, message: str, *, missing: tuple[str, str, str] | None = None) -> None:
+        super().__init__(message)
+        self.missing = missing
 
 
 @dataclass(frozen=True)
@@ -79,7 +85,7 @@ class FileProjection:
 def _lookup(configs: Configs, kind: str, namespace: str, name: str, *, optional: bool) -> ConfigObject | None:
     found = configs.get((kind, namespace, name))
     if found is None and not optional:
-        raise ConfigError(f'{kind.lower()} "{name}" not found')
+        raise ConfigError(f'{kind.lower()} "{name}" not found', missing=(kind, namespace, name))
     return found
 
 

@@ -32,7 +32,7 @@ from typing import Any, BinaryIO
 import yaml
 
 from kubelite.api.configobjects import ConfigObject
-from kubelite.api.decode import DesiredPod, decode_document
+from kubelite.api.decode import CONFIG_KINDS, DesiredPod, decode_document
 from kubelite.errors import ManifestError
 
 _BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -102,6 +102,7 @@ class FileResult:
     digest: str = ""  # sha256 of the bytes read; '' when the file was not read
     pods: list[DesiredPod] = field(default_factory=list)  # from the file's valid documents
     configs: list[ConfigObject] = field(default_factory=list)  # its ConfigMaps and Secrets
+    refused_configs: dict[tuple[str, str, str], str] = field(default_factory=dict)  # key → first error
     errors: list[ManifestProblem] = field(default_factory=list)
     warnings: list[ManifestProblem] = field(default_factory=list)
 
@@ -132,6 +133,7 @@ class Resolution:
     configs: dict[tuple[str, str, str], ConfigObject] = field(default_factory=dict)  # (kind, ns, name) →
     config_sources: dict[tuple[str, str, str], str] = field(default_factory=dict)    # … and its file
     accepted_configs: dict[str, list[ConfigObject]] = field(default_factory=dict)
+    refused_configs: dict[tuple[str, str, str], str] = field(default_factory=dict)   # invalid, never accepted
 
 
 class _Unusable(ManifestError):
@@ -419,6 +421,12 @@ def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResu
         for target, issues in ((result.errors, decoded.errors), (result.warnings, decoded.warnings)):
             target.extend(ManifestProblem(name, index, lines.line(index, issue.path), issue.path or None,
                                           issue.message) for issue in issues)
+        if decoded.kind in CONFIG_KINDS and decoded.errors and decoded.name and isinstance(document, dict):
+            namespace = document.get("metadata", {}).get("namespace") or "default"
+            if isinstance(namespace, str):   # so that a pod waiting for it can say why it is missing
+                issue = decoded.errors[0]
+                result.refused_configs[(decoded.kind, namespace, decoded.name)] = str(ManifestProblem(
+                    name, index, lines.line(index, issue.path), issue.path or None, issue.message))
         if decoded.config is not None:
             config = decoded.config
             if config.key in seen_configs:
@@ -509,6 +517,8 @@ def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]
     earlier_configs = previous_configs or {}
     for path, result in sorted(snapshot.files.items()):
         resolution.warnings.extend(result.warnings)
+        for key, problem in result.refused_configs.items():
+            resolution.refused_configs.setdefault(key, problem)
         if result.ok:
             pods, configs = result.pods, result.configs
         else:
@@ -531,6 +541,8 @@ def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]
                     "this definition is ignored"))
         for pod in pods:
             _claim(resolution, pod, path, snapshot.root)
+    for key in resolution.configs:
+        resolution.refused_configs.pop(key, None)   # a valid version of it is in use
     return resolution
 
 
