@@ -604,6 +604,8 @@ class Agent:
         if self.pull_waiters:   # waiters whose pod is gone
             for image in list(self.pull_waiters):
                 self.pull_waiters[image] = {(u, n) for u, n in self.pull_waiters[image] if u in self.pods}
+        if self.fresh_pulls:
+            self.fresh_pulls = {k: v for k, v in self.fresh_pulls.items() if k[0] in self.pods}
 
     def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime, *,
                      retry_at: datetime | None = None, event: str | None = None) -> None:
