@@ -379,8 +379,10 @@ class ImageStore:
         if len(layers) != len(parsed.diff_hexes):
             raise ImageError(f"image {image_id}: the manifest lists {len(layers)} layers "
                              f"but the config has {len(parsed.diff_hexes)} diff_ids")
-        sources = [_LayerSource(diff_hex=diff_hex, member=layer.blob, blob_hex=_hex_of(layer.digest, what="digest"),
-                                blob_size=layer.size) for diff_hex, layer in zip(parsed.diff_hexes, layers)]
+        # each blob was hashed and checked against its digest as it was downloaded (into a directory of
+        # ours); unpacking checks what it unpacks against the diff_ids of the (verified) config
+        sources = [_LayerSource(diff_hex=diff_hex, member=layer.blob)
+                   for diff_hex, layer in zip(parsed.diff_hexes, layers)]
         plan = _ImagePlan(image_id=image_id, config_bytes=config_bytes, layers=sources,
                           names=[normalize_reference(n) for n in names])
         with self._locked():
@@ -397,7 +399,7 @@ class ImageStore:
                     dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
                     unpacked[layer.diff_hex] = (dest, 0)
                     size = _unpack_layer(_Downloads(downloads), layer, dest,
-                                         label=f"layer sha256:{layer.blob_hex} of {plan.names[0] if plan.names else image_id}")
+                                         label=f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}")
                     unpacked[layer.diff_hex] = (dest, size)
                 self._commit([plan], unpacked, index)
             finally:
@@ -993,7 +995,7 @@ def _unpack_verified(archive: _BlobSource, layer: _LayerSource, dest: Path, labe
             tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob)
         with _LayerWriter(dest, label) as writer:
             try:
-                with tarfile.open(fileobj=tar_stream, mode="r|") as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
                     for member in tf:
                         writer.add(member, tf)
             except tarfile.ReadError:
