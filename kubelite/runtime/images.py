@@ -51,6 +51,7 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 import uuid
 import zlib
 from contextlib import contextmanager
@@ -456,6 +457,30 @@ class ImageStore:
             removed.append(image)
             to_free -= freed
         return removed
+
+    def prune_downloads(self, *, older_than_s: float, now: float | None = None) -> builtins.list[str]:
+        """Delete downloads no pull has touched for `older_than_s` (a pull that was given up on); a
+        download a pull is writing (its flock held) is left alone. Returns the names deleted."""
+        if not self.downloads_dir.is_dir():
+            return []
+        now = time.time() if now is None else now
+        deleted = []
+        for path in self.downloads_dir.iterdir():
+            try:
+                if now - path.stat().st_mtime < older_than_s:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+                deleted.append(path.name)
+            except OSError:
+                continue   # being written by a pull right now
+            finally:
+                os.close(fd)
+        return deleted
 
     def _remove_image(self, image_id: str, *, in_use: set[str]) -> int | None:
         """Delete one image and its names, and the layers no other image uses; the bytes freed."""
