@@ -316,7 +316,8 @@ class ImageStore:
 
     def remove(self, ref: str) -> Image:
         """Untag `ref`; an image left with no tag (only digest references, or named by its id) is deleted,
-        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
+        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or
+        ambiguous."""
         if not self._dir.is_dir():
             raise ImageError(f"no such image: {ref}")
         with self._locked():
@@ -399,8 +400,8 @@ class ImageStore:
                                          "(image garbage collection?): pull again")
                     dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
                     unpacked[layer.diff_hex] = (dest, 0)
-                    size = _unpack_layer(_Downloads(downloads), layer, dest,
-                                         label=f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}")
+                    label = f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}"
+                    size = _unpack_layer(_Downloads(downloads), layer, dest, label=label)
                     unpacked[layer.diff_hex] = (dest, size)
                 self._commit([plan], unpacked, index)
             finally:
