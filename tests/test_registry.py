@@ -342,3 +342,30 @@ def test_the_terminal_display_rewrites_one_line():
     text = out.getvalue()
     assert "\n" not in text and text.count("\r") == 4
     assert "layers 2/2, 2.0kB / 2.0kB" in text
+
+
+# ------------------------------------------------------------------ references (pure)
+
+
+@pytest.mark.parametrize("ref, parts, api", [
+    ("busybox", ("docker.io", "library/busybox", "latest", None), "registry-1.docker.io"),
+    ("team/app:v1", ("docker.io", "team/app", "v1", None), "registry-1.docker.io"),
+    ("127.0.0.1:5000/a/b@sha256:" + "c" * 64, ("127.0.0.1:5000", "a/b", None, "sha256:" + "c" * 64), "127.0.0.1:5000"),
+    ("r.example/app:v2@sha256:" + "d" * 64, ("r.example", "app", "v2", "sha256:" + "d" * 64), "r.example"),
+])
+def test_references_are_split_as_docker_splits_them(ref, parts, api):
+    from kubelite.runtime import reference
+
+    parsed = reference.parse(ref)
+    assert (parsed.registry, parsed.repository, parsed.tag, parsed.digest) == parts
+    assert parsed.api_host == api
+    assert parsed.by_digest == (parts[3] or parts[2])
+
+
+@pytest.mark.parametrize("registry_, loopback", [("localhost:5000", True), ("127.0.0.1:5000", True),
+                                                 ("127.3.2.1", True), ("[::1]:5000", True), ("10.0.0.1:5000", False),
+                                                 ("registry.example", False), ("localhost.example", False)])
+def test_loopback_registries_are_insecure_by_default(registry_, loopback):
+    from kubelite.runtime import reference
+
+    assert reference.is_loopback(registry_) is loopback
