@@ -122,7 +122,8 @@ def stream_layout(directory: Path, layers: list[tuple[str, int]], seed: int) -> 
             blob = _Hashing(raw)
             with gzip.GzipFile(fileobj=blob, mode="wb", compresslevel=1, mtime=0) as gz:
                 tar = _Hashing(gz)
-                with tarfile.open(fileobj=tar, mode="w|", format=tarfile.PAX_FORMAT) as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tar, mode="w|",  # type: ignore[call-overload]
+                                  format=tarfile.PAX_FORMAT) as tf:
                     info = tarfile.TarInfo(name)
                     info.size, info.mode, info.mtime = size, 0o644, 1672531200
                     tf.addfile(info, _Noise(size, seed + i))
@@ -206,7 +207,8 @@ def main() -> None:
         rows.append(Row(f"  {size} MiB layer: kubelite image pull, peak RSS", mib([r.peak_rss_mib for r in k]), "-",
                         "flat in layer size", f"skopeo: {mib([r.peak_rss_mib for r in s])}"))
     notes = [f"n={ROUNDS} rounds, kubelite and skopeo alternating which goes first; a fresh state root / dir each",
-             "peak RSS = GNU time's maximum resident set size of the command; kubelite's includes the Python interpreter",
+             "peak RSS = GNU time's maximum resident set size of the command; kubelite's includes the Python "
+             "interpreter",
              "kubelite unpacks every layer into the image store too; skopeo copy to dir only writes the blobs"]
     print_table("bench_pull: image pull from a registry on loopback, beside skopeo copy", rows, notes=notes)
     small, large = by_size[SIZES_MIB[0]][0], by_size[SIZES_MIB[-1]][0]

@@ -94,7 +94,8 @@ class Registry:
         if self.auth == "htpasswd":
             import bcrypt
 
-            lines = [f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}" for u, p in self.users.items()]
+            lines = [f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}"
+                     for u, p in self.users.items()]
             (self.directory / "htpasswd").write_text("\n".join(lines) + "\n")
             conf["auth"] = {"htpasswd": {"realm": "kubelite-test", "path": str(self.directory / "htpasswd")}}
         elif self.auth == "token":
@@ -235,7 +236,8 @@ def oci_layout(directory: Path, layers: list[bytes], *, tag: str = "latest", com
         (blobs / hex_).write_bytes(data)
         return f"sha256:{hex_}"
 
-    media = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip", "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
+    media = {"gzip": "application/vnd.oci.image.layer.v1.tar+gzip",
+             "zstd": "application/vnd.oci.image.layer.v1.tar+zstd",
              "none": "application/vnd.oci.image.layer.v1.tar"}[compress]
     descs = []
     for tar in layers:

@@ -746,3 +746,20 @@ def test_using_an_image_makes_it_the_last_to_go(tmp_path, store):
     removed = store.collect_garbage(in_use=set(), high_percent=85, low_percent=80,
                                     usage=lambda: (90 << 20, 100 << 20))   # nothing frees enough: all go, a last
     assert [i.id for i in removed] == [images_["b"].id, images_["c"].id, images_["a"].id]
+
+
+def test_downloads_left_for_a_day_are_pruned_but_not_one_being_written(tmp_path, store):
+    import fcntl
+    import time
+
+    store.downloads_dir.mkdir(parents=True)
+    old, fresh, busy = (store.downloads_dir / f"{c * 64}.partial" for c in "abc")
+    for path in (old, fresh, busy):
+        path.write_bytes(b"x")
+    day_ago = time.time() - 25 * 3600
+    os.utime(old, (day_ago, day_ago))
+    os.utime(busy, (day_ago, day_ago))
+    with open(busy, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert store.prune_downloads(older_than_s=24 * 3600) == [old.name]
+    assert sorted(p.name for p in store.downloads_dir.iterdir()) == sorted([fresh.name, busy.name])

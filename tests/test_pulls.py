@@ -220,3 +220,11 @@ def test_image_gc_is_asked_with_every_image_a_pod_names_and_at_its_period(env):
     count = len(asked)
     env.advance(100)
     assert len(asked) == count, "not before the period is over"
+
+
+@pytest.mark.parametrize("seconds, shown", [(0.0004, "0ms"), (0.5, "500ms"), (1.2345, "1.234s"), (2.0, "2s"),
+                                            (75.5, "1m15.5s"), (3605.0, "1h0m5s")])
+def test_pull_durations_are_printed_as_the_kubelet_prints_them(seconds, shown):
+    from kubelite.agent.agent import _seconds
+
+    assert _seconds(seconds) == shown

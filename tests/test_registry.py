@@ -73,6 +73,7 @@ def layers_of(store: ImageStore, ref: str) -> list[Path]:
 
 
 def test_an_image_is_pulled_verified_and_named_by_tag_and_digest(tmp_path, anon):
+    assert media_type(anon, "library/busybox", "1.36") == registry.MEDIA_DOCKER_MANIFEST   # Docker v2 schema 2
     store = ImageStore(tmp_path)
     result = registry.pull(store, f"{anon.host}/library/busybox:1.36")
     assert result.digest == anon.busybox_digest
@@ -112,16 +113,27 @@ def test_a_missing_tag_and_a_missing_repository_are_not_found(tmp_path, anon):
     assert store.list() == []
 
 
-def test_an_image_index_gives_the_image_for_this_machine(tmp_path, work, anon):
+def media_type(reg: Registry, repository: str, reference: str) -> str:
+    import httpx
+
+    response = httpx.get(f"http://{reg.host}/v2/{repository}/manifests/{reference}",
+                         headers={"Accept": registry.ACCEPT})
+    return response.headers["content-type"]
+
+
+@pytest.mark.parametrize("form, media", [("oci", "application/vnd.oci.image.index.v1+json"),
+                                         ("v2s2", "application/vnd.docker.distribution.manifest.list.v2+json")])
+def test_an_image_index_or_manifest_list_gives_the_image_for_this_machine(tmp_path, work, anon, form, media):
     ours = host_architecture()
     other = "s390x" if ours != "s390x" else "amd64"
-    source = oci_index_layout(work / "index", {other: [layer_tar({"which": b"other"})],
-                                               ours: [layer_tar({"which": b"ours"})]})
-    subprocess.run(["skopeo", "copy", "--quiet", "--all", "--dest-tls-verify=false", source,
-                    f"docker://{anon.host}/multiarch:v1"], check=True, capture_output=True, timeout=60)
+    source = oci_index_layout(work / f"index-{form}", {other: [layer_tar({"which": b"other"})],
+                                                        ours: [layer_tar({"which": b"ours"})]})
+    subprocess.run(["skopeo", "copy", "--quiet", "--all", "--format", form, "--dest-tls-verify=false", source,
+                    f"docker://{anon.host}/multiarch:{form}"], check=True, capture_output=True, timeout=60)
+    assert media_type(anon, "multiarch", form) == media
     store = ImageStore(tmp_path)
-    registry.pull(store, f"{anon.host}/multiarch:v1")
-    [layer] = layers_of(store, f"{anon.host}/multiarch:v1")
+    registry.pull(store, f"{anon.host}/multiarch:{form}")
+    [layer] = layers_of(store, f"{anon.host}/multiarch:{form}")
     assert (layer / "which").read_bytes() == b"ours"
 
 
@@ -330,3 +342,30 @@ def test_the_terminal_display_rewrites_one_line():
     text = out.getvalue()
     assert "\n" not in text and text.count("\r") == 4
     assert "layers 2/2, 2.0kB / 2.0kB" in text
+
+
+# ------------------------------------------------------------------ references (pure)
+
+
+@pytest.mark.parametrize("ref, parts, api", [
+    ("busybox", ("docker.io", "library/busybox", "latest", None), "registry-1.docker.io"),
+    ("team/app:v1", ("docker.io", "team/app", "v1", None), "registry-1.docker.io"),
+    ("127.0.0.1:5000/a/b@sha256:" + "c" * 64, ("127.0.0.1:5000", "a/b", None, "sha256:" + "c" * 64), "127.0.0.1:5000"),
+    ("r.example/app:v2@sha256:" + "d" * 64, ("r.example", "app", "v2", "sha256:" + "d" * 64), "r.example"),
+])
+def test_references_are_split_as_docker_splits_them(ref, parts, api):
+    from kubelite.runtime import reference
+
+    parsed = reference.parse(ref)
+    assert (parsed.registry, parsed.repository, parsed.tag, parsed.digest) == parts
+    assert parsed.api_host == api
+    assert parsed.by_digest == (parts[3] or parts[2])
+
+
+@pytest.mark.parametrize("registry_, loopback", [("localhost:5000", True), ("127.0.0.1:5000", True),
+                                                 ("127.3.2.1", True), ("[::1]:5000", True), ("10.0.0.1:5000", False),
+                                                 ("registry.example", False), ("localhost.example", False)])
+def test_loopback_registries_are_insecure_by_default(registry_, loopback):
+    from kubelite.runtime import reference
+
+    assert reference.is_loopback(registry_) is loopback

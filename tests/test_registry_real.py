@@ -109,7 +109,8 @@ def test_the_daemon_pulls_a_private_image_with_its_authfile(tmp_path, reg):
     try:
         private.push(f"docker-archive:{busybox}", "team/busybox:v1")
         authfile = tmp_path / "auth.json"
-        authfile.write_text(json.dumps({"auths": {private.host: {"auth": base64.b64encode(b"alice:wonderland").decode()}}}))
+        token = base64.b64encode(b"alice:wonderland").decode()
+        authfile.write_text(json.dumps({"auths": {private.host: {"auth": token}}}))
         image = f"{private.host}/team/busybox:v1"
         with kubelite(tmp_path, busybox, "--authfile", str(authfile)) as k:
             k.start()

@@ -635,9 +635,9 @@ class Agent:
                 if outcome.pulled is not None:
                     self.fresh_pulls[(uid, name)] = image
                     self.image_backoff.pop(key, None)
-                    took = _seconds(outcome.seconds)
-                    self.event(entry, "Normal", "Pulled", f'Successfully pulled image "{image}" in {took} '
-                               f"({took} including waiting). Image size: {outcome.pulled.size} bytes.", now,
+                    self.event(entry, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
+                               f"{_seconds(outcome.seconds)} ({_seconds(outcome.total_s)} including waiting). "
+                               f"Image size: {outcome.pulled.size} bytes.", now,
                                container=name)
                     continue
                 message = f'Failed to pull image "{image}": {outcome.error}'
@@ -651,6 +651,8 @@ class Agent:
         if self.pull_waiters:   # waiters whose pod is gone
             for image in list(self.pull_waiters):
                 self.pull_waiters[image] = {(u, n) for u, n in self.pull_waiters[image] if u in self.pods}
+        if self.fresh_pulls:
+            self.fresh_pulls = {k: v for k, v in self.fresh_pulls.items() if k[0] in self.pods}
 
     def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime, *,
                      retry_at: datetime | None = None, event: str | None = None) -> None:
@@ -947,12 +949,17 @@ def _from_info(info: ContainerInfo) -> ObservedContainer:
 
 
 def _seconds(value: float) -> str:
-    """A duration as the kubelet's Pulled event prints it (Go's time.Duration, to the millisecond)."""
-    if value < 1:
-        return f"{value * 1000:.0f}ms"
-    if value < 60:
-        return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
-    return backoffs.go_duration(value)
+    """A duration as the kubelet's Pulled event prints it: Go's time.Duration truncated to the millisecond
+    (500ms, 1.234s, 1m15.5s, 1h0m5s)."""
+    ms = max(0, int(value * 1000))
+    if ms < 1000:
+        return f"{ms}ms"
+    hours, rest = divmod(ms, 3_600_000)
+    minutes, rest = divmod(rest, 60_000)
+    text = f"{rest // 1000}.{rest % 1000:03d}".rstrip("0").rstrip(".") + "s"
+    if hours or minutes:
+        text = f"{minutes}m{text}"
+    return f"{hours}h{text}" if hours else text
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:

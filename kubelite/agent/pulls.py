@@ -28,7 +28,8 @@ log = logging.getLogger("kubelite.agent")
 @dataclass(frozen=True)
 class PullOutcome:
     image: str
-    seconds: float                      # wall time of the pull
+    seconds: float                      # wall time of the pull itself
+    total_s: float = 0.0                # the same, plus the wait for a free worker
     pulled: PulledImage | None = None   # None when it failed
     error: str = ""
 
@@ -50,16 +51,18 @@ class ImagePulls:
             if image in self._in_flight:
                 return False
             self._in_flight.add(image)
+        queued = time.monotonic()
         if self._slots is None:
-            self._pull(image)
+            self._pull(image, queued)
         else:
-            threading.Thread(target=self._pull_in_slot, args=(image,), name="kubelite-pull", daemon=True).start()
+            threading.Thread(target=self._pull_in_slot, args=(image, queued), name="kubelite-pull",
+                             daemon=True).start()
         return True
 
-    def _pull_in_slot(self, image: str) -> None:
+    def _pull_in_slot(self, image: str, queued: float) -> None:
         assert self._slots is not None
         with self._slots:
-            self._pull(image)
+            self._pull(image, queued)
 
     def in_flight(self, image: str) -> bool:
         with self._lock:
@@ -76,7 +79,7 @@ class ImagePulls:
             found.append(self._done.get())
         return found
 
-    def _pull(self, image: str) -> None:
+    def _pull(self, image: str, queued: float) -> None:
         started = time.monotonic()
         try:
             outcome = PullOutcome(image, 0.0, pulled=self._runtime.pull_image(image))
@@ -85,7 +88,8 @@ class ImagePulls:
         except Exception as exc:  # noqa: BLE001 — a bug in a pull must not leave the pod waiting forever
             log.exception("pulling %s failed unexpectedly", image)
             outcome = PullOutcome(image, 0.0, error=f"{type(exc).__name__}: {exc}")
-        outcome = PullOutcome(outcome.image, time.monotonic() - started, outcome.pulled, outcome.error)
+        end = time.monotonic()
+        outcome = PullOutcome(outcome.image, end - started, end - queued, outcome.pulled, outcome.error)
         with self._lock:
             self._in_flight.discard(image)
             self._done.put(outcome)

@@ -51,6 +51,7 @@ import re
 import shutil
 import stat
 import tarfile
+import time
 import uuid
 import zlib
 from contextlib import contextmanager
@@ -315,7 +316,8 @@ class ImageStore:
 
     def remove(self, ref: str) -> Image:
         """Untag `ref`; an image left with no tag (only digest references, or named by its id) is deleted,
-        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or ambiguous."""
+        and with it every layer no other image uses. Returns the image as it was. ImageError when absent or
+        ambiguous."""
         if not self._dir.is_dir():
             raise ImageError(f"no such image: {ref}")
         with self._locked():
@@ -379,8 +381,10 @@ class ImageStore:
         if len(layers) != len(parsed.diff_hexes):
             raise ImageError(f"image {image_id}: the manifest lists {len(layers)} layers "
                              f"but the config has {len(parsed.diff_hexes)} diff_ids")
-        sources = [_LayerSource(diff_hex=diff_hex, member=layer.blob, blob_hex=_hex_of(layer.digest, what="digest"),
-                                blob_size=layer.size) for diff_hex, layer in zip(parsed.diff_hexes, layers)]
+        # each blob was hashed and checked against its digest as it was downloaded (into a directory of
+        # ours); unpacking checks what it unpacks against the diff_ids of the (verified) config
+        sources = [_LayerSource(diff_hex=diff_hex, member=layer.blob)
+                   for diff_hex, layer in zip(parsed.diff_hexes, layers)]
         plan = _ImagePlan(image_id=image_id, config_bytes=config_bytes, layers=sources,
                           names=[normalize_reference(n) for n in names])
         with self._locked():
@@ -396,8 +400,8 @@ class ImageStore:
                                          "(image garbage collection?): pull again")
                     dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
                     unpacked[layer.diff_hex] = (dest, 0)
-                    size = _unpack_layer(_Downloads(downloads), layer, dest,
-                                         label=f"layer sha256:{layer.blob_hex} of {plan.names[0] if plan.names else image_id}")
+                    label = f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}"
+                    size = _unpack_layer(_Downloads(downloads), layer, dest, label=label)
                     unpacked[layer.diff_hex] = (dest, size)
                 self._commit([plan], unpacked, index)
             finally:
@@ -454,6 +458,30 @@ class ImageStore:
             removed.append(image)
             to_free -= freed
         return removed
+
+    def prune_downloads(self, *, older_than_s: float, now: float | None = None) -> builtins.list[str]:
+        """Delete downloads no pull has touched for `older_than_s` (a pull that was given up on); a
+        download a pull is writing (its flock held) is left alone. Returns the names deleted."""
+        if not self.downloads_dir.is_dir():
+            return []
+        now = time.time() if now is None else now
+        deleted = []
+        for path in self.downloads_dir.iterdir():
+            try:
+                if now - path.stat().st_mtime < older_than_s:
+                    continue
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                path.unlink()
+                deleted.append(path.name)
+            except OSError:
+                continue   # being written by a pull right now
+            finally:
+                os.close(fd)
+        return deleted
 
     def _remove_image(self, image_id: str, *, in_use: set[str]) -> int | None:
         """Delete one image and its names, and the layers no other image uses; the bytes freed."""
@@ -993,7 +1021,7 @@ def _unpack_verified(archive: _BlobSource, layer: _LayerSource, dest: Path, labe
             tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob)
         with _LayerWriter(dest, label) as writer:
             try:
-                with tarfile.open(fileobj=tar_stream, mode="r|") as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
                     for member in tf:
                         writer.add(member, tf)
             except tarfile.ReadError:

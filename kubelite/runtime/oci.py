@@ -488,6 +488,7 @@ class OCIRuntime:
             except ImageError:
                 continue
         try:
+            self.images.prune_downloads(older_than_s=24 * 3600)   # partial blobs of pulls given up on
             removed = self.images.collect_garbage(in_use=ids, high_percent=high_percent, low_percent=low_percent)
         except (ImageError, OSError) as exc:
             raise RuntimeError_(f"image garbage collection failed: {exc}") from None

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 from dataclasses import dataclass
 
-from kubelite.runtime.images import DEFAULT_DOMAIN, ImageError, normalize_reference
+from kubelite.runtime.images import DEFAULT_DOMAIN, normalize_reference
 
 #: Docker Hub's name in references, and the host that serves its registry API.
 DOCKER_HUB_API = "registry-1.docker.io"

@@ -508,7 +508,7 @@ class _Registry:
                         raise self._fail(response, f"{self.ref.name}: blob {digest}")
                     os.lseek(fd, have, os.SEEK_SET)
                     report(Progress("bytes", digest=digest, done=have, total=size))
-                    for chunk in response.iter_raw(CHUNK):
+                    for chunk in response.iter_raw():
                         if have + len(chunk) > size:
                             os.ftruncate(fd, 0)
                             raise PullError(f"{self.ref.name}: blob {digest} is longer than the {size} bytes "
