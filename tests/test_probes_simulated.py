@@ -124,7 +124,8 @@ def test_tcp_and_exec_failures_are_worded_like_the_real_ones(tmp_path):
             "tcpSocket": {"port": 8080}, "periodSeconds": 1}))
         node.settle()
         node.advance(1)
-        assert messages(node, "Unhealthy") == ["Readiness probe failed: dial tcp 127.0.0.1:8080: connect: "
+        ip = node.pod("web")["status"]["podIP"]   # the simulated pod network's address, from the first probe on
+        assert messages(node, "Unhealthy") == [f"Readiness probe failed: dial tcp {ip}:8080: connect: "
                                                "connection refused"]
 
 

@@ -519,7 +519,9 @@ class Agent:
             self._sandbox_error(entry, StartError(SANDBOX_ERROR, f"Failed to create pod sandbox: {exc}"))
             return False
         self._sandbox_error(entry, None)
-        sb = ObservedSandbox(sandbox_id, attempt, entry.desired.sandbox_hash, True, now)
+        # its IP now, not at the next relist: the first containers' env (status.podIP) and probes need it
+        sb = ObservedSandbox(sandbox_id, attempt, entry.desired.sandbox_hash, True, now,
+                             ip=self.runtime.sandbox_ip(sandbox_id))
         self._save_sandbox(entry.uid, sb)
         return True
 
@@ -706,8 +708,8 @@ class Agent:
         sandbox = self.observed(entry.uid).sandbox
         try:   # the sandbox's IP (where the runtime reports one) and the node's IP, for fieldRefs
             resolved, mounts = self.configs.container_settings(
-                entry.uid, entry.pod, container, entry.status, pod_ip=getattr(sandbox, "ip", None),
-                host_ip=getattr(self.config, "node_ip", None))
+                entry.uid, entry.pod, container, entry.status, pod_ip=sandbox.ip if sandbox is not None else None,
+                host_ip=self.config.node_ip)
         except podconfig.ConfigError as exc:
             self.start_failed(entry, container.name, "CreateContainerConfigError", str(exc), now)
             return None

@@ -300,6 +300,11 @@ class FakeRuntime:
         with self._lock:
             return [s.info for s in self._sandboxes.values()]
 
+    def sandbox_ip(self, sandbox_id: str) -> str | None:
+        with self._lock:
+            sandbox = self._sandboxes.get(sandbox_id)
+            return sandbox.info.ip if sandbox is not None else None
+
     def list_containers(self) -> list[ContainerInfo]:
         with self._lock:
             self._advance()

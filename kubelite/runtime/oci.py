@@ -435,6 +435,11 @@ class OCIRuntime:
                             else SandboxState.NOTREADY, datetime.fromisoformat(r.created_at), ip=r.ip)
                 for r in records]
 
+    def sandbox_ip(self, sandbox_id: str) -> str | None:
+        with self._lock:
+            record = self._sandboxes.get(sandbox_id)
+        return record.ip if record is not None else None
+
     def _netns_path(self, record: _Sandbox) -> str | None:
         """The pod's network namespace as a path for setns(2): the pinned one with pod networking,
         the infra process's otherwise; None for hostNetwork."""
