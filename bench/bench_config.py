@@ -85,7 +85,8 @@ class Daemon:
                        stdout=subprocess.DEVNULL)
         self.cli("image", "load", "-i", str(image))
         self.log = open(base / "serve.log", "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
+                                      "--network", "none"],
                                      env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
 
     def cli(self, *args: str) -> str:
