@@ -195,3 +195,38 @@ def test_prestop_runs_before_sigterm_and_a_failing_hook_is_reported(node):
     assert 1.0 <= elapsed < 5, f"took {elapsed:.1f}s: the hook (1 s) runs first, then TERM ends it at once"
     messages = [row[0] for row in node.store.execute_sql("SELECT message FROM events WHERE reason='FailedPreStopHook'")]
     assert messages == ["PreStopHook failed: exit code 3"]
+
+
+def test_a_container_whose_record_was_never_written_is_removed_at_the_next_start(tmp_path, busybox):
+    """kubelite killed between `runc create` and writing the container's record: the next start of
+    the runtime deletes the runc container (and its cgroup) instead of leaving it behind."""
+    import subprocess
+
+    from kubelite.api.models import Container
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime
+    from kubelite.runtime.protocol import ContainerConfig, SandboxConfig
+    from tests.real import leftovers
+
+    root, run = tmp_path / "state", tmp_path / "run"
+    images = ImageStore(root)
+    images.load(busybox)
+    runtime = OCIRuntime(root=root, run_dir=run, images=images)
+    sandbox = runtime.run_sandbox(SandboxConfig(uid="u1", name="p", namespace="default", attempt=0,
+                                                sandbox_hash="h", hostname="p", log_directory=str(tmp_path / "logs")))
+    app = Container.model_validate({"name": "app", "image": "busybox:latest", "command": ["sleep", "600"]})
+    cid = runtime.create_container(sandbox, ContainerConfig(uid="u1", pod_name="p", namespace="default", container=app,
+                                                            attempt=0, spec_hash="x",
+                                                            log_path=str(tmp_path / "logs" / "app.log")))
+    (run / "containers" / cid / "record.json").unlink()   # as if kubelite had died before writing it
+    runtime.close()
+
+    again = OCIRuntime(root=root, run_dir=run, images=images)
+    listed = subprocess.run([again.bin["runc"], "--root", str(run / "runc"), "list", "-q"], capture_output=True,
+                            text=True).stdout.split()
+    assert cid not in listed and not (run / "containers" / cid).exists()
+    assert cid not in {c.id for c in again.list_containers()}
+    again.stop_sandbox(sandbox)
+    again.remove_sandbox(sandbox)
+    again.close()
+    assert leftovers(root, run, again.instance) == []

@@ -260,6 +260,7 @@ class OCIRuntime:
         self._observer: Any = None
         self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
         self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
+        self.remove_orphan_containers()
         self.remove_orphan_layers()
         self.remove_orphan_sandboxes()
 
@@ -702,6 +703,19 @@ class OCIRuntime:
         return None
 
     # ------------------------------------------------------------------ housekeeping
+
+    def remove_orphan_containers(self) -> None:
+        """Container bundles without a record (kubelite died between `runc create` and writing the
+        record): the runc container, if it was made, is deleted with its cgroup, then the bundle."""
+        with self._lock:
+            known = set(self._containers)
+        for bundle in self.container_dir.iterdir():
+            if bundle.name in known or not bundle.is_dir() or not _SAFE_NAME.match(bundle.name):
+                continue
+            log.info("removing the remains of container %s", bundle.name)
+            self._runc("delete", "--force", bundle.name, check=False)
+            (self.exit_dir / bundle.name).unlink(missing_ok=True)
+            shutil.rmtree(bundle, ignore_errors=True)
 
     def remove_orphan_sandboxes(self) -> None:
         """Sandbox directories without a record (kubelite died while creating one): their network is
