@@ -369,3 +369,21 @@ def test_loopback_registries_are_insecure_by_default(registry_, loopback):
     from kubelite.runtime import reference
 
     assert reference.is_loopback(registry_) is loopback
+
+
+def test_credentials_are_not_sent_to_a_plain_http_token_service_of_a_tls_registry(tmp_path, work, busybox):
+    reg = Registry(work / "tls-token", tls=True, auth="token").start()
+    try:
+        reg.push(f"docker-archive:{busybox}", "private/busybox:1.36")
+        certs = tmp_path / "certs.d"
+        (certs / reg.host).mkdir(parents=True)
+        assert reg.cert is not None
+        (certs / reg.host / "ca.crt").write_bytes(reg.cert.read_bytes())
+        good = auth_file(tmp_path / "good.json", reg.host, "alice", "wonderland")
+        before = len(reg.token_server.issued)   # type: ignore[union-attr]
+        with pytest.raises(PullError, match="plain HTTP: refusing to send it the credentials"):
+            registry.pull(ImageStore(tmp_path), f"{reg.host}/private/busybox:1.36",
+                          config=RegistryConfig(auth_file=good, certs_dir=certs))
+        assert len(reg.token_server.issued) == before   # type: ignore[union-attr]
+    finally:
+        reg.stop()

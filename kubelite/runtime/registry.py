@@ -341,6 +341,9 @@ class _Registry:
         if challenge.params.get("service"):
             params["service"] = challenge.params["service"]
         auth = (self.creds.username, self.creds.password) if self.creds is not None else None
+        if auth is not None and realm.startswith("http://") and not self.insecure:
+            raise PullError(f"the registry {self.host} names the token service {realm}, which is plain HTTP: "
+                            "refusing to send it the credentials")
         try:
             response = self.client.get(realm, params=params, auth=auth)
         except httpx.HTTPError as e:
