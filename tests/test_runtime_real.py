@@ -93,8 +93,11 @@ def test_an_oom_killed_container_is_reported_oomkilled_137(node):
 
 
 def test_a_container_that_ignores_sigterm_is_killed_after_its_grace_period(node):
-    path = node.write(pod("stubborn", container("app", "trap '' TERM; while true; do sleep 1; done")))
+    path = node.write(pod("stubborn", container("app", "trap '' TERM; touch /trapped; while true; do sleep 1; done")))
     node.until(lambda: node.running("stubborn", "app"), what="running")
+    # SIGTERM before the shell has run `trap` (runc's init still starting it, on a loaded machine)
+    # ends the process at once: wait until the trap is set
+    node.until(lambda: node.exec("stubborn", "app", "test", "-e", "/trapped")[0] == 0, what="the trap set")
     path.unlink()
     node.agent.hint_manifests()
     started = time.monotonic()
