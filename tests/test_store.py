@@ -154,3 +154,17 @@ def test_the_reader_of_a_version_1_database_sees_no_config_objects(tmp_path):
     reader = Reader(tmp_path)
     assert reader.config_objects("ConfigMap") == []
     reader.close()
+
+
+def test_the_database_is_readable_by_its_owner_only_it_holds_secrets(tmp_path):
+    import stat
+
+    old = tmp_path / "old"
+    old.mkdir()
+    (old / "kubelite.db").touch(mode=0o644)
+    (old / "kubelite.db").chmod(0o644)
+    for root in (tmp_path / "new", old):
+        store = Store(root)
+        store.close()
+        for f in root.glob("kubelite.db*"):
+            assert stat.S_IMODE(f.stat().st_mode) == 0o600, f

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -87,6 +88,20 @@ def _migrate_1_to_2(conn: Connection) -> None:
 MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
 
 
+def _owner_only(path: Path) -> None:
+    """The database holds Secrets: readable by its owner only (SQLite gives its -wal and -shm files
+    the database file's mode). Made 0600 before SQLite first creates it; tightened if older."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if extra.exists() and extra.stat().st_mode & 0o077:
+                os.chmod(extra, 0o600)
+    except OSError as exc:   # a read-only or full file system: SQLite will name the problem
+        log.debug("cannot restrict %s: %s", path, exc)
+
+
 class Store:
     """The one owner of the database. Not thread-safe by design: one writer thread."""
 
@@ -96,6 +111,7 @@ class Store:
         if self.path.exists() and self.path.stat().st_size == 0:
             log.warning("%s is empty (truncated?): rebuilding the state from the manifests and the running "
                         "containers", self.path)
+        _owner_only(self.path)
         self.engine = create_engine(f"sqlite:///{self.path}", future=True)
         event.listen(self.engine, "connect", self._on_connect)
         self._conn: Connection | None = None
@@ -129,6 +145,7 @@ class Store:
     def reopen(self) -> None:
         """Open the database file anew (a fresh one if it was deleted) at the current schema."""
         self.engine.dispose()
+        _owner_only(self.path)
         self.upgrade()
         self.identity = self._identity()
 
