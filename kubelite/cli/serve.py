@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import socket
+from typing import TYPE_CHECKING
 
 from kubelite.cli import config
+
+if TYPE_CHECKING:
+    from kubelite.agent.daemon import ApiOptions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,4 +34,29 @@ def run(args: argparse.Namespace) -> int:
 
         sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
-    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync))
+    api = None if args.no_api else api_options(args.api_address)
+    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
+                              api=api))
+
+
+def api_options(address: str) -> "ApiOptions":
+    """`--api-address HOST:PORT`: a loopback address only (the API is plain HTTP; see docs/kubectl.md)."""
+    import ipaddress
+
+    from kubelite.agent.daemon import ApiOptions
+    from kubelite.errors import UsageError
+
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        if not sep or not ipaddress.ip_address(host).is_loopback:
+            raise ValueError
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--api-address {address}: give a loopback HOST:PORT such as 127.0.0.1:10280 (the API is "
+                         "plain HTTP, so it listens on loopback only; reach it from elsewhere through ssh -L)") from None
+    return ApiOptions(host=host, port=number)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubelite.cli import config, printers
-from kubelite.store.reader import Reader
+from kubelite.store.reader import Reader, one_per_name
 
 WATCH_POLL_S = 0.25
 
@@ -62,11 +62,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per pod name: a pod being replaced shows its terminating predecessor until it is gone."""
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for pod in pods:
-        meta = pod["metadata"]
-        seen.setdefault((meta.get("namespace", ""), meta["name"]), pod)
-    return list(seen.values())
+    return one_per_name(pods)
 
 
 def get_pods(reader: Reader, args: argparse.Namespace) -> int:
