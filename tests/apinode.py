@@ -57,7 +57,7 @@ class ApiNode:
         self.kubeconfig = self.base / "kubeconfig"
         self.manifests.mkdir(parents=True, exist_ok=True)
 
-    def start(self, *, relist_period_s: float = 5.0) -> "ApiNode":
+    def start(self, *, relist_period_s: float = 1.0) -> "ApiNode":
         agent = AgentConfig(manifests=self.manifests, root=self.root, node_name="node1",
                             relist_period_s=relist_period_s, backoff=BackoffPolicy(initial_s=1, max_s=2))
         options = ServeOptions(agent=agent, run_dir=self.base / "run", runtime="fake",
@@ -72,6 +72,7 @@ class ApiNode:
         return self
 
     def close(self) -> None:
+        """Stop the daemon (within a relist period: the loop sees `stop` when it wakes)."""
         self.stop.set()
         if self.thread is not None:
             self.thread.join(timeout=20)

@@ -20,6 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from kubelite.apiserver import auth
 from tests.apinode import ApiNode, wait_for
 from tests.helpers import pod_doc
+from tests.simulated import simulated_node
 
 pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/kubectl") and not __import__("shutil").which("kubectl"),
                                 reason="kubectl is not installed (scripts/bootstrap test installs it)")
@@ -285,20 +286,34 @@ def test_configmaps_and_secrets_come_from_the_config_objects_table(node):
 # ------------------------------------------------------------------ the Python client
 
 
-def test_the_python_kubernetes_client_lists_pods_and_reads_a_status(node):
-    from kubernetes import client, config
+PYTHON_CLIENT = """
+import json, sys
+from kubernetes import client, config
 
-    api_client = config.new_client_from_config(config_file=str(node.kubeconfig))
-    try:
-        core = client.CoreV1Api(api_client)
-        pods = core.list_namespaced_pod("default")
-        assert sorted(p.metadata.name for p in pods.items) == ["done", "duo", "web"]
-        status = core.read_namespaced_pod_status("web", "default").status
-        assert status.phase == "Running" and status.container_statuses[0].ready is True
-        assert core.list_pod_for_all_namespaces(label_selector="app=db").items[0].metadata.namespace == "other"
-        assert core.list_node().items[0].metadata.name == "node1"
-    finally:
-        api_client.close()
+api_client = config.new_client_from_config(config_file=sys.argv[1])
+core = client.CoreV1Api(api_client)
+pods = core.list_namespaced_pod("default")
+status = core.read_namespaced_pod_status("web", "default").status
+print(json.dumps({
+    "names": sorted(p.metadata.name for p in pods.items),
+    "phase": status.phase, "ready": status.container_statuses[0].ready,
+    "db_namespace": core.list_pod_for_all_namespaces(label_selector="app=db").items[0].metadata.namespace,
+    "node": core.list_node().items[0].metadata.name,
+}))
+api_client.close()
+"""
+
+
+def test_the_python_kubernetes_client_lists_pods_and_reads_a_status(node):
+    # in its own process: importing the client's lazily built models under another test's frozen clock fails
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PYTHON_CLIENT, str(node.kubeconfig)], capture_output=True,
+                         text=True, timeout=60, env=node.env())
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"names": ["done", "duo", "web"], "phase": "Running", "ready": True,
+                                      "db_namespace": "other", "node": "node1"}
 
 
 # ------------------------------------------------------------------ watch and metrics (their own node)
@@ -328,11 +343,11 @@ def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
     listed = wait_for(lambda: (l := fresh.json("/api/v1/namespaces/default/pods"))["items"] and l, what="a pod")
     since = int(listed["metadata"]["resourceVersion"])
     code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={since}"
-                               "&timeoutSeconds=4", timeout=20)
+                               "&timeoutSeconds=3", timeout=20)
     assert code == 200
     events = [json.loads(line) for line in body.decode().splitlines()]
     versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
-    assert len(events) >= 2, events   # the crash and the restart within 4 s
+    assert len(events) >= 2, events   # the crash and the restart within 3 s
     assert versions == sorted(versions) and len(set(versions)) == len(versions) and versions[0] > since
     assert {e["type"] for e in events} == {"MODIFIED"}
     # resume from the middle: exactly the later events come again
@@ -345,7 +360,7 @@ def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
     last = int(fresh.json("/api/v1/namespaces/default/pods")["metadata"]["resourceVersion"])
     (fresh.manifests / "default-crashy.yaml").unlink()
     code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={last}"
-                               "&timeoutSeconds=6", timeout=20)
+                               "&timeoutSeconds=4", timeout=20)
     tail = [json.loads(line) for line in body.decode().splitlines()]
     assert tail and tail[-1]["type"] == "DELETED", tail
     tail_versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in tail]
@@ -400,3 +415,190 @@ def test_readiness_follows_the_reconcile_passes(monkeypatch):
     assert health().ready is False and "disk full" in health().message
     health.passed()
     assert health().ready is True
+
+
+# ------------------------------------------------------------------ the daemon and the CLI around it
+
+
+def test_the_cli_reads_the_store_and_says_when_no_daemon_serves_it(tmp_path):
+    n = ApiNode(tmp_path).start()
+    try:
+        n.write(labelled("web"))
+        wait_for(lambda: "Running" in n.kubelite("get", "pods").stdout, what="web running")
+        live = n.kubelite("get", "pods")
+        assert "not running" not in live.stderr
+    finally:
+        n.close()
+    stale = n.kubelite("get", "pods")
+    assert stale.returncode == 0 and "web" in stale.stdout
+    assert stale.stderr.startswith("Warning: kubelite is not running for ") and "may be stale" in stale.stderr
+    described = n.kubelite("describe", "pod", "web")
+    assert described.returncode == 0 and "may be stale" in described.stderr
+
+
+def _serve(tmp_path, *flags):
+    import subprocess
+    import sys
+
+    from tests.apinode import REPO
+
+    manifests = tmp_path / "m"
+    manifests.mkdir(exist_ok=True)
+    env = {**os.environ, "KUBELITE_ROOT": str(tmp_path / "state"), "KUBELITE_RUN_DIR": str(tmp_path / "run"),
+           "KUBELITE_MANIFESTS": str(manifests), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake",
+                                "--node-name", "edge", *flags], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=REPO)
+    return process, env, log
+
+
+def _stop(process, log):
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    log.close()
+
+
+def test_kubelite_serve_serves_the_api_and_kubeconfig_points_kubectl_at_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.apinode import KUBECTL, REPO
+
+    process, env, log = _serve(tmp_path, "--api-address", "127.0.0.1:0")
+    try:
+        wait_for(lambda: auth.read_server(tmp_path / "state"), what="the API")
+        (tmp_path / "m" / "web.yaml").write_text(json.dumps(labelled("web")))
+        config = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "kubeconfig"], env=env, cwd=REPO,
+                                capture_output=True, text=True, timeout=30)
+        assert config.returncode == 0, config.stderr
+        (tmp_path / "config").write_text(config.stdout)
+        kubectl_env = {**env, "KUBECONFIG": str(tmp_path / "config")}
+
+        def get():
+            return subprocess.run([KUBECTL, "get", "pods"], env=kubectl_env, capture_output=True, text=True,
+                                  timeout=30).stdout
+
+        wait_for(lambda: "Running" in get(), what="kubectl to see web running")
+        contexts = subprocess.run([KUBECTL, "config", "get-contexts", "-o", "name"], env=kubectl_env,
+                                  capture_output=True, text=True).stdout.split()
+        assert contexts == ["edge"]
+    finally:
+        _stop(process, log)
+    assert "API serving on https://127.0.0.1:" in (tmp_path / "serve.log").read_text()
+
+
+def test_an_api_port_in_use_is_one_error_line_and_the_pods_still_run(tmp_path):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        process, env, log = _serve(tmp_path, "--api-address", f"127.0.0.1:{port}")
+        try:
+            (tmp_path / "m" / "web.yaml").write_text(json.dumps(labelled("web")))
+            from kubelite.store.reader import Reader
+
+            def running():
+                reader = Reader(tmp_path / "state")
+                try:
+                    return [p for p in reader.pods() if p.get("status", {}).get("phase") == "Running"]
+                finally:
+                    reader.close()
+
+            wait_for(running, what="web running without the API")
+        finally:
+            _stop(process, log)
+    finally:
+        holder.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert f"API not served: cannot listen on 127.0.0.1:{port}: Address already in use" in text
+    assert auth.read_server(tmp_path / "state") is None
+
+
+@pytest.mark.parametrize("address", ["nowhere:80", "127.0.0.1", "127.0.0.1:99999", "[::1]:x"])
+def test_a_bad_api_address_is_refused_in_one_line(address, capsys):
+    from kubelite.cli.main import main
+
+    assert main(["serve", "--runtime", "fake", "--api-address", address]) == 1
+    assert capsys.readouterr().err == (f"error: --api-address {address}: give an IP address and a port, such as "
+                                       "127.0.0.1:10280 (port 0 picks a free one)\n")
+
+
+def test_kubeconfig_without_a_served_api_says_what_to_do(tmp_path, capsys, monkeypatch):
+    from kubelite.cli.main import main
+
+    monkeypatch.setenv("KUBELITE_ROOT", str(tmp_path / "state"))
+    assert main(["kubeconfig"]) == 1
+    assert "start `kubelite serve` once" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize("selector, labels, match", [
+    ("app=web", {"app": "web"}, True),
+    ("app==web", {"app": "db"}, False),
+    ("app!=web", {}, True),
+    ("tier", {"tier": "x"}, True),
+    ("!tier", {"tier": "x"}, False),
+    ("tier in (a, b),app", {"tier": "b", "app": "1"}, True),
+    ("tier notin (a,b)", {"tier": "c"}, True),
+    ("tier notin (a,b)", {}, True),
+    ("example.com/role=x", {"example.com/role": "x"}, True),
+])
+def test_label_selectors_as_the_api_server_reads_them(selector, labels, match):
+    from kubelite.apiserver import selectors
+
+    assert selectors.labels_match(selectors.parse_labels(selector), labels) is match
+
+
+def test_field_selectors_refuse_unknown_fields_and_unescape_values():
+    from kubelite.apiserver import selectors
+
+    with pytest.raises(selectors.SelectorError, match="field label not supported: spec.containers"):
+        selectors.parse_fields("spec.containers=x", "pods")
+    with pytest.raises(selectors.SelectorError, match="invalid selector"):
+        selectors.parse_fields("nonsense", "pods")
+    reqs = selectors.parse_fields(r"involvedObject.name=a\,b,type!=Normal", "events")
+    assert selectors.fields_match(reqs, {"involvedObject": {"name": "a,b"}, "type": "Warning"})
+    assert not selectors.fields_match(reqs, {"involvedObject": {"name": "a,b"}, "type": "Normal"})
+    assert selectors.fields_match(selectors.parse_fields("spec.hostNetwork=false", "pods"), {"spec": {}}) is False
+    assert selectors.fields_match(selectors.parse_fields("spec.hostNetwork=true", "pods"),
+                                  {"spec": {"hostNetwork": True}})
+
+
+def test_a_watch_from_before_the_kept_history_is_expired(tmp_path, monkeypatch):
+    from kubelite.apiserver import feed
+    from kubelite.store.reader import Reader
+    monkeypatch.setattr(feed, "HISTORY", 2)
+    monkeypatch.setattr(feed, "TICK_S", 0.05)
+    with simulated_node(tmp_path) as sim:
+        sim.write("web.yaml", pod_doc("web"))
+        sim.settle()
+        pods = feed.PodFeed(lambda: Reader(sim.root))
+        try:
+            start = pods.resource_version
+            first = next(pods.watch(None, lambda o: True))
+            assert first.type == "ADDED" and first.resource_version == start
+            for name in ("a", "b", "c"):
+                sim.write(f"{name}.yaml", pod_doc(name))
+            sim.settle()
+            pods.poll()
+            with pytest.raises(feed.Expired, match=f"too old resource version: {start}"):
+                next(pods.watch(start, lambda o: True))
+            (sim.manifests / "c.yaml").unlink()
+            sim.agent.hint_manifests()
+            sim.advance(35)   # past the grace period: the pod is removed
+            before = pods.resource_version
+            events = pods.watch(before, lambda o: True)
+            deleted = next(e for e in events if e is not None and e.type == "DELETED")
+            events.close()
+            assert deleted.object["metadata"]["name"] == "c" and deleted.resource_version > before
+            assert deleted.object["metadata"]["resourceVersion"] == str(deleted.resource_version)
+        finally:
+            pods.stop()

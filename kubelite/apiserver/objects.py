@@ -289,7 +289,7 @@ def _memory_ki() -> int:
     return 0
 
 
-def _internal_ip() -> str:
+def internal_ip() -> str:
     """The IPv4 address of the first interface other than loopback that has one."""
     siocgifaddr = 0x8915
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
@@ -324,7 +324,7 @@ def host_facts(*, name: str, created: str, root: str, runtime: str) -> HostFacts
     except OSError:
         storage_ki = 0
     return HostFacts(name=name, created=created, cpus=os.cpu_count() or 1, memory_ki=_memory_ki(),
-                     storage_ki=storage_ki, internal_ip=_internal_ip(), hostname=socket.gethostname(),
+                     storage_ki=storage_ki, internal_ip=internal_ip(), hostname=socket.gethostname(),
                      machine_id=_read("/etc/machine-id"), boot_id=_read("/proc/sys/kernel/random/boot_id"),
                      system_uuid=_read("/sys/class/dmi/id/product_uuid") or _read("/etc/machine-id"),
                      kernel=platform.release(), os_image=_os_image(), arch=_arch(),

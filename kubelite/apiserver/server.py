@@ -76,7 +76,7 @@ class ApiServer:
         self.root, self.node_name, self.health = root, node_name, health
         self.token = auth.ensure_token(root)
         directory = auth.api_dir(root)
-        names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname()]
+        names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname(), objects.internal_ip()]
         if host not in ("", "0.0.0.0", "::"):
             names.append(host)
         tls.ensure_certificates(directory, names)

@@ -51,8 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
     serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
     serve.add_argument("--api-address", default="127.0.0.1:10280", metavar="HOST:PORT",
-                       help="serve the read-only Kubernetes API here, loopback only (default 127.0.0.1:10280; "
-                            "port 0 picks a free one)")
+                       help="serve the read-only Kubernetes API (HTTPS, bearer token) here (default "
+                            "127.0.0.1:10280; port 0 picks a free one)")
     serve.add_argument("--no-api", action="store_true", help="do not serve the Kubernetes API")
 
     kubeconfig = sub.add_parser("kubeconfig", parents=[common],

@@ -18,6 +18,7 @@ def run(args: argparse.Namespace) -> int:
     from kubelite.core.types import BackoffPolicy
     from kubelite.errors import UsageError
 
+    api = None if args.no_api else api_options(args.api_address)
     configure_logging(args.debug)
     try:
         backoff = BackoffPolicy(initial_s=args.backoff_initial, max_s=args.backoff_max)
@@ -34,13 +35,12 @@ def run(args: argparse.Namespace) -> int:
 
         sync = SyncOptions(repo=args.sync_repo, ref=args.sync_ref, path=args.sync_path,
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
-    api = None if args.no_api else api_options(args.api_address)
     return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
                               api=api))
 
 
 def api_options(address: str) -> "ApiOptions":
-    """`--api-address HOST:PORT`: a loopback address only (the API is plain HTTP; see docs/kubectl.md)."""
+    """`--api-address HOST:PORT`: an IP address of this machine (loopback by default) and a port."""
     import ipaddress
 
     from kubelite.agent.daemon import ApiOptions
@@ -51,12 +51,13 @@ def api_options(address: str) -> "ApiOptions":
     if host == "localhost":
         host = "127.0.0.1"
     try:
-        if not sep or not ipaddress.ip_address(host).is_loopback:
+        if not sep:
             raise ValueError
+        ipaddress.ip_address(host)
         number = int(port)
         if not 0 <= number <= 65535:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--api-address {address}: give a loopback HOST:PORT such as 127.0.0.1:10280 (the API is "
-                         "plain HTTP, so it listens on loopback only; reach it from elsewhere through ssh -L)") from None
+        raise UsageError(f"--api-address {address}: give an IP address and a port, such as 127.0.0.1:10280 "
+                         "(port 0 picks a free one)") from None
     return ApiOptions(host=host, port=number)

@@ -9,6 +9,7 @@ read-only and never creates it; it reads the tables that `schema` defines.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +21,7 @@ DB_NAME = "kubelite.db"
 SCHEMA_VERSION = 1   # kept equal to schema.SCHEMA_VERSION by a test
 RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
 TOMBSTONE_PREFIX = "deleted/"
+LOCK_NAME = "kubelite.lock"   # held by the serving daemon (agent.daemon.lock_root)
 
 
 class Reader:
@@ -165,6 +167,30 @@ class Reader:
 def _api_time(stored: str) -> str:
     """A stored ISO timestamp (`…+00:00`, microseconds) as the API prints it (`…Z`, seconds)."""
     return stored[:19] + "Z"
+
+
+def daemon_serving(root: Path) -> bool:
+    """Whether a kubelite daemon holds this state root's lock now. Looked up in /proc/locks, so the
+    check never takes the lock itself (which could refuse a daemon starting at that moment)."""
+    try:
+        st = (root / LOCK_NAME).stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read()
+    except OSError:
+        return False
+    for line in table.splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and len(fields) >= 6:
+            device = fields[fields.index("FLOCK") + 4] if fields.index("FLOCK") + 4 < len(fields) else ""
+            major, _, rest = device.partition(":")
+            minor, _, inode = rest.partition(":")
+            try:
+                if (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                                    st.st_ino):
+                    return True
+            except ValueError:
+                continue
+    return False
 
 
 def one_per_name(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
