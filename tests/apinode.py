@@ -30,6 +30,16 @@ REPO = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
 
 
+def require_kubectl() -> None:
+    """kubectl must be there in CI (scripts/bootstrap test installs Debian's kubernetes-client)."""
+    if shutil.which("kubectl") is None:
+        import pytest
+
+        if os.environ.get("CI"):
+            pytest.fail("kubectl is not installed — CI must run the API tests (scripts/bootstrap test installs it)")
+        pytest.skip("kubectl is not installed (scripts/bootstrap test installs it)")
+
+
 def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
     deadline = time.monotonic() + timeout
     while True:

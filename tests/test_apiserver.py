@@ -18,12 +18,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubelite.apiserver import auth
-from tests.apinode import ApiNode, wait_for
+from tests.apinode import ApiNode, require_kubectl, wait_for
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
-pytestmark = pytest.mark.skipif(not os.path.exists("/usr/bin/kubectl") and not __import__("shutil").which("kubectl"),
-                                reason="kubectl is not installed (scripts/bootstrap test installs it)")
+
+
+@pytest.fixture(autouse=True)
+def _kubectl_present():
+    require_kubectl()
 
 
 def labelled(name: str, namespace: str = "default", labels: dict | None = None, **kw) -> dict:
@@ -242,6 +245,11 @@ def test_logs_tail_timestamps_and_container_choice(node):
     assert node.kubectl("logs", "web", "--tail=1", "--timestamps").stdout == \
         "2026-11-28T06:00:02.000000000Z three\n"
     assert node.kubectl("logs", "web", "--since=1h").stdout == ""   # written long ago
+    from datetime import datetime, timezone
+
+    recent = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    write_log(node, "web", "app", 0, [("2026-11-28T06:00:00Z", "old"), (recent, "recent")])
+    assert node.kubectl("logs", "web", "--since=1h").stdout == "recent\n"
     previous = node.kubectl("logs", "web", "--previous")
     assert previous.returncode != 0 and 'previous terminated container "app" in pod "web" not found' in previous.stderr
     wrong = node.kubectl("logs", "web", "-c", "nope")

@@ -18,7 +18,7 @@ from kubelite.apiserver import auth
 from kubelite.apiserver.auth import kubeconfig
 from kubelite.apiserver.server import ApiServer, Health
 from kubelite.core.types import BackoffPolicy
-from tests.apinode import KUBECTL, Stream, wait_for
+from tests.apinode import KUBECTL, Stream, require_kubectl, wait_for
 from tests.real import Node, build_busybox, container, pod, require_real_runtime
 
 pytestmark = pytest.mark.real
@@ -27,6 +27,7 @@ pytestmark = pytest.mark.real
 @pytest.fixture(scope="module")
 def busybox(tmp_path_factory):
     require_real_runtime()
+    require_kubectl()
     return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
 
 

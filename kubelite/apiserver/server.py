@@ -85,7 +85,7 @@ class ApiServer:
         self.started = _rfc3339(_now())
         self.feed = feed.PodFeed(self.reader)
         self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
-        self.httpd = _Server((host, port), _Handler)
+        self.httpd = (_Server6 if ":" in host else _Server)((host, port), _Handler)
         self.httpd.api = self
         # handshakes happen on the connection's own thread (in `_Handler.setup`), never in the accept loop
         self.httpd.socket = tls.server_context(directory).wrap_socket(self.httpd.socket, server_side=True,
@@ -167,11 +167,9 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     api: ApiServer
 
-    def server_bind(self) -> None:
-        if ":" in self.server_address[0]:
-            self.address_family = socket.AF_INET6
-            self.socket = socket.socket(self.address_family, self.socket_type)
-        super().server_bind()
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
 
 
 class _Handler(BaseHTTPRequestHandler):

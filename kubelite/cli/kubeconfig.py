@@ -19,7 +19,11 @@ def run(args: argparse.Namespace) -> int:
     from kubelite.store.reader import Reader
 
     root = config.root(args.root)
-    token = auth.read_token(root)
+    try:
+        token = auth.read_token(root)
+    except PermissionError:
+        raise UsageError(f"cannot read {auth.api_dir(root) / auth.TOKEN_FILE}: only the user that runs kubelite "
+                         "may (try: sudo kubelite kubeconfig > ~/.kube/config)") from None
     if token is None:
         if (root / "kubelite.db").exists() and not (root / auth.API_DIR).exists():
             raise UsageError(f"no API token under {root}: start `kubelite serve` (without --no-api) once")
