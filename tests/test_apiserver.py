@@ -200,6 +200,33 @@ def test_writes_are_refused_as_method_not_allowed_and_change_nothing(node):
     assert code == 403 and json.loads(body)["reason"] == "Forbidden"
 
 
+def test_kubectl_auth_can_i_answers_what_the_token_may_read(node):
+    # kubectl sends this review as protobuf, and kubelite reads that encoding for it
+    def can_i(*args):
+        return node.kubectl("auth", "can-i", *args).stdout.strip()
+
+    assert can_i("get", "pods") == "yes"
+    assert can_i("watch", "pods", "-A") == "yes"
+    assert can_i("get", "pods", "--subresource=log") == "yes"
+    assert can_i("list", "secrets", "-n", "other") == "yes"
+    assert can_i("delete", "pods").startswith("no - kubelite serves a read-only API")
+    assert can_i("create", "pods", "--subresource=exec").startswith("no")
+    assert can_i("get", "/metrics") == "yes"
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {"verb": "list", "resource": "nodes"}}}
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(auth.api_dir(node.root) / "ca.crt"))
+    host, port = node.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    conn.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=json.dumps(review),
+                 headers={"Authorization": f"Bearer {node.token}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 201 and json.loads(response.read())["status"]["allowed"] is True
+    conn.close()
+
+
 def test_without_the_token_there_is_no_answer(node, tmp_path):
     anonymous = tmp_path / "anonymous"
     anonymous.write_text("".join(line for line in node.kubeconfig.read_text().splitlines(keepends=True)

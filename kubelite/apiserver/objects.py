@@ -59,8 +59,41 @@ def api_versions(server_address: str) -> dict[str, Any]:
             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
 
 
+AUTHORIZATION = "authorization.k8s.io"
+
+
 def api_groups() -> dict[str, Any]:
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": []}
+    """Only the authorization group, so that tools can ask what they may read (`kubectl auth can-i`)."""
+    version = {"groupVersion": f"{AUTHORIZATION}/v1", "version": "v1"}
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [{"name": AUTHORIZATION, "versions": [version], "preferredVersion": version}]}
+
+
+def authorization_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{AUTHORIZATION}/v1",
+            "resources": [{"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
+                           "namespaced": False, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}]}
+
+
+def access_review(review: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a SelfSubjectAccessReview: the token may get, list and watch what is served, nothing else."""
+    spec = review.get("spec") or {}
+    attributes = spec.get("resourceAttributes")
+    if attributes is not None:
+        resource = attributes.get("resource", "")
+        if attributes.get("subresource"):
+            resource += "/" + attributes["subresource"]
+        verbs = {r["name"]: r["verbs"] for r in RESOURCES}.get(resource, [])
+        allowed = attributes.get("group", "") in ("", None) and attributes.get("verb") in verbs
+    else:
+        path = (spec.get("nonResourceAttributes") or {}).get("path", "")
+        allowed = (spec.get("nonResourceAttributes") or {}).get("verb") == "get" and \
+            path in ("/healthz", "/readyz", "/livez", "/version", "/metrics", "/api", "/apis")
+    status: dict[str, Any] = {"allowed": bool(allowed)}
+    if not allowed:
+        status["reason"] = "kubelite serves a read-only API: get, list and watch only"
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": f"{AUTHORIZATION}/v1", "metadata": {},
+            "spec": spec, "status": status}
 
 
 def api_resources() -> dict[str, Any]:

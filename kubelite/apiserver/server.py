@@ -4,7 +4,8 @@ Owns: one `ThreadingHTTPServer` on a loopback address (a thread per connection; 
 followed log holds its thread while it streams), the bearer-token check (`/healthz`, `/readyz`,
 `/livez` and `/version` are public, as the API server's `system:public-info-viewer` makes them),
 GET-only access (any other method on a resource is 405 MethodNotAllowed; exec, attach,
-port-forward and proxy are 403 Forbidden), `Status` errors, the Table form when the client asks
+port-forward and proxy are 403 Forbidden; the one POST answered is a SelfSubjectAccessReview,
+which creates nothing), `Status` errors, the Table form when the client asks
 for `as=Table`, `limit`/`continue`, and chunked streams for watches and followed logs.
 
 Every request reads the state database through its own read-only connection; nothing here writes.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from kubelite.apiserver import auth, feed, logs, metrics, objects, selectors, tls
+from kubelite.apiserver import auth, feed, logs, metrics, objects, protobuf, selectors, tls
 from kubelite.errors import KubeliteError
 from kubelite.store.reader import Reader, one_per_name
 
@@ -41,6 +42,7 @@ CLUSTER = {"nodes", "namespaces"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
 WATCH_TIMEOUT_S = 1800
 HANDSHAKE_TIMEOUT_S = 10.0
+ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _END = object()
 
 
@@ -212,6 +214,8 @@ class _Handler(BaseHTTPRequestHandler):
         try:
             if path not in PUBLIC and not auth.authorized(self.headers.get("Authorization"), api.token):
                 raise ApiError(objects.status(401, "Unauthorized", "Unauthorized"))
+            if method == "POST" and path == ACCESS_REVIEWS:
+                return self._json(201, objects.access_review(self._body()))
             if method not in ("GET", "HEAD"):
                 self._drain()
                 parts = [unquote(p) for p in path.split("/") if p]
@@ -230,6 +234,25 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except KubeliteError as exc:
             self._json(500, objects.status(500, "InternalError", str(exc)))
+
+    def _body(self) -> dict[str, Any]:
+        length = int(self.headers.get("Content-Length") or 0)
+        content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
+        if content_type not in ("application/json", "application/vnd.kubernetes.protobuf"):
+            self._drain()
+            raise ApiError(objects.status(415, "UnsupportedMediaType",
+                                          f"the body of the request was in an unknown format - accepted media "
+                                          f"types include: application/json (got {content_type})"))
+        if length > 1 << 20:
+            raise _bad_request("request body too large")
+        try:
+            data = self.rfile.read(length)
+            body = protobuf.access_review(data) if content_type != "application/json" else json.loads(data or b"{}")
+        except (ValueError, UnicodeDecodeError):
+            raise _bad_request("the request body cannot be decoded") from None
+        if not isinstance(body, dict):
+            raise _bad_request("the request body is not a JSON object")
+        return body
 
     def _drain(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -253,6 +276,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, objects.api_groups())
         if path == "/api/v1":
             return self._json(200, objects.api_resources())
+        if path == f"/apis/{objects.AUTHORIZATION}":
+            return self._json(200, objects.api_groups()["groups"][0] | {"kind": "APIGroup", "apiVersion": "v1"})
+        if path == f"/apis/{objects.AUTHORIZATION}/v1":
+            return self._json(200, objects.authorization_resources())
         if path == "/metrics":
             body = metrics.exposition(api.registry)
             return self._send(200, metrics.CONTENT_TYPE, body)
