@@ -402,6 +402,28 @@ def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
     assert tail_versions == sorted(tail_versions) and tail_versions[0] > last
 
 
+def test_a_filtered_watch_sees_pods_enter_and_leave_its_selector(fresh):
+    job = labelled("job", restartPolicy="Never")
+    job["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=2"}
+    code, body = None, b""
+
+    def watch():
+        nonlocal code, body
+        code, body = fresh.request("/api/v1/namespaces/default/pods?watch=true&fieldSelector=status.phase%3DRunning"
+                                   "&timeoutSeconds=5", timeout=20)
+
+    import threading
+
+    thread = threading.Thread(target=watch)
+    thread.start()
+    time.sleep(0.5)
+    fresh.write(job)
+    thread.join()
+    events = [(json.loads(line)["type"], json.loads(line)["object"]["status"]["phase"])
+              for line in body.decode().splitlines()]
+    assert code == 200 and events == [("ADDED", "Running"), ("DELETED", "Succeeded")], events
+
+
 def metric(families: list, name: str, **labels: str) -> float | None:
     for family in families:
         for sample in family.samples:

@@ -361,10 +361,27 @@ class _Handler(BaseHTTPRequestHandler):
         bookmarks = query.get("allowWatchBookmarks") == "true"
         table = self._wants_table()
 
-        def wanted(obj: dict[str, Any]) -> bool:
-            return (namespace is None or obj["metadata"].get("namespace") == namespace) and match(obj)
+        def in_namespace(obj: dict[str, Any]) -> bool:
+            return namespace is None or obj["metadata"].get("namespace") == namespace
 
-        events = api.feed.watch(since, wanted)
+        shown: set[str] = set()
+
+        def seen_as(event: feed.WatchEvent) -> str | None:
+            """The event type this client sees: an object entering the selectors is ADDED, one leaving
+            them is DELETED (as the API server's filtered watches do); None: not for this client."""
+            uid, matches = event.object["metadata"]["uid"], match(event.object)
+            if event.type == "DELETED" or not matches:
+                if uid in shown or (event.type == "DELETED" and matches):
+                    shown.discard(uid)
+                    return "DELETED"
+                return None
+            entering = uid not in shown
+            shown.add(uid)
+            if entering and (event.type == "ADDED" or since is None):
+                return "ADDED"
+            return event.type
+
+        events = api.feed.watch(since, in_namespace)
         try:
             first = next(events, None)
         except feed.Expired as exc:
@@ -383,12 +400,12 @@ class _Handler(BaseHTTPRequestHandler):
                         self._chunk(json.dumps({"type": "BOOKMARK", "object": {
                             "kind": "Pod", "apiVersion": "v1",
                             "metadata": {"resourceVersion": str(api.feed.resource_version)}}}) + "\n")
-                else:
+                elif (kind := seen_as(event)) is not None:
                     obj = event.object
                     if table:
                         columns, rows = objects.TABLES["pods"]
                         obj = objects.table(columns, rows([obj], _now()), event.resource_version)
-                    self._chunk(json.dumps({"type": event.type, "object": obj}) + "\n")
+                    self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
                     if _monotonic() > deadline:
                         break
                 event = next(events, _END)
