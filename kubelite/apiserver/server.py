@@ -85,10 +85,10 @@ class ApiServer:
         created = datetime.fromtimestamp((auth.api_dir(root) / auth.TOKEN_FILE).stat().st_mtime, timezone.utc)
         self.facts = objects.host_facts(name=node_name, created=_rfc3339(created), root=str(root), runtime=runtime)
         self.started = _rfc3339(_now())
+        self.httpd = (_Server6 if ":" in host else _Server)((host, port), _Handler)   # OSError: cannot listen
+        self.httpd.api = self
         self.feed = feed.PodFeed(self.reader)
         self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
-        self.httpd = (_Server6 if ":" in host else _Server)((host, port), _Handler)
-        self.httpd.api = self
         # handshakes happen on the connection's own thread (in `_Handler.setup`), never in the accept loop
         self.httpd.socket = tls.server_context(directory).wrap_socket(self.httpd.socket, server_side=True,
                                                                       do_handshake_on_connect=False)
