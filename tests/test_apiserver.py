@@ -403,25 +403,27 @@ def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
 
 
 def test_a_filtered_watch_sees_pods_enter_and_leave_its_selector(fresh):
+    import http.client
+    import ssl
+
     job = labelled("job", restartPolicy="Never")
     job["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=2"}
-    code, body = None, b""
-
-    def watch():
-        nonlocal code, body
-        code, body = fresh.request("/api/v1/namespaces/default/pods?watch=true&fieldSelector=status.phase%3DRunning"
-                                   "&timeoutSeconds=5", timeout=20)
-
-    import threading
-
-    thread = threading.Thread(target=watch)
-    thread.start()
-    time.sleep(0.5)
-    fresh.write(job)
-    thread.join()
-    events = [(json.loads(line)["type"], json.loads(line)["object"]["status"]["phase"])
-              for line in body.decode().splitlines()]
-    assert code == 200 and events == [("ADDED", "Running"), ("DELETED", "Succeeded")], events
+    context = ssl.create_default_context(cafile=str(auth.api_dir(fresh.root) / "ca.crt"))
+    host, port = fresh.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        conn.request("GET", "/api/v1/namespaces/default/pods?watch=true&fieldSelector=status.phase%3DRunning"
+                     "&timeoutSeconds=30", headers={"Authorization": f"Bearer {fresh.token}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        fresh.write(job)
+        events = []
+        while not events or events[-1][0] != "DELETED":
+            event = json.loads(response.readline())
+            events.append((event["type"], event["object"]["status"]["phase"]))
+    finally:
+        conn.close()
+    assert events == [("ADDED", "Running"), ("DELETED", "Succeeded")], events
 
 
 def metric(families: list, name: str, **labels: str) -> float | None:

@@ -117,9 +117,11 @@ class PodFeed:
 
     # ------------------------------------------------------------------ one client
 
-    def watch(self, since: int | None, match: Callable[[dict[str, Any]], bool]) -> Iterator[WatchEvent | None]:
+    def watch(self, since: int | None, match: Callable[[dict[str, Any]], bool], *,
+              tick_s: float | None = None) -> Iterator[WatchEvent | None]:
         """Events for one client: the current objects as ADDED when `since` is None, else every change
-        after `since`; then changes as they come. Yields None every TICK_S without news."""
+        after `since`; then changes as they come. Yields None every `tick_s` (TICK_S) without news."""
+        tick = TICK_S if tick_s is None else tick_s
         self.poll()
         with self._cond:
             self.watchers += 1
@@ -143,7 +145,7 @@ class PodFeed:
                 with self._cond:
                     pending = [e for e in self._events if e.resource_version > cursor]
                     if not pending and not self._stopped:
-                        self._cond.wait(TICK_S)
+                        self._cond.wait(tick)
                         pending = [e for e in self._events if e.resource_version > cursor]
                     if self._stopped:
                         return

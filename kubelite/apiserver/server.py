@@ -42,6 +42,7 @@ CLUSTER = {"nodes", "namespaces"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
 WATCH_TIMEOUT_S = 1800
 HANDSHAKE_TIMEOUT_S = 10.0
+IDLE_TIMEOUT_S = 300.0
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _END = object()
 
@@ -182,7 +183,7 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         self.connection.settimeout(HANDSHAKE_TIMEOUT_S)
         self.connection.do_handshake()
-        self.connection.settimeout(None)
+        self.connection.settimeout(IDLE_TIMEOUT_S)   # a kept-alive connection that sends nothing is closed
 
     def handle(self) -> None:
         try:
@@ -234,6 +235,13 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         except KubeliteError as exc:
             self._json(500, objects.status(500, "InternalError", str(exc)))
+        except Exception as exc:  # noqa: BLE001 — one failing request must not take the connection's thread down silently
+            log.exception("API: %s %s failed", method, split.path)
+            self.close_connection = True
+            try:
+                self._json(500, objects.status(500, "InternalError", f"{type(exc).__name__}: {exc}"))
+            except OSError:
+                pass
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -381,18 +389,16 @@ class _Handler(BaseHTTPRequestHandler):
                 return "ADDED"
             return event.type
 
-        events = api.feed.watch(since, in_namespace)
-        try:
-            first = next(events, None)
-        except feed.Expired as exc:
-            self._start_stream("application/json")
-            self._chunk(json.dumps({"type": "ERROR", "object": objects.status(410, "Expired", str(exc))}) + "\n")
-            return self._end_stream()
-        self._start_stream("application/json")
+        self._start_stream("application/json")   # at once: a client waits for the headers
+        events = api.feed.watch(since, in_namespace, tick_s=min(feed.TICK_S, max(0.2, timeout / 10)))
         deadline = _monotonic() + timeout
         try:
-            event: Any = first
-            while True:
+            try:
+                event: Any = next(events, _END)
+            except feed.Expired as exc:
+                self._chunk(json.dumps({"type": "ERROR", "object": objects.status(410, "Expired", str(exc))}) + "\n")
+                return self._end_stream()
+            while event is not _END:
                 if event is None:
                     if self._client_gone() or api.closing.is_set() or _monotonic() > deadline:
                         break
@@ -409,8 +415,6 @@ class _Handler(BaseHTTPRequestHandler):
                     if _monotonic() > deadline:
                         break
                 event = next(events, _END)
-                if event is _END:
-                    break
             self._end_stream()
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
