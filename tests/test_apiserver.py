@@ -12,7 +12,6 @@ import json
 import os
 import sqlite3
 import stat
-import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator
 from kubelite.store.reader import Reader
 
 #: How often the feed looks at the database on its own while clients watch (a missed notify).
-POLL_S = 1.0
+POLL_S = 5.0
 #: How long a client waits for news before its handler may check the connection (or send a bookmark).
 TICK_S = 5.0
 HISTORY = 2000

@@ -26,10 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from kubelite.apiserver import auth, feed, logs, metrics, objects, protobuf, selectors, tls
+from kubelite.apiserver import node as nodes
 from kubelite.errors import KubeliteError
 from kubelite.store.reader import Reader, one_per_name
 
@@ -79,12 +80,12 @@ class ApiServer:
         self.root, self.node_name, self.health = root, node_name, health
         self.token = auth.ensure_token(root)
         directory = auth.api_dir(root)
-        names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname(), objects.internal_ip()]
+        names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname(), nodes.internal_ip()]
         if host not in ("", "0.0.0.0", "::"):
             names.append(host)
         tls.ensure_certificates(directory, names)
         created = datetime.fromtimestamp((auth.api_dir(root) / auth.TOKEN_FILE).stat().st_mtime, timezone.utc)
-        self.facts = objects.host_facts(name=node_name, created=_rfc3339(created), root=str(root), runtime=runtime)
+        self.facts = nodes.host_facts(name=node_name, created=_rfc3339(created), root=str(root), runtime=runtime)
         self.started = _rfc3339(_now())
         self.httpd = (_Server6 if ":" in host else _Server)((host, port), _Handler)   # OSError: cannot listen
         self.httpd.api = self
@@ -124,7 +125,7 @@ class ApiServer:
 
     def node(self) -> dict[str, Any]:
         health = self.health()
-        return objects.node(self.facts, ready=health.ready, ready_message=health.message,
+        return nodes.node(self.facts, ready=health.ready, ready_message=health.message,
                             heartbeat=_rfc3339(_now()), since=self.started)
 
     def items(self, resource: str, namespace: str | None, name: str | None = None) -> tuple[list[dict], int]:
