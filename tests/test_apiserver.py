@@ -176,6 +176,10 @@ def test_get_nodes_shows_this_machine_ready_with_capacity(node):
     assert {a["type"] for a in obj["status"]["addresses"]} == {"InternalIP", "Hostname"}
     ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
     assert ready["status"] == "True" and ready["reason"] == "KubeletReady"
+    described = node.kubectl("describe", "node", "node1")
+    assert described.returncode == 0, described.stderr
+    assert "Non-terminated Pods:          (3 in total)" in described.stdout   # web, duo, db; not done
+    assert "KubeletReady" in described.stdout
 
 
 def test_namespaces_are_those_in_use(node):
