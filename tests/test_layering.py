@@ -1,6 +1,7 @@
 """The house rules that keep the code livable, checked on every run.
 
-* Imports only go down: cli → agent → {sources, store, runtime, prober} → core → api (prober → runtime).
+* Imports only go down: cli → agent → {sources, store, runtime, prober} → core → api (prober → runtime);
+  the API server (started by the agent's daemon) reads the store and uses the CLI's pure printers only.
 * `kubelite/core` is pure: no clock, no files, no processes.
 * The CLI's read path loads neither pydantic nor SQLAlchemy (that is what keeps `get pods` fast).
 """
@@ -23,9 +24,15 @@ ALLOWED = {
     "store": {"api", "core", "store", "errors"},
     "runtime": {"api", "core", "runtime", "errors"},
     "prober": {"core", "runtime", "prober", "errors"},
-    "agent": {"api", "core", "sources", "store", "runtime", "prober", "agent", "errors", ""},
+    "agent": {"api", "core", "sources", "store", "runtime", "prober", "agent", "apiserver", "errors", ""},
+    # the read-only Kubernetes API that the daemon serves beside the agent: it reads the store and
+    # formats with the CLI's pure printers, never the agent (it must not write)
+    "apiserver": {"apiserver", "store", "runtime", "cli", "errors", ""},
     "cli": None,  # the top: may import anything, lazily
 }
+#: The only modules a layer may use from a package that is otherwise not below it: pure,
+#: standard-library code (kubectl's printers, the CRI log format).
+ONLY_MODULES = {("apiserver", "cli"): {"kubelite.cli.printers"}, ("apiserver", "runtime"): {"kubelite.runtime.crilog"}}
 #: Modules of a lower layer may use only the data types of `core`, never its decisions.
 CORE_TYPES_ONLY = {"store", "runtime", "prober"}
 PURE_STDLIB = {"__future__", "dataclasses", "datetime", "enum", "typing", "fractions", "re", "hashlib", "json",
@@ -56,6 +63,8 @@ def test_imports_only_go_down(layer):
             assert target in ALLOWED[layer], f"{path.relative_to(PACKAGE)} imports {name}"
             if layer in CORE_TYPES_ONLY and target == "core":
                 assert name == "kubelite.core.types", f"{path.relative_to(PACKAGE)} imports {name}"
+            if (layer, target) in ONLY_MODULES:
+                assert name in ONLY_MODULES[layer, target], f"{path.relative_to(PACKAGE)} imports {name}"
 
 
 def test_core_is_pure():
@@ -88,6 +97,8 @@ def test_reader_and_schema_agree():
 
     assert reader.SCHEMA_VERSION == schema.SCHEMA_VERSION
     assert reader.DB_NAME == store.DB_NAME
+    assert reader.RESOURCE_VERSION_KEY == store.RESOURCE_VERSION_KEY
+    assert reader.TOMBSTONE_PREFIX == store.TOMBSTONE_PREFIX
 
 
 def test_every_module_says_what_it_owns():

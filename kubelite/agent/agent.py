@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.agent import probing
+from kubelite.agent import metrics, probing
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api.decode import DesiredPod
@@ -232,7 +232,8 @@ class Agent:
                 self.meta_written = True
             if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
                 self.sync_manifests(now)
-            self.relist(now)
+            with metrics.timed(metrics.RELIST):
+                self.relist(now)
             self.record_hook_failures(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
@@ -240,7 +241,8 @@ class Agent:
             wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
             self.terminating_keys = {e.key for e in self.pods.values() if e.deleted_at is not None}
             for uid in list(self.pods):
-                wake = _earliest(wake, self.sync_pod(uid, now))
+                with metrics.timed(metrics.POD_SYNC):
+                    wake = _earliest(wake, self.sync_pod(uid, now))
             self.collect_garbage(now)
         wake = _earliest(wake, self.runtime.next_event_time())
         if self.manifests_dirty:
@@ -453,6 +455,7 @@ class Agent:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
         if status != entry.status:
+            metrics.pod_status_changed(entry.key, entry.created_at, entry.status, status, now)
             entry.status = status
             self.persist(entry)
         if not actions.idle:
@@ -895,7 +898,7 @@ class Agent:
         return obj
 
     def persist(self, entry: PodEntry) -> None:
-        entry.resource_version += 1
+        entry.resource_version = self.store.next_resource_version()
         pod = entry.pod
         self.store.put_pod({
             "uid": entry.uid, "namespace": pod.metadata.namespace, "name": pod.metadata.name,

@@ -109,10 +109,10 @@ class Configs:
             if entry is not None and entry.config.hash == config.hash and entry.source == source:
                 continue
             if entry is None:
-                entry = ConfigEntry(config, source, rfc3339(now), 1)
+                entry = ConfigEntry(config, source, rfc3339(now), self.store.next_resource_version())
                 log.info("%s %s: accepted from %s", config.kind, config.ref, source)
             else:
-                entry = ConfigEntry(config, source, entry.created_at, entry.resource_version + 1)
+                entry = ConfigEntry(config, source, entry.created_at, self.store.next_resource_version())
                 log.info("%s %s: changed (%s)", config.kind, config.ref, source)
             self.entries[key] = entry
             self.write(entry)

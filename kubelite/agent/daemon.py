@@ -45,6 +45,14 @@ class SyncOptions:
 
 
 @dataclass(frozen=True)
+class ApiOptions:
+    """`serve --api-address`: the read-only Kubernetes API on a loopback address (port 0: any free port)."""
+
+    host: str = "127.0.0.1"
+    port: int = 10280
+
+
+@dataclass(frozen=True)
 class ServeOptions:
     agent: AgentConfig
     run_dir: Path
@@ -54,6 +62,7 @@ class ServeOptions:
     bridge: str = DEFAULT_BRIDGE
     pod_cidr: str = DEFAULT_POD_CIDR
     registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
+    api: ApiOptions | None = None
 
 
 class _UTCFormatter(logging.Formatter):
@@ -159,6 +168,51 @@ def wait_for_work(agent: Agent, timeout: float, stop: threading.Event) -> None:
         timeout = deadline - time.monotonic()
 
 
+class LoopHealth:
+    """What `/readyz` and the Node's Ready condition say: whether reconcile passes succeed."""
+
+    def __init__(self, relist_period_s: float) -> None:
+        self.limit_s = 3 * relist_period_s + 10
+        self.last_success: float | None = None
+        self.last_error = ""
+
+    def passed(self) -> None:
+        self.last_success, self.last_error = time.monotonic(), ""
+
+    def failed(self, error: str) -> None:
+        self.last_error = error
+
+    def __call__(self) -> Any:
+        from kubelite.apiserver.server import Health
+
+        if self.last_success is None:
+            return Health(False, "kubelite has not completed a reconcile pass yet")
+        if time.monotonic() - self.last_success > self.limit_s:
+            return Health(False, f"no reconcile pass succeeded for {time.monotonic() - self.last_success:.0f}s"
+                          + (f": {self.last_error}" if self.last_error else ""))
+        return Health(True, "kubelite is posting ready status")
+
+
+def start_api(options: ServeOptions, health: LoopHealth) -> Any:
+    """The read-only API beside the agent; None (after one error line) when it cannot listen: the pods
+    matter more than the API, so the agent runs on."""
+    from kubelite.apiserver import auth
+    from kubelite.apiserver.server import ApiServer
+
+    assert options.api is not None
+    config = options.agent
+    (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
+    try:
+        api = ApiServer(root=config.root, node_name=config.node_name, runtime=options.runtime,
+                        host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip)
+    except OSError as exc:
+        log.error("API not served: cannot listen on %s:%s: %s", options.api.host, options.api.port,
+                  exc.strerror or exc)
+        return None
+    api.start()
+    return api
+
+
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
@@ -183,21 +237,32 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     watcher.start()
     if options.sync is not None:
         start_sync(options.sync, config, agent, stop)
+    health = LoopHealth(config.relist_period_s)
+    api = start_api(options, health) if options.api is not None else None
+    if api is None:
+        from kubelite.apiserver import auth
+
+        (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
     try:
         last_error, last_logged = "", 0.0
         while not stop.is_set():
             try:
                 wake = agent.run_once()
             except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
+                health.failed(str(exc))
                 if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
                     log.error("reconcile pass failed: %s; retrying", exc)
                     last_error, last_logged = str(exc), time.monotonic()
                 stop.wait(ERROR_PAUSE_S)
                 continue
-            except Exception:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
+            except Exception as exc:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
+                health.failed(f"{type(exc).__name__}: {exc}")
                 log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
                 stop.wait(ERROR_PAUSE_S)
                 continue
+            health.passed()
+            if api is not None:
+                api.notify()   # watches see the pass's changes now
             if last_error:
                 log.info("reconcile passes succeed again")
                 last_error = ""
@@ -206,6 +271,8 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
             wait_for_work(agent, timeout, stop)
     finally:
+        if api is not None:
+            api.close()
         watcher.stop()
         agent.probing.prober.close()
         close = getattr(runtime, "close", None)

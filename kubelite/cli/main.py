@@ -74,6 +74,15 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--sync-path", default="", metavar="SUBDIR", help="the manifests' directory in the repository")
     serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
     serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
+    serve.add_argument("--api-address", default="127.0.0.1:10280", metavar="HOST:PORT",
+                       help="serve the read-only Kubernetes API (HTTPS, bearer token) here (default "
+                            "127.0.0.1:10280; port 0 picks a free one)")
+    serve.add_argument("--no-api", action="store_true", help="do not serve the Kubernetes API")
+
+    kubeconfig = sub.add_parser("kubeconfig", parents=[common],
+                                help="print a kubeconfig for kubectl, k9s and client libraries")
+    kubeconfig.add_argument("--server", default=None, metavar="URL",
+                            help="the API's URL (default: where the running kubelite serves it)")
 
     get = sub.add_parser("get", help="list pods, events, configmaps or secrets")
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
@@ -203,6 +212,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "image":
         from kubelite.cli import image
         return image.run(args)
+    if command == "kubeconfig":
+        from kubelite.cli import kubeconfig
+        return kubeconfig.run(args)
     if command == "version":
         from kubelite.cli import show
         return show.version(args)

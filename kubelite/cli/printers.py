@@ -28,6 +28,7 @@ __all__ = [
     "PodRow",
     "age",
     "describe_pod",
+    "event_cells",
     "format_event_table",
     "format_pod_table",
     "human_duration",
@@ -431,6 +432,14 @@ def _last_seen(event: Mapping[str, Any], now: datetime) -> str:
     return age(event.get("firstTimestamp") or event.get("eventTime"), now)
 
 
+def event_cells(event: Mapping[str, Any], now: datetime) -> list[str]:
+    """printEvent's LAST SEEN, TYPE, REASON, OBJECT and MESSAGE cells of one event."""
+    involved = _dict(event.get("involvedObject"))
+    kind, name = _str(involved.get("kind")).lower(), _str(involved.get("name"))
+    return [_last_seen(event, now), _str(event.get("type")), _str(event.get("reason")),
+            f"{kind}/{name}" if name else kind, _str(event.get("message"))]
+
+
 def format_event_table(events: list[dict], now: datetime, *, all_namespaces: bool = False) -> str:
     """`kubectl get events` output in the order given (callers sort by lastTimestamp)."""
     headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
@@ -439,10 +448,7 @@ def format_event_table(events: list[dict], now: datetime, *, all_namespaces: boo
     rows = []
     for event in events:
         event = _dict(event)
-        involved = _dict(event.get("involvedObject"))
-        kind, name = _str(involved.get("kind")).lower(), _str(involved.get("name"))
-        cells = [_last_seen(event, now), _str(event.get("type")), _str(event.get("reason")),
-                 f"{kind}/{name}" if name else kind, _str(event.get("message"))]
+        cells = event_cells(event, now)
         if all_namespaces:
             cells.insert(0, _str(_dict(event.get("metadata")).get("namespace")))
         rows.append(cells)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import socket
+from typing import TYPE_CHECKING
 
 from kubelite.cli import config
+
+if TYPE_CHECKING:
+    from kubelite.agent.daemon import ApiOptions
 
 
 def run(args: argparse.Namespace) -> int:
@@ -15,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     from kubelite.core.types import BackoffPolicy
     from kubelite.errors import UsageError
 
+    api = None if args.no_api else api_options(args.api_address)
     configure_logging(args.debug)
     try:
         backoff = BackoffPolicy(initial_s=args.backoff_initial, max_s=args.backoff_max)
@@ -50,4 +55,29 @@ def run(args: argparse.Namespace) -> int:
 
     return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
                               network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
-                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, registry=registry_config(args)))
+                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, registry=registry_config(args),
+                              api=api))
+
+
+def api_options(address: str) -> "ApiOptions":
+    """`--api-address HOST:PORT`: an IP address of this machine (loopback by default) and a port."""
+    import ipaddress
+
+    from kubelite.agent.daemon import ApiOptions
+    from kubelite.errors import UsageError
+
+    host, sep, port = address.rpartition(":")
+    host = host.strip("[]")
+    if host == "localhost":
+        host = "127.0.0.1"
+    try:
+        if not sep:
+            raise ValueError
+        ipaddress.ip_address(host)
+        number = int(port)
+        if not 0 <= number <= 65535:
+            raise ValueError
+    except ValueError:
+        raise UsageError(f"--api-address {address}: give an IP address and a port, such as 127.0.0.1:10280 "
+                         "(port 0 picks a free one)") from None
+    return ApiOptions(host=host, port=number)

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from kubelite.cli import config, printers
-from kubelite.store.reader import Reader
+from kubelite.store.reader import Reader, daemon_serving, one_per_name
 
 WATCH_POLL_S = 0.25
 
@@ -107,11 +107,7 @@ def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
 def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One row per pod name: a pod being replaced shows its terminating predecessor until it is gone."""
-    seen: dict[tuple[str, str], dict[str, Any]] = {}
-    for pod in pods:
-        meta = pod["metadata"]
-        seen.setdefault((meta.get("namespace", ""), meta["name"]), pod)
-    return list(seen.values())
+    return one_per_name(pods)
 
 
 def get_pods(reader: Reader, args: argparse.Namespace) -> int:
@@ -134,11 +130,19 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(printers.format_pod_table(pods, _now(), wide=output == "wide",
                                                    all_namespaces=namespace is None, no_headers=args.no_headers))
+        _warn_stale(reader, pods)
     _warn_problems(reader)
     sys.stdout.flush()
     if args.watch:
         return _watch(reader, args, namespace)
     return 0
+
+
+def _warn_stale(reader: Reader, shown: list[dict[str, Any]]) -> None:
+    """Rows read while no daemon serves this state root are what it recorded last: say so."""
+    if shown and not daemon_serving(reader.path.parent):
+        print(f"Warning: kubelite is not running for {reader.path.parent}: this is the state it recorded last "
+              "and may be stale (start it with kubelite serve)", file=sys.stderr)
 
 
 def _warn_problems(reader: Reader) -> None:
@@ -195,6 +199,7 @@ def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     if errors:
         extra["Manifest Errors"] = "\n".join(errors) + "\n(the last valid version of the manifest keeps running)"
     sys.stdout.write(printers.describe_pod(pod, events, _now(), extra=extra))
+    _warn_stale(reader, pods)
     return 0
 
 

@@ -9,14 +9,19 @@ read-only and never creates it; it reads the tables that `schema` defines.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from kubelite.errors import StoreError
 
 DB_NAME = "kubelite.db"
 SCHEMA_VERSION = 2   # kept equal to schema.SCHEMA_VERSION by a test
+RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
+TOMBSTONE_PREFIX = "deleted/"
+LOCK_NAME = "kubelite.lock"   # held by the serving daemon (agent.daemon.lock_root)
 
 
 class Reader:
@@ -50,6 +55,51 @@ class Reader:
             raise StoreError(f"{self.path}: {exc}") from None
         except sqlite3.DatabaseError as exc:
             raise StoreError(f"{self.path}: the state database is damaged ({exc})") from None
+
+    @contextmanager
+    def snapshot(self) -> Iterator["Reader"]:
+        """Read several queries from one consistent state (one read transaction)."""
+        if self._db is None:
+            yield self
+            return
+        self._db.execute("BEGIN")
+        try:
+            yield self
+        finally:
+            self._db.execute("COMMIT")
+
+    def resource_version(self) -> int:
+        """The node-wide resourceVersion: the newest value any pod write or delete took."""
+        value = self.meta(RESOURCE_VERSION_KEY)
+        if value is None:
+            rows = self._rows("SELECT max(resource_version) FROM pods")
+            return int(rows[0][0] or 0) if rows else 0
+        return int(value)
+
+    def tombstones(self) -> dict[str, int]:
+        """uid → the resourceVersion at which the pod was deleted (recent deletions only)."""
+        rows = self._rows("SELECT key, value FROM meta WHERE substr(key, 1, ?) = ?",
+                          (len(TOMBSTONE_PREFIX), TOMBSTONE_PREFIX))
+        return {key[len(TOMBSTONE_PREFIX):]: int(value) for key, value in rows}
+
+    def config_objects(self, kind: str, namespace: str | None = None,
+                       name: str | None = None) -> list[dict[str, Any]]:
+        """ConfigMaps or Secrets from the manifests directory, as v1 objects; none when the table is absent."""
+        sql = "SELECT object, uid, created_at, resource_version FROM config_objects WHERE kind = ?"
+        args: list[Any] = [kind]
+        for column, value in (("namespace", namespace), ("name", name)):
+            if value is not None:
+                sql += f" AND {column} = ?"
+                args.append(value)
+        out = []
+        for obj, uid, created, rv in self._rows(sql + " ORDER BY namespace, name", tuple(args)):
+            item = json.loads(obj)
+            meta = item.setdefault("metadata", {})
+            meta.setdefault("uid", uid)
+            meta.setdefault("creationTimestamp", created)
+            meta.setdefault("resourceVersion", str(rv))
+            out.append(item)
+        return out
 
     def meta(self, key: str) -> str | None:
         rows = self._rows("SELECT value FROM meta WHERE key = ?", (key,))
@@ -114,6 +164,13 @@ class Reader:
         sql += " ORDER BY namespace, name"
         return [json.loads(row[0]) for row in self._rows(sql, tuple(args))]
 
+    def pods_by_uid(self, uids: list[str]) -> list[dict[str, Any]]:
+        if not uids:
+            return []
+        marks = ",".join("?" * len(uids))
+        return [json.loads(row[0]) for row in self._rows(f"SELECT object FROM pods WHERE uid IN ({marks})",
+                                                         tuple(uids))]
+
     def problems(self) -> list[dict[str, Any]]:
         rows = self._rows("SELECT file, severity, text, pod_key FROM problems ORDER BY id")
         return [{"file": f, "severity": s, "text": t, "pod_key": k} for f, s, t, k in rows]
@@ -122,3 +179,37 @@ class Reader:
 def _api_time(stored: str) -> str:
     """A stored ISO timestamp (`…+00:00`, microseconds) as the API prints it (`…Z`, seconds)."""
     return stored[:19] + "Z"
+
+
+def daemon_serving(root: Path) -> bool:
+    """Whether a kubelite daemon holds this state root's lock now. Looked up in /proc/locks, so the
+    check never takes the lock itself (which could refuse a daemon starting at that moment)."""
+    try:
+        st = (root / LOCK_NAME).stat()
+        with open("/proc/locks", encoding="ascii", errors="replace") as handle:
+            table = handle.read()
+    except OSError:
+        return False
+    for line in table.splitlines():
+        fields = line.split()
+        if "FLOCK" in fields and len(fields) >= 6:
+            device = fields[fields.index("FLOCK") + 4] if fields.index("FLOCK") + 4 < len(fields) else ""
+            major, _, rest = device.partition(":")
+            minor, _, inode = rest.partition(":")
+            try:
+                if (int(major, 16), int(minor, 16), int(inode)) == (os.major(st.st_dev), os.minor(st.st_dev),
+                                                                    st.st_ino):
+                    return True
+            except ValueError:
+                continue
+    return False
+
+
+def one_per_name(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One pod per namespace/name: a pod being replaced shows its terminating predecessor until it
+    is gone (as `get pods` shows it). `pods` must be sorted as `Reader.pods` sorts them."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for pod in pods:
+        meta = pod["metadata"]
+        seen.setdefault((meta.get("namespace", ""), meta["name"]), pod)
+    return list(seen.values())

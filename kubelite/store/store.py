@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, create_engine, delete, event, inspect, select, text
+from sqlalchemy import Connection, Integer, create_engine, delete, event, func, inspect, select, text
 from sqlalchemy.exc import DatabaseError
 from sqlalchemy.dialects.sqlite import insert
 
@@ -28,6 +28,12 @@ from kubelite.errors import StoreError
 from kubelite.store import schema
 
 DB_NAME = "kubelite.db"
+#: meta key of the node-wide resourceVersion counter: every pod write and delete takes the next value.
+RESOURCE_VERSION_KEY = "resource_version"
+#: meta keys `deleted/<uid>` hold the resourceVersion of a pod's deletion (what a watch reports).
+TOMBSTONE_PREFIX = "deleted/"
+#: Tombstones older than this many resourceVersions are dropped (a watch that far behind relists).
+TOMBSTONE_SPAN = 10_000
 log = logging.getLogger("kubelite.store")
 
 
@@ -213,6 +219,20 @@ class Store:
     def set_meta(self, key: str, value: str) -> None:
         self._set_meta(self.conn, key, value)
 
+    def next_resource_version(self) -> int:
+        """The next value of the node-wide resourceVersion counter, written in this transaction.
+
+        Values only increase (as an API server's do), so a watch can resume after the last one it
+        saw. The counter starts above every pod's stored version, so it also grows from a database
+        written before it existed."""
+        conn = self.conn
+        current = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == RESOURCE_VERSION_KEY)).scalar()
+        if current is None:
+            current = conn.execute(select(func.max(schema.pods.c.resource_version))).scalar() or 0
+        value = int(current) + 1
+        self._set_meta(conn, RESOURCE_VERSION_KEY, str(value))
+        return value
+
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:
             return conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == key)).scalar()
@@ -254,9 +274,14 @@ class Store:
         self.conn.execute(_PUT_POD, row)
 
     def delete_pod(self, uid: str) -> None:
-        """Forget a pod and everything observed about it."""
+        """Forget a pod and everything observed about it; leave a tombstone for watches."""
         for table in (schema.containers, schema.sandboxes, schema.start_errors, schema.pods):
             self.conn.execute(delete(table).where(table.c.uid == uid))
+        version = self.next_resource_version()
+        self.set_meta(TOMBSTONE_PREFIX + uid, str(version))
+        meta = schema.meta
+        self.conn.execute(delete(meta).where(meta.c.key.startswith(TOMBSTONE_PREFIX, autoescape=True),
+                                             func.cast(meta.c.value, Integer) < version - TOMBSTONE_SPAN))
 
     # ------------------------------------------------------------------ ConfigMaps and Secrets
 

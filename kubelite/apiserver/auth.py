@@ -1,0 +1,103 @@
+"""Who may read the API: the bearer token, and the kubeconfig that carries it.
+
+Owns: `<root>/api/token` (generated once, 0600 in a 0700 directory: only root — or the user that
+runs kubelite — can read it), `<root>/api/server` (the URL the daemon serves, for `kubelite
+kubeconfig`), the constant-time token check, and the kubeconfig text. Standard library only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+import secrets
+from pathlib import Path
+
+API_DIR = "api"
+TOKEN_FILE = "token"
+SERVER_FILE = "server"
+
+
+def api_dir(root: Path) -> Path:
+    return root / API_DIR
+
+
+def ensure_token(root: Path) -> str:
+    """The node's token; created on first start with a fresh 256-bit secret."""
+    directory = api_dir(root)
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(directory, 0o700)
+    path = directory / TOKEN_FILE
+    try:
+        token = path.read_text().strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        os.chmod(path, 0o600)
+        return token
+    token = secrets.token_urlsafe(32)
+    tmp = directory / f".{TOKEN_FILE}.{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(token + "\n")
+    os.replace(tmp, path)   # all or nothing: a reader never sees half a token
+    return token
+
+
+def read_token(root: Path) -> str | None:
+    try:
+        return (api_dir(root) / TOKEN_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def record_server(root: Path, url: str) -> None:
+    path = api_dir(root) / SERVER_FILE
+    tmp = path.with_name(f".{SERVER_FILE}.{os.getpid()}")
+    tmp.write_text(url + "\n")
+    os.replace(tmp, path)
+
+
+def read_server(root: Path) -> str | None:
+    try:
+        return (api_dir(root) / SERVER_FILE).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def authorized(header: str | None, token: str) -> bool:
+    """Whether an `Authorization` header carries this node's bearer token."""
+    if not header:
+        return False
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def kubeconfig(*, server: str, token: str, node: str, ca_pem: bytes) -> str:
+    """A kubeconfig (YAML) with one cluster, user and context, all named after the node."""
+    import base64
+
+    def q(text: str) -> str:   # a YAML double-quoted scalar (JSON string syntax is valid YAML)
+        import json
+        return json.dumps(text)
+
+    return (
+        "apiVersion: v1\n"
+        "kind: Config\n"
+        "clusters:\n"
+        f"- name: {q(node)}\n"
+        "  cluster:\n"
+        f"    server: {q(server)}\n"
+        f"    certificate-authority-data: {base64.b64encode(ca_pem).decode()}\n"
+        "users:\n"
+        f"- name: {q(node)}\n"
+        "  user:\n"
+        f"    token: {q(token)}\n"
+        "contexts:\n"
+        f"- name: {q(node)}\n"
+        "  context:\n"
+        f"    cluster: {q(node)}\n"
+        f"    user: {q(node)}\n"
+        "    namespace: default\n"
+        f"current-context: {q(node)}\n"
+        "preferences: {}\n"
+    )

@@ -1,0 +1,270 @@
+"""The v1 objects the API serves that the store does not hold as such: the Node, Namespaces,
+API discovery, Status errors, list envelopes, and the `meta.k8s.io/v1` Table form of each list.
+
+Owns: their exact shape. The pod rows of a Table come from `kubelite.cli.pod_row`, the
+function `kubelite get pods` prints with, so kubectl and kubelite show the same cells. Pure apart
+from `host_facts()`, which reads this machine's identity once when the server starts.
+"""
+
+from __future__ import annotations
+
+import platform
+import uuid
+from datetime import datetime
+from typing import Any, Callable
+
+from kubelite import __version__
+from kubelite.cli.printers import age, event_cells, pod_row
+
+#: The Kubernetes API version whose shapes this server follows (kubectl's version-skew check reads it).
+KUBE_MINOR = "32"
+
+RESOURCES: list[dict[str, Any]] = [
+    {"name": "pods", "singularName": "pod", "namespaced": True, "kind": "Pod", "shortNames": ["po"],
+     "categories": ["all"], "verbs": ["get", "list", "watch"]},
+    {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
+    {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
+    {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "shortNames": ["ev"],
+     "verbs": ["get", "list"]},
+    {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
+     "shortNames": ["cm"], "verbs": ["get", "list"]},
+    {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},
+    {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "shortNames": ["no"],
+     "verbs": ["get", "list"]},
+    {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
+     "shortNames": ["ns"], "verbs": ["get", "list"]},
+]
+
+
+# ---------------------------------------------------------------------------- discovery
+
+def arch() -> str:
+    """This machine's architecture as Kubernetes names it (amd64, arm64)."""
+    machine = platform.machine()
+    return {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}.get(machine, machine)
+
+
+def version() -> dict[str, Any]:
+    machine = arch()
+    return {"major": "1", "minor": KUBE_MINOR, "gitVersion": f"v1.{KUBE_MINOR}.0-kubelite.{__version__}",
+            "gitCommit": "", "gitTreeState": "clean", "buildDate": "", "goVersion": "",
+            "compiler": "kubelite", "platform": f"linux/{machine}"}
+
+
+def api_versions(server_address: str) -> dict[str, Any]:
+    return {"kind": "APIVersions", "versions": ["v1"],
+            "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": server_address}]}
+
+
+AUTHORIZATION = "authorization.k8s.io"
+
+
+def api_groups() -> dict[str, Any]:
+    """Only the authorization group, so that tools can ask what they may read (`kubectl auth can-i`)."""
+    version = {"groupVersion": f"{AUTHORIZATION}/v1", "version": "v1"}
+    return {"kind": "APIGroupList", "apiVersion": "v1",
+            "groups": [{"name": AUTHORIZATION, "versions": [version], "preferredVersion": version}]}
+
+
+def authorization_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{AUTHORIZATION}/v1",
+            "resources": [{"name": "selfsubjectaccessreviews", "singularName": "selfsubjectaccessreview",
+                           "namespaced": False, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}]}
+
+
+def access_review(review: dict[str, Any]) -> dict[str, Any]:
+    """The answer to a SelfSubjectAccessReview: the token may get, list and watch what is served, nothing else."""
+    spec = review.get("spec") or {}
+    attributes = spec.get("resourceAttributes")
+    if attributes is not None:
+        resource = attributes.get("resource", "")
+        if attributes.get("subresource"):
+            resource += "/" + attributes["subresource"]
+        verbs = {r["name"]: r["verbs"] for r in RESOURCES}.get(resource, [])
+        allowed = attributes.get("group", "") in ("", None) and attributes.get("verb") in verbs
+    else:
+        path = (spec.get("nonResourceAttributes") or {}).get("path", "")
+        allowed = (spec.get("nonResourceAttributes") or {}).get("verb") == "get" and \
+            path in ("/healthz", "/readyz", "/livez", "/version", "/metrics", "/api", "/apis")
+    status: dict[str, Any] = {"allowed": bool(allowed)}
+    if not allowed:
+        status["reason"] = "kubelite serves a read-only API: get, list and watch only"
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": f"{AUTHORIZATION}/v1", "metadata": {},
+            "spec": spec, "status": status}
+
+
+def api_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "groupVersion": "v1", "resources": RESOURCES}
+
+
+# ---------------------------------------------------------------------------- errors and lists
+
+def status(code: int, reason: str, message: str, *, kind: str | None = None, name: str | None = None) -> dict:
+    body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                            "message": message, "reason": reason, "code": code}
+    if kind or name:
+        body["details"] = {k: v for k, v in (("name", name), ("kind", kind)) if v}
+    return body
+
+
+def not_found(resource: str, name: str) -> dict[str, Any]:
+    return status(404, "NotFound", f'{resource} "{name}" not found', kind=resource, name=name)
+
+
+def object_list(kind: str, items: list[dict[str, Any]], resource_version: int) -> dict[str, Any]:
+    return {"kind": f"{kind}List", "apiVersion": "v1", "metadata": {"resourceVersion": str(resource_version)},
+            "items": items}
+
+
+# ---------------------------------------------------------------------------- tables
+
+def _column(name: str, description: str, *, priority: int = 0, format_: str = "", type_: str = "string") -> dict:
+    return {"name": name, "type": type_, "format": format_, "description": description, "priority": priority}
+
+
+def _row(obj: dict[str, Any], cells: list[Any]) -> dict[str, Any]:
+    """A row with the object's metadata, as the API server sends it by default (includeObject=Metadata);
+    kubectl reads the namespace column (-A) and labels (--show-labels) from it."""
+    return {"cells": cells, "object": {"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                                       "metadata": obj.get("metadata", {})}}
+
+
+def table(columns: list[dict[str, Any]], rows: list[dict[str, Any]], resource_version: int) -> dict[str, Any]:
+    return {"kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": str(resource_version)}, "columnDefinitions": columns, "rows": rows}
+
+
+POD_COLUMNS = [
+    _column("Name", "Name must be unique within a namespace.", format_="name"),
+    _column("Ready", "The aggregate readiness state of this pod for accepting traffic."),
+    _column("Status", "The aggregate status of the containers in this pod."),
+    _column("Restarts", "The number of times the containers in this pod have been restarted and when the "
+                        "last container in this pod has restarted."),
+    _column("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _column("IP", "podIP is the IP address allocated to the pod.", priority=1),
+    _column("Node", "nodeName is the name of the node this pod runs on.", priority=1),
+    _column("Nominated Node", "nominatedNodeName is set only when this pod preempts other pods.", priority=1),
+    _column("Readiness Gates", "If specified, all readiness gates will be evaluated for pod readiness.",
+            priority=1),
+]
+
+
+def pod_rows(pods: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for pod in pods:
+        r = pod_row(pod, now)
+        rows.append(_row(pod, [r.name, r.ready, r.status, r.restarts, r.age, r.ip, r.node, r.nominated_node,
+                               r.readiness_gates]))
+    return rows
+
+
+EVENT_COLUMNS = [
+    _column("Last Seen", "The time the event was last seen."),
+    _column("Type", "Type of this event (Normal, Warning)."),
+    _column("Reason", "Why the action was taken."),
+    _column("Object", "The object this Event is about."),
+    _column("Subobject", "The subobject of the involved object.", priority=1),
+    _column("Source", "The component reporting this event.", priority=1),
+    _column("Message", "A human-readable description of the status of this operation."),
+    _column("First Seen", "The time the event was first seen.", priority=1),
+    _column("Count", "The number of times this event has occurred.", priority=1, type_="integer"),
+    _column("Name", "Name of the event.", priority=1, format_="name"),
+]
+
+
+def event_rows(events: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for event in events:
+        last_seen, type_, reason, obj, message = event_cells(event, now)
+        source = event.get("source") or {}
+        rows.append(_row(event, [last_seen, type_, reason, obj, (event.get("involvedObject") or {}).get(
+            "fieldPath", ""), ", ".join(v for v in (source.get("component"), source.get("host")) if v), message,
+            age(event.get("firstTimestamp"), now), event.get("count", 1), event["metadata"]["name"]]))
+    return rows
+
+
+NODE_COLUMNS = [
+    _column("Name", "Name must be unique.", format_="name"),
+    _column("Status", "The status of the node."),
+    _column("Roles", "The roles of the node."),
+    _column("Age", "CreationTimestamp is a timestamp representing the server time when this object was created."),
+    _column("Version", "Kubelet Version reported by the node."),
+    _column("Internal-IP", "List of addresses reachable to the node.", priority=1),
+    _column("External-IP", "List of addresses reachable to the node.", priority=1),
+    _column("OS-Image", "OS Image reported by the node from /etc/os-release.", priority=1),
+    _column("Kernel-Version", "Kernel Version reported by the node.", priority=1),
+    _column("Container-Runtime", "Container Runtime Version reported by the node.", priority=1),
+]
+
+
+def node_rows(nodes: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    rows = []
+    for node in nodes:
+        conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
+        ready = {"True": "Ready", "False": "NotReady"}.get(conditions.get("Ready", ""), "Unknown")
+        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
+        info = node["status"]["nodeInfo"]
+        rows.append(_row(node, [node["metadata"]["name"], ready, "<none>",
+                                age(node["metadata"]["creationTimestamp"], now), info["kubeletVersion"],
+                                addresses.get("InternalIP", "<none>"), addresses.get("ExternalIP", "<none>"),
+                                info["osImage"], info["kernelVersion"], info["containerRuntimeVersion"]]))
+    return rows
+
+
+CONFIGMAP_COLUMNS = [_column("Name", "Name must be unique within a namespace.", format_="name"),
+                     _column("Data", "Number of keys.", type_="integer"),
+                     _column("Age", "CreationTimestamp of the object.")]
+SECRET_COLUMNS = [_column("Name", "Name must be unique within a namespace.", format_="name"),
+                  _column("Type", "The type of the secret."),
+                  _column("Data", "Number of keys.", type_="integer"),
+                  _column("Age", "CreationTimestamp of the object.")]
+NAMESPACE_COLUMNS = [_column("Name", "Name must be unique.", format_="name"),
+                     _column("Status", "The status of the namespace."),
+                     _column("Age", "CreationTimestamp of the object.")]
+
+
+def configmap_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, [o["metadata"]["name"], len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+                     age(o["metadata"].get("creationTimestamp"), now)]) for o in items]
+
+
+def secret_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, [o["metadata"]["name"], o.get("type", "Opaque"), len(o.get("data") or {}),
+                     age(o["metadata"].get("creationTimestamp"), now)]) for o in items]
+
+
+def namespace_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, [o["metadata"]["name"], "Active", age(o["metadata"].get("creationTimestamp"), now)])
+            for o in items]
+
+
+TABLES: dict[str, tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]], datetime], list[dict[str, Any]]]]] = {
+    "pods": (POD_COLUMNS, pod_rows),
+    "events": (EVENT_COLUMNS, event_rows),
+    "nodes": (NODE_COLUMNS, node_rows),
+    "configmaps": (CONFIGMAP_COLUMNS, configmap_rows),
+    "secrets": (SECRET_COLUMNS, secret_rows),
+    "namespaces": (NAMESPACE_COLUMNS, namespace_rows),
+}
+
+
+# ---------------------------------------------------------------------------- events
+
+def api_event(event: dict[str, Any], node: str) -> dict[str, Any]:
+    """A stored event with the metadata the API server would give it."""
+    meta = event["metadata"]
+    meta.setdefault("uid", str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubelite-event/{meta['namespace']}/{meta['name']}")))
+    meta.setdefault("creationTimestamp", event.get("firstTimestamp"))
+    event["source"] = {"component": "kubelite", "host": node}
+    event["reportingComponent"] = "kubelite"
+    event["reportingInstance"] = node
+    return event
+
+
+# ---------------------------------------------------------------------------- namespaces
+
+def namespace(name: str, created: str) -> dict[str, Any]:
+    return {"kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubelite-namespace/{name}")),
+                         "creationTimestamp": created, "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}

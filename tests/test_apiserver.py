@@ -1,0 +1,666 @@
+"""The Kubernetes read API of `kubelite serve`, read by the real kubectl, the Python `kubernetes`
+client and a Prometheus text parser, against a daemon on the simulated runtime.
+
+The daemon runs in-process (`serve()` on a thread) with its API on a free loopback port; kubectl
+runs as a process with a kubeconfig that `kubelite kubeconfig` printed.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+import stat
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from kubelite.apiserver import auth
+from tests.apinode import ApiNode, require_kubectl, wait_for
+from tests.helpers import pod_doc
+from tests.simulated import simulated_node
+
+
+
+@pytest.fixture(autouse=True)
+def _kubectl_present():
+    require_kubectl()
+
+
+def labelled(name: str, namespace: str = "default", labels: dict | None = None, **kw) -> dict:
+    doc = pod_doc(name, namespace=namespace, **kw)
+    doc["metadata"]["labels"] = labels or {"app": name}
+    for c in doc["spec"]["containers"] + doc["spec"].get("initContainers", []):
+        c["image"], c["imagePullPolicy"] = "busybox:latest", "Never"
+    return doc
+
+
+def crashing(name: str, after: int = 1) -> dict:
+    doc = labelled(name)
+    doc["metadata"]["annotations"] = {"fake.kubelite.io/app": f"exit=1 after={after}"}
+    return doc
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    n = ApiNode(tmp_path_factory.mktemp("api")).start()
+    n.write(labelled("web", labels={"app": "web", "tier": "front"}))
+    n.write(labelled("duo", containers=["a", "b"]))
+    n.write(labelled("db", namespace="other", labels={"app": "db", "tier": "back"}))
+    done = labelled("done", restartPolicy="Never")
+    done["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=0"}
+    n.write(done)
+
+    def settled():
+        pods = n.json("/api/v1/pods")["items"]
+        phases = {p["metadata"]["name"]: p.get("status", {}).get("phase") for p in pods}
+        return phases == {"web": "Running", "duo": "Running", "db": "Running", "done": "Succeeded"}
+
+    wait_for(settled, what="the pods to run")
+    yield n
+    n.close()
+
+
+@pytest.fixture
+def fresh(tmp_path):
+    n = ApiNode(tmp_path).start()
+    yield n
+    n.close()
+
+
+def same_output(node: ApiNode, *args: str) -> tuple[str, str]:
+    """kubectl's and kubelite's output of the same `get`; retried when AGE ticks over between the two."""
+    for _ in range(3):
+        theirs = node.kubectl("get", *args)
+        ours = node.kubelite("get", *args)
+        assert theirs.returncode == 0, theirs.stderr
+        if theirs.stdout == ours.stdout:
+            break
+    return theirs.stdout, ours.stdout
+
+
+# ------------------------------------------------------------------ kubectl get
+
+
+def test_kubectl_get_pods_prints_the_same_rows_as_kubelite_get_pods(node):
+    theirs, ours = same_output(node, "pods")
+    assert theirs == ours
+    assert theirs.splitlines()[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    rows = {line.split()[0]: line.split()[1:4] for line in theirs.splitlines()[1:]}
+    assert rows == {"done": ["0/1", "Completed", "0"], "duo": ["2/2", "Running", "0"], "web": ["1/1", "Running", "0"]}
+
+
+@pytest.mark.parametrize("args", [("pods", "-o", "wide"), ("pods", "-A"), ("pods", "-A", "-o", "wide"),
+                                  ("pods", "-n", "other")])
+def test_kubectl_wide_and_all_namespaces_match_kubelite(node, args):
+    theirs, ours = same_output(node, *args)
+    assert theirs == ours
+    if "wide" in args:
+        assert "NOMINATED NODE" in theirs and "node1" in theirs
+
+
+def test_kubectl_get_pods_json_and_jsonpath(node):
+    out = node.kubectl("get", "pods", "-o", "json")
+    assert out.returncode == 0, out.stderr
+    listed = json.loads(out.stdout)
+    assert listed["kind"] == "List" or listed["kind"] == "PodList"
+    assert sorted(p["metadata"]["name"] for p in listed["items"]) == ["done", "duo", "web"]
+    web = next(p for p in listed["items"] if p["metadata"]["name"] == "web")
+    assert web["status"]["phase"] == "Running" and web["spec"]["nodeName"] == "node1"
+    out = node.kubectl("get", "pod", "web", "-o", "jsonpath={.status.phase} {.status.containerStatuses[0].ready}")
+    assert out.stdout == "Running true"
+    out = node.kubectl("get", "pods", "-A", "-o", "jsonpath={range .items[*]}{.metadata.namespace}/{.metadata.name} "
+                       "{end}")
+    assert out.stdout.split() == ["default/done", "default/duo", "default/web", "other/db"]
+
+
+def test_label_and_field_selectors(node):
+    def names(*args):
+        out = node.kubectl("get", "pods", "-A", "-o", "name", *args)
+        assert out.returncode == 0, out.stderr
+        return out.stdout.split()
+
+    assert names("-l", "app=web") == ["pod/web"]
+    assert names("-l", "tier") == ["pod/web", "pod/db"]
+    assert names("-l", "tier in (back)") == ["pod/db"]
+    assert names("-l", "tier!=back") == ["pod/done", "pod/duo", "pod/web"]
+    assert names("--field-selector", "status.phase=Succeeded") == ["pod/done"]
+    assert names("--field-selector", "status.phase!=Succeeded,metadata.namespace=other") == ["pod/db"]
+    assert names("--field-selector", "spec.nodeName=node1", "-l", "app=duo") == ["pod/duo"]
+    assert names("--field-selector", "metadata.name=web") == ["pod/web"]
+    bad = node.kubectl("get", "pods", "--field-selector", "spec.image=x")
+    assert bad.returncode != 0 and "field label not supported: spec.image" in bad.stderr
+
+
+def test_a_missing_pod_is_notfound_as_kubernetes_says_it(node):
+    out = node.kubectl("get", "pod", "nope")
+    assert out.returncode == 1
+    assert out.stderr.strip() == 'Error from server (NotFound): pods "nope" not found'
+    code, body = node.request("/api/v1/namespaces/default/pods/nope")
+    status = json.loads(body)
+    assert code == 404 and (status["kind"], status["reason"], status["code"]) == ("Status", "NotFound", 404)
+
+
+def test_describe_pod_shows_the_pod_and_its_events(node):
+    out = node.kubectl("describe", "pod", "web")
+    assert out.returncode == 0, out.stderr
+    text = out.stdout
+    fields = {line.split(":", 1)[0]: line.split(":", 1)[1].strip() for line in text.splitlines()
+              if ":" in line and not line.startswith(" ")}
+    assert fields["Name"] == "web" and fields["Namespace"] == "default" and fields["Status"] == "Running"
+    assert fields["Node"].startswith("node1") and "app=web" in fields["Labels"]
+    events = text.split("Events:")[1]
+    for reason in ("Scheduled", "Pulled", "Created", "Started"):
+        assert reason in events, text
+    assert "Successfully assigned default/web to node1" in events
+
+
+def test_get_events_with_field_selectors(node):
+    out = node.kubectl("get", "events", "--field-selector", "involvedObject.name=web,reason=Scheduled")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["LAST", "SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
+    assert len(lines) == 2 and "pod/web" in lines[1] and "Scheduled" in lines[1]
+
+
+def test_get_nodes_shows_this_machine_ready_with_capacity(node):
+    out = node.kubectl("get", "nodes")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:3] == ["node1", "Ready", "<none>"]
+    obj = json.loads(node.kubectl("get", "node", "node1", "-o", "json").stdout)
+    assert obj["status"]["capacity"]["cpu"] == str(os.cpu_count())
+    assert obj["status"]["allocatable"]["pods"] == "110"
+    assert obj["status"]["capacity"]["memory"].endswith("Ki")
+    assert obj["status"]["nodeInfo"]["operatingSystem"] == "linux"
+    assert {a["type"] for a in obj["status"]["addresses"]} == {"InternalIP", "Hostname"}
+    ready = next(c for c in obj["status"]["conditions"] if c["type"] == "Ready")
+    assert ready["status"] == "True" and ready["reason"] == "KubeletReady"
+    described = node.kubectl("describe", "node", "node1")
+    assert described.returncode == 0, described.stderr
+    assert "Non-terminated Pods:          (3 in total)" in described.stdout   # web, duo, db; not done
+    assert "KubeletReady" in described.stdout
+
+
+def test_namespaces_are_those_in_use(node):
+    out = node.kubectl("get", "namespaces", "-o", "name")
+    assert out.stdout.split() == ["namespace/default", "namespace/other"]
+
+
+# ------------------------------------------------------------------ refusals
+
+
+def test_writes_are_refused_as_method_not_allowed_and_change_nothing(node):
+    out = node.kubectl("delete", "pod", "web", "--wait=false")
+    assert out.returncode != 0
+    assert "MethodNotAllowed" in out.stderr
+    out = node.kubectl("label", "pod", "web", "x=y")
+    assert out.returncode != 0 and "MethodNotAllowed" in out.stderr
+    assert node.kubectl("get", "pod", "web", "-o", "name").stdout.strip() == "pod/web"
+    code, body = node.request("/api/v1/namespaces/default/pods/web", method="DELETE")
+    assert code == 405 and json.loads(body)["reason"] == "MethodNotAllowed"
+    code, body = node.request("/api/v1/namespaces/default/pods/web/exec?command=true", method="POST")
+    assert code == 403 and json.loads(body)["reason"] == "Forbidden"
+
+
+def test_kubectl_auth_can_i_answers_what_the_token_may_read(node):
+    # kubectl sends this review as protobuf, and kubelite reads that encoding for it
+    def can_i(*args):
+        return node.kubectl("auth", "can-i", *args).stdout.strip()
+
+    assert can_i("get", "pods") == "yes"
+    assert can_i("watch", "pods", "-A") == "yes"
+    assert can_i("get", "pods", "--subresource=log") == "yes"
+    assert can_i("list", "secrets", "-n", "other") == "yes"
+    assert can_i("delete", "pods").startswith("no - kubelite serves a read-only API")
+    assert can_i("create", "pods", "--subresource=exec").startswith("no")
+    assert can_i("get", "/metrics") == "yes"
+    review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+              "spec": {"resourceAttributes": {"verb": "list", "resource": "nodes"}}}
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(auth.api_dir(node.root) / "ca.crt"))
+    host, port = node.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    conn.request("POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", body=json.dumps(review),
+                 headers={"Authorization": f"Bearer {node.token}", "Content-Type": "application/json"})
+    response = conn.getresponse()
+    assert response.status == 201 and json.loads(response.read())["status"]["allowed"] is True
+    conn.close()
+
+
+def test_without_the_token_there_is_no_answer(node, tmp_path):
+    anonymous = tmp_path / "anonymous"
+    anonymous.write_text("".join(line for line in node.kubeconfig.read_text().splitlines(keepends=True)
+                                 if "token:" not in line))
+    out = node.kubectl("get", "pods", kubeconfig=anonymous)   # kubectl asks for a user name, and gets none
+    assert out.returncode != 0 and "web" not in out.stdout
+    wrong = tmp_path / "wrong"
+    wrong.write_text(node.kubeconfig.read_text().replace(node.token, "not-the-token"))
+    out = node.kubectl("get", "pods", kubeconfig=wrong)
+    assert out.returncode != 0 and "web" not in out.stdout
+    assert "You must be logged in to the server" in out.stderr
+    for path in ("/api/v1/pods", "/api/v1/namespaces/default/pods/web/log", "/metrics", "/api/v1/nodes"):
+        code, body = node.request(path, token=None)
+        assert code == 401 and json.loads(body)["reason"] == "Unauthorized" and b"web" not in body
+    assert node.request("/healthz", token=None) == (200, b"ok")
+    assert node.request("/readyz", token=None) == (200, b"ok")
+
+
+def test_the_token_and_keys_are_readable_by_their_owner_only(node):
+    directory = auth.api_dir(node.root)
+    assert stat.S_IMODE(directory.stat().st_mode) == 0o700
+    for name in ("token", "ca.key", "server.key"):
+        assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600, name
+    config = node.kubeconfig.read_text()
+    assert "current-context: \"node1\"" in config and node.token in config and node.url in config
+
+
+# ------------------------------------------------------------------ logs
+
+
+def write_log(node: ApiNode, pod: str, container: str, attempt: int, lines: list[tuple[str, str]]) -> None:
+    uid = node.json(f"/api/v1/namespaces/default/pods/{pod}")["metadata"]["uid"]
+    directory = node.root / "logs" / f"default_{pod}_{uid}" / container
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{attempt}.log").write_text("".join(f"{t} stdout F {text}\n" for t, text in lines))
+
+
+def test_logs_tail_timestamps_and_container_choice(node):
+    write_log(node, "web", "app", 0, [("2026-11-28T06:00:00.000000001Z", "one"),
+                                      ("2026-11-28T06:00:01.5Z", "two"), ("2026-11-28T06:00:02Z", "three")])
+    assert node.kubectl("logs", "web").stdout == "one\ntwo\nthree\n"
+    assert node.kubectl("logs", "web", "--tail=2").stdout == "two\nthree\n"
+    assert node.kubectl("logs", "web", "--tail=1", "--timestamps").stdout == \
+        "2026-11-28T06:00:02.000000000Z three\n"
+    assert node.kubectl("logs", "web", "--since=1h").stdout == ""   # written long ago
+    from datetime import datetime, timezone
+
+    recent = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    write_log(node, "web", "app", 0, [("2026-11-28T06:00:00Z", "old"), (recent, "recent")])
+    assert node.kubectl("logs", "web", "--since=1h").stdout == "recent\n"
+    previous = node.kubectl("logs", "web", "--previous")
+    assert previous.returncode != 0 and 'previous terminated container "app" in pod "web" not found' in previous.stderr
+    wrong = node.kubectl("logs", "web", "-c", "nope")
+    assert wrong.returncode != 0 and "container nope is not valid for pod web" in wrong.stderr
+    write_log(node, "duo", "b", 0, [("2026-11-28T06:00:00Z", "from b")])
+    assert node.kubectl("logs", "duo", "-c", "b").stdout == "from b\n"
+
+
+# ------------------------------------------------------------------ ConfigMaps and Secrets
+
+
+def test_configmaps_and_secrets_come_from_the_config_objects_table(node):
+    assert node.kubectl("get", "configmaps").stderr.strip() == "No resources found in default namespace."
+    db = sqlite3.connect(node.root / "kubelite.db")
+    try:
+        db.execute("CREATE TABLE IF NOT EXISTS config_objects (kind TEXT, namespace TEXT, name TEXT, uid TEXT, "
+                   "source TEXT, object TEXT, created_at TEXT, resource_version INTEGER, "
+                   "PRIMARY KEY (kind, namespace, name))")
+        cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings", "namespace": "default"},
+              "data": {"a": "1", "b": "2"}}
+        secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds", "namespace": "default"},
+                  "type": "Opaque", "data": {"password": base64.b64encode(b"hunter2").decode()}}
+        for kind, obj in (("ConfigMap", cm), ("Secret", secret)):
+            db.execute("INSERT OR REPLACE INTO config_objects VALUES (?, 'default', ?, ?, '/m/x.yaml', ?, ?, 7)",
+                       (kind, obj["metadata"]["name"], f"uid-{kind}", json.dumps(obj), "2026-11-28T06:00:00Z"))
+        db.commit()
+    finally:
+        db.close()
+    out = node.kubectl("get", "configmaps")
+    assert out.stdout.splitlines()[0].split() == ["NAME", "DATA", "AGE"]
+    assert out.stdout.splitlines()[1].split()[:2] == ["settings", "2"]
+    assert node.kubectl("get", "cm", "settings", "-o", "jsonpath={.data.b}").stdout == "2"
+    out = node.kubectl("get", "secrets")
+    assert out.stdout.splitlines()[1].split()[:3] == ["creds", "Opaque", "1"]
+    encoded = node.kubectl("get", "secret", "creds", "-o", "jsonpath={.data.password}").stdout
+    assert base64.b64decode(encoded) == b"hunter2"
+    meta = node.json("/api/v1/namespaces/default/secrets/creds")["metadata"]
+    assert (meta["uid"], meta["resourceVersion"]) == ("uid-Secret", "7")
+    assert node.request("/api/v1/namespaces/other/configmaps/settings")[0] == 404
+
+
+# ------------------------------------------------------------------ the Python client
+
+
+PYTHON_CLIENT = """
+import json, sys
+from kubernetes import client, config
+
+api_client = config.new_client_from_config(config_file=sys.argv[1])
+core = client.CoreV1Api(api_client)
+pods = core.list_namespaced_pod("default")
+status = core.read_namespaced_pod_status("web", "default").status
+print(json.dumps({
+    "names": sorted(p.metadata.name for p in pods.items),
+    "phase": status.phase, "ready": status.container_statuses[0].ready,
+    "db_namespace": core.list_pod_for_all_namespaces(label_selector="app=db").items[0].metadata.namespace,
+    "node": core.list_node().items[0].metadata.name,
+}))
+api_client.close()
+"""
+
+
+def test_the_python_kubernetes_client_lists_pods_and_reads_a_status(node):
+    # in its own process: importing the client's lazily built models under another test's frozen clock fails
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", PYTHON_CLIENT, str(node.kubeconfig)], capture_output=True,
+                         text=True, timeout=60, env=node.env())
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"names": ["done", "duo", "web"], "phase": "Running", "ready": True,
+                                      "db_namespace": "other", "node": "node1"}
+
+
+# ------------------------------------------------------------------ watch and metrics (their own node)
+
+
+def test_kubectl_get_pods_watch_sees_a_crash_and_a_restart(fresh):
+    fresh.write(labelled("steady"))
+    wait_for(lambda: fresh.kubectl("get", "pod", "steady").returncode == 0, what="steady")
+    watch = fresh.kubectl_stream("get", "pods", "-w")
+    try:
+        watch.until(lambda line: line.startswith("steady"), what="the listed pod")
+        fresh.write(crashing("crashy", after=1))
+        watch.until(lambda line: line.startswith("crashy") and "Running" in line, what="crashy running")
+        watch.until(lambda line: line.startswith("crashy") and ("Error" in line or "CrashLoopBackOff" in line),
+                    what="the crash")
+        restarted = watch.until(lambda line: line.startswith("crashy") and line.split()[1:3] == ["1/1", "Running"]
+                                and int(line.split()[3]) >= 1, what="the restart")
+        assert "ago)" in restarted
+    finally:
+        watch.close()
+    headers = [line for line in watch.seen if line.startswith("NAME")]
+    assert len(headers) == 1, watch.seen
+
+
+def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
+    fresh.write(crashing("crashy", after=1))
+    listed = wait_for(lambda: (l := fresh.json("/api/v1/namespaces/default/pods"))["items"] and l, what="a pod")
+    since = int(listed["metadata"]["resourceVersion"])
+    code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={since}"
+                               "&timeoutSeconds=3", timeout=20)
+    assert code == 200
+    events = [json.loads(line) for line in body.decode().splitlines()]
+    versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in events]
+    assert len(events) >= 2, events   # the crash and the restart within 3 s
+    assert versions == sorted(versions) and len(set(versions)) == len(versions) and versions[0] > since
+    assert {e["type"] for e in events} == {"MODIFIED"}
+    # resume from the middle: exactly the later events come again
+    middle = versions[len(versions) // 2 - 1]
+    code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={middle}"
+                               "&timeoutSeconds=1", timeout=20)
+    again = [int(json.loads(line)["object"]["metadata"]["resourceVersion"]) for line in body.decode().splitlines()]
+    assert again[:len(versions) - len(versions) // 2] == versions[len(versions) // 2:]
+    # deleting the manifest ends with DELETED, at a newer version than everything before
+    last = int(fresh.json("/api/v1/namespaces/default/pods")["metadata"]["resourceVersion"])
+    (fresh.manifests / "default-crashy.yaml").unlink()
+    code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={last}"
+                               "&timeoutSeconds=4", timeout=20)
+    tail = [json.loads(line) for line in body.decode().splitlines()]
+    assert tail and tail[-1]["type"] == "DELETED", tail
+    tail_versions = [int(e["object"]["metadata"]["resourceVersion"]) for e in tail]
+    assert tail_versions == sorted(tail_versions) and tail_versions[0] > last
+
+
+def test_a_filtered_watch_sees_pods_enter_and_leave_its_selector(fresh):
+    import http.client
+    import ssl
+
+    job = labelled("job", restartPolicy="Never")
+    job["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=2"}
+    context = ssl.create_default_context(cafile=str(auth.api_dir(fresh.root) / "ca.crt"))
+    host, port = fresh.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        conn.request("GET", "/api/v1/namespaces/default/pods?watch=true&fieldSelector=status.phase%3DRunning"
+                     "&timeoutSeconds=30", headers={"Authorization": f"Bearer {fresh.token}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        fresh.write(job)
+        events = []
+        while not events or events[-1][0] != "DELETED":
+            event = json.loads(response.readline())
+            events.append((event["type"], event["object"]["status"]["phase"]))
+    finally:
+        conn.close()
+    assert events == [("ADDED", "Running"), ("DELETED", "Succeeded")], events
+
+
+def metric(families: list, name: str, **labels: str) -> float | None:
+    for family in families:
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return sample.value
+    return None
+
+
+def scrape(node: ApiNode) -> list:
+    code, body = node.request("/metrics")
+    assert code == 200
+    return list(text_string_to_metric_families(body.decode()))
+
+
+def test_metrics_parse_and_the_restart_counter_moves_with_a_restart(fresh):
+    fresh.write(labelled("steady"))
+    wait_for(lambda: metric(scrape(fresh), "kubelite_pods", phase="Running") == 1, what="a running pod")
+    families = scrape(fresh)
+    assert metric(families, "kubelite_pods", phase="Pending") == 0
+    assert metric(families, "kubelite_running_containers") == 1
+    assert metric(families, "kubelite_pod_start_duration_seconds_count") >= 1
+    assert metric(families, "kubelite_pod_sync_duration_seconds_count") >= 1
+    assert metric(families, "kubelite_relist_duration_seconds_count") >= 1
+    assert metric(families, "process_cpu_seconds_total") is not None
+    assert metric(families, "process_resident_memory_bytes") > 0
+    assert metric(families, "kubelite_container_restarts_total", pod="counted") is None   # a name no other test uses
+    fresh.write(crashing("counted", after=1))
+    wait_for(lambda: (metric(scrape(fresh), "kubelite_container_restarts_total", namespace="default", pod="counted",
+                             container="app") or 0) >= 1, what="the restart counter", timeout=20)
+    before = metric(scrape(fresh), "kubelite_container_restarts_total", pod="counted")
+    wait_for(lambda: metric(scrape(fresh), "kubelite_container_restarts_total", pod="counted") > before,
+             what="the next restart", timeout=20)
+
+
+def test_readiness_follows_the_reconcile_passes(monkeypatch):
+    from kubelite.agent import daemon
+
+    clock = [100.0]
+    monkeypatch.setattr(daemon.time, "monotonic", lambda: clock[0])
+    health = daemon.LoopHealth(relist_period_s=20)
+    assert health().ready is False and "has not completed" in health().message
+    health.passed()
+    assert health().ready is True
+    health.failed("disk full")
+    clock[0] += 71
+    assert health().ready is False and "disk full" in health().message
+    health.passed()
+    assert health().ready is True
+
+
+# ------------------------------------------------------------------ the daemon and the CLI around it
+
+
+def test_the_cli_reads_the_store_and_says_when_no_daemon_serves_it(tmp_path):
+    n = ApiNode(tmp_path).start()
+    try:
+        n.write(labelled("web"))
+        wait_for(lambda: "Running" in n.kubelite("get", "pods").stdout, what="web running")
+        live = n.kubelite("get", "pods")
+        assert "not running" not in live.stderr
+    finally:
+        n.close()
+    stale = n.kubelite("get", "pods")
+    assert stale.returncode == 0 and "web" in stale.stdout
+    assert stale.stderr.startswith("Warning: kubelite is not running for ") and "may be stale" in stale.stderr
+    described = n.kubelite("describe", "pod", "web")
+    assert described.returncode == 0 and "may be stale" in described.stderr
+
+
+def _serve(tmp_path, *flags):
+    import subprocess
+    import sys
+
+    from tests.apinode import REPO
+
+    manifests = tmp_path / "m"
+    manifests.mkdir(exist_ok=True)
+    env = {**os.environ, "KUBELITE_ROOT": str(tmp_path / "state"), "KUBELITE_RUN_DIR": str(tmp_path / "run"),
+           "KUBELITE_MANIFESTS": str(manifests), "PYTHONPATH": str(REPO), "HOME": str(tmp_path)}
+    log = open(tmp_path / "serve.log", "w")
+    process = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake",
+                                "--node-name", "edge", *flags], env=env, stdout=log, stderr=subprocess.STDOUT,
+                               cwd=REPO)
+    return process, env, log
+
+
+def _stop(process, log):
+    import signal
+
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0
+    log.close()
+
+
+def test_kubelite_serve_serves_the_api_and_kubeconfig_points_kubectl_at_it(tmp_path):
+    import subprocess
+    import sys
+
+    from tests.apinode import KUBECTL, REPO
+
+    process, env, log = _serve(tmp_path, "--api-address", "127.0.0.1:0")
+    try:
+        wait_for(lambda: auth.read_server(tmp_path / "state"), what="the API")
+        (tmp_path / "m" / "web.yaml").write_text(json.dumps(labelled("web")))
+        config = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "kubeconfig"], env=env, cwd=REPO,
+                                capture_output=True, text=True, timeout=30)
+        assert config.returncode == 0, config.stderr
+        (tmp_path / "config").write_text(config.stdout)
+        kubectl_env = {**env, "KUBECONFIG": str(tmp_path / "config")}
+
+        def get():
+            return subprocess.run([KUBECTL, "get", "pods"], env=kubectl_env, capture_output=True, text=True,
+                                  timeout=30).stdout
+
+        wait_for(lambda: "Running" in get(), what="kubectl to see web running")
+        contexts = subprocess.run([KUBECTL, "config", "get-contexts", "-o", "name"], env=kubectl_env,
+                                  capture_output=True, text=True).stdout.split()
+        assert contexts == ["edge"]
+    finally:
+        _stop(process, log)
+    assert "API serving on https://127.0.0.1:" in (tmp_path / "serve.log").read_text()
+
+
+def test_an_api_port_in_use_is_one_error_line_and_the_pods_still_run(tmp_path):
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    try:
+        process, env, log = _serve(tmp_path, "--api-address", f"127.0.0.1:{port}")
+        try:
+            (tmp_path / "m" / "web.yaml").write_text(json.dumps(labelled("web")))
+            from kubelite.store.reader import Reader
+
+            def running():
+                reader = Reader(tmp_path / "state")
+                try:
+                    return [p for p in reader.pods() if p.get("status", {}).get("phase") == "Running"]
+                finally:
+                    reader.close()
+
+            wait_for(running, what="web running without the API")
+        finally:
+            _stop(process, log)
+    finally:
+        holder.close()
+    text = (tmp_path / "serve.log").read_text()
+    assert f"API not served: cannot listen on 127.0.0.1:{port}: Address already in use" in text
+    assert auth.read_server(tmp_path / "state") is None
+
+
+@pytest.mark.parametrize("address", ["nowhere:80", "127.0.0.1", "127.0.0.1:99999", "[::1]:x"])
+def test_a_bad_api_address_is_refused_in_one_line(address, capsys):
+    from kubelite.cli.main import main
+
+    assert main(["serve", "--runtime", "fake", "--api-address", address]) == 1
+    assert capsys.readouterr().err == (f"error: --api-address {address}: give an IP address and a port, such as "
+                                       "127.0.0.1:10280 (port 0 picks a free one)\n")
+
+
+def test_kubeconfig_without_a_served_api_says_what_to_do(tmp_path, capsys, monkeypatch):
+    from kubelite.cli.main import main
+
+    monkeypatch.setenv("KUBELITE_ROOT", str(tmp_path / "state"))
+    assert main(["kubeconfig"]) == 1
+    assert "start `kubelite serve` once" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ pure parts
+
+
+@pytest.mark.parametrize("selector, labels, match", [
+    ("app=web", {"app": "web"}, True),
+    ("app==web", {"app": "db"}, False),
+    ("app!=web", {}, True),
+    ("tier", {"tier": "x"}, True),
+    ("!tier", {"tier": "x"}, False),
+    ("tier in (a, b),app", {"tier": "b", "app": "1"}, True),
+    ("tier notin (a,b)", {"tier": "c"}, True),
+    ("tier notin (a,b)", {}, True),
+    ("example.com/role=x", {"example.com/role": "x"}, True),
+])
+def test_label_selectors_as_the_api_server_reads_them(selector, labels, match):
+    from kubelite.apiserver import selectors
+
+    assert selectors.labels_match(selectors.parse_labels(selector), labels) is match
+
+
+def test_field_selectors_refuse_unknown_fields_and_unescape_values():
+    from kubelite.apiserver import selectors
+
+    with pytest.raises(selectors.SelectorError, match="field label not supported: spec.containers"):
+        selectors.parse_fields("spec.containers=x", "pods")
+    with pytest.raises(selectors.SelectorError, match="invalid selector"):
+        selectors.parse_fields("nonsense", "pods")
+    reqs = selectors.parse_fields(r"involvedObject.name=a\,b,type!=Normal", "events")
+    assert selectors.fields_match(reqs, {"involvedObject": {"name": "a,b"}, "type": "Warning"})
+    assert not selectors.fields_match(reqs, {"involvedObject": {"name": "a,b"}, "type": "Normal"})
+    assert selectors.fields_match(selectors.parse_fields("spec.hostNetwork=false", "pods"), {"spec": {}}) is False
+    assert selectors.fields_match(selectors.parse_fields("spec.hostNetwork=true", "pods"),
+                                  {"spec": {"hostNetwork": True}})
+
+
+def test_a_watch_from_before_the_kept_history_is_expired(tmp_path, monkeypatch):
+    from kubelite.apiserver import feed
+    from kubelite.store.reader import Reader
+    monkeypatch.setattr(feed, "HISTORY", 2)
+    monkeypatch.setattr(feed, "TICK_S", 0.05)
+    with simulated_node(tmp_path) as sim:
+        sim.write("web.yaml", pod_doc("web"))
+        sim.settle()
+        pods = feed.PodFeed(lambda: Reader(sim.root))
+        try:
+            start = pods.resource_version
+            first = next(pods.watch(None, lambda o: True))
+            assert first.type == "ADDED" and first.resource_version == start
+            for name in ("a", "b", "c"):
+                sim.write(f"{name}.yaml", pod_doc(name))
+            sim.settle()
+            pods.poll()
+            with pytest.raises(feed.Expired, match=f"too old resource version: {start}"):
+                next(pods.watch(start, lambda o: True))
+            (sim.manifests / "c.yaml").unlink()
+            sim.agent.hint_manifests()
+            sim.advance(35)   # past the grace period: the pod is removed
+            before = pods.resource_version
+            events = pods.watch(before, lambda o: True)
+            deleted = next(e for e in events if e is not None and e.type == "DELETED")
+            events.close()
+            assert deleted.object["metadata"]["name"] == "c" and deleted.resource_version > before
+            assert deleted.object["metadata"]["resourceVersion"] == str(deleted.resource_version)
+        finally:
+            pods.stop()
