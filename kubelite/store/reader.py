@@ -152,18 +152,6 @@ class Reader:
             })
         return out
 
-    def config_objects(self, kind: str, namespace: str | None = None,
-                       name: str | None = None) -> list[dict[str, Any]]:
-        """v1 ConfigMaps or Secrets (`kind`), sorted by namespace and name; none before schema 2."""
-        sql = "SELECT object FROM config_objects WHERE kind = ?"
-        args: list[Any] = [kind]
-        for column, value in (("namespace", namespace), ("name", name)):
-            if value is not None:
-                sql += f" AND {column} = ?"
-                args.append(value)
-        sql += " ORDER BY namespace, name"
-        return [json.loads(row[0]) for row in self._rows(sql, tuple(args))]
-
     def pods_by_uid(self, uids: list[str]) -> list[dict[str, Any]]:
         if not uids:
             return []
