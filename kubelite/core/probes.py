@@ -2,12 +2,13 @@
 
 Owns: which probes of a container run now (a startup probe gates liveness and readiness until it
 succeeds, and a run that finished after the gate closed on it does not count; a failed liveness
-or startup probe holds the container's probing until a new container replaces it), the initial results (readiness Failure, liveness Success, startup Unknown), the
-thresholds (a result changes only after `failureThreshold` consecutive failures or
-`successThreshold` consecutive successes; a run the prober could not make is thrown away), the
-resolved target of a probe (named port, host: `httpGet.host`, else the pod IP, else loopback in
-the pod's network namespace; first run at start + initialDelaySeconds, then every period), and
-the `Unhealthy` / `ProbeWarning` event of a run. It runs nothing: `kubelite.prober` does.
+or startup probe holds the container's probing until a new container replaces it), the initial
+results (readiness Failure, liveness Success, startup Unknown), the thresholds (a result changes
+only after `failureThreshold` consecutive failures or `successThreshold` consecutive successes; a
+run the prober could not make is thrown away), the resolved target of a probe (named port, host:
+`httpGet.host`, else the pod IP, else loopback in the pod's network namespace; first run at start
++ initialDelaySeconds, then every period), and the `Unhealthy` / `ProbeWarning` event of a run.
+It runs nothing: `kubelite.prober` does.
 
 The kubelet's rules are in pkg/kubelet/prober/worker.go (`doProbe`) and prober.go.
 """
