@@ -321,3 +321,26 @@ def test_an_unknown_container_is_restarted():
     unknown = replace(c, state=ContainerState.UNKNOWN)
     actions = plan(d, observed(d, unknown), record=PodRecord(), backoff={}, now=at(1) + timedelta(seconds=1))
     assert names(actions) == ["app"]
+
+
+def test_once_the_old_sandboxs_containers_are_gone_it_is_stopped_with_the_new_one_created():
+    # computePodActions: a new sandbox means KillPod (containers and sandbox), then CreateSandbox
+    d = desired(containers=["a", "b"])
+    obs = observed(d, exited(d, "a", 137), exited(d, "b", 137), sb=sandbox(d, sandbox_hash="old"))
+    actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
+    assert actions.stop_sandbox and actions.kill_pod
+    assert actions.create_sandbox and actions.sandbox_attempt == 1 and names(actions) == ["a", "b"]
+
+
+def test_a_pod_level_change_under_never_still_stops_the_old_sandbox():
+    d = desired(restartPolicy="Never")
+    obs = observed(d, exited(d, "app", 137), sb=sandbox(d, sandbox_hash="old"))
+    actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
+    assert actions.stop_sandbox and not actions.create_sandbox and actions.to_start == []
+
+
+def test_a_dead_sandbox_is_not_stopped_again():
+    d = desired()
+    obs = observed(d, exited(d, "app", 137), sb=sandbox(d, ready=False))
+    actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
+    assert not actions.stop_sandbox and actions.create_sandbox

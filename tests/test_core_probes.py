@@ -76,6 +76,17 @@ def test_a_startup_probe_gates_liveness_and_readiness_until_it_succeeds():
     assert probes.active_kinds(container, replace(c, kill_deadline=at(30)), states) == []
 
 
+def test_a_run_counts_only_while_the_startup_gate_lets_its_kind_run():
+    d = pod_with(startupProbe=probe(), livenessProbe=probe(), readinessProbe=probe())
+    container = d.pod.spec.containers[0]
+    states = {k: probes.initial_state(k) for k in probes.KINDS}
+    assert [k for k in probes.KINDS if probes.counts(container, k, states)] == ["startup"]
+    states["startup"] = probes.ProbeState(S, S, 1)
+    assert [k for k in probes.KINDS if probes.counts(container, k, states)] == ["liveness", "readiness"]
+    plain = pod_with(livenessProbe=probe()).pod.spec.containers[0]
+    assert probes.counts(plain, "liveness", {}) and not probes.counts(plain, "startup", {})
+
+
 def test_targets_resolve_named_ports_hosts_paths_and_the_first_run():
     d = pod_with(ports=[{"containerPort": 8080, "name": "http"}],
                  livenessProbe={"httpGet": {"port": "http", "path": "healthz", "scheme": "HTTPS",

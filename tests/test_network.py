@@ -14,7 +14,9 @@ from kubelite.api.decode import decode_document
 from kubelite.core import status as statuses
 from kubelite.core.types import ObservedPod, ObservedSandbox
 from kubelite.runtime import cni
-from kubelite.runtime.protocol import PortMapping
+from kubelite.errors import RuntimeError_
+from kubelite.runtime.fake import FakeRuntime
+from kubelite.runtime.protocol import PortMapping, SandboxConfig, SandboxState
 from tests.helpers import T0, desired, pod_doc
 from tests.simulated import simulated_node
 
@@ -193,6 +195,41 @@ def test_a_host_port_held_by_another_pod_refuses_the_sandbox_with_a_clear_reason
     env.advance(10)
     assert env.row("b").status == "Running"
     assert env.container("b")["state"].get("running")
+
+
+def test_a_pod_level_edit_of_a_pod_with_a_fixed_uid_stops_the_old_sandbox_before_the_new_one(env):
+    # with metadata.uid set the edit keeps the pod: its old sandbox must go, or its host port stays taken
+    doc = _ports({"containerPort": 80, "hostPort": 8080})
+    doc["metadata"]["uid"] = "fixed-uid"
+    env.write("web.yaml", doc)
+    env.settle()
+    [old] = [s for s in env.runtime.list_sandboxes() if s.state is SandboxState.READY]
+    doc["spec"]["hostname"] = "renamed"
+    env.write("web.yaml", doc)
+    env.settle()
+    env.advance(30)
+    assert env.events("FailedCreatePodSandBox") == []
+    [new] = [s for s in env.runtime.list_sandboxes() if s.state is SandboxState.READY]
+    assert new.id != old.id and new.attempt == old.attempt + 1 and new.uid == "fixed-uid"
+    calls = [c for c in env.runtime.calls if c in (("stop_sandbox", old.id), ("run_sandbox", new.id))]
+    assert calls == [("stop_sandbox", old.id), ("run_sandbox", new.id)]
+    assert env.row("web").status == "Running" and env.pod("web")["status"]["podIP"] == new.ip
+    [changed] = env.events("SandboxChanged")
+    assert changed["message"] == "Pod sandbox changed, it will be killed and re-created."
+
+
+def test_the_fake_runtime_names_the_holder_of_a_host_port_as_the_oci_runtime_does():
+    runtime = FakeRuntime()
+    first = SandboxConfig(uid="u1", name="a", namespace="default", attempt=0, sandbox_hash="h", hostname="a",
+                          port_mappings=(PortMapping(8080, 80),))
+    runtime.run_sandbox(first)
+    with pytest.raises(RuntimeError_, match=r"^host port 8080/TCP is already allocated to an earlier sandbox "
+                                            r"of this pod$"):
+        runtime.run_sandbox(replace(first, attempt=1))
+    with pytest.raises(RuntimeError_, match=r"^host port 127.0.0.1:8080/TCP is already allocated to pod "
+                                            r"default/a$"):
+        runtime.run_sandbox(replace(first, uid="u2", name="b", port_mappings=(PortMapping(8080, 80, "TCP",
+                                                                                          "127.0.0.1"),)))
 
 
 def test_serve_refuses_an_unusable_pod_subnet_in_one_line(tmp_path: Path, capsys):

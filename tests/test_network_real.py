@@ -5,11 +5,12 @@ routes), so a kubelite running on this machine is not disturbed, and removes the
 itself. Proven here: a pod's IP answers from the host; a hostPort answers on 127.0.0.1 and on the
 host's own address; the masquerade rule for outbound traffic exists; a hostPort already taken
 gives the pod a clear waiting reason and event while other pods run on; a pod whose infra process
-dies gets a new sandbox and its old address back in the pool; and nothing — veth, address lease,
-iptables rule, pinned namespace — is left after the pod goes, also when kubelite was killed with
-SIGKILL (and the pod's infra process too) before the pod was deleted, when the namespace vanished
-before teardown, or when kubelite died halfway through making a sandbox. `serve` refuses a pod
-subnet that overlaps a host route.
+dies gets a new sandbox and its old address back in the pool; a pod-level edit of a pod with a
+fixed `metadata.uid` stops the old sandbox, so the new one gets its host port; and nothing —
+veth, address lease, iptables rule, pinned namespace — is left after the pod goes, also when
+kubelite was killed with SIGKILL (and the pod's infra process too) before the pod was deleted,
+when the namespace vanished before teardown, or when kubelite died halfway through making a
+sandbox. `serve` refuses a pod subnet that overlaps a host route.
 """
 
 from __future__ import annotations
@@ -133,6 +134,14 @@ def web(name: str, host_port: int | None = None) -> dict:
                                       "&& exec httpd -f -p 80 -h /www", ports=[port]))
 
 
+def answers(url: str) -> str | None:
+    """The body at `url`, or None while nothing answers there (a container runs before it listens)."""
+    try:
+        return http_get(url)
+    except OSError:
+        return None
+
+
 def sandbox_id(node: Node, name: str) -> str:
     for entry in node.agent.pods.values():
         if entry.pod.metadata.name == name:
@@ -149,12 +158,6 @@ def test_a_pod_ip_answers_from_the_host_and_its_host_port_on_the_host(node: Node
     assert ipaddress.ip_address(ip) in ipaddress.ip_network(network.subnet)
     assert status["podIPs"] == [{"ip": ip}]
     assert status["hostIP"] == cni.host_ip()
-
-    def answers(url: str) -> str | None:
-        try:
-            return http_get(url)
-        except OSError:
-            return None
 
     assert wait_for(lambda: answers(f"http://{ip}/"), what="the pod's IP to answer") == "hello from web\n"
     assert answers(f"http://127.0.0.1:{host_port}/") == "hello from web\n"
@@ -226,7 +229,30 @@ def test_a_pod_whose_infra_process_dies_gets_a_new_sandbox_and_the_old_address_i
     left = network.leftovers([old_id], [old_ip])
     assert [item for item in left if not item.startswith("veth") and new_ip not in item and new_id not in item] == []
     assert len([item for item in left if item.startswith("veth")]) == 1   # the new sandbox's
-    assert http_get(f"http://{new_ip}/") == "hello from web\n"
+    assert wait_for(lambda: answers(f"http://{new_ip}/"), what="the new address to answer") == "hello from web\n"
+
+
+def test_a_pod_level_edit_of_a_pod_with_a_fixed_uid_frees_the_old_sandboxs_host_port_and_address(
+        node: Node, network: NetworkUnderTest):
+    port = free_port()
+    doc = web("web", port)
+    doc["metadata"]["uid"] = "4f7c1a52-fixed"
+    node.write(doc)
+    node.until(lambda: node.running("web", "web") and node.status("web").get("podIP"), what="web running")
+    old_id, old_ip = sandbox_id(node, "web"), node.status("web")["podIP"]
+    doc["spec"]["hostname"] = "renamed"   # pod-level: a new sandbox under the same UID
+    node.write(doc)
+    node.until(lambda: sandbox_id(node, "web") != old_id and node.running("web", "web", restarts=1)
+               and node.status("web").get("podIP") not in (None, old_ip), timeout=60, what="a new sandbox")
+    assert node.status("web")["containerStatuses"][0]["state"]["running"]
+    assert node.exec("web", "web", "hostname") == (0, "renamed\n")
+    # the new sandbox got the host port
+    assert wait_for(lambda: answers(f"http://127.0.0.1:{port}/"), what="the host port") == "hello from web\n"
+    assert "FailedCreatePodSandBox" not in node.cli("get", "events").stdout
+    new_id, new_ip = sandbox_id(node, "web"), node.status("web")["podIP"]
+    left = network.leftovers([old_id], [old_ip])
+    assert [item for item in left if not item.startswith("veth") and new_ip not in item and new_id not in item] == []
+    assert len([item for item in left if item.startswith("veth")]) == 1   # the new sandbox's
 
 
 def test_teardown_removes_the_masquerade_rule_also_when_the_namespace_is_gone(network: NetworkUnderTest):

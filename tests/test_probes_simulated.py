@@ -181,3 +181,21 @@ def test_between_passes_runs_that_change_nothing_are_absorbed_and_a_change_asks_
         assert node.row("web").ready == "1/1"
         node.agent.hint_manifests()
         assert node.agent.absorb_probe_outcomes() is True   # anything else woke the loop
+
+
+def test_a_startup_probe_run_queued_behind_its_success_does_not_count(tmp_path):
+    # the kubelet stops running the startup probe once it has succeeded: a slow pass that lets a
+    # success and then a failure queue up must not turn the container into a startup failure
+    with simulated_node(tmp_path) as node:
+        node.write("web.yaml", probed("web", "startup=fail-after:2",
+                                      startupProbe=http(failureThreshold=1, initialDelaySeconds=1),
+                                      readinessProbe=http()))
+        node.settle()
+        assert node.container("web")["started"] is False
+        node.clock.tick(2)          # one pass late: runs at 1 s (success) and 2 s (failure) wait together
+        node.settle()
+        assert not messages(node, "Killing") and not messages(node, "Unhealthy")
+        status = node.container("web")
+        assert status["started"] is True and status["restartCount"] == 0 and "running" in status["state"]
+        node.advance(1)
+        assert node.row("web").ready == "1/1" and not messages(node, "Killing")

@@ -89,6 +89,9 @@ class ProbeManager:
         self.states[(cid, kind)] = state
         self.results[(cid, kind)] = state.result
 
+    def _states_of(self, cid: str) -> dict[str, rules.ProbeState]:
+        return {kind: s for kind in rules.KINDS if (s := self.states.get((cid, kind))) is not None}
+
     def _drop(self, cid: str) -> None:
         self.owner.pop(cid, None)
         for kind in rules.KINDS:
@@ -107,8 +110,10 @@ class ProbeManager:
             entry = pods.get(owner[0]) if owner else None
             container = _container(entry.pod, owner[1]) if entry is not None and owner else None
             probe = rules.probe_spec(container, outcome.kind) if container is not None else None
-            if state is None or state.on_hold or probe is None or owner is None:
+            if state is None or state.on_hold or container is None or probe is None or owner is None:
                 continue  # a run that finished after its container stopped or its probe ended
+            if not rules.counts(container, outcome.kind, self._states_of(outcome.container_id)):
+                continue  # queued behind a result that closed the gate on it (startup succeeded)
             new = rules.observe(state, outcome.kind, probe, outcome.result)
             self._put(*key, new)
             changed |= new.result is not state.result
@@ -127,8 +132,7 @@ class ProbeManager:
             container = specs.get(c.name)
             if container is None or not c.running:
                 continue
-            states = {kind: s for kind in rules.KINDS if (s := self.states.get((c.id, kind))) is not None}
-            for t in rules.targets(container, c, states, pod_ip=pod_ip):
+            for t in rules.targets(container, c, self._states_of(c.id), pod_ip=pod_ip):
                 if t.action == "exec":  # $(VAR) from the container's own env, as the kubelet expands them
                     env = ocispec.expanded_env(container)
                     t = replace(t, command=tuple(ocispec.expand(arg, env) for arg in t.command))

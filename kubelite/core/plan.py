@@ -9,9 +9,10 @@ The rules, in the order they apply:
 1. A container being stopped is escalated to SIGKILL once its grace period is over.
 2. A pod that is terminating (deleted or replaced), failed (activeDeadlineSeconds) or finished
    stops its app containers, then its sidecars, then its sandbox; nothing starts.
-3. A pod without a usable sandbox (none, not ready, or built from an older pod-level spec) gets
-   a new one once nothing runs, unless `restartPolicy: Never` and it already ran; then the first
-   init container, or every app container (under OnFailure: those that did not succeed), starts.
+3. A pod without a usable sandbox (none, not ready, or built from an older pod-level spec) has
+   its containers stopped, then its old sandbox if still ready, and gets a new one once nothing
+   runs, unless `restartPolicy: Never` and it already ran; then the first init container, or
+   every app container (under OnFailure: those that did not succeed), starts.
 4. Init containers run one at a time in spec order; a sidecar (init container with
    `restartPolicy: Always`) must be running before the next one starts. A failed init container
    fails the pod under Never and is restarted with backoff otherwise.
@@ -193,7 +194,12 @@ class _Planner:
         self.actions.pod_stopped = not running
 
     def new_sandbox(self) -> None:
+        """Rule 3, as the kubelet's KillPod then CreateSandbox: the old sandbox's containers stop
+        first; once nothing runs, a sandbox still ready (built from an older pod-level spec of a pod
+        that kept its UID) is stopped in the same pass, before the new one is created, so that its
+        address and host ports are free for it."""
         running = self.running()
+        self.kill_pod(running=bool(running))
         if running:  # the old sandbox's containers go first
             for c in running:
                 self.kill(c, StopReason.POD_TERMINATION, f"Stopping container {c.name}")

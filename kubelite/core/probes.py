@@ -1,13 +1,14 @@
 """Probe decisions, as the kubelet's prober workers make them — pure, `now` is never read.
 
 Owns: which probes of a container run now (a startup probe gates liveness and readiness until it
-succeeds; a failed liveness or startup probe holds the container's probing until a new container
-replaces it), the initial results (readiness Failure, liveness Success, startup Unknown), the
-thresholds (a result changes only after `failureThreshold` consecutive failures or
-`successThreshold` consecutive successes; a run the prober could not make is thrown away), the
-resolved target of a probe (named port, host: `httpGet.host`, else the pod IP, else loopback in
-the pod's network namespace; first run at start + initialDelaySeconds, then every period), and
-the `Unhealthy` / `ProbeWarning` event of a run. It runs nothing: `kubelite.prober` does.
+succeeds, and a run that finished after the gate closed on it does not count; a failed liveness
+or startup probe holds the container's probing until a new container replaces it), the initial
+results (readiness Failure, liveness Success, startup Unknown), the thresholds (a result changes
+only after `failureThreshold` consecutive failures or `successThreshold` consecutive successes; a
+run the prober could not make is thrown away), the resolved target of a probe (named port, host:
+`httpGet.host`, else the pod IP, else loopback in the pod's network namespace; first run at start
++ initialDelaySeconds, then every period), and the `Unhealthy` / `ProbeWarning` event of a run.
+It runs nothing: `kubelite.prober` does.
 
 The kubelet's rules are in pkg/kubelet/prober/worker.go (`doProbe`) and prober.go.
 """
@@ -76,14 +77,27 @@ def started(container: Container, states: Mapping[str, ProbeState]) -> bool:
     return state is not None and state.result is ProbeResult.SUCCESS
 
 
-def active_kinds(container: Container, c: ObservedContainer, states: Mapping[str, ProbeState]) -> list[str]:
-    """The probes that run now for the running container `c`: none once it is being stopped; only
-    the startup probe until it succeeds; then liveness and readiness. A held probe does not run."""
-    if not c.running or c.started_at is None or c.kill_deadline is not None:
-        return []
+def gated_kinds(container: Container, states: Mapping[str, ProbeState]) -> list[str]:
+    """The probes the startup gate lets run: only the startup probe until it succeeds (and never
+    again after), then liveness and readiness; those the container has, and not held."""
     kinds = [STARTUP] if not started(container, states) else [LIVENESS, READINESS]
     return [k for k in kinds if probe_spec(container, k) is not None
             and not (states.get(k) is not None and states[k].on_hold)]
+
+
+def active_kinds(container: Container, c: ObservedContainer, states: Mapping[str, ProbeState]) -> list[str]:
+    """The probes that run now for the running container `c`: none once it is being stopped; else
+    `gated_kinds`."""
+    if not c.running or c.started_at is None or c.kill_deadline is not None:
+        return []
+    return gated_kinds(container, states)
+
+
+def counts(container: Container, kind: str, states: Mapping[str, ProbeState]) -> bool:
+    """Whether a finished run of probe `kind` still counts: a run that was queued while the gate
+    changed (a startup run behind the startup probe's success) is thrown away, as the kubelet's
+    worker stops running the startup probe once it has succeeded."""
+    return kind in gated_kinds(container, states)
 
 
 def resolve_port(port: int | str, container: Container) -> int | None:

@@ -97,7 +97,8 @@ def _seconds(text: str) -> float:
 @dataclass
 class _Sandbox:
     info: SandboxInfo
-    ports: frozenset[tuple[int, str]] = frozenset()   # (hostPort, protocol) held while ready
+    ports: frozenset[PortMapping] = frozenset()   # host ports held while ready
+    pod: str = ""                                 # namespace/name, for the host port message
 
 
 @dataclass
@@ -208,7 +209,7 @@ class FakeRuntime:
     def run_sandbox(self, config: SandboxConfig) -> str:
         with self._lock:
             mappings = () if config.host_network else config.port_mappings
-            self._check_host_ports(mappings)
+            self._check_host_ports(config.uid, mappings)
             ip = None
             if self.pod_cidr is not None and not config.host_network:
                 # .2, .3, ... (.0 is the network, .1 the gateway, the last the broadcast address)
@@ -216,21 +217,25 @@ class FakeRuntime:
             sandbox_id = f"sb{next(self._ids):06d}"
             self._sandboxes[sandbox_id] = _Sandbox(SandboxInfo(
                 sandbox_id, config.uid, config.attempt, config.sandbox_hash, SandboxState.READY, self.clock(), ip=ip),
-                ports=frozenset((m.host_port, m.protocol.upper()) for m in mappings))
+                ports=frozenset(mappings), pod=f"{config.namespace}/{config.name}")
             self.calls.append(("run_sandbox", sandbox_id))
             return sandbox_id
 
-    def _check_host_ports(self, mappings: tuple[PortMapping, ...]) -> None:
-        """A host port held by another ready sandbox is refused, as the OCI runtime refuses it."""
+    def _check_host_ports(self, uid: str, mappings: tuple[PortMapping, ...]) -> None:
+        """A host port held by another ready sandbox is refused, in the OCI runtime's words."""
         if mappings and self.pod_cidr is None:
             raise RuntimeError_("hostPort needs pod networking, and kubelite runs with --network none")
         for sandbox in self._sandboxes.values():
             if sandbox.info.state is not SandboxState.READY:
                 continue
             for m in mappings:
-                if (m.host_port, m.protocol.upper()) in sandbox.ports:
-                    raise RuntimeError_(f"host port {m.host_port}/{m.protocol.upper()} is already allocated to "
-                                        f"another pod (sandbox {sandbox.info.id})")
+                for held in sandbox.ports:
+                    if (held.host_port, held.protocol.upper()) == (m.host_port, m.protocol.upper()) and \
+                            (not held.host_ip or not m.host_ip or held.host_ip == m.host_ip):
+                        who = "an earlier sandbox of this pod" if sandbox.info.uid == uid else f"pod {sandbox.pod}"
+                        where = f"{m.host_ip}:" if m.host_ip else ""
+                        raise RuntimeError_(f"host port {where}{m.host_port}/{m.protocol.upper()} is already "
+                                            f"allocated to {who}")
 
     def stop_sandbox(self, sandbox_id: str) -> None:
         with self._lock:
