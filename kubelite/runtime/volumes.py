@@ -247,6 +247,10 @@ class VolumeHost:
             shutil.rmtree(base, ignore_errors=True)
         for path in [p for p in self._written if _inside(str(p), str(pod_dir))]:
             del self._written[path]
+        try:
+            pod_dir.rmdir()   # a pod without containers (deleted across a reboot): nothing of it is left
+        except OSError:
+            pass   # its container layers are still there: the runtime removes the directory with them
 
     def remove_orphans(self, known_uids: set[str]) -> None:
         """Tear down the volumes of pods kubelite no longer knows (removed while it was not running)."""
