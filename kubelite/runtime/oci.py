@@ -7,7 +7,9 @@ Owns: the runtime's files and processes below its two directories, and nothing e
     <run-dir>/sockets/              conmon's socket directory
     <run-dir>/sandboxes/<id>/       an infra container's bundle and record.json
     <run-dir>/containers/<id>/      a container's bundle, pid files, conmon's persist dir, record.json
+    <run-dir>/cni/pending/<id>.json a removed sandbox's network record while its CNI DEL keeps failing
     <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
+                                    (`<root>/pods/<uid>/volumes*` belong to the volume host)
 
 A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
 that owns the pod's IPC and UTS namespaces, and its PID namespace when the pod shares one;
