@@ -240,3 +240,89 @@ def test_serve_refuses_an_unusable_pod_subnet_in_one_line(tmp_path: Path, capsys
     assert code == 1
     assert capsys.readouterr().err.splitlines()[-1] == \
         "error: --pod-cidr '10.217.0.0/33': '10.217.0.0/33' does not appear to be an IPv4 or IPv6 network"
+
+
+# ------------------------------------------------------------------ the OCI runtime's hold on the network
+
+FAKE_BINARIES = {"runc": "/bin/true", "conmon": "/bin/true", "catatonit": "/bin/true"}
+
+
+def fake_plugins(directory: Path) -> tuple[Path, Path, Path]:
+    """Plugins that log each call and succeed — except `bridge`, which fails while `fail` exists."""
+    directory.mkdir(parents=True)
+    calls, fail = directory / "calls.log", directory / "fail"
+    for name in cni.PLUGINS:
+        script = directory / name
+        refuse = f'if [ -e {fail} ]; then echo \'{{"code":11,"msg":"bridge is busy"}}\'; exit 1; fi\n' \
+            if name == "bridge" else ""
+        script.write_text(f'#!/bin/sh\ncat >/dev/null\n{refuse}echo "$CNI_COMMAND {name} $CNI_CONTAINERID" >> {calls}\n')
+        script.chmod(0o755)
+    return directory, calls, fail
+
+
+def oci_runtime(tmp_path: Path, network: cni.Network | None = None):
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime
+
+    root = tmp_path / "state"
+    return OCIRuntime(root=root, run_dir=tmp_path / "run", images=ImageStore(root), binaries=FAKE_BINARIES,
+                      network=network)
+
+
+def test_the_bridge_stays_claimed_while_kubelite_serves_and_is_released_when_it_stops(tmp_path: Path):
+    plugins, _, _ = fake_plugins(tmp_path / "plugins")
+    locks = tmp_path / "locks"
+
+    def network(name: str) -> cni.Network:
+        return cni.Network(root=tmp_path / name, run_dir=tmp_path / f"{name}-run", plugin_dirs=[str(plugins)])
+
+    first = network("first")
+    first.claim(locks)
+    runtime = oci_runtime(tmp_path, first)
+    runtime.set_exit_hint(lambda: None)       # as `serve` does once the agent exists
+    with pytest.raises(cni.NetworkError, match="bridge kubelite0 is in use by another kubelite"):
+        network("second").claim(locks)        # another root, the same bridge
+    runtime.close()                           # kubelite stops
+    network("second").claim(locks)
+
+
+def test_a_failed_network_teardown_is_kept_and_retried_at_start_and_from_the_relist(tmp_path: Path, monkeypatch):
+    from kubelite.runtime import linux, oci
+
+    monkeypatch.setattr(linux, "unmount", lambda target: None)   # nothing is mounted here
+    plugins, calls, fail = fake_plugins(tmp_path / "plugins")
+    runtime = oci_runtime(tmp_path)
+
+    def sandbox(sandbox_id: str) -> None:
+        record = oci._Sandbox(sandbox_id, f"uid-{sandbox_id}", "web", "default", 0, "h", T0.isoformat(), False,
+                              False, f"/{runtime.instance}/poduid-{sandbox_id}")
+        (runtime.sandbox_dir / sandbox_id).mkdir()
+        runtime._sandboxes[sandbox_id] = record
+        runtime._save(record)
+        cni.save_attachment(runtime.sandbox_dir / sandbox_id / "network.json", cni.Attachment(
+            sandbox_id, str(tmp_path / "run" / "netns" / sandbox_id), network=cni.conflist(
+                bridge="kubelite0", subnet=str(SUBNET), data_dir=str(tmp_path / "leases")), plugin_dir=str(plugins)))
+
+    def dels(sandbox_id: str) -> int:
+        return calls.read_text().count(f"DEL bridge {sandbox_id}") if calls.exists() else 0
+
+    pending = tmp_path / "run" / "cni" / "pending"
+    fail.touch()
+    for sandbox_id in ("s1", "s2"):
+        sandbox(sandbox_id)
+        runtime.remove_sandbox(sandbox_id)    # DEL fails at stop, and again at removal
+        assert not (runtime.sandbox_dir / sandbox_id).exists()
+        assert (pending / f"{sandbox_id}.json").exists(), "the attachment is kept for a retry"
+    fail.unlink()
+    runtime.list_sandboxes()                  # not due yet
+    assert dels("s1") == 0
+    runtime._next_teardown_retry = 0          # a minute later
+    runtime.list_sandboxes()
+    assert dels("s1") == 1 and dels("s2") == 1 and not any(pending.iterdir())
+
+    fail.touch()
+    sandbox("s3")
+    runtime.remove_sandbox("s3")
+    fail.unlink()
+    oci_runtime(tmp_path)                     # kubelite starts again
+    assert dels("s3") == 1 and not (pending / "s3.json").exists()

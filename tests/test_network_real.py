@@ -362,3 +362,47 @@ def test_serve_refuses_a_pod_subnet_that_clashes_with_the_hosts_routes(tmp_path:
     assert f"error: --pod-cidr {network.subnet} clashes with the host route {routes[0]}" in text
     # nothing was created: no bridge
     assert subprocess.run(["ip", "link", "show", network.bridge], capture_output=True).returncode != 0
+
+
+def test_a_del_that_fails_at_removal_is_retried_later_and_leaks_nothing(tmp_path: Path, network: NetworkUnderTest):
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime, _Sandbox
+    from kubelite.runtime.protocol import PortMapping
+
+    require_cni()
+    real = cni.find_plugin_dir(cni.PLUGIN_DIRS)
+    plugins, fail = tmp_path / "plugins", tmp_path / "fail"
+    plugins.mkdir()
+    for name in cni.PLUGINS:   # the real plugins; portmap's DEL fails while `fail` exists
+        if name != "portmap":
+            (plugins / name).symlink_to(real / name)
+    (plugins / "portmap").write_text(f'#!/bin/sh\nif [ "$CNI_COMMAND" = DEL ] && [ -e {fail} ]; then\n'
+                                     f'  echo \'{{"code":11,"msg":"xtables lock is busy"}}\'; exit 1\nfi\n'
+                                     f'exec {real / "portmap"}\n')
+    (plugins / "portmap").chmod(0o755)
+    net = cni.Network(root=network.root, run_dir=network.run_dir, bridge=network.bridge, pod_cidr=network.subnet,
+                      plugin_dirs=[str(plugins)])
+    runtime = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root), network=net)
+    sid = uuid.uuid4().hex
+    bundle = network.run_dir / "sandboxes" / sid
+    bundle.mkdir(parents=True)
+    attachment = net.setup(bundle / "network.json", sandbox_id=sid,
+                           port_mappings=(PortMapping(container_port=80, host_port=free_port()),))
+    record = _Sandbox(sid, "uid-leak", "web", "default", 0, "h", "2026-01-01T00:00:00+00:00", False, False,
+                      f"/{runtime.instance}/poduid-leak")
+    runtime._sandboxes[sid] = record
+    runtime._save(record)
+    copy = tmp_path / "network.json"   # for the cleanup, whatever happens
+    copy.write_bytes((bundle / "network.json").read_bytes())
+    try:
+        fail.touch()
+        runtime.remove_sandbox(sid)
+        assert any(line.startswith("iptables") for line in network.leftovers([sid], [attachment.ip or "-"]))
+        fail.unlink()
+        runtime._next_teardown_retry = 0   # the relist's retry, a minute later
+        runtime.list_sandboxes()
+        assert network.leftovers([sid], [attachment.ip or "-"]) == []
+    finally:
+        fail.unlink(missing_ok=True)
+        cni.teardown(copy)   # DEL is idempotent
+        runtime.close()

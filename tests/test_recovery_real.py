@@ -144,3 +144,29 @@ def test_after_a_reboot_pods_come_back_with_restart_counts_kept(tmp_path, busybo
     finally:
         d.stop(signal.SIGKILL)
         assert d.cleanup() == []
+
+
+def test_after_a_reboot_an_empty_dir_keeps_its_files_and_a_pod_deleted_meanwhile_loses_its_volumes(tmp_path, busybox):
+    d = Daemon(tmp_path, busybox)
+    mounts = {"volumeMounts": [{"name": "data", "mountPath": "/data"}]}
+    volumes = [{"name": "data", "emptyDir": {}}]
+    try:
+        write(d, pod("keeper", container("app", "echo boot >> /data/boots; exec sleep 3600", **mounts), volumes=volumes))
+        write(d, pod("goner", container("app", "touch /data/f; exec sleep 3600", **mounts), volumes=volumes))
+        d.start()
+        wait_for(lambda: d.running("keeper", 0) and d.running("goner", 0), what="both pods running")
+        uids = {name: p["metadata"]["uid"] for name, p in d.pods().items()}
+        data = {name: d.root / "pods" / uid / "volumes" / "kubernetes.io~empty-dir" / "data" for name, uid in uids.items()}
+        wait_for(lambda: (data["goner"] / "f").exists(), what="the file in the emptyDir")
+        d.stop()
+        simulate_reboot(d)
+        (d.manifests / "goner.yaml").unlink()                     # deleted while the machine was down
+        d.start()
+        wait_for(lambda: d.running("keeper", 1), timeout=30, what="the pod to come back")
+        assert d.pods()["keeper"]["metadata"]["uid"] == uids["keeper"]
+        wait_for(lambda: (data["keeper"] / "boots").read_text() == "boot\nboot\n", what="the second boot's line")
+        wait_for(lambda: "goner" not in d.pods(), what="the deleted pod to be removed")
+        assert not (d.root / "pods" / uids["goner"]).exists()
+    finally:
+        d.stop(signal.SIGKILL)
+        assert d.cleanup() == []

@@ -25,3 +25,22 @@ def test_the_runc_runtime_needs_root(monkeypatch, tmp_path):
     options = ServeOptions(agent=AgentConfig(manifests=tmp_path, root=tmp_path), run_dir=tmp_path, runtime="runc")
     with pytest.raises(UsageError, match="needs root"):
         make_runtime(options, clock=None)  # type: ignore[arg-type]
+
+
+def test_at_start_only_layers_of_unknown_containers_go_and_a_pods_volumes_stay(tmp_path, monkeypatch):
+    from kubelite.runtime import linux
+    from kubelite.runtime.images import ImageStore
+
+    monkeypatch.setattr(linux, "unmount", lambda target: None)   # nothing is mounted here
+    root = tmp_path / "state"
+    kept = root / "pods" / "u1"
+    (kept / "containers" / "c1" / "upper").mkdir(parents=True)
+    (kept / "containers" / "c1" / "upper" / "written").write_text("x")
+    (kept / "volumes" / "kubernetes.io~empty-dir" / "data").mkdir(parents=True)
+    (kept / "volumes" / "kubernetes.io~empty-dir" / "data" / "file").write_text("kept")
+    (root / "pods" / "u2" / "containers" / "c2" / "rootfs").mkdir(parents=True)   # only a layer
+    oci.OCIRuntime(root=root, run_dir=tmp_path / "run", images=ImageStore(root),
+                   binaries={"runc": "/bin/true", "conmon": "/bin/true", "catatonit": "/bin/true"})
+    assert not (kept / "containers").exists()
+    assert (kept / "volumes" / "kubernetes.io~empty-dir" / "data" / "file").read_text() == "kept"
+    assert not (root / "pods" / "u2").exists()

@@ -143,3 +143,35 @@ def test_tear_down_removes_the_volumes_and_orphans_go_at_start(tmp_path):
     assert volume.exists()
     host.remove_orphans(set())
     assert not (tmp_path / "pods" / "u1" / "volumes").exists()
+
+
+def test_a_missing_sub_path_is_created_without_following_a_symlink_swapped_in_meanwhile(tmp_path, monkeypatch):
+    host = VolumeHost(tmp_path / "state", host_changes=False)
+    pod, paths, volume = set_up(host, "a/b/c")
+    (volume / "a").mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    lexists = os.path.lexists
+
+    def swap(path):   # the container replaces a/ with a link out of the volume, after resolution
+        if str(path) == str(volume / "a" / "b" / "c"):
+            os.rename(volume / "a", volume / "a.old")
+            os.symlink(str(outside), volume / "a")
+        return lexists(path)
+
+    monkeypatch.setattr(os.path, "lexists", swap)
+    with pytest.raises(SubPathError, match='failed to prepare subPath for volumeMount "data" of container "app"'):
+        host.container_mounts("u1", pod, pod.spec.containers[0], paths)
+    assert list(outside.iterdir()) == []
+
+
+def test_make_dirs_inside_creates_every_missing_component_and_refuses_a_symlink(tmp_path):
+    from kubelite.runtime.volumes import make_dirs_inside
+
+    (tmp_path / "vol").mkdir()
+    make_dirs_inside(str(tmp_path / "vol"), "x/y/z")
+    assert (tmp_path / "vol" / "x" / "y" / "z").is_dir()
+    os.symlink(str(tmp_path), tmp_path / "vol" / "link")
+    with pytest.raises(OSError):
+        make_dirs_inside(str(tmp_path / "vol"), "link/escaped")
+    assert not (tmp_path / "escaped").exists()

@@ -7,6 +7,7 @@ Owns these files, and the interfaces, addresses and iptables rules the plugins m
     <run-dir>/cni/networks/<bridge>/         host-local's leases (its dataDir): one per pod address
     <run-dir>/netns/<sandbox id>             a pod's network namespace, pinned (a bind mount of nsfs)
     <sandbox dir>/network.json               what teardown needs: the netns, the port mappings, the ADD result
+    <run-dir>/cni/pending/<sandbox id>.json  the same, for a removed sandbox whose DEL failed: retried until it works
 
 The network: a `bridge` (`kubelite0`, the pods' gateway, outbound traffic masqueraded) with
 `host-local` addresses from the pod subnet, `loopback`, `portmap` (hostPort: DNAT rules, also
@@ -418,6 +419,11 @@ def _plugin_error(stdout: bytes, stderr: bytes) -> str:
     except (ValueError, AttributeError):
         text = ""
     return text or stderr.decode(errors="replace").strip() or "failed"
+
+
+def pending_dir(run_dir: Path) -> Path:
+    """Where the attachments of removed sandboxes wait while their DEL keeps failing."""
+    return run_dir / "cni" / "pending"
 
 
 def save_attachment(path: Path, attachment: Attachment) -> None:

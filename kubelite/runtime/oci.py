@@ -7,7 +7,9 @@ Owns: the runtime's files and processes below its two directories, and nothing e
     <run-dir>/sockets/              conmon's socket directory
     <run-dir>/sandboxes/<id>/       an infra container's bundle and record.json
     <run-dir>/containers/<id>/      a container's bundle, pid files, conmon's persist dir, record.json
+    <run-dir>/cni/pending/<id>.json a removed sandbox's network record while its CNI DEL keeps failing
     <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
+                                    (`<root>/pods/<uid>/volumes*` belong to the volume host)
 
 A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
 that owns the pod's IPC and UTS namespaces, and its PID namespace when the pod shares one;
@@ -37,6 +39,7 @@ import socket
 import subprocess
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -65,6 +68,8 @@ SHM_SIZE = "64m"
 CREATE_TIMEOUT_S = 30.0
 #: A container whose PID 1 is gone gets this long for conmon's exit file to appear.
 EXIT_FILE_GRACE_S = 0.5
+#: A pod network whose CNI DEL failed is tried again at most this often (from the relist).
+TEARDOWN_RETRY_S = 60.0
 
 
 class MissingDependency(RuntimeError_):
@@ -258,6 +263,8 @@ class OCIRuntime:
         self._sandboxes: dict[str, _Sandbox] = self._load(self.sandbox_dir, _Sandbox)
         self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
         self._observer: Any = None
+        self.pending_dir = cni.pending_dir(run_dir)
+        self._next_teardown_retry = time.monotonic() + TEARDOWN_RETRY_S
         self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
         self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
         self.remove_orphan_containers()
@@ -341,7 +348,7 @@ class OCIRuntime:
             pid = int((bundle / "pid").read_text())
         except (RuntimeError_, OSError, ValueError) as exc:
             self._runc("delete", "--force", sandbox_id, check=False)
-            self._teardown_network(sandbox_id)
+            self._release_network(sandbox_id)
             linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)
             if isinstance(exc, cni.NetworkError):
@@ -391,6 +398,36 @@ class OCIRuntime:
             return False
         return True
 
+    def _release_network(self, sandbox_id: str) -> None:
+        """Before a sandbox directory goes: CNI DEL; when that fails, its attachment moves to
+        `<run-dir>/cni/pending/`, from where DEL is retried (`retry_network_teardowns`) until it works,
+        so that the pod's address lease and host port rules are not forgotten."""
+        if self._teardown_network(sandbox_id):
+            return
+        record = self.sandbox_dir / sandbox_id / "network.json"
+        if record.exists():
+            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            os.replace(record, self.pending_dir / f"{sandbox_id}.json")
+
+    def retry_network_teardowns(self) -> None:
+        """CNI DEL again for every attachment whose teardown failed: those kept in `pending/`, and
+        those of stopped sandboxes not removed yet. Run at start and, from the relist, every
+        `TEARDOWN_RETRY_S`."""
+        self._next_teardown_retry = time.monotonic() + TEARDOWN_RETRY_S
+        if self.pending_dir.is_dir():
+            for record in sorted(self.pending_dir.glob("*.json")):
+                try:
+                    cni.teardown(record)
+                except cni.NetworkError as exc:
+                    log.warning("pod sandbox %s: removing its network (retried): %s", record.stem, exc)
+                else:
+                    log.info("pod sandbox %s: its network is removed", record.stem)
+        with self._lock:
+            stopped = [r.id for r in self._sandboxes.values() if r.stopped]
+        for sandbox_id in stopped:
+            if (self.sandbox_dir / sandbox_id / "network.json").exists():
+                self._teardown_network(sandbox_id)
+
     def _check_host_ports(self, uid: str, mappings: tuple[PortMapping, ...]) -> None:
         """HostPortInUse when a host port is held by another pod's sandbox or by a socket on this machine."""
         if not mappings:
@@ -420,7 +457,7 @@ class OCIRuntime:
             record = self._sandboxes.pop(sandbox_id, None)
             for cid in [c.id for c in self._containers.values() if c.sandbox_id == sandbox_id]:
                 self._remove_container_files(self._containers.pop(cid))
-        self._teardown_network(sandbox_id)   # a retry, when stopping could not remove it
+        self._release_network(sandbox_id)   # a retry, when stopping could not remove it; else kept pending
         shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
@@ -429,6 +466,8 @@ class OCIRuntime:
             shutil.rmtree(self._pod_dir(record.uid), ignore_errors=True)
 
     def list_sandboxes(self) -> list[SandboxInfo]:
+        if time.monotonic() >= self._next_teardown_retry:
+            self.retry_network_teardowns()
         with self._lock:
             records = list(self._sandboxes.values())
         return [SandboxInfo(r.id, r.uid, r.attempt, r.sandbox_hash,
@@ -685,19 +724,23 @@ class OCIRuntime:
                 if event.event_type in ("created", "modified", "closed", "moved"):
                     hint()
 
-        self.close()
+        self._stop_observer()
         self._observer = Observer()
         self._observer.schedule(_Handler(), str(self.exit_dir), recursive=False)
         self._observer.daemon = True
         self._observer.start()
 
-    def close(self) -> None:
-        if self.network is not None:
-            self.network.release()
+    def _stop_observer(self) -> None:
         if self._observer is not None:
             self._observer.stop()
             self._observer.join(timeout=5)
             self._observer = None
+
+    def close(self) -> None:
+        """kubelite stops: the exit watcher ends and the bridge is released (pods keep running)."""
+        self._stop_observer()
+        if self.network is not None:
+            self.network.release()
 
     def next_event_time(self) -> datetime | None:
         return None
@@ -727,7 +770,7 @@ class OCIRuntime:
                 continue
             log.info("removing the remains of pod sandbox %s", bundle.name)
             self._runc("delete", "--force", bundle.name, check=False)
-            self._teardown_network(bundle.name)
+            self._release_network(bundle.name)
             linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)
         netns_dir = self.run_dir / "netns"
@@ -738,9 +781,16 @@ class OCIRuntime:
                 if str(path) not in used:
                     linux.unmount(path)
                     path.unlink(missing_ok=True)
+        self.retry_network_teardowns()
 
     def remove_orphan_layers(self) -> None:
-        """Writable layers of containers this runtime has no record of (after a reboot) are removed."""
+        """Writable layers of containers this runtime has no record of (after a reboot) are removed.
+
+        Only layers: a pod's volumes (`volumes/`, `volume-subpaths/`) belong to the volume host,
+        which keeps them for pods that are still wanted (an emptyDir survives a reboot, as the
+        kubelet keeps it) and removes them for pods deleted meanwhile. A pod directory goes only
+        when nothing but empty layer directories is left in it.
+        """
         pods = self.root / "pods"
         if not pods.is_dir():
             return
@@ -748,10 +798,18 @@ class OCIRuntime:
             live = set(self._containers)
             uids = {s.uid for s in self._sandboxes.values()} | {c.uid for c in self._containers.values()}
         for layer in pods.glob("*/containers/*"):
-            if layer.name not in live:
-                linux.unmount(layer / "rootfs")
-                shutil.rmtree(layer, ignore_errors=True)
+            if layer.name in live or not layer.is_dir() or layer.is_symlink():
+                continue
+            linux.unmount(layer / "rootfs")
+            if linux.mounts_below(layer):   # never remove through a mount
+                log.warning("container layer %s is still mounted; not removed", layer)
+                continue
+            shutil.rmtree(layer, ignore_errors=True)
         for pod in pods.iterdir():
-            if pod.name not in uids:
-                linux.unmount_below(pod)  # volumes: never remove through a mount
-                shutil.rmtree(pod, ignore_errors=True)
+            if pod.name in uids or not pod.is_dir() or pod.is_symlink():
+                continue
+            for empty in (pod / "containers", pod):
+                try:
+                    empty.rmdir()   # only if empty: volumes stay for the volume host
+                except OSError:
+                    pass

@@ -206,8 +206,8 @@ class VolumeHost:
         if not _inside(target, root):
             raise SubPathError(f'failed to prepare subPath for volumeMount "{volume}" of container "{container}": '
                                f'subPath "{sub_path}" resolves outside the volume')
-        if not os.path.lexists(target):
-            os.makedirs(target, mode=0o755, exist_ok=True)   # the kubelet creates a missing subPath as a directory
+        if not os.path.lexists(target):   # the kubelet creates a missing subPath as a directory
+            make_dirs_inside(root, os.path.relpath(target, root))
         fd = os.open(target, os.O_PATH | os.O_NOFOLLOW)
         try:
             actual = os.readlink(f"/proc/self/fd/{fd}")
@@ -247,6 +247,10 @@ class VolumeHost:
             shutil.rmtree(base, ignore_errors=True)
         for path in [p for p in self._written if _inside(str(p), str(pod_dir))]:
             del self._written[path]
+        try:
+            pod_dir.rmdir()   # a pod without containers (deleted across a reboot): nothing of it is left
+        except OSError:
+            pass   # its container layers are still there: the runtime removes the directory with them
 
     def remove_orphans(self, known_uids: set[str]) -> None:
         """Tear down the volumes of pods kubelite no longer knows (removed while it was not running)."""
@@ -306,6 +310,30 @@ def check_host_path(path: str, type_: str, *, create: bool, volume: str) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
+
+
+def make_dirs_inside(root: str, relative: str, mode: int = 0o755) -> None:
+    """Create the directory `relative` below `root` one component at a time, each made with mkdirat
+    and opened with O_NOFOLLOW from its parent's descriptor (as the kubelet's doSafeMakeDir): a
+    symlink a container swaps in meanwhile is never followed, so nothing is made outside the
+    volume. OSError (ELOOP or ENOTDIR) when a component is not a plain directory."""
+    flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(root, flags)
+    try:
+        for name in [part for part in relative.split("/") if part not in ("", ".")]:
+            if name == "..":
+                raise OSError(errno.EINVAL, f"{relative}: '..' is not allowed")
+            try:
+                os.mkdir(name, mode, dir_fd=fd)
+            except FileExistsError:
+                pass
+            child = os.open(name, flags, dir_fd=fd)   # ENOTDIR or ELOOP for a symlink
+            os.close(fd)
+            fd = child
+            if not stat.S_ISDIR(os.fstat(fd).st_mode):
+                raise OSError(errno.ENOTDIR, f"{relative}: {name} is not a directory")
+    finally:
+        os.close(fd)
 
 
 def _inside(path: str, root: str) -> bool:
