@@ -19,16 +19,15 @@ from kubelite.apiserver.auth import kubeconfig
 from kubelite.apiserver.server import ApiServer, Health
 from kubelite.core.types import BackoffPolicy
 from tests.apinode import KUBECTL, Stream, require_kubectl, wait_for
-from tests.real import Node, build_busybox, container, pod, require_real_runtime
+from tests.real import Node, container, pod
 
 pytestmark = pytest.mark.real
 
 
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory):
-    require_real_runtime()
+@pytest.fixture
+def busybox(busybox):   # the shared image (conftest), once kubectl is known to be there
     require_kubectl()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
+    return busybox
 
 
 class Served:

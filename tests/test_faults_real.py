@@ -41,7 +41,7 @@ import yaml
 
 from kubelite.runtime import linux
 from kubelite.runtime.oci import find_binaries, instance_name
-from tests.real import REPO, SEARCH, Node, build_busybox, container, leftovers, pod, require_real_runtime, wait_for
+from tests.real import REPO, SEARCH, Node, container, leftovers, pod, wait_for
 from tests.test_faults import ManifestChurn
 
 pytestmark = pytest.mark.real
@@ -56,12 +56,6 @@ def ends_on_term_with(code: int) -> str:
 
 
 CRASHER = "echo start >> /dev/shm/starts; sleep 1; exit 3"
-
-
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> Path:
-    require_real_runtime()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
 
 
 # ====================================================================== helpers

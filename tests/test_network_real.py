@@ -32,7 +32,7 @@ import pytest
 import yaml
 
 from kubelite.runtime import cni
-from tests.real import REPO, Node, build_busybox, container, leftovers, pod, require_real_runtime, wait_for
+from tests.real import REPO, Node, container, leftovers, pod, require_real_runtime, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -47,10 +47,10 @@ def require_cni() -> None:
         pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> Path:
+@pytest.fixture
+def busybox(busybox: Path) -> Path:   # the shared image (conftest), once the CNI plugins are known to be there
     require_cni()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
+    return busybox
 
 
 def free_subnet() -> str:

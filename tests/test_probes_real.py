@@ -13,29 +13,13 @@ import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from kubelite.store.reader import Reader
-from tests.real import Node, build_busybox, container, pod, require_real_runtime
+from tests.real import Node, container, pod
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> Path:
-    require_real_runtime()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
-
-
-@pytest.fixture
-def node(tmp_path, busybox):
-    n = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
-    try:
-        yield n
-    finally:
-        assert n.close() == []
 
 
 def port() -> int:

@@ -22,15 +22,9 @@ import yaml
 
 from kubelite.runtime import linux
 from kubelite.runtime.oci import instance_name
-from tests.real import REPO, SEARCH, build_busybox, container, leftovers, pod, require_real_runtime, wait_for
+from tests.real import REPO, SEARCH, container, leftovers, pod, wait_for
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> Path:
-    require_real_runtime()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
 
 
 class Daemon:

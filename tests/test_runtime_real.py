@@ -8,27 +8,12 @@ left no mount, cgroup, conmon process or runc container behind.
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import pytest
 
-from tests.real import Node, container, pod, require_real_runtime, build_busybox
+from tests.real import Node, container, pod
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="session")
-def busybox(tmp_path_factory) -> Path:
-    require_real_runtime()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
-
-
-@pytest.fixture
-def node(tmp_path, busybox):
-    n = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
-    yield n
-    left = n.close()
-    assert left == [], f"left behind: {left}"
 
 
 def test_two_containers_of_a_pod_share_localhost_and_hostname_and_each_is_pid_1(node):

@@ -136,7 +136,8 @@ def test_a_version_1_database_is_upgraded_to_2_keeping_its_pods_and_gaining_conf
     assert columns == ["kind", "namespace", "name", "uid", "source", "object", "created_at", "resource_version"]
     assert [r[0] for r in store.execute_sql("SELECT name FROM pragma_index_list('config_objects')")], "no key"
     reader = Reader(tmp_path)
-    assert [o["kind"] for o in reader.config_objects("ConfigMap")] == ["ConfigMap"] and reader.config_objects("Secret") == []
+    assert [o["kind"] for o in reader.config_objects("ConfigMap")] == ["ConfigMap"]
+    assert reader.config_objects("Secret") == []
     reader.close()
     store.close()
 

@@ -16,23 +16,9 @@ import pytest
 
 from kubelite.runtime import linux
 from kubelite.store.reader import Reader
-from tests.real import Node, build_busybox, container, pod, require_real_runtime, wait_for
+from tests.real import Node, container, pod, wait_for
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture(scope="module")
-def busybox(tmp_path_factory) -> Path:
-    require_real_runtime()
-    return build_busybox(tmp_path_factory.mktemp("image") / "busybox.tar")
-
-
-@pytest.fixture
-def node(tmp_path, busybox):
-    n = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
-    yield n
-    left = n.close()
-    assert left == [], f"left behind: {left}"
 
 
 def write(node: Node, name: str, *docs: dict[str, Any]) -> None:
