@@ -7,7 +7,6 @@ due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import signal
@@ -21,6 +20,7 @@ from typing import IO, Any, Callable
 from kubelite import __version__
 from kubelite.agent.agent import Agent, AgentConfig, utcnow
 from kubelite.errors import KubeliteError, UsageError
+from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher
@@ -81,19 +81,9 @@ def configure_logging(debug: bool) -> None:
 
 def lock_root(root: Path) -> IO[str]:
     """Hold `<root>/kubelite.lock` for the life of the process: one daemon per state root."""
-    root.mkdir(parents=True, exist_ok=True)
-    handle = open(root / "kubelite.lock", "a+")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.seek(0)
-        holder = handle.read().strip() or "unknown"
-        handle.close()
-        raise UsageError(f"another kubelite (pid {holder}) is already serving {root}") from None
-    handle.seek(0)
-    handle.truncate()
-    handle.write(f"{os.getpid()}\n")
-    handle.flush()
+    handle, holder = linux.try_lock(root / "kubelite.lock", str(os.getpid()))
+    if handle is None:
+        raise UsageError(f"another kubelite (pid {holder}) is already serving {root}")
     return handle
 
 

@@ -29,7 +29,6 @@ functions; `Network` runs processes.
 from __future__ import annotations
 
 import errno
-import fcntl
 import hashlib
 import ipaddress
 import json
@@ -269,20 +268,11 @@ class Network:
     def claim(self, lock_dir: Path = Path("/run/lock")) -> None:
         """Hold `<lock_dir>/kubelite-<bridge>.lock` while kubelite serves: two instances on one bridge
         would hand out the same addresses from their own leases. NetworkError naming the holder."""
-        lock_dir.mkdir(parents=True, exist_ok=True)
-        handle = open(lock_dir / f"kubelite-{self.bridge}.lock", "a+")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            handle.close()
+        handle, holder = linux.try_lock(lock_dir / f"kubelite-{self.bridge}.lock",
+                                        f"pid {os.getpid()}, state {self.conflist_path.parent.parent}")
+        if handle is None:
             raise NetworkError(f"bridge {self.bridge} is in use by another kubelite ({holder}): give each instance "
-                               "its own --bridge and --pod-cidr") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}, state {self.conflist_path.parent.parent}\n")
-        handle.flush()
+                               "its own --bridge and --pod-cidr")
         self._lock = handle
 
     def release(self) -> None:

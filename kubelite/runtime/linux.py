@@ -11,9 +11,11 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import fcntl
 import os
 import re
 from pathlib import Path
+from typing import IO
 
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
@@ -157,3 +159,22 @@ def remove_cgroup(relative: str) -> None:
                 os.rmdir(dirpath)
             except OSError:
                 pass
+
+
+def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
+    """Take the exclusive flock of `path` without waiting and write `owner` into the file. Returns
+    the open file (the lock lasts while it is open), or None and what the current holder wrote."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        return None, holder
+    handle.seek(0)
+    handle.truncate()
+    handle.write(owner + "\n")
+    handle.flush()
+    return handle, ""
