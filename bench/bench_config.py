@@ -22,7 +22,6 @@ repository root, as root.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -189,7 +188,6 @@ def main() -> int:
         "the waiting pod's sandbox already runs; the plain pod's time includes creating its sandbox",
     ])
     record_summary("config", rows)
-    print(json.dumps({"to_file_s": to_file, "waiting_start_s": waiting_start}), file=sys.stderr)
     return 0
 
 
