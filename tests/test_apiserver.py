@@ -664,3 +664,115 @@ def test_a_watch_from_before_the_kept_history_is_expired(tmp_path, monkeypatch):
             assert deleted.object["metadata"]["resourceVersion"] == str(deleted.resource_version)
         finally:
             pods.stop()
+
+
+def test_the_history_starts_after_the_objects_the_feed_found(tmp_path, monkeypatch):
+    """A feed that starts (a restarted daemon) takes the existing pods as state, not history: a
+    version from before it started is expired, never a partial replay without the DELETED of a pod
+    removed meanwhile."""
+    from kubelite.apiserver import feed
+    from kubelite.store.reader import Reader
+    monkeypatch.setattr(feed, "HISTORY", 1)
+    with simulated_node(tmp_path) as sim:
+        sim.write("web.yaml", pod_doc("web"))
+        sim.write("gone.yaml", pod_doc("gone"))
+        sim.settle()
+        reader = Reader(sim.root)
+        try:
+            web_version = int(next(p for p in reader.pods() if p["metadata"]["name"] == "web")
+                              ["metadata"]["resourceVersion"])
+        finally:
+            reader.close()
+        (sim.manifests / "gone.yaml").unlink()
+        sim.agent.hint_manifests()
+        sim.advance(35)   # gone is removed: its tombstone is the newest version
+        pods = feed.PodFeed(lambda: Reader(sim.root))
+        try:
+            start = pods.resource_version
+            assert start > web_version
+            sim.write("b.yaml", pod_doc("b"))
+            sim.settle()
+            pods.poll()
+            with pytest.raises(feed.Expired):
+                next(pods.watch(web_version, lambda o: True))
+            events = pods.watch(start, lambda o: True, tick_s=0.05)
+            assert next(events).object["metadata"]["name"] == "b"
+            events.close()
+        finally:
+            pods.stop()
+
+
+def test_a_watcher_that_falls_behind_the_history_is_expired(tmp_path, monkeypatch):
+    from kubelite.apiserver import feed
+    from kubelite.store.reader import Reader
+    monkeypatch.setattr(feed, "HISTORY", 1)
+    with simulated_node(tmp_path) as sim:
+        sim.write("web.yaml", pod_doc("web"))
+        sim.settle()
+        pods = feed.PodFeed(lambda: Reader(sim.root))
+        try:
+            events = pods.watch(pods.resource_version, lambda o: True, tick_s=0.05)
+            assert next(events) is None
+            sim.write("c.yaml", pod_doc("c"))
+            sim.write("d.yaml", pod_doc("d"))
+            sim.settle()
+            pods.poll()
+            with pytest.raises(feed.Expired, match="too old resource version"):
+                next(events)
+        finally:
+            pods.stop()
+
+
+def _event(kind: str, phase: str, previous: str | None):
+    from kubelite.apiserver import feed
+
+    def pod(p):
+        return {"metadata": {"uid": "u", "name": "job", "namespace": "default"}, "spec": {}, "status": {"phase": p}}
+    return feed.WatchEvent(kind, 7, pod(phase), pod(previous) if previous else None)
+
+
+@pytest.mark.parametrize("kind, phase, previous, seen", [
+    ("MODIFIED", "Succeeded", "Running", "DELETED"),   # left the selector
+    ("MODIFIED", "Running", "Pending", "ADDED"),       # entered it
+    ("MODIFIED", "Running", "Running", "MODIFIED"),
+    ("MODIFIED", "Succeeded", "Pending", None),
+    ("ADDED", "Running", None, "ADDED"),
+    ("ADDED", "Pending", None, None),
+    ("DELETED", "Running", "Running", "DELETED"),
+    ("DELETED", "Failed", "Failed", None),
+])
+def test_a_filtered_watch_decides_from_the_object_before_and_after(kind, phase, previous, seen):
+    from kubelite.apiserver import selectors, server
+
+    running = selectors.matcher(None, "status.phase=Running", "pods")
+    assert server.seen_as(_event(kind, phase, previous), running) == seen
+
+
+def test_a_filtered_watch_resumed_from_a_list_sees_a_pod_leave_its_selector(fresh):
+    import http.client
+    import ssl
+
+    job = labelled("job", restartPolicy="Never")
+    job["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=2"}
+    fresh.write(job)
+    selector = "fieldSelector=status.phase%3DRunning"
+    listed = wait_for(lambda: (l := fresh.json(f"/api/v1/namespaces/default/pods?{selector}"))["items"] and l,
+                      what="the job running")
+    since = listed["metadata"]["resourceVersion"]
+    context = ssl.create_default_context(cafile=str(auth.api_dir(fresh.root) / "ca.crt"))
+    host, port = fresh.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+    try:
+        conn.request("GET", f"/api/v1/namespaces/default/pods?watch=true&{selector}&resourceVersion={since}"
+                     "&timeoutSeconds=20", headers={"Authorization": f"Bearer {fresh.token}"})
+        response = conn.getresponse()
+        assert response.status == 200
+        events = []
+        while not events or events[-1][0] != "DELETED":
+            line = response.readline()
+            assert line, events
+            event = json.loads(line)
+            events.append((event["type"], event["object"]["status"]["phase"]))
+    finally:
+        conn.close()
+    assert events[-1] == ("DELETED", "Succeeded") and all(e == ("MODIFIED", "Running") for e in events[:-1]), events

@@ -199,6 +199,9 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
         log.error("API not served: cannot listen on %s:%s: %s", options.api.host, options.api.port,
                   exc.strerror or exc)
         return None
+    except Exception as exc:  # noqa: BLE001 — a certificate or a store the API cannot read: the pods run on
+        log.error("API not served: %s: %s", type(exc).__name__, exc)
+        return None
     api.start()
     return api
 

@@ -30,10 +30,18 @@ class WatchEvent:
     type: str                 # ADDED, MODIFIED, DELETED
     resource_version: int
     object: dict[str, Any]
+    #: The object as the previous event left it (None for ADDED): a filtered watch decides from both
+    #: whether the object entered, stayed in or left its selectors, as the API server's cacher does.
+    previous: dict[str, Any] | None = None
 
 
 class Expired(Exception):
     """The requested resourceVersion is older than the history the feed keeps (HTTP 410 Gone)."""
+
+
+class TooLarge(Exception):
+    """The requested resourceVersion is newer than any the node has given out (HTTP 504, as the API
+    server's "Too large resource version")."""
 
 
 class PodFeed:
@@ -49,7 +57,8 @@ class PodFeed:
         self._events: deque[WatchEvent] = deque()
         self._rv = -1
         self.watchers = 0
-        self.poll()
+        self._floor = -1
+        self.poll(seed=True)       # what exists now is state, not history
         self._floor = self._rv     # every change after this version is in the history
         self._thread = threading.Thread(target=self._run, name="kubelite-api-watch", daemon=True)
         self._thread.start()
@@ -77,8 +86,9 @@ class PodFeed:
                 except Exception:  # noqa: BLE001 — a damaged database must not end the feed; the next poll retries
                     pass
 
-    def poll(self) -> None:
-        """Read what changed since the last poll and publish it as events."""
+    def poll(self, *, seed: bool = False) -> None:
+        """Read what changed since the last poll and publish it as events (`seed`: only take in the
+        current objects; the history starts after them)."""
         with self._poll_lock:
             reader = self._open_reader()
             try:
@@ -95,12 +105,14 @@ class PodFeed:
             events = []
             for obj in objects:
                 uid = obj["metadata"]["uid"]
-                events.append(WatchEvent("MODIFIED" if uid in self._objects else "ADDED", versions[uid], obj))
+                before = self._objects.get(uid)
+                events.append(WatchEvent("MODIFIED" if before else "ADDED", versions[uid], obj,
+                                         before[1] if before else None))
             for uid in set(self._objects) - set(versions):
                 deleted_at = tombstones.get(uid, rv)
                 last = self._objects[uid][1]
                 obj = {**last, "metadata": {**last["metadata"], "resourceVersion": str(deleted_at)}}
-                events.append(WatchEvent("DELETED", deleted_at, obj))
+                events.append(WatchEvent("DELETED", deleted_at, obj, last))
             events.sort(key=lambda e: e.resource_version)
             with self._cond:
                 for event in events:
@@ -109,9 +121,10 @@ class PodFeed:
                         self._objects.pop(uid, None)
                     else:
                         self._objects[uid] = (event.resource_version, event.object)
-                    self._events.append(event)
+                    if not seed:
+                        self._events.append(event)
                 while len(self._events) > HISTORY:
-                    self._floor = self._events.popleft().resource_version
+                    self._floor = max(self._floor, self._events.popleft().resource_version)
                 self._rv = rv
                 self._cond.notify_all()
 
@@ -120,7 +133,9 @@ class PodFeed:
     def watch(self, since: int | None, match: Callable[[dict[str, Any]], bool], *,
               tick_s: float | None = None) -> Iterator[WatchEvent | None]:
         """Events for one client: the current objects as ADDED when `since` is None, else every change
-        after `since`; then changes as they come. Yields None every `tick_s` (TICK_S) without news."""
+        after `since`; then changes as they come. Yields None every `tick_s` (TICK_S) without news.
+        Raises Expired when `since` (or, later, the client's place) is older than the kept history,
+        TooLarge when `since` is newer than the node's resourceVersion."""
         tick = TICK_S if tick_s is None else tick_s
         self.poll()
         with self._cond:
@@ -133,6 +148,9 @@ class PodFeed:
             elif since < self._floor:
                 self.watchers -= 1
                 raise Expired(f"too old resource version: {since} ({self._floor})")
+            elif since > self._rv:
+                self.watchers -= 1
+                raise TooLarge(f"Too large resource version: {since}, current: {self._rv}")
             else:
                 pending = [e for e in self._events if e.resource_version > since]
                 cursor = max([since] + [e.resource_version for e in pending])
@@ -143,6 +161,8 @@ class PodFeed:
                     if match(event.object):
                         yield event
                 with self._cond:
+                    if cursor < self._floor:   # this client fell behind: events it never saw were dropped
+                        raise Expired(f"too old resource version: {cursor} ({self._floor})")
                     pending = [e for e in self._events if e.resource_version > cursor]
                     if not pending and not self._stopped:
                         self._cond.wait(tick)
@@ -156,6 +176,13 @@ class PodFeed:
         finally:
             with self._cond:
                 self.watchers -= 1
+
+    def check(self, since: int) -> None:
+        """Raise TooLarge when `since` is newer than any version given out (after a fresh look)."""
+        self.poll()
+        with self._cond:
+            if since > self._rv:
+                raise TooLarge(f"Too large resource version: {since}, current: {self._rv}")
 
     @property
     def resource_version(self) -> int:

@@ -99,11 +99,14 @@ def api_resources() -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------- errors and lists
 
-def status(code: int, reason: str, message: str, *, kind: str | None = None, name: str | None = None) -> dict:
+def status(code: int, reason: str, message: str, *, kind: str | None = None, name: str | None = None,
+           retry_after: int | None = None) -> dict:
     body: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
                             "message": message, "reason": reason, "code": code}
     if kind or name:
         body["details"] = {k: v for k, v in (("name", name), ("kind", kind)) if v}
+    if retry_after is not None:
+        body.setdefault("details", {})["retryAfterSeconds"] = retry_after
     return body
 
 

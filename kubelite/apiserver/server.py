@@ -42,8 +42,13 @@ NAMESPACED = {"pods", "events", "configmaps", "secrets"}
 CLUSTER = {"nodes", "namespaces"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
 WATCH_TIMEOUT_S = 1800
-HANDSHAKE_TIMEOUT_S = 10.0
+#: A connection's TLS handshake and each request's line and headers must arrive within this long.
+HEADERS_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 300.0
+#: Connections served at once (a thread and a descriptor each, in the agent's own process); more are closed.
+MAX_CONNECTIONS = 128
+#: What /readyz answers when not ready: public, so the reason stays in the Node's Ready condition.
+NOT_READY = "not ready"
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _END = object()
 
@@ -72,6 +77,13 @@ def _bad_request(message: str) -> ApiError:
     return ApiError(objects.status(400, "BadRequest", message))
 
 
+def client_url(host: str, port: int) -> str:
+    """The URL a client on this machine uses for a server bound to host:port; a wildcard address
+    (0.0.0.0, ::) is reached, and covered by the certificate, as the loopback address."""
+    host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 class ApiServer:
     """The API of one node; `start()` it beside the agent, `notify()` it after each pass."""
 
@@ -89,17 +101,22 @@ class ApiServer:
                                       node_ip=node_ip)
         self.started = _rfc3339(_now())
         self.httpd = (_Server6 if ":" in host else _Server)((host, port), _Handler)   # OSError: cannot listen
-        self.httpd.api = self
-        self.feed = feed.PodFeed(self.reader)
-        self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
-        # handshakes happen on the connection's own thread (in `_Handler.setup`), never in the accept loop
-        self.httpd.socket = tls.server_context(directory).wrap_socket(self.httpd.socket, server_side=True,
-                                                                      do_handshake_on_connect=False)
+        try:
+            self.httpd.api = self
+            self.feed = feed.PodFeed(self.reader)
+            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
+            # handshakes happen on the connection's own thread (in `_Handler.setup`), never in the accept loop
+            self.httpd.socket = tls.server_context(directory).wrap_socket(self.httpd.socket, server_side=True,
+                                                                          do_handshake_on_connect=False)
+        except BaseException:
+            self.httpd.server_close()
+            if hasattr(self, "feed"):
+                self.feed.stop()
+            raise
         self.closing = threading.Event()
         bound_host, bound_port = self.httpd.server_address[:2]
-        display = f"[{bound_host}]" if ":" in str(bound_host) else bound_host
-        self.url = f"https://{display}:{bound_port}"
-        self.address = f"{display}:{bound_port}"
+        self.url = client_url(str(bound_host), bound_port)
+        self.address = self.url.removeprefix("https://")
         self._thread: threading.Thread | None = None
 
     def reader(self) -> Reader:
@@ -121,6 +138,7 @@ class ApiServer:
         self.feed.stop()
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.httpd.deadlines.stop()
 
     # ------------------------------------------------------------------ reads
 
@@ -167,10 +185,77 @@ class ApiServer:
         return [objects.namespace(ns, created) for ns, created in sorted(seen.items())]
 
 
+class _Deadlines:
+    """Cuts connections whose handshake or request headers take too long, as a whole (a per-read
+    timeout alone lets a client send a byte at a time forever): one thread for all connections."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._due: dict[int, tuple[float, socket.socket]] = {}
+        self._next = 0
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def arm(self, connection: socket.socket, seconds: float) -> int:
+        with self._lock:
+            self._next += 1
+            self._due[self._next] = (time.monotonic() + seconds, connection)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="kubelite-api-deadlines", daemon=True)
+                self._thread.start()
+            return self._next
+
+    def disarm(self, token: int) -> None:
+        with self._lock:
+            self._due.pop(token, None)
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(min(0.5, HEADERS_TIMEOUT_S / 4)):
+            now = time.monotonic()
+            with self._lock:
+                overdue = [t for t, (due, _) in self._due.items() if due < now]
+                connections = [self._due.pop(t)[1] for t in overdue]
+            for connection in connections:
+                try:   # the plain socket's shutdown: wakes the thread blocked reading it (TLS state untouched)
+                    socket.socket.shutdown(connection, socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     api: ApiServer
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.deadlines = _Deadlines()
+        super().__init__(*args, **kwargs)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.debug("API: %s refused: %d connections open", client_address[0], MAX_CONNECTIONS)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A failed handshake (a plain-HTTP client, a port scan) or a dropped connection: not worth a
+        traceback on the agent's stderr."""
+        log.debug("API: connection from %s failed", client_address[0], exc_info=True)
 
 
 class _Server6(_Server):
@@ -183,9 +268,42 @@ class _Handler(BaseHTTPRequestHandler):
 
     def setup(self) -> None:
         super().setup()
-        self.connection.settimeout(HANDSHAKE_TIMEOUT_S)
-        self.connection.do_handshake()
+        self._streaming = False
+        self._headers_deadline: int | None = None
+        self.connection.settimeout(HEADERS_TIMEOUT_S)
+        token = self.server.deadlines.arm(self.connection, HEADERS_TIMEOUT_S)
+        try:
+            self.connection.do_handshake()
+        finally:
+            self.server.deadlines.disarm(token)
         self.connection.settimeout(IDLE_TIMEOUT_S)   # a kept-alive connection that sends nothing is closed
+
+    def handle_one_request(self) -> None:
+        """Wait (up to IDLE_TIMEOUT_S) for a request to begin; from its first byte, its line and
+        headers must all arrive within HEADERS_TIMEOUT_S."""
+        try:
+            if not self.rfile.peek(1):   # type: ignore[attr-defined]
+                self.close_connection = True
+                return
+        except TimeoutError:
+            self.close_connection = True
+            return
+        self._headers_deadline = self.server.deadlines.arm(self.connection, HEADERS_TIMEOUT_S)
+        try:
+            super().handle_one_request()
+        finally:
+            self._disarm()
+
+    def parse_request(self) -> bool:
+        try:
+            return super().parse_request()
+        finally:
+            self._disarm()
+
+    def _disarm(self) -> None:
+        if self._headers_deadline is not None:
+            self.server.deadlines.disarm(self._headers_deadline)
+            self._headers_deadline = None
 
     def handle(self) -> None:
         try:
@@ -211,7 +329,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self, method: str) -> None:
         api = self.server.api
-        split = urlsplit(self.path)
+        try:
+            split = urlsplit(self.path)
+        except ValueError as exc:
+            self.close_connection = True
+            return self._json(400, objects.status(400, "BadRequest", f"invalid request target: {exc}"))
         path = split.path.rstrip("/") or "/"
         query = dict(parse_qsl(split.query, keep_blank_values=True))
         try:
@@ -229,21 +351,26 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ApiError(objects.status(405, "MethodNotAllowed",
                                               "the server does not allow this method on the requested resource"))
             self._route(path, query)
-        except ApiError as exc:
-            self._json(exc.body["code"], exc.body)
-        except selectors.SelectorError as exc:
-            self._json(400, objects.status(400, "BadRequest", str(exc)))
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
-        except KubeliteError as exc:
-            self._json(500, objects.status(500, "InternalError", str(exc)))
         except Exception as exc:  # noqa: BLE001 — one failing request must not take the connection's thread down silently
-            log.exception("API: %s %s failed", method, split.path)
-            self.close_connection = True
+            if isinstance(exc, ApiError):
+                body = exc.body
+            elif isinstance(exc, selectors.SelectorError):
+                body = objects.status(400, "BadRequest", str(exc))
+            elif isinstance(exc, KubeliteError):
+                body = objects.status(500, "InternalError", str(exc))
+            else:
+                log.exception("API: %s %s failed", method, split.path)
+                self.close_connection = True
+                body = objects.status(500, "InternalError", f"{type(exc).__name__}: {exc}")
+            if self._streaming:   # the response began: a second one would corrupt the stream; just end it
+                self.close_connection = True
+                return
             try:
-                self._json(500, objects.status(500, "InternalError", f"{type(exc).__name__}: {exc}"))
+                self._json(body["code"], body)
             except OSError:
-                pass
+                self.close_connection = True
 
     def _body(self) -> dict[str, Any]:
         length = int(self.headers.get("Content-Length") or 0)
@@ -277,7 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._text(200, "ok")
         if path == "/readyz":
             health = api.health()
-            return self._text(200 if health.ready else 500, "ok" if health.ready else health.message)
+            return self._text(200 if health.ready else 500, "ok" if health.ready else NOT_READY)
         if path == "/version":
             return self._json(200, objects.version())
         if path == "/api":
@@ -374,63 +501,63 @@ class _Handler(BaseHTTPRequestHandler):
         def in_namespace(obj: dict[str, Any]) -> bool:
             return namespace is None or obj["metadata"].get("namespace") == namespace
 
-        shown: set[str] = set()
-
-        def seen_as(event: feed.WatchEvent) -> str | None:
-            """The event type this client sees: an object entering the selectors is ADDED, one leaving
-            them is DELETED (as the API server's filtered watches do); None: not for this client."""
-            uid, matches = event.object["metadata"]["uid"], match(event.object)
-            if event.type == "DELETED" or not matches:
-                if uid in shown or (event.type == "DELETED" and matches):
-                    shown.discard(uid)
-                    return "DELETED"
-                return None
-            entering = uid not in shown
-            shown.add(uid)
-            if entering and (event.type == "ADDED" or since is None):
-                return "ADDED"
-            return event.type
-
+        if since is not None:
+            try:
+                api.feed.check(since)
+            except feed.TooLarge as exc:
+                raise ApiError(objects.status(504, "Timeout", str(exc), retry_after=1)) from None
         self._start_stream("application/json")   # at once: a client waits for the headers
         events = api.feed.watch(since, in_namespace, tick_s=min(feed.TICK_S, max(0.2, timeout / 10)))
         deadline = _monotonic() + timeout
         try:
             try:
-                event: Any = next(events, _END)
-            except feed.Expired as exc:
-                self._chunk(json.dumps({"type": "ERROR", "object": objects.status(410, "Expired", str(exc))}) + "\n")
-                return self._end_stream()
-            while event is not _END:
-                if event is None:
-                    if self._client_gone() or api.closing.is_set() or _monotonic() > deadline:
-                        break
-                    if bookmarks:
-                        self._chunk(json.dumps({"type": "BOOKMARK", "object": {
-                            "kind": "Pod", "apiVersion": "v1",
-                            "metadata": {"resourceVersion": str(api.feed.resource_version)}}}) + "\n")
-                elif (kind := seen_as(event)) is not None:
-                    obj = event.object
-                    if table:
-                        columns, rows = objects.TABLES["pods"]
-                        obj = objects.table(columns, rows([obj], _now()), event.resource_version)
-                    self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
-                    if _monotonic() > deadline:
-                        break
-                event = next(events, _END)
+                self._stream_watch(events, match, deadline, bookmarks, table)
+            except (feed.Expired, feed.TooLarge) as exc:
+                code, reason = (410, "Expired") if isinstance(exc, feed.Expired) else (504, "Timeout")
+                self._chunk(json.dumps({"type": "ERROR", "object": objects.status(code, reason, str(exc))}) + "\n")
+            except (BrokenPipeError, ConnectionResetError, OSError):
+                raise
+            except Exception as exc:  # noqa: BLE001 — the stream began: the error goes in it, as a watch ERROR event
+                log.exception("API: watch of pods failed")
+                self._chunk(json.dumps({"type": "ERROR", "object": objects.status(
+                    500, "InternalError", f"{type(exc).__name__}: {exc}")}) + "\n")
             self._end_stream()
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
         finally:
             events.close()
 
+    def _stream_watch(self, events: Any, match: Callable[[dict[str, Any]], bool], deadline: float,
+                      bookmarks: bool, table: bool) -> None:
+        api = self.server.api
+        event: Any = next(events, _END)
+        while event is not _END:
+            if event is None:
+                if self._client_gone() or api.closing.is_set() or _monotonic() > deadline:
+                    break
+                if bookmarks:
+                    self._chunk(json.dumps({"type": "BOOKMARK", "object": {
+                        "kind": "Pod", "apiVersion": "v1",
+                        "metadata": {"resourceVersion": str(api.feed.resource_version)}}}) + "\n")
+            elif (kind := seen_as(event, match)) is not None:
+                obj = event.object
+                if table:
+                    columns, rows = objects.TABLES["pods"]
+                    obj = objects.table(columns, rows([obj], _now()), event.resource_version)
+                self._chunk(json.dumps({"type": kind, "object": obj}) + "\n")
+                if _monotonic() > deadline:
+                    break
+            event = next(events, _END)
+
     def _client_gone(self) -> bool:
         """Whether the client closed its side. While a response streams, a client sends nothing, so a
         readable connection means a TLS close_notify or a FIN."""
         try:
-            readable, _, _ = select.select([self.connection], [], [], 0)
+            poller = select.poll()   # not select(): it fails for descriptors from 1024 on
+            poller.register(self.connection, select.POLLIN | select.POLLPRI | select.POLLHUP | select.POLLERR)
+            return bool(poller.poll(0))
         except (OSError, ValueError):
             return True
-        return bool(readable)
 
     # ------------------------------------------------------------------ logs
 
@@ -493,6 +620,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, "text/plain; charset=utf-8", text.encode())
 
     def _start_stream(self, content_type: str) -> None:
+        self._streaming = True
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Transfer-Encoding", "chunked")
@@ -509,6 +637,21 @@ class _Handler(BaseHTTPRequestHandler):
     def _end_stream(self) -> None:
         self.wfile.write(b"0\r\n\r\n")
         self.wfile.flush()
+
+
+def seen_as(event: feed.WatchEvent, match: Callable[[dict[str, Any]], bool]) -> str | None:
+    """The event type a filtered watch sees, from the object before and after, as the API server's
+    cacher decides it: matched before and not now is DELETED, not before and now is ADDED, both is
+    MODIFIED; None: not for this client."""
+    now = event.type != "DELETED" and match(event.object)
+    before = event.previous is not None and match(event.previous)
+    if event.type == "DELETED":
+        return "DELETED" if before or match(event.object) else None
+    if before and now:
+        return "MODIFIED"
+    if now:
+        return "ADDED"
+    return "DELETED" if before else None
 
 
 def _monotonic() -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import ssl
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -20,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 VALID_FOR = timedelta(days=3650)
+_DNS_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
 
 
@@ -63,6 +65,20 @@ def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Cer
     return builder.sign(issuer_key, hashes.SHA256())
 
 
+def certificate_names(names: list[str]) -> list[str]:
+    """The names a serving certificate can carry: IP addresses and valid DNS names (ASCII labels of
+    letters, digits and hyphens); others (a non-ASCII host name, say) are left out, not an error."""
+    kept = []
+    for entry in names:
+        try:
+            ipaddress.ip_address(entry)
+        except ValueError:
+            if not (len(entry) <= 253 and all(_DNS_LABEL.match(label) for label in entry.split("."))):
+                continue
+        kept.append(entry)
+    return sorted(set(kept))
+
+
 def _names_of(cert: x509.Certificate) -> set[str]:
     try:
         alt = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -72,7 +88,9 @@ def _names_of(cert: x509.Certificate) -> set[str]:
 
 
 def ensure_certificates(directory: Path, names: list[str]) -> None:
-    """Make the CA once, and a serving certificate that covers `names` (IPs or DNS names)."""
+    """Make the CA once, and a serving certificate that covers `names` (IPs or DNS names; names
+    that are neither are skipped)."""
+    names = certificate_names(names)
     ca_cert_path, ca_key_path = directory / CA_CERT, directory / CA_KEY
     if ca_cert_path.exists() and ca_key_path.exists():
         ca_cert = x509.load_pem_x509_certificate(ca_cert_path.read_bytes())
@@ -91,7 +109,7 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
         if set(names) <= _names_of(current) and current.not_valid_after_utc > datetime.now(timezone.utc):
             return
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = _certificate("kubelite", key, ca_cert, ca_key, sorted(set(names)))
+    cert = _certificate("kubelite", key, ca_cert, ca_key, names)
     _write(directory / SERVER_KEY, _key_pem(key), 0o600)
     _write(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
 
