@@ -776,3 +776,207 @@ def test_a_filtered_watch_resumed_from_a_list_sees_a_pod_leave_its_selector(fres
     finally:
         conn.close()
     assert events[-1] == ("DELETED", "Succeeded") and all(e == ("MODIFIED", "Running") for e in events[:-1]), events
+
+
+# ------------------------------------------------------------------ the server's edges (an ApiServer on an empty store)
+
+
+@pytest.fixture
+def bare(tmp_path, monkeypatch):
+    """An ApiServer alone on a loopback port over an empty store; `bare.health_state` sets /readyz."""
+    from kubelite.apiserver import server
+    from kubelite.store.store import Store
+
+    monkeypatch.setattr(server, "MAX_CONNECTIONS", 2)
+    monkeypatch.setattr(server, "HEADERS_TIMEOUT_S", 0.5)
+    Store(tmp_path / "state").close()
+    state = {"health": server.Health(True, "ok")}
+    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="127.0.0.1", port=0,
+                           health=lambda: state["health"])
+    api.start()
+    api.state = state
+    yield api
+    api.close()
+
+
+def _tls(api, timeout: float = 10):
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
+    host, port = api.url.removeprefix("https://").rsplit(":", 1)
+    return context.wrap_socket(socket.create_connection((host, int(port)), timeout=timeout), server_hostname=host)
+
+
+def _closed(sock) -> bool:
+    """Whether the peer closed the connection (EOF or a reset) before the socket's timeout."""
+    import ssl
+
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLError, ConnectionResetError, BrokenPipeError):
+        return True
+
+
+def _get(api, path: str, token: str | None = None) -> tuple[int, bytes]:
+    import http.client
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
+    host, port = api.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token or api.token}"})
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def test_connections_over_the_cap_are_closed_and_a_slot_frees_when_one_ends(bare):
+    import socket
+
+    held = [_tls(bare), _tls(bare)]   # handshaken, idle: each holds a slot
+    host, port = bare.url.removeprefix("https://").rsplit(":", 1)
+    extra = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        assert extra.recv(1) == b""   # closed at once, without a handshake
+    finally:
+        extra.close()
+    held.pop().close()
+    wait_for(lambda: _get(bare, "/healthz")[0] == 200, what="a freed slot", timeout=10)
+    for sock in held:
+        sock.close()
+
+
+def test_request_headers_must_arrive_within_the_deadline(bare):
+    import time
+
+    sock = _tls(bare)
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        sock.settimeout(0.2)
+        for _ in range(40):   # a header line every 0.2 s: each read is quick, the whole is not
+            try:
+                if _closed(sock):
+                    break
+            except TimeoutError:
+                pass
+            try:
+                sock.sendall(b"X-Slow: y\r\n")
+            except OSError:
+                break
+        assert time.monotonic() - started < 4, "the connection outlived its header deadline"
+    finally:
+        sock.close()
+
+
+def test_a_plain_http_client_gets_no_traceback_on_stderr(bare, capfd):
+    import socket
+
+    host, port = bare.url.removeprefix("https://").rsplit(":", 1)
+    plain = socket.create_connection((host, int(port)), timeout=5)
+    try:
+        plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        while plain.recv(4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        plain.close()
+    assert _get(bare, "/healthz")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
+
+
+def test_a_malformed_request_target_is_a_bad_request(bare):
+    sock = _tls(bare)
+    try:
+        sock.sendall(b"GET http://[abc/api HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = sock.recv(4096)
+    finally:
+        sock.close()
+    assert answer.startswith(b"HTTP/1.1 400 "), answer
+
+
+def test_a_resource_version_from_the_future_is_too_large(bare):
+    code, body = _get(bare, "/api/v1/pods?watch=true&resourceVersion=999999&timeoutSeconds=1")
+    status = json.loads(body)
+    assert code == 504 and status["reason"] == "Timeout", body
+    assert status["message"].startswith("Too large resource version: 999999, current: ")
+    assert status["details"]["retryAfterSeconds"] == 1
+
+
+def test_an_error_inside_a_watch_ends_the_stream_with_an_error_event(bare):
+    from kubelite.apiserver import feed
+
+    def failing(since, match, *, tick_s=None):
+        yield feed.WatchEvent("ADDED", 1, {"metadata": {"uid": "u", "name": "p", "namespace": "default"},
+                                            "spec": {}, "status": {}})
+        raise RuntimeError("the store went away")
+
+    bare.feed.watch = failing
+    code, body = _get(bare, "/api/v1/pods?watch=true&timeoutSeconds=5")
+    assert code == 200
+    events = [json.loads(line) for line in body.decode().splitlines()]
+    assert [e["type"] for e in events] == ["ADDED", "ERROR"], events
+    assert events[1]["object"]["code"] == 500 and "the store went away" in events[1]["object"]["message"]
+
+
+def test_readyz_says_not_ready_without_the_reason(bare):
+    from kubelite.apiserver import server
+
+    bare.state["health"] = server.Health(False, "no reconcile pass succeeded for 99s: disk I/O error")
+    code, body = _get(bare, "/readyz", token="wrong")
+    assert (code, body) == (500, b"not ready")
+    node = json.loads(_get(bare, "/api/v1/nodes/node1")[1])
+    ready = next(c for c in node["status"]["conditions"] if c["type"] == "Ready")
+    assert "disk I/O error" in ready["message"]
+
+
+def test_an_api_that_fails_to_start_leaves_the_agent_running_and_the_port_free(tmp_path, monkeypatch, caplog):
+    import socket
+
+    from kubelite.agent import daemon
+    from kubelite.agent.agent import AgentConfig
+    from kubelite.apiserver import feed
+    from kubelite.errors import StoreError
+
+    def broken(*_a, **_k):
+        raise StoreError("state database is damaged")
+
+    monkeypatch.setattr(feed, "PodFeed", broken)
+    probe = socket.socket()
+    probe.bind(("127.0.0.1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
+                                                    node_name="nodé"),
+                                  run_dir=tmp_path / "run", runtime="fake",
+                                  api=daemon.ApiOptions(host="127.0.0.1", port=port))
+    (tmp_path / "state").mkdir()
+    assert daemon.start_api(options, daemon.LoopHealth(1.0)) is None
+    assert "API not served: StoreError: state database is damaged" in caplog.text
+    again = socket.socket()
+    try:
+        again.bind(("127.0.0.1", port))   # the listening socket was closed
+    finally:
+        again.close()
+
+
+def test_the_certificate_leaves_out_names_that_are_not_dns_names(tmp_path):
+    from cryptography import x509
+
+    from kubelite.apiserver import tls
+
+    tls.ensure_certificates(tmp_path, ["127.0.0.1", "::1", "nodé", "bad_name", "-x", "edge-1.example", "localhost"])
+    cert = x509.load_pem_x509_certificate((tmp_path / tls.SERVER_CERT).read_bytes())
+    assert tls._names_of(cert) == {"127.0.0.1", "::1", "edge-1.example", "localhost"}
+
+
+@pytest.mark.parametrize("host, url", [("0.0.0.0", "https://127.0.0.1:10280"), ("::", "https://[::1]:10280"),
+                                       ("192.0.2.7", "https://192.0.2.7:10280"), ("::1", "https://[::1]:10280")])
+def test_a_wildcard_address_is_recorded_as_the_loopback_address(host, url):
+    from kubelite.apiserver import server
+
+    assert server.client_url(host, 10280) == url

@@ -1,6 +1,7 @@
 """The HTTP server: routing, authentication, content negotiation and streaming.
 
-Owns: one `ThreadingHTTPServer` on a loopback address (a thread per connection; a watch or a
+Owns: one `ThreadingHTTPServer` on a loopback address (a thread per connection, at most
+MAX_CONNECTIONS of them, with an overall deadline on each handshake and request head; a watch or a
 followed log holds its thread while it streams), the bearer-token check (`/healthz`, `/readyz`,
 `/livez` and `/version` are public, as the API server's `system:public-info-viewer` makes them),
 GET-only access (any other method on a resource is 405 MethodNotAllowed; exec, attach,
