@@ -21,11 +21,9 @@ bench.bench_network` from the repository root.
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -33,33 +31,18 @@ import time
 import uuid
 from pathlib import Path
 
+from bench.common import REPO, Row, duration, print_table, record_summary, summarize
 from kubelite.api.models import Container
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import cni
 from kubelite.runtime.images import ImageStore
 from kubelite.runtime.oci import OCIRuntime
 from kubelite.runtime.protocol import ContainerConfig, PortMapping, SandboxConfig
-
-from bench.common import REPO, Row, duration, print_table, record_summary, summarize
+from tests.helpers import free_port, free_subnet
 
 RUNS = 12
 WARMUPS = 2
 IMAGE = "busybox:latest"
-
-
-def free_subnet() -> str:
-    routes = cni.host_routes()
-    for third in range(1 + os.getpid() % 200, 256):
-        candidate = ipaddress.ip_network(f"10.219.{third}.0/24")
-        if cni.route_clash(candidate, routes, bridge="") is None:
-            return str(candidate)
-    raise RuntimeError("no free /24 in 10.219.0.0/16 for the benchmark's network")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
 
 
 def start_pod(runtime: OCIRuntime, n: int, host_port: int | None) -> tuple[float, float, str, str]:
@@ -109,7 +92,7 @@ def main() -> None:
         tar = base / "busybox.tar"
         subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(tar), IMAGE], check=True,
                        stdout=subprocess.DEVNULL)
-        subnet = free_subnet()
+        subnet = free_subnet("10.219.0.0/16")
         for mode in ("none", "cni"):
             root, run_dir = base / mode / "state", base / mode / "run"
             images = ImageStore(root)

@@ -25,6 +25,7 @@ from kubelite.agent.agent import AgentConfig
 from kubelite.agent.daemon import ApiOptions, ServeOptions, serve
 from kubelite.apiserver import auth
 from kubelite.core.types import BackoffPolicy
+from tests.real import wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
@@ -38,17 +39,6 @@ def require_kubectl() -> None:
         if os.environ.get("CI"):
             pytest.fail("kubectl is not installed — CI must run the API tests (scripts/bootstrap test installs it)")
         pytest.skip("kubectl is not installed (scripts/bootstrap test installs it)")
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -1,7 +1,10 @@
-"""Builders shared by the tests: desired pods and observed containers in one line each."""
+"""Builders shared by the tests (and benchmarks): desired pods and observed containers in one line
+each; a free port and a free pod subnet on this machine."""
 
 from __future__ import annotations
 
+import os
+import socket
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -57,3 +60,25 @@ def sandbox(d: DesiredPod, *, ready: bool = True, attempt: int = 0, sandbox_hash
 def observed(d: DesiredPod, *containers: ObservedContainer, sb: ObservedSandbox | None | bool = True) -> ObservedPod:
     sandboxes = () if sb is None or sb is False else ((sandbox(d),) if sb is True else (sb,))
     return ObservedPod(d.uid, sandboxes, tuple(containers))
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on, on any address of this machine (for a moment)."""
+    with socket.socket() as s:
+        s.bind(("0.0.0.0", 0))
+        return int(s.getsockname()[1])
+
+
+def free_subnet(within: str) -> str:
+    """A /24 of the /16 `within` (e.g. "10.218.0.0/16") that no host route touches."""
+    import ipaddress
+
+    from kubelite.runtime import cni
+
+    routes = cni.host_routes()
+    base = ipaddress.ip_network(within)
+    for third in range(1 + os.getpid() % 200, 256):
+        candidate = ipaddress.ip_network(f"{base.network_address + third * 256}/24")
+        if cni.route_clash(candidate, routes, bridge="") is None:
+            return str(candidate)
+    raise RuntimeError(f"no free /24 in {within}")

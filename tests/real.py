@@ -8,8 +8,10 @@ was left behind: no mounts, no cgroups, no conmon, no runc containers.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -177,3 +179,38 @@ class Node:
             self.runtime.close()
             self.store.close()
         return leftovers(self.root, self.run_dir, self.runtime.instance)
+
+
+class Daemon:
+    """`kubelite serve --runtime runc` as a process, on a state root, run dir and manifests
+    directory of its own (`serve_args`: e.g. the network to use), driven through the CLI."""
+
+    def __init__(self, tmp: Path, busybox: Path, *, root: Path | None = None, run_dir: Path | None = None,
+                 serve_args: tuple[str, ...] = ("--network", "none")) -> None:
+        self.manifests, self.root, self.run_dir = tmp / "manifests", root or tmp / "state", run_dir or tmp / "run"
+        self.manifests.mkdir()
+        self.serve_args = serve_args
+        self.env = {**os.environ, "KUBELITE_ROOT": str(self.root), "KUBELITE_RUN_DIR": str(self.run_dir),
+                    "KUBELITE_MANIFESTS": str(self.manifests), "PYTHONPATH": str(REPO)}
+        self.log = open(tmp / "serve.log", "a")
+        self.proc: subprocess.Popen[bytes] | None = None
+        assert self.cli("image", "load", "-i", str(busybox)).returncode == 0
+
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env, capture_output=True,
+                              text=True, timeout=30, cwd=REPO)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
+                                      *self.serve_args],
+                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=20)
+        self.proc = None
+
+    def pods(self) -> dict[str, dict]:
+        out = self.cli("get", "pods", "-o", "json")
+        return {p["metadata"]["name"]: p for p in json.loads(out.stdout)["items"]} if out.returncode == 0 else {}

@@ -28,6 +28,8 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import free_port
+
 REGISTRY = "/usr/bin/docker-registry"
 
 
@@ -39,12 +41,6 @@ def require_registry() -> None:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def self_signed(directory: Path, name: str, *, ip: str = "127.0.0.1") -> tuple[Path, Path]:

@@ -22,7 +22,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import urllib.request
 import uuid
 from pathlib import Path
@@ -32,7 +31,8 @@ import pytest
 import yaml
 
 from kubelite.runtime import cni
-from tests.real import REPO, Node, container, leftovers, pod, require_real_runtime, wait_for
+from tests.helpers import free_port, free_subnet
+from tests.real import Daemon, Node, container, leftovers, pod, require_real_runtime, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -53,28 +53,12 @@ def busybox(busybox: Path) -> Path:   # the shared image (conftest), once the CN
     return busybox
 
 
-def free_subnet() -> str:
-    """A /24 in 10.218.0.0/16 that no host route touches."""
-    routes = cni.host_routes()
-    for third in range(1 + os.getpid() % 200, 256):
-        candidate = ipaddress.ip_network(f"10.218.{third}.0/24")
-        if cni.route_clash(candidate, routes, bridge="") is None:
-            return str(candidate)
-    raise AssertionError("no free /24 in 10.218.0.0/16 for the test network")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        return int(s.getsockname()[1])
-
-
 class NetworkUnderTest:
     """A bridge and subnet for one test; `leftovers()` lists what pods left on the host."""
 
     def __init__(self, tmp: Path) -> None:
         self.bridge = "klt" + uuid.uuid4().hex[:8]
-        self.subnet = free_subnet()
+        self.subnet = free_subnet("10.218.0.0/16")
         self.run_dir = tmp / "run"
         self.root = tmp / "state"
 
@@ -287,43 +271,16 @@ def test_a_sandbox_half_made_when_kubelite_died_is_torn_down_at_the_next_start(b
     assert network.leftovers([sid], [attachment.ip or "-"]) == []
 
 
-class Daemon:
+def daemon_on(network: NetworkUnderTest, tmp: Path, busybox: Path) -> Daemon:
     """`kubelite serve --runtime runc` with the test's own bridge and subnet, as a process."""
-
-    def __init__(self, tmp: Path, busybox: Path, network: NetworkUnderTest) -> None:
-        self.manifests = tmp / "manifests"
-        self.manifests.mkdir()
-        self.network = network
-        self.env = {**os.environ, "KUBELITE_ROOT": str(network.root), "KUBELITE_RUN_DIR": str(network.run_dir),
-                    "KUBELITE_MANIFESTS": str(self.manifests), "PYTHONPATH": str(REPO)}
-        self.log = open(tmp / "serve.log", "a")
-        self.proc: subprocess.Popen[bytes] | None = None
-        assert self.cli("image", "load", "-i", str(busybox)).returncode == 0
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env, capture_output=True,
-                              text=True, timeout=30, cwd=REPO)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
-                                      "--network", "cni", "--bridge", self.network.bridge,
-                                      "--pod-cidr", self.network.subnet, "--relist-period", "2"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def kill(self, sig: int) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        self.proc = None
-
-    def pods(self) -> dict[str, dict]:
-        out = self.cli("get", "pods", "-o", "json")
-        return {p["metadata"]["name"]: p for p in json.loads(out.stdout or '{"items": []}')["items"]}
+    return Daemon(tmp, busybox, root=network.root, run_dir=network.run_dir,
+                  serve_args=("--network", "cni", "--bridge", network.bridge, "--pod-cidr", network.subnet,
+                              "--relist-period", "2"))
 
 
 def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, busybox: Path,
                                                                 network: NetworkUnderTest):
-    daemon = Daemon(tmp_path, busybox, network)
+    daemon = daemon_on(network, tmp_path, busybox)
     daemon.start()
     try:
         (daemon.manifests / "web.yaml").write_text(yaml.safe_dump(web("web", free_port())))
@@ -334,17 +291,17 @@ def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, b
         assert len(records) == 1
         record = json.loads(records[0].read_text())
         assert wait_for(lambda: http_get(f"http://{ip}/"), what="the pod to answer")
-        daemon.kill(signal.SIGKILL)
+        daemon.stop(signal.SIGKILL)
         os.kill(record["pid"], signal.SIGKILL)   # the pod's infra process dies too: its netns stays pinned
         (daemon.manifests / "web.yaml").unlink()
         daemon.start()
         wait_for(lambda: not daemon.pods(), timeout=30, what="the pod to be removed after the restart")
-        daemon.kill(signal.SIGTERM)
+        daemon.stop(signal.SIGTERM)
         assert network.leftovers([record["id"]], [ip]) == []
         from kubelite.runtime.oci import instance_name
         assert leftovers(network.root, network.run_dir, instance_name(network.root)) == []
     finally:
-        daemon.kill(signal.SIGKILL)
+        daemon.stop(signal.SIGKILL)
 
 
 def test_serve_refuses_a_pod_subnet_that_clashes_with_the_hosts_routes(tmp_path: Path, busybox: Path,
@@ -352,8 +309,8 @@ def test_serve_refuses_a_pod_subnet_that_clashes_with_the_hosts_routes(tmp_path:
     routes = [dst for dst, dev in cni.host_routes() if dst not in ("default", "0.0.0.0/0") and "/" in dst]
     if not routes:
         pytest.skip("the host has no subnet route to clash with")
-    daemon = Daemon(tmp_path, busybox, network)
     network.subnet = str(ipaddress.ip_network(routes[0], strict=False))
+    daemon = daemon_on(network, tmp_path, busybox)
     daemon.start()
     assert daemon.proc is not None
     assert daemon.proc.wait(timeout=20) == 1

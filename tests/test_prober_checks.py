@@ -18,6 +18,7 @@ from kubelite.core.types import ProbeResult, ProbeTarget
 from kubelite.prober import checks
 from kubelite.prober.netns import Namespaces
 from kubelite.prober.network import NetworkProber
+from tests.helpers import free_port
 
 SEEN: list[dict[str, str]] = []
 
@@ -80,12 +81,6 @@ def tls_server():
     yield httpd.server_address[1]
     httpd.shutdown()
     httpd.server_close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def target(action: str, port: int, path: str = "/", **fields) -> ProbeTarget:

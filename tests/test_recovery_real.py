@@ -13,48 +13,21 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
 
 from kubelite.runtime import linux
 from kubelite.runtime.oci import instance_name
-from tests.real import REPO, SEARCH, container, leftovers, pod, wait_for
+from tests import real
+from tests.real import SEARCH, container, leftovers, pod, wait_for
 
 pytestmark = pytest.mark.real
 
 
-class Daemon:
-    def __init__(self, tmp: Path, busybox: Path) -> None:
-        self.manifests, self.root, self.run_dir = tmp / "manifests", tmp / "state", tmp / "run"
-        self.manifests.mkdir()
-        self.env = {**os.environ, "KUBELITE_ROOT": str(self.root), "KUBELITE_RUN_DIR": str(self.run_dir),
-                    "KUBELITE_MANIFESTS": str(self.manifests), "PYTHONPATH": str(REPO)}
-        self.log = open(tmp / "serve.log", "a")
-        self.proc: subprocess.Popen[bytes] | None = None
-        assert self.cli("image", "load", "-i", str(busybox)).returncode == 0
-
-    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env, capture_output=True,
-                              text=True, timeout=30, cwd=REPO)
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
-                                      "--network", "none"],
-                                     env=self.env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(timeout=20)
-        self.proc = None
-
-    def pods(self) -> dict[str, dict]:
-        out = self.cli("get", "pods", "-o", "json")
-        return {p["metadata"]["name"]: p for p in json.loads(out.stdout)["items"]} if out.returncode == 0 else {}
+class Daemon(real.Daemon):
+    """The shared daemon harness, plus the container checks and the cleanup these tests need."""
 
     def status(self, name: str) -> dict:
         p = self.pods().get(name)
