@@ -56,7 +56,7 @@ def test_probe_defaults():
 
 @pytest.mark.parametrize("doc, expected", [
     ({**pod_doc(), "metadata": {}}, "metadata.name: Required value"),
-    ({**pod_doc(), "metadata": {"name": "Web_1"}}, "metadata.name: Invalid value: must be a lowercase RFC 1123"),
+    ({**pod_doc(), "metadata": {"name": "Web_1"}}, "metadata.name: Invalid value: a lowercase RFC 1123 subdomain"),
     ({**pod_doc(), "metadata": {"name": "web", "namespace": "Prod"}}, "metadata.namespace: Invalid value"),
     (with_spec(containers=[]), "spec.containers: Required value"),
     (with_spec(restartPolicy="Sometimes"), 'spec.restartPolicy: Unsupported value: supported values: "Always"'),

@@ -38,7 +38,7 @@ from hypothesis import HealthCheck, event, given, note, settings
 from hypothesis import strategies as st
 
 from kubelite.agent.agent import Agent, AgentConfig
-from kubelite.api import models, support
+from kubelite.api import models, names, support
 from kubelite.api.decode import Decoded, decode_document
 from kubelite.core.types import ContainerState
 from kubelite.runtime.fake import FakeRuntime
@@ -258,13 +258,15 @@ _INDEX = re.compile(r"\[(?:\d+|key)\]")
 
 
 def keys_of(value: Any) -> set[str]:
-    """Every mapping key anywhere in `value`, as text."""
+    """Every mapping key anywhere in `value`, as text, and as a field path shows it (escaped, shortened)."""
     found: set[str] = set()
     stack = [value]
     while stack:
         item = stack.pop()
         if isinstance(item, dict):
             found.update(str(k) for k in item)
+            found.update(names.shown(str(k)) for k in item)
+            found.update(names.shown(str(k), limit=40) for k in item)
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
@@ -272,7 +274,8 @@ def keys_of(value: Any) -> set[str]:
 
 
 def path_is_known(path: str, words: set[str]) -> bool:
-    """Whether `path` is made only of '.', `[n]`, `[key]` and the given words (field names, keys)."""
+    """Whether `path` is made only of '.', `[n]`, `[key]`, the given words (field names, keys) and
+    `[word]`."""
     reachable = [False] * (len(path) + 1)
     reachable[0] = True
     for i in range(len(path)):
@@ -286,6 +289,8 @@ def path_is_known(path: str, words: set[str]) -> bool:
         for word in words:
             if word and path.startswith(word, i):
                 reachable[i + len(word)] = True
+            if word and path.startswith(f"[{word}]", i):  # a document's key as a subscript: labels[app]
+                reachable[i + len(word) + 2] = True
     return reachable[len(path)]
 
 

@@ -103,7 +103,7 @@ def test_error_messages_never_hold_a_secret_value():
     ({"env": [{"name": "A", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"},
                                           "secretKeyRef": {"name": "s", "key": "k"}}}]}, {},
      "spec.containers[0].env[0].valueFrom: Invalid value: may not have more than one field"),
-    ({"envFrom": [{"prefix": "1X", "configMapRef": {"name": "c"}}]}, {},
+    ({"envFrom": [{"prefix": "X=", "configMapRef": {"name": "c"}}]}, {},
      "spec.containers[0].envFrom[0].prefix: Invalid value"),
     ({"volumeMounts": [{"name": "v", "mountPath": "/d", "subPath": "/abs"}]}, {"volumes": [{"name": "v",
                                                                                            "emptyDir": {}}]},

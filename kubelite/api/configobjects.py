@@ -14,18 +14,18 @@ import base64
 import binascii
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from typing import Any, Optional, Union
 
 from pydantic import Field
 
+from kubelite.api import names
 from kubelite.api.models import Bool, K8sModel, ObjectMeta, Str
-from kubelite.api.validation import DNS1123_SUBDOMAIN, UID, FieldIssue
+from kubelite.api.validation import FieldIssue, invalid, validate_object_meta
 
-#: `k8s.io/apimachinery/pkg/api/validation.IsConfigMapKey`.
-CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
-MAX_KEY_LENGTH = 253
+#: `IsConfigMapKey`'s pattern (match it with `fullmatch`; see `names.is_config_map_key`).
+CONFIG_KEY = names.CONFIG_KEY
+MAX_KEY_LENGTH = names.DNS1123_SUBDOMAIN_MAX_LENGTH
 #: `corev1.MaxSecretSize`, also the limit the API server applies to a ConfigMap's data.
 MAX_SIZE = 1024 * 1024
 #: Keys each typed Secret must carry (`ValidateSecret`).
@@ -98,32 +98,11 @@ def _b64(value: str) -> bytes | None:
 
 
 def _key_issues(path: str, key: str) -> list[FieldIssue]:
-    if len(key) > MAX_KEY_LENGTH:
-        return [FieldIssue(f"{path}[{key[:40]}...]",
-                           f"Invalid value: must be no more than {MAX_KEY_LENGTH} characters")]
-    if not CONFIG_KEY.match(key) or key in (".", "..") or key.startswith(".."):
-        return [FieldIssue(f"{path}[{key}]", "Invalid value: a valid config key must consist of alphanumeric "
-                                              "characters, '-', '_' or '.' (e.g. 'key.name', or 'KEY_NAME', or "
-                                              "'key-name', regex used for validation is '[-._a-zA-Z0-9]+'), and "
-                                              "may not be '.' or '..' or start with '..'")]
-    return []
+    return invalid(f"{path}[{names.shown(key, limit=40)}]", names.is_config_map_key(key))
 
 
 def _meta_issues(meta: ObjectMeta) -> list[FieldIssue]:
-    errors: list[FieldIssue] = []
-    if not meta.name:
-        errors.append(FieldIssue("metadata.name", "Required value"))
-    elif len(meta.name) > 253 or not DNS1123_SUBDOMAIN.match(meta.name):
-        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain (a-z, "
-                                                  "0-9, '-' and '.', starting and ending with a letter or digit)"))
-    if not meta.namespace:
-        errors.append(FieldIssue("metadata.namespace", "Required value"))
-    elif len(meta.namespace) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", meta.namespace):
-        errors.append(FieldIssue("metadata.namespace", "Invalid value: must be a lowercase RFC 1123 label"))
-    if meta.uid is not None and (not UID.match(meta.uid) or ".." in meta.uid):
-        errors.append(FieldIssue("metadata.uid", "Invalid value: must be at most 128 characters of a-z, A-Z, 0-9, "
-                                                 "'-', '_' and '.', starting and ending with a letter or digit"))
-    return errors
+    return validate_object_meta(meta)
 
 
 def _size_issue(values: dict[str, bytes], path: str, *, count_keys: bool) -> list[FieldIssue]:
@@ -143,10 +122,11 @@ def validate_config_map(cm: ConfigMap) -> tuple[list[FieldIssue], dict[str, byte
     for key, value in cm.binary_data.items():
         errors += _key_issues("binaryData", key)
         if key in cm.data:
-            errors.append(FieldIssue(f"binaryData[{key}]", "Invalid value: duplicate of key present in data"))
+            errors.append(FieldIssue(f"binaryData[{names.shown(key, limit=40)}]",
+                                     "Invalid value: duplicate of key present in data"))
         decoded = _b64(value)
         if decoded is None:
-            errors.append(FieldIssue(f"binaryData[{key}]", "Invalid value: must be base64 data"))
+            errors.append(FieldIssue(f"binaryData[{names.shown(key, limit=40)}]", "Invalid value: must be base64 data"))
             continue
         values[key] = decoded
     errors += _size_issue(values, "data", count_keys=True)  # ValidateConfigMap counts keys and values
@@ -161,7 +141,7 @@ def validate_secret(secret: Secret) -> tuple[list[FieldIssue], dict[str, bytes]]
         errors += _key_issues("data", key)
         decoded = _b64(value)
         if decoded is None:
-            errors.append(FieldIssue(f"data[{key}]", "Invalid value: must be base64 data"))
+            errors.append(FieldIssue(f"data[{names.shown(key, limit=40)}]", "Invalid value: must be base64 data"))
             continue
         values[key] = decoded
     for key, value in secret.string_data.items():

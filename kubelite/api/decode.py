@@ -116,6 +116,7 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
     decoded.warnings.extend(_unknown_fields(pod, ""))
     decoded.warnings.extend(support.unimplemented_fields(pod))
     _drop_extras(pod)
+    pod.metadata.namespace = pod.metadata.namespace or "default"   # the kubelet's applyDefaults
     decoded.errors.extend(validate_pod(pod))
     if decoded.errors:
         return decoded
@@ -133,6 +134,7 @@ def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source:
         return decoded
     decoded.warnings.extend(_unknown_fields(obj, ""))
     _drop_extras(obj)
+    obj.metadata.namespace = obj.metadata.namespace or "default"   # as for pods
     if isinstance(obj, configobjects.Secret):
         errors, values = configobjects.validate_secret(obj)
     else:

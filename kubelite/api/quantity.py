@@ -1,8 +1,15 @@
 """Kubernetes resource quantities (`500m`, `2`, `64Mi`, `1e3`, `1.5Gi`) as exact fractions.
 
-Owns: parsing only; pure. Follows k8s.io/apimachinery resource.Quantity's accepted forms:
-a signed decimal number, then an optional binary suffix (Ki Mi Gi Ti Pi Ei), decimal suffix
-(n u m k M G T P E) or exponent (e/E followed by an integer).
+Owns: parsing only; pure. Follows the grammar of k8s.io/apimachinery `resource.Quantity`:
+a sign (`+`, `-` or none), ASCII digits with an optional fraction (`1`, `1.5`, `1.`, `.5`), then
+an optional binary suffix (Ki Mi Gi Ti Pi Ei), decimal suffix (n u m k M G T P E) or exponent
+(`e`/`E` and a signed integer: `1e3`, `1E-3`). The whole text must match: no whitespace, no
+Unicode digits (`١٢Mi` is not a quantity), no trailing newline.
+
+Where kubelite is stricter than apimachinery's parser: a number needs at least one digit (the
+parser reads `+`, `.`, `Mi` and `e3` as zero; the documented grammar does not allow them),
+exponents beyond ±100 and texts over 64 characters are refused (bounds that keep parsing cheap;
+the parser takes any 32-bit exponent).
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ _DECIMAL = {"n": Fraction(1, 10**9), "u": Fraction(1, 10**6), "m": Fraction(1, 1
 #: Bounds that keep parsing cheap; far beyond any real resource amount.
 MAX_LENGTH = 64
 MAX_EXPONENT = 100
-_QUANTITY = re.compile(r"^([+-]?(?:\d+\.?\d*|\.\d+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
+_QUANTITY = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+))(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?[0-9]+)?")
 
 
 def parse(value: int | float | str) -> Fraction:
@@ -28,18 +35,18 @@ def parse(value: int | float | str) -> Fraction:
         if isinstance(value, float) and (value != value or abs(value) == float("inf")):
             raise ValueError("not a finite quantity")
         return Fraction(value)
-    match = _QUANTITY.match(value.strip()) if isinstance(value, str) and len(value) <= MAX_LENGTH else None
-    if match is None or value != value.strip():
+    match = _QUANTITY.fullmatch(value) if isinstance(value, str) and len(value) <= MAX_LENGTH else None
+    if match is None:
         raise ValueError("not a quantity")
     number, suffix = Fraction(match.group(1)), match.group(2) or ""
     if suffix in _BINARY:
         return number * _BINARY[suffix]
-    if suffix[:1] in ("e", "E"):
-        exponent = int(suffix[1:])
-        if abs(exponent) > MAX_EXPONENT:  # 10**10000000 would take seconds to compute: refuse
-            raise ValueError("quantity out of range")
-        return number * Fraction(10) ** exponent
-    return number * _DECIMAL[suffix]
+    if suffix in _DECIMAL:   # before the exponent: `1E` is one exa, `1E3` a thousand
+        return number * _DECIMAL[suffix]
+    exponent = int(suffix[1:])
+    if abs(exponent) > MAX_EXPONENT:  # 10**10000000 would take seconds to compute: refuse
+        raise ValueError("quantity out of range")
+    return number * Fraction(10) ** exponent
 
 
 def cpu_millis(value: int | float | str) -> int:

@@ -8,16 +8,15 @@ secrets, so messages name the field and the rule only).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
-from kubelite.api import quantity
-from kubelite.api.models import Container, Pod, Probe
+from kubelite.api import names, quantity
+from kubelite.api.models import Container, ObjectMeta, Pod, Probe
 
-DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-UID = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,126}[A-Za-z0-9])?$")
-IANA_SVC_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]*[a-z0-9])?$")
+# the patterns, for modules that import them from here; match them with `fullmatch` only
+DNS1123_LABEL = names.DNS1123_LABEL
+DNS1123_SUBDOMAIN = names.DNS1123_SUBDOMAIN
+UID = names.UID
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -41,31 +40,49 @@ def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
     return FieldIssue(path, "Unsupported value: supported values: " + ", ".join(f'"{v}"' for v in allowed))
 
 
+def invalid(path: str, messages: list[str]) -> list[FieldIssue]:
+    """One `Invalid value` per broken rule, as the API server reports them."""
+    return [FieldIssue(path, "Invalid value: " + m) for m in messages]
+
+
 def _label(path: str, value: str | None, *, required: bool = True) -> list[FieldIssue]:
     if not value:
         return [FieldIssue(path, "Required value")] if required else []
-    if len(value) > 63 or not DNS1123_LABEL.match(value):
-        return [FieldIssue(path, "Invalid value: must be a lowercase RFC 1123 label (at most 63 characters: "
-                                 "a-z, 0-9 and '-', starting and ending with a letter or digit)")]
-    return []
+    return invalid(path, names.is_dns1123_label(value))
+
+
+def _subdomain(path: str, value: str | None) -> list[FieldIssue]:
+    if not value:
+        return [FieldIssue(path, "Required value")]
+    return invalid(path, names.is_dns1123_subdomain(value))
+
+
+def validate_object_meta(meta: ObjectMeta) -> list[FieldIssue]:
+    """`ValidateObjectMeta` for a namespaced object whose name is a DNS subdomain (Pod, ConfigMap,
+    Secret): name, namespace, labels and annotations; and the uid, which names directories here."""
+    errors: list[FieldIssue] = []
+    if not meta.name and meta.generate_name:
+        errors.append(FieldIssue("metadata.generateName", "Forbidden: a manifest must set metadata.name"))
+    errors += _subdomain("metadata.name", meta.name)
+    errors += _label("metadata.namespace", meta.namespace)
+    for key, value in meta.labels.items():
+        path = f"metadata.labels[{names.shown(key, limit=40)}]"
+        errors += invalid(path, names.is_qualified_name(key))
+        errors += invalid(path, names.is_label_value(value))
+    for key in meta.annotations:
+        errors += invalid(f"metadata.annotations[{names.shown(key, limit=40)}]", names.is_annotation_key(key))
+    if names.annotations_size(meta.annotations) > names.TOTAL_ANNOTATION_SIZE:
+        errors.append(FieldIssue("metadata.annotations",
+                                 f"Too long: may not be more than {names.TOTAL_ANNOTATION_SIZE} bytes"))
+    if meta.uid is not None:
+        errors += invalid("metadata.uid", names.is_uid(meta.uid))
+    return errors
 
 
 def validate_pod(pod: Pod) -> list[FieldIssue]:
     """All validation errors of `pod`, in field order. An empty list means the pod is valid."""
     errors: list[FieldIssue] = []
-    meta = pod.metadata
-    if not meta.name:
-        if meta.generate_name:
-            errors.append(FieldIssue("metadata.generateName", "Forbidden: a manifest must set metadata.name"))
-        errors.append(FieldIssue("metadata.name", "Required value"))
-    elif len(meta.name) > 253 or not DNS1123_SUBDOMAIN.match(meta.name):
-        errors.append(FieldIssue("metadata.name", "Invalid value: must be a lowercase RFC 1123 subdomain "
-                                                  "(a-z, 0-9, '-' and '.', starting and ending with a letter or digit)"))
-    errors += _label("metadata.namespace", meta.namespace)
-    if meta.uid is not None and (not UID.match(meta.uid) or ".." in meta.uid):
-        # the uid names directories and cgroups on this machine: nothing that could lead elsewhere
-        errors.append(FieldIssue("metadata.uid", "Invalid value: must be at most 128 characters of a-z, A-Z, 0-9, "
-                                                 "'-', '_' and '.', starting and ending with a letter or digit"))
+    errors += validate_object_meta(pod.metadata)
 
     spec = pod.spec
     if spec.restart_policy not in RESTART_POLICIES:
@@ -151,8 +168,10 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
                 errors.append(FieldIssue(f"{path}.{name}", "Forbidden: may not be set for init containers "
                                                            "without restartPolicy=Always"))
     for i, env in enumerate(c.env):
-        if not env.name or "=" in env.name:
-            errors.append(FieldIssue(f"{path}.env[{i}].name", "Invalid value: must be non-empty and not contain '='"))
+        if not env.name:
+            errors.append(FieldIssue(f"{path}.env[{i}].name", "Required value"))
+        else:
+            errors += invalid(f"{path}.env[{i}].name", names.is_env_var_name(env.name))
         if env.value is not None and env.value_from is not None:
             errors.append(FieldIssue(f"{path}.env[{i}].valueFrom",
                                      "Invalid value: may not be specified when `value` is not empty"))
@@ -166,11 +185,9 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
         if port.protocol not in PROTOCOLS:
             errors.append(_unsupported(f"{ppath}.protocol", PROTOCOLS))
         if port.name is not None:
-            if len(port.name) > 15 or not IANA_SVC_NAME.match(port.name) or not re.search("[a-z]", port.name) \
-                    or "--" in port.name:
-                errors.append(FieldIssue(f"{ppath}.name", "Invalid value: must be an IANA_SVC_NAME (at most 15 "
-                                                          "characters, a-z, 0-9 and '-', at least one letter)"))
-            elif port.name in port_names:
+            bad = names.is_port_name(port.name)
+            errors += invalid(f"{ppath}.name", bad)
+            if not bad and port.name in port_names:
                 errors.append(FieldIssue(f"{ppath}.name", "Duplicate value"))
             port_names.add(port.name)
     errors += _validate_resources(c, path)

@@ -11,10 +11,9 @@ from __future__ import annotations
 import posixpath
 import re
 
-from kubelite.api import quantity
-from kubelite.api.configobjects import CONFIG_KEY
+from kubelite.api import names, quantity
 from kubelite.api.models import Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ResourceFieldSelector
-from kubelite.api.validation import DNS1123_SUBDOMAIN, FieldIssue
+from kubelite.api.validation import FieldIssue, invalid
 
 SUPPORTED_VOLUMES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI")
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
@@ -29,8 +28,10 @@ VOLUME_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "me
                       "metadata.annotations")
 RESOURCES = ("limits.cpu", "limits.memory", "limits.ephemeral-storage", "requests.cpu", "requests.memory",
              "requests.ephemeral-storage")
-ENV_VAR_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+#: The strict `IsEnvVarName` (before RelaxedEnvironmentVariableValidation): what an envFrom key,
+#: after its prefix, must be to become a variable.
+ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
+_SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
 MAX_MODE = 0o777
 
 
@@ -39,8 +40,8 @@ def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
 
 
 def is_env_var_name(name: str) -> bool:
-    """`IsEnvVarName`: what envFrom keys must be, after their prefix, to become variables."""
-    return bool(ENV_VAR_NAME.match(name)) and name not in (".", "..") and not name.startswith("..")
+    """The strict `IsEnvVarName`: what envFrom keys must be, after their prefix, to become variables."""
+    return bool(ENV_VAR_NAME.fullmatch(name)) and name not in (".", "..") and not name.startswith("..")
 
 
 def _relative_path(path: str, value: str) -> list[FieldIssue]:
@@ -74,9 +75,9 @@ def _items(path: str, items: list[KeyToPath]) -> list[FieldIssue]:
         where = f"{path}.items[{i}]"
         if not item.key:
             errors.append(FieldIssue(f"{where}.key", "Required value"))
-        elif not CONFIG_KEY.match(item.key):
-            errors.append(FieldIssue(f"{where}.key", "Invalid value: a valid config key must consist of "
-                                                     "alphanumeric characters, '-', '_' or '.'"))
+        else:
+            # stricter than Kubernetes (which only requires a key): no object can hold another key
+            errors += invalid(f"{where}.key", names.is_config_map_key(item.key))
         errors += _file_path(f"{where}.path", item.path)
         errors += _mode(f"{where}.mode", item.mode)
     return errors
@@ -86,8 +87,9 @@ def field_path_issue(path: str, field_path: str, allowed: tuple[str, ...]) -> li
     """A fieldRef's fieldPath: one of `allowed`, or a label/annotation subscript (`metadata.labels['k']`)."""
     if field_path in allowed:
         return []
-    match = _SUBSCRIPT.match(field_path)
-    if match and match.group(2):
+    match = _SUBSCRIPT.fullmatch(field_path)
+    if match and match.group(2) and not names.is_qualified_name(
+            match.group(2) if match.group(1) == "labels" else names.go_lower(match.group(2))):
         return []
     return [_unsupported(path, allowed)]
 
@@ -170,9 +172,9 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
             ref = source.name if field == "configMap" else source.secret_name  # type: ignore[union-attr]
             if not ref:
                 errors.append(FieldIssue(f"{path}.{field}.{name}", "Required value"))
-            elif not DNS1123_SUBDOMAIN.match(ref):
-                errors.append(FieldIssue(f"{path}.{field}.{name}", "Invalid value: must be a lowercase RFC 1123 "
-                                                                   "subdomain"))
+            else:
+                # stricter than Kubernetes (which only requires a name): no object can have another name
+                errors += invalid(f"{path}.{field}.{name}", names.is_dns1123_subdomain(ref))
             errors += _items(f"{path}.{field}", source.items)
             errors += _mode(f"{path}.{field}.defaultMode", source.default_mode)
         if volume.downward_api is not None:
@@ -220,11 +222,12 @@ def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
                 continue
             if not ref.name:
                 errors.append(FieldIssue(f"{where}.{name}.name", "Required value"))
+            else:
+                errors += invalid(f"{where}.{name}.name", names.is_dns1123_subdomain(ref.name))
             if not ref.key:
                 errors.append(FieldIssue(f"{where}.{name}.key", "Required value"))
-            elif not CONFIG_KEY.match(ref.key):
-                errors.append(FieldIssue(f"{where}.{name}.key", "Invalid value: a valid config key must consist "
-                                                                "of alphanumeric characters, '-', '_' or '.'"))
+            else:
+                errors += invalid(f"{where}.{name}.key", names.is_config_map_key(ref.key))
     for i, env_from in enumerate(c.env_from):
         where = f"{path}.envFrom[{i}]"
         refs = [r for r in (env_from.config_map_ref, env_from.secret_ref) if r is not None]
@@ -233,11 +236,11 @@ def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
                                             if refs else "Required value: must specify one of: `configMapRef` "
                                             "or `secretRef`"))
             continue
+        field = "configMapRef" if env_from.config_map_ref is not None else "secretRef"
         if not refs[0].name:
-            field = "configMapRef" if env_from.config_map_ref is not None else "secretRef"
             errors.append(FieldIssue(f"{where}.{field}.name", "Required value"))
-        if env_from.prefix and not is_env_var_name(env_from.prefix):
-            errors.append(FieldIssue(f"{where}.prefix", "Invalid value: a valid environment variable name must "
-                                                        "consist of alphabetic characters, digits, '_', '-', or "
-                                                        "'.', and must not start with a digit"))
+        else:
+            errors += invalid(f"{where}.{field}.name", names.is_dns1123_subdomain(refs[0].name))
+        if env_from.prefix:
+            errors += invalid(f"{where}.prefix", names.is_env_var_name(env_from.prefix))
     return errors

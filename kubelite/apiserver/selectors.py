@@ -35,7 +35,7 @@ class Requirement(NamedTuple):
     values: tuple[str, ...]
 
 
-_KEY = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+_KEY = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?\Z")
 
 
 def _split_top(text: str) -> list[str]:
@@ -56,7 +56,7 @@ def _split_top(text: str) -> list[str]:
 def parse_labels(text: str | None) -> list[Requirement]:
     out: list[Requirement] = []
     for part in _split_top(text or ""):
-        match = re.match(r"^(\S+)\s+(in|notin)\s*\((.*)\)$", part)
+        match = re.match(r"(\S+)\s+(in|notin)\s*\((.*)\)\Z", part, re.ASCII)
         if match:
             key, op, values = match.group(1), match.group(2), match.group(3)
             out.append(Requirement(_key(key), op, tuple(v.strip() for v in values.split(",") if v.strip())))

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from kubelite.cli import config
 
 META_KEY = "sync"
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
+_DURATION = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*(ms|s|m|h)?[ \t]*\Z")
 
 
 def parse_duration(text: str) -> float:

@@ -33,7 +33,7 @@ from kubelite.api.volume_validation import is_env_var_name
 #: ConfigMaps and Secrets by (kind, namespace, name).
 Configs = Mapping[tuple[str, str, str], ConfigObject]
 DEFAULT_MODE = 0o644
-_SUBSCRIPT = re.compile(r"^metadata\.(labels|annotations)\['([^']*)'\]$")
+_SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]\Z")
 _EXPANSION = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 

@@ -167,7 +167,7 @@ async def _read_response(reader: _Reader) -> _Response:
                         f'{partial[:40].decode("latin-1")!r}')
     lines = head.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ", 2)
-    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+    if len(parts) < 2 or not parts[0].startswith("HTTP/") or not (parts[1].isdigit() and parts[1].isascii()):
         raise DialError(f"net/http: HTTP/1.x transport connection broken: malformed HTTP response {lines[0]!r}")
     headers: dict[str, str] = {}
     for line in lines[1:]:
@@ -190,7 +190,7 @@ async def _read_body(reader: _Reader, headers: dict[str, str]) -> bytes:
             await reader.until(b"\r\n", MAX_HEAD)
         return body[:MAX_BODY]
     length = headers.get("content-length")
-    if length is not None and length.isdigit():
+    if length is not None and length.isdigit() and length.isascii():
         return await reader.take(min(int(length), MAX_BODY))
     return await reader.take(MAX_BODY)
 

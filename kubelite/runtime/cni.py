@@ -72,7 +72,7 @@ class HostPortInUse(NetworkError):
 
 def validate_options(*, bridge: str, pod_cidr: str) -> ipaddress.IPv4Network:
     """The pod subnet as a network; NetworkError naming the flag when either value is unusable."""
-    if not bridge or len(bridge) > _BRIDGE_NAME_MAX or not all(c.isalnum() or c in "-_." for c in bridge):
+    if not bridge or len(bridge) > _BRIDGE_NAME_MAX or not all((c.isascii() and c.isalnum()) or c in "-_." for c in bridge):
         raise NetworkError(f"--bridge {bridge!r}: an interface name of 1-15 letters, digits, '-', '_' or '.'")
     try:
         subnet = ipaddress.ip_network(pod_cidr, strict=True)

@@ -92,7 +92,7 @@ def find_binaries() -> dict[str, str]:
     return found
 
 
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 
 
 def _safe_name(name: str) -> str:
@@ -684,7 +684,7 @@ class OCIRuntime:
                 # running — or just exited, and conmon is about to write the exit file: not yet an exit
                 return (ContainerState.RUNNING if r.started_at else ContainerState.CREATED), None, None, None
             return ContainerState.UNKNOWN, None, None, None
-        code = int(text) if text.lstrip("-").isdigit() else 255
+        code = int(text) if text.lstrip("-").isdigit() and text.isascii() else 255
         finished = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
         oom = (self.container_dir / r.id / "persist" / "oom").exists() or \
             (self.container_dir / r.id / "oom").exists()

@@ -196,7 +196,7 @@ def stop_signal(container: Container, image: ImageConfigLike) -> int:
     return signal_number(declared or image.stop_signal or "TERM")
 
 
-_NUMBER = re.compile(r"^[0-9]+$")
+_NUMBER = re.compile(r"[0-9]+\Z")
 
 
 def _passwd(text: str | None, *, name: str | None = None, uid: int | None = None) -> tuple[int, int] | None:
@@ -555,7 +555,7 @@ def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: s
     return argv
 
 
-_RT = re.compile(r"^SIGRT(MIN|MAX)([+-][0-9]+)?$")
+_RT = re.compile(r"SIGRT(MIN|MAX)([+-][0-9]+)?\Z")
 
 
 def signal_number(name: str) -> int:

@@ -55,10 +55,10 @@ LOCAL_TIMEOUT_S = 60.0
 #: The ref in the bare repository that holds the last fetched commit.
 FETCHED_REF = "refs/kubelite/fetched"
 
-_SHA = re.compile(r"^[0-9a-f]{40}$")
+_SHA = re.compile(r"[0-9a-f]{40}\Z")
 #: Worktrees are named by commit; a second checkout of the commit in use (a damaged tree, another
 #: --path) goes to `<sha>.1`, so that the tree the manifests path leads to is never touched before the swap.
-_WORKTREE_NAME = re.compile(r"^[0-9a-f]{40}(\.1)?$")
+_WORKTREE_NAME = re.compile(r"[0-9a-f]{40}(\.1)?\Z")
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
 
 
@@ -170,7 +170,7 @@ def commit_of(link: Path, root: Path) -> str | None:
     except ValueError:
         return None
     name = relative.parts[0] if relative.parts else ""
-    return name[:40] if re.fullmatch(r"[0-9a-f]{40}(\.\d+)?", name) else None
+    return name[:40] if re.fullmatch(r"[0-9a-f]{40}(\.[0-9]+)?", name) else None
 
 
 class GitSync:

@@ -59,7 +59,7 @@ SPARE_VALUES = 1000
 
 _NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE  # the characters YAML refuses, as PyYAML defines them
 _QUOTED_NAME = re.compile(r"""\b(tag|alias|anchor|character) (?:'[^']*'|"[^"]*")""")  # PyYAML quoting the file
-_PATH_STEP = re.compile(r"\[(\d+)\]|([^.\[\]]+)")
+_PATH_STEP = re.compile(r"\[([0-9]+)\]|([^.\[\]]+)")
 
 
 def is_manifest_name(name: str) -> bool:
