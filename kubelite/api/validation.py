@@ -74,7 +74,7 @@ def validate_object_meta(meta: ObjectMeta) -> list[FieldIssue]:
     if names.annotations_size(meta.annotations) > names.TOTAL_ANNOTATION_SIZE:
         errors.append(FieldIssue("metadata.annotations",
                                  f"Too long: may not be more than {names.TOTAL_ANNOTATION_SIZE} bytes"))
-    if meta.uid is not None:
+    if meta.uid:   # an empty uid is no uid: the kubelet makes one
         errors += invalid("metadata.uid", names.is_uid(meta.uid))
     return errors
 
@@ -184,7 +184,7 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
             errors.append(FieldIssue(f"{ppath}.hostPort", "Invalid value: must be between 1 and 65535, inclusive"))
         if port.protocol not in PROTOCOLS:
             errors.append(_unsupported(f"{ppath}.protocol", PROTOCOLS))
-        if port.name is not None:
+        if port.name:   # an empty name is no name
             bad = names.is_port_name(port.name)
             errors += invalid(f"{ppath}.name", bad)
             if not bad and port.name in port_names:
