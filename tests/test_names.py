@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 import pytest
 
-from kubelite.api import quantity
+from kubelite.api import names, quantity
 from kubelite.sources.manifests import read_file
 from kubelite.store.reader import Reader
 from tests.simulated import simulated_node
@@ -299,3 +299,12 @@ def test_a_trailing_newline_in_a_name_is_one_reported_line_and_reaches_neither_s
         assert any(m.startswith(f"bad.yaml: document 1, line ") and f": {field}: " in m for m in events), events
         logged = [r.getMessage() for r in caplog.records if "bad.yaml" in r.getMessage()]
         assert logged and all("\n" not in m and "\r" not in m for m in logged), logged
+
+
+@pytest.mark.parametrize("name, hostname", [
+    ("web", "web"), ("a" * 63, "a" * 63), ("a" * 253, "a" * 63),
+    ("a" * 61 + ".-b" + "c" * 100, "a" * 61), ("a" * 62 + "-" + "b", "a" * 62),
+])
+def test_a_long_pod_name_gives_a_hostname_of_at_most_63_characters_as_the_kubelet_cuts_it(name: str,
+                                                                                             hostname: str) -> None:
+    assert names.pod_hostname(name) == hostname

@@ -33,6 +33,7 @@ from typing import Any, Callable
 from kubelite.agent import metrics, probing
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.pulls import ImagePulls
+from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
@@ -510,7 +511,7 @@ class Agent:
                        now)
         config = SandboxConfig(uid=entry.uid, name=pod.metadata.name or "", namespace=pod.metadata.namespace,
                                attempt=attempt, sandbox_hash=entry.desired.sandbox_hash,
-                               hostname=pod.spec.hostname or pod.metadata.name or "",
+                               hostname=pod.spec.hostname or names.pod_hostname(pod.metadata.name or ""),
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod))

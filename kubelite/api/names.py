@@ -3,8 +3,8 @@
 Owns: the predicates of `k8s.io/apimachinery/pkg/util/validation` (and `api/validate/content`)
 that a manifest meets: `IsDNS1123Label`, `IsDNS1123Subdomain`, `IsQualifiedName` (label and
 annotation keys), `IsValidLabelValue`, `IsConfigMapKey`, `IsRelaxedEnvVarName`,
-`IsValidPortName`, `IsCIdentifier`, the annotations' total size, and kubelite's own rule for a
-`metadata.uid` (it names directories and cgroups here). Each predicate returns kubectl's messages
+`IsValidPortName`, the annotations' total size, kubelite's own rule for a `metadata.uid` (it
+names directories and cgroups here), and the hostname a pod's name gives. Each predicate returns kubectl's messages
 for a value, empty when the value is valid.
 
 How, so that nothing slips through: every pattern matches the whole string (`re.fullmatch`; never
@@ -34,7 +34,6 @@ DNS1123_SUBDOMAIN_FMT = DNS1123_LABEL_FMT + r"(\." + DNS1123_LABEL_FMT + ")*"
 LABEL_KEY_FMT = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 LABEL_VALUE_FMT = "(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?"
 CONFIG_KEY_FMT = "[-._a-zA-Z0-9]+"
-C_IDENTIFIER_FMT = "[A-Za-z_][A-Za-z0-9_]*"
 UID_FMT = "[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?"
 
 DNS1123_LABEL = re.compile(DNS1123_LABEL_FMT)
@@ -42,7 +41,6 @@ DNS1123_SUBDOMAIN = re.compile(DNS1123_SUBDOMAIN_FMT)
 LABEL_KEY = re.compile(LABEL_KEY_FMT)
 LABEL_VALUE = re.compile(LABEL_VALUE_FMT)
 CONFIG_KEY = re.compile(CONFIG_KEY_FMT)
-C_IDENTIFIER = re.compile(C_IDENTIFIER_FMT)
 UID = re.compile(UID_FMT)
 PORT_NAME_CHARSET = re.compile("[-a-z0-9]+")
 _LOWER_LETTER = re.compile("[a-z]")
@@ -57,8 +55,6 @@ LABEL_VALUE_MESSAGE = ("a valid label must be an empty string or consist of alph
                        "'.', and must start and end with an alphanumeric character")
 CONFIG_KEY_MESSAGE = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
 ENV_VAR_NAME_MESSAGE = "a valid environment variable name must consist only of printable ASCII characters other than '='"
-C_IDENTIFIER_MESSAGE = ("a valid C identifier must start with alphabetic character or '_', followed by a string of "
-                        "alphanumeric characters or '_'")
 
 
 def regex_error(message: str, fmt: str, *examples: str) -> str:
@@ -161,12 +157,6 @@ def is_env_var_name(value: str) -> list[str]:
     return errors
 
 
-def is_c_identifier(value: str) -> list[str]:
-    if not C_IDENTIFIER.fullmatch(value):
-        return [regex_error(C_IDENTIFIER_MESSAGE, C_IDENTIFIER_FMT, "my_name", "MY_NAME", "MyName")]
-    return []
-
-
 def is_port_name(value: str) -> list[str]:
     """`IsValidPortName` (an IANA_SVC_NAME, lower case only): every rule broken, in apimachinery's order."""
     errors = []
@@ -191,6 +181,12 @@ def is_uid(value: str) -> list[str]:
         return ["must be at most 128 characters of a-z, A-Z, 0-9, '-', '_' and '.', starting and ending with "
                 "a letter or digit"]
     return []
+
+
+def pod_hostname(name: str) -> str:
+    """The hostname of a pod without `spec.hostname`: its name, cut to 63 characters and then of any
+    trailing '-' or '.' (the kubelet's `truncatePodHostnameIfNeeded`; a name may have 253)."""
+    return name if len(name) <= DNS1123_LABEL_MAX_LENGTH else name[:DNS1123_LABEL_MAX_LENGTH].rstrip("-.")
 
 
 def go_lower(value: str) -> str:
