@@ -23,6 +23,7 @@ from typing import Any, Callable
 import pytest
 
 from kubelite.api import names, quantity
+from kubelite.sources.gitsync import GitSync, SyncError
 from kubelite.sources.manifests import read_file
 from kubelite.store.reader import Reader
 from tests.simulated import simulated_node
@@ -308,3 +309,26 @@ def test_a_trailing_newline_in_a_name_is_one_reported_line_and_reaches_neither_s
 def test_a_long_pod_name_gives_a_hostname_of_at_most_63_characters_as_the_kubelet_cuts_it(name: str,
                                                                                              hostname: str) -> None:
     assert names.pod_hostname(name) == hostname
+
+
+def test_a_manifest_file_name_with_a_newline_is_reported_in_one_line(tmp_path: Path,
+                                                                      caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    with simulated_node(tmp_path) as node:
+        node.write("bad\n.yaml", pod(name="Web"))
+        node.settle()
+        assert node.pods() == []
+        events = [e["message"] for e in node.events("InvalidManifest")]
+        assert events and all(m.isprintable() for m in events), events
+        assert events[0].startswith('"bad\\n.yaml": document 1, line ')
+        assert all("\n" not in r.getMessage() for r in caplog.records if "bad" in r.getMessage())
+
+
+@pytest.mark.parametrize("url, ref", [
+    ("https://example.com/r.git", "main\n"), ("https://example.com/r.git", "ma\x00in"),
+    ("https://example.com/r.git", "ma\x7fin"), ("https://example.com/r.git\n", "main"),
+    ("https://exa\x00mple.com/r.git", "main"),
+])
+def test_git_sync_refuses_a_ref_or_url_with_control_characters(tmp_path: Path, url: str, ref: str) -> None:
+    with pytest.raises(SyncError):
+        GitSync(url, ref=ref, root=tmp_path / "state", link=tmp_path / "manifests")

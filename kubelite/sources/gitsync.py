@@ -180,9 +180,9 @@ class GitSync:
                  allow_empty: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
                  clock: Callable[[], datetime] = _utcnow, status: SyncStatus | None = None,
                  fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S) -> None:
-        if not repo_url or repo_url.startswith("-"):
-            raise SyncError("the repository URL must not be empty or start with '-'")
-        if not ref or ref.startswith("-") or any(c.isspace() for c in ref) or ":" in ref:
+        if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
+            raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
+        if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
             raise SyncError(f"invalid ref {ref!r}")
         self.repo_url = repo_url
         self.ref = ref

@@ -91,7 +91,8 @@ class ManifestProblem:
             f"document {self.document}" if self.document is not None else "",
             f"line {self.line}" if self.line is not None else "",
         ) if part)
-        return ": ".join(part for part in (self.file, where, self.field or "", self.message) if part)
+        file = self.file if self.file.isprintable() else json.dumps(self.file)  # a name with a newline: one line
+        return ": ".join(part for part in (file, where, self.field or "", self.message) if part)
 
 
 @dataclass
