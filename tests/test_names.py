@@ -243,7 +243,8 @@ def test_an_empty_uid_is_no_uid(tmp_path: Path) -> None:
 @pytest.mark.parametrize("text, value", [
     ("1E", 10**18), ("1e3", 1000), ("1E3", 1000), ("1e+3", 1000), ("1e-3", quantity.Fraction(1, 1000)),
     (".5", quantity.Fraction(1, 2)), ("+1", 1), ("-1", -1), ("1.", 1), ("1.G", 10**9), ("+.5Ki", 512),
-    ("5n", quantity.Fraction(5, 10**9)), ("2u", quantity.Fraction(2, 10**6)), ("0.5Mi", 2**19), ("100m", quantity.Fraction(1, 10)),
+    ("5n", quantity.Fraction(5, 10**9)), ("2u", quantity.Fraction(2, 10**6)), ("0.5Mi", 2**19),
+    ("100m", quantity.Fraction(1, 10)),
 ])
 def test_every_quantity_form_of_apimachinery_is_accepted(text: str, value: Any) -> None:
     assert quantity.parse(text) == value

@@ -54,7 +54,8 @@ LABEL_KEY_MESSAGE = ("must consist of alphanumeric characters, '-', '_' or '.', 
 LABEL_VALUE_MESSAGE = ("a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or "
                        "'.', and must start and end with an alphanumeric character")
 CONFIG_KEY_MESSAGE = "a valid config key must consist of alphanumeric characters, '-', '_' or '.'"
-ENV_VAR_NAME_MESSAGE = "a valid environment variable name must consist only of printable ASCII characters other than '='"
+ENV_VAR_NAME_MESSAGE = ("a valid environment variable name must consist only of printable ASCII characters other "
+                        "than '='")
 
 
 def regex_error(message: str, fmt: str, *examples: str) -> str:
