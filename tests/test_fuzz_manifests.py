@@ -71,7 +71,7 @@ ODD_TEXT = st.sampled_from([
     "80", "-1", "1e3", "500m", "true", "null", "~", "Pod", "v1", "busybox ", " busybox", "Always",
 ])
 SURROGATES = st.text(st.characters(categories=["Cs"]), min_size=1, max_size=2)  # JSON's "\ud800" gives these
-FREE_TEXT = st.one_of(st.text(max_size=16), MARKER)  # any text is valid here: commands, env values, labels
+FREE_TEXT = st.one_of(st.text(max_size=16), MARKER)  # any text is valid here: commands, env values
 TEXT = st.one_of(FREE_TEXT, ODD_TEXT, SURROGATES)
 INTS = st.one_of(
     st.integers(-5, 70000),
@@ -215,12 +215,14 @@ VOLUME = obj({"name": m(st.sampled_from(["data", "cache"]), ODD_NAME)}, {
     "emptyDir": st.fixed_dictionaries({}, optional={"sizeLimit": QUANTITY, "medium": FREE_TEXT}),
     "hostPath": st.fixed_dictionaries({"path": FREE_TEXT}), "configMap": JSON_LIKE, "secret": JSON_LIKE,
 })
+LABEL_TEXT = st.one_of(st.sampled_from(["app", "example.com/tier", "A_b.c-1"]), MARKER)  # valid keys and values
 ANNOTATION_KEY = st.one_of(st.sampled_from(["fake.kubelite.io/app", "kubernetes.io/x", "a"]), st.text(max_size=10))
 ANNOTATION_VALUE = st.one_of(FREE_TEXT, st.sampled_from(["exit=1 after=3", "fail-start", "fail-create=x",
                                                          "ignore-term", "oom-after=1", "bogus", "exit=x", "after=-1"]))
 METADATA = obj({"name": m(NAME, ODD_NAME)}, {
     "namespace": m(st.sampled_from(["default", "kube-system", "a"]), ODD_NAME),
-    "labels": st.dictionaries(st.text(max_size=10), m(FREE_TEXT, SURROGATES), max_size=3),
+    "labels": st.dictionaries(st.one_of(LABEL_TEXT, st.text(max_size=10)),
+                              m(st.one_of(LABEL_TEXT, FREE_TEXT), SURROGATES), max_size=3),
     "annotations": st.dictionaries(ANNOTATION_KEY, m(ANNOTATION_VALUE, SURROGATES), max_size=3),
     "uid": m(st.uuids().map(str), TEXT), "generateName": FREE_TEXT, "ownerReferences": JSON_LIKE,
     "creationTimestamp": FREE_TEXT, "resourceVersion": FREE_TEXT,
