@@ -23,9 +23,6 @@ from kubelite.api import names
 from kubelite.api.models import Bool, K8sModel, ObjectMeta, Str
 from kubelite.api.validation import FieldIssue, invalid, validate_object_meta
 
-#: `IsConfigMapKey`'s pattern (match it with `fullmatch`; see `names.is_config_map_key`).
-CONFIG_KEY = names.CONFIG_KEY
-MAX_KEY_LENGTH = names.DNS1123_SUBDOMAIN_MAX_LENGTH
 #: `corev1.MaxSecretSize`, also the limit the API server applies to a ConfigMap's data.
 MAX_SIZE = 1024 * 1024
 #: Keys each typed Secret must carry (`ValidateSecret`).
@@ -101,10 +98,6 @@ def _key_issues(path: str, key: str) -> list[FieldIssue]:
     return invalid(f"{path}[{names.shown(key, limit=40)}]", names.is_config_map_key(key))
 
 
-def _meta_issues(meta: ObjectMeta) -> list[FieldIssue]:
-    return validate_object_meta(meta)
-
-
 def _size_issue(values: dict[str, bytes], path: str, *, count_keys: bool) -> list[FieldIssue]:
     total = sum((len(k) if count_keys else 0) + len(v) for k, v in values.items())
     if total > MAX_SIZE:
@@ -114,7 +107,7 @@ def _size_issue(values: dict[str, bytes], path: str, *, count_keys: bool) -> lis
 
 def validate_config_map(cm: ConfigMap) -> tuple[list[FieldIssue], dict[str, bytes]]:
     """Errors (empty when valid) and the ConfigMap's keys as bytes (`data` as UTF-8, `binaryData` decoded)."""
-    errors = _meta_issues(cm.metadata)
+    errors = validate_object_meta(cm.metadata)
     values: dict[str, bytes] = {}
     for key, value in cm.data.items():
         errors += _key_issues("data", key)
@@ -135,7 +128,7 @@ def validate_config_map(cm: ConfigMap) -> tuple[list[FieldIssue], dict[str, byte
 
 def validate_secret(secret: Secret) -> tuple[list[FieldIssue], dict[str, bytes]]:
     """Errors (empty when valid) and the Secret's keys as bytes (`stringData` wins over `data`)."""
-    errors = _meta_issues(secret.metadata)
+    errors = validate_object_meta(secret.metadata)
     values: dict[str, bytes] = {}
     for key, value in secret.data.items():
         errors += _key_issues("data", key)

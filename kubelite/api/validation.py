@@ -1,7 +1,8 @@
 """Kubernetes validation of a decoded Pod (the subset of `ValidatePodCreate` that matters here).
 
 Owns: the rules and their messages, in kubectl's words ("Required value", "Invalid value",
-"Duplicate value", "Unsupported value"). Purely computational: takes a `Pod`, returns a list of
+"Duplicate value", "Unsupported value"), and `ValidateObjectMeta` (name, namespace, labels,
+annotations, uid) for Pods, ConfigMaps and Secrets; each name is checked by `names`. Purely computational: takes a `Pod`, returns a list of
 `FieldIssue`; never raises for bad input and never echoes a field's value (manifests may hold
 secrets, so messages name the field and the rule only).
 """
@@ -12,11 +13,6 @@ from dataclasses import dataclass
 
 from kubelite.api import names, quantity
 from kubelite.api.models import Container, ObjectMeta, Pod, Probe
-
-# the patterns, for modules that import them from here; match them with `fullmatch` only
-DNS1123_LABEL = names.DNS1123_LABEL
-DNS1123_SUBDOMAIN = names.DNS1123_SUBDOMAIN
-UID = names.UID
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
