@@ -407,3 +407,42 @@ def test_a_layer_that_would_fill_the_image_filesystem_past_the_gc_high_threshold
 def test_unpack_limits_are_kept_with_the_pull(tmp_path):
     assert RegistryConfig().max_layer_bytes == UnpackLimits().max_layer_bytes == 64 * GIB
     assert RegistryConfig().gc_high_percent == 85
+
+
+def test_raw_deflate_and_gzip_in_several_members_are_decoded(tmp_path, reg):
+    small_image(reg)
+    path = "/v2/app/manifests/v1"
+    manifest = reg.routes[path].body
+    raw = zlib.compressobj(6, zlib.DEFLATED, -15)
+    reg.routes[path] = Answer(body=raw.compress(manifest) + raw.flush(), headers={"Content-Encoding": "deflate"})
+    config_desc = json.loads(manifest)["config"]
+    config_path = f"/v2/app/blobs/{config_desc['digest']}"
+    config = reg.routes[config_path].body
+    reg.routes[config_path] = Answer(body=gzip.compress(config[:10]) + gzip.compress(config[10:]),
+                                     headers={"Content-Encoding": "gzip"})
+    result = registry.pull(ImageStore(tmp_path), f"{reg.host}/app:v1")
+    assert result.image.id == config_desc["digest"]
+
+
+# ------------------------------------------------------------------------- the flags
+
+
+def test_the_flags_give_the_limits_to_the_pull():
+    from kubelite.cli.image import registry_config
+    from kubelite.cli.main import _parser
+    from kubelite.errors import UsageError
+
+    for argv in (["image", "pull", "x"], ["serve"]):
+        config = registry_config(_parser().parse_args(argv))
+        assert (config.max_layer_bytes, config.gc_high_percent) == (64 * GIB, 85)
+    config = registry_config(_parser().parse_args(["image", "pull", "--image-max-layer-size", "1.5Gi",
+                                                   "--image-gc-high-threshold", "90", "x"]))
+    assert (config.max_layer_bytes, config.gc_high_percent) == (3 * GIB // 2, 90)
+    config = registry_config(_parser().parse_args(["serve", "--image-max-layer-size", "20G",
+                                                   "--image-gc-high-threshold", "70"]))
+    assert (config.max_layer_bytes, config.gc_high_percent) == (20 * 10**9, 70)
+    for bad in ("lots", "-1Gi", "1Ki", "64Gi\n"):
+        with pytest.raises(UsageError, match="--image-max-layer-size"):
+            registry_config(_parser().parse_args(["image", "pull", f"--image-max-layer-size={bad}", "x"]))
+    with pytest.raises(UsageError, match="--image-gc-high-threshold"):
+        registry_config(_parser().parse_args(["image", "pull", "--image-gc-high-threshold", "101", "x"]))
