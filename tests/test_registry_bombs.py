@@ -228,6 +228,7 @@ def error_line(run: subprocess.CompletedProcess[str]) -> str:
 
 
 GZIP = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+GZIP_MANIFEST = {"Content-Encoding": "gzip", "Content-Type": registry.MEDIA_OCI_MANIFEST}
 
 
 def arm(reg: BombRegistry, where: str, bomb: bytes) -> str:
@@ -245,7 +246,7 @@ def arm(reg: BombRegistry, where: str, bomb: bytes) -> str:
         reg.routes["/token"] = Answer(body=bomb, headers=GZIP)
         return rf"^error: {reg.host}/app:v1: the answer of the token service {realm} is larger than 1 MiB"
     assert where == "manifest"
-    reg.routes["/v2/app/manifests/v1"] = Answer(body=bomb, headers={**GZIP, "Content-Type": registry.MEDIA_OCI_MANIFEST})
+    reg.routes["/v2/app/manifests/v1"] = Answer(body=bomb, headers=GZIP_MANIFEST)
     return rf"^error: {reg.host}/app:v1: the manifest is larger than 4 MiB"
 
 
@@ -271,7 +272,7 @@ def test_a_gzip_encoded_manifest_and_config_are_decoded_and_verified(tmp_path, r
     small_image(reg)
     path = "/v2/app/manifests/v1"
     manifest = reg.routes[path].body
-    reg.routes[path] = Answer(body=gzip.compress(manifest), headers={**GZIP, "Content-Type": registry.MEDIA_OCI_MANIFEST})
+    reg.routes[path] = Answer(body=gzip.compress(manifest), headers=GZIP_MANIFEST)
     config_desc = json.loads(manifest)["config"]
     config_path = f"/v2/app/blobs/{config_desc['digest']}"
     reg.routes[config_path] = Answer(body=zlib.compress(reg.routes[config_path].body),

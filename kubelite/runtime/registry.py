@@ -14,10 +14,12 @@ Every answer read from a registry is bounded, counted after decompression (kubel
 `/v2/` ping and token answers at `ANSWER_MAX`, error messages at `ERROR_MAX` (beyond it the detail
 is left out), manifests and indexes at `MANIFEST_MAX`, image configs at their descriptor's size.
 Blobs are streamed to `<root>/images/downloads/<hex>.partial` while they are hashed, never held in
-memory, and never past the size their descriptor declares; a verified blob is renamed to `<hex>`. Each blob's download holds an flock on its partial
-file, so two pulls (threads or processes) of the same blob share one download: the second waits
-and finds the blob there. A pull that is cut off keeps its partial file, and the next pull asks
-only for the rest (an HTTP Range request) after re-hashing what it has. Nothing reaches the image
+memory, and never past the size their descriptor declares; a verified blob is renamed to `<hex>`.
+Each blob's download holds an flock on its partial file, so two pulls (threads or processes) of
+the same blob share one download: the second waits and finds the blob there (the lock is taken
+again when the file it locked was renamed or removed meanwhile). A pull that is cut off keeps its
+partial file, and the next pull asks only for the rest (an HTTP Range request) after re-hashing
+what it has; a blob refused (too long, wrong digest) keeps nothing. Nothing reaches the image
 store until every blob is verified. The unpacked layers are the store's; the downloaded blobs are
 deleted once the image is committed.
 
