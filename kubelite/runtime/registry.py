@@ -538,7 +538,7 @@ class _Registry:
                     length = response.headers.get("content-length", "")
                     if length.isdigit() and have + int(length) > size:
                         raise self._too_long(fd, partial, digest, size)
-                    for chunk in response.iter_raw(CHUNK):
+                    for chunk in response.iter_raw():
                         if have + len(chunk) > size:
                             raise self._too_long(fd, partial, digest, size)
                         _write_all(fd, chunk)
