@@ -588,6 +588,19 @@ def test_a_truncated_archive_leaves_the_store_as_it_was(tmp_path, store, cut_in)
     assert snapshot(store) == before
 
 
+def test_a_tar_header_record_over_1_mib_is_refused_before_it_is_read(tmp_path, store):
+    """tarfile reads a pax header whole: 1 MiB is the bound (as Go's archive/tar); below it, a layer loads."""
+    store.load(docker_save(tmp_path / "good.tar", Img([BASE], tags=["good"])))
+    before = snapshot(store)
+    huge = tar(entry("f", b"x", pax={"SCHILY.xattr.user.big": "y" * (2 << 20)}))
+    with pytest.raises(ImageError, match=r"has a tar header record of \d+ bytes, more than 1048576: refusing it$"):
+        store.load(docker_save(tmp_path / "huge.tar", Img([huge], tags=["huge"])))
+    assert snapshot(store) == before
+    fits = tar(entry("f", b"x", pax={"SCHILY.xattr.user.big": "y" * (512 << 10)}))
+    [image] = store.load(docker_save(tmp_path / "fits.tar", Img([fits], tags=["fits"])))
+    assert (store.layer_dirs(image)[0] / "f").read_bytes() == b"x"
+
+
 def test_not_an_archive_is_refused(tmp_path, store):
     junk = tmp_path / "junk.tar"
     junk.write_bytes(b"hello, I am not a tar archive" * 100)

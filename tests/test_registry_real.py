@@ -122,3 +122,33 @@ def test_the_daemon_pulls_a_private_image_with_its_authfile(tmp_path, reg):
             assert image in k.cli("image", "ls").stdout
     finally:
         private.stop()
+
+
+def test_a_layer_bomb_fails_the_pod_with_errimagepull_and_leaves_nothing_behind(node):
+    """A layer past --image-max-layer-size: the usual Failed events and ErrImagePull, with a message that
+    names the bound; the image store keeps no layer, temporary file, download or name of it."""
+    import os
+
+    from tests.test_registry_bombs import GIB, MIB, BombRegistry, zero_layer
+
+    bombs = BombRegistry()
+    try:
+        image = zero_layer(bombs, 1 * GIB)
+        node.runtime.registry = client.RegistryConfig(max_layer_bytes=64 * MIB)
+        layers_before = sorted(os.listdir(node.root / "images" / "layers"))
+        node.write(pod("bomb", {"name": "app", "image": image, "command": ["true"]}))
+        waiting = node.until(lambda: node.container("bomb", "app").get("state", {}).get("waiting", {})
+                             .get("reason") == "ErrImagePull" and node.container("bomb", "app")["state"]["waiting"],
+                             timeout=30, what="ErrImagePull")
+        why = f"of {image} unpacks to more than 64Mi (--image-max-layer-size): refusing it"
+        assert waiting["message"].startswith(f'Failed to pull image "{image}": layer sha256:'), waiting
+        assert waiting["message"].endswith(why), waiting
+        failed = messages(node, "Failed")
+        assert any(m.startswith(f'Failed to pull image "{image}": ') and m.endswith(why) for m in failed), failed
+        assert "Error: ErrImagePull" in failed
+        images = node.root / "images"
+        assert sorted(os.listdir(images / "layers")) == layers_before
+        assert os.listdir(images / "tmp") == [] and os.listdir(images / "downloads") == []
+        assert node.runtime.images.get(image) is None
+    finally:
+        bombs.close()

@@ -81,11 +81,33 @@ def run(args: argparse.Namespace) -> int:
 
 def registry_config(args: argparse.Namespace) -> Any:
     """The `RegistryConfig` the registry flags (and their environment variables) describe."""
+    from kubelite.errors import UsageError
     from kubelite.runtime.registry import RegistryConfig
 
+    if not 0 <= getattr(args, "image_gc_high_threshold", 85) <= 100:
+        raise UsageError("--image-gc-high-threshold: give a percentage from 0 to 100")
     return RegistryConfig(auth_file=config.auth_file(getattr(args, "authfile", None)),
                           certs_dir=config.certs_dir(getattr(args, "certs_dir", None)),
-                          insecure=config.insecure_registries(getattr(args, "insecure_registry", None)))
+                          insecure=config.insecure_registries(getattr(args, "insecure_registry", None)),
+                          max_layer_bytes=max_layer_size(getattr(args, "image_max_layer_size", None)),
+                          gc_high_percent=getattr(args, "image_gc_high_threshold", 85))
+
+
+def max_layer_size(value: str | None) -> int:
+    """`--image-max-layer-size`: a Kubernetes quantity of bytes (64Gi, 500Mi, 1e9), at least 1Mi."""
+    from kubelite.api import quantity
+    from kubelite.errors import UsageError
+    from kubelite.runtime.images import DEFAULT_MAX_LAYER_BYTES
+
+    if value is None:
+        return DEFAULT_MAX_LAYER_BYTES
+    try:
+        size = quantity.bytes_(value)
+    except ValueError:
+        size = -1
+    if size < 1 << 20:
+        raise UsageError(f"--image-max-layer-size {value}: give a size of at least 1Mi, such as 64Gi or 500Mi")
+    return size
 
 
 def pull(args: argparse.Namespace, store: "ImageStore") -> int:

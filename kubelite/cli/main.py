@@ -43,6 +43,9 @@ def _parser() -> argparse.ArgumentParser:
     registry_flags.add_argument("--insecure-registry", action="append", default=None, metavar="HOST[:PORT]",
                                 help="reach this registry over plain HTTP, certificates unchecked (repeatable; "
                                      "loopback registries always are; env KUBELITE_INSECURE_REGISTRIES)")
+    registry_flags.add_argument("--image-max-layer-size", default="64Gi", metavar="QUANTITY",
+                                help="a pulled layer that unpacks to more fails the pull (a quantity such as "
+                                     "64Gi, 500Mi; default 64Gi)")
     serve = sub.add_parser("serve", parents=[common, registry_flags], help="run the node agent in the foreground")
     serve.add_argument("--runtime", choices=["runc", "fake"], default="runc",
                        help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
@@ -157,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     pull = image_sub.add_parser("pull", parents=[common, registry_flags], help="pull an image from a registry")
     pull.add_argument("ref", metavar="IMAGE")
     pull.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    pull.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
+                      help="a layer that would fill the image filesystem past this fails the pull, as in serve "
+                           "(default 85)")
 
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)

@@ -33,7 +33,14 @@ fd opened with O_NOFOLLOW), device nodes are skipped, modes and numeric owners a
 the tar says. Whiteouts become what overlayfs expects from a lower layer: `.wh.NAME` → a 0/0
 character device NAME, `.wh..wh..opq` → the xattr `trusted.overlay.opaque=y` on its directory.
 Of the tar's xattrs only `user.*` and `security.capability` are applied (never `trusted.*`, nor
-`user.overlay.*`, which a layer could use to steer overlayfs).
+`user.overlay.*`, which a layer could use to steer overlayfs). A tar header record (pax, GNU long
+name) larger than 1 MiB is refused before it is read, as Go's archive/tar does: tarfile would
+hold it in memory whole.
+
+A pulled layer is bounded (`UnpackLimits`): its uncompressed tar and the files it writes may not
+exceed `max_layer_bytes` (`--image-max-layer-size`), and no file of it may take the image
+filesystem past the image GC high threshold; either fails the pull while unpacking, below `tmp/`,
+so nothing of it stays.
 """
 
 from __future__ import annotations
@@ -168,6 +175,13 @@ def _show(text: str, limit: int = 160) -> str:
 # ------------------------------------------------------------------------------------------ store
 
 _INDEX_VERSION = 1
+#: The default `--image-max-layer-size`: far beyond any real layer (the largest, of CUDA and model
+#: images, are tens of GiB uncompressed), still short of filling a node's disk by accident.
+DEFAULT_MAX_LAYER_BYTES = 64 << 30
+#: tar header records (pax headers, GNU long names) larger than this are refused (Go's archive/tar bound).
+_TAR_RECORD_MAX = 1 << 20
+#: Unpacked bytes between two looks at the image filesystem's usage (every file of 1 MiB or more is looked at).
+_SPACE_STEP = 8 << 20
 _JSON_MAX = 16 << 20                 # manifests and configs larger than this are refused
 _CHUNK = 1 << 20
 
@@ -197,6 +211,75 @@ class PulledLayer:
     digest: str       # "sha256:<hex>" of the blob as the registry serves it (compressed or not)
     size: int
     blob: str
+
+
+@dataclass(frozen=True)
+class UnpackLimits:
+    """What one pulled layer may take: bytes once uncompressed, and the image filesystem's fill."""
+
+    max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES   # its tar, and the files it writes (sparse ones in full)
+    gc_high_percent: int | None = None               # no file may take the filesystem past this (None: no check)
+
+
+def format_size(n: int) -> str:
+    """A size as a Kubernetes quantity, as the flag takes it: 64Gi, 512Mi, 1000."""
+    for suffix, shift in (("Ti", 40), ("Gi", 30), ("Mi", 20), ("Ki", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{suffix}"
+    return str(n)
+
+
+class _Exceeded(Exception):
+    """A layer went past a bound while unpacking (the message says which); becomes an ImageError with its label."""
+
+
+class _Budget:
+    """Counts what a layer unpacks against its `UnpackLimits`; raises _Exceeded at the first byte too many."""
+
+    def __init__(self, limits: UnpackLimits, usage: Callable[[], tuple[int, int]]) -> None:
+        self.limits, self.usage = limits, usage
+        self.written = 0
+        self.unchecked = 0
+        self.looked = False
+
+    def too_large(self) -> _Exceeded:
+        return _Exceeded(f"unpacks to more than {format_size(self.limits.max_layer_bytes)} "
+                         "(--image-max-layer-size): refusing it")
+
+    def stream(self, size: int) -> None:
+        """The uncompressed tar has reached `size` bytes."""
+        if size > self.limits.max_layer_bytes:
+            raise self.too_large()
+
+    def file(self, size: int) -> None:
+        """A file of `size` bytes is about to be written."""
+        self.written += size
+        if self.written > self.limits.max_layer_bytes:
+            raise self.too_large()
+        high = self.limits.gc_high_percent
+        if high is None:
+            return
+        self.unchecked += size
+        if self.looked and size < 1 << 20 and self.unchecked < _SPACE_STEP:
+            return
+        self.looked, self.unchecked = True, 0
+        used, total = self.usage()
+        if total > 0 and (used + size) * 100 > high * total:
+            raise _Exceeded(f"would fill the image filesystem past {high}% (--image-gc-high-threshold): "
+                            f"{(used + size) * 100 // total}% with this layer; free space or raise the threshold")
+
+
+class _TarInfo(tarfile.TarInfo):
+    """tarfile's TarInfo, refusing a header record (pax, GNU long name) that would be read into memory whole
+    when it is larger than `_TAR_RECORD_MAX`."""
+
+    _RECORDS = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE, tarfile.GNUTYPE_LONGNAME,
+                tarfile.GNUTYPE_LONGLINK)
+
+    def _proc_member(self, tf: tarfile.TarFile) -> tarfile.TarInfo:  # type: ignore[override]
+        if self.type in self._RECORDS and self.size > _TAR_RECORD_MAX:
+            raise _Exceeded(f"has a tar header record of {self.size} bytes, more than {_TAR_RECORD_MAX}: refusing it")
+        return super()._proc_member(tf)  # type: ignore[misc]
 
 
 @dataclass
@@ -370,12 +453,14 @@ class ImageStore:
         return image
 
     def add_pulled(self, *, config_bytes: bytes, layers: builtins.list[PulledLayer], names: builtins.list[str],
-                   downloads: Path) -> Image:
+                   downloads: Path, limits: UnpackLimits | None = None) -> Image:
         """Store an image whose blobs a pull downloaded into `downloads`, all or nothing, as `load` does.
 
         Every layer not yet in the store is unpacked below `tmp/` and verified (its blob digest and
-        its diff_id) before any of them is renamed into view; then the config, then the index.
+        its diff_id) before any of them is renamed into view; then the config, then the index. A
+        layer that goes past `limits` fails the whole image, as a damaged one does.
         """
+        limits = limits or UnpackLimits()
         image_id = f"sha256:{hashlib.sha256(config_bytes).hexdigest()}"
         parsed = _parse_config(config_bytes, what=f"config of image {image_id}")
         if len(layers) != len(parsed.diff_hexes):
@@ -401,7 +486,8 @@ class ImageStore:
                     dest = self._new_tmp(f"layer-{layer.diff_hex[:12]}-")
                     unpacked[layer.diff_hex] = (dest, 0)
                     label = f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}"
-                    size = _unpack_layer(_Downloads(downloads), layer, dest, label=label)
+                    size = _unpack_layer(_Downloads(downloads), layer, dest, label=label,
+                                         budget=_Budget(limits, self.disk_usage))
                     unpacked[layer.diff_hex] = (dest, size)
                 self._commit([plan], unpacked, index)
             finally:
@@ -943,8 +1029,9 @@ def host_architecture() -> str:
 class _Tap:
     """A read-once stream wrapper: hashes and counts every byte read, can peek, knows if all were zero."""
 
-    def __init__(self, f: IO[bytes] | _Tap | gzip.GzipFile) -> None:
+    def __init__(self, f: IO[bytes] | _Tap | gzip.GzipFile, counted: Callable[[int], None] | None = None) -> None:
         self._f = f
+        self._counted = counted   # told the bytes read so far, after each read (may raise to stop)
         self._ahead = b""
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -954,6 +1041,8 @@ class _Tap:
         data = self._f.read(n)
         self.sha256.update(data)
         self.size += len(data)
+        if self._counted is not None:
+            self._counted(self.size)
         if not self.nonzero and data.strip(b"\0"):
             self.nonzero = True
         return data
@@ -994,13 +1083,16 @@ class _Downloads:
         return open(self.path / name, "rb")
 
 
-def _unpack_layer(archive: _BlobSource, layer: _LayerSource, dest: Path, *, label: str | None = None) -> int:
+def _unpack_layer(archive: _BlobSource, layer: _LayerSource, dest: Path, *, label: str | None = None,
+                  budget: _Budget | None = None) -> int:
     """Unpack one layer blob into `dest` (a fresh directory) and verify its digests; returns its size."""
     if label is None:
         assert isinstance(archive, _Archive)
         label = f"layer {_show(layer.member)} of {archive.path.name}"
     try:
-        return _unpack_verified(archive, layer, dest, label)
+        return _unpack_verified(archive, layer, dest, label, budget)
+    except _Exceeded as e:
+        raise ImageError(f"{label} {e}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
         raise ImageError(f"{label} is damaged or truncated: {e or type(e).__name__}") from None
     except _zstd_errors() as e:
@@ -1011,17 +1103,20 @@ def _unpack_layer(archive: _BlobSource, layer: _LayerSource, dest: Path, *, labe
         raise
 
 
-def _unpack_verified(archive: _BlobSource, layer: _LayerSource, dest: Path, label: str) -> int:
+def _unpack_verified(archive: _BlobSource, layer: _LayerSource, dest: Path, label: str,
+                     budget: _Budget | None) -> int:
     with archive.open_member(layer.member) as raw:
         blob = _Tap(raw)
         magic = blob.peek(4)
+        counted = budget.stream if budget is not None else None
         if magic == _ZSTD_MAGIC:
-            tar_stream = _Tap(_zstd_reader(blob))
+            tar_stream = _Tap(_zstd_reader(blob), counted)
         else:
-            tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob)
-        with _LayerWriter(dest, label) as writer:
+            tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob, counted)
+        with _LayerWriter(dest, label, budget) as writer:
             try:
-                with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK) as tf:  # type: ignore[call-overload]
+                with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=_CHUNK,  # type: ignore[call-overload]
+                                  tarinfo=_TarInfo) as tf:
                     for member in tf:
                         writer.add(member, tf)
             except tarfile.ReadError:
@@ -1080,8 +1175,9 @@ class _LayerWriter:
     Directory attributes are applied at the end, so that a read-only directory can still be filled.
     """
 
-    def __init__(self, root: Path, label: str) -> None:
+    def __init__(self, root: Path, label: str, budget: _Budget | None = None) -> None:
         self._label = label
+        self._budget = budget
         self._root_fd = os.open(root, _OPEN_DIR)
         os.fchmod(self._root_fd, 0o755)
         self._dirs: dict[Parts, int] = {(): self._root_fd}
@@ -1154,6 +1250,8 @@ class _LayerWriter:
         self._dir_entries[parts] = member
 
     def _add_file(self, member: tarfile.TarInfo, parts: Parts, tf: tarfile.TarFile) -> None:
+        if self._budget is not None:
+            self._budget.file(member.size)   # before a byte is written: a sparse file counts in full
         parent = self._dir_fd(parts[:-1], member.name)
         self._make_room(parent, parts)
         fd = os.open(parts[-1], os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,

@@ -9,11 +9,17 @@ as containerd and Docker read it), credentials (a Docker `config.json`), and the
 the registry asks for in its `WWW-Authenticate` challenge (Basic, or a Bearer token from the
 token service it names).
 
+Every answer read from a registry is bounded, counted after decompression (kubelite decodes
+`Content-Encoding: gzip` and `deflate` itself, at most a limit's worth, never a whole body): the
+`/v2/` ping and token answers at `ANSWER_MAX`, error messages at `ERROR_MAX` (beyond it the detail
+is left out), manifests and indexes at `MANIFEST_MAX`, image configs at their descriptor's size.
 Blobs are streamed to `<root>/images/downloads/<hex>.partial` while they are hashed, never held in
-memory; a verified blob is renamed to `<hex>`. Each blob's download holds an flock on its partial
-file, so two pulls (threads or processes) of the same blob share one download: the second waits
-and finds the blob there. A pull that is cut off keeps its partial file, and the next pull asks
-only for the rest (an HTTP Range request) after re-hashing what it has. Nothing reaches the image
+memory, and never past the size their descriptor declares; a verified blob is renamed to `<hex>`.
+Each blob's download holds an flock on its partial file, so two pulls (threads or processes) of
+the same blob share one download: the second waits and finds the blob there (the lock is taken
+again when the file it locked was renamed or removed meanwhile). A pull that is cut off keeps its
+partial file, and the next pull asks only for the rest (an HTTP Range request) after re-hashing
+what it has; a blob refused (too long, wrong digest) keeps nothing. Nothing reaches the image
 store until every blob is verified. The unpacked layers are the store's; the downloaded blobs are
 deleted once the image is committed.
 
@@ -32,6 +38,7 @@ import os
 import re
 import ssl
 import time
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -39,13 +46,22 @@ from typing import Any, Callable
 import httpx
 
 from kubelite.runtime import reference as references
-from kubelite.runtime.images import Image, ImageError, ImageStore, PulledLayer, host_architecture
+from kubelite.runtime.images import (DEFAULT_MAX_LAYER_BYTES, Image, ImageError, ImageStore, PulledLayer,
+                                     UnpackLimits, host_architecture)
 
-#: Manifests larger than this are refused (the distribution registry's own limit is 4 MiB).
+#: Manifests and indexes larger than this (decoded) are refused: containerd's bound, and the
+#: distribution registry's own limit on what it accepts.
 MANIFEST_MAX = 4 << 20
-#: Image configs larger than this are refused.
+#: Image configs larger than this are refused (and none is read past its descriptor's size).
 CONFIG_MAX = 16 << 20
+#: The answers to `GET /v2/` and from a token service: a `{}` and a token of a few KiB in practice.
+ANSWER_MAX = 1 << 20
+#: An error answer's body is read this far for its message (beyond it, the message is left out).
+ERROR_MAX = 64 << 10
 CHUNK = 1 << 20
+#: Raw bytes decoded at a time: a deflate stream expands at most ~1032:1, and decoding stops at the limit.
+_RAW_CHUNK = 64 << 10
+_ACCEPT_ENCODING = "gzip, deflate"
 
 MEDIA_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
@@ -75,6 +91,8 @@ class RegistryConfig:
     certs_dir: Path | None = None            # <certs_dir>/<host[:port]>/*.crt: CAs trusted for that registry
     insecure: frozenset[str] = frozenset()   # host[:port] reached over plain HTTP (beside loopback ones)
     timeout_s: float = 30.0                  # connect and read timeout (not the whole download)
+    max_layer_bytes: int = DEFAULT_MAX_LAYER_BYTES   # --image-max-layer-size: a layer unpacking to more fails
+    gc_high_percent: int | None = 85         # --image-gc-high-threshold: no layer may fill the filesystem past it
 
 
 @dataclass(frozen=True)
@@ -208,7 +226,9 @@ def pull(store: ImageStore, ref: str, *, config: RegistryConfig = RegistryConfig
                   for d in layers]
         report(Progress("unpacking"))
         try:
-            image = store.add_pulled(config_bytes=config_bytes, layers=pulled, names=names, downloads=downloads)
+            image = store.add_pulled(config_bytes=config_bytes, layers=pulled, names=names, downloads=downloads,
+                                     limits=UnpackLimits(max_layer_bytes=config.max_layer_bytes,
+                                                         gc_high_percent=config.gc_high_percent))
         except ImageError as e:
             raise PullError(str(e)) from None
         except OSError as e:
@@ -269,8 +289,9 @@ class _Registry:
         self.insecure = self.certs is None and (references.is_loopback(ref.registry)
                                                 or ref.registry in config.insecure)
         timeout = httpx.Timeout(config.timeout_s)
+        # only the encodings `_read_body` decodes with a bound (httpx would also offer zstd, unbounded)
         self.client = httpx.Client(verify=self._verify(), timeout=timeout, follow_redirects=True,
-                                   headers={"User-Agent": _USER_AGENT})
+                                   headers={"User-Agent": _USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING})
         self.base = f"https://{self.host}"
         self.authorization: str | None = None
 
@@ -305,18 +326,24 @@ class _Registry:
 
     # ------------------------------------------------------------------ requests
 
+    def _open(self, url: str, **kwargs: Any) -> httpx.Response:
+        """A streamed GET (the caller reads it with `_read_body` and closes it)."""
+        auth = kwargs.pop("auth", None)
+        return self.client.send(self.client.build_request("GET", url, **kwargs), stream=True, auth=auth)
+
     def _ping(self) -> None:
         """GET /v2/: picks the scheme (HTTPS, then HTTP for an insecure registry) and learns the challenge."""
         try:
-            response = self.client.get(f"{self.base}/v2/")
+            response = self._open(f"{self.base}/v2/")
         except httpx.HTTPError as e:
             if not self.insecure:
                 raise PullError(f"cannot reach the registry {self.host}: {_network(e)}") from None
             self.base = f"http://{self.host}"
             try:
-                response = self.client.get(f"{self.base}/v2/")
+                response = self._open(f"{self.base}/v2/")
             except httpx.HTTPError as e2:
                 raise PullError(f"cannot reach the registry {self.host}: {_network(e2)}") from None
+        _read_body(response, ANSWER_MAX, f"{self.ref.name}: the answer of the registry {self.host} to GET /v2/")
         if response.status_code == 401:
             self._authorize(response.headers.get("www-authenticate", ""))
 
@@ -345,9 +372,10 @@ class _Registry:
             raise PullError(f"the registry {self.host} names the token service {realm}, which is plain HTTP: "
                             "refusing to send it the credentials")
         try:
-            response = self.client.get(realm, params=params, auth=auth)
+            response = self._open(realm, params=params, auth=auth)
         except httpx.HTTPError as e:
             raise PullError(f"cannot reach the token service {realm} of {self.host}: {_network(e)}") from None
+        body = _read_body(response, ANSWER_MAX, f"{self.ref.name}: the answer of the token service {realm}")
         if response.status_code in (401, 403):
             raise PullError(f"the token service of {self.host} refused "
                             + ("the credentials" + self._from_file() if self.creds else "an anonymous pull")
@@ -355,7 +383,7 @@ class _Registry:
         if response.status_code != 200:
             raise PullError(f"the token service of {self.host} answered HTTP {response.status_code}")
         try:
-            doc = response.json()
+            doc = json.loads(body)
             token = doc.get("token") or doc.get("access_token")
         except (ValueError, AttributeError):
             token = None
@@ -392,14 +420,14 @@ class _Registry:
     def _fail(self, response: httpx.Response, what: str) -> PullError:
         """A one-line error for an unexpected answer, with the registry's own error code and message."""
         try:
-            body = response.read()[:65536]
+            body = _read_body(response, ERROR_MAX, "the registry's error message")
             errors = json.loads(body).get("errors") or []
             detail = "; ".join(f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors
                                if isinstance(e, dict))
-        except (ValueError, AttributeError, httpx.HTTPError):
+        except PullError as e:
+            detail = str(e).replace(": refusing it", ": not read") if "is larger than" in str(e) else ""
+        except (ValueError, AttributeError):
             detail = ""
-        finally:
-            response.close()
         code = response.status_code
         if code == 404:
             return PullError(f"{what}: not found" + (f" ({detail})" if detail else ""))
@@ -436,10 +464,7 @@ class _Registry:
         response = self._get(f"/v2/{self.ref.repository}/manifests/{reference}", headers={"Accept": ACCEPT})
         if response.status_code != 200:
             raise self._fail(response, name)
-        try:
-            body = _read_limited(response, MANIFEST_MAX, f"the manifest of {name}")
-        finally:
-            response.close()
+        body = _read_body(response, MANIFEST_MAX, f"{name}: the manifest")
         digest = "sha256:" + hashlib.sha256(body).hexdigest()
         if reference.startswith("sha256:") and digest != reference:
             raise PullError(f"{name}: the registry sent a manifest with digest {digest} for {reference}: refusing it")
@@ -469,10 +494,8 @@ class _Registry:
         response = self._get(f"/v2/{self.ref.repository}/blobs/{desc['digest']}")
         if response.status_code != 200:
             raise self._fail(response, f"{self.ref.name}: blob {desc['digest']}")
-        try:
-            data = _read_limited(response, desc["size"], f"blob {desc['digest']}")
-        finally:
-            response.close()
+        data = _read_body(response, desc["size"], f"{self.ref.name}: the image config {desc['digest']}",
+                          limit_text=f"its descriptor's {desc['size']} bytes")
         _verify("sha256:" + hashlib.sha256(data).hexdigest(), len(data), desc, self.ref.name)
         return data
 
@@ -501,7 +524,8 @@ class _Registry:
                 sha, have = hashlib.sha256(), 0
             fetched = 0
             if have < size:
-                headers = {"Range": f"bytes={have}-"} if have else {}
+                # the blob's bytes as stored (a layer is compressed already): counted against its size as they come
+                headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={have}-"} if have else {})}
                 response = self._get(f"/v2/{self.ref.repository}/blobs/{digest}", headers=headers)
                 try:
                     if response.status_code == 200 and have:   # the registry ignored the range: start over
@@ -511,11 +535,12 @@ class _Registry:
                         raise self._fail(response, f"{self.ref.name}: blob {digest}")
                     os.lseek(fd, have, os.SEEK_SET)
                     report(Progress("bytes", digest=digest, done=have, total=size))
+                    length = response.headers.get("content-length", "")
+                    if length.isdigit() and have + int(length) > size:
+                        raise self._too_long(fd, partial, digest, size)
                     for chunk in response.iter_raw():
                         if have + len(chunk) > size:
-                            os.ftruncate(fd, 0)
-                            raise PullError(f"{self.ref.name}: blob {digest} is longer than the {size} bytes "
-                                            "its descriptor says: refusing it")
+                            raise self._too_long(fd, partial, digest, size)
                         _write_all(fd, chunk)
                         sha.update(chunk)
                         have += len(chunk)
@@ -534,10 +559,18 @@ class _Registry:
             got = "sha256:" + sha.hexdigest()
             if got != digest:
                 os.ftruncate(fd, 0)
+                _unlink_if_empty(partial)
                 raise PullError(f"{self.ref.name}: blob {digest} has digest {got}: refusing it")
             os.rename(partial, final)
             report(Progress("downloaded", digest=digest, done=size, total=size))
             return hex_, fetched
+
+    def _too_long(self, fd: int, partial: Path, digest: str, size: int) -> PullError:
+        """A blob the registry sends more of than its descriptor declares: nothing of it is kept."""
+        os.ftruncate(fd, 0)
+        _unlink_if_empty(partial)   # under the blob's lock: a waiting pull opens the name again
+        return PullError(f"{self.ref.name}: blob {digest} is longer than the {size} bytes its descriptor says: "
+                         "refusing it")
 
 
 def _select_platform(index: dict[str, Any], name: str) -> dict[str, Any]:
@@ -562,17 +595,84 @@ def _verify(digest: str, size: int, desc: dict[str, Any], name: str) -> None:
         raise PullError(f"{name}: blob {desc['digest']} is {size} bytes, not {desc['size']}: refusing it")
 
 
-def _read_limited(response: httpx.Response, limit: int, what: str) -> bytes:
-    parts, total = [], 0
+def _read_body(response: httpx.Response, limit: int, what: str, *, limit_text: str | None = None) -> bytes:
+    """The body of a streamed `response`, decoded, if it is at most `limit` bytes once decoded; closes it.
+
+    PullError ("<what> is larger than <limit> once decompressed: refusing it") as soon as one byte
+    more arrives: never more than `limit` + one raw chunk's expansion is held, whatever the
+    registry sends.
+    """
     try:
-        for chunk in response.iter_raw(CHUNK):
-            total += len(chunk)
-            if total > limit:
-                raise PullError(f"{what} is larger than {limit} bytes: refusing it")
-            parts.append(chunk)
+        decoder = _Decoder(response.headers.get("content-encoding", ""), what)
+        body = bytearray()
+        for raw in response.iter_raw(_RAW_CHUNK):
+            body += decoder.decode(raw, limit + 1 - len(body))
+            if len(body) > limit:
+                break
+        else:
+            body += decoder.decode(b"", limit + 1 - len(body))
     except httpx.HTTPError as e:
         raise PullError(f"{what}: the download broke off ({_network(e)})") from None
-    return b"".join(parts)
+    finally:
+        response.close()
+    if len(body) > limit:
+        raise PullError(f"{what} is larger than {limit_text or _size(limit)} once decompressed: refusing it")
+    return bytes(body)
+
+
+class _Decoder:
+    """A `Content-Encoding` undone a bounded piece at a time (zlib's `max_length`): identity, gzip
+    (members one after another, as gzip reads them) or deflate (zlib-wrapped, or raw as some servers
+    send it). Any other encoding — one kubelite did not ask for — is refused."""
+
+    def __init__(self, encoding: str, what: str) -> None:
+        self.encoding = encoding.strip().lower()
+        if self.encoding not in ("", "identity", "gzip", "x-gzip", "deflate"):
+            raise PullError(f"{what} is sent with Content-Encoding {encoding!r}, which kubelite did not ask for "
+                            "(gzip and deflate only)")
+        self.what = what
+        self.wbits = 16 + zlib.MAX_WBITS if "gzip" in self.encoding else zlib.MAX_WBITS
+        self.zlib = zlib.decompressobj(self.wbits) if self.encoding not in ("", "identity") else None
+        self.pending = b""   # input not decoded yet: the decoder stopped at the room it was given
+        self.started = False
+
+    def decode(self, raw: bytes, room: int) -> bytes:
+        """Up to `room` more decoded bytes from what arrived so far plus `raw`."""
+        if self.zlib is None:
+            return raw
+        data, self.pending = self.pending + raw, b""
+        out = bytearray()
+        try:
+            while len(out) < room:
+                if self.zlib.eof:
+                    rest, data = self.zlib.unused_data + data, b""
+                    if self.wbits <= zlib.MAX_WBITS or not rest.startswith(b"\x1f\x8b"):
+                        break   # what follows the stream is ignored, as httpx and browsers do
+                    self.zlib, data = zlib.decompressobj(self.wbits), rest   # the next gzip member
+                if not data:
+                    break
+                try:
+                    out += self.zlib.decompress(data, room - len(out))
+                except zlib.error:
+                    if self.started or self.wbits != zlib.MAX_WBITS:
+                        raise
+                    self.wbits = -zlib.MAX_WBITS   # "deflate" sent raw, without the zlib wrapper
+                    self.zlib = zlib.decompressobj(self.wbits)
+                    continue
+                self.started = True
+                data = self.zlib.unconsumed_tail
+        except zlib.error as e:
+            raise PullError(f"{self.what} is not valid {self.encoding} ({e})") from None
+        self.pending = data
+        return bytes(out)
+
+
+def _size(n: int) -> str:
+    """A limit in words: 4 MiB, 64 KiB, 1000 bytes."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
 
 
 def _network(e: Exception) -> str:
@@ -596,9 +696,18 @@ class _blob_lock:
         self.fd = -1
 
     def __enter__(self) -> int:
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-        return self.fd
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                named = os.stat(self.path, follow_symlinks=False)
+            except FileNotFoundError:
+                named = None
+            held = os.fstat(fd)
+            if named is not None and (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino):
+                self.fd = fd
+                return fd
+            os.close(fd)   # the pull that held it renamed or removed that file: open the name again
 
     def __exit__(self, *exc: object) -> None:
         os.close(self.fd)
