@@ -52,6 +52,8 @@ def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> P
 def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_pod: Callable[[], dict | None],
            closed: Callable[[], bool]) -> tuple[Path | None, Iterator[str]]:
     """The log file and the text to send; raises LogRequestError for what the kubelet refuses."""
+    for key in _MINIMUM:   # options out of range are refused even when there is nothing to show
+        _int(query, key)
     status = container_status(pod, query.get("container"))
     previous = query.get("previous") == "true"
     attempt = int(status.get("restartCount", 0)) - (1 if previous else 0)

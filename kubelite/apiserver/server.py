@@ -27,6 +27,7 @@ nothing here writes.
 from __future__ import annotations
 
 import asyncio
+import asyncio.sslproto as sslproto
 import base64
 import binascii
 import json
@@ -34,6 +35,7 @@ import logging
 import re
 import resource
 import socket
+import ssl
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -66,7 +68,7 @@ HEADERS_TIMEOUT_S = 10.0
 #: connections 90 s and retry on a fresh one).
 IDLE_TIMEOUT_S = 60.0
 #: Connections open at once (a descriptor and some kilobytes each); more are closed at accept.
-MAX_CONNECTIONS = 4096
+MAX_CONNECTIONS = 2048
 #: Descriptors left to the agent (database, logs, inotify, runtimes) when the limit lowers the cap.
 RESERVED_DESCRIPTORS = 256
 #: Watches and followed logs open at once (a thread each while they wait for news); more are 429.
@@ -77,8 +79,10 @@ MAX_BODY_BYTES = 3 * 1024 * 1024
 MAX_LINE_BYTES = 8190
 #: Threads for plain reads (lists, gets, logs without follow, /metrics).
 READ_THREADS = 4
-#: How long an unread request body (a refused write) is read and dropped before the connection closes.
-LINGER_S = 2.0
+#: An unread request body (a refused write) is never read: the connection closes after the answer.
+LINGER_S = 0.0
+#: A closing connection's answer has this long to reach the client before the socket is dropped.
+CLOSE_GRACE_S = 1.0
 LISTEN_BACKLOG = 1024
 #: The largest value an integer query parameter may have (int64, as the API server parses them).
 INT64_MAX = 2**63 - 1
@@ -303,6 +307,12 @@ class _Connection(web_protocol.RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._awaiting_head = True   # the next request's deadline starts with its first byte
+            if (not resp.keep_alive or not request.content.is_eof()) and self.transport is not None:
+                # closing (a refusal, an anonymous answer, an unread body): read nothing more, and
+                # do not wait on a TLS goodbye from a client that may still be sending
+                transport = self.transport
+                transport.pause_reading()
+                self._loop.call_later(CLOSE_GRACE_S, transport.abort)
 
     def _arm(self, when: float) -> None:
         if self._head_timer is not None:
@@ -371,6 +381,33 @@ class _Accept(asyncio.Protocol):
         pass
 
 
+class _TlsProtocol(sslproto.SSLProtocol):
+    """asyncio's TLS layer with a 32 KiB read buffer instead of 256 KiB: an idle connection costs a
+    tenth of the memory (a TLS record is at most 16 KiB; reads stay whole-record)."""
+
+    max_size = 32 * 1024
+
+
+async def _start_tls(loop: asyncio.AbstractEventLoop, transport: asyncio.Transport,
+                     connection: "_Connection", context: ssl.SSLContext) -> asyncio.Transport:
+    """The server side of a TLS handshake on an accepted connection (as `loop.start_tls`, with
+    `_TlsProtocol`), bounded by HEADERS_TIMEOUT_S; the connection is told `connection_made` by the
+    caller. A close of the TLS transport waits at most CLOSE_GRACE_S for the client's goodbye."""
+    waiter = loop.create_future()
+    layer = _TlsProtocol(loop, connection, context, waiter, server_side=True, call_connection_made=False,
+                         ssl_handshake_timeout=HEADERS_TIMEOUT_S, ssl_shutdown_timeout=CLOSE_GRACE_S)
+    transport.set_protocol(layer)
+    made = loop.call_soon(layer.connection_made, transport)
+    resumed = loop.call_soon(transport.resume_reading)
+    try:
+        await waiter
+    except BaseException:
+        made.cancel()
+        resumed.cancel()
+        raise
+    return layer._get_app_transport()   # noqa: SLF001 — what loop.start_tls returns
+
+
 class _Serving:
     """What lives on the API's event loop: the listener, the open connections and streams, the
     thread pools for blocking reads."""
@@ -432,8 +469,7 @@ class _Serving:
 
         connection = self.manager.connection(release=release, accepted_at=accepted_at)
         try:
-            secure = await self.loop.start_tls(transport, connection, self.api.context, server_side=True,
-                                               ssl_handshake_timeout=HEADERS_TIMEOUT_S)
+            secure = await _start_tls(self.loop, transport, connection, self.api.context)
         except asyncio.CancelledError:
             transport.abort()
             release()
