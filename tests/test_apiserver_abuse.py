@@ -445,3 +445,29 @@ def test_the_connection_cap_follows_the_descriptor_limit(monkeypatch):
     assert server.connection_cap() == 1024 - server.RESERVED_DESCRIPTORS
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 20, 1 << 20))
     assert server.connection_cap() == server.MAX_CONNECTIONS
+
+
+def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed(tmp_path, monkeypatch, caplog):
+    from kubelite.agent import daemon
+    from kubelite.agent.agent import AgentConfig
+    from kubelite.apiserver import server
+    from tests.helpers import free_port
+
+    async def broken(api):
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(server._Serving, "start", broken)
+    port = free_port()
+    options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
+                                                    node_name="node1"),
+                                  run_dir=tmp_path / "run", runtime="fake",
+                                  api=daemon.ApiOptions(host="127.0.0.1", port=port))
+    (tmp_path / "state").mkdir()
+    assert daemon.start_api(options, daemon.LoopHealth(1.0)) is None
+    assert "API not served: cannot listen on 127.0.0.1" in caplog.text and "Too many open files" in caplog.text
+    assert auth.read_server(tmp_path / "state") is None
+    again = socket.socket()
+    try:
+        again.bind(("127.0.0.1", port))
+    finally:
+        again.close()

@@ -81,7 +81,8 @@ MAX_LINE_BYTES = 8190
 READ_THREADS = 4
 #: An unread request body (a refused write) is never read: the connection closes after the answer.
 LINGER_S = 0.0
-#: A closing connection's answer has this long to reach the client before the socket is dropped.
+#: A refusal that closes its connection (or leaves a body unread) has this long to reach the client
+#: before the socket is dropped; nothing more is read meanwhile.
 CLOSE_GRACE_S = 1.0
 LISTEN_BACKLOG = 1024
 #: The largest value an integer query parameter may have (int64, as the API server parses them).
@@ -170,11 +171,16 @@ class ApiServer:
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(_loop_error)
 
+        failure: list[BaseException] = []
+
         def run() -> None:
             assert self._loop is not None
             asyncio.set_event_loop(self._loop)
             try:
                 self._serving = self._loop.run_until_complete(_Serving.start(self))
+            except BaseException as exc:  # noqa: BLE001 — told to the starting thread, which raises it
+                failure.append(exc)
+                return
             finally:
                 ready.set()
             self._loop.run_forever()
@@ -182,6 +188,9 @@ class ApiServer:
         self._thread = threading.Thread(target=run, name="kubelite-api", daemon=True)
         self._thread.start()
         ready.wait(30)
+        if self._serving is None:
+            self.close()
+            raise failure[0] if failure else RuntimeError("the API's event loop did not start within 30 s")
         auth.record_server(self.root, self.url)
         log.info("API serving on %s (kubectl: kubelite kubeconfig > ~/.kube/config)", self.url)
         return self.url
@@ -202,6 +211,8 @@ class ApiServer:
             self._thread.join(timeout=10)
             if not self._thread.is_alive():
                 loop.close()
+        elif loop is not None and not loop.is_running() and not loop.is_closed():
+            loop.close()   # it never served
         self.socket.close()
 
     # ------------------------------------------------------------------ reads
@@ -307,9 +318,10 @@ class _Connection(web_protocol.RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._awaiting_head = True   # the next request's deadline starts with its first byte
-            if (not resp.keep_alive or not request.content.is_eof()) and self.transport is not None:
-                # closing (a refusal, an anonymous answer, an unread body): read nothing more, and
-                # do not wait on a TLS goodbye from a client that may still be sending
+            if ((resp.status >= 400 and not resp.keep_alive) or not request.content.is_eof()) \
+                    and self.transport is not None:
+                # a refusal that closes, or a body left unread: read nothing more, and do not wait
+                # on a TLS goodbye from a client that may still be sending
                 transport = self.transport
                 transport.pause_reading()
                 self._loop.call_later(CLOSE_GRACE_S, transport.abort)
@@ -392,10 +404,10 @@ async def _start_tls(loop: asyncio.AbstractEventLoop, transport: asyncio.Transpo
                      connection: "_Connection", context: ssl.SSLContext) -> asyncio.Transport:
     """The server side of a TLS handshake on an accepted connection (as `loop.start_tls`, with
     `_TlsProtocol`), bounded by HEADERS_TIMEOUT_S; the connection is told `connection_made` by the
-    caller. A close of the TLS transport waits at most CLOSE_GRACE_S for the client's goodbye."""
+    caller. Closing the TLS transport (answer flushed, goodbye exchanged) takes at most HEADERS_TIMEOUT_S."""
     waiter = loop.create_future()
     layer = _TlsProtocol(loop, connection, context, waiter, server_side=True, call_connection_made=False,
-                         ssl_handshake_timeout=HEADERS_TIMEOUT_S, ssl_shutdown_timeout=CLOSE_GRACE_S)
+                         ssl_handshake_timeout=HEADERS_TIMEOUT_S, ssl_shutdown_timeout=HEADERS_TIMEOUT_S)
     transport.set_protocol(layer)
     made = loop.call_soon(layer.connection_made, transport)
     resumed = loop.call_soon(transport.resume_reading)
