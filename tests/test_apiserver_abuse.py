@@ -381,11 +381,13 @@ def test_clients_vanishing_mid_request_and_mid_stream_leave_nothing_behind(serve
 
 @pytest.fixture
 def quick(tmp_path, monkeypatch):
-    """An ApiServer in this process with a 1 s idle timeout and room for one stream."""
+    """An ApiServer in this process with a 1 s idle timeout, a 2 s header deadline and room for one
+    stream."""
     from kubelite.apiserver import server
     from kubelite.store.store import Store
 
     monkeypatch.setattr(server, "IDLE_TIMEOUT_S", 1.0)
+    monkeypatch.setattr(server, "HEADERS_TIMEOUT_S", 2.0)
     monkeypatch.setattr(server, "MAX_STREAMS", 1)
     Store(tmp_path / "state").close()
     api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="127.0.0.1", port=0,
@@ -414,6 +416,22 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(quick):
         sock.settimeout(5)
         assert closed_by_peer(sock) == b""
         assert 0.5 <= time.monotonic() - started < 3
+    finally:
+        sock.close()
+
+
+def test_a_body_trickled_by_a_token_holder_is_cut_at_the_deadline(quick):
+    sock = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
+                                            server_hostname=quick.host)
+    try:
+        sock.sendall(b"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews HTTP/1.1\r\nHost: x\r\n"
+                     + f"Authorization: Bearer {quick.token}\r\nContent-Type: application/json\r\n".encode()
+                     + b"Content-Length: 100\r\n\r\n{")
+        started = time.monotonic()
+        answer = read_all(sock)
+        code, headers, status = status_of(answer)
+        assert (code, status["reason"], headers.get("connection")) == (400, "BadRequest", "close"), answer
+        assert "did not arrive within 2s" in status["message"] and 1.5 < time.monotonic() - started < 5
     finally:
         sock.close()
 

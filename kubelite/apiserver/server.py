@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Generator, Iterator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web, web_protocol
@@ -524,9 +524,13 @@ class _Serving:
         body = b""
         if authorized and request.method == "POST" and path == ACCESS_REVIEWS and request.body_exists:
             try:
-                body = await _read_body(request)
+                async with asyncio.timeout(HEADERS_TIMEOUT_S):
+                    body = await _read_body(request)
             except ApiError as exc:
                 return _closing(_json_response(exc.body["code"], exc.body))
+            except TimeoutError:
+                return _closing(_json_response(400, objects.status(
+                    400, "BadRequest", f"the request body did not arrive within {HEADERS_TIMEOUT_S:g}s")))
             except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
                 return _closing(_json_response(400, objects.status(400, "BadRequest", "the request body was cut off")))
         call = _Call(self.api, request.method, path, query, request.headers, body, authorized)
@@ -539,7 +543,7 @@ class _Serving:
 
     async def _stream(self, request: web.BaseRequest, stream: "_Stream") -> web.StreamResponse:
         if self.streams >= MAX_STREAMS:
-            self.loop.run_in_executor(self.reads, _close_quietly, stream.chunks)
+            self.loop.run_in_executor(self.reads, stream.close)
             return _json_response(429, objects.status(429, "TooManyRequests",
                                                       f"too many watches and followed logs open ({MAX_STREAMS})",
                                                       retry_after=1), headers={"Retry-After": "1"})
@@ -565,19 +569,10 @@ class _Serving:
         finally:
             self.streams -= 1
             stream.gone.set()
-            if request.transport is not None and not response.prepared:
-                pass
-            self.loop.run_in_executor(self.stream_threads, _close_quietly, stream.chunks)
+            self.loop.run_in_executor(self.stream_threads, stream.close)
         if not response.prepared or request.transport is None or request.transport.is_closing():
             request.protocol.force_close()
         return response
-
-
-def _close_quietly(chunks: Iterator[str]) -> None:
-    try:
-        chunks.close()   # type: ignore[attr-defined]
-    except (ValueError, RuntimeError):   # still running in another thread: it ends at its next tick
-        pass
 
 
 async def _read_body(request: web.BaseRequest) -> bytes:
@@ -619,8 +614,19 @@ class _Reply:
 @dataclass
 class _Stream:
     content_type: str
-    chunks: Iterator[str]
+    chunks: Generator[str, None, None]
     gone: threading.Event = field(default_factory=threading.Event)
+    #: What else to close when the stream ends (a log file's reader, begun before the stream).
+    also: Generator[str, None, None] | None = None
+
+    def close(self) -> None:
+        for generator in (self.chunks, self.also):
+            if generator is None:
+                continue
+            try:
+                generator.close()
+            except (ValueError, RuntimeError):   # still running in another thread: it ends at its next tick
+                pass
 
 
 class _Call:
@@ -786,7 +792,7 @@ class _Call:
         return _Stream("application/json", self._watch_chunks(namespace, since, timeout, match, bookmarks, table))
 
     def _watch_chunks(self, namespace: str | None, since: int | None, timeout: int,
-                      match: Callable[[dict[str, Any]], bool], bookmarks: bool, table: bool) -> Iterator[str]:
+                      match: Callable[[dict[str, Any]], bool], bookmarks: bool, table: bool) -> Generator[str, None, None]:
         api = self.api
 
         def in_namespace(obj: dict[str, Any]) -> bool:
@@ -808,7 +814,7 @@ class _Call:
             events.close()
 
     def _watch_lines(self, events: Any, match: Callable[[dict[str, Any]], bool], deadline: float,
-                     bookmarks: bool, table: bool) -> Iterator[str]:
+                     bookmarks: bool, table: bool) -> Generator[str, None, None]:
         api = self.api
         event: Any = next(events, _END)
         while event is not _END:
@@ -864,14 +870,11 @@ class _Call:
         if query.get("follow") != "true" or query.get("previous") == "true":
             return _Reply(200, "text/plain", (first + "".join(chunks)).encode())
 
-        def followed() -> Iterator[str]:
-            try:
-                yield first
-                yield from chunks
-            finally:
-                chunks.close()   # type: ignore[attr-defined]
+        def followed() -> Generator[str, None, None]:
+            yield first
+            yield from chunks
 
-        return _Stream("text/plain", followed(), gone)
+        return _Stream("text/plain", followed(), gone, also=chunks)   # type: ignore[arg-type]
 
 
 def _dumps(obj: Any) -> bytes:
