@@ -152,6 +152,8 @@ def served(tmp_path_factory):
     print(f"\nAPI abuse: daemon RSS {s.rss_start / 1024:.1f} MiB at start, {rss_end / 1024:.1f} MiB after the tests")
     assert "Traceback" not in text, text[-5000:]
     assert "Error handling request" not in text and "Unhandled exception" not in text
+    for line in text.splitlines():   # one line per event: nothing a client sent splits the log
+        assert line[:4].isdigit(), f"a continuation line in the daemon's log: {line!r}"
 
 
 # ------------------------------------------------------------------ connections that send nothing

@@ -334,7 +334,7 @@ class _Connection(web_protocol.RequestHandler):
     def _head_too_slow(self) -> None:
         self._head_timer = None
         if self._awaiting_head and self.transport is not None:
-            log.debug("API: %s sent no complete request within %ss: closed", self.peername, HEADERS_TIMEOUT_S)
+            log.debug("API: %s sent no complete request within %gs: closed", _peer(self.peername), HEADERS_TIMEOUT_S)
             self.transport.abort()
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -351,14 +351,14 @@ class _Connection(web_protocol.RequestHandler):
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
+        reason = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "BadRequest"}.get(status, "InternalError")
+        text = _first_line(message or (str(exc) if exc is not None else "")) or reason
         if status == 500:
-            log.error("API: %s %s failed: %s: %s", request.method, request.path, type(exc).__name__, exc)
-        else:
-            log.debug("API: bad request from %s: %s", request.remote, message or exc)
+            log.error("API: %r %r failed: %s: %r", request.method, request.path, type(exc).__name__, text)
+        else:   # one line, whatever the client sent: the parser's message is quoted, not copied
+            log.debug("API: bad request from %s: %r", request.remote, text)
         if request.writer.output_size > 0:
             raise ConnectionResetError("the response began: the connection is closed instead")
-        reason = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "BadRequest"}.get(status, "InternalError")
-        text = (message or (str(exc) if exc is not None else "") or reason).splitlines()[0][:200]
         if status != 500:
             text = f"the request could not be parsed: {text}"
         if request.version < HttpVersion11:   # a head that could not be parsed: answer as HTTP/1.1, as Go does
@@ -371,6 +371,15 @@ class _Connection(web_protocol.RequestHandler):
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")
         log.debug("API: " + str(args[0]) + (f": {exc!r}" if exc is not None else ""), *args[1:])
+
+
+def _first_line(text: str) -> str:
+    """The first non-blank line of a message, at most 200 characters."""
+    return next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
+
+
+def _peer(address: Any) -> str:
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
 
 
 class _Manager(web.Server):
