@@ -296,6 +296,24 @@ def test_a_malformed_request_is_a_bad_request_status_and_the_connection_closes(s
     assert headers.get("connection") == "close" and headers["server"] == "kubelite"
 
 
+def test_a_request_head_over_64_kib_is_dropped_and_one_of_20_kib_is_served(served):
+    def head(headers: int) -> bytes:
+        return (b"GET /healthz HTTP/1.1\r\nHost: x\r\n"
+                + b"".join(f"X-Pad-{i}: ".encode() + b"p" * 1000 + b"\r\n" for i in range(headers)) + b"\r\n")
+
+    sock = served.tls()
+    try:
+        started = time.monotonic()
+        try:
+            sock.sendall(head(100))
+        except OSError:
+            pass
+        assert closed_by_peer(sock) == b"" and time.monotonic() - started < 5
+    finally:
+        sock.close()
+    assert served.raw(head(20)).startswith(b"HTTP/1.1 200 ")
+
+
 @pytest.mark.parametrize("query", [
     "limit=" + "1" * 401, "limit=9223372036854775808", "limit=-1", "limit=1_0", "limit=%D9%A1", "limit=+1e3",
     "watch=true&timeoutSeconds=" + "9" * 401, "watch=true&timeoutSeconds=9223372036854775808",

@@ -77,6 +77,10 @@ MAX_STREAMS = 100
 MAX_BODY_BYTES = 3 * 1024 * 1024
 #: The longest request line and header line; longer is 400.
 MAX_LINE_BYTES = 8190
+#: The largest request head (line and headers; kubectl sends about 1 KiB); a connection whose head
+#: grows past it is dropped. Go's default is 1 MiB; this bounds what a silent client can make the
+#: server hold to MAX_CONNECTIONS times 64 KiB.
+MAX_HEAD_BYTES = 64 * 1024
 #: Threads for plain reads (lists, gets, logs without follow, /metrics).
 READ_THREADS = 4
 #: An unread request body (a refused write) is never read: the connection closes after the answer.
@@ -292,6 +296,7 @@ class _Connection(web_protocol.RequestHandler):
         self._release, self._accepted_at = release, accepted_at
         self._head_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True
+        self._head_bytes = 0
         self._made = False
 
     # ---- the head deadline: armed at accept and at a request's first byte, disarmed by the head
@@ -302,12 +307,22 @@ class _Connection(web_protocol.RequestHandler):
         self._arm(self._accepted_at + HEADERS_TIMEOUT_S)
 
     def data_received(self, data: bytes) -> None:
-        if self._awaiting_head and self._head_timer is None:
-            self._arm(self._loop.time() + HEADERS_TIMEOUT_S)
+        if self._awaiting_head:
+            if self._head_timer is None:
+                self._arm(self._loop.time() + HEADERS_TIMEOUT_S)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES + MAX_LINE_BYTES and self.transport is not None:
+                log.debug("API: %s sent a request head over %d bytes: closed", _peer(self.peername), MAX_HEAD_BYTES)
+                self.transport.abort()
+                return
+        parsed = self._request_count
         super().data_received(data)
+        if self._request_count != parsed:   # a whole head arrived (what follows is its body)
+            self.head_received()
 
     def head_received(self) -> None:
         self._awaiting_head = False
+        self._head_bytes = 0
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
