@@ -42,7 +42,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web, web_protocol
@@ -148,7 +148,8 @@ class ApiServer:
                                       node_ip=node_ip)
         self.started = _rfc3339(_now())
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self.socket = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)   # OSError: cannot listen
+        # OSError: cannot listen
+        self.socket = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
         try:
             self.socket.setblocking(False)
             self.context = tls.server_context(directory)
@@ -816,7 +817,8 @@ class _Call:
         return _Stream("application/json", self._watch_chunks(namespace, since, timeout, match, bookmarks, table))
 
     def _watch_chunks(self, namespace: str | None, since: int | None, timeout: int,
-                      match: Callable[[dict[str, Any]], bool], bookmarks: bool, table: bool) -> Generator[str, None, None]:
+                      match: Callable[[dict[str, Any]], bool], bookmarks: bool,
+                      table: bool) -> Generator[str, None, None]:
         api = self.api
 
         def in_namespace(obj: dict[str, Any]) -> bool:
