@@ -11,6 +11,10 @@ Measures (figures are printed, never asserted):
    --long: whole multiples of its 20 s relist) with no client,
    then with 10 `kubectl get pods -w` clients connected, the same daemon, the same pods.
 3. With the 10 watches open, one new pod: the time until every watch printed its row.
+4. Connections that hold a slot and send nothing: SILENT TCP connections that never start TLS, as
+   many that finished the handshake and sent nothing, as many that sent half a request head. With
+   them open, `/healthz` (anonymous, a new connection each time) and `kubectl get pods`; the
+   daemon's resident memory before, with them open, and once they are closed.
 
 The fake runtime keeps the containers simulated: this measures the API, not runc.
 Run: `bench/run api`, or `.venv/bin/python -m bench.bench_api` from the repository root.
@@ -18,15 +22,19 @@ Run: `bench/run api`, or `.venv/bin/python -m bench.bench_api` from the reposito
 
 from __future__ import annotations
 
+import http.client
 import os
 import queue
 import shutil
+import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Callable
 
 from bench.common import REPO, Row, cpu_ns, duration, print_table, record_summary, stop_process, summarize
 
@@ -36,6 +44,8 @@ WARMUPS = 3
 WATCHERS = 10
 #: Whole multiples of the daemon's 20 s relist, so both windows hold the same number of relists.
 IDLE_S = 60.0 if os.environ.get("KUBELITE_BENCH_LONG") else 20.0
+#: Connections of each silent kind in stage 4.
+SILENT = 200
 KUBELITE = REPO / ".venv" / "bin" / "kubelite"
 
 
@@ -95,6 +105,43 @@ class Watcher:
         self.process.wait(timeout=10)
 
 
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def silent_connections(root: Path) -> tuple[list[socket.socket], Callable[[], float]]:
+    """SILENT connections of each kind (no TLS, TLS and nothing, half a head), and a function that
+    times one anonymous /healthz on a new connection."""
+    from kubelite.apiserver import auth
+
+    host, port = (auth.read_server(root) or "").removeprefix("https://").rsplit(":", 1)
+    context = ssl.create_default_context(cafile=str(auth.api_dir(root) / "ca.crt"))
+    held: list[socket.socket] = [socket.create_connection((host, int(port)), timeout=30) for _ in range(SILENT)]
+    for half in (False, True):
+        for _ in range(SILENT):
+            sock = context.wrap_socket(socket.create_connection((host, int(port)), timeout=30), server_hostname=host)
+            if half:
+                sock.sendall(b"GET /api/v1/pods HTTP/1.1\r\nHost: x\r\n")
+            held.append(sock)
+
+    def healthz() -> float:
+        start = time.perf_counter()
+        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=30)
+        try:
+            conn.request("GET", "/healthz")
+            response = conn.getresponse()
+            if (response.status, response.read()) != (200, b"ok"):
+                raise RuntimeError("/healthz did not answer ok")
+        finally:
+            conn.close()
+        return time.perf_counter() - start
+
+    return held, healthz
+
+
 def idle_cpu(pid: int) -> float:
     """The daemon's CPU share over IDLE_S seconds (1.0 = one core busy)."""
     start, wall = cpu_ns(pid), time.monotonic()
@@ -149,6 +196,28 @@ def main() -> int:
         written = time.perf_counter()
         (manifests / "pod-new.yaml").write_text(manifest(PODS).replace(f"pod-{PODS:04d}", "pod-new"))
         seen = [w.wait_for("pod-new", 30) - written for w in watchers]
+        for w in watchers:
+            w.close()
+        watchers = []
+
+        rss_before = rss_mib(daemon.pid)
+        opened = time.monotonic()
+        held, healthz = silent_connections(root)
+        try:
+            healthz_s = [healthz() for _ in range(RUNS)]
+            get_s = []
+            for _ in range(5):
+                start = time.perf_counter()
+                run(commands["kubectl get pods (API)"], kenv)
+                get_s.append(time.perf_counter() - start)
+            rss_open = rss_mib(daemon.pid)
+            if time.monotonic() - opened > 9:
+                raise RuntimeError("stage 4 outlasted the header deadline: its figures would be of fewer connections")
+        finally:
+            for sock in held:
+                sock.close()
+        time.sleep(1)
+        rss_closed = rss_mib(daemon.pid)
     finally:
         for w in watchers:
             w.close()
@@ -172,6 +241,20 @@ def main() -> int:
                 [f"{RUNS} interleaved rounds after {WARMUPS} warm-ups; idle CPU over {IDLE_S:g} s each "
                  "(all the daemon's threads, schedstat)",
                  "the new-pod figure includes noticing the file (inotify) and one reconcile pass"])
+    silent = 3 * SILENT
+    rows += [
+        Row.of(f"/healthz with {silent} silent connections open", summarize(healthz_s), "-",
+               "anonymous, a new TLS connection each"),
+        Row.of(f"kubectl get pods with {silent} silent connections", summarize(get_s), "-",
+               f"without: {duration(stats['kubectl get pods (API)'].median_s)}"),
+        Row(f"daemon RSS with {silent} silent connections", f"{rss_open:.1f} MiB", "-", "-",
+            f"before: {rss_before:.1f} MiB; closed: {rss_closed:.1f} MiB"),
+    ]
+    print_table(f"bench_api: connections that send nothing ({SILENT} plain TCP, {SILENT} after the TLS handshake, "
+                f"{SILENT} with half a head)", rows[6:],
+                ["all opened within a second; every figure is taken before the 10 s header deadline closes them",
+                 "RSS from /proc/PID/status"])
+    rows = rows[:6]
     record_summary("api", [rows[0], rows[4]])
     return 0
 

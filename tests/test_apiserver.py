@@ -980,3 +980,34 @@ def test_a_wildcard_address_is_recorded_as_the_loopback_address(host, url):
     from kubelite.apiserver import server
 
     assert server.client_url(host, 10280) == url
+
+
+def test_the_server_listens_on_ipv6_loopback_and_answers_head_without_a_body(tmp_path):
+    import http.client
+    import ssl
+
+    from kubelite.apiserver import server
+    from kubelite.store.store import Store
+
+    Store(tmp_path / "state").close()
+    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="::1", port=0,
+                           health=lambda: server.Health(True, "ok"))
+    api.start()
+    try:
+        assert api.url.startswith("https://[::1]:")
+        context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
+        conn = http.client.HTTPSConnection("::1", int(api.url.rsplit(":", 1)[1]), context=context, timeout=10)
+        try:
+            headers = {"Authorization": f"Bearer {api.token}"}
+            conn.request("GET", "/api/v1/pods", headers=headers)
+            got = conn.getresponse()
+            body = got.read()
+            assert got.status == 200 and json.loads(body)["kind"] == "PodList"
+            conn.request("HEAD", "/api/v1/pods", headers=headers)   # the same kept-alive connection
+            head = conn.getresponse()
+            assert head.status == 200 and head.read() == b""
+            assert int(head.getheader("Content-Length")) == len(body)
+        finally:
+            conn.close()
+    finally:
+        api.close()

@@ -195,6 +195,7 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
     try:
         api = ApiServer(root=config.root, node_name=config.node_name, runtime=options.runtime,
                         host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip)
+        api.start()
     except OSError as exc:
         log.error("API not served: cannot listen on %s:%s: %s", options.api.host, options.api.port,
                   exc.strerror or exc)
@@ -202,7 +203,6 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
     except Exception as exc:  # noqa: BLE001 — a certificate or a store the API cannot read: the pods run on
         log.error("API not served: %s: %s", type(exc).__name__, exc)
         return None
-    api.start()
     return api
 
 

@@ -8,6 +8,7 @@ status from the store; writes nothing.
 
 from __future__ import annotations
 
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -51,6 +52,8 @@ def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> P
 def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_pod: Callable[[], dict | None],
            closed: Callable[[], bool]) -> tuple[Path | None, Iterator[str]]:
     """The log file and the text to send; raises LogRequestError for what the kubelet refuses."""
+    for key in _MINIMUM:   # options out of range are refused even when there is nothing to show
+        _int(query, key)
     status = container_status(pod, query.get("container"))
     previous = query.get("previous") == "true"
     attempt = int(status.get("restartCount", 0)) - (1 if previous else 0)
@@ -68,11 +71,24 @@ def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_po
                         current_pod=current_pod, closed=closed)
 
 
+#: The smallest value each integer option may have, as the API server validates PodLogOptions.
+_MINIMUM = {"tailLines": 0, "sinceSeconds": 1, "limitBytes": 1}
+_INT64_MAX = 2**63 - 1
+#: sinceSeconds beyond this (about 31 years) means every line; a datetime cannot go back 2**63 s.
+_SINCE_MAX_S = 10**9
+
+
 def _int(query: dict[str, str], key: str) -> int | None:
-    try:
-        return int(query[key]) if key in query else None
-    except ValueError:
-        raise LogRequestError(f"{key}: must be an integer") from None
+    """An integer option as the API server parses it (decimal int64) and bounds it; else 400."""
+    if key not in query:
+        return None
+    text = query[key]
+    if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
+        raise LogRequestError(f"{key}: must be an integer from {_MINIMUM[key]} to {_INT64_MAX}")
+    value = int(text)
+    if not _MINIMUM[key] <= value <= _INT64_MAX:
+        raise LogRequestError(f"{key}: must be an integer from {_MINIMUM[key]} to {_INT64_MAX}")
+    return value
 
 
 def _lines(path: Path, status: dict[str, Any], query: dict[str, str], *, follow: bool,
@@ -92,7 +108,7 @@ def _lines(path: Path, status: dict[str, Any], query: dict[str, str], *, follow:
     with open(path, encoding="utf-8", errors="replace") as handle:
         lines = crilog.read_lines(handle.read())
         if since_s is not None:
-            lines = crilog.since(lines, since_s, datetime.now(timezone.utc))
+            lines = crilog.since(lines, min(since_s, _SINCE_MAX_S), datetime.now(timezone.utc))
         if since_time:
             cutoff = crilog.time_ns(since_time) or 0
             lines = [line for line in lines if (crilog.time_ns(line.time) or 0) >= cutoff]
