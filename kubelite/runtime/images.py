@@ -59,6 +59,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Protocol
 
+import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
 
 
@@ -558,7 +559,7 @@ class ImageStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         for d in (self._dir, self._layers_dir, self._configs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            statefiles.make_dirs(d)
         self._tmp_dir.mkdir(mode=0o700, exist_ok=True)   # half-unpacked layers are nobody's business
         fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:

@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import IO
 
+import kubelite.statefiles as statefiles
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
@@ -164,8 +166,9 @@ def remove_cgroup(relative: str) -> None:
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
     """Take the exclusive flock of `path` without waiting and write `owner` into the file. Returns
     the open file (the lock lasts while it is open), or None and what the current holder wrote."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    statefiles.make_dirs(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    handle = os.fdopen(fd, "a+")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
