@@ -324,7 +324,8 @@ class OCIRuntime:
         bundle = self.sandbox_dir / sandbox_id
         rootfs = bundle / "rootfs"
         bundle.mkdir(mode=0o700)
-        rootfs.mkdir(mode=0o700)
+        rootfs.mkdir()
+        os.chmod(rootfs, 0o755)   # the infra process's `/`: its own (maybe non-root) user traverses it
         (rootfs / "catatonit").touch()
         self._write_etc_files(bundle, config)
         (bundle / "shm").mkdir()
@@ -558,8 +559,10 @@ class OCIRuntime:
         bundle = self.container_dir / container_id
         layer = self._pod_dir(config.uid) / "containers" / container_id
         rootfs = layer / "rootfs"
-        for path in (bundle / "persist", layer / "upper", layer / "work", rootfs):
+        for path in (bundle / "persist", layer / "work", rootfs):
             statefiles.make_dirs(path, base=self.root if path.is_relative_to(self.root) else self.run_dir)
+        (layer / "upper").mkdir(exist_ok=True)
+        os.chmod(layer / "upper", 0o755)   # the overlay's `/` takes this mode: the container's own user enters it
         record = _Container(container_id, sandbox_id, config.uid, config.container.name, config.pod_name,
                             config.namespace, config.attempt, config.spec_hash, config.container.image or "",
                             self.clock().isoformat(), config.log_path)
