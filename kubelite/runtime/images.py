@@ -631,7 +631,7 @@ class ImageStore:
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         tmp = self._tmp_dir / f"{path.name}.{uuid.uuid4().hex[:12]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:
