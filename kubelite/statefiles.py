@@ -56,6 +56,11 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = FILE_MODE, *, 
         os.close(dir_fd)
 
 
+def no_follow(path: str, flags: int) -> int:
+    """An `opener` for `open()`: creates owner-only (0600) and refuses a symlink at the name (ELOOP)."""
+    return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+
+
 def make_dirs(path: Path | str, mode: int = DIR_MODE, *, base: Path | str | None = None) -> Path:
     """`mkdir -p` giving `mode` to every directory it creates (intermediate ones too); refuses a symlink at
     `path` and at every component below `base` (the state root or run directory) instead of following

@@ -166,9 +166,8 @@ def remove_cgroup(relative: str) -> None:
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
     """Take the exclusive flock of `path` without waiting and write `owner` into the file. Returns
     the open file (the lock lasts while it is open), or None and what the current holder wrote."""
-    statefiles.make_dirs(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    handle = os.fdopen(fd, "a+")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)   # may be the system's /run/lock: left as it is
+    handle = open(path, "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -155,8 +155,7 @@ def hold_sync_lock(root: Path) -> IO[str]:
     """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
     runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
     statefiles.make_dirs(root)
-    lock = os.fdopen(os.open(root / "sync.lock", os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_NOFOLLOW | os.O_CLOEXEC,
-                             0o600), "a+")
+    lock = open(root / "sync.lock", "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
