@@ -97,7 +97,10 @@ def tighten(path: Path | str, mode: int) -> bool:
     wanted = current & (mode | 0o7000)
     if wanted == current:
         return False
-    os.chmod(path, wanted)
+    try:
+        os.chmod(path, wanted)
+    except OSError:   # a mount kubelite pinned there (a network namespace), a read-only file system
+        return False
     return True
 
 
@@ -173,7 +176,7 @@ def _tighten_children(directory: Path, depth: int, changed: list[str]) -> None:
     except (FileNotFoundError, NotADirectoryError):
         return
     for entry in entries:
-        if entry.is_symlink():
+        if entry.is_symlink() or os.path.ismount(entry.path):   # a pinned netns, a volume's tmpfs: not ours to chmod
             continue
         if entry.is_dir(follow_symlinks=False):
             if tighten(entry.path, DIR_MODE):

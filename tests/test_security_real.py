@@ -173,6 +173,10 @@ def test_another_user_reaches_nothing_of_a_running_node(guarded: Daemon):
                 if name == "suidbox":
                     suid.append(path)
     assert suid, "the setuid binary is not in the image store"
+    owner_only = [p for p in paths if os.path.isfile(p) and not os.path.islink(p) and
+                  (p.startswith(str(d.root / "logs")) or p.endswith("/config.json") or p.startswith(str(d.root / "api")))]
+    assert len(owner_only) >= 6 and all(os.stat(p).st_mode & 0o777 == 0o600 for p in owner_only), \
+        {p: oct(os.stat(p).st_mode) for p in owner_only}
     secret_files = [p for p in paths if p.endswith("/password")]
     assert secret_files, "no Secret file found by the walk"
     named = [str(d.root), str(d.run_dir), str(d.root / "kubelite.db"), str(d.root / "api" / "token"),
