@@ -518,3 +518,19 @@ def test_a_full_disk_keeps_the_last_good_commit_and_backs_off(tmp_path, remote, 
         assert pods(small / "manifests") == {"web": "busybox:1.36"}, "the last good commit keeps running"
     finally:
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_checkout_is_the_owners_alone(tmp_path, remote, clock):
+    secret = "apiVersion: v1\nkind: Secret\nmetadata: {name: db}\nstringData: {password: x}\n"
+    remote.commit({"manifests/web.yaml": pod_yaml("web"), "manifests/db.yaml": secret})
+    sync = engine(tmp_path, remote.bare, clock)
+    old = os.umask(0o022)
+    try:
+        assert sync.sync_once().outcome == "applied"
+    finally:
+        os.umask(old)
+    tree = Path(os.path.realpath(sync.link))
+    assert (tree / "db.yaml").stat().st_mode & 0o777 == 0o600
+    assert tree.stat().st_mode & 0o777 == 0o700
+    for path in (tmp_path / "state" / "git", tmp_path / "state" / "git" / "worktrees"):
+        assert path.stat().st_mode & 0o077 == 0, path

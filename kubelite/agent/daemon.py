@@ -17,7 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from kubelite import __version__
+from kubelite import __version__, statefiles
 from kubelite.agent.agent import Agent, AgentConfig, utcnow
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
@@ -209,8 +209,11 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
+    tightened = statefiles.prepare_state_dirs(config.root, options.run_dir)
+    if tightened:
+        log.info("tightened the modes of %d paths of an older installation (owner-only now): %s%s",
+                 len(tightened), ", ".join(tightened[:5]), ", …" if len(tightened) > 5 else "")
     lock = lock_root(config.root)
-    options.run_dir.mkdir(parents=True, exist_ok=True)
     stop = stop or threading.Event()
     store = Store(config.root)
     runtime = make_runtime(options, utcnow)

@@ -8,9 +8,10 @@ kubeconfig`), the constant-time token check, and the kubeconfig text. Standard l
 from __future__ import annotations
 
 import hmac
-import os
 import secrets
 from pathlib import Path
+
+import kubelite.statefiles as statefiles
 
 API_DIR = "api"
 TOKEN_FILE = "token"
@@ -24,22 +25,17 @@ def api_dir(root: Path) -> Path:
 def ensure_token(root: Path) -> str:
     """The node's token; created on first start with a fresh 256-bit secret."""
     directory = api_dir(root)
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(directory, 0o700)
+    statefiles.make_dirs(directory)
     path = directory / TOKEN_FILE
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
         token = ""
     if token:
-        os.chmod(path, 0o600)
+        statefiles.tighten(path, 0o600)
         return token
     token = secrets.token_urlsafe(32)
-    tmp = directory / f".{TOKEN_FILE}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
-    os.replace(tmp, path)   # all or nothing: a reader never sees half a token
+    statefiles.write_atomic(path, token + "\n")   # all or nothing: a reader never sees half a token
     return token
 
 
@@ -52,9 +48,7 @@ def read_token(root: Path) -> str | None:
 
 def record_server(root: Path, url: str) -> None:
     path = api_dir(root) / SERVER_FILE
-    tmp = path.with_name(f".{SERVER_FILE}.{os.getpid()}")
-    tmp.write_text(url + "\n")
-    os.replace(tmp, path)
+    statefiles.write_atomic(path, url + "\n")
 
 
 def read_server(root: Path) -> str | None:

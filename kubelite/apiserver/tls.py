@@ -9,7 +9,6 @@ is HTTPS; the kubeconfig carries the CA (see docs/decisions/0008-kubernetes-api.
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import ssl
 from datetime import datetime, timedelta, timezone
@@ -20,17 +19,15 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+import kubelite.statefiles as statefiles
+
 VALID_FOR = timedelta(days=3650)
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    statefiles.write_atomic(path, data, mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -101,7 +98,7 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _certificate("kubelite-ca", ca_key, None, ca_key, None)
         _write(ca_key_path, _key_pem(ca_key), 0o600)
-        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
         (directory / SERVER_CERT).unlink(missing_ok=True)
     server_cert_path = directory / SERVER_CERT
     if server_cert_path.exists() and (directory / SERVER_KEY).exists():
@@ -111,7 +108,7 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _certificate("kubelite", key, ca_cert, ca_key, names)
     _write(directory / SERVER_KEY, _key_pem(key), 0o600)
-    _write(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
 def server_context(directory: Path) -> ssl.SSLContext:

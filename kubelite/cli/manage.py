@@ -11,10 +11,11 @@ edit instead.
 from __future__ import annotations
 
 import argparse
-import os
+import stat
 import sys
 from pathlib import Path
 
+import kubelite.statefiles as statefiles
 from kubelite.cli import config
 from kubelite.errors import UsageError
 from kubelite.sources import manifests as sources
@@ -104,10 +105,11 @@ def apply(source: Path, directory: Path) -> int:
     data = source.read_bytes()
     existed = target.exists()
     if existed and target.read_bytes() == data:
+        statefiles.tighten(target, _mode_for(source, result))
         for name in _names(result):
             print(f"{name} unchanged")
         return 0
-    write_atomically(target, data)
+    write_atomically(target, data, _mode_for(source, result))
     for name in _names(result):
         print(f"{name} {'configured' if existed else 'created'}")
     return 0
@@ -119,23 +121,21 @@ def _names(result: sources.FileResult) -> list[str]:
         [f"{c.kind.lower()}/{c.name}" for c in result.configs]
 
 
-def write_atomically(target: Path, data: bytes) -> None:
-    """Write `data` to `target` so that readers see the old file or the new one, never half of one."""
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+def _mode_for(source: Path, result: sources.FileResult) -> int:
+    """The written file's mode: no looser than its source's, and 0600 when it holds a Secret."""
     try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    dir_fd = os.open(target.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+        mode = stat.S_IMODE(source.stat().st_mode) & 0o666
+    except OSError:   # standard input
+        mode = 0o644
+    if any(c.kind == "Secret" for c in result.configs):
+        mode &= 0o600
+    return mode | 0o600   # the owner (root, who runs the pods) keeps reading and writing it
+
+
+def write_atomically(target: Path, data: bytes, mode: int = 0o644) -> None:
+    """Write `data` to `target` with `mode` so that readers see the old file or the new one, never half
+    of one; a symlink at `target` is replaced, never followed."""
+    statefiles.write_atomic(target, data, mode, fsync=True)
 
 
 def _pods_by_file(directory: Path) -> dict[str, list[sources.DesiredPod]]:

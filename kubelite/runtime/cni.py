@@ -41,6 +41,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any, Iterable, Sequence
 
+import kubelite.statefiles as statefiles
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import linux
 from kubelite.runtime.protocol import PortMapping
@@ -250,14 +251,12 @@ class Network:
         self.plugin_dir = find_plugin_dir(plugin_dirs)
         self.netns_dir = run_dir / "netns"
         self.data_dir = run_dir / "cni" / "networks"
-        self.netns_dir.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        statefiles.make_dirs(self.netns_dir)
+        statefiles.make_dirs(self.data_dir)
         self.config = conflist(bridge=bridge, subnet=str(self.subnet), data_dir=str(self.data_dir))
         self.conflist_path = root / "cni" / f"kubelite-{bridge}.conflist"
-        self.conflist_path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.conflist_path.with_name(f".{self.conflist_path.name}.tmp")
-        tmp.write_text(json.dumps(self.config, indent=2) + "\n")
-        os.replace(tmp, self.conflist_path)
+        statefiles.make_dirs(self.conflist_path.parent)
+        statefiles.write_atomic(self.conflist_path, json.dumps(self.config, indent=2) + "\n")
         self.unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or "unshare"
         self._lock: IO[str] | None = None
 
@@ -417,9 +416,7 @@ def pending_dir(run_dir: Path) -> Path:
 
 
 def save_attachment(path: Path, attachment: Attachment) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(asdict(attachment), separators=(",", ":")))
-    os.replace(tmp, path)
+    statefiles.write_atomic(path, json.dumps(asdict(attachment), separators=(",", ":")))
 
 
 def load_attachment(path: Path) -> Attachment | None:

@@ -66,6 +66,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Protocol
 
+import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
 
 
@@ -644,7 +645,7 @@ class ImageStore:
     @contextmanager
     def _locked(self) -> Iterator[None]:
         for d in (self._dir, self._layers_dir, self._configs_dir):
-            d.mkdir(parents=True, exist_ok=True)
+            statefiles.make_dirs(d)
         self._tmp_dir.mkdir(mode=0o700, exist_ok=True)   # half-unpacked layers are nobody's business
         fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -716,7 +717,7 @@ class ImageStore:
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
         tmp = self._tmp_dir / f"{path.name}.{uuid.uuid4().hex[:12]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:

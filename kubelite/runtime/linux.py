@@ -17,6 +17,8 @@ import re
 from pathlib import Path
 from typing import IO
 
+import kubelite.statefiles as statefiles
+
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
@@ -164,8 +166,8 @@ def remove_cgroup(relative: str) -> None:
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
     """Take the exclusive flock of `path` without waiting and write `owner` into the file. Returns
     the open file (the lock lasts while it is open), or None and what the current holder wrote."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = open(path, "a+")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)   # may be the system's /run/lock: left as it is
+    handle = open(path, "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.core.types import ContainerState
+import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import cni, linux, ocispec
 from kubelite.runtime.images import ImageError, ImageStore
@@ -112,9 +113,7 @@ def _now() -> datetime:
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, separators=(",", ":")))
-    os.replace(tmp, path)
+    statefiles.write_atomic(path, json.dumps(data, separators=(",", ":")), 0o600)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -257,8 +256,8 @@ class OCIRuntime:
         self.socket_dir = run_dir / "sockets"
         self.sandbox_dir = run_dir / "sandboxes"
         self.container_dir = run_dir / "containers"
-        for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
-            path.mkdir(parents=True, exist_ok=True)
+        for path in (run_dir, self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
+            statefiles.make_dirs(path)
         self._lock = threading.RLock()
         self._sandboxes: dict[str, _Sandbox] = self._load(self.sandbox_dir, _Sandbox)
         self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
@@ -324,7 +323,9 @@ class OCIRuntime:
         sandbox_id = uuid.uuid4().hex
         bundle = self.sandbox_dir / sandbox_id
         rootfs = bundle / "rootfs"
-        rootfs.mkdir(parents=True)
+        bundle.mkdir(mode=0o700)
+        rootfs.mkdir()
+        os.chmod(rootfs, 0o755)   # the infra process's `/`: its own (maybe non-root) user traverses it
         (rootfs / "catatonit").touch()
         self._write_etc_files(bundle, config)
         (bundle / "shm").mkdir()
@@ -362,13 +363,16 @@ class OCIRuntime:
 
     def _write_etc_files(self, bundle: Path, config: SandboxConfig, *, ip: str | None = None) -> None:
         """The pod's /etc/hostname, /etc/hosts (its name on its IP, as the kubelet writes it) and resolv.conf."""
-        (bundle / "hostname").write_text(config.hostname + "\n")
-        (bundle / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                                      f"{ip or '127.0.1.1'}\t{config.hostname}\n")
+        # 0644: bind-mounted into every container of the pod, read by its own (any) user; the bundle
+        # directory above them is root's alone
+        statefiles.write_atomic(bundle / "hostname", config.hostname + "\n", 0o644)
+        statefiles.write_atomic(bundle / "hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                                  f"{ip or '127.0.1.1'}\t{config.hostname}\n", 0o644)
         try:
-            shutil.copyfile("/etc/resolv.conf", bundle / "resolv.conf")
+            resolv = Path("/etc/resolv.conf").read_bytes()
         except OSError:
-            (bundle / "resolv.conf").write_text("")
+            resolv = b""
+        statefiles.write_atomic(bundle / "resolv.conf", resolv, 0o644)
 
     def _annotations(self, uid: str, name: str, attempt: int, spec_hash: str) -> dict[str, str]:
         return {"io.kubelite.pod.uid": uid, "io.kubelite.container.name": name,
@@ -406,7 +410,7 @@ class OCIRuntime:
             return
         record = self.sandbox_dir / sandbox_id / "network.json"
         if record.exists():
-            self.pending_dir.mkdir(parents=True, exist_ok=True)
+            statefiles.make_dirs(self.pending_dir)
             os.replace(record, self.pending_dir / f"{sandbox_id}.json")
 
     def retry_network_teardowns(self) -> None:
@@ -555,8 +559,10 @@ class OCIRuntime:
         bundle = self.container_dir / container_id
         layer = self._pod_dir(config.uid) / "containers" / container_id
         rootfs = layer / "rootfs"
-        for path in (bundle / "persist", layer / "upper", layer / "work", rootfs):
-            path.mkdir(parents=True, exist_ok=True)
+        for path in (bundle / "persist", layer / "work", rootfs):
+            statefiles.make_dirs(path, base=self.root if path.is_relative_to(self.root) else self.run_dir)
+        (layer / "upper").mkdir(exist_ok=True)
+        os.chmod(layer / "upper", 0o755)   # the overlay's `/` takes this mode: the container's own user enters it
         record = _Container(container_id, sandbox_id, config.uid, config.container.name, config.pod_name,
                             config.namespace, config.attempt, config.spec_hash, config.container.image or "",
                             self.clock().isoformat(), config.log_path)
@@ -573,7 +579,7 @@ class OCIRuntime:
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:
-                Path(config.log_path).parent.mkdir(parents=True, exist_ok=True)
+                statefiles.make_dirs(Path(config.log_path).parent)
             record.pid = self._conmon_create(record, bundle)
             record.pid_start = linux.process_start(record.pid) or 0
             record.conmon_pid = int((bundle / "conmon.pid").read_text().strip() or 0)

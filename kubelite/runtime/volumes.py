@@ -34,6 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import kubelite.statefiles as statefiles
 from kubelite.api import quantity
 from kubelite.api.models import Container, Pod, Volume
 from kubelite.errors import RuntimeError_
@@ -114,7 +115,8 @@ class VolumeHost:
                                    volume=volume.name)
         target = self.volume_dir(uid, volume)
         fresh = not target.exists()
-        target.mkdir(parents=True, exist_ok=True)
+        statefiles.make_dirs(target.parent, base=self.pod_dir(uid).parent)   # pods/<uid>/volumes/<kind>: 0700
+        target.mkdir(mode=0o755, exist_ok=True)   # a container's own user lists it; pods/<uid> is 0700
         if volume.empty_dir is not None:
             if fresh:
                 os.chmod(target, 0o777)  # as the kubelet: any user in the pod may write
@@ -218,7 +220,7 @@ class VolumeHost:
                 return actual
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
             bind = self.pod_dir(uid) / "volume-subpaths" / volume / container / str(index)
-            bind.parent.mkdir(parents=True, exist_ok=True)
+            statefiles.make_dirs(bind.parent, base=self.pod_dir(uid).parent)
             if linux.is_mountpoint(bind):
                 linux.unmount(bind)
             if is_dir:

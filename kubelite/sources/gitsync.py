@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
+import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
@@ -153,8 +154,8 @@ SYNC_META_KEY = "sync"
 def hold_sync_lock(root: Path) -> IO[str]:
     """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
     runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
-    root.mkdir(parents=True, exist_ok=True)
-    lock = open(root / "sync.lock", "a+")
+    statefiles.make_dirs(root)
+    lock = open(root / "sync.lock", "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -314,7 +315,7 @@ class GitSync:
     # ------------------------------------------------------------------ steps
 
     def _ensure_repository(self) -> None:
-        self.worktrees.mkdir(parents=True, exist_ok=True)
+        statefiles.make_dirs(self.worktrees)
         if not (self.bare / "HEAD").is_file():
             if self.bare.exists():
                 shutil.rmtree(self.bare)
@@ -453,7 +454,8 @@ class GitSync:
         argv += args
         limit = timeout or self.local_timeout_s
         process = subprocess.Popen(argv, cwd=where, env=_git_env(self.base), stdin=subprocess.DEVNULL,
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                                   umask=0o077)   # checkouts hold Secrets: 0600 files, 0700 directories
         try:
             out, err = process.communicate(timeout=limit)
         except subprocess.TimeoutExpired:
@@ -505,13 +507,12 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
 
 
 def _drop_other_write(tree: Path) -> None:
-    """No file or directory of a checkout may be writable by all users (scan refuses those)."""
+    """A checkout holds Secret manifests: its files and directories are the owner's alone (0600/0700 at
+    most; git already checks out under umask 077, this also covers a tree left by an older kubelite)."""
     for directory, dirs, files in os.walk(tree):
         dirs[:] = [d for d in dirs if d != ".git"]
         for name in [directory, *(os.path.join(directory, f) for f in files)]:
-            info = os.lstat(name)
-            if not os.path.islink(name) and info.st_mode & 0o002:
-                os.chmod(name, info.st_mode & 0o7775)
+            statefiles.tighten(name, 0o700 if os.path.isdir(name) else 0o600)
 
 
 def _pod_count(link: Path) -> int:

@@ -8,6 +8,7 @@ between rows and the engine's records (`ObservedContainer`, `ObservedSandbox`, `
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -24,6 +25,7 @@ from sqlalchemy.dialects.sqlite import insert
 from kubelite.core.types import (
     BackoffEntry, ContainerState, ObservedContainer, ObservedSandbox, StartError, StopReason,
 )
+import kubelite.statefiles as statefiles
 from kubelite.errors import StoreError
 from kubelite.store import schema
 
@@ -98,13 +100,18 @@ def _owner_only(path: Path) -> None:
     """The database holds Secrets: readable by its owner only (SQLite gives its -wal and -shm files
     the database file's mode). Made 0600 before SQLite first creates it; tightened if older."""
     try:
-        os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600))
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
+        fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            if os.fstat(fd).st_mode & 0o077:
+                os.fchmod(fd, 0o600)   # the real file: a symlink was refused by O_NOFOLLOW above
+        finally:
+            os.close(fd)
         for extra in (path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
-            if extra.exists() and extra.stat().st_mode & 0o077:
-                os.chmod(extra, 0o600)
-    except OSError as exc:   # a read-only or full file system: SQLite will name the problem
+            statefiles.tighten(extra, 0o600)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise StoreError(f"{path} is a symlink: refused (kubelite never follows one in its state root)") from None
+        log.debug("cannot restrict %s: %s", path, exc)   # a read-only or full file system: SQLite names it
         log.debug("cannot restrict %s: %s", path, exc)
 
 
@@ -112,7 +119,7 @@ class Store:
     """The one owner of the database. Not thread-safe by design: one writer thread."""
 
     def __init__(self, root: Path) -> None:
-        root.mkdir(parents=True, exist_ok=True)
+        statefiles.make_dirs(root)
         self.path = root / DB_NAME
         if self.path.exists() and self.path.stat().st_size == 0:
             log.warning("%s is empty (truncated?): rebuilding the state from the manifests and the running "
