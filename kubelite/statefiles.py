@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import os
+import secrets
 import stat
 from pathlib import Path
 
@@ -27,12 +28,8 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = FILE_MODE, *, 
     if isinstance(data, str):
         data = data.encode()
     dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    tmp = f".{path.name}.{os.getpid()}.tmp"
+    tmp = f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp"   # two threads never share one
     try:
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode, dir_fd=dir_fd)
         try:
             os.fchmod(fd, mode)   # not narrowed by the umask, not wider than asked

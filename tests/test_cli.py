@@ -358,3 +358,15 @@ def test_validate_and_apply_name_configmaps_and_secrets(dirs, tmp_path, capsys):
                                                     f"secret/db valid ({source})"]
     assert main(["apply", "-f", str(source)]) == 0
     assert capsys.readouterr().out.splitlines() == ["configmap/app-config created", "secret/db created"]
+
+
+@pytest.mark.parametrize("argv, container, command", [
+    (["exec", "web", "-c", "app", "--", "cat", "/x"], "app", ["cat", "/x"]),
+    (["exec", "-c", "app", "web", "--", "cat", "/x"], "app", ["cat", "/x"]),
+    (["exec", "web", "-i", "-t", "-c", "app", "--", "sh", "-c", "ls -l -- /"], "app", ["sh", "-c", "ls -l -- /"]),
+    (["exec", "web", "--", "ls", "-c", "--", "x"], None, ["ls", "-c", "--", "x"]),
+])
+def test_exec_options_may_follow_the_pod_and_everything_after_dashes_is_the_command(argv, container, command):
+    from kubelite.cli.main import _parse
+    args = _parse(argv)
+    assert (args.pod, args.container, args.command_args) == ("web", container, command)

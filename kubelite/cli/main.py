@@ -141,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     exec_.add_argument("-n", "--namespace", default=None)
     exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     exec_.add_argument("-i", "--stdin", action="store_true", help="pass stdin (always on)")
-    exec_.add_argument("command_args", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    exec_.add_argument("command_args", nargs="*", metavar="-- COMMAND")
 
     kill = sub.add_parser("kill", parents=[common], help="send a signal to a container's PID 1")
     kill.add_argument("pod", metavar="POD")
@@ -174,7 +174,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(list(sys.argv[1:] if argv is None else argv))
     for name in ("root", "run_dir", "manifests", "debug"):
         if not hasattr(args, name):
             setattr(args, name, False if name == "debug" else None)
@@ -196,6 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_ERROR
 
 
+def _parse(argv: list[str]) -> argparse.Namespace:
+    """Everything after the first `--` of `exec` is the command, as with kubectl: options of `exec`
+    may stand before or after POD (`exec web -c app -- ls -l`)."""
+    cut = argv.index("--") if "--" in argv else 0
+    if "exec" in argv[:cut]:
+        args = _parser().parse_args(argv[:cut])
+        if args.command == "exec":
+            args.command_args = args.command_args + argv[cut + 1:]
+            return args
+    return _parser().parse_args(argv)
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     sync_run = getattr(args, "sync_run", None)
     if sync_run is not None:
@@ -212,8 +224,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return manage.run(args)
     if command in ("logs", "exec", "kill"):
         from kubelite.cli import containers
-        if command == "exec" and args.command_args[:1] == ["--"]:
-            args.command_args = args.command_args[1:]
         return containers.run(args)
     if command == "image":
         from kubelite.cli import image

@@ -7,7 +7,8 @@ layers no other image uses. There is no registry: images arrive only as archives
 (`scripts/build-busybox-image` makes one from Debian's busybox-static). It does not mount anything:
 `layer_dirs()` gives the runtime the directories for overlayfs `lowerdir`.
 
-On disk (every metadata write is atomic: a temp file in `tmp/`, fsync, rename, fsync of the dir):
+On disk (every metadata write is atomic, 0600, by `statefiles.write_atomic`: a temp file beside it,
+fsync, rename, fsync of the dir):
 
     <root>/images/
         index.json          {"version": 1,
@@ -17,7 +18,7 @@ On disk (every metadata write is atomic: a temp file in `tmp/`, fsync, rename, f
         configs/<hex>.json  the image config blob, byte for byte; its sha256 is the image id
         layers/<hex>/       one unpacked layer tree per diff_id (sha256 of the uncompressed tar),
                             shared by every image that has it; whiteouts in overlayfs form
-        tmp/                layers being unpacked, files being written, layers being deleted
+        tmp/                layers being unpacked, layers being deleted
         .lock               flock taken by load and remove (readers never lock)
 
 A load unpacks and verifies every new layer below `tmp/` first; only when all of them are complete
@@ -673,7 +674,7 @@ class ImageStore:
         for plan in plans:
             config_path = self._configs_dir / f"{_hex_of(plan.image_id, what='image id')}.json"
             if not config_path.exists():
-                self._write_atomic(config_path, plan.config_bytes)
+                statefiles.write_atomic(config_path, plan.config_bytes, fsync=True)
             for diff_hex in {layer.diff_hex for layer in plan.layers}:
                 if diff_hex not in index.layers:
                     index.layers[diff_hex] = _measure(self._layers_dir / diff_hex)
@@ -713,20 +714,7 @@ class ImageStore:
 
     def _write_index(self, index: _Index) -> None:
         data = json.dumps(index.to_json(), indent=2, sort_keys=True).encode() + b"\n"
-        self._write_atomic(self._index_path, data)
-
-    def _write_atomic(self, path: Path, data: bytes) -> None:
-        tmp = self._tmp_dir / f"{path.name}.{uuid.uuid4().hex[:12]}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, path)
-        _fsync_dir(path.parent)
+        statefiles.write_atomic(self._index_path, data, fsync=True)
 
 
 # ----------------------------------------------------------------------------------- archives
