@@ -163,9 +163,10 @@ def check_owned(path: Path | str, what: str) -> None:
         check_owned(real, what)
 
 
-def _tighten_children(directory: Path, depth: int, changed: list[str]) -> None:
+def _tighten_children(directory: Path, depth: int, changed: list[str], *, skip: frozenset[str] = frozenset()) -> None:
     """Directories 0700 and files 0600 down to `depth` levels below `directory` (not further: below a
-    pod's or a layer's directory the modes are the container's own)."""
+    pod's or a layer's directory the modes are the container's own); the contents of the entries named
+    in `skip` are left as they are (runc's state, 0711 by runc's choice below our 0700 directory)."""
     if depth <= 0:
         return
     try:
@@ -178,7 +179,8 @@ def _tighten_children(directory: Path, depth: int, changed: list[str]) -> None:
         if entry.is_dir(follow_symlinks=False):
             if tighten(entry.path, DIR_MODE):
                 changed.append(entry.path)
-            _tighten_children(Path(entry.path), depth - 1, changed)
+            if entry.name not in skip:
+                _tighten_children(Path(entry.path), depth - 1, changed)
         elif entry.is_file(follow_symlinks=False) and tighten(entry.path, FILE_MODE):
             changed.append(entry.path)
 
@@ -197,7 +199,7 @@ def tighten_layout(root: Path, run_dir: Path) -> list[str]:
         changed += tighten_tree(root / name)
     _tighten_children(root / "pods", 1, changed)
     _tighten_children(root / "images", 2, changed)
-    _tighten_children(run_dir, 2, changed)
+    _tighten_children(run_dir, 2, changed, skip=frozenset({"runc"}))
     _tighten_children(run_dir / "cni", 3, changed)
     return sorted(set(changed))
 

@@ -79,6 +79,20 @@ def test_an_older_layout_is_tightened(tmp_path: Path):
     assert statefiles.tighten_layout(root, run) == []
 
 
+def test_runc_state_below_the_run_directory_keeps_runc_modes(tmp_path: Path):
+    """runc makes each container's state directory 0711: tightening it at every start would report an
+    'older installation' each time; the runc root itself is ours and tightened."""
+    root, run = tmp_path / "root", tmp_path / "run"
+    (run / "runc" / "abc").mkdir(parents=True)
+    root.mkdir()
+    os.chmod(run / "runc", 0o755)
+    os.chmod(run / "runc" / "abc", 0o711)
+    assert str(run / "runc") in statefiles.tighten_layout(root, run)
+    assert mode(run / "runc") == 0o700
+    assert mode(run / "runc" / "abc") == 0o711
+    assert statefiles.tighten_layout(root, run) == []
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
 def test_unsafe_state_directories_are_refused(tmp_path: Path):
     os.chmod(tmp_path, 0o755)
