@@ -1011,3 +1011,9 @@ def test_the_server_listens_on_ipv6_loopback_and_answers_head_without_a_body(tmp
             conn.close()
     finally:
         api.close()
+
+
+def test_a_header_that_is_not_utf8_is_not_the_token():
+    from kubelite.apiserver import auth
+    assert auth.authorized("Bearer \udcff\udcfe", "secret") is False   # surrogate escapes, as the parser keeps them
+    assert auth.authorized("Bearer secret", "secret") is True

@@ -59,11 +59,13 @@ def read_server(root: Path) -> str | None:
 
 
 def authorized(header: str | None, token: str) -> bool:
-    """Whether an `Authorization` header carries this node's bearer token."""
+    """Whether an `Authorization` header carries this node's bearer token. Header bytes that are not
+    UTF-8 (kept as surrogate escapes by the HTTP parser) are simply not the token."""
     if not header:
         return False
     scheme, _, value = header.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    given = value.strip().encode("utf-8", "surrogateescape")
+    return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
 
 
 def kubeconfig(*, server: str, token: str, node: str, ca_pem: bytes) -> str:
