@@ -534,3 +534,27 @@ def test_a_checkout_is_the_owners_alone(tmp_path, remote, clock):
     assert tree.stat().st_mode & 0o777 == 0o700
     for path in (tmp_path / "state" / "git", tmp_path / "state" / "git" / "worktrees"):
         assert path.stat().st_mode & 0o077 == 0, path
+
+
+def test_an_executable_file_stays_executable_and_is_no_drift(tmp_path, remote, clock):
+    """Files lose only their group and other bits: a script committed 0755 is checked out 0700 and
+    stays so, so git sees no mode change and no pass restores the tree (nor does a start's tightening)."""
+    import kubelite.statefiles as statefiles
+
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    script = remote.work / "manifests" / "check.sh"
+    script.write_text("#!/bin/sh\nexit 0\n")
+    os.chmod(script, 0o755)
+    remote.commit({})
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+    tree = Path(os.path.realpath(sync.link))
+    assert (tree / "check.sh").stat().st_mode & 0o777 == 0o700
+    clock.tick(30)
+    assert sync.sync_once().outcome == "unchanged"
+    os.chmod(tree / "check.sh", 0o755)   # as an older kubelite left it: the start tightens it, still executable
+    statefiles.tighten_layout(tmp_path / "state", tmp_path / "run")
+    assert (tree / "check.sh").stat().st_mode & 0o777 == 0o700
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "unchanged" and not result.drift, result.message

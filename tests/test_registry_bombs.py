@@ -1,6 +1,6 @@
 """A registry that answers with bombs: every body a pull reads is bounded after decompression.
 
-A small registry on 127.0.0.1 started here (a thread, answers from a table) serves gzip answers of
+A small registry on 127.0.0.1 (`tests.registries.BombRegistry`: a thread, answers from a table) serves gzip answers of
 about 2 MB that expand to 2 GiB — for `GET /v2/`, an error, a token and a manifest — a manifest
 over the limit, a blob longer than its descriptor says, and layers that unpack to more than the
 bound (`--image-max-layer-size`) or past the image GC high threshold. Each pull fails within
@@ -12,26 +12,23 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import http.server
 import io
 import json
 import os
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 import zlib
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from kubelite.runtime import registry
-from kubelite.runtime.images import ImageStore, UnpackLimits, host_architecture
+from kubelite.runtime.images import ImageStore, UnpackLimits
 from kubelite.runtime.registry import PullError, RegistryConfig
 from tests.real import REPO
+from tests.registries import Answer, BombRegistry, gzip_of
 
 MIB = 1 << 20
 GIB = 1 << 30
@@ -42,31 +39,6 @@ RSS_LIMIT_MIB = 160
 
 
 # ------------------------------------------------------------------------------------ bombs
-
-
-def _deflate_zeros(size: int) -> tuple[bytes, bytes]:
-    """Raw deflate of `size` zero bytes (a multiple of 1 MiB), made from one block repeated: the
-    compressor emits the same bytes for each MiB of zeros after a full flush."""
-    assert size % MIB == 0
-    block = zlib.compressobj(9, zlib.DEFLATED, -15)
-    one = block.compress(bytes(MIB)) + block.flush(zlib.Z_FULL_FLUSH)
-    return one * (size // MIB), one
-
-
-def gzip_of(prefix: bytes, zeros: int, suffix: bytes = b"") -> bytes:
-    """gzip of `prefix` + `zeros` zero bytes + `suffix`, at about 1000:1 for the zeros, in a second."""
-    head = zlib.compressobj(9, zlib.DEFLATED, -15)
-    body = head.compress(prefix) + head.flush(zlib.Z_FULL_FLUSH)
-    middle, one_mib = _deflate_zeros(zeros)
-    tail = zlib.compressobj(9, zlib.DEFLATED, -15)
-    end = tail.compress(suffix) + tail.flush()   # the final block
-    crc, zero = zlib.crc32(prefix), bytes(MIB)
-    for _ in range(zeros // MIB):
-        crc = zlib.crc32(zero, crc)
-    crc = zlib.crc32(suffix, crc)
-    length = (len(prefix) + zeros + len(suffix)) & 0xFFFFFFFF
-    header = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x02\xff"
-    return header + body + middle + end + crc.to_bytes(4, "little") + length.to_bytes(4, "little")
 
 
 @pytest.fixture(scope="module")
@@ -97,84 +69,6 @@ def tar_of(files: dict[str, bytes], *, pax: dict[str, str] | None = None) -> byt
 
 
 # ---------------------------------------------------------------------------- the registry
-
-
-@dataclass
-class Answer:
-    status: int = 200
-    body: bytes = b""
-    headers: dict[str, str] = field(default_factory=dict)
-    length: bool = True            # send Content-Length (False: the body ends when the connection closes)
-
-
-class BombRegistry:
-    """A registry on 127.0.0.1 in a thread: `routes` maps a path to its answer; it records the paths asked for."""
-
-    def __init__(self) -> None:
-        self.routes: dict[str, Answer] = {"/v2/": Answer(body=b"{}", headers={"Content-Type": "application/json"})}
-        self.asked: list[str] = []
-        routes, asked = self.routes, self.asked
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:  # noqa: N802 - the http.server interface
-                path = self.path.split("?", 1)[0]
-                asked.append(path)
-                answer = routes.get(path) or Answer(404, b'{"errors": [{"code": "NOT_FOUND"}]}')
-                self.send_response(answer.status)
-                for key, value in answer.headers.items():
-                    self.send_header(key, value)
-                if answer.length:
-                    self.send_header("Content-Length", str(len(answer.body)))
-                else:
-                    self.send_header("Connection", "close")
-                    self.close_connection = True
-                self.end_headers()
-                try:
-                    self.wfile.write(answer.body)
-                except OSError:
-                    pass   # the client stopped reading: what a bounded client does
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        class Server(http.server.ThreadingHTTPServer):
-            daemon_threads = True
-
-            def handle_error(self, request: Any, client_address: Any) -> None:
-                pass   # a client that hangs up on a bomb is what the tests want
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(10)
-
-    def blob(self, repo: str, data: bytes, *, declared: int | None = None, answer: Answer | None = None) -> dict:
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
-        self.routes[f"/v2/{repo}/blobs/{digest}"] = answer or Answer(body=data)
-        return {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": digest,
-                "size": len(data) if declared is None else declared}
-
-    def image(self, repo: str, tag: str, layers: list[dict], diff_ids: list[str]) -> bytes:
-        """Serve an image of these layer descriptors; returns its manifest."""
-        config = json.dumps({"architecture": host_architecture(), "os": "linux", "config": {"Cmd": ["sh"]},
-                             "rootfs": {"type": "layers", "diff_ids": diff_ids}}).encode()
-        config_desc = self.blob(repo, config)
-        config_desc["mediaType"] = "application/vnd.oci.image.config.v1+json"
-        manifest = json.dumps({"schemaVersion": 2, "mediaType": registry.MEDIA_OCI_MANIFEST,
-                               "config": config_desc, "layers": layers}).encode()
-        self.routes[f"/v2/{repo}/manifests/{tag}"] = Answer(body=manifest,
-                                                            headers={"Content-Type": registry.MEDIA_OCI_MANIFEST})
-        return manifest
 
 
 @pytest.fixture

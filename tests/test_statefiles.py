@@ -176,3 +176,175 @@ def test_apply_writes_no_looser_than_the_source_and_secrets_0600(tmp_path: Path,
     os.chmod(manifests / "objects.yaml", 0o666)   # loosened by hand: applying the same file tightens it
     assert apply(source, manifests) == 0
     assert mode(manifests / "objects.yaml") == written
+
+
+# ------------------------------------------------------------------ the review's findings
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_symlink_another_user_owns_on_the_way_to_the_root_is_refused(tmp_path: Path):
+    """`/tmp/x -> somewhere` planted by another user in a sticky directory: it points at a root-owned
+    directory today, and its owner can point it anywhere tomorrow. Refused, and nothing is made."""
+    os.chmod(tmp_path, 0o755)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    target = tmp_path / "target"
+    target.mkdir()
+    (sticky / "x").symlink_to(target)
+    os.lchown(sticky / "x", 65534, 65534)
+    with pytest.raises(UsageError, match=rf"{sticky / 'x'} is a symlink owned by uid 65534, not root: refused"):
+        statefiles.check_owned(sticky / "x" / "state", "state root")
+    with pytest.raises(UsageError, match="symlink owned by uid 65534"):
+        statefiles.prepare_state_dirs(sticky / "x" / "state", tmp_path / "run")
+    assert list(target.iterdir()) == []
+
+    os.lchown(sticky / "x", 0, 0)   # root's link: followed, and its target checked in turn
+    statefiles.check_owned(sticky / "x" / "state", "state root")
+    os.chown(target, 65534, 65534)
+    with pytest.raises(UsageError, match=rf"parent {target} is owned by uid 65534"):
+        statefiles.check_owned(sticky / "x" / "state", "state root")
+    os.chown(target, 0, 0)
+    (sticky / "rel").symlink_to("../target/../open")   # relative, with '..': resolved as the kernel does
+    (tmp_path / "open").mkdir()
+    os.chmod(tmp_path / "open", 0o777)
+    with pytest.raises(UsageError, match=rf"parent {tmp_path / 'open'} is writable by other users"):
+        statefiles.check_owned(sticky / "rel" / "state", "state root")
+    (sticky / "loop").symlink_to("loop")
+    with pytest.raises(UsageError, match="too many levels of symlinks"):
+        statefiles.check_owned(sticky / "loop" / "state", "state root")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown needs root")
+def test_a_directory_another_user_made_first_is_not_used_as_the_root(tmp_path: Path):
+    """Between the check and the mkdir, another user makes the missing root in a sticky directory."""
+    os.chmod(tmp_path, 0o755)
+    sticky = tmp_path / "sticky"
+    sticky.mkdir()
+    os.chmod(sticky, 0o1777)
+    (sticky / "theirs").mkdir()
+    os.chown(sticky / "theirs", 65534, 65534)
+    with pytest.raises(OSError, match="owned by uid 65534"):
+        statefiles.make_top(sticky / "theirs" / "state")
+    assert list((sticky / "theirs").iterdir()) == []
+
+
+def test_every_component_below_the_base_is_entered_without_following_a_symlink(tmp_path: Path):
+    root = tmp_path / "root"
+    elsewhere = tmp_path / "elsewhere"
+    root.mkdir()
+    elsewhere.mkdir()
+    (root / "logs").symlink_to(elsewhere)   # an intermediate component, not the last one
+    with pytest.raises(OSError, match="a symlink is never followed"):
+        statefiles.make_dirs(root / "logs" / "ns_pod_uid" / "app", base=root)
+    (root / "file").write_text("")
+    with pytest.raises(OSError, match="not a directory"):
+        statefiles.make_dirs(root / "file" / "x", base=root)
+    with pytest.raises(OSError, match="is not below"):
+        statefiles.make_dirs(tmp_path / "elsewhere" / "x", base=root)
+    assert list(elsewhere.iterdir()) == []
+    os.mkdir(root / "loose", 0o755)
+    os.chmod(root / "loose", 0o755)
+    statefiles.make_dirs(root / "loose" / "a" / "b", base=root)
+    assert mode(root / "loose") == 0o755   # entered, not re-moded: only `path` itself is tightened
+    assert mode(root / "loose" / "a") == 0o700 and mode(root / "loose" / "a" / "b") == 0o700
+    os.chmod(root / "loose" / "a" / "b", 0o755)
+    statefiles.make_dirs(root / "loose" / "a" / "b", base=root)
+    assert mode(root / "loose" / "a" / "b") == 0o700
+
+
+def test_git_state_is_not_made_through_a_symlink_planted_in_the_root(tmp_path: Path):
+    """A caller that used to make its directory without a base (git/worktrees): the planted `git`
+    link is not followed."""
+    from kubelite.sources.gitsync import GitSync
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "git").symlink_to(elsewhere)
+    sync = GitSync(str(tmp_path / "no-such-repo.git"), root=tmp_path / "state", link=tmp_path / "manifests")
+    result = sync.sync_once()
+    assert result.outcome == "failed" and "symlink is never followed" in result.message
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_tighten_keeps_the_owners_bits_of_a_file(tmp_path: Path):
+    """An executable stays executable for its owner (git would see a mode change otherwise)."""
+    f = tmp_path / "run.sh"
+    f.write_text("")
+    os.chmod(f, 0o755)
+    assert statefiles.tighten(f, 0o600) and mode(f) == 0o700
+    assert str(f) not in statefiles.tighten_tree(tmp_path) and mode(f) == 0o700
+    d = tmp_path / "d"
+    d.mkdir()
+    os.chmod(d, 0o755)
+    assert statefiles.tighten(d, 0o700) and mode(d) == 0o700
+
+
+def test_only_kubelites_own_entries_of_a_shared_run_directory_are_re_moded(tmp_path: Path):
+    """`--run-dir /run`: the system's files there, and /run itself, keep their modes."""
+    root, run = tmp_path / "root", tmp_path / "run"
+    for d in (root / "pods", root / "lost+found" / "x", run / "sandboxes" / "abc", run / "dbus", run / "user" / "0"):
+        d.mkdir(parents=True)
+    for f in (run / "utmp", run / "sandboxes" / "abc.json", root / "notes.txt"):
+        f.write_text("x")
+    for p in (root, run, root / "pods", root / "lost+found", root / "lost+found" / "x", run / "sandboxes",
+              run / "sandboxes" / "abc", run / "dbus", run / "user", run / "user" / "0"):
+        os.chmod(p, 0o755)
+    for f in (run / "utmp", run / "sandboxes" / "abc.json", root / "notes.txt"):
+        os.chmod(f, 0o644)
+    changed = statefiles.tighten_layout(root, run)
+    assert sorted(changed) == sorted(str(p) for p in (root / "pods", run / "sandboxes", run / "sandboxes" / "abc",
+                                                      run / "sandboxes" / "abc.json"))
+    for p in (root, run, root / "lost+found", root / "lost+found" / "x", run / "dbus", run / "user",
+              run / "user" / "0"):
+        assert mode(p) == 0o755, p
+    for f in (run / "utmp", root / "notes.txt"):
+        assert mode(f) == 0o644, f
+    (root / "notes.txt").unlink()   # a root that holds only kubelite's own entries is made 0700 itself
+    for p in ((root / "lost+found" / "x"), root / "lost+found"):
+        p.rmdir()
+    assert statefiles.tighten_layout(root, run) == [str(root)] and mode(root) == 0o700 and mode(run) == 0o755
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the checks trust the running user: only root sees them refuse")
+@pytest.mark.parametrize("argv", [["image", "pull", "127.0.0.1:9/app:v1"], ["image", "load", "-i", "app.tar"],
+                                  ["image", "rm", "app:v1"], ["sync", "--repo", "file:///nowhere.git", "--once"],
+                                  ["apply", "-f", "web.yaml"], ["delete", "-f", "web.yaml"]])
+def test_commands_that_make_or_trust_state_refuse_a_root_as_serve_does(tmp_path: Path, capsys, argv):
+    from kubelite.cli.main import main
+
+    os.chmod(tmp_path, 0o755)
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)   # anyone may rename what kubelite would make here
+    assert main([*argv, "--root", str(open_dir / "state")]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: state root {open_dir / 'state'}: parent {open_dir} is writable by other users: "
+                   f"refused; run chmod go-w {open_dir} or choose another directory\n")
+    assert list(open_dir.iterdir()) == []
+
+
+def test_a_pull_makes_its_downloads_owner_only(tmp_path: Path, capsys):
+    """`kubelite image pull` makes the root, `images/` and `images/downloads/` owner-only, whatever the umask."""
+    import gzip
+    import hashlib
+
+    from kubelite.cli.main import main
+    from tests.registries import BombRegistry, layer_tar
+
+    reg = BombRegistry()
+    old = os.umask(0o022)
+    try:
+        tar = layer_tar({"hello": b"hello\n"})
+        reg.image("app", "v1", [reg.blob("app", gzip.compress(tar, mtime=0))],
+                  ["sha256:" + hashlib.sha256(tar).hexdigest()])
+        root = tmp_path / "state"
+        assert main(["image", "pull", "--root", str(root), "--authfile", str(tmp_path / "none.json"),
+                     f"{reg.host}/app:v1"]) == 0, capsys.readouterr().err
+    finally:
+        os.umask(old)
+        reg.close()
+    for path in (root, root / "images", root / "images" / "downloads", root / "images" / "layers"):
+        assert mode(path) == 0o700, path
+    assert os.listdir(root / "images" / "downloads") == []

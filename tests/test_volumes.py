@@ -165,13 +165,18 @@ def test_a_missing_sub_path_is_created_without_following_a_symlink_swapped_in_me
     assert list(outside.iterdir()) == []
 
 
-def test_make_dirs_inside_creates_every_missing_component_and_refuses_a_symlink(tmp_path):
-    from kubelite.runtime.volumes import make_dirs_inside
+def test_a_subpath_directory_is_made_one_component_at_a_time_refusing_a_symlink(tmp_path):
+    """The subPath's mkdir is statefiles.make_dirs (the one safe `mkdir -p`): every missing component,
+    the volume's modes (0755, not tightened), never through a symlink, never outside the volume."""
+    import kubelite.statefiles as statefiles
 
     (tmp_path / "vol").mkdir()
-    make_dirs_inside(str(tmp_path / "vol"), "x/y/z")
+    statefiles.make_dirs(tmp_path / "vol" / "x/y/z", 0o755, base=tmp_path / "vol", tighten_last=False)
     assert (tmp_path / "vol" / "x" / "y" / "z").is_dir()
     os.symlink(str(tmp_path), tmp_path / "vol" / "link")
     with pytest.raises(OSError):
-        make_dirs_inside(str(tmp_path / "vol"), "link/escaped")
+        statefiles.make_dirs(tmp_path / "vol" / "link" / "escaped", 0o755, base=tmp_path / "vol", tighten_last=False)
+    assert not (tmp_path / "escaped").exists()
+    with pytest.raises(OSError, match="is not below"):
+        statefiles.make_dirs(f"{tmp_path}/vol/x/../../escaped", 0o755, base=tmp_path / "vol", tighten_last=False)
     assert not (tmp_path / "escaped").exists()

@@ -25,7 +25,7 @@ def api_dir(root: Path) -> Path:
 def ensure_token(root: Path) -> str:
     """The node's token; created on first start with a fresh 256-bit secret."""
     directory = api_dir(root)
-    statefiles.make_dirs(directory)
+    statefiles.make_dirs(directory, base=root)
     path = directory / TOKEN_FILE
     try:
         token = path.read_text().strip()

@@ -54,6 +54,20 @@ def run_dir(flag: str | None) -> Path:
     return resolve(flag, "KUBELITE_RUN_DIR", default_run_dir())
 
 
+def state_root(flag: str | None, *, create: bool) -> Path:
+    """The state root for a command that makes state under it (`create`: made owner-only when missing)
+    or trusts what it records: refused in one line (UsageError) when another user could change it or
+    redirect the way to it — the same checks `serve` makes at start (`statefiles.check_owned`)."""
+    import kubelite.statefiles as statefiles
+
+    path = root(flag)
+    if create:
+        statefiles.prepare_top(path, "state root")
+    else:
+        statefiles.check_owned(path, "state root")
+    return path
+
+
 def manifests(flag: str | None, *, recorded: str | None = None) -> Path:
     """The manifests directory: flag, environment, what the daemon recorded, the default."""
     if flag or os.environ.get("KUBELITE_MANIFESTS"):

@@ -55,7 +55,7 @@ def _refuse_if_in_use(store: "ImageStore", ref: str, args: argparse.Namespace) -
 def run(args: argparse.Namespace) -> int:
     from kubelite.runtime.images import ImageStore
 
-    store = ImageStore(config.root(args.root))
+    store = ImageStore(config.state_root(args.root, create=args.image_command in ("load", "pull", "rm")))
     if args.image_command == "load":
         for image in store.load(Path(args.input)):
             print(f"Loaded image: {', '.join(image.names) or image.id}")

@@ -33,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 def _manifests_dir(args: argparse.Namespace) -> Path:
     from kubelite.store.reader import Reader
 
-    reader = Reader(config.root(args.root))
+    reader = Reader(config.state_root(args.root, create=False))   # the path it records is written to
     try:
         recorded = reader.meta("manifests")
     finally:

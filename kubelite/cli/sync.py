@@ -155,7 +155,7 @@ def sync(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("kubelite.sync")
-    root = config.root(getattr(args, "root", None))
+    root = config.state_root(getattr(args, "root", None), create=True)
     link = config.manifests(getattr(args, "manifests", None))
     lock = hold_sync_lock(root)
 

@@ -251,11 +251,11 @@ class Network:
         self.plugin_dir = find_plugin_dir(plugin_dirs)
         self.netns_dir = run_dir / "netns"
         self.data_dir = run_dir / "cni" / "networks"
-        statefiles.make_dirs(self.netns_dir)
-        statefiles.make_dirs(self.data_dir)
+        statefiles.make_dirs(self.netns_dir, base=run_dir)
+        statefiles.make_dirs(self.data_dir, base=run_dir)
         self.config = conflist(bridge=bridge, subnet=str(self.subnet), data_dir=str(self.data_dir))
         self.conflist_path = root / "cni" / f"kubelite-{bridge}.conflist"
-        statefiles.make_dirs(self.conflist_path.parent)
+        statefiles.make_dirs(self.conflist_path.parent, base=root)
         statefiles.write_atomic(self.conflist_path, json.dumps(self.config, indent=2) + "\n")
         self.unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or "unshare"
         self._lock: IO[str] | None = None

@@ -519,7 +519,7 @@ class ImageStore:
 
     def disk_usage(self) -> tuple[int, int]:
         """(bytes used, bytes total) of the filesystem that holds the image store."""
-        self._dir.mkdir(parents=True, exist_ok=True)
+        statefiles.make_dirs(self._dir, base=self.root)
         st = os.statvfs(self._dir)
         total = st.f_blocks * st.f_frsize
         return total - st.f_bfree * st.f_frsize, total
@@ -645,9 +645,8 @@ class ImageStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        for d in (self._dir, self._layers_dir, self._configs_dir):
-            statefiles.make_dirs(d)
-        self._tmp_dir.mkdir(mode=0o700, exist_ok=True)   # half-unpacked layers are nobody's business
+        for d in (self._layers_dir, self._configs_dir, self._tmp_dir):   # half-unpacked layers: nobody's business
+            statefiles.make_dirs(d, base=self.root)
         fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)

@@ -256,8 +256,9 @@ class OCIRuntime:
         self.socket_dir = run_dir / "sockets"
         self.sandbox_dir = run_dir / "sandboxes"
         self.container_dir = run_dir / "containers"
-        for path in (run_dir, self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
-            statefiles.make_dirs(path)
+        statefiles.make_top(run_dir)
+        for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
+            statefiles.make_dirs(path, base=run_dir)
         self._lock = threading.RLock()
         self._sandboxes: dict[str, _Sandbox] = self._load(self.sandbox_dir, _Sandbox)
         self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
@@ -410,7 +411,7 @@ class OCIRuntime:
             return
         record = self.sandbox_dir / sandbox_id / "network.json"
         if record.exists():
-            statefiles.make_dirs(self.pending_dir)
+            statefiles.make_dirs(self.pending_dir, base=self.run_dir)
             os.replace(record, self.pending_dir / f"{sandbox_id}.json")
 
     def retry_network_teardowns(self) -> None:
@@ -579,7 +580,8 @@ class OCIRuntime:
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:
-                statefiles.make_dirs(Path(config.log_path).parent)
+                log_dir = Path(config.log_path).parent
+                statefiles.make_dirs(log_dir, base=self.root if log_dir.is_relative_to(self.root) else log_dir.parent)
             record.pid = self._conmon_create(record, bundle)
             record.pid_start = linux.process_start(record.pid) or 0
             record.conmon_pid = int((bundle / "conmon.pid").read_text().strip() or 0)

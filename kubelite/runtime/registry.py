@@ -45,6 +45,7 @@ from typing import Any, Callable
 
 import httpx
 
+import kubelite.statefiles as statefiles
 from kubelite.runtime import reference as references
 from kubelite.runtime.images import (DEFAULT_MAX_LAYER_BYTES, Image, ImageError, ImageStore, PulledLayer,
                                      UnpackLimits, host_architecture)
@@ -213,7 +214,7 @@ def pull(store: ImageStore, ref: str, *, config: RegistryConfig = RegistryConfig
         fetched = 0
         files: dict[str, str] = {}
         try:
-            downloads.mkdir(parents=True, exist_ok=True)
+            statefiles.make_dirs(downloads, base=store.root)   # owner-only, never through a planted symlink
             for d, diff in needed:
                 if d["digest"] in files:
                     continue

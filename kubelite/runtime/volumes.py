@@ -115,7 +115,7 @@ class VolumeHost:
                                    volume=volume.name)
         target = self.volume_dir(uid, volume)
         fresh = not target.exists()
-        statefiles.make_dirs(target.parent, base=self.pod_dir(uid).parent)   # pods/<uid>/volumes/<kind>: 0700
+        statefiles.make_dirs(target.parent, base=self.root)   # pods/<uid>/volumes/<kind>: 0700
         target.mkdir(mode=0o755, exist_ok=True)   # a container's own user lists it; pods/<uid> is 0700
         if volume.empty_dir is not None:
             if fresh:
@@ -208,8 +208,8 @@ class VolumeHost:
         if not _inside(target, root):
             raise SubPathError(f'failed to prepare subPath for volumeMount "{volume}" of container "{container}": '
                                f'subPath "{sub_path}" resolves outside the volume')
-        if not os.path.lexists(target):   # the kubelet creates a missing subPath as a directory
-            make_dirs_inside(root, os.path.relpath(target, root))
+        if not os.path.lexists(target):   # the kubelet creates a missing subPath as a directory (doSafeMakeDir)
+            statefiles.make_dirs(target, 0o755, base=root, tighten_last=False)
         fd = os.open(target, os.O_PATH | os.O_NOFOLLOW)
         try:
             actual = os.readlink(f"/proc/self/fd/{fd}")
@@ -220,7 +220,7 @@ class VolumeHost:
                 return actual
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
             bind = self.pod_dir(uid) / "volume-subpaths" / volume / container / str(index)
-            statefiles.make_dirs(bind.parent, base=self.pod_dir(uid).parent)
+            statefiles.make_dirs(bind.parent, base=self.root)
             if linux.is_mountpoint(bind):
                 linux.unmount(bind)
             if is_dir:
@@ -312,30 +312,6 @@ def check_host_path(path: str, type_: str, *, create: bool, volume: str) -> str:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def make_dirs_inside(root: str, relative: str, mode: int = 0o755) -> None:
-    """Create the directory `relative` below `root` one component at a time, each made with mkdirat
-    and opened with O_NOFOLLOW from its parent's descriptor (as the kubelet's doSafeMakeDir): a
-    symlink a container swaps in meanwhile is never followed, so nothing is made outside the
-    volume. OSError (ELOOP or ENOTDIR) when a component is not a plain directory."""
-    flags = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-    fd = os.open(root, flags)
-    try:
-        for name in [part for part in relative.split("/") if part not in ("", ".")]:
-            if name == "..":
-                raise OSError(errno.EINVAL, f"{relative}: '..' is not allowed")
-            try:
-                os.mkdir(name, mode, dir_fd=fd)
-            except FileExistsError:
-                pass
-            child = os.open(name, flags, dir_fd=fd)   # ENOTDIR or ELOOP for a symlink
-            os.close(fd)
-            fd = child
-            if not stat.S_ISDIR(os.fstat(fd).st_mode):
-                raise OSError(errno.ENOTDIR, f"{relative}: {name} is not a directory")
-    finally:
-        os.close(fd)
 
 
 def _inside(path: str, root: str) -> bool:

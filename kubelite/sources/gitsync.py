@@ -154,7 +154,7 @@ SYNC_META_KEY = "sync"
 def hold_sync_lock(root: Path) -> IO[str]:
     """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
     runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
-    statefiles.make_dirs(root)
+    statefiles.make_top(root)
     lock = open(root / "sync.lock", "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -315,7 +315,7 @@ class GitSync:
     # ------------------------------------------------------------------ steps
 
     def _ensure_repository(self) -> None:
-        statefiles.make_dirs(self.worktrees)
+        statefiles.make_dirs(self.worktrees, base=self.base.parent)
         if not (self.bare / "HEAD").is_file():
             if self.bare.exists():
                 shutil.rmtree(self.bare)

@@ -119,7 +119,7 @@ class Store:
     """The one owner of the database. Not thread-safe by design: one writer thread."""
 
     def __init__(self, root: Path) -> None:
-        statefiles.make_dirs(root)
+        statefiles.make_top(root)
         self.path = root / DB_NAME
         if self.path.exists() and self.path.stat().st_size == 0:
             log.warning("%s is empty (truncated?): rebuilding the state from the manifests and the running "
