@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -129,19 +130,19 @@ def arm(reg: BombRegistry, where: str, bomb: bytes) -> str:
     """Put a bomb where named; returns the line the pull must fail with (a regex)."""
     if where == "ping":
         reg.routes["/v2/"] = Answer(body=bomb, headers=GZIP)
-        return rf"^error: {reg.host}/app:v1: the answer of the registry {reg.host} to GET /v2/ is larger than 1 MiB"
+        return rf"^error: {reg.host}/app:v1: the answer of the registry {reg.host} to GET /v2/ is larger than 1Mi"
     if where == "error":
         reg.routes["/v2/app/manifests/v1"] = Answer(404, bomb, GZIP)
-        return (rf"^error: {reg.host}/app:v1: not found \(the registry's error message is larger than 64 KiB "
+        return (rf"^error: {reg.host}/app:v1: not found \(the registry's error message is larger than 64Ki "
                 "once decompressed: not read\\)$")
     if where == "token":
         realm = f"http://{reg.host}/token"
         reg.routes["/v2/"] = Answer(401, b"{}", {"WWW-Authenticate": f'Bearer realm="{realm}",service="bombs"'})
         reg.routes["/token"] = Answer(body=bomb, headers=GZIP)
-        return rf"^error: {reg.host}/app:v1: the answer of the token service {realm} is larger than 1 MiB"
+        return rf"^error: {reg.host}/app:v1: the answer of the token service {realm} is larger than 1Mi"
     assert where == "manifest"
     reg.routes["/v2/app/manifests/v1"] = Answer(body=bomb, headers=GZIP_MANIFEST)
-    return rf"^error: {reg.host}/app:v1: the manifest is larger than 4 MiB"
+    return rf"^error: {reg.host}/app:v1: the manifest is larger than 4Mi"
 
 
 @pytest.mark.parametrize("where", ["ping", "error", "token", "manifest"])
@@ -192,7 +193,7 @@ def test_a_manifest_over_4_mib_is_refused_without_compression_too(tmp_path, reg)
     big = json.dumps({"schemaVersion": 2, "padding": "x" * (4 * MIB)}).encode()
     reg.routes["/v2/app/manifests/v1"] = Answer(body=big, headers={"Content-Type": registry.MEDIA_OCI_MANIFEST},
                                                 length=False)
-    with pytest.raises(PullError, match=rf"^{reg.host}/app:v1: the manifest is larger than 4 MiB once decompressed: "
+    with pytest.raises(PullError, match=rf"^{reg.host}/app:v1: the manifest is larger than 4Mi once decompressed: "
                                         "refusing it$"):
         registry.pull(ImageStore(tmp_path), f"{reg.host}/app:v1")
     assert leftovers(tmp_path) == []
@@ -341,3 +342,84 @@ def test_the_flags_give_the_limits_to_the_pull():
             registry_config(_parser().parse_args(["image", "pull", f"--image-max-layer-size={bad}", "x"]))
     with pytest.raises(UsageError, match="--image-gc-high-threshold"):
         registry_config(_parser().parse_args(["image", "pull", "--image-gc-high-threshold", "101", "x"]))
+
+
+# ------------------------------------------------------------------------- redirects
+
+
+def _blob_paths(reg: BombRegistry, repo: str = "app") -> tuple[str, str]:
+    """The config's and the layer's blob paths of `small_image`."""
+    manifest = json.loads(reg.routes[f"/v2/{repo}/manifests/v1"].body)
+    return (f"/v2/{repo}/blobs/{manifest['config']['digest']}",
+            f"/v2/{repo}/blobs/{manifest['layers'][0]['digest']}")
+
+
+def redirect(reg: BombRegistry, path: str, to: str, *, status: int = 307, body: bytes = b"",
+             headers: dict[str, str] | None = None) -> str:
+    """Move the answer at `path` to `to` (a path on this registry, or a URL) behind a redirect; returns `to`."""
+    if to.startswith("/"):
+        reg.routes[to] = reg.routes[path]
+    reg.routes[path] = Answer(status, body, {"Location": to, **(headers or {})})
+    return to
+
+
+def test_a_redirect_with_a_gzip_bomb_body_is_never_read(tmp_path, reg, json_bomb):
+    """A registry (or a CDN) that sends 2 GiB of gzip with its redirect: the body is closed unread."""
+    small_image(reg)
+    config_path, layer_path = _blob_paths(reg)
+    redirect(reg, config_path, "/cdn/config", status=302, body=json_bomb, headers=GZIP)
+    redirect(reg, layer_path, "/cdn/layer", body=json_bomb, headers=GZIP)
+    run, rss_mib, seconds = pull_command(tmp_path, f"{reg.host}/app:v1")
+    assert run.returncode == 0, run.stderr
+    assert rss_mib < RSS_LIMIT_MIB, f"peak RSS {rss_mib} MiB"
+    assert seconds < 20
+    assert reg.asked.count("/cdn/config") == 1 and reg.asked.count("/cdn/layer") == 1
+
+
+def test_a_redirect_loop_fails_with_a_clear_message(tmp_path, reg):
+    small_image(reg)
+    path = "/v2/app/manifests/v1"
+    redirect(reg, path, "/elsewhere")
+    reg.routes["/elsewhere"] = Answer(302, b"", {"Location": f"http://{reg.host}{path}"})
+    with pytest.raises(PullError, match=rf"^the registry {reg.host} redirected http://{reg.host}/(v2/app/manifests/v1|"
+                                        r"elsewhere) more than 10 times \(a redirect loop\?\): giving up$"):
+        registry.pull(ImageStore(tmp_path), f"{reg.host}/app:v1")
+    assert len(reg.asked) - reg.asked.count("/v2/") == 11   # the request, and ten redirects followed
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize("location, message", [
+    ("ftp://127.0.0.1/blob", "to a ftp: URL: only http and https are followed"),
+    ("file:///etc/passwd", "to a file: URL: only http and https are followed"),
+    ("https:///blob", "to a URL without a host")])
+def test_a_redirect_to_anything_but_http_is_refused(tmp_path, reg, location, message):
+    small_image(reg)
+    config_path, _ = _blob_paths(reg)
+    reg.routes[config_path] = Answer(302, b"", {"Location": location})
+    with pytest.raises(PullError, match=rf"^the registry {reg.host} redirected http://{reg.host}{config_path} "
+                                        + re.escape(message)):
+        registry.pull(ImageStore(tmp_path), f"{reg.host}/app:v1")
+
+
+def test_the_token_follows_a_redirect_on_the_same_host_and_never_to_another(tmp_path, reg):
+    """Blobs sent to a CDN (another host, or the same host on another port) go there without the
+    registry's token, as with Docker and containerd; a redirect within the registry keeps it."""
+    cdn = BombRegistry()
+    try:
+        small_image(reg)
+        reg.routes["/v2/"] = Answer(401, b"{}", {"WWW-Authenticate": f'Bearer realm="http://{reg.host}/token"'})
+        reg.routes["/token"] = Answer(body=b'{"token": "the-registry-token"}')
+        config_path, layer_path = _blob_paths(reg)
+        redirect(reg, config_path, "/same-host/config")
+        cdn.routes["/cdn/layer?sig=abc"] = reg.routes[layer_path]
+        cdn.routes["/cdn/layer"] = reg.routes[layer_path]
+        reg.routes[layer_path] = Answer(307, b"", {"Location": f"http://{cdn.host}/cdn/layer?sig=abc"})
+        result = registry.pull(ImageStore(tmp_path), f"{reg.host}/app:v1")
+        assert result.downloaded > 0
+        bearer = "Bearer the-registry-token"
+        assert reg.authorizations["/v2/app/manifests/v1"][-1] == bearer
+        assert reg.authorizations[config_path] == [bearer] and reg.authorizations["/same-host/config"] == [bearer]
+        assert reg.authorizations[layer_path] == [bearer]
+        assert cdn.authorizations["/cdn/layer"] == [None]
+    finally:
+        cdn.close()

@@ -13,6 +13,9 @@ Every answer read from a registry is bounded, counted after decompression (kubel
 `Content-Encoding: gzip` and `deflate` itself, at most a limit's worth, never a whole body): the
 `/v2/` ping and token answers at `ANSWER_MAX`, error messages at `ERROR_MAX` (beyond it the detail
 is left out), manifests and indexes at `MANIFEST_MAX`, image configs at their descriptor's size.
+Redirects are followed here, not by httpx (which reads a redirect's body whole): a redirect's body
+is never read, at most `MAX_REDIRECTS`, http and https only and never down from https, and the
+registry's credentials only to its own origin.
 Blobs are streamed to `<root>/images/downloads/<hex>.partial` while they are hashed, never held in
 memory, and never past the size their descriptor declares; a verified blob is renamed to `<hex>`.
 Each blob's download holds an flock on its partial file, so two pulls (threads or processes) of
@@ -48,7 +51,7 @@ import httpx
 import kubelite.statefiles as statefiles
 from kubelite.runtime import reference as references
 from kubelite.runtime.images import (DEFAULT_MAX_LAYER_BYTES, Image, ImageError, ImageStore, PulledLayer,
-                                     UnpackLimits, host_architecture)
+                                     UnpackLimits, format_size, host_architecture)
 
 #: Manifests and indexes larger than this (decoded) are refused: containerd's bound, and the
 #: distribution registry's own limit on what it accepts.
@@ -60,6 +63,9 @@ ANSWER_MAX = 1 << 20
 #: An error answer's body is read this far for its message (beyond it, the message is left out).
 ERROR_MAX = 64 << 10
 CHUNK = 1 << 20
+#: Redirects followed for one request, at most (as Go's HTTP client, which Docker and containerd use).
+MAX_REDIRECTS = 10
+_REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Raw bytes decoded at a time: a deflate stream expands at most ~1032:1, and decoding stops at the limit.
 _RAW_CHUNK = 64 << 10
 _ACCEPT_ENCODING = "gzip, deflate"
@@ -290,8 +296,9 @@ class _Registry:
         self.insecure = self.certs is None and (references.is_loopback(ref.registry)
                                                 or ref.registry in config.insecure)
         timeout = httpx.Timeout(config.timeout_s)
-        # only the encodings `_read_body` decodes with a bound (httpx would also offer zstd, unbounded)
-        self.client = httpx.Client(verify=self._verify(), timeout=timeout, follow_redirects=True,
+        # only the encodings `_read_body` decodes with a bound (httpx would also offer zstd, unbounded);
+        # redirects are followed by `_send`, which never reads their bodies (httpx would, whole)
+        self.client = httpx.Client(verify=self._verify(), timeout=timeout, follow_redirects=False,
                                    headers={"User-Agent": _USER_AGENT, "Accept-Encoding": _ACCEPT_ENCODING})
         self.base = f"https://{self.host}"
         self.authorization: str | None = None
@@ -327,10 +334,41 @@ class _Registry:
 
     # ------------------------------------------------------------------ requests
 
-    def _open(self, url: str, **kwargs: Any) -> httpx.Response:
-        """A streamed GET (the caller reads it with `_read_body` and closes it)."""
-        auth = kwargs.pop("auth", None)
-        return self.client.send(self.client.build_request("GET", url, **kwargs), stream=True, auth=auth)
+    def _open(self, url: str, *, headers: dict[str, str] | None = None, params: dict[str, str] | None = None,
+              auth: tuple[str, str] | None = None) -> httpx.Response:
+        """A streamed GET, its redirects followed (the caller reads it with `_read_body` and closes it).
+
+        A redirect's body is never read (the answer is closed unread), at most `MAX_REDIRECTS` are
+        followed, only to http or https — and never from https down to plain http but for a registry
+        reached over http already — and the credentials (`Authorization`, `auth`) go only to the
+        origin (scheme, host, port) they were meant for, as Docker and containerd do when a registry
+        sends a blob to a CDN. PullError when a redirect is refused; httpx errors as they come.
+        """
+        request = self.client.build_request("GET", url, headers=headers, params=params)
+        origin = _origin(request.url)
+        for hop in range(MAX_REDIRECTS + 1):
+            response = self.client.send(request, stream=True, auth=auth)
+            location = response.headers.get("location") if response.status_code in _REDIRECTS else None
+            if location is None:
+                return response
+            response.close()   # unread: a redirect's body is nobody's business
+            target = request.url.join(location)   # httpx refused an invalid one already (an HTTPError)
+            if hop == MAX_REDIRECTS:
+                raise PullError(f"the registry {self.host} redirected {_shown(request.url)} more than "
+                                f"{MAX_REDIRECTS} times (a redirect loop?): giving up")
+            if target.scheme not in ("http", "https"):
+                raise PullError(f"the registry {self.host} redirected {_shown(request.url)} to a {target.scheme}: "
+                                "URL: only http and https are followed")
+            if not target.host:
+                raise PullError(f"the registry {self.host} redirected {_shown(request.url)} to a URL without a host")
+            if target.scheme == "http" and request.url.scheme == "https":
+                raise PullError(f"the registry {self.host} redirected {_shown(request.url)} to {_shown(target)}, "
+                                "plain HTTP: refusing to leave HTTPS")
+            if _origin(target) != origin:   # another host (a CDN): the registry's credentials stay home
+                headers = {k: v for k, v in (headers or {}).items() if k.lower() != "authorization"}
+                auth = None
+            request = self.client.build_request("GET", target, headers=headers)
+        raise AssertionError("unreachable")
 
     def _ping(self) -> None:
         """GET /v2/: picks the scheme (HTTPS, then HTTP for an insecure registry) and learns the challenge."""
@@ -407,8 +445,7 @@ class _Registry:
             if self.authorization:
                 h["Authorization"] = self.authorization
             try:
-                response = self.client.send(self.client.build_request("GET", f"{self.base}{path}", headers=h),
-                                            stream=True)
+                response = self._open(f"{self.base}{path}", headers=h)
             except httpx.HTTPError as e:
                 raise PullError(f"cannot reach the registry {self.host}: {_network(e)}") from None
             if response.status_code != 401 or attempt == 2:
@@ -617,7 +654,7 @@ def _read_body(response: httpx.Response, limit: int, what: str, *, limit_text: s
     finally:
         response.close()
     if len(body) > limit:
-        raise PullError(f"{what} is larger than {limit_text or _size(limit)} once decompressed: refusing it")
+        raise PullError(f"{what} is larger than {limit_text or format_size(limit)} once decompressed: refusing it")
     return bytes(body)
 
 
@@ -668,12 +705,14 @@ class _Decoder:
         return bytes(out)
 
 
-def _size(n: int) -> str:
-    """A limit in words: 4 MiB, 64 KiB, 1000 bytes."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift} {unit}"
-    return f"{n} bytes"
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    """Scheme, host and port (the default one for the scheme when none is written)."""
+    return url.scheme, url.host, url.port or {"http": 80, "https": 443}.get(url.scheme)
+
+
+def _shown(url: httpx.URL) -> str:
+    """A URL for a message: without its query (a CDN's signed URL holds its signature there) or user info."""
+    return str(url.copy_with(query=None, fragment=None, username=None, password=None))
 
 
 def _network(e: Exception) -> str:
