@@ -1,7 +1,8 @@
 """Safe state on disk: the one place that writes a file atomically with a given mode without
-following symlinks, makes state directories owner-only, checks at start that the state root and run
-directory (and every parent) can be changed by no one but their owner, and tightens the modes of an
-installation made by an older kubelite.
+following symlinks, makes directories below a trusted one (owner-only for state, a volume's own modes
+for a subPath) one component at a time without following a symlink, checks at start that the state
+root and run directory (and the way to them from `/`) can be changed by no one but root, and
+tightens the modes of an installation made by an older kubelite (only the entries kubelite makes).
 
 Standard library only, so every layer may use it (like `kubelite.errors`).
 """
@@ -308,8 +309,8 @@ def _tighten_children(directory: Path, depth: int, changed: list[str], *, names:
 
 #: What kubelite makes directly in the state root and in the run directory (docs/architecture.md and
 #: docs/runtime.md list them): the only entries there whose modes it ever changes.
-ROOT_NAMES = frozenset({"kubelite.db", "kubelite.db-wal", "kubelite.db-shm", "kubelite.lock", "sync.lock",
-                        "api", "logs", "images", "pods", "git", "cni"})
+ROOT_NAMES = frozenset({"kubelite.db", "kubelite.db-wal", "kubelite.db-shm", "kubelite.db-journal", "kubelite.lock",
+                        "sync.lock", "api", "logs", "images", "pods", "git", "cni"})
 RUN_NAMES = frozenset({"runc", "exits", "sockets", "sandboxes", "containers", "netns", "cni"})
 
 

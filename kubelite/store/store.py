@@ -112,7 +112,6 @@ def _owner_only(path: Path) -> None:
         if exc.errno == errno.ELOOP:
             raise StoreError(f"{path} is a symlink: refused (kubelite never follows one in its state root)") from None
         log.debug("cannot restrict %s: %s", path, exc)   # a read-only or full file system: SQLite names it
-        log.debug("cannot restrict %s: %s", path, exc)
 
 
 class Store:
