@@ -26,11 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from kubelite.apiserver import auth
-from tests.apinode import REPO, wait_for
+from kubelite.apiserver import auth, limits
+from kubelite.apiserver.limits import Limits
+from tests.apinode import REPO, bare_api, tls_to, wait_for
 from tests.helpers import pod_doc
 
-HEADERS_TIMEOUT_S = 10.0   # the server's deadline (kubelite.apiserver.server.HEADERS_TIMEOUT_S)
+HEADERS_TIMEOUT_S = limits.HEADERS_TIMEOUT_S   # the served daemon's deadline
 
 
 def rss_kib(pid: int) -> int:
@@ -400,24 +401,11 @@ def test_clients_vanishing_mid_request_and_mid_stream_leave_nothing_behind(serve
 
 
 @pytest.fixture
-def quick(tmp_path, monkeypatch):
+def quick(tmp_path):
     """An ApiServer in this process with a 1 s idle timeout, a 2 s header deadline and room for one
     stream."""
-    from kubelite.apiserver import server
-    from kubelite.store.store import Store
-
-    monkeypatch.setattr(server, "IDLE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(server, "HEADERS_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(server, "MAX_STREAMS", 1)
-    Store(tmp_path / "state").close()
-    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="127.0.0.1", port=0,
-                           health=lambda: server.Health(True, "ok"))
-    api.start()
-    host, port = api.url.removeprefix("https://").rsplit(":", 1)
-    api.client_context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
-    api.host, api.port = host, int(port)
-    yield api
-    api.close()
+    with bare_api(tmp_path, limits=Limits(idle_timeout_s=1.0, headers_timeout_s=2.0, max_streams=1)) as api:
+        yield api
 
 
 def _request(api, sock: ssl.SSLSocket, path: str) -> bytes:
@@ -426,8 +414,7 @@ def _request(api, sock: ssl.SSLSocket, path: str) -> bytes:
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(quick):
-    sock = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                     server_hostname=quick.host)
+    sock = tls_to(quick)
     try:
         assert _request(quick, sock, "/healthz").startswith(b"HTTP/1.1 200 ")
         time.sleep(0.5)
@@ -441,8 +428,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(quick):
 
 
 def test_a_body_trickled_by_a_token_holder_is_cut_at_the_deadline(quick):
-    sock = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                            server_hostname=quick.host)
+    sock = tls_to(quick)
     try:
         sock.sendall(b"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews HTTP/1.1\r\nHost: x\r\n"
                      + f"Authorization: Bearer {quick.token}\r\nContent-Type: application/json\r\n".encode()
@@ -457,12 +443,10 @@ def test_a_body_trickled_by_a_token_holder_is_cut_at_the_deadline(quick):
 
 
 def test_streams_are_capped_apart_from_connections(quick):
-    first = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                      server_hostname=quick.host)
+    first = tls_to(quick)
     try:
         assert _request(quick, first, "/api/v1/pods?watch=true").startswith(b"HTTP/1.1 200 ")
-        second = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                           server_hostname=quick.host)
+        second = tls_to(quick)
         try:
             code, headers, status = status_of(_request(quick, second, "/api/v1/pods?watch=true"))
             assert (code, status["reason"], headers.get("retry-after")) == (429, "TooManyRequests", "1")
@@ -477,24 +461,25 @@ def test_streams_are_capped_apart_from_connections(quick):
 def test_the_connection_cap_follows_the_descriptor_limit(monkeypatch):
     import resource
 
-    from kubelite.apiserver import server
-
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
-    assert server.connection_cap() == 1024 - server.RESERVED_DESCRIPTORS
+    assert limits.connection_cap() == 1024 - limits.RESERVED_DESCRIPTORS
+    assert limits.connection_cap(2) == 2
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 20, 1 << 20))
-    assert server.connection_cap() == server.MAX_CONNECTIONS
+    assert limits.connection_cap() == limits.MAX_CONNECTIONS
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100, 100))
+    assert limits.connection_cap() == limits.MIN_CONNECTIONS
 
 
 def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed(tmp_path, monkeypatch, caplog):
     from kubelite.agent import daemon
     from kubelite.agent.agent import AgentConfig
-    from kubelite.apiserver import server
+    from kubelite.apiserver import serving
     from tests.helpers import free_port
 
     async def broken(api):
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(server._Serving, "start", broken)
+    monkeypatch.setattr(serving.Serving, "start", broken)
     port = free_port()
     options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
                                                     node_name="node1"),
