@@ -108,23 +108,24 @@ class ApiNode:
         return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env(), cwd=REPO,
                               capture_output=True, text=True, timeout=30)
 
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("https://").rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
+
     def request(self, path: str, *, token: str | None = "", method: str = "GET", accept: str | None = None,
                 timeout: float = 10) -> tuple[int, bytes]:
         """One HTTPS request; token "" means this node's token, None means none."""
-        context = ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
-        host, port = self.url.removeprefix("https://").rsplit(":", 1)
-        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=timeout)
-        headers = {}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token or self.token}"
-        if accept:
-            headers["Accept"] = accept
-        try:
-            conn.request(method, path, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        code, _, body = get_from(self, path, token=token, method=method, timeout=timeout,
+                                 headers={"Accept": accept} if accept else None)
+        return code, body
 
     def json(self, path: str, **kw: Any) -> Any:
         code, body = self.request(path, **kw)
@@ -213,13 +214,16 @@ def tls_to(api: Any, timeout: float = 10) -> ssl.SSLSocket:
                                           server_hostname=api.host)
 
 
-def get_from(api: Any, path: str, *, token: str | None = "", method: str = "GET",
-             timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    """One request on a connection of its own; token "" means the server's token, None means none."""
+def get_from(api: Any, path: str, *, token: str | None = "", method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request on a connection of its own to anything with `host`, `port`, `client_context` and
+    `token`; token "" means that token, None means none."""
     conn = http.client.HTTPSConnection(api.host, api.port, context=api.client_context, timeout=timeout)
     try:
-        headers = {} if token is None else {"Authorization": f"Bearer {token or api.token}"}
-        conn.request(method, path, headers=headers)
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token or api.token}"
+        conn.request(method, path, body=body, headers=headers)
         response = conn.getresponse()
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:

@@ -6,8 +6,10 @@ connection that has not yet completed a request head (anonymous by definition: i
 token) is closed to make room, so clients that send nothing can never hold the cap. `start_tls`
 runs the server side of the handshake with a small read buffer. `Connection` is aiohttp's HTTP/1.1
 handling plus what aiohttp lacks: a deadline for each request head, a bound on a head's size,
-`Status`-shaped answers to requests that cannot be parsed (one debug line, never a traceback), and
-a short close for connections that are not kept alive.
+`Status`-shaped answers to requests that cannot be parsed (one debug line, never a traceback) and
+to errors of the server's own (a 500 and one error line naming the request), and a short close for
+connections that are not kept alive: an anonymous client's connection is dropped `close_grace_s`
+after its answer, whether or not it sends its TLS goodbye.
 
 Depends on two details inside asyncio and aiohttp, kept to these and checked by
 `tests/test_apiserver_abuse.py`: `asyncio.sslproto.SSLProtocol` (its constructor, `max_size` and
@@ -62,13 +64,26 @@ def loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None
         log.warning("API: %s: %s: %s", context.get("message"), type(exc).__name__, exc)
 
 
-def first_line(text: str) -> str:
-    """The first non-blank line of a message, at most 200 characters."""
-    return next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
-
-
 def peer(address: Any) -> str:
     return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+def request_line(request: web.BaseRequest) -> str:
+    """The request line as the client sent it, quoted, its non-printable characters escaped: one line
+    in the log whatever the client sent."""
+    version = request.version
+    line = f"{request.method} {request.raw_path} HTTP/{version.major}.{version.minor}"
+    return '"' + repr(line)[1:-1] + '"'
+
+
+def internal_error(request: web.BaseRequest, exc: BaseException) -> web.Response:
+    """The answer to an error of this server's own inside a request: a `Status` 500 without a
+    traceback, the connection closed, and one error line naming the request (the traceback only at
+    debug level)."""
+    body = objects.internal_error(exc)
+    log.error("API: %s failed: %s", request_line(request), repr(body["message"])[1:-1])
+    log.debug("API: %s failed", request_line(request), exc_info=exc)
+    return closing(status_response(500, body))
 
 
 # ---------------------------------------------------------------------- the cap
@@ -92,8 +107,8 @@ class Slot:
             self.guard.waiting.pop(self, None)
 
     def evict(self) -> None:
-        log.debug("API: %s closed to make room: no request within its first %d connections' time",
-                  peer(self.transport.get_extra_info("peername")), self.guard.cap)
+        log.debug("API: %s closed before its first request: %d connections open, room made for a new one",
+                  peer(self.transport.get_extra_info("peername")), self.guard.open)
         self.transport.abort()   # the TCP socket itself: no TLS goodbye to wait for
         self.release()
 
@@ -111,8 +126,10 @@ class Guard:
 
     def admit(self, transport: asyncio.Transport) -> Slot | None:
         if self.open >= self.cap:
-            log.debug("API: connection refused: %d connections open", self.open)
-            return None
+            if not self.waiting:
+                log.debug("API: connection refused: %d connections open, each past its first request", self.open)
+                return None
+            next(iter(self.waiting)).evict()
         slot = Slot(self, transport)
         self.open += 1
         self.waiting[slot] = None
@@ -194,6 +211,8 @@ class Connection(web_protocol.RequestHandler):
                  **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self.slot, self.limits, self._accepted_at = slot, limits, accepted_at
+        #: Whether a request on this connection carried the token (only then is it kept alive).
+        self.authenticated = False
         self._head_timer: asyncio.TimerHandle | None = None
         self._awaiting_head = True
         self._head_bytes = 0
@@ -204,7 +223,11 @@ class Connection(web_protocol.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._made = True
         super().connection_made(transport)
-        self._arm(self._accepted_at + self.limits.headers_timeout_s)
+        # TLS 1.3 can deliver the first request with the handshake, before this call: its head may be
+        # parsed (and, where tasks start eagerly, already answered); the deadline is for a first
+        # head still awaited, never for a kept-alive connection's idle time
+        if self._awaiting_head and self._request_count == 0:
+            self._arm(self._accepted_at + self.limits.headers_timeout_s)
 
     def data_received(self, data: bytes) -> None:
         if self._awaiting_head:
@@ -223,6 +246,7 @@ class Connection(web_protocol.RequestHandler):
             self.head_received()
 
     def head_received(self) -> None:
+        self.slot.head_completed()
         self._awaiting_head = False
         self._head_bytes = 0
         if self._head_timer is not None:
@@ -235,10 +259,10 @@ class Connection(web_protocol.RequestHandler):
             return await super().finish_response(request, resp, start_time)
         finally:
             self._awaiting_head = True   # the next request's deadline starts with its first byte
-            if ((resp.status >= 400 and not resp.keep_alive) or not request.content.is_eof()) \
-                    and self.transport is not None:
-                # a refusal that closes, or a body left unread: read nothing more, and do not wait
-                # on a TLS goodbye from a client that may still be sending
+            closes = not resp.keep_alive and (resp.status >= 400 or not self.authenticated)
+            if (closes or not request.content.is_eof()) and self.transport is not None:
+                # a refusal or an anonymous answer that closes, or a body left unread: read nothing
+                # more, and do not wait on a TLS goodbye from a client that may never send it
                 transport = self.transport
                 transport.pause_reading()
                 self._loop.call_later(self.limits.close_grace_s, transport.abort)
@@ -269,20 +293,23 @@ class Connection(web_protocol.RequestHandler):
 
     def handle_error(self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None,
                      message: str | None = None) -> web.StreamResponse:
-        reason = {400: "BadRequest", 413: "RequestEntityTooLarge", 431: "BadRequest"}.get(status, "InternalError")
-        text = first_line(message or (str(exc) if exc is not None else "")) or reason
-        if status == 500:
-            log.error("API: %r %r failed: %s: %r", request.method, request.path, type(exc).__name__, text)
-        else:   # one line, whatever the client sent: the parser's message is quoted, not copied
-            log.debug("API: bad request from %s: %r", request.remote, text)
         if request.writer.output_size > 0:
+            log.debug("API: %s failed after its answer began: %r", request_line(request), exc)
             raise ConnectionResetError("the response began: the connection is closed instead")
-        if status != 500:
-            text = f"the request could not be parsed: {text}"
+        if status >= 500:
+            return internal_error(request, exc or RuntimeError(message or "the request failed"))
+        reason = {413: "RequestEntityTooLarge"}.get(status, "BadRequest")
+        text = objects.first_line(message or (str(exc) if exc is not None else "")) or reason
+        # one line, whatever the client sent: the parser's message is quoted, not copied
+        log.debug("API: bad request from %s: %r", request.remote, text)
         if request.version < HttpVersion11:   # a head that could not be parsed: answer as HTTP/1.1, as Go does
-            request._version = HttpVersion11   # noqa: SLF001
-            request._cache.pop("version", None)   # noqa: SLF001 — the property caches what it read
-        return closing(status_response(status, objects.status(status, reason, text)))
+            try:
+                request._version = HttpVersion11   # noqa: SLF001
+                request._cache.pop("version", None)   # noqa: SLF001 — the property caches what it read
+            except AttributeError:   # aiohttp changed: the answer says the version the parser left
+                pass
+        return closing(status_response(status, objects.status(
+            status, reason, f"the request could not be parsed: {text}")))
 
     def log_exception(self, *args: Any, **kw: Any) -> None:
         exc = kw.get("exc_info")

@@ -91,7 +91,7 @@ class Call:
                  body: bytes, authorized: bool, request_line: str = "") -> None:
         self.api, self.method, self.path, self.query = api, method, path, query
         self.headers, self.body, self.authorized = headers, body, authorized
-        self.request_line = request_line or f"{method} {path}"
+        self.request_line = request_line or f'"{method} {path}"'
 
     def answer(self) -> "Reply | Stream":
         try:
@@ -103,9 +103,10 @@ class Call:
                 body = objects.status(400, "BadRequest", str(exc))
             elif isinstance(exc, KubeliteError):
                 body = objects.status(500, "InternalError", str(exc))
-            else:
-                log.exception("API: %s %s failed", self.method, self.path)
-                body = objects.status(500, "InternalError", f"{type(exc).__name__}: {exc}")
+            else:   # one line naming the request; the traceback only at debug level
+                body = objects.internal_error(exc)
+                log.error("API: %s failed: %s", self.request_line, repr(body["message"])[1:-1])
+                log.debug("API: %s failed", self.request_line, exc_info=exc)
             return Reply(body["code"], "application/json", _dumps(body), close=body["code"] >= 500)
 
     def _answer(self) -> "Reply | Stream":

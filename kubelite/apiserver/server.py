@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.apiserver import auth, feed, metrics, objects, tls
+from kubelite.apiserver import auth, feed, limits, metrics, objects, tls
 from kubelite.apiserver import node as nodes
 from kubelite.apiserver.connections import loop_error
 from kubelite.apiserver.limits import Limits
@@ -91,6 +91,8 @@ class ApiServer:
         return Reader(self.root)
 
     def start(self) -> str:
+        descriptors = limits.raise_descriptor_limit()
+        log.debug("API: open-files limit %d: at most %d connections", descriptors, self.limits.cap())
         ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._loop.set_exception_handler(loop_error)

@@ -5,7 +5,8 @@ accepted one, and for each request: the token check that decides keep-alive (onl
 it: an answer to a request without it closes its connection), the body (only a
 SelfSubjectAccessReview has one) read up to the body limit and never past, the `Call` that computes
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
-`max_streams` at once; more are 429 TooManyRequests).
+`max_streams` at once; more are 429 TooManyRequests). An error of the server's own anywhere in it
+is a `Status` 500 and one error line naming the request, never aiohttp's own error page.
 
 The loop never blocks: every read of the state database, the watch feed's generator and the log
 files runs in a thread (a small pool for plain reads, one thread per open stream); the loop only
@@ -23,8 +24,8 @@ from urllib.parse import parse_qsl, urlsplit
 from aiohttp import web
 
 from kubelite.apiserver import auth, objects
-from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing, start_tls,
-                                            status_response)
+from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
+                                            internal_error, request_line, start_tls, status_response)
 from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
 
 if TYPE_CHECKING:
@@ -113,11 +114,18 @@ class Serving:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
-        if isinstance(connection, Connection):
-            connection.head_received()
-        api = self.api
-        authorized = auth.authorized(request.headers.get("Authorization"), api.token)
-        response = await self._answer(request, authorized)
+        authorized = False
+        try:
+            if isinstance(connection, Connection):
+                connection.head_received()
+            authorized = auth.authorized(request.headers.get("Authorization"), self.api.token)
+            if authorized and isinstance(connection, Connection):
+                connection.authenticated = True
+            response = await self._answer(request, authorized)
+        except Exception as exc:  # noqa: BLE001 — an error of this server's own: a Status 500, never aiohttp's page
+            if request.writer.output_size > 0:
+                raise
+            response = internal_error(request, exc)
         response.headers["Server"] = SERVER
         if not authorized:   # only the token buys keep-alive: an anonymous client holds nothing after its answer
             response.force_close()
@@ -147,7 +155,8 @@ class Serving:
                     400, "BadRequest", f"the request body did not arrive within {limits.headers_timeout_s:g}s")))
             except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
                 return closing(status_response(400, objects.status(400, "BadRequest", "the request body was cut off")))
-        call = Call(self.api, request.method, path, query, request.headers, body, authorized)
+        call = Call(self.api, request.method, path, query, request.headers, body, authorized,
+                    request_line=request_line(request))
         result = await self.loop.run_in_executor(self.reads, call.answer)
         if isinstance(result, Stream):
             return await self._stream(request, result)
