@@ -520,7 +520,8 @@ def test_a_connection_that_completed_a_request_is_not_evicted_and_the_newcomer_i
         finally:
             for sock in kept:
                 sock.close()
-        wait_for(lambda: get_from(api, "/healthz")[0] == 200, what="a freed slot", timeout=10)
+        wait_for(lambda: _open_count(api) == 0, what="the slots to be freed", timeout=10)
+        assert get_from(api, "/healthz")[0] == 200
 
 
 def test_an_anonymous_client_that_never_says_goodbye_frees_its_slot_within_the_grace(tmp_path):
