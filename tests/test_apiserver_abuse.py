@@ -545,15 +545,14 @@ def test_an_anonymous_connection_frees_its_slot_at_once_or_within_the_grace(tmp_
 
 
 def test_the_descriptor_limit_is_raised_to_the_hard_limit():
-    script = ("import resource; from kubelite.apiserver import limits\n"
-              "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+    script = ("import json, resource; from kubelite.apiserver import limits\n"
+              "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
               "resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))\n"
-              "print(limits.raise_descriptor_limit(), resource.getrlimit(resource.RLIMIT_NOFILE), hard)")
+              "print(json.dumps([limits.raise_descriptor_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE)]))")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=30)
-    raised, now, hard = out.stdout.strip().rsplit(" ", 1)[0], out.stdout.split("(")[1].split(")")[0], \
-        out.stdout.split()[-1]
     assert out.returncode == 0, out.stderr
-    assert raised.split()[0] == hard and now.replace(" ", "") == f"{hard},{hard}", out.stdout
+    raised, soft, hard = json.loads(out.stdout)
+    assert raised == soft == hard, out.stdout
 
 
 def test_the_served_daemon_runs_with_its_soft_descriptor_limit_raised(served):

@@ -114,7 +114,8 @@ def internal_error(exc: BaseException) -> dict[str, Any]:
     """The Status of an error of the server's own, as the API server's InternalError: the error's
     type and the first line of its message, never a traceback."""
     text = first_line(str(exc))
-    return status(500, "InternalError", f"Internal error occurred: {type(exc).__name__}" + (f": {text}" if text else ""))
+    message = f"Internal error occurred: {type(exc).__name__}" + (f": {text}" if text else "")
+    return status(500, "InternalError", message)
 
 
 def first_line(text: str) -> str:
