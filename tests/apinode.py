@@ -1,15 +1,18 @@
 """A node that serves its Kubernetes API, for tests that read it with kubectl, the Python client and
 a Prometheus parser: `kubelite serve` (the daemon's `serve()`) on a thread with the simulated
-runtime and the API on a free loopback port, plus helpers to run kubectl against it.
+runtime and the API on a free loopback port, plus helpers to run kubectl against it; and an
+`ApiServer` alone over an empty store (`bare_api`), with the clients tests use to reach it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
 import queue
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -17,13 +20,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import yaml
 
 from kubelite.agent.agent import AgentConfig
 from kubelite.agent.daemon import ApiOptions, ServeOptions, serve
 from kubelite.apiserver import auth
+from kubelite.apiserver.limits import Limits
 from kubelite.core.types import BackoffPolicy
 from tests.real import wait_for
 
@@ -104,23 +108,24 @@ class ApiNode:
         return subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=self.env(), cwd=REPO,
                               capture_output=True, text=True, timeout=30)
 
+    @property
+    def host(self) -> str:
+        return self.url.removeprefix("https://").rsplit(":", 1)[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    @property
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
+
     def request(self, path: str, *, token: str | None = "", method: str = "GET", accept: str | None = None,
                 timeout: float = 10) -> tuple[int, bytes]:
         """One HTTPS request; token "" means this node's token, None means none."""
-        context = ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
-        host, port = self.url.removeprefix("https://").rsplit(":", 1)
-        conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=timeout)
-        headers = {}
-        if token is not None:
-            headers["Authorization"] = f"Bearer {token or self.token}"
-        if accept:
-            headers["Accept"] = accept
-        try:
-            conn.request(method, path, headers=headers)
-            response = conn.getresponse()
-            return response.status, response.read()
-        finally:
-            conn.close()
+        code, _, body = get_from(self, path, token=token, method=method, timeout=timeout,
+                                 headers={"Accept": accept} if accept else None)
+        return code, body
 
     def json(self, path: str, **kw: Any) -> Any:
         code, body = self.request(path, **kw)
@@ -177,3 +182,49 @@ class Stream:
         if self.process.poll() is None:
             self.process.terminate()
         self.process.wait(timeout=10)
+
+
+# ---------------------------------------------------------------------- an ApiServer alone
+
+
+@contextlib.contextmanager
+def bare_api(base: Path, *, limits: Limits = Limits(), host: str = "127.0.0.1",
+             health: Callable[[], Any] | None = None) -> Iterator[Any]:
+    """An ApiServer on a free port of `host` over an empty store under `base`, with `limits`;
+    closed at the end. `api.host`, `api.port` and `api.client_context` are what clients need."""
+    from kubelite.apiserver import server
+    from kubelite.store.store import Store
+
+    Store(base / "state").close()
+    api = server.ApiServer(root=base / "state", node_name="node1", runtime="fake", host=host, port=0,
+                           health=health or (lambda: server.Health(True, "ok")), limits=limits)
+    api.start()
+    try:
+        address, port = api.url.removeprefix("https://").rsplit(":", 1)
+        api.host, api.port = address.strip("[]"), int(port)
+        api.client_context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
+        yield api
+    finally:
+        api.close()
+
+
+def tls_to(api: Any, timeout: float = 10) -> ssl.SSLSocket:
+    """A TLS connection to a bare_api, handshake done, nothing sent."""
+    return api.client_context.wrap_socket(socket.create_connection((api.host, api.port), timeout=timeout),
+                                          server_hostname=api.host)
+
+
+def get_from(api: Any, path: str, *, token: str | None = "", method: str = "GET", body: bytes | None = None,
+             headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    """One request on a connection of its own to anything with `host`, `port`, `client_context` and
+    `token`; token "" means that token, None means none."""
+    conn = http.client.HTTPSConnection(api.host, api.port, context=api.client_context, timeout=timeout)
+    try:
+        headers = dict(headers or {})
+        if token is not None:
+            headers["Authorization"] = f"Bearer {token or api.token}"
+        conn.request(method, path, body=body, headers=headers)
+        response = conn.getresponse()
+        return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+    finally:
+        conn.close()

@@ -17,7 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubelite.apiserver import auth
-from tests.apinode import ApiNode, require_kubectl, wait_for
+from kubelite.apiserver.limits import Limits
+from tests.apinode import ApiNode, bare_api, get_from, require_kubectl, tls_to, wait_for
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
@@ -742,10 +743,10 @@ def _event(kind: str, phase: str, previous: str | None):
     ("DELETED", "Failed", "Failed", None),
 ])
 def test_a_filtered_watch_decides_from_the_object_before_and_after(kind, phase, previous, seen):
-    from kubelite.apiserver import selectors, server
+    from kubelite.apiserver import routes, selectors
 
     running = selectors.matcher(None, "status.phase=Running", "pods")
-    assert server.seen_as(_event(kind, phase, previous), running) == seen
+    assert routes.seen_as(_event(kind, phase, previous), running) == seen
 
 
 def test_a_filtered_watch_resumed_from_a_list_sees_a_pod_leave_its_selector(fresh):
@@ -782,30 +783,20 @@ def test_a_filtered_watch_resumed_from_a_list_sees_a_pod_leave_its_selector(fres
 
 
 @pytest.fixture
-def bare(tmp_path, monkeypatch):
-    """An ApiServer alone on a loopback port over an empty store; `bare.health_state` sets /readyz."""
+def bare(tmp_path):
+    """An ApiServer alone on a loopback port over an empty store, with a 0.5 s header deadline;
+    `bare.state["health"]` sets /readyz."""
     from kubelite.apiserver import server
-    from kubelite.store.store import Store
 
-    monkeypatch.setattr(server, "MAX_CONNECTIONS", 2)
-    monkeypatch.setattr(server, "HEADERS_TIMEOUT_S", 0.5)
-    Store(tmp_path / "state").close()
     state = {"health": server.Health(True, "ok")}
-    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="127.0.0.1", port=0,
-                           health=lambda: state["health"])
-    api.start()
-    api.state = state
-    yield api
-    api.close()
+    with bare_api(tmp_path, limits=Limits(headers_timeout_s=0.5),
+                  health=lambda: state["health"]) as api:
+        api.state = state
+        yield api
 
 
 def _tls(api, timeout: float = 10):
-    import socket
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
-    host, port = api.url.removeprefix("https://").rsplit(":", 1)
-    return context.wrap_socket(socket.create_connection((host, int(port)), timeout=timeout), server_hostname=host)
+    return tls_to(api, timeout)
 
 
 def _closed(sock) -> bool:
@@ -819,34 +810,8 @@ def _closed(sock) -> bool:
 
 
 def _get(api, path: str, token: str | None = None) -> tuple[int, bytes]:
-    import http.client
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
-    host, port = api.url.removeprefix("https://").rsplit(":", 1)
-    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
-    try:
-        conn.request("GET", path, headers={"Authorization": f"Bearer {token or api.token}"})
-        response = conn.getresponse()
-        return response.status, response.read()
-    finally:
-        conn.close()
-
-
-def test_connections_over_the_cap_are_closed_and_a_slot_frees_when_one_ends(bare):
-    import socket
-
-    held = [_tls(bare), _tls(bare)]   # handshaken, idle: each holds a slot
-    host, port = bare.url.removeprefix("https://").rsplit(":", 1)
-    extra = socket.create_connection((host, int(port)), timeout=5)
-    try:
-        assert extra.recv(1) == b""   # closed at once, without a handshake
-    finally:
-        extra.close()
-    held.pop().close()
-    wait_for(lambda: _get(bare, "/healthz")[0] == 200, what="a freed slot", timeout=10)
-    for sock in held:
-        sock.close()
+    code, _, body = get_from(api, path, token=token or "")
+    return code, body
 
 
 def test_request_headers_must_arrive_within_the_deadline(bare):
@@ -875,8 +840,7 @@ def test_request_headers_must_arrive_within_the_deadline(bare):
 def test_a_plain_http_client_gets_no_traceback_on_stderr(bare, capfd):
     import socket
 
-    host, port = bare.url.removeprefix("https://").rsplit(":", 1)
-    plain = socket.create_connection((host, int(port)), timeout=5)
+    plain = socket.create_connection((bare.host, bare.port), timeout=5)
     try:
         plain.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         while plain.recv(4096):
@@ -984,19 +948,10 @@ def test_a_wildcard_address_is_recorded_as_the_loopback_address(host, url):
 
 def test_the_server_listens_on_ipv6_loopback_and_answers_head_without_a_body(tmp_path):
     import http.client
-    import ssl
 
-    from kubelite.apiserver import server
-    from kubelite.store.store import Store
-
-    Store(tmp_path / "state").close()
-    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="::1", port=0,
-                           health=lambda: server.Health(True, "ok"))
-    api.start()
-    try:
+    with bare_api(tmp_path, host="::1") as api:
         assert api.url.startswith("https://[::1]:")
-        context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
-        conn = http.client.HTTPSConnection("::1", int(api.url.rsplit(":", 1)[1]), context=context, timeout=10)
+        conn = http.client.HTTPSConnection(api.host, api.port, context=api.client_context, timeout=10)
         try:
             headers = {"Authorization": f"Bearer {api.token}"}
             conn.request("GET", "/api/v1/pods", headers=headers)
@@ -1009,8 +964,6 @@ def test_the_server_listens_on_ipv6_loopback_and_answers_head_without_a_body(tmp
             assert int(head.getheader("Content-Length")) == len(body)
         finally:
             conn.close()
-    finally:
-        api.close()
 
 
 def test_a_header_that_is_not_utf8_is_not_the_token():

@@ -11,7 +11,7 @@ time and closes what it opened.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import os
 import signal
@@ -26,11 +26,20 @@ from pathlib import Path
 
 import pytest
 
-from kubelite.apiserver import auth
-from tests.apinode import REPO, wait_for
+from kubelite.apiserver import auth, limits
+from kubelite.apiserver.limits import Limits
+from tests.apinode import REPO, bare_api, get_from, tls_to, wait_for
 from tests.helpers import pod_doc
 
-HEADERS_TIMEOUT_S = 10.0   # the server's deadline (kubelite.apiserver.server.HEADERS_TIMEOUT_S)
+HEADERS_TIMEOUT_S = limits.HEADERS_TIMEOUT_S   # the served daemon's deadline
+
+
+def _usual_descriptor_limit() -> None:
+    """The soft open-files limit most systems start a service with (1024), the hard one kept."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(1024, hard), hard))
 
 
 def rss_kib(pid: int) -> int:
@@ -57,12 +66,13 @@ class Served:
         self.log = open(self.log_path, "w")
         self.process = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake",
                                          "--node-name", "edge", "--api-address", "127.0.0.1:0", "--debug"],
-                                        env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+                                        env=env, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO,
+                                        preexec_fn=_usual_descriptor_limit)
         self.url = wait_for(lambda: auth.read_server(self.root), what="the API", timeout=30)
         self.token = auth.read_token(self.root) or ""
         host, port = self.url.removeprefix("https://").rsplit(":", 1)
         self.host, self.port = host, int(port)
-        self.context = ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
+        self.client_context = ssl.create_default_context(cafile=str(auth.api_dir(self.root) / "ca.crt"))
         wait_for(lambda: self.get("/api/v1/namespaces/default/pods/web")[0] == 200, what="the pod", timeout=30)
 
     def close(self) -> None:
@@ -81,20 +91,10 @@ class Served:
         return socket.create_connection((self.host, self.port), timeout=timeout)
 
     def tls(self, timeout: float = 20) -> ssl.SSLSocket:
-        return self.context.wrap_socket(self.tcp(timeout), server_hostname=self.host)
+        return tls_to(self, timeout)
 
-    def get(self, path: str, *, token: bool = True, method: str = "GET", body: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-        conn = http.client.HTTPSConnection(self.host, self.port, context=self.context, timeout=timeout)
-        try:
-            sent = dict(headers or {})
-            if token:
-                sent["Authorization"] = f"Bearer {self.token}"
-            conn.request(method, path, body=body, headers=sent)
-            response = conn.getresponse()
-            return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-        finally:
-            conn.close()
+    def get(self, path: str, *, token: bool = True, **kw) -> tuple[int, dict[str, str], bytes]:
+        return get_from(self, path, token="" if token else None, **kw)
 
     def raw(self, data: bytes, *, timeout: float = 10) -> bytes:
         """Send bytes over TLS as they are; everything the server answers until it closes."""
@@ -400,24 +400,11 @@ def test_clients_vanishing_mid_request_and_mid_stream_leave_nothing_behind(serve
 
 
 @pytest.fixture
-def quick(tmp_path, monkeypatch):
+def quick(tmp_path):
     """An ApiServer in this process with a 1 s idle timeout, a 2 s header deadline and room for one
     stream."""
-    from kubelite.apiserver import server
-    from kubelite.store.store import Store
-
-    monkeypatch.setattr(server, "IDLE_TIMEOUT_S", 1.0)
-    monkeypatch.setattr(server, "HEADERS_TIMEOUT_S", 2.0)
-    monkeypatch.setattr(server, "MAX_STREAMS", 1)
-    Store(tmp_path / "state").close()
-    api = server.ApiServer(root=tmp_path / "state", node_name="node1", runtime="fake", host="127.0.0.1", port=0,
-                           health=lambda: server.Health(True, "ok"))
-    api.start()
-    host, port = api.url.removeprefix("https://").rsplit(":", 1)
-    api.client_context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
-    api.host, api.port = host, int(port)
-    yield api
-    api.close()
+    with bare_api(tmp_path, limits=Limits(idle_timeout_s=1.0, headers_timeout_s=2.0, max_streams=1)) as api:
+        yield api
 
 
 def _request(api, sock: ssl.SSLSocket, path: str) -> bytes:
@@ -426,8 +413,7 @@ def _request(api, sock: ssl.SSLSocket, path: str) -> bytes:
 
 
 def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(quick):
-    sock = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                     server_hostname=quick.host)
+    sock = tls_to(quick)
     try:
         assert _request(quick, sock, "/healthz").startswith(b"HTTP/1.1 200 ")
         time.sleep(0.5)
@@ -441,8 +427,7 @@ def test_an_idle_kept_alive_connection_is_closed_after_the_idle_timeout(quick):
 
 
 def test_a_body_trickled_by_a_token_holder_is_cut_at_the_deadline(quick):
-    sock = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                            server_hostname=quick.host)
+    sock = tls_to(quick)
     try:
         sock.sendall(b"POST /apis/authorization.k8s.io/v1/selfsubjectaccessreviews HTTP/1.1\r\nHost: x\r\n"
                      + f"Authorization: Bearer {quick.token}\r\nContent-Type: application/json\r\n".encode()
@@ -457,12 +442,10 @@ def test_a_body_trickled_by_a_token_holder_is_cut_at_the_deadline(quick):
 
 
 def test_streams_are_capped_apart_from_connections(quick):
-    first = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                      server_hostname=quick.host)
+    first = tls_to(quick)
     try:
         assert _request(quick, first, "/api/v1/pods?watch=true").startswith(b"HTTP/1.1 200 ")
-        second = quick.client_context.wrap_socket(socket.create_connection((quick.host, quick.port), timeout=10),
-                                           server_hostname=quick.host)
+        second = tls_to(quick)
         try:
             code, headers, status = status_of(_request(quick, second, "/api/v1/pods?watch=true"))
             assert (code, status["reason"], headers.get("retry-after")) == (429, "TooManyRequests", "1")
@@ -477,24 +460,281 @@ def test_streams_are_capped_apart_from_connections(quick):
 def test_the_connection_cap_follows_the_descriptor_limit(monkeypatch):
     import resource
 
-    from kubelite.apiserver import server
-
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1024, 4096))
-    assert server.connection_cap() == 1024 - server.RESERVED_DESCRIPTORS
+    assert limits.connection_cap() == 1024 - limits.RESERVED_DESCRIPTORS
+    assert limits.connection_cap(2) == 2
     monkeypatch.setattr(resource, "getrlimit", lambda which: (1 << 20, 1 << 20))
-    assert server.connection_cap() == server.MAX_CONNECTIONS
+    assert limits.connection_cap() == limits.MAX_CONNECTIONS
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (100, 100))
+    assert limits.connection_cap() == limits.MIN_CONNECTIONS
+
+
+# ------------------------------------------------------------------ in-process: the cap, closing, errors
+
+
+def _open_count(api) -> int:
+    return api._serving.guard.open
+
+
+def test_silent_clients_at_the_cap_give_way_to_a_token_holder(tmp_path):
+    """With room for 4 connections, held full by clients that send nothing (without TLS, or after
+    the handshake), /healthz with the token answers at once, again and again: each newcomer closes
+    the oldest silent connection, and only that one."""
+    with bare_api(tmp_path, limits=Limits(max_connections=4, headers_timeout_s=10.0)) as api:
+        held: list[socket.socket] = []
+        try:
+            for _ in range(3):
+                while len(held) < 3 or _open_count(api) < 4:
+                    held.append(socket.create_connection((api.host, api.port), timeout=10) if len(held) % 2
+                                else tls_to(api))
+                    wait_for(lambda: _open_count(api) == min(4, len(held)), what="the connection counted",
+                             timeout=5)
+                started = time.monotonic()
+                code, _, body = get_from(api, "/healthz")
+                assert (code, body) == (200, b"ok") and time.monotonic() - started < 2
+                wait_for(lambda: _open_count(api) == 3, what="the request's connection to close", timeout=5)
+            for sock in held[:3]:   # the oldest three made room
+                sock.settimeout(2)
+                assert closed_by_peer(sock) == b""
+            for sock in held[3:]:   # the others still wait for their deadline
+                sock.settimeout(0.3)
+                assert closed_by_peer(sock) is None
+        finally:
+            for sock in held:
+                sock.close()
+
+
+def test_a_connection_that_completed_a_request_is_not_evicted_and_the_newcomer_is_refused(tmp_path):
+    with bare_api(tmp_path, limits=Limits(max_connections=2, headers_timeout_s=10.0)) as api:
+        kept = [tls_to(api) for _ in range(2)]
+        try:
+            for sock in kept:   # token holders, kept alive after their first request
+                assert _request(api, sock, "/healthz").startswith(b"HTTP/1.1 200 ")
+            extra = socket.create_connection((api.host, api.port), timeout=5)
+            try:
+                assert closed_by_peer(extra) == b""   # closed at accept, without a handshake
+            finally:
+                extra.close()
+            for sock in kept:
+                assert _request(api, sock, "/healthz").startswith(b"HTTP/1.1 200 ")
+        finally:
+            for sock in kept:
+                sock.close()
+        wait_for(lambda: _open_count(api) == 0, what="the slots to be freed", timeout=10)
+        assert get_from(api, "/healthz")[0] == 200
+
+
+@pytest.mark.parametrize("goodbye", [False, True])
+def test_an_anonymous_connection_frees_its_slot_at_once_or_within_the_grace(tmp_path, goodbye):
+    """An answer without the token closes its connection. A client that then closes its side frees
+    the slot at once; one that neither reads nor closes holds it for the close grace (1 s here), not
+    for the TLS shutdown timeout."""
+    with bare_api(tmp_path, limits=Limits(close_grace_s=1.0, headers_timeout_s=10.0)) as api:
+        sock = tls_to(api)
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200 ")
+            started = time.monotonic()
+            if goodbye:
+                sock.close()
+            wait_for(lambda: _open_count(api) == 0, what="the slot to be freed", timeout=8)
+            took = time.monotonic() - started
+            assert took < 0.5 if goodbye else 0.5 < took < 3, took
+        finally:
+            sock.close()
+
+
+def test_the_descriptor_limit_is_raised_to_the_hard_limit():
+    script = ("import json, resource; from kubelite.apiserver import limits\n"
+              "_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+              "resource.setrlimit(resource.RLIMIT_NOFILE, (min(512, hard), hard))\n"
+              "print(json.dumps([limits.raise_descriptor_limit(), *resource.getrlimit(resource.RLIMIT_NOFILE)]))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 0, out.stderr
+    raised, soft, hard = json.loads(out.stdout)
+    assert raised == soft == hard, out.stdout
+
+
+def test_the_served_daemon_runs_with_its_soft_descriptor_limit_raised(served):
+    limits_text = Path(f"/proc/{served.process.pid}/limits").read_text()
+    soft, hard = next(line.split()[3:5] for line in limits_text.splitlines() if line.startswith("Max open files"))
+    assert soft == hard, limits_text
+
+
+class _EarlyRequestClient:
+    """A TLS 1.3 client that sends its Finished and its first request in one segment, as a client with
+    data ready does: the server's TLS layer hands the request on before the handshake's waiter wakes."""
+
+    def __init__(self, api) -> None:
+        self.sock = socket.create_connection((api.host, api.port), timeout=10)
+        self.incoming, self.outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+        context = ssl.create_default_context(cafile=str(auth.api_dir(api.root) / "ca.crt"))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        self.tls = context.wrap_bio(self.incoming, self.outgoing, server_hostname=api.host)
+
+    def handshake_and_send(self, data: bytes) -> None:
+        while True:
+            try:
+                self.tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                if pending := self.outgoing.read():
+                    self.sock.sendall(pending)
+                self.incoming.write(self.sock.recv(65536))
+        self.tls.write(data)
+        self.sock.sendall(self.outgoing.read())   # Finished and the request together
+
+    def send(self, data: bytes) -> None:
+        self.tls.write(data)
+        self.sock.sendall(self.outgoing.read())
+
+    def answer(self) -> bytes:
+        """One answer (status line through a Content-Length body); b"" when the server closed."""
+        got = b""
+        while True:
+            try:
+                chunk = self.tls.read(65536)
+                got += chunk
+                head, sep, body = got.partition(b"\r\n\r\n")
+                if sep:
+                    length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), 0)
+                    if len(body) >= length:
+                        return got
+            except ssl.SSLWantReadError:
+                data = self.sock.recv(65536)
+                if not data:
+                    return got
+                self.incoming.write(data)
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError):
+                return got
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_kept_alive_tls_connection_whose_first_request_came_with_the_handshake_outlives_the_deadline(tmp_path):
+    with bare_api(tmp_path, limits=Limits(headers_timeout_s=1.0, idle_timeout_s=30.0)) as api:
+        client = _EarlyRequestClient(api)
+        request = f"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {api.token}\r\n\r\n".encode()
+        try:
+            client.handshake_and_send(request)
+            assert client.answer().startswith(b"HTTP/1.1 200 ")
+            time.sleep(1.6)   # past the head deadline, well within the idle time
+            client.send(request)
+            assert client.answer().startswith(b"HTTP/1.1 200 "), "the kept-alive connection was cut"
+        finally:
+            client.close()
+
+
+def test_a_first_head_parsed_before_connection_made_arms_no_deadline():
+    """What the test above does over the network, step by step: asyncio's TLS layer hands a request
+    that came with the handshake to the connection before `connection_made`; the deadline for a
+    first head must then not be armed, or it would cut the kept-alive connection later."""
+    from kubelite.apiserver import connections
+
+    class Transport(asyncio.Transport):
+        def get_extra_info(self, name, default=None):
+            return default
+
+        def is_closing(self):
+            return False
+
+        def close(self):
+            pass
+
+        def abort(self):
+            pass
+
+    async def early() -> tuple[object, bool]:
+        async def handler(request):
+            return connections.status_response(200, {})
+
+        manager = connections.Manager(handler, limits=Limits(headers_timeout_s=1.0))
+        transport = Transport()
+        slot = connections.Guard(4).admit(transport)
+        connection = manager.connection(slot=slot, accepted_at=asyncio.get_running_loop().time())
+        connection.data_received(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        connection.connection_made(transport)
+        armed = connection._head_timer
+        evictable = slot in slot.guard.waiting
+        connection.connection_lost(None)
+        return armed, evictable
+
+    armed, evictable = asyncio.run(early())
+    assert armed is None and not evictable
+
+
+def test_the_asyncio_and_aiohttp_internals_the_server_relies_on_are_still_there(tmp_path):
+    """Fails loudly when Python or aiohttp change what `connections` relies on (see its docstring):
+    the small TLS buffer would silently fall back to asyncio's 256 KiB, the head deadline or the
+    Status answers to unparsable heads would stop working."""
+    import inspect
+
+    from aiohttp import web_protocol
+
+    from kubelite.apiserver import connections
+
+    assert connections.SMALL_TLS_BUFFERS, "asyncio.sslproto.SSLProtocol changed: TLS falls back to loop.start_tls"
+    handler = web_protocol.RequestHandler
+    assert "_request_count" in handler.__slots__, "aiohttp's RequestHandler no longer counts parsed heads"
+    for method, parameters in (("data_received", ["self", "data"]),
+                               ("finish_response", ["self", "request", "resp", "start_time"]),
+                               ("handle_error", ["self", "request", "status", "exc", "message"]),
+                               ("connection_made", ["self", "transport"]),
+                               ("connection_lost", ["self", "exc"])):
+        assert list(inspect.signature(getattr(handler, method)).parameters) == parameters, method
+    with bare_api(tmp_path) as api:
+        sock = tls_to(api)
+        try:
+            assert _request(api, sock, "/healthz").startswith(b"HTTP/1.1 200 ")
+            (connection,) = api._serving.manager.connections
+            layer = connection.transport._ssl_protocol
+            assert type(layer) is connections.TlsProtocol and len(layer._ssl_buffer) == connections.TLS_BUFFER_BYTES
+        finally:
+            sock.close()
+    # an unparsable head is answered as HTTP/1.1 with a Status (aiohttp's request keeps its version)
+    with bare_api(tmp_path / "again") as api:
+        sock = tls_to(api)
+        try:
+            sock.sendall(b"NONSENSE\r\n\r\n")
+            assert read_all(sock).startswith(b"HTTP/1.1 400 ")
+        finally:
+            sock.close()
+
+
+@pytest.mark.parametrize("where", ["route", "request handling"])
+def test_an_error_inside_request_handling_is_a_status_500_and_one_error_line(tmp_path, monkeypatch, caplog, where):
+    from kubelite.apiserver import objects
+
+    def broken(*_a, **_k):
+        raise RuntimeError("the server broke\n  File \"x.py\", line 1")
+
+    monkeypatch.setattr(objects if where == "route" else auth, "version" if where == "route" else "authorized",
+                        broken)
+    caplog.set_level("DEBUG", logger="kubelite.api")
+    with bare_api(tmp_path) as api:
+        code, headers, body = get_from(api, "/version?x=1")
+    status = json.loads(body)
+    assert (code, status["kind"], status["reason"], status["code"]) == (500, "Status", "InternalError", 500), body
+    assert b"Traceback" not in body and b"x.py" not in body and headers["server"] == "kubelite"
+    errors = [r for r in caplog.records if r.levelname == "ERROR" and r.name == "kubelite.api"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert '"GET /version?x=1 HTTP/1.1"' in line and "RuntimeError" in line and "\n" not in line, line
+    assert errors[0].exc_info is None
 
 
 def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed(tmp_path, monkeypatch, caplog):
     from kubelite.agent import daemon
     from kubelite.agent.agent import AgentConfig
-    from kubelite.apiserver import server
+    from kubelite.apiserver import serving
     from tests.helpers import free_port
 
     async def broken(api):
         raise OSError(24, "Too many open files")
 
-    monkeypatch.setattr(server._Serving, "start", broken)
+    monkeypatch.setattr(serving.Serving, "start", broken)
     port = free_port()
     options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
                                                     node_name="node1"),

@@ -8,13 +8,13 @@ status from the store; writes nothing.
 
 from __future__ import annotations
 
-import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubelite.runtime.crilog as crilog
+from kubelite.apiserver import params
 
 FOLLOW_POLL_S = 0.2
 #: While following, the pod's status is read at most this often (to notice the attempt's end).
@@ -51,7 +51,8 @@ def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> P
 
 def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_pod: Callable[[], dict | None],
            closed: Callable[[], bool]) -> tuple[Path | None, Iterator[str]]:
-    """The log file and the text to send; raises LogRequestError for what the kubelet refuses."""
+    """The log file and the text to send; raises LogRequestError for what the kubelet refuses, and
+    params.InvalidParameter for an integer option out of range."""
     for key in _MINIMUM:   # options out of range are refused even when there is nothing to show
         _int(query, key)
     status = container_status(pod, query.get("container"))
@@ -73,22 +74,14 @@ def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_po
 
 #: The smallest value each integer option may have, as the API server validates PodLogOptions.
 _MINIMUM = {"tailLines": 0, "sinceSeconds": 1, "limitBytes": 1}
-_INT64_MAX = 2**63 - 1
 #: sinceSeconds beyond this (about 31 years) means every line; a datetime cannot go back 2**63 s.
 _SINCE_MAX_S = 10**9
 
 
 def _int(query: dict[str, str], key: str) -> int | None:
-    """An integer option as the API server parses it (decimal int64) and bounds it; else 400."""
-    if key not in query:
-        return None
-    text = query[key]
-    if not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
-        raise LogRequestError(f"{key}: must be an integer from {_MINIMUM[key]} to {_INT64_MAX}")
-    value = int(text)
-    if not _MINIMUM[key] <= value <= _INT64_MAX:
-        raise LogRequestError(f"{key}: must be an integer from {_MINIMUM[key]} to {_INT64_MAX}")
-    return value
+    """An integer option, bounded as the API server validates PodLogOptions (params.InvalidParameter
+    beyond)."""
+    return params.integer(query.get(key), name=key, minimum=_MINIMUM[key])
 
 
 def _lines(path: Path, status: dict[str, Any], query: dict[str, str], *, follow: bool,

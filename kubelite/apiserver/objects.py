@@ -110,6 +110,19 @@ def status(code: int, reason: str, message: str, *, kind: str | None = None, nam
     return body
 
 
+def internal_error(exc: BaseException) -> dict[str, Any]:
+    """The Status of an error of the server's own, as the API server's InternalError: the error's
+    type and the first line of its message, never a traceback."""
+    text = first_line(str(exc))
+    message = f"Internal error occurred: {type(exc).__name__}" + (f": {text}" if text else "")
+    return status(500, "InternalError", message)
+
+
+def first_line(text: str) -> str:
+    """The first non-blank line of a message, at most 200 characters."""
+    return next((line.strip()[:200] for line in text.splitlines() if line.strip()), "")
+
+
 def not_found(resource: str, name: str) -> dict[str, Any]:
     return status(404, "NotFound", f'{resource} "{name}" not found', kind=resource, name=name)
 
