@@ -21,6 +21,7 @@ from tests.simulated import simulated_node
 
 TESTS = Path(__file__).resolve().parent
 DOCS = TESTS.parent / "docs" / "manifests.md"
+TEST_SOURCES = "\n".join(path.read_text() for path in sorted(TESTS.glob("test_*.py")))
 
 #: Values for the warned fields kubelite's models carry (typed: any value would not do).
 SAMPLES: dict[str, Any] = {
@@ -91,11 +92,8 @@ ENTRIES = list(fieldsupport.FIELDS.values())
 @pytest.mark.parametrize("entry", ENTRIES, ids=[f"{e.type}.{e.field}" for e in ENTRIES])
 def test_every_field_is_implemented_warned_or_refused(entry: fieldsupport.FieldSupport) -> None:
     if entry.status == fieldsupport.IMPLEMENTED:
-        file, _, test = entry.note.partition("::")
-        source = TESTS / file
-        assert source.is_file(), f"{entry.note}: no such test file"
-        assert re.search(rf"^(async )?def {re.escape(test)}\(", source.read_text(), re.M), \
-            f"{entry.note}: no such test"
+        assert re.fullmatch(r"test_\w+", entry.note), entry.note
+        assert re.search(rf"^(async )?def {entry.note}\(", TEST_SOURCES, re.M), f"{entry.note}: no such test in tests/"
         model = support.MODEL_TYPES[entry.type]
         assert entry.field not in support.KNOWN_UNMODELLED[model], "an implemented field is carried by its model"
         return
@@ -201,3 +199,14 @@ def test_a_warning_reaches_validate_the_daemon_log_and_a_warning_event(tmp_path:
         assert [(e["type"], e["message"]) for e in events] == [("Warning", expected)]
     assert expected in [r.getMessage().removeprefix("manifest: ") for r in caplog.records
                         if r.levelname == "WARNING"]
+
+
+def test_spec_hostname_is_the_sandboxs_hostname(tmp_path: Path) -> None:
+    with simulated_node(tmp_path) as node:
+        created = []
+        run_sandbox = node.runtime.run_sandbox
+        node.runtime.run_sandbox = lambda config: created.append(config) or run_sandbox(config)  # type: ignore
+        node.write("web.yaml", {**base_pod(), "spec": {**base_pod()["spec"], "hostname": "db-0"}})
+        node.write("api.yaml", {**base_pod(), "metadata": {"name": "api"}})
+        node.settle()
+        assert sorted((c.name, c.hostname) for c in created) == [("api", "api"), ("web", "db-0")]

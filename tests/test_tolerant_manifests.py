@@ -204,6 +204,16 @@ def test_pods_of_a_mixed_file_run_and_warnings_are_warning_events_under_their_ow
     assert "spec.restartPolicy: Unsupported value" in out.split("Manifest Errors:")[1]
 
 
+def test_a_file_without_pods_warns_with_an_event_naming_the_file(env) -> None:
+    env.write("service.yaml", SERVICE)
+    env.settle()
+    events = [(e["type"], e["involvedObject"]["kind"], e["involvedObject"]["name"], e["message"])
+              for e in env.events("ManifestWarning")]
+    assert events == [("Warning", "Manifest", "service.yaml",
+                       "service.yaml: document 1 (Service/web): kind Service is not run by kubelite; ignored")]
+    assert env.pods() == []
+
+
 def test_a_pod_that_loses_its_name_to_another_file_is_an_error_without_the_kept_note(env, capsys) -> None:
     env.write("a.yaml", pod_doc("web"))
     env.write("b.yaml", pod_doc("web"), pod_doc("other"))

@@ -324,9 +324,11 @@ class Agent:
                 for owner in owners:
                     self.event(owner, "Warning", "InvalidManifest" if kind == "Error" else "ManifestWarning",
                                text, now)
-                if not owners and kind == "Error":
+                if not owners:   # a file without pods (only a Service, say): the event names the file
                     self.store.record_event(namespace="default", kind="Manifest", name=problem.file, uid="",
-                                            type_="Warning", reason="InvalidManifest", message=text, now=now)
+                                            type_="Warning",
+                                            reason="InvalidManifest" if kind == "Error" else "ManifestWarning",
+                                            message=text, now=now)
         self.problems = seen
         self.store.replace_problems(rows)
 
