@@ -210,3 +210,28 @@ def test_spec_hostname_is_the_sandboxs_hostname(tmp_path: Path) -> None:
         node.write("api.yaml", {**base_pod(), "metadata": {"name": "api"}})
         node.settle()
         assert sorted((c.name, c.hostname) for c in created) == [("api", "api"), ("web", "db-0")]
+
+
+@pytest.mark.parametrize("key", [
+    "container.apparmor.security.beta.kubernetes.io/app", "seccomp.security.alpha.kubernetes.io/pod",
+    "container.seccomp.security.alpha.kubernetes.io/app"])
+def test_annotations_the_kubelet_acts_on_are_warned_about(key: str) -> None:
+    doc = base_pod()
+    doc["metadata"]["annotations"] = {key: "runtime/default", "example.com/note": "x"}
+    decoded = decode_document(doc, source="x")
+    assert decoded.desired is not None
+    assert [str(w) for w in decoded.warnings] == [
+        f"metadata.annotations[{key}]: {fieldsupport.annotation_support(key)[1]}"]
+
+
+@pytest.mark.parametrize("kind, name, warned", [
+    ("limits", "cpu", False), ("requests", "memory", False), ("requests", "ephemeral-storage", False),
+    ("limits", "ephemeral-storage", True), ("limits", "hugepages-2Mi", True), ("requests", "hugepages-1Gi", True),
+    ("limits", "nvidia.com/gpu", True), ("requests", "example.com/dongle", True)])
+def test_resources_other_than_cpu_and_memory_are_warned_about(kind: str, name: str, warned: bool) -> None:
+    doc = base_pod()
+    doc["spec"]["containers"][0]["resources"] = {kind: {name: "1"}}
+    decoded = decode_document(doc, source="x")
+    assert decoded.desired is not None
+    expected = [f"spec.containers[0].resources.{kind}[{name}]: {fieldsupport.resource_note(name, kind)}"]
+    assert [str(w) for w in decoded.warnings] == (expected if warned else [])

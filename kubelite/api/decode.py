@@ -143,6 +143,7 @@ def _decode_pod(body: dict[str, Any], kind: str, decoded: Decoded, *, source: st
         return decoded
     refused: list[FieldIssue] = []
     _field_issues(pod, "", decoded.warnings, refused)
+    decoded.warnings.extend(_meaningful_values(pod))
     _drop_extras(pod)
     pod.metadata.namespace = pod.metadata.namespace or "default"   # the kubelet's applyDefaults
     decoded.errors.extend(refused)
@@ -301,6 +302,25 @@ def _field_issues(model: models.K8sModel, path: str, warnings: list[FieldIssue],
             for i, item in enumerate(value):
                 if isinstance(item, models.K8sModel):
                     _field_issues(item, f"{where}[{i}]", warnings, errors)
+
+
+def _meaningful_values(pod: models.Pod) -> list[FieldIssue]:
+    """Warnings for values with a meaning to the kubelet that kubelite does not act on: its
+    annotations (AppArmor, seccomp) and resources other than cpu and memory."""
+    found: list[FieldIssue] = []
+    for key in pod.metadata.annotations:
+        support = fieldsupport.annotation_support(key)
+        if support is not None and support[0] != fieldsupport.IMPLEMENTED:
+            found.append(FieldIssue(f"metadata.annotations[{names.shown(key, limit=64)}]", support[1]))
+    for field, containers in (("initContainers", pod.spec.init_containers), ("containers", pod.spec.containers)):
+        for i, c in enumerate(containers):
+            for kind, values in (("limits", c.resources.limits), ("requests", c.resources.requests)):
+                for name in values:
+                    note = fieldsupport.resource_note(name, kind)
+                    if note is not None:
+                        found.append(FieldIssue(f"spec.{field}[{i}].resources.{kind}[{names.shown(name, limit=64)}]",
+                                                note))
+    return found
 
 
 def _unknown_fields(model: models.K8sModel, path: str) -> list[FieldIssue]:

@@ -2,8 +2,9 @@
 
 Owns: `FIELDS`, the support status of each field of the Pod and the types a pod spec is made of
 (`Type.field` → `implemented`, `warned` or `refused`), the wire paths those types sit at
-(`PATHS`), the refusal message of an unsupported volume type, and the Markdown field table of
-docs/manifests.md (`python -m kubelite.api.fieldsupport --markdown`).
+(`PATHS`), the refusal message of an unsupported volume type, the annotations the kubelet acts on
+(`ANNOTATIONS`) and the compute resources kubelite does not apply (`RESOURCE_NOTES`), and the
+Markdown field table of docs/manifests.md (`python -m kubelite.api.fieldsupport --markdown`).
 
 * `implemented`: kubelite acts on the field; the note names the test that proves it (a test
   function in tests/; tests/test_fieldsupport.py checks that it exists).
@@ -417,6 +418,41 @@ def lookup(type_: str, field: str) -> FieldSupport | None:
     return FIELDS.get((type_, field))
 
 
+#: Annotations the kubelet acts on, by key (a trailing `/`: every key with that prefix), with their
+#: status and message: a pod that sets one is told what kubelite does with it.
+ANNOTATIONS: dict[str, tuple[str, str]] = {
+    "container.apparmor.security.beta.kubernetes.io/": (WARNED, "AppArmor profiles are not applied yet; ignored"),
+    "seccomp.security.alpha.kubernetes.io/pod": (
+        WARNED, "no effect since Kubernetes 1.27 (securityContext.seccompProfile replaces it); ignored"),
+    "container.seccomp.security.alpha.kubernetes.io/": (
+        WARNED, "no effect since Kubernetes 1.27 (securityContext.seccompProfile replaces it); ignored"),
+}
+#: Compute resources of `resources.limits` and `requests` that kubelite applies to the container's
+#: cgroup; any other resource is warned about with `RESOURCE_NOTES` (by name or prefix).
+APPLIED_RESOURCES = ("cpu", "memory")
+RESOURCE_NOTES = {
+    "ephemeral-storage": "local ephemeral storage is not limited; ignored",
+    "hugepages-": "huge pages are not allocated; ignored",
+    "": "extended resources are not allocated (kubelite has no device plugins); ignored",
+}
+
+
+def annotation_support(key: str) -> tuple[str, str] | None:
+    """(status, message) for an annotation the kubelet acts on, or None for any other annotation."""
+    for known, support in ANNOTATIONS.items():
+        if key == known or (known.endswith("/") and key.startswith(known)):
+            return support
+    return None
+
+
+def resource_note(name: str, kind: str) -> str | None:
+    """The warning for a resource of `kind` (limits, requests) that kubelite does not apply, or None:
+    for cpu and memory, and for an ephemeral-storage request (a promise to a scheduler, met here)."""
+    if name in APPLIED_RESOURCES or (name == "ephemeral-storage" and kind == "requests"):
+        return None
+    return next(note for prefix, note in RESOURCE_NOTES.items() if name.startswith(prefix))
+
+
 def volume_types() -> tuple[str, ...]:
     """Every volume source of Kubernetes 1.32, by wire name."""
     return tuple(f.field for f in FIELDS.values() if f.type == "Volume" and f.field != "name")
@@ -451,6 +487,14 @@ def markdown() -> str:
             (refusal(f) if f.status == REFUSED else f.note)
         note = note.replace("|", "\\|")
         lines.append(f"| `{f.path}` | {f.status} | {note} |")
+    for key, (status, note) in ANNOTATIONS.items():
+        lines.append(f"| `metadata.annotations[{key}{'*' if key.endswith('/') else ''}]` | {status} | {note} |")
+    for kind in ("limits", "requests"):
+        for prefix, note in RESOURCE_NOTES.items():
+            name = {"": "*", "hugepages-": "hugepages-*"}.get(prefix, prefix)
+            if resource_note(prefix or "example.com/device", kind) is None:
+                continue
+            lines.append(f"| `{PATHS['ResourceRequirements']}.{kind}[{name}]` | {WARNED} | {note} |")
     return "\n".join(lines) + "\n"
 
 
