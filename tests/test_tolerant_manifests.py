@@ -223,6 +223,38 @@ def test_a_pod_that_loses_its_name_to_another_file_is_an_error_without_the_kept_
     assert "last valid version" not in out
 
 
+# ------------------------------------------------------------------ manifests as people write them
+
+EXAMPLES = Path(__file__).resolve().parent / "example_manifests"
+
+
+def test_manifests_in_the_style_of_the_public_examples_validate_and_run(env, capsys) -> None:
+    from kubelite.cli.manage import validate
+
+    assert validate([str(EXAMPLES)]) == 0
+    out, err = capsys.readouterr()
+    assert sorted(out.splitlines()) == ["configmap/web-settings valid (chart-output.yaml)",
+                                        "pod/cache valid (guestbook.yaml)", "pod/web valid (chart-output.yaml)",
+                                        "pod/worker valid (exported-list.yaml)"]
+    assert err.splitlines() == [
+        "warning: chart-output.yaml: document 1 (NetworkPolicy/web-allow): kind NetworkPolicy is not run by "
+        "kubelite; ignored",
+        "warning: chart-output.yaml: document 4 (Ingress/web): kind Ingress is not run by kubelite; ignored",
+        "warning: exported-list.yaml: document 1, line 20: items[0].spec.dnsPolicy: not implemented yet; ignored",
+        "warning: guestbook.yaml: document 1 (Service/cache): kind Service is not run by kubelite; ignored",
+        "warning: guestbook.yaml: document 3 (Deployment/frontend): kind Deployment is not run by kubelite; ignored",
+    ]
+    for example in sorted(EXAMPLES.iterdir()):
+        (env.manifests / example.name).write_text(example.read_text())
+    env.agent.hint_manifests()
+    env.settle()
+    assert {name: env.row(name).status for name in ("cache", "web", "worker")} == \
+        {"cache": "Running", "web": "Running", "worker": "Running"}
+    assert env.container("web", "prepare")["state"]["terminated"]["reason"] == "Completed"
+    volumes = {v["name"]: v for v in env.pod("web")["spec"]["volumes"]}
+    assert volumes["work"] == {"name": "work", "emptyDir": {}}
+
+
 # ------------------------------------------------------------------ the dry run
 
 def test_the_dry_run_completes_init_containers_unless_annotated(env) -> None:
