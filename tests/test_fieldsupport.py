@@ -235,3 +235,39 @@ def test_resources_other_than_cpu_and_memory_are_warned_about(kind: str, name: s
     assert decoded.desired is not None
     expected = [f"spec.containers[0].resources.{kind}[{name}]: {fieldsupport.resource_note(name, kind)}"]
     assert [str(w) for w in decoded.warnings] == (expected if warned else [])
+
+
+def test_every_warned_or_refused_field_reaches_validate_the_daemon_log_and_an_event(tmp_path: Path, capsys,
+                                                                                      caplog) -> None:
+    """One pod per field that is not implemented, all in one directory: `kubelite validate` prints
+    each warning and error, the daemon logs each, and each is a Warning event."""
+    from kubelite.cli.manage import validate
+
+    (tmp_path / "node").mkdir()
+    expected: dict[str, tuple[str, str]] = {}   # file → (status, the line about the field)
+    with simulated_node(tmp_path / "node") as node:
+        for i, entry in enumerate(e for e in ENTRIES if e.status != fieldsupport.IMPLEMENTED):
+            doc = base_pod()
+            doc["metadata"]["name"] = f"field-{i}"
+            place(doc, entry, sample(entry))
+            name = f"{i:03d}-{entry.type}-{entry.field}.yaml"
+            (node.manifests / name).write_text(yaml.safe_dump(doc))
+            message = entry.note if entry.status == fieldsupport.WARNED else fieldsupport.refusal(entry)
+            expected[name] = (entry.status, f"{concrete(entry.path)}: {message}")
+        assert validate([str(node.manifests)]) == 1   # the refused fields fail the directory
+        printed = capsys.readouterr().err.splitlines()
+        caplog.set_level(logging.INFO, logger="kubelite")
+        node.agent.hint_manifests()
+        node.settle()
+        logged = [r.getMessage() for r in caplog.records if r.name.startswith("kubelite")]
+        events = node.events()
+        running = {p["metadata"]["name"] for p in node.pods()}
+    for name, (status, line) in expected.items():
+        word = "warning" if status == fieldsupport.WARNED else "error"
+        assert any(p.startswith(f"{word}: {name}: document 1, line ") and p.endswith(line) for p in printed), line
+        assert any(m.startswith(f"manifest: {name}: ") and m.endswith(line) for m in logged), line
+        reason = "ManifestWarning" if status == fieldsupport.WARNED else "InvalidManifest"
+        assert any(e["type"] == "Warning" and e["reason"] == reason and e["message"].startswith(f"{name}: ")
+                   and e["message"].endswith(line) for e in events), line
+    warned = sum(1 for status, _ in expected.values() if status == fieldsupport.WARNED)
+    assert len(running) == warned, "a pod with a warned field runs; one with a refused field does not"
