@@ -33,7 +33,7 @@ SAMPLES: dict[str, Any] = {
     "PodSpec.nodeName": "another-node",
     "PodSecurityContext.fsGroup": 2000,
     "PodSecurityContext.sysctls": [{"name": "net.ipv4.ping_group_range", "value": "0 0"}],
-    "Container.terminationMessagePath": "/tmp/message",
+    "Container.terminationMessagePath": "/var/log/message",
     "Container.terminationMessagePolicy": "FallbackToLogsOnError",
     "Container.stdin": True,
     "Container.tty": True,
