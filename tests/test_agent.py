@@ -406,7 +406,7 @@ def test_the_bad_manifest_corpus_is_reported_and_leaves_the_other_pods_untouched
     env.write("good.yaml", pod_doc("good"))
     env.settle()
     calls = list(env.runtime.calls)
-    bad = sorted(p.name for p in CORPUS.iterdir() if p.name != "unknown-field-typo.yaml")
+    bad = sorted(p.name for p in CORPUS.iterdir() if p.name not in ("unknown-field-typo.yaml", "wrong-kind.yaml"))
     for name in bad:
         shutil.copy(CORPUS / name, env.manifests / name)
     with open(env.manifests / "huge.yaml", "wb") as f:           # 20 MiB: refused unread
@@ -421,7 +421,7 @@ def test_the_bad_manifest_corpus_is_reported_and_leaves_the_other_pods_untouched
     assert env.runtime.calls == calls, "the good pod was not touched"
     assert [p["metadata"]["name"] for p in env.pods()] == ["good"] and env.row("good").status == "Running"
     reader = Reader(env.root)
-    problems = [p for p in reader.problems() if p["severity"] == "Error"]
+    problems = [p for p in reader.problems() if p["severity"] != "Warning"]
     events = reader.events(None)
     reader.close()
     reported = {Path(p["file"]).name for p in problems}

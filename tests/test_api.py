@@ -92,14 +92,25 @@ def test_validation_errors_name_the_field(doc, expected):
 
 
 @pytest.mark.parametrize("doc, expected", [
-    ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}, "kind: Unsupported value"),
-    ({"apiVersion": "v1", "kind": "PodList", "items": []}, "kind: Unsupported value"),
     ({"apiVersion": "v2", "kind": "Pod", "metadata": {"name": "x"}}, "apiVersion: Unsupported value"),
+    ({"apiVersion": "v1", "kind": 7, "metadata": {"name": "x"}}, "kind: Invalid value"),
     ({"metadata": {"name": "x"}}, "kind: Required value"),
     (["a", "list"], "not a Kubernetes object"),
 ])
 def test_wrong_kinds_are_errors(doc, expected):
     assert errors_of(doc)[0].startswith(expected)
+
+
+@pytest.mark.parametrize("doc, kind", [
+    ({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "x"}}, "Deployment"),
+    ({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"}}, "Service"),
+    ({"apiVersion": "v1", "kind": "PodList", "items": []}, "PodList"),
+    ({"apiVersion": "v1", "kind": "Pod\nX"}, '"Pod\\nX"'),
+])
+def test_other_kinds_are_ignored_with_one_warning_naming_the_kind(doc, kind):
+    decoded = decode_document(doc, source="x")
+    assert decoded.errors == [] and decoded.desired is None and decoded.config is None and decoded.ignored
+    assert [str(w) for w in decoded.warnings] == [f"kind {kind} is not run by kubelite; ignored"]
 
 
 def test_errors_never_echo_field_values():
@@ -116,7 +127,7 @@ def test_unknown_fields_are_warnings_that_name_them_and_are_dropped():
     assert decoded.errors == []
     warnings = [str(w) for w in decoded.warnings]
     assert "spec.containers[0].imagePullPolicey: unknown field; ignored" in warnings
-    assert "spec.nodeSelector: not implemented yet; ignored" in warnings
+    assert "spec.nodeSelector: kubelite runs every pod on this machine (no scheduling); ignored" in warnings
     assert "imagePullPolicey" not in decoded.desired.pod.model_dump_json(by_alias=True)
 
 

@@ -303,27 +303,32 @@ class Agent:
         for e in self.pods.values():
             if e.deleted_at is None:
                 by_source.setdefault(e.source, []).append(e)
-        for severity, problems in (("Error", resolution.problems), ("Warning", resolution.warnings)):
+        for kind, problems in (("Error", resolution.problems), ("Warning", resolution.warnings)):
             for problem in problems:
                 text = str(problem)
                 path = str(self.config.manifests / problem.file) if not Path(problem.file).is_absolute() \
                     else problem.file
                 owners = by_source.get(path, [])
+                severity = kind
+                if kind == "Error" and path in resolution.accepted and path not in resolution.kept:
+                    severity = "Conflict"   # the file is valid; one of its definitions lost to another file's
                 rows.append({"file": path, "severity": severity, "text": text,
                              "pod_key": owners[0].key if len(owners) == 1 else None})
                 seen.add(text)
                 if text in self.problems:
                     continue
-                if severity == "Error":
+                if kind == "Error":
                     log.error("manifest: %s", text)
                 else:
                     log.warning("manifest: %s", text)
                 for owner in owners:
-                    self.event(owner, "Warning" if severity == "Error" else "Normal",
-                               "InvalidManifest" if severity == "Error" else "ManifestWarning", text, now)
-                if not owners and severity == "Error":
+                    self.event(owner, "Warning", "InvalidManifest" if kind == "Error" else "ManifestWarning",
+                               text, now)
+                if not owners:   # a file without pods (only a Service, say): the event names the file
                     self.store.record_event(namespace="default", kind="Manifest", name=problem.file, uid="",
-                                            type_="Warning", reason="InvalidManifest", message=text, now=now)
+                                            type_="Warning",
+                                            reason="InvalidManifest" if kind == "Error" else "ManifestWarning",
+                                            message=text, now=now)
         self.problems = seen
         self.store.replace_problems(rows)
 
@@ -563,7 +568,8 @@ class Agent:
                                  spec_hash=entry.desired.container_hashes[name],
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
                                  annotations=dict(entry.pod.metadata.annotations),
-                                 pod_security=entry.pod.spec.security_context)
+                                 pod_security=entry.pod.spec.security_context,
+                                 init=any(c.name == name and not c.is_sidecar for c in entry.pod.spec.init_containers))
         configured = self.configure_container(entry, container, config, now)
         if configured is None:
             return

@@ -12,6 +12,12 @@ unknown/unimplemented field warnings, the pod UID, and the spec hashes that driv
 Labels, annotations and the policy fields (`restartPolicy`, `terminationGracePeriodSeconds`,
 `activeDeadlineSeconds`) take effect without restarting anything.
 
+Null is absent, as the API server reads a JSON null: a field whose value is null is dropped at every
+depth before the document is decoded (in a map of strings — labels, annotations, data — a null
+value is the empty string, as Go decodes it). Kinds: `RUN_KINDS` lists the kinds kubelite runs;
+any other kind is not an error but a document that is ignored with a warning. What each Pod field
+gets (implemented, a warning, a refusal) is `fieldsupport`'s table.
+
 Pure: no files, no clock. Field values are never echoed in messages.
 """
 
@@ -20,17 +26,19 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from kubelite.api import configobjects, models, support
+from kubelite.api import configobjects, fieldsupport, models, names
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
 POLICY_FIELDS = frozenset({"containers", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds"})
 #: Kinds a manifest directory may hold besides Pods: configuration that its pods may reference.
 CONFIG_KINDS = frozenset(configobjects.KINDS)
+#: Maps whose values are strings: there a null value is "" (Go's zero string), not an absent key.
+STRING_MAPS = frozenset({"labels", "annotations", "data", "binaryData", "stringData", "nodeSelector"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,7 @@ class Decoded:
     name: str | None
     desired: DesiredPod | None = None
     config: configobjects.ConfigObject | None = None   # a valid ConfigMap or Secret
+    ignored: bool = False   # a kind kubelite does not run: its one warning says so
     errors: list[FieldIssue] = field(default_factory=list)
     warnings: list[FieldIssue] = field(default_factory=list)
 
@@ -91,33 +100,56 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
     if not isinstance(kind, str):
         decoded.errors.append(FieldIssue("kind", "Invalid value: must be a string"))
         return decoded
-    if kind != "Pod" and kind not in CONFIG_KINDS:
-        decoded.errors.append(FieldIssue("kind", 'Unsupported value: supported values: "Pod", "ConfigMap", '
-                                                 '"Secret"'))
+    decoder = RUN_KINDS.get(kind)
+    if decoder is None:
+        decoded.ignored = True
+        decoded.warnings.append(FieldIssue("", f"kind {names.shown(kind, limit=64)} is not run by kubelite; ignored"))
         return decoded
     if doc.get("apiVersion") != "v1":
         decoded.errors.append(FieldIssue("apiVersion", 'Unsupported value: supported values: "v1"'))
         return decoded
 
-    body = {k: v for k, v in doc.items() if k != "status"}  # status is the agent's to write
+    body = without_nulls({k: v for k, v in doc.items() if k != "status"})  # status is the agent's to write
     where = _not_json(body)
     if where is not None:
         decoded.errors.append(FieldIssue(where, "Invalid value: not JSON data (binary, a set, NaN, infinity, "
                                                 "a non-text key or text that is not valid Unicode)"))
         return decoded
-    if kind in CONFIG_KINDS:
-        return _decode_config(body, kind, decoded, source=source)
+    return decoder(body, kind, decoded, source=source)
+
+
+def without_nulls(value: Any, *, string_map: bool = False) -> Any:
+    """`value` with every null field left out, at every depth, as the API server reads JSON null.
+
+    In a map of strings (`string_map`: labels, annotations, a ConfigMap's data) a null value is the
+    empty string, as Go decodes it. Items of lists are kept as they are (a null item stays invalid).
+    """
+    if isinstance(value, dict):
+        if string_map:
+            return {k: "" if v is None else v for k, v in value.items()}
+        return {k: without_nulls(v, string_map=k in STRING_MAPS) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [without_nulls(item) for item in value]
+    return value
+
+
+def _decode_pod(body: dict[str, Any], kind: str, decoded: Decoded, *, source: str) -> Decoded:
+    """A Pod document: defaulted, checked against the field table, validated and hashed."""
     try:
         # by_name=False: `image_pull_policy` is not `imagePullPolicy` on a cluster, so not here either
         pod = models.Pod.model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         decoded.errors.extend(_pydantic_issues(exc))
         return decoded
-    decoded.warnings.extend(_unknown_fields(pod, ""))
-    decoded.warnings.extend(support.unimplemented_fields(pod))
+    refused: list[FieldIssue] = []
+    _field_issues(pod, "", decoded.warnings, refused)
+    decoded.warnings.extend(_meaningful_values(pod))
     _drop_extras(pod)
     pod.metadata.namespace = pod.metadata.namespace or "default"   # the kubelet's applyDefaults
-    decoded.errors.extend(validate_pod(pod))
+    decoded.errors.extend(refused)
+    # a volume whose only source was refused has no source left: it is already reported
+    refused_volumes = {issue.path.rsplit(".", 1)[0] for issue in refused if issue.path.startswith("spec.volumes[")}
+    decoded.errors.extend(issue for issue in validate_pod(pod) if issue.path not in refused_volumes)
     if decoded.errors:
         return decoded
     decoded.desired = desired_pod(pod, source=source)
@@ -230,23 +262,72 @@ def _pydantic_issues(exc: ValidationError) -> list[FieldIssue]:
     return list(issues.values())
 
 
-def _unknown_fields(model: models.K8sModel, path: str) -> list[FieldIssue]:
-    found: list[FieldIssue] = []
-    known = support.KNOWN_UNMODELLED.get(type(model), frozenset())
-    for key in model.model_extra or {}:
+def _asks(value: Any) -> bool:
+    """Whether a field's value asks for anything: absent, null, false, empty text, list or map do not."""
+    return value is not None and value is not False and value not in ("", [], {})
+
+
+def _field_issues(model: models.K8sModel, path: str, warnings: list[FieldIssue], errors: list[FieldIssue]) -> None:
+    """Warnings and refusals for the fields of `model` (and of the models inside it), by the field table.
+
+    A field the model does not carry is reported by its table entry, or as unknown (a typo, or a
+    field of another kind); a field it carries is reported when its entry is not `implemented`
+    and the manifest sets it to something that asks for anything.
+    """
+    type_name = type(model).__name__
+    for key, value in (model.model_extra or {}).items():
         where = f"{path}.{key}" if path else key
-        found.append(FieldIssue(where, "not implemented yet; ignored" if key in known else "unknown field; ignored"))
+        entry = fieldsupport.lookup(type_name, key)
+        if entry is None:
+            warnings.append(FieldIssue(where, "unknown field; ignored"))
+        elif entry.status == fieldsupport.REFUSED:
+            errors.append(FieldIssue(where, fieldsupport.refusal(entry)))
+        elif _asks(value):
+            warnings.append(FieldIssue(where, entry.note if entry.status == fieldsupport.WARNED
+                                       else "not implemented yet; ignored"))
     for name, info in type(model).model_fields.items():
         value = getattr(model, name)
         wire = info.alias or name
         where = f"{path}.{wire}" if path else wire
-        if isinstance(value, models.K8sModel):
-            found.extend(_unknown_fields(value, where))
+        entry = fieldsupport.lookup(type_name, wire)
+        if entry is not None and entry.status != fieldsupport.IMPLEMENTED and name in model.model_fields_set \
+                and _asks(value):
+            if entry.status == fieldsupport.REFUSED:
+                errors.append(FieldIssue(where, fieldsupport.refusal(entry)))
+            else:
+                warnings.append(FieldIssue(where, entry.note))
+        if isinstance(value, models.K8sModel) and not isinstance(value, models.PodStatus):
+            _field_issues(value, where, warnings, errors)
         elif isinstance(value, list):
             for i, item in enumerate(value):
                 if isinstance(item, models.K8sModel):
-                    found.extend(_unknown_fields(item, f"{where}[{i}]"))
+                    _field_issues(item, f"{where}[{i}]", warnings, errors)
+
+
+def _meaningful_values(pod: models.Pod) -> list[FieldIssue]:
+    """Warnings for values with a meaning to the kubelet that kubelite does not act on: its
+    annotations (AppArmor, seccomp) and resources other than cpu and memory."""
+    found: list[FieldIssue] = []
+    for key in pod.metadata.annotations:
+        support = fieldsupport.annotation_support(key)
+        if support is not None and support[0] != fieldsupport.IMPLEMENTED:
+            found.append(FieldIssue(f"metadata.annotations[{names.shown(key, limit=64)}]", support[1]))
+    for field, containers in (("initContainers", pod.spec.init_containers), ("containers", pod.spec.containers)):
+        for i, c in enumerate(containers):
+            for kind, values in (("limits", c.resources.limits), ("requests", c.resources.requests)):
+                for name in values:
+                    note = fieldsupport.resource_note(name, kind)
+                    if note is not None:
+                        found.append(FieldIssue(f"spec.{field}[{i}].resources.{kind}[{names.shown(name, limit=64)}]",
+                                                note))
     return found
+
+
+def _unknown_fields(model: models.K8sModel, path: str) -> list[FieldIssue]:
+    """Warnings for the fields of a ConfigMap or Secret (outside the Pod field table)."""
+    warnings: list[FieldIssue] = []
+    _field_issues(model, path, warnings, [])
+    return warnings
 
 
 def _drop_extras(model: models.K8sModel) -> None:
@@ -260,3 +341,12 @@ def _drop_extras(model: models.K8sModel) -> None:
             for item in value:
                 if isinstance(item, models.K8sModel):
                     _drop_extras(item)
+
+
+#: The kinds kubelite runs, each with its decoder: add a line to run another kind. A document of
+#: any other kind is ignored with a warning that names it.
+RUN_KINDS: dict[str, Callable[..., Decoded]] = {
+    "Pod": _decode_pod,
+    "ConfigMap": _decode_config,
+    "Secret": _decode_config,
+}

@@ -2,8 +2,8 @@
 
 Owns: field names and types (camelCase on the wire, snake_case in Python), and Kubernetes
 defaulting (`SetDefaults_*` in k8s.io/kubernetes pkg/apis/core/v1/defaults.go) expressed as field
-defaults plus one model validator for `imagePullPolicy`. It does not validate semantics (see
-`validation`), read files (see `kubelite.sources`) or know about the runtime.
+defaults plus model validators for `imagePullPolicy` and a volume without a source (an emptyDir).
+It does not validate semantics (see `validation`), read files (see `kubelite.sources`) or know about the runtime.
 
 Every model accepts fields it does not know (`extra="allow"`): `decode` turns them into warnings
 that name the field, and then drops them, as the API server drops unknown fields.
@@ -15,6 +15,8 @@ from typing import Any, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, model_validator
 from pydantic.alias_generators import to_camel
+
+from kubelite.api import fieldsupport
 
 Str = StrictStr
 Int = StrictInt
@@ -289,6 +291,14 @@ class Volume(K8sModel):
     config_map: Optional[ConfigMapVolumeSource] = None
     secret: Optional[SecretVolumeSource] = None
     downward_api: Optional[DownwardAPIVolumeSource] = Field(default=None, alias="downwardAPI")
+
+    @model_validator(mode="after")
+    def _default_empty_dir(self) -> "Volume":
+        # SetDefaults_Volume: a volume that names no source of any Kubernetes type is an emptyDir
+        extra = self.model_extra or {}
+        if not self.sources() and not any(extra.get(t) is not None for t in fieldsupport.volume_types()):
+            self.empty_dir = EmptyDirVolumeSource()
+        return self
 
     def sources(self) -> list[str]:
         """The wire names of the volume sources this volume sets (exactly one when valid)."""

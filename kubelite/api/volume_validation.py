@@ -11,11 +11,11 @@ from __future__ import annotations
 import posixpath
 import re
 
-from kubelite.api import names, quantity
+from kubelite.api import fieldsupport, names, quantity
 from kubelite.api.models import Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ResourceFieldSelector
 from kubelite.api.validation import FieldIssue, invalid
 
-SUPPORTED_VOLUMES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI")
+SUPPORTED_VOLUMES = fieldsupport.supported_volume_types()
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
                    "BlockDevice")
 EMPTY_DIR_MEDIA = ("", "Memory")
@@ -143,7 +143,7 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
         sources = volume.sources()
         if not sources:
             errors.append(FieldIssue(path, "Required value: must specify a volume type (kubelite supports "
-                                           "emptyDir, hostPath, configMap, secret and downwardAPI)"))
+                                           f"{', '.join(SUPPORTED_VOLUMES)})"))
             continue
         if len(sources) > 1:
             errors.append(FieldIssue(f"{path}.{sources[1]}", "Forbidden: may not specify more than 1 volume type"))

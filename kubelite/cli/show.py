@@ -147,7 +147,7 @@ def _warn_stale(reader: Reader, shown: list[dict[str, Any]]) -> None:
 
 def _warn_problems(reader: Reader) -> None:
     for problem in reader.problems():
-        if problem["severity"] == "Error":
+        if problem["severity"] != "Warning":
             print(f"Warning: manifest {problem['text']}", file=sys.stderr)
 
 
@@ -195,9 +195,15 @@ def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     events = reader.events(namespace, uid=pod["metadata"]["uid"])
     source = pod["metadata"].get("annotations", {}).get("kubelite.io/source", "")
     extra = {"Source": source}
-    errors = [p["text"] for p in reader.problems() if p["file"] == source]
+    problems = [p for p in reader.problems() if p["file"] == source]
+    errors = [p["text"] for p in problems if p["severity"] != "Warning"]
     if errors:
-        extra["Manifest Errors"] = "\n".join(errors) + "\n(the last valid version of the manifest keeps running)"
+        kept = any(p["severity"] == "Error" for p in problems)   # the file is invalid now
+        extra["Manifest Errors"] = "\n".join(errors) + (
+            "\n(the last valid version of the manifest keeps running)" if kept else "")
+    warnings = [p["text"] for p in problems if p["severity"] == "Warning"]
+    if warnings:
+        extra["Manifest Warnings"] = "\n".join(warnings)
     sys.stdout.write(printers.describe_pod(pod, events, _now(), extra=extra))
     _warn_stale(reader, pods)
     return 0

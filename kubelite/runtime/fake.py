@@ -12,6 +12,9 @@ A pod can also script its containers from its manifest, for dry runs: the annota
 ignore-term) applies to every attempt of that container. Probe outcomes are scripted the same way:
 `liveness=fail-after:10` (succeeds for 10 s after the container started, then fails),
 `readiness=ok-after:5`, `startup=fail`, `readiness=ok` (the default for every probe).
+A regular init container completes as soon as it has started (exit 0, or its `exit=` code) unless
+its annotation gives `after=` or `oom-after=`. Image references are checked by the image store's
+parser, so a reference the real runtime cannot pull fails here too, with the same message.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ from typing import Callable
 
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
+from kubelite.runtime import images
+from kubelite.runtime.images import ImageError
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
     SandboxState,
@@ -108,6 +113,14 @@ class _Container:
     term_at: datetime | None = None
 
 
+def _valid_reference(image: str) -> bool:
+    try:
+        images.normalize_reference(image)
+    except ImageError:
+        return False
+    return True
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -146,12 +159,14 @@ class FakeRuntime:
         if script:
             return script[min(config.attempt, len(script) - 1)]
         text = config.annotations.get(ANNOTATION_PREFIX + config.container.name)
-        if text is None:
-            return Behavior()
         try:
-            return Behavior.parse(text)
+            behavior = Behavior.parse(text) if text is not None else Behavior()
         except ValueError as exc:
             raise RuntimeError_(f"annotation {ANNOTATION_PREFIX}{config.container.name}: {exc}") from None
+        if config.init and behavior.exit_after_s is None and behavior.oom_after_s is None:
+            # a dry run's init container completes at once (with its `exit=` code, 0 unless annotated)
+            behavior = replace(behavior, exit_after_s=0.0)
+        return behavior
 
     def exit_container(self, container_id: str, code: int, *, reason: str | None = None) -> None:
         """Make a running container exit now (a crash injected by a test)."""
@@ -324,6 +339,8 @@ class FakeRuntime:
             return ExecResult(0)
 
     def image_present(self, image: str) -> bool:
+        if not _valid_reference(image):   # as the image store: an unparsable reference is never present
+            return False
         return image not in self.missing_images
 
     def probe_succeeds(self, container_id: str, kind: str, at: datetime) -> bool | None:
@@ -348,6 +365,10 @@ class FakeRuntime:
             raise RuntimeError_(f'pulling "{image}": timed out')
         with self._lock:
             self.calls.append(("pull", image))
+            try:
+                images.normalize_reference(image)   # the real pull's first step, with its message
+            except ImageError as exc:
+                raise RuntimeError_(str(exc)) from None
             if image in self.pull_errors:
                 raise RuntimeError_(self.pull_errors[image])
             if image in self.missing_images and image not in self.registry:

@@ -73,6 +73,7 @@ class ContainerConfig:
     pod_security: PodSecurityContext | None = None
     env: dict[str, str] | None = None    # envFrom and env resolved (valueFrom); None: only the spec's values
     mounts: tuple[Mount, ...] = ()       # the container's volume mounts
+    init: bool = False                   # a regular init container (not a sidecar): it runs to completion
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ from typing import Any, BinaryIO
 
 import yaml
 
+from kubelite.api import names
 from kubelite.api.configobjects import ConfigObject
 from kubelite.api.decode import CONFIG_KINDS, DesiredPod, decode_document
 from kubelite.errors import ManifestError
@@ -84,11 +85,15 @@ class ManifestProblem:
     line: int | None
     field: str | None
     message: str
+    object: str | None = None   # `Service/web`: the object a document holds, when it is worth naming
 
     def __str__(self) -> str:
         """One line: `web.yaml: document 2, line 7: spec.containers[0].name: Required value`."""
+        document = f"document {self.document}" if self.document is not None else ""
+        if self.object:
+            document = f"{document} ({self.object})" if document else f"({self.object})"
         where = ", ".join(part for part in (
-            f"document {self.document}" if self.document is not None else "",
+            document,
             f"line {self.line}" if self.line is not None else "",
         ) if part)
         file = self.file if self.file.isprintable() else json.dumps(self.file)  # a name with a newline: one line
@@ -412,43 +417,69 @@ def _refuse_alias_bombs(documents: list[Any], text_length: int) -> None:
 
 
 def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResult, name: str) -> None:
-    """Decode every non-empty document into `result`; a pod defined twice in the file is an error."""
+    """Decode every non-empty document into `result`; a pod defined twice in the file is an error.
+
+    A list document (`kind: List` or `PodList`, … with `items`, as `kubectl get -o yaml` writes
+    them) is read item by item, as kubectl reads it, each item's fields located under `items[N]`.
+    """
     seen: dict[str, int] = {}  # pod key → document that defined it first
     seen_configs: dict[tuple[str, str, str], int] = {}
     for index, document in enumerate(documents, 1):
         if document is None:
             continue
-        decoded = decode_document(document, source=result.path)
-        for target, issues in ((result.errors, decoded.errors), (result.warnings, decoded.warnings)):
-            target.extend(ManifestProblem(name, index, lines.line(index, issue.path), issue.path or None,
-                                          issue.message) for issue in issues)
-        if decoded.kind in CONFIG_KINDS and decoded.errors and decoded.name and isinstance(document, dict):
-            namespace = document.get("metadata", {}).get("namespace") or "default"
-            if isinstance(namespace, str):   # so that a pod waiting for it can say why it is missing
-                issue = decoded.errors[0]
-                result.refused_configs[(decoded.kind, namespace, decoded.name)] = str(ManifestProblem(
-                    name, index, lines.line(index, issue.path), issue.path or None, issue.message))
-        if decoded.config is not None:
-            config = decoded.config
-            if config.key in seen_configs:
-                result.errors.append(ManifestProblem(
-                    name, index, lines.line(index, "metadata.name"), "metadata.name",
-                    f"Duplicate value: {config.kind} {config.ref} is already defined in document "
-                    f"{seen_configs[config.key]} of this file"))
-            else:
-                seen_configs[config.key] = index
-                result.configs.append(config)
-            continue
-        if decoded.desired is None:
-            continue
-        key = decoded.desired.key
-        if key in seen:
+        kind = document.get("kind") if isinstance(document, dict) else None
+        items = document.get("items") if isinstance(kind, str) and kind.endswith("List") else None
+        if isinstance(items, list):
+            for i, item in enumerate(items):
+                _decode_one(item, index, f"items[{i}]", lines, result, name, seen, seen_configs)
+        else:
+            _decode_one(document, index, "", lines, result, name, seen, seen_configs)
+
+
+def _decode_one(document: Any, index: int, prefix: str, lines: _LineFinder, result: FileResult, name: str,
+                seen: dict[str, int], seen_configs: dict[tuple[str, str, str], int]) -> None:
+    """Decode one object (document `index`, or an item of it at `prefix`) into `result`."""
+    def at(path: str) -> str:
+        return f"{prefix}.{path}" if prefix and path else prefix or path
+
+    decoded = decode_document(document, source=result.path)
+    if decoded.ignored:   # a kind kubelite does not run: one warning for the whole object
+        shown = "/".join(names.shown(part, limit=64) for part in (decoded.kind, decoded.name) if part)
+        result.warnings.extend(ManifestProblem(name, index, lines.line(index, prefix) if prefix else None,
+                                               prefix or None, issue.message, object=shown)
+                               for issue in decoded.warnings)
+        return
+    for target, issues in ((result.errors, decoded.errors), (result.warnings, decoded.warnings)):
+        target.extend(ManifestProblem(name, index, lines.line(index, at(issue.path)), at(issue.path) or None,
+                                      issue.message) for issue in issues)
+    if decoded.kind in CONFIG_KINDS and decoded.errors and decoded.name and isinstance(document, dict):
+        meta = document.get("metadata")
+        namespace = (meta.get("namespace") if isinstance(meta, dict) else None) or "default"
+        if isinstance(namespace, str):   # so that a pod waiting for it can say why it is missing
+            issue = decoded.errors[0]
+            result.refused_configs[(decoded.kind, namespace, decoded.name)] = str(ManifestProblem(
+                name, index, lines.line(index, at(issue.path)), at(issue.path) or None, issue.message))
+    if decoded.config is not None:
+        config = decoded.config
+        if config.key in seen_configs:
             result.errors.append(ManifestProblem(
-                name, index, lines.line(index, "metadata.name"), "metadata.name",
-                f"Duplicate value: pod {key} is already defined in document {seen[key]} of this file"))
-            continue
-        seen[key] = index
-        result.pods.append(decoded.desired)
+                name, index, lines.line(index, at("metadata.name")), at("metadata.name"),
+                f"Duplicate value: {config.kind} {config.ref} is already defined in document "
+                f"{seen_configs[config.key]} of this file"))
+        else:
+            seen_configs[config.key] = index
+            result.configs.append(config)
+        return
+    if decoded.desired is None:
+        return
+    key = decoded.desired.key
+    if key in seen:
+        result.errors.append(ManifestProblem(
+            name, index, lines.line(index, at("metadata.name")), at("metadata.name"),
+            f"Duplicate value: pod {key} is already defined in document {seen[key]} of this file"))
+        return
+    seen[key] = index
+    result.pods.append(decoded.desired)
 
 
 class _LineFinder:
