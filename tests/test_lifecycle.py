@@ -218,3 +218,35 @@ def test_a_failing_prestop_hook_is_a_warning_and_the_container_still_stops(env):
     env.settle()
     assert [e["message"] for e in env.events("FailedPreStopHook")] == ["PreStopHook failed"]
     assert env.pods() == []
+
+
+# ------------------------------------------------------------------ validation of lifecycle handlers
+
+@pytest.mark.parametrize("lifecycle, error", [
+    ({"postStart": {}}, "spec.containers[0].lifecycle.postStart: Required value: must specify a handler type"),
+    ({"preStop": {"exec": {"command": ["true"]}, "sleep": {"seconds": 1}}},
+     "spec.containers[0].lifecycle.preStop.sleep: Forbidden: may not specify more than 1 handler type"),
+    ({"postStart": {"exec": {"command": []}}}, "spec.containers[0].lifecycle.postStart.exec.command: Required value"),
+    ({"preStop": {"httpGet": {"port": 0}}},
+     "spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value: must be between 1 and 65535, inclusive"),
+    ({"preStop": {"httpGet": {"port": "no_such-"}}}, "spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value"),
+    ({"preStop": {"httpGet": {"port": 80, "scheme": "FTP"}}},
+     "spec.containers[0].lifecycle.preStop.httpGet.scheme: Unsupported value"),
+    ({"preStop": {"sleep": {"seconds": 31}}}, "spec.containers[0].lifecycle.preStop.sleep.seconds: Invalid value: "
+                                             "must be non-negative and less than terminationGracePeriodSeconds (30)"),
+    ({"preStop": {"sleep": {"seconds": 30}}}, None),
+    ({"postStart": {"tcpSocket": {"port": 80}}}, None),
+    ({"postStart": {"httpGet": {"port": "8080", "path": "/ready"}}}, None),
+])
+def test_lifecycle_handlers_are_validated_as_kubernetes_validates_them(lifecycle, error):
+    d = decode_document(with_hooks(pod_doc("web"), **lifecycle), source="/manifests/p.yaml")
+    messages = [str(e) for e in d.errors]
+    if error is None:
+        assert d.desired is not None, messages
+    else:
+        assert any(m.startswith(error) for m in messages), messages
+
+
+def test_a_poststart_hook_is_no_longer_reported_as_not_implemented():
+    d = decode_document(with_hooks(pod_doc("web"), postStart=EXEC_HOOK), source="/manifests/p.yaml")
+    assert d.desired is not None and not any("postStart" in str(w) for w in d.warnings)

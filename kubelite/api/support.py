@@ -53,6 +53,4 @@ def unimplemented_fields(pod: models.Pod) -> list[FieldIssue]:
                                 ("startupProbe", c.startup_probe)):
                 if probe is not None and probe.grpc is not None:
                     found.append(FieldIssue(f"{path}.{name}.grpc", "not implemented yet; the probe does not run"))
-            if c.lifecycle is not None and c.lifecycle.post_start is not None:
-                found.append(FieldIssue(f"{path}.lifecycle.postStart", _NOT_YET))
     return found
