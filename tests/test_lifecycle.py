@@ -250,3 +250,75 @@ def test_lifecycle_handlers_are_validated_as_kubernetes_validates_them(lifecycle
 def test_a_poststart_hook_is_no_longer_reported_as_not_implemented():
     d = decode_document(with_hooks(pod_doc("web"), postStart=EXEC_HOOK), source="/manifests/p.yaml")
     assert d.desired is not None and not any("postStart" in str(w) for w in d.warnings)
+
+
+# ------------------------------------------------------------------ stdin and tty in the OCI spec and conmon's argv
+
+@pytest.mark.parametrize("fields, terminal, flags", [
+    ({}, False, []), ({"tty": True}, True, ["-t"]), ({"stdin": True}, False, ["-i"]),
+    ({"tty": True, "stdin": True}, True, ["-t", "-i"]),
+])
+def test_tty_makes_a_terminal_and_stdin_an_open_pipe(fields, terminal, flags):
+    from kubelite.api.models import Container
+    from kubelite.runtime import ocispec
+    from tests.test_ocispec import CONMON, spec
+
+    c = Container.model_validate({"name": "app", "image": "busybox:1.36", **fields})
+    assert spec(c)["process"]["terminal"] is terminal
+    argv = ocispec.conmon_argv(**CONMON, log_size_max=None, terminal=bool(c.tty), stdin=bool(c.stdin))
+    assert argv[len(ocispec.conmon_argv(**CONMON, log_size_max=None)):] == flags
+
+
+# ------------------------------------------------------------------ reading a termination message
+
+def cri(*lines: str, stream: str = "stdout") -> str:
+    return "".join(f"2026-11-28T06:00:0{i % 10}.000000000+00:00 {stream} F {text}\n" for i, text in enumerate(lines))
+
+
+def test_the_message_is_the_last_4_kib_of_the_file_and_the_file_is_writable_by_anyone(tmp_path):
+    from kubelite.runtime import termination
+
+    path = tmp_path / termination.FILE_NAME
+    termination.create_file(path)
+    assert path.stat().st_mode & 0o777 == 0o666 and path.read_bytes() == b""
+    path.write_text("a" * 10 + "b" * 4096)
+    assert termination.read_message(path, policy="File", exit_code=1, log_path=None) == "b" * 4096
+
+
+@pytest.mark.parametrize("policy, code, written, expected", [
+    ("File", 1, "", ""),                                     # File: the log is never read
+    ("FallbackToLogsOnError", 0, "", ""),                    # success: no fallback
+    ("FallbackToLogsOnError", 2, "", "one\ntwo\n"),          # failure, empty file: the log's tail
+    ("FallbackToLogsOnError", 2, "from file", "from file"),  # the file wins when written
+])
+def test_fallback_to_logs_only_when_the_container_failed_and_wrote_no_message(tmp_path, policy, code, written,
+                                                                              expected):
+    from kubelite.runtime import termination
+
+    path, log = tmp_path / "termination-log", tmp_path / "0.log"
+    path.write_text(written)
+    log.write_text(cri("one", "two"))
+    assert termination.read_message(path, policy=policy, exit_code=code, log_path=log) == expected
+
+
+def test_the_log_fallback_keeps_80_lines_and_2_kib_and_joins_partial_records(tmp_path):
+    from kubelite.runtime import termination
+
+    log = tmp_path / "0.log"
+    log.write_text(cri(*[f"l{i}" for i in range(100)]) +
+                   "2026-11-28T06:00:01.000000000+00:00 stderr P half \n"
+                   "2026-11-28T06:00:01.100000000+00:00 stderr F line\n")
+    tail = termination.log_tail(log)
+    assert tail.splitlines() == [f"l{i}" for i in range(21, 100)] + ["half line"]
+    log.write_text(cri(*["x" * 100 for _ in range(50)]))
+    assert len(termination.log_tail(log).encode()) == 2048
+
+
+def test_a_planted_symlink_is_not_followed(tmp_path):
+    from kubelite.runtime import termination
+
+    secret = tmp_path / "secret"
+    secret.write_text("host secret")
+    link = tmp_path / "termination-log"
+    link.symlink_to(secret)
+    assert termination.read_message(link, policy="File", exit_code=1, log_path=None) == ""
