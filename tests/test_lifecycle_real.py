@@ -170,3 +170,42 @@ def test_kubectl_shows_termination_messages_through_the_api(tmp_path, busybox):
         assert "last words" in described
     finally:
         assert served.close() == []
+
+
+def test_poststart_httpget_reaches_its_server_any_status_will_do_and_https_falls_back_to_http(node):
+    import http.server
+    import threading
+
+    from tests.helpers import free_port
+
+    seen: list[tuple[str, str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:   # noqa: N802 — the stdlib's name
+            seen.append((self.path, self.headers.get("User-Agent", ""), self.headers.get("X-Hook", "")))
+            self.send_response(500)   # the kubelet does not look at a hook's status code
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    port = free_port()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        plain = {"postStart": {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/started",
+                                           "httpHeaders": [{"name": "X-Hook", "value": "yes"}]}}}
+        tls = {"postStart": {"httpGet": {"host": "127.0.0.1", "port": port, "path": "/tls", "scheme": "HTTPS"}}}
+        node.write(pod("webhook", container("plain", LOOP, lifecycle=plain), container("tls", LOOP, lifecycle=tls),
+                       hostNetwork=True))
+        node.until(lambda: node.running("webhook", "plain") and node.running("webhook", "tls"), what="both running")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert ("/started", seen[0][1], "yes") == seen[0] and seen[0][1].startswith("kube-lifecycle/")
+    assert [s[0] for s in seen] == ["/started", "/tls"]
+    assert events(node, "LifecycleHTTPFallback") == [
+        ("Warning", f"request to HTTPS lifecycle hook 127.0.0.1:{port} got HTTP response, retry with HTTP succeeded")]
+    assert events(node, "FailedPostStartHook") == []

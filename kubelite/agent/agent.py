@@ -824,6 +824,9 @@ class Agent:
         for outcome in self.hooks.finished():
             entry = self.pods.get(outcome.uid)
             known = self.containers.get(outcome.container_id)
+            for type_, reason, message in outcome.events:
+                if entry is not None:
+                    self.event(entry, type_, reason, message, now, container=outcome.name)
             if outcome.kind == hook_rules.POST_START:
                 if not outcome.failure:
                     self.post_start.pop(outcome.container_id, None)
@@ -833,12 +836,16 @@ class Agent:
                 else:
                     self.post_start.pop(outcome.container_id, None)
                 reason, message = hook_rules.FAILED_POST_START
-                if entry is not None:
+                newest = self.observed(outcome.uid).instances(outcome.name)
+                if entry is not None and newest and newest[0].id == outcome.container_id:
+                    # the waiting reason of this attempt (not of a newer one started meanwhile)
                     error = StartError(statuses.POST_START_HOOK_ERROR, outcome.failure)
                     self.start_errors[(entry.uid, outcome.name)] = error
                     self.store.put_start_error(entry.uid, outcome.name, error)
-            else:
+            elif outcome.failure:
                 reason, message = hook_rules.FAILED_PRE_STOP
+            else:
+                continue
             if entry is not None:
                 log.warning("pod %s: %s", entry.key, outcome.failure)
                 self.event(entry, "Warning", reason, message, now, container=outcome.name)
@@ -850,6 +857,7 @@ class Agent:
             except RuntimeError_:
                 pass
             self._drop_container(c.id)
+            self.post_start.pop(c.id, None)
         try:
             self.configs.tear_down(entry.uid)
         except (OSError, RuntimeError_) as exc:

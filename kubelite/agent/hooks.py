@@ -21,7 +21,7 @@ import os
 import queue
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 from kubelite.core import hooks as rules
@@ -35,6 +35,10 @@ log = logging.getLogger("kubelite.agent")
 #: postStart has no timeout, as with the kubelet; this bound only keeps a hook that never returns
 #: from holding its thread (and its container in ContainerCreating) for ever.
 POST_START_BOUND_S = 24 * 3600.0
+#: At most this much of an exec hook's output goes into its failure message (as exec probes).
+MAX_OUTPUT = 10 * 1024
+
+Event = tuple[str, str, str]   # type, reason, message
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,7 @@ class HookOutcome:
     name: str
     kind: str            # postStart | preStop
     failure: str = ""    # the kubelet's message for a failed hook; "" when it succeeded
+    events: tuple[Event, ...] = ()   # besides the outcome (LifecycleHTTPFallback)
 
 
 class HookRunner:
@@ -80,29 +85,32 @@ class HookRunner:
 
     def _run_post_start(self, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction,
                         netns: str | None) -> None:
-        failure = self._run(action, container_id, name, pod, netns, POST_START_BOUND_S)
-        self._done.put(HookOutcome(uid, container_id, name, rules.POST_START, failure))
+        events: list[Event] = []
+        failure = self._run(action, container_id, name, pod, netns, POST_START_BOUND_S, events)
+        self._done.put(HookOutcome(uid, container_id, name, rules.POST_START, failure, tuple(events)))
         self._wake()
 
     def _run_pre_stop(self, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction | None,
                       netns: str | None, grace_s: float, then: Callable[[], None]) -> None:
         try:
             if action is not None:
-                failure = self._run(action, container_id, name, pod, netns, grace_s)
-                if failure:
-                    self._done.put(HookOutcome(uid, container_id, name, rules.PRE_STOP, failure))
+                events: list[Event] = []
+                failure = self._run(action, container_id, name, pod, netns, grace_s, events)
+                if failure or events:
+                    self._done.put(HookOutcome(uid, container_id, name, rules.PRE_STOP, failure, tuple(events)))
         finally:
             then()
             self._wake()
 
     def _run(self, action: rules.HookAction, container_id: str, name: str, pod: str, netns: str | None,
-             timeout_s: float) -> str:
-        """Carry out one hook; "" on success, else the kubelet's message."""
+             timeout_s: float, events: list[Event]) -> str:
+        """Carry out one hook; "" on success, else the kubelet's message. Events it raises besides
+        are added to `events`."""
         try:
             if action.action == "exec":
                 return self._exec(action, container_id, name, pod, timeout_s)
             if action.action == "http":
-                return self._http(action, name, pod, netns, timeout_s)
+                return self._http(action, name, pod, netns, events)
             if action.action == "sleep":
                 if not self._inline:
                     time.sleep(min(float(action.seconds), timeout_s))
@@ -115,7 +123,7 @@ class HookRunner:
 
     def _exec(self, action: rules.HookAction, container_id: str, name: str, pod: str, timeout_s: float) -> str:
         result = self._runtime.exec_sync(container_id, list(action.command), timeout_s)
-        output = (result.stdout + result.stderr).decode("utf-8", errors="replace")
+        output = (result.stdout + result.stderr)[:MAX_OUTPUT].decode("utf-8", errors="replace")
         if result.timed_out:
             error = f"command '{' '.join(action.command)}' timed out after {timeout_s:g}s"
         elif result.exit_code != 0:
@@ -124,18 +132,31 @@ class HookRunner:
             return ""
         return rules.failure_message(action, container=name, pod=pod, error=error, output=output)
 
-    def _http(self, action: rules.HookAction, name: str, pod: str, netns: str | None, timeout_s: float) -> str:
+    def _http(self, action: rules.HookAction, name: str, pod: str, netns: str | None, events: list[Event]) -> str:
+        """The GET; any answer will do (the kubelet does not look at a hook's status code). An HTTPS
+        hook answered in plain HTTP is sent again over HTTP, without its Authorization header, and
+        raises LifecycleHTTPFallback, as the kubelet's `runHTTPHandler` does."""
         if self._inline:
             return ""   # the dry run has no pod network to send the request into
-        assert action.target is not None
+        target = action.target
+        assert target is not None
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC) if netns else None
         ns = Namespaces()
         try:
-            response, error = asyncio.run(checks.fetch(ns, fd, action.target, user_agent=self._user_agent))
+            response, error = asyncio.run(checks.fetch(ns, fd, target, user_agent=self._user_agent))
+            if response is None and target.scheme == "https" and "remote error: tls:" in error:
+                plain = replace(target, scheme="http",
+                                headers=tuple((k, v) for k, v in target.headers if k.lower() != "authorization"))
+                retried, _ = asyncio.run(checks.fetch(ns, fd, plain, user_agent=self._user_agent))
+                if retried is not None:
+                    host = checks.join_host_port(target.host, target.port)
+                    events.append(("Warning", "LifecycleHTTPFallback", f"request to HTTPS lifecycle hook {host} "
+                                                                       "got HTTP response, retry with HTTP succeeded"))
+                    response = retried
         finally:
             ns.close()
             if fd is not None:
                 os.close(fd)
         if response is not None:
-            return ""   # any answer will do: the kubelet does not look at a hook's status code
+            return ""
         return rules.failure_message(action, container=name, pod=pod, error=error)
