@@ -109,7 +109,7 @@ class _Planner:
         self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
 
     def start(self, container: Container, *, init: bool) -> bool:
-        """Start `container` now unless CrashLoopBackOff holds it; True if it starts."""
+        """Start `container` now unless CrashLoopBackOff or a postStart hook holds it; True if it starts."""
         last = self.newest.get(container.name)
         attempt = last.attempt + 1 if last is not None else 0
         if last is not None and last.state is ContainerState.EXITED and last.finished_at is not None:

@@ -5,8 +5,8 @@ ready, started, waiting reasons ContainerCreating / PodInitializing / CrashLoopB
 PostStartHookError, a container whose postStart hook has not returned shown as ContainerCreating),
 the pod's budget for termination messages (the status manager's `normalizeStatus`: 12 KiB shared
 evenly by its containers), the pod phase (`getPhase`), conditions (`status/generate.go`) and the
-QoS class. The result is a
-plain dict in the v1 JSON shape, ready to be stored and printed without pydantic.
+QoS class. The result is a plain dict in the v1 JSON shape, ready to be stored and printed without
+pydantic.
 """
 
 from __future__ import annotations
