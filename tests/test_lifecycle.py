@@ -322,3 +322,12 @@ def test_a_planted_symlink_is_not_followed(tmp_path):
     link = tmp_path / "termination-log"
     link.symlink_to(secret)
     assert termination.read_message(link, policy="File", exit_code=1, log_path=None) == ""
+
+
+def test_the_log_fallback_reads_further_back_only_when_the_end_holds_too_little(tmp_path):
+    from kubelite.runtime import termination
+
+    log = tmp_path / "0.log"
+    huge = "y" * 200_000      # one record longer than the first read: the second read finds it
+    log.write_text(cri("before", huge[:100_000]) + cri("z" * 10))
+    assert termination.log_tail(log).endswith("y" * 100 + "\n" + "z" * 10 + "\n")

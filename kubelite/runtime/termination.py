@@ -30,8 +30,9 @@ MAX_MESSAGE_BYTES = 4 * 1024
 #: `MaxContainerTerminationMessageLogLines` and `MaxContainerTerminationMessageLogLength`.
 LOG_LINES = 80
 LOG_BYTES = 2 * 1024
-#: How much of the end of a log is read to find its last lines (a CRI record is at most ~8 KiB).
-LOG_READ_BYTES = 1024 * 1024
+#: How much of the end of a log is read to find its last lines: a little first, and more only when
+#: that held fewer than 80 lines and less than 2 KiB of text (many tiny records, or a few huge ones).
+LOG_READ_BYTES = (64 * 1024, 1024 * 1024)
 FALLBACK_TO_LOGS = "FallbackToLogsOnError"
 
 
@@ -61,11 +62,16 @@ def _tail(path: Path, limit: int) -> bytes | None:
 
 def log_tail(log_path: Path) -> str:
     """The last 80 lines of a CRI log as the container wrote them, at most their last 2 KiB."""
-    data = _tail(log_path, LOG_READ_BYTES)
-    if data is None:
-        return ""
-    lines = crilog.tail(crilog.read_lines(data.decode("utf-8", errors="replace")), LOG_LINES)
-    text = "".join(line.text + ("" if line.partial else "\n") for line in lines).encode("utf-8")
+    text = b""
+    for limit in LOG_READ_BYTES:
+        data = _tail(log_path, limit)
+        if data is None:
+            return ""
+        # a record cut short at the start of what was read has lost its time: read_lines skips it
+        lines = crilog.tail(crilog.read_lines(data.decode("utf-8", errors="replace")), LOG_LINES)
+        text = "".join(line.text + ("" if line.partial else "\n") for line in lines).encode("utf-8")
+        if len(data) < limit or len(lines) >= LOG_LINES or len(text) >= LOG_BYTES:
+            break
     return text[-LOG_BYTES:].decode("utf-8", errors="replace")
 
 
