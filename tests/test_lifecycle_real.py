@@ -148,6 +148,7 @@ def test_tty_gives_a_terminal_and_stdin_stays_open(node):
     assert "tty-yes" in logs["tty"], logs["tty"]
     assert "cat-exit-0" not in logs["stdin"] and "cat-exit-" in logs["stdin"], "cat blocked on an open stdin"
     assert "cat-exit-0" in logs["plain"], "without stdin, cat reads EOF at once"
+    assert node.exec("term", "tty", "echo", "exec works") == (0, "exec works\n"), "exec (and probes) need no terminal"
 
 
 def test_kubectl_shows_termination_messages_through_the_api(tmp_path, busybox):
