@@ -331,3 +331,19 @@ def test_the_log_fallback_reads_further_back_only_when_the_end_holds_too_little(
     huge = "y" * 200_000      # one record longer than the first read: the second read finds it
     log.write_text(cri("before", huge[:100_000]) + cri("z" * 10))
     assert termination.log_tail(log).endswith("y" * 100 + "\n" + "z" * 10 + "\n")
+
+
+def test_a_sidecar_whose_poststart_hook_runs_holds_the_next_init_container_and_the_pod_is_not_initialized():
+    doc = pod_doc("web", sidecars=["proxy"], init=[])
+    doc["spec"]["initContainers"].append({"name": "setup", "image": "busybox:1.36"})
+    doc["spec"]["initContainers"][0]["lifecycle"] = {"postStart": EXEC_HOOK}
+    d = decoded(doc)
+    proxy = running(d, "proxy")
+    held = plan(d, observed(d, proxy), record=PodRecord(), backoff={}, now=at(1),
+                post_start={proxy.id: PostStart.RUNNING})
+    assert held.to_start == []
+    s = pod_status(d, observed(d, proxy), record=PodRecord(start_time=T0), now=at(1),
+                   post_start={proxy.id: PostStart.RUNNING})
+    assert {c["type"]: c["status"] for c in s["conditions"]}["Initialized"] == "False"
+    released = plan(d, observed(d, proxy), record=PodRecord(), backoff={}, now=at(2))
+    assert [a.name for a in released.to_start] == ["setup"]
