@@ -210,3 +210,16 @@ def test_poststart_httpget_reaches_its_server_any_status_will_do_and_https_falls
     assert events(node, "LifecycleHTTPFallback") == [
         ("Warning", f"request to HTTPS lifecycle hook 127.0.0.1:{port} got HTTP response, retry with HTTP succeeded")]
     assert events(node, "FailedPostStartHook") == []
+
+
+def test_a_prestop_sleep_delays_sigterm_within_the_grace_period(node):
+    hook = {"preStop": {"sleep": {"seconds": 1}}}
+    path = node.write(pod("sleepy", container("app", LOOP, lifecycle=hook), terminationGracePeriodSeconds=10))
+    node.until(lambda: node.running("sleepy", "app"), what="running")
+    path.unlink()
+    node.agent.hint_manifests()
+    started = time.monotonic()
+    node.until(lambda: not node.agent.pods, timeout=15, what="the pod to be gone")
+    elapsed = time.monotonic() - started
+    assert 1.0 <= elapsed < 5, f"took {elapsed:.1f}s: the sleep (1 s), then TERM ends it at once"
+    assert events(node, "FailedPreStopHook") == []
