@@ -229,7 +229,8 @@ def test_a_failing_prestop_hook_is_a_warning_and_the_container_still_stops(env):
     ({"postStart": {"exec": {"command": []}}}, "spec.containers[0].lifecycle.postStart.exec.command: Required value"),
     ({"preStop": {"httpGet": {"port": 0}}},
      "spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value: must be between 1 and 65535, inclusive"),
-    ({"preStop": {"httpGet": {"port": "no_such-"}}}, "spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value"),
+    ({"preStop": {"httpGet": {"port": "no_such-"}}},
+     "spec.containers[0].lifecycle.preStop.httpGet.port: Invalid value"),
     ({"preStop": {"httpGet": {"port": 80, "scheme": "FTP"}}},
      "spec.containers[0].lifecycle.preStop.httpGet.scheme: Unsupported value"),
     ({"preStop": {"sleep": {"seconds": 31}}}, "spec.containers[0].lifecycle.preStop.sleep.seconds: Invalid value: "

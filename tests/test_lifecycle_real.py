@@ -67,7 +67,8 @@ def test_a_failing_poststart_hook_kills_and_restarts_the_container(node):
 
 
 def test_prestop_httpget_reaches_the_pod_before_sigterm_and_the_termination_message_shows_it(node):
-    script = ("mkdir -p /www/cgi-bin && printf '#!/bin/sh\\necho seen > /tmp/prestop\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nok\\\\n\"\\n' "
+    cgi = "#!/bin/sh\\necho seen > /tmp/prestop\\nprintf \"Content-Type: text/plain\\\\r\\\\n\\\\r\\\\nok\\\\n\"\\n"
+    script = (f"mkdir -p /www/cgi-bin && printf '{cgi}' "
               "> /www/cgi-bin/hook && chmod +x /www/cgi-bin/hook && httpd -p 8080 -h /www && "
               "trap 'cat /tmp/prestop > /dev/termination-log 2>/dev/null; exit 0' TERM; "
               "while true; do sleep 0.1; done")
