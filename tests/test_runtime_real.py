@@ -182,7 +182,7 @@ def test_prestop_runs_before_sigterm_and_a_failing_hook_is_reported(node):
     elapsed = time.monotonic() - started
     assert 1.0 <= elapsed < 5, f"took {elapsed:.1f}s: the hook (1 s) runs first, then TERM ends it at once"
     messages = [row[0] for row in node.store.execute_sql("SELECT message FROM events WHERE reason='FailedPreStopHook'")]
-    assert messages == ["PreStopHook failed: exit code 3"]
+    assert messages == ["PreStopHook failed"]   # as the kubelet: the hook's output stays out of events
 
 
 def test_a_container_whose_record_was_never_written_is_removed_at_the_next_start(tmp_path, busybox):

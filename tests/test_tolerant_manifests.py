@@ -182,7 +182,7 @@ def describe(env, name: str, capsys) -> str:
 
 def test_pods_of_a_mixed_file_run_and_warnings_are_warning_events_under_their_own_heading(env, capsys) -> None:
     web = pod_doc("web")
-    web["spec"]["containers"][0]["tty"] = True
+    web["spec"]["nodeSelector"] = {"disk": "ssd"}
     env.write("app.yaml", SERVICE, web, pod_doc("worker"))
     env.settle()
     assert env.row("web").status == "Running" and env.row("worker").status == "Running"
@@ -192,7 +192,7 @@ def test_pods_of_a_mixed_file_run_and_warnings_are_warning_events_under_their_ow
     assert all(kind == "Warning" for kind, _, _ in warnings)
     out = describe(env, "web", capsys)
     assert "Manifest Warnings:" in out and service in out
-    assert "spec.containers[0].tty: the container gets no terminal yet; ignored" in out
+    assert "spec.nodeSelector: kubelite runs every pod on this machine (no scheduling); ignored" in out
     assert "Manifest Errors:" not in out and "last valid version" not in out
     # an invalid edit: errors under their heading, with the note; the old version keeps running
     broken = pod_doc("web")

@@ -4,15 +4,16 @@ Owns: the in-memory mirror of the store (write-through, one transaction per pass
 manifest scan to the desired pods, the runtime relist (adopting what runs, recording exits that
 happened while kubelite was away), `sync_pod` (store → `core.plan` → execute → persist), events,
 and garbage collection of old container attempts. It runs on one thread; other threads only
-call `hint_*`, which set flags and wake the loop (see `daemon`), or queue results (preStop
-failures, git syncs, probe runs: `probing`).
+call `hint_*`, which set flags and wake the loop (see `daemon`), or queue results (lifecycle
+hooks: `hooks`, git syncs, probe runs: `probing`).
 
 `sync_pod` carries out `PodActions` in this order:
   1. stop containers (preStop, then SIGTERM with a deadline, or SIGKILL once it has passed);
   2. record a pod-level failure (activeDeadlineSeconds);
   3. stop the sandbox when the pod is to be killed and nothing runs any more;
   4. create a new sandbox;
-  5. create and start containers (image check, Created, Started; errors become waiting reasons);
+  5. create and start containers (image check, Created, Started, the postStart hook on a helper
+     thread; errors become waiting reasons);
   6. store backoff entries and raise BackOff events for new holds;
   7. compute the status, make a terminal phase sticky, persist the v1 Pod;
   8. remove a terminating pod that has fully stopped.
@@ -24,7 +25,6 @@ import json
 import logging
 import queue
 import shutil
-import threading
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -32,17 +32,19 @@ from typing import Any, Callable
 
 from kubelite.agent import metrics, probing
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
+from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
+from kubelite.core import hooks as hook_rules
 from kubelite.core import podconfig
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox,
-    PodActions, PodRecord, StartError, StopReason,
+    PodActions, PodRecord, PostStart, StartError, StopReason,
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
 from kubelite.prober import Prober
@@ -140,7 +142,9 @@ class Agent:
         self.wake = probing.LoopWake()
         self.probing = probing.ProbeManager(prober or probing.default_prober(runtime, self.wake))
         self.meta_written = False
-        self.hook_failures: queue.SimpleQueue[tuple[str, str, str]] = queue.SimpleQueue()
+        self.hooks = HookRunner(runtime, wake=self.wake.set, user_agent=_user_agent(hook_rules.USER_AGENT_PRODUCT),
+                                inline=runtime.name == "fake")
+        self.post_start: dict[str, PostStart] = {}   # container id → its postStart hook, until it returned
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)
         self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
@@ -235,7 +239,7 @@ class Agent:
                 self.sync_manifests(now)
             with metrics.timed(metrics.RELIST):
                 self.relist(now)
-            self.record_hook_failures(now)
+            self.record_hooks(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
             self.record_pulls(now)
@@ -435,9 +439,10 @@ class Agent:
         if entry.record.start_time is None and entry.deleted_at is None:
             entry.record = replace(entry.record, start_time=now)
         before = self.observed(uid)
-        self.probing.prepare(uid, entry.pod, before)
+        self.forget_post_start(before)
+        self.probing.prepare(uid, entry.pod, self.probed(before))
         actions = plan(entry.desired, before, record=entry.record, backoff=self.backoff, now=now,
-                       policy=self.config.backoff, probes=self.probing.results)
+                       policy=self.config.backoff, probes=self.probing.results, post_start=self.post_start)
         if entry.retry_at is not None and now < entry.retry_at:
             # the last start failed: like the kubelet's pod worker, retry after a pause
             actions.to_start.clear()
@@ -450,13 +455,13 @@ class Agent:
         if entry.deleted_at is not None and not any(c.running for c in observed.containers):
             self.remove_pod(entry, observed)
             return None
-        self.probing.prepare(uid, entry.pod, observed)  # containers started just now: initial results
+        self.probing.prepare(uid, entry.pod, self.probed(observed))  # containers started just now: initial results
         status = statuses.pod_status(
             entry.desired, observed, record=entry.record, now=now, holds=entry.holds,
             start_errors={name: err for (u, name), err in self.start_errors.items() if u == uid},
             probes=self.probing.results, previous_conditions=entry.status.get("conditions", ()),
-            runtime=self.runtime.name, host_ip=self.config.node_ip)
-        self.probing.sync_targets(uid, entry.pod, observed, self.runtime, status.get("podIP") or None)
+            runtime=self.runtime.name, host_ip=self.config.node_ip, post_start=self.post_start)
+        self.probing.sync_targets(uid, entry.pod, self.probed(observed), self.runtime, status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             entry.record = replace(entry.record, terminal_phase=status["phase"])
             log.info("pod %s: %s", entry.key, status["phase"])
@@ -467,6 +472,18 @@ class Agent:
         if not actions.idle:
             return now  # look again at once: the actions changed what plan() will see
         return actions.next_wakeup
+
+    def probed(self, observed: ObservedPod) -> ObservedPod:
+        """The containers whose probes run: not one whose postStart hook has not returned (the kubelet
+        probes a container once its status says Running)."""
+        if not any(c.id in self.post_start for c in observed.containers):
+            return observed
+        return replace(observed, containers=tuple(c for c in observed.containers if c.id not in self.post_start))
+
+    def forget_post_start(self, observed: ObservedPod) -> None:
+        for c in observed.containers:
+            if not c.running:
+                self.post_start.pop(c.id, None)
 
     def execute(self, entry: PodEntry, actions: PodActions, now: datetime) -> None:
         uid = entry.uid
@@ -594,6 +611,13 @@ class Agent:
             del self.start_errors[(entry.uid, name)]
             self.store.put_start_error(entry.uid, name, None)
         self.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
+        action = hook_rules.hook_action(container, hook_rules.POST_START, container_id=container_id,
+                                        pod_ip=self._pod_ip(entry, sandbox_id), timeout_s=POST_START_BOUND_S,
+                                        now=now)
+        if action is not None:   # Running once it returns; the containers after it wait (core.plan)
+            self.post_start[container_id] = PostStart.RUNNING
+            self.hooks.post_start(uid=entry.uid, container_id=container_id, name=name, pod=self._pod_ref(entry),
+                                  action=action, netns=self._netns(sandbox_id))
 
     def ensure_image(self, entry: PodEntry, name: str, image: str, policy: str, now: datetime) -> bool:
         """True when the container's image is there to create it from now, by its imagePullPolicy (the
@@ -681,12 +705,16 @@ class Agent:
         if signal == "TERM":
             self.event(entry, "Normal", "Killing", message, now, container=c.name)
             deadline = now + timedelta(seconds=grace_s)
-            hook = _pre_stop_command(entry.pod, c.name)
-            if hook is not None:
+            spec = _container(entry.pod, c.name)   # a container gone from the spec has no hook
+            action = hook_rules.hook_action(spec, hook_rules.PRE_STOP, container_id=c.id,
+                                            pod_ip=self._pod_ip(entry, c.sandbox_id), timeout_s=grace_s,
+                                            now=now) if spec is not None else None
+            if action is not None:
                 # The hook runs beside the loop (it may take the whole grace period); SIGTERM follows
                 # it, and SIGKILL stays due at the deadline whatever the hook does.
-                threading.Thread(target=self._pre_stop_then_term, args=(uid, c.id, c.name, hook, grace_s),
-                                 name=f"prestop-{c.id[:12]}", daemon=True).start()
+                self.hooks.pre_stop(uid=uid, container_id=c.id, name=c.name, pod=self._pod_ref(entry),
+                                    action=action, netns=self._netns(c.sandbox_id), grace_s=float(grace_s),
+                                    then=lambda: self._signal(container_id, "TERM"))
                 self._observe(uid, replace(c, stop_reason=stop_reason, kill_deadline=deadline))
                 return
         self._signal(container_id, signal)
@@ -698,18 +726,23 @@ class Agent:
         except NotFoundError:
             pass
 
-    def _pre_stop_then_term(self, uid: str, container_id: str, name: str, command: list[str], grace_s: int) -> None:
-        """On a helper thread: the preStop exec hook, then SIGTERM. Writes nothing: failures go to the loop."""
+    def _pod_ip(self, entry: PodEntry, sandbox_id: str) -> str | None:
+        """The pod's IP for an httpGet hook without a host: the node's with hostNetwork."""
+        if entry.pod.spec.host_network:
+            return self.config.node_ip
+        sandbox = self.sandboxes.get(sandbox_id)
+        return sandbox[1].ip if sandbox is not None else None
+
+    def _netns(self, sandbox_id: str) -> str | None:
         try:
-            result = self.runtime.exec_sync(container_id, command, float(grace_s))
-            failure = "timed out" if result.timed_out else (
-                f"exit code {result.exit_code}" if result.exit_code != 0 else None)
-        except RuntimeError_ as exc:
-            failure = str(exc)
-        if failure is not None:
-            self.hook_failures.put((uid, name, failure))
-        self._signal(container_id, "TERM")
-        self.wake.set()
+            return self.runtime.sandbox_netns(sandbox_id)
+        except RuntimeError_:
+            return None
+
+    @staticmethod
+    def _pod_ref(entry: PodEntry) -> str:
+        meta = entry.pod.metadata
+        return hook_rules.pod_ref(meta.name or "", meta.namespace, entry.uid)
 
     def configure_container(self, entry: PodEntry, container: Container, config: ContainerConfig,
                             now: datetime) -> ContainerConfig | None:
@@ -790,13 +823,38 @@ class Agent:
             if entry is not None:
                 self.event(entry, type_, reason, message[:1024], now, container=name)
 
-    def record_hook_failures(self, now: datetime) -> None:
-        while not self.hook_failures.empty():
-            uid, name, failure = self.hook_failures.get()
-            entry = self.pods.get(uid)
+    def record_hooks(self, now: datetime) -> None:
+        """The hooks that ended: a returned postStart hook lets its container be Running; a failed one
+        raises FailedPostStartHook and has the container killed (`core.plan`) with PostStartHookError
+        as its waiting reason; a failed preStop hook raises FailedPreStopHook (the stop goes on)."""
+        for outcome in self.hooks.finished():
+            entry = self.pods.get(outcome.uid)
+            known = self.containers.get(outcome.container_id)
+            for type_, reason, message in outcome.events:
+                if entry is not None:
+                    self.event(entry, type_, reason, message, now, container=outcome.name)
+            if outcome.kind == hook_rules.POST_START:
+                if not outcome.failure:
+                    self.post_start.pop(outcome.container_id, None)
+                    continue
+                if known is not None and known[1].running:
+                    self.post_start[outcome.container_id] = PostStart.FAILED
+                else:
+                    self.post_start.pop(outcome.container_id, None)
+                reason, message = hook_rules.FAILED_POST_START
+                newest = self.observed(outcome.uid).instances(outcome.name)
+                if entry is not None and newest and newest[0].id == outcome.container_id:
+                    # the waiting reason of this attempt (not of a newer one started meanwhile)
+                    error = StartError(statuses.POST_START_HOOK_ERROR, outcome.failure)
+                    self.start_errors[(entry.uid, outcome.name)] = error
+                    self.store.put_start_error(entry.uid, outcome.name, error)
+            elif outcome.failure:
+                reason, message = hook_rules.FAILED_PRE_STOP
+            else:
+                continue
             if entry is not None:
-                self.event(entry, "Warning", "FailedPreStopHook", f"PreStopHook failed: {failure}", now,
-                           container=name)
+                log.warning("pod %s: %s", entry.key, outcome.failure)
+                self.event(entry, "Warning", reason, message, now, container=outcome.name)
 
     def remove_pod(self, entry: PodEntry, observed: ObservedPod) -> None:
         for c in observed.containers:
@@ -805,6 +863,7 @@ class Agent:
             except RuntimeError_:
                 pass
             self._drop_container(c.id)
+            self.post_start.pop(c.id, None)
         try:
             self.configs.tear_down(entry.uid)
         except (OSError, RuntimeError_) as exc:
@@ -941,11 +1000,12 @@ def _port_mappings(pod: Pod) -> tuple[PortMapping, ...]:
     return tuple(found.values())
 
 
-def _pre_stop_command(pod: Pod, name: str) -> list[str] | None:
-    """The container's preStop exec command, if it has one (a container gone from the spec has none)."""
-    container = _container(pod, name)
-    hook = container.lifecycle.pre_stop if container is not None and container.lifecycle else None
-    return list(hook.exec_.command) if hook is not None and hook.exec_ is not None else None
+def _user_agent(product: str) -> str:
+    """`<product>/<major>.<minor>` of this kubelite, as the kubelet names its probes and hooks."""
+    from kubelite import __version__
+
+    major, minor = (__version__.split(".") + ["0"])[:2]
+    return f"{product}/{major}.{minor}"
 
 
 def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:

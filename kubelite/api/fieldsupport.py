@@ -253,13 +253,13 @@ livenessProbe                 implemented test_a_hung_application_is_found_by_it
 readinessProbe                implemented test_readiness_flips_ready_without_restarts
 startupProbe                  implemented test_a_startup_probe_keeps_liveness_from_killing_a_slow_starter
 lifecycle                     implemented test_prestop_runs_before_sigterm_and_a_failing_hook_is_reported
-terminationMessagePath        warned      the termination message is not read yet; ignored
-terminationMessagePolicy      warned      the termination message is not read yet; ignored
+terminationMessagePath        implemented test_termination_messages_from_the_file_and_from_the_log
+terminationMessagePolicy      implemented test_termination_messages_from_the_file_and_from_the_log
 imagePullPolicy               implemented test_pull_policies
 securityContext               implemented test_the_pod_shares_dev_shm_and_security_settings_apply
-stdin                         warned      the container gets no open stdin yet; ignored
-stdinOnce                     warned      the container gets no open stdin yet; ignored
-tty                           warned      the container gets no terminal yet; ignored
+stdin                         implemented test_tty_gives_a_terminal_and_stdin_stays_open
+stdinOnce                     warned      nothing attaches to a container's stdin yet, so it is never closed after one attach; ignored
+tty                           implemented test_tty_gives_a_terminal_and_stdin_stays_open
 
 [ContainerPort]
 name                          implemented test_targets_resolve_named_ports_hosts_paths_and_the_first_run
@@ -347,15 +347,15 @@ port                          implemented test_tcp_open_and_closed_ports
 host                          implemented test_targets_resolve_named_ports_hosts_paths_and_the_first_run
 
 [Lifecycle]
-postStart                     warned      {_NOT_YET}
+postStart                     implemented test_poststart_hook_finishes_before_the_container_is_reported_running
 preStop                       implemented test_prestop_runs_before_sigterm_and_a_failing_hook_is_reported
 stopSignal                    implemented test_stop_signal_is_the_manifest_s_then_the_image_s_then_term
 
 [LifecycleHandler]
 exec                          implemented test_prestop_runs_before_sigterm
-httpGet                       warned      not implemented yet (only exec hooks run); ignored
-tcpSocket                     warned      deprecated; the kubelet does not run it either; ignored
-sleep                         warned      {_NOT_YET}
+httpGet                       implemented test_prestop_httpget_reaches_the_pod_before_sigterm_and_the_termination_message_shows_it
+tcpSocket                     warned      deprecated and never run: the hook fails when it is due, as with the kubelet
+sleep                         implemented test_a_prestop_sleep_delays_sigterm_within_the_grace_period
 
 [SecurityContext]
 capabilities                  implemented test_capabilities

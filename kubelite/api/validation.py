@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from kubelite.api import names, quantity
-from kubelite.api.models import Container, ObjectMeta, Pod, Probe
+from kubelite.api.models import Container, Lifecycle, ObjectMeta, Pod, Probe
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
@@ -114,7 +114,7 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
                                                          "across init and app containers"))
             seen.add(container.name)
             errors += _validate_container(container, path, init=field == "initContainers",
-                                          volume_names=volume_names)
+                                          volume_names=volume_names, grace_s=spec.termination_grace_period_seconds)
     errors += _validate_host_ports(pod)
     return errors
 
@@ -140,7 +140,8 @@ def _validate_host_ports(pod: Pod) -> list[FieldIssue]:
     return errors
 
 
-def _validate_container(c: Container, path: str, *, init: bool, volume_names: set[str]) -> list[FieldIssue]:
+def _validate_container(c: Container, path: str, *, init: bool, volume_names: set[str],
+                        grace_s: int | None = None) -> list[FieldIssue]:
     errors: list[FieldIssue] = []
     if not c.image or not c.image.strip():
         errors.append(FieldIssue(f"{path}.image", "Required value"))
@@ -200,6 +201,8 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
         if probe is not None:
             errors += _validate_probe(probe, f"{path}.{name}", single_success=name != "readinessProbe",
                                       port_names=port_names)
+    if c.lifecycle is not None:
+        errors += _validate_lifecycle(c.lifecycle, f"{path}.lifecycle", grace_s=grace_s)
     return errors
 
 
@@ -251,4 +254,40 @@ def _validate_probe(p: Probe, path: str, *, single_success: bool, port_names: se
         elif isinstance(port, str) and port not in port_names:
             errors.append(FieldIssue(f"{path}.{name}.port", "Invalid value: must be a port number or the name "
                                                             "of one of the container's ports"))
+    return errors
+
+
+def _validate_lifecycle(lifecycle: Lifecycle, path: str, *, grace_s: int | None) -> list[FieldIssue]:
+    """`validateLifecycle`: each hook has exactly one handler; an httpGet a path, a port and a known
+    scheme; a sleep between 0 and the grace period (tcpSocket passes, as in Kubernetes, and fails
+    when run, as the kubelet runs no tcpSocket hook)."""
+    errors: list[FieldIssue] = []
+    for name, hook in (("postStart", lifecycle.post_start), ("preStop", lifecycle.pre_stop)):
+        if hook is None:
+            continue
+        hpath = f"{path}.{name}"
+        handlers = [n for n, h in (("exec", hook.exec_), ("httpGet", hook.http_get), ("tcpSocket", hook.tcp_socket),
+                                   ("sleep", hook.sleep)) if h is not None]
+        if not handlers:
+            errors.append(FieldIssue(hpath, "Required value: must specify a handler type"))
+        elif len(handlers) > 1:
+            errors.append(FieldIssue(f"{hpath}.{handlers[1]}", "Forbidden: may not specify more than 1 handler type"))
+        if hook.exec_ is not None and not hook.exec_.command:
+            errors.append(FieldIssue(f"{hpath}.exec.command", "Required value"))
+        get = hook.http_get
+        if get is not None:
+            if not get.path:
+                errors.append(FieldIssue(f"{hpath}.httpGet.path", "Required value"))
+            if get.scheme not in SCHEMES:
+                errors.append(_unsupported(f"{hpath}.httpGet.scheme", SCHEMES))
+            port = get.port
+            if isinstance(port, int) and not 1 <= port <= 65535:
+                errors.append(FieldIssue(f"{hpath}.httpGet.port",
+                                         "Invalid value: must be between 1 and 65535, inclusive"))
+            elif isinstance(port, str) and not (port.isascii() and port.isdigit()):
+                # Kubernetes checks only the name's form: a name no port has fails when the hook runs
+                errors += invalid(f"{hpath}.httpGet.port", names.is_port_name(port))
+        if hook.sleep is not None and grace_s is not None and not 0 <= hook.sleep.seconds <= grace_s:
+            errors.append(FieldIssue(f"{hpath}.sleep.seconds", "Invalid value: must be non-negative and less than "
+                                                               f"terminationGracePeriodSeconds ({grace_s})"))
     return errors

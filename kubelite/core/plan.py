@@ -17,9 +17,15 @@ The rules, in the order they apply:
    `restartPolicy: Always`) must be running before the next one starts. A failed init container
    fails the pod under Never and is restarted with backoff otherwise.
 5. App containers: not yet created → start; running with a changed spec → stop, then restart
-   whatever the policy; liveness/startup failure → stop, restart unless Never; exited →
+   whatever the policy; liveness/startup failure → stop, restart unless Never; a failed
+   postStart hook → stop (`FailedPostStartHook`), restart per `restartPolicy`; exited →
    restart per `restartPolicy` (`ShouldContainerBeRestarted`), held by CrashLoopBackOff.
 6. Nothing running and nothing to start → stop the pod (sandbox and sidecars).
+
+PostStart hooks hold starts as the kubelet's blocking `startContainer` does: containers start in
+spec order, and none after a container with a postStart hook starts until that hook has returned;
+while any postStart hook of the pod runs, no other container of the pod starts. Stopping is never
+held.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from kubelite.api.models import Container
 from kubelite.core import backoff as backoffs
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, KillAction, ObservedContainer, ObservedPod,
-    PodActions, PodRecord, ProbeResult, StartAction, StopReason,
+    PodActions, PodRecord, PostStart, ProbeResult, StartAction, StopReason,
 )
 
 #: The kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
@@ -43,6 +49,8 @@ DEADLINE_REASON = "DeadlineExceeded"
 DEADLINE_MESSAGE = "Pod was active on the node longer than the specified deadline"
 
 ProbeResults = Mapping[tuple[str, str], ProbeResult]
+#: The message of the Killing event when a postStart hook failed (the kubelet's `reasonFailedPostStartHook`).
+POST_START_KILL_MESSAGE = "FailedPostStartHook"
 
 
 def should_restart(container: ObservedContainer, restart_policy: str) -> bool:
@@ -62,6 +70,10 @@ def should_restart(container: ObservedContainer, restart_policy: str) -> bool:
     return True
 
 
+def has_post_start(container: Container) -> bool:
+    return container.lifecycle is not None and container.lifecycle.post_start is not None
+
+
 def grace_period(desired: DesiredPod) -> int:
     """The effective per-container grace period: the pod's, never below two seconds (and never
     beyond what a date can hold: Kubernetes accepts any int64 here)."""
@@ -73,10 +85,12 @@ class _Planner:
 
     def __init__(self, desired: DesiredPod, observed: ObservedPod, record: PodRecord,
                  backoff: Mapping[str, BackoffEntry], probes: ProbeResults, now: datetime,
-                 policy: BackoffPolicy) -> None:
+                 policy: BackoffPolicy, post_start: Mapping[str, PostStart]) -> None:
         self.desired, self.observed, self.record = desired, observed, record
         self.backoff, self.probes, self.now, self.policy = backoff, probes, now, policy
+        self.post_start = post_start
         self.spec = desired.pod.spec
+        self.specs = {c.name: c for c in self.spec.all_containers()}
         self.actions = PodActions()
         self.newest: dict[str, ObservedContainer] = {}  # the latest attempt of each container name
         for c in observed.containers:
@@ -95,7 +109,7 @@ class _Planner:
         self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
 
     def start(self, container: Container, *, init: bool) -> bool:
-        """Start `container` now unless CrashLoopBackOff holds it; True if it starts."""
+        """Start `container` now unless CrashLoopBackOff or a postStart hook holds it; True if it starts."""
         last = self.newest.get(container.name)
         attempt = last.attempt + 1 if last is not None else 0
         if last is not None and last.state is ContainerState.EXITED and last.finished_at is not None:
@@ -111,10 +125,21 @@ class _Planner:
                 self.actions.backoff_holds.append(BackoffHold(container.name, until, entry.backoff_s, message))
                 self.actions.wake_at(until)
                 return False
+            if self.held_by_post_start():
+                return False
             self.actions.backoff_updates.append(
                 backoffs.next_entry(entry, key=key, finished_at=last.finished_at, now=self.now, policy=self.policy))
+        elif self.held_by_post_start():
+            return False
         self.actions.to_start.append(StartAction(container.name, attempt, init=init))
         return True
+
+    def held_by_post_start(self) -> bool:
+        """True while a postStart hook of the pod runs, or one will run for a container this plan
+        starts: the containers after it wait for it to return (the hook's outcome wakes the loop)."""
+        if any(c.running and self.post_start.get(c.id) is PostStart.RUNNING for c in self.newest.values()):
+            return True
+        return any(has_post_start(self.specs[s.name]) for s in self.actions.to_start if s.name in self.specs)
 
     def is_running(self, name: str) -> bool:
         c = self.newest.get(name)
@@ -259,6 +284,9 @@ class _Planner:
         """
         if self.stopping(c):
             return None
+        if self.post_start.get(c.id) is PostStart.FAILED:
+            self.kill(c, StopReason.POST_START_HOOK, POST_START_KILL_MESSAGE)
+            return restart or self.spec.restart_policy != "Never"
         if c.spec_hash != self.desired.container_hashes.get(container.name):
             self.kill(c, StopReason.DEFINITION_CHANGED, f"Container {container.name} definition changed, "
                                                         "will be restarted")
@@ -304,6 +332,9 @@ class _Planner:
 
 def plan(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
          backoff: Mapping[str, BackoffEntry], now: datetime, probes: ProbeResults | None = None,
-         policy: BackoffPolicy = BackoffPolicy()) -> PodActions:
-    """Decide what to do now for one pod. Pure: same inputs, same `PodActions`."""
-    return _Planner(desired, observed, record, backoff, probes or {}, now, policy).run()
+         policy: BackoffPolicy = BackoffPolicy(), post_start: Mapping[str, PostStart] | None = None) -> PodActions:
+    """Decide what to do now for one pod. Pure: same inputs, same `PodActions`.
+
+    `post_start` maps a running container's id to its postStart hook's state (no entry: it has
+    none, or it returned)."""
+    return _Planner(desired, observed, record, backoff, probes or {}, now, policy, post_start or {}).run()

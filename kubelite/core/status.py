@@ -1,9 +1,12 @@
 """The v1 PodStatus of a pod, computed as the kubelet computes it — pure, `now` is an argument.
 
 Owns: container statuses (`convertToAPIContainerStatuses`: state, lastState, restartCount,
-ready, started, waiting reasons ContainerCreating / PodInitializing / CrashLoopBackOff), the
-pod phase (`getPhase`), conditions (`status/generate.go`) and the QoS class. The result is a
-plain dict in the v1 JSON shape, ready to be stored and printed without pydantic.
+ready, started, waiting reasons ContainerCreating / PodInitializing / CrashLoopBackOff /
+PostStartHookError, a container whose postStart hook has not returned shown as ContainerCreating),
+the pod's budget for termination messages (the status manager's `normalizeStatus`: 12 KiB shared
+evenly by its containers), the pod phase (`getPhase`), conditions (`status/generate.go`) and the
+QoS class. The result is a plain dict in the v1 JSON shape, ready to be stored and printed without
+pydantic.
 """
 
 from __future__ import annotations
@@ -15,10 +18,15 @@ from kubelite.api import quantity
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core.types import (
-    BackoffHold, ContainerState, ObservedContainer, ObservedPod, PodRecord, ProbeResult, StartError,
+    BackoffHold, ContainerState, ObservedContainer, ObservedPod, PodRecord, PostStart, ProbeResult, StartError,
 )
 
 Json = dict[str, Any]
+#: `MaxPodTerminationMessageLogLength`: the bytes of termination messages one pod's status may carry,
+#: split evenly between its containers (init and app).
+POD_TERMINATION_MESSAGE_BYTES = 12 * 1024
+#: The waiting reason after a failed postStart hook (the kubelet's `ErrPostStartHook`).
+POST_START_HOOK_ERROR = "PostStartHookError"
 
 
 def rfc3339(t: datetime | None) -> str | None:
@@ -28,7 +36,21 @@ def rfc3339(t: datetime | None) -> str | None:
     return t.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def terminated_state(c: ObservedContainer, runtime: str) -> Json:
+def message_budget(pod: Pod) -> int:
+    """The bytes of termination message each container's state may show (`normalizeStatus`)."""
+    count = len(pod.spec.containers) + len(pod.spec.init_containers)
+    return POD_TERMINATION_MESSAGE_BYTES // count if count else POD_TERMINATION_MESSAGE_BYTES
+
+
+def truncate_message(message: str, limit: int) -> str:
+    """The first `limit` bytes of `message` (a character cut in two becomes U+FFFD, as Go's JSON writes it)."""
+    data = message.encode("utf-8", errors="surrogatepass")
+    if len(data) <= limit:
+        return message
+    return data[:limit].decode("utf-8", errors="replace")
+
+
+def terminated_state(c: ObservedContainer, runtime: str, budget: int = POD_TERMINATION_MESSAGE_BYTES) -> Json:
     exit_code = c.exit_code if c.exit_code is not None else 137
     state: Json = {
         "exitCode": exit_code,
@@ -38,14 +60,21 @@ def terminated_state(c: ObservedContainer, runtime: str) -> Json:
         "containerID": f"{runtime}://{c.id}",
     }
     if c.message:
-        state["message"] = c.message
+        state["message"] = truncate_message(c.message, budget)
     return {"terminated": {k: v for k, v in state.items() if v is not None}}
 
 
 def container_status(container: Container, instances: Sequence[ObservedContainer], *, init: bool,
                      default_reason: str, hold: BackoffHold | None, start_error: StartError | None,
-                     probes: Mapping[tuple[str, str], ProbeResult], runtime: str) -> Json:
-    """One v1 ContainerStatus from the newest two runtime instances of a container."""
+                     probes: Mapping[tuple[str, str], ProbeResult], runtime: str,
+                     post_start: Mapping[str, PostStart] | None = None,
+                     budget: int = POD_TERMINATION_MESSAGE_BYTES, restarts: bool = True) -> Json:
+    """One v1 ContainerStatus from the newest two runtime instances of a container.
+
+    A running container whose postStart hook has not returned is Waiting (ContainerCreating), as
+    the kubelet reports it until its `startContainer` returns; after a failed hook it waits with
+    PostStartHookError while it is stopped and restarted — or, when it will not be restarted
+    (`restarts` False: restartPolicy Never), shows its terminated state."""
     status: Json = {"name": container.name, "image": container.image or "", "imageID": "",
                     "restartCount": 0, "ready": False, "started": False,
                     "state": {}, "lastState": {}}
@@ -59,8 +88,17 @@ def container_status(container: Container, instances: Sequence[ObservedContainer
     status["restartCount"] = current.attempt
     status["containerID"] = f"{runtime}://{current.id}"
     if previous is not None and previous.state is not ContainerState.RUNNING:
-        status["lastState"] = terminated_state(previous, runtime)
-    if current.state is ContainerState.RUNNING:
+        status["lastState"] = terminated_state(previous, runtime, budget)
+    hook = (post_start or {}).get(current.id)
+    if start_error is not None and start_error.reason == POST_START_HOOK_ERROR and not restarts \
+            and current.state is ContainerState.EXITED:
+        start_error = None   # not restarted: the kubelet shows the terminated state (ShouldContainerBeRestarted)
+    if current.state is ContainerState.RUNNING and hook is not None:
+        waiting = {"reason": "ContainerCreating"}
+        if hook is PostStart.FAILED and start_error is not None:
+            waiting = {"reason": start_error.reason, "message": start_error.message}
+        status["state"] = {"waiting": waiting}
+    elif current.state is ContainerState.RUNNING:
         status["state"] = {"running": {"startedAt": rfc3339(current.started_at)}}
         started = probes.get((current.id, "startup"), ProbeResult.SUCCESS) is ProbeResult.SUCCESS
         status["started"] = started
@@ -71,7 +109,7 @@ def container_status(container: Container, instances: Sequence[ObservedContainer
         status["state"] = {"waiting": {"reason": start_error.reason, "message": start_error.message}
                            if start_error else {"reason": "ContainerCreating"}}
     else:
-        terminated = terminated_state(current, runtime)
+        terminated = terminated_state(current, runtime, budget)
         if hold is not None:
             status["state"] = {"waiting": {"reason": "CrashLoopBackOff", "message": hold.message}}
             status["lastState"] = terminated
@@ -199,9 +237,12 @@ def network_status(pod: Pod, observed: ObservedPod, *, host_ip: str | None) -> J
 def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord, now: datetime,
                holds: Sequence[BackoffHold] = (), start_errors: Mapping[str, StartError] | None = None,
                probes: Mapping[tuple[str, str], ProbeResult] | None = None,
-               previous_conditions: Sequence[Json] = (), runtime: str = "fake", host_ip: str | None = None) -> Json:
+               previous_conditions: Sequence[Json] = (), runtime: str = "fake", host_ip: str | None = None,
+               post_start: Mapping[str, PostStart] | None = None) -> Json:
     """The pod's v1 status as a JSON-shaped dict.
 
+    `post_start` maps a running container's id to its postStart hook's state (no entry: none, or
+    it returned).
     `hostIP` is the node's address; `podIP` the newest sandbox's (kept once the pod has stopped,
     as the kubelet keeps it), or the node's with hostNetwork.
     """
@@ -211,11 +252,13 @@ def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
     errors = start_errors or {}
     probe_results = probes or {}
     default_reason = "PodInitializing" if spec.init_containers else "ContainerCreating"
+    budget = message_budget(pod)
 
     def statuses(containers: Sequence[Container], init: bool) -> list[Json]:
         return [container_status(c, observed.instances(c.name)[:2], init=init, default_reason=default_reason,
                                  hold=held.get(c.name), start_error=errors.get(c.name), probes=probe_results,
-                                 runtime=runtime) for c in containers]
+                                 runtime=runtime, post_start=post_start, budget=budget,
+                                 restarts=spec.restart_policy != "Never" or c.is_sidecar) for c in containers]
 
     init_statuses = statuses(spec.init_containers, True)
     app_statuses = statuses(spec.containers, False)

@@ -28,6 +28,14 @@ class StopReason(str, enum.Enum):
     STARTUP = "StartupProbe"                  # restarted unless restartPolicy Never
     POD_TERMINATION = "PodTermination"        # pod deleted, replaced, failed or completed
     REMOVED = "Removed"                       # the container left the pod's spec
+    POST_START_HOOK = "FailedPostStartHook"   # its postStart hook failed: restarted per restartPolicy
+
+
+class PostStart(str, enum.Enum):
+    """Where a running container's postStart hook is (no entry: it has none, or it returned)."""
+
+    RUNNING = "Running"    # the hook runs: the container is not reported Running yet
+    FAILED = "Failed"      # the hook failed: the container is killed (FailedPostStartHook)
 
 
 class ProbeResult(str, enum.Enum):

@@ -226,7 +226,10 @@ async def _get_once(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, u
             sock.close()
 
 
-async def http_check(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, *, user_agent: str) -> Verdict:
+async def fetch(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, *,
+                user_agent: str) -> tuple[_Response | None, str]:
+    """The GET of `target`, redirects followed as the kubelet's client follows them, bounded by
+    `target.timeout_s`: (the last response, "") or (None, the error as Go words it)."""
     url = f"{target.scheme}://{join_host_port(target.host, target.port)}{target.path}"
     first_host = target.host
     current = url
@@ -242,14 +245,20 @@ async def http_check(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, 
                     break  # another host: not followed (the kubelet's RedirectChecker)
                 current = following
             else:
-                return ProbeResult.FAILURE, f'Get "{url}": stopped after {MAX_REDIRECTS} redirects', False
+                return None, f'Get "{url}": stopped after {MAX_REDIRECTS} redirects'
     except DialError as exc:
-        return ProbeResult.FAILURE, f'Get "{current}": {exc}', False
+        return None, f'Get "{current}": {exc}'
     except TimeoutError:
-        return (ProbeResult.FAILURE,
-                f'Get "{current}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)', False)
+        return None, f'Get "{current}": context deadline exceeded (Client.Timeout exceeded while awaiting headers)'
     except (OSError, ValueError, asyncio.IncompleteReadError) as exc:
-        return ProbeResult.FAILURE, f'Get "{current}": {exc}', False
+        return None, f'Get "{current}": {exc}'
+    return response, ""
+
+
+async def http_check(ns: Namespaces, netns_fd: int | None, target: ProbeTarget, *, user_agent: str) -> Verdict:
+    response, error = await fetch(ns, netns_fd, target, user_agent=user_agent)
+    if response is None:
+        return ProbeResult.FAILURE, error, False
     body = response.body.decode("utf-8", errors="replace")
     if 200 <= response.status < 400:
         if response.status >= 300:

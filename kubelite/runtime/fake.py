@@ -9,7 +9,8 @@ exactly that `finished_at`, whenever it is noticed, so tests are exact.
 
 A pod can also script its containers from its manifest, for dry runs: the annotation
 `fake.kubelite.io/<container>: "exit=1 after=5"` (keys: exit, after, oom-after, fail-start,
-ignore-term) applies to every attempt of that container. Probe outcomes are scripted the same way:
+ignore-term, exec-exit: the exit code of every command exec'd in it, lifecycle hooks included)
+applies to every attempt of that container. Probe outcomes are scripted the same way:
 `liveness=fail-after:10` (succeeds for 10 s after the container started, then fails),
 `readiness=ok-after:5`, `startup=fail`, `readiness=ok` (the default for every probe).
 A regular init container completes as soon as it has started (exit 0, or its `exit=` code) unless
@@ -50,6 +51,7 @@ class Behavior:
     fail_start: str | None = None       # start_container raises with this message
     ignore_sigterm: bool = False        # only SIGKILL stops it
     term_exit_code: int = 143           # exit code when SIGTERM stops it
+    exec_exit_code: int = 0             # what every exec in it (an exec hook) exits with
     probes: tuple[tuple[str, str], ...] = ()   # (liveness|readiness|startup, script), see `probe_succeeds`
 
     @classmethod
@@ -70,6 +72,8 @@ class Behavior:
                 fields["fail_create"] = value or "simulated create failure"
             elif key == "ignore-term":
                 fields["ignore_sigterm"] = True
+            elif key == "exec-exit":
+                fields["exec_exit_code"] = int(value)
             elif key in PROBE_KINDS:
                 _probe_script(value)  # checked now, so a typo fails the container's creation
                 fields["probes"] = tuple(fields.get("probes", ())) + ((key, value),)  # type: ignore[arg-type]
@@ -336,7 +340,8 @@ class FakeRuntime:
             if c.info.state is not ContainerState.RUNNING:
                 raise RuntimeError_(f"container {container_id} is not running")
             self.calls.append(("exec", container_id))
-            return ExecResult(0)
+            code = c.behavior.exec_exit_code
+            return ExecResult(code, stderr=f"simulated exit {code}\n".encode() if code else b"")
 
     def image_present(self, image: str) -> bool:
         if not _valid_reference(image):   # as the image store: an unparsable reference is never present

@@ -9,6 +9,7 @@ Owns: the runtime's files and processes below its two directories, and nothing e
     <run-dir>/containers/<id>/      a container's bundle, pid files, conmon's persist dir, record.json
     <run-dir>/cni/pending/<id>.json a removed sandbox's network record while its CNI DEL keeps failing
     <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
+    <root>/pods/<uid>/containers/<id>/termination-log       the container's terminationMessagePath
                                     (`<root>/pods/<uid>/volumes*` belong to the volume host)
 
 A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
@@ -49,10 +50,10 @@ from typing import Any, Callable
 from kubelite.core.types import ContainerState
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import cni, linux, ocispec
+from kubelite.runtime import cni, linux, ocispec, termination
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
+    ContainerConfig, ContainerInfo, ExecResult, Mount, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
     SandboxState,
 )
 from kubelite.runtime.registry import RegistryConfig
@@ -236,6 +237,10 @@ class _Container:
     finished_at: str | None = None
     reason: str | None = None
     message: str | None = None
+    termination_log: str = ""      # the host file bound at terminationMessagePath ("" without one)
+    message_policy: str = "File"   # terminationMessagePolicy
+    tty: bool = False
+    stdin: bool = False
 
 
 class OCIRuntime:
@@ -566,7 +571,15 @@ class OCIRuntime:
         os.chmod(layer / "upper", 0o755)   # the overlay's `/` takes this mode: the container's own user enters it
         record = _Container(container_id, sandbox_id, config.uid, config.container.name, config.pod_name,
                             config.namespace, config.attempt, config.spec_hash, config.container.image or "",
-                            self.clock().isoformat(), config.log_path)
+                            self.clock().isoformat(), config.log_path,
+                            message_policy=config.container.termination_message_policy,
+                            tty=bool(config.container.tty), stdin=bool(config.container.stdin))
+        mounts = config.mounts
+        message_path = config.container.termination_message_path
+        if message_path.startswith("/") and not any(m.container_path == message_path for m in mounts):
+            termination.create_file(layer / termination.FILE_NAME)
+            record.termination_log = str(layer / termination.FILE_NAME)
+            mounts = (*mounts, Mount(message_path, record.termination_log))
         try:
             linux.mount_overlay(lower=list(reversed(self.images.layer_dirs(image))), upper=layer / "upper",
                                 work=layer / "work", target=rootfs)
@@ -576,7 +589,7 @@ class OCIRuntime:
                 hostname=self._hostname(sandbox), nofile=self.nofile, host_capabilities=self.capabilities,
                 pod_security=config.pod_security, etc_passwd=linux.read_regular_file(rootfs, "etc/passwd"),
                 etc_group=linux.read_regular_file(rootfs, "etc/group"),
-                extra_mounts=ocispec.volume_mounts(config.mounts),
+                extra_mounts=ocispec.volume_mounts(mounts),
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:
@@ -609,7 +622,7 @@ class OCIRuntime:
             container_id=record.id, name=f"{record.namespace}_{record.pod_name}_{record.name}_{record.attempt}",
             bundle=str(bundle), pidfile=str(bundle / "pidfile"), conmon_pidfile=str(bundle / "conmon.pid"),
             exit_dir=str(self.exit_dir), persist_dir=str(bundle / "persist"), log_path=record.log_path or "/dev/null",
-            log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir))
+            log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir), terminal=record.tty, stdin=record.stdin)
         return run_conmon(argv, bundle=bundle)
 
     def start_container(self, container_id: str) -> None:
@@ -697,8 +710,13 @@ class OCIRuntime:
         oom = (self.container_dir / r.id / "persist" / "oom").exists() or \
             (self.container_dir / r.id / "oom").exists()
         reason = "OOMKilled" if oom else ("Completed" if code == 0 else "Error")
+        message = termination.read_message(Path(r.termination_log) if r.termination_log else None,
+                                           policy=r.message_policy, exit_code=code,
+                                           log_path=Path(r.log_path) if r.log_path else None)
         with self._lock:
             r.exit_code, r.finished_at, r.reason = code, finished.isoformat(), reason
+            if message:   # after the runtime's own message, as the kubelet appends it
+                r.message = f"{r.message}: {message}" if r.message else message
             self._save(r)
         return ContainerState.EXITED, code, finished, reason
 

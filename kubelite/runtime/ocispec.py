@@ -441,7 +441,7 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
     if groups:
         user["additionalGids"] = groups
     process: dict[str, Any] = {
-        "terminal": False,
+        "terminal": bool(container.tty),   # conmon (`-t`) holds the terminal's other end and logs it
         "user": user,
         "args": resolve_command(container, image, resolved=config.env),
         "env": container_env(container, image, hostname=hostname, resolved=config.env),
@@ -533,8 +533,14 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
 def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: str, name: str, bundle: str,
                 pidfile: str, conmon_pidfile: str, exit_dir: str, persist_dir: str, log_path: str,
                 log_size_max: int | None, socket_dir: str, exec_: bool = False,
-                exec_process_spec: str | None = None, timeout: int | None = None) -> list[str]:
+                exec_process_spec: str | None = None, timeout: int | None = None, terminal: bool = False,
+                stdin: bool = False) -> list[str]:
     """conmon 2.1.6's command line, as verified in runtime-recipes.md (and as podman passes it).
+
+    `terminal` (a container's `tty`): conmon makes the pseudo-terminal (runc's console socket) and
+    logs what the container writes to it as stdout; the spec must say `process.terminal: true`.
+    `stdin` (a container's `stdin`): conmon keeps a pipe open as the container's stdin (to be
+    written through its attach socket) instead of /dev/null.
 
     `--api-version` is a flag in conmon (the "1" after it is ignored, as with podman). For an exec
     (`exec_`), conmon writes the exit code to `exit_dir/<container_id>` and `persist_dir/exit`:
@@ -548,6 +554,10 @@ def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: s
             "--socket-dir-path", socket_dir, "--log-level", "info", "--runtime-arg", f"--root={runtime_root}"]
     if log_size_max is not None:
         argv += ["--log-size-max", str(log_size_max)]
+    if terminal:
+        argv.append("-t")
+    if stdin:
+        argv.append("-i")
     if exec_process_spec is not None:
         argv += ["-e", "--exec-process-spec", exec_process_spec]
     if timeout is not None:
