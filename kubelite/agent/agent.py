@@ -30,7 +30,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.agent import metrics, probing
+from kubelite.agent import dns, metrics, probing
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api import names
@@ -86,6 +86,7 @@ class AgentConfig:
     image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
     image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
     image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
+    resolv_conf: str = dns.DEFAULT_RESOLV_CONF   # the kubelet's --resolv-conf: what dnsPolicy Default reads
 
 
 @dataclass
@@ -509,12 +510,16 @@ class Agent:
         if attempt > 0:
             self.event(entry, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
                        now)
+        resolver, hosts, dns_events = dns.sandbox_dns(pod, entry.uid, resolv_conf=self.config.resolv_conf)
+        for type_, reason, message in dns_events:
+            self.event(entry, type_, reason, message, now)
         config = SandboxConfig(uid=entry.uid, name=pod.metadata.name or "", namespace=pod.metadata.namespace,
                                attempt=attempt, sandbox_hash=entry.desired.sandbox_hash,
                                hostname=pod.spec.hostname or names.pod_hostname(pod.metadata.name or ""),
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
-                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod))
+                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
+                               dns=resolver, hosts=hosts)
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:

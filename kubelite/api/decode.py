@@ -24,13 +24,15 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubelite.api import configobjects, models, support
+from kubelite.api import claims, configobjects, models, support
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
 POLICY_FIELDS = frozenset({"containers", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds"})
 #: Kinds a manifest directory may hold besides Pods: configuration that its pods may reference.
-CONFIG_KINDS = frozenset(configobjects.KINDS)
+CONFIG_KINDS = frozenset((*configobjects.KINDS, claims.CLAIM, claims.STORAGE_CLASS))
+#: The apiVersion each kind is read from (all others: v1).
+API_VERSIONS = {claims.STORAGE_CLASS: claims.STORAGE_API_VERSION}
 
 
 @dataclass(frozen=True)
@@ -93,10 +95,11 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         return decoded
     if kind != "Pod" and kind not in CONFIG_KINDS:
         decoded.errors.append(FieldIssue("kind", 'Unsupported value: supported values: "Pod", "ConfigMap", '
-                                                 '"Secret"'))
+                                                 '"Secret", "PersistentVolumeClaim", "StorageClass"'))
         return decoded
-    if doc.get("apiVersion") != "v1":
-        decoded.errors.append(FieldIssue("apiVersion", 'Unsupported value: supported values: "v1"'))
+    api_version = API_VERSIONS.get(kind, "v1")
+    if doc.get("apiVersion") != api_version:
+        decoded.errors.append(FieldIssue("apiVersion", f'Unsupported value: supported values: "{api_version}"'))
         return decoded
 
     body = {k: v for k, v in doc.items() if k != "status"}  # status is the agent's to write
@@ -125,7 +128,10 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
 
 
 def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source: str) -> Decoded:
-    """A ConfigMap or Secret document: validated, and accepted as a `ConfigObject` when valid."""
+    """A ConfigMap, Secret, PersistentVolumeClaim or StorageClass document: validated, and accepted
+    as a `ConfigObject` when valid."""
+    if kind in (claims.CLAIM, claims.STORAGE_CLASS):
+        return _decode_storage(body, kind, decoded)
     model_class = configobjects.Secret if kind == "Secret" else configobjects.ConfigMap
     try:
         obj = model_class.model_validate(body, by_alias=True, by_name=False)
@@ -142,6 +148,29 @@ def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source:
     decoded.errors.extend(errors)
     if not errors:
         decoded.config = configobjects.accept(obj, values, source=source)
+    return decoded
+
+
+def _decode_storage(body: dict[str, Any], kind: str, decoded: Decoded) -> Decoded:
+    model_class = claims.PersistentVolumeClaim if kind == claims.CLAIM else claims.StorageClass
+    try:
+        obj = model_class.model_validate(body, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        decoded.errors.extend(_pydantic_issues(exc))
+        return decoded
+    decoded.warnings.extend(_unknown_fields(obj, ""))
+    _drop_extras(obj)
+    if isinstance(obj, claims.PersistentVolumeClaim):
+        obj.metadata.namespace = obj.metadata.namespace or "default"
+        errors, warnings = claims.validate_claim(obj)
+        decoded.warnings.extend(warnings)
+        decoded.errors.extend(errors)
+        if not errors:
+            decoded.config = claims.accept_claim(obj)
+    else:
+        decoded.errors.extend(claims.validate_storage_class(obj))
+        if not decoded.errors:
+            decoded.config = claims.accept_storage_class(obj)
     return decoded
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from kubelite.errors import StoreError
 
 DB_NAME = "kubelite.db"
-SCHEMA_VERSION = 2   # kept equal to schema.SCHEMA_VERSION by a test
+SCHEMA_VERSION = 3   # kept equal to schema.SCHEMA_VERSION by a test
 RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
 TOMBSTONE_PREFIX = "deleted/"
 LOCK_NAME = "kubelite.lock"   # held by the serving daemon (agent.daemon.lock_root)
@@ -96,6 +96,21 @@ class Reader:
             item = json.loads(obj)
             meta = item.setdefault("metadata", {})
             meta.setdefault("uid", uid)
+            meta.setdefault("creationTimestamp", created)
+            meta.setdefault("resourceVersion", str(rv))
+            out.append(item)
+        return out
+
+    def persistent_volumes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The volumes provisioned for claims, as v1 PersistentVolumes; none when the table is absent."""
+        sql = "SELECT object, created_at, resource_version FROM persistent_volumes"
+        args: tuple[Any, ...] = ()
+        if name is not None:
+            sql, args = sql + " WHERE name = ?", (name,)
+        out = []
+        for obj, created, rv in self._rows(sql + " ORDER BY name", args):
+            item = json.loads(obj)
+            meta = item.setdefault("metadata", {})
             meta.setdefault("creationTimestamp", created)
             meta.setdefault("resourceVersion", str(rv))
             out.append(item)
