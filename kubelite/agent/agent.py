@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 from kubelite.agent import dns, metrics, probing
+from kubelite.agent.claims import claim_refs
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.pulls import ImagePulls
+from kubelite.api import claims as claim_objects
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
@@ -185,6 +187,7 @@ class Agent:
             self._put_container(uid, c)
         self.backoff, self.start_errors = state.backoff, state.start_errors
         self.configs.load(state.config_objects)
+        self.configs.claims.load(state.persistent_volumes)
 
     def _write_all(self) -> None:
         """Write everything the agent holds (into a database that was deleted under it)."""
@@ -293,10 +296,30 @@ class Agent:
                 entry.record = replace(entry.record, terminating=True)
                 self.persist(entry)
         changed = self.configs.apply(resolution, now)
+        changed |= self.sync_claims(now)
         for entry in self.pods.values():
-            if changed and podconfig.references(entry.pod) & changed:
-                entry.retry_at = None   # a pod waiting for a ConfigMap or Secret starts as soon as it appears
+            if changed and (podconfig.references(entry.pod) | self._claim_keys(entry.pod)) & changed:
+                entry.retry_at = None   # a pod waiting for a ConfigMap, Secret or claim starts as soon as it appears
         self.record_problems(resolution, now)
+
+    @staticmethod
+    def _claim_keys(pod: Pod) -> set[tuple[str, str, str]]:
+        return {(claim_objects.CLAIM, pod.metadata.namespace, name) for name in claim_refs(pod).values()}
+
+    def sync_claims(self, now: datetime) -> set[tuple[str, str, str]]:
+        """Bind the claims and reclaim the volumes of claims gone that no pod refers to any longer."""
+        users: dict[tuple[str, str, str], set[str]] = {}
+        for entry in self.pods.values():
+            for key in self._claim_keys(entry.pod):
+                users.setdefault(key, set()).add(entry.uid)
+
+        def event(namespace: str, kind: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
+            (log.warning if type_ == "Warning" else log.info)("%s %s/%s: %s: %s", kind, namespace, name, reason,
+                                                              message)
+            self.store.record_event(namespace=namespace, kind=kind, name=name, uid=uid, type_=type_, reason=reason,
+                                    message=message, now=now)
+
+        return self.configs.sync_claims(users, now, event)
 
     def record_problems(self, resolution: sources.Resolution, now: datetime) -> None:
         rows, seen = [], set()

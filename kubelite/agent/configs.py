@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kubelite.agent.claims import Claims, ClaimKey, claim_refs
+from kubelite.api import claims as claim_objects
 from kubelite.api.configobjects import ConfigObject, from_object
 from kubelite.api.models import Container, Pod
 from kubelite.core import podconfig
@@ -74,6 +76,8 @@ class Configs:
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
         self.node = node_allocatable()
         self.orphans_checked = False
+        self.claims = Claims(store, volumes.root, node_name)
+        self.claim_holders: dict[ClaimKey, tuple[str, str]] = {}   # ReadWriteOncePod claim → (uid, pod key)
 
     def remove_orphan_volumes(self, known_uids: set[str]) -> None:
         """Once, after the first relist: tear down the volumes of pods removed while kubelite was down.
@@ -129,6 +133,8 @@ class Configs:
     def write(self, entry: ConfigEntry) -> None:
         config = entry.config
         obj = dict(config.object)
+        if config.kind == claim_objects.CLAIM:
+            obj = self.claims.decorate(config.key, obj)
         obj["metadata"] = {**obj.get("metadata", {}), "creationTimestamp": entry.created_at,
                            "resourceVersion": str(entry.resource_version)}
         self.store.put_config_object({
@@ -139,6 +145,19 @@ class Configs:
     def write_all(self) -> None:
         for entry in self.entries.values():
             self.write(entry)
+        self.claims.write_all()
+
+    def sync_claims(self, users: dict[ClaimKey, set[str]], now: datetime,
+                    event: Any) -> set[ClaimKey]:
+        """Bind, provision and reclaim the claims' volumes (`Claims.sync`); a claim whose status changed
+        is written again with a new resourceVersion. Returns those claims."""
+        changed = self.claims.sync({k: e.config for k, e in self.entries.items()}, users, now, event)
+        for key in changed:
+            entry = self.entries.get(key)
+            if entry is not None:
+                entry.resource_version = self.store.next_resource_version()
+                self.write(entry)
+        return changed
 
     def lookup(self) -> dict[ConfigKey, ConfigObject]:
         return {key: entry.config for key, entry in self.entries.items()}
@@ -165,10 +184,34 @@ class Configs:
             out[volume.name] = {path: (f.data, f.mode) for path, f in files.items()}
         return out
 
+    def claim_paths(self, uid: str, pod: Pod) -> dict[str, str]:
+        """The directories of the pod's persistentVolumeClaim volumes, by volume name. Raises
+        VolumeError with the kubelet's reason to wait (a missing or unbound claim, a ReadWriteOncePod
+        claim in use by another pod); takes the ReadWriteOncePod claims for this pod."""
+        ns, paths = pod.metadata.namespace, {}
+        taken = []
+        for volume, claim in claim_refs(pod).items():
+            key = (claim_objects.CLAIM, ns, claim)
+            entry = self.entries.get(key)
+            holder = self.claim_holders.get(key)
+            rwop = entry is not None and "ReadWriteOncePod" in entry.config.object.get("spec", {}).get("accessModes", [])
+            try:
+                paths[volume] = self.claims.mount_path(
+                    ns, claim, exists=entry is not None, refused=self.refused.get(key),
+                    holder=holder[1] if rwop and holder is not None and holder[0] != uid else None)
+            except LookupError as exc:
+                raise VolumeError(volume, str(exc)) from None
+            if rwop:
+                taken.append(key)
+        for key in taken:
+            self.claim_holders[key] = (uid, pod.key)
+        return paths
+
     def set_up_volumes(self, uid: str, pod: Pod, status: dict[str, Any]) -> None:
         """Every volume of the pod ready on the host. Raises VolumeError (FailedMount)."""
         payloads = self.payloads(uid, pod, status)
-        self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads)
+        claim_paths = self.claim_paths(uid, pod)
+        self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads, claims=claim_paths)
         self.refreshed[uid] = self._projection_inputs(pod)
 
     def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any], *,
@@ -226,6 +269,8 @@ class Configs:
         return problems
 
     def tear_down(self, uid: str) -> None:
+        for key in [k for k, (holder, _) in self.claim_holders.items() if holder == uid]:
+            del self.claim_holders[key]
         self.volumes.tear_down(uid)
         self.volume_paths.pop(uid, None)
         self.refreshed.pop(uid, None)

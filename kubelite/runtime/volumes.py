@@ -95,14 +95,19 @@ class VolumeHost:
 
     # ------------------------------------------------------------------ set up
 
-    def set_up(self, uid: str, pod: Pod, payloads: dict[str, Payload]) -> dict[str, str]:
+    def set_up(self, uid: str, pod: Pod, payloads: dict[str, Payload], *,
+               claims: dict[str, str] | None = None) -> dict[str, str]:
         """Make every volume of the pod ready; returns volume name → host path. Raises VolumeError.
 
-        `payloads` holds the files of the configMap, secret and downwardAPI volumes. Idempotent:
-        a volume already set up is only refreshed.
+        `payloads` holds the files of the configMap, secret and downwardAPI volumes; `claims` the
+        directories of the persistentVolumeClaim volumes (bound by the agent). Idempotent: a volume
+        already set up is only refreshed.
         """
         paths = {}
         for volume in pod.spec.volumes:
+            if volume.persistent_volume_claim is not None:   # a directory of its own, outside the pod's
+                paths[volume.name] = (claims or {})[volume.name]
+                continue
             try:
                 paths[volume.name] = self._set_up_one(uid, pod, volume, payloads.get(volume.name))
             except OSError as exc:
@@ -187,6 +192,7 @@ class VolumeHost:
             source = paths[vm.name]
             volume = volumes[vm.name]
             read_only = bool(vm.read_only) or (volume.config_map or volume.secret or volume.downward_api) is not None
+            read_only = read_only or bool(volume.persistent_volume_claim and volume.persistent_volume_claim.read_only)
             if vm.sub_path:
                 try:
                     source = self._sub_path(uid, container.name, vm.name, index, source, vm.sub_path)
