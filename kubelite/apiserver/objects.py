@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from kubelite import __version__
 from kubelite.cli.printers import age, event_cells, pod_row
+from kubelite.cli.storageprinters import claim_cells, volume_cells
 
 #: The Kubernetes API version whose shapes this server follows (kubectl's version-skew check reads it).
 KUBE_MINOR = "32"
@@ -29,6 +30,10 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
      "shortNames": ["cm"], "verbs": ["get", "list"]},
     {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},
+    {"name": "persistentvolumeclaims", "singularName": "persistentvolumeclaim", "namespaced": True,
+     "kind": "PersistentVolumeClaim", "shortNames": ["pvc"], "verbs": ["get", "list"]},
+    {"name": "persistentvolumes", "singularName": "persistentvolume", "namespaced": False,
+     "kind": "PersistentVolume", "shortNames": ["pv"], "verbs": ["get", "list"]},
     {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "shortNames": ["no"],
      "verbs": ["get", "list"]},
     {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
@@ -236,6 +241,36 @@ def secret_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, An
                      age(o["metadata"].get("creationTimestamp"), now)]) for o in items]
 
 
+CLAIM_COLUMNS = [_column("Name", "Name must be unique within a namespace.", format_="name"),
+                 _column("Status", "The phase of the claim."),
+                 _column("Volume", "The binding reference to the PersistentVolume backing this claim."),
+                 _column("Capacity", "The actual resources of the underlying volume."),
+                 _column("Access Modes", "The access modes the volume has."),
+                 _column("StorageClass", "The name of the StorageClass required by the claim."),
+                 _column("VolumeAttributesClass", "The name of the VolumeAttributesClass the claim uses."),
+                 _column("Age", "CreationTimestamp of the object."),
+                 _column("VolumeMode", "What type of volume is required by the claim.", priority=1)]
+VOLUME_COLUMNS = [_column("Name", "Name must be unique.", format_="name"),
+                  _column("Capacity", "The volume's capacity."),
+                  _column("Access Modes", "The ways the volume can be mounted."),
+                  _column("Reclaim Policy", "What happens to the volume when its claim is released."),
+                  _column("Status", "The phase of the volume."),
+                  _column("Claim", "The claim the volume is bound to."),
+                  _column("StorageClass", "The name of the StorageClass the volume belongs to."),
+                  _column("VolumeAttributesClass", "The name of the VolumeAttributesClass the volume uses."),
+                  _column("Reason", "Why the volume is in its phase."),
+                  _column("Age", "CreationTimestamp of the object."),
+                  _column("VolumeMode", "The volume's mode.", priority=1)]
+
+
+def claim_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, claim_cells(o, now) + [o.get("spec", {}).get("volumeMode", "")]) for o in items]
+
+
+def volume_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, volume_cells(o, now) + [o.get("spec", {}).get("volumeMode", "")]) for o in items]
+
+
 def namespace_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     return [_row(o, [o["metadata"]["name"], "Active", age(o["metadata"].get("creationTimestamp"), now)])
             for o in items]
@@ -247,6 +282,8 @@ TABLES: dict[str, tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]], da
     "nodes": (NODE_COLUMNS, node_rows),
     "configmaps": (CONFIGMAP_COLUMNS, configmap_rows),
     "secrets": (SECRET_COLUMNS, secret_rows),
+    "persistentvolumeclaims": (CLAIM_COLUMNS, claim_rows),
+    "persistentvolumes": (VOLUME_COLUMNS, volume_rows),
     "namespaces": (NAMESPACE_COLUMNS, namespace_rows),
 }
 

@@ -57,8 +57,8 @@ log = logging.getLogger("kubelite.api")
 
 PUBLIC = {"/healthz", "/readyz", "/livez", "/version"}
 FORBIDDEN_SUBRESOURCES = {"exec", "attach", "portforward", "proxy", "eviction", "binding", "ephemeralcontainers"}
-NAMESPACED = {"pods", "events", "configmaps", "secrets"}
-CLUSTER = {"nodes", "namespaces"}
+NAMESPACED = {"pods", "events", "configmaps", "secrets", "persistentvolumeclaims"}
+CLUSTER = {"nodes", "namespaces", "persistentvolumes"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
 WATCH_TIMEOUT_S = 1800
 #: A connection's TLS handshake and first request head, and each later request head from its first
@@ -243,6 +243,10 @@ class ApiServer:
                     kind = "ConfigMap" if resource == "configmaps" else "Secret"
                     found = [{"apiVersion": "v1", "kind": kind, **o} for o in
                              reader.config_objects(kind, namespace, name)]
+                elif resource == "persistentvolumeclaims":
+                    found = reader.config_objects("PersistentVolumeClaim", namespace, name)
+                elif resource == "persistentvolumes":
+                    found = reader.persistent_volumes(name)
                 elif resource == "nodes":
                     found = [self.node()] if name in (None, self.node_name) else []
                 else:
@@ -259,7 +263,7 @@ class ApiServer:
             meta = pod["metadata"]
             created = meta.get("creationTimestamp") or self.facts.created
             seen[meta["namespace"]] = min(seen.get(meta["namespace"], created), created)
-        for kind in ("ConfigMap", "Secret"):
+        for kind in ("ConfigMap", "Secret", "PersistentVolumeClaim"):
             for obj in reader.config_objects(kind):
                 seen.setdefault(obj["metadata"].get("namespace", "default"), self.facts.created)
         return [objects.namespace(ns, created) for ns, created in sorted(seen.items())]
@@ -792,6 +796,7 @@ class _Call:
             body = objects.table(columns, rows(items, _now()), rv)
         else:
             kind = {"pods": "Pod", "events": "Event", "configmaps": "ConfigMap", "secrets": "Secret",
+                    "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume",
                     "nodes": "Node", "namespaces": "Namespace"}[resource]
             body = objects.object_list(kind, items, rv)
         body["metadata"].update(meta_extra)
