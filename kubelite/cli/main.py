@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
     serve.add_argument("--node-ip", default=None, metavar="IP",
                        help="this node's IP: status.hostIP (default: the source address of the default route)")
+    serve.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="FILE",
+                       help="the resolver configuration pods with dnsPolicy Default (and ClusterFirst, as this node "
+                            "has no cluster DNS) get (default /etc/resolv.conf; systemd-resolved's upstream file "
+                            "when it points only at the 127.0.0.53 stub)")
     serve.add_argument("--network", choices=["cni", "none"], default="cni",
                        help="pod networking: 'cni' (each pod an IP on kubelite's bridge, hostPort, outbound NAT; "
                             "needs containernetworking-plugins) or 'none' (loopback-only pods)")
