@@ -103,10 +103,10 @@ def test_merged_settings_are_cut_to_the_kubelet_s_limits_with_a_warning():
     assert [(t, r) for t, r, _ in decided.events] == [("Warning", "DNSConfigForming"), ("Warning", "DNSConfigForming")]
     assert decided.events[0][2] == ("Nameserver limits were exceeded, some nameservers have been omitted, the applied "
                                     "nameserver line is: 192.0.2.10 192.0.2.11 192.0.2.20")
-    long = ["x" * 60 + f"{i}.test" for i in range(30)]
-    decided = dns.pod_dns(make_pod(dnsPolicy="None", dnsConfig={"nameservers": ["192.0.2.1"], "searches": long}),
-                          host=HOST, uid="u1")
-    assert len(" ".join(decided.config.searches)) <= 2048 < len(" ".join(long))
+    long = ["x" * 60 + f"{i:02d}.test" for i in range(30)]   # 2039 characters: valid in the pod
+    decided = decide(make_pod(dnsPolicy="Default", dnsConfig={"searches": long}))
+    assert decided.config.searches == ("example.test", "corp.test", *long[:-1])   # the host's come first
+    assert len(" ".join(decided.config.searches)) <= 2048
     assert decided.events[0][2].startswith("Search Line limits were exceeded")
 
 
