@@ -13,6 +13,9 @@ Projected files are written the way the kubelet's AtomicWriter does: a new times
 user-visible symlink per top-level name (`key -> ..data/key`), so a container sees either the
 old or the new set of files, never a mix, and an edit shows up in place without a restart.
 
+A persistentVolumeClaim volume is a directory the agent's claims own (`<root>/volumes/pvc-<uid>/`):
+it is only bound here, never created or removed with the pod.
+
 hostPath volumes are checked (and created for the `…OrCreate` types) with the kubelet's
 messages; they are bound by runc inside the container, never mounted on the host. Everything
 mounted here is unmounted before its directory is removed (`tear_down`), also for pods that
