@@ -346,6 +346,14 @@ def test_kubectl_lists_claims_and_their_volumes(fresh):
     assert fresh.json("/api/v1/namespaces/store/persistentvolumeclaims/data")["spec"]["volumeName"] == volume
     assert fresh.request("/api/v1/namespaces/default/persistentvolumeclaims/data")[0] == 404
     assert "store" in fresh.kubectl("get", "namespaces").stdout
+    out = fresh.kubectl("get", "storageclass")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:6] == ["local-path", "(default)", "kubelite.io/local-path", "Retain",
+                                                      "Immediate", "false"]
+    assert fresh.kubectl("get", "sc", "local-path", "-o", "jsonpath={.reclaimPolicy}").stdout == "Retain"
+    missing = fresh.kubectl("get", "sc", "fast")
+    assert missing.returncode != 0 and 'storageclasses.storage.k8s.io "fast" not found' in missing.stderr
+    assert fresh.kubectl("auth", "can-i", "list", "storageclasses").stdout.strip() == "yes"
 
 
 # ------------------------------------------------------------------ the Python client

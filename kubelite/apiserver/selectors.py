@@ -23,6 +23,7 @@ FIELDS: dict[str, frozenset[str]] = {
     "secrets": frozenset({"metadata.name", "metadata.namespace", "type"}),
     "persistentvolumeclaims": frozenset({"metadata.name", "metadata.namespace"}),
     "persistentvolumes": frozenset({"metadata.name"}),
+    "storageclasses": frozenset({"metadata.name"}),
     "nodes": frozenset({"metadata.name", "spec.unschedulable"}),
 }
 

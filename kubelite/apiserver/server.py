@@ -247,6 +247,8 @@ class ApiServer:
                     found = reader.config_objects("PersistentVolumeClaim", namespace, name)
                 elif resource == "persistentvolumes":
                     found = reader.persistent_volumes(name)
+                elif resource == "storageclasses":
+                    found = reader.storage_classes(name)
                 elif resource == "nodes":
                     found = [self.node()] if name in (None, self.node_name) else []
                 else:
@@ -731,12 +733,19 @@ class _Call:
         if path == "/api/v1":
             return _json(200, objects.api_resources())
         if path == f"/apis/{objects.AUTHORIZATION}":
-            return _json(200, objects.api_groups()["groups"][0] | {"kind": "APIGroup", "apiVersion": "v1"})
+            return _json(200, objects.api_group(objects.AUTHORIZATION) | {"kind": "APIGroup", "apiVersion": "v1"})
+        if path == f"/apis/{objects.STORAGE}":
+            return _json(200, objects.api_group(objects.STORAGE) | {"kind": "APIGroup", "apiVersion": "v1"})
+        if path == f"/apis/{objects.STORAGE}/v1":
+            return _json(200, objects.storage_resources())
         if path == f"/apis/{objects.AUTHORIZATION}/v1":
             return _json(200, objects.authorization_resources())
         if path == "/metrics":
             return _Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:
+            return self._list("storageclasses", None, query) if len(parts) == 4 else \
+                self._get("storageclasses", None, parts[4])
         if parts[:2] != ["api", "v1"] or len(parts) < 3:
             raise ApiError(objects.status(404, "NotFound", "the server could not find the requested resource"))
         rest = parts[2:]
@@ -772,7 +781,8 @@ class _Call:
     def _get(self, resource: str, namespace: str | None, name: str) -> _Reply:
         found, rv = self.api.items(resource, namespace, name)
         if not found:
-            raise ApiError(objects.not_found(resource, name))
+            raise ApiError(objects.not_found(f"{resource}.{objects.STORAGE}" if resource == "storageclasses"
+                                             else resource, name))
         if self._wants_table():
             columns, rows = objects.TABLES[resource]
             return _json(200, objects.table(columns, rows(found, _now()), rv))
@@ -797,8 +807,10 @@ class _Call:
         else:
             kind = {"pods": "Pod", "events": "Event", "configmaps": "ConfigMap", "secrets": "Secret",
                     "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume",
-                    "nodes": "Node", "namespaces": "Namespace"}[resource]
+                    "storageclasses": "StorageClass", "nodes": "Node", "namespaces": "Namespace"}[resource]
             body = objects.object_list(kind, items, rv)
+            if resource == "storageclasses":
+                body["apiVersion"] = f"{objects.STORAGE}/v1"
         body["metadata"].update(meta_extra)
         return _json(200, body)
 

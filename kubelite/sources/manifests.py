@@ -423,7 +423,8 @@ def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResu
             target.extend(ManifestProblem(name, index, lines.line(index, issue.path), issue.path or None,
                                           issue.message) for issue in issues)
         if decoded.kind in CONFIG_KINDS and decoded.errors and decoded.name and isinstance(document, dict):
-            namespace = document.get("metadata", {}).get("namespace") or "default"
+            namespace = "" if decoded.kind == "StorageClass" else \
+                document.get("metadata", {}).get("namespace") or "default"   # a class has no namespace
             if isinstance(namespace, str):   # so that a pod waiting for it can say why it is missing
                 issue = decoded.errors[0]
                 result.refused_configs[(decoded.kind, namespace, decoded.name)] = str(ManifestProblem(
