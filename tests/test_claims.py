@@ -175,8 +175,8 @@ def test_a_claim_of_an_unknown_class_stays_pending_and_its_pod_waits_until_the_c
         assert pvc["status"] == {"phase": "Pending"} and "volumeName" not in pvc["spec"]
         assert [e["message"] for e in node.events("ProvisioningFailed")] == [
             'storageclass.storage.k8s.io "fast" not found']
-        assert waiting(node)["message"] == ('MountVolume.SetUp failed for volume "store" : persistentvolumeclaim "data" '
-                                            'is not bound: storageclass.storage.k8s.io "fast" not found')
+        assert waiting(node)["message"] == ('MountVolume.SetUp failed for volume "store" : persistentvolumeclaim '
+                                            '"data" is not bound: storageclass.storage.k8s.io "fast" not found')
         node.write("fast.yaml", storage_class("fast", reclaimPolicy="Delete"))
         node.settle()
         assert running(node)

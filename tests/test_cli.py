@@ -351,7 +351,8 @@ def test_get_and_describe_configmaps_and_secrets_as_kubectl_without_secret_value
 
 
 CLAIM_DOCS = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-               "spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"], "resources": {"requests": {"storage": "2Gi"}}}},
+               "spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                        "resources": {"requests": {"storage": "2Gi"}}}},
               {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "later"},
                "spec": {"accessModes": ["ReadWriteOncePod"], "storageClassName": "fast",
                         "resources": {"requests": {"storage": "1Gi"}}}}]

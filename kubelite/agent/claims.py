@@ -40,6 +40,8 @@ from kubelite.store.store import Store, dumps
 log = logging.getLogger("kubelite.agent")
 
 ClaimKey = tuple[str, str, str]   # (PersistentVolumeClaim, namespace, name)
+#: Records an event: (namespace, kind, name, uid, type, reason, message).
+EventSink = Callable[[str, str, str, str, str, str, str], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ class Claims:
         return found
 
     def sync(self, objects: dict[tuple[str, str, str], Any], users: dict[ClaimKey, set[str]], now: datetime,
-             event: Callable[[str, str, str, str, str, str, str], None]) -> set[ClaimKey]:
+             event: EventSink) -> set[ClaimKey]:
         """Bind, provision and reclaim (see the module); returns the claims whose status changed.
 
         `objects`: the accepted objects by key (ConfigObjects); `users`: claim → UIDs of the pods that
@@ -152,8 +154,7 @@ class Claims:
             self.pending.pop(key, None)
         return changed
 
-    def _bind(self, config: Any, storage_class: dict[str, Any], now: datetime,
-              event: Callable[[str, str, str, str, str, str, str], None]) -> Volume:
+    def _bind(self, config: Any, storage_class: dict[str, Any], now: datetime, event: EventSink) -> Volume:
         name = f"pvc-{config.uid}"
         volume = self.volumes.get(name)
         policy = storage_class.get("reclaimPolicy") or "Delete"
@@ -200,7 +201,7 @@ class Claims:
             "status": {"phase": phase},
         }
 
-    def _reclaim(self, volume: Volume, now: datetime, event: Callable[[str, str, str, str, str, str, str], None]) -> None:
+    def _reclaim(self, volume: Volume, now: datetime, event: EventSink) -> None:
         ns, claim = volume.claim_namespace, volume.claim_name
         if volume.reclaim_policy == "Delete":
             shutil.rmtree(volume.path, ignore_errors=True)
@@ -242,6 +243,14 @@ class Claims:
             raise LookupError(f'persistentvolumeclaim "{claim}" has the ReadWriteOncePod access mode and is in use '
                               f"by pod {holder}")
         return volume.path
+
+    def remember(self, key: ClaimKey, stored: dict[str, Any]) -> None:
+        """A claim's binding as the store holds it (at start, before the first scan)."""
+        status = dict(stored.get("status") or {})
+        if stored.get("spec", {}).get("volumeName"):
+            status["volumeName"] = stored["spec"]["volumeName"]
+        if status:
+            self.status[key] = status
 
     def decorate(self, key: ClaimKey, obj: dict[str, Any]) -> dict[str, Any]:
         """The claim's v1 object with its binding: `spec.volumeName` and `status`."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from kubelite.agent.claims import Claims, ClaimKey, claim_refs
+from kubelite.agent.claims import Claims, ClaimKey, EventSink, claim_refs
 from kubelite.api import claims as claim_objects
 from kubelite.api.configobjects import ConfigObject, from_object
 from kubelite.api.models import Container, Pod
@@ -91,8 +91,11 @@ class Configs:
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.entries = {}
         for row in rows:
-            config = from_object(json.loads(row["object"]))
+            stored = json.loads(row["object"])
+            config = from_object(stored)
             self.entries[config.key] = ConfigEntry(config, row["source"], row["created_at"], row["resource_version"])
+            if config.kind == claim_objects.CLAIM:   # its binding, until the next scan confirms it
+                self.claims.remember(config.key, stored)
         self.generation += 1
 
     def previous(self) -> dict[str, list[ConfigObject]]:
@@ -147,8 +150,7 @@ class Configs:
             self.write(entry)
         self.claims.write_all()
 
-    def sync_claims(self, users: dict[ClaimKey, set[str]], now: datetime,
-                    event: Any) -> set[ClaimKey]:
+    def sync_claims(self, users: dict[ClaimKey, set[str]], now: datetime, event: EventSink) -> set[ClaimKey]:
         """Bind, provision and reclaim the claims' volumes (`Claims.sync`); a claim whose status changed
         is written again with a new resourceVersion. Returns those claims."""
         changed = self.claims.sync({k: e.config for k, e in self.entries.items()}, users, now, event)
@@ -194,7 +196,8 @@ class Configs:
             key = (claim_objects.CLAIM, ns, claim)
             entry = self.entries.get(key)
             holder = self.claim_holders.get(key)
-            rwop = entry is not None and "ReadWriteOncePod" in entry.config.object.get("spec", {}).get("accessModes", [])
+            modes = entry.config.object.get("spec", {}).get("accessModes", []) if entry is not None else []
+            rwop = "ReadWriteOncePod" in modes
             try:
                 paths[volume] = self.claims.mount_path(
                     ns, claim, exists=entry is not None, refused=self.refused.get(key),

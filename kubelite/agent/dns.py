@@ -11,7 +11,6 @@ the host's /etc/hosts — and turns `core.dns`'s decision into the runtime's `DN
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from kubelite.api import names
 from kubelite.api.models import Pod
