@@ -232,6 +232,26 @@ def test_a_delete_class_removes_the_directory_once_the_claim_and_its_pods_are_go
         assert [e["reason"] for e in node.events("VolumeDeleted")] == ["VolumeDeleted"]
 
 
+def test_a_volume_keeps_its_class_s_reclaim_policy_and_its_binding_when_the_class_changes_or_goes(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("class.yaml", storage_class("scratch", reclaimPolicy="Retain"))
+        node.write("data.yaml", claim(storageClassName="scratch"))
+        node.settle()
+        node.write("class.yaml", storage_class("scratch", reclaimPolicy="Delete"))
+        node.settle()
+        (node.manifests / "class.yaml").unlink()
+        node.agent.hint_manifests()
+        node.settle()
+        assert claims(node)[0]["status"]["phase"] == "Bound"
+        [pv] = volumes(node)
+        assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+        (node.manifests / "data.yaml").unlink()
+        node.agent.hint_manifests()
+        node.settle()
+        assert [v["status"]["phase"] for v in volumes(node)] == ["Released"]
+        assert Path(pv["spec"]["local"]["path"]).is_dir()
+
+
 def test_read_write_once_pod_is_held_by_one_pod_and_the_other_waits(tmp_path):
     with simulated_node(tmp_path) as node:
         node.write("data.yaml", claim(modes=("ReadWriteOncePod",)))

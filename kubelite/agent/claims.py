@@ -126,7 +126,8 @@ class Claims:
             spec = config.object.get("spec", {})
             class_name = spec.get("storageClassName") or claims.DEFAULT_CLASS
             storage_class = classes.get(class_name)
-            if storage_class is None:
+            provisioned = f"pvc-{config.uid}" in self.volumes   # keeps its class's policy, even if the class goes
+            if storage_class is None and not provisioned:
                 why = f'storageclass.storage.k8s.io "{class_name}" not found'
                 status = {"phase": "Pending"}
                 if self.pending.get(key) != why:
@@ -134,7 +135,7 @@ class Claims:
                 self.pending[key] = why
             else:
                 self.pending.pop(key, None)
-                volume = self._bind(config, storage_class, now, event)
+                volume = self._bind(config, storage_class or {}, now, event)
                 status = {"phase": "Bound", "accessModes": list(spec.get("accessModes", [])),
                           "capacity": {"storage": claims.claim_capacity(config.object)},
                           "volumeName": volume.name}
@@ -157,7 +158,8 @@ class Claims:
     def _bind(self, config: Any, storage_class: dict[str, Any], now: datetime, event: EventSink) -> Volume:
         name = f"pvc-{config.uid}"
         volume = self.volumes.get(name)
-        policy = storage_class.get("reclaimPolicy") or "Delete"
+        # fixed when the volume is provisioned, as a PersistentVolume's: a class edited later changes nothing
+        policy = volume.reclaim_policy if volume is not None else storage_class.get("reclaimPolicy") or "Delete"
         spec = config.object.get("spec", {})
         if volume is None:
             path = self.base / name
@@ -176,9 +178,8 @@ class Claims:
             log.info("PersistentVolumeClaim %s/%s: bound again to its retained volume %s", config.namespace,
                      config.name, name)
         obj = self._volume_object(volume, spec, policy)
-        if volume.phase != "Bound" or obj != volume.object or volume.reclaim_policy != policy:
-            volume = replace(volume, phase="Bound", object=obj, reclaim_policy=policy,
-                             resource_version=self.store.next_resource_version())
+        if volume.phase != "Bound" or obj != volume.object:
+            volume = replace(volume, phase="Bound", object=obj, resource_version=self.store.next_resource_version())
             self.volumes[name] = volume
             self._write(volume)
         return volume
