@@ -346,6 +346,11 @@ def test_kubectl_lists_claims_and_their_volumes(fresh):
     assert fresh.json("/api/v1/namespaces/store/persistentvolumeclaims/data")["spec"]["volumeName"] == volume
     assert fresh.request("/api/v1/namespaces/default/persistentvolumeclaims/data")[0] == 404
     assert "store" in fresh.kubectl("get", "namespaces").stdout
+    described = fresh.kubectl("describe", "pvc", "data", "-n", "store")
+    assert described.returncode == 0, described.stderr
+    lines = [" ".join(line.split()) for line in described.stdout.splitlines()]
+    assert "Status: Bound" in lines and f"Volume: {volume}" in lines and "Access Modes: RWO" in lines
+    assert any("ProvisioningSucceeded" in line for line in lines), described.stdout
     out = fresh.kubectl("get", "storageclass")
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[1].split()[:6] == ["local-path", "(default)", "kubelite.io/local-path", "Retain",

@@ -383,7 +383,8 @@ def test_get_and_describe_pvc_pv_and_storageclasses_with_kubectl_s_columns(dirs,
     assert main(["describe", "pvc", "data"]) == 0
     out = capsys.readouterr().out
     for line in ("Name:          data", "StorageClass:  local-path", "Status:        Bound", f"Volume:        {volume}",
-                 "Capacity:      2Gi", "Access Modes:  RWO,ROX", "VolumeMode:    Filesystem", "Used By:       web"):
+                 "Finalizers:    [kubernetes.io/pvc-protection]", "Capacity:      2Gi", "Access Modes:  RWO,ROX",
+                 "VolumeMode:    Filesystem", "Used By:       web"):
         assert line in out.splitlines(), (line, out)
     assert "ProvisioningSucceeded" in out
     assert main(["describe", "pvc", "later"]) == 0

@@ -254,10 +254,12 @@ class Claims:
             self.status[key] = status
 
     def decorate(self, key: ClaimKey, obj: dict[str, Any]) -> dict[str, Any]:
-        """The claim's v1 object with its binding: `spec.volumeName` and `status`."""
+        """The claim's v1 object with its binding (`spec.volumeName`, `status`) and the protection
+        finalizer a cluster adds (kubelite keeps a claim's volume while a pod refers to it)."""
         status = dict(self.status.get(key) or {"phase": "Pending"})
         volume_name = status.pop("volumeName", None)
-        out = {**obj, "status": status}
+        meta = {**obj.get("metadata", {}), "finalizers": ["kubernetes.io/pvc-protection"]}
+        out = {**obj, "metadata": meta, "status": status}
         if volume_name:
             out["spec"] = {**obj.get("spec", {}), "volumeName": volume_name}
         return out

@@ -190,7 +190,8 @@ def from_object(obj: dict[str, Any]) -> ConfigObject:
         values = {k: v.encode("utf-8") for k, v in obj.get("data", {}).items()}
         values.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
     clean = {k: v for k, v in obj.items() if k != "status"}   # a claim's status is the agent's to write
-    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion")}
+    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion",
+                                                                   "finalizers")}
     if kind == "PersistentVolumeClaim":   # bound by the agent, not part of the claim as accepted
         clean["spec"] = {k: v for k, v in clean.get("spec", {}).items() if k != "volumeName"}
     return ConfigObject(kind=kind, namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
