@@ -1,11 +1,12 @@
-"""The agent's ConfigMaps and Secrets, and what pods take from them: env, volumes, subPaths.
+"""The agent's ConfigMaps, Secrets and claims, and what pods take from them: env, volumes, subPaths.
 
-Owns: the accepted configuration objects in memory and in the store (`config_objects`), which
-pods must be looked at again when one changes, and the container-side steps of `sync_pod`
-that depend on them:
+Owns: the accepted configuration objects in memory and in the store (`config_objects`:
+ConfigMaps, Secrets, PersistentVolumeClaims and StorageClasses), which pods must be looked at
+again when one changes, and the container-side steps of `sync_pod` that depend on them:
 
-* `set_up_volumes` — before a pod's containers start: every volume ready on the host (a failure
-  is a `FailedMount` event, and the containers wait in ContainerCreating with its message);
+* `set_up_volumes` — before a pod's containers start: every volume ready on the host, its
+  claims' directories bound by `claims` and ReadWriteOncePod claims taken (a failure is a
+  `FailedMount` event, and the containers wait in ContainerCreating with its message);
 * `container_settings` — when a container is created: its env (`envFrom`, `valueFrom`) and its
   mounts (subPaths prepared); a missing object or key, or a bad subPath, is a `ConfigError`
   (CreateContainerConfigError);
