@@ -322,6 +322,46 @@ def test_configmaps_and_secrets_come_from_the_config_objects_table(node):
     assert node.request("/api/v1/namespaces/other/configmaps/settings")[0] == 404
 
 
+# ------------------------------------------------------------------ PersistentVolumeClaims and volumes
+
+
+def test_kubectl_lists_claims_and_their_volumes(fresh):
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "store"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}}
+    fresh.write(claim)
+    listed = wait_for(lambda: (l := fresh.json("/api/v1/persistentvolumeclaims"))["items"] and l, what="the claim")
+    assert listed["kind"] == "PersistentVolumeClaimList"
+    [item] = listed["items"]
+    assert item["status"]["phase"] == "Bound" and item["metadata"]["namespace"] == "store"
+    volume = item["spec"]["volumeName"]
+    out = fresh.kubectl("get", "pvc", "-n", "store")
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                                "VOLUMEATTRIBUTESCLASS", "AGE"]
+    assert lines[1].split()[:7] == ["data", "Bound", volume, "5Gi", "RWO", "local-path", "<unset>"]
+    out = fresh.kubectl("get", "pv")
+    assert out.stdout.splitlines()[1].split()[:7] == [volume, "5Gi", "RWO", "Retain", "Bound", "store/data",
+                                                       "local-path"], out.stdout
+    assert fresh.json(f"/api/v1/persistentvolumes/{volume}")["spec"]["claimRef"]["name"] == "data"
+    assert fresh.json("/api/v1/namespaces/store/persistentvolumeclaims/data")["spec"]["volumeName"] == volume
+    assert fresh.request("/api/v1/namespaces/default/persistentvolumeclaims/data")[0] == 404
+    assert "store" in fresh.kubectl("get", "namespaces").stdout
+    described = fresh.kubectl("describe", "pvc", "data", "-n", "store")
+    assert described.returncode == 0, described.stderr
+    lines = [" ".join(line.split()) for line in described.stdout.splitlines()]
+    assert "Status: Bound" in lines and f"Volume: {volume}" in lines and "Access Modes: RWO" in lines
+    assert any("ProvisioningSucceeded" in line for line in lines), described.stdout
+    out = fresh.kubectl("get", "storageclass")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.splitlines()[1].split()[:6] == ["local-path", "(default)", "kubelite.io/local-path", "Retain",
+                                                      "Immediate", "false"]
+    assert fresh.kubectl("get", "sc", "local-path", "-o", "jsonpath={.reclaimPolicy}").stdout == "Retain"
+    missing = fresh.kubectl("get", "sc", "fast")
+    assert missing.returncode != 0 and 'storageclasses.storage.k8s.io "fast" not found' in missing.stderr
+    assert fresh.kubectl("auth", "can-i", "list", "storageclasses").stdout.strip() == "yes"
+
+
 # ------------------------------------------------------------------ the Python client
 
 

@@ -350,6 +350,53 @@ def test_get_and_describe_configmaps_and_secrets_as_kubectl_without_secret_value
     assert capsys.readouterr().err.strip() == 'Error from server (NotFound): secrets "nope" not found'
 
 
+CLAIM_DOCS = [{"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+               "spec": {"accessModes": ["ReadWriteOnce", "ReadOnlyMany"],
+                        "resources": {"requests": {"storage": "2Gi"}}}},
+              {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "later"},
+               "spec": {"accessModes": ["ReadWriteOncePod"], "storageClassName": "fast",
+                        "resources": {"requests": {"storage": "1Gi"}}}}]
+
+
+def test_get_and_describe_pvc_pv_and_storageclasses_with_kubectl_s_columns(dirs, capsys):
+    manifests, root = dirs
+    write(manifests / "claims.yaml", *CLAIM_DOCS)
+    populate(manifests, root, pod_doc("web", volumes=[{"name": "d", "persistentVolumeClaim": {"claimName": "data"}}]))
+    capsys.readouterr()
+    assert main(["get", "pvc"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS", "MODES", "STORAGECLASS",
+                                "VOLUMEATTRIBUTESCLASS", "AGE"]
+    data = lines[1].split()
+    assert data[:2] == ["data", "Bound"] and data[2].startswith("pvc-") and data[3:7] == [
+        "2Gi", "RWO,ROX", "local-path", "<unset>"]
+    assert lines[2].split()[:4] == ["later", "Pending", "fast", "<unset>"]
+    volume = data[2]
+    assert main(["get", "pv"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:5] == ["NAME", "CAPACITY", "ACCESS", "MODES", "RECLAIM"]
+    assert lines[1].split()[:7] == [volume, "2Gi", "RWO,ROX", "Retain", "Bound", "default/data", "local-path"]
+    assert main(["get", "storageclass"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[:6] == ["local-path", "(default)", "kubelite.io/local-path", "Retain", "Immediate",
+                                    "false"]
+    assert main(["describe", "pvc", "data"]) == 0
+    out = capsys.readouterr().out
+    for line in ("Name:          data", "StorageClass:  local-path", "Status:        Bound", f"Volume:        {volume}",
+                 "Finalizers:    [kubernetes.io/pvc-protection]", "Capacity:      2Gi", "Access Modes:  RWO,ROX",
+                 "VolumeMode:    Filesystem", "Used By:       web"):
+        assert line in out.splitlines(), (line, out)
+    assert "ProvisioningSucceeded" in out
+    assert main(["describe", "pvc", "later"]) == 0
+    out = capsys.readouterr().out
+    assert "Status:        Pending" in out and 'storageclass.storage.k8s.io "fast" not found' in out
+    assert main(["get", "pvc", "data", "-o", "json"]) == 0
+    obj = json.loads(capsys.readouterr().out)
+    assert obj["status"]["phase"] == "Bound" and obj["spec"]["volumeName"] == volume
+    assert main(["get", "pvc", "nope"]) == 1
+    assert capsys.readouterr().err.strip() == 'Error from server (NotFound): persistentvolumeclaims "nope" not found'
+
+
 def test_validate_and_apply_name_configmaps_and_secrets(dirs, tmp_path, capsys):
     manifests, _ = dirs
     source = write(tmp_path / "objects.yaml", *CONFIG_DOCS)

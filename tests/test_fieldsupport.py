@@ -154,8 +154,8 @@ def test_an_unsupported_volume_type_is_refused_by_name_with_the_supported_list()
     doc["spec"]["volumes"] = [{"name": "v", "awsElasticBlockStore": {"volumeID": "vol-1"}}]
     errors = [str(e) for e in decode_document(doc, source="x").errors]
     assert errors == ['spec.volumes[0].awsElasticBlockStore: Unsupported value: "awsElasticBlockStore": kubelite '
-                      'runs on one machine and supports emptyDir, hostPath, configMap, secret, downwardAPI '
-                      '(a cloud disk needs a cluster)']
+                      'runs on one machine and supports emptyDir, hostPath, configMap, secret, downwardAPI, '
+                      'persistentVolumeClaim (a cloud disk needs a cluster)']
 
 
 def test_the_docs_show_the_table_generated_from_the_module() -> None:
@@ -178,13 +178,13 @@ def test_status_is_the_agents_to_write() -> None:
 
 def test_a_warning_reaches_validate_the_daemon_log_and_a_warning_event(tmp_path: Path, capsys, caplog) -> None:
     doc = base_pod()
-    doc["spec"]["hostAliases"] = [{"ip": "10.0.0.1", "hostnames": ["db"]}]
+    doc["spec"]["hostIPC"] = True
     path = tmp_path / "web.yaml"
     path.write_text(yaml.safe_dump(doc))
     result = read_file(path, root=tmp_path)
     assert result.ok and len(result.warnings) == 1
     expected = str(result.warnings[0])
-    assert re.fullmatch(r"web\.yaml: document 1, line \d+: spec\.hostAliases: not implemented yet; ignored", expected)
+    assert re.fullmatch(r"web\.yaml: document 1, line \d+: spec\.hostIPC: not implemented yet; ignored", expected)
     from kubelite.cli.manage import validate
 
     assert validate([str(path)]) == 0

@@ -32,7 +32,8 @@ ALLOWED = {
 }
 #: The only modules a layer may use from a package that is otherwise not below it: pure,
 #: standard-library code (kubectl's printers, the CRI log format).
-ONLY_MODULES = {("apiserver", "cli"): {"kubelite.cli.printers"}, ("apiserver", "runtime"): {"kubelite.runtime.crilog"}}
+ONLY_MODULES = {("apiserver", "cli"): {"kubelite.cli.printers", "kubelite.cli.storageprinters"},
+                ("apiserver", "runtime"): {"kubelite.runtime.crilog"}}
 #: Modules of a lower layer may use only the data types of `core`, never its decisions.
 CORE_TYPES_ONLY = {"store", "runtime", "prober"}
 PURE_STDLIB = {"__future__", "dataclasses", "datetime", "enum", "typing", "fractions", "re", "hashlib", "json",

@@ -116,9 +116,8 @@ def test_error_messages_never_hold_a_secret_value():
     ({}, {"volumes": [{"name": "v", "emptyDir": {"medium": "HugePages"}}]}, "spec.volumes[0].emptyDir.medium"),
     ({}, {"volumes": [{"name": "v", "emptyDir": {}, "secret": {"secretName": "s"}}]},
      "spec.volumes[0].secret: Forbidden: may not specify more than 1 volume type"),
-    ({}, {"volumes": [{"name": "v", "persistentVolumeClaim": {"claimName": "c"}}]},
-     'spec.volumes[0].persistentVolumeClaim: Unsupported value: "persistentVolumeClaim": not implemented yet; '
-     "kubelite supports emptyDir, hostPath, configMap, secret, downwardAPI"),
+    ({}, {"volumes": [{"name": "v", "persistentVolumeClaim": {"readOnly": True}}]},
+     "spec.volumes[0].persistentVolumeClaim.claimName: Required value"),
     ({}, {"volumes": [{"name": "v", "configMap": {"name": "c", "items": [{"key": "k", "path": "..data"}]}}]},
      "spec.volumes[0].configMap.items[0].path: Invalid value: must not start with '..'"),
     ({}, {"volumes": [{"name": "v", "secret": {"secretName": "s", "defaultMode": 0o1777}}]},

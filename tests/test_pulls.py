@@ -65,7 +65,8 @@ def test_latest_is_pulled_with_pulling_and_pulled_events_then_created_and_starte
     env.settle()
     assert env.row("p").status == "Running"
     assert pulls(env) == ["busybox"]
-    assert [e["reason"] for e in env.events()] == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
+    assert [e["reason"] for e in env.events()] == ["Scheduled", "MissingClusterDNS", "Pulling", "Pulled", "Created",
+                                                   "Started"]
     pulling, pulled = env.events("Pulling")[0], env.events("Pulled")[0]
     assert pulling["message"] == 'Pulling image "busybox"'
     assert pulled["message"].startswith('Successfully pulled image "busybox" in ')

@@ -109,7 +109,7 @@ def test_the_cli_reports_a_damaged_database_in_one_line(tmp_path):
         Reader(tmp_path).pods()
 
 
-def test_a_version_1_database_is_upgraded_to_2_keeping_its_pods_and_gaining_config_objects(tmp_path):
+def test_a_version_1_database_is_upgraded_keeping_its_pods_and_gaining_config_objects(tmp_path):
     from sqlalchemy import create_engine
 
     from kubelite.store.store import _migrate_0_to_1
@@ -126,7 +126,7 @@ def test_a_version_1_database_is_upgraded_to_2_keeping_its_pods_and_gaining_conf
     assert "config_objects" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     store = Store(tmp_path)
-    assert store.get_meta("schema_version") == "2"
+    assert store.get_meta("schema_version") == "3"
     assert [r["uid"] for r in store.load().pods] == ["u1"]
     with store.transaction():
         store.put_config_object({"kind": "ConfigMap", "namespace": "default", "name": "cfg", "uid": "c1",
@@ -138,6 +138,39 @@ def test_a_version_1_database_is_upgraded_to_2_keeping_its_pods_and_gaining_conf
     reader = Reader(tmp_path)
     assert [o["kind"] for o in reader.config_objects("ConfigMap")] == ["ConfigMap"]
     assert reader.config_objects("Secret") == []
+    reader.close()
+    store.close()
+
+
+def test_a_version_2_database_is_upgraded_to_3_keeping_its_objects_and_gaining_persistent_volumes(tmp_path):
+    from sqlalchemy import create_engine
+
+    from kubelite.store.store import _migrate_0_to_1, _migrate_1_to_2
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'kubelite.db'}")
+    with engine.begin() as conn:   # exactly what kubelite 2 wrote: schema_version 2, no persistent_volumes
+        _migrate_0_to_1(conn)
+        _migrate_1_to_2(conn)
+        conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '2')")
+        conn.exec_driver_sql("INSERT INTO config_objects VALUES ('ConfigMap', 'default', 'cfg', 'c1', '/m/cfg.yaml', "
+                             "'{\"kind\": \"ConfigMap\", \"metadata\": {\"name\": \"cfg\"}}', 't', 1)")
+    engine.dispose()
+    reader = Reader(tmp_path)   # the CLI of this version reads a database not upgraded yet
+    assert reader.persistent_volumes() == [] and len(reader.config_objects("ConfigMap")) == 1
+    reader.close()
+    store = Store(tmp_path)
+    assert store.get_meta("schema_version") == "3"
+    assert [r["name"] for r in store.load().config_objects] == ["cfg"]
+    with store.transaction():
+        store.put_persistent_volume({"name": "pvc-1", "claim_namespace": "default", "claim_name": "data",
+                                     "claim_uid": "1", "storage_class": "local-path", "reclaim_policy": "Retain",
+                                     "path": "/v/pvc-1", "phase": "Bound",
+                                     "object": '{"kind": "PersistentVolume", "metadata": {"name": "pvc-1"}}',
+                                     "created_at": "2026-11-28T06:00:00Z", "resource_version": 2})
+    assert [r["name"] for r in store.load().persistent_volumes] == ["pvc-1"]
+    reader = Reader(tmp_path)
+    assert [(v["metadata"]["name"], v["metadata"]["resourceVersion"]) for v in reader.persistent_volumes()] == [
+        ("pvc-1", "2")]
     reader.close()
     store.close()
 

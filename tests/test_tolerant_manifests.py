@@ -122,10 +122,10 @@ def test_a_volume_without_a_source_is_an_empty_dir(volume: dict[str, Any]) -> No
 
 
 def test_a_volume_whose_only_source_is_refused_gets_one_error_naming_it() -> None:
-    doc = pod_doc("web", volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}])
+    doc = pod_doc("web", volumes=[{"name": "data", "nfs": {"server": "nfs.example", "path": "/export"}}])
     errors = [str(e) for e in decode_document(doc, source="x").errors]
     assert len(errors) == 1 and errors[0].startswith(
-        'spec.volumes[0].persistentVolumeClaim: Unsupported value: "persistentVolumeClaim": ')
+        'spec.volumes[0].nfs: Unsupported value: "nfs": ')
 
 
 # ------------------------------------------------------------------ files with other kinds
@@ -240,7 +240,6 @@ def test_manifests_in_the_style_of_the_public_examples_validate_and_run(env, cap
         "warning: chart-output.yaml: document 1 (NetworkPolicy/web-allow): kind NetworkPolicy is not run by "
         "kubelite; ignored",
         "warning: chart-output.yaml: document 4 (Ingress/web): kind Ingress is not run by kubelite; ignored",
-        "warning: exported-list.yaml: document 1, line 20: items[0].spec.dnsPolicy: not implemented yet; ignored",
         "warning: guestbook.yaml: document 1 (Service/cache): kind Service is not run by kubelite; ignored",
         "warning: guestbook.yaml: document 3 (Deployment/frontend): kind Deployment is not run by kubelite; ignored",
     ]

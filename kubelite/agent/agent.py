@@ -30,10 +30,12 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.agent import metrics, probing
+from kubelite.agent import dns, metrics, probing
+from kubelite.agent.claims import claim_refs
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
 from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
 from kubelite.agent.pulls import ImagePulls
+from kubelite.api import claims as claim_objects
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
@@ -88,6 +90,7 @@ class AgentConfig:
     image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
     image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
     image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
+    resolv_conf: str = dns.DEFAULT_RESOLV_CONF   # the kubelet's --resolv-conf: what dnsPolicy Default reads
 
 
 @dataclass
@@ -188,6 +191,7 @@ class Agent:
             self._put_container(uid, c)
         self.backoff, self.start_errors = state.backoff, state.start_errors
         self.configs.load(state.config_objects)
+        self.configs.claims.load(state.persistent_volumes)
 
     def _write_all(self) -> None:
         """Write everything the agent holds (into a database that was deleted under it)."""
@@ -296,10 +300,30 @@ class Agent:
                 entry.record = replace(entry.record, terminating=True)
                 self.persist(entry)
         changed = self.configs.apply(resolution, now)
+        changed |= self.sync_claims(now)
         for entry in self.pods.values():
-            if changed and podconfig.references(entry.pod) & changed:
-                entry.retry_at = None   # a pod waiting for a ConfigMap or Secret starts as soon as it appears
+            if changed and (podconfig.references(entry.pod) | self._claim_keys(entry.pod)) & changed:
+                entry.retry_at = None   # a pod waiting for a ConfigMap, Secret or claim starts as soon as it appears
         self.record_problems(resolution, now)
+
+    @staticmethod
+    def _claim_keys(pod: Pod) -> set[tuple[str, str, str]]:
+        return {(claim_objects.CLAIM, pod.metadata.namespace, name) for name in claim_refs(pod).values()}
+
+    def sync_claims(self, now: datetime) -> set[tuple[str, str, str]]:
+        """Bind the claims and reclaim the volumes of claims gone that no pod refers to any longer."""
+        users: dict[tuple[str, str, str], set[str]] = {}
+        for entry in self.pods.values():
+            for key in self._claim_keys(entry.pod):
+                users.setdefault(key, set()).add(entry.uid)
+
+        def event(namespace: str, kind: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
+            (log.warning if type_ == "Warning" else log.info)("%s %s/%s: %s: %s", kind, namespace, name, reason,
+                                                              message)
+            self.store.record_event(namespace=namespace, kind=kind, name=name, uid=uid, type_=type_, reason=reason,
+                                    message=message, now=now)
+
+        return self.configs.sync_claims(users, now, event)
 
     def record_problems(self, resolution: sources.Resolution, now: datetime) -> None:
         rows, seen = [], set()
@@ -531,12 +555,16 @@ class Agent:
         if attempt > 0:
             self.event(entry, "Normal", "SandboxChanged", "Pod sandbox changed, it will be killed and re-created.",
                        now)
+        resolver, hosts, dns_events = dns.sandbox_dns(pod, entry.uid, resolv_conf=self.config.resolv_conf)
+        for type_, reason, message in dns_events:
+            self.event(entry, type_, reason, message, now)
         config = SandboxConfig(uid=entry.uid, name=pod.metadata.name or "", namespace=pod.metadata.namespace,
                                attempt=attempt, sandbox_hash=entry.desired.sandbox_hash,
                                hostname=pod.spec.hostname or names.pod_hostname(pod.metadata.name or ""),
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
-                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod))
+                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
+                               dns=resolver, hosts=hosts)
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:

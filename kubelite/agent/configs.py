@@ -1,11 +1,12 @@
-"""The agent's ConfigMaps and Secrets, and what pods take from them: env, volumes, subPaths.
+"""The agent's ConfigMaps, Secrets and claims, and what pods take from them: env, volumes, subPaths.
 
-Owns: the accepted configuration objects in memory and in the store (`config_objects`), which
-pods must be looked at again when one changes, and the container-side steps of `sync_pod`
-that depend on them:
+Owns: the accepted configuration objects in memory and in the store (`config_objects`:
+ConfigMaps, Secrets, PersistentVolumeClaims and StorageClasses), which pods must be looked at
+again when one changes, and the container-side steps of `sync_pod` that depend on them:
 
-* `set_up_volumes` — before a pod's containers start: every volume ready on the host (a failure
-  is a `FailedMount` event, and the containers wait in ContainerCreating with its message);
+* `set_up_volumes` — before a pod's containers start: every volume ready on the host, its
+  claims' directories bound by `claims` and ReadWriteOncePod claims taken (a failure is a
+  `FailedMount` event, and the containers wait in ContainerCreating with its message);
 * `container_settings` — when a container is created: its env (`envFrom`, `valueFrom`) and its
   mounts (subPaths prepared); a missing object or key, or a bad subPath, is a `ConfigError`
   (CreateContainerConfigError);
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kubelite.agent.claims import Claims, ClaimKey, EventSink, claim_refs
+from kubelite.api import claims as claim_objects
 from kubelite.api.configobjects import ConfigObject, from_object
 from kubelite.api.models import Container, Pod
 from kubelite.core import podconfig
@@ -74,6 +77,8 @@ class Configs:
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
         self.node = node_allocatable()
         self.orphans_checked = False
+        self.claims = Claims(store, volumes.root, node_name)
+        self.claim_holders: dict[ClaimKey, tuple[str, str]] = {}   # ReadWriteOncePod claim → (uid, pod key)
 
     def remove_orphan_volumes(self, known_uids: set[str]) -> None:
         """Once, after the first relist: tear down the volumes of pods removed while kubelite was down.
@@ -87,8 +92,11 @@ class Configs:
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.entries = {}
         for row in rows:
-            config = from_object(json.loads(row["object"]))
+            stored = json.loads(row["object"])
+            config = from_object(stored)
             self.entries[config.key] = ConfigEntry(config, row["source"], row["created_at"], row["resource_version"])
+            if config.kind == claim_objects.CLAIM:   # its binding, until the next scan confirms it
+                self.claims.remember(config.key, stored)
         self.generation += 1
 
     def previous(self) -> dict[str, list[ConfigObject]]:
@@ -129,6 +137,8 @@ class Configs:
     def write(self, entry: ConfigEntry) -> None:
         config = entry.config
         obj = dict(config.object)
+        if config.kind == claim_objects.CLAIM:
+            obj = self.claims.decorate(config.key, obj)
         obj["metadata"] = {**obj.get("metadata", {}), "creationTimestamp": entry.created_at,
                            "resourceVersion": str(entry.resource_version)}
         self.store.put_config_object({
@@ -139,6 +149,18 @@ class Configs:
     def write_all(self) -> None:
         for entry in self.entries.values():
             self.write(entry)
+        self.claims.write_all()
+
+    def sync_claims(self, users: dict[ClaimKey, set[str]], now: datetime, event: EventSink) -> set[ClaimKey]:
+        """Bind, provision and reclaim the claims' volumes (`Claims.sync`); a claim whose status changed
+        is written again with a new resourceVersion. Returns those claims."""
+        changed = self.claims.sync({k: e.config for k, e in self.entries.items()}, users, now, event)
+        for key in changed:
+            entry = self.entries.get(key)
+            if entry is not None:
+                entry.resource_version = self.store.next_resource_version()
+                self.write(entry)
+        return changed
 
     def lookup(self) -> dict[ConfigKey, ConfigObject]:
         return {key: entry.config for key, entry in self.entries.items()}
@@ -165,10 +187,35 @@ class Configs:
             out[volume.name] = {path: (f.data, f.mode) for path, f in files.items()}
         return out
 
+    def claim_paths(self, uid: str, pod: Pod) -> dict[str, str]:
+        """The directories of the pod's persistentVolumeClaim volumes, by volume name. Raises
+        VolumeError with the kubelet's reason to wait (a missing or unbound claim, a ReadWriteOncePod
+        claim in use by another pod); takes the ReadWriteOncePod claims for this pod."""
+        ns, paths = pod.metadata.namespace, {}
+        taken = []
+        for volume, claim in claim_refs(pod).items():
+            key = (claim_objects.CLAIM, ns, claim)
+            entry = self.entries.get(key)
+            holder = self.claim_holders.get(key)
+            modes = entry.config.object.get("spec", {}).get("accessModes", []) if entry is not None else []
+            rwop = "ReadWriteOncePod" in modes
+            try:
+                paths[volume] = self.claims.mount_path(
+                    ns, claim, exists=entry is not None, refused=self.refused.get(key),
+                    holder=holder[1] if rwop and holder is not None and holder[0] != uid else None)
+            except LookupError as exc:
+                raise VolumeError(volume, str(exc)) from None
+            if rwop:
+                taken.append(key)
+        for key in taken:
+            self.claim_holders[key] = (uid, pod.key)
+        return paths
+
     def set_up_volumes(self, uid: str, pod: Pod, status: dict[str, Any]) -> None:
         """Every volume of the pod ready on the host. Raises VolumeError (FailedMount)."""
         payloads = self.payloads(uid, pod, status)
-        self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads)
+        claim_paths = self.claim_paths(uid, pod)
+        self.volume_paths[uid] = self.volumes.set_up(uid, pod, payloads, claims=claim_paths)
         self.refreshed[uid] = self._projection_inputs(pod)
 
     def container_settings(self, uid: str, pod: Pod, container: Container, status: dict[str, Any], *,
@@ -226,6 +273,8 @@ class Configs:
         return problems
 
     def tear_down(self, uid: str) -> None:
+        for key in [k for k, (holder, _) in self.claim_holders.items() if holder == uid]:
+            del self.claim_holders[key]
         self.volumes.tear_down(uid)
         self.volume_paths.pop(uid, None)
         self.refreshed.pop(uid, None)

@@ -82,7 +82,7 @@ def object_uid(kind: str, namespace: str, name: str, source: str) -> str:
     return f"{digest[:8]}-{digest[8:12]}-{digest[12:16]}-{digest[16:20]}-{digest[20:32]}"
 
 
-def _hash(obj: dict[str, Any]) -> str:
+def object_hash(obj: dict[str, Any]) -> str:
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -176,7 +176,7 @@ def accept(model: Union[ConfigMap, Secret], values: dict[str, bytes], *, source:
         if empty in obj and not obj[empty]:
             del obj[empty]
     return ConfigObject(kind=kind, namespace=meta.namespace, name=meta.name or "", uid=uid, object=obj,
-                        values=values, hash=_hash(obj))
+                        values=values, hash=object_hash(obj))
 
 
 def from_object(obj: dict[str, Any]) -> ConfigObject:
@@ -189,7 +189,10 @@ def from_object(obj: dict[str, Any]) -> ConfigObject:
     else:
         values = {k: v.encode("utf-8") for k, v in obj.get("data", {}).items()}
         values.update({k: base64.b64decode(v) for k, v in obj.get("binaryData", {}).items()})
-    clean = {k: v for k, v in obj.items()}
-    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion")}
+    clean = {k: v for k, v in obj.items() if k != "status"}   # a claim's status is the agent's to write
+    clean["metadata"] = {k: v for k, v in meta.items() if k not in ("creationTimestamp", "resourceVersion",
+                                                                   "finalizers")}
+    if kind == "PersistentVolumeClaim":   # bound by the agent, not part of the claim as accepted
+        clean["spec"] = {k: v for k, v in clean.get("spec", {}).items() if k != "volumeName"}
     return ConfigObject(kind=kind, namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
-                        uid=meta.get("uid", ""), object=clean, values=values, hash=_hash(clean))
+                        uid=meta.get("uid", ""), object=clean, values=values, hash=object_hash(clean))

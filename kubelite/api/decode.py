@@ -30,15 +30,17 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from kubelite.api import configobjects, fieldsupport, models, names
+from kubelite.api import claims, configobjects, fieldsupport, models, names
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
 POLICY_FIELDS = frozenset({"containers", "restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds"})
 #: Kinds a manifest directory may hold besides Pods: configuration that its pods may reference.
-CONFIG_KINDS = frozenset(configobjects.KINDS)
+CONFIG_KINDS = frozenset((*configobjects.KINDS, claims.CLAIM, claims.STORAGE_CLASS))
 #: Maps whose values are strings: there a null value is "" (Go's zero string), not an absent key.
-STRING_MAPS = frozenset({"labels", "annotations", "data", "binaryData", "stringData", "nodeSelector"})
+STRING_MAPS = frozenset({"labels", "annotations", "data", "binaryData", "stringData", "nodeSelector", "parameters"})
+#: The apiVersion each kind is read from (all others: v1).
+API_VERSIONS = {claims.STORAGE_CLASS: claims.STORAGE_API_VERSION}
 
 
 @dataclass(frozen=True)
@@ -105,8 +107,9 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         decoded.ignored = True
         decoded.warnings.append(FieldIssue("", f"kind {names.shown(kind, limit=64)} is not run by kubelite; ignored"))
         return decoded
-    if doc.get("apiVersion") != "v1":
-        decoded.errors.append(FieldIssue("apiVersion", 'Unsupported value: supported values: "v1"'))
+    api_version = API_VERSIONS.get(kind, "v1")
+    if doc.get("apiVersion") != api_version:
+        decoded.errors.append(FieldIssue("apiVersion", f'Unsupported value: supported values: "{api_version}"'))
         return decoded
 
     body = without_nulls({k: v for k, v in doc.items() if k != "status"})  # status is the agent's to write
@@ -157,7 +160,10 @@ def _decode_pod(body: dict[str, Any], kind: str, decoded: Decoded, *, source: st
 
 
 def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source: str) -> Decoded:
-    """A ConfigMap or Secret document: validated, and accepted as a `ConfigObject` when valid."""
+    """A ConfigMap, Secret, PersistentVolumeClaim or StorageClass document: validated, and accepted
+    as a `ConfigObject` when valid."""
+    if kind in (claims.CLAIM, claims.STORAGE_CLASS):
+        return _decode_storage(body, kind, decoded)
     model_class = configobjects.Secret if kind == "Secret" else configobjects.ConfigMap
     try:
         obj = model_class.model_validate(body, by_alias=True, by_name=False)
@@ -174,6 +180,29 @@ def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source:
     decoded.errors.extend(errors)
     if not errors:
         decoded.config = configobjects.accept(obj, values, source=source)
+    return decoded
+
+
+def _decode_storage(body: dict[str, Any], kind: str, decoded: Decoded) -> Decoded:
+    model_class = claims.PersistentVolumeClaim if kind == claims.CLAIM else claims.StorageClass
+    try:
+        obj = model_class.model_validate(body, by_alias=True, by_name=False)
+    except ValidationError as exc:
+        decoded.errors.extend(_pydantic_issues(exc))
+        return decoded
+    decoded.warnings.extend(_unknown_fields(obj, ""))
+    _drop_extras(obj)
+    if isinstance(obj, claims.PersistentVolumeClaim):
+        obj.metadata.namespace = obj.metadata.namespace or "default"
+        errors, warnings = claims.validate_claim(obj)
+        decoded.warnings.extend(warnings)
+        decoded.errors.extend(errors)
+        if not errors:
+            decoded.config = claims.accept_claim(obj)
+    else:
+        decoded.errors.extend(claims.validate_storage_class(obj))
+        if not decoded.errors:
+            decoded.config = claims.accept_storage_class(obj)
     return decoded
 
 
@@ -349,4 +378,6 @@ RUN_KINDS: dict[str, Callable[..., Decoded]] = {
     "Pod": _decode_pod,
     "ConfigMap": _decode_config,
     "Secret": _decode_config,
+    claims.CLAIM: _decode_config,
+    claims.STORAGE_CLASS: _decode_config,
 }

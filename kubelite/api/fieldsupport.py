@@ -116,7 +116,7 @@ ephemeralContainers           refused     Forbidden: cannot be set on create (as
 restartPolicy                 implemented test_every_restart_policy_and_exit_code
 terminationGracePeriodSeconds implemented test_a_container_that_handles_sigterm_stops_without_sigkill
 activeDeadlineSeconds         implemented test_active_deadline_fails_the_pod
-dnsPolicy                     warned      {_NOT_YET}
+dnsPolicy                     implemented test_dns_policy_and_dns_config_are_decided_as_the_kubelet_does
 nodeSelector                  warned      {_SCHEDULING}
 serviceAccountName            warned      readable through fieldRef; no token is mounted
 serviceAccount                warned      deprecated alias of serviceAccountName; no token is mounted; ignored
@@ -129,14 +129,14 @@ shareProcessNamespace         implemented test_share_process_namespace_lets_cont
 securityContext               implemented test_user
 imagePullSecrets              warned      credentials come from the registry configuration (--registry-config); ignored
 hostname                      implemented test_spec_hostname_is_the_sandboxs_hostname
-subdomain                     warned      {_NOT_YET}
+subdomain                     implemented test_the_agent_names_the_pod_by_hostname_subdomain_and_namespace
 affinity                      warned      {_SCHEDULING}
 schedulerName                 warned      {_SCHEDULING}
 tolerations                   warned      {_SCHEDULING}
-hostAliases                   warned      {_NOT_YET}
+hostAliases                   implemented test_the_hosts_file_is_the_kubelet_s_managed_file
 priorityClassName             warned      {_SCHEDULING}
 priority                      warned      {_SCHEDULING}
-dnsConfig                     warned      {_NOT_YET}
+dnsConfig                     implemented test_dns_policy_and_dns_config_are_decided_as_the_kubelet_does
 readinessGates                warned      nothing on one machine sets custom conditions; ignored
 runtimeClassName              warned      kubelite has one runtime (runc); ignored
 enableServiceLinks            warned      there are no Services to link; ignored
@@ -174,7 +174,7 @@ configMap                     implemented test_a_configmap_edit_shows_up_in_the_
 secret                        implemented test_env_and_files_from_a_secret_on_a_tmpfs
 downwardAPI                   implemented test_a_downward_api_volume_follows_label_edits_in_place
 projected                     refused     not implemented yet
-persistentVolumeClaim         refused     not implemented yet
+persistentVolumeClaim         implemented test_a_claim_is_bound_to_a_directory_under_the_state_root_and_a_pod_mounts_it
 ephemeral                     refused     a generic ephemeral volume needs a storage provisioner
 image                         refused     not implemented yet
 csi                           refused     a CSI driver needs a cluster

@@ -284,6 +284,11 @@ class DownwardAPIVolumeSource(K8sModel):
     default_mode: Optional[Int] = None
 
 
+class PersistentVolumeClaimVolumeSource(K8sModel):
+    claim_name: Optional[Str] = None
+    read_only: Optional[Bool] = None
+
+
 class Volume(K8sModel):
     name: Str
     empty_dir: Optional[EmptyDirVolumeSource] = None
@@ -291,6 +296,7 @@ class Volume(K8sModel):
     config_map: Optional[ConfigMapVolumeSource] = None
     secret: Optional[SecretVolumeSource] = None
     downward_api: Optional[DownwardAPIVolumeSource] = Field(default=None, alias="downwardAPI")
+    persistent_volume_claim: Optional[PersistentVolumeClaimVolumeSource] = None
 
     @model_validator(mode="after")
     def _default_empty_dir(self) -> "Volume":
@@ -304,7 +310,9 @@ class Volume(K8sModel):
         """The wire names of the volume sources this volume sets (exactly one when valid)."""
         return [wire for wire, value in (("emptyDir", self.empty_dir), ("hostPath", self.host_path),
                                          ("configMap", self.config_map), ("secret", self.secret),
-                                         ("downwardAPI", self.downward_api)) if value is not None]
+                                         ("downwardAPI", self.downward_api),
+                                         ("persistentVolumeClaim", self.persistent_volume_claim),
+                                         ) if value is not None]
 
 
 class PodSecurityContext(K8sModel):
@@ -314,6 +322,22 @@ class PodSecurityContext(K8sModel):
     fs_group: Optional[Int] = None
     supplemental_groups: list[Int] = Field(default_factory=list)
     sysctls: list[dict[str, Any]] = Field(default_factory=list)
+
+
+class HostAlias(K8sModel):
+    ip: Optional[Str] = None
+    hostnames: list[Str] = Field(default_factory=list)
+
+
+class PodDNSConfigOption(K8sModel):
+    name: Optional[Str] = None
+    value: Optional[Str] = None
+
+
+class PodDNSConfig(K8sModel):
+    nameservers: list[Str] = Field(default_factory=list)
+    searches: list[Str] = Field(default_factory=list)
+    options: list[PodDNSConfigOption] = Field(default_factory=list)
 
 
 class PodSpec(K8sModel):
@@ -329,6 +353,11 @@ class PodSpec(K8sModel):
     security_context: Optional[PodSecurityContext] = None
     node_name: Optional[Str] = None
     service_account_name: Optional[Str] = None
+    # None where Kubernetes defaults a value, so that the spec hashes of pods without them stay as they were
+    dns_policy: Optional[Str] = None            # None: ClusterFirst
+    dns_config: Optional[PodDNSConfig] = None
+    host_aliases: Optional[list[HostAlias]] = None
+    subdomain: Optional[Str] = None
 
     @property
     def sidecars(self) -> list[Container]:

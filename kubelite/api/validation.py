@@ -9,6 +9,7 @@ secrets, so messages name the field and the rule only).
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 from kubelite.api import names, quantity
@@ -19,6 +20,10 @@ PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
 SCHEMES = ("HTTP", "HTTPS")
+DNS_POLICIES = ("ClusterFirstWithHostNet", "ClusterFirst", "Default", "None")
+MAX_DNS_NAMESERVERS = 3          # validation.MaxDNSNameservers
+MAX_DNS_SEARCH_PATHS = 32        # MaxDNSSearchPathsExpanded (ExpandedDNSConfig, GA in 1.28)
+MAX_DNS_SEARCH_CHARS = 2048      # MaxDNSSearchListCharsExpanded
 
 
 @dataclass(frozen=True)
@@ -90,6 +95,9 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
         errors.append(FieldIssue("spec.activeDeadlineSeconds", "Invalid value: must be between 1 and 2147483647"))
     if spec.hostname is not None:
         errors += _label("spec.hostname", spec.hostname)
+    if spec.subdomain:
+        errors += _label("spec.subdomain", spec.subdomain)
+    errors += _validate_dns(pod)
 
     from kubelite.api import volume_validation  # it builds on this module's helpers
 
@@ -116,6 +124,60 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
             errors += _validate_container(container, path, init=field == "initContainers",
                                           volume_names=volume_names, grace_s=spec.termination_grace_period_seconds)
     errors += _validate_host_ports(pod)
+    return errors
+
+
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _validate_dns(pod: Pod) -> list[FieldIssue]:
+    """`validateDNSPolicy`, `validatePodDNSConfig` (the limits of 1.32: 3 nameservers, 32 search
+    paths, 2048 characters) and `ValidateHostAliases`."""
+    errors: list[FieldIssue] = []
+    spec = pod.spec
+    policy = spec.dns_policy or "ClusterFirst"
+    if policy not in DNS_POLICIES:
+        errors.append(_unsupported("spec.dnsPolicy", DNS_POLICIES))
+    config = spec.dns_config
+    if policy == "None":
+        if config is None:
+            errors.append(FieldIssue("spec.dnsConfig", "Required value: must provide `dnsConfig` when `dnsPolicy` "
+                                                       "is None"))
+        elif not config.nameservers:
+            errors.append(FieldIssue("spec.dnsConfig.nameservers", "Required value: must provide at least one DNS "
+                                                                   "nameserver when `dnsPolicy` is None"))
+    if config is not None:
+        if len(config.nameservers) > MAX_DNS_NAMESERVERS:
+            errors.append(FieldIssue("spec.dnsConfig.nameservers", f"Invalid value: must not have more than "
+                                                                   f"{MAX_DNS_NAMESERVERS} nameservers"))
+        for i, server in enumerate(config.nameservers):
+            if not _is_ip(server):
+                errors.append(FieldIssue(f"spec.dnsConfig.nameservers[{i}]", "Invalid value: must be a valid IP "
+                                                                             "address"))
+        if len(config.searches) > MAX_DNS_SEARCH_PATHS:
+            errors.append(FieldIssue("spec.dnsConfig.searches", f"Invalid value: must not have more than "
+                                                                f"{MAX_DNS_SEARCH_PATHS} search paths"))
+        if len(" ".join(config.searches)) > MAX_DNS_SEARCH_CHARS:
+            errors.append(FieldIssue("spec.dnsConfig.searches", f"Invalid value: must not have more than "
+                                                                f"{MAX_DNS_SEARCH_CHARS} characters (including "
+                                                                "spaces) in the search list"))
+        for i, search in enumerate(config.searches):
+            if search != ".":   # the root domain: no search at all
+                errors += invalid(f"spec.dnsConfig.searches[{i}]", names.is_dns1123_subdomain(search.removesuffix(".")))
+        for i, option in enumerate(config.options):
+            if not option.name:
+                errors.append(FieldIssue(f"spec.dnsConfig.options[{i}]", "Required value: Option.Name must not be "
+                                                                         "empty"))
+    for i, alias in enumerate(spec.host_aliases or []):
+        if not alias.ip or not _is_ip(alias.ip):
+            errors.append(FieldIssue(f"spec.hostAliases[{i}].ip", "Invalid value: must be a valid IP address"))
+        for j, hostname in enumerate(alias.hostnames):
+            errors += invalid(f"spec.hostAliases[{i}].hostnames[{j}]", names.is_dns1123_subdomain(hostname))
     return errors
 
 

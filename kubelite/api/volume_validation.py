@@ -177,6 +177,12 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
                 errors += invalid(f"{path}.{field}.{name}", names.is_dns1123_subdomain(ref))
             errors += _items(f"{path}.{field}", source.items)
             errors += _mode(f"{path}.{field}.defaultMode", source.default_mode)
+        if volume.persistent_volume_claim is not None:
+            claim = volume.persistent_volume_claim.claim_name
+            if not claim:
+                errors.append(FieldIssue(f"{path}.persistentVolumeClaim.claimName", "Required value"))
+            else:
+                errors += invalid(f"{path}.persistentVolumeClaim.claimName", names.is_dns1123_subdomain(claim))
         if volume.downward_api is not None:
             errors += _downward_items(f"{path}.downwardAPI", volume.downward_api.items, containers)
             errors += _mode(f"{path}.downwardAPI.defaultMode", volume.downward_api.default_mode)

@@ -15,6 +15,7 @@ from typing import Any, Callable
 
 from kubelite import __version__
 from kubelite.cli.printers import age, event_cells, pod_row
+from kubelite.cli.storageprinters import claim_cells, class_cells, volume_cells
 
 #: The Kubernetes API version whose shapes this server follows (kubectl's version-skew check reads it).
 KUBE_MINOR = "32"
@@ -29,6 +30,10 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
      "shortNames": ["cm"], "verbs": ["get", "list"]},
     {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},
+    {"name": "persistentvolumeclaims", "singularName": "persistentvolumeclaim", "namespaced": True,
+     "kind": "PersistentVolumeClaim", "shortNames": ["pvc"], "verbs": ["get", "list"]},
+    {"name": "persistentvolumes", "singularName": "persistentvolume", "namespaced": False,
+     "kind": "PersistentVolume", "shortNames": ["pv"], "verbs": ["get", "list"]},
     {"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node", "shortNames": ["no"],
      "verbs": ["get", "list"]},
     {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
@@ -57,13 +62,27 @@ def api_versions(server_address: str) -> dict[str, Any]:
 
 
 AUTHORIZATION = "authorization.k8s.io"
+STORAGE = "storage.k8s.io"
+STORAGE_RESOURCES: list[dict[str, Any]] = [
+    {"name": "storageclasses", "singularName": "storageclass", "namespaced": False, "kind": "StorageClass",
+     "shortNames": ["sc"], "verbs": ["get", "list"]},
+]
+
+
+def api_group(name: str) -> dict[str, Any]:
+    version = {"groupVersion": f"{name}/v1", "version": "v1"}
+    return {"name": name, "versions": [version], "preferredVersion": version}
 
 
 def api_groups() -> dict[str, Any]:
-    """Only the authorization group, so that tools can ask what they may read (`kubectl auth can-i`)."""
-    version = {"groupVersion": f"{AUTHORIZATION}/v1", "version": "v1"}
-    return {"kind": "APIGroupList", "apiVersion": "v1",
-            "groups": [{"name": AUTHORIZATION, "versions": [version], "preferredVersion": version}]}
+    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), and the
+    storage group, for the StorageClasses that claims name."""
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(AUTHORIZATION), api_group(STORAGE)]}
+
+
+def storage_resources() -> dict[str, Any]:
+    return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": f"{STORAGE}/v1",
+            "resources": STORAGE_RESOURCES}
 
 
 def authorization_resources() -> dict[str, Any]:
@@ -80,8 +99,10 @@ def access_review(review: dict[str, Any]) -> dict[str, Any]:
         resource = attributes.get("resource", "")
         if attributes.get("subresource"):
             resource += "/" + attributes["subresource"]
-        verbs = {r["name"]: r["verbs"] for r in RESOURCES}.get(resource, [])
-        allowed = attributes.get("group", "") in ("", None) and attributes.get("verb") in verbs
+        served = RESOURCES if attributes.get("group", "") in ("", None) else \
+            STORAGE_RESOURCES if attributes.get("group") == STORAGE else []
+        verbs = {r["name"]: r["verbs"] for r in served}.get(resource, [])
+        allowed = attributes.get("verb") in verbs
     else:
         path = (spec.get("nonResourceAttributes") or {}).get("path", "")
         allowed = (spec.get("nonResourceAttributes") or {}).get("verb") == "get" and \
@@ -249,6 +270,48 @@ def secret_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, An
                      age(o["metadata"].get("creationTimestamp"), now)]) for o in items]
 
 
+CLAIM_COLUMNS = [_column("Name", "Name must be unique within a namespace.", format_="name"),
+                 _column("Status", "The phase of the claim."),
+                 _column("Volume", "The binding reference to the PersistentVolume backing this claim."),
+                 _column("Capacity", "The actual resources of the underlying volume."),
+                 _column("Access Modes", "The access modes the volume has."),
+                 _column("StorageClass", "The name of the StorageClass required by the claim."),
+                 _column("VolumeAttributesClass", "The name of the VolumeAttributesClass the claim uses."),
+                 _column("Age", "CreationTimestamp of the object."),
+                 _column("VolumeMode", "What type of volume is required by the claim.", priority=1)]
+VOLUME_COLUMNS = [_column("Name", "Name must be unique.", format_="name"),
+                  _column("Capacity", "The volume's capacity."),
+                  _column("Access Modes", "The ways the volume can be mounted."),
+                  _column("Reclaim Policy", "What happens to the volume when its claim is released."),
+                  _column("Status", "The phase of the volume."),
+                  _column("Claim", "The claim the volume is bound to."),
+                  _column("StorageClass", "The name of the StorageClass the volume belongs to."),
+                  _column("VolumeAttributesClass", "The name of the VolumeAttributesClass the volume uses."),
+                  _column("Reason", "Why the volume is in its phase."),
+                  _column("Age", "CreationTimestamp of the object."),
+                  _column("VolumeMode", "The volume's mode.", priority=1)]
+
+
+CLASS_COLUMNS = [_column("Name", "Name must be unique.", format_="name"),
+                 _column("Provisioner", "Indicates the type of the provisioner."),
+                 _column("ReclaimPolicy", "Indicates the type of the reclaim policy."),
+                 _column("VolumeBindingMode", "Indicates when volume binding and dynamic provisioning should occur."),
+                 _column("AllowVolumeExpansion", "Indicates whether the storage class allows volume expand."),
+                 _column("Age", "CreationTimestamp of the object.")]
+
+
+def class_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, class_cells(o, now)) for o in items]
+
+
+def claim_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, claim_cells(o, now) + [o.get("spec", {}).get("volumeMode", "")]) for o in items]
+
+
+def volume_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    return [_row(o, volume_cells(o, now) + [o.get("spec", {}).get("volumeMode", "")]) for o in items]
+
+
 def namespace_rows(items: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
     return [_row(o, [o["metadata"]["name"], "Active", age(o["metadata"].get("creationTimestamp"), now)])
             for o in items]
@@ -260,6 +323,9 @@ TABLES: dict[str, tuple[list[dict[str, Any]], Callable[[list[dict[str, Any]], da
     "nodes": (NODE_COLUMNS, node_rows),
     "configmaps": (CONFIGMAP_COLUMNS, configmap_rows),
     "secrets": (SECRET_COLUMNS, secret_rows),
+    "persistentvolumeclaims": (CLAIM_COLUMNS, claim_rows),
+    "persistentvolumes": (VOLUME_COLUMNS, volume_rows),
+    "storageclasses": (CLASS_COLUMNS, class_rows),
     "namespaces": (NAMESPACE_COLUMNS, namespace_rows),
 }
 

@@ -31,8 +31,8 @@ log = logging.getLogger("kubelite.api")
 
 PUBLIC = {"/healthz", "/readyz", "/livez", "/version"}
 FORBIDDEN_SUBRESOURCES = {"exec", "attach", "portforward", "proxy", "eviction", "binding", "ephemeralcontainers"}
-NAMESPACED = {"pods", "events", "configmaps", "secrets"}
-CLUSTER = {"nodes", "namespaces"}
+NAMESPACED = {"pods", "events", "configmaps", "secrets", "persistentvolumeclaims"}
+CLUSTER = {"nodes", "namespaces", "persistentvolumes"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
 WATCH_TIMEOUT_S = 1800
 #: What /readyz answers when not ready: public, so the reason stays in the Node's Ready condition.
@@ -158,12 +158,19 @@ class Call:
         if path == "/api/v1":
             return _json(200, objects.api_resources())
         if path == f"/apis/{objects.AUTHORIZATION}":
-            return _json(200, objects.api_groups()["groups"][0] | {"kind": "APIGroup", "apiVersion": "v1"})
+            return _json(200, objects.api_group(objects.AUTHORIZATION) | {"kind": "APIGroup", "apiVersion": "v1"})
+        if path == f"/apis/{objects.STORAGE}":
+            return _json(200, objects.api_group(objects.STORAGE) | {"kind": "APIGroup", "apiVersion": "v1"})
+        if path == f"/apis/{objects.STORAGE}/v1":
+            return _json(200, objects.storage_resources())
         if path == f"/apis/{objects.AUTHORIZATION}/v1":
             return _json(200, objects.authorization_resources())
         if path == "/metrics":
             return Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:
+            return self._list("storageclasses", None, query) if len(parts) == 4 else \
+                self._get("storageclasses", None, parts[4])
         if parts[:2] != ["api", "v1"] or len(parts) < 3:
             raise ApiError(objects.status(404, "NotFound", "the server could not find the requested resource"))
         rest = parts[2:]
@@ -199,7 +206,8 @@ class Call:
     def _get(self, resource: str, namespace: str | None, name: str) -> Reply:
         found, rv = self.api.items(resource, namespace, name)
         if not found:
-            raise ApiError(objects.not_found(resource, name))
+            raise ApiError(objects.not_found(f"{resource}.{objects.STORAGE}" if resource == "storageclasses"
+                                             else resource, name))
         if self._wants_table():
             columns, rows = objects.TABLES[resource]
             return _json(200, objects.table(columns, rows(found, _now()), rv))
@@ -224,8 +232,11 @@ class Call:
             body = objects.table(columns, rows(items, _now()), rv)
         else:
             kind = {"pods": "Pod", "events": "Event", "configmaps": "ConfigMap", "secrets": "Secret",
-                    "nodes": "Node", "namespaces": "Namespace"}[resource]
+                    "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume",
+                    "storageclasses": "StorageClass", "nodes": "Node", "namespaces": "Namespace"}[resource]
             body = objects.object_list(kind, items, rv)
+            if resource == "storageclasses":
+                body["apiVersion"] = f"{objects.STORAGE}/v1"
         body["metadata"].update(meta_extra)
         return _json(200, body)
 

@@ -21,6 +21,9 @@ FIELDS: dict[str, frozenset[str]] = {
                          "involvedObject.fieldPath", "reason", "reportingComponent", "source", "type"}),
     "configmaps": frozenset({"metadata.name", "metadata.namespace"}),
     "secrets": frozenset({"metadata.name", "metadata.namespace", "type"}),
+    "persistentvolumeclaims": frozenset({"metadata.name", "metadata.namespace"}),
+    "persistentvolumes": frozenset({"metadata.name"}),
+    "storageclasses": frozenset({"metadata.name"}),
     "nodes": frozenset({"metadata.name", "spec.unschedulable"}),
 }
 

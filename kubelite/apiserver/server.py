@@ -164,6 +164,12 @@ class ApiServer:
                     kind = "ConfigMap" if resource == "configmaps" else "Secret"
                     found = [{"apiVersion": "v1", "kind": kind, **o} for o in
                              reader.config_objects(kind, namespace, name)]
+                elif resource == "persistentvolumeclaims":
+                    found = reader.config_objects("PersistentVolumeClaim", namespace, name)
+                elif resource == "persistentvolumes":
+                    found = reader.persistent_volumes(name)
+                elif resource == "storageclasses":
+                    found = reader.storage_classes(name)
                 elif resource == "nodes":
                     found = [self.node()] if name in (None, self.node_name) else []
                 else:
@@ -180,7 +186,7 @@ class ApiServer:
             meta = pod["metadata"]
             created = meta.get("creationTimestamp") or self.facts.created
             seen[meta["namespace"]] = min(seen.get(meta["namespace"], created), created)
-        for kind in ("ConfigMap", "Secret"):
+        for kind in ("ConfigMap", "Secret", "PersistentVolumeClaim"):
             for obj in reader.config_objects(kind):
                 seen.setdefault(obj["metadata"].get("namespace", "default"), self.facts.created)
         return [objects.namespace(ns, created) for ns, created in sorted(seen.items())]

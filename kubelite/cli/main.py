@@ -53,6 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--node-name", default=None, help="this node's name (default: the host name)")
     serve.add_argument("--node-ip", default=None, metavar="IP",
                        help="this node's IP: status.hostIP (default: the source address of the default route)")
+    serve.add_argument("--resolv-conf", default="/etc/resolv.conf", metavar="FILE",
+                       help="the resolver configuration pods with dnsPolicy Default (and ClusterFirst, as this node "
+                            "has no cluster DNS) get (default /etc/resolv.conf; systemd-resolved's upstream file "
+                            "when it points only at the 127.0.0.53 stub)")
     serve.add_argument("--network", choices=["cni", "none"], default="cni",
                        help="pod networking: 'cni' (each pod an IP on kubelite's bridge, hostPort, outbound NAT; "
                             "needs containernetworking-plugins) or 'none' (loopback-only pods)")
@@ -87,7 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument("--server", default=None, metavar="URL",
                             help="the API's URL (default: where the running kubelite serves it)")
 
-    get = sub.add_parser("get", help="list pods, events, configmaps or secrets")
+    get = sub.add_parser("get", help="list pods, events, configmaps, secrets, persistentvolumeclaims, "
+                                     "persistentvolumes or storageclasses")
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
     get_sub.required = True
     for names in (("pods", "pod", "po"), ("events", "event", "ev")):
@@ -98,18 +103,21 @@ def _parser() -> argparse.ArgumentParser:
         if names[0] == "pods":
             p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
 
-    for names in (("configmaps", "configmap", "cm"), ("secrets", "secret")):
+    for names in (("configmaps", "configmap", "cm"), ("secrets", "secret"),
+                  ("persistentvolumeclaims", "persistentvolumeclaim", "pvc"),
+                  ("persistentvolumes", "persistentvolume", "pv"), ("storageclasses", "storageclass", "sc")):
         p = get_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
         p.add_argument("name", nargs="?", help="a single object by name")
         p.add_argument("-o", "--output", choices=["json", "yaml", "name"], default=None)
         p.add_argument("--no-headers", action="store_true")
 
-    describe = sub.add_parser("describe", help="show a pod, ConfigMap or Secret in detail")
+    describe = sub.add_parser("describe", help="show a pod, ConfigMap, Secret or PersistentVolumeClaim in detail")
     describe_sub = describe.add_subparsers(dest="resource", metavar="RESOURCE")
     describe_sub.required = True
     p = describe_sub.add_parser("pod", aliases=["pods", "po"], parents=[common, namespaced])
     p.add_argument("name")
-    for names in (("configmap", "configmaps", "cm"), ("secret", "secrets")):
+    for names in (("configmap", "configmaps", "cm"), ("secret", "secrets"),
+                  ("persistentvolumeclaim", "persistentvolumeclaims", "pvc")):
         p = describe_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
         p.add_argument("name")
 

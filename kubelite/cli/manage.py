@@ -118,7 +118,8 @@ def apply(source: Path, directory: Path) -> int:
 def _names(result: sources.FileResult) -> list[str]:
     """`pod/web`, `configmap/app-config`, `secret/db`: what a file defines, as kubectl names it."""
     return [f"pod/{p.pod.metadata.name}" for p in result.pods] + \
-        [f"{c.kind.lower()}/{c.name}" for c in result.configs]
+        [f"{'storageclass.storage.k8s.io' if c.kind == 'StorageClass' else c.kind.lower()}/{c.name}"
+         for c in result.configs]
 
 
 def _mode_for(source: Path, result: sources.FileResult) -> int:

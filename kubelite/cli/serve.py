@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
                         relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip,
                         image_pull_workers=args.max_parallel_image_pulls,
                         image_gc_high_percent=args.image_gc_high_threshold,
-                        image_gc_low_percent=args.image_gc_low_threshold)
+                        image_gc_low_percent=args.image_gc_low_threshold, resolv_conf=args.resolv_conf)
     sync = None
     if args.sync_repo:
         from kubelite.cli.sync import parse_duration

@@ -1,4 +1,5 @@
-"""`get pods|events|configmaps|secrets`, `describe pod|configmap|secret`, `version`: the read-only commands.
+"""`get pods|events|configmaps|secrets|pvc|pv|storageclasses`, `describe pod|configmap|secret|pvc`, `version`:
+the read-only commands.
 
 Owns: choosing what to print and in which form (table, wide, json, yaml, name, watch). Reads the
 state through `store.reader` and formats through `printers`; both use the standard library
@@ -51,6 +52,11 @@ def _no_resources(namespace: str | None) -> None:
 def run(args: argparse.Namespace) -> int:
     reader = Reader(config.root(args.root))
     try:
+        storage = _STORAGE_KINDS.get(args.resource)
+        if storage is not None:
+            if args.command == "describe":
+                return describe_claim(reader, args)
+            return get_storage(reader, args, storage)
         kind = _CONFIG_KINDS.get(args.resource)
         if kind is not None:
             if args.command == "describe":
@@ -67,6 +73,65 @@ def run(args: argparse.Namespace) -> int:
 
 _CONFIG_KINDS = {name: "ConfigMap" for name in ("configmaps", "configmap", "cm")} | \
     {name: "Secret" for name in ("secrets", "secret")}
+
+
+_STORAGE_KINDS = {name: "PersistentVolumeClaim" for name in ("persistentvolumeclaims", "persistentvolumeclaim",
+                                                               "pvc")} | \
+    {name: "PersistentVolume" for name in ("persistentvolumes", "persistentvolume", "pv")} | \
+    {name: "StorageClass" for name in ("storageclasses", "storageclass", "sc")}
+_STORAGE_RESOURCES = {"PersistentVolumeClaim": "persistentvolumeclaims", "PersistentVolume": "persistentvolumes",
+                      "StorageClass": "storageclasses.storage.k8s.io"}
+
+
+def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
+    """`get pvc` (namespaced), `get pv` and `get storageclass` (cluster-wide), as kubectl prints them."""
+    from kubelite.cli import storageprinters
+
+    namespace = _namespace(args) if kind == "PersistentVolumeClaim" else None
+    if kind == "PersistentVolumeClaim":
+        objects = reader.config_objects(kind, namespace, args.name)
+    elif kind == "PersistentVolume":
+        objects = reader.persistent_volumes(args.name)
+    else:
+        objects = reader.storage_classes(args.name)
+    if args.name and not objects:
+        return _not_found(_STORAGE_RESOURCES[kind], args.name)
+    if args.output in ("json", "yaml"):
+        _dump(objects[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objects,
+                                            "metadata": {"resourceVersion": ""}}, args.output)
+        return 0
+    if args.output == "name":
+        prefix = {"PersistentVolumeClaim": "persistentvolumeclaim", "PersistentVolume": "persistentvolume",
+                  "StorageClass": "storageclass.storage.k8s.io"}[kind]
+        sys.stdout.write("".join(f"{prefix}/{o['metadata']['name']}\n" for o in objects))
+        return 0
+    if not objects:
+        _no_resources(namespace)
+        return 0
+    if kind == "PersistentVolumeClaim":
+        text = storageprinters.format_claims(objects, _now(), all_namespaces=namespace is None,
+                                             no_headers=args.no_headers)
+    elif kind == "PersistentVolume":
+        text = storageprinters.format_volumes(objects, _now(), no_headers=args.no_headers)
+    else:
+        text = storageprinters.format_classes(objects, _now(), no_headers=args.no_headers)
+    sys.stdout.write(text)
+    return 0
+
+
+def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
+    from kubelite.cli import storageprinters
+
+    namespace = args.namespace or "default"
+    objects = reader.config_objects("PersistentVolumeClaim", namespace, args.name)
+    if not objects:
+        return _not_found("persistentvolumeclaims", args.name)
+    used_by = [p["metadata"]["name"] for p in one_per_name(reader.pods(namespace))
+               if any((v.get("persistentVolumeClaim") or {}).get("claimName") == args.name
+                      for v in p.get("spec", {}).get("volumes", []))]
+    events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
+    sys.stdout.write(storageprinters.describe_claim(objects[0], used_by, events, _now()))
+    return 0
 
 
 def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:

@@ -50,11 +50,11 @@ from typing import Any, Callable
 from kubelite.core.types import ContainerState
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import cni, linux, ocispec, termination
+from kubelite.runtime import cni, etcfiles, linux, ocispec, termination
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
-    ContainerConfig, ContainerInfo, ExecResult, Mount, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
-    SandboxState,
+    ContainerConfig, ContainerInfo, ExecResult, HostsConfig, Mount, PortMapping, PulledImage, SandboxConfig,
+    SandboxInfo, SandboxState,
 )
 from kubelite.runtime.registry import RegistryConfig
 
@@ -368,16 +368,19 @@ class OCIRuntime:
         return sandbox_id
 
     def _write_etc_files(self, bundle: Path, config: SandboxConfig, *, ip: str | None = None) -> None:
-        """The pod's /etc/hostname, /etc/hosts (its name on its IP, as the kubelet writes it) and resolv.conf."""
+        """The pod's /etc/hostname, /etc/hosts and resolv.conf, as a Kubernetes node writes them (`etcfiles`)."""
         # 0644: bind-mounted into every container of the pod, read by its own (any) user; the bundle
         # directory above them is root's alone
         statefiles.write_atomic(bundle / "hostname", config.hostname + "\n", 0o644)
-        statefiles.write_atomic(bundle / "hosts", f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
-                                                  f"{ip or '127.0.1.1'}\t{config.hostname}\n", 0o644)
-        try:
-            resolv = Path("/etc/resolv.conf").read_bytes()
-        except OSError:
-            resolv = b""
+        hosts = config.hosts or HostsConfig(hostname=config.hostname)
+        # without a pod IP (`--network none`) the name is on 127.0.1.1, as Debian maps a host's own name
+        statefiles.write_atomic(bundle / "hosts", etcfiles.hosts_file(hosts, [ip or "127.0.1.1"]), 0o644)
+        resolv = etcfiles.resolv_conf(config.dns).encode() if config.dns is not None else b""
+        if not resolv:   # nothing decided: the host's file, as containerd copies it
+            try:
+                resolv = Path("/etc/resolv.conf").read_bytes()
+            except OSError:
+                resolv = b""
         statefiles.write_atomic(bundle / "resolv.conf", resolv, 0o644)
 
     def _annotations(self, uid: str, name: str, attempt: int, spec_hash: str) -> dict[str, str]:

@@ -36,6 +36,27 @@ class PortMapping:
 
 
 @dataclass(frozen=True)
+class DNSConfig:
+    """The pod's resolver settings, as the kubelet decided them (CRI's `DNSConfig`)."""
+
+    nameservers: tuple[str, ...] = ()
+    searches: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class HostsConfig:
+    """What the pod's /etc/hosts holds besides its IP: its names, `hostAliases`, and for a
+    `hostNetwork` pod the host's own file."""
+
+    hostname: str
+    domain: str = ""                                   # <subdomain>.<namespace>.svc.<cluster domain>
+    aliases: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    host_network: bool = False
+    host_file: str = ""                                # the host's /etc/hosts, for a hostNetwork pod
+
+
+@dataclass(frozen=True)
 class SandboxConfig:
     uid: str
     name: str
@@ -47,6 +68,8 @@ class SandboxConfig:
     share_process_namespace: bool = False
     log_directory: str = ""
     port_mappings: tuple[PortMapping, ...] = ()
+    dns: DNSConfig | None = None          # None: the host's /etc/resolv.conf as it is
+    hosts: HostsConfig | None = None      # None: just the hostname
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ Projected files are written the way the kubelet's AtomicWriter does: a new times
 user-visible symlink per top-level name (`key -> ..data/key`), so a container sees either the
 old or the new set of files, never a mix, and an edit shows up in place without a restart.
 
+A persistentVolumeClaim volume is a directory the agent's claims own (`<root>/volumes/pvc-<uid>/`):
+it is only bound here, never created or removed with the pod.
+
 hostPath volumes are checked (and created for the `…OrCreate` types) with the kubelet's
 messages; they are bound by runc inside the container, never mounted on the host. Everything
 mounted here is unmounted before its directory is removed (`tear_down`), also for pods that
@@ -95,14 +98,19 @@ class VolumeHost:
 
     # ------------------------------------------------------------------ set up
 
-    def set_up(self, uid: str, pod: Pod, payloads: dict[str, Payload]) -> dict[str, str]:
+    def set_up(self, uid: str, pod: Pod, payloads: dict[str, Payload], *,
+               claims: dict[str, str] | None = None) -> dict[str, str]:
         """Make every volume of the pod ready; returns volume name → host path. Raises VolumeError.
 
-        `payloads` holds the files of the configMap, secret and downwardAPI volumes. Idempotent:
-        a volume already set up is only refreshed.
+        `payloads` holds the files of the configMap, secret and downwardAPI volumes; `claims` the
+        directories of the persistentVolumeClaim volumes (bound by the agent). Idempotent: a volume
+        already set up is only refreshed.
         """
         paths = {}
         for volume in pod.spec.volumes:
+            if volume.persistent_volume_claim is not None:   # a directory of its own, outside the pod's
+                paths[volume.name] = (claims or {})[volume.name]
+                continue
             try:
                 paths[volume.name] = self._set_up_one(uid, pod, volume, payloads.get(volume.name))
             except OSError as exc:
@@ -187,6 +195,7 @@ class VolumeHost:
             source = paths[vm.name]
             volume = volumes[vm.name]
             read_only = bool(vm.read_only) or (volume.config_map or volume.secret or volume.downward_api) is not None
+            read_only = read_only or bool(volume.persistent_volume_claim and volume.persistent_volume_claim.read_only)
             if vm.sub_path:
                 try:
                     source = self._sub_path(uid, container.name, vm.name, index, source, vm.sub_path)

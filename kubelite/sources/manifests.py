@@ -454,7 +454,8 @@ def _decode_one(document: Any, index: int, prefix: str, lines: _LineFinder, resu
                                       issue.message) for issue in issues)
     if decoded.kind in CONFIG_KINDS and decoded.errors and decoded.name and isinstance(document, dict):
         meta = document.get("metadata")
-        namespace = (meta.get("namespace") if isinstance(meta, dict) else None) or "default"
+        namespace = "" if decoded.kind == "StorageClass" else \
+            (meta.get("namespace") if isinstance(meta, dict) else None) or "default"   # a class has no namespace
         if isinstance(namespace, str):   # so that a pod waiting for it can say why it is missing
             issue = decoded.errors[0]
             result.refused_configs[(decoded.kind, namespace, decoded.name)] = str(ManifestProblem(

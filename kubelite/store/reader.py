@@ -18,9 +18,15 @@ from typing import Any, Iterator
 from kubelite.errors import StoreError
 
 DB_NAME = "kubelite.db"
-SCHEMA_VERSION = 2   # kept equal to schema.SCHEMA_VERSION by a test
+SCHEMA_VERSION = 3   # kept equal to schema.SCHEMA_VERSION by a test
 RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
 TOMBSTONE_PREFIX = "deleted/"
+#: The `local-path` class every kubelite has; kept equal to `api.claims.builtin_class()` by a test.
+BUILTIN_STORAGE_CLASS: dict[str, Any] = {
+    "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+    "metadata": {"name": "local-path", "uid": "37a84793-b969-96a3-8e76-dabc3e6a959e",
+                 "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
+    "provisioner": "kubelite.io/local-path", "reclaimPolicy": "Retain", "volumeBindingMode": "Immediate"}
 LOCK_NAME = "kubelite.lock"   # held by the serving daemon (agent.daemon.lock_root)
 
 
@@ -96,6 +102,28 @@ class Reader:
             item = json.loads(obj)
             meta = item.setdefault("metadata", {})
             meta.setdefault("uid", uid)
+            meta.setdefault("creationTimestamp", created)
+            meta.setdefault("resourceVersion", str(rv))
+            out.append(item)
+        return out
+
+    def storage_classes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The classes a claim may name, sorted: the StorageClass documents and the built-in
+        `local-path` (unless a document redefines it)."""
+        found = {o["metadata"]["name"]: o for o in self.config_objects("StorageClass")}
+        found.setdefault(BUILTIN_STORAGE_CLASS["metadata"]["name"], json.loads(json.dumps(BUILTIN_STORAGE_CLASS)))
+        return [found[n] for n in sorted(found) if name in (None, n)]
+
+    def persistent_volumes(self, name: str | None = None) -> list[dict[str, Any]]:
+        """The volumes provisioned for claims, as v1 PersistentVolumes; none when the table is absent."""
+        sql = "SELECT object, created_at, resource_version FROM persistent_volumes"
+        args: tuple[Any, ...] = ()
+        if name is not None:
+            sql, args = sql + " WHERE name = ?", (name,)
+        out = []
+        for obj, created, rv in self._rows(sql + " ORDER BY name", args):
+            item = json.loads(obj)
+            meta = item.setdefault("metadata", {})
             meta.setdefault("creationTimestamp", created)
             meta.setdefault("resourceVersion", str(rv))
             out.append(item)

@@ -15,7 +15,10 @@ Tables:
   events      v1-style events with counts
   problems    manifest problems of the last directory scan
   config_objects  ConfigMaps and Secrets accepted from the manifests (schema 2): `object` is the v1
-              JSON as the API serves it (a Secret's `data` base64); read by the CLI and the API
+              JSON as the API serves it (a Secret's `data` base64); read by the CLI and the API.
+              PersistentVolumeClaims (with their status) and StorageClasses are kept here too
+  persistent_volumes  the volumes provisioned for claims (schema 3): a directory each, kept after
+              its claim is gone when the reclaim policy is Retain; `object` is the v1 PersistentVolume
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from sqlalchemy import (
     Boolean, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 metadata = MetaData()
 
@@ -134,5 +137,20 @@ config_objects = Table(
     Column("source", Text, nullable=False),            # the manifest file
     Column("object", Text, nullable=False),            # the full v1 object JSON as accepted
     Column("created_at", String, nullable=False),      # creationTimestamp (RFC 3339)
+    Column("resource_version", Integer, nullable=False),
+)
+
+persistent_volumes = Table(
+    "persistent_volumes", metadata,
+    Column("name", String, primary_key=True),          # pvc-<claim uid>
+    Column("claim_namespace", String, nullable=False),
+    Column("claim_name", String, nullable=False),
+    Column("claim_uid", String, nullable=False),
+    Column("storage_class", String, nullable=False),
+    Column("reclaim_policy", String, nullable=False),  # Retain | Delete
+    Column("path", Text, nullable=False),              # the directory on this machine
+    Column("phase", String, nullable=False),           # Bound | Released
+    Column("object", Text, nullable=False),            # the v1 PersistentVolume JSON
+    Column("created_at", String, nullable=False),
     Column("resource_version", Integer, nullable=False),
 )

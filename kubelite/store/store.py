@@ -54,6 +54,7 @@ _PUT_SANDBOX = _upsert(schema.sandboxes, ["id"])
 _PUT_CONTAINER = _upsert(schema.containers, ["id"])
 _PUT_BACKOFF = _upsert(schema.backoff, ["key"])
 _PUT_CONFIG_OBJECT = _upsert(schema.config_objects, ["kind", "namespace", "name"])
+_PUT_PERSISTENT_VOLUME = _upsert(schema.persistent_volumes, ["name"])
 _EVENT_KEY = ["uid", "kind", "name", "field_path", "type", "reason", "message"]
 _RECORD_EVENT = _upsert(schema.events, _EVENT_KEY, count=lambda stmt: schema.events.c.count + 1,
                         first_timestamp=lambda stmt: schema.events.c.first_timestamp,
@@ -78,10 +79,11 @@ class StoredState:
     backoff: dict[str, BackoffEntry] = field(default_factory=dict)
     start_errors: dict[tuple[str, str], StartError] = field(default_factory=dict)
     config_objects: list[dict[str, Any]] = field(default_factory=list)
+    persistent_volumes: list[dict[str, Any]] = field(default_factory=list)
 
 
-#: The tables of schema version 1 (`config_objects` came with version 2).
-_V1_TABLES = [t for name, t in schema.metadata.tables.items() if name != "config_objects"]
+#: The tables of schema version 1 (`config_objects` came with version 2, `persistent_volumes` with 3).
+_V1_TABLES = [t for name, t in schema.metadata.tables.items() if name not in ("config_objects", "persistent_volumes")]
 
 
 def _migrate_0_to_1(conn: Connection) -> None:
@@ -92,8 +94,12 @@ def _migrate_1_to_2(conn: Connection) -> None:
     schema.config_objects.create(conn, checkfirst=True)
 
 
+def _migrate_2_to_3(conn: Connection) -> None:
+    schema.persistent_volumes.create(conn, checkfirst=True)
+
+
 #: MIGRATIONS[n] upgrades a database at schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 
 def _owner_only(path: Path) -> None:
@@ -271,6 +277,7 @@ class Store:
             for r in conn.execute(select(schema.start_errors)):
                 state.start_errors[(r.uid, r.name)] = StartError(r.reason, r.message)
             state.config_objects = [dict(r._mapping) for r in conn.execute(select(schema.config_objects))]
+            state.persistent_volumes = [dict(r._mapping) for r in conn.execute(select(schema.persistent_volumes))]
         return state
 
     # ------------------------------------------------------------------ pods
@@ -299,6 +306,16 @@ class Store:
         table = schema.config_objects
         self.conn.execute(delete(table).where(table.c.kind == kind, table.c.namespace == namespace,
                                               table.c.name == name))
+
+    # ------------------------------------------------------------------ PersistentVolumes
+
+    def put_persistent_volume(self, row: dict[str, Any]) -> None:
+        """Insert or replace a volume row (all columns of `schema.persistent_volumes`)."""
+        self.conn.execute(_PUT_PERSISTENT_VOLUME, row)
+
+    def delete_persistent_volume(self, name: str) -> None:
+        table = schema.persistent_volumes
+        self.conn.execute(delete(table).where(table.c.name == name))
 
     # ------------------------------------------------------------------ observed
 
