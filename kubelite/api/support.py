@@ -26,8 +26,8 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
         "resourceClaims", "subdomain", "ephemeralContainers", "resources", "hostnameOverride",
     }),
     models.Container: frozenset({"resizePolicy", "restartPolicyRules", "stdinOnce", "volumeDevices"}),
-    models.VolumeMount: frozenset({"mountPropagation", "subPathExpr", "recursiveReadOnly"}),
-    models.Volume: frozenset({"projected", "persistentVolumeClaim", "nfs", "iscsi", "csi", "ephemeral", "image",
+    models.VolumeMount: frozenset({"mountPropagation", "recursiveReadOnly"}),
+    models.Volume: frozenset({"persistentVolumeClaim", "nfs", "iscsi", "csi", "ephemeral",
                               "gitRepo", "fc", "rbd", "cephfs", "glusterfs", "awsElasticBlockStore",
                               "gcePersistentDisk", "azureDisk", "azureFile", "vsphereVolume", "flexVolume",
                               "cinder", "quobyte", "flocker", "portworxVolume", "scaleIO", "storageos",
@@ -35,7 +35,7 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
     models.SecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
                                        "procMount", "windowsOptions"}),
     models.PodSecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
-                                          "fsGroupChangePolicy", "windowsOptions",
+                                          "windowsOptions",
                                           "supplementalGroupsPolicy", "seLinuxChangePolicy"}),
 }
 
