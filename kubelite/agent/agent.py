@@ -557,11 +557,13 @@ class Agent:
         container = _container(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
-        if not self.ensure_image(entry, name, image, container.image_pull_policy or "IfNotPresent", now):
-            return
-        for source in _image_volumes(entry.pod, container):   # as the kubelet: pulled like the container's image
-            if not self.ensure_image(entry, name, source.reference or "", source.pull_policy or "IfNotPresent", now):
+        # the image, then those of its image volumes (as the kubelet, pulled by their own pullPolicy)
+        images = [(image, container.image_pull_policy or "IfNotPresent"),
+                  *[(v.reference or "", v.pull_policy or "IfNotPresent") for v in _image_volumes(entry.pod, container)]]
+        for reference, policy in images:
+            if not self.ensure_image(entry, name, reference, policy, now):
                 return
+        self.fresh_pulls -= {(entry.uid, name, reference) for reference, _ in images}
         config = ContainerConfig(uid=entry.uid, pod_name=entry.pod.metadata.name or "",
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
@@ -596,8 +598,7 @@ class Agent:
     def ensure_image(self, entry: PodEntry, name: str, image: str, policy: str, now: datetime) -> bool:
         """True when the container's image is there to create it from now, by its imagePullPolicy (the
         kubelet's `EnsureImageExists`); otherwise a pull has started, or the image is backing off."""
-        fresh = (entry.uid, name, image) in self.fresh_pulls
-        self.fresh_pulls.discard((entry.uid, name, image))
+        fresh = (entry.uid, name, image) in self.fresh_pulls   # used up by the start (`start_container`)
         present = self.runtime.image_present(image)
         if present and (fresh or policy in ("IfNotPresent", "Never")):
             if not fresh:
