@@ -313,6 +313,8 @@ def test_an_image_volume_is_read_only_with_the_images_files(node, tmp_path):
     assert code == 0 and " ro," in out, out
     target = _volume_dir(node, "infer", "kubernetes.io~image", "weights")
     assert target in mounts_under(target)
+    refused = node.cli("image", "rm", "models.example/weights:v1")
+    assert refused.returncode == 1 and "in use by pod default/infer" in refused.stderr, refused.stderr
     waiting = node.until(lambda: node.container("absent", "app").get("state", {}).get("waiting", {})
                          .get("reason") == "ErrImageNeverPull" and node.container("absent", "app"),
                          what="the absent image refused")
