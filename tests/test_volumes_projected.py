@@ -376,3 +376,44 @@ def test_the_image_gc_keeps_an_image_a_pod_mounts_as_a_volume(env):
     env.settle()
     env.advance(301)
     assert "models:v2" in asked[-1] and "busybox:1.36" in asked[-1]
+
+
+# ------------------------------------------------------------------ describe
+
+
+def test_describe_shows_projected_and_image_volumes_as_kubectl_does():
+    from tests.test_printers import NOW, described_pod
+    from kubelite.cli.printers import describe_pod
+
+    pod = described_pod()
+    pod["spec"]["volumes"] = [KUBE_API_ACCESS, {"name": "models", "image": {"reference": "models:v2",
+                                                                             "pullPolicy": "IfNotPresent"}}]
+    text = describe_pod(pod, [], NOW)
+    lines = [line.rstrip() for line in text[text.index("Volumes:"):].splitlines()][:11]
+    assert lines == [
+        "Volumes:",
+        "  kube-api-access-x2v9k:",
+        "    Type:                    Projected (a volume that contains injected data from multiple sources)",
+        "    TokenExpirationSeconds:  3607",
+        "    ConfigMapName:           kube-root-ca.crt",
+        "    ConfigMapOptional:       <nil>",
+        "    DownwardAPI:             true",
+        "  models:",
+        "    Type:        Image (a container image or OCI artifact)",   # a line without a tab ends a column
+        "    Reference:   models:v2",
+        "    PullPolicy:  IfNotPresent"]
+
+
+@needs_root
+def test_the_persistent_volume_hook_honours_on_root_mismatch(tmp_path):
+    pod: Pod = decoded([], securityContext={"fsGroup": GID, "fsGroupChangePolicy": "OnRootMismatch"}).desired.pod
+    claim = tree(tmp_path / "claim")
+    host = VolumeHost(tmp_path, host_changes=True)
+    assert host.own_persistent(claim, pod, read_only=False)
+    os.chown(claim / "sub" / "f", -1, 0)
+    assert not host.own_persistent(claim, pod, read_only=False), "the root is right: not walked again"
+    assert os.stat(claim / "sub" / "f").st_gid == 0
+    pod.spec.security_context.fs_group_change_policy = "Always"
+    assert host.own_persistent(claim, pod, read_only=False)
+    assert os.stat(claim / "sub" / "f").st_gid == GID
+    assert not VolumeHost(tmp_path, host_changes=False).own_persistent(claim, pod, read_only=False)

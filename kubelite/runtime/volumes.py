@@ -211,6 +211,15 @@ class VolumeHost:
             return False
         return self.write_projection(target, payload, fs_group=fs_group)
 
+    def own_persistent(self, target: Path, pod: Pod, *, read_only: bool) -> bool:
+        """The pod's fsGroup on a volume whose content outlives the pod (a claim's directory), with its
+        `fsGroupChangePolicy`, at each set-up as the kubelet does; False when there is nothing to do or
+        OnRootMismatch found the root right already. Dry runs change nothing."""
+        fs_group = fs_group_of(pod)
+        if fs_group is None or not self.host_changes:
+            return False
+        return set_volume_ownership(target, fs_group, read_only=read_only, policy=change_policy_of(pod))
+
     def image_volume(self, uid: str, volume: Volume) -> str:
         """The image volume's overlay (the image's layers, read-only), mounted once for the pod; the
         image must be in the store (the agent pulled it by the volume's pullPolicy)."""
