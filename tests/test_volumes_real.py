@@ -319,3 +319,65 @@ def test_an_image_volume_is_read_only_with_the_images_files(node, tmp_path):
                          .get("reason") == "ErrImageNeverPull" and node.container("absent", "app"),
                          what="the absent image refused")
     assert "models.example/absent:v1" in waiting["state"]["waiting"]["message"]
+
+
+EXPORTED_POD = """\
+# what `kubectl get pod -o yaml` shows of a pod on a cluster, status left out
+apiVersion: v1
+kind: Pod
+metadata:
+  name: exported
+  namespace: default
+  labels: {app: exported}
+spec:
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "exec sleep 3600"]
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: File
+    volumeMounts:
+    - mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      name: kube-api-access-7hx2q
+      readOnly: true
+  restartPolicy: Always
+  serviceAccountName: default
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: kube-api-access-7hx2q
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken:
+          expirationSeconds: 3607
+          path: token
+      - configMap:
+          items:
+          - key: ca.crt
+            path: ca.crt
+          name: kube-root-ca.crt
+      - downwardAPI:
+          items:
+          - fieldRef:
+              apiVersion: v1
+              fieldPath: metadata.namespace
+            path: namespace
+"""
+
+
+def test_a_pod_exported_from_a_cluster_runs_with_its_injected_api_access_volume(node):
+    path = node.manifests / "exported.yaml"
+    path.write_text(EXPORTED_POD)
+    validated = node.cli("validate", str(path))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "serviceAccountToken: no token is written" in validated.stdout + validated.stderr
+    node.agent.hint_manifests()
+    node.until(lambda: node.running("exported", "app"), what="running")
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert node.exec("exported", "app", "cat", f"{sa}/namespace") == (0, "default")
+    assert node.exec("exported", "app", "ls", sa) == (0, "namespace\n"), "no token, no CA without its ConfigMap"
+    write(node, "ca", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                       "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}})
+    node.until(lambda: node.exec("exported", "app", "ls", sa) == (0, "ca.crt\nnamespace\n"),
+               what="the CA once its ConfigMap exists")
