@@ -121,6 +121,14 @@ def test_sub_path_expr_is_validated(mount, message):
     assert found == ([message] if message else [])
 
 
+@pytest.mark.parametrize("group, message", [(0, None), (2147483647, None), (-1, "Invalid value: must be between 0 "
+                                                                          "and 2147483647, inclusive"),
+                                            (2147483648, "Invalid value: must be between 0 and 2147483647, inclusive")])
+def test_fs_group_must_be_a_valid_group_id(group, message):
+    found = errors([], securityContext={"fsGroup": group})
+    assert found == ([f"spec.securityContext.fsGroup: {message}"] if message else [])
+
+
 @pytest.mark.parametrize("policy, ok", [("OnRootMismatch", True), ("Always", True), ("Sometimes", False)])
 def test_fs_group_change_policy_is_validated(policy, ok):
     found = errors([], securityContext={"fsGroup": GID, "fsGroupChangePolicy": policy})

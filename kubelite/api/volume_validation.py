@@ -46,6 +46,7 @@ RESOURCES = ("limits.cpu", "limits.memory", "limits.ephemeral-storage", "request
 ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
 MAX_MODE = 0o777
+MAX_ID = 2147483647
 
 
 def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
@@ -234,6 +235,9 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
     if psc is not None and psc.fs_group_change_policy is not None \
             and psc.fs_group_change_policy not in FS_GROUP_CHANGE_POLICIES:
         errors.append(_unsupported("spec.securityContext.fsGroupChangePolicy", FS_GROUP_CHANGE_POLICIES))
+    if psc is not None and psc.fs_group is not None and not 0 <= psc.fs_group <= MAX_ID:   # IsValidGroupID
+        errors.append(FieldIssue("spec.securityContext.fsGroup",
+                                 f"Invalid value: must be between 0 and {MAX_ID}, inclusive"))
     for i, volume in enumerate(spec.volumes):
         path = f"spec.volumes[{i}]"
         sources = volume.sources()
