@@ -381,3 +381,13 @@ def test_a_pod_exported_from_a_cluster_runs_with_its_injected_api_access_volume(
                        "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}})
     node.until(lambda: node.exec("exported", "app", "ls", sa) == (0, "ca.crt\nnamespace\n"),
                what="the CA once its ConfigMap exists")
+
+
+def test_a_downward_api_volume_is_a_tmpfs_as_the_kubelet_makes_it(node):
+    node.write(pod("info", container("app", "exec sleep 3600", volumeMounts=[{"name": "info", "mountPath": "/info"}]),
+                   volumes=[{"name": "info", "downwardAPI": {"items": [
+                       {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]))
+    node.until(lambda: node.running("info", "app"), what="running")
+    assert node.exec("info", "app", "cat", "/info/name") == (0, "info")
+    target = _volume_dir(node, "info", "kubernetes.io~downward-api", "info")
+    assert target in mounts_under(target)

@@ -5,7 +5,7 @@ Owns everything kubelite creates for volumes below `<root>/pods/<uid>/`, and not
     volumes/kubernetes.io~empty-dir/<name>/     emptyDir (a tmpfs for `medium: Memory`)
     volumes/kubernetes.io~configmap/<name>/     configMap files, written atomically
     volumes/kubernetes.io~secret/<name>/        secret files, on a tmpfs
-    volumes/kubernetes.io~downward-api/<name>/  downwardAPI files, written atomically
+    volumes/kubernetes.io~downward-api/<name>/  downwardAPI files, written atomically, on a tmpfs
     volumes/kubernetes.io~projected/<name>/     projected files (configMap, secret, downwardAPI), on a tmpfs
     volumes/kubernetes.io~image/<name>/         an image's layers, a read-only overlay
     volume-subpaths/<volume>/<container>/<n>    a subPath, bind-mounted after a safe resolution
@@ -145,9 +145,9 @@ class VolumeHost:
             return str(target)
         if volume.image is not None:
             return str(target)   # mounted when a container that uses it is created (`image_volume`)
-        if (volume.secret is not None or volume.projected is not None) and self.host_changes \
+        if (volume.secret or volume.projected or volume.downward_api) is not None and self.host_changes \
                 and not linux.is_mountpoint(target):
-            # secrets never touch the disk; a projected volume is always a tmpfs, as the kubelet's
+            # secrets never touch the disk; projected and downwardAPI volumes are a tmpfs too, as the kubelet's
             linux.mount_volume_tmpfs(target, mode="0755")
         self.write_projection(target, payload or {}, fs_group=fs_group)
         return str(target)
