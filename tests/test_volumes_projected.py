@@ -308,7 +308,8 @@ def test_projected_files_get_the_fs_group_before_the_swap_and_are_not_rewritten_
 @needs_root
 def test_an_empty_dir_gets_the_fs_group_once_when_it_is_set_up(tmp_path):
     pod: Pod = decoded([{"name": "data", "emptyDir": {}}], securityContext={"fsGroup": GID}).desired.pod
-    host = VolumeHost(tmp_path, host_changes=False)
+    assert os.stat(VolumeHost(tmp_path / "dry", host_changes=False).set_up("u0", pod, {})["data"]).st_gid != GID
+    host = VolumeHost(tmp_path, host_changes=True)   # a disk emptyDir: nothing is mounted
     path = Path(host.set_up("u1", pod, {})["data"])
     assert (os.stat(path).st_gid, stat.S_IMODE(os.stat(path).st_mode)) == (GID, 0o2777)
     (path / "mine").write_text("x")

@@ -25,8 +25,8 @@ messages; they are bound by runc inside the container, never mounted on the host
 mounted here is unmounted before its directory is removed (`tear_down`), also for pods that
 went while kubelite was not running (`remove_orphans`).
 
-With `host_changes=False` (the fake runtime's dry runs) nothing is mounted and nothing outside
-the state root is created: the checks still run.
+With `host_changes=False` (the fake runtime's dry runs) nothing is mounted, nothing outside
+the state root is created and no group is changed: the checks still run.
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ class VolumeHost:
         fresh = not target.exists()
         statefiles.make_dirs(target.parent, base=self.pod_dir(uid).parent)   # pods/<uid>/volumes/<kind>: 0700
         target.mkdir(mode=0o755, exist_ok=True)   # a container's own user lists it; pods/<uid> is 0700
-        fs_group = fs_group_of(pod)
+        fs_group = fs_group_of(pod) if self.host_changes else None   # a dry run may not own the group
         if volume.empty_dir is not None:
             if fresh:
                 os.chmod(target, 0o777)  # as the kubelet: any user in the pod may write
@@ -209,7 +209,7 @@ class VolumeHost:
         target = self.volume_dir(uid, volume)
         if not (target / DATA_LINK).is_symlink():
             return False
-        return self.write_projection(target, payload, fs_group=fs_group)
+        return self.write_projection(target, payload, fs_group=fs_group if self.host_changes else None)
 
     def own_persistent(self, target: Path, pod: Pod, *, read_only: bool) -> bool:
         """The pod's fsGroup on a volume whose content outlives the pod (a claim's directory), with its
