@@ -155,7 +155,7 @@ def test_an_unsupported_volume_type_is_refused_by_name_with_the_supported_list()
     errors = [str(e) for e in decode_document(doc, source="x").errors]
     assert errors == ['spec.volumes[0].awsElasticBlockStore: Unsupported value: "awsElasticBlockStore": kubelite '
                       'runs on one machine and supports emptyDir, hostPath, configMap, secret, downwardAPI, '
-                      'persistentVolumeClaim (a cloud disk needs a cluster)']
+                      'projected, persistentVolumeClaim, image (a cloud disk needs a cluster)']
 
 
 def test_the_docs_show_the_table_generated_from_the_module() -> None:

@@ -197,3 +197,197 @@ def test_mounts_are_removed_after_kill_9_and_a_restart(tmp_path, busybox):
     assert left == [], f"left behind: {left}"
     pods = daemon.root / "pods"
     assert not pods.exists() or list(pods.iterdir()) == [], "the pod's directory is gone"
+
+
+def _volume_dir(node: Node, pod_name: str, kind: str, volume: str) -> Path:
+    uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == pod_name)
+    return node.root / "pods" / uid / "volumes" / kind / volume
+
+
+def test_a_projected_volume_of_configmap_secret_and_downward_api_is_updated_in_place(node):
+    cm = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "web-config"},
+          "data": {"site.conf": "port=80\n", "unused": "x"}}
+    secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "web-tls"},
+              "stringData": {"tls.key": "KEY-1"}}
+    write(node, "objects", cm, secret)
+    doc = pod("web", container("app", "exec sleep 3600", volumeMounts=[{"name": "all", "mountPath": "/etc/web"}]),
+              volumes=[{"name": "all", "projected": {"defaultMode": 0o440, "sources": [
+                  {"configMap": {"name": "web-config", "items": [{"key": "site.conf", "path": "conf/site.conf"}]}},
+                  {"secret": {"name": "web-tls", "items": [{"key": "tls.key", "path": "tls/key", "mode": 0o400}]}},
+                  {"downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+                                             {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]}}])
+    doc["metadata"]["labels"] = {"tier": "front"}
+    node.write(doc)
+    node.until(lambda: node.running("web", "app"), what="running")
+    first_id = node.container_id("web", "app")
+    code, out = node.exec("web", "app", "sh", "-c", "cat /etc/web/conf/site.conf /etc/web/tls/key; echo; "
+                                                    "cat /etc/web/labels /etc/web/name; ls /etc/web")
+    assert code == 0 and out == 'port=80\nKEY-1\ntier="front"webconf\nlabels\nname\ntls\n', out
+    assert node.exec("web", "app", "stat", "-L", "-c", "%a", "/etc/web/tls/key", "/etc/web/name") == (0, "400\n440\n")
+    assert node.exec("web", "app", "sh", "-c", "echo x > /etc/web/new")[0] != 0, "a projected volume is read-only"
+    target = _volume_dir(node, "web", "kubernetes.io~projected", "all")
+    assert target in mounts_under(target), "a projected volume is a tmpfs: its secret never reaches the disk"
+    write(node, "objects", {**cm, "data": {"site.conf": "port=8080\n"}}, {**secret, "stringData": {"tls.key": "KEY-2"}})
+    node.until(lambda: node.exec("web", "app", "sh", "-c", "cat /etc/web/conf/site.conf /etc/web/tls/key")
+               == (0, "port=8080\nKEY-2"), what="the edited objects in the files")
+    doc["metadata"]["labels"] = {"tier": "back"}
+    node.write(doc)
+    node.until(lambda: node.exec("web", "app", "cat", "/etc/web/labels") == (0, 'tier="back"'),
+               what="the edited label in the file")
+    assert node.container_id("web", "app") == first_id and node.running("web", "app", restarts=0)
+
+
+def test_sub_path_expr_gives_each_pod_its_own_directory_by_pod_name(node, tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name in ("api-1", "api-2"):
+        node.write(pod(name, container("app", "echo started > /var/log/app/out; exec sleep 3600", env=[
+            {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+            volumeMounts=[{"name": "logs", "mountPath": "/var/log/app", "subPathExpr": "pods/$(POD_NAME)"}]),
+            volumes=[{"name": "logs", "hostPath": {"path": str(logs), "type": "Directory"}}]))
+    node.write(pod("unset", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "logs", "mountPath": "/l", "subPathExpr": "$(NOT_SET)"}]),
+        volumes=[{"name": "logs", "emptyDir": {}}]))
+    node.until(lambda: node.running("api-1", "app") and node.running("api-2", "app"), what="both running")
+    node.until(lambda: (logs / "pods" / "api-2" / "out").exists(), what="the second pod's file")
+    assert sorted(p.name for p in (logs / "pods").iterdir()) == ["api-1", "api-2"]
+    assert (logs / "pods" / "api-1" / "out").read_text() == "started\n"
+    waiting = node.until(lambda: node.container("unset", "app").get("state", {}).get("waiting", {})
+                         .get("reason") == "CreateContainerConfigError"
+                         and node.container("unset", "app")["state"]["waiting"], what="the unset variable refused")
+    assert waiting["message"] == "missing value for NOT_SET"
+
+
+def test_fs_group_owns_empty_dir_and_configmap_volumes_seen_from_inside(node):
+    write(node, "config", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "private"},
+                           "data": {"token.txt": "only-the-group\n"}})
+    node.write(pod("owned", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "data", "mountPath": "/data"}, {"name": "conf", "mountPath": "/conf"}]),
+        securityContext={"runAsUser": 1000, "runAsGroup": 3000, "fsGroup": 2000},
+        volumes=[{"name": "data", "emptyDir": {}},
+                 {"name": "conf", "configMap": {"name": "private", "defaultMode": 0o400}}]))
+    node.until(lambda: node.running("owned", "app"), what="running")
+    assert node.exec("owned", "app", "stat", "-c", "%g %a", "/data") == (0, "2000 2777\n")
+    assert node.exec("owned", "app", "id", "-G") == (0, "3000 2000\n"), "fsGroup stays a supplementary group"
+    code, out = node.exec("owned", "app", "sh", "-c", "echo mine > /data/new && ls -ln /data/new")
+    assert code == 0 and out.split()[2:4] == ["1000", "2000"], out   # the setgid directory gives its group
+    code, out = node.exec("owned", "app", "ls", "-lnL", "/conf/token.txt")
+    assert code == 0 and out.split()[0] == "-r--r-----" and out.split()[3] == "2000", out
+    assert node.exec("owned", "app", "cat", "/conf/token.txt") == (0, "only-the-group\n"), "read through the group"
+
+
+def test_fs_group_ownership_is_set_once_and_a_restarted_container_keeps_its_changes(node):
+    script = ("if [ -f /data/moved ]; then exec sleep 3600; fi; echo x > /data/moved; chgrp 0 /data/moved; "
+              "touch /data/moved; exit 1")
+    node.write(pod("once", container("app", script, volumeMounts=[{"name": "data", "mountPath": "/data"}]),
+                   securityContext={"fsGroup": 2000, "fsGroupChangePolicy": "OnRootMismatch"},
+                   volumes=[{"name": "data", "emptyDir": {}}]))
+    node.until(lambda: node.running("once", "app", restarts=1), timeout=30, what="the container restarted")
+    assert node.exec("once", "app", "stat", "-c", "%g", "/data", "/data/moved") == (0, "2000\n0\n")
+
+
+def _models_image(tmp_path: Path) -> Path:
+    """A two-layer image of files only (no shell): the second layer adds a file and deletes one."""
+    from tests.test_images import Img, d, docker_save, entry, tar
+
+    bottom = tar(d("models"), entry("models/base.txt", b"alpha\n"), entry("models/old.txt", b"gone\n"))
+    top = tar(d("models"), entry("models/extra.txt", b"beta\n"), entry("models/.wh.old.txt"))
+    return docker_save(tmp_path / "models.tar", Img([bottom, top], tags=["models.example/weights:v1"]))
+
+
+def test_an_image_volume_is_read_only_with_the_images_files(node, tmp_path):
+    node.runtime.images.load(_models_image(tmp_path))
+    volume = {"name": "weights", "image": {"reference": "models.example/weights:v1", "pullPolicy": "Never"}}
+    node.write(pod("infer", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "weights", "mountPath": "/weights"},
+        {"name": "weights", "mountPath": "/just-models", "subPath": "models"}]), volumes=[volume]))
+    node.write(pod("absent", container("app", "exec sleep 3600", volumeMounts=[
+        {"name": "w", "mountPath": "/w"}]),
+        volumes=[{"name": "w", "image": {"reference": "models.example/absent:v1", "pullPolicy": "Never"}}]))
+    node.until(lambda: node.running("infer", "app"), what="running")
+    assert node.exec("infer", "app", "ls", "/weights/models") == (0, "base.txt\nextra.txt\n")
+    assert node.exec("infer", "app", "cat", "/just-models/base.txt", "/just-models/extra.txt") == (0, "alpha\nbeta\n")
+    code, _ = node.exec("infer", "app", "sh", "-c", "echo x > /weights/models/new")
+    assert code != 0, "an image volume is read-only"
+    code, out = node.exec("infer", "app", "sh", "-c", "grep ' /weights ' /proc/mounts")
+    assert code == 0 and " ro," in out, out
+    target = _volume_dir(node, "infer", "kubernetes.io~image", "weights")
+    assert target in mounts_under(target)
+    refused = node.cli("image", "rm", "models.example/weights:v1")
+    assert refused.returncode == 1 and "in use by pod default/infer" in refused.stderr, refused.stderr
+    waiting = node.until(lambda: node.container("absent", "app").get("state", {}).get("waiting", {})
+                         .get("reason") == "ErrImageNeverPull" and node.container("absent", "app"),
+                         what="the absent image refused")
+    assert "models.example/absent:v1" in waiting["state"]["waiting"]["message"]
+
+
+EXPORTED_POD = """\
+# what `kubectl get pod -o yaml` shows of a pod on a cluster, status left out
+apiVersion: v1
+kind: Pod
+metadata:
+  name: exported
+  namespace: default
+  labels: {app: exported}
+spec:
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "exec sleep 3600"]
+    terminationMessagePath: /dev/termination-log
+    terminationMessagePolicy: File
+    volumeMounts:
+    - mountPath: /var/run/secrets/kubernetes.io/serviceaccount
+      name: kube-api-access-7hx2q
+      readOnly: true
+  restartPolicy: Always
+  serviceAccountName: default
+  terminationGracePeriodSeconds: 2
+  volumes:
+  - name: kube-api-access-7hx2q
+    projected:
+      defaultMode: 420
+      sources:
+      - serviceAccountToken:
+          expirationSeconds: 3607
+          path: token
+      - configMap:
+          items:
+          - key: ca.crt
+            path: ca.crt
+          name: kube-root-ca.crt
+      - downwardAPI:
+          items:
+          - fieldRef:
+              apiVersion: v1
+              fieldPath: metadata.namespace
+            path: namespace
+"""
+
+
+def test_a_pod_exported_from_a_cluster_runs_with_its_injected_api_access_volume(node):
+    path = node.manifests / "exported.yaml"
+    path.write_text(EXPORTED_POD)
+    validated = node.cli("validate", str(path))
+    assert validated.returncode == 0, validated.stdout + validated.stderr
+    assert "serviceAccountToken: no token is written" in validated.stdout + validated.stderr
+    node.agent.hint_manifests()
+    node.until(lambda: node.running("exported", "app"), what="running")
+    sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+    assert node.exec("exported", "app", "cat", f"{sa}/namespace") == (0, "default")
+    assert node.exec("exported", "app", "ls", sa) == (0, "namespace\n"), "no token, no CA without its ConfigMap"
+    write(node, "ca", {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "kube-root-ca.crt"},
+                       "data": {"ca.crt": "-----BEGIN CERTIFICATE-----\n"}})
+    node.until(lambda: node.exec("exported", "app", "ls", sa) == (0, "ca.crt\nnamespace\n"),
+               what="the CA once its ConfigMap exists")
+
+
+def test_a_downward_api_volume_is_a_tmpfs_as_the_kubelet_makes_it(node):
+    node.write(pod("info", container("app", "exec sleep 3600", volumeMounts=[{"name": "info", "mountPath": "/info"}]),
+                   volumes=[{"name": "info", "downwardAPI": {"items": [
+                       {"path": "name", "fieldRef": {"fieldPath": "metadata.name"}}]}}]))
+    node.until(lambda: node.running("info", "app"), what="running")
+    assert node.exec("info", "app", "cat", "/info/name") == (0, "info")
+    target = _volume_dir(node, "info", "kubernetes.io~downward-api", "info")
+    assert target in mounts_under(target)

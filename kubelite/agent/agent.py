@@ -38,7 +38,7 @@ from kubelite.agent.pulls import ImagePulls
 from kubelite.api import claims as claim_objects
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
-from kubelite.api.models import Container, Pod
+from kubelite.api.models import Container, ImageVolumeSource, Pod
 from kubelite.core import backoff as backoffs
 from kubelite.core import hooks as hook_rules
 from kubelite.core import podconfig
@@ -128,7 +128,8 @@ class Agent:
                  clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
         # the fake runtime's dry runs mount nothing and create nothing outside the state root
-        self.configs = Configs(store, VolumeHost(config.root, host_changes=runtime.name != "fake"), config.node_name)
+        self.configs = Configs(store, VolumeHost(config.root, host_changes=runtime.name != "fake",
+                                                 image_layers=runtime.image_layers), config.node_name)
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
         self.pod_sandboxes: dict[str, dict[str, ObservedSandbox]] = {}   # uid → id → sandbox
@@ -151,7 +152,7 @@ class Agent:
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)
         self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
-        self.fresh_pulls: dict[tuple[str, str], str] = {}        # (uid, container) → image pulled for its next start
+        self.fresh_pulls: set[tuple[str, str, str]] = set()      # (uid, container, image) pulled for its next start
         self.next_image_gc: datetime | None = None
         self._load()
 
@@ -606,8 +607,13 @@ class Agent:
         container = _container(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
-        if not self.ensure_image(entry, name, image, container.image_pull_policy or "IfNotPresent", now):
-            return
+        # the image, then those of its image volumes (as the kubelet, pulled by their own pullPolicy)
+        images = [(image, container.image_pull_policy or "IfNotPresent"),
+                  *[(v.reference or "", v.pull_policy or "IfNotPresent") for v in _image_volumes(entry.pod, container)]]
+        for reference, policy in images:
+            if not self.ensure_image(entry, name, reference, policy, now):
+                return
+        self.fresh_pulls -= {(entry.uid, name, reference) for reference, _ in images}
         config = ContainerConfig(uid=entry.uid, pod_name=entry.pod.metadata.name or "",
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
@@ -650,7 +656,7 @@ class Agent:
     def ensure_image(self, entry: PodEntry, name: str, image: str, policy: str, now: datetime) -> bool:
         """True when the container's image is there to create it from now, by its imagePullPolicy (the
         kubelet's `EnsureImageExists`); otherwise a pull has started, or the image is backing off."""
-        fresh = self.fresh_pulls.pop((entry.uid, name), None) == image
+        fresh = (entry.uid, name, image) in self.fresh_pulls   # used up by the start (`start_container`)
         present = self.runtime.image_present(image)
         if present and (fresh or policy in ("IfNotPresent", "Never")):
             if not fresh:
@@ -697,7 +703,7 @@ class Agent:
                 entry.retry_at = None
                 key = f"{uid}_{image}"
                 if outcome.pulled is not None:
-                    self.fresh_pulls[(uid, name)] = image
+                    self.fresh_pulls.add((uid, name, image))
                     self.image_backoff.pop(key, None)
                     self.event(entry, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
                                f"{_seconds(outcome.seconds)} ({_seconds(outcome.total_s)} including waiting). "
@@ -716,7 +722,7 @@ class Agent:
             for image in list(self.pull_waiters):
                 self.pull_waiters[image] = {(u, n) for u, n in self.pull_waiters[image] if u in self.pods}
         if self.fresh_pulls:
-            self.fresh_pulls = {k: v for k, v in self.fresh_pulls.items() if k[0] in self.pods}
+            self.fresh_pulls = {k for k in self.fresh_pulls if k[0] in self.pods}
 
     def start_failed(self, entry: PodEntry, name: str, reason: str, message: str, now: datetime, *,
                      retry_at: datetime | None = None, event: str | None = None) -> None:
@@ -945,6 +951,7 @@ class Agent:
             return
         self.next_image_gc = now + timedelta(seconds=self.config.image_gc_period_s)
         in_use = {c.image or "" for e in self.pods.values() for c in e.pod.spec.all_containers()}
+        in_use |= {v.image.reference or "" for e in self.pods.values() for v in e.pod.spec.volumes if v.image}
         in_use |= {c.image for _, c in self.containers.values() if c.image} | self.pulls.busy()
         try:
             removed = self.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
@@ -1077,3 +1084,12 @@ def _dt(value: str | None) -> datetime | None:
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
 
+
+def _image_volumes(pod: Pod, container: Container) -> list[ImageVolumeSource]:
+    """The image volumes `container` mounts, once each, in the order of its volumeMounts."""
+    sources = {v.name: v.image for v in pod.spec.volumes if v.image is not None}
+    found: dict[str, ImageVolumeSource] = {}
+    for mount in container.volume_mounts:
+        if mount.name in sources and mount.name not in found:
+            found[mount.name] = sources[mount.name]
+    return list(found.values())

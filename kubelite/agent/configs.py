@@ -10,8 +10,11 @@ again when one changes, and the container-side steps of `sync_pod` that depend o
 * `container_settings` — when a container is created: its env (`envFrom`, `valueFrom`) and its
   mounts (subPaths prepared); a missing object or key, or a bad subPath, is a `ConfigError`
   (CreateContainerConfigError);
-* `refresh_projections` — while a pod runs: configMap, secret and downwardAPI volume files kept
-  current (an edited ConfigMap shows up in place, env does not change).
+* `refresh_projections` — while a pod runs: configMap, secret, downwardAPI and projected volume
+  files kept current (an edited ConfigMap shows up in place, env does not change).
+
+A mount's `subPathExpr` is expanded from the container's resolved env; an image volume is
+mounted when the first container that uses it is created (the agent has pulled its image).
 
 Runs on the agent's thread; writes only through the agent's store transaction.
 """
@@ -32,7 +35,7 @@ from kubelite.api.models import Container, Pod
 from kubelite.core import podconfig
 from kubelite.core.status import rfc3339
 from kubelite.runtime.protocol import Mount
-from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost
+from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost, fs_group_of
 
 __all__ = ["Configs", "ConfigEntry", "VolumeError", "VolumeHost", "node_allocatable"]
 from kubelite.sources.manifests import Resolution
@@ -235,8 +238,10 @@ class Configs:
         paths = self.volume_paths.get(uid)
         if paths is None:
             raise podconfig.ConfigError("the pod's volumes are not set up")
+        sub_paths = {i: podconfig.sub_path_from_expr(vm.sub_path_expr, env.env)
+                     for i, vm in enumerate(container.volume_mounts) if vm.sub_path_expr}
         try:
-            return env, self.volumes.container_mounts(uid, pod, container, paths)
+            return env, self.volumes.container_mounts(uid, pod, container, paths, sub_paths)
         except SubPathError as exc:
             raise podconfig.ConfigError(str(exc)) from None
 
@@ -264,7 +269,8 @@ class Configs:
                 continue
             try:
                 files = podconfig.volume_payload(pod, volume, configs=lookup, facts=facts)
-                if self.volumes.refresh(uid, volume, {p: (f.data, f.mode) for p, f in files.items()}):
+                if self.volumes.refresh(uid, volume, {p: (f.data, f.mode) for p, f in files.items()},
+                                        fs_group=fs_group_of(pod)):
                     log.info("pod %s/%s: volume %s updated", pod.metadata.namespace, pod.metadata.name, volume.name)
             except podconfig.ConfigError as exc:   # the files keep their last content, as with the kubelet
                 problems.append(str(VolumeError(volume.name, str(exc))))

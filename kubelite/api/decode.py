@@ -30,7 +30,7 @@ from typing import Any, Callable
 
 from pydantic import ValidationError
 
-from kubelite.api import claims, configobjects, fieldsupport, models, names
+from kubelite.api import claims, configobjects, fieldsupport, models, names, volume_validation
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
@@ -147,6 +147,7 @@ def _decode_pod(body: dict[str, Any], kind: str, decoded: Decoded, *, source: st
     refused: list[FieldIssue] = []
     _field_issues(pod, "", decoded.warnings, refused)
     decoded.warnings.extend(_meaningful_values(pod))
+    decoded.warnings.extend(volume_validation.volume_warnings(pod.spec))
     _drop_extras(pod)
     pod.metadata.namespace = pod.metadata.namespace or "default"   # the kubelet's applyDefaults
     decoded.errors.extend(refused)

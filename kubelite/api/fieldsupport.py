@@ -159,9 +159,9 @@ runAsGroup                    implemented test_user
 runAsNonRoot                  implemented test_run_as_non_root_refuses_root_and_unverifiable_users
 supplementalGroups            implemented test_supplemental_groups_and_fs_group_become_additional_gids
 supplementalGroupsPolicy      warned      {_NOT_YET}
-fsGroup                       warned      a supplementary group only: volume ownership is not changed yet
+fsGroup                       implemented test_fs_group_owns_empty_dir_and_configmap_volumes_seen_from_inside
 sysctls                       warned      {_NOT_YET}
-fsGroupChangePolicy           warned      {_NOT_YET}
+fsGroupChangePolicy           implemented test_on_root_mismatch_skips_a_volume_whose_root_is_right_already
 seccompProfile                warned      {_NOT_YET}
 appArmorProfile               warned      {_NOT_YET}
 seLinuxChangePolicy           warned      {_SELINUX}
@@ -173,10 +173,10 @@ hostPath                      implemented test_hostpath_types_are_checked_with_t
 configMap                     implemented test_a_configmap_edit_shows_up_in_the_mounted_file_without_a_restart
 secret                        implemented test_env_and_files_from_a_secret_on_a_tmpfs
 downwardAPI                   implemented test_a_downward_api_volume_follows_label_edits_in_place
-projected                     refused     not implemented yet
+projected                     implemented test_a_projected_volume_of_configmap_secret_and_downward_api_is_updated_in_place
 persistentVolumeClaim         implemented test_a_claim_is_bound_to_a_directory_under_the_state_root_and_a_pod_mounts_it
 ephemeral                     refused     a generic ephemeral volume needs a storage provisioner
-image                         refused     not implemented yet
+image                         implemented test_an_image_volume_is_read_only_with_the_images_files
 csi                           refused     a CSI driver needs a cluster
 gcePersistentDisk             refused     a cloud disk needs a cluster
 awsElasticBlockStore          refused     a cloud disk needs a cluster
@@ -314,7 +314,7 @@ recursiveReadOnly             warned      {_NOT_YET}
 mountPath                     implemented test_two_containers_share_an_empty_dir_that_outlives_a_container_restart
 subPath                       implemented test_a_sub_path_is_resolved_inside_the_volume_following_links_that_stay_inside
 mountPropagation              warned      {_NOT_YET}
-subPathExpr                   warned      {_NOT_YET}
+subPathExpr                   implemented test_sub_path_expr_gives_each_pod_its_own_directory_by_pod_name
 
 [Probe]
 exec                          implemented test_http_tcp_and_exec_variants_give_the_kubelets_verdicts

@@ -121,6 +121,7 @@ class VolumeMount(K8sModel):
     mount_path: Str
     read_only: Optional[Bool] = None
     sub_path: Optional[Str] = None
+    sub_path_expr: Optional[Str] = None
 
 
 class ExecAction(K8sModel):
@@ -289,6 +290,65 @@ class PersistentVolumeClaimVolumeSource(K8sModel):
     read_only: Optional[Bool] = None
 
 
+class ConfigMapProjection(K8sModel):
+    name: Optional[Str] = None
+    items: list[KeyToPath] = Field(default_factory=list)
+    optional: Optional[Bool] = None
+
+
+class SecretProjection(K8sModel):
+    name: Optional[Str] = None
+    items: list[KeyToPath] = Field(default_factory=list)
+    optional: Optional[Bool] = None
+
+
+class DownwardAPIProjection(K8sModel):
+    items: list[DownwardAPIVolumeFile] = Field(default_factory=list)
+
+
+class ServiceAccountTokenProjection(K8sModel):
+    audience: Optional[Str] = None
+    expiration_seconds: Int = 3600
+    path: Str = ""
+
+
+class VolumeProjection(K8sModel):
+    """One source of a projected volume; `clusterTrustBundle` and `podCertificate` are kept as
+    given (kubelite refuses them whole, so their fields are not modelled)."""
+
+    config_map: Optional[ConfigMapProjection] = None
+    secret: Optional[SecretProjection] = None
+    downward_api: Optional[DownwardAPIProjection] = Field(default=None, alias="downwardAPI")
+    service_account_token: Optional[ServiceAccountTokenProjection] = None
+    cluster_trust_bundle: Optional[dict[Str, Any]] = None
+    pod_certificate: Optional[dict[Str, Any]] = None
+
+    def kinds(self) -> list[str]:
+        """The wire names of the sources this projection sets (exactly one when valid)."""
+        return [wire for wire, value in (("configMap", self.config_map), ("secret", self.secret),
+                                         ("downwardAPI", self.downward_api),
+                                         ("serviceAccountToken", self.service_account_token),
+                                         ("clusterTrustBundle", self.cluster_trust_bundle),
+                                         ("podCertificate", self.pod_certificate)) if value is not None]
+
+
+class ProjectedVolumeSource(K8sModel):
+    sources: list[VolumeProjection] = Field(default_factory=list)
+    default_mode: Optional[Int] = None
+
+
+class ImageVolumeSource(K8sModel):
+    reference: Optional[Str] = None
+    pull_policy: Optional[Str] = None
+
+    @model_validator(mode="after")
+    def _default_pull_policy(self) -> "ImageVolumeSource":
+        # SetDefaults_ImageVolumeSource: as a container's imagePullPolicy
+        if self.pull_policy is None and isinstance(self.reference, str) and self.reference:
+            self.pull_policy = "Always" if image_tag(self.reference) in (None, "latest") else "IfNotPresent"
+        return self
+
+
 class Volume(K8sModel):
     name: Str
     empty_dir: Optional[EmptyDirVolumeSource] = None
@@ -297,6 +357,8 @@ class Volume(K8sModel):
     secret: Optional[SecretVolumeSource] = None
     downward_api: Optional[DownwardAPIVolumeSource] = Field(default=None, alias="downwardAPI")
     persistent_volume_claim: Optional[PersistentVolumeClaimVolumeSource] = None
+    projected: Optional[ProjectedVolumeSource] = None
+    image: Optional[ImageVolumeSource] = None
 
     @model_validator(mode="after")
     def _default_empty_dir(self) -> "Volume":
@@ -312,6 +374,7 @@ class Volume(K8sModel):
                                          ("configMap", self.config_map), ("secret", self.secret),
                                          ("downwardAPI", self.downward_api),
                                          ("persistentVolumeClaim", self.persistent_volume_claim),
+                                         ("projected", self.projected), ("image", self.image),
                                          ) if value is not None]
 
 
@@ -320,6 +383,7 @@ class PodSecurityContext(K8sModel):
     run_as_group: Optional[Int] = None
     run_as_non_root: Optional[Bool] = None
     fs_group: Optional[Int] = None
+    fs_group_change_policy: Optional[Str] = None
     supplemental_groups: list[Int] = Field(default_factory=list)
     sysctls: list[dict[str, Any]] = Field(default_factory=list)
 

@@ -2,7 +2,10 @@
 
 Owns: the rules of `ValidateVolumes`, `ValidateVolumeMounts`, `ValidateEnv` and `ValidateEnvFrom`
 (pkg/apis/core/validation) for the parts kubelite implements: emptyDir, hostPath, configMap,
-secret and downwardAPI volumes; readOnly and subPath mounts; env `valueFrom` and `envFrom`.
+secret, downwardAPI, projected and image volumes; `fsGroupChangePolicy`; readOnly, subPath and
+subPathExpr mounts; env `valueFrom` and `envFrom`. Also which projected sources kubelite cannot
+serve (no API server issues tokens or certificates here) and the one shape it runs without them:
+the `kube-api-access-…` volume clusters inject into every pod (`volume_warnings`).
 Purely computational; messages name fields and rules, never values that could be secret.
 """
 
@@ -12,10 +15,20 @@ import posixpath
 import re
 
 from kubelite.api import fieldsupport, names, quantity
-from kubelite.api.models import Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ResourceFieldSelector
-from kubelite.api.validation import FieldIssue, invalid
+from kubelite.api.models import (
+    Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ProjectedVolumeSource, ResourceFieldSelector,
+)
+from kubelite.api.validation import PULL_POLICIES, FieldIssue, invalid
 
 SUPPORTED_VOLUMES = fieldsupport.supported_volume_types()
+FS_GROUP_CHANGE_POLICIES = ("OnRootMismatch", "Always")
+#: Projected sources kubelite cannot serve, and why (each needs an API server that signs something).
+UNSERVED_PROJECTIONS = {
+    "serviceAccountToken": "kubelite runs without an API server, so no service account token can be issued "
+                           "(only the kube-api-access volume that clusters inject is accepted, without its token)",
+    "clusterTrustBundle": "kubelite runs without an API server, so there are no ClusterTrustBundles to project",
+    "podCertificate": "kubelite runs without an API server, so no pod certificate can be signed",
+}
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
                    "BlockDevice")
 EMPTY_DIR_MEDIA = ("", "Memory")
@@ -33,6 +46,7 @@ RESOURCES = ("limits.cpu", "limits.memory", "limits.ephemeral-storage", "request
 ENV_VAR_NAME = re.compile(r"[-._a-zA-Z][-._a-zA-Z0-9]*")
 _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]")
 MAX_MODE = 0o777
+MAX_ID = 2147483647
 
 
 def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
@@ -134,10 +148,96 @@ def _downward_items(path: str, items: list[DownwardAPIVolumeFile], containers: s
     return errors
 
 
+def is_kube_api_access(source: ProjectedVolumeSource) -> bool:
+    """The projected volume a cluster's admission injects into every pod (`kube-api-access-…`): a
+    token for the API server's own audience, the ConfigMap `kube-root-ca.crt`'s `ca.crt`, and the
+    pod's namespace — in any order, nothing else."""
+    by_kind = {kinds[0]: s for s in source.sources if len(kinds := s.kinds()) == 1}
+    if len(source.sources) != 3 or set(by_kind) != {"serviceAccountToken", "configMap", "downwardAPI"}:
+        return False
+    token, ca, namespace = (by_kind["serviceAccountToken"].service_account_token, by_kind["configMap"].config_map,
+                            by_kind["downwardAPI"].downward_api)
+    assert token is not None and ca is not None and namespace is not None
+    return (not token.audience and token.path == "token" and ca.name == "kube-root-ca.crt"
+            and [(i.key, i.path) for i in ca.items] == [("ca.crt", "ca.crt")]
+            and [(f.path, f.field_ref.field_path if f.field_ref else None) for f in namespace.items]
+            == [("namespace", "metadata.namespace")])
+
+
+def _projected(path: str, source: ProjectedVolumeSource, containers: set[str]) -> list[FieldIssue]:
+    """`validateProjectionSources`: one kind per source, valid items, no path claimed twice."""
+    errors = _mode(f"{path}.defaultMode", source.default_mode)
+    claimed: set[str] = set()
+    injected = is_kube_api_access(source)
+
+    def claim(file_path: str) -> None:
+        if file_path and file_path in claimed:
+            errors.append(FieldIssue(path, "Invalid value: conflicting duplicate paths"))
+        claimed.add(file_path)
+
+    for i, projection in enumerate(source.sources):
+        where = f"{path}.sources[{i}]"
+        kinds = projection.kinds()
+        if len(kinds) > 1:
+            errors.append(FieldIssue(where, "Forbidden: may not specify more than 1 volume type per source"))
+            continue
+        for field, ref in (("configMap", projection.config_map), ("secret", projection.secret)):
+            if ref is None:
+                continue
+            if not ref.name:
+                errors.append(FieldIssue(f"{where}.{field}.name", "Required value"))
+            else:
+                errors += invalid(f"{where}.{field}.name", names.is_dns1123_subdomain(ref.name))
+            errors += _items(f"{where}.{field}", ref.items)
+            for item in ref.items:
+                claim(item.path)
+        if projection.downward_api is not None:
+            errors += _downward_items(f"{where}.downwardAPI", projection.downward_api.items, containers)
+            for file in projection.downward_api.items:
+                claim(file.path)
+        token = projection.service_account_token
+        if token is not None:
+            if token.expiration_seconds < 600:
+                errors.append(FieldIssue(f"{where}.serviceAccountToken.expirationSeconds",
+                                         "Invalid value: may not specify a duration less than 10 minutes"))
+            elif token.expiration_seconds > 1 << 32:
+                errors.append(FieldIssue(f"{where}.serviceAccountToken.expirationSeconds",
+                                         "Invalid value: may not specify a duration larger than 2^32 seconds"))
+            if not token.path:
+                errors.append(FieldIssue(f"{where}.serviceAccountToken.path", "Required value"))
+            else:
+                errors += _file_path(f"{where}.serviceAccountToken.path", token.path)
+                claim(token.path)
+        for kind in kinds:
+            if kind in UNSERVED_PROJECTIONS and not injected:
+                errors.append(FieldIssue(f"{where}.{kind}", f"Unsupported value: {UNSERVED_PROJECTIONS[kind]}"))
+    return errors
+
+
+def volume_warnings(spec: PodSpec) -> list[FieldIssue]:
+    """What the pod's volumes ask for that kubelite accepts but does not do (warnings, not errors)."""
+    found = []
+    for i, volume in enumerate(spec.volumes):
+        if volume.projected is not None and is_kube_api_access(volume.projected):
+            index = next(j for j, s in enumerate(volume.projected.sources) if s.service_account_token is not None)
+            found.append(FieldIssue(f"spec.volumes[{i}].projected.sources[{index}].serviceAccountToken",
+                                    "no token is written: kubelite runs without an API server to issue one; "
+                                    "the volume holds namespace, and ca.crt when a ConfigMap kube-root-ca.crt "
+                                    "exists"))
+    return found
+
+
 def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
     """Each volume has exactly one source kubelite supports, and that source is valid."""
     errors: list[FieldIssue] = []
     containers = {c.name for c in spec.all_containers()}
+    psc = spec.security_context
+    if psc is not None and psc.fs_group_change_policy is not None \
+            and psc.fs_group_change_policy not in FS_GROUP_CHANGE_POLICIES:
+        errors.append(_unsupported("spec.securityContext.fsGroupChangePolicy", FS_GROUP_CHANGE_POLICIES))
+    if psc is not None and psc.fs_group is not None and not 0 <= psc.fs_group <= MAX_ID:   # IsValidGroupID
+        errors.append(FieldIssue("spec.securityContext.fsGroup",
+                                 f"Invalid value: must be between 0 and {MAX_ID}, inclusive"))
     for i, volume in enumerate(spec.volumes):
         path = f"spec.volumes[{i}]"
         sources = volume.sources()
@@ -186,6 +286,17 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
         if volume.downward_api is not None:
             errors += _downward_items(f"{path}.downwardAPI", volume.downward_api.items, containers)
             errors += _mode(f"{path}.downwardAPI.defaultMode", volume.downward_api.default_mode)
+        if volume.projected is not None:
+            errors += _projected(f"{path}.projected", volume.projected, containers)
+        if volume.image is not None:
+            reference = volume.image.reference
+            if not reference or not reference.strip():
+                errors.append(FieldIssue(f"{path}.image.reference", "Required value"))
+            elif reference != reference.strip():
+                errors.append(FieldIssue(f"{path}.image.reference",
+                                         "Invalid value: must not have leading or trailing whitespace"))
+            if volume.image.pull_policy is not None and volume.image.pull_policy not in PULL_POLICIES:
+                errors.append(_unsupported(f"{path}.image.pullPolicy", PULL_POLICIES))
     return errors
 
 
@@ -204,6 +315,11 @@ def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
                 errors.append(FieldIssue(f"{where}.mountPath", "Invalid value: must be an absolute path"))
         if mount.sub_path:
             errors += _relative_path(f"{where}.subPath", mount.sub_path)
+        if mount.sub_path_expr:
+            if mount.sub_path:
+                errors.append(FieldIssue(f"{where}.subPathExpr",
+                                         "Invalid value: subPathExpr and subPath are mutually exclusive"))
+            errors += _relative_path(f"{where}.subPathExpr", mount.sub_path_expr)
     for i, env in enumerate(c.env):
         source = env.value_from
         if source is None:

@@ -27,7 +27,7 @@ def _human_size(size: float) -> str:
 
 
 def _refuse_if_in_use(store: "ImageStore", ref: str, args: argparse.Namespace) -> None:
-    """An image a pod names stays: its layers may be mounted under a running container."""
+    """An image a pod names (for a container or an image volume) stays: its layers may be mounted."""
     from kubelite.errors import UsageError
     from kubelite.runtime.images import ImageError
     from kubelite.store.reader import Reader
@@ -42,9 +42,11 @@ def _refuse_if_in_use(store: "ImageStore", ref: str, args: argparse.Namespace) -
         reader.close()
     for pod in pods:
         spec = pod.get("spec", {})
-        for c in spec.get("initContainers", []) + spec.get("containers", []):
+        references = [c.get("image") for c in spec.get("initContainers", []) + spec.get("containers", [])]
+        references += [(v.get("image") or {}).get("reference") for v in spec.get("volumes", [])]
+        for reference in references:
             try:
-                used = store.get(c.get("image", ""))
+                used = store.get(reference or "") if isinstance(reference, str) else None
             except ImageError:  # an unparsable name uses no image
                 continue
             if used is not None and used.id == image.id:

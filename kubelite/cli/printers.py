@@ -885,8 +885,35 @@ def _volume_lines(w: _PrefixWriter, volumes: list[Any]) -> None:
                 for ref, field in (("fieldRef", "fieldPath"), ("resourceFieldRef", "resource")):
                     if _present(item.get(ref)):
                         w.write(3, f"{_str(item[ref].get(field))} -> {_str(item.get('path'))}\n")
+        elif _present(volume.get("projected")):
+            w.write(2, "Type:\tProjected (a volume that contains injected data from multiple sources)\n")
+            for source in _list(volume["projected"].get("sources")):
+                _projection_lines(w, _dict(source))
+        elif _present(volume.get("image")):
+            source = _dict(volume["image"])
+            w.write(2, "Type:\tImage (a container image or OCI artifact)\n"
+                       f"    Reference:\t{_str(source.get('reference'))}\n"
+                       f"    PullPolicy:\t{_str(source.get('pullPolicy'))}\n")
         else:
             w.write(1, "<unknown>\n")
+
+
+def _projection_lines(w: _PrefixWriter, source: dict[str, Any]) -> None:
+    """printProjectedVolumeSource, one source; an unset `optional` shows as kubectl shows it (`<nil>`)."""
+    def optional(ref: dict[str, Any]) -> str:
+        return _go_bool(ref["optional"]) if isinstance(ref.get("optional"), bool) else "<nil>"
+
+    if _present(source.get("secret")):
+        ref = _dict(source["secret"])
+        w.write(2, f"SecretName:\t{_str(ref.get('name'))}\n    SecretOptionalName:\t{optional(ref)}\n")
+    elif _present(source.get("downwardAPI")):
+        w.write(2, "DownwardAPI:\ttrue\n")
+    elif _present(source.get("configMap")):
+        ref = _dict(source["configMap"])
+        w.write(2, f"ConfigMapName:\t{_str(ref.get('name'))}\n    ConfigMapOptional:\t{optional(ref)}\n")
+    elif _present(source.get("serviceAccountToken")):
+        seconds = _dict(source["serviceAccountToken"]).get("expirationSeconds", 3600)
+        w.write(2, f"TokenExpirationSeconds:\t{_int(seconds)}\n")
 
 
 def _event_lines(w: _PrefixWriter, events: list[dict], now: datetime) -> None:

@@ -10,8 +10,11 @@ and its messages:
   object or key that is not `optional` is a `ConfigError` with the kubelet's message
   (`configmap "x" not found`, `couldn't find key k in ConfigMap default/x`): the container then
   waits with CreateContainerConfigError.
-* `volume_payload` — the files (path → bytes and mode) a configMap, secret or downwardAPI volume
-  holds; a missing object or item key that is not optional is a `ConfigError`.
+* `volume_payload` — the files (path → bytes and mode) a configMap, secret, downwardAPI or
+  projected volume holds; a missing object or item key that is not optional is a `ConfigError`;
+* `sub_path_from_expr` — a volumeMount's `subPathExpr` expanded from the container's env
+  (`ExpandContainerVolumeMounts`): a variable that is missing or empty is an error, and so is a
+  result that is absolute or climbs out with `..`.
 
 Purely computational: no clock, no files. ConfigMaps and Secrets arrive as a mapping, the pod's
 IPs and the node's allocatable resources as arguments. Messages never hold a value.
@@ -27,8 +30,10 @@ from typing import Mapping, Optional
 
 from kubelite.api import quantity
 from kubelite.api.configobjects import ConfigObject
-from kubelite.api.models import Container, ObjectFieldSelector, Pod, ResourceFieldSelector, Volume
-from kubelite.api.volume_validation import is_env_var_name
+from kubelite.api.models import (
+    Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod, ResourceFieldSelector, Volume,
+)
+from kubelite.api.volume_validation import is_env_var_name, is_kube_api_access
 
 #: ConfigMaps and Secrets by (kind, namespace, name).
 Configs = Mapping[tuple[str, str, str], ConfigObject]
@@ -161,14 +166,33 @@ def resource_value(ref: ResourceFieldSelector, container: Container, node: NodeA
 # ------------------------------------------------------------------------------ environment
 
 
-def _expand(text: str, env: Mapping[str, str]) -> str:
-    """`$(VAR)` from variables defined before; `$$` is `$`; unknown references stay as written."""
+def _expand(text: str, env: Mapping[str, str], missing: set[str] | None = None) -> str:
+    """`$(VAR)` from variables defined before; `$$` is `$`; unknown references stay as written,
+    or, when `missing` is given, become empty and are added to it (as the kubelet's subPathExpr)."""
     def one(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
         name = match.group(1)
+        if missing is not None:
+            if not env.get(name):
+                missing.add(name)
+            return env.get(name, "")
         return env.get(name, match.group(0))
     return _EXPANSION.sub(one, text)
+
+
+def sub_path_from_expr(expr: str, env: Mapping[str, str]) -> str:
+    """A `subPathExpr` expanded from the container's variables; ConfigError with the kubelet's
+    messages when a variable is missing or empty, or the result is not a path inside the volume."""
+    missing: set[str] = set()
+    expanded = _expand(expr, env, missing)
+    if missing:
+        raise ConfigError(f"missing value for {', '.join(sorted(missing))}")
+    if expanded.startswith("/"):
+        raise ConfigError(f"error SubPath `{expanded}` must not be an absolute path")
+    if ".." in expanded.split("/"):
+        raise ConfigError(f"unable to provision SubPath `{expanded}`: must not contain '..'")
+    return expanded
 
 
 def container_env(pod: Pod, container: Container, *, configs: Configs, facts: PodFacts) -> ResolvedEnv:
@@ -232,6 +256,11 @@ def references(pod: Pod) -> set[tuple[str, str, str]]:
             found.add(("ConfigMap", ns, volume.config_map.name))
         if volume.secret is not None and volume.secret.secret_name:
             found.add(("Secret", ns, volume.secret.secret_name))
+        for projection in volume.projected.sources if volume.projected is not None else ():
+            if projection.config_map is not None and projection.config_map.name:
+                found.add(("ConfigMap", ns, projection.config_map.name))
+            if projection.secret is not None and projection.secret.name:
+                found.add(("Secret", ns, projection.secret.name))
     for c in pod.spec.all_containers():
         for source in c.env_from:
             if source.config_map_ref is not None:
@@ -250,10 +279,41 @@ def references(pod: Pod) -> set[tuple[str, str, str]]:
 # ------------------------------------------------------------------------------ projected volumes
 
 
+def _key_files(values: Mapping[str, bytes], items: list[KeyToPath], default_mode: int, *, optional: bool,
+               secret: bool) -> dict[str, FileProjection]:
+    """A ConfigMap's or Secret's keys as files: all of them, or only `items` (`MakePayload`)."""
+    if not items:
+        return {key: FileProjection(data, default_mode) for key, data in values.items()}
+    payload = {}
+    for item in items:
+        if item.key not in values:
+            if optional:
+                continue
+            what = "secret references non-existent secret key" if secret else \
+                "configmap references non-existent config key"
+            raise ConfigError(f"{what}: {item.key}")
+        payload[item.path] = FileProjection(values[item.key], item.mode if item.mode is not None else default_mode)
+    return payload
+
+
+def _downward_files(pod: Pod, items: list[DownwardAPIVolumeFile], default_mode: int,
+                    facts: PodFacts) -> dict[str, FileProjection]:
+    containers = {c.name: c for c in pod.spec.all_containers()}
+    payload = {}
+    for file in items:
+        if file.field_ref is not None:
+            text = field_value(file.field_ref, pod, facts)
+        else:
+            ref = file.resource_field_ref
+            assert ref is not None
+            text = resource_value(ref, containers[ref.container_name or ""], facts.node)
+        payload[file.path] = FileProjection(text.encode("utf-8"), file.mode if file.mode is not None else default_mode)
+    return payload
+
+
 def volume_payload(pod: Pod, volume: Volume, *, configs: Configs, facts: PodFacts) -> dict[str, FileProjection]:
-    """The files of a configMap, secret or downwardAPI volume: relative path → content and mode."""
+    """The files of a configMap, secret, downwardAPI or projected volume: relative path → content and mode."""
     namespace = pod.metadata.namespace
-    payload: dict[str, FileProjection] = {}
     if volume.config_map is not None or volume.secret is not None:
         secret = volume.secret is not None
         source = volume.secret if secret else volume.config_map
@@ -262,36 +322,36 @@ def volume_payload(pod: Pod, volume: Volume, *, configs: Configs, facts: PodFact
         kind = "Secret" if secret else "ConfigMap"
         default_mode = source.default_mode if source.default_mode is not None else DEFAULT_MODE
         obj = _lookup(configs, kind, namespace, name or "", optional=bool(source.optional))
-        values = obj.values if obj is not None else {}
-        if not source.items:
-            return {key: FileProjection(data, default_mode) for key, data in values.items()}
-        for item in source.items:
-            if item.key not in values:
-                if source.optional:
-                    continue
-                what = "secret references non-existent secret key" if secret else \
-                    "configmap references non-existent config key"
-                raise ConfigError(f"{what}: {item.key}")
-            payload[item.path] = FileProjection(values[item.key],
-                                                item.mode if item.mode is not None else default_mode)
-        return payload
+        return _key_files(obj.values if obj is not None else {}, source.items, default_mode,
+                          optional=bool(source.optional), secret=secret)
     if volume.downward_api is not None:
         source_d = volume.downward_api
         default_mode = source_d.default_mode if source_d.default_mode is not None else DEFAULT_MODE
-        containers = {c.name: c for c in pod.spec.all_containers()}
-        for file in source_d.items:
-            if file.field_ref is not None:
-                text = field_value(file.field_ref, pod, facts)
-            else:
-                ref = file.resource_field_ref
+        return _downward_files(pod, source_d.items, default_mode, facts)
+    if volume.projected is not None:
+        # the kubelet's projected `collectData`: each source in order, a later file replacing an earlier one
+        default_mode = volume.projected.default_mode if volume.projected.default_mode is not None else DEFAULT_MODE
+        injected = is_kube_api_access(volume.projected)   # its CA is there when a ConfigMap holds it
+        payload: dict[str, FileProjection] = {}
+        for projection in volume.projected.sources:
+            if projection.config_map is not None or projection.secret is not None:
+                ref = projection.secret or projection.config_map
                 assert ref is not None
-                text = resource_value(ref, containers[ref.container_name or ""], facts.node)
-            payload[file.path] = FileProjection(text.encode("utf-8"),
-                                                file.mode if file.mode is not None else default_mode)
+                secret = projection.secret is not None
+                kind = "Secret" if secret else "ConfigMap"
+                optional = bool(ref.optional) or injected
+                obj = _lookup(configs, kind, namespace, ref.name or "", optional=optional)
+                payload.update(_key_files(obj.values if obj is not None else {}, ref.items, default_mode,
+                                          optional=optional, secret=secret))
+            elif projection.downward_api is not None:
+                payload.update(_downward_files(pod, projection.downward_api.items, default_mode, facts))
+            # serviceAccountToken (only in the injected shape, validated): no API server, no token file
         return payload
     raise ValueError(f"volume {volume.name} is not a projected volume")
 
 
 def is_projected(volume: Volume) -> bool:
-    """configMap, secret and downwardAPI volumes: their files are written by kubelite and kept current."""
-    return volume.config_map is not None or volume.secret is not None or volume.downward_api is not None
+    """configMap, secret, downwardAPI and projected volumes: their files are written by kubelite and kept current."""
+    return (volume.config_map is not None or volume.secret is not None or volume.downward_api is not None
+            or volume.projected is not None)
+

@@ -381,6 +381,9 @@ class FakeRuntime:
             self.missing_images.discard(image)
         return PulledImage(id="sha256:" + hashlib.sha256(image.encode()).hexdigest(), size=1024)
 
+    def image_layers(self, image: str) -> list[str]:
+        return []   # nothing is mounted in a dry run
+
     def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
         return []
 

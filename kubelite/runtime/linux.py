@@ -34,6 +34,15 @@ def mount_overlay(*, lower: list[Path], upper: Path, work: Path, target: Path) -
         raise OSError(err, f"mount overlay at {target}: {os.strerror(err)}")
 
 
+def mount_read_only_overlay(*, lower: list[Path], target: Path) -> None:
+    """Mount a read-only overlay of `lower` (top-most first, at least two) at `target`: an image volume."""
+    options = f"lowerdir={':'.join(str(p) for p in lower)}"
+    flags = 0x1 | 0x2 | 0x4  # MS_RDONLY | MS_NOSUID | MS_NODEV
+    if _libc.mount(b"overlay", str(target).encode(), b"overlay", flags, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"mount overlay at {target}: {os.strerror(err)}")
+
+
 def mount_tmpfs(target: Path, *, size: str, mode: str = "1777") -> None:
     """Mount a tmpfs at `target` (a pod's shared /dev/shm)."""
     options = f"size={size},mode={mode}"

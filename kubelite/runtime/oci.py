@@ -537,6 +537,16 @@ class OCIRuntime:
             raise RuntimeError_(str(exc)) from None
         return PulledImage(id=result.image.id, size=result.image.size, digest=result.digest)
 
+    def image_layers(self, image: str) -> list[str]:
+        try:
+            found = self.images.get(image)
+            if found is None:
+                raise RuntimeError_(f'image "{image}" is not present')
+            self.images.touch(found.id)
+            return [str(p) for p in self.images.layer_dirs(found)]
+        except ImageError as exc:
+            raise RuntimeError_(f'image "{image}": {exc}') from None
+
     def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
         ids = set()
         for ref in in_use:

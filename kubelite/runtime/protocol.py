@@ -174,6 +174,11 @@ class Runtime(Protocol):
         never on the reconcile loop. Errors derive from `errors.RuntimeError_` (one line)."""
         ...
 
+    def image_layers(self, image: str) -> list[str]:
+        """The unpacked layer directories of a stored image, bottom first (an image volume's
+        overlay); marks the image used. Raises `errors.RuntimeError_` when it is not stored."""
+        ...
+
     def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
         """Image GC: when the image filesystem is fuller than `high_percent`, remove images that no
         reference in `in_use` names, least recently used first, down to `low_percent`. Returns the

@@ -5,7 +5,9 @@ Owns everything kubelite creates for volumes below `<root>/pods/<uid>/`, and not
     volumes/kubernetes.io~empty-dir/<name>/     emptyDir (a tmpfs for `medium: Memory`)
     volumes/kubernetes.io~configmap/<name>/     configMap files, written atomically
     volumes/kubernetes.io~secret/<name>/        secret files, on a tmpfs
-    volumes/kubernetes.io~downward-api/<name>/  downwardAPI files, written atomically
+    volumes/kubernetes.io~downward-api/<name>/  downwardAPI files, written atomically, on a tmpfs
+    volumes/kubernetes.io~projected/<name>/     projected files (configMap, secret, downwardAPI), on a tmpfs
+    volumes/kubernetes.io~image/<name>/         an image's layers, a read-only overlay
     volume-subpaths/<volume>/<container>/<n>    a subPath, bind-mounted after a safe resolution
 
 Projected files are written the way the kubelet's AtomicWriter does: a new timestamped directory
@@ -13,6 +15,10 @@ Projected files are written the way the kubelet's AtomicWriter does: a new times
 user-visible symlink per top-level name (`key -> ..data/key`), so a container sees either the
 old or the new set of files, never a mix, and an edit shows up in place without a restart.
 
+With the pod's `fsGroup`, the volumes the kubelet gives to that group (emptyDir, configMap,
+secret, downwardAPI, projected; and any persistent volume that calls `set_volume_ownership`)
+are chgrp'd to it, with group read (and write, for writable volumes) and setgid directories, as
+the kubelet's `SetVolumeOwnership`; projected files get theirs before the `..data` swap.
 A persistentVolumeClaim volume is a directory the agent's claims own (`<root>/volumes/pvc-<uid>/`):
 it is only bound here, never created or removed with the pod.
 
@@ -21,8 +27,8 @@ messages; they are bound by runc inside the container, never mounted on the host
 mounted here is unmounted before its directory is removed (`tear_down`), also for pods that
 went while kubelite was not running (`remove_orphans`).
 
-With `host_changes=False` (the fake runtime's dry runs) nothing is mounted and nothing outside
-the state root is created: the checks still run.
+With `host_changes=False` (the fake runtime's dry runs) nothing is mounted, nothing outside
+the state root is created and no group is changed: the checks still run.
 """
 
 from __future__ import annotations
@@ -36,10 +42,11 @@ import stat
 import tempfile
 import time
 from pathlib import Path
+from typing import Callable
 
 import kubelite.statefiles as statefiles
 from kubelite.api import quantity
-from kubelite.api.models import Container, Pod, Volume
+from kubelite.api.models import Container, Pod, PodSecurityContext, Volume
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import linux
 from kubelite.runtime.protocol import Mount
@@ -50,7 +57,11 @@ log = logging.getLogger("kubelite.volumes")
 Payload = dict[str, tuple[bytes, int]]
 DATA_LINK = "..data"
 _PLUGIN_DIRS = {"emptyDir": "kubernetes.io~empty-dir", "configMap": "kubernetes.io~configmap",
-                "secret": "kubernetes.io~secret", "downwardAPI": "kubernetes.io~downward-api"}
+                "secret": "kubernetes.io~secret", "downwardAPI": "kubernetes.io~downward-api",
+                "projected": "kubernetes.io~projected", "image": "kubernetes.io~image"}
+#: The kubelet's `SetVolumeOwnership` masks: group read-write (read-only volumes: read), and on
+#: directories group search and setgid, so that new files keep the group.
+RW_MASK, RO_MASK, EXEC_MASK = 0o660, 0o440, 0o110
 
 
 class VolumeError(RuntimeError_):
@@ -80,10 +91,13 @@ def memory_limit_bytes(pod: Pod) -> int | None:
 class VolumeHost:
     """Sets up, refreshes and tears down the volumes of the pods of one state root."""
 
-    def __init__(self, root: Path, *, host_changes: bool) -> None:
+    def __init__(self, root: Path, *, host_changes: bool,
+                 image_layers: Callable[[str], list[str]] | None = None) -> None:
         self.root = root
         self.host_changes = host_changes
+        self.image_layers = image_layers   # an image reference → its layer directories, bottom first
         self._written: dict[Path, str] = {}   # projected volume dir → hash of its last payload
+        self._claims_owned: set[tuple[str, str]] = set()   # (pod uid, volume): fsGroup applied
 
     # ------------------------------------------------------------------ paths
 
@@ -110,6 +124,13 @@ class VolumeHost:
         for volume in pod.spec.volumes:
             if volume.persistent_volume_claim is not None:   # a directory of its own, outside the pod's
                 paths[volume.name] = (claims or {})[volume.name]
+                if (uid, volume.name) not in self._claims_owned:   # once per pod, as the kubelet mounts it
+                    try:
+                        self.own_persistent(Path(paths[volume.name]), pod,
+                                            read_only=bool(volume.persistent_volume_claim.read_only))
+                    except OSError as exc:
+                        raise VolumeError(volume.name, exc.strerror or str(exc)) from None
+                    self._claims_owned.add((uid, volume.name))
                 continue
             try:
                 paths[volume.name] = self._set_up_one(uid, pod, volume, payloads.get(volume.name))
@@ -125,6 +146,7 @@ class VolumeHost:
         fresh = not target.exists()
         statefiles.make_dirs(target.parent, base=self.root)   # pods/<uid>/volumes/<kind>: 0700
         target.mkdir(mode=0o755, exist_ok=True)   # a container's own user lists it; pods/<uid> is 0700
+        fs_group = fs_group_of(pod) if self.host_changes else None   # a dry run may not own the group
         if volume.empty_dir is not None:
             if fresh:
                 os.chmod(target, 0o777)  # as the kubelet: any user in the pod may write
@@ -132,19 +154,29 @@ class VolumeHost:
                 limit = volume.empty_dir.size_limit
                 size = quantity.bytes_(limit) if limit is not None else memory_limit_bytes(pod)
                 linux.mount_volume_tmpfs(target, size_bytes=size)
+                fresh = True   # a new, empty tmpfs
+            if fresh and fs_group is not None:   # as the kubelet: once, when the emptyDir is set up
+                set_volume_ownership(target, fs_group, read_only=False, policy=change_policy_of(pod))
             return str(target)
-        if volume.secret is not None and self.host_changes and not linux.is_mountpoint(target):
-            linux.mount_volume_tmpfs(target, mode="0755")  # secrets never touch the disk
-        self.write_projection(target, payload or {})
+        if volume.image is not None:
+            return str(target)   # mounted when a container that uses it is created (`image_volume`)
+        if (volume.secret or volume.projected or volume.downward_api) is not None and self.host_changes \
+                and not linux.is_mountpoint(target):
+            # secrets never touch the disk; projected and downwardAPI volumes are a tmpfs too, as the kubelet's
+            linux.mount_volume_tmpfs(target, mode="0755")
+        self.write_projection(target, payload or {}, fs_group=fs_group)
         return str(target)
 
-    def write_projection(self, target: Path, payload: Payload) -> bool:
-        """Write `payload` into the volume at `target` atomically; False when it was already there."""
-        digest = _payload_hash(payload)
+    def write_projection(self, target: Path, payload: Payload, *, fs_group: int | None = None) -> bool:
+        """Write `payload` into the volume at `target` atomically; False when it was already there.
+
+        With `fs_group`, the new files get the group and group read (setgid directories) before
+        the swap, so a container of the pod never sees them without."""
+        digest = _payload_hash(payload) + f"/{fs_group}"
         if self._written.get(target) == digest:
             return False
         current = _read_link(target / DATA_LINK)
-        if current is not None and _matches(target / current, payload):
+        if current is not None and _matches(target / current, payload, fs_group):
             self._written[target] = digest
             return False
         stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime())
@@ -158,9 +190,16 @@ class VolumeHost:
                 with os.fdopen(fd, "wb") as handle:
                     handle.write(data)
                 os.chmod(path, mode)
+            for sub in {p for rel in payload for p in Path(rel).parents if str(p) != "."}:
+                os.chmod(new_dir / sub, 0o755)   # whatever the umask
+            if fs_group is not None:
+                set_volume_ownership(new_dir, fs_group, read_only=True)
+                set_volume_ownership(target, fs_group, read_only=True, recursive=False)
             link_tmp = target / "..data_tmp"
             link_tmp.unlink(missing_ok=True)
             os.symlink(new_dir.name, link_tmp)
+            if fs_group is not None:
+                os.lchown(link_tmp, -1, fs_group)
             os.rename(link_tmp, target / DATA_LINK)   # the swap: atomic
         except BaseException:
             shutil.rmtree(new_dir, ignore_errors=True)
@@ -170,6 +209,8 @@ class VolumeHost:
             link = target / name
             if not link.is_symlink():
                 os.symlink(f"{DATA_LINK}/{name}", link)
+                if fs_group is not None:
+                    os.lchown(link, -1, fs_group)
         for entry in os.listdir(target):
             if not entry.startswith("..") and entry not in top and (target / entry).is_symlink():
                 (target / entry).unlink()
@@ -178,27 +219,67 @@ class VolumeHost:
         self._written[target] = digest
         return True
 
-    def refresh(self, uid: str, volume: Volume, payload: Payload) -> bool:
+    def refresh(self, uid: str, volume: Volume, payload: Payload, *, fs_group: int | None = None) -> bool:
         """Rewrite a projected volume whose content changed (it must be set up). True if it changed."""
         target = self.volume_dir(uid, volume)
         if not (target / DATA_LINK).is_symlink():
             return False
-        return self.write_projection(target, payload)
+        return self.write_projection(target, payload, fs_group=fs_group if self.host_changes else None)
+
+    def own_persistent(self, target: Path, pod: Pod, *, read_only: bool) -> bool:
+        """The pod's fsGroup on a volume whose content outlives the pod (a claim's directory), with its
+        `fsGroupChangePolicy`, at each set-up as the kubelet does; False when there is nothing to do or
+        OnRootMismatch found the root right already. Dry runs change nothing."""
+        fs_group = fs_group_of(pod)
+        if fs_group is None or not self.host_changes:
+            return False
+        return set_volume_ownership(target, fs_group, read_only=read_only, policy=change_policy_of(pod))
+
+    def image_volume(self, uid: str, volume: Volume) -> str:
+        """The image volume's overlay (the image's layers, read-only), mounted once for the pod; the
+        image must be in the store (the agent pulled it by the volume's pullPolicy)."""
+        assert volume.image is not None
+        target = self.volume_dir(uid, volume)
+        if not self.host_changes or linux.is_mountpoint(target):
+            return str(target)
+        if self.image_layers is None:
+            raise SubPathError(f'image volume "{volume.name}": this runtime has no image store')
+        try:
+            lower = [Path(p) for p in reversed(self.image_layers(volume.image.reference or ""))]
+        except RuntimeError_ as exc:
+            raise SubPathError(f'failed to mount image volume "{volume.name}": {exc}') from None
+        if len(lower) < 2:   # overlayfs needs two lower layers when it has no upper one
+            empty = target.parent / ".empty"
+            empty.mkdir(mode=0o755, exist_ok=True)
+            lower.append(empty)
+        linux.mount_read_only_overlay(lower=lower, target=target)
+        return str(target)
 
     # ------------------------------------------------------------------ container mounts
 
-    def container_mounts(self, uid: str, pod: Pod, container: Container, paths: dict[str, str]) -> tuple[Mount, ...]:
-        """The container's mounts from its volumeMounts and the volumes' host paths. Raises SubPathError."""
+    def container_mounts(self, uid: str, pod: Pod, container: Container, paths: dict[str, str],
+                         sub_paths: dict[int, str] | None = None) -> tuple[Mount, ...]:
+        """The container's mounts from its volumeMounts and the volumes' host paths; `sub_paths`: the
+        expanded `subPathExpr` of a mount, by index. Raises SubPathError."""
         volumes = {v.name: v for v in pod.spec.volumes}
         mounts = []
         for index, vm in enumerate(container.volume_mounts):
-            source = paths[vm.name]
             volume = volumes[vm.name]
-            read_only = bool(vm.read_only) or (volume.config_map or volume.secret or volume.downward_api) is not None
+            try:
+                source = self.image_volume(uid, volume) if volume.image is not None else paths[vm.name]
+            except OSError as exc:
+                raise SubPathError(f'failed to mount image volume "{vm.name}": {exc.strerror or exc}') from None
+            read_only = bool(vm.read_only) or (volume.config_map or volume.secret or volume.downward_api
+                                               or volume.projected or volume.image) is not None
             read_only = read_only or bool(volume.persistent_volume_claim and volume.persistent_volume_claim.read_only)
-            if vm.sub_path:
+            sub_path = vm.sub_path or (sub_paths or {}).get(index)
+            if sub_path and volume.image is not None and self.host_changes \
+                    and not os.path.lexists(os.path.join(source, sub_path)):
+                raise SubPathError(f'failed to prepare subPath for volumeMount "{vm.name}" of container '
+                                   f'"{container.name}": subPath "{sub_path}" does not exist in the image')
+            if sub_path:
                 try:
-                    source = self._sub_path(uid, container.name, vm.name, index, source, vm.sub_path)
+                    source = self._sub_path(uid, container.name, vm.name, index, source, sub_path)
                 except OSError as exc:
                     raise SubPathError(f'failed to prepare subPath for volumeMount "{vm.name}" of container '
                                        f'"{container.name}": {exc.strerror or exc}') from None
@@ -258,6 +339,7 @@ class VolumeHost:
             shutil.rmtree(base, ignore_errors=True)
         for path in [p for p in self._written if _inside(str(p), str(pod_dir))]:
             del self._written[path]
+        self._claims_owned = {key for key in self._claims_owned if key[0] != uid}
         try:
             pod_dir.rmdir()   # a pod without containers (deleted across a reboot): nothing of it is left
         except OSError:
@@ -273,6 +355,75 @@ class VolumeHost:
                                                    or (pod_dir / "volume-subpaths").exists()):
                 log.info("removing the volumes of orphan pod %s", pod_dir.name)
                 self.tear_down(pod_dir.name)
+
+
+# ---------------------------------------------------------------------- ownership
+
+
+def fs_group_of(pod: Pod) -> int | None:
+    psc: PodSecurityContext | None = pod.spec.security_context
+    return psc.fs_group if psc is not None else None
+
+
+def change_policy_of(pod: Pod) -> str:
+    psc = pod.spec.security_context
+    return (psc.fs_group_change_policy if psc is not None else None) or "Always"
+
+
+def needs_ownership_change(root: Path, fs_group: int, *, read_only: bool) -> bool:
+    """`requiresPermissionChange`: the root's group is not `fs_group`, or it lacks the group's bits."""
+    try:
+        info = os.stat(root)
+    except OSError:
+        return True
+    wanted = RO_MASK if read_only else RW_MASK
+    if stat.S_ISDIR(info.st_mode):
+        wanted |= stat.S_ISGID | EXEC_MASK
+    return info.st_gid != fs_group or info.st_mode & wanted != wanted
+
+
+def set_volume_ownership(root: Path, fs_group: int, *, read_only: bool, policy: str = "Always",
+                         recursive: bool = True) -> bool:
+    """The kubelet's `SetVolumeOwnership`: every file and directory below `root` (and `root`) gets
+    group `fs_group` and the group bits (read-write, or read for a read-only volume; directories
+    also search and setgid); a symlink only its group. With `policy` "OnRootMismatch", nothing is
+    done when `root` already looks right. Returns False when skipped.
+
+    Walks with directory descriptors and changes each entry through an `O_PATH|O_NOFOLLOW`
+    descriptor: a symlink a container swaps in meanwhile is never followed out of the volume, and
+    no other file system below `root` is entered."""
+    if policy == "OnRootMismatch" and not needs_ownership_change(root, fs_group, read_only=read_only):
+        return False
+    mask = RO_MASK if read_only else RW_MASK
+    root_dev = os.stat(root).st_dev
+    _own(os.open(root, os.O_PATH | os.O_DIRECTORY), fs_group, mask, root_dev)
+    if not recursive:
+        return True
+    for _dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
+        for name in [*dirnames, *filenames]:
+            try:
+                fd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=dirfd)
+            except FileNotFoundError:
+                continue   # removed meanwhile
+            _own(fd, fs_group, mask, root_dev, name=name, dirfd=dirfd)
+    return True
+
+
+def _own(fd: int, fs_group: int, mask: int, dev: int, *, name: str = "", dirfd: int | None = None) -> None:
+    """chgrp and chmod one entry through its O_PATH descriptor (closed here)."""
+    try:
+        info = os.fstat(fd)
+        if info.st_dev != dev:
+            return   # another file system mounted inside: not the volume's
+        if stat.S_ISLNK(info.st_mode):
+            os.chown(name, -1, fs_group, dir_fd=dirfd, follow_symlinks=False)
+            return
+        proc = f"/proc/self/fd/{fd}"   # the inode the descriptor holds, never a path looked up again
+        os.chown(proc, -1, fs_group)
+        extra = stat.S_ISGID | EXEC_MASK if stat.S_ISDIR(info.st_mode) else 0
+        os.chmod(proc, stat.S_IMODE(info.st_mode) | mask | extra)
+    finally:
+        os.close(fd)
 
 
 # ---------------------------------------------------------------------- hostPath
@@ -344,8 +495,8 @@ def _read_link(path: Path) -> str | None:
         raise
 
 
-def _matches(directory: Path, payload: Payload) -> bool:
-    """Whether `directory` holds exactly the files of `payload` with their modes."""
+def _matches(directory: Path, payload: Payload, fs_group: int | None = None) -> bool:
+    """Whether `directory` holds exactly the files of `payload` with their modes (and group)."""
     found = {}
     for dirpath, _dirs, files in os.walk(directory):
         for name in files:
@@ -355,6 +506,10 @@ def _matches(directory: Path, payload: Payload) -> bool:
         return False
     for rel, (data, mode) in payload.items():
         info = found[rel].lstat()
+        if fs_group is not None:
+            if info.st_gid != fs_group:
+                return False
+            mode |= RO_MASK
         if stat.S_IMODE(info.st_mode) != mode or info.st_size != len(data) or found[rel].read_bytes() != data:
             return False
     return True
