@@ -52,6 +52,9 @@ PATHS = {
     "KeyToPath": "spec.volumes[].configMap.items[]",
     "DownwardAPIVolumeSource": "spec.volumes[].downwardAPI",
     "DownwardAPIVolumeFile": "spec.volumes[].downwardAPI.items[]",
+    "ProjectedVolumeSource": "spec.volumes[].projected",
+    "PersistentVolumeClaimVolumeSource": "spec.volumes[].persistentVolumeClaim",
+    "ImageVolumeSource": "spec.volumes[].image",
     "Container": "spec.containers[]",
     "ContainerPort": "spec.containers[].ports[]",
     "EnvVar": "spec.containers[].env[]",
@@ -223,6 +226,18 @@ optional                      implemented test_optional_volumes_of_missing_objec
 key                           implemented test_items_pick_keys_to_paths_with_their_modes
 path                          implemented test_items_pick_keys_to_paths_with_their_modes
 mode                          implemented test_items_pick_keys_to_paths_with_their_modes
+
+[ProjectedVolumeSource]
+sources                       implemented test_a_projected_volume_merges_its_sources_with_items_modes_and_default_mode
+defaultMode                   implemented test_a_projected_volume_merges_its_sources_with_items_modes_and_default_mode
+
+[PersistentVolumeClaimVolumeSource]
+claimName                     implemented test_a_claim_is_bound_to_a_directory_under_the_state_root_and_a_pod_mounts_it
+readOnly                      implemented test_read_only_claim_volume_is_mounted_read_only
+
+[ImageVolumeSource]
+reference                     implemented test_an_image_volume_is_read_only_with_the_images_files
+pullPolicy                    implemented test_an_image_volume_is_pulled_by_its_policy_and_mounted_read_only
 
 [DownwardAPIVolumeSource]
 items                         implemented test_downward_api_files_hold_labels_annotations_name_namespace_and_uid
