@@ -38,6 +38,7 @@ from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core import backoff as backoffs
 from kubelite.core import podconfig
+from kubelite.core import security
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.core.types import (
@@ -86,6 +87,10 @@ class AgentConfig:
     image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
     image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
     image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
+    seccomp_default: bool = False         # the kubelet's --seccomp-default: RuntimeDefault when nothing is set
+    allowed_unsafe_sysctls: tuple[str, ...] = ()   # the kubelet's --allowed-unsafe-sysctls (names, `prefix*`)
+    apparmor_enabled: bool | None = None  # None: as this host's kernel says
+    kernel: tuple[int, ...] | None = None  # None: this host's (`uname -r`), for the safe sysctls
 
 
 @dataclass
@@ -146,6 +151,13 @@ class Agent:
         self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
         self.fresh_pulls: dict[tuple[str, str], str] = {}        # (uid, container) → image pulled for its next start
         self.next_image_gc: datetime | None = None
+        from kubelite.runtime import linux
+
+        self.apparmor_enabled = linux.apparmor_enabled() if config.apparmor_enabled is None \
+            else config.apparmor_enabled
+        self.sysctl_policy = security.SysctlPolicy(
+            kernel=config.kernel if config.kernel is not None else linux.kernel_version(),
+            allowed_unsafe=tuple(security.check_allowed_unsafe(config.allowed_unsafe_sysctls)))
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -431,8 +443,9 @@ class Agent:
             entry.record = replace(entry.record, start_time=now)
         before = self.observed(uid)
         self.probing.prepare(uid, entry.pod, before)
+        rejection = security.admission(entry.pod, sysctls=self.sysctl_policy, apparmor_enabled=self.apparmor_enabled)
         actions = plan(entry.desired, before, record=entry.record, backoff=self.backoff, now=now,
-                       policy=self.config.backoff, probes=self.probing.results)
+                       policy=self.config.backoff, probes=self.probing.results, rejection=rejection)
         if entry.retry_at is not None and now < entry.retry_at:
             # the last start failed: like the kubelet's pod worker, retry after a pause
             actions.to_start.clear()
@@ -472,7 +485,9 @@ class Agent:
             reason, message = actions.fail_pod
             entry.record = replace(entry.record, failed_reason=reason, failed_message=message,
                                    terminal_phase=actions.terminal_phase)
-            self.event(entry, "Normal", reason, message, now)
+            self.event(entry, "Warning" if actions.fail_warning else "Normal", reason, message, now)
+            if actions.fail_warning:
+                log.warning("pod %s: %s: %s", entry.key, reason, message)
             self.persist(entry)
         if actions.stop_sandbox:
             for sb in list(self.pod_sandboxes.get(uid, {}).values()):
@@ -514,7 +529,8 @@ class Agent:
                                hostname=pod.spec.hostname or names.pod_hostname(pod.metadata.name or ""),
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
-                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod))
+                               log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
+                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources)
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:
@@ -563,7 +579,12 @@ class Agent:
                                  spec_hash=entry.desired.container_hashes[name],
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
                                  annotations=dict(entry.pod.metadata.annotations),
-                                 pod_security=entry.pod.spec.security_context)
+                                 pod_security=entry.pod.spec.security_context,
+                                 seccomp=security.seccomp_profile(entry.pod, container,
+                                                                  seccomp_default=self.config.seccomp_default),
+                                 apparmor=security.apparmor_profile(entry.pod, container,
+                                                                    apparmor_enabled=self.apparmor_enabled),
+                                 pod_resources=entry.pod.spec.resources)
         configured = self.configure_container(entry, container, config, now)
         if configured is None:
             return

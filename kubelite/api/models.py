@@ -183,6 +183,25 @@ class Capabilities(K8sModel):
     drop: list[Str] = Field(default_factory=list)
 
 
+class SeccompProfile(K8sModel):
+    """`seccompProfile`: RuntimeDefault, Localhost (with `localhostProfile`) or Unconfined."""
+
+    type: Str
+    localhost_profile: Optional[Str] = None
+
+
+class AppArmorProfile(K8sModel):
+    """`appArmorProfile`: RuntimeDefault, Localhost (with `localhostProfile`) or Unconfined."""
+
+    type: Str
+    localhost_profile: Optional[Str] = None
+
+
+class Sysctl(K8sModel):
+    name: Str
+    value: Str
+
+
 class SecurityContext(K8sModel):
     run_as_user: Optional[Int] = None
     run_as_group: Optional[Int] = None
@@ -191,6 +210,8 @@ class SecurityContext(K8sModel):
     allow_privilege_escalation: Optional[Bool] = None
     privileged: Optional[Bool] = None
     capabilities: Optional[Capabilities] = None
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
 
 
 class Container(K8sModel):
@@ -303,7 +324,9 @@ class PodSecurityContext(K8sModel):
     run_as_non_root: Optional[Bool] = None
     fs_group: Optional[Int] = None
     supplemental_groups: list[Int] = Field(default_factory=list)
-    sysctls: list[dict[str, Any]] = Field(default_factory=list)
+    sysctls: list[Sysctl] = Field(default_factory=list)
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
 
 
 class PodSpec(K8sModel):
@@ -319,6 +342,7 @@ class PodSpec(K8sModel):
     security_context: Optional[PodSecurityContext] = None
     node_name: Optional[Str] = None
     service_account_name: Optional[Str] = None
+    resources: Optional[ResourceRequirements] = None   # pod-level resources (Kubernetes 1.34)
 
     @property
     def sidecars(self) -> list[Container]:

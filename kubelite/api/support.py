@@ -23,7 +23,7 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
         "imagePullSecrets", "priority", "priorityClassName", "schedulerName", "readinessGates",
         "runtimeClassName", "enableServiceLinks", "preemptionPolicy", "overhead",
         "topologySpreadConstraints", "setHostnameAsFQDN", "os", "hostUsers", "schedulingGates",
-        "resourceClaims", "subdomain", "ephemeralContainers", "resources", "hostnameOverride",
+        "resourceClaims", "subdomain", "ephemeralContainers", "hostnameOverride",
     }),
     models.Container: frozenset({"resizePolicy", "restartPolicyRules", "stdinOnce", "volumeDevices"}),
     models.VolumeMount: frozenset({"mountPropagation", "subPathExpr", "recursiveReadOnly"}),
@@ -32,10 +32,8 @@ KNOWN_UNMODELLED: dict[type, frozenset[str]] = {
                               "gcePersistentDisk", "azureDisk", "azureFile", "vsphereVolume", "flexVolume",
                               "cinder", "quobyte", "flocker", "portworxVolume", "scaleIO", "storageos",
                               "photonPersistentDisk"}),
-    models.SecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
-                                       "procMount", "windowsOptions"}),
-    models.PodSecurityContext: frozenset({"seLinuxOptions", "seccompProfile", "appArmorProfile",
-                                          "fsGroupChangePolicy", "windowsOptions",
+    models.SecurityContext: frozenset({"seLinuxOptions", "procMount", "windowsOptions"}),
+    models.PodSecurityContext: frozenset({"seLinuxOptions", "fsGroupChangePolicy", "windowsOptions",
                                           "supplementalGroupsPolicy", "seLinuxChangePolicy"}),
 }
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
 
-from kubelite.api.models import Container, PodSecurityContext
-from kubelite.core.types import ContainerState
+from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements
+from kubelite.core.types import ContainerState, SecurityProfile
 
 
 class SandboxState(str, enum.Enum):
@@ -47,6 +47,8 @@ class SandboxConfig:
     share_process_namespace: bool = False
     log_directory: str = ""
     port_mappings: tuple[PortMapping, ...] = ()
+    sysctls: tuple[tuple[str, str], ...] = ()          # set in the pod's namespaces (admitted before)
+    resources: ResourceRequirements | None = None     # pod-level resources: the pod's cgroup
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ class ContainerConfig:
     pod_security: PodSecurityContext | None = None
     env: dict[str, str] | None = None    # envFrom and env resolved (valueFrom); None: only the spec's values
     mounts: tuple[Mount, ...] = ()       # the container's volume mounts
+    seccomp: SecurityProfile | None = None    # None: unconfined
+    apparmor: SecurityProfile | None = None   # None: no AppArmor profile
+    pod_resources: ResourceRequirements | None = None   # pod-level limits cap a container without its own
 
 
 @dataclass(frozen=True)
