@@ -110,7 +110,7 @@ def validate_security(pod: Pod) -> list[FieldIssue]:
             errors += _annotation(key, annotations.get(key), sc.seccomp_profile if sc else None,
                                   f"{path}.seccompProfile.type", seccomp=True)
             key = APPARMOR_CONTAINER_ANNOTATION + c.name
-            errors += _annotation(key, annotations.get(key), (sc.app_armor_profile if sc else None) or pod_apparmor,
+            errors += _annotation(key, annotations.get(key), sc.app_armor_profile if sc else None,
                                   f"{path}.appArmorProfile.type", seccomp=False)
     errors += _sysctls(pod)
     return errors
