@@ -166,8 +166,7 @@ def test_matching_annotations_and_fields_are_valid_and_the_fields_are_not_warned
     doc["spec"]["containers"][0]["securityContext"] = {"seccompProfile": LOCAL}
     decoded = decode(doc)
     assert decoded.errors == []
-    assert not [w for w in decoded.warnings if "seccomp" in str(w) or "appArmor" in str(w)
-                or "sysctl" in str(w) or "resources" in str(w)]
+    assert not [w for w in decoded.warnings if w.path.startswith("spec.")]
 
 
 def test_a_net_sysctl_with_host_network_is_invalid():
@@ -413,3 +412,14 @@ def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_l
     own.spec.containers[0].resources.limits["memory"] = "32Mi"
     assert _spec(own, pod_resources=ResourceRequirements(limits={"memory": "64Mi"}))["linux"]["resources"][
         "memory"] == {"limit": 32 << 20}
+
+
+def test_the_deprecated_annotations_are_warned_about():
+    doc = pod_doc()
+    doc["metadata"]["annotations"] = {POD_ANN: "runtime/default",
+                                      "container.apparmor.security.beta.kubernetes.io/app": "unconfined"}
+    warnings = [str(w) for w in decode(doc).warnings]
+    assert any(w.startswith(f"metadata.annotations[{POD_ANN}]: deprecated") and "seccompProfile" in w
+               for w in warnings)
+    assert "metadata.annotations[container.apparmor.security.beta.kubernetes.io/app]: deprecated since v1.30; " \
+           'use the "appArmorProfile" field instead' in warnings

@@ -148,3 +148,59 @@ def test_pod_level_resources_limit_the_pods_cgroup(make_node):
     # a container without its own limit sees the pod's as its cgroup maximum
     spec = json.loads((node.run_dir / "containers" / node.container_id("capped", "app") / "config.json").read_text())
     assert spec["linux"]["resources"]["memory"]["limit"] == 64 << 20
+
+
+RESTRICTED = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: restricted
+  labels:
+    app: restricted
+spec:
+  terminationGracePeriodSeconds: 2
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 1000
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+  - name: app
+    image: busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "exec sleep 3600"]
+    securityContext:
+      allowPrivilegeEscalation: false
+      capabilities:
+        drop: ["ALL"]
+"""
+
+
+def test_a_pod_of_the_restricted_pod_security_level_validates_and_runs_filtered(make_node):
+    node = make_node()
+    path = node.manifests / "restricted.yaml"
+    path.write_text(RESTRICTED)
+    checked = node.cli("validate", str(path))
+    assert checked.returncode == 0 and "warning" not in (checked.stdout + checked.stderr).lower(), checked
+    node.agent.hint_manifests()
+    node.until(lambda: node.running("restricted", "app"), what="running")
+    code, status = node.exec("restricted", "app", "cat", "/proc/self/status")
+    fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+    assert (fields["Seccomp"].strip(), fields["NoNewPrivs"].strip(), fields["CapEff"].strip()) == \
+        ("2", "1", "0000000000000000")
+    assert fields["Uid"].split()[0] == "1000"
+
+
+def test_without_apparmor_a_pod_requiring_a_profile_fails_and_unconfined_runs(make_node):
+    node = make_node(apparmor_enabled=False)
+    node.write(pod("armored", container("app", "exec sleep 3600",
+                                        securityContext={"appArmorProfile": {"type": "RuntimeDefault"}})))
+    node.write(pod("plain", container("app", "exec sleep 3600"),
+                   securityContext={"appArmorProfile": {"type": "Unconfined"}}))
+    status = node.until(lambda: node.status("armored").get("phase") == "Failed" and node.status("armored"),
+                        what="the pod to be refused")
+    assert (status["reason"], status["message"]) == (
+        "AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host")
+    node.until(lambda: node.running("plain", "app"), what="the unconfined pod to run")
+    described = node.cli("describe", "pod", "armored")
+    assert "Cannot enforce AppArmor" in described.stdout, described.stdout

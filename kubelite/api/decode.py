@@ -24,7 +24,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kubelite.api import configobjects, models, support
+from kubelite.api import configobjects, models, security_validation, support
 from kubelite.api.validation import FieldIssue, validate_pod
 
 #: Pod spec fields that change how the pod is run, not what the sandbox is.
@@ -115,6 +115,7 @@ def decode_document(doc: Any, *, source: str) -> Decoded:
         return decoded
     decoded.warnings.extend(_unknown_fields(pod, ""))
     decoded.warnings.extend(support.unimplemented_fields(pod))
+    decoded.warnings.extend(security_validation.deprecated_annotations(pod))
     _drop_extras(pod)
     pod.metadata.namespace = pod.metadata.namespace or "default"   # the kubelet's applyDefaults
     decoded.errors.extend(validate_pod(pod))

@@ -89,6 +89,22 @@ def _annotation(key: str, value: str | None, field: SeccompProfile | AppArmorPro
     return []
 
 
+def deprecated_annotations(pod: Pod) -> list[FieldIssue]:
+    """Warnings for the deprecated seccomp and AppArmor annotations (the API server's words), saying
+    what kubelite does with them."""
+    found = []
+    for key in sorted(pod.metadata.annotations):
+        if key == SECCOMP_POD_ANNOTATION or key.startswith(SECCOMP_CONTAINER_ANNOTATION):
+            found.append(FieldIssue(f"metadata.annotations[{key}]",
+                                    'deprecated (non-functional on the kubelet since v1.27); applied where the '
+                                    '"seccompProfile" field is absent, as a cluster\'s API server copies it into the '
+                                    'field; use the "seccompProfile" field instead'))
+        elif key.startswith(APPARMOR_CONTAINER_ANNOTATION):
+            found.append(FieldIssue(f"metadata.annotations[{key}]",
+                                    'deprecated since v1.30; use the "appArmorProfile" field instead'))
+    return found
+
+
 def validate_security(pod: Pod) -> list[FieldIssue]:
     """Seccomp and AppArmor fields and annotations, and sysctls."""
     errors: list[FieldIssue] = []
