@@ -423,3 +423,45 @@ def test_the_deprecated_annotations_are_warned_about():
                for w in warnings)
     assert "metadata.annotations[container.apparmor.security.beta.kubernetes.io/app]: deprecated since v1.30; " \
            'use the "appArmorProfile" field instead' in warnings
+
+
+# ------------------------------------------------------------------------------ the agent, on the fake runtime
+
+
+def test_the_dry_run_refuses_an_unsafe_sysctl_and_passes_the_profiles_to_the_runtime(tmp_path):
+    from tests.simulated import simulated_node
+
+    with simulated_node(tmp_path, seccomp_default=True, allowed_unsafe_sysctls=("net.core.somaxconn",),
+                        apparmor_enabled=False) as node:
+        refused = pod_doc("refused")
+        refused["spec"]["securityContext"] = {"sysctls": [{"name": "kernel.msgmax", "value": "65536"}]}
+        allowed = pod_doc("allowed")
+        allowed["spec"]["securityContext"] = {"sysctls": [{"name": "net.core.somaxconn", "value": "1024"}]}
+        allowed["spec"]["containers"].append({"name": "loose", "image": "busybox:1.36",
+                                              "securityContext": {"seccompProfile": {"type": "Unconfined"}}})
+        node.write("refused.yaml", refused)
+        node.write("allowed.yaml", allowed)
+        node.settle()
+        assert node.pod("refused")["status"]["phase"] == "Failed"
+        assert node.row("refused").status == "SysctlForbidden"
+        [event] = node.events("SysctlForbidden")
+        assert event["type"] == "Warning" and event["message"] == \
+            'forbidden sysctl: "kernel.msgmax" not allowlisted'
+        assert node.row("allowed").status == "Running"
+        by_name = {c.container.name: c for c in node.runtime.configs.values()}
+        assert set(by_name) == {"app", "loose"}, "nothing of the refused pod was created"
+        assert by_name["app"].seccomp == RD and by_name["loose"].seccomp == UN
+        assert by_name["app"].apparmor is None
+
+
+def test_serve_refuses_allowed_unsafe_sysctls_that_are_not_namespaced(tmp_path):
+    import subprocess
+    import sys
+
+    env = {"PATH": "/usr/bin:/bin", "KUBELITE_ROOT": str(tmp_path / "state"), "KUBELITE_RUN_DIR": str(tmp_path / "run"),
+           "KUBELITE_MANIFESTS": str(tmp_path / "m"), "PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    result = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "fake", "--no-api",
+                             "--allowed-unsafe-sysctls", "kernel.msg*,vm.swappiness"],
+                            env=env, capture_output=True, text=True, timeout=30)
+    assert result.returncode != 0
+    assert "--allowed-unsafe-sysctls: the sysctls vm.swappiness are not known to be namespaced" in result.stderr

@@ -122,7 +122,7 @@ def test_an_unsafe_sysctl_fails_the_pod_with_sysctlforbidden(make_node):
     status = node.until(lambda: node.status("unsafe").get("phase") == "Failed" and node.status("unsafe"),
                         what="the pod to be refused")
     assert status["reason"] == "SysctlForbidden"
-    assert status["message"] == 'forbidden sysctl: "kernel.msgmax" not allowlisted'
+    assert status["message"] == 'Pod was rejected: forbidden sysctl: "kernel.msgmax" not allowlisted'
     assert not node.runtime.list_containers() and not node.runtime.list_sandboxes()
     events = node.cli("get", "events", "-o", "json")
     assert events.returncode == 0, events.stderr
@@ -200,7 +200,8 @@ def test_without_apparmor_a_pod_requiring_a_profile_fails_and_unconfined_runs(ma
     status = node.until(lambda: node.status("armored").get("phase") == "Failed" and node.status("armored"),
                         what="the pod to be refused")
     assert (status["reason"], status["message"]) == (
-        "AppArmor", "Cannot enforce AppArmor: AppArmor is not enabled on the host")
+        "AppArmor", "Pod was rejected: Cannot enforce AppArmor: AppArmor is not enabled on the host")
+    assert "containerStatuses" not in status
     node.until(lambda: node.running("plain", "app"), what="the unconfined pod to run")
     described = node.cli("describe", "pod", "armored")
     assert "Cannot enforce AppArmor" in described.stdout, described.stdout

@@ -483,11 +483,10 @@ class Agent:
                                 now)
         if actions.fail_pod is not None:
             reason, message = actions.fail_pod
-            entry.record = replace(entry.record, failed_reason=reason, failed_message=message,
-                                   terminal_phase=actions.terminal_phase)
+            entry.record = replace(entry.record, failed_reason=reason, terminal_phase=actions.terminal_phase,
+                                   failed_message=security.REJECTED_PREFIX + message if actions.fail_warning
+                                   else message)
             self.event(entry, "Warning" if actions.fail_warning else "Normal", reason, message, now)
-            if actions.fail_warning:
-                log.warning("pod %s: %s: %s", entry.key, reason, message)
             self.persist(entry)
         if actions.stop_sandbox:
             for sb in list(self.pod_sandboxes.get(uid, {}).values()):

@@ -49,6 +49,9 @@ SAFE_SYSCTLS: tuple[tuple[str, tuple[int, ...]], ...] = (
 SYSCTL_FORBIDDEN = "SysctlForbidden"
 APPARMOR_REASON = "AppArmor"
 APPARMOR_NOT_ENABLED = "Cannot enforce AppArmor: AppArmor is not enabled on the host"
+#: The reasons a node refuses a pod with; its status message is REJECTED_PREFIX + the event's message.
+REJECTION_REASONS = frozenset({SYSCTL_FORBIDDEN, APPARMOR_REASON})
+REJECTED_PREFIX = "Pod was rejected: "
 
 #: The namespace of a sysctl (the kubelet's `NamespacedBy`): exact names and prefixes.
 _IPC_NAMES = ("kernel.sem",)

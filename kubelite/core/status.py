@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
 from kubelite.api import quantity, security_validation
+from kubelite.core import security
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core.types import (
@@ -279,6 +280,9 @@ def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
         status["message"] = record.failed_message or ""
     if record.start_time is not None:
         status["startTime"] = rfc3339(record.start_time)
+    if record.failed_reason in security.REJECTION_REASONS and not observed.containers:
+        status["qosClass"] = qos_class(pod)   # the kubelet's rejectPod: no container statuses
+        return status
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
     status["containerStatuses"] = app_statuses
