@@ -337,7 +337,15 @@ def test_the_sandbox_spec_sets_the_pods_sysctls():
     plain = ocispec.build_sandbox_spec(config=SandboxConfig(uid="u", name="p", namespace="default", attempt=0,
                                                             sandbox_hash="h", hostname="p"),
                                        rootfs="/r", catatonit_host_path="/c", cgroups_path="/g", annotations={})
-    assert "sysctl" not in plain["linux"]
+    assert "sysctl" not in plain["linux"] and "seccomp" not in plain["linux"]
+    filtered = ocispec.build_sandbox_spec(config=config, rootfs="/r", catatonit_host_path="/c", cgroups_path="/g",
+                                          annotations={}, seccomp_profile=DOCKER_STYLE, machine="x86_64")
+    rules = [(s["names"], s["action"]) for s in filtered["linux"]["seccomp"]["syscalls"]]
+    assert (["bpf"], "SCMP_ACT_ERRNO") in rules and (["bpf"], "SCMP_ACT_ALLOW") not in rules   # no capabilities
+    assert security.sandbox_seccomp_profile(make_pod(sc={"seccompProfile": {"type": "RuntimeDefault"}})) == UN
+    assert security.sandbox_seccomp_profile(make_pod(), seccomp_default=True) == RD
+    assert security.sandbox_seccomp_profile(make_pod(annotations={POD_ANN: "localhost/a.json"})) == \
+        SecurityProfile("Localhost", "a.json")
     assert security.pod_sysctls(make_pod(pod_sc={"sysctls": [{"name": "net/ipv4/tcp_syncookies", "value": "1"}]})) \
         == {"net.ipv4.tcp_syncookies": "1"}
 

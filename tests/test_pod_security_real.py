@@ -70,6 +70,10 @@ def test_seccomp_default_flag_and_pod_level_profile_with_container_override(make
     assert _seccomp_mode(node, "defaults", "plain") == "2"
     assert _seccomp_mode(node, "defaults", "opted-out") == "0"
     assert _seccomp_mode(node, "defaults", "privileged") == "0"
+    uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == "defaults")
+    [infra] = [r for r in node.runtime._sandboxes.values() if r.uid == uid and not r.stopped]
+    status = Path(f"/proc/{infra.pid}/status").read_text()
+    assert "Seccomp:\t2" in status, "the infra container runs under the pod's default profile too"
 
 
 def test_a_localhost_profile_below_the_seccomp_root_blocks_mkdir(make_node):

@@ -529,7 +529,9 @@ class Agent:
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
-                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources)
+                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources,
+                               seccomp=security.sandbox_seccomp_profile(pod,
+                                                                        seccomp_default=self.config.seccomp_default))
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:

@@ -100,6 +100,16 @@ def seccomp_profile(pod: Pod, container: Container, *, seccomp_default: bool = F
     return SecurityProfile(RUNTIME_DEFAULT if seccomp_default else UNCONFINED)
 
 
+def sandbox_seccomp_profile(pod: Pod, *, seccomp_default: bool = False) -> SecurityProfile:
+    """The infra container's profile: the pod's (kubelet `LinuxSandboxSecurityContext.Seccomp`)."""
+    psc = pod.spec.security_context
+    for found in (_field_profile(psc.seccomp_profile if psc else None),
+                  _annotation_profile(pod.metadata.annotations.get(SECCOMP_POD_ANNOTATION))):
+        if found is not None:
+            return found
+    return SecurityProfile(RUNTIME_DEFAULT if seccomp_default else UNCONFINED)
+
+
 def _apparmor_choice(pod: Pod, container: Container) -> SecurityProfile | None:
     """The AppArmor profile the manifest asks for, if any (kubelet `apparmor.GetProfile` order)."""
     sc, psc = container.security_context, pod.spec.security_context

@@ -350,7 +350,8 @@ class OCIRuntime:
             spec = ocispec.build_sandbox_spec(
                 config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
                 annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
-                catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None)
+                catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None,
+                seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel)
             _write_json(bundle / "config.json", spec)
             # one runc call instead of create + start: the infra process needs no monitor
             self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)

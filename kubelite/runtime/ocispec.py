@@ -529,7 +529,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
 
 def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_path: str, cgroups_path: str,
                        annotations: Mapping[str, str], pause_binary_path_in_rootfs: str = "/catatonit",
-                       net_path: str | None = None) -> dict[str, Any]:
+                       net_path: str | None = None, seccomp_profile: Mapping[str, Any] | None = None,
+                       machine: str = "x86_64", kernel: Sequence[int] | None = None) -> dict[str, Any]:
     """The pod's infra container: `catatonit -P` holding the pod's namespaces, in an empty rootfs.
 
     It creates the pod's IPC, UTS (hostname = config.hostname) and PID namespaces (its own PID
@@ -551,6 +552,11 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
     }
     if config.sysctls:   # written by runc inside the new namespaces, before /proc/sys turns read-only
         linux["sysctl"] = dict(config.sysctls)
+    if seccomp_profile is not None:   # the pod's profile, for a process without capabilities
+        try:
+            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=(), kernel=kernel)
+        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SpecError(f"pod sandbox: invalid seccomp profile: {exc}") from None
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {

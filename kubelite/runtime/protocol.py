@@ -49,6 +49,7 @@ class SandboxConfig:
     port_mappings: tuple[PortMapping, ...] = ()
     sysctls: tuple[tuple[str, str], ...] = ()          # set in the pod's namespaces (admitted before)
     resources: ResourceRequirements | None = None     # pod-level resources: the pod's cgroup
+    seccomp: SecurityProfile | None = None            # the infra container's (the pod's); None: unconfined
 
 
 @dataclass(frozen=True)
