@@ -295,7 +295,8 @@ def test_the_containers_common_default_profile_converts_and_gates_by_capability(
     denied = {n for s in default["syscalls"] if s["action"] == "SCMP_ACT_ERRNO" for n in s["names"]}
     assert {"read", "openat", "chroot", "arch_prctl"} <= allowed
     assert {"swapon", "kexec_load", "bpf", "setns"} <= denied and "bpf" not in allowed
-    admin = seccomp.oci_seccomp(profile, machine="x86_64", capabilities={*ocispec.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"})
+    admin = seccomp.oci_seccomp(profile, machine="x86_64",
+                                capabilities={*ocispec.DEFAULT_CAPABILITIES, "CAP_SYS_ADMIN"})
     assert "bpf" in {n for s in admin["syscalls"] if s["action"] == "SCMP_ACT_ALLOW" for n in s["names"]}
 
 

@@ -63,7 +63,8 @@ def test_runtime_default_filters_syscalls_and_unconfined_does_not(make_node):
 def test_seccomp_default_flag_and_pod_level_profile_with_container_override(make_node):
     node = make_node(seccomp_default=True)
     node.write(pod("defaults", container("plain", "exec sleep 3600"),
-                   container("opted-out", "exec sleep 3600", securityContext={"seccompProfile": {"type": "Unconfined"}}),
+                   container("opted-out", "exec sleep 3600",
+                             securityContext={"seccompProfile": {"type": "Unconfined"}}),
                    container("privileged", "exec sleep 3600", securityContext={"privileged": True})))
     node.until(lambda: all(node.running("defaults", n) for n in ("plain", "opted-out", "privileged")),
                what="running")
@@ -188,7 +189,7 @@ def test_a_pod_of_the_restricted_pod_security_level_validates_and_runs_filtered(
     assert checked.returncode == 0 and "warning" not in (checked.stdout + checked.stderr).lower(), checked
     node.agent.hint_manifests()
     node.until(lambda: node.running("restricted", "app"), what="running")
-    code, status = node.exec("restricted", "app", "cat", "/proc/self/status")
+    _, status = node.exec("restricted", "app", "cat", "/proc/self/status")
     fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
     assert (fields["Seccomp"].strip(), fields["NoNewPrivs"].strip(), fields["CapEff"].strip()) == \
         ("2", "1", "0000000000000000")

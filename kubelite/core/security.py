@@ -167,8 +167,7 @@ def check_allowed_unsafe(patterns: Iterable[str]) -> list[str]:
     """`--allowed-unsafe-sysctls` as the kubelet checks it at start: each name or `prefix*` must be
     namespaced. Returns the patterns; ValueError names those that are not."""
     patterns = [p.strip() for p in patterns if p.strip()]
-    bad = [p for p in patterns if sysctl_namespace(p[:-1] if p.endswith("*") else p) is None
-           or ("*" in p[:-1])]
+    bad = [p for p in patterns if "*" in p[:-1] or sysctl_namespace(p.removesuffix("*")) is None]
     if bad:
         raise ValueError(f"the sysctls {', '.join(bad)} are not known to be namespaced")
     return patterns

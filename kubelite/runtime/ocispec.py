@@ -538,8 +538,10 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
     and a network namespace — or joins `net_path` (a pinned namespace the caller set up with CNI),
     or, with hostNetwork, uses the host's network *and* UTS namespaces as containerd does (then no
     hostname). The pod's sysctls are set in its namespaces (net.* in its network namespace,
-    kernel.shm*/msg*/sem in its IPC namespace), which every container then shares. catatonit is bind-mounted read-only from `catatonit_host_path`. It runs as
-    65535:65535 (the pause image's user) with no capabilities, no new privileges, a read-only root.
+    kernel.shm*/msg*/sem in its IPC namespace), which every container then shares. catatonit is
+    bind-mounted read-only from `catatonit_host_path`. It runs as 65535:65535 (the pause image's
+    user) with no capabilities, no new privileges, a read-only root; under the pod's seccomp
+    profile when `seccomp_profile` is given.
     """
     own_uts = not config.host_network
     network = {} if config.host_network else {"network": net_path}
