@@ -102,6 +102,7 @@ class Node:
     closed: bool = field(default=False)
     network: Any = None     # a `cni.Network` for pod networking; None: loopback-only pods
     node_ip: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)   # more AgentConfig fields (serve's flags)
 
     def start(self) -> "Node":
         from kubelite.agent.agent import Agent, AgentConfig
@@ -117,7 +118,7 @@ class Node:
         self.store = Store(self.root)
         self.agent = Agent(store=self.store, runtime=self.runtime,
                            config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test",
-                                              node_ip=self.node_ip))
+                                              node_ip=self.node_ip, **self.options))
         return self
 
     def write(self, doc: dict[str, Any], name: str | None = None) -> Path:

@@ -97,8 +97,9 @@ class SimulatedNode:
 
 
 @contextmanager
-def simulated_node(tmp_path: Path) -> Iterator[SimulatedNode]:
-    """A node with an empty manifests directory at `tmp_path/manifests`, its state in `tmp_path/state`."""
+def simulated_node(tmp_path: Path, **options: Any) -> Iterator[SimulatedNode]:
+    """A node with an empty manifests directory at `tmp_path/manifests`, its state in `tmp_path/state`;
+    `options`: more AgentConfig fields (serve's flags)."""
     manifests = tmp_path / "manifests"
     manifests.mkdir()
     root = tmp_path / "state"
@@ -107,7 +108,7 @@ def simulated_node(tmp_path: Path) -> Iterator[SimulatedNode]:
         store = Store(root)
         agent = Agent(store=store, runtime=runtime,
                       config=AgentConfig(manifests=manifests, root=root, node_name="node1",
-                                         image_pull_workers=0))
+                                         image_pull_workers=0, **options))
         node = SimulatedNode(manifests, root, runtime, store, agent, clock)
         try:
             yield node

@@ -42,6 +42,7 @@ from kubelite.api.models import Container, ImageVolumeSource, Pod
 from kubelite.core import backoff as backoffs
 from kubelite.core import hooks as hook_rules
 from kubelite.core import podconfig
+from kubelite.core import security
 from kubelite.core import status as statuses
 from kubelite.core.plan import plan
 from kubelite.core.types import (
@@ -91,6 +92,10 @@ class AgentConfig:
     image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
     image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
     resolv_conf: str = dns.DEFAULT_RESOLV_CONF   # the kubelet's --resolv-conf: what dnsPolicy Default reads
+    seccomp_default: bool = False         # the kubelet's --seccomp-default: RuntimeDefault when nothing is set
+    allowed_unsafe_sysctls: tuple[str, ...] = ()   # the kubelet's --allowed-unsafe-sysctls (names, `prefix*`)
+    apparmor_enabled: bool | None = None  # None: as this host's kernel says
+    kernel: tuple[int, ...] | None = None  # None: this host's (`uname -r`), for the safe sysctls
 
 
 @dataclass
@@ -154,6 +159,13 @@ class Agent:
         self.pull_waiters: dict[str, set[tuple[str, str]]] = {}   # image → (uid, container) waiting for its pull
         self.fresh_pulls: set[tuple[str, str, str]] = set()      # (uid, container, image) pulled for its next start
         self.next_image_gc: datetime | None = None
+        from kubelite.runtime import linux
+
+        self.apparmor_enabled = linux.apparmor_enabled() if config.apparmor_enabled is None \
+            else config.apparmor_enabled
+        self.sysctl_policy = security.SysctlPolicy(
+            kernel=config.kernel if config.kernel is not None else linux.kernel_version(),
+            allowed_unsafe=tuple(security.check_allowed_unsafe(config.allowed_unsafe_sysctls)))
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -466,8 +478,10 @@ class Agent:
         before = self.observed(uid)
         self.forget_post_start(before)
         self.probing.prepare(uid, entry.pod, self.probed(before))
+        rejection = security.admission(entry.pod, sysctls=self.sysctl_policy, apparmor_enabled=self.apparmor_enabled)
         actions = plan(entry.desired, before, record=entry.record, backoff=self.backoff, now=now,
-                       policy=self.config.backoff, probes=self.probing.results, post_start=self.post_start)
+                       policy=self.config.backoff, probes=self.probing.results, post_start=self.post_start,
+                       rejection=rejection)
         if entry.retry_at is not None and now < entry.retry_at:
             # the last start failed: like the kubelet's pod worker, retry after a pause
             actions.to_start.clear()
@@ -517,9 +531,10 @@ class Agent:
                                 now)
         if actions.fail_pod is not None:
             reason, message = actions.fail_pod
-            entry.record = replace(entry.record, failed_reason=reason, failed_message=message,
-                                   terminal_phase=actions.terminal_phase)
-            self.event(entry, "Normal", reason, message, now)
+            entry.record = replace(entry.record, failed_reason=reason, terminal_phase=actions.terminal_phase,
+                                   failed_message=security.REJECTED_PREFIX + message if actions.fail_warning
+                                   else message)
+            self.event(entry, "Warning" if actions.fail_warning else "Normal", reason, message, now)
             self.persist(entry)
         if actions.stop_sandbox:
             for sb in list(self.pod_sandboxes.get(uid, {}).values()):
@@ -565,7 +580,10 @@ class Agent:
                                host_network=bool(pod.spec.host_network),
                                share_process_namespace=bool(pod.spec.share_process_namespace),
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
-                               dns=resolver, hosts=hosts)
+                               dns=resolver, hosts=hosts,
+                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources,
+                               seccomp=security.sandbox_seccomp_profile(pod,
+                                                                        seccomp_default=self.config.seccomp_default))
         try:
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:
@@ -620,7 +638,12 @@ class Agent:
                                  log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
                                  annotations=dict(entry.pod.metadata.annotations),
                                  pod_security=entry.pod.spec.security_context,
-                                 init=any(c.name == name and not c.is_sidecar for c in entry.pod.spec.init_containers))
+                                 init=any(c.name == name and not c.is_sidecar for c in entry.pod.spec.init_containers),
+                                 seccomp=security.seccomp_profile(entry.pod, container,
+                                                                  seccomp_default=self.config.seccomp_default),
+                                 apparmor=security.apparmor_profile(entry.pod, container,
+                                                                    apparmor_enabled=self.apparmor_enabled),
+                                 pod_resources=entry.pod.spec.resources)
         configured = self.configure_container(entry, container, config, now)
         if configured is None:
             return

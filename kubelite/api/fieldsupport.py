@@ -83,6 +83,9 @@ _SCHEDULING = "kubelite runs every pod on this machine (no scheduling); ignored"
 _ONE_NODE = "kubelite runs on one machine and supports"
 _WINDOWS = "Windows only; ignored on Linux"
 _SELINUX = "SELinux labels are not applied; ignored"
+_SECCOMP_ANNOTATION = ('deprecated (non-functional on the kubelet since v1.27); applied where the "seccompProfile" '
+                       "field is absent, as a cluster's API server copies it into the field; use the "
+                       '"seccompProfile" field instead')
 
 #: One section per type (`[Type]`), one line per field: `field  status  note`; the note is the
 #: test that proves an implemented field (a test function's name in tests/), else the message.
@@ -151,7 +154,7 @@ os                            warned      kubelite runs Linux pods; ignored
 hostUsers                     warned      user namespaces are not implemented yet; ignored
 schedulingGates               warned      {_SCHEDULING}
 resourceClaims                warned      dynamic resource allocation needs a cluster; ignored
-resources                     warned      pod-level resources are not implemented yet; ignored
+resources                     implemented test_pod_level_resources_limit_the_pods_cgroup
 hostnameOverride              warned      (Kubernetes 1.34) {_NOT_YET}
 
 [PodSecurityContext]
@@ -163,10 +166,10 @@ runAsNonRoot                  implemented test_run_as_non_root_refuses_root_and_
 supplementalGroups            implemented test_supplemental_groups_and_fs_group_become_additional_gids
 supplementalGroupsPolicy      warned      {_NOT_YET}
 fsGroup                       implemented test_fs_group_owns_empty_dir_and_configmap_volumes_seen_from_inside
-sysctls                       warned      {_NOT_YET}
+sysctls                       implemented test_safe_and_allowed_sysctls_are_set_in_the_pods_namespaces
 fsGroupChangePolicy           implemented test_on_root_mismatch_skips_a_volume_whose_root_is_right_already
-seccompProfile                warned      {_NOT_YET}
-appArmorProfile               warned      {_NOT_YET}
+seccompProfile                implemented test_runtime_default_filters_syscalls_and_unconfined_does_not
+appArmorProfile               implemented test_without_apparmor_a_pod_requiring_a_profile_fails_and_unconfined_runs
 seLinuxChangePolicy           warned      {_SELINUX}
 
 [Volume]
@@ -383,8 +386,8 @@ runAsNonRoot                  implemented test_run_as_non_root_accepts_a_non_roo
 readOnlyRootFilesystem        implemented test_root_is_read_only_only_when_the_manifest_says_so
 allowPrivilegeEscalation      implemented test_no_new_privileges_exactly_when_privilege_escalation_is_disallowed
 procMount                     warned      {_NOT_YET}
-seccompProfile                warned      {_NOT_YET}
-appArmorProfile               warned      {_NOT_YET}
+seccompProfile                implemented test_a_localhost_profile_below_the_seccomp_root_blocks_mkdir
+appArmorProfile               implemented test_apparmor_profile_choice_on_a_host_with_apparmor
 
 [Capabilities]
 add                           implemented test_capabilities
@@ -436,11 +439,10 @@ def lookup(type_: str, field: str) -> FieldSupport | None:
 #: Annotations the kubelet acts on, by key (a trailing `/`: every key with that prefix), with their
 #: status and message: a pod that sets one is told what kubelite does with it.
 ANNOTATIONS: dict[str, tuple[str, str]] = {
-    "container.apparmor.security.beta.kubernetes.io/": (WARNED, "AppArmor profiles are not applied yet; ignored"),
-    "seccomp.security.alpha.kubernetes.io/pod": (
-        WARNED, "no effect since Kubernetes 1.27 (securityContext.seccompProfile replaces it); ignored"),
-    "container.seccomp.security.alpha.kubernetes.io/": (
-        WARNED, "no effect since Kubernetes 1.27 (securityContext.seccompProfile replaces it); ignored"),
+    "container.apparmor.security.beta.kubernetes.io/": (
+        WARNED, 'deprecated since v1.30; use the "appArmorProfile" field instead'),
+    "seccomp.security.alpha.kubernetes.io/pod": (WARNED, _SECCOMP_ANNOTATION),
+    "container.seccomp.security.alpha.kubernetes.io/": (WARNED, _SECCOMP_ANNOTATION),
 }
 #: Compute resources of `resources.limits` and `requests` that kubelite applies to the container's
 #: cgroup; any other resource is warned about with `RESOURCE_NOTES` (by name or prefix).

@@ -186,6 +186,25 @@ class Capabilities(K8sModel):
     drop: list[Str] = Field(default_factory=list)
 
 
+class SeccompProfile(K8sModel):
+    """`seccompProfile`: RuntimeDefault, Localhost (with `localhostProfile`) or Unconfined."""
+
+    type: Str
+    localhost_profile: Optional[Str] = None
+
+
+class AppArmorProfile(K8sModel):
+    """`appArmorProfile`: RuntimeDefault, Localhost (with `localhostProfile`) or Unconfined."""
+
+    type: Str
+    localhost_profile: Optional[Str] = None
+
+
+class Sysctl(K8sModel):
+    name: Str
+    value: Str
+
+
 class SecurityContext(K8sModel):
     run_as_user: Optional[Int] = None
     run_as_group: Optional[Int] = None
@@ -194,6 +213,8 @@ class SecurityContext(K8sModel):
     allow_privilege_escalation: Optional[Bool] = None
     privileged: Optional[Bool] = None
     capabilities: Optional[Capabilities] = None
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
 
 
 class Container(K8sModel):
@@ -385,7 +406,9 @@ class PodSecurityContext(K8sModel):
     fs_group: Optional[Int] = None
     fs_group_change_policy: Optional[Str] = None
     supplemental_groups: list[Int] = Field(default_factory=list)
-    sysctls: list[dict[str, Any]] = Field(default_factory=list)
+    sysctls: list[Sysctl] = Field(default_factory=list)
+    seccomp_profile: Optional[SeccompProfile] = None
+    app_armor_profile: Optional[AppArmorProfile] = None
 
 
 class HostAlias(K8sModel):
@@ -422,6 +445,7 @@ class PodSpec(K8sModel):
     dns_config: Optional[PodDNSConfig] = None
     host_aliases: Optional[list[HostAlias]] = None
     subdomain: Optional[Str] = None
+    resources: Optional[ResourceRequirements] = None   # pod-level resources (Kubernetes 1.34)
 
     @property
     def sidecars(self) -> list[Container]:

@@ -124,6 +124,10 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
             errors += _validate_container(container, path, init=field == "initContainers",
                                           volume_names=volume_names, grace_s=spec.termination_grace_period_seconds)
     errors += _validate_host_ports(pod)
+    from kubelite.api import security_validation
+
+    errors += security_validation.validate_security(pod)
+    errors += security_validation.validate_pod_resources(pod)
     return errors
 
 

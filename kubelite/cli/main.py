@@ -85,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="serve the read-only Kubernetes API (HTTPS, bearer token) here (default "
                             "127.0.0.1:10280; port 0 picks a free one)")
     serve.add_argument("--no-api", action="store_true", help="do not serve the Kubernetes API")
+    serve.add_argument("--seccomp-default", action="store_true",
+                       help="run containers that set no seccompProfile under RuntimeDefault (as the kubelet's flag)")
+    serve.add_argument("--allowed-unsafe-sysctls", default="", metavar="LIST",
+                       help="comma-separated namespaced sysctls (or prefix*) pods may set beyond the safe set")
 
     kubeconfig = sub.add_parser("kubeconfig", parents=[common],
                                 help="print a kubeconfig for kubectl, k9s and client libraries")

@@ -39,12 +39,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
     if args.max_parallel_image_pulls < 1:
         raise UsageError("--max-parallel-image-pulls must be at least 1")
+    from kubelite.core import security
+
+    try:
+        unsafe = tuple(security.check_allowed_unsafe(args.allowed_unsafe_sysctls.split(",")))
+    except ValueError as exc:
+        raise UsageError(f"--allowed-unsafe-sysctls: {exc}") from None
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
                         relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip,
                         image_pull_workers=args.max_parallel_image_pulls,
                         image_gc_high_percent=args.image_gc_high_threshold,
-                        image_gc_low_percent=args.image_gc_low_threshold, resolv_conf=args.resolv_conf)
+                        image_gc_low_percent=args.image_gc_low_threshold, resolv_conf=args.resolv_conf,
+                        seccomp_default=args.seccomp_default, allowed_unsafe_sysctls=unsafe)
     sync = None
     if args.sync_repo:
         from kubelite.cli.sync import parse_duration

@@ -7,8 +7,9 @@ time it is held until are part of the result, as is the next time the pod must b
 
 The rules, in the order they apply:
 1. A container being stopped is escalated to SIGKILL once its grace period is over.
-2. A pod that is terminating (deleted or replaced), failed (activeDeadlineSeconds) or finished
-   stops its app containers, then its sidecars, then its sandbox; nothing starts.
+2. A pod that is terminating (deleted or replaced), failed (activeDeadlineSeconds, or refused
+   by the node before anything of it ran: `rejection`) or finished stops its app containers,
+   then its sidecars, then its sandbox; nothing starts.
 3. A pod without a usable sandbox (none, not ready, or built from an older pod-level spec) has
    its containers stopped, then its old sandbox if still ready, and gets a new one once nothing
    runs, unless `restartPolicy: Never` and it already ran; then the first init container, or
@@ -85,8 +86,10 @@ class _Planner:
 
     def __init__(self, desired: DesiredPod, observed: ObservedPod, record: PodRecord,
                  backoff: Mapping[str, BackoffEntry], probes: ProbeResults, now: datetime,
-                 policy: BackoffPolicy, post_start: Mapping[str, PostStart]) -> None:
+                 policy: BackoffPolicy, post_start: Mapping[str, PostStart],
+                 rejection: tuple[str, str] | None = None) -> None:
         self.desired, self.observed, self.record = desired, observed, record
+        self.rejection = rejection
         self.backoff, self.probes, self.now, self.policy = backoff, probes, now, policy
         self.post_start = post_start
         self.spec = desired.pod.spec
@@ -173,7 +176,7 @@ class _Planner:
 
     def run(self) -> PodActions:
         self.escalate()                                                   # rule 1
-        if self.deadline_exceeded() or self.record.terminating or self.record.terminal_phase:
+        if self.rejected() or self.deadline_exceeded() or self.record.terminating or self.record.terminal_phase:
             self.stop_pod()                                               # rule 2
             return self.actions
         sandbox = self.observed.sandbox
@@ -193,6 +196,17 @@ class _Planner:
                                                            or StopReason.POD_TERMINATION, ""))
                 else:
                     self.actions.wake_at(c.kill_deadline)
+
+    def rejected(self) -> bool:
+        """The node refuses the pod (the kubelet's admit handlers: SysctlForbidden, AppArmor): it fails
+        before anything of it starts. A pod already started is never rejected afterwards."""
+        if self.rejection is None or self.record.terminal_phase or self.record.failed_reason \
+                or self.observed.sandboxes or self.observed.containers:
+            return False
+        self.actions.fail_pod = self.rejection
+        self.actions.fail_warning = True
+        self.actions.terminal_phase = "Failed"
+        return True
 
     def deadline_exceeded(self) -> bool:
         deadline = self.spec.active_deadline_seconds
@@ -332,9 +346,12 @@ class _Planner:
 
 def plan(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
          backoff: Mapping[str, BackoffEntry], now: datetime, probes: ProbeResults | None = None,
-         policy: BackoffPolicy = BackoffPolicy(), post_start: Mapping[str, PostStart] | None = None) -> PodActions:
+         policy: BackoffPolicy = BackoffPolicy(), post_start: Mapping[str, PostStart] | None = None,
+         rejection: tuple[str, str] | None = None) -> PodActions:
     """Decide what to do now for one pod. Pure: same inputs, same `PodActions`.
 
     `post_start` maps a running container's id to its postStart hook's state (no entry: it has
-    none, or it returned)."""
-    return _Planner(desired, observed, record, backoff, probes or {}, now, policy, post_start or {}).run()
+    none, or it returned). `rejection` is the node's (reason, message) for refusing the pod
+    (`core.security.admission`).
+    """
+    return _Planner(desired, observed, record, backoff, probes or {}, now, policy, post_start or {}, rejection).run()

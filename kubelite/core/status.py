@@ -14,7 +14,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from kubelite.api import quantity
+from kubelite.api import quantity, security_validation
+from kubelite.core import security
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
 from kubelite.core.types import (
@@ -190,8 +191,26 @@ def phase(pod: Pod, init_statuses: Sequence[Json], statuses: Sequence[Json], *, 
     return "Pending"
 
 
+def _pod_level_qos(pod: Pod) -> str:
+    """`computePodLevelQOS` (Kubernetes 1.34): from the pod-level cpu and memory alone."""
+    resources = pod.spec.resources
+    assert resources is not None
+    requests = security_validation.pod_requests(pod)
+    limits = {name: quantity.parse(resources.limits[name]) for name in ("cpu", "memory") if name in resources.limits}
+    if not requests and not limits:
+        return "BestEffort"
+    if all(name in limits and requests.get(name) == limits[name] for name in ("cpu", "memory")):
+        return "Guaranteed"
+    return "Burstable"
+
+
 def qos_class(pod: Pod) -> str:
-    """Guaranteed, Burstable or BestEffort, from requests and limits (`GetPodQOS`)."""
+    """Guaranteed, Burstable or BestEffort, from requests and limits (`GetPodQOS`); from the
+    pod-level resources when the pod sets cpu or memory there."""
+    resources = pod.spec.resources
+    if resources is not None and any(name in values for values in (resources.requests, resources.limits)
+                                     for name in ("cpu", "memory")):
+        return _pod_level_qos(pod)
     containers = pod.spec.all_containers()
     any_set = False
     guaranteed = True
@@ -304,6 +323,9 @@ def pod_status(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
         status["message"] = record.failed_message or ""
     if record.start_time is not None:
         status["startTime"] = rfc3339(record.start_time)
+    if record.failed_reason in security.REJECTION_REASONS and not observed.containers:
+        status["qosClass"] = qos_class(pod)   # the kubelet's rejectPod: no container statuses
+        return status
     if init_statuses:
         status["initContainerStatuses"] = init_statuses
     status["containerStatuses"] = app_statuses

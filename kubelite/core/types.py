@@ -38,6 +38,18 @@ class PostStart(str, enum.Enum):
     FAILED = "Failed"      # the hook failed: the container is killed (FailedPostStartHook)
 
 
+@dataclass(frozen=True)
+class SecurityProfile:
+    """A container's seccomp or AppArmor profile as decided (CRI's `SecurityProfile`).
+
+    `type` is RuntimeDefault, Localhost or Unconfined; `localhost_ref` is the profile's path
+    relative to the seccomp profile root (seccomp) or the loaded profile's name (AppArmor).
+    """
+
+    type: str
+    localhost_ref: str | None = None
+
+
 class ProbeResult(str, enum.Enum):
     SUCCESS = "Success"
     FAILURE = "Failure"
@@ -184,6 +196,7 @@ class PodActions:
     backoff_holds: list[BackoffHold] = field(default_factory=list)
     backoff_updates: list[BackoffEntry] = field(default_factory=list)
     fail_pod: tuple[str, str] | None = None  # (reason, message): pod-level failure decided now
+    fail_warning: bool = False               # the failure's event is a Warning (a refused pod)
     terminal_phase: str | None = None        # Succeeded/Failed reached by this plan
     pod_stopped: bool = False                # terminating and nothing is left running
     next_wakeup: datetime | None = None

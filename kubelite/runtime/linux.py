@@ -162,6 +162,67 @@ def cgroup_dirs(relative: str) -> list[Path]:
     return found
 
 
+def _write_cgroup(path: Path, value: str) -> None:
+    with open(path, "w", opener=statefiles.no_follow) as handle:
+        handle.write(value)
+
+
+def set_cgroup_limits(relative: str, values: dict[str, int]) -> None:
+    """Write a pod cgroup's limits (`ocispec.pod_cgroup_resources`) below an existing cgroup
+    `relative`: memory.max/cpu.max/cpu.weight on cgroup v2, memory.limit_in_bytes and
+    cpu.cfs_quota_us/cpu.cfs_period_us/cpu.shares on v1. OSError when a file cannot be written."""
+    rel = relative.strip("/")
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        base = CGROUP_ROOT / rel
+        if "memory_limit" in values:
+            _write_cgroup(base / "memory.max", str(values["memory_limit"]))
+        if "cpu_quota" in values:
+            _write_cgroup(base / "cpu.max", f"{values['cpu_quota']} {values['cpu_period']}")
+        if "cpu_shares" in values:   # the kubelet's CPUSharesToCPUWeight
+            _write_cgroup(base / "cpu.weight", str(1 + ((values["cpu_shares"] - 2) * 9999) // 262142))
+        return
+    if "memory_limit" in values:
+        _write_cgroup(CGROUP_ROOT / "memory" / rel / "memory.limit_in_bytes", str(values["memory_limit"]))
+    cpu = CGROUP_ROOT / "cpu" / rel
+    if "cpu_quota" in values:
+        _write_cgroup(cpu / "cpu.cfs_period_us", str(values["cpu_period"]))
+        _write_cgroup(cpu / "cpu.cfs_quota_us", str(values["cpu_quota"]))
+    if "cpu_shares" in values:
+        _write_cgroup(cpu / "cpu.shares", str(values["cpu_shares"]))
+
+
+def kernel_version(release: str | None = None) -> tuple[int, ...]:
+    """(major, minor, patch) of the running kernel, from `uname -r` ("6.1.0-13-amd64" → (6, 1, 0))."""
+    parts = []
+    for piece in (release or os.uname().release).split("-")[0].split("."):
+        digits = re.match(r"[0-9]+", piece)
+        if digits is None:
+            break
+        parts.append(int(digits.group(0)))
+    return tuple(parts)
+
+
+def apparmor_enabled() -> bool:
+    """True when the kernel has AppArmor enabled and `apparmor_parser` can load profiles (the
+    kubelet's `validateHost`)."""
+    try:
+        enabled = Path("/sys/module/apparmor/parameters/enabled").read_text().strip() == "Y"
+    except OSError:
+        return False
+    import shutil
+
+    return enabled and shutil.which("apparmor_parser", path="/usr/sbin:/usr/bin:/sbin:/bin") is not None
+
+
+def apparmor_loaded(name: str) -> bool:
+    """True when an AppArmor profile of this name is loaded in the kernel."""
+    try:
+        text = Path("/sys/kernel/security/apparmor/profiles").read_text()
+    except OSError:
+        return False
+    return any(line.rsplit(" (", 1)[0] == name for line in text.splitlines())
+
+
 def remove_cgroup(relative: str) -> None:
     """Remove the cgroup `relative` and its empty sub-cgroups, deepest first; busy ones stay."""
     for base in cgroup_dirs(relative):

@@ -11,6 +11,8 @@ Owns: the runtime's files and processes below its two directories, and nothing e
     <root>/pods/<uid>/containers/<id>/{upper,work,rootfs}   overlay: writable layer and mount point
     <root>/pods/<uid>/containers/<id>/termination-log       the container's terminationMessagePath
                                     (`<root>/pods/<uid>/volumes*` belong to the volume host)
+    <root>/seccomp/                 Localhost seccomp profiles (read only; the kubelet's
+                                    --seccomp-profile-root); RuntimeDefault is containers-common's
 
 A sandbox is an infra container (catatonit as PID 1, bind-mounted into an empty read-only root)
 that owns the pod's IPC and UTS namespaces, and its PID namespace when the pod shares one;
@@ -33,6 +35,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import re
 import shutil
 import signal as signals
@@ -47,10 +50,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.core.types import ContainerState
+from kubelite.core.types import ContainerState, SecurityProfile
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import cni, etcfiles, linux, ocispec, termination
+from kubelite.runtime import apparmor, cni, etcfiles, linux, ocispec, seccomp, termination
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, HostsConfig, Mount, PortMapping, PulledImage, SandboxConfig,
@@ -250,8 +253,13 @@ class OCIRuntime:
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
                  clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,
-                 network: cni.Network | None = None, registry: RegistryConfig | None = None) -> None:
+                 network: cni.Network | None = None, registry: RegistryConfig | None = None,
+                 default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH)) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
+        self.seccomp_root = root / "seccomp"     # the kubelet's --seccomp-profile-root
+        self.default_seccomp_profile = default_seccomp_profile
+        self._default_seccomp: dict[str, Any] | None = None
+        self.machine, self.kernel = platform.machine(), linux.kernel_version()
         self.network = network   # None: `--network none`, loopback-only pods
         self.registry = registry or RegistryConfig()
         self.bin = binaries or find_binaries()
@@ -348,11 +356,15 @@ class OCIRuntime:
             spec = ocispec.build_sandbox_spec(
                 config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
                 annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
-                catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None)
+                catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None,
+                seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel)
             _write_json(bundle / "config.json", spec)
             # one runc call instead of create + start: the infra process needs no monitor
             self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
             pid = int((bundle / "pid").read_text())
+            limits = ocispec.pod_cgroup_resources(config.resources)
+            if limits:   # runc made the pod's cgroup (the sandbox's parent): the pod-level limits go there
+                linux.set_cgroup_limits(record.cgroup_parent, limits)
         except (RuntimeError_, OSError, ValueError) as exc:
             self._runc("delete", "--force", sandbox_id, check=False)
             self._release_network(sandbox_id)
@@ -603,6 +615,8 @@ class OCIRuntime:
                 pod_security=config.pod_security, etc_passwd=linux.read_regular_file(rootfs, "etc/passwd"),
                 etc_group=linux.read_regular_file(rootfs, "etc/group"),
                 extra_mounts=ocispec.volume_mounts(mounts),
+                seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel,
+                apparmor_profile=self._apparmor_profile(config.apparmor), pod_resources=config.pod_resources,
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
             _write_json(bundle / "config.json", spec)
             if config.log_path:
@@ -621,6 +635,66 @@ class OCIRuntime:
             self._containers[container_id] = record
             self._save(record)
         return container_id
+
+    def _seccomp_profile(self, profile: SecurityProfile | None) -> dict[str, Any] | None:
+        """The profile file's JSON for the container's seccomp choice; None for Unconfined.
+
+        RuntimeDefault is containers-common's `seccomp.json` (read once); Localhost a file below
+        `<root>/seccomp`. A profile that cannot be read is a RuntimeError_ (CreateContainerError).
+        """
+        if profile is None or profile.type == "Unconfined":
+            return None
+        if profile.type == "RuntimeDefault":
+            if self._default_seccomp is None:
+                self._default_seccomp = self._read_profile(
+                    self.default_seccomp_profile,
+                    hint=" (RuntimeDefault is the profile of Debian's golang-github-containers-common: "
+                         "apt-get install golang-github-containers-common)")
+            return self._default_seccomp
+        ref = profile.localhost_ref or ""
+        path = self.seccomp_root / ref
+        if not ref or os.path.isabs(ref) or ".." in Path(ref).parts:
+            raise RuntimeError_(f'failed to generate seccomp spec opts: localhost profile "{ref}" is not a '
+                                f"path below {self.seccomp_root}")
+        return self._read_profile(path)
+
+    @staticmethod
+    def _read_profile(path: Path, hint: str = "") -> dict[str, Any]:
+        try:
+            text = path.read_bytes()
+        except OSError as exc:
+            raise RuntimeError_(f'failed to generate seccomp spec opts: cannot load seccomp profile "{path}": '
+                                f"open {path}: {(exc.strerror or str(exc)).lower()}{hint}") from None
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise RuntimeError_(f'failed to generate seccomp spec opts: decoding seccomp profile "{path}" '
+                                f"failed: {exc}") from None
+        if not isinstance(data, dict):
+            raise RuntimeError_(f'failed to generate seccomp spec opts: seccomp profile "{path}" is not a JSON object')
+        return data
+
+    def _apparmor_profile(self, profile: SecurityProfile | None) -> str | None:
+        """The AppArmor profile name for runc: kubelite's default (loaded on first use) or a Localhost
+        profile, which must be loaded already (as the kubelet checks)."""
+        if profile is None or profile.type == "Unconfined":
+            return None
+        if profile.type == "RuntimeDefault":
+            if not linux.apparmor_loaded(apparmor.DEFAULT_PROFILE):
+                parser = shutil.which("apparmor_parser", path="/usr/sbin:/usr/bin:/sbin:/bin") or "apparmor_parser"
+                try:
+                    result = subprocess.run([parser, "-Kr"], input=apparmor.default_profile().encode(), timeout=30,
+                                            capture_output=True, check=False)
+                except (OSError, subprocess.TimeoutExpired) as exc:
+                    raise RuntimeError_(f"loading the AppArmor profile {apparmor.DEFAULT_PROFILE}: {exc}") from None
+                if result.returncode != 0:
+                    detail = result.stderr.decode(errors="replace").strip()
+                    raise RuntimeError_(f"loading the AppArmor profile {apparmor.DEFAULT_PROFILE}: {detail}")
+            return apparmor.DEFAULT_PROFILE
+        name = profile.localhost_ref or ""
+        if not linux.apparmor_loaded(name):
+            raise RuntimeError_(f"apparmor profile not found {name}")
+        return name
 
     def _hostname(self, sandbox: _Sandbox) -> str:
         try:

@@ -7,7 +7,10 @@ plugin apply them:
   (`resolve_command`), the environment (`container_env`), the user (`resolve_user`), the
   capabilities (`capabilities`, `capability_mask`), noNewPrivileges, the nofile rlimit;
 * the root filesystem, mounts, namespaces (joined from the sandbox), masked and read-only paths;
-* cgroup resources from requests and limits (`MilliCPUToShares`, `MilliCPUToQuota`), device rules;
+* cgroup resources from requests and limits (`MilliCPUToShares`, `MilliCPUToQuota`), device rules,
+  the pod's own cgroup from pod-level resources (`pod_cgroup_resources`);
+* the seccomp filter (`seccomp.oci_seccomp`, for the container's capabilities), the AppArmor
+  profile name, and the sandbox's sysctls;
 * conmon 2.1.6's command line (`conmon_argv`) and signals (`signal_number`, `stop_signal`).
 
 Purely computational: no processes, no files, no clock. Every fact about this machine (the nofile
@@ -24,9 +27,10 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
-from kubelite.api.models import Container, PodSecurityContext, SecurityContext
+from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements, SecurityContext
 from kubelite.api.quantity import bytes_, cpu_millis
 from kubelite.errors import RuntimeError_
+from kubelite.runtime import seccomp
 from kubelite.runtime.protocol import ContainerConfig, Mount, SandboxConfig
 
 OCI_VERSION = "1.0.2"
@@ -353,12 +357,18 @@ def _devices(privileged: bool) -> list[dict[str, Any]]:
     return [{"allow": True, "access": "rwm"}] if privileged else [dict(rule) for rule in DEFAULT_DEVICE_RULES]
 
 
-def container_resources(container: Container, *, pids_limit: int | None = 4096) -> dict[str, Any]:
+def container_resources(container: Container, *, pids_limit: int | None = 4096,
+                        pod_resources: ResourceRequirements | None = None) -> dict[str, Any]:
     """`linux.resources` from requests and limits (device rules added by the spec builder).
 
-    The CPU request defaults to the CPU limit, as the API server's defaulting does.
+    The CPU request defaults to the CPU limit, as the API server's defaulting does. A container
+    without a limit of its own takes the pod-level limit as its cgroup's maximum (KEP-2837: some
+    runtimes, Java's among them, size themselves from their own cgroup).
     """
-    limits, requests = container.resources.limits, container.resources.requests
+    limits, requests = dict(container.resources.limits), container.resources.requests
+    for name, value in (pod_resources.limits if pod_resources is not None else {}).items():
+        if name in ("cpu", "memory"):
+            limits.setdefault(name, value)
     resources: dict[str, Any] = {}
     memory = bytes_(limits["memory"]) if "memory" in limits else 0
     if memory:
@@ -372,6 +382,29 @@ def container_resources(container: Container, *, pids_limit: int | None = 4096) 
     if pids_limit is not None:
         resources["pids"] = {"limit": pids_limit}
     return resources
+
+
+def pod_cgroup_resources(resources: ResourceRequirements | None) -> dict[str, int]:
+    """The pod cgroup's values from pod-level `spec.resources` (Kubernetes 1.34, KEP-2837):
+    `memory_limit` (bytes), `cpu_quota` and `cpu_period` (µs), `cpu_shares`. Empty without them.
+
+    The request defaults to the limit (as the API server defaults pod-level requests when no
+    container sets one); shares follow the request, as for a container.
+    """
+    if resources is None:
+        return {}
+    limits, requests = resources.limits, resources.requests
+    values: dict[str, int] = {}
+    if "memory" in limits:
+        values["memory_limit"] = bytes_(limits["memory"])
+    if "cpu" in limits:
+        quota = milli_cpu_to_quota(cpu_millis(limits["cpu"]))
+        if quota:
+            values.update(cpu_quota=quota, cpu_period=CPU_PERIOD_US)
+    request = requests.get("cpu", limits.get("cpu"))
+    if request is not None:
+        values["cpu_shares"] = milli_cpu_to_shares(cpu_millis(request))
+    return values
 
 
 def _mount(destination: str, kind: str, source: str, options: Sequence[str]) -> dict[str, Any]:
@@ -415,7 +448,10 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
                          pod_security: PodSecurityContext | None = None, etc_passwd: str | None = None,
                          etc_group: str | None = None, oom_score_adj: int | None = None,
                          host_capabilities: Collection[str] | None = None,
-                         extra_mounts: Sequence[Mapping[str, Any]] = ()) -> dict[str, Any]:
+                         extra_mounts: Sequence[Mapping[str, Any]] = (),
+                         seccomp_profile: Mapping[str, Any] | None = None, machine: str = "x86_64",
+                         kernel: Sequence[int] | None = None, apparmor_profile: str | None = None,
+                         pod_resources: ResourceRequirements | None = None) -> dict[str, Any]:
     """A complete runc `config.json` for one container of a pod.
 
     The container joins the sandbox's IPC, UTS and network namespaces (the host's network when
@@ -425,6 +461,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
     `nofile` should be at most this process's hard RLIMIT_NOFILE and `host_capabilities` its
     bounding set (`capability_mask` of /proc/self/status CapBnd): the caller reads both.
     `extra_mounts` (volumes) are appended after the standard mounts, in order.
+    `seccomp_profile` is the profile file's JSON (None: unconfined), filtered for the container's
+    capabilities on `machine` (`uname -m`) and `kernel`; `apparmor_profile` a loaded profile's name.
     """
     container = config.container
     sc = container.security_context or SecurityContext()
@@ -452,6 +490,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
     }
     if oom_score_adj is not None:
         process["oomScoreAdj"] = oom_score_adj
+    if apparmor_profile:
+        process["apparmorProfile"] = apparmor_profile
 
     readonly_root = bool(sc.read_only_root_filesystem)
     mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
@@ -466,8 +506,14 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
         "namespaces": _namespaces(pid=namespaces.pid, mount=None, ipc=namespaces.ipc, uts=namespaces.uts,
                                   **({"network": namespaces.net} if namespaces.net else {})),
         "cgroupsPath": cgroups_path,
-        "resources": {**container_resources(container, pids_limit=pids_limit), "devices": _devices(privileged)},
+        "resources": {**container_resources(container, pids_limit=pids_limit, pod_resources=pod_resources),
+                      "devices": _devices(privileged)},
     }
+    if seccomp_profile is not None:
+        try:
+            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=caps, kernel=kernel)
+        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SpecError(f"container {container.name}: invalid seccomp profile: {exc}") from None
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
@@ -483,15 +529,19 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
 
 def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_path: str, cgroups_path: str,
                        annotations: Mapping[str, str], pause_binary_path_in_rootfs: str = "/catatonit",
-                       net_path: str | None = None) -> dict[str, Any]:
+                       net_path: str | None = None, seccomp_profile: Mapping[str, Any] | None = None,
+                       machine: str = "x86_64", kernel: Sequence[int] | None = None) -> dict[str, Any]:
     """The pod's infra container: `catatonit -P` holding the pod's namespaces, in an empty rootfs.
 
     It creates the pod's IPC, UTS (hostname = config.hostname) and PID namespaces (its own PID
     namespace always, so it is PID 1 there — the one containers join under shareProcessNamespace)
     and a network namespace — or joins `net_path` (a pinned namespace the caller set up with CNI),
     or, with hostNetwork, uses the host's network *and* UTS namespaces as containerd does (then no
-    hostname). catatonit is bind-mounted read-only from `catatonit_host_path`. It runs as
-    65535:65535 (the pause image's user) with no capabilities, no new privileges, a read-only root.
+    hostname). The pod's sysctls are set in its namespaces (net.* in its network namespace,
+    kernel.shm*/msg*/sem in its IPC namespace), which every container then shares. catatonit is
+    bind-mounted read-only from `catatonit_host_path`. It runs as 65535:65535 (the pause image's
+    user) with no capabilities, no new privileges, a read-only root; under the pod's seccomp
+    profile when `seccomp_profile` is given.
     """
     own_uts = not config.host_network
     network = {} if config.host_network else {"network": net_path}
@@ -502,6 +552,13 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
         "maskedPaths": list(MASKED_PATHS),
         "readonlyPaths": list(READONLY_PATHS),
     }
+    if config.sysctls:   # written by runc inside the new namespaces, before /proc/sys turns read-only
+        linux["sysctl"] = dict(config.sysctls)
+    if seccomp_profile is not None:   # the pod's profile, for a process without capabilities
+        try:
+            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=(), kernel=kernel)
+        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
+            raise SpecError(f"pod sandbox: invalid seccomp profile: {exc}") from None
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Protocol
 
-from kubelite.api.models import Container, PodSecurityContext
-from kubelite.core.types import ContainerState
+from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements
+from kubelite.core.types import ContainerState, SecurityProfile
 
 
 class SandboxState(str, enum.Enum):
@@ -70,6 +70,9 @@ class SandboxConfig:
     port_mappings: tuple[PortMapping, ...] = ()
     dns: DNSConfig | None = None          # None: the host's /etc/resolv.conf as it is
     hosts: HostsConfig | None = None      # None: just the hostname
+    sysctls: tuple[tuple[str, str], ...] = ()          # set in the pod's namespaces (admitted before)
+    resources: ResourceRequirements | None = None     # pod-level resources: the pod's cgroup
+    seccomp: SecurityProfile | None = None            # the infra container's (the pod's); None: unconfined
 
 
 @dataclass(frozen=True)
@@ -97,6 +100,9 @@ class ContainerConfig:
     env: dict[str, str] | None = None    # envFrom and env resolved (valueFrom); None: only the spec's values
     mounts: tuple[Mount, ...] = ()       # the container's volume mounts
     init: bool = False                   # a regular init container (not a sidecar): it runs to completion
+    seccomp: SecurityProfile | None = None    # None: unconfined
+    apparmor: SecurityProfile | None = None   # None: no AppArmor profile
+    pod_resources: ResourceRequirements | None = None   # pod-level limits cap a container without its own
 
 
 @dataclass(frozen=True)
