@@ -25,7 +25,7 @@ import pytest
 
 from kubelite.errors import KubeliteError
 from kubelite.runtime import images
-from kubelite.runtime.images import Image, ImageConfig, ImageError, ImageStore, normalize_reference
+from kubelite.runtime.images import Image, ImageConfig, ImageError, ImageStore, normalize_reference, unpacking
 
 REPO = Path(__file__).resolve().parent.parent
 MTIME = 1_600_000_000
@@ -356,8 +356,8 @@ def test_loading_the_same_archive_twice_changes_nothing(tmp_path, store):
 
 def test_images_sharing_a_layer_unpack_it_once_and_keep_it_until_the_last_goes(tmp_path, store, monkeypatch):
     unpacked: list[str] = []
-    real = images._unpack_layer
-    monkeypatch.setattr(images, "_unpack_layer",
+    real = unpacking.unpack_layer
+    monkeypatch.setattr(unpacking, "unpack_layer",
                         lambda archive, layer, dest: unpacked.append(layer.diff_hex) or real(archive, layer, dest))
     one, two = Img([BASE, APP], tags=["one"]), Img([BASE, OTHER], tags=["two"])
 
