@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any, Iterator
 
-from kubelite.runtime.images.records import ImagePlan, LayerSource, host_architecture, parse_config
+from kubelite.runtime.images.records import ImagePlan, LayerSource, host_architecture, json_object, parse_config
 from kubelite.runtime.reference import ImageError, hex_of, normalize_reference, quoted
 
 _JSON_MAX = 16 << 20                 # manifests and configs larger than this are refused
@@ -191,13 +191,7 @@ def _plan_oci_layout(archive: Archive) -> list[ImagePlan]:
 
 def _select_manifest(archive: Archive, desc: Any, *, depth: int) -> dict[str, Any] | None:
     """The image manifest a descriptor leads to (through image indexes: the one for this machine)."""
-    data = _read_blob(archive, desc)
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageError(f"{archive.path.name}: blob {desc.get('digest')} is not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise ImageError(f"{archive.path.name}: blob {desc.get('digest')} is not a JSON object")
+    doc = json_object(_read_blob(archive, desc), what=f"{archive.path.name}: blob {desc.get('digest')}")
     media = desc.get("mediaType") or doc.get("mediaType")
     if media in _MEDIA_MANIFEST or (media is None and "layers" in doc):
         return doc

@@ -83,12 +83,7 @@ class ParsedConfig:
 
 def parse_config(data: bytes, *, what: str) -> ParsedConfig:
     """The parts of an image config blob the store keeps; ImageError for one that is not an image config."""
-    try:
-        doc = json.loads(data)
-    except ValueError as e:
-        raise ImageError(f"{what} is not valid JSON ({e})") from None
-    if not isinstance(doc, dict):
-        raise ImageError(f"{what} is not a JSON object")
+    doc = json_object(data, what=what)
     rootfs = doc.get("rootfs")
     if not isinstance(rootfs, dict) or rootfs.get("type") != "layers" or not isinstance(rootfs.get("diff_ids"), list):
         raise ImageError(f"{what} has no rootfs of type layers with diff_ids")
@@ -104,6 +99,17 @@ def parse_config(data: bytes, *, what: str) -> ParsedConfig:
                            user=_string(cfg.get("User"), what),
                            stop_signal=stop_signal if isinstance(stop_signal, str) and stop_signal else None),
         diff_hexes=diff_hexes, created=created if isinstance(created, str) else None)
+
+
+def json_object(data: bytes, *, what: str) -> dict[str, Any]:
+    """A JSON object (a config, a manifest, an index); ImageError naming `what` for anything else."""
+    try:
+        doc = json.loads(data)
+    except ValueError as e:
+        raise ImageError(f"{what} is not valid JSON ({e})") from None
+    if not isinstance(doc, dict):
+        raise ImageError(f"{what} is not a JSON object")
+    return doc
 
 
 def _strings(value: Any, what: str) -> tuple[str, ...]:
