@@ -30,12 +30,12 @@ from typing import Callable
 
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import images
-from kubelite.runtime.images import ImageError
+from kubelite.runtime import reference as references
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
     SandboxState,
 )
+from kubelite.runtime.reference import ImageError
 
 ANNOTATION_PREFIX = "fake.kubelite.io/"
 
@@ -119,7 +119,7 @@ class _Container:
 
 def _valid_reference(image: str) -> bool:
     try:
-        images.normalize_reference(image)
+        references.normalize_reference(image)
     except ImageError:
         return False
     return True
@@ -371,7 +371,7 @@ class FakeRuntime:
         with self._lock:
             self.calls.append(("pull", image))
             try:
-                images.normalize_reference(image)   # the real pull's first step, with its message
+                references.normalize_reference(image)   # the real pull's first step, with its message
             except ImageError as exc:
                 raise RuntimeError_(str(exc)) from None
             if image in self.pull_errors:
