@@ -20,14 +20,15 @@ PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
 ALLOWED = {
     "api": {"api", "errors", "statefiles"},
     "core": {"api", "core", "errors"},
-    "sources": {"api", "sources", "errors", "statefiles"},
-    "store": {"api", "core", "store", "errors", "statefiles"},
-    "runtime": {"api", "core", "runtime", "errors", "statefiles"},
-    "prober": {"core", "runtime", "prober", "errors", "statefiles"},
-    "agent": {"api", "core", "sources", "store", "runtime", "prober", "agent", "apiserver", "errors", "statefiles", ""},
+    "sources": {"api", "sources", "errors", "clock", "statefiles"},
+    "store": {"api", "core", "store", "errors", "clock", "statefiles"},
+    "runtime": {"api", "core", "runtime", "errors", "clock", "statefiles"},
+    "prober": {"core", "runtime", "prober", "errors", "clock", "statefiles"},
+    "agent": {"api", "core", "sources", "store", "runtime", "prober", "agent", "apiserver", "errors", "clock",
+              "statefiles", ""},
     # the read-only Kubernetes API that the daemon serves beside the agent: it reads the store and
     # formats with the CLI's pure printers, never the agent (it must not write)
-    "apiserver": {"apiserver", "store", "runtime", "cli", "errors", "statefiles", ""},
+    "apiserver": {"apiserver", "store", "runtime", "cli", "errors", "clock", "statefiles", ""},
     "cli": None,  # the top: may import anything, lazily
 }
 #: The only modules a layer may use from a package that is otherwise not below it: pure,

@@ -26,7 +26,7 @@ import logging
 import queue
 import shutil
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,7 @@ from kubelite.api import claims as claim_objects
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, ImageVolumeSource, Pod
+from kubelite.clock import utcnow
 from kubelite.core import backoff as backoffs
 from kubelite.core import hooks as hook_rules
 from kubelite.core import podconfig
@@ -73,10 +74,6 @@ PULL_WAIT = timedelta(hours=1)
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from kubelite import __version__, statefiles
-from kubelite.agent.agent import Agent, AgentConfig, utcnow
+from kubelite.agent.agent import Agent, AgentConfig
+from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR

@@ -9,10 +9,10 @@ status from the store; writes nothing.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from kubelite.clock import utcnow
 import kubelite.runtime.crilog as crilog
 from kubelite.apiserver import params
 
@@ -101,7 +101,7 @@ def _lines(path: Path, status: dict[str, Any], query: dict[str, str], *, follow:
     with open(path, encoding="utf-8", errors="replace") as handle:
         lines = crilog.read_lines(handle.read())
         if since_s is not None:
-            lines = crilog.since(lines, min(since_s, _SINCE_MAX_S), datetime.now(timezone.utc))
+            lines = crilog.since(lines, min(since_s, _SINCE_MAX_S), utcnow())
         if since_time:
             cutoff = crilog.time_ns(since_time) or 0
             lines = [line for line in lines if (crilog.time_ns(line.time) or 0) >= cutoff]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 
 VALID_FOR = timedelta(days=3650)
@@ -37,7 +38,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
                  issuer_key: ec.EllipticCurvePrivateKey, names: list[str] | None) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (x509.CertificateBuilder().subject_name(name)
                .issuer_name(issuer.subject if issuer is not None else name)
@@ -103,7 +104,7 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
     server_cert_path = directory / SERVER_CERT
     if server_cert_path.exists() and (directory / SERVER_KEY).exists():
         current = x509.load_pem_x509_certificate(server_cert_path.read_bytes())
-        if set(names) <= _names_of(current) and current.not_valid_after_utc > datetime.now(timezone.utc):
+        if set(names) <= _names_of(current) and current.not_valid_after_utc > utcnow():
             return
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _certificate("kubelite", key, ca_cert, ca_key, names)

@@ -50,6 +50,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kubelite.clock import utcnow
 from kubelite.core.types import ContainerState, SecurityProfile
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
@@ -110,10 +111,6 @@ def _safe_name(name: str) -> str:
 def instance_name(root: Path) -> str:
     """This instance's name in cgroup paths and annotations: derived from its state root."""
     return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -252,7 +249,7 @@ class OCIRuntime:
     name = "runc"
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
-                 clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,
+                 clock: Callable[[], datetime] = utcnow, binaries: dict[str, str] | None = None,
                  network: cni.Network | None = None, registry: RegistryConfig | None = None,
                  default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH)) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock

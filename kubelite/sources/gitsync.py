@@ -36,11 +36,12 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
+from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
@@ -91,10 +92,6 @@ def redact(text: str, url: str | None = None) -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -179,7 +176,7 @@ class GitSync:
 
     def __init__(self, repo_url: str, *, ref: str = "HEAD", path: str = "", root: Path, link: Path,
                  allow_empty: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], datetime] = _utcnow, status: SyncStatus | None = None,
+                 clock: Callable[[], datetime] = utcnow, status: SyncStatus | None = None,
                  fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S) -> None:
         if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
             raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
