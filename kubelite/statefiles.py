@@ -1,5 +1,5 @@
 """Safe state on disk: the one place that writes a file atomically with a given mode without
-following symlinks, makes directories below a trusted one (owner-only for state, a volume's own modes
+following symlinks (`write_atomic`), points a symlink elsewhere in one rename (`replace_symlink`), makes directories below a trusted one (owner-only for state, a volume's own modes
 for a subPath) one component at a time without following a symlink, checks at start that the state
 root and run directory (and the way to them from `/`) can be changed by no one but root, and
 tightens the modes of an installation made by an older kubelite (only the entries kubelite makes).
@@ -52,6 +52,43 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = FILE_MODE, *, 
         raise
     finally:
         os.close(dir_fd)
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make the renames and creations in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_symlink(link: Path | str, target: str, *, temporary: str, group: int | None = None,
+                    fsync: bool = False) -> None:
+    """Point the symlink `link` at `target` in one rename, so readers follow the old target or the new
+    one, never none: the new link is made at the name `temporary` beside it (whatever is there is
+    removed), given the group `group` when asked, then renamed over `link`. With `fsync`, the rename
+    is made durable where the filesystem allows it."""
+    link = Path(link)
+    staged = link.parent / temporary
+    if os.path.lexists(staged):
+        os.unlink(staged)
+    os.symlink(target, staged)
+    try:
+        if group is not None:
+            os.lchown(staged, -1, group)
+        os.replace(staged, link)
+    except BaseException:
+        try:
+            os.unlink(staged)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        try:
+            fsync_dir(link.parent)
+        except OSError:
+            pass   # durability is best effort here: the link is in place
 
 
 def no_follow(path: str, flags: int) -> int:

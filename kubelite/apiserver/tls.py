@@ -27,10 +27,6 @@ _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
 
 
-def _write(path: Path, data: bytes, mode: int) -> None:
-    statefiles.write_atomic(path, data, mode)
-
-
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
@@ -98,8 +94,8 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _certificate("kubelite-ca", ca_key, None, ca_key, None)
-        _write(ca_key_path, _key_pem(ca_key), 0o600)
-        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
+        statefiles.write_atomic(ca_key_path, _key_pem(ca_key), 0o600)
+        statefiles.write_atomic(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
         (directory / SERVER_CERT).unlink(missing_ok=True)
     server_cert_path = directory / SERVER_CERT
     if server_cert_path.exists() and (directory / SERVER_KEY).exists():
@@ -108,8 +104,8 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
             return
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _certificate("kubelite", key, ca_cert, ca_key, names)
-    _write(directory / SERVER_KEY, _key_pem(key), 0o600)
-    _write(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
+    statefiles.write_atomic(directory / SERVER_KEY, _key_pem(key), 0o600)
+    statefiles.write_atomic(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
 def server_context(directory: Path) -> ssl.SSLContext:

@@ -195,12 +195,8 @@ class VolumeHost:
             if fs_group is not None:
                 set_volume_ownership(new_dir, fs_group, read_only=True)
                 set_volume_ownership(target, fs_group, read_only=True, recursive=False)
-            link_tmp = target / "..data_tmp"
-            link_tmp.unlink(missing_ok=True)
-            os.symlink(new_dir.name, link_tmp)
-            if fs_group is not None:
-                os.lchown(link_tmp, -1, fs_group)
-            os.rename(link_tmp, target / DATA_LINK)   # the swap: atomic
+            # the swap: atomic (the kubelet's AtomicWriter names the new link `..data_tmp` too)
+            statefiles.replace_symlink(target / DATA_LINK, new_dir.name, temporary="..data_tmp", group=fs_group)
         except BaseException:
             shutil.rmtree(new_dir, ignore_errors=True)
             raise

@@ -383,16 +383,8 @@ class GitSync:
             raise SyncError(f"{self.link} exists and is not a symlink; kubelite sync owns the manifests path "
                             "as a symlink: move it aside first")
         self.link.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.link.parent / f".{self.link.name}.sync-{os.getpid()}"
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        os.symlink(target, temporary)
-        try:
-            os.replace(temporary, self.link)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        _fsync_dir(self.link.parent)
+        statefiles.replace_symlink(self.link, str(target), temporary=f".{self.link.name}.sync-{os.getpid()}",
+                                   fsync=True)
 
     def _drift(self, tree: Path, sha: str) -> list[str]:
         """Files of the live tree that differ from commit `sha` (changed, added or removed)."""
@@ -517,19 +509,6 @@ def _pod_count(link: Path) -> int:
     if not os.path.exists(link):
         return 0
     return len(resolve(scan(link), {}).pods)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _describe_os_error(exc: BaseException) -> str:
