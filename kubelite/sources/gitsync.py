@@ -44,6 +44,7 @@ from urllib.parse import unquote, urlsplit
 from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
+from kubelite.runtime import layout
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
@@ -152,7 +153,7 @@ def hold_sync_lock(root: Path) -> IO[str]:
     """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
     runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
     statefiles.make_top(root)
-    lock = open(root / "sync.lock", "a+", opener=statefiles.no_follow)
+    lock = open(layout.sync_lock_path(root), "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -164,7 +165,7 @@ def hold_sync_lock(root: Path) -> IO[str]:
 def commit_of(link: Path, root: Path) -> str | None:
     """The commit a manifests path leads into, when it leads into one of kubelite's worktrees."""
     try:
-        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(Path(root) / "git" / "worktrees"))
+        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(layout.git_worktrees_dir(root)))
     except ValueError:
         return None
     name = relative.parts[0] if relative.parts else ""
@@ -185,9 +186,9 @@ class GitSync:
         self.repo_url = repo_url
         self.ref = ref
         self.path = _clean_subdir(path)
-        self.base = Path(os.path.abspath(root)) / "git"
+        self.base = layout.git_dir(Path(os.path.abspath(root)))
         self.bare = self.base / "repo.git"
-        self.worktrees = self.base / "worktrees"
+        self.worktrees = layout.git_worktrees_dir(Path(os.path.abspath(root)))
         self.link = Path(os.path.abspath(link))
         self.allow_empty = allow_empty
         self.interval_s = interval_s
