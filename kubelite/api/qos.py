@@ -9,15 +9,16 @@ init container with the sidecars started before it, whichever is larger).
 Only cpu and memory count, as in Kubernetes: a container that requests only `ephemeral-storage`
 is BestEffort. Zero amounts count as unset.
 
-Inputs are plain mappings of resource name to quantity (`Requirements`), so both the status
-(from pydantic models) and kubectl's printers (from v1 JSON dicts) use the same rule; standard
-library only, imported lazily by the printers.
+Inputs are anything with `requests` and `limits` mappings of resource name to quantity
+(`Resources`: the API's `ResourceRequirements`, or `Requirements` built from v1 JSON dicts), so both
+the status and kubectl's printers use the same rule; standard library only, imported lazily by the
+printers.
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
-from typing import Any, Iterable, Mapping, NamedTuple, Sequence
+from typing import Any, Iterable, Mapping, NamedTuple, Protocol, Sequence
 
 from kubelite.api import quantity
 
@@ -26,15 +27,26 @@ QOS_RESOURCES = ("cpu", "memory")
 BEST_EFFORT, BURSTABLE, GUARANTEED = "BestEffort", "Burstable", "Guaranteed"
 
 
+class Resources(Protocol):
+    """One container's (or the pod's) `resources`: requests and limits, name → quantity (the API's
+    `ResourceRequirements` is one)."""
+
+    @property
+    def requests(self) -> Mapping[str, Any]: ...
+
+    @property
+    def limits(self) -> Mapping[str, Any]: ...
+
+
 class Requirements(NamedTuple):
-    """One container's (or the pod's) `resources`: requests and limits, name → quantity."""
+    """`Resources` from plain mappings (v1 JSON)."""
 
     requests: Mapping[str, Any]
     limits: Mapping[str, Any]
 
 
 class InitContainer(NamedTuple):
-    requirements: Requirements
+    requirements: Resources
     sidecar: bool   # restartPolicy: Always
 
 
@@ -50,13 +62,13 @@ def amount(value: Any) -> Fraction | None:
         return None
 
 
-def container_request(requirements: Requirements, name: str) -> Fraction | None:
+def container_request(requirements: Resources, name: str) -> Fraction | None:
     """A container's request after defaulting: as written, else its limit."""
     found = amount(requirements.requests.get(name))
     return found if found is not None else amount(requirements.limits.get(name))
 
 
-def aggregate_request(name: str, init: Sequence[InitContainer], app: Iterable[Requirements]) -> Fraction | None:
+def aggregate_request(name: str, init: Sequence[InitContainer], app: Iterable[Resources]) -> Fraction | None:
     """The containers' aggregate request of `name` (KEP-753); None when no container sets one."""
     app = list(app)
     if all(container_request(c, name) is None for c in [*(i.requirements for i in init), *app]):
@@ -74,7 +86,7 @@ def aggregate_request(name: str, init: Sequence[InitContainer], app: Iterable[Re
     return max(total, peak)
 
 
-def pod_requests(pod: Requirements, init: Sequence[InitContainer], app: Iterable[Requirements]) -> dict[str, Fraction]:
+def pod_requests(pod: Resources, init: Sequence[InitContainer], app: Iterable[Resources]) -> dict[str, Fraction]:
     """Pod-level requests after defaulting: as written; else the containers' aggregate when one sets
     a request; else the pod-level limit. Only for the resources set at pod level."""
     app = list(app)
@@ -90,7 +102,7 @@ def pod_requests(pod: Requirements, init: Sequence[InitContainer], app: Iterable
     return found
 
 
-def uses_pod_level_resources(pod: Requirements | None) -> bool:
+def uses_pod_level_resources(pod: Resources | None) -> bool:
     """`usesPodLevelResources`: the pod sets cpu or memory in `spec.resources`."""
     return pod is not None and any(name in values for values in (pod.requests, pod.limits) for name in QOS_RESOURCES)
 
@@ -110,30 +122,31 @@ def _pod_level_qos(requests: Mapping[str, Any], limits: Mapping[str, Any]) -> st
     return BURSTABLE
 
 
-def _containers_qos(containers: Iterable[Requirements]) -> str:
-    """`ComputePodQOS` over every container: sums of positive requests and limits, Guaranteed when
-    every container limits cpu and memory and the sums agree."""
-    requests: dict[str, Fraction] = {}
-    limits: dict[str, Fraction] = {}
+def _containers_qos(containers: Iterable[Resources]) -> str:
+    """`ComputePodQOS` over every container: BestEffort without a positive cpu or memory request or
+    limit; Guaranteed when every container limits both and requests what it limits (Kubernetes
+    compares the sums, the same test once a request may not exceed its limit); else Burstable."""
+    any_set = False
     guaranteed = True
     for container in containers:
-        defaulted = {name: container_request(container, name) for name in QOS_RESOURCES}
-        for name, value in _positive(defaulted).items():
-            requests[name] = requests.get(name, Fraction(0)) + value
-        found = _positive(container.limits)
-        for name, value in found.items():
-            limits[name] = limits.get(name, Fraction(0)) + value
-        if len(found) != len(QOS_RESOURCES):
+        if not container.requests and not container.limits:   # the common case, kept cheap
             guaranteed = False
-    if not requests and not limits:
+            continue
+        for name in QOS_RESOURCES:
+            limit = amount(container.limits.get(name))
+            request = amount(container.requests[name]) if name in container.requests else limit
+            limited = limit is not None and limit > 0
+            any_set = any_set or limited or (request is not None and request > 0)
+            guaranteed = guaranteed and limited and request == limit
+        if any_set and not guaranteed:
+            return BURSTABLE   # nothing later changes it
+    if not any_set:
         return BEST_EFFORT
-    if guaranteed and requests == limits:
-        return GUARANTEED
-    return BURSTABLE
+    return GUARANTEED if guaranteed else BURSTABLE
 
 
-def qos_class(app: Sequence[Requirements], init: Sequence[InitContainer] = (),
-              pod: Requirements | None = None) -> str:
+def qos_class(app: Sequence[Resources], init: Sequence[InitContainer] = (),
+              pod: Resources | None = None) -> str:
     """Guaranteed, Burstable or BestEffort, from the app and init containers' resources and the
     pod's own `spec.resources` as written (None: none); from the pod level when that sets cpu or
     memory."""

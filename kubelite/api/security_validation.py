@@ -155,15 +155,9 @@ def _amount(values: dict, name: str) -> Fraction | None:
     return qos.amount(values.get(name))
 
 
-def requirements(resources: ResourceRequirements | None) -> qos.Requirements:
-    """A model's `resources` as the plain requests and limits the QoS rule reads."""
-    resources = resources or ResourceRequirements()
-    return qos.Requirements(resources.requests, resources.limits)
-
-
-def _containers(pod: Pod) -> tuple[list[qos.InitContainer], list[qos.Requirements]]:
-    init = [qos.InitContainer(requirements(c.resources), c.is_sidecar) for c in pod.spec.init_containers]
-    return init, [requirements(c.resources) for c in pod.spec.containers]
+def _containers(pod: Pod) -> tuple[list[qos.InitContainer], list[ResourceRequirements]]:
+    init = [qos.InitContainer(c.resources, c.is_sidecar) for c in pod.spec.init_containers]
+    return init, [c.resources for c in pod.spec.containers]
 
 
 def aggregate_requests(pod: Pod, name: str) -> Fraction | None:
@@ -174,14 +168,16 @@ def aggregate_requests(pod: Pod, name: str) -> Fraction | None:
 
 def pod_requests(pod: Pod) -> dict[str, Fraction]:
     """Pod-level requests after defaulting (`qos.pod_requests`)."""
-    return qos.pod_requests(requirements(pod.spec.resources), *_containers(pod))
+    return qos.pod_requests(pod.spec.resources or ResourceRequirements(), *_containers(pod))
 
 
 def qos_class(pod: Pod) -> str:
     """The pod's QoS class by the one rule (`qos.qos_class`)."""
-    init, app = _containers(pod)
     resources = pod.spec.resources
-    return qos.qos_class(app, init, requirements(resources) if resources is not None else None)
+    if qos.uses_pod_level_resources(resources):
+        init, app = _containers(pod)
+        return qos.qos_class(app, init, resources)
+    return qos.qos_class([c.resources for c in pod.spec.all_containers()])
 
 
 def validate_pod_resources(pod: Pod) -> list[FieldIssue]:
