@@ -7,6 +7,8 @@ The same table is asserted three ways: the rule itself, the stored `status.qosCl
 from __future__ import annotations
 
 import copy
+import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -17,6 +19,7 @@ from kubelite.cli.printers import describe_pod
 from kubelite.core.status import pod_status, qos_class
 from kubelite.core.types import PodRecord
 from tests.helpers import T0, observed, pod_doc
+from tests.simulated import simulated_node
 
 GI = {"cpu": "1", "memory": "1Gi"}
 
@@ -100,3 +103,23 @@ def test_a_stored_class_is_printed_as_stored():
                                              ("bad", None), (None, None), (True, None)])
 def test_an_amount_is_the_one_quantity_parser(value, expected):
     assert qos.amount(value) == expected
+
+
+def test_a_stored_class_of_an_older_kubelite_is_corrected_on_the_next_pass(tmp_path):
+    with simulated_node(tmp_path) as node:
+        doc = pod_doc("scratch")
+        doc["spec"]["containers"][0]["resources"] = {"requests": {"ephemeral-storage": "1Gi"}}
+        node.write("scratch.yaml", doc)
+        node.settle()
+        assert node.pod("scratch")["status"]["qosClass"] == "BestEffort"
+        node.store.close()
+        with sqlite3.connect(node.root / "kubelite.db") as db:   # what the earlier rule stored
+            (text,) = db.execute("SELECT object FROM pods WHERE name = 'scratch'").fetchone()
+            stored = json.loads(text)
+            stored["status"]["qosClass"] = "Burstable"
+            db.execute("UPDATE pods SET object = ? WHERE name = 'scratch'", (json.dumps(stored),))
+        db.close()   # the context manager only commits
+        node.restart_agent()
+        assert node.pod("scratch")["status"]["qosClass"] == "Burstable"
+        node.settle()
+        assert node.pod("scratch")["status"]["qosClass"] == "BestEffort"
