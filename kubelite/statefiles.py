@@ -1,10 +1,12 @@
 """Safe state on disk: the one place that writes a file atomically with a given mode without
-following symlinks, makes directories below a trusted one (owner-only for state, a volume's own modes
-for a subPath) one component at a time without following a symlink, checks at start that the state
-root and run directory (and the way to them from `/`) can be changed by no one but root, and
-tightens the modes of an installation made by an older kubelite (only the entries kubelite makes).
+following symlinks (`write_atomic`), points a symlink elsewhere in one rename (`replace_symlink`),
+makes directories below a trusted one (owner-only for state, a volume's own modes for a subPath)
+one component at a time without following a symlink, checks at start that the state root and run
+directory (and the way to them from `/`) can be changed by no one but root, and tightens the modes
+of an installation made by an older kubelite (only the entries kubelite makes).
 
-Standard library only, so every layer may use it (like `kubelite.errors`).
+Standard library only (and `runtime.layout`, the pure home of the names it tightens), so every layer
+may use it (like `kubelite.errors`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import stat
 from pathlib import Path
 
 from kubelite.errors import UsageError
+from kubelite.runtime import layout
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -52,6 +55,43 @@ def write_atomic(path: Path | str, data: bytes | str, mode: int = FILE_MODE, *, 
         raise
     finally:
         os.close(dir_fd)
+
+
+def fsync_dir(path: Path | str) -> None:
+    """Make the renames and creations in directory `path` durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_symlink(link: Path | str, target: str, *, temporary: str, group: int | None = None,
+                    fsync: bool = False) -> None:
+    """Point the symlink `link` at `target` in one rename, so readers follow the old target or the new
+    one, never none: the new link is made at the name `temporary` beside it (whatever is there is
+    removed), given the group `group` when asked, then renamed over `link`. With `fsync`, the rename
+    is made durable where the filesystem allows it."""
+    link = Path(link)
+    staged = link.parent / temporary
+    if os.path.lexists(staged):
+        os.unlink(staged)
+    os.symlink(target, staged)
+    try:
+        if group is not None:
+            os.lchown(staged, -1, group)
+        os.replace(staged, link)
+    except BaseException:
+        try:
+            os.unlink(staged)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        try:
+            fsync_dir(link.parent)
+        except OSError:
+            pass   # durability is best effort here: the link is in place
 
 
 def no_follow(path: str, flags: int) -> int:
@@ -307,11 +347,10 @@ def _tighten_children(directory: Path, depth: int, changed: list[str], *, names:
             changed.append(entry.path)
 
 
-#: What kubelite makes directly in the state root and in the run directory (docs/architecture.md and
-#: docs/runtime.md list them): the only entries there whose modes it ever changes.
-ROOT_NAMES = frozenset({"kubelite.db", "kubelite.db-wal", "kubelite.db-shm", "kubelite.db-journal", "kubelite.lock",
-                        "sync.lock", "api", "logs", "images", "pods", "git", "cni"})
-RUN_NAMES = frozenset({"runc", "exits", "sockets", "sandboxes", "containers", "netns", "cni"})
+#: What kubelite makes directly in the state root and in the run directory (`runtime.layout` names
+#: them): the only entries there whose modes it ever changes.
+ROOT_NAMES = layout.ROOT_NAMES
+RUN_NAMES = layout.RUN_NAMES
 
 
 def tighten_layout(root: Path, run_dir: Path) -> list[str]:
@@ -331,12 +370,12 @@ def tighten_layout(root: Path, run_dir: Path) -> list[str]:
         if own and tighten(top, DIR_MODE):
             changed.append(str(top))
     _tighten_children(root, 1, changed, names=ROOT_NAMES)
-    for name in ("api", "logs", "git"):
+    for name in (layout.API_DIR, layout.LOGS_DIR, layout.GIT_DIR):
         changed += tighten_tree(root / name)
-    _tighten_children(root / "pods", 1, changed)
-    _tighten_children(root / "images", 2, changed)
-    _tighten_children(run_dir, 2, changed, names=RUN_NAMES, skip=frozenset({"runc"}))
-    _tighten_children(run_dir / "cni", 3, changed)
+    _tighten_children(layout.pods_dir(root), 1, changed)
+    _tighten_children(layout.images_dir(root), 2, changed)
+    _tighten_children(run_dir, 2, changed, names=RUN_NAMES, skip=frozenset({layout.RUNC_DIR}))
+    _tighten_children(run_dir / layout.CNI_RUN_DIR, 3, changed)
     return sorted(set(changed))
 
 

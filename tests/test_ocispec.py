@@ -81,25 +81,6 @@ def test_an_empty_string_entrypoint_counts_as_no_entrypoint():
     assert ocispec.resolve_command(container(), Image(entrypoint=("",), cmd=("sh",))) == ["sh"]
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("$(VAR)", "x"),
-    ("pre-$(VAR)-post", "pre-x-post"),
-    ("$(VAR)$(VAR)", "xx"),
-    ("$$(VAR)", "$(VAR)"),          # escaped reference
-    ("$$$(VAR)", "$x"),             # escaped $ then a reference
-    ("$$", "$"),
-    ("$(UNKNOWN)", "$(UNKNOWN)"),   # unknown stays as written
-    ("$(VAR", "$(VAR"),             # unterminated
-    ("$VAR", "$VAR"),               # shell syntax is not expanded
-    ("a$", "a$"),                   # trailing operator
-    ("$()", "$()"),
-    ("$(EMPTY)", ""),
-    ("no refs", "no refs"),
-])
-def test_dollar_paren_expansion_follows_the_kubernetes_expansion_package(text, expected):
-    assert ocispec.expand(text, {"VAR": "x", "EMPTY": ""}) == expected
-
-
 def test_command_and_args_expand_from_the_container_env_not_the_image_env():
     c = container(command=["echo", "$(GREETING)"], args=["$(NAME)", "$$(GREETING)", "$(FROM_IMAGE)"],
                   env=[{"name": "GREETING", "value": "hello"}, {"name": "NAME", "value": "$(GREETING) world"}])

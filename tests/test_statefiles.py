@@ -34,6 +34,18 @@ def test_write_atomic_gives_the_mode_and_replaces_a_planted_symlink(tmp_path: Pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hosts", "token", "victim"]   # no temporary left
 
 
+def test_replace_symlink_points_the_link_elsewhere_in_one_rename(tmp_path: Path):
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    link = tmp_path / "current"
+    statefiles.replace_symlink(link, "old", temporary=".current.tmp", fsync=True)
+    assert os.readlink(link) == "old"
+    (tmp_path / ".current.tmp").write_text("left over by a crash")
+    statefiles.replace_symlink(link, "new", temporary=".current.tmp", group=os.getgid())
+    assert os.readlink(link) == "new" and os.lstat(link).st_gid == os.getgid()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["current", "new", "old"]
+
+
 def test_make_dirs_gives_every_created_directory_the_mode_and_refuses_a_symlink_below_base(tmp_path: Path):
     statefiles.make_dirs(tmp_path / "root" / "pods" / "uid" / "volumes", base=tmp_path / "root")
     for path in ("root", "root/pods", "root/pods/uid", "root/pods/uid/volumes"):

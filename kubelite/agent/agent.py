@@ -26,7 +26,7 @@ import logging
 import queue
 import shutil
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
@@ -39,6 +39,7 @@ from kubelite.api import claims as claim_objects
 from kubelite.api import names
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, ImageVolumeSource, Pod
+from kubelite.clock import utcnow
 from kubelite.core import backoff as backoffs
 from kubelite.core import hooks as hook_rules
 from kubelite.core import podconfig
@@ -51,6 +52,7 @@ from kubelite.core.types import (
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
 from kubelite.prober import Prober
+from kubelite.runtime import layout
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
 )
@@ -73,10 +75,6 @@ PULL_WAIT = timedelta(hours=1)
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -619,7 +617,7 @@ class Agent:
 
     def log_directory(self, entry: PodEntry) -> Path:
         meta = entry.pod.metadata
-        return self.config.root / "logs" / f"{meta.namespace}_{meta.name}_{entry.uid}"
+        return layout.pod_log_dir(self.config.root, meta.namespace, meta.name or "", entry.uid)
 
     def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime) -> None:
         container = _container(entry.pod, name)
@@ -635,7 +633,9 @@ class Agent:
         config = ContainerConfig(uid=entry.uid, pod_name=entry.pod.metadata.name or "",
                                  namespace=entry.pod.metadata.namespace, container=container, attempt=attempt,
                                  spec_hash=entry.desired.container_hashes[name],
-                                 log_path=str(self.log_directory(entry) / name / f"{attempt}.log"),
+                                 log_path=str(layout.container_log_path(self.config.root, entry.pod.metadata.namespace,
+                                                                       entry.pod.metadata.name or "", entry.uid, name,
+                                                                       attempt)),
                                  annotations=dict(entry.pod.metadata.annotations),
                                  pod_security=entry.pod.spec.security_context,
                                  init=any(c.name == name and not c.is_sidecar for c in entry.pod.spec.init_containers),

@@ -35,6 +35,7 @@ from typing import Any, Callable
 import kubelite.statefiles as statefiles
 from kubelite.api import claims, configobjects
 from kubelite.core.status import rfc3339
+from kubelite.runtime import layout
 from kubelite.store.store import Store, dumps
 
 log = logging.getLogger("kubelite.agent")
@@ -82,7 +83,7 @@ class Claims:
 
     @property
     def base(self) -> Path:
-        return self.root / "volumes"
+        return layout.claim_volumes_dir(self.root)
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.volumes = {row["name"]: Volume(**{k: row[k] for k in (

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import IO, Any, Callable
 
 from kubelite import __version__, statefiles
-from kubelite.agent.agent import Agent, AgentConfig, utcnow
+from kubelite.agent.agent import Agent, AgentConfig
+from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
-from kubelite.runtime import linux
+from kubelite.runtime import layout, linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher
@@ -81,7 +82,7 @@ def configure_logging(debug: bool) -> None:
 
 def lock_root(root: Path) -> IO[str]:
     """Hold `<root>/kubelite.lock` for the life of the process: one daemon per state root."""
-    handle, holder = linux.try_lock(root / "kubelite.lock", str(os.getpid()))
+    handle, holder = linux.try_lock(layout.lock_path(root), str(os.getpid()))
     if handle is None:
         raise UsageError(f"another kubelite (pid {holder}) is already serving {root}")
     return handle

@@ -18,6 +18,7 @@ import threading
 from dataclasses import replace
 from typing import Any, Mapping
 
+from kubelite.api import expansion
 from kubelite.api.models import Container, Pod
 from kubelite.core import probes as rules
 from kubelite.core.types import ObservedPod, ProbeOutcome, ProbeResult, ProbeTarget
@@ -135,7 +136,7 @@ class ProbeManager:
             for t in rules.targets(container, c, self._states_of(c.id), pod_ip=pod_ip):
                 if t.action == "exec":  # $(VAR) from the container's own env, as the kubelet expands them
                     env = ocispec.expanded_env(container)
-                    t = replace(t, command=tuple(ocispec.expand(arg, env) for arg in t.command))
+                    t = replace(t, command=tuple(expansion.expand(arg, env) for arg in t.command))
                 targets.append(t)
         sandbox = observed.sandbox
         previous = self.sent.get(uid)

@@ -14,6 +14,7 @@ the parser takes any 32-bit exponent).
 
 from __future__ import annotations
 
+import functools
 import re
 from fractions import Fraction
 
@@ -35,7 +36,15 @@ def parse(value: int | float | str) -> Fraction:
         if isinstance(value, float) and (value != value or abs(value) == float("inf")):
             raise ValueError("not a finite quantity")
         return Fraction(value)
-    match = _QUANTITY.fullmatch(value) if isinstance(value, str) and len(value) <= MAX_LENGTH else None
+    if not isinstance(value, str) or len(value) > MAX_LENGTH:
+        raise ValueError("not a quantity")
+    return _parse_text(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_text(value: str) -> Fraction:
+    """A quantity's text parsed (cached: a node sees the same few amounts on every pass)."""
+    match = _QUANTITY.fullmatch(value)
     if match is None:
         raise ValueError("not a quantity")
     number, suffix = Fraction(match.group(1)), match.group(2) or ""

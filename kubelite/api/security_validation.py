@@ -21,15 +21,15 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from kubelite.api import quantity
-from kubelite.api.models import AppArmorProfile, Container, Pod, ResourceRequirements, SeccompProfile
+from kubelite.api import qos, quantity
+from kubelite.api.models import AppArmorProfile, Pod, ResourceRequirements, SeccompProfile
 from kubelite.api.validation import FieldIssue
 
 PROFILE_TYPES = ("Localhost", "RuntimeDefault", "Unconfined")
 SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"
 SECCOMP_CONTAINER_ANNOTATION = "container.seccomp.security.alpha.kubernetes.io/"
 APPARMOR_CONTAINER_ANNOTATION = "container.apparmor.security.beta.kubernetes.io/"
-POD_LEVEL_RESOURCES = ("cpu", "memory")
+POD_LEVEL_RESOURCES = qos.QOS_RESOURCES
 SYSCTL_MAX_LENGTH = 253
 _SYSCTL_SEGMENT = r"[a-z0-9]([-_a-z0-9]*[a-z0-9])?"
 SYSCTL_NAME = re.compile(rf"({_SYSCTL_SEGMENT}[\./])*{_SYSCTL_SEGMENT}")
@@ -152,55 +152,32 @@ def normalize_sysctl(name: str) -> str:
 
 
 def _amount(values: dict, name: str) -> Fraction | None:
-    raw = values.get(name)
-    if raw is None:
-        return None
-    try:
-        return quantity.parse(raw)
-    except (ValueError, OverflowError):
-        return None
+    return qos.amount(values.get(name))
 
 
-def _request(c: Container, name: str) -> Fraction | None:
-    """A container's request, defaulted to its limit (the API server's defaulting)."""
-    found = _amount(c.resources.requests, name)
-    return found if found is not None else _amount(c.resources.limits, name)
+def _containers(pod: Pod) -> tuple[list[qos.InitContainer], list[ResourceRequirements]]:
+    init = [qos.InitContainer(c.resources, c.is_sidecar) for c in pod.spec.init_containers]
+    return init, [c.resources for c in pod.spec.containers]
 
 
 def aggregate_requests(pod: Pod, name: str) -> Fraction | None:
-    """The containers' aggregate request (KEP-753): app containers and sidecars together, or an
-    init container with the sidecars started before it, whichever is larger. None: no container
+    """The containers' aggregate request (KEP-753, `qos.aggregate_request`). None: no container
     sets one."""
-    spec = pod.spec
-    if not any(_request(c, name) is not None for c in spec.all_containers()):
-        return None
-    sidecars = Fraction(0)
-    peak = Fraction(0)
-    for c in spec.init_containers:
-        amount = _request(c, name) or Fraction(0)
-        if c.is_sidecar:
-            sidecars += amount
-            peak = max(peak, sidecars)
-        else:
-            peak = max(peak, sidecars + amount)
-    total = sidecars + sum((_request(c, name) or Fraction(0) for c in spec.containers), Fraction(0))
-    return max(total, peak)
+    return qos.aggregate_request(name, *_containers(pod))
 
 
 def pod_requests(pod: Pod) -> dict[str, Fraction]:
-    """Pod-level requests after defaulting: as written; else the containers' aggregate when one sets
-    a request; else the pod-level limit."""
-    resources = pod.spec.resources or ResourceRequirements()
-    found: dict[str, Fraction] = {}
-    for name in POD_LEVEL_RESOURCES:
-        amount = _amount(resources.requests, name)
-        if amount is None and name in resources.limits:
-            amount = aggregate_requests(pod, name)
-            if amount is None:
-                amount = _amount(resources.limits, name)
-        if amount is not None:
-            found[name] = amount
-    return found
+    """Pod-level requests after defaulting (`qos.pod_requests`)."""
+    return qos.pod_requests(pod.spec.resources or ResourceRequirements(), *_containers(pod))
+
+
+def qos_class(pod: Pod) -> str:
+    """The pod's QoS class by the one rule (`qos.qos_class`)."""
+    resources = pod.spec.resources
+    if qos.uses_pod_level_resources(resources):
+        init, app = _containers(pod)
+        return qos.qos_class(app, init, resources)
+    return qos.qos_class([c.resources for c in pod.spec.all_containers()])
 
 
 def validate_pod_resources(pod: Pod) -> list[FieldIssue]:

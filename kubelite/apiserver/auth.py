@@ -12,14 +12,15 @@ import secrets
 from pathlib import Path
 
 import kubelite.statefiles as statefiles
+from kubelite.runtime import layout
 
-API_DIR = "api"
+API_DIR = layout.API_DIR
 TOKEN_FILE = "token"
 SERVER_FILE = "server"
 
 
 def api_dir(root: Path) -> Path:
-    return root / API_DIR
+    return layout.api_dir(root)
 
 
 def ensure_token(root: Path) -> str:

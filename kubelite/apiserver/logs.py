@@ -9,12 +9,13 @@ status from the store; writes nothing.
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+from kubelite.clock import utcnow
 import kubelite.runtime.crilog as crilog
 from kubelite.apiserver import params
+from kubelite.runtime import layout
 
 FOLLOW_POLL_S = 0.2
 #: While following, the pod's status is read at most this often (to notice the attempt's end).
@@ -46,7 +47,7 @@ def container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:
     meta = pod["metadata"]
-    return root / "logs" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container / f"{attempt}.log"
+    return layout.container_log_path(root, meta["namespace"], meta["name"], meta["uid"], container, attempt)
 
 
 def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_pod: Callable[[], dict | None],
@@ -101,7 +102,7 @@ def _lines(path: Path, status: dict[str, Any], query: dict[str, str], *, follow:
     with open(path, encoding="utf-8", errors="replace") as handle:
         lines = crilog.read_lines(handle.read())
         if since_s is not None:
-            lines = crilog.since(lines, min(since_s, _SINCE_MAX_S), datetime.now(timezone.utc))
+            lines = crilog.since(lines, min(since_s, _SINCE_MAX_S), utcnow())
         if since_time:
             cutoff = crilog.time_ns(since_time) or 0
             lines = [line for line in lines if (crilog.time_ns(line.time) or 0) >= cutoff]

@@ -17,11 +17,11 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
 from kubelite.apiserver import feed, logs, metrics, objects, params, protobuf, selectors
+from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
 
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ WATCH_TIMEOUT_S = 1800
 NOT_READY = "not ready"
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 END = object()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class ApiError(Exception):
@@ -210,7 +206,7 @@ class Call:
                                              else resource, name))
         if self._wants_table():
             columns, rows = objects.TABLES[resource]
-            return _json(200, objects.table(columns, rows(found, _now()), rv))
+            return _json(200, objects.table(columns, rows(found, utcnow()), rv))
         return _json(200, found[0])
 
     def _list(self, resource: str, namespace: str | None, query: dict[str, str]) -> "Reply | Stream":
@@ -229,7 +225,7 @@ class Call:
             items = items[:limit]
         if self._wants_table():
             columns, rows = objects.TABLES[resource]
-            body = objects.table(columns, rows(items, _now()), rv)
+            body = objects.table(columns, rows(items, utcnow()), rv)
         else:
             kind = {"pods": "Pod", "events": "Event", "configmaps": "ConfigMap", "secrets": "Secret",
                     "persistentvolumeclaims": "PersistentVolumeClaim", "persistentvolumes": "PersistentVolume",
@@ -300,7 +296,7 @@ class Call:
                 obj = event.object
                 if table:
                     columns, rows = objects.TABLES["pods"]
-                    obj = objects.table(columns, rows([obj], _now()), event.resource_version)
+                    obj = objects.table(columns, rows([obj], utcnow()), event.resource_version)
                 yield json.dumps({"type": kind, "object": obj}) + "\n"
                 if _monotonic() > deadline:
                     break

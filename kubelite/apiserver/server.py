@@ -24,13 +24,10 @@ from kubelite.apiserver import node as nodes
 from kubelite.apiserver.connections import loop_error
 from kubelite.apiserver.limits import Limits
 from kubelite.apiserver.serving import LISTEN_BACKLOG, Serving
+from kubelite.clock import utcnow
 from kubelite.store.reader import Reader, one_per_name
 
 log = logging.getLogger("kubelite.api")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _rfc3339(moment: datetime) -> str:
@@ -65,7 +62,7 @@ class ApiServer:
         created = datetime.fromtimestamp((auth.api_dir(root) / auth.TOKEN_FILE).stat().st_mtime, timezone.utc)
         self.facts = nodes.host_facts(name=node_name, created=_rfc3339(created), root=str(root), runtime=runtime,
                                       node_ip=node_ip)
-        self.started = _rfc3339(_now())
+        self.started = _rfc3339(utcnow())
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         # OSError: cannot listen
         self.socket = socket.create_server((host, port), family=family, backlog=LISTEN_BACKLOG)
@@ -146,7 +143,7 @@ class ApiServer:
     def node(self) -> dict[str, Any]:
         health = self.health()
         return nodes.node(self.facts, ready=health.ready, ready_message=health.message,
-                            heartbeat=_rfc3339(_now()), since=self.started)
+                            heartbeat=_rfc3339(utcnow()), since=self.started)
 
     def items(self, resource: str, namespace: str | None, name: str | None = None) -> tuple[list[dict], int]:
         """The objects of a resource and the resourceVersion they were read at."""

@@ -11,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import ssl
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from pathlib import Path
 
 from cryptography import x509
@@ -19,15 +19,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 
 VALID_FOR = timedelta(days=3650)
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
 CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
-
-
-def _write(path: Path, data: bytes, mode: int) -> None:
-    statefiles.write_atomic(path, data, mode)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -37,7 +34,7 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
 
 def _certificate(subject: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Certificate | None,
                  issuer_key: ec.EllipticCurvePrivateKey, names: list[str] | None) -> x509.Certificate:
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
     builder = (x509.CertificateBuilder().subject_name(name)
                .issuer_name(issuer.subject if issuer is not None else name)
@@ -97,18 +94,18 @@ def ensure_certificates(directory: Path, names: list[str]) -> None:
     else:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _certificate("kubelite-ca", ca_key, None, ca_key, None)
-        _write(ca_key_path, _key_pem(ca_key), 0o600)
-        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
+        statefiles.write_atomic(ca_key_path, _key_pem(ca_key), 0o600)
+        statefiles.write_atomic(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM), 0o600)
         (directory / SERVER_CERT).unlink(missing_ok=True)
     server_cert_path = directory / SERVER_CERT
     if server_cert_path.exists() and (directory / SERVER_KEY).exists():
         current = x509.load_pem_x509_certificate(server_cert_path.read_bytes())
-        if set(names) <= _names_of(current) and current.not_valid_after_utc > datetime.now(timezone.utc):
+        if set(names) <= _names_of(current) and current.not_valid_after_utc > utcnow():
             return
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _certificate("kubelite", key, ca_cert, ca_key, names)
-    _write(directory / SERVER_KEY, _key_pem(key), 0o600)
-    _write(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
+    statefiles.write_atomic(directory / SERVER_KEY, _key_pem(key), 0o600)
+    statefiles.write_atomic(server_cert_path, cert.public_bytes(serialization.Encoding.PEM), 0o600)
 
 
 def server_context(directory: Path) -> ssl.SSLContext:

@@ -18,6 +18,7 @@ from typing import Any
 
 from kubelite.cli import config
 from kubelite.errors import UsageError
+from kubelite.runtime import layout
 from kubelite.store.reader import Reader
 
 FOLLOW_POLL_S = 0.2
@@ -55,7 +56,7 @@ def _container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 def _log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:
     meta = pod["metadata"]
-    return root / "logs" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container / f"{attempt}.log"
+    return layout.container_log_path(root, meta["namespace"], meta["name"], meta["uid"], container, attempt)
 
 
 def logs(args: argparse.Namespace) -> int:
@@ -129,7 +130,7 @@ def _runc_target(args: argparse.Namespace) -> tuple[list[str], str]:
     runc = shutil.which("runc", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
     if runc is None:
         raise UsageError("runc is not installed")
-    return [runc, "--root", str(config.run_dir(args.run_dir) / "runc")], container_id
+    return [runc, "--root", str(layout.runc_root(config.run_dir(args.run_dir)))], container_id
 
 
 def exec_(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ import argparse
 import sys
 
 from kubelite.cli import config
+from kubelite.runtime import layout
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"cannot read {auth.api_dir(root) / auth.TOKEN_FILE}: only the user that runs kubelite "
                          "may (try: sudo kubelite kubeconfig > ~/.kube/config)") from None
     if token is None:
-        if (root / "kubelite.db").exists() and not (root / auth.API_DIR).exists():
+        if layout.db_path(root).exists() and not auth.api_dir(root).exists():
             raise UsageError(f"no API token under {root}: start `kubelite serve` (without --no-api) once")
         raise UsageError(f"no API token under {root}: start `kubelite serve` once (as the user that will read "
                          "the token), or pass --root")

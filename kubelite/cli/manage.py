@@ -109,7 +109,7 @@ def apply(source: Path, directory: Path) -> int:
         for name in _names(result):
             print(f"{name} unchanged")
         return 0
-    write_atomically(target, data, _mode_for(source, result))
+    statefiles.write_atomic(target, data, _mode_for(source, result), fsync=True)
     for name in _names(result):
         print(f"{name} {'configured' if existed else 'created'}")
     return 0
@@ -133,10 +133,6 @@ def _mode_for(source: Path, result: sources.FileResult) -> int:
     return mode | 0o600   # the owner (root, who runs the pods) keeps reading and writing it
 
 
-def write_atomically(target: Path, data: bytes, mode: int = 0o644) -> None:
-    """Write `data` to `target` with `mode` so that readers see the old file or the new one, never half
-    of one; a symlink at `target` is replaced, never followed."""
-    statefiles.write_atomic(target, data, mode, fsync=True)
 
 
 def _pods_by_file(directory: Path) -> dict[str, list[sources.DesiredPod]]:

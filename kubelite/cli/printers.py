@@ -16,7 +16,8 @@ pkg/describe/describe.go), ComputePodQOS (k8s.io/kubectl pkg/util/qos) and
 HumanDuration (k8s.io/apimachinery pkg/util/duration).
 
 Import cost matters (the CLI's `get pods` must start fast): standard library only, and only
-datetime and typing.
+datetime and typing; `describe` loads quantities and the QoS rule (`kubelite.api.quantity`,
+`kubelite.api.qos`, standard library only) when it needs them.
 """
 
 from __future__ import annotations
@@ -457,42 +458,12 @@ def format_event_table(events: list[dict], now: datetime, *, all_namespaces: boo
 
 # ---------------------------------------------------------------------------- quantities
 
-_BINARY_SUFFIXES = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
-_DECIMAL_SUFFIXES = {"n": -9, "u": -6, "m": -3, "": 0, "k": 3, "M": 6, "G": 9, "T": 12, "P": 15, "E": 18}
-
-
 def _quantity(value: Any) -> tuple[int, int] | None:
     """A resource quantity as an exact (numerator, denominator) pair; None if invalid."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value, 1
-    if isinstance(value, float):
-        return value.as_integer_ratio()
-    if not isinstance(value, str):
-        return None
-    text = value.strip()
-    end = 1 if text[:1] in ("+", "-") else 0
-    while end < len(text) and (text[end] in "0123456789."):
-        end += 1
-    number, suffix = text[:end], text[end:]
-    digits = number.lstrip("+-")
-    whole, _, fraction = digits.partition(".")
-    if not (whole or fraction) or not (whole + fraction).isdigit() or not (whole + fraction).isascii():
-        return None
-    numerator = int(whole + fraction) * (-1 if number.startswith("-") else 1)
-    denominator = 10 ** len(fraction)
-    if suffix in _BINARY_SUFFIXES:
-        return numerator * 2 ** _BINARY_SUFFIXES[suffix], denominator
-    if suffix in _DECIMAL_SUFFIXES:
-        exponent = _DECIMAL_SUFFIXES[suffix]
-    elif suffix[:1] in ("e", "E") and suffix[1:].lstrip("+-").isdigit() and suffix[1:].isascii():
-        exponent = int(suffix[1:])
-    else:
-        return None
-    if exponent >= 0:
-        return numerator * 10**exponent, denominator
-    return numerator, denominator * 10**-exponent
+    from kubelite.api import qos   # lazily: `get pods` needs no quantities
+
+    amount = qos.amount(value)
+    return None if amount is None else (amount.numerator, amount.denominator)
 
 
 def _ceil_div(numerator: int, denominator: int) -> int:
@@ -501,44 +472,24 @@ def _ceil_div(numerator: int, denominator: int) -> int:
 
 # ----------------------------------------------------------------------------------- QoS
 
-_QOS_RESOURCES = ("cpu", "memory")
+def _requirements(resources: Any) -> Any:
+    from kubelite.api import qos
 
-
-def _requirements_qos(resources: Mapping[str, Any]) -> str:
-    """qos.requirementsQOS, with the API server's default of requests to limits."""
-    limits, requests = _dict(resources.get("limits")), _dict(resources.get("requests"))
-    if not limits and not requests:
-        return "BestEffort"
-    classes = set()
-    for name in _QOS_RESOURCES:
-        limit = _quantity(limits.get(name)) if name in limits else None
-        request = _quantity(requests.get(name)) if name in requests else limit
-        request, limit = request or (0, 1), limit or (0, 1)
-        if request[0] * limit[1] != limit[0] * request[1]:
-            return "Burstable"
-        classes.add("BestEffort" if request[0] == 0 else "Guaranteed")
-    return classes.pop() if len(classes) == 1 else "Burstable"
+    resources = _dict(resources)
+    return qos.Requirements(_dict(resources.get("requests")), _dict(resources.get("limits")))
 
 
 def _pod_qos(pod: Mapping[str, Any]) -> str:
-    """qos.GetPodQOS: status.qosClass when set, else computed from the containers."""
+    """qos.GetPodQOS: status.qosClass when set, else computed by kubelite's one QoS rule."""
+    from kubelite.api import qos
+
     spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
     if _str(status.get("qosClass")):
         return _str(status.get("qosClass"))
-    pod_resources = _dict(spec.get("resources"))
-    pod_level = (_dict(pod_resources.get("limits")), _dict(pod_resources.get("requests")))
-    if any(name in values for values in pod_level for name in _QOS_RESOURCES):
-        return _requirements_qos(pod_resources)
-    pod_class = ""
-    for container in [*_list(spec.get("initContainers")), *_list(spec.get("containers"))]:
-        container_class = _requirements_qos(_dict(_dict(container).get("resources")))
-        if container_class == "Burstable":
-            return container_class
-        if not pod_class:
-            pod_class = container_class
-        elif pod_class != container_class:
-            return "Burstable"
-    return pod_class or "BestEffort"
+    init = [qos.InitContainer(_requirements(_dict(c).get("resources")), _dict(c).get("restartPolicy") == "Always")
+            for c in _list(spec.get("initContainers"))]
+    app = [_requirements(_dict(c).get("resources")) for c in _list(spec.get("containers"))]
+    return qos.qos_class(app, init, _requirements(spec["resources"]) if _present(spec.get("resources")) else None)
 
 
 # --------------------------------------------------------------------------- describe pod

@@ -12,17 +12,13 @@ import argparse
 import json
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any
 
 from kubelite.cli import config, printers
+from kubelite.clock import utcnow
 from kubelite.store.reader import Reader, daemon_serving, one_per_name
 
 WATCH_POLL_S = 0.25
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _namespace(args: argparse.Namespace) -> str | None:
@@ -109,12 +105,12 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
         _no_resources(namespace)
         return 0
     if kind == "PersistentVolumeClaim":
-        text = storageprinters.format_claims(objects, _now(), all_namespaces=namespace is None,
+        text = storageprinters.format_claims(objects, utcnow(), all_namespaces=namespace is None,
                                              no_headers=args.no_headers)
     elif kind == "PersistentVolume":
-        text = storageprinters.format_volumes(objects, _now(), no_headers=args.no_headers)
+        text = storageprinters.format_volumes(objects, utcnow(), no_headers=args.no_headers)
     else:
-        text = storageprinters.format_classes(objects, _now(), no_headers=args.no_headers)
+        text = storageprinters.format_classes(objects, utcnow(), no_headers=args.no_headers)
     sys.stdout.write(text)
     return 0
 
@@ -130,7 +126,7 @@ def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
                if any((v.get("persistentVolumeClaim") or {}).get("claimName") == args.name
                       for v in p.get("spec", {}).get("volumes", []))]
     events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
-    sys.stdout.write(storageprinters.describe_claim(objects[0], used_by, events, _now()))
+    sys.stdout.write(storageprinters.describe_claim(objects[0], used_by, events, utcnow()))
     return 0
 
 
@@ -153,7 +149,7 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     if not objects:
         _no_resources(namespace)
         return 0
-    sys.stdout.write(configprinters.format_table(kind, objects, _now(), all_namespaces=namespace is None,
+    sys.stdout.write(configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
                                                  no_headers=args.no_headers))
     return 0
 
@@ -166,7 +162,7 @@ def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     if not objects:
         return _not_found("configmaps" if kind == "ConfigMap" else "secrets", args.name)
     events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
-    sys.stdout.write(configprinters.describe(kind, objects[0], events, _now()))
+    sys.stdout.write(configprinters.describe(kind, objects[0], events, utcnow()))
     return 0
 
 
@@ -193,7 +189,7 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     if not pods and not args.watch:
         _no_resources(namespace)
     else:
-        sys.stdout.write(printers.format_pod_table(pods, _now(), wide=output == "wide",
+        sys.stdout.write(printers.format_pod_table(pods, utcnow(), wide=output == "wide",
                                                    all_namespaces=namespace is None, no_headers=args.no_headers))
         _warn_stale(reader, pods)
     _warn_problems(reader)
@@ -229,7 +225,7 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> i
             continue
         rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
         if rows:
-            sys.stdout.write(printers.format_pod_table(rows, _now(), wide=args.output == "wide",
+            sys.stdout.write(printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
                                                        all_namespaces=namespace is None, no_headers=True))
             sys.stdout.flush()
 
@@ -247,7 +243,7 @@ def get_events(reader: Reader, args: argparse.Namespace) -> int:
     if not events:
         _no_resources(namespace)
         return 0
-    sys.stdout.write(printers.format_event_table(events, _now(), all_namespaces=namespace is None))
+    sys.stdout.write(printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
     return 0
 
 
@@ -269,7 +265,7 @@ def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     warnings = [p["text"] for p in problems if p["severity"] == "Warning"]
     if warnings:
         extra["Manifest Warnings"] = "\n".join(warnings)
-    sys.stdout.write(printers.describe_pod(pod, events, _now(), extra=extra))
+    sys.stdout.write(printers.describe_pod(pod, events, utcnow(), extra=extra))
     _warn_stale(reader, pods)
     return 0
 

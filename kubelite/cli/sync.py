@@ -19,10 +19,11 @@ import re
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any, Sequence
 
 from kubelite.cli import config
+from kubelite.clock import utcnow
 
 META_KEY = "sync"
 _DURATION = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*(ms|s|m|h)?[ \t]*\Z")
@@ -93,7 +94,7 @@ def get_sync(args: argparse.Namespace) -> int:
         import yaml
         sys.stdout.write(yaml.safe_dump(status, sort_keys=True, default_flow_style=False))
     else:
-        sys.stdout.write(format_status(status, datetime.now(timezone.utc)))
+        sys.stdout.write(format_status(status, utcnow()))
     return 0
 
 
@@ -196,7 +197,7 @@ def _record(store: Any, result: Any) -> None:
     """The status into meta "sync", and an event for anything but "unchanged"."""
     from kubelite.sources.gitsync import SYNC_EVENTS
 
-    now = datetime.now(timezone.utc)
+    now = utcnow()
     with store.transaction():
         store.set_meta(META_KEY, result.status.to_json())
         if result.outcome in SYNC_EVENTS:

@@ -29,6 +29,7 @@ from fractions import Fraction
 from typing import Mapping, Optional
 
 from kubelite.api import quantity
+from kubelite.api.expansion import expand
 from kubelite.api.configobjects import ConfigObject
 from kubelite.api.models import (
     Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod, ResourceFieldSelector, Volume,
@@ -39,7 +40,6 @@ from kubelite.api.volume_validation import is_env_var_name, is_kube_api_access
 Configs = Mapping[tuple[str, str, str], ConfigObject]
 DEFAULT_MODE = 0o644
 _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]\Z")
-_EXPANSION = re.compile(r"\$\$|\$\(([^)]*)\)")
 
 
 class ConfigError(Exception):
@@ -166,26 +166,11 @@ def resource_value(ref: ResourceFieldSelector, container: Container, node: NodeA
 # ------------------------------------------------------------------------------ environment
 
 
-def _expand(text: str, env: Mapping[str, str], missing: set[str] | None = None) -> str:
-    """`$(VAR)` from variables defined before; `$$` is `$`; unknown references stay as written,
-    or, when `missing` is given, become empty and are added to it (as the kubelet's subPathExpr)."""
-    def one(match: re.Match[str]) -> str:
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group(1)
-        if missing is not None:
-            if not env.get(name):
-                missing.add(name)
-            return env.get(name, "")
-        return env.get(name, match.group(0))
-    return _EXPANSION.sub(one, text)
-
-
 def sub_path_from_expr(expr: str, env: Mapping[str, str]) -> str:
     """A `subPathExpr` expanded from the container's variables; ConfigError with the kubelet's
     messages when a variable is missing or empty, or the result is not a path inside the volume."""
     missing: set[str] = set()
-    expanded = _expand(expr, env, missing)
+    expanded = expand(expr, env, missing)
     if missing:
         raise ConfigError(f"missing value for {', '.join(sorted(missing))}")
     if expanded.startswith("/"):
@@ -224,7 +209,7 @@ def container_env(pod: Pod, container: Container, *, configs: Configs, facts: Po
         value: Optional[str] = var.value or ""
         source = var.value_from
         if var.value:
-            value = _expand(var.value, result.env)
+            value = expand(var.value, result.env)
         elif source is not None:
             if source.field_ref is not None:
                 value = field_value(source.field_ref, pod, facts)

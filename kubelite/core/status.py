@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any, Mapping, Sequence
 
-from kubelite.api import quantity, security_validation
+from kubelite.api import security_validation
 from kubelite.core import security
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container, Pod
@@ -191,41 +191,10 @@ def phase(pod: Pod, init_statuses: Sequence[Json], statuses: Sequence[Json], *, 
     return "Pending"
 
 
-def _pod_level_qos(pod: Pod) -> str:
-    """`computePodLevelQOS` (Kubernetes 1.34): from the pod-level cpu and memory alone."""
-    resources = pod.spec.resources
-    assert resources is not None
-    requests = security_validation.pod_requests(pod)
-    limits = {name: quantity.parse(resources.limits[name]) for name in ("cpu", "memory") if name in resources.limits}
-    if not requests and not limits:
-        return "BestEffort"
-    if all(name in limits and requests.get(name) == limits[name] for name in ("cpu", "memory")):
-        return "Guaranteed"
-    return "Burstable"
-
-
 def qos_class(pod: Pod) -> str:
-    """Guaranteed, Burstable or BestEffort, from requests and limits (`GetPodQOS`); from the
-    pod-level resources when the pod sets cpu or memory there."""
-    resources = pod.spec.resources
-    if resources is not None and any(name in values for values in (resources.requests, resources.limits)
-                                     for name in ("cpu", "memory")):
-        return _pod_level_qos(pod)
-    containers = pod.spec.all_containers()
-    any_set = False
-    guaranteed = True
-    for c in containers:
-        limits, requests = c.resources.limits, c.resources.requests
-        if limits or requests:
-            any_set = True
-        for name in ("cpu", "memory"):
-            limit = limits.get(name)
-            request = requests.get(name, limit)
-            if limit is None or request is None or quantity.parse(limit) != quantity.parse(request):
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"
+    """Guaranteed, Burstable or BestEffort (`GetPodQOS`): Kubernetes' rule in `api.qos`, where only
+    cpu and memory count; from the pod-level resources when the pod sets cpu or memory there."""
+    return security_validation.qos_class(pod)
 
 
 def _condition(kind: str, ok: bool, reason: str | None, message: str | None,

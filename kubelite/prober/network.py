@@ -19,9 +19,10 @@ import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Callable, Sequence
 
+from kubelite.clock import utcnow
 from kubelite.core.types import ProbeOutcome, ProbeResult, ProbeTarget
 from kubelite.errors import RuntimeError_
 from kubelite.prober import checks
@@ -43,10 +44,6 @@ class _Pod:
     netns_fd: int | None = None
     error: str | None = None
     tasks: dict[tuple[str, str], tuple[ProbeTarget, asyncio.Task[None]]] = field(default_factory=dict)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 class NetworkProber:
@@ -186,7 +183,7 @@ class NetworkProber:
 
     async def _worker(self, pod: _Pod, target: ProbeTarget) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time() + max(0.0, (target.first_at - _utcnow()).total_seconds())
+        due = loop.time() + max(0.0, (target.first_at - utcnow()).total_seconds())
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             self._report(await self._probe(pod, target))

@@ -43,7 +43,7 @@ from typing import IO, Any, Iterable, Sequence
 
 import kubelite.statefiles as statefiles
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import linux
+from kubelite.runtime import layout, linux
 from kubelite.runtime.protocol import PortMapping
 
 log = logging.getLogger("kubelite.runtime")
@@ -249,12 +249,12 @@ class Network:
         self.subnet = validate_options(bridge=bridge, pod_cidr=pod_cidr)
         self.bridge = bridge
         self.plugin_dir = find_plugin_dir(plugin_dirs)
-        self.netns_dir = run_dir / "netns"
-        self.data_dir = run_dir / "cni" / "networks"
+        self.netns_dir = layout.netns_dir(run_dir)
+        self.data_dir = layout.cni_networks_dir(run_dir)
         statefiles.make_dirs(self.netns_dir, base=run_dir)
         statefiles.make_dirs(self.data_dir, base=run_dir)
         self.config = conflist(bridge=bridge, subnet=str(self.subnet), data_dir=str(self.data_dir))
-        self.conflist_path = root / "cni" / f"kubelite-{bridge}.conflist"
+        self.conflist_path = layout.cni_conflist_path(root, bridge)
         statefiles.make_dirs(self.conflist_path.parent, base=root)
         statefiles.write_atomic(self.conflist_path, json.dumps(self.config, indent=2) + "\n")
         self.unshare = shutil.which("unshare", path="/usr/bin:/bin:/usr/sbin:/sbin") or "unshare"
@@ -408,11 +408,6 @@ def _plugin_error(stdout: bytes, stderr: bytes) -> str:
     except (ValueError, AttributeError):
         text = ""
     return text or stderr.decode(errors="replace").strip() or "failed"
-
-
-def pending_dir(run_dir: Path) -> Path:
-    """Where the attachments of removed sandboxes wait while their DEL keeps failing."""
-    return run_dir / "cni" / "pending"
 
 
 def save_attachment(path: Path, attachment: Attachment) -> None:

@@ -25,9 +25,10 @@ import hashlib
 import itertools
 import threading
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
+from kubelite.clock import utcnow
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import reference as references
@@ -125,16 +126,12 @@ def _valid_reference(image: str) -> bool:
     return True
 
 
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 class FakeRuntime:
     """A deterministic `Runtime`. Thread-safe: the agent thread and test code may both call it."""
 
     name = "fake"
 
-    def __init__(self, clock: Callable[[], datetime] = _utcnow, *, pod_cidr: str | None = "10.217.0.0/24") -> None:
+    def __init__(self, clock: Callable[[], datetime] = utcnow, *, pod_cidr: str | None = "10.217.0.0/24") -> None:
         self.clock = clock
         #: Pod IPs are handed out in order from this subnet (None: no pod network, as `--network none`).
         self.pod_cidr = ipaddress.ip_network(pod_cidr) if pod_cidr else None

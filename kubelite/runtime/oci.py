@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import platform
-import re
 import shutil
 import signal as signals
 import socket
@@ -50,10 +49,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from kubelite.clock import utcnow
 from kubelite.core.types import ContainerState, SecurityProfile
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import apparmor, cni, etcfiles, linux, ocispec, seccomp, termination
+from kubelite.runtime import apparmor, cni, etcfiles, layout, linux, ocispec, seccomp, termination, volumes
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, HostsConfig, Mount, PortMapping, PulledImage, SandboxConfig,
@@ -97,23 +97,9 @@ def find_binaries() -> dict[str, str]:
     return found
 
 
-_SAFE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
-
-
-def _safe_name(name: str) -> str:
-    """A pod uid or container id used as one path component: refused if it could lead elsewhere."""
-    if not _SAFE_NAME.match(name) or ".." in name:
-        raise RuntimeError_(f"refusing an unsafe name for a path on this machine: {name!r}")
-    return name
-
-
 def instance_name(root: Path) -> str:
     """This instance's name in cgroup paths and annotations: derived from its state root."""
     return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -252,11 +238,11 @@ class OCIRuntime:
     name = "runc"
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
-                 clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,
+                 clock: Callable[[], datetime] = utcnow, binaries: dict[str, str] | None = None,
                  network: cni.Network | None = None, registry: RegistryConfig | None = None,
                  default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH)) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
-        self.seccomp_root = root / "seccomp"     # the kubelet's --seccomp-profile-root
+        self.seccomp_root = layout.seccomp_root(root)     # the kubelet's --seccomp-profile-root
         self.default_seccomp_profile = default_seccomp_profile
         self._default_seccomp: dict[str, Any] | None = None
         self.machine, self.kernel = platform.machine(), linux.kernel_version()
@@ -264,11 +250,11 @@ class OCIRuntime:
         self.registry = registry or RegistryConfig()
         self.bin = binaries or find_binaries()
         self.instance = instance_name(root)
-        self.state_dir = run_dir / "runc"
-        self.exit_dir = run_dir / "exits"
-        self.socket_dir = run_dir / "sockets"
-        self.sandbox_dir = run_dir / "sandboxes"
-        self.container_dir = run_dir / "containers"
+        self.state_dir = layout.runc_root(run_dir)
+        self.exit_dir = layout.exits_dir(run_dir)
+        self.socket_dir = layout.sockets_dir(run_dir)
+        self.sandbox_dir = layout.sandboxes_dir(run_dir)
+        self.container_dir = layout.containers_dir(run_dir)
         statefiles.make_top(run_dir)
         for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
             statefiles.make_dirs(path, base=run_dir)
@@ -276,7 +262,7 @@ class OCIRuntime:
         self._sandboxes: dict[str, _Sandbox] = self._load(self.sandbox_dir, _Sandbox)
         self._containers: dict[str, _Container] = self._load(self.container_dir, _Container)
         self._observer: Any = None
-        self.pending_dir = cni.pending_dir(run_dir)
+        self.pending_dir = layout.cni_pending_dir(run_dir)
         self._next_teardown_retry = time.monotonic() + TEARDOWN_RETRY_S
         self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
         self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
@@ -289,7 +275,7 @@ class OCIRuntime:
     @staticmethod
     def _load(directory: Path, kind: type) -> dict[str, Any]:
         records = {}
-        for record in directory.glob("*/record.json"):
+        for record in directory.glob(f"*/{layout.RECORD_NAME}"):
             try:
                 data = json.loads(record.read_text())
                 records[data["id"]] = kind(**data)
@@ -299,7 +285,7 @@ class OCIRuntime:
 
     def _save(self, record: _Sandbox | _Container) -> None:
         base = self.sandbox_dir if isinstance(record, _Sandbox) else self.container_dir
-        _write_json(base / record.id / "record.json", asdict(record))
+        _write_json(layout.record_path(base / record.id), asdict(record))
 
     def _runc(self, *args: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run runc under this instance's root. Its stderr goes to a file, not a pipe: a container
@@ -318,11 +304,7 @@ class OCIRuntime:
         return result
 
     def _pod_cgroup(self, uid: str) -> str:
-        return f"/{self.instance}/pod{_safe_name(uid)}"
-
-    def _pod_dir(self, uid: str) -> Path:
-        """`<root>/pods/<uid>`: the uid is checked again here, so that no path leads out of the root."""
-        return self.root / "pods" / _safe_name(uid)
+        return f"/{self.instance}/pod{layout.safe_name(uid)}"
 
     # ------------------------------------------------------------------ sandboxes
 
@@ -335,7 +317,7 @@ class OCIRuntime:
                 self.stop_sandbox(old.id)
         self._check_host_ports(config.uid, mappings)
         sandbox_id = uuid.uuid4().hex
-        bundle = self.sandbox_dir / sandbox_id
+        bundle = layout.sandbox_bundle(self.run_dir, sandbox_id)
         rootfs = bundle / "rootfs"
         bundle.mkdir(mode=0o700)
         rootfs.mkdir()
@@ -350,7 +332,8 @@ class OCIRuntime:
                           host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
         try:
             if self.network is not None and not config.host_network:
-                attachment = self.network.setup(bundle / "network.json", sandbox_id=sandbox_id, port_mappings=mappings)
+                attachment = self.network.setup(layout.network_record_path(bundle), sandbox_id=sandbox_id,
+                                                port_mappings=mappings)
                 record.netns, record.ip = attachment.netns, attachment.ip
                 self._write_etc_files(bundle, config, ip=attachment.ip)
             spec = ocispec.build_sandbox_spec(
@@ -358,7 +341,7 @@ class OCIRuntime:
                 annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
                 catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None,
                 seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel)
-            _write_json(bundle / "config.json", spec)
+            _write_json(layout.bundle_config_path(bundle), spec)
             # one runc call instead of create + start: the infra process needs no monitor
             self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
             pid = int((bundle / "pid").read_text())
@@ -417,7 +400,7 @@ class OCIRuntime:
     def _teardown_network(self, sandbox_id: str) -> bool:
         """CNI DEL of the sandbox's network, if it has one; False (logged, retried later) on failure."""
         try:
-            cni.teardown(self.sandbox_dir / sandbox_id / "network.json")
+            cni.teardown(layout.network_record_path(layout.sandbox_bundle(self.run_dir, sandbox_id)))
         except cni.NetworkError as exc:
             log.warning("pod sandbox %s: removing its network: %s", sandbox_id, exc)
             return False
@@ -429,7 +412,7 @@ class OCIRuntime:
         so that the pod's address lease and host port rules are not forgotten."""
         if self._teardown_network(sandbox_id):
             return
-        record = self.sandbox_dir / sandbox_id / "network.json"
+        record = layout.network_record_path(layout.sandbox_bundle(self.run_dir, sandbox_id))
         if record.exists():
             statefiles.make_dirs(self.pending_dir, base=self.run_dir)
             os.replace(record, self.pending_dir / f"{sandbox_id}.json")
@@ -450,7 +433,7 @@ class OCIRuntime:
         with self._lock:
             stopped = [r.id for r in self._sandboxes.values() if r.stopped]
         for sandbox_id in stopped:
-            if (self.sandbox_dir / sandbox_id / "network.json").exists():
+            if (layout.network_record_path(layout.sandbox_bundle(self.run_dir, sandbox_id))).exists():
                 self._teardown_network(sandbox_id)
 
     def _check_host_ports(self, uid: str, mappings: tuple[PortMapping, ...]) -> None:
@@ -487,8 +470,7 @@ class OCIRuntime:
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
             linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
-            linux.unmount_below(self._pod_dir(record.uid))  # volumes: never remove through a mount
-            shutil.rmtree(self._pod_dir(record.uid), ignore_errors=True)
+            volumes.remove_pod_dir(self.root, record.uid)   # its volumes' owner removes the pod directory
 
     def list_sandboxes(self) -> list[SandboxInfo]:
         if time.monotonic() >= self._next_teardown_retry:
@@ -587,8 +569,8 @@ class OCIRuntime:
             raise RuntimeError_(f'image "{config.container.image}" is not present')
         self.images.touch(image.id)   # the image GC removes the least recently used first
         container_id = uuid.uuid4().hex
-        bundle = self.container_dir / container_id
-        layer = self._pod_dir(config.uid) / "containers" / container_id
+        bundle = layout.container_bundle(self.run_dir, container_id)
+        layer = layout.container_layer_dir(self.root, config.uid, container_id)
         rootfs = layer / "rootfs"
         for path in (bundle / "persist", layer / "work", rootfs):
             statefiles.make_dirs(path, base=self.root if path.is_relative_to(self.root) else self.run_dir)
@@ -618,7 +600,7 @@ class OCIRuntime:
                 seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel,
                 apparmor_profile=self._apparmor_profile(config.apparmor), pod_resources=config.pod_resources,
                 annotations=self._annotations(config.uid, config.container.name, config.attempt, config.spec_hash))
-            _write_json(bundle / "config.json", spec)
+            _write_json(layout.bundle_config_path(bundle), spec)
             if config.log_path:
                 log_dir = Path(config.log_path).parent
                 statefiles.make_dirs(log_dir, base=self.root if log_dir.is_relative_to(self.root) else log_dir.parent)
@@ -754,7 +736,7 @@ class OCIRuntime:
             os.kill(record.pid, signals.SIGKILL)
         self._runc("delete", "--force", record.id, check=False)
         (self.socket_dir / record.id).unlink(missing_ok=True)  # conmon's attach socket link
-        layer = self._pod_dir(record.uid) / "containers" / record.id
+        layer = layout.container_layer_dir(self.root, record.uid, record.id)
         linux.unmount(layer / "rootfs")
         shutil.rmtree(layer, ignore_errors=True)
         shutil.rmtree(self.container_dir / record.id, ignore_errors=True)
@@ -866,7 +848,7 @@ class OCIRuntime:
         with self._lock:
             known = set(self._containers)
         for bundle in self.container_dir.iterdir():
-            if bundle.name in known or not bundle.is_dir() or not _SAFE_NAME.match(bundle.name):
+            if bundle.name in known or not bundle.is_dir() or not layout.is_safe_name(bundle.name):
                 continue
             log.info("removing the remains of container %s", bundle.name)
             self._runc("delete", "--force", bundle.name, check=False)
@@ -879,14 +861,14 @@ class OCIRuntime:
         with self._lock:
             known = set(self._sandboxes)
         for bundle in self.sandbox_dir.iterdir():
-            if bundle.name in known or not bundle.is_dir() or not _SAFE_NAME.match(bundle.name):
+            if bundle.name in known or not bundle.is_dir() or not layout.is_safe_name(bundle.name):
                 continue
             log.info("removing the remains of pod sandbox %s", bundle.name)
             self._runc("delete", "--force", bundle.name, check=False)
             self._release_network(bundle.name)
             linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)
-        netns_dir = self.run_dir / "netns"
+        netns_dir = layout.netns_dir(self.run_dir)
         if netns_dir.is_dir():   # pinned before its attachment was recorded
             with self._lock:
                 used = {r.netns for r in self._sandboxes.values()}
@@ -904,13 +886,13 @@ class OCIRuntime:
         kubelet keeps it) and removes them for pods deleted meanwhile. A pod directory goes only
         when nothing but empty layer directories is left in it.
         """
-        pods = self.root / "pods"
+        pods = layout.pods_dir(self.root)
         if not pods.is_dir():
             return
         with self._lock:
             live = set(self._containers)
             uids = {s.uid for s in self._sandboxes.values()} | {c.uid for c in self._containers.values()}
-        for layer in pods.glob("*/containers/*"):
+        for layer in pods.glob(f"*/{layout.LAYERS_NAME}/*"):
             if layer.name in live or not layer.is_dir() or layer.is_symlink():
                 continue
             linux.unmount(layer / "rootfs")
@@ -921,7 +903,7 @@ class OCIRuntime:
         for pod in pods.iterdir():
             if pod.name in uids or not pod.is_dir() or pod.is_symlink():
                 continue
-            for empty in (pod / "containers", pod):
+            for empty in (pod / layout.LAYERS_NAME, pod):
                 try:
                     empty.rmdir()   # only if empty: volumes stay for the volume host
                 except OSError:

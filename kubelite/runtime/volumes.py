@@ -25,7 +25,9 @@ it is only bound here, never created or removed with the pod.
 hostPath volumes are checked (and created for the `…OrCreate` types) with the kubelet's
 messages; they are bound by runc inside the container, never mounted on the host. Everything
 mounted here is unmounted before its directory is removed (`tear_down`), also for pods that
-went while kubelite was not running (`remove_orphans`).
+went while kubelite was not running (`remove_orphans`). The pod directory itself (its path is
+`layout.pod_dir`) is removed here too, by `remove_pod_dir`, which the runtime calls once the pod's
+last sandbox is gone: the runtime owns only the containers' layers inside it.
 
 With `host_changes=False` (the fake runtime's dry runs) nothing is mounted, nothing outside
 the state root is created and no group is changed: the checks still run.
@@ -48,7 +50,7 @@ import kubelite.statefiles as statefiles
 from kubelite.api import quantity
 from kubelite.api.models import Container, Pod, PodSecurityContext, Volume
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import linux
+from kubelite.runtime import layout, linux
 from kubelite.runtime.protocol import Mount
 
 log = logging.getLogger("kubelite.volumes")
@@ -102,13 +104,11 @@ class VolumeHost:
     # ------------------------------------------------------------------ paths
 
     def pod_dir(self, uid: str) -> Path:
-        if not uid or "/" in uid or uid in (".", ".."):
-            raise RuntimeError_(f"refusing an unsafe pod uid for a path: {uid!r}")
-        return self.root / "pods" / uid
+        return layout.pod_dir(self.root, uid)
 
     def volume_dir(self, uid: str, volume: Volume) -> Path:
         kind = volume.sources()[0]
-        return self.pod_dir(uid) / "volumes" / _PLUGIN_DIRS[kind] / volume.name
+        return layout.pod_volumes_dir(self.root, uid) / _PLUGIN_DIRS[kind] / volume.name
 
     # ------------------------------------------------------------------ set up
 
@@ -195,12 +195,8 @@ class VolumeHost:
             if fs_group is not None:
                 set_volume_ownership(new_dir, fs_group, read_only=True)
                 set_volume_ownership(target, fs_group, read_only=True, recursive=False)
-            link_tmp = target / "..data_tmp"
-            link_tmp.unlink(missing_ok=True)
-            os.symlink(new_dir.name, link_tmp)
-            if fs_group is not None:
-                os.lchown(link_tmp, -1, fs_group)
-            os.rename(link_tmp, target / DATA_LINK)   # the swap: atomic
+            # the swap: atomic (the kubelet's AtomicWriter names the new link `..data_tmp` too)
+            statefiles.replace_symlink(target / DATA_LINK, new_dir.name, temporary="..data_tmp", group=fs_group)
         except BaseException:
             shutil.rmtree(new_dir, ignore_errors=True)
             raise
@@ -309,7 +305,7 @@ class VolumeHost:
             if not self.host_changes:
                 return actual
             is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
-            bind = self.pod_dir(uid) / "volume-subpaths" / volume / container / str(index)
+            bind = layout.pod_volume_subpaths_dir(self.root, uid) / volume / container / str(index)
             statefiles.make_dirs(bind.parent, base=self.root)
             if linux.is_mountpoint(bind):
                 linux.unmount(bind)
@@ -327,7 +323,7 @@ class VolumeHost:
     def tear_down(self, uid: str) -> None:
         """Unmount and remove everything of the pod's volumes (hostPath targets are never touched)."""
         pod_dir = self.pod_dir(uid)
-        for part in ("volume-subpaths", "volumes"):
+        for part in (layout.VOLUME_SUBPATHS_NAME, layout.VOLUMES_NAME):
             base = pod_dir / part
             if not base.exists():
                 continue
@@ -347,14 +343,30 @@ class VolumeHost:
 
     def remove_orphans(self, known_uids: set[str]) -> None:
         """Tear down the volumes of pods kubelite no longer knows (removed while it was not running)."""
-        pods = self.root / "pods"
+        pods = layout.pods_dir(self.root)
         if not pods.is_dir():
             return
         for pod_dir in pods.iterdir():
-            if pod_dir.name not in known_uids and ((pod_dir / "volumes").exists()
-                                                   or (pod_dir / "volume-subpaths").exists()):
+            if pod_dir.name not in known_uids and ((pod_dir / layout.VOLUMES_NAME).exists()
+                                                   or (pod_dir / layout.VOLUME_SUBPATHS_NAME).exists()):
                 log.info("removing the volumes of orphan pod %s", pod_dir.name)
-                self.tear_down(pod_dir.name)
+                try:
+                    self.tear_down(pod_dir.name)
+                except RuntimeError_ as exc:   # a name kubelite never makes: not a path to follow
+                    log.warning("not removing %s: %s", pod_dir, exc)
+
+
+def remove_pod_dir(root: Path, uid: str) -> None:
+    """Remove `<root>/pods/<uid>` with whatever is left in it, once the pod's last sandbox is gone (the
+    runtime asks this when it removes it): the one place that removes a whole pod directory. Every
+    mount below is unmounted first, and nothing is removed through one that stays."""
+    pod_dir = layout.pod_dir(root, uid)
+    linux.unmount_below(pod_dir)
+    leftover = linux.mounts_below(pod_dir)
+    if leftover:
+        log.warning("pod %s: %s still mounted; its directory is not removed", uid, leftover[0])
+        return
+    shutil.rmtree(pod_dir, ignore_errors=True)
 
 
 # ---------------------------------------------------------------------- ownership

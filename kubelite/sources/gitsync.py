@@ -36,13 +36,15 @@ import signal
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 from urllib.parse import unquote, urlsplit
 
+from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import KubeliteError
+from kubelite.runtime import layout
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
@@ -91,10 +93,6 @@ def redact(text: str, url: str | None = None) -> str:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat(timespec="seconds") if value is not None else None
-
-
-def _utcnow() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 @dataclass
@@ -155,7 +153,7 @@ def hold_sync_lock(root: Path) -> IO[str]:
     """`<root>/sync.lock`, held for the life of the caller: one sync per state root, whether it
     runs as `kubelite sync` or inside `kubelite serve --sync-repo`."""
     statefiles.make_top(root)
-    lock = open(root / "sync.lock", "a+", opener=statefiles.no_follow)
+    lock = open(layout.sync_lock_path(root), "a+", opener=statefiles.no_follow)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -167,7 +165,7 @@ def hold_sync_lock(root: Path) -> IO[str]:
 def commit_of(link: Path, root: Path) -> str | None:
     """The commit a manifests path leads into, when it leads into one of kubelite's worktrees."""
     try:
-        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(Path(root) / "git" / "worktrees"))
+        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(layout.git_worktrees_dir(root)))
     except ValueError:
         return None
     name = relative.parts[0] if relative.parts else ""
@@ -179,7 +177,7 @@ class GitSync:
 
     def __init__(self, repo_url: str, *, ref: str = "HEAD", path: str = "", root: Path, link: Path,
                  allow_empty: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
-                 clock: Callable[[], datetime] = _utcnow, status: SyncStatus | None = None,
+                 clock: Callable[[], datetime] = utcnow, status: SyncStatus | None = None,
                  fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S) -> None:
         if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
             raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
@@ -188,9 +186,9 @@ class GitSync:
         self.repo_url = repo_url
         self.ref = ref
         self.path = _clean_subdir(path)
-        self.base = Path(os.path.abspath(root)) / "git"
+        self.base = layout.git_dir(Path(os.path.abspath(root)))
         self.bare = self.base / "repo.git"
-        self.worktrees = self.base / "worktrees"
+        self.worktrees = layout.git_worktrees_dir(Path(os.path.abspath(root)))
         self.link = Path(os.path.abspath(link))
         self.allow_empty = allow_empty
         self.interval_s = interval_s
@@ -386,16 +384,8 @@ class GitSync:
             raise SyncError(f"{self.link} exists and is not a symlink; kubelite sync owns the manifests path "
                             "as a symlink: move it aside first")
         self.link.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.link.parent / f".{self.link.name}.sync-{os.getpid()}"
-        if os.path.lexists(temporary):
-            os.unlink(temporary)
-        os.symlink(target, temporary)
-        try:
-            os.replace(temporary, self.link)
-        except BaseException:
-            os.unlink(temporary)
-            raise
-        _fsync_dir(self.link.parent)
+        statefiles.replace_symlink(self.link, str(target), temporary=f".{self.link.name}.sync-{os.getpid()}",
+                                   fsync=True)
 
     def _drift(self, tree: Path, sha: str) -> list[str]:
         """Files of the live tree that differ from commit `sha` (changed, added or removed)."""
@@ -520,19 +510,6 @@ def _pod_count(link: Path) -> int:
     if not os.path.exists(link):
         return 0
     return len(resolve(scan(link), {}).pods)
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _describe_os_error(exc: BaseException) -> str:

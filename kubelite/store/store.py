@@ -27,9 +27,10 @@ from kubelite.core.types import (
 )
 import kubelite.statefiles as statefiles
 from kubelite.errors import StoreError
+from kubelite.runtime import layout
 from kubelite.store import schema
 
-DB_NAME = "kubelite.db"
+DB_NAME = layout.DB_NAME
 #: meta key of the node-wide resourceVersion counter: every pod write and delete takes the next value.
 RESOURCE_VERSION_KEY = "resource_version"
 #: meta keys `deleted/<uid>` hold the resourceVersion of a pod's deletion (what a watch reports).

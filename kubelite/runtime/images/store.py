@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubelite.statefiles as statefiles
+from kubelite.runtime import layout
 from kubelite.runtime.images import archives, garbage, unpacking
 from kubelite.runtime.images.limits import Budget, UnpackLimits
 from kubelite.runtime.images.records import Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config
@@ -71,7 +72,7 @@ class ImageStore:
 
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
-        self._dir = self.root / "images"
+        self._dir = layout.images_dir(self.root)
         self._parsed: dict[str, ParsedConfig] = {}
 
     # ---------------------------------------------------------------------- paths
@@ -407,7 +408,7 @@ class ImageStore:
         for diff_hex, (dest, size) in unpacked.items():
             os.rename(dest, self._layers_dir / diff_hex)
             index.layers[diff_hex] = size
-        _fsync_dir(self._layers_dir)
+        statefiles.fsync_dir(self._layers_dir)
         for plan in plans:
             config_path = self._configs_dir / f"{hex_of(plan.image_id, what='image id')}.json"
             if not config_path.exists():
@@ -470,14 +471,6 @@ def _measure(path: Path) -> int:
             if stat.S_ISREG(st.st_mode):
                 total += st.st_size
     return total
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _syncfs(path: Path) -> None:
