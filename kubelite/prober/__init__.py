@@ -35,13 +35,11 @@ class Prober(Protocol):
 
 
 def for_runtime(runtime: Runtime, *, hint: Callable[[], None], user_agent: str) -> Prober:
-    """The prober that fits `runtime`: scripted for the fake runtime, real network probes otherwise."""
-    from kubelite.runtime.fake import FakeRuntime
-
-    if isinstance(runtime, FakeRuntime):
+    """The prober that fits `runtime`: scripted for a simulated runtime, real network probes otherwise."""
+    if runtime.simulated:
         from kubelite.prober.scripted import ScriptedProber
 
-        return ScriptedProber(runtime)
+        return ScriptedProber(runtime)  # type: ignore[arg-type]  # a simulated runtime scripts its probes
     from kubelite.prober.network import NetworkProber
 
     return NetworkProber(runtime, hint=hint, user_agent=user_agent)

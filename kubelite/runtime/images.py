@@ -3,8 +3,9 @@
 Owns `<root>/images/`: reading `docker save` archives (the classic form and Docker 25's form with an
 OCI layout inside) and OCI image-layout archives, plain or compressed; verifying every blob against
 its digest; unpacking layers safely; the reference → image index; removing images together with the
-layers no other image uses. There is no registry: images arrive only as archives
-(`scripts/build-busybox-image` makes one from Debian's busybox-static). It does not mount anything:
+layers no other image uses. Images arrive as archives (`kubelite image load`;
+`scripts/build-busybox-image` makes one from Debian's busybox-static) or from a registry
+(`registry` fetches the blobs and hands them to `add_pulled`). It does not mount anything:
 `layer_dirs()` gives the runtime the directories for overlayfs `lowerdir`.
 
 On disk (every metadata write is atomic, 0600, by `statefiles.write_atomic`: a temp file beside it,
@@ -68,12 +69,11 @@ from pathlib import Path
 from typing import IO, Any, Callable, Iterator, Protocol
 
 import kubelite.statefiles as statefiles
-from kubelite.errors import KubeliteError
-
-
-class ImageError(KubeliteError):
-    """An archive that cannot be loaded, a reference that is invalid or unknown, a damaged store."""
-
+from kubelite.errors import ImageError
+from kubelite.runtime.reference import DIGEST_RE as _DIGEST_RE
+from kubelite.runtime.reference import HEX_RE as _HEX_RE
+from kubelite.runtime.reference import normalize_reference
+from kubelite.runtime.reference import shown as _show
 
 # ---------------------------------------------------------------------------------------- records
 
@@ -104,74 +104,8 @@ class Image:
 
 # ------------------------------------------------------------------------------------- references
 
-DEFAULT_DOMAIN = "docker.io"
-_LEGACY_DOMAIN = "index.docker.io"
-_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
-_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
-_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
-_DOMAIN_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
-_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-_DIGEST_RE = re.compile(r"sha256:([a-f0-9]{64})")
-_HEX_RE = re.compile(r"[a-f0-9]{64}")
+#: The store's own id forms; references are normalized by `reference` (pure).
 _ID_PREFIX_RE = re.compile(r"(sha256:)?([a-f0-9]{12,64})")
-_NAME_MAX = 255
-
-
-def normalize_reference(ref: str) -> str:
-    """The full form of an image reference, by Docker's rules.
-
-    "busybox" → "docker.io/library/busybox:latest"; "team/app:v1" → "docker.io/team/app:v1";
-    "registry.local:5000/app" → "registry.local:5000/app:latest"; "localhost/app:v1" stays;
-    "name@sha256:<64 hex>" keeps its digest (and no ":latest" is added). The first component is a
-    registry when it has a "." or ":", is "localhost", or has upper-case letters.
-    Raises ImageError for anything else (upper case in the path, bad tag, 64-hex name, …).
-    """
-    if not isinstance(ref, str) or not ref:
-        raise ImageError("invalid image reference: empty")
-    name, at, digest = ref.partition("@")
-    if at and not _DIGEST_RE.fullmatch(digest):
-        raise ImageError(f"invalid image reference {_show(ref)}: the digest must be sha256:<64 hex digits>")
-    tag = ""
-    colon = name.rfind(":")
-    if colon > name.rfind("/"):
-        name, tag = name[:colon], name[colon + 1:]
-        if not _TAG_RE.fullmatch(tag):
-            raise ImageError(f"invalid image reference {_show(ref)}: invalid tag {_show(tag)}")
-    if _HEX_RE.fullmatch(name):
-        raise ImageError(f"invalid image reference {_show(ref)}: a repository name cannot be 64 hex digits")
-    domain, path = _split_domain(name)
-    if not _DOMAIN_RE.fullmatch(domain):
-        raise ImageError(f"invalid image reference {_show(ref)}: invalid registry {_show(domain)}")
-    if not _PATH_RE.fullmatch(path):
-        raise ImageError(f"invalid image reference {_show(ref)}: the repository name must be lower-case "
-                         "components of letters, digits and separators")
-    full = f"{domain}/{path}"
-    if len(full) > _NAME_MAX:
-        raise ImageError(f"invalid image reference {_show(ref)}: longer than {_NAME_MAX} characters")
-    if tag:
-        full += f":{tag}"
-    if digest:
-        full += f"@{digest}"
-    return full if tag or digest else f"{full}:latest"
-
-
-def _split_domain(name: str) -> tuple[str, str]:
-    first, slash, rest = name.partition("/")
-    if not slash or (not any(c in first for c in ".:") and first != "localhost" and first == first.lower()):
-        domain, path = DEFAULT_DOMAIN, name
-    else:
-        domain, path = first, rest
-    if domain == _LEGACY_DOMAIN:
-        domain = DEFAULT_DOMAIN
-    if domain == DEFAULT_DOMAIN and "/" not in path:
-        path = f"library/{path}"
-    return domain, path
-
-
-def _show(text: str, limit: int = 160) -> str:
-    """A name from an archive, quoted and cut short, safe to put in an error message."""
-    shown = repr(text)
-    return shown if len(shown) <= limit else shown[:limit] + "…"
 
 
 # ------------------------------------------------------------------------------------------ store

@@ -250,6 +250,7 @@ class OCIRuntime:
     """The `Runtime` protocol on runc + conmon. One instance per kubelite state root."""
 
     name = "runc"
+    simulated = False
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
                  clock: Callable[[], datetime] = _now, binaries: dict[str, str] | None = None,

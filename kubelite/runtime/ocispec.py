@@ -27,6 +27,7 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
+from kubelite.api.expansion import expand, expanded_env
 from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements, SecurityContext
 from kubelite.api.quantity import bytes_, cpu_millis
 from kubelite.errors import RuntimeError_
@@ -104,51 +105,6 @@ class SandboxNamespaces:
 
 
 # --------------------------------------------------------------------------------- process
-
-
-def expand(text: str, env: Mapping[str, str]) -> str:
-    """`$(VAR)` expansion exactly as k8s third_party/forked/golang/expansion `Expand`.
-
-    `$$` is a literal `$` (so `$$(VAR)` gives `$(VAR)`); an unknown or unterminated reference
-    stays as written; a `$` not followed by `(` or `$` is kept with its next character.
-    """
-    out: list[str] = []
-    checkpoint = cursor = 0
-    while cursor < len(text):
-        if text[cursor] == "$" and cursor + 1 < len(text):
-            out.append(text[checkpoint:cursor])
-            read, advance = _read_reference(text, cursor + 1, env)
-            out.append(read)
-            cursor += advance
-            checkpoint = cursor + 1
-        cursor += 1
-    return "".join(out) + text[checkpoint:]
-
-
-def _read_reference(text: str, start: int, env: Mapping[str, str]) -> tuple[str, int]:
-    """What the `$` before `text[start]` stands for, and how many characters it consumed."""
-    if text[start] == "$":
-        return "$", 1
-    if text[start] == "(":
-        close = text.find(")", start + 1)
-        if close >= 0:
-            name = text[start + 1:close]
-            return env.get(name, f"$({name})"), close - start + 1
-        return "$(", 1
-    return "$" + text[start], 1
-
-
-def expanded_env(container: Container) -> dict[str, str]:
-    """The container's own env with `$(VAR)` in values expanded from earlier entries (kubelet order).
-
-    `valueFrom` entries are skipped (not implemented yet); a later duplicate name wins.
-    """
-    resolved: dict[str, str] = {}
-    for var in container.env:
-        if var.value_from is not None and not var.value:
-            continue
-        resolved[var.name] = expand(var.value, resolved) if var.value else ""
-    return resolved
 
 
 def resolve_command(container: Container, image: ImageConfigLike, *,

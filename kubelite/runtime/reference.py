@@ -1,7 +1,7 @@
 """Image references, split the way Docker and containerd split them — pure, no I/O.
 
 Owns: `Reference` (registry, repository, tag, digest) parsed from what a manifest's `image:` says,
-by the normalization rules of `images.normalize_reference` ("busybox" is
+normalized by Docker's rules (`normalize_reference`: "busybox" is
 `docker.io/library/busybox:latest`), where the registry's API lives (`docker.io` is served by
 `registry-1.docker.io`), and whether a registry is insecure by default (loopback addresses, as
 Docker treats 127.0.0.0/8 and ::1). It knows nothing about HTTP or the image store.
@@ -10,9 +10,79 @@ Docker treats 127.0.0.0/8 and ::1). It knows nothing about HTTP or the image sto
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass
 
-from kubelite.runtime.images import DEFAULT_DOMAIN, normalize_reference
+from kubelite.errors import ImageError
+
+DEFAULT_DOMAIN = "docker.io"
+_LEGACY_DOMAIN = "index.docker.io"
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
+_PATH_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_LABEL = r"(?:[a-zA-Z0-9]|[a-zA-Z0-9][a-zA-Z0-9-]*[a-zA-Z0-9])"
+_DOMAIN_RE = re.compile(rf"(?:{_LABEL}(?:\.{_LABEL})*|\[[a-fA-F0-9:]+\])(?::[0-9]+)?")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+DIGEST_RE = re.compile(r"sha256:([a-f0-9]{64})")
+HEX_RE = re.compile(r"[a-f0-9]{64}")
+_NAME_MAX = 255
+
+
+def normalize_reference(ref: str) -> str:
+    """The full form of an image reference, by Docker's rules.
+
+    "busybox" → "docker.io/library/busybox:latest"; "team/app:v1" → "docker.io/team/app:v1";
+    "registry.local:5000/app" → "registry.local:5000/app:latest"; "localhost/app:v1" stays;
+    "name@sha256:<64 hex>" keeps its digest (and no ":latest" is added). The first component is a
+    registry when it has a "." or ":", is "localhost", or has upper-case letters.
+    Raises ImageError for anything else (upper case in the path, bad tag, 64-hex name, …).
+    """
+    if not isinstance(ref, str) or not ref:
+        raise ImageError("invalid image reference: empty")
+    name, at, digest = ref.partition("@")
+    if at and not DIGEST_RE.fullmatch(digest):
+        raise ImageError(f"invalid image reference {shown(ref)}: the digest must be sha256:<64 hex digits>")
+    tag = ""
+    colon = name.rfind(":")
+    if colon > name.rfind("/"):
+        name, tag = name[:colon], name[colon + 1:]
+        if not _TAG_RE.fullmatch(tag):
+            raise ImageError(f"invalid image reference {shown(ref)}: invalid tag {shown(tag)}")
+    if HEX_RE.fullmatch(name):
+        raise ImageError(f"invalid image reference {shown(ref)}: a repository name cannot be 64 hex digits")
+    domain, path = _split_domain(name)
+    if not _DOMAIN_RE.fullmatch(domain):
+        raise ImageError(f"invalid image reference {shown(ref)}: invalid registry {shown(domain)}")
+    if not _PATH_RE.fullmatch(path):
+        raise ImageError(f"invalid image reference {shown(ref)}: the repository name must be lower-case "
+                         "components of letters, digits and separators")
+    full = f"{domain}/{path}"
+    if len(full) > _NAME_MAX:
+        raise ImageError(f"invalid image reference {shown(ref)}: longer than {_NAME_MAX} characters")
+    if tag:
+        full += f":{tag}"
+    if digest:
+        full += f"@{digest}"
+    return full if tag or digest else f"{full}:latest"
+
+
+def _split_domain(name: str) -> tuple[str, str]:
+    first, slash, rest = name.partition("/")
+    if not slash or (not any(c in first for c in ".:") and first != "localhost" and first == first.lower()):
+        domain, path = DEFAULT_DOMAIN, name
+    else:
+        domain, path = first, rest
+    if domain == _LEGACY_DOMAIN:
+        domain = DEFAULT_DOMAIN
+    if domain == DEFAULT_DOMAIN and "/" not in path:
+        path = f"library/{path}"
+    return domain, path
+
+
+def shown(text: str, limit: int = 160) -> str:
+    """A name from a manifest or an archive, quoted and cut short, safe to put in an error message."""
+    text = repr(text)
+    return text if len(text) <= limit else text[:limit] + "…"
+
 
 #: Docker Hub's name in references, and the host that serves its registry API.
 DOCKER_HUB_API = "registry-1.docker.io"

@@ -27,7 +27,7 @@ BUILTIN_STORAGE_CLASS: dict[str, Any] = {
     "metadata": {"name": "local-path", "uid": "37a84793-b969-96a3-8e76-dabc3e6a959e",
                  "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
     "provisioner": "kubelite.io/local-path", "reclaimPolicy": "Retain", "volumeBindingMode": "Immediate"}
-LOCK_NAME = "kubelite.lock"   # held by the serving daemon (agent.daemon.lock_root)
+LOCK_NAME = "kubelite.lock"   # held by the serving daemon (daemon.lock_root)
 
 
 class Reader:

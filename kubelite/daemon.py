@@ -1,5 +1,9 @@
 """The daemon: wires the watcher, the store, the agent loop and the runtime — `kubelite serve`.
 
+The composition root: the one module that knows every concrete piece (which runtime, which network,
+the git sync, the API server) and puts them together; nothing below imports it, and it is the only
+place that chooses between the runc runtime and the simulated one. Only the CLI's `serve` calls it.
+
 Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
 handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
 due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
