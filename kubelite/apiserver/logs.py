@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubelite.runtime.crilog as crilog
+import kubelite.runtime.layout as layout
 from kubelite.apiserver import params
 
 FOLLOW_POLL_S = 0.2
@@ -46,7 +47,7 @@ def container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
 
 def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:
     meta = pod["metadata"]
-    return root / "logs" / f"{meta['namespace']}_{meta['name']}_{meta['uid']}" / container / f"{attempt}.log"
+    return layout.container_log_path(root, meta["namespace"], meta["name"], meta["uid"], container, attempt)
 
 
 def stream(root: Path, pod: dict[str, Any], query: dict[str, str], *, current_pod: Callable[[], dict | None],

@@ -53,7 +53,7 @@ from typing import Any, Callable
 from kubelite.core.types import ContainerState, SecurityProfile
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import apparmor, cni, etcfiles, linux, ocispec, seccomp, termination
+from kubelite.runtime import apparmor, cni, etcfiles, layout, linux, ocispec, seccomp, termination, view
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, HostsConfig, Mount, PortMapping, PulledImage, SandboxConfig,
@@ -83,10 +83,9 @@ class MissingDependency(RuntimeError_):
 
 def find_binaries() -> dict[str, str]:
     """Paths of runc, conmon and catatonit; MissingDependency naming the packages that are absent."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
     found, missing = {}, []
     for name, package in REQUIRED_BINARIES.items():
-        path = shutil.which(name, path=search)
+        path = view.which(name)
         if path is None:
             missing.append(package)
         else:
@@ -265,7 +264,7 @@ class OCIRuntime:
         self.registry = registry or RegistryConfig()
         self.bin = binaries or find_binaries()
         self.instance = instance_name(root)
-        self.state_dir = run_dir / "runc"
+        self.state_dir = layout.runc_root(run_dir)
         self.exit_dir = run_dir / "exits"
         self.socket_dir = run_dir / "sockets"
         self.sandbox_dir = run_dir / "sandboxes"
