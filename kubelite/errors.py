@@ -10,6 +10,7 @@
     │   └── PullError        (kubelite.runtime.registry: a pull from a registry failed)
     ├── RuntimeError_        (kubelite.runtime: a container runtime operation failed)
     │   ├── NotFoundError    (the sandbox or container does not exist: delete and stop are idempotent)
+    │   ├── MissingDependency (kubelite.runtime.oci: runc, conmon or catatonit is not installed)
     │   ├── NetworkError     (kubelite.runtime.cni: pod networking) ── HostPortInUse
     │   ├── VolumeError      (kubelite.runtime.volumes: a volume could not be set up)
     │   ├── SubPathError     (kubelite.runtime.volumes: a subPath could not be prepared)
@@ -20,7 +21,8 @@ The classes without a module named here are defined in this module; the others a
 the code that raises them, below the class named here. Errors that never leave their module stay
 outside the tree on purpose: `seccomp.ProfileError` (a ValueError, turned into a SpecError by the
 runtime), `prober.checks.DialError` (a probe's own failure, reported as its outcome) and the API
-server's `ApiError`, `LogRequestError` and `SelectorError` (each an HTTP status for one request).
+server's `ApiError`, `LogRequestError`, `SelectorError`, `InvalidParameter`, and the watch feed's
+`Expired` and `TooLarge` (each an HTTP status for one request); and any class private to its module.
 
 The CLI turns any KubeliteError into one line on stderr and a non-zero exit code.
 """
