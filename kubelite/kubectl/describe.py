@@ -416,6 +416,34 @@ def _event_lines(w: _PrefixWriter, events: list[dict], now: datetime) -> None:
         w.write(1, "\t".join(cells) + "\n")
 
 
+def _ip_lines(w: _PrefixWriter, status: dict[str, Any]) -> None:
+    """`IP:` and `IPs:` (each of podIPs, or `<none>`)."""
+    w.write(0, f"IP:\t{_str(status.get('podIP'))}\n")
+    pod_ips = [_str(_dict(ip).get("ip")) for ip in _list(status.get("podIPs"))]
+    if not pod_ips:
+        w.write(0, "IPs:\t<none>\n")
+    else:
+        w.write(0, "IPs:\n")
+        for ip in pod_ips:
+            w.write(1, f"IP:\t{ip}\n")
+
+
+def _condition_lines(w: _PrefixWriter, spec: dict[str, Any], status: dict[str, Any]) -> None:
+    """`Readiness Gates:` (each gate with its condition's status) and `Conditions:`."""
+    conditions = [_dict(c) for c in _list(status.get("conditions"))]
+    gates = [_dict(g) for g in _list(spec.get("readinessGates"))]
+    if gates:
+        w.write(0, "Readiness Gates:\n  Type\tStatus\n")
+        for gate in gates:
+            wanted = gate.get("conditionType")
+            found = next((c for c in conditions if c.get("type") == wanted), None)
+            w.write(1, f"{_str(wanted)} \t{_str(found.get('status')) if found else '<none>'} \n")
+    if conditions:
+        w.write(0, "Conditions:\n  Type\tStatus\n")
+        for condition in conditions:
+            w.write(1, f"{_str(condition.get('type'))} \t{_str(condition.get('status'))} \n")
+
+
 def describe_pod(
     pod: dict,
     events: list[dict],
@@ -458,14 +486,7 @@ def describe_pod(
         w.write(0, f"SeccompProfile:\t{_str(seccomp.get('type'))}\n")
         if seccomp.get("type") == "Localhost":
             w.write(0, f"LocalhostProfile:\t{_str(seccomp.get('localhostProfile'))}\n")
-    w.write(0, f"IP:\t{_str(status.get('podIP'))}\n")
-    pod_ips = [_str(_dict(ip).get("ip")) for ip in _list(status.get("podIPs"))]
-    if not pod_ips:
-        w.write(0, "IPs:\t<none>\n")
-    else:
-        w.write(0, "IPs:\n")
-        for ip in pod_ips:
-            w.write(1, f"IP:\t{ip}\n")
+    _ip_lines(w, status)
     for owner in _list(meta.get("ownerReferences")):
         owner = _dict(owner)
         if owner.get("controller") is True:
@@ -484,18 +505,7 @@ def describe_pod(
     _containers_section(w, pod, "Containers", _list(spec.get("containers")),
                         _list(status.get("containerStatuses")))
 
-    conditions = [_dict(c) for c in _list(status.get("conditions"))]
-    gates = [_dict(g) for g in _list(spec.get("readinessGates"))]
-    if gates:
-        w.write(0, "Readiness Gates:\n  Type\tStatus\n")
-        for gate in gates:
-            wanted = gate.get("conditionType")
-            found = next((c for c in conditions if c.get("type") == wanted), None)
-            w.write(1, f"{_str(wanted)} \t{_str(found.get('status')) if found else '<none>'} \n")
-    if conditions:
-        w.write(0, "Conditions:\n  Type\tStatus\n")
-        for condition in conditions:
-            w.write(1, f"{_str(condition.get('type'))} \t{_str(condition.get('status'))} \n")
+    _condition_lines(w, spec, status)
     _volume_lines(w, _list(spec.get("volumes")))
     w.write(0, f"QoS Class:\t{_pod_qos(pod)}\n")
     _sorted_map_lines(w, "Node-Selectors", spec.get("nodeSelector"))

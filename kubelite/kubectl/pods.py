@@ -85,10 +85,9 @@ def pod_row(pod: dict, now: datetime) -> PodRow:
     conditions = _list(status.get("conditions"))
     phase = _str(status.get("phase"))
     reason = _str(status.get("reason")) or phase
-    for condition in conditions:
-        condition = _dict(condition)
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == _SCHEDULING_GATED:
-            reason = _SCHEDULING_GATED
+    if any(_dict(c).get("type") == "PodScheduled" and _dict(c).get("reason") == _SCHEDULING_GATED
+           for c in conditions):
+        reason = _SCHEDULING_GATED
 
     init_specs = [_dict(c) for c in _list(spec.get("initContainers"))]
     init_by_name = {_str(c.get("name")): c for c in init_specs}
@@ -131,21 +130,9 @@ def pod_row(pod: dict, now: datetime) -> PodRow:
         break
 
     if not initializing or _condition_true(conditions, "Initialized", first_only=True):
-        restarts, last_restart = sidecar_restarts, last_sidecar_restart
-        has_running = False
-        for container in reversed(_list(status.get("containerStatuses"))):
-            container = _dict(container)
-            restarts += _int(container.get("restartCount"))
-            last_restart = _later(last_restart, _last_termination(container))
-            state = _dict(container.get("state"))
-            terminated, waiting = state.get("terminated"), state.get("waiting")
-            if _present(waiting) and _str(waiting.get("reason")):
-                reason = _str(waiting.get("reason"))
-            elif _present(terminated):
-                reason = _terminated_reason(terminated, "")
-            elif container.get("ready") is True and _present(state.get("running")):
-                has_running = True
-                ready += 1
+        reason, app_ready, app_restarts, last_restart, has_running = _app_containers(
+            _list(status.get("containerStatuses")), reason, last_sidecar_restart)
+        ready, restarts = ready + app_ready, sidecar_restarts + app_restarts
         # a pod whose last container completed but another still runs is not "Completed"
         if reason == "Completed" and has_running:
             reason = "Running" if _condition_true(conditions, "Ready", first_only=False) else "NotReady"
@@ -156,38 +143,59 @@ def pod_row(pod: dict, now: datetime) -> PodRow:
         elif phase not in _TERMINAL_PHASES:
             reason = "Terminating"
 
-    restarts_cell = str(restarts)
-    if restarts != 0 and last_restart is not None:
-        restarts_cell = f"{restarts} ({_since(last_restart, now)} ago)"
-
     pod_ips = _list(status.get("podIPs"))
     ip = _str(_dict(pod_ips[0]).get("ip")) if pod_ips else _str(status.get("podIP"))
-
-    gates = _list(spec.get("readinessGates"))
-    readiness_gates = "<none>"
-    if gates:
-        satisfied = 0
-        for gate in gates:
-            wanted = _dict(gate).get("conditionType")
-            for condition in conditions:
-                condition = _dict(condition)
-                if condition.get("type") == wanted:
-                    satisfied += condition.get("status") == "True"
-                    break
-        readiness_gates = f"{satisfied}/{len(gates)}"
 
     return PodRow(
         name=_str(meta.get("name")),
         namespace=_str(meta.get("namespace")),
         ready=f"{ready}/{total}",
         status=reason,
-        restarts=restarts_cell,
+        restarts=str(restarts) if restarts == 0 or last_restart is None else
+        f"{restarts} ({_since(last_restart, now)} ago)",
         age=age(meta.get("creationTimestamp"), now),
         ip=ip or "<none>",
         node=_str(spec.get("nodeName")) or "<none>",
         nominated_node=_str(status.get("nominatedNodeName")) or "<none>",
-        readiness_gates=readiness_gates,
+        readiness_gates=_readiness_gates(_list(spec.get("readinessGates")), conditions),
     )
+
+
+def _app_containers(statuses: list[Any], reason: str, last_restart: datetime | None
+                    ) -> tuple[str, int, int, datetime | None, bool]:
+    """printPod's pass over the app containers, last first: the reason, how many are ready, their
+    restarts, the latest termination (from `last_restart` on), and whether one runs ready."""
+    ready = restarts = 0
+    has_running = False
+    for container in reversed(statuses):
+        container = _dict(container)
+        restarts += _int(container.get("restartCount"))
+        last_restart = _later(last_restart, _last_termination(container))
+        state = _dict(container.get("state"))
+        terminated, waiting = state.get("terminated"), state.get("waiting")
+        if _present(waiting) and _str(waiting.get("reason")):
+            reason = _str(waiting.get("reason"))
+        elif _present(terminated):
+            reason = _terminated_reason(terminated, "")
+        elif container.get("ready") is True and _present(state.get("running")):
+            has_running = True
+            ready += 1
+    return reason, ready, restarts, last_restart, has_running
+
+
+def _readiness_gates(gates: list[Any], conditions: list[Any]) -> str:
+    """READINESS GATES: how many of the pod's gates have their condition True (`<none>` without gates)."""
+    if not gates:
+        return "<none>"
+    satisfied = 0
+    for gate in gates:
+        wanted = _dict(gate).get("conditionType")
+        for condition in conditions:
+            condition = _dict(condition)
+            if condition.get("type") == wanted:
+                satisfied += condition.get("status") == "True"
+                break
+    return f"{satisfied}/{len(gates)}"
 
 
 def format_pod_table(
