@@ -18,6 +18,7 @@ from typing import Any
 
 from kubelite.cli import config
 from kubelite.errors import UsageError
+from kubelite.kubectl import pods as pod_printers
 from kubelite.runtime.view import RuntimeView
 from kubelite.store.reader import Reader
 
@@ -47,11 +48,7 @@ def _container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
             print(f'Defaulted container "{name}" out of: {", ".join(names)}', file=sys.stderr)
     elif name not in all_names:
         raise UsageError(f'container {name} is not valid for pod {pod["metadata"]["name"]}')
-    status = pod.get("status", {})
-    for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
-        if s["name"] == name:
-            return s
-    return {"name": name, "restartCount": 0, "state": {}}
+    return pod_printers.container_status(pod, name)
 
 
 def _view(args: argparse.Namespace) -> RuntimeView:

@@ -222,3 +222,13 @@ def format_pod_table(
             cells.insert(0, row.namespace)
         rows.append(cells)
     return _table(headers, rows, no_headers=no_headers)
+
+
+def container_status(pod: Mapping[str, Any], name: str) -> dict[str, Any]:
+    """The status of the (init or app) container `name`; one with no restarts and no state yet when
+    the pod's status does not list it."""
+    status = _dict(pod.get("status"))
+    for entry in _list(status.get("initContainerStatuses")) + _list(status.get("containerStatuses")):
+        if _dict(entry).get("name") == name:
+            return entry
+    return {"name": name, "restartCount": 0, "state": {}}
