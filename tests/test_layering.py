@@ -51,7 +51,7 @@ ALLOWED: dict[str, set[str]] = {
 #: modules reach there themselves): pure, standard-library code.
 ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     ("apiserver", "store"): {"kubelite.store.reader"},        # it reads, it never writes
-    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.layout"},
+    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.layout", "kubelite.runtime.view"},
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
 }
@@ -320,6 +320,41 @@ def test_each_row_of_the_table_reads_whole():
 def test_a_cycle_in_the_table_fails():
     assert table_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": set()}) == ["a", "b", "c"]
     assert table_cycles(ALLOWED) == []
+
+
+#: The modules that may know which runtime is which: the runtimes themselves, the composition root
+#: that picks one, and the prober that the simulated runtime scripts.
+RUNTIME_CHOOSERS = ("runtime/", "daemon.py", "prober/scripted.py")
+
+
+def runtime_checks(package: Path) -> list[str]:
+    """Places outside RUNTIME_CHOOSERS that ask which runtime they were given."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = str(path.relative_to(package))
+        if where.startswith(RUNTIME_CHOOSERS):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").endswith(("runtime.fake", "runtime.oci")):
+                found.append(f"{where}:{node.lineno} imports {node.module}")
+            if isinstance(node, ast.Compare) and any(isinstance(c, ast.Constant) and c.value in ("fake", "runc")
+                                                     for c in [node.left, *node.comparators]):
+                found.append(f"{where}:{node.lineno} compares with a runtime's name")
+            if isinstance(node, ast.Call) and ast.unparse(node.func) == "isinstance" \
+                    and any(n in ast.unparse(node) for n in ("FakeRuntime", "OCIRuntime")):
+                found.append(f"{where}:{node.lineno} asks the runtime's class")
+    return found
+
+
+def test_only_the_wiring_asks_which_runtime_it_is(tmp_path):
+    """Callers ask what a runtime does (`runtime.simulated`), never which one it is."""
+    assert runtime_checks(PACKAGE) == []
+    package = _tree(tmp_path, {"agent/agent.py": "def f(runtime):\n    return runtime.name != 'fake'\n",
+                               "prober/__init__.py": "from kubelite.runtime.fake import FakeRuntime\n"
+                                                     "def f(r):\n    return isinstance(r, FakeRuntime)\n"})
+    assert runtime_checks(package) == ["agent/agent.py:3 compares with a runtime's name",
+                                       "prober/__init__.py:2 imports kubelite.runtime.fake",
+                                       "prober/__init__.py:4 asks the runtime's class"]
 
 
 def test_core_is_pure():

@@ -54,6 +54,20 @@ def test_a_failed_signal_is_one_line_from_runc(tmp_path, monkeypatch):
         RuntimeView(root=tmp_path, run_dir=tmp_path).signal("runc://abc", "SIGTERM")
 
 
+def test_the_runtime_version_is_runcs_own_or_kubelites_for_the_simulated_runtime(tmp_path, monkeypatch):
+    from kubelite import __version__
+    from kubelite.runtime.view import runtime_version
+
+    fake_runc = tmp_path / "runc"
+    fake_runc.write_text("#!/bin/sh\necho 'runc version 1.1.12'\necho 'spec: 1.0.2-dev'\n")
+    fake_runc.chmod(0o755)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: str(fake_runc))
+    assert runtime_version("runc") == "runc://1.1.12"
+    assert runtime_version("fake") == f"fake://{__version__}"
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
+    assert runtime_version("runc") == "runc://unknown"
+
+
 def test_the_view_loads_neither_the_runtime_nor_subprocess():
     code = ("import sys; import kubelite.runtime.view; "
             "print(sorted(m for m in ('kubelite.runtime.oci', 'kubelite.api.models', 'pydantic', 'subprocess') "

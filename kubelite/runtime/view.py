@@ -4,6 +4,7 @@ Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this i
 attempt's log is (`layout`), the command line that runs a command in a running container, and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
 container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
+Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
 
 Standard library only, and it loads nothing of the runtime itself: the CLI's commands stay fast.
 Errors: `errors.RuntimeError_`, one line each.
@@ -26,6 +27,25 @@ def which(name: str) -> str | None:
     """A runtime binary by name: on PATH, else in the system directories root's PATH may leave out."""
     return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin",
                                                     "/bin"]))
+
+
+def runtime_version(name: str) -> str:
+    """`<runtime>://<version>`, the Node's containerRuntimeVersion (CRI's `Version`): runc's own
+    version for runc, kubelite's for the simulated runtime."""
+    if name != RUNC:
+        from kubelite import __version__
+
+        return f"{name}://{__version__}"
+    import subprocess
+
+    runc = which("runc")
+    if runc is None:
+        return "runc://unknown"
+    try:
+        first = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=5).stdout.split("\n")[0]
+    except (OSError, subprocess.TimeoutExpired):
+        return "runc://unknown"
+    return "runc://" + (first.split()[-1] if first.split() else "unknown")
 
 
 class RuntimeView:
