@@ -45,11 +45,16 @@ def test_without_runc_the_view_says_so(tmp_path, monkeypatch):
         RuntimeView(root=tmp_path, run_dir=tmp_path).signal("runc://abc", "TERM")
 
 
+def _runc_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, body: str) -> None:
+    """A stand-in `runc` that runs `body` (sh), found where the view looks for runc."""
+    script = tmp_path / "runc"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(shutil, "which", lambda name, path=None: str(script))
+
+
 def test_a_failed_signal_is_one_line_from_runc(tmp_path, monkeypatch):
-    fake_runc = tmp_path / "runc"
-    fake_runc.write_text("#!/bin/sh\necho \"container $4 does not exist\" >&2\nexit 1\n")
-    fake_runc.chmod(0o755)
-    monkeypatch.setattr(shutil, "which", lambda name, path=None: str(fake_runc))
+    _runc_script(tmp_path, monkeypatch, 'echo "container $4 does not exist" >&2\nexit 1')
     with pytest.raises(RuntimeError_, match=r"^kill: container abc does not exist$"):
         RuntimeView(root=tmp_path, run_dir=tmp_path).signal("runc://abc", "SIGTERM")
 
@@ -58,10 +63,7 @@ def test_the_runtime_version_is_runcs_own_or_kubelites_for_the_simulated_runtime
     from kubelite import __version__
     from kubelite.runtime.view import runtime_version
 
-    fake_runc = tmp_path / "runc"
-    fake_runc.write_text("#!/bin/sh\necho 'runc version 1.1.12'\necho 'spec: 1.0.2-dev'\n")
-    fake_runc.chmod(0o755)
-    monkeypatch.setattr(shutil, "which", lambda name, path=None: str(fake_runc))
+    _runc_script(tmp_path, monkeypatch, "echo 'runc version 1.1.12'\necho 'spec: 1.0.2-dev'")
     assert runtime_version("runc") == "runc://1.1.12"
     assert runtime_version("fake") == f"fake://{__version__}"
     monkeypatch.setattr(shutil, "which", lambda name, path=None: None)
