@@ -5,7 +5,7 @@ one component at a time without following a symlink, checks at start that the st
 directory (and the way to them from `/`) can be changed by no one but root, and tightens the modes
 of an installation made by an older kubelite (only the entries kubelite makes).
 
-Standard library only (and `runtime.layout`, the pure home of the names it tightens), so every layer
+Standard library only (and `layout`, the pure home of the names it tightens), so every layer
 may use it (like `kubelite.errors`).
 """
 
@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from kubelite.errors import UsageError
-from kubelite.runtime import layout
+from kubelite import layout
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -347,7 +347,7 @@ def _tighten_children(directory: Path, depth: int, changed: list[str], *, names:
             changed.append(entry.path)
 
 
-#: What kubelite makes directly in the state root and in the run directory (`runtime.layout` names
+#: What kubelite makes directly in the state root and in the run directory (`layout` names
 #: them): the only entries there whose modes it ever changes.
 ROOT_NAMES = layout.ROOT_NAMES
 RUN_NAMES = layout.RUN_NAMES

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import yaml
 
 from kubelite.agent.agent import AgentConfig
-from kubelite.agent.daemon import ApiOptions, ServeOptions, serve
+from kubelite.daemon import ApiOptions, ServeOptions, serve
 from kubelite.apiserver import auth
 from kubelite.apiserver.limits import Limits
 from kubelite.core.types import BackoffPolicy

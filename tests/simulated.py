@@ -16,7 +16,7 @@ import yaml
 from freezegun import freeze_time
 
 from kubelite.agent.agent import Agent, AgentConfig
-from kubelite.cli import printers
+from kubelite.kubectl import pods as printers
 from kubelite.runtime.fake import FakeRuntime
 from kubelite.store.reader import Reader
 from kubelite.store.store import Store

@@ -505,7 +505,7 @@ def test_metrics_parse_and_the_restart_counter_moves_with_a_restart(fresh):
 
 
 def test_readiness_follows_the_reconcile_passes(monkeypatch):
-    from kubelite.agent import daemon
+    from kubelite import daemon
 
     clock = [100.0]
     monkeypatch.setattr(daemon.time, "monotonic", lambda: clock[0])
@@ -941,7 +941,7 @@ def test_readyz_says_not_ready_without_the_reason(bare):
 def test_an_api_that_fails_to_start_leaves_the_agent_running_and_the_port_free(tmp_path, monkeypatch, caplog):
     import socket
 
-    from kubelite.agent import daemon
+    from kubelite import daemon
     from kubelite.agent.agent import AgentConfig
     from kubelite.apiserver import feed
     from kubelite.errors import StoreError

@@ -726,7 +726,7 @@ def test_an_error_inside_request_handling_is_a_status_500_and_one_error_line(tmp
 
 
 def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed(tmp_path, monkeypatch, caplog):
-    from kubelite.agent import daemon
+    from kubelite import daemon
     from kubelite.agent.agent import AgentConfig
     from kubelite.apiserver import serving
     from tests.helpers import free_port

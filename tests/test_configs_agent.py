@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kubelite.cli import printers
+from kubelite.kubectl import describe as printers
 from kubelite.store.reader import Reader
 from tests.simulated import SimulatedNode, simulated_node
 

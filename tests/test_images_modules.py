@@ -19,7 +19,7 @@ from kubelite.runtime.images.records import Image, ImageConfig
 RUNTIME = Path(__file__).resolve().parent.parent / "kubelite" / "runtime"
 
 #: What each module of the image package may import from kubelite (transitively), besides the
-#: errors, `statefiles`, `runtime.layout` and `runtime.reference`.
+#: errors, `statefiles`, `layout` and `runtime.reference`.
 BELOW = {
     "records": set(),
     "limits": set(),
@@ -30,7 +30,7 @@ BELOW = {
     "store": {"archives", "garbage", "layerwriter", "limits", "records", "unpacking"},
     "__init__": {"archives", "garbage", "layerwriter", "limits", "records", "store", "unpacking"},
 }
-COMMON = {"kubelite.errors", "kubelite.statefiles", "kubelite.runtime.layout", "kubelite.runtime.reference"}
+COMMON = {"kubelite.errors", "kubelite.statefiles", "kubelite.layout", "kubelite.runtime.reference"}
 
 
 def imports_of(path: Path) -> set[str]:

@@ -1,4 +1,4 @@
-"""`runtime.layout`: the one home of every path below the state root and the run directory."""
+"""`layout`: the one home of every path below the state root and the run directory."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from kubelite import statefiles
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import layout
+from kubelite import layout
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -50,7 +50,7 @@ def test_statefiles_tightens_exactly_the_names_of_the_layout():
 
 
 def test_the_layout_is_pure():
-    tree = ast.parse((REPO / "kubelite/runtime/layout.py").read_text())
+    tree = ast.parse((REPO / "kubelite/layout.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert imported <= {"__future__", "re", "pathlib", "kubelite.errors"}

@@ -1,4 +1,4 @@
-"""Tests for kubelite.cli.printers: kubectl-identical pod/event tables and describe output."""
+"""Tests for kubelite.kubectl: kubectl-identical pod/event tables and describe output."""
 
 from __future__ import annotations
 
@@ -7,16 +7,10 @@ from typing import Any
 
 import pytest
 
-from kubelite.cli.printers import (
-    PodRow,
-    age,
-    describe_pod,
-    format_event_table,
-    format_pod_table,
-    human_duration,
-    parse_time,
-    pod_row,
-)
+from kubelite.kubectl.common import age, human_duration, parse_time
+from kubelite.kubectl.describe import describe_pod
+from kubelite.kubectl.events import format_event_table
+from kubelite.kubectl.pods import PodRow, format_pod_table, pod_row
 
 NOW = datetime(2026, 11, 28, 6, 0, 0, tzinfo=timezone.utc)
 YEAR = 365 * 24 * 3600

@@ -15,7 +15,7 @@ import pytest
 
 from kubelite.api import qos
 from kubelite.api.decode import decode_document
-from kubelite.cli.printers import describe_pod
+from kubelite.kubectl.describe import describe_pod
 from kubelite.core.status import pod_status, qos_class
 from kubelite.core.types import PodRecord
 from tests.helpers import T0, observed, pod_doc

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from kubelite.agent.agent import AgentConfig
-from kubelite.agent.daemon import ServeOptions, make_runtime
+from kubelite.daemon import ServeOptions, make_runtime
 from kubelite.errors import UsageError
 from kubelite.runtime import oci
 

@@ -392,7 +392,7 @@ def test_the_image_gc_keeps_an_image_a_pod_mounts_as_a_volume(env):
 
 def test_describe_shows_projected_and_image_volumes_as_kubectl_does():
     from tests.test_printers import NOW, described_pod
-    from kubelite.cli.printers import describe_pod
+    from kubelite.kubectl.describe import describe_pod
 
     pod = described_pod()
     pod["spec"]["volumes"] = [KUBE_API_ACCESS, {"name": "models", "image": {"reference": "models:v2",

@@ -52,7 +52,7 @@ from kubelite.core.types import (
 )
 from kubelite.errors import NotFoundError, RuntimeError_, StoreError
 from kubelite.prober import Prober
-from kubelite.runtime import layout
+from kubelite import layout
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, PortMapping, Runtime, SandboxConfig, SandboxState,
 )
@@ -130,8 +130,8 @@ class Agent:
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
                  clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
-        # the fake runtime's dry runs mount nothing and create nothing outside the state root
-        self.configs = Configs(store, VolumeHost(config.root, host_changes=runtime.name != "fake",
+        # a simulated runtime's dry runs mount nothing and create nothing outside the state root
+        self.configs = Configs(store, VolumeHost(config.root, host_changes=not runtime.simulated,
                                                  image_layers=runtime.image_layers), config.node_name)
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
@@ -150,7 +150,7 @@ class Agent:
         self.probing = probing.ProbeManager(prober or probing.default_prober(runtime, self.wake))
         self.meta_written = False
         self.hooks = HookRunner(runtime, wake=self.wake.set, user_agent=_user_agent(hook_rules.USER_AGENT_PRODUCT),
-                                inline=runtime.name == "fake")
+                                inline=runtime.simulated)
         self.post_start: dict[str, PostStart] = {}   # container id → its postStart hook, until it returned
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)

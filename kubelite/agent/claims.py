@@ -35,7 +35,7 @@ from typing import Any, Callable
 import kubelite.statefiles as statefiles
 from kubelite.api import claims, configobjects
 from kubelite.core.status import rfc3339
-from kubelite.runtime import layout
+from kubelite import layout
 from kubelite.store.store import Store, dumps
 
 log = logging.getLogger("kubelite.agent")

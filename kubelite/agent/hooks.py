@@ -8,7 +8,7 @@ outcomes back through a queue that the loop drains (`finished()`), as image pull
 preStop hook it then sends the stop signal (the `then` callback), hook or no hook, failure or
 not. It decides nothing and writes nothing: events, states and kills are the agent's.
 
-With the fake runtime (`inline`) a hook runs on the calling thread at once, and a sleep does not
+With a simulated runtime (`inline`) a hook runs on the calling thread at once, and a sleep does not
 sleep: the simulated tests run under frozen time, and a dry run reaches no pod network (an
 httpGet hook succeeds there without a request).
 """

@@ -24,7 +24,6 @@ from kubelite.core import probes as rules
 from kubelite.core.types import ObservedPod, ProbeOutcome, ProbeResult, ProbeTarget
 from kubelite.errors import RuntimeError_
 from kubelite.prober import Prober
-from kubelite.runtime import ocispec
 from kubelite.runtime.protocol import Runtime
 
 #: (uid, container name, type, reason, message) of an event a probe run raised.
@@ -135,7 +134,7 @@ class ProbeManager:
                 continue
             for t in rules.targets(container, c, self._states_of(c.id), pod_ip=pod_ip):
                 if t.action == "exec":  # $(VAR) from the container's own env, as the kubelet expands them
-                    env = ocispec.expanded_env(container)
+                    env = expansion.expanded_env(container)
                     t = replace(t, command=tuple(expansion.expand(arg, env) for arg in t.command))
                 targets.append(t)
         sandbox = observed.sandbox

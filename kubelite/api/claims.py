@@ -21,8 +21,8 @@ from typing import Any, Optional
 from pydantic import Field
 
 from kubelite.api import configobjects, names, quantity
+from kubelite.api.fieldissues import FieldIssue, invalid, validate_object_meta
 from kubelite.api.models import K8sModel, ObjectMeta, Quantity, Str
-from kubelite.api.validation import FieldIssue, invalid, validate_object_meta
 
 CLAIM = "PersistentVolumeClaim"
 STORAGE_CLASS = "StorageClass"

@@ -20,8 +20,8 @@ from typing import Any, Optional, Union
 from pydantic import Field
 
 from kubelite.api import names
+from kubelite.api.fieldissues import FieldIssue, invalid, validate_object_meta
 from kubelite.api.models import Bool, K8sModel, ObjectMeta, Str
-from kubelite.api.validation import FieldIssue, invalid, validate_object_meta
 
 #: `corev1.MaxSecretSize`, also the limit the API server applies to a ConfigMap's data.
 MAX_SIZE = 1024 * 1024

@@ -22,8 +22,8 @@ import re
 from fractions import Fraction
 
 from kubelite.api import qos, quantity
+from kubelite.api.fieldissues import FieldIssue
 from kubelite.api.models import AppArmorProfile, Pod, ResourceRequirements, SeccompProfile
-from kubelite.api.validation import FieldIssue
 
 PROFILE_TYPES = ("Localhost", "RuntimeDefault", "Unconfined")
 SECCOMP_POD_ANNOTATION = "seccomp.security.alpha.kubernetes.io/pod"

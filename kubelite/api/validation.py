@@ -2,7 +2,9 @@
 
 Owns: the rules and their messages, in kubectl's words ("Required value", "Invalid value",
 "Duplicate value", "Unsupported value"), and `ValidateObjectMeta` (name, namespace, labels,
-annotations, uid) for Pods, ConfigMaps and Secrets; each name is checked by `names`. Purely computational: takes a `Pod`, returns a list of
+annotations, uid: `fieldissues`) for Pods, ConfigMaps and Secrets; each name is checked by `names`;
+volumes and env sources by `volume_validation`, security settings and pod-level resources by
+`security_validation`. Purely computational: takes a `Pod`, returns a list of
 `FieldIssue`; never raises for bad input and never echoes a field's value (manifests may hold
 secrets, so messages name the field and the rule only).
 """
@@ -10,13 +12,13 @@ secrets, so messages name the field and the rule only).
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
 
-from kubelite.api import names, quantity
-from kubelite.api.models import Container, Lifecycle, ObjectMeta, Pod, Probe
+from kubelite.api import names, quantity, security_validation, volume_validation
+from kubelite.api.fieldissues import PULL_POLICIES, FieldIssue, invalid, validate_object_meta
+from kubelite.api.fieldissues import label as _label
+from kubelite.api.models import Container, Lifecycle, Pod, Probe
 
 RESTART_POLICIES = ("Always", "OnFailure", "Never")
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 MESSAGE_POLICIES = ("File", "FallbackToLogsOnError")
 SCHEMES = ("HTTP", "HTTPS")
@@ -26,58 +28,8 @@ MAX_DNS_SEARCH_PATHS = 32        # MaxDNSSearchPathsExpanded (ExpandedDNSConfig,
 MAX_DNS_SEARCH_CHARS = 2048      # MaxDNSSearchListCharsExpanded
 
 
-@dataclass(frozen=True)
-class FieldIssue:
-    """One problem (or warning) about one field: `spec.containers[0].name: Required value`."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
 def _unsupported(path: str, allowed: tuple[str, ...]) -> FieldIssue:
     return FieldIssue(path, "Unsupported value: supported values: " + ", ".join(f'"{v}"' for v in allowed))
-
-
-def invalid(path: str, messages: list[str]) -> list[FieldIssue]:
-    """One `Invalid value` per broken rule, as the API server reports them."""
-    return [FieldIssue(path, "Invalid value: " + m) for m in messages]
-
-
-def _label(path: str, value: str | None, *, required: bool = True) -> list[FieldIssue]:
-    if not value:
-        return [FieldIssue(path, "Required value")] if required else []
-    return invalid(path, names.is_dns1123_label(value))
-
-
-def _subdomain(path: str, value: str | None) -> list[FieldIssue]:
-    if not value:
-        return [FieldIssue(path, "Required value")]
-    return invalid(path, names.is_dns1123_subdomain(value))
-
-
-def validate_object_meta(meta: ObjectMeta) -> list[FieldIssue]:
-    """`ValidateObjectMeta` for a namespaced object whose name is a DNS subdomain (Pod, ConfigMap,
-    Secret): name, namespace, labels and annotations; and the uid, which names directories here."""
-    errors: list[FieldIssue] = []
-    if not meta.name and meta.generate_name:
-        errors.append(FieldIssue("metadata.generateName", "Forbidden: a manifest must set metadata.name"))
-    errors += _subdomain("metadata.name", meta.name)
-    errors += _label("metadata.namespace", meta.namespace)
-    for key, value in meta.labels.items():
-        path = f"metadata.labels[{names.shown(key, limit=40)}]"
-        errors += invalid(path, names.is_qualified_name(key))
-        errors += invalid(path, names.is_label_value(value))
-    for key in meta.annotations:
-        errors += invalid(f"metadata.annotations[{names.shown(key, limit=40)}]", names.is_annotation_key(key))
-    if names.annotations_size(meta.annotations) > names.TOTAL_ANNOTATION_SIZE:
-        errors.append(FieldIssue("metadata.annotations",
-                                 f"Too long: may not be more than {names.TOTAL_ANNOTATION_SIZE} bytes"))
-    if meta.uid:   # an empty uid is no uid: the kubelet makes one
-        errors += invalid("metadata.uid", names.is_uid(meta.uid))
-    return errors
 
 
 def validate_pod(pod: Pod) -> list[FieldIssue]:
@@ -98,8 +50,6 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
     if spec.subdomain:
         errors += _label("spec.subdomain", spec.subdomain)
     errors += _validate_dns(pod)
-
-    from kubelite.api import volume_validation  # it builds on this module's helpers
 
     errors += volume_validation.validate_volumes(spec)
     volume_names: set[str] = set()
@@ -124,8 +74,6 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
             errors += _validate_container(container, path, init=field == "initContainers",
                                           volume_names=volume_names, grace_s=spec.termination_grace_period_seconds)
     errors += _validate_host_ports(pod)
-    from kubelite.api import security_validation
-
     errors += security_validation.validate_security(pod)
     errors += security_validation.validate_pod_resources(pod)
     return errors
@@ -254,8 +202,6 @@ def _validate_container(c: Container, path: str, *, init: bool, volume_names: se
                 errors.append(FieldIssue(f"{ppath}.name", "Duplicate value"))
             port_names.add(port.name)
     errors += _validate_resources(c, path)
-    from kubelite.api import volume_validation
-
     errors += volume_validation.validate_container_config(c, path)
     for i, mount in enumerate(c.volume_mounts):
         if mount.name not in volume_names:

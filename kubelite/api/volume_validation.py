@@ -15,10 +15,15 @@ import posixpath
 import re
 
 from kubelite.api import fieldsupport, names, quantity
+from kubelite.api.fieldissues import PULL_POLICIES, FieldIssue, invalid
 from kubelite.api.models import (
-    Container, DownwardAPIVolumeFile, KeyToPath, PodSpec, ProjectedVolumeSource, ResourceFieldSelector,
+    Container,
+    DownwardAPIVolumeFile,
+    KeyToPath,
+    PodSpec,
+    ProjectedVolumeSource,
+    ResourceFieldSelector,
 )
-from kubelite.api.validation import PULL_POLICIES, FieldIssue, invalid
 
 SUPPORTED_VOLUMES = fieldsupport.supported_volume_types()
 FS_GROUP_CHANGE_POLICIES = ("OnRootMismatch", "Always")

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 
 import kubelite.statefiles as statefiles
-from kubelite.runtime import layout
+from kubelite import layout
 
 API_DIR = layout.API_DIR
 TOKEN_FILE = "token"

@@ -14,8 +14,10 @@ from typing import Any, Callable, Iterator
 
 from kubelite.clock import utcnow
 import kubelite.runtime.crilog as crilog
+import kubelite.layout as layout
 from kubelite.apiserver import params
-from kubelite.runtime import layout
+from kubelite import layout
+from kubelite.kubectl import pods
 
 FOLLOW_POLL_S = 0.2
 #: While following, the pod's status is read at most this often (to notice the attempt's end).
@@ -38,11 +40,7 @@ def container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
         name = names[0]
     elif name not in all_names:
         raise LogRequestError(f"container {name} is not valid for pod {pod_name}")
-    status = pod.get("status", {})
-    for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
-        if s["name"] == name:
-            return s
-    return {"name": name, "restartCount": 0, "state": {}}
+    return pods.container_status(pod, name)
 
 
 def log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:

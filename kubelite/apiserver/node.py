@@ -2,7 +2,7 @@
 
 Owns: reading the machine's identity and size once when the server starts (`host_facts()`: CPUs,
 memory, the state root's filesystem, machine and boot IDs, kernel, OS image, the first non-loopback
-IPv4 address, the container runtime's version) and the Node object built from it (`node()`), with
+IPv4 address, the container runtime's version from `runtime.view`) and the Node object built from it (`node()`), with
 the Ready condition the daemon's reconcile passes decide.
 """
 
@@ -11,16 +11,15 @@ from __future__ import annotations
 import fcntl
 import os
 import platform
-import shutil
 import socket
 import struct
-import subprocess
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from kubelite import __version__
 from kubelite.apiserver.objects import KUBE_MINOR, arch
+from kubelite.runtime import view
 
 #: The kubelet's default `maxPods`.
 MAX_PODS = "110"
@@ -83,19 +82,6 @@ def internal_ip() -> str:
     return "127.0.0.1"
 
 
-def _runtime_version(runtime: str) -> str:
-    if runtime != "runc":
-        return f"{runtime}://{__version__}"
-    runc = shutil.which("runc", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin"]))
-    if runc is None:
-        return "runc://unknown"
-    try:
-        first = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=5).stdout.split("\n")[0]
-    except (OSError, subprocess.TimeoutExpired):
-        return "runc://unknown"
-    return "runc://" + (first.split()[-1] if first.split() else "unknown")
-
-
 def host_facts(*, name: str, created: str, root: str, runtime: str, node_ip: str | None = None) -> HostFacts:
     """`node_ip`: the address the agent reports as `status.hostIP` (`--node-ip`), when known."""
     try:
@@ -108,7 +94,7 @@ def host_facts(*, name: str, created: str, root: str, runtime: str, node_ip: str
                      machine_id=_read("/etc/machine-id"), boot_id=_read("/proc/sys/kernel/random/boot_id"),
                      system_uuid=_read("/sys/class/dmi/id/product_uuid") or _read("/etc/machine-id"),
                      kernel=platform.release(), os_image=_os_image(), arch=arch(),
-                     runtime_version=_runtime_version(runtime))
+                     runtime_version=view.runtime_version(runtime))
 
 
 def node(facts: HostFacts, *, ready: bool, ready_message: str, heartbeat: str, since: str) -> dict[str, Any]:

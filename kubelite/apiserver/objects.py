@@ -1,8 +1,8 @@
 """The v1 objects the API serves that the store does not hold as such: the Node, Namespaces,
 API discovery, Status errors, list envelopes, and the `meta.k8s.io/v1` Table form of each list.
 
-Owns: their exact shape. The pod rows of a Table come from `kubelite.cli.pod_row`, the
-function `kubelite get pods` prints with, so kubectl and kubelite show the same cells. Pure apart
+Owns: their exact shape. The cells of a Table come from `kubelite.kubectl` (`pods.pod_row` is the
+function `kubelite get pods` prints with), so kubectl and kubelite show the same cells. Pure apart
 from `host_facts()`, which reads this machine's identity once when the server starts.
 """
 
@@ -14,8 +14,11 @@ from datetime import datetime
 from typing import Any, Callable
 
 from kubelite import __version__
-from kubelite.cli.printers import age, event_cells, pod_row
-from kubelite.cli.storageprinters import claim_cells, class_cells, volume_cells
+from kubelite.kubectl.common import age
+from kubelite.kubectl.events import event_cells
+from kubelite.kubectl.nodes import node_cells
+from kubelite.kubectl.pods import pod_row
+from kubelite.kubectl.storage import claim_cells, class_cells, volume_cells
 
 #: The Kubernetes API version whose shapes this server follows (kubectl's version-skew check reads it).
 KUBE_MINOR = "32"
@@ -235,17 +238,7 @@ NODE_COLUMNS = [
 
 
 def node_rows(nodes: list[dict[str, Any]], now: datetime) -> list[dict[str, Any]]:
-    rows = []
-    for node in nodes:
-        conditions = {c["type"]: c["status"] for c in node["status"]["conditions"]}
-        ready = {"True": "Ready", "False": "NotReady"}.get(conditions.get("Ready", ""), "Unknown")
-        addresses = {a["type"]: a["address"] for a in node["status"]["addresses"]}
-        info = node["status"]["nodeInfo"]
-        rows.append(_row(node, [node["metadata"]["name"], ready, "<none>",
-                                age(node["metadata"]["creationTimestamp"], now), info["kubeletVersion"],
-                                addresses.get("InternalIP", "<none>"), addresses.get("ExternalIP", "<none>"),
-                                info["osImage"], info["kernelVersion"], info["containerRuntimeVersion"]]))
-    return rows
+    return [_row(node, node_cells(node, now)) for node in nodes]
 
 
 CONFIGMAP_COLUMNS = [_column("Name", "Name must be unique within a namespace.", format_="name"),

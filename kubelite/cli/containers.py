@@ -2,15 +2,15 @@
 
 Owns: finding a container from a pod name (kubectl's rules: `-c`, else the first container, with
 a note when there are several), reading CRI-format log files the way `kubectl logs` prints them
-(`--previous`, `--tail`, `--timestamps`, `-f`), and handing `exec` and `kill` to runc under this
-instance's runc root. It reads the state through `store.reader`; it never writes it.
+(`--previous`, `--tail`, `--timestamps`, `-f`), and handing `exec` and `kill` to the container.
+It reaches containers only through the runtime's view (`runtime.view`: log paths, exec, signals)
+and reads the state through `store.reader`; it never writes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -18,7 +18,8 @@ from typing import Any
 
 from kubelite.cli import config
 from kubelite.errors import UsageError
-from kubelite.runtime import layout
+from kubelite.kubectl import pods as pod_printers
+from kubelite.runtime.view import RuntimeView
 from kubelite.store.reader import Reader
 
 FOLLOW_POLL_S = 0.2
@@ -47,16 +48,17 @@ def _container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
             print(f'Defaulted container "{name}" out of: {", ".join(names)}', file=sys.stderr)
     elif name not in all_names:
         raise UsageError(f'container {name} is not valid for pod {pod["metadata"]["name"]}')
-    status = pod.get("status", {})
-    for s in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
-        if s["name"] == name:
-            return s
-    return {"name": name, "restartCount": 0, "state": {}}
+    return pod_printers.container_status(pod, name)
 
 
-def _log_path(root: Path, pod: dict[str, Any], container: str, attempt: int) -> Path:
+def _view(args: argparse.Namespace) -> RuntimeView:
+    return RuntimeView(root=config.root(args.root), run_dir=config.run_dir(args.run_dir))
+
+
+def _log_path(args: argparse.Namespace, pod: dict[str, Any], container: str, attempt: int) -> Path:
     meta = pod["metadata"]
-    return layout.container_log_path(root, meta["namespace"], meta["name"], meta["uid"], container, attempt)
+    return _view(args).log_path(namespace=meta["namespace"], pod=meta["name"], uid=meta["uid"], container=container,
+                                attempt=attempt)
 
 
 def logs(args: argparse.Namespace) -> int:
@@ -65,7 +67,7 @@ def logs(args: argparse.Namespace) -> int:
     pod = _pod(args)
     status = _container_status(pod, args.container)
     attempt = status.get("restartCount", 0) - (1 if args.previous else 0)
-    path = _log_path(config.root(args.root), pod, status["name"], attempt)
+    path = _log_path(args, pod, status["name"], attempt)
     if not path.exists():
         if args.previous:
             raise UsageError(f'previous terminated container "{status["name"]}" in pod '
@@ -118,41 +120,29 @@ def _still_running(args: argparse.Namespace, pod: dict[str, Any], status: dict[s
     return now.get("restartCount") == status.get("restartCount") and "running" in now.get("state", {})
 
 
-def _runc_target(args: argparse.Namespace) -> tuple[list[str], str]:
-    """runc's command prefix for this instance, and the running container's id."""
+def _running_container(args: argparse.Namespace) -> str:
+    """The ID (`<runtime>://<id>`) of the container `args` name; UsageError unless it runs."""
     pod = _pod(args)
     status = _container_status(pod, args.container)
-    container_id = (status.get("containerID") or "").partition("://")[2]
-    if "running" not in status.get("state", {}) or not container_id:
+    container_id = status.get("containerID") or ""
+    if "running" not in status.get("state", {}) or not container_id.partition("://")[2]:
         raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is not running')
-    if not (status.get("containerID") or "").startswith("runc://"):
-        raise UsageError("this pod runs on the simulated runtime: there is no process to reach")
-    runc = shutil.which("runc", path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/sbin"]))
-    if runc is None:
-        raise UsageError("runc is not installed")
-    return [runc, "--root", str(layout.runc_root(config.run_dir(args.run_dir)))], container_id
+    return container_id
 
 
 def exec_(args: argparse.Namespace) -> int:
-    """Run a command in the container: runc exec replaces this process, so its exit code is ours."""
+    """Run a command in the container: the runtime's exec replaces this process, so its exit code is ours."""
     if not args.command_args:
         raise UsageError("give a command after --, e.g. kubelite exec web -- sh -c 'echo hi'")
-    prefix, container_id = _runc_target(args)
-    tty = ["--tty"] if args.tty else []
+    argv = _view(args).exec_argv(_running_container(args), args.command_args, tty=args.tty)
     sys.stdout.flush()
-    os.execv(prefix[0], [*prefix, "exec", *tty, container_id, *args.command_args])
+    os.execv(argv[0], argv)
     return 127  # not reached
 
 
 def kill(args: argparse.Namespace) -> int:
     """Send a signal to the container's PID 1: the supported way to inject a crash."""
-    import subprocess
-
-    prefix, container_id = _runc_target(args)
-    result = subprocess.run([*prefix, "kill", container_id, args.signal.upper().removeprefix("SIG")],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        raise UsageError(f"kill: {result.stderr.strip() or 'runc kill failed'}")
+    _view(args).signal(_running_container(args), args.signal)
     print(f'container "{_container_status(_pod(args), args.container)["name"]}" signalled {args.signal.upper()}')
     return 0
 

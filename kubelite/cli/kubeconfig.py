@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from kubelite.cli import config
-from kubelite.runtime import layout
+from kubelite import layout
 
 
 def run(args: argparse.Namespace) -> int:

@@ -10,13 +10,13 @@ from typing import TYPE_CHECKING
 from kubelite.cli import config
 
 if TYPE_CHECKING:
-    from kubelite.agent.daemon import ApiOptions
+    from kubelite.daemon import ApiOptions
 
 
 def run(args: argparse.Namespace) -> int:
     from kubelite.agent.agent import AgentConfig
-    from kubelite.agent.daemon import ServeOptions, SyncOptions, configure_logging, serve
     from kubelite.core.types import BackoffPolicy
+    from kubelite.daemon import ServeOptions, SyncOptions, configure_logging, serve
     from kubelite.errors import UsageError
 
     api = None if args.no_api else api_options(args.api_address)
@@ -70,7 +70,7 @@ def api_options(address: str) -> "ApiOptions":
     """`--api-address HOST:PORT`: an IP address of this machine (loopback by default) and a port."""
     import ipaddress
 
-    from kubelite.agent.daemon import ApiOptions
+    from kubelite.daemon import ApiOptions
     from kubelite.errors import UsageError
 
     host, sep, port = address.rpartition(":")

@@ -2,7 +2,7 @@
 the read-only commands.
 
 Owns: choosing what to print and in which form (table, wide, json, yaml, name, watch). Reads the
-state through `store.reader` and formats through `printers`; both use the standard library
+state through `store.reader` and formats through `kubelite.kubectl`; both use the standard library
 only, which keeps these commands fast. PyYAML is imported for `-o yaml` alone.
 """
 
@@ -14,8 +14,10 @@ import sys
 import time
 from typing import Any
 
-from kubelite.cli import config, printers
+from kubelite.cli import config
 from kubelite.clock import utcnow
+from kubelite.kubectl import events as event_printers
+from kubelite.kubectl import pods as pod_printers
 from kubelite.store.reader import Reader, daemon_serving, one_per_name
 
 WATCH_POLL_S = 0.25
@@ -81,7 +83,7 @@ _STORAGE_RESOURCES = {"PersistentVolumeClaim": "persistentvolumeclaims", "Persis
 
 def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     """`get pvc` (namespaced), `get pv` and `get storageclass` (cluster-wide), as kubectl prints them."""
-    from kubelite.cli import storageprinters
+    from kubelite.kubectl import storage as storageprinters
 
     namespace = _namespace(args) if kind == "PersistentVolumeClaim" else None
     if kind == "PersistentVolumeClaim":
@@ -116,7 +118,7 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
 
 def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
-    from kubelite.cli import storageprinters
+    from kubelite.kubectl import storage as storageprinters
 
     namespace = args.namespace or "default"
     objects = reader.config_objects("PersistentVolumeClaim", namespace, args.name)
@@ -132,7 +134,7 @@ def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
 
 def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     """`get configmaps` / `get secrets`, as kubectl prints them (secrets: key counts, no values)."""
-    from kubelite.cli import configprinters
+    from kubelite.kubectl import configs as configprinters
 
     namespace = _namespace(args)
     objects = reader.config_objects(kind, namespace, args.name)
@@ -155,7 +157,7 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
 
 def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
-    from kubelite.cli import configprinters
+    from kubelite.kubectl import configs as configprinters
 
     namespace = args.namespace or "default"
     objects = reader.config_objects(kind, namespace, args.name)
@@ -189,7 +191,7 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     if not pods and not args.watch:
         _no_resources(namespace)
     else:
-        sys.stdout.write(printers.format_pod_table(pods, utcnow(), wide=output == "wide",
+        sys.stdout.write(pod_printers.format_pod_table(pods, utcnow(), wide=output == "wide",
                                                    all_namespaces=namespace is None, no_headers=args.no_headers))
         _warn_stale(reader, pods)
     _warn_problems(reader)
@@ -225,7 +227,7 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> i
             continue
         rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
         if rows:
-            sys.stdout.write(printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
+            sys.stdout.write(pod_printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
                                                        all_namespaces=namespace is None, no_headers=True))
             sys.stdout.flush()
 
@@ -243,7 +245,7 @@ def get_events(reader: Reader, args: argparse.Namespace) -> int:
     if not events:
         _no_resources(namespace)
         return 0
-    sys.stdout.write(printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
+    sys.stdout.write(event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
     return 0
 
 
@@ -265,7 +267,9 @@ def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     warnings = [p["text"] for p in problems if p["severity"] == "Warning"]
     if warnings:
         extra["Manifest Warnings"] = "\n".join(warnings)
-    sys.stdout.write(printers.describe_pod(pod, events, utcnow(), extra=extra))
+    from kubelite.kubectl import describe
+
+    sys.stdout.write(describe.describe_pod(pod, events, utcnow(), extra=extra))
     _warn_stale(reader, pods)
     return 0
 

@@ -32,24 +32,21 @@ from kubelite.api import quantity
 from kubelite.api.expansion import expand
 from kubelite.api.configobjects import ConfigObject
 from kubelite.api.models import (
-    Container, DownwardAPIVolumeFile, KeyToPath, ObjectFieldSelector, Pod, ResourceFieldSelector, Volume,
+    Container,
+    DownwardAPIVolumeFile,
+    KeyToPath,
+    ObjectFieldSelector,
+    Pod,
+    ResourceFieldSelector,
+    Volume,
 )
 from kubelite.api.volume_validation import is_env_var_name, is_kube_api_access
+from kubelite.errors import ConfigError
 
 #: ConfigMaps and Secrets by (kind, namespace, name).
 Configs = Mapping[tuple[str, str, str], ConfigObject]
 DEFAULT_MODE = 0o644
 _SUBSCRIPT = re.compile(r"metadata\.(labels|annotations)\['([^']*)'\]\Z")
-
-
-class ConfigError(Exception):
-    """A container's or volume's configuration cannot be built (the kubelet's message).
-
-    `missing` names the ConfigMap or Secret that does not exist, when that is the reason."""
-
-    def __init__(self, message: str, *, missing: tuple[str, str, str] | None = None) -> None:
-        super().__init__(message)
-        self.missing = missing
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ Two implementations of one small interface (`Prober`):
   probe of every pod. http and tcp probes open their socket inside the pod's network namespace
   (setns(2) in and out around `socket()`) and then talk from the event loop, bounded by
   timeoutSeconds; exec probes go through the runtime's `exec_sync` on a small bounded pool.
-* `scripted.ScriptedProber` (the fake runtime): outcomes scripted by the fake runtime, run from
+* `scripted.ScriptedProber` (a simulated runtime, `runtime.simulated`): outcomes the runtime scripts, run from
   the reconcile thread at the simulated times, for fast and exact tests.
 """
 
@@ -35,13 +35,11 @@ class Prober(Protocol):
 
 
 def for_runtime(runtime: Runtime, *, hint: Callable[[], None], user_agent: str) -> Prober:
-    """The prober that fits `runtime`: scripted for the fake runtime, real network probes otherwise."""
-    from kubelite.runtime.fake import FakeRuntime
-
-    if isinstance(runtime, FakeRuntime):
+    """The prober that fits `runtime`: scripted for a simulated runtime, real network probes otherwise."""
+    if runtime.simulated:
         from kubelite.prober.scripted import ScriptedProber
 
-        return ScriptedProber(runtime)
+        return ScriptedProber(runtime)  # type: ignore[arg-type]  # it scripts its probes (`probe_succeeds`)
     from kubelite.prober.network import NetworkProber
 
     return NetworkProber(runtime, hint=hint, user_agent=user_agent)

@@ -43,7 +43,8 @@ from typing import IO, Any, Iterable, Sequence
 
 import kubelite.statefiles as statefiles
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import layout, linux
+from kubelite import layout
+from kubelite.runtime import linux
 from kubelite.runtime.protocol import PortMapping
 
 log = logging.getLogger("kubelite.runtime")

@@ -130,6 +130,7 @@ class FakeRuntime:
     """A deterministic `Runtime`. Thread-safe: the agent thread and test code may both call it."""
 
     name = "fake"
+    simulated = True
 
     def __init__(self, clock: Callable[[], datetime] = utcnow, *, pod_cidr: str | None = "10.217.0.0/24") -> None:
         self.clock = clock

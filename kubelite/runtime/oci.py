@@ -53,7 +53,8 @@ from kubelite.clock import utcnow
 from kubelite.core.types import ContainerState, SecurityProfile
 import kubelite.statefiles as statefiles
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import apparmor, cni, etcfiles, layout, linux, ocispec, seccomp, termination, volumes
+from kubelite import layout
+from kubelite.runtime import apparmor, cni, etcfiles, linux, ocispec, seccomp, termination, view, volumes
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, HostsConfig, Mount, PortMapping, PulledImage, SandboxConfig,
@@ -83,10 +84,9 @@ class MissingDependency(RuntimeError_):
 
 def find_binaries() -> dict[str, str]:
     """Paths of runc, conmon and catatonit; MissingDependency naming the packages that are absent."""
-    search = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
     found, missing = {}, []
     for name, package in REQUIRED_BINARIES.items():
-        path = shutil.which(name, path=search)
+        path = view.which(name)
         if path is None:
             missing.append(package)
         else:
@@ -236,6 +236,7 @@ class OCIRuntime:
     """The `Runtime` protocol on runc + conmon. One instance per kubelite state root."""
 
     name = "runc"
+    simulated = False
 
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
                  clock: Callable[[], datetime] = utcnow, binaries: dict[str, str] | None = None,

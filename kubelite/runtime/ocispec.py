@@ -27,8 +27,8 @@ import signal as _signal
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
+from kubelite.api.expansion import expand, expanded_env
 from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements, SecurityContext
-from kubelite.api.expansion import expand
 from kubelite.api.quantity import bytes_, cpu_millis
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import seccomp
@@ -105,19 +105,6 @@ class SandboxNamespaces:
 
 
 # --------------------------------------------------------------------------------- process
-
-
-def expanded_env(container: Container) -> dict[str, str]:
-    """The container's own env with `$(VAR)` in values expanded from earlier entries (kubelet order).
-
-    `valueFrom` entries are skipped (not implemented yet); a later duplicate name wins.
-    """
-    resolved: dict[str, str] = {}
-    for var in container.env:
-        if var.value_from is not None and not var.value:
-            continue
-        resolved[var.name] = expand(var.value, resolved) if var.value else ""
-    return resolved
 
 
 def resolve_command(container: Container, image: ImageConfigLike, *,

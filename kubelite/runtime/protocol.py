@@ -156,6 +156,11 @@ class Runtime(Protocol):
 
     #: The scheme of container IDs in statuses: `<name>://<id>`.
     name: str
+    #: True when the containers are a simulation (no processes, nothing outside the state root, time
+    #: from the caller's clock): volumes are then laid out without mounts or ownership changes,
+    #: lifecycle hooks run inline, and probe outcomes come from the runtime's script
+    #: (`probe_succeeds`) instead of the network. Callers ask this, never which runtime it is.
+    simulated: bool
 
     def run_sandbox(self, config: SandboxConfig) -> str: ...
     def stop_sandbox(self, sandbox_id: str) -> None: ...

@@ -4,8 +4,8 @@ Owns: Docker's normalization rules (`normalize_reference`: "busybox" is
 `docker.io/library/busybox:latest`); `Reference` (registry, repository, tag, digest) parsed from
 what a manifest's `image:` says; where the registry's API lives (`docker.io` is served by
 `registry-1.docker.io`); whether a registry is insecure by default (loopback addresses, as Docker
-treats 127.0.0.0/8 and ::1); `sha256:<hex>` digests (`hex_of`); and `ImageError`, the error of
-every image operation, whose first case is a reference Docker would refuse. It knows nothing about
+treats 127.0.0.0/8 and ::1); `sha256:<hex>` digests (`hex_of`); a reference Docker would refuse is an `ImageError`
+(`kubelite.errors`), the error of every image operation. It knows nothing about
 HTTP or the image store.
 """
 
@@ -15,12 +15,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from kubelite.errors import KubeliteError
-
-
-class ImageError(KubeliteError):
-    """An archive that cannot be loaded, a reference that is invalid or unknown, a damaged store."""
-
+from kubelite.errors import ImageError
 
 DEFAULT_DOMAIN = "docker.io"
 _LEGACY_DOMAIN = "index.docker.io"

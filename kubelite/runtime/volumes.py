@@ -50,7 +50,8 @@ import kubelite.statefiles as statefiles
 from kubelite.api import quantity
 from kubelite.api.models import Container, Pod, PodSecurityContext, Volume
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import layout, linux
+from kubelite import layout
+from kubelite.runtime import linux
 from kubelite.runtime.protocol import Mount
 
 log = logging.getLogger("kubelite.volumes")

@@ -43,8 +43,8 @@ from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
-from kubelite.errors import KubeliteError
-from kubelite.runtime import layout
+from kubelite.errors import SyncError
+from kubelite import layout
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
@@ -63,10 +63,6 @@ _SHA = re.compile(r"[0-9a-f]{40}\Z")
 #: --path) goes to `<sha>.1`, so that the tree the manifests path leads to is never touched before the swap.
 _WORKTREE_NAME = re.compile(r"[0-9a-f]{40}(\.1)?\Z")
 _URL_USERINFO = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^/\s]*@")
-
-
-class SyncError(KubeliteError):
-    """One sync pass failed; the message is already redacted."""
 
 
 def redact(text: str, url: str | None = None) -> str:

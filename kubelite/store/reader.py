@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from kubelite.errors import StoreError
-from kubelite.runtime import layout
+from kubelite import layout
 
 DB_NAME = layout.DB_NAME
 SCHEMA_VERSION = 3   # kept equal to schema.SCHEMA_VERSION by a test
@@ -28,7 +28,7 @@ BUILTIN_STORAGE_CLASS: dict[str, Any] = {
     "metadata": {"name": "local-path", "uid": "37a84793-b969-96a3-8e76-dabc3e6a959e",
                  "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}},
     "provisioner": "kubelite.io/local-path", "reclaimPolicy": "Retain", "volumeBindingMode": "Immediate"}
-LOCK_NAME = layout.LOCK_NAME   # held by the serving daemon (agent.daemon.lock_root)
+LOCK_NAME = layout.LOCK_NAME   # held by the serving daemon (daemon.lock_root)
 
 
 class Reader:

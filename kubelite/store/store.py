@@ -27,7 +27,7 @@ from kubelite.core.types import (
 )
 import kubelite.statefiles as statefiles
 from kubelite.errors import StoreError
-from kubelite.runtime import layout
+from kubelite import layout
 from kubelite.store import schema
 
 DB_NAME = layout.DB_NAME

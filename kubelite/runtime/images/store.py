@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import kubelite.statefiles as statefiles
-from kubelite.runtime import layout
+from kubelite import layout
 from kubelite.runtime.images import archives, garbage, unpacking
 from kubelite.runtime.images.limits import Budget, UnpackLimits
 from kubelite.runtime.images.records import Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config

@@ -3,7 +3,7 @@
 Owns: pure formatting of v1 ConfigMap and Secret dicts, translated from kubectl's printers
 (`printConfigMap`, `printSecret`) and describers (`ConfigMapDescriber`, `SecretDescriber`).
 A Secret is shown by key names and sizes only, never its values (kubectl shows a
-service-account token; kubelite does not). Standard library only, like `printers`.
+service-account token; kubelite does not). Standard library only, like every `kubectl` module.
 """
 
 from __future__ import annotations
@@ -13,9 +13,8 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from kubelite.cli.printers import (  # the shared kubectl mechanics
-    _annotation_lines, _dict, _event_lines, _PrefixWriter, _sorted_map_lines, _str, _table, age,
-)
+from kubelite.kubectl.common import _dict, _str, _table, age
+from kubelite.kubectl.describe import _annotation_lines, _event_lines, _PrefixWriter, _sorted_map_lines
 
 
 def _secret_sizes(secret: dict[str, Any]) -> dict[str, int]:

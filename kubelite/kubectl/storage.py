@@ -2,7 +2,7 @@
 
 Owns: pure formatting of their v1 dicts, translated from kubectl's printers
 (`printPersistentVolumeClaim`, `printPersistentVolume`, `printStorageClass`) and describer
-(`PersistentVolumeClaimDescriber`). Standard library only, like `printers`.
+(`PersistentVolumeClaimDescriber`). Standard library only, like every `kubectl` module.
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from kubelite.cli.printers import (  # the shared kubectl mechanics
-    _annotation_lines, _dict, _event_lines, _list, _PrefixWriter, _sorted_map_lines, _str, _table, age,
-)
+from kubelite.kubectl.common import _dict, _list, _str, _table, age
+from kubelite.kubectl.describe import _annotation_lines, _event_lines, _PrefixWriter, _sorted_map_lines
 
 #: kubectl's short forms of access modes, in its order (`GetAccessModesAsString`).
 _MODES = (("ReadWriteOnce", "RWO"), ("ReadOnlyMany", "ROX"), ("ReadWriteMany", "RWX"), ("ReadWriteOncePod", "RWOP"))

@@ -1,5 +1,9 @@
 """The daemon: wires the watcher, the store, the agent loop and the runtime — `kubelite serve`.
 
+The composition root: the one module that knows every concrete piece (which runtime, which network,
+the git sync, the API server) and puts them together; nothing below imports it, and it is the only
+place that chooses between the runc runtime and the simulated one. Only the CLI's `serve` calls it.
+
 Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
 handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
 due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
@@ -17,11 +21,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Callable
 
-from kubelite import __version__, statefiles
+from kubelite import __version__, layout, statefiles
 from kubelite.agent.agent import Agent, AgentConfig
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
-from kubelite.runtime import layout, linux
+from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher

@@ -1,496 +1,20 @@
-"""kubectl-identical text rendering of v1 Pod and Event JSON dicts.
+"""`kubectl describe pod`, and the describer mechanics the other describers share.
 
-Owns: pure formatting only -- the `kubectl get pods` row and table (STATUS, READY and
-RESTARTS derived exactly as kubectl's printPod does), the `kubectl get events` table and
-the `kubectl describe pod` page, plus the helpers they share (apimachinery's
-HumanDuration, RFC 3339 parsing, Go text/tabwriter column alignment).
-
-Does not own: any I/O, clocks, or knowledge of kubelite's models. Inputs are plain dicts in
-Kubernetes v1 JSON shape (camelCase keys, any key may be missing) and the current time is
-always passed in as `now`, so every function here is deterministic.
-
-Behaviour is translated from the Kubernetes sources: printPod / printEvent
-(kubernetes pkg/printers/internalversion/printers.go), the table printer and tabwriter
-settings (k8s.io/cli-runtime pkg/printers), describePod and friends (k8s.io/kubectl
-pkg/describe/describe.go), ComputePodQOS (k8s.io/kubectl pkg/util/qos) and
-HumanDuration (k8s.io/apimachinery pkg/util/duration).
-
-Import cost matters (the CLI's `get pods` must start fast): standard library only, and only
-datetime and typing; `describe` loads quantities and the QoS rule (`kubelite.api.quantity`,
-`kubelite.api.qos`, standard library only) when it needs them.
+Owns: the describe page of a pod (`describe_pod`, translated from describePod and friends in
+k8s.io/kubectl pkg/describe/describe.go) and what every describer here writes with: the prefix
+writer (`_PrefixWriter`), RFC 1123Z times, sorted label maps, annotations, and the Events section
+(DescribeEvents). Pure: inputs are v1 dicts, the current time is passed in as `now`; standard
+library only.
 """
 
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, NamedTuple
-
-__all__ = [
-    "PodRow",
-    "age",
-    "describe_pod",
-    "event_cells",
-    "format_event_table",
-    "format_pod_table",
-    "human_duration",
-    "parse_time",
-    "pod_row",
-]
-
-# ----------------------------------------------------------------------------- durations
-
-
-def human_duration(seconds: float) -> str:
-    """apimachinery `duration.HumanDuration`: a 2-3 significant figure age such as `5m3s`."""
-    try:
-        secs = int(seconds)  # Go's int(d.Seconds()) truncates toward zero
-    except (OverflowError, ValueError):
-        return "<invalid>"
-    if secs < -1:
-        return "<invalid>"
-    if secs < 0:
-        return "0s"
-    if secs < 120:
-        return f"{secs}s"
-    minutes = secs // 60
-    if minutes < 10:
-        rest = secs % 60
-        return f"{minutes}m" if rest == 0 else f"{minutes}m{rest}s"
-    if minutes < 60 * 3:
-        return f"{minutes}m"
-    hours = secs // 3600
-    if hours < 8:
-        rest = minutes % 60
-        return f"{hours}h" if rest == 0 else f"{hours}h{rest}m"
-    if hours < 48:
-        return f"{hours}h"
-    if hours < 24 * 8:
-        rest = hours % 24
-        return f"{hours // 24}d" if rest == 0 else f"{hours // 24}d{rest}h"
-    if hours < 24 * 365 * 2:
-        return f"{hours // 24}d"
-    years, days = hours // 24 // 365, hours // 24 % 365
-    if hours < 24 * 365 * 8:
-        return f"{years}y" if days == 0 else f"{years}y{days}d"
-    return f"{years}y"
-
-
-def parse_time(s: str | None) -> datetime | None:
-    """An RFC 3339 timestamp (`Z` or offset, optional fraction) as an aware UTC datetime.
-
-    Returns None for a missing or unparseable value (kubectl treats both as the zero time).
-    """
-    if isinstance(s, datetime):
-        return _as_utc(s)
-    if not isinstance(s, str) or not s.strip():
-        return None
-    try:
-        parsed = datetime.fromisoformat(s.strip().upper())
-    except ValueError:
-        return None
-    return _as_utc(parsed)
-
-
-def age(ts: str | None, now: datetime) -> str:
-    """kubectl's translateTimestampSince: `<unknown>` when missing, else the human age."""
-    moment = parse_time(ts)
-    if moment is None:
-        return "<unknown>"
-    return _since(moment, now)
-
-
-def _as_utc(moment: datetime) -> datetime:
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
-
-
-def _since(moment: datetime, now: datetime) -> str:
-    return human_duration((_as_utc(now) - moment).total_seconds())
-
-
-# ------------------------------------------------------------------- defensive accessors
-
-
-def _dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _str(value: Any) -> str:
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _int(value: Any) -> int:
-    if isinstance(value, bool):
-        return int(value)
-    if isinstance(value, int):
-        return value
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        return 0
-
-
-def _present(value: Any) -> bool:
-    """Whether an optional JSON object is set (a Go non-nil pointer); `{}` counts as set."""
-    return isinstance(value, dict)
-
-
-# ---------------------------------------------------------------------------- get pods
-
-
-class PodRow(NamedTuple):
-    """One `kubectl get pods` row; the last four cells are only shown with `-o wide`.
-
-    A NamedTuple rather than a dataclass: importing `dataclasses` costs `get pods` ~8 ms.
-    """
-
-    name: str
-    namespace: str
-    ready: str
-    status: str
-    restarts: str
-    age: str
-    ip: str
-    node: str
-    nominated_node: str
-    readiness_gates: str
-
-
-_TERMINAL_PHASES = ("Succeeded", "Failed")
-_NODE_LOST = "NodeLost"  # node.NodeUnreachablePodReason
-_SCHEDULING_GATED = "SchedulingGated"
-
-
-def _is_sidecar(container: Mapping[str, Any] | None) -> bool:
-    """A restartable init container (`restartPolicy: Always`)."""
-    return container is not None and container.get("restartPolicy") == "Always"
-
-
-def _condition_true(conditions: Iterable[Any], kind: str, *, first_only: bool) -> bool:
-    for condition in conditions:
-        condition = _dict(condition)
-        if condition.get("type") != kind:
-            continue
-        if condition.get("status") == "True":
-            return True
-        if first_only:
-            return False
-    return False
-
-
-def _last_termination(status: Mapping[str, Any]) -> datetime | None:
-    terminated = _dict(status.get("lastState")).get("terminated")
-    if not _present(terminated):
-        return None
-    return parse_time(terminated.get("finishedAt"))
-
-
-def _later(current: datetime | None, candidate: datetime | None) -> datetime | None:
-    if candidate is None:
-        return current
-    if current is None or current < candidate:
-        return candidate
-    return current
-
-
-def _terminated_reason(terminated: Mapping[str, Any], prefix: str) -> str:
-    reason = _str(terminated.get("reason"))
-    if reason:
-        return prefix + reason
-    signal = _int(terminated.get("signal"))
-    if signal != 0:
-        return f"{prefix}Signal:{signal}"
-    return f"{prefix}ExitCode:{_int(terminated.get('exitCode'))}"
-
-
-def pod_row(pod: dict, now: datetime) -> PodRow:
-    """kubectl's printPod: the NAME/READY/STATUS/RESTARTS/AGE (+ wide) cells of a pod."""
-    meta, spec, status = _dict(pod.get("metadata")), _dict(pod.get("spec")), _dict(pod.get("status"))
-    conditions = _list(status.get("conditions"))
-    phase = _str(status.get("phase"))
-    reason = _str(status.get("reason")) or phase
-    for condition in conditions:
-        condition = _dict(condition)
-        if condition.get("type") == "PodScheduled" and condition.get("reason") == _SCHEDULING_GATED:
-            reason = _SCHEDULING_GATED
-
-    init_specs = [_dict(c) for c in _list(spec.get("initContainers"))]
-    init_by_name = {_str(c.get("name")): c for c in init_specs}
-    total = len(_list(spec.get("containers"))) + sum(1 for c in init_specs if _is_sidecar(c))
-    ready = 0
-    restarts = sidecar_restarts = 0
-    last_restart: datetime | None = None
-    last_sidecar_restart: datetime | None = None
-
-    initializing = False
-    for index, container in enumerate(_list(status.get("initContainerStatuses"))):
-        container = _dict(container)
-        count = _int(container.get("restartCount"))
-        finished = _last_termination(container)
-        restarts += count
-        last_restart = _later(last_restart, finished)
-        sidecar = _is_sidecar(init_by_name.get(_str(container.get("name"))))
-        if sidecar:
-            sidecar_restarts += count
-            last_sidecar_restart = _later(last_sidecar_restart, finished)
-        state = _dict(container.get("state"))
-        terminated, waiting = state.get("terminated"), state.get("waiting")
-        if _present(terminated) and _int(terminated.get("exitCode")) == 0:
-            continue
-        if sidecar and container.get("started") is True:
-            if container.get("ready") is True:
-                ready += 1
-            continue
-        if _present(terminated):
-            reason = _terminated_reason(terminated, "Init:")
-        elif (
-            _present(waiting)
-            and _str(waiting.get("reason"))
-            and waiting.get("reason") != "PodInitializing"
-        ):
-            reason = "Init:" + _str(waiting.get("reason"))
-        else:
-            reason = f"Init:{index}/{len(init_specs)}"
-        initializing = True
-        break
-
-    if not initializing or _condition_true(conditions, "Initialized", first_only=True):
-        restarts, last_restart = sidecar_restarts, last_sidecar_restart
-        has_running = False
-        for container in reversed(_list(status.get("containerStatuses"))):
-            container = _dict(container)
-            restarts += _int(container.get("restartCount"))
-            last_restart = _later(last_restart, _last_termination(container))
-            state = _dict(container.get("state"))
-            terminated, waiting = state.get("terminated"), state.get("waiting")
-            if _present(waiting) and _str(waiting.get("reason")):
-                reason = _str(waiting.get("reason"))
-            elif _present(terminated):
-                reason = _terminated_reason(terminated, "")
-            elif container.get("ready") is True and _present(state.get("running")):
-                has_running = True
-                ready += 1
-        # a pod whose last container completed but another still runs is not "Completed"
-        if reason == "Completed" and has_running:
-            reason = "Running" if _condition_true(conditions, "Ready", first_only=False) else "NotReady"
-
-    if meta.get("deletionTimestamp"):
-        if status.get("reason") == _NODE_LOST:
-            reason = "Unknown"
-        elif phase not in _TERMINAL_PHASES:
-            reason = "Terminating"
-
-    restarts_cell = str(restarts)
-    if restarts != 0 and last_restart is not None:
-        restarts_cell = f"{restarts} ({_since(last_restart, now)} ago)"
-
-    pod_ips = _list(status.get("podIPs"))
-    ip = _str(_dict(pod_ips[0]).get("ip")) if pod_ips else _str(status.get("podIP"))
-
-    gates = _list(spec.get("readinessGates"))
-    readiness_gates = "<none>"
-    if gates:
-        satisfied = 0
-        for gate in gates:
-            wanted = _dict(gate).get("conditionType")
-            for condition in conditions:
-                condition = _dict(condition)
-                if condition.get("type") == wanted:
-                    satisfied += condition.get("status") == "True"
-                    break
-        readiness_gates = f"{satisfied}/{len(gates)}"
-
-    return PodRow(
-        name=_str(meta.get("name")),
-        namespace=_str(meta.get("namespace")),
-        ready=f"{ready}/{total}",
-        status=reason,
-        restarts=restarts_cell,
-        age=age(meta.get("creationTimestamp"), now),
-        ip=ip or "<none>",
-        node=_str(spec.get("nodeName")) or "<none>",
-        nominated_node=_str(status.get("nominatedNodeName")) or "<none>",
-        readiness_gates=readiness_gates,
-    )
-
-
-# ----------------------------------------------------------------------- tab alignment
-
-
-def _tabwrite(text: str, *, minwidth: int, padding: int) -> str:
-    """Go text/tabwriter (padchar ' ', no flags) applied to fully buffered text.
-
-    Cells are tab-terminated; the text after a line's last tab is not part of any column.
-    A column block is a run of consecutive lines that have a cell in that column; each
-    block is as wide as its widest cell plus `padding` (at least `minwidth`).
-    """
-    lines = [line.split("\t") for line in text.split("\n")]
-    trailing = lines.pop() if lines else [""]
-    out: list[str] = []
-
-    def write_lines(widths: list[int], start: int, stop: int) -> None:
-        for cells in lines[start:stop]:
-            parts = []
-            for j, cell in enumerate(cells):
-                if j < len(widths):
-                    parts.append(cell + " " * (widths[j] - len(cell)))
-                else:
-                    parts.append(cell)
-            out.append("".join(parts))
-
-    def format_block(widths: list[int], start: int, stop: int) -> None:
-        column = len(widths)
-        this = start
-        while this < stop:
-            if column >= len(lines[this]) - 1:
-                this += 1
-                continue
-            write_lines(widths, start, this)
-            start = this
-            width = minwidth
-            while this < stop and column < len(lines[this]) - 1:
-                width = max(width, len(lines[this][column]) + padding)
-                this += 1
-            widths.append(width)
-            format_block(widths, start, this)
-            widths.pop()
-            start = this
-        write_lines(widths, start, stop)
-
-    format_block([], 0, len(lines))
-    result = "\n".join(out) + ("\n" if out else "")
-    return result + "\t".join(trailing)
-
-
-_CELL_BREAKS = ("\f", "\n", "\r")
-
-
-def _escape(text: str) -> str:
-    """cli-runtime WriteEscaped: neutralise terminal escape sequences."""
-    if "\x1b" in text or "\r" in text:
-        text = text.replace("\x1b", "^[").replace("\r", "\\r")
-    return text
-
-
-def _cell(value: Any) -> str:
-    """A table cell as the cli-runtime table printer writes it (cut at a line break)."""
-    text = _str(value)
-    cut = min((i for i in (text.find(ch) for ch in _CELL_BREAKS) if i >= 0), default=-1)
-    if cut >= 0:
-        return _escape(text[:cut]) + "..."
-    return _escape(text)
-
-
-def _table(headers: list[str], rows: list[list[str]], *, no_headers: bool = False) -> str:
-    """kubectl's human-readable table: tabwriter(minwidth 6, padding 3); '' for no rows."""
-    if not rows:
-        return ""
-    lines = [] if no_headers else ["\t".join(headers)]
-    lines.extend("\t".join(_cell(cell) for cell in row) for row in rows)
-    return _tabwrite("\n".join(lines) + "\n", minwidth=6, padding=3)
-
-
-def format_pod_table(
-    pods: list[dict],
-    now: datetime,
-    *,
-    wide: bool = False,
-    all_namespaces: bool = False,
-    no_headers: bool = False,
-) -> str:
-    """`kubectl get pods` output (newline-terminated), or '' when there are no pods."""
-    headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
-    if wide:
-        headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
-    if all_namespaces:
-        headers.insert(0, "NAMESPACE")
-    rows = []
-    for pod in pods:
-        row = pod_row(pod, now)
-        cells = [row.name, row.ready, row.status, row.restarts, row.age]
-        if wide:
-            cells += [row.ip, row.node, row.nominated_node, row.readiness_gates]
-        if all_namespaces:
-            cells.insert(0, row.namespace)
-        rows.append(cells)
-    return _table(headers, rows, no_headers=no_headers)
-
-
-def _last_seen(event: Mapping[str, Any], now: datetime) -> str:
-    """printEvent's LAST SEEN: lastTimestamp, else firstTimestamp/eventTime; a series wins."""
-    series = event.get("series")
-    if _present(series):
-        return age(series.get("lastObservedTime"), now)
-    if event.get("lastTimestamp"):
-        return age(event.get("lastTimestamp"), now)
-    return age(event.get("firstTimestamp") or event.get("eventTime"), now)
-
-
-def event_cells(event: Mapping[str, Any], now: datetime) -> list[str]:
-    """printEvent's LAST SEEN, TYPE, REASON, OBJECT and MESSAGE cells of one event."""
-    involved = _dict(event.get("involvedObject"))
-    kind, name = _str(involved.get("kind")).lower(), _str(involved.get("name"))
-    return [_last_seen(event, now), _str(event.get("type")), _str(event.get("reason")),
-            f"{kind}/{name}" if name else kind, _str(event.get("message"))]
-
-
-def format_event_table(events: list[dict], now: datetime, *, all_namespaces: bool = False) -> str:
-    """`kubectl get events` output in the order given (callers sort by lastTimestamp)."""
-    headers = ["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]
-    if all_namespaces:
-        headers.insert(0, "NAMESPACE")
-    rows = []
-    for event in events:
-        event = _dict(event)
-        cells = event_cells(event, now)
-        if all_namespaces:
-            cells.insert(0, _str(_dict(event.get("metadata")).get("namespace")))
-        rows.append(cells)
-    return _table(headers, rows)
-
-
-# ---------------------------------------------------------------------------- quantities
-
-def _quantity(value: Any) -> tuple[int, int] | None:
-    """A resource quantity as an exact (numerator, denominator) pair; None if invalid."""
-    from kubelite.api import qos   # lazily: `get pods` needs no quantities
-
-    amount = qos.amount(value)
-    return None if amount is None else (amount.numerator, amount.denominator)
-
-
-def _ceil_div(numerator: int, denominator: int) -> int:
-    return -(-numerator // denominator)
-
-
-# ----------------------------------------------------------------------------------- QoS
-
-def _requirements(resources: Any) -> Any:
-    from kubelite.api import qos
-
-    resources = _dict(resources)
-    return qos.Requirements(_dict(resources.get("requests")), _dict(resources.get("limits")))
-
-
-def _pod_qos(pod: Mapping[str, Any]) -> str:
-    """qos.GetPodQOS: status.qosClass when set, else computed by kubelite's one QoS rule."""
-    from kubelite.api import qos
-
-    spec, status = _dict(pod.get("spec")), _dict(pod.get("status"))
-    if _str(status.get("qosClass")):
-        return _str(status.get("qosClass"))
-    init = [qos.InitContainer(_requirements(_dict(c).get("resources")), _dict(c).get("restartPolicy") == "Always")
-            for c in _list(spec.get("initContainers"))]
-    app = [_requirements(_dict(c).get("resources")) for c in _list(spec.get("containers"))]
-    return qos.qos_class(app, init, _requirements(spec["resources"]) if _present(spec.get("resources")) else None)
-
+from typing import Any, Mapping
+
+from kubelite.kubectl.common import _dict, _escape, _int, _list, _present, _str, _tabwrite, age, parse_time
+from kubelite.kubectl.pods import _TERMINAL_PHASES
+from kubelite.kubectl.qos import _ceil_div, _pod_qos, _quantity
 
 # --------------------------------------------------------------------------- describe pod
 
@@ -892,6 +416,34 @@ def _event_lines(w: _PrefixWriter, events: list[dict], now: datetime) -> None:
         w.write(1, "\t".join(cells) + "\n")
 
 
+def _ip_lines(w: _PrefixWriter, status: dict[str, Any]) -> None:
+    """`IP:` and `IPs:` (each of podIPs, or `<none>`)."""
+    w.write(0, f"IP:\t{_str(status.get('podIP'))}\n")
+    pod_ips = [_str(_dict(ip).get("ip")) for ip in _list(status.get("podIPs"))]
+    if not pod_ips:
+        w.write(0, "IPs:\t<none>\n")
+    else:
+        w.write(0, "IPs:\n")
+        for ip in pod_ips:
+            w.write(1, f"IP:\t{ip}\n")
+
+
+def _condition_lines(w: _PrefixWriter, spec: dict[str, Any], status: dict[str, Any]) -> None:
+    """`Readiness Gates:` (each gate with its condition's status) and `Conditions:`."""
+    conditions = [_dict(c) for c in _list(status.get("conditions"))]
+    gates = [_dict(g) for g in _list(spec.get("readinessGates"))]
+    if gates:
+        w.write(0, "Readiness Gates:\n  Type\tStatus\n")
+        for gate in gates:
+            wanted = gate.get("conditionType")
+            found = next((c for c in conditions if c.get("type") == wanted), None)
+            w.write(1, f"{_str(wanted)} \t{_str(found.get('status')) if found else '<none>'} \n")
+    if conditions:
+        w.write(0, "Conditions:\n  Type\tStatus\n")
+        for condition in conditions:
+            w.write(1, f"{_str(condition.get('type'))} \t{_str(condition.get('status'))} \n")
+
+
 def describe_pod(
     pod: dict,
     events: list[dict],
@@ -934,14 +486,7 @@ def describe_pod(
         w.write(0, f"SeccompProfile:\t{_str(seccomp.get('type'))}\n")
         if seccomp.get("type") == "Localhost":
             w.write(0, f"LocalhostProfile:\t{_str(seccomp.get('localhostProfile'))}\n")
-    w.write(0, f"IP:\t{_str(status.get('podIP'))}\n")
-    pod_ips = [_str(_dict(ip).get("ip")) for ip in _list(status.get("podIPs"))]
-    if not pod_ips:
-        w.write(0, "IPs:\t<none>\n")
-    else:
-        w.write(0, "IPs:\n")
-        for ip in pod_ips:
-            w.write(1, f"IP:\t{ip}\n")
+    _ip_lines(w, status)
     for owner in _list(meta.get("ownerReferences")):
         owner = _dict(owner)
         if owner.get("controller") is True:
@@ -960,18 +505,7 @@ def describe_pod(
     _containers_section(w, pod, "Containers", _list(spec.get("containers")),
                         _list(status.get("containerStatuses")))
 
-    conditions = [_dict(c) for c in _list(status.get("conditions"))]
-    gates = [_dict(g) for g in _list(spec.get("readinessGates"))]
-    if gates:
-        w.write(0, "Readiness Gates:\n  Type\tStatus\n")
-        for gate in gates:
-            wanted = gate.get("conditionType")
-            found = next((c for c in conditions if c.get("type") == wanted), None)
-            w.write(1, f"{_str(wanted)} \t{_str(found.get('status')) if found else '<none>'} \n")
-    if conditions:
-        w.write(0, "Conditions:\n  Type\tStatus\n")
-        for condition in conditions:
-            w.write(1, f"{_str(condition.get('type'))} \t{_str(condition.get('status'))} \n")
+    _condition_lines(w, spec, status)
     _volume_lines(w, _list(spec.get("volumes")))
     w.write(0, f"QoS Class:\t{_pod_qos(pod)}\n")
     _sorted_map_lines(w, "Node-Selectors", spec.get("nodeSelector"))

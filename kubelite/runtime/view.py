@@ -1,0 +1,84 @@
+"""The runtime as another process sees it: a container's log, exec and signals, without the daemon.
+
+Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this instance: where an
+attempt's log is (`layout`), the command line that runs a command in a running container, and
+sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
+container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
+Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
+
+Standard library only, and it loads nothing of the runtime itself: the CLI's commands stay fast.
+Errors: `errors.RuntimeError_`, one line each.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from kubelite.errors import RuntimeError_
+from kubelite import layout
+
+#: The runtime whose containers have processes this view can reach (the scheme of their IDs).
+RUNC = "runc"
+
+
+def which(name: str) -> str | None:
+    """A runtime binary by name: on PATH, else in the system directories root's PATH may leave out."""
+    return shutil.which(name, path=os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin",
+                                                    "/bin"]))
+
+
+def runtime_version(name: str) -> str:
+    """`<runtime>://<version>`, the Node's containerRuntimeVersion (CRI's `Version`): runc's own
+    version for runc, kubelite's for the simulated runtime."""
+    if name != RUNC:
+        from kubelite import __version__
+
+        return f"{name}://{__version__}"
+    import subprocess
+
+    runc = which("runc")
+    if runc is None:
+        return "runc://unknown"
+    try:
+        first = subprocess.run([runc, "--version"], capture_output=True, text=True, timeout=5).stdout.split("\n")[0]
+    except (OSError, subprocess.TimeoutExpired):
+        return "runc://unknown"
+    return "runc://" + (first.split()[-1] if first.split() else "unknown")
+
+
+class RuntimeView:
+    """The containers of the instance with state root `root` and run directory `run_dir`."""
+
+    def __init__(self, *, root: Path, run_dir: Path) -> None:
+        self.root, self.run_dir = root, run_dir
+
+    def log_path(self, *, namespace: str, pod: str, uid: str, container: str, attempt: int) -> Path:
+        """The CRI-format log of one attempt of a container (it may not exist)."""
+        return layout.container_log_path(self.root, namespace, pod, uid, container, attempt)
+
+    def exec_argv(self, container_id: str, command: list[str], *, tty: bool = False) -> list[str]:
+        """The argv that runs `command` in the running container `container_id` (`<runtime>://<id>`),
+        for the caller to exec: its exit code is the command's."""
+        prefix, bare = self._runc(container_id)
+        return [*prefix, "exec", *(["--tty"] if tty else []), bare, *command]
+
+    def signal(self, container_id: str, signal: str) -> None:
+        """Send `signal` (`TERM`, `SIGKILL`, `9`) to the container's PID 1."""
+        import subprocess   # here: `logs` and `exec` start without it
+
+        prefix, bare = self._runc(container_id)
+        result = subprocess.run([*prefix, "kill", bare, signal.upper().removeprefix("SIG")],
+                                capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError_(f"kill: {result.stderr.strip() or 'runc kill failed'}")
+
+    def _runc(self, container_id: str) -> tuple[list[str], str]:
+        scheme, _, bare = container_id.partition("://")
+        if scheme != RUNC:
+            raise RuntimeError_("this pod runs on the simulated runtime: there is no process to reach")
+        runc = which("runc")
+        if runc is None:
+            raise RuntimeError_("runc is not installed")
+        return [runc, "--root", str(layout.runc_root(self.run_dir))], bare
