@@ -205,6 +205,9 @@ class Agent:
         self.backoff, self.start_errors = state.backoff, state.start_errors
         self.configs.load(state.config_objects)
         self.configs.claims.load(state.persistent_volumes)
+        set_up = sorted((e for e in self.pods.values() if e.uid in self.pod_sandboxes or e.uid in self.by_pod),
+                        key=lambda e: e.created_at)
+        self.configs.restore_claim_holders([(e.uid, e.pod) for e in set_up])
 
     def _write_all(self) -> None:
         """Write everything the agent holds (into a database that was deleted under it)."""
