@@ -33,7 +33,7 @@ from typing import Any, Callable
 from kubelite.agent import dns, metrics, probing
 from kubelite.agent.claims import claim_refs
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
-from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
+from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner, Netns, NoNetwork
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api import claims as claim_objects
 from kubelite.api import names
@@ -771,7 +771,8 @@ class Agent:
                                             now=now) if spec is not None else None
             if action is not None:
                 # The hook runs beside the loop (it may take the whole grace period); SIGTERM follows
-                # it, and SIGKILL stays due at the deadline whatever the hook does.
+                # it, and SIGKILL is due 2 s after it at the earliest (`record_hooks`).
+                deadline = hook_rules.pre_stop_deadline(now, grace_s)
                 self.hooks.pre_stop(uid=uid, container_id=c.id, name=c.name, pod=self._pod_ref(entry),
                                     action=action, netns=self._netns(c.sandbox_id), grace_s=float(grace_s),
                                     then=lambda: self._signal(container_id, "TERM"))
@@ -793,11 +794,11 @@ class Agent:
         sandbox = self.sandboxes.get(sandbox_id)
         return sandbox[1].ip if sandbox is not None else None
 
-    def _netns(self, sandbox_id: str) -> str | None:
+    def _netns(self, sandbox_id: str) -> Netns:
         try:
             return self.runtime.sandbox_netns(sandbox_id)
-        except RuntimeError_:
-            return None
+        except RuntimeError_ as exc:   # never the host's namespace instead (hooks.NoNetwork)
+            return NoNetwork(str(exc))
 
     @staticmethod
     def _pod_ref(entry: PodEntry) -> str:
@@ -893,6 +894,9 @@ class Agent:
             for type_, reason, message in outcome.events:
                 if entry is not None:
                     self.event(entry, type_, reason, message, now, container=outcome.name)
+            if outcome.kind == hook_rules.PRE_STOP and known is not None and known[1].kill_deadline is not None:
+                self._observe(known[0], replace(known[1], kill_deadline=hook_rules.deadline_after_pre_stop(
+                    known[1].kill_deadline, now)))
             if outcome.kind == hook_rules.POST_START:
                 if not outcome.failure:
                     self.post_start.pop(outcome.container_id, None)
