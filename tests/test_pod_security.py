@@ -409,7 +409,8 @@ def test_qos_class_with_pod_level_resources(pod_resources, containers, qos):
 
 
 def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_limit():
-    values = ocispec.pod_cgroup_resources(ResourceRequirements(limits={"cpu": "500m", "memory": "64Mi"}))
+    limited = decode(resources_doc({"limits": {"cpu": "500m", "memory": "64Mi"}})).desired.pod
+    values = ocispec.pod_cgroup_resources(security.defaulted_pod_resources(limited))
     assert values == {"memory_limit": 64 << 20, "cpu_quota": 50_000, "cpu_period": 100_000, "cpu_shares": 512}
     assert ocispec.pod_cgroup_resources(ResourceRequirements(requests={"cpu": "250m"})) == {"cpu_shares": 256}
     assert ocispec.pod_cgroup_resources(None) == {}
@@ -421,6 +422,24 @@ def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_l
     own.spec.containers[0].resources.limits["memory"] = "32Mi"
     assert _spec(own, pod_resources=ResourceRequirements(limits={"memory": "64Mi"}))["linux"]["resources"][
         "memory"] == {"limit": 32 << 20}
+
+
+def test_the_pod_cgroup_s_cpu_shares_follow_the_defaulted_request_the_containers_aggregate():
+    pod = decode(resources_doc({"limits": {"cpu": "2"}}, {"requests": {"cpu": "100m"}},
+                               {"requests": {"cpu": "150m"}})).desired.pod
+    defaulted = security.defaulted_pod_resources(pod)
+    assert defaulted is not None and defaulted.requests == {"cpu": "250m"}
+    assert ocispec.pod_cgroup_resources(defaulted)["cpu_shares"] == 256     # not 2048, the limit's
+    assert security.defaulted_pod_resources(make_pod()) is None
+
+
+def test_a_container_without_a_request_takes_the_pod_limit_as_its_maximum_not_as_its_request():
+    pod = make_pod(sc=None)
+    cpu = _spec(pod, pod_resources=ResourceRequirements(limits={"cpu": "4"}))["linux"]["resources"]["cpu"]
+    assert cpu == {"shares": 2, "quota": 400_000, "period": 100_000}
+    pod.spec.containers[0].resources.limits["cpu"] = "1"   # its own limit is its request
+    assert _spec(pod, pod_resources=ResourceRequirements(limits={"cpu": "4"}))["linux"]["resources"]["cpu"][
+        "shares"] == 1024
 
 
 def test_the_deprecated_annotations_are_warned_about():

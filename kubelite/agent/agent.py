@@ -584,7 +584,8 @@ class Agent:
                                share_process_namespace=bool(pod.spec.share_process_namespace),
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
                                dns=resolver, hosts=hosts,
-                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources,
+                               sysctls=tuple(security.pod_sysctls(pod).items()),
+                               resources=security.defaulted_pod_resources(pod),
                                seccomp=security.sandbox_seccomp_profile(pod,
                                                                         seccomp_default=self.config.seccomp_default))
         try:

@@ -18,6 +18,7 @@ Purely computational; messages name fields and rules, never values.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -201,6 +202,19 @@ def pod_requests(pod: Pod) -> dict[str, Fraction]:
         if amount is not None:
             found[name] = amount
     return found
+
+
+def defaulted_pod_resources(pod: Pod) -> ResourceRequirements | None:
+    """Pod-level `spec.resources` with its requests defaulted (`pod_requests`), as the API server
+    stores them; None without pod-level resources."""
+    resources = pod.spec.resources
+    if resources is None:
+        return None
+    requests = dict(resources.requests)
+    for name, amount in pod_requests(pod).items():
+        if name not in requests:
+            requests[name] = f"{math.ceil(amount * 1000)}m" if name == "cpu" else str(math.ceil(amount))
+    return resources.model_copy(update={"requests": requests})
 
 
 def validate_pod_resources(pod: Pod) -> list[FieldIssue]:

@@ -26,6 +26,7 @@ from kubelite.api.models import AppArmorProfile, Container, Pod, SeccompProfile
 from kubelite.api.security_validation import (
     APPARMOR_CONTAINER_ANNOTATION, SECCOMP_CONTAINER_ANNOTATION, SECCOMP_POD_ANNOTATION, normalize_sysctl,
 )
+from kubelite.api.security_validation import defaulted_pod_resources as defaulted_pod_resources  # for the sandbox
 from kubelite.core.types import SecurityProfile
 
 RUNTIME_DEFAULT, LOCALHOST, UNCONFINED = "RuntimeDefault", "Localhost", "Unconfined"
