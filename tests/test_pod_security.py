@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,51 @@ def test_apparmor_on_a_host_without_it_refuses_pods_that_require_a_profile():
     assert security.apparmor_profile(required, required.spec.containers[0], apparmor_enabled=False) is None
 
 
+@pytest.mark.parametrize("pod_sc, sc, annotations, required", [
+    # the pod's field counts even when the container sets its own (kubelet isRequired)
+    ({"appArmorProfile": {"type": "RuntimeDefault"}}, {"appArmorProfile": {"type": "Unconfined"}}, None, True),
+    ({"appArmorProfile": {"type": "Unconfined"}}, None, None, False),
+    (None, None, {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}, True),
+    # any container annotation other than unconfined, even with the field saying Unconfined
+    (None, {"appArmorProfile": {"type": "Unconfined"}},
+     {"container.apparmor.security.beta.kubernetes.io/other": "localhost/x"}, True),
+    (None, None, {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}, False),
+])
+def test_apparmor_is_required_as_the_kubelet_decides_it(pod_sc, sc, annotations, required):
+    doc = pod_doc()
+    if pod_sc:
+        doc["spec"]["securityContext"] = pod_sc
+    if sc:
+        doc["spec"]["containers"][0]["securityContext"] = sc
+    if annotations:
+        doc["metadata"]["annotations"] = annotations
+    decoded = decode(doc)
+    pod = decoded.desired.pod if decoded.desired is not None else Pod.model_validate(doc)
+    assert security.apparmor_required(pod) is required
+
+
+def test_the_default_apparmor_profile_holds_the_container_runtimes_rules_and_parses():
+    from kubelite.runtime import apparmor
+
+    text = apparmor.default_profile("kubelite-test")
+    lines = {line.strip() for line in text.splitlines()}
+    for rule in ("deny mount,", "deny @{PROC}/* w,", "deny @{PROC}/sys/[^k]** w,",
+                 "deny @{PROC}/sys/kernel/{?,??,[^s][^h][^m]**} w,", "deny @{PROC}/sysrq-trigger rwklx,",
+                 "deny @{PROC}/kcore rwklx,", "deny @{PROC}/mem rwklx,", "deny @{PROC}/kmem rwklx,",
+                 "deny /sys/[^f]*/** wklx,", "deny /sys/fs/cg[^r]*/** wklx,", "deny /sys/firmware/** rwklx,",
+                 "deny /sys/devices/virtual/powercap/** rwklx,", "deny /sys/kernel/security/** rwklx,",
+                 "ptrace (trace,read,tracedby,readby) peer=kubelite-test,"):
+        assert rule in lines, rule
+    assert any(line.startswith("deny @{PROC}/{[^1-9],") and line.endswith("}/** w,") for line in lines)
+    assert text.count("{") == text.count("}") and text.rstrip().endswith("}")
+    parser = shutil.which("apparmor_parser")
+    if parser is not None and Path("/etc/apparmor.d/tunables/global").exists():
+        # parse and compile only (-Q: never loaded into a kernel)
+        result = subprocess.run([parser, "-Q", "-K", "--skip-cache"], input=text, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+
+
 def test_apparmor_profile_choice_on_a_host_with_apparmor():
     def choice(**kw: Any) -> SecurityProfile | None:
         p = make_pod(**kw)
@@ -137,6 +184,13 @@ def test_apparmor_profile_choice_on_a_host_with_apparmor():
      {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"},
      "spec.containers[0].securityContext.appArmorProfile.type: Forbidden: apparmor type in annotation and field "
      "must match"),
+    (None, {"appArmorProfile": {"type": "Localhost", "localhostProfile": " padded "}}, None,
+     "spec.containers[0].securityContext.appArmorProfile.localhostProfile: Invalid value: must not be padded with "
+     "whitespace"),
+    (None, None, {POD_ANN: "localhost/../../etc/a.json"},
+     f"metadata.annotations[{POD_ANN}]: Invalid value: must not contain '..'"),
+    (None, None, {CTR_ANN: "localhost//etc/a.json"},
+     f"metadata.annotations[{CTR_ANN}]: Invalid value: must be a relative path"),
     (None, None, {POD_ANN: "strict"},
      f"metadata.annotations[{POD_ANN}]: Invalid value: must be runtime/default, unconfined or localhost/<profile>"),
     ({"sysctls": [{"name": "Net.IPv4.foo", "value": "1"}]}, None, None,

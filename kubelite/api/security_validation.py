@@ -66,12 +66,18 @@ def _profile(path: str, profile: SeccompProfile | AppArmorProfile | None, *, sec
         return [FieldIssue(f"{path}.localhostProfile", f"Required value: must be set when {what} type is "
                                                        "Localhost")]
     if seccomp:
-        if local.startswith("/"):
-            return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must be a relative path")]
-        if ".." in local.split("/"):
-            return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must not contain '..'")]
-    elif not local.strip():
+        return _local_descending_path(f"{path}.localhostProfile", local)
+    if local.strip() != local:   # Kubernetes: strings.TrimSpace(x) != x
         return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must not be padded with whitespace")]
+    return []
+
+
+def _local_descending_path(path: str, local: str) -> list[FieldIssue]:
+    """`validateLocalDescendingPath`: a Localhost seccomp profile stays below the profile root."""
+    if local.startswith("/"):
+        return [FieldIssue(path, "Invalid value: must be a relative path")]
+    if ".." in local.replace("\\", "/").split("/"):
+        return [FieldIssue(path, "Invalid value: must not contain '..'")]
     return []
 
 
@@ -82,6 +88,10 @@ def _annotation(key: str, value: str | None, field: SeccompProfile | AppArmorPro
     path = f"metadata.annotations[{key}]"
     if not _valid_annotation(value, seccomp=seccomp):
         return [FieldIssue(path, "Invalid value: must be runtime/default, unconfined or localhost/<profile>")]
+    if seccomp and value.startswith("localhost/"):
+        found = _local_descending_path(path, value.removeprefix("localhost/"))
+        if found:
+            return found
     if field is not None and field.type in PROFILE_TYPES:
         normal = "runtime/default" if value == "docker/default" else value
         if annotation_value(field) != normal:

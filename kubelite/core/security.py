@@ -137,12 +137,18 @@ def apparmor_profile(pod: Pod, container: Container, *, apparmor_enabled: bool) 
 
 
 def apparmor_required(pod: Pod) -> bool:
-    """True when a container asks for an AppArmor profile other than Unconfined (kubelet `isRequired`)."""
+    """The kubelet's `isRequired`: the pod's `appArmorProfile` other than Unconfined (even when every
+    container sets its own), a container's other than Unconfined, or any container annotation
+    (`container.apparmor.security.beta.kubernetes.io/…`) other than `unconfined`."""
+    psc = pod.spec.security_context
+    if psc is not None and psc.app_armor_profile is not None and psc.app_armor_profile.type != UNCONFINED:
+        return True
     for c in pod.spec.all_containers():
-        chosen = _apparmor_choice(pod, c)
-        if chosen is not None and chosen.type != UNCONFINED:
+        sc = c.security_context
+        if sc is not None and sc.app_armor_profile is not None and sc.app_armor_profile.type != UNCONFINED:
             return True
-    return False
+    return any(key.startswith(APPARMOR_CONTAINER_ANNOTATION) and value != "unconfined"
+               for key, value in pod.metadata.annotations.items())
 
 
 # ------------------------------------------------------------------------------ sysctls
