@@ -547,3 +547,18 @@ def test_serve_refuses_allowed_unsafe_sysctls_that_are_not_namespaced(tmp_path):
                             env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "--allowed-unsafe-sysctls: the sysctls vm.swappiness are not known to be namespaced" in result.stderr
+
+
+@pytest.mark.parametrize("release, expected", [
+    ("6.1.0-13-amd64", (6, 1, 0)), ("6.0-13-amd64", (6, 0)), ("5.15.0-91-generic", (5, 15, 0)),
+    ("4.14", (4, 14)), ("6.8.0+rc1", (6, 8, 0)),
+])
+def test_one_kernel_version_parser_reads_releases_and_min_kernel_alike(release, expected):
+    from kubelite.runtime import linux
+
+    assert linux.kernel_version(release) == expected
+    rule = {"names": ["membarrier"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "6.0-13-amd64"}}
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [rule]}
+    kept = seccomp.oci_seccomp(profile, machine="x86_64", capabilities=(), kernel=(6, 0, 5))["syscalls"]
+    assert [r["names"] for r in kept] == [["membarrier"]]   # 6.0 >= 6.0, not 6.13
+    assert not seccomp.oci_seccomp(profile, machine="x86_64", capabilities=(), kernel=(5, 19)).get("syscalls")

@@ -214,7 +214,7 @@ class Claims:
             "metadata": {"name": volume.name, "uid": configobjects.object_uid("PersistentVolume", "", volume.name, ""),
                          "annotations": {"pv.kubernetes.io/provisioned-by": claims.PROVISIONERS[0]}},
             "spec": {"accessModes": list(spec.get("accessModes", [])),
-                     "capacity": {"storage": str(spec.get("resources", {}).get("requests", {}).get("storage", ""))},
+                     "capacity": {"storage": claims.claim_capacity({"spec": spec})},
                      "claimRef": {"apiVersion": "v1", "kind": claims.CLAIM, "namespace": volume.claim_namespace,
                                   "name": volume.claim_name, "uid": volume.claim_uid},
                      "local": {"path": str(self.base / volume.name)},

@@ -187,8 +187,9 @@ class SysctlPolicy:
     kernel: tuple[int, ...] | None = None
     allowed_unsafe: tuple[str, ...] = ()
 
-    def rejection(self, name: str, *, host_network: bool, host_ipc: bool = False) -> str | None:
-        """Why `name` may not be set (the kubelet's `validateSysctl` text), or None."""
+    def rejection(self, name: str, *, host_network: bool) -> str | None:
+        """Why `name` may not be set (the kubelet's `validateSysctl` text), or None. (The kubelet also
+        refuses IPC sysctls with hostIPC; kubelite never shares the host's IPC namespace.)"""
         name = normalize_sysctl(name)
         allowed = set(safe_sysctls(self.kernel)) | {p for p in self.allowed_unsafe if not p.endswith("*")}
         prefixes = [p[:-1] for p in self.allowed_unsafe if p.endswith("*")]
@@ -197,8 +198,6 @@ class SysctlPolicy:
         namespace = sysctl_namespace(name)
         if namespace == "net" and host_network:
             return f'"{name}" not allowed with host net enabled'
-        if namespace == "ipc" and host_ipc:
-            return f'"{name}" not allowed with host ipc enabled'
         return None
 
 

@@ -445,6 +445,15 @@ def _namespaces(**paths: str | None) -> list[dict[str, str]]:
 # --------------------------------------------------------------------------------- specs
 
 
+def _seccomp(profile: Mapping[str, Any], what: str, *, machine: str, capabilities: Collection[str],
+             kernel: Sequence[int] | None) -> dict[str, Any]:
+    """The profile in runc's form (`seccomp.oci_seccomp`); SpecError naming `what` when it cannot be."""
+    try:
+        return seccomp.oci_seccomp(profile, machine=machine, capabilities=capabilities, kernel=kernel)
+    except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SpecError(f"{what}: invalid seccomp profile: {exc}") from None
+
+
 def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, rootfs: str,
                          namespaces: SandboxNamespaces, cgroups_path: str, hostname: str,
                          annotations: Mapping[str, str], nofile: int = 1024, pids_limit: int | None = 4096,
@@ -513,10 +522,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
                       "devices": _devices(privileged)},
     }
     if seccomp_profile is not None:
-        try:
-            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=caps, kernel=kernel)
-        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SpecError(f"container {container.name}: invalid seccomp profile: {exc}") from None
+        linux["seccomp"] = _seccomp(seccomp_profile, f"container {container.name}", machine=machine,
+                                    capabilities=caps, kernel=kernel)
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
@@ -558,10 +565,7 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
     if config.sysctls:   # written by runc inside the new namespaces, before /proc/sys turns read-only
         linux["sysctl"] = dict(config.sysctls)
     if seccomp_profile is not None:   # the pod's profile, for a process without capabilities
-        try:
-            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=(), kernel=kernel)
-        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SpecError(f"pod sandbox: invalid seccomp profile: {exc}") from None
+        linux["seccomp"] = _seccomp(seccomp_profile, "pod sandbox", machine=machine, capabilities=(), kernel=kernel)
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {
