@@ -464,7 +464,7 @@ def test_qos_class_with_pod_level_resources(pod_resources, containers, qos):
 
 def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_limit():
     limited = decode(resources_doc({"limits": {"cpu": "500m", "memory": "64Mi"}})).desired.pod
-    values = ocispec.pod_cgroup_resources(security.defaulted_pod_resources(limited))
+    values = ocispec.pod_cgroup_resources(security.pod_cgroup_requirements(limited))
     assert values == {"memory_limit": 64 << 20, "cpu_quota": 50_000, "cpu_period": 100_000, "cpu_shares": 512}
     assert ocispec.pod_cgroup_resources(ResourceRequirements(requests={"cpu": "250m"})) == {"cpu_shares": 256}
     assert ocispec.pod_cgroup_resources(None) == {}
@@ -481,10 +481,10 @@ def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_l
 def test_the_pod_cgroup_s_cpu_shares_follow_the_defaulted_request_the_containers_aggregate():
     pod = decode(resources_doc({"limits": {"cpu": "2"}}, {"requests": {"cpu": "100m"}},
                                {"requests": {"cpu": "150m"}})).desired.pod
-    defaulted = security.defaulted_pod_resources(pod)
+    defaulted = security.pod_cgroup_requirements(pod)
     assert defaulted is not None and defaulted.requests == {"cpu": "250m"}
     assert ocispec.pod_cgroup_resources(defaulted)["cpu_shares"] == 256     # not 2048, the limit's
-    assert security.defaulted_pod_resources(make_pod()) is None
+    assert security.pod_cgroup_requirements(make_pod()) is None
 
 
 def test_a_container_without_a_request_takes_the_pod_limit_as_its_maximum_not_as_its_request():

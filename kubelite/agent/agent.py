@@ -585,7 +585,7 @@ class Agent:
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
                                dns=resolver, hosts=hosts,
                                sysctls=tuple(security.pod_sysctls(pod).items()),
-                               resources=security.defaulted_pod_resources(pod),
+                               resources=security.pod_cgroup_requirements(pod),
                                seccomp=security.sandbox_seccomp_profile(pod,
                                                                         seccomp_default=self.config.seccomp_default))
         try:

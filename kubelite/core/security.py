@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from kubelite.api.models import AppArmorProfile, Container, Pod, SeccompProfile
+from kubelite.api.models import ResourceRequirements
 from kubelite.api.security_validation import (
-    APPARMOR_CONTAINER_ANNOTATION, SECCOMP_CONTAINER_ANNOTATION, SECCOMP_POD_ANNOTATION, normalize_sysctl,
+    APPARMOR_CONTAINER_ANNOTATION, SECCOMP_CONTAINER_ANNOTATION, SECCOMP_POD_ANNOTATION, defaulted_pod_resources,
+    normalize_sysctl,
 )
-from kubelite.api.security_validation import defaulted_pod_resources as defaulted_pod_resources  # for the sandbox
 from kubelite.core.types import SecurityProfile
 
 RUNTIME_DEFAULT, LOCALHOST, UNCONFINED = "RuntimeDefault", "Localhost", "Unconfined"
@@ -152,6 +153,12 @@ def apparmor_required(pod: Pod) -> bool:
 
 
 # ------------------------------------------------------------------------------ sysctls
+
+
+def pod_cgroup_requirements(pod: Pod) -> ResourceRequirements | None:
+    """What the pod's own cgroup is set from: pod-level `spec.resources` with the requests the API
+    server defaults (`defaulted_pod_resources`); None without pod-level resources."""
+    return defaulted_pod_resources(pod)
 
 
 def sysctl_namespace(name: str) -> str | None:
