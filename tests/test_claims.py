@@ -6,6 +6,7 @@ The fake runtime mounts nothing, so the tests see the claims' directories under 
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from pathlib import Path
 from typing import Any
@@ -295,3 +296,94 @@ def test_the_claims_and_volumes_survive_a_database_rebuild(tmp_path):
         node.settle()
         assert volumes(node)[0]["spec"]["local"]["path"] == first
         assert running(node) and mount_source(node)[0] == first
+
+
+def test_a_second_claim_with_the_same_uid_is_refused_and_never_shares_or_deletes_the_first_s_data(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("class.yaml", storage_class("scratch", reclaimPolicy="Delete"))
+        first = claim(storageClassName="scratch")
+        first["metadata"].update(namespace="team-a", uid="copied-uid")
+        second = claim("other", storageClassName="scratch")
+        second["metadata"].update(namespace="team-b", uid="copied-uid")
+        node.write("a.yaml", first)
+        node.write("b.yaml", second)
+        web = pod("web", claim_name="other")
+        web["metadata"]["namespace"] = "team-b"
+        node.write("web.yaml", web)
+        node.settle()
+        problems = [str(p) for p in node.agent.problems]
+        assert any("metadata.uid: Duplicate value: PersistentVolumeClaim team-a/data already has this uid; "
+                   "PersistentVolumeClaim team-b/other is ignored" in p for p in problems), problems
+        assert waiting(node)["message"].startswith(
+            'MountVolume.SetUp failed for volume "store" : persistentvolumeclaim "other" not found')
+        [pv] = volumes(node)
+        assert pv["spec"]["claimRef"]["namespace"] == "team-a"
+        data = Path(pv["spec"]["local"]["path"])
+        (data / "precious").write_text("team-a")
+        # team-a's claim goes: its volume is deleted (class Delete); team-b's claim gets a volume of its own
+        (node.manifests / "a.yaml").unlink()
+        node.agent.hint_manifests()
+        node.settle()
+        assert running(node)
+        [pv] = volumes(node)
+        assert pv["spec"]["claimRef"]["namespace"] == "team-b"
+        assert not (data / "precious").exists()
+
+
+def test_a_retained_volume_is_not_taken_over_by_a_claim_of_another_namespace_with_its_uid(tmp_path):
+    with simulated_node(tmp_path) as node:
+        first = claim()
+        first["metadata"].update(namespace="team-a", uid="copied-uid")
+        node.write("a.yaml", first)
+        node.settle()
+        [pv] = volumes(node)
+        data = Path(pv["spec"]["local"]["path"])
+        (data / "precious").write_text("team-a")
+        (node.manifests / "a.yaml").unlink()
+        node.agent.hint_manifests()
+        node.settle()
+        assert [v["status"]["phase"] for v in volumes(node)] == ["Released"]
+        second = claim()
+        second["metadata"].update(namespace="team-b", uid="copied-uid")
+        node.write("b.yaml", second)
+        web = pod("web")
+        web["metadata"]["namespace"] = "team-b"
+        node.write("web.yaml", web)
+        node.settle()
+        [status] = [c["status"] for c in claims(node)]
+        assert status["phase"] == "Pending"
+        assert [v["status"]["phase"] for v in volumes(node)] == ["Released"]
+        assert "belongs to claim team-a/data" in waiting(node)["message"]
+        assert any("belongs to claim team-a/data" in e["message"] for e in node.events("ProvisioningFailed"))
+        assert (data / "precious").read_text() == "team-a"
+
+
+def test_read_write_once_pod_is_still_held_after_a_restart(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("data.yaml", claim(modes=("ReadWriteOncePod",)))
+        node.write("a.yaml", pod("a"))
+        node.settle()
+        assert running(node, "a")
+        node.restart_agent()
+        node.settle()
+        node.write("b.yaml", pod("b"))
+        node.settle()
+        assert running(node, "a")
+        assert waiting(node, "b")["message"].endswith(
+            'persistentvolumeclaim "data" has the ReadWriteOncePod access mode and is in use by pod default/a')
+
+
+def test_a_claim_s_directory_follows_the_state_root_not_the_path_stored_with_it(tmp_path):
+    with simulated_node(tmp_path) as node:
+        node.write("data.yaml", claim(), pod())
+        node.settle()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        node.store.close()
+        with sqlite3.connect(node.root / "kubelite.db") as db:
+            db.execute("UPDATE persistent_volumes SET path = ?", (str(elsewhere),))
+        db.close()
+        node.restart_agent()
+        node.write("web.yaml", pod("web2"))
+        node.settle()
+        assert mount_source(node, "web2")[0] == str(node.root / "volumes" / volumes(node)[0]["metadata"]["name"])

@@ -45,7 +45,12 @@ def test_resolv_conf_is_parsed_as_the_kubelet_parses_it():
     text = ("# comment\nnameserver 10.0.0.1\n  nameserver 10.0.0.2 # trailing\nnameserver\nsearch a.test b.test.\n"
             "search c.test . d.test.\noptions rotate\noptions ndots:3 attempts:2\ndomain ignored.test\n")
     assert dns.parse_resolv_conf(text) == dns.ResolverConfig(("10.0.0.1", "10.0.0.2"), ("c.test", "d.test"),
-                                                             ("ndots:3", "attempts:2"))
+                                                             ("rotate", "ndots:3", "attempts:2"))
+
+
+def test_options_lines_are_merged_by_name_as_the_kubelet_merges_them():
+    text = "nameserver 10.0.0.1\noptions ndots:1 edns0\noptions timeout:2\noptions ndots:4\n"
+    assert dns.parse_resolv_conf(text).options == ("ndots:4", "edns0", "timeout:2")
 
 
 def test_the_systemd_resolved_stub_is_replaced_by_its_upstream_file(tmp_path: Path, monkeypatch):
@@ -120,6 +125,16 @@ def test_resolv_conf_is_written_as_containerd_writes_it():
     assert etcfiles.resolv_conf(DNSConfig()) == ""
 
 
+
+def test_the_writers_never_let_a_value_start_a_line_of_its_own():
+    assert etcfiles.resolv_conf(DNSConfig(("192.0.2.1", "fe80::1%x\nnameserver 10.6.6.6"), ("a.test", "b\nc"),
+                                          ("ndots:1\nnameserver 10.6.6.6", "edns0"))) \
+        == "search a.test\nnameserver 192.0.2.1\noptions edns0\n"
+    hosts = etcfiles.hosts_file(HostsConfig("web", aliases=(("10.0.0.1\n10.6.6.6", ("a",)),
+                                                            ("10.0.0.2", ("b\nevil", "c")))), [])
+    assert hosts.endswith("# Entries added by HostAliases.\n10.0.0.2\tc\n") and "10.6.6.6" not in hosts
+
+
 def test_the_hosts_file_is_the_kubelet_s_managed_file():
     # the example of the Kubernetes documentation ("Adding entries to Pod /etc/hosts with HostAliases")
     hosts = HostsConfig("hostaliases-pod", aliases=(("127.0.0.1", ("foo.local", "bar.local")),
@@ -170,6 +185,17 @@ def test_the_agent_names_the_pod_by_hostname_subdomain_and_namespace():
      ["spec.dnsConfig.options[0]: Required value: Option.Name must not be empty"]),
     ({"hostAliases": [{"ip": "localhost", "hostnames": ["a"]}]},
      ["spec.hostAliases[0].ip: Invalid value: must be a valid IP address"]),
+    # an IPv6 zone is no plain IP (Go's net.ParseIP), and would carry anything into the files
+    ({"hostAliases": [{"ip": "fe80::1%eth0\n10.6.6.6", "hostnames": ["a"]}]},
+     ["spec.hostAliases[0].ip: Invalid value: must be a valid IP address"]),
+    ({"hostAliases": [{"ip": "fe80::1%eth0", "hostnames": ["a"]}]},
+     ["spec.hostAliases[0].ip: Invalid value: must be a valid IP address"]),
+    ({"dnsConfig": {"nameservers": ["fe80::1%1"]}},
+     ["spec.dnsConfig.nameservers[0]: Invalid value: must be a valid IP address"]),
+    ({"dnsConfig": {"options": [{"name": "ndots", "value": "1\nnameserver 10.6.6.6"}]}},
+     ["spec.dnsConfig.options[0].value: Invalid value: must not contain spaces or control characters"]),
+    ({"dnsConfig": {"options": [{"name": "a b"}]}},
+     ["spec.dnsConfig.options[0].name: Invalid value: must not contain spaces or control characters"]),
     ({"hostAliases": [{"ip": "10.0.0.1", "hostnames": ["Bad_Name"]}]}, None),
     ({"subdomain": "Bad.Sub"}, None),
 ])

@@ -114,11 +114,24 @@ def test_every_field_is_implemented_warned_or_refused(entry: fieldsupport.FieldS
 def test_a_warned_field_at_its_zero_value_asks_for_nothing_and_gets_no_warning(value: Any) -> None:
     doc = base_pod()
     doc["spec"]["hostPID"] = value                                  # not modelled
-    doc["spec"]["securityContext"]["sysctls"] = value if value != "" and value != {} and value is not False else []
-    if value in (None, False):
-        doc["spec"]["containers"][0]["tty"] = value                 # modelled
+    doc["spec"]["securityContext"]["supplementalGroupsPolicy"] = value
+    doc["spec"]["containers"][0].setdefault("securityContext", {})["procMount"] = value
+    if value in (None, ""):
+        doc["spec"]["serviceAccountName"] = value                   # modelled
     decoded = decode_document(doc, source="x")
     assert decoded.desired is not None and decoded.warnings == []
+
+
+def test_the_zero_value_test_s_fields_are_still_warned_when_set() -> None:
+    doc = base_pod()
+    doc["spec"]["hostPID"] = True
+    doc["spec"]["securityContext"]["supplementalGroupsPolicy"] = "Strict"
+    doc["spec"]["containers"][0].setdefault("securityContext", {})["procMount"] = "Unmasked"
+    doc["spec"]["serviceAccountName"] = "builder"
+    decoded = decode_document(doc, source="x")
+    warned = {str(w).split(":")[0] for w in decoded.warnings}
+    assert {"spec.hostPID", "spec.securityContext.supplementalGroupsPolicy",
+            "spec.containers[0].securityContext.procMount", "spec.serviceAccountName"} <= warned, warned
 
 
 def test_every_field_of_every_model_is_in_the_table() -> None:

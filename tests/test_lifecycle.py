@@ -220,6 +220,29 @@ def test_a_failing_prestop_hook_is_a_warning_and_the_container_still_stops(env):
     assert env.pods() == []
 
 
+def test_after_a_prestop_hook_the_container_has_at_least_two_seconds_before_sigkill(env):
+    env.runtime.script("web", "app", Behavior(ignore_sigterm=True))
+    doc = with_hooks(pod_doc("web"), preStop={"exec": {"command": ["true"]}})
+    doc["spec"]["terminationGracePeriodSeconds"] = 1
+    path = env.write("web.yaml", doc)
+    env.settle()
+    path.unlink()
+    env.agent.hint_manifests()
+    env.settle()
+    env.advance(1.5)   # past the grace period: the 2 s after the hook are not over
+    assert not [op for op, _ in env.runtime.calls if op == "signal_KILL"]
+    env.advance(0.6)
+    assert [op for op, _ in env.runtime.calls if op.startswith("signal_")] == ["signal_TERM", "signal_KILL"]
+
+
+def test_the_kill_deadline_after_a_prestop_hook_keeps_the_rest_of_the_grace_period_and_two_seconds_at_least():
+    deadline = hooks.pre_stop_deadline(T0, 30)
+    assert deadline == at(32)
+    assert hooks.deadline_after_pre_stop(deadline, at(5)) == at(30)    # the rest of the grace period
+    assert hooks.deadline_after_pre_stop(deadline, at(29)) == at(31)   # 2 s at least
+    assert hooks.deadline_after_pre_stop(deadline, at(30)) == at(32)   # the hook used it all
+
+
 # ------------------------------------------------------------------ validation of lifecycle handlers
 
 @pytest.mark.parametrize("lifecycle, error", [
@@ -348,3 +371,42 @@ def test_a_sidecar_whose_poststart_hook_runs_holds_the_next_init_container_and_t
     assert {c["type"]: c["status"] for c in s["conditions"]}["Initialized"] == "False"
     released = plan(d, observed(d, proxy), record=PodRecord(), backoff={}, now=at(2))
     assert [a.name for a in released.to_start] == ["setup"]
+
+
+def test_an_httpget_hook_is_never_sent_from_the_host_s_network_when_the_pod_s_is_gone():
+    import http.server
+    import threading
+
+    from kubelite.agent.hooks import HookRunner, NoNetwork
+    from kubelite.runtime.fake import FakeRuntime
+
+    requests: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            requests.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        doc = pod_doc("web")
+        get = {"httpGet": {"host": "127.0.0.1", "port": server.server_address[1], "path": "/hook"}}
+        c = decoded(with_hooks(doc, postStart=get)).pod.spec.containers[0]
+        action = hooks.hook_action(c, hooks.POST_START, container_id="c1", pod_ip="10.1.0.5", timeout_s=5, now=T0)
+        assert action is not None
+        runner = HookRunner(FakeRuntime(), wake=lambda: None, user_agent="kube-lifecycle/1.32")
+        runner._run_post_start("u1", "c1", "app", "default/web", action, NoNetwork("pod sandbox s1 is not running"))
+        [outcome] = runner.finished()
+        assert "the pod's network namespace is not available: pod sandbox s1 is not running" in outcome.failure
+        assert requests == []
+        runner._run_post_start("u1", "c1", "app", "default/web", action, None)   # hostNetwork: the host's
+        [outcome] = runner.finished()
+        assert outcome.failure == "" and requests == ["/hook"]
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -96,6 +98,51 @@ def test_apparmor_on_a_host_without_it_refuses_pods_that_require_a_profile():
     assert security.apparmor_profile(required, required.spec.containers[0], apparmor_enabled=False) is None
 
 
+@pytest.mark.parametrize("pod_sc, sc, annotations, required", [
+    # the pod's field counts even when the container sets its own (kubelet isRequired)
+    ({"appArmorProfile": {"type": "RuntimeDefault"}}, {"appArmorProfile": {"type": "Unconfined"}}, None, True),
+    ({"appArmorProfile": {"type": "Unconfined"}}, None, None, False),
+    (None, None, {"container.apparmor.security.beta.kubernetes.io/app": "runtime/default"}, True),
+    # any container annotation other than unconfined, even with the field saying Unconfined
+    (None, {"appArmorProfile": {"type": "Unconfined"}},
+     {"container.apparmor.security.beta.kubernetes.io/other": "localhost/x"}, True),
+    (None, None, {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"}, False),
+])
+def test_apparmor_is_required_as_the_kubelet_decides_it(pod_sc, sc, annotations, required):
+    doc = pod_doc()
+    if pod_sc:
+        doc["spec"]["securityContext"] = pod_sc
+    if sc:
+        doc["spec"]["containers"][0]["securityContext"] = sc
+    if annotations:
+        doc["metadata"]["annotations"] = annotations
+    decoded = decode(doc)
+    pod = decoded.desired.pod if decoded.desired is not None else Pod.model_validate(doc)
+    assert security.apparmor_required(pod) is required
+
+
+def test_the_default_apparmor_profile_holds_the_container_runtimes_rules_and_parses():
+    from kubelite.runtime import apparmor
+
+    text = apparmor.default_profile("kubelite-test")
+    lines = {line.strip() for line in text.splitlines()}
+    for rule in ("deny mount,", "deny @{PROC}/* w,", "deny @{PROC}/sys/[^k]** w,",
+                 "deny @{PROC}/sys/kernel/{?,??,[^s][^h][^m]**} w,", "deny @{PROC}/sysrq-trigger rwklx,",
+                 "deny @{PROC}/kcore rwklx,", "deny @{PROC}/mem rwklx,", "deny @{PROC}/kmem rwklx,",
+                 "deny /sys/[^f]*/** wklx,", "deny /sys/fs/cg[^r]*/** wklx,", "deny /sys/firmware/** rwklx,",
+                 "deny /sys/devices/virtual/powercap/** rwklx,", "deny /sys/kernel/security/** rwklx,",
+                 "ptrace (trace,read,tracedby,readby) peer=kubelite-test,"):
+        assert rule in lines, rule
+    assert any(line.startswith("deny @{PROC}/{[^1-9],") and line.endswith("}/** w,") for line in lines)
+    assert text.count("{") == text.count("}") and text.rstrip().endswith("}")
+    parser = shutil.which("apparmor_parser")
+    if parser is not None and Path("/etc/apparmor.d/tunables/global").exists():
+        # parse and compile only (-Q: never loaded into a kernel)
+        result = subprocess.run([parser, "-Q", "-K", "--skip-cache"], input=text, capture_output=True, text=True,
+                                timeout=60)
+        assert result.returncode == 0, result.stderr
+
+
 def test_apparmor_profile_choice_on_a_host_with_apparmor():
     def choice(**kw: Any) -> SecurityProfile | None:
         p = make_pod(**kw)
@@ -137,6 +184,13 @@ def test_apparmor_profile_choice_on_a_host_with_apparmor():
      {"container.apparmor.security.beta.kubernetes.io/app": "unconfined"},
      "spec.containers[0].securityContext.appArmorProfile.type: Forbidden: apparmor type in annotation and field "
      "must match"),
+    (None, {"appArmorProfile": {"type": "Localhost", "localhostProfile": " padded "}}, None,
+     "spec.containers[0].securityContext.appArmorProfile.localhostProfile: Invalid value: must not be padded with "
+     "whitespace"),
+    (None, None, {POD_ANN: "localhost/../../etc/a.json"},
+     f"metadata.annotations[{POD_ANN}]: Invalid value: must not contain '..'"),
+    (None, None, {CTR_ANN: "localhost//etc/a.json"},
+     f"metadata.annotations[{CTR_ANN}]: Invalid value: must be a relative path"),
     (None, None, {POD_ANN: "strict"},
      f"metadata.annotations[{POD_ANN}]: Invalid value: must be runtime/default, unconfined or localhost/<profile>"),
     ({"sysctls": [{"name": "Net.IPv4.foo", "value": "1"}]}, None, None,
@@ -409,7 +463,8 @@ def test_qos_class_with_pod_level_resources(pod_resources, containers, qos):
 
 
 def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_limit():
-    values = ocispec.pod_cgroup_resources(ResourceRequirements(limits={"cpu": "500m", "memory": "64Mi"}))
+    limited = decode(resources_doc({"limits": {"cpu": "500m", "memory": "64Mi"}})).desired.pod
+    values = ocispec.pod_cgroup_resources(security.pod_cgroup_requirements(limited))
     assert values == {"memory_limit": 64 << 20, "cpu_quota": 50_000, "cpu_period": 100_000, "cpu_shares": 512}
     assert ocispec.pod_cgroup_resources(ResourceRequirements(requests={"cpu": "250m"})) == {"cpu_shares": 256}
     assert ocispec.pod_cgroup_resources(None) == {}
@@ -421,6 +476,24 @@ def test_pod_level_resources_reach_the_pod_cgroup_and_cap_containers_without_a_l
     own.spec.containers[0].resources.limits["memory"] = "32Mi"
     assert _spec(own, pod_resources=ResourceRequirements(limits={"memory": "64Mi"}))["linux"]["resources"][
         "memory"] == {"limit": 32 << 20}
+
+
+def test_the_pod_cgroup_s_cpu_shares_follow_the_defaulted_request_the_containers_aggregate():
+    pod = decode(resources_doc({"limits": {"cpu": "2"}}, {"requests": {"cpu": "100m"}},
+                               {"requests": {"cpu": "150m"}})).desired.pod
+    defaulted = security.pod_cgroup_requirements(pod)
+    assert defaulted is not None and defaulted.requests == {"cpu": "250m"}
+    assert ocispec.pod_cgroup_resources(defaulted)["cpu_shares"] == 256     # not 2048, the limit's
+    assert security.pod_cgroup_requirements(make_pod()) is None
+
+
+def test_a_container_without_a_request_takes_the_pod_limit_as_its_maximum_not_as_its_request():
+    pod = make_pod(sc=None)
+    cpu = _spec(pod, pod_resources=ResourceRequirements(limits={"cpu": "4"}))["linux"]["resources"]["cpu"]
+    assert cpu == {"shares": 2, "quota": 400_000, "period": 100_000}
+    pod.spec.containers[0].resources.limits["cpu"] = "1"   # its own limit is its request
+    assert _spec(pod, pod_resources=ResourceRequirements(limits={"cpu": "4"}))["linux"]["resources"]["cpu"][
+        "shares"] == 1024
 
 
 def test_the_deprecated_annotations_are_warned_about():
@@ -474,3 +547,18 @@ def test_serve_refuses_allowed_unsafe_sysctls_that_are_not_namespaced(tmp_path):
                             env=env, capture_output=True, text=True, timeout=30)
     assert result.returncode != 0
     assert "--allowed-unsafe-sysctls: the sysctls vm.swappiness are not known to be namespaced" in result.stderr
+
+
+@pytest.mark.parametrize("release, expected", [
+    ("6.1.0-13-amd64", (6, 1, 0)), ("6.0-13-amd64", (6, 0)), ("5.15.0-91-generic", (5, 15, 0)),
+    ("4.14", (4, 14)), ("6.8.0+rc1", (6, 8, 0)),
+])
+def test_one_kernel_version_parser_reads_releases_and_min_kernel_alike(release, expected):
+    from kubelite.runtime import linux
+
+    assert linux.kernel_version(release) == expected
+    rule = {"names": ["membarrier"], "action": "SCMP_ACT_ALLOW", "includes": {"minKernel": "6.0-13-amd64"}}
+    profile = {"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [rule]}
+    kept = seccomp.oci_seccomp(profile, machine="x86_64", capabilities=(), kernel=(6, 0, 5))["syscalls"]
+    assert [r["names"] for r in kept] == [["membarrier"]]   # 6.0 >= 6.0, not 6.13
+    assert not seccomp.oci_seccomp(profile, machine="x86_64", capabilities=(), kernel=(5, 19)).get("syscalls")

@@ -442,3 +442,64 @@ def test_a_claim_volume_gets_the_pods_fs_group_once_per_pod(tmp_path):
     host.tear_down("u1")
     host.set_up("u1", pod, {}, claims={"data": str(claim)})   # the pod set up anew: owned again (Always)
     assert os.stat(claim / "sub" / "f").st_gid == GID
+
+
+@needs_root
+def test_a_downward_api_volume_written_on_the_disk_before_is_not_hidden_under_a_new_tmpfs(tmp_path):
+    from kubelite.runtime import linux
+
+    pod: Pod = decoded([{"name": "info", "downwardAPI": {"items": [
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]}}]).desired.pod
+    host = VolumeHost(tmp_path, host_changes=True)
+    old = host.volume_dir("u-old", pod.spec.volumes[0])
+    old.mkdir(parents=True)
+    host.write_projection(old, {"labels": (b'app="a"\n', 0o644)})   # as a kubelite without the tmpfs left it
+    try:
+        assert host.set_up("u-old", pod, {"info": {"labels": (b'app="b"\n', 0o644)}})["info"] == str(old)
+        assert not linux.is_mountpoint(old), "the running containers' bind mounts would no longer see edits"
+        assert (old / "labels").read_bytes() == b'app="b"\n'
+        fresh = Path(host.set_up("u-new", pod, {"info": {"labels": (b'app="c"\n', 0o644)}})["info"])
+        assert linux.is_mountpoint(fresh) and (fresh / "labels").read_bytes() == b'app="c"\n'
+    finally:
+        host.tear_down("u-old")
+        host.tear_down("u-new")
+    assert not old.exists()
+
+
+@needs_root
+def test_the_fs_group_walk_follows_no_symlinked_directory_and_enters_no_other_mount(tmp_path):
+    from kubelite.runtime import linux
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f").write_text("x")
+    root = tree(tmp_path / "vol")
+    os.symlink(outside, root / "dirlink")
+    mounted = root / "mnt"
+    mounted.mkdir()
+    linux.mount_volume_tmpfs(mounted, mode="0755")
+    try:
+        (mounted / "g").write_text("y")
+        before = {p: os.stat(p).st_gid for p in (outside, outside / "f", mounted / "g")}
+        assert set_volume_ownership(root, GID, read_only=False)
+        assert {p: os.stat(p).st_gid for p in before} == before
+        assert os.lstat(root / "dirlink").st_gid == GID and os.stat(root / "sub" / "f").st_gid == GID
+    finally:
+        linux.unmount(mounted)
+
+
+@needs_root
+def test_a_slow_fs_group_walk_is_logged_with_the_time_it_took(tmp_path, caplog, monkeypatch):
+    from kubelite.runtime import volumes
+
+    root = tree(tmp_path / "vol")
+    monkeypatch.setattr(volumes, "SLOW_OWNERSHIP_S", 0.0)
+    with caplog.at_level("WARNING", logger="kubelite.volumes"):
+        set_volume_ownership(root, GID, read_only=False)
+    [record] = [r for r in caplog.records if "Setting volume ownership" in r.getMessage()]
+    assert str(root) in record.getMessage() and "files and directories" in record.getMessage()
+    caplog.clear()
+    monkeypatch.setattr(volumes, "SLOW_OWNERSHIP_S", 60.0)
+    with caplog.at_level("WARNING", logger="kubelite.volumes"):
+        set_volume_ownership(root, GID, read_only=False)
+    assert not [r for r in caplog.records if "Setting volume ownership" in r.getMessage()]

@@ -33,7 +33,7 @@ from typing import Any, Callable
 from kubelite.agent import dns, metrics, probing
 from kubelite.agent.claims import claim_refs
 from kubelite.agent.configs import Configs, VolumeError, VolumeHost
-from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
+from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner, Netns, NoNetwork
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api import claims as claim_objects
 from kubelite.api import names
@@ -203,6 +203,9 @@ class Agent:
         self.backoff, self.start_errors = state.backoff, state.start_errors
         self.configs.load(state.config_objects)
         self.configs.claims.load(state.persistent_volumes)
+        set_up = sorted((e for e in self.pods.values() if e.uid in self.pod_sandboxes or e.uid in self.by_pod),
+                        key=lambda e: e.created_at)
+        self.configs.restore_claim_holders([(e.uid, e.pod) for e in set_up])
 
     def _write_all(self) -> None:
         """Write everything the agent holds (into a database that was deleted under it)."""
@@ -579,7 +582,8 @@ class Agent:
                                share_process_namespace=bool(pod.spec.share_process_namespace),
                                log_directory=str(self.log_directory(entry)), port_mappings=_port_mappings(pod),
                                dns=resolver, hosts=hosts,
-                               sysctls=tuple(security.pod_sysctls(pod).items()), resources=pod.spec.resources,
+                               sysctls=tuple(security.pod_sysctls(pod).items()),
+                               resources=security.pod_cgroup_requirements(pod),
                                seccomp=security.sandbox_seccomp_profile(pod,
                                                                         seccomp_default=self.config.seccomp_default))
         try:
@@ -768,7 +772,8 @@ class Agent:
                                             now=now) if spec is not None else None
             if action is not None:
                 # The hook runs beside the loop (it may take the whole grace period); SIGTERM follows
-                # it, and SIGKILL stays due at the deadline whatever the hook does.
+                # it, and SIGKILL is due 2 s after it at the earliest (`record_hooks`).
+                deadline = hook_rules.pre_stop_deadline(now, grace_s)
                 self.hooks.pre_stop(uid=uid, container_id=c.id, name=c.name, pod=self._pod_ref(entry),
                                     action=action, netns=self._netns(c.sandbox_id), grace_s=float(grace_s),
                                     then=lambda: self._signal(container_id, "TERM"))
@@ -790,11 +795,11 @@ class Agent:
         sandbox = self.sandboxes.get(sandbox_id)
         return sandbox[1].ip if sandbox is not None else None
 
-    def _netns(self, sandbox_id: str) -> str | None:
+    def _netns(self, sandbox_id: str) -> Netns:
         try:
             return self.runtime.sandbox_netns(sandbox_id)
-        except RuntimeError_:
-            return None
+        except RuntimeError_ as exc:   # never the host's namespace instead (hooks.NoNetwork)
+            return NoNetwork(str(exc))
 
     @staticmethod
     def _pod_ref(entry: PodEntry) -> str:
@@ -890,6 +895,9 @@ class Agent:
             for type_, reason, message in outcome.events:
                 if entry is not None:
                     self.event(entry, type_, reason, message, now, container=outcome.name)
+            if outcome.kind == hook_rules.PRE_STOP and known is not None and known[1].kill_deadline is not None:
+                self._observe(known[0], replace(known[1], kill_deadline=hook_rules.deadline_after_pre_stop(
+                    known[1].kill_deadline, now)))
             if outcome.kind == hook_rules.POST_START:
                 if not outcome.failure:
                     self.post_start.pop(outcome.container_id, None)

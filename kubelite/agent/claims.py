@@ -3,13 +3,16 @@
 Owns the volumes provisioned for claims, in memory and in the store (`persistent_volumes`), and
 their directories `<root>/volumes/pvc-<claim uid>/` (0777, as k3s's local-path provisioner and an
 emptyDir; unreachable for other users: `<root>` and `<root>/volumes` are 0700). A directory
-outlives every pod that mounts it, and kubelite restarts.
+outlives every pod that mounts it, and kubelite restarts. It is always found from the current
+root and the volume's name (`directory`), never from the path stored in the database.
 
-Once per manifest scan (`sync`), after the claims were accepted (`Configs.apply`):
+Once per manifest scan (`sync`), after the claims were accepted (`Configs.apply`), volumes whose
+claim is gone are reclaimed first, then:
 
 * a claim whose class exists (the built-in `local-path`, or a StorageClass document) is bound:
   its volume `pvc-<uid>` is provisioned if new (event ProvisioningSucceeded), status Bound; a
-  claim naming a class that does not exist stays Pending (event ProvisioningFailed);
+  claim naming a class that does not exist stays Pending (event ProvisioningFailed), and so does
+  a claim whose uid names a volume of another claim (never shared, never taken over);
 * a volume whose claim is gone stays Bound while a pod still refers to the claim (the claim
   protection of Kubernetes), then is reclaimed by its class's policy: `Retain` (the built-in
   class) keeps the directory and marks the volume Released — a claim of the same namespace and
@@ -85,6 +88,14 @@ class Claims:
     def base(self) -> Path:
         return layout.claim_volumes_dir(self.root)
 
+    def directory(self, volume: Volume) -> Path:
+        """The volume's directory under the current root (never the path stored with it: the root may
+        have moved). Raises LookupError for a name that would lead outside `<root>/volumes`."""
+        path = self.base / volume.name
+        if not volume.name.startswith("pvc-") or path.parent != self.base or volume.name in (".", ".."):
+            raise LookupError(f"volume {volume.name!r} has no directory under {self.base}")
+        return path
+
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.volumes = {row["name"]: Volume(**{k: row[k] for k in (
             "name", "claim_namespace", "claim_name", "claim_uid", "storage_class", "reclaim_policy", "path", "phase",
@@ -121,14 +132,34 @@ class Claims:
         refer to it; `event(namespace, kind, name, uid, type, reason, message)` records an event."""
         classes = self.classes(objects)
         changed: set[ClaimKey] = set()
+        # reclaimed first: a volume whose claim is gone is released (or deleted) before any claim binds
+        for volume in list(self.volumes.values()):
+            key = volume.claim_key
+            claim = objects.get(key)
+            if volume.phase != "Bound" or (claim is not None and claim.uid == volume.claim_uid):
+                continue
+            if users.get(key):
+                continue   # still referred to by a pod: protected until it is gone
+            self._reclaim(volume, now, event)
         for key, config in objects.items():
             if key[0] != claims.CLAIM:
                 continue
             spec = config.object.get("spec", {})
             class_name = spec.get("storageClassName") or claims.DEFAULT_CLASS
             storage_class = classes.get(class_name)
-            provisioned = f"pvc-{config.uid}" in self.volumes   # keeps its class's policy, even if the class goes
-            if storage_class is None and not provisioned:
+            existing = self.volumes.get(f"pvc-{config.uid}")
+            provisioned = existing is not None   # keeps its class's policy, even if the class goes
+            if existing is not None and existing.claim_key != key:
+                # the same uid in another claim (a copied manifest): its data is never shared nor taken over
+                why = (f"volume {existing.name} belongs to claim {existing.claim_namespace}/{existing.claim_name}; "
+                       "this claim needs a metadata.uid of its own")
+                status = {"phase": "Pending"}
+                if self.pending.get(key) != why:
+                    log.warning("PersistentVolumeClaim %s/%s: %s", config.namespace, config.name, why)
+                    event(config.namespace, claims.CLAIM, config.name, config.uid, "Warning", "ProvisioningFailed",
+                          why)
+                self.pending[key] = why
+            elif storage_class is None and not provisioned:
                 why = f'storageclass.storage.k8s.io "{class_name}" not found'
                 status = {"phase": "Pending"}
                 if self.pending.get(key) != why:
@@ -143,14 +174,6 @@ class Claims:
             if self.status.get(key) != status:
                 self.status[key] = status
                 changed.add(key)
-        for name, volume in list(self.volumes.items()):
-            key = volume.claim_key
-            claim = objects.get(key)
-            if volume.phase != "Bound" or (claim is not None and claim.uid == volume.claim_uid):
-                continue
-            if users.get(key):
-                continue   # still referred to by a pod: protected until it is gone
-            self._reclaim(volume, now, event)
         for key in [k for k in self.status if k not in objects]:
             del self.status[key]
             self.pending.pop(key, None)
@@ -192,10 +215,10 @@ class Claims:
             "metadata": {"name": volume.name, "uid": configobjects.object_uid("PersistentVolume", "", volume.name, ""),
                          "annotations": {"pv.kubernetes.io/provisioned-by": claims.PROVISIONERS[0]}},
             "spec": {"accessModes": list(spec.get("accessModes", [])),
-                     "capacity": {"storage": str(spec.get("resources", {}).get("requests", {}).get("storage", ""))},
+                     "capacity": {"storage": claims.claim_capacity({"spec": spec})},
                      "claimRef": {"apiVersion": "v1", "kind": claims.CLAIM, "namespace": volume.claim_namespace,
                                   "name": volume.claim_name, "uid": volume.claim_uid},
-                     "local": {"path": volume.path},
+                     "local": {"path": str(self.base / volume.name)},
                      "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
                          {"key": "kubernetes.io/hostname", "operator": "In", "values": [self.node_name]}]}]}},
                      "persistentVolumeReclaimPolicy": policy, "storageClassName": volume.storage_class,
@@ -206,7 +229,10 @@ class Claims:
     def _reclaim(self, volume: Volume, now: datetime, event: EventSink) -> None:
         ns, claim = volume.claim_namespace, volume.claim_name
         if volume.reclaim_policy == "Delete":
-            shutil.rmtree(volume.path, ignore_errors=True)
+            try:
+                shutil.rmtree(self.directory(volume), ignore_errors=True)
+            except LookupError as exc:
+                log.warning("PersistentVolume %s: not deleted: %s", volume.name, exc)
             del self.volumes[volume.name]
             self.store.delete_persistent_volume(volume.name)
             log.info("PersistentVolumeClaim %s/%s gone: volume %s deleted (reclaim policy Delete)", ns, claim,
@@ -219,9 +245,10 @@ class Claims:
         self.volumes[volume.name] = released
         self._write(released)
         log.info("PersistentVolumeClaim %s/%s gone: volume %s released; its data is kept in %s", ns, claim,
-                 volume.name, volume.path)
+                 volume.name, self.base / volume.name)
         event(ns, "PersistentVolume", volume.name, volume.object.get("metadata", {}).get("uid", ""), "Normal",
-              "VolumeReleased", f"claim {ns}/{claim} is gone: volume released, its data kept in {volume.path} "
+              "VolumeReleased", f"claim {ns}/{claim} is gone: volume released, its data kept in "
+                                f"{self.base / volume.name} "
                                 "(reclaim policy Retain)")
 
     # ------------------------------------------------------------------ pods
@@ -244,7 +271,7 @@ class Claims:
         if holder is not None:
             raise LookupError(f'persistentvolumeclaim "{claim}" has the ReadWriteOncePod access mode and is in use '
                               f"by pod {holder}")
-        return volume.path
+        return str(self.directory(volume))
 
     def remember(self, key: ClaimKey, stored: dict[str, Any]) -> None:
         """A claim's binding as the store holds it (at start, before the first scan)."""

@@ -214,6 +214,18 @@ class Configs:
             self.claim_holders[key] = (uid, pod.key)
         return paths
 
+    def restore_claim_holders(self, pods: list[tuple[str, Pod]]) -> None:
+        """At start: the ReadWriteOncePod claims held by the pods that were set up before the restart
+        (those with a sandbox or a container left), the oldest first, as they took them."""
+        self.claim_holders = {}
+        for uid, pod in pods:
+            for claim in claim_refs(pod).values():
+                key = (claim_objects.CLAIM, pod.metadata.namespace, claim)
+                entry = self.entries.get(key)
+                modes = entry.config.object.get("spec", {}).get("accessModes", []) if entry is not None else []
+                if "ReadWriteOncePod" in modes:
+                    self.claim_holders.setdefault(key, (uid, pod.key))
+
     def set_up_volumes(self, uid: str, pod: Pod, status: dict[str, Any]) -> None:
         """Every volume of the pod ready on the host. Raises VolumeError (FailedMount)."""
         payloads = self.payloads(uid, pod, status)

@@ -3,7 +3,8 @@
 Owns: carrying out the hooks `core.hooks` resolved, each on a helper thread of its own (a hook
 may take as long as it likes: the loop goes on stopping, restarting and reporting meanwhile):
 exec hooks through the runtime's `exec_sync` (`runc exec`, as exec probes), httpGet hooks with
-the prober's HTTP client from inside the pod's network namespace, sleep hooks; and handing the
+the prober's HTTP client from inside the pod's network namespace (from the host's only for a
+hostNetwork pod: when the pod's namespace cannot be found the hook fails), sleep hooks; and handing the
 outcomes back through a queue that the loop drains (`finished()`), as image pulls do. For a
 preStop hook it then sends the stop signal (the `then` callback), hook or no hook, failure or
 not. It decides nothing and writes nothing: events, states and kills are the agent's.
@@ -42,6 +43,18 @@ Event = tuple[str, str, str]   # type, reason, message
 
 
 @dataclass(frozen=True)
+class NoNetwork:
+    """In place of a network namespace: the pod's could not be found (its sandbox is not running).
+    An httpGet hook then fails with `reason`; it is never sent from the host's namespace instead."""
+
+    reason: str
+
+
+#: Where an httpGet hook is sent from: a namespace path, None for a hostNetwork pod, or NoNetwork.
+Netns = str | None | NoNetwork
+
+
+@dataclass(frozen=True)
 class HookOutcome:
     uid: str
     container_id: str
@@ -59,12 +72,12 @@ class HookRunner:
         self._done: queue.SimpleQueue[HookOutcome] = queue.SimpleQueue()
 
     def post_start(self, *, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction,
-                   netns: str | None) -> None:
+                   netns: Netns) -> None:
         """Run the postStart hook of a container that has just started."""
         self._spawn(self._run_post_start, uid, container_id, name, pod, action, netns)
 
     def pre_stop(self, *, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction | None,
-                 netns: str | None, grace_s: float, then: Callable[[], None]) -> None:
+                 netns: Netns, grace_s: float, then: Callable[[], None]) -> None:
         """Run the preStop hook (at most `grace_s`), then `then()` (the stop signal)."""
         self._spawn(self._run_pre_stop, uid, container_id, name, pod, action, netns, grace_s, then)
 
@@ -84,25 +97,25 @@ class HookRunner:
         threading.Thread(target=target, args=args, name=f"hook-{str(args[1])[:12]}", daemon=True).start()
 
     def _run_post_start(self, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction,
-                        netns: str | None) -> None:
+                        netns: Netns) -> None:
         events: list[Event] = []
         failure = self._run(action, container_id, name, pod, netns, POST_START_BOUND_S, events)
         self._done.put(HookOutcome(uid, container_id, name, rules.POST_START, failure, tuple(events)))
         self._wake()
 
     def _run_pre_stop(self, uid: str, container_id: str, name: str, pod: str, action: rules.HookAction | None,
-                      netns: str | None, grace_s: float, then: Callable[[], None]) -> None:
+                      netns: Netns, grace_s: float, then: Callable[[], None]) -> None:
         try:
             if action is not None:
                 events: list[Event] = []
                 failure = self._run(action, container_id, name, pod, netns, grace_s, events)
-                if failure or events:
-                    self._done.put(HookOutcome(uid, container_id, name, rules.PRE_STOP, failure, tuple(events)))
+                # always reported: its end sets the SIGKILL deadline (rules.deadline_after_pre_stop)
+                self._done.put(HookOutcome(uid, container_id, name, rules.PRE_STOP, failure, tuple(events)))
         finally:
             then()
             self._wake()
 
-    def _run(self, action: rules.HookAction, container_id: str, name: str, pod: str, netns: str | None,
+    def _run(self, action: rules.HookAction, container_id: str, name: str, pod: str, netns: Netns,
              timeout_s: float, events: list[Event]) -> str:
         """Carry out one hook; "" on success, else the kubelet's message. Events it raises besides
         are added to `events`."""
@@ -132,7 +145,7 @@ class HookRunner:
             return ""
         return rules.failure_message(action, container=name, pod=pod, error=error, output=output)
 
-    def _http(self, action: rules.HookAction, name: str, pod: str, netns: str | None, events: list[Event]) -> str:
+    def _http(self, action: rules.HookAction, name: str, pod: str, netns: Netns, events: list[Event]) -> str:
         """The GET; any answer will do (the kubelet does not look at a hook's status code). An HTTPS
         hook answered in plain HTTP is sent again over HTTP, without its Authorization header, and
         raises LifecycleHTTPFallback, as the kubelet's `runHTTPHandler` does."""
@@ -140,6 +153,9 @@ class HookRunner:
             return ""   # the dry run has no pod network to send the request into
         target = action.target
         assert target is not None
+        if isinstance(netns, NoNetwork):
+            return rules.failure_message(action, container=name, pod=pod,
+                                         error=f"the pod's network namespace is not available: {netns.reason}")
         fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC) if netns else None
         ns = Namespaces()
         try:

@@ -18,6 +18,7 @@ Purely computational; messages name fields and rules, never values.
 
 from __future__ import annotations
 
+import math
 import re
 from fractions import Fraction
 
@@ -65,12 +66,18 @@ def _profile(path: str, profile: SeccompProfile | AppArmorProfile | None, *, sec
         return [FieldIssue(f"{path}.localhostProfile", f"Required value: must be set when {what} type is "
                                                        "Localhost")]
     if seccomp:
-        if local.startswith("/"):
-            return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must be a relative path")]
-        if ".." in local.split("/"):
-            return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must not contain '..'")]
-    elif not local.strip():
+        return _local_descending_path(f"{path}.localhostProfile", local)
+    if local.strip() != local:   # Kubernetes: strings.TrimSpace(x) != x
         return [FieldIssue(f"{path}.localhostProfile", "Invalid value: must not be padded with whitespace")]
+    return []
+
+
+def _local_descending_path(path: str, local: str) -> list[FieldIssue]:
+    """`validateLocalDescendingPath`: a Localhost seccomp profile stays below the profile root."""
+    if local.startswith("/"):
+        return [FieldIssue(path, "Invalid value: must be a relative path")]
+    if ".." in local.replace("\\", "/").split("/"):
+        return [FieldIssue(path, "Invalid value: must not contain '..'")]
     return []
 
 
@@ -81,6 +88,10 @@ def _annotation(key: str, value: str | None, field: SeccompProfile | AppArmorPro
     path = f"metadata.annotations[{key}]"
     if not _valid_annotation(value, seccomp=seccomp):
         return [FieldIssue(path, "Invalid value: must be runtime/default, unconfined or localhost/<profile>")]
+    if seccomp and value.startswith("localhost/"):
+        found = _local_descending_path(path, value.removeprefix("localhost/"))
+        if found:
+            return found
     if field is not None and field.type in PROFILE_TYPES:
         normal = "runtime/default" if value == "docker/default" else value
         if annotation_value(field) != normal:
@@ -178,6 +189,19 @@ def qos_class(pod: Pod) -> str:
         init, app = _containers(pod)
         return qos.qos_class(app, init, resources)
     return qos.qos_class([c.resources for c in pod.spec.all_containers()])
+
+
+def defaulted_pod_resources(pod: Pod) -> ResourceRequirements | None:
+    """Pod-level `spec.resources` with its requests defaulted (`pod_requests`), as the API server
+    stores them; None without pod-level resources."""
+    resources = pod.spec.resources
+    if resources is None:
+        return None
+    requests = dict(resources.requests)
+    for name, amount in pod_requests(pod).items():
+        if name not in requests:
+            requests[name] = f"{math.ceil(amount * 1000)}m" if name == "cpu" else str(math.ceil(amount))
+    return resources.model_copy(update={"requests": requests})
 
 
 def validate_pod_resources(pod: Pod) -> list[FieldIssue]:

@@ -80,6 +80,9 @@ def validate_pod(pod: Pod) -> list[FieldIssue]:
 
 
 def _is_ip(value: str) -> bool:
+    """A plain IPv4 or IPv6 address, as Go's `net.ParseIP` reads one: no IPv6 zone (`%eth0`)."""
+    if "%" in value:
+        return False
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -125,6 +128,12 @@ def _validate_dns(pod: Pod) -> list[FieldIssue]:
             if not option.name:
                 errors.append(FieldIssue(f"spec.dnsConfig.options[{i}]", "Required value: Option.Name must not be "
                                                                          "empty"))
+            # kubelite's own rule (Kubernetes checks neither): each is one word of resolv.conf's options line
+            for part, text in (("name", option.name or ""), ("value", option.value or "")):
+                if any(ch.isspace() or not ch.isprintable() for ch in text):
+                    errors.append(FieldIssue(f"spec.dnsConfig.options[{i}].{part}", "Invalid value: must not "
+                                                                                    "contain spaces or control "
+                                                                                    "characters"))
     for i, alias in enumerate(spec.host_aliases or []):
         if not alias.ip or not _is_ip(alias.ip):
             errors.append(FieldIssue(f"spec.hostAliases[{i}].ip", "Invalid value: must be a valid IP address"))

@@ -48,11 +48,13 @@ class PodDNS:
 
 
 def parse_resolv_conf(text: str) -> ResolverConfig:
-    """`parseResolvConf`: nameserver lines accumulate; the last search and options lines win;
-    a search path's trailing dot is dropped and a lone '.' ignored; comments skipped."""
+    """`parseResolvConf`: nameserver lines accumulate; the last search line wins; options lines
+    are merged by option name, a later value winning (`appendOptions`; the kubelet's Go map has
+    no order, here: first appearance); a search path's trailing dot is dropped and a lone '.'
+    ignored; comments skipped."""
     nameservers: list[str] = []
     searches: list[str] = []
-    options: list[str] = []
+    options: dict[str, str] = {}   # name → the option as written
     for line in text.split("\n"):
         trimmed = line.strip()
         if trimmed.startswith("#"):
@@ -65,8 +67,8 @@ def parse_resolv_conf(text: str) -> ResolverConfig:
         elif fields[0] == "search":
             searches = [s.removesuffix(".") for s in fields[1:] if s != "."]
         elif fields[0] == "options":
-            options = fields[1:]
-    return ResolverConfig(tuple(nameservers), tuple(searches), tuple(options))
+            options.update((option.split(":")[0], option) for option in fields[1:])
+    return ResolverConfig(tuple(nameservers), tuple(searches), tuple(options.values()))
 
 
 def uses_systemd_resolved_stub(config: ResolverConfig) -> bool:

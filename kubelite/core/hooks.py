@@ -16,7 +16,9 @@ What the kubelet decides about hooks, and kubelite with it:
   failed"), the container killed (its preStop hook runs, Killing "FailedPostStartHook"), then
   restarted by its restartPolicy, with the waiting reason PostStartHookError and the message below.
 * preStop runs before the stop signal, within the grace period; a failure is a `FailedPreStopHook`
-  event ("PreStopHook failed") and the stop goes on.
+  event ("PreStopHook failed") and the stop goes on. After the hook the container still gets what
+  is left of the grace period, and at least 2 s (`minimumGracePeriodInSeconds`) between SIGTERM
+  and SIGKILL (`pre_stop_deadline`, `deadline_after_pre_stop`).
 * httpGet hooks fail only when no response arrives (a refused connection, a timeout): the
   kubelet does not look at the status code of a hook's response.
 * tcpSocket is accepted by the API but not run by the kubelet: the hook fails ("Cannot run handler").
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Sequence
 
 from kubelite.api.models import Container, LifecycleHandler
@@ -38,6 +40,8 @@ PRE_STOP = "preStop"
 #: Event reasons and messages (the kubelet leaves the hook's output out of events: it may hold secrets).
 FAILED_POST_START = ("FailedPostStartHook", "PostStartHook failed")
 FAILED_PRE_STOP = ("FailedPreStopHook", "PreStopHook failed")
+#: The kubelet's least time between the stop signal and SIGKILL once a preStop hook has returned.
+MIN_GRACE_AFTER_PRE_STOP = timedelta(seconds=2)
 #: The User-Agent product of a hook's HTTP request (`kube-lifecycle/<major>.<minor>`).
 USER_AGENT_PRODUCT = "kube-lifecycle"
 
@@ -53,6 +57,18 @@ class HookAction:
     seconds: int = 0                 # sleep
     path: str = ""                   # httpGet.path as written, for the message
     error: str = ""
+
+
+def pre_stop_deadline(now: datetime, grace_s: float) -> datetime:
+    """SIGKILL's due time while a preStop hook runs (started `now`): the hook may use the whole grace
+    period, and the 2 s after it are still the container's."""
+    return now + timedelta(seconds=grace_s) + MIN_GRACE_AFTER_PRE_STOP
+
+
+def deadline_after_pre_stop(deadline: datetime, now: datetime) -> datetime:
+    """SIGKILL's due time once the preStop hook returned (`now`): the rest of the grace period, at
+    least 2 s (the kubelet's `killContainer`), from the `pre_stop_deadline` set when it started."""
+    return max(deadline - MIN_GRACE_AFTER_PRE_STOP, now + MIN_GRACE_AFTER_PRE_STOP)
 
 
 def handler(container: Container, kind: str) -> LifecycleHandler | None:

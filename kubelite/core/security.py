@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 from kubelite.api.models import AppArmorProfile, Container, Pod, SeccompProfile
+from kubelite.api.models import ResourceRequirements
 from kubelite.api.security_validation import (
-    APPARMOR_CONTAINER_ANNOTATION, SECCOMP_CONTAINER_ANNOTATION, SECCOMP_POD_ANNOTATION, normalize_sysctl,
+    APPARMOR_CONTAINER_ANNOTATION, SECCOMP_CONTAINER_ANNOTATION, SECCOMP_POD_ANNOTATION, defaulted_pod_resources,
+    normalize_sysctl,
 )
 from kubelite.core.types import SecurityProfile
 
@@ -136,15 +138,27 @@ def apparmor_profile(pod: Pod, container: Container, *, apparmor_enabled: bool) 
 
 
 def apparmor_required(pod: Pod) -> bool:
-    """True when a container asks for an AppArmor profile other than Unconfined (kubelet `isRequired`)."""
+    """The kubelet's `isRequired`: the pod's `appArmorProfile` other than Unconfined (even when every
+    container sets its own), a container's other than Unconfined, or any container annotation
+    (`container.apparmor.security.beta.kubernetes.io/…`) other than `unconfined`."""
+    psc = pod.spec.security_context
+    if psc is not None and psc.app_armor_profile is not None and psc.app_armor_profile.type != UNCONFINED:
+        return True
     for c in pod.spec.all_containers():
-        chosen = _apparmor_choice(pod, c)
-        if chosen is not None and chosen.type != UNCONFINED:
+        sc = c.security_context
+        if sc is not None and sc.app_armor_profile is not None and sc.app_armor_profile.type != UNCONFINED:
             return True
-    return False
+    return any(key.startswith(APPARMOR_CONTAINER_ANNOTATION) and value != "unconfined"
+               for key, value in pod.metadata.annotations.items())
 
 
 # ------------------------------------------------------------------------------ sysctls
+
+
+def pod_cgroup_requirements(pod: Pod) -> ResourceRequirements | None:
+    """What the pod's own cgroup is set from: pod-level `spec.resources` with the requests the API
+    server defaults (`defaulted_pod_resources`); None without pod-level resources."""
+    return defaulted_pod_resources(pod)
 
 
 def sysctl_namespace(name: str) -> str | None:
@@ -180,8 +194,9 @@ class SysctlPolicy:
     kernel: tuple[int, ...] | None = None
     allowed_unsafe: tuple[str, ...] = ()
 
-    def rejection(self, name: str, *, host_network: bool, host_ipc: bool = False) -> str | None:
-        """Why `name` may not be set (the kubelet's `validateSysctl` text), or None."""
+    def rejection(self, name: str, *, host_network: bool) -> str | None:
+        """Why `name` may not be set (the kubelet's `validateSysctl` text), or None. (The kubelet also
+        refuses IPC sysctls with hostIPC; kubelite never shares the host's IPC namespace.)"""
         name = normalize_sysctl(name)
         allowed = set(safe_sysctls(self.kernel)) | {p for p in self.allowed_unsafe if not p.endswith("*")}
         prefixes = [p[:-1] for p in self.allowed_unsafe if p.endswith("*")]
@@ -190,8 +205,6 @@ class SysctlPolicy:
         namespace = sysctl_namespace(name)
         if namespace == "net" and host_network:
             return f'"{name}" not allowed with host net enabled'
-        if namespace == "ipc" and host_ipc:
-            return f'"{name}" not allowed with host ipc enabled'
         return None
 
 

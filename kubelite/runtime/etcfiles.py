@@ -10,6 +10,10 @@ Owns the two formats, and nothing else (pure; the runtime writes the results int
   "(host network)" header, plus its aliases (`nodeHostsFileContent`).
 * `/etc/resolv.conf` as containerd and CRI-O write it from the kubelet's DNS settings
   (`parseDNSOptions`): `search`, then one `nameserver` line each, then `options`.
+
+A value is never allowed to start a line of its own: validation refuses IPs with a zone and
+option names or values with spaces or control characters, and the writers leave out any word
+that would still hold one (`_word`).
 """
 
 from __future__ import annotations
@@ -21,10 +25,17 @@ HOST_NETWORK_HEADER = "# Kubernetes-managed hosts file (host network).\n"
 ALIASES_HEADER = "# Entries added by HostAliases.\n"
 
 
+def _word(value: str) -> bool:
+    """Whether `value` is one word of a line: no space, tab, line break or other control character."""
+    return bool(value) and not any(ch.isspace() or not ch.isprintable() for ch in value)
+
+
 def _aliases(hosts: HostsConfig) -> str:
-    if not hosts.aliases:
+    lines = [(ip, [n for n in names if _word(n)]) for ip, names in hosts.aliases if _word(ip)]
+    lines = [(ip, names) for ip, names in lines if names]
+    if not lines:
         return ""
-    return "\n" + ALIASES_HEADER + "".join(f"{ip}\t{chr(9).join(names)}\n" for ip, names in hosts.aliases)
+    return "\n" + ALIASES_HEADER + "".join(f"{ip}\t{chr(9).join(names)}\n" for ip, names in lines)
 
 
 def hosts_file(hosts: HostsConfig, ips: list[str]) -> str:
@@ -45,10 +56,12 @@ def hosts_file(hosts: HostsConfig, ips: list[str]) -> str:
 def resolv_conf(dns: DNSConfig) -> str:
     """The pod's /etc/resolv.conf; '' when there is nothing to say (the runtime then copies the host's)."""
     out = ""
-    if dns.searches:
-        out += "search " + " ".join(dns.searches) + "\n"
-    if dns.nameservers:
-        out += "nameserver " + "\nnameserver ".join(dns.nameservers) + "\n"
-    if dns.options:
-        out += "options " + " ".join(dns.options) + "\n"
+    searches, servers, options = ([w for w in words if _word(w)] for words in (dns.searches, dns.nameservers,
+                                                                                dns.options))
+    if searches:
+        out += "search " + " ".join(searches) + "\n"
+    if servers:
+        out += "nameserver " + "\nnameserver ".join(servers) + "\n"
+    if options:
+        out += "options " + " ".join(options) + "\n"
     return out

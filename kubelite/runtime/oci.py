@@ -507,13 +507,20 @@ class OCIRuntime:
             etc_hosts=str(bundle / "hosts"), resolv_conf=str(bundle / "resolv.conf"))
 
     def sandbox_netns(self, sandbox_id: str) -> str | None:
-        """`/proc/<infra pid>/ns/net` of a running sandbox (its PID checked by start time); None on the
-        host's network. NotFoundError when the sandbox is unknown or no longer runs."""
+        """The pod's network namespace: the pinned one with pod networking (while the sandbox is not
+        stopped), else `/proc/<infra pid>/ns/net` of a running sandbox (its PID checked by start
+        time); None on the host's network. NotFoundError when the sandbox is unknown or gone."""
         with self._lock:
             record = self._sandboxes.get(sandbox_id)
-        if record is None or record.stopped or not linux.alive(record.pid, record.pid_start):
+        if record is None or record.stopped:
             raise NotFoundError(f"pod sandbox {sandbox_id} is not running")
-        return None if record.host_network else f"/proc/{record.pid}/ns/net"
+        if record.host_network:
+            return None
+        if record.netns and os.path.exists(record.netns):
+            return record.netns
+        if not linux.alive(record.pid, record.pid_start):
+            raise NotFoundError(f"pod sandbox {sandbox_id} is not running")
+        return f"/proc/{record.pid}/ns/net"
 
     # ------------------------------------------------------------------ containers
 

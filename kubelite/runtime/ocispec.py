@@ -317,19 +317,21 @@ def container_resources(container: Container, *, pids_limit: int | None = 4096,
                         pod_resources: ResourceRequirements | None = None) -> dict[str, Any]:
     """`linux.resources` from requests and limits (device rules added by the spec builder).
 
-    The CPU request defaults to the CPU limit, as the API server's defaulting does. A container
-    without a limit of its own takes the pod-level limit as its cgroup's maximum (KEP-2837: some
-    runtimes, Java's among them, size themselves from their own cgroup).
+    The CPU request defaults to the container's own CPU limit, as the API server's defaulting does.
+    A container without a limit of its own takes the pod-level limit as its cgroup's maximum
+    (KEP-2837: some runtimes, Java's among them, size themselves from their own cgroup) — not as
+    its request: its CPU shares stay those of no request.
     """
-    limits, requests = dict(container.resources.limits), container.resources.requests
+    own, requests = container.resources.limits, container.resources.requests
+    limits = dict(own)
     for name, value in (pod_resources.limits if pod_resources is not None else {}).items():
         if name in ("cpu", "memory"):
-            limits.setdefault(name, value)
+            limits.setdefault(name, value)   # the cgroup's maximum only, never a request
     resources: dict[str, Any] = {}
     memory = bytes_(limits["memory"]) if "memory" in limits else 0
     if memory:
         resources["memory"] = {"limit": memory}
-    request = requests.get("cpu", limits.get("cpu"))
+    request = requests.get("cpu", own.get("cpu"))
     cpu: dict[str, Any] = {"shares": milli_cpu_to_shares(cpu_millis(request) if request is not None else 0)}
     quota = milli_cpu_to_quota(cpu_millis(limits["cpu"])) if "cpu" in limits else 0
     if quota:
@@ -344,8 +346,9 @@ def pod_cgroup_resources(resources: ResourceRequirements | None) -> dict[str, in
     """The pod cgroup's values from pod-level `spec.resources` (Kubernetes 1.34, KEP-2837):
     `memory_limit` (bytes), `cpu_quota` and `cpu_period` (µs), `cpu_shares`. Empty without them.
 
-    The request defaults to the limit (as the API server defaults pod-level requests when no
-    container sets one); shares follow the request, as for a container.
+    `resources` are the pod-level requirements after the API server's defaulting
+    (`security_validation.defaulted_pod_resources`: a request missing from the spec is the
+    containers' aggregate, else the limit); shares follow the request, as for a container.
     """
     if resources is None:
         return {}
@@ -357,7 +360,7 @@ def pod_cgroup_resources(resources: ResourceRequirements | None) -> dict[str, in
         quota = milli_cpu_to_quota(cpu_millis(limits["cpu"]))
         if quota:
             values.update(cpu_quota=quota, cpu_period=CPU_PERIOD_US)
-    request = requests.get("cpu", limits.get("cpu"))
+    request = requests.get("cpu")
     if request is not None:
         values["cpu_shares"] = milli_cpu_to_shares(cpu_millis(request))
     return values
@@ -396,6 +399,15 @@ def _namespaces(**paths: str | None) -> list[dict[str, str]]:
 
 
 # --------------------------------------------------------------------------------- specs
+
+
+def _seccomp(profile: Mapping[str, Any], what: str, *, machine: str, capabilities: Collection[str],
+             kernel: Sequence[int] | None) -> dict[str, Any]:
+    """The profile in runc's form (`seccomp.oci_seccomp`); SpecError naming `what` when it cannot be."""
+    try:
+        return seccomp.oci_seccomp(profile, machine=machine, capabilities=capabilities, kernel=kernel)
+    except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
+        raise SpecError(f"{what}: invalid seccomp profile: {exc}") from None
 
 
 def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, rootfs: str,
@@ -466,10 +478,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
                       "devices": _devices(privileged)},
     }
     if seccomp_profile is not None:
-        try:
-            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=caps, kernel=kernel)
-        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SpecError(f"container {container.name}: invalid seccomp profile: {exc}") from None
+        linux["seccomp"] = _seccomp(seccomp_profile, f"container {container.name}", machine=machine,
+                                    capabilities=caps, kernel=kernel)
     if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
@@ -511,10 +521,7 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
     if config.sysctls:   # written by runc inside the new namespaces, before /proc/sys turns read-only
         linux["sysctl"] = dict(config.sysctls)
     if seccomp_profile is not None:   # the pod's profile, for a process without capabilities
-        try:
-            linux["seccomp"] = seccomp.oci_seccomp(seccomp_profile, machine=machine, capabilities=(), kernel=kernel)
-        except (seccomp.ProfileError, TypeError, ValueError, KeyError, AttributeError) as exc:
-            raise SpecError(f"pod sandbox: invalid seccomp profile: {exc}") from None
+        linux["seccomp"] = _seccomp(seccomp_profile, "pod sandbox", machine=machine, capabilities=(), kernel=kernel)
     spec: dict[str, Any] = {
         "ociVersion": OCI_VERSION,
         "process": {

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any, Collection, Mapping, Sequence
 
+from kubelite.runtime.linux import kernel_version
+
 #: Where Debian's golang-github-containers-common puts the default profile.
 DEFAULT_PROFILE_PATH = "/usr/share/containers/seccomp.json"
 
@@ -43,16 +45,6 @@ class ProfileError(ValueError):
     """A seccomp profile that cannot be applied (malformed, or using what runc does not know)."""
 
 
-def _kernel(text: str) -> tuple[int, ...]:
-    parts = []
-    for piece in text.split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-    return tuple(parts)
-
-
 def _included(rule: Mapping[str, Any], *, go_arch: str, caps: Collection[str], kernel: Sequence[int] | None) -> bool:
     includes = rule.get("includes") or {}
     excludes = rule.get("excludes") or {}
@@ -61,7 +53,7 @@ def _included(rule: Mapping[str, Any], *, go_arch: str, caps: Collection[str], k
     if any(cap not in caps for cap in includes.get("caps") or ()):
         return False
     min_kernel = includes.get("minKernel")
-    if min_kernel and kernel is not None and tuple(kernel) < _kernel(str(min_kernel)):
+    if min_kernel and kernel is not None and tuple(kernel) < kernel_version(str(min_kernel)):
         return False
     if excludes.get("arches") and go_arch in excludes["arches"]:
         return False

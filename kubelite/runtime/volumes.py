@@ -162,8 +162,10 @@ class VolumeHost:
         if volume.image is not None:
             return str(target)   # mounted when a container that uses it is created (`image_volume`)
         if (volume.secret or volume.projected or volume.downward_api) is not None and self.host_changes \
-                and not linux.is_mountpoint(target):
-            # secrets never touch the disk; projected and downwardAPI volumes are a tmpfs too, as the kubelet's
+                and not linux.is_mountpoint(target) and (fresh or not any(target.iterdir())):
+            # secrets never touch the disk; projected and downwardAPI volumes are a tmpfs too, as the kubelet's.
+            # Only on a new, empty directory: a volume that already holds files (set up by an earlier kubelite,
+            # on the disk) may be bound into running containers, which would not see a tmpfs mounted over it.
             linux.mount_volume_tmpfs(target, mode="0755")
         self.write_projection(target, payload or {}, fs_group=fs_group)
         return str(target)
@@ -395,6 +397,11 @@ def needs_ownership_change(root: Path, fs_group: int, *, read_only: bool) -> boo
     return info.st_gid != fs_group or info.st_mode & wanted != wanted
 
 
+#: A recursive fsGroup change that takes this long is logged as a warning (it runs on the agent's
+#: loop, which waits for it meanwhile).
+SLOW_OWNERSHIP_S = 1.0
+
+
 def set_volume_ownership(root: Path, fs_group: int, *, read_only: bool, policy: str = "Always",
                          recursive: bool = True) -> bool:
     """The kubelet's `SetVolumeOwnership`: every file and directory below `root` (and `root`) gets
@@ -412,6 +419,7 @@ def set_volume_ownership(root: Path, fs_group: int, *, read_only: bool, policy: 
     _own(os.open(root, os.O_PATH | os.O_DIRECTORY), fs_group, mask, root_dev)
     if not recursive:
         return True
+    started, entries = time.monotonic(), 0
     for _dirpath, dirnames, filenames, dirfd in os.fwalk(root, follow_symlinks=False):
         for name in [*dirnames, *filenames]:
             try:
@@ -419,6 +427,12 @@ def set_volume_ownership(root: Path, fs_group: int, *, read_only: bool, policy: 
             except FileNotFoundError:
                 continue   # removed meanwhile
             _own(fd, fs_group, mask, root_dev, name=name, dirfd=dirfd)
+            entries += 1
+    took = time.monotonic() - started
+    if took >= SLOW_OWNERSHIP_S:   # the kubelet warns the same way (after 30 s); the walk holds the loop
+        log.warning("Setting volume ownership for %s and fsGroup set took %.1f s (%d files and directories). If "
+                    "the volume has a lot of files then setting volume ownership could be slow: consider "
+                    "fsGroupChangePolicy: OnRootMismatch", root, took, entries)
     return True
 
 

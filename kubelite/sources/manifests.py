@@ -564,7 +564,13 @@ def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]
         resolution.accepted_configs[path] = list(configs)
         for config in configs:
             owner = resolution.config_sources.get(config.key)
-            if owner is None:
+            twin = _uid_twin(resolution, config) if owner is None else None
+            if twin is not None:   # a copied claim that kept `metadata.uid`: its volume would be shared
+                resolution.problems.append(ManifestProblem(
+                    _display_path(path, snapshot.root), None, None, "metadata.uid",
+                    f"Duplicate value: {twin.kind} {twin.ref} already has this uid; {config.kind} {config.ref} "
+                    "is ignored"))
+            elif owner is None:
                 resolution.configs[config.key] = config
                 resolution.config_sources[config.key] = path
             else:
@@ -577,6 +583,14 @@ def resolve(snapshot: ManifestSnapshot, previous: Mapping[str, list[DesiredPod]]
     for key in resolution.configs:
         resolution.refused_configs.pop(key, None)   # a valid version of it is in use
     return resolution
+
+
+def _uid_twin(resolution: Resolution, config: ConfigObject) -> ConfigObject | None:
+    """An accepted PersistentVolumeClaim with the same uid (a claim's volume is named by its uid)."""
+    if config.kind != "PersistentVolumeClaim":
+        return None
+    return next((other for other in resolution.configs.values()
+                 if other.kind == config.kind and other.uid == config.uid), None)
 
 
 def _claim(resolution: Resolution, pod: DesiredPod, path: str, root: str) -> None:
