@@ -67,6 +67,17 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float = 20.0, what: str =
         time.sleep(0.05)
 
 
+def events(node: "Node", reason: str) -> list[str]:
+    """The messages of the node's events with `reason`, oldest first."""
+    from kubelite.store.reader import Reader
+
+    reader = Reader(node.root)
+    try:
+        return [e["message"] for e in reader.events(None) if e["reason"] == reason]
+    finally:
+        reader.close()
+
+
 def leftovers(root: Path, run_dir: Path, instance: str) -> list[str]:
     """Everything of this kubelite instance still on the machine."""
     found = []

@@ -12,8 +12,7 @@ from typing import Any, Iterator
 import pytest
 
 from kubelite.runtime import cni
-from kubelite.store.reader import Reader
-from tests.real import Node, container, pod
+from tests.real import Node, container, events, pod
 from tests.test_network_real import NetworkUnderTest, require_cni
 
 pytestmark = pytest.mark.real
@@ -53,14 +52,6 @@ def files(node: Node, name: str) -> tuple[str, str, str]:
     resolv = node.exec(name, "app", "cat", "/etc/resolv.conf")
     assert hosts[0] == 0 and resolv[0] == 0
     return hosts[1], resolv[1], node.status(name)["podIP"]
-
-
-def events(node: Node, reason: str) -> list[str]:
-    reader = Reader(node.root)
-    try:
-        return [e["message"] for e in reader.events(None) if e["reason"] == reason]
-    finally:
-        reader.close()
 
 
 def test_cluster_first_without_cluster_dns_is_the_host_s_resolver_with_the_kubelet_s_warning(dns_node):

@@ -16,22 +16,13 @@ import time
 
 import pytest
 
-from kubelite.store.reader import Reader
-from tests.real import Node, container, pod
+from tests.real import Node, container, events, pod
 
 pytestmark = pytest.mark.real
 
 
 def port() -> int:
     return random.randint(20000, 40000)  # inside the pod's own namespace: any port is free
-
-
-def events(node: Node, reason: str) -> list[str]:
-    reader = Reader(node.root)
-    try:
-        return [e["message"] for e in reader.events(None) if e["reason"] == reason]
-    finally:
-        reader.close()
 
 
 def http(p: int, path: str, **fields) -> dict:

@@ -16,7 +16,7 @@ import pytest
 
 from kubelite.runtime import linux
 from kubelite.store.reader import Reader
-from tests.real import Node, container, pod, wait_for
+from tests.real import Node, container, events, pod, wait_for
 
 pytestmark = pytest.mark.real
 
@@ -26,14 +26,6 @@ def write(node: Node, name: str, *docs: dict[str, Any]) -> None:
 
     (node.manifests / f"{name}.yaml").write_text(yaml.safe_dump_all(docs))
     node.agent.hint_manifests()
-
-
-def events(node: Node, reason: str) -> list[str]:
-    reader = Reader(node.root)
-    try:
-        return [e["message"] for e in reader.events(None) if e["reason"] == reason]
-    finally:
-        reader.close()
 
 
 def env_of(node: Node, pod_name: str, name: str, variable: str) -> str | None:

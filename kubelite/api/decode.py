@@ -160,20 +160,33 @@ def _decode_pod(body: dict[str, Any], kind: str, decoded: Decoded, *, source: st
     return decoded
 
 
+_CONFIG_MODELS = {"ConfigMap": configobjects.ConfigMap, "Secret": configobjects.Secret,
+                  claims.CLAIM: claims.PersistentVolumeClaim, claims.STORAGE_CLASS: claims.StorageClass}
+
+
 def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source: str) -> Decoded:
     """A ConfigMap, Secret, PersistentVolumeClaim or StorageClass document: validated, and accepted
     as a `ConfigObject` when valid."""
-    if kind in (claims.CLAIM, claims.STORAGE_CLASS):
-        return _decode_storage(body, kind, decoded)
-    model_class = configobjects.Secret if kind == "Secret" else configobjects.ConfigMap
     try:
-        obj = model_class.model_validate(body, by_alias=True, by_name=False)
+        obj = _CONFIG_MODELS[kind].model_validate(body, by_alias=True, by_name=False)
     except ValidationError as exc:
         decoded.errors.extend(_pydantic_issues(exc))
         return decoded
     decoded.warnings.extend(_unknown_fields(obj, ""))
     _drop_extras(obj)
+    if isinstance(obj, claims.StorageClass):   # a class has no namespace
+        decoded.errors.extend(claims.validate_storage_class(obj))
+        if not decoded.errors:
+            decoded.config = claims.accept_storage_class(obj)
+        return decoded
     obj.metadata.namespace = obj.metadata.namespace or "default"   # as for pods
+    if isinstance(obj, claims.PersistentVolumeClaim):
+        errors, warnings = claims.validate_claim(obj)
+        decoded.warnings.extend(warnings)
+        decoded.errors.extend(errors)
+        if not errors:
+            decoded.config = claims.accept_claim(obj)
+        return decoded
     if isinstance(obj, configobjects.Secret):
         errors, values = configobjects.validate_secret(obj)
     else:
@@ -181,29 +194,6 @@ def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source:
     decoded.errors.extend(errors)
     if not errors:
         decoded.config = configobjects.accept(obj, values, source=source)
-    return decoded
-
-
-def _decode_storage(body: dict[str, Any], kind: str, decoded: Decoded) -> Decoded:
-    model_class = claims.PersistentVolumeClaim if kind == claims.CLAIM else claims.StorageClass
-    try:
-        obj = model_class.model_validate(body, by_alias=True, by_name=False)
-    except ValidationError as exc:
-        decoded.errors.extend(_pydantic_issues(exc))
-        return decoded
-    decoded.warnings.extend(_unknown_fields(obj, ""))
-    _drop_extras(obj)
-    if isinstance(obj, claims.PersistentVolumeClaim):
-        obj.metadata.namespace = obj.metadata.namespace or "default"
-        errors, warnings = claims.validate_claim(obj)
-        decoded.warnings.extend(warnings)
-        decoded.errors.extend(errors)
-        if not errors:
-            decoded.config = claims.accept_claim(obj)
-    else:
-        decoded.errors.extend(claims.validate_storage_class(obj))
-        if not decoded.errors:
-            decoded.config = claims.accept_storage_class(obj)
     return decoded
 
 
