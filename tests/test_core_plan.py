@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from kubelite.core import backoff as backoffs
 from kubelite.core.plan import plan, should_restart
 from kubelite.core.types import (
-    BackoffEntry, BackoffPolicy, ContainerState, PodRecord, ProbeResult, StopReason,
+    BackoffEntry, BackoffPolicy, ContainerState, PodRecord, PodWait, ProbeResult, StopReason, WaitReason,
 )
 from tests.helpers import at, desired, exited, observed, running, sandbox
 
@@ -344,3 +345,62 @@ def test_a_dead_sandbox_is_not_stopped_again():
     obs = observed(d, exited(d, "app", 137), sb=sandbox(d, ready=False))
     actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
     assert not actions.stop_sandbox and actions.create_sandbox
+
+
+# ---------------------------------------------------------------------- waits: every hold is plan()'s
+
+def crashed_pod():
+    """Two app containers: `a` crashed once (its first restart is due now), `b` runs."""
+    d = desired(containers=["a", "b"])
+    return d, observed(d, exited(d, "a", 1, finished=4), running(d, "b"))
+
+
+@pytest.mark.parametrize("reason", list(WaitReason))
+@pytest.mark.parametrize("case", ["new pod", "restart due"])
+def test_a_wait_holds_every_start_and_the_sandbox_until_it_ends(reason, case):
+    # held by ImagePullBackOff, ErrImagePull, a pull in progress, the sync-retry pause, a config wait
+    d, obs = (desired(), observed(desired(), sb=None)) if case == "new pod" else crashed_pod()
+    wait = PodWait(reason, at(30))
+    held = plan(d, obs, record=PodRecord(), backoff={}, now=at(5), waiting=wait)
+    assert held.to_start == () and held.backoff_updates == () and not held.create_sandbox
+    assert held.waiting == wait and held.next_wakeup == at(30)
+    assert not held.kill_pod, "a waiting pod is not stopped"
+    over = plan(d, obs, record=PodRecord(), backoff={}, now=at(30), waiting=wait)
+    assert names(over) == (["app"] if case == "new pod" else ["a"]) and over.waiting is None
+    assert over.create_sandbox == (case == "new pod")
+
+
+def test_a_wait_never_holds_a_kill_or_a_pod_failure():
+    d = desired(activeDeadlineSeconds=10)
+    c = running(d, "app")
+    wait = PodWait(WaitReason.SYNC_ERROR, at(60))
+    actions = plan(d, observed(d, c), record=PodRecord(start_time=at(0)), backoff={}, now=at(11), waiting=wait)
+    assert actions.fail_pod is not None and [k.name for k in actions.to_kill] == ["app"]
+    probed = plan(desired(), observed(desired(), running(desired(), "app")), record=PodRecord(), backoff={},
+                  now=at(5), probes={("app-0", "liveness"): ProbeResult.FAILURE}, waiting=wait)
+    assert [k.stop_reason for k in probed.to_kill] == [StopReason.LIVENESS]
+
+
+def test_a_container_whose_image_is_being_pulled_waits_and_takes_no_backoff_step():
+    d, obs = crashed_pod()
+    key = backoffs.stable_key(pod_name="web", namespace="default", uid=d.uid, container="a",
+                              spec_hash=d.container_hashes["a"])
+    free = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
+    assert names(free) == ["a"] and [e.key for e in free.backoff_updates] == [key]
+    pulling = plan(d, obs, record=PodRecord(), backoff={}, now=at(5), pulling=frozenset({"a"}))
+    assert pulling.to_start == () and pulling.backoff_updates == ()
+    assert not pulling.kill_pod, "a container waiting for its image keeps the pod alive"
+
+
+def test_a_new_pod_whose_image_is_being_pulled_gets_its_sandbox_and_starts_the_others():
+    d = desired(containers=["a", "b"])
+    actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(0), pulling=frozenset({"a"}))
+    assert actions.create_sandbox and names(actions) == ["b"]
+
+
+def test_the_plan_is_immutable():
+    d = desired()
+    actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(0))
+    assert isinstance(actions.to_start, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        actions.create_sandbox = False  # type: ignore[misc]
