@@ -85,10 +85,10 @@ class Agent(PodExecutor):
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
                  clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
-        # the fake runtime's dry runs mount nothing and create nothing outside the state root
-        self.configs = Configs(store, VolumeHost(config.root, host_changes=runtime.name != "fake",
-                                                 image_layers=runtime.image_layers), config.node_name)
         self.state = NodeState(store, manifests=config.manifests, node_name=config.node_name)
+        # the fake runtime's dry runs mount nothing and create nothing outside the state root
+        self.configs = Configs(self.state, VolumeHost(config.root, host_changes=runtime.name != "fake",
+                                                      image_layers=runtime.image_layers), config.node_name)
         self.terminating_keys: set[str] = set()
         self.snapshot: sources.ManifestSnapshot | None = None   # the last scan: unchanged files are not re-parsed
         self.manifests_dirty = True

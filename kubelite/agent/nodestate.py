@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Protocol
 
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
@@ -85,6 +85,17 @@ def write_sync_result(store: Store, result: Any, now: datetime) -> None:
         type_, reason = gitsync.SYNC_EVENTS[result.outcome]
         store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,
                            reason=reason, message=result.message[:1000], now=now)
+
+
+class ObjectWriter(Protocol):
+    """What the configuration objects and claims' volumes (`configs`, `claims`) write: their rows,
+    through the node state. They keep their own in-memory copies; only the node state writes."""
+
+    def next_resource_version(self) -> int: ...
+    def put_config_object(self, row: dict[str, Any]) -> None: ...
+    def delete_config_object(self, kind: str, namespace: str, name: str) -> None: ...
+    def put_persistent_volume(self, row: dict[str, Any]) -> None: ...
+    def delete_persistent_volume(self, name: str) -> None: ...
 
 
 class NodeState:
@@ -302,6 +313,23 @@ class NodeState:
 
     def record_sync_result(self, result: Any, now: datetime) -> None:
         write_sync_result(self.store, result, now)
+
+    # ------------------------------------------------------------------ rows of configs and claims (ObjectWriter)
+
+    def next_resource_version(self) -> int:
+        return self.store.next_resource_version()
+
+    def put_config_object(self, row: dict[str, Any]) -> None:
+        self.store.put_config_object(row)
+
+    def delete_config_object(self, kind: str, namespace: str, name: str) -> None:
+        self.store.delete_config_object(kind, namespace, name)
+
+    def put_persistent_volume(self, row: dict[str, Any]) -> None:
+        self.store.put_persistent_volume(row)
+
+    def delete_persistent_volume(self, name: str) -> None:
+        self.store.delete_persistent_volume(name)
 
 
 def _dt(value: str | None) -> datetime | None:
