@@ -89,7 +89,7 @@ class Agent(PodExecutor):
         # the fake runtime's dry runs mount nothing and create nothing outside the state root
         self.configs = Configs(self.state, VolumeHost(config.root, host_changes=runtime.name != "fake",
                                                       image_layers=runtime.image_layers), config.node_name)
-        self.terminating_keys: set[str] = set()
+        self.terminating_keys: frozenset[str] = frozenset()
         self.snapshot: sources.ManifestSnapshot | None = None   # the last scan: unchanged files are not re-parsed
         self.manifests_dirty = True
         self.next_manifest_scan: datetime | None = None
@@ -190,10 +190,12 @@ class Agent(PodExecutor):
             self.record_probe_outcomes(now)
             self.record_pulls(now)
             wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
-            self.terminating_keys = {e.key for e in self.state.pods.values() if e.deleted_at is not None}
+            self.terminating_keys = frozenset(e.key for e in self.state.pods.values() if e.deleted_at is not None)
             for uid in list(self.state.pods):
                 with metrics.timed(metrics.POD_SYNC):
                     wake = _earliest(wake, self.sync_pod(uid, now))
+                if uid not in self.state.pods:
+                    self.manifests_dirty = True  # removed: a replacement of the same name may be waiting
             self.collect_garbage(now)
         wake = _earliest(wake, self.runtime.next_event_time())
         if self.manifests_dirty:
@@ -261,8 +263,8 @@ class Agent(PodExecutor):
         def event(namespace: str, kind: str, name: str, uid: str, type_: str, reason: str, message: str) -> None:
             (log.warning if type_ == "Warning" else log.info)("%s %s/%s: %s: %s", kind, namespace, name, reason,
                                                               message)
-            self.state.record_event(namespace=namespace, kind=kind, name=name, uid=uid, type_=type_, reason=reason,
-                                    message=message, now=now)
+            self.state.record_event(namespace=namespace, kind=kind, name=name, uid=uid, type_=type_,
+                                    reason=reason, message=message, now=now)
 
         return self.configs.sync_claims(users, now, event)
 
@@ -292,7 +294,7 @@ class Agent(PodExecutor):
                     log.warning("manifest: %s", text)
                 for owner in owners:
                     self.state.event(owner, "Warning", "InvalidManifest" if kind == "Error" else "ManifestWarning",
-                               text, now)
+                                     text, now)
                 if not owners:   # a file without pods (only a Service, say): the event names the file
                     self.state.record_event(namespace="default", kind="Manifest", name=problem.file, uid="",
                                             type_="Warning",
@@ -336,14 +338,15 @@ class Agent(PodExecutor):
             if (c.state, c.exit_code, c.started_at, c.finished_at) != (info.state, info.exit_code, info.started_at,
                                                                        info.finished_at):
                 self.state.observe(uid, replace(c, state=info.state, started_at=info.started_at,
-                                           finished_at=info.finished_at, exit_code=info.exit_code,
-                                           reason=info.reason, message=info.message))
+                                                finished_at=info.finished_at, exit_code=info.exit_code,
+                                                reason=info.reason, message=info.message))
         for cid, (uid, c) in list(self.state.containers.items()):
             if cid not in seen and c.state in (ContainerState.RUNNING, ContainerState.CREATED):
                 self.state.observe(uid, replace(
                     c, state=ContainerState.EXITED, finished_at=now, exit_code=137, reason="ContainerStatusUnknown",
                     message="The container could not be located when the pod was terminated"))
-        self.configs.remove_orphan_volumes(set(self.state.pods))   # at the first relist: pods gone while kubelite was down
+        # at the first relist: the volumes of pods gone while kubelite was down
+        self.configs.remove_orphan_volumes(set(self.state.pods))
 
     def _remove_orphan_container(self, container_id: str) -> None:
         log.info("removing orphan container %s", container_id)

@@ -296,7 +296,6 @@ class PodExecutor(ContainerStarter):
         shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs
         self.state.remove_pod(entry.uid)
         log.info("pod %s: removed", entry.key)
-        self.manifests_dirty = True  # a replacement of the same name may be waiting
 
     # ------------------------------------------------------------------ what hooks need
 
