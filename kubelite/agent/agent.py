@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import queue
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.agent import dns, metrics, probing
+from kubelite.agent import metrics, probing
 from kubelite.agent.claims import claim_refs
+from kubelite.agent.config import AgentConfig
 from kubelite.agent.configs import Configs, VolumeHost
 from kubelite.agent.executor import SANDBOX_ERROR, PodExecutor
 from kubelite.agent.hooks import HookRunner
@@ -37,7 +38,7 @@ from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
 from kubelite.core.types import (
-    BackoffPolicy, ContainerState, ObservedContainer, ObservedPod, ObservedSandbox, PostStart, StartError,
+    ContainerState, ObservedContainer, ObservedPod, ObservedSandbox, PostStart, StartError,
 )
 from kubelite.errors import RuntimeError_, StoreError
 from kubelite.prober import Prober
@@ -60,26 +61,7 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-@dataclass(frozen=True)
-class AgentConfig:
-    manifests: Path
-    root: Path
-    node_name: str = "localhost"
-    relist_period_s: float = 20.0
-    backoff: BackoffPolicy = BackoffPolicy()
-    node_ip: str | None = None          # status.hostIP, and podIP of hostNetwork pods
-    image_pull_workers: int = 3           # pulls at once, beside the loop; 0: on the loop (simulated tests)
-    image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
-    image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
-    image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod
-    resolv_conf: str = dns.DEFAULT_RESOLV_CONF   # the kubelet's --resolv-conf: what dnsPolicy Default reads
-    seccomp_default: bool = False         # the kubelet's --seccomp-default: RuntimeDefault when nothing is set
-    allowed_unsafe_sysctls: tuple[str, ...] = ()   # the kubelet's --allowed-unsafe-sysctls (names, `prefix*`)
-    apparmor_enabled: bool | None = None  # None: as this host's kernel says
-    kernel: tuple[int, ...] | None = None  # None: this host's (`uname -r`), for the safe sysctls
-
-
-class Agent(PodExecutor):
+class Agent:
     """Reconciles the manifests directory with the runtime, one pass at a time."""
 
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
@@ -108,6 +90,9 @@ class Agent(PodExecutor):
         self.sysctl_policy = security.SysctlPolicy(
             kernel=config.kernel if config.kernel is not None else linux.kernel_version(),
             allowed_unsafe=tuple(security.check_allowed_unsafe(config.allowed_unsafe_sysctls)))
+        self.executor = PodExecutor(state=self.state, runtime=runtime, config=config, configs=self.configs,
+                                    probing=self.probing, hooks=self.hooks, pulls=self.pulls,
+                                    sysctl_policy=self.sysctl_policy, apparmor_enabled=self.apparmor_enabled)
         self._load()
 
     # ------------------------------------------------------------------ hints (any thread)
@@ -188,12 +173,12 @@ class Agent(PodExecutor):
             self.record_hooks(now)
             self.record_sync_results(now)
             self.record_probe_outcomes(now)
-            self.record_pulls(now)
+            self.executor.record_pulls(now)
             wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
             self.terminating_keys = frozenset(e.key for e in self.state.pods.values() if e.deleted_at is not None)
             for uid in list(self.state.pods):
                 with metrics.timed(metrics.POD_SYNC):
-                    wake = _earliest(wake, self.sync_pod(uid, now))
+                    wake = _earliest(wake, self.executor.sync_pod(uid, now, replacing=self.terminating_keys))
                 if uid not in self.state.pods:
                     self.manifests_dirty = True  # removed: a replacement of the same name may be waiting
             self.collect_garbage(now)

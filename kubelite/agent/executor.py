@@ -29,6 +29,7 @@ import shutil
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import AbstractSet
 
 from kubelite.agent import dns, metrics
 from kubelite.agent.configs import VolumeError
@@ -53,12 +54,13 @@ SANDBOX_ERROR = "CreatePodSandboxError"
 
 
 class PodExecutor(ContainerStarter):
-    """One pod's sync and the runtime operations on its objects (mixed into `Agent`)."""
+    """One pod's sync and the runtime operations on its objects."""
 
-    def sync_pod(self, uid: str, now: datetime) -> datetime | None:
-        """Plan and carry out what one pod needs; returns when it must be looked at again."""
+    def sync_pod(self, uid: str, now: datetime, *, replacing: AbstractSet[str] = frozenset()) -> datetime | None:
+        """Plan and carry out what one pod needs; returns when it must be looked at again.
+        `replacing`: the keys of pods being stopped, whose replacements wait."""
         entry = self.state.pods[uid]
-        if entry.deleted_at is None and entry.key in self.terminating_keys:
+        if entry.deleted_at is None and entry.key in replacing:
             return None  # a replacement starts once the pod it replaces has stopped
         if entry.record.start_time is None and entry.deleted_at is None:
             entry.record = replace(entry.record, start_time=now)

@@ -17,8 +17,11 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from kubelite.agent.hooks import POST_START_BOUND_S
+from kubelite.agent.config import AgentConfig
+from kubelite.agent.configs import Configs
+from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
 from kubelite.agent.nodestate import NodeState, PodEntry
+from kubelite.agent.probing import ProbeManager
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api.models import Container, ImageVolumeSource, Pod
 from kubelite.core import backoff as backoffs
@@ -29,7 +32,7 @@ from kubelite.core.types import (
     BackoffPolicy, ContainerState, ObservedContainer, PodWait, PostStart, StartError, WaitReason,
 )
 from kubelite.errors import RuntimeError_
-from kubelite.runtime.protocol import ContainerConfig
+from kubelite.runtime.protocol import ContainerConfig, Runtime
 
 log = logging.getLogger("kubelite.agent")
 
@@ -45,10 +48,15 @@ WAIT_REASONS = {"CreateContainerConfigError": WaitReason.CONFIG, "ImagePullBackO
 
 
 class ContainerStarter:
-    """The container-start steps of the executor (mixed into `Agent`; see `agent.executor`)."""
+    """The container-start steps of the executor (`agent.executor.PodExecutor` is one), with what
+    every step of a pod's sync works with."""
 
-    state: NodeState
-    pulls: ImagePulls
+    def __init__(self, *, state: NodeState, runtime: Runtime, config: AgentConfig, configs: Configs,
+                 probing: ProbeManager, hooks: HookRunner, pulls: ImagePulls, sysctl_policy: security.SysctlPolicy,
+                 apparmor_enabled: bool) -> None:
+        self.state, self.runtime, self.config, self.configs = state, runtime, config, configs
+        self.probing, self.hooks, self.pulls = probing, hooks, pulls
+        self.sysctl_policy, self.apparmor_enabled = sysctl_policy, apparmor_enabled
 
     def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime) -> None:
         container = _container(entry.pod, name)
