@@ -88,7 +88,10 @@ def grace_period(desired: DesiredPod) -> int:
     return min(max(desired.pod.spec.termination_grace_period_seconds, MINIMUM_GRACE_S), MAXIMUM_GRACE_S)
 
 
-@dataclass
+_NOTHING = PodActions()
+
+
+@dataclass(slots=True)
 class _Draft:
     """The actions while a plan is being made; frozen into `PodActions` at the end."""
 
@@ -118,6 +121,10 @@ class _Draft:
         self.wake_at(waiting.until)
 
     def frozen(self) -> PodActions:
+        if not (self.to_start or self.to_kill or self.backoff_holds or self.kill_pod or self.stop_sandbox
+                or self.create_sandbox or self.fail_pod or self.pod_stopped or self.waiting or self.terminal_phase
+                or self.next_wakeup):
+            return _NOTHING   # most pods, most passes: one shared immutable value
         return PodActions(
             kill_pod=self.kill_pod, stop_sandbox=self.stop_sandbox, create_sandbox=self.create_sandbox,
             sandbox_attempt=self.sandbox_attempt, to_start=tuple(self.to_start), to_kill=tuple(self.to_kill),
