@@ -118,6 +118,17 @@ class Agent:
             self.state.write_all()
             self.configs.write_all()
 
+    @property
+    def config(self) -> AgentConfig:
+        return self._config
+
+    @config.setter
+    def config(self, value: AgentConfig) -> None:
+        """New settings (tests change them between passes): the executor works with the same."""
+        self._config = value
+        if hasattr(self, "executor"):
+            self.executor.config = value
+
     # ------------------------------------------------------------------ what the node state holds
 
     @property
