@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from kubelite.core import backoff as backoffs
 from kubelite.core.plan import plan, should_restart
 from kubelite.core.types import (
-    BackoffEntry, BackoffPolicy, ContainerState, PodRecord, ProbeResult, StopReason,
+    BackoffEntry, BackoffPolicy, ContainerState, PodRecord, PodWait, ProbeResult, StopReason, WaitReason,
 )
 from tests.helpers import at, desired, exited, observed, running, sandbox
 
@@ -39,7 +40,7 @@ def test_plan_restarts_an_exited_container_per_policy_and_the_first_restart_is_i
     d = desired(restartPolicy=policy)
     actions = plan(d, observed(d, exited(d, "app", code, finished=5)), record=PodRecord(), backoff={}, now=at(5))
     assert names(actions) == starts
-    assert actions.backoff_holds == []
+    assert actions.backoff_holds == ()
     if starts:
         assert actions.to_start[0].attempt == 1
         assert [e.backoff_s for e in actions.backoff_updates] == [10.0]
@@ -52,7 +53,7 @@ def test_a_container_killed_for_a_changed_definition_restarts_even_under_never()
     c = exited(d, "app", 143, stop_reason=StopReason.DEFINITION_CHANGED, spec_hash="old")
     assert should_restart(c, "Never")
     actions = plan(d, observed(d, c), record=PodRecord(), backoff={}, now=at(2))
-    assert names(actions) == ["app"] and actions.backoff_holds == []
+    assert names(actions) == ["app"] and actions.backoff_holds == ()
 
 
 # ------------------------------------------------------------------ CrashLoopBackOff
@@ -93,7 +94,7 @@ def test_a_held_restart_says_crashloopbackoff_with_the_kubelet_message():
     entry = BackoffEntry(key, 20.0, at(100))
     actions = plan(d, observed(d, exited(d, "app", 1, attempt=3, finished=101)), record=PodRecord(),
                    backoff={key: entry}, now=at(105))
-    assert actions.to_start == []
+    assert actions.to_start == ()
     [hold] = actions.backoff_holds
     assert hold.until == at(121)
     assert hold.message == f"back-off 20s restarting failed container=app pod=web_default({d.uid})"
@@ -164,7 +165,7 @@ def test_never_policy_does_not_recreate_a_sandbox_for_a_pod_that_ran():
     d = desired(restartPolicy="Never")
     actions = plan(d, observed(d, exited(d, "app", 0), sb=sandbox(d, ready=False)), record=PodRecord(),
                    backoff={}, now=at(5))
-    assert not actions.create_sandbox and actions.to_start == []
+    assert not actions.create_sandbox and actions.to_start == ()
 
 
 def test_onfailure_sandbox_recreation_skips_containers_that_succeeded():
@@ -191,7 +192,7 @@ def test_a_changed_container_is_stopped_and_the_others_are_untouched():
     assert (kill.name, kill.signal, kill.grace_s) == ("b", "TERM", 30)
     assert kill.stop_reason is StopReason.DEFINITION_CHANGED
     assert kill.message == "Container b definition changed, will be restarted"
-    assert actions.to_start == [] and not actions.kill_pod
+    assert actions.to_start == () and not actions.kill_pod
 
 
 def test_a_container_removed_from_the_spec_is_stopped():
@@ -221,7 +222,7 @@ def test_termination_sends_term_then_kill_after_the_grace_period():
     assert (kill.signal, kill.grace_s, kill.message) == ("TERM", 5, "Stopping container app")
     stopping = running(d, "app", kill_deadline=at(15), stop_reason=StopReason.POD_TERMINATION)
     waiting = plan(d, observed(d, stopping), record=record, backoff={}, now=at(12))
-    assert waiting.to_kill == [] and waiting.next_wakeup == at(15)
+    assert waiting.to_kill == () and waiting.next_wakeup == at(15)
     late = plan(d, observed(d, stopping), record=record, backoff={}, now=at(15))
     assert [(k.signal, k.name) for k in late.to_kill] == [("KILL", "app")]
 
@@ -277,7 +278,7 @@ def test_a_failed_init_container_is_retried_with_backoff(policy):
 def test_a_failed_init_container_under_never_fails_the_pod():
     d = desired(init=["setup"], restartPolicy="Never")
     actions = plan(d, observed(d, exited(d, "setup", 1)), record=PodRecord(), backoff={}, now=at(2))
-    assert actions.to_start == [] and actions.kill_pod
+    assert actions.to_start == () and actions.kill_pod
 
 
 def test_a_sidecar_must_be_running_before_the_next_init_container_and_keeps_running():
@@ -297,7 +298,7 @@ def test_when_the_app_containers_are_done_the_sidecars_are_stopped_not_restarted
     d = desired(sidecars=["proxy"], restartPolicy="Never")
     obs = observed(d, running(d, "proxy"), exited(d, "app", 0))
     actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
-    assert actions.kill_pod and [k.name for k in actions.to_kill] == ["proxy"] and actions.to_start == []
+    assert actions.kill_pod and [k.name for k in actions.to_kill] == ["proxy"] and actions.to_start == ()
 
 
 def test_regular_init_containers_never_rerun_once_app_containers_exist():
@@ -336,7 +337,7 @@ def test_a_pod_level_change_under_never_still_stops_the_old_sandbox():
     d = desired(restartPolicy="Never")
     obs = observed(d, exited(d, "app", 137), sb=sandbox(d, sandbox_hash="old"))
     actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
-    assert actions.stop_sandbox and not actions.create_sandbox and actions.to_start == []
+    assert actions.stop_sandbox and not actions.create_sandbox and actions.to_start == ()
 
 
 def test_a_dead_sandbox_is_not_stopped_again():
@@ -344,3 +345,62 @@ def test_a_dead_sandbox_is_not_stopped_again():
     obs = observed(d, exited(d, "app", 137), sb=sandbox(d, ready=False))
     actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
     assert not actions.stop_sandbox and actions.create_sandbox
+
+
+# ---------------------------------------------------------------------- waits: every hold is plan()'s
+
+def crashed_pod():
+    """Two app containers: `a` crashed once (its first restart is due now), `b` runs."""
+    d = desired(containers=["a", "b"])
+    return d, observed(d, exited(d, "a", 1, finished=4), running(d, "b"))
+
+
+@pytest.mark.parametrize("reason", list(WaitReason))
+@pytest.mark.parametrize("case", ["new pod", "restart due"])
+def test_a_wait_holds_every_start_and_the_sandbox_until_it_ends(reason, case):
+    # held by ImagePullBackOff, ErrImagePull, a pull in progress, the sync-retry pause, a config wait
+    d, obs = (desired(), observed(desired(), sb=None)) if case == "new pod" else crashed_pod()
+    wait = PodWait(reason, at(30))
+    held = plan(d, obs, record=PodRecord(), backoff={}, now=at(5), waiting=wait)
+    assert held.to_start == () and held.backoff_updates == () and not held.create_sandbox
+    assert held.waiting == wait and held.next_wakeup == at(30)
+    assert not held.kill_pod, "a waiting pod is not stopped"
+    over = plan(d, obs, record=PodRecord(), backoff={}, now=at(30), waiting=wait)
+    assert names(over) == (["app"] if case == "new pod" else ["a"]) and over.waiting is None
+    assert over.create_sandbox == (case == "new pod")
+
+
+def test_a_wait_never_holds_a_kill_or_a_pod_failure():
+    d = desired(activeDeadlineSeconds=10)
+    c = running(d, "app")
+    wait = PodWait(WaitReason.SYNC_ERROR, at(60))
+    actions = plan(d, observed(d, c), record=PodRecord(start_time=at(0)), backoff={}, now=at(11), waiting=wait)
+    assert actions.fail_pod is not None and [k.name for k in actions.to_kill] == ["app"]
+    probed = plan(desired(), observed(desired(), running(desired(), "app")), record=PodRecord(), backoff={},
+                  now=at(5), probes={("app-0", "liveness"): ProbeResult.FAILURE}, waiting=wait)
+    assert [k.stop_reason for k in probed.to_kill] == [StopReason.LIVENESS]
+
+
+def test_a_container_whose_image_is_being_pulled_waits_and_takes_no_backoff_step():
+    d, obs = crashed_pod()
+    key = backoffs.stable_key(pod_name="web", namespace="default", uid=d.uid, container="a",
+                              spec_hash=d.container_hashes["a"])
+    free = plan(d, obs, record=PodRecord(), backoff={}, now=at(5))
+    assert names(free) == ["a"] and [e.key for e in free.backoff_updates] == [key]
+    pulling = plan(d, obs, record=PodRecord(), backoff={}, now=at(5), pulling=frozenset({"a"}))
+    assert pulling.to_start == () and pulling.backoff_updates == ()
+    assert not pulling.kill_pod, "a container waiting for its image keeps the pod alive"
+
+
+def test_a_new_pod_whose_image_is_being_pulled_gets_its_sandbox_and_starts_the_others():
+    d = desired(containers=["a", "b"])
+    actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(0), pulling=frozenset({"a"}))
+    assert actions.create_sandbox and names(actions) == ["b"]
+
+
+def test_the_plan_is_immutable():
+    d = desired()
+    actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(0))
+    assert isinstance(actions.to_start, tuple)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        actions.create_sandbox = False  # type: ignore[misc]

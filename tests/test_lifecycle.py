@@ -47,7 +47,7 @@ def test_while_a_poststart_hook_runs_no_other_container_starts_and_the_pod_is_no
     first = running(d, "first")
     actions = plan(d, observed(d, first), record=PodRecord(), backoff={}, now=at(1),
                    post_start={first.id: PostStart.RUNNING})
-    assert actions.to_start == [] and not actions.kill_pod and actions.to_kill == []
+    assert actions.to_start == () and not actions.kill_pod and actions.to_kill == ()
     after = plan(d, observed(d, first), record=PodRecord(), backoff={}, now=at(2))   # the hook returned
     assert [s.name for s in after.to_start] == ["second"]
 
@@ -365,7 +365,7 @@ def test_a_sidecar_whose_poststart_hook_runs_holds_the_next_init_container_and_t
     proxy = running(d, "proxy")
     held = plan(d, observed(d, proxy), record=PodRecord(), backoff={}, now=at(1),
                 post_start={proxy.id: PostStart.RUNNING})
-    assert held.to_start == []
+    assert held.to_start == ()
     s = pod_status(d, observed(d, proxy), record=PodRecord(start_time=T0), now=at(1),
                    post_start={proxy.id: PostStart.RUNNING})
     assert {c["type"]: c["status"] for c in s["conditions"]}["Initialized"] == "False"

@@ -21,7 +21,8 @@ claim is gone are reclaimed first, then:
 `mount_path` answers for a pod's `persistentVolumeClaim` volume with the directory, or with the
 kubelet's reason to wait (missing claim, not bound, ReadWriteOncePod held by another pod).
 
-Runs on the agent's thread; writes only through the agent's store transaction.
+Runs on the agent's thread; writes only through the node state (`nodestate.ObjectWriter`),
+inside the agent's transaction.
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import kubelite.statefiles as statefiles
+from kubelite.agent.nodestate import ObjectWriter
 from kubelite.api import claims, configobjects
 from kubelite.core.status import rfc3339
 from kubelite import layout
-from kubelite.store.store import Store, dumps
+from kubelite.store.store import dumps
 
 log = logging.getLogger("kubelite.agent")
 
@@ -78,8 +80,8 @@ def claim_refs(pod: Any) -> dict[str, str]:
 class Claims:
     """The claims' volumes on this machine."""
 
-    def __init__(self, store: Store, root: Path, node_name: str) -> None:
-        self.store, self.root, self.node_name = store, root, node_name
+    def __init__(self, writer: ObjectWriter, root: Path, node_name: str) -> None:
+        self.writer, self.root, self.node_name = writer, root, node_name
         self.volumes: dict[str, Volume] = {}
         self.status: dict[ClaimKey, dict[str, Any]] = {}      # claim → its status (and volumeName)
         self.pending: dict[ClaimKey, str] = {}               # claim → why it is not bound
@@ -108,7 +110,7 @@ class Claims:
     def _write(self, volume: Volume) -> None:
         obj = {**volume.object, "metadata": {**volume.object["metadata"], "creationTimestamp": volume.created_at,
                                              "resourceVersion": str(volume.resource_version)}}
-        self.store.put_persistent_volume({
+        self.writer.put_persistent_volume({
             "name": volume.name, "claim_namespace": volume.claim_namespace, "claim_name": volume.claim_name,
             "claim_uid": volume.claim_uid, "storage_class": volume.storage_class,
             "reclaim_policy": volume.reclaim_policy, "path": volume.path, "phase": volume.phase,
@@ -203,7 +205,7 @@ class Claims:
                      config.name, name)
         obj = self._volume_object(volume, spec, policy)
         if volume.phase != "Bound" or obj != volume.object:
-            volume = replace(volume, phase="Bound", object=obj, resource_version=self.store.next_resource_version())
+            volume = replace(volume, phase="Bound", object=obj, resource_version=self.writer.next_resource_version())
             self.volumes[name] = volume
             self._write(volume)
         return volume
@@ -234,14 +236,14 @@ class Claims:
             except LookupError as exc:
                 log.warning("PersistentVolume %s: not deleted: %s", volume.name, exc)
             del self.volumes[volume.name]
-            self.store.delete_persistent_volume(volume.name)
+            self.writer.delete_persistent_volume(volume.name)
             log.info("PersistentVolumeClaim %s/%s gone: volume %s deleted (reclaim policy Delete)", ns, claim,
                      volume.name)
             event(ns, "PersistentVolume", volume.name, volume.object.get("metadata", {}).get("uid", ""), "Normal",
                   "VolumeDeleted", f"claim {ns}/{claim} is gone: volume deleted (reclaim policy Delete)")
             return
         obj = {**volume.object, "status": {"phase": "Released"}}
-        released = replace(volume, phase="Released", object=obj, resource_version=self.store.next_resource_version())
+        released = replace(volume, phase="Released", object=obj, resource_version=self.writer.next_resource_version())
         self.volumes[volume.name] = released
         self._write(released)
         log.info("PersistentVolumeClaim %s/%s gone: volume %s released; its data is kept in %s", ns, claim,

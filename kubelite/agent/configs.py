@@ -16,7 +16,8 @@ again when one changes, and the container-side steps of `sync_pod` that depend o
 A mount's `subPathExpr` is expanded from the container's resolved env; an image volume is
 mounted when the first container that uses it is created (the agent has pulled its image).
 
-Runs on the agent's thread; writes only through the agent's store transaction.
+Runs on the agent's thread; writes only through the node state (`nodestate.ObjectWriter`),
+inside the agent's transaction.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from datetime import datetime
 from typing import Any
 
 from kubelite.agent.claims import Claims, ClaimKey, EventSink, claim_refs
+from kubelite.agent.nodestate import ObjectWriter
 from kubelite.api import claims as claim_objects
 from kubelite.api.configobjects import ConfigObject, from_object
 from kubelite.api.models import Container, Pod
@@ -39,7 +41,7 @@ from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost, fs_g
 
 __all__ = ["Configs", "ConfigEntry", "VolumeError", "VolumeHost", "node_allocatable"]
 from kubelite.sources.manifests import Resolution
-from kubelite.store.store import Store, dumps
+from kubelite.store.store import dumps
 
 log = logging.getLogger("kubelite.agent")
 
@@ -71,8 +73,8 @@ def node_allocatable() -> podconfig.NodeAllocatable:
 class Configs:
     """The ConfigMaps and Secrets the agent serves to its pods."""
 
-    def __init__(self, store: Store, volumes: VolumeHost, node_name: str) -> None:
-        self.store, self.volumes, self.node_name = store, volumes, node_name
+    def __init__(self, writer: ObjectWriter, volumes: VolumeHost, node_name: str) -> None:
+        self.writer, self.volumes, self.node_name = writer, volumes, node_name
         self.entries: dict[ConfigKey, ConfigEntry] = {}
         self.refused: dict[ConfigKey, str] = {}              # objects whose manifest is invalid: why
         self.generation = 0                                 # bumped on any change
@@ -80,7 +82,7 @@ class Configs:
         self.refreshed: dict[str, tuple[Any, ...]] = {}    # uid → what its projections were written from
         self.node = node_allocatable()
         self.orphans_checked = False
-        self.claims = Claims(store, volumes.root, node_name)
+        self.claims = Claims(writer, volumes.root, node_name)
         self.claim_holders: dict[ClaimKey, tuple[str, str]] = {}   # ReadWriteOncePod claim → (uid, pod key)
 
     def remove_orphan_volumes(self, known_uids: set[str]) -> None:
@@ -120,10 +122,10 @@ class Configs:
             if entry is not None and entry.config.hash == config.hash and entry.source == source:
                 continue
             if entry is None:
-                entry = ConfigEntry(config, source, rfc3339(now), self.store.next_resource_version())
+                entry = ConfigEntry(config, source, rfc3339(now), self.writer.next_resource_version())
                 log.info("%s %s: accepted from %s", config.kind, config.ref, source)
             else:
-                entry = ConfigEntry(config, source, entry.created_at, self.store.next_resource_version())
+                entry = ConfigEntry(config, source, entry.created_at, self.writer.next_resource_version())
                 log.info("%s %s: changed (%s)", config.kind, config.ref, source)
             self.entries[key] = entry
             self.write(entry)
@@ -131,7 +133,7 @@ class Configs:
         for key in [k for k in self.entries if k not in resolution.configs]:
             log.info("%s %s/%s: manifest gone", key[0], key[1], key[2])
             del self.entries[key]
-            self.store.delete_config_object(*key)
+            self.writer.delete_config_object(*key)
             changed.add(key)
         if changed:
             self.generation += 1
@@ -144,7 +146,7 @@ class Configs:
             obj = self.claims.decorate(config.key, obj)
         obj["metadata"] = {**obj.get("metadata", {}), "creationTimestamp": entry.created_at,
                            "resourceVersion": str(entry.resource_version)}
-        self.store.put_config_object({
+        self.writer.put_config_object({
             "kind": config.kind, "namespace": config.namespace, "name": config.name, "uid": config.uid,
             "source": entry.source, "object": dumps(obj), "created_at": entry.created_at,
             "resource_version": entry.resource_version})
@@ -161,7 +163,7 @@ class Configs:
         for key in changed:
             entry = self.entries.get(key)
             if entry is not None:
-                entry.resource_version = self.store.next_resource_version()
+                entry.resource_version = self.writer.next_resource_version()
                 self.write(entry)
         return changed
 

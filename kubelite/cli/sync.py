@@ -192,18 +192,13 @@ def sync(args: argparse.Namespace) -> int:
         lock.close()
 
 
-#: outcome → (event type, reason)
 def _record(store: Any, result: Any) -> None:
-    """The status into meta "sync", and an event for anything but "unchanged"."""
-    from kubelite.sources.gitsync import SYNC_EVENTS
+    """The status into meta "sync", and an event for anything but "unchanged": written as the
+    agent writes a sync's result (`agent.nodestate.write_sync_result`), in one transaction."""
+    from kubelite.agent.nodestate import write_sync_result
 
-    now = utcnow()
     with store.transaction():
-        store.set_meta(META_KEY, result.status.to_json())
-        if result.outcome in SYNC_EVENTS:
-            type_, reason = SYNC_EVENTS[result.outcome]
-            store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,
-                               reason=reason, message=result.message[:1000], now=now)
+        write_sync_result(store, result, utcnow())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

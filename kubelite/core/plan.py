@@ -23,6 +23,12 @@ The rules, in the order they apply:
    restart per `restartPolicy` (`ShouldContainerBeRestarted`), held by CrashLoopBackOff.
 6. Nothing running and nothing to start → stop the pod (sandbox and sidecars).
 
+Waits hold starts too, as the kubelet's pod worker and image backoff do: while `waiting` (a failed
+sync's retry pause, a missing ConfigMap/Secret/claim, ErrImagePull, ImagePullBackOff or a pull in
+progress) is in force, nothing starts and no sandbox is made — kills and failures go on — and the
+pod is looked at again when it ends. A container whose image is being pulled (`pulling`) is held
+until the pull ends, and takes no CrashLoopBackOff step: its restart has not happened yet.
+
 PostStart hooks hold starts as the kubelet's blocking `startContainer` does: containers start in
 spec order, and none after a container with a postStart hook starts until that hook has returned;
 while any postStart hook of the pod runs, no other container of the pod starts. Stopping is never
@@ -31,15 +37,16 @@ held.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Mapping
+from typing import AbstractSet, Mapping
 
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container
 from kubelite.core import backoff as backoffs
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, KillAction, ObservedContainer, ObservedPod,
-    PodActions, PodRecord, PostStart, ProbeResult, StartAction, StopReason,
+    PodActions, PodRecord, PodWait, PostStart, ProbeResult, StartAction, StopReason,
 )
 
 #: The kubelet never gives a container less than this to stop (`minimumGracePeriodInSeconds`).
@@ -81,20 +88,67 @@ def grace_period(desired: DesiredPod) -> int:
     return min(max(desired.pod.spec.termination_grace_period_seconds, MINIMUM_GRACE_S), MAXIMUM_GRACE_S)
 
 
+_NOTHING = PodActions()
+
+
+@dataclass(slots=True)
+class _Draft:
+    """The actions while a plan is being made; frozen into `PodActions` at the end."""
+
+    kill_pod: bool = False
+    stop_sandbox: bool = False
+    create_sandbox: bool = False
+    sandbox_attempt: int = 0
+    to_start: list[StartAction] = field(default_factory=list)
+    to_kill: list[KillAction] = field(default_factory=list)
+    backoff_holds: list[BackoffHold] = field(default_factory=list)
+    fail_pod: tuple[str, str] | None = None
+    fail_warning: bool = False
+    terminal_phase: str | None = None
+    pod_stopped: bool = False
+    waiting: PodWait | None = None
+    next_wakeup: datetime | None = None
+
+    def wake_at(self, when: datetime | None) -> None:
+        if when is not None and (self.next_wakeup is None or when < self.next_wakeup):
+            self.next_wakeup = when
+
+    def hold(self, waiting: PodWait) -> None:
+        """Nothing starts and no sandbox is made before `waiting.until`."""
+        self.to_start.clear()
+        self.create_sandbox = False
+        self.waiting = waiting
+        self.wake_at(waiting.until)
+
+    def frozen(self) -> PodActions:
+        if not (self.to_start or self.to_kill or self.backoff_holds or self.kill_pod or self.stop_sandbox
+                or self.create_sandbox or self.fail_pod or self.pod_stopped or self.waiting or self.terminal_phase
+                or self.next_wakeup):
+            return _NOTHING   # most pods, most passes: one shared immutable value
+        return PodActions(
+            kill_pod=self.kill_pod, stop_sandbox=self.stop_sandbox, create_sandbox=self.create_sandbox,
+            sandbox_attempt=self.sandbox_attempt, to_start=tuple(self.to_start), to_kill=tuple(self.to_kill),
+            backoff_holds=tuple(self.backoff_holds), fail_pod=self.fail_pod, fail_warning=self.fail_warning,
+            terminal_phase=self.terminal_phase, pod_stopped=self.pod_stopped, waiting=self.waiting,
+            next_wakeup=self.next_wakeup)
+
+
 class _Planner:
     """One planning pass; an object only to keep the shared inputs out of every signature."""
 
     def __init__(self, desired: DesiredPod, observed: ObservedPod, record: PodRecord,
                  backoff: Mapping[str, BackoffEntry], probes: ProbeResults, now: datetime,
                  policy: BackoffPolicy, post_start: Mapping[str, PostStart],
-                 rejection: tuple[str, str] | None = None) -> None:
+                 rejection: tuple[str, str] | None = None, waiting: PodWait | None = None,
+                 pulling: AbstractSet[str] = frozenset()) -> None:
         self.desired, self.observed, self.record = desired, observed, record
-        self.rejection = rejection
+        self.rejection, self.waiting, self.pulling = rejection, waiting, pulling
         self.backoff, self.probes, self.now, self.policy = backoff, probes, now, policy
         self.post_start = post_start
         self.spec = desired.pod.spec
         self.specs = {c.name: c for c in self.spec.all_containers()}
-        self.actions = PodActions()
+        self.actions = _Draft()
+        self.pull_held: list[str] = []  # containers that would start but for their image's pull
         self.newest: dict[str, ObservedContainer] = {}  # the latest attempt of each container name
         for c in observed.containers:
             best = self.newest.get(c.name)
@@ -112,7 +166,11 @@ class _Planner:
         self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
 
     def start(self, container: Container, *, init: bool) -> bool:
-        """Start `container` now unless CrashLoopBackOff or a postStart hook holds it; True if it starts."""
+        """Start `container` now unless its image's pull, CrashLoopBackOff or a postStart hook holds it;
+        True if it starts."""
+        if container.name in self.pulling:
+            self.pull_held.append(container.name)
+            return False   # it starts once the pull has ended (the pull's end wakes the loop)
         last = self.newest.get(container.name)
         attempt = last.attempt + 1 if last is not None else 0
         if last is not None and last.state is ContainerState.EXITED and last.finished_at is not None:
@@ -130,9 +188,11 @@ class _Planner:
                 return False
             if self.held_by_post_start():
                 return False
-            self.actions.backoff_updates.append(
-                backoffs.next_entry(entry, key=key, finished_at=last.finished_at, now=self.now, policy=self.policy))
-        elif self.held_by_post_start():
+            update = backoffs.next_entry(entry, key=key, finished_at=last.finished_at, now=self.now,
+                                         policy=self.policy)
+            self.actions.to_start.append(StartAction(container.name, attempt, init=init, backoff_update=update))
+            return True
+        if self.held_by_post_start():
             return False
         self.actions.to_start.append(StartAction(container.name, attempt, init=init))
         return True
@@ -175,18 +235,23 @@ class _Planner:
     # -------------------------------------------------------------- the rules
 
     def run(self) -> PodActions:
+        self.rules()
+        if self.waiting is not None and self.now < self.waiting.until:
+            self.actions.hold(self.waiting)                               # waits hold every start
+        return self.actions.frozen()
+
+    def rules(self) -> None:
         self.escalate()                                                   # rule 1
         if self.rejected() or self.deadline_exceeded() or self.record.terminating or self.record.terminal_phase:
             self.stop_pod()                                               # rule 2
-            return self.actions
+            return
         sandbox = self.observed.sandbox
         if sandbox is None or not sandbox.ready or sandbox.sandbox_hash != self.desired.sandbox_hash:
             self.new_sandbox()                                            # rule 3
-            return self.actions
+            return
         initialized = self.init_containers()                             # rule 4
         if initialized:
             self.app_containers()                                         # rules 5 and 6
-        return self.actions
 
     def escalate(self) -> None:
         for c in self.newest.values():
@@ -253,7 +318,7 @@ class _Planner:
                 if self.spec.restart_policy == "OnFailure" and self.succeeded(container.name):
                     continue
                 self.start(container, init=False)
-        if self.actions.to_start or self.actions.backoff_holds:
+        if self.actions.to_start or self.actions.backoff_holds or self.pull_held:
             self.actions.create_sandbox = True
             previous = self.observed.sandbox
             self.actions.sandbox_attempt = previous.attempt + 1 if previous is not None else 0
@@ -347,11 +412,14 @@ class _Planner:
 def plan(desired: DesiredPod, observed: ObservedPod, *, record: PodRecord,
          backoff: Mapping[str, BackoffEntry], now: datetime, probes: ProbeResults | None = None,
          policy: BackoffPolicy = BackoffPolicy(), post_start: Mapping[str, PostStart] | None = None,
-         rejection: tuple[str, str] | None = None) -> PodActions:
+         rejection: tuple[str, str] | None = None, waiting: PodWait | None = None,
+         pulling: AbstractSet[str] = frozenset()) -> PodActions:
     """Decide what to do now for one pod. Pure: same inputs, same `PodActions`.
 
     `post_start` maps a running container's id to its postStart hook's state (no entry: it has
     none, or it returned). `rejection` is the node's (reason, message) for refusing the pod
-    (`core.security.admission`).
+    (`core.security.admission`). `waiting` is the pod's pause after a failed sync, a missing
+    config or an image pull (`PodWait`); `pulling`, the containers whose image is being pulled.
     """
-    return _Planner(desired, observed, record, backoff, probes or {}, now, policy, post_start or {}, rejection).run()
+    return _Planner(desired, observed, record, backoff, probes or {}, now, policy, post_start or {}, rejection,
+                    waiting, pulling).run()

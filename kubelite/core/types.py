@@ -161,6 +161,9 @@ class StartAction:
     attempt: int
     init: bool = False
     message: str = ""
+    #: the CrashLoopBackOff step this restart takes; recorded once the start is under way (not while
+    #: it waits for its image to be pulled: that restart has not happened yet)
+    backoff_update: BackoffEntry | None = None
 
 
 @dataclass(frozen=True)
@@ -183,27 +186,48 @@ class BackoffHold:
     message: str
 
 
-@dataclass
+class WaitReason(str, enum.Enum):
+    """Why a pod's starts wait for a time, beside CrashLoopBackOff (which holds one container)."""
+
+    SYNC_ERROR = "SyncError"               # a create or start failed: the pod worker's retry pause
+    CONFIG = "ConfigWait"                  # a ConfigMap, Secret, key, claim or volume is not usable yet
+    ERR_IMAGE_PULL = "ErrImagePull"        # a pull failed just now: look again in a moment
+    IMAGE_PULL_BACKOFF = "ImagePullBackOff"  # the image's pull backoff holds the start until `until`
+    PULLING = "Pulling"                    # an image pull runs: until it ends (`until` is only a bound)
+
+
+@dataclass(frozen=True)
+class PodWait:
+    """A pause of a pod's starts (and its sandbox's creation) until `until`, as the kubelet's pod
+    worker backs off after a failed sync; kills and pod-level failures are never held."""
+
+    reason: WaitReason
+    until: datetime
+
+
+@dataclass(frozen=True)
 class PodActions:
-    """The result of `plan()`: what to do now for one pod, and when to look again."""
+    """The result of `plan()`: what to do now for one pod, and when to look again. Immutable: the
+    executor carries it out as it is."""
 
     kill_pod: bool = False                  # the pod is to be stopped: containers first, then the sandbox
     stop_sandbox: bool = False              # nothing runs any more: stop the sandbox now
     create_sandbox: bool = False
     sandbox_attempt: int = 0
-    to_start: list[StartAction] = field(default_factory=list)
-    to_kill: list[KillAction] = field(default_factory=list)
-    backoff_holds: list[BackoffHold] = field(default_factory=list)
-    backoff_updates: list[BackoffEntry] = field(default_factory=list)
+    to_start: tuple[StartAction, ...] = ()
+    to_kill: tuple[KillAction, ...] = ()
+    backoff_holds: tuple[BackoffHold, ...] = ()
     fail_pod: tuple[str, str] | None = None  # (reason, message): pod-level failure decided now
     fail_warning: bool = False               # the failure's event is a Warning (a refused pod)
     terminal_phase: str | None = None        # Succeeded/Failed reached by this plan
     pod_stopped: bool = False                # terminating and nothing is left running
+    waiting: PodWait | None = None           # the pause that held this pod's starts in this plan
     next_wakeup: datetime | None = None
 
-    def wake_at(self, when: datetime | None) -> None:
-        if when is not None and (self.next_wakeup is None or when < self.next_wakeup):
-            self.next_wakeup = when
+    @property
+    def backoff_updates(self) -> tuple[BackoffEntry, ...]:
+        """The CrashLoopBackOff steps of the restarts in `to_start`."""
+        return tuple(s.backoff_update for s in self.to_start if s.backoff_update is not None)
 
     @property
     def idle(self) -> bool:

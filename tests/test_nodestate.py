@@ -1,0 +1,106 @@
+"""The node state: the one in-memory copy of what the node knows, and the one writer of the store."""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import replace
+from pathlib import Path
+
+from kubelite.agent.nodestate import NodeState, PodEntry
+from kubelite.cli import sync as cli_sync
+from kubelite.core.types import ContainerState, StartError
+from kubelite.sources.gitsync import SyncResult, SyncStatus
+from kubelite.store.reader import Reader
+from kubelite.store.store import Store
+from tests.helpers import at, desired, running
+
+PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
+#: The store's writing methods: only the node state calls them (and the store itself).
+WRITES = {"put_pod", "delete_pod", "put_sandbox", "delete_sandbox", "put_container", "delete_container",
+          "put_backoff", "delete_backoff", "put_start_error", "record_event", "set_meta", "replace_problems",
+          "prune_events", "next_resource_version", "put_config_object", "delete_config_object",
+          "put_persistent_volume", "delete_persistent_volume"}
+WRITER = PACKAGE / "agent" / "nodestate.py"
+
+
+def store_writes(path: Path, base: Path = PACKAGE) -> list[str]:
+    """The calls `<something named store>.<write>(...)` in a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+            receiver = ast.unparse(node.func.value)
+            if receiver.split(".")[-1] == "store":
+                found.append(f"{path.relative_to(base)}:{node.lineno}: {receiver}.{node.func.attr}")
+    return found
+
+
+def test_only_the_node_state_writes_the_store():
+    writers = [w for path in sorted(PACKAGE.rglob("*.py"))
+               if path != WRITER and PACKAGE / "store" not in path.parents for w in store_writes(path)]
+    assert writers == []
+    assert store_writes(WRITER), "the check finds the node state's own writes (it can fail)"
+
+
+def test_the_check_catches_a_second_writer(tmp_path):
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text("def f(self, entry, store):\n    self.store.put_backoff(entry)\n    store.set_meta('k', 'v')\n"
+                     "    self.state.put_backoff(entry)\n")
+    assert store_writes(rogue, tmp_path) == ["rogue.py:2: self.store.put_backoff", "rogue.py:3: store.set_meta"]
+
+
+def sync_result(outcome: str) -> SyncResult:
+    status = SyncStatus(repository="https://example.invalid/repo.git", ref="main", commit="abc123",
+                        last_sync_at="2026-11-28T06:00:00+00:00")
+    return SyncResult(outcome=outcome, commit="abc123", remote="abc123", message=f"commit abc123 {outcome}",
+                      delay_s=30.0, status=status)
+
+
+def test_sync_once_writes_its_result_as_the_agent_does(tmp_path):
+    agent_root, cli_root = tmp_path / "agent", tmp_path / "cli"
+    agent_root.mkdir()
+    cli_root.mkdir()
+    for outcome in ("applied", "unchanged", "failed"):
+        state = NodeState(Store(agent_root), manifests=tmp_path, node_name="n")
+        with state.transaction():
+            state.record_sync_result(sync_result(outcome), at(0))
+        state.store.close()
+        store = Store(cli_root)
+        cli_sync._record(store, sync_result(outcome))
+        store.close()
+
+    def written(root: Path) -> tuple[str | None, list[tuple[str, str, str]]]:
+        reader = Reader(root)
+        return reader.meta("sync"), [(e["type"], e["reason"], e["message"]) for e in reader.events()]
+
+    meta, events = written(agent_root)
+    assert meta is not None and '"commit": "abc123"' in meta
+    assert [reason for _, reason, _ in events] == ["SyncApplied", "SyncFailed"]
+    assert written(cli_root) == (meta, events)
+
+
+def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
+    store = Store(tmp_path)
+    state = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    d = desired()
+    c = running(d, "app", started=1)
+    with state.transaction():
+        state.write_meta()
+        state.add_pod(PodEntry(d, "/manifests/web.yaml", at(0)))
+        state.observe(d.uid, c)
+        state.set_start_error(d.uid, "app", StartError("RunContainerError", "boom"))
+        state.observe(d.uid, replace(c, state=ContainerState.EXITED, exit_code=1, finished_at=at(2)))
+    again = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    again.load()
+    assert list(again.pods) == [d.uid] and again.pods[d.uid].key == "default/web"
+    [(uid, seen)] = again.containers.values()
+    assert uid == d.uid and seen.state is ContainerState.EXITED and seen.exit_code == 1
+    assert again.start_errors_of(d.uid) == {"app": StartError("RunContainerError", "boom")}
+    assert again.observed(d.uid).containers == (seen,)
+    with again.transaction():
+        again.set_start_error(d.uid, "app", None)
+        again.forget_container(c.id, delete=True)
+        again.remove_pod(d.uid)
+    third = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    third.load()
+    assert third.pods == {} and third.containers == {} and third.start_errors == {}
+    store.close()
