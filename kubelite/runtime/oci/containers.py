@@ -82,10 +82,10 @@ class Containers:
         (layer / "upper").mkdir(exist_ok=True)
         os.chmod(layer / "upper", 0o755)   # the overlay's `/` takes this mode: the container's own user enters it
         record = ContainerRecord(container_id, sandbox_id, config.uid, config.container.name, config.pod_name,
-                            config.namespace, config.attempt, config.spec_hash, config.container.image or "",
-                            self.clock().isoformat(), config.log_path,
-                            message_policy=config.container.termination_message_policy,
-                            tty=bool(config.container.tty), stdin=bool(config.container.stdin))
+                                 config.namespace, config.attempt, config.spec_hash, config.container.image or "",
+                                 self.clock().isoformat(), config.log_path,
+                                 message_policy=config.container.termination_message_policy,
+                                 tty=bool(config.container.tty), stdin=bool(config.container.stdin))
         mounts = config.mounts
         message_path = config.container.termination_message_path
         if message_path.startswith("/") and not any(m.container_path == message_path for m in mounts):

@@ -73,10 +73,10 @@ class Sandboxes:
         self._write_etc_files(bundle, config)
         (bundle / "shm").mkdir()
         linux.mount_tmpfs(bundle / "shm", size=SHM_SIZE)  # the pod's /dev/shm, shared by its containers
-        record = SandboxRecord(sandbox_id, config.uid, config.name, config.namespace, config.attempt, config.sandbox_hash,
-                          self.clock().isoformat(), config.host_network, config.share_process_namespace,
-                          self._pod_cgroup(config.uid),
-                          host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
+        record = SandboxRecord(sandbox_id, config.uid, config.name, config.namespace, config.attempt,
+                               config.sandbox_hash, self.clock().isoformat(), config.host_network,
+                               config.share_process_namespace, self._pod_cgroup(config.uid),
+                               host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
         try:
             if self.network is not None and not config.host_network:
                 attachment = self.network.setup(layout.network_record_path(bundle), sandbox_id=sandbox_id,
