@@ -462,13 +462,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
         process["apparmorProfile"] = apparmor_profile
 
     readonly_root = bool(sc.read_only_root_filesystem)
-    mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
-    file_mode = "ro" if readonly_root else "rw"   # containerd: the pod's /etc files follow the root
-    for destination, source in (("/etc/hostname", namespaces.etc_hostname), ("/etc/hosts", namespaces.etc_hosts),
-                                ("/etc/resolv.conf", namespaces.resolv_conf)):
-        if source:
-            mounts.append(_mount(destination, "bind", source, ["rbind", "rprivate", file_mode]))
-    mounts += [dict(m) for m in extra_mounts]
+    mounts = _container_mounts(namespaces, privileged=privileged, readonly_root=readonly_root,
+                               extra_mounts=extra_mounts)
 
     linux: dict[str, Any] = {
         "namespaces": _namespaces(pid=namespaces.pid, mount=None, ipc=namespaces.ipc, uts=namespaces.uts,
@@ -491,6 +486,19 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
         "annotations": dict(annotations),
         "linux": linux,
     }
+
+
+def _container_mounts(namespaces: SandboxNamespaces, *, privileged: bool, readonly_root: bool,
+                      extra_mounts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The standard mounts, the pod's /etc files (read-only with a read-only root, as containerd
+    binds them) and then the volumes, in order."""
+    mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
+    file_mode = "ro" if readonly_root else "rw"
+    for destination, source in (("/etc/hostname", namespaces.etc_hostname), ("/etc/hosts", namespaces.etc_hosts),
+                                ("/etc/resolv.conf", namespaces.resolv_conf)):
+        if source:
+            mounts.append(_mount(destination, "bind", source, ["rbind", "rprivate", file_mode]))
+    return mounts + [dict(m) for m in extra_mounts]
 
 
 def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_path: str, cgroups_path: str,
