@@ -22,7 +22,7 @@ from kubelite import layout
 import kubelite.statefiles as statefiles
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
-from kubelite.runtime import linux, ocispec, termination
+from kubelite.runtime import conmon, linux, ocispec, termination
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.oci.process import run, run_conmon
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, parse_time, write_json
@@ -131,7 +131,7 @@ class Containers:
 
     def _conmon_create(self, record: ContainerRecord, bundle: Path) -> int:
         """Start conmon, which runs `runc create`; return the container's PID 1 (not started yet)."""
-        argv = ocispec.conmon_argv(
+        argv = conmon.conmon_argv(
             conmon=self.bin["conmon"], runtime=self.bin["runc"], runtime_root=str(self.state_dir),
             container_id=record.id, name=f"{record.namespace}_{record.pod_name}_{record.name}_{record.attempt}",
             bundle=str(bundle), pidfile=str(bundle / "pidfile"), conmon_pidfile=str(bundle / "conmon.pid"),
@@ -157,7 +157,7 @@ class Containers:
         record = self._get(container_id)
         if not linux.alive(record.pid, record.pid_start):
             return
-        number = ocispec.signal_number(signal)
+        number = conmon.signal_number(signal)
         try:
             os.kill(record.pid, number)  # the PID is verified by its start time just above
         except ProcessLookupError:
