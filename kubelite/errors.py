@@ -2,6 +2,7 @@
 
     KubeliteError
     ├── ManifestError        (kubelite.api / kubelite.sources: a manifest that cannot be used)
+    │   └── Unusable         (kubelite.sources.documents: a file or document, and where)
     ├── ConfigError          (kubelite.core.podconfig: a container's env or volume files cannot be built;
     │                         the container waits with CreateContainerConfigError)
     ├── StoreError           (kubelite.store: the state database)

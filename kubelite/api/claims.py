@@ -21,7 +21,7 @@ from typing import Any, Optional
 from pydantic import Field
 
 from kubelite.api import configobjects, names, quantity
-from kubelite.api.fieldissues import FieldIssue, invalid, validate_object_meta
+from kubelite.api.fieldissues import FieldIssue, invalid, subdomain, validate_object_meta
 from kubelite.api.models import K8sModel, ObjectMeta, Quantity, Str
 
 CLAIM = "PersistentVolumeClaim"
@@ -141,10 +141,7 @@ def validate_storage_class(sc: StorageClass) -> list[FieldIssue]:
     """A StorageClass kubelite can serve: a valid name and the local-path provisioner."""
     errors: list[FieldIssue] = []
     meta = sc.metadata
-    if not meta.name:
-        errors.append(FieldIssue("metadata.name", "Required value"))
-    else:
-        errors += invalid("metadata.name", names.is_dns1123_subdomain(meta.name))
+    errors += subdomain("metadata.name", meta.name)
     if not sc.provisioner:
         errors.append(FieldIssue("provisioner", "Required value"))
     elif sc.provisioner not in PROVISIONERS:

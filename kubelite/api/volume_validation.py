@@ -15,7 +15,7 @@ import posixpath
 import re
 
 from kubelite.api import fieldsupport, names, quantity
-from kubelite.api.fieldissues import PULL_POLICIES, FieldIssue, invalid
+from kubelite.api.fieldissues import PULL_POLICIES, FieldIssue, invalid, subdomain
 from kubelite.api.models import (
     Container,
     DownwardAPIVolumeFile,
@@ -189,10 +189,7 @@ def _projected(path: str, source: ProjectedVolumeSource, containers: set[str]) -
         for field, ref in (("configMap", projection.config_map), ("secret", projection.secret)):
             if ref is None:
                 continue
-            if not ref.name:
-                errors.append(FieldIssue(f"{where}.{field}.name", "Required value"))
-            else:
-                errors += invalid(f"{where}.{field}.name", names.is_dns1123_subdomain(ref.name))
+            errors += subdomain(f"{where}.{field}.name", ref.name)
             errors += _items(f"{where}.{field}", ref.items)
             for item in ref.items:
                 claim(item.path)
@@ -284,10 +281,7 @@ def validate_volumes(spec: PodSpec) -> list[FieldIssue]:
             errors += _mode(f"{path}.{field}.defaultMode", source.default_mode)
         if volume.persistent_volume_claim is not None:
             claim = volume.persistent_volume_claim.claim_name
-            if not claim:
-                errors.append(FieldIssue(f"{path}.persistentVolumeClaim.claimName", "Required value"))
-            else:
-                errors += invalid(f"{path}.persistentVolumeClaim.claimName", names.is_dns1123_subdomain(claim))
+            errors += subdomain(f"{path}.persistentVolumeClaim.claimName", claim)
         if volume.downward_api is not None:
             errors += _downward_items(f"{path}.downwardAPI", volume.downward_api.items, containers)
             errors += _mode(f"{path}.downwardAPI.defaultMode", volume.downward_api.default_mode)
@@ -347,10 +341,7 @@ def validate_container_config(c: Container, path: str) -> list[FieldIssue]:
         for name, ref in (("configMapKeyRef", source.config_map_key_ref), ("secretKeyRef", source.secret_key_ref)):
             if ref is None:
                 continue
-            if not ref.name:
-                errors.append(FieldIssue(f"{where}.{name}.name", "Required value"))
-            else:
-                errors += invalid(f"{where}.{name}.name", names.is_dns1123_subdomain(ref.name))
+            errors += subdomain(f"{where}.{name}.name", ref.name)
             if not ref.key:
                 errors.append(FieldIssue(f"{where}.{name}.key", "Required value"))
             else:

@@ -9,12 +9,40 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from typing import Any, Sequence
 
 EXIT_ERROR = 1
 
 
 def _parser() -> argparse.ArgumentParser:
+    common, namespaced = _common_flags(), _namespaced_flags()
+    parser = argparse.ArgumentParser(prog="kubelite", parents=[common],
+                                     description="Run Kubernetes Pod manifests on this machine.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    registry_flags = _registry_flags()
+    _add_serve(sub, common, registry_flags)
+    kubeconfig = sub.add_parser("kubeconfig", parents=[common],
+                                help="print a kubeconfig for kubectl, k9s and client libraries")
+    kubeconfig.add_argument("--server", default=None, metavar="URL",
+                            help="the API's URL (default: where the running kubelite serves it)")
+
+    _add_get(sub, common, namespaced)
+    _add_describe(sub, common, namespaced)
+    _add_manifest_commands(sub, common)
+    _add_container_commands(sub, common)
+    _add_image(sub, common, registry_flags)
+
+    version = sub.add_parser("version", parents=[common], help="print the version")
+    version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+
+    from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
+
+    sync.add_parser(sub, common)  # `sync` and `get sync`
+    return parser
+
+
+def _common_flags() -> argparse.ArgumentParser:
     # SUPPRESS: a flag given before or after the command is kept (argparse sub-parsers would
     # otherwise overwrite it with their own default).
     common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
@@ -23,16 +51,17 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--manifests", help="manifests directory (env KUBELITE_MANIFESTS; "
                                             "default /etc/kubelite/manifests)")
     common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    return common
 
+
+def _namespaced_flags() -> argparse.ArgumentParser:
     namespaced = argparse.ArgumentParser(add_help=False)
     namespaced.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
     namespaced.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
+    return namespaced
 
-    parser = argparse.ArgumentParser(prog="kubelite", parents=[common],
-                                     description="Run Kubernetes Pod manifests on this machine.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
 
+def _registry_flags() -> argparse.ArgumentParser:
     registry_flags = argparse.ArgumentParser(add_help=False)
     registry_flags.add_argument("--authfile", default=None, metavar="FILE",
                                 help="registry credentials, Docker config.json format (env KUBELITE_AUTHFILE; "
@@ -46,6 +75,10 @@ def _parser() -> argparse.ArgumentParser:
     registry_flags.add_argument("--image-max-layer-size", default="64Gi", metavar="QUANTITY",
                                 help="a pulled layer that unpacks to more fails the pull (a quantity such as "
                                      "64Gi, 500Mi; default 64Gi)")
+    return registry_flags
+
+
+def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argparse.ArgumentParser) -> None:
     serve = sub.add_parser("serve", parents=[common, registry_flags], help="run the node agent in the foreground")
     serve.add_argument("--runtime", choices=["runc", "fake"], default="runc",
                        help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
@@ -90,11 +123,8 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--allowed-unsafe-sysctls", default="", metavar="LIST",
                        help="comma-separated namespaced sysctls (or prefix*) pods may set beyond the safe set")
 
-    kubeconfig = sub.add_parser("kubeconfig", parents=[common],
-                                help="print a kubeconfig for kubectl, k9s and client libraries")
-    kubeconfig.add_argument("--server", default=None, metavar="URL",
-                            help="the API's URL (default: where the running kubelite serves it)")
 
+def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:
     get = sub.add_parser("get", help="list pods, events, configmaps, secrets, persistentvolumeclaims, "
                                      "persistentvolumes or storageclasses")
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
@@ -115,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("-o", "--output", choices=["json", "yaml", "name"], default=None)
         p.add_argument("--no-headers", action="store_true")
 
+
+def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:
     describe = sub.add_parser("describe", help="show a pod, ConfigMap, Secret or PersistentVolumeClaim in detail")
     describe_sub = describe.add_subparsers(dest="resource", metavar="RESOURCE")
     describe_sub.required = True
@@ -125,6 +157,9 @@ def _parser() -> argparse.ArgumentParser:
         p = describe_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
         p.add_argument("name")
 
+
+def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """validate, apply and delete: the commands that read or change the manifests directory."""
     validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
     validate.add_argument("paths", nargs="+", metavar="FILE|DIR")
 
@@ -138,29 +173,34 @@ def _parser() -> argparse.ArgumentParser:
     delete.add_argument("-f", "--filename", metavar="FILE")
     delete.add_argument("-n", "--namespace", default=None)
 
-    logs = sub.add_parser("logs", parents=[common], help="print a container's log")
-    logs.add_argument("pod", metavar="POD")
-    logs.add_argument("-c", "--container", default=None)
-    logs.add_argument("-n", "--namespace", default=None)
+
+def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
+    """logs, exec and kill: the commands that reach one container of a pod."""
+    logs = _container_command(sub, "logs", common, "print a container's log")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-p", "--previous", action="store_true", help="the previous attempt's log")
     logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
     logs.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
 
-    exec_ = sub.add_parser("exec", parents=[common], help="run a command in a container")
-    exec_.add_argument("pod", metavar="POD")
-    exec_.add_argument("-c", "--container", default=None)
-    exec_.add_argument("-n", "--namespace", default=None)
+    exec_ = _container_command(sub, "exec", common, "run a command in a container")
     exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     exec_.add_argument("-i", "--stdin", action="store_true", help="pass stdin (always on)")
     exec_.add_argument("command_args", nargs="*", metavar="-- COMMAND")
 
-    kill = sub.add_parser("kill", parents=[common], help="send a signal to a container's PID 1")
-    kill.add_argument("pod", metavar="POD")
-    kill.add_argument("-c", "--container", default=None)
-    kill.add_argument("-n", "--namespace", default=None)
+    kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1")
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
 
+
+def _container_command(sub: Any, name: str, common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
+    """A command on one container: POD, -c/--container and -n/--namespace."""
+    command = sub.add_parser(name, parents=[common], help=help)
+    command.add_argument("pod", metavar="POD")
+    command.add_argument("-c", "--container", default=None)
+    command.add_argument("-n", "--namespace", default=None)
+    return command
+
+
+def _add_image(sub: Any, common: argparse.ArgumentParser, registry_flags: argparse.ArgumentParser) -> None:
     image = sub.add_parser("image", help="manage the local image store")
     image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     image_sub.required = True
@@ -175,14 +215,6 @@ def _parser() -> argparse.ArgumentParser:
     pull.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
                       help="a layer that would fill the image filesystem past this fails the pull, as in serve "
                            "(default 85)")
-
-    version = sub.add_parser("version", parents=[common], help="print the version")
-    version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
-
-    from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
-
-    sync.add_parser(sub, common)  # `sync` and `get sync`
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from kubelite.cli import config
 from kubelite.clock import utcnow
@@ -45,6 +45,27 @@ def _not_found(kind: str, name: str) -> int:
 
 def _no_resources(namespace: str | None) -> None:
     print("No resources found" + (f" in {namespace} namespace." if namespace else ""), file=sys.stderr)
+
+
+def _list_document(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": kind, "items": items, "metadata": {"resourceVersion": ""}}
+
+
+def _print_list(args: argparse.Namespace, namespace: str | None, objects: list[dict[str, Any]], prefix: str,
+                table: Callable[[], str], *, document: Any) -> int:
+    """`-o json|yaml` (the `document`), `-o name` (`<prefix>/<name>` lines) or the table, as kubectl
+    prints a list; "No resources found" for an empty one."""
+    if args.output in ("json", "yaml"):
+        _dump(document, args.output)
+        return 0
+    if args.output == "name":
+        sys.stdout.write("".join(f"{prefix}/{o['metadata']['name']}\n" for o in objects))
+        return 0
+    if not objects:
+        _no_resources(namespace)
+        return 0
+    sys.stdout.write(table())
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,27 +115,19 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
         objects = reader.storage_classes(args.name)
     if args.name and not objects:
         return _not_found(_STORAGE_RESOURCES[kind], args.name)
-    if args.output in ("json", "yaml"):
-        _dump(objects[0] if args.name else {"apiVersion": "v1", "kind": "List", "items": objects,
-                                            "metadata": {"resourceVersion": ""}}, args.output)
-        return 0
-    if args.output == "name":
-        prefix = {"PersistentVolumeClaim": "persistentvolumeclaim", "PersistentVolume": "persistentvolume",
-                  "StorageClass": "storageclass.storage.k8s.io"}[kind]
-        sys.stdout.write("".join(f"{prefix}/{o['metadata']['name']}\n" for o in objects))
-        return 0
-    if not objects:
-        _no_resources(namespace)
-        return 0
-    if kind == "PersistentVolumeClaim":
-        text = storageprinters.format_claims(objects, utcnow(), all_namespaces=namespace is None,
-                                             no_headers=args.no_headers)
-    elif kind == "PersistentVolume":
-        text = storageprinters.format_volumes(objects, utcnow(), no_headers=args.no_headers)
-    else:
-        text = storageprinters.format_classes(objects, utcnow(), no_headers=args.no_headers)
-    sys.stdout.write(text)
-    return 0
+    prefix = {"PersistentVolumeClaim": "persistentvolumeclaim", "PersistentVolume": "persistentvolume",
+              "StorageClass": "storageclass.storage.k8s.io"}[kind]
+
+    def table() -> str:
+        if kind == "PersistentVolumeClaim":
+            return storageprinters.format_claims(objects, utcnow(), all_namespaces=namespace is None,
+                                                 no_headers=args.no_headers)
+        if kind == "PersistentVolume":
+            return storageprinters.format_volumes(objects, utcnow(), no_headers=args.no_headers)
+        return storageprinters.format_classes(objects, utcnow(), no_headers=args.no_headers)
+
+    return _print_list(args, namespace, objects, prefix, table,
+                       document=objects[0] if args.name else _list_document("List", objects))
 
 
 def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
@@ -141,19 +154,10 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     resource = "configmaps" if kind == "ConfigMap" else "secrets"
     if args.name and not objects:
         return _not_found(resource, args.name)
-    if args.output in ("json", "yaml"):
-        _dump(objects[0] if args.name else {"apiVersion": "v1", "kind": f"{kind}List", "items": objects,
-                                            "metadata": {"resourceVersion": ""}}, args.output)
-        return 0
-    if args.output == "name":
-        sys.stdout.write("".join(f"{kind.lower()}/{o['metadata']['name']}\n" for o in objects))
-        return 0
-    if not objects:
-        _no_resources(namespace)
-        return 0
-    sys.stdout.write(configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
-                                                 no_headers=args.no_headers))
-    return 0
+    return _print_list(args, namespace, objects, kind.lower(),
+                       lambda: configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
+                                                           no_headers=args.no_headers),
+                       document=objects[0] if args.name else _list_document(f"{kind}List", objects))
 
 
 def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
@@ -235,18 +239,9 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> i
 def get_events(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     events = reader.events(namespace, name=args.name)
-    if args.output in ("json", "yaml"):
-        _dump({"apiVersion": "v1", "kind": "EventList", "items": events, "metadata": {"resourceVersion": ""}},
-              args.output)
-        return 0
-    if args.output == "name":
-        sys.stdout.write("".join(f"event/{e['metadata']['name']}\n" for e in events))
-        return 0
-    if not events:
-        _no_resources(namespace)
-        return 0
-    sys.stdout.write(event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
-    return 0
+    return _print_list(args, namespace, events, "event",
+                       lambda: event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None),
+                       document=_list_document("EventList", events))
 
 
 def describe_pod(reader: Reader, args: argparse.Namespace) -> int:

@@ -26,7 +26,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Mapping, Optional
+from typing import Any, Mapping, Optional
 
 from kubelite.api import quantity
 from kubelite.api.expansion import expand
@@ -177,18 +177,26 @@ def sub_path_from_expr(expr: str, env: Mapping[str, str]) -> str:
     return expanded
 
 
+def _referenced(configs: Configs, namespace: str, secret_ref: Any,
+                config_map_ref: Any) -> tuple[ConfigObject | None, Any, str]:
+    """The Secret or the ConfigMap a source names (whichever reference is set), the reference and
+    the kind; None for the object when an optional one is absent (ConfigError when a required one is)."""
+    secret = secret_ref is not None
+    ref = secret_ref if secret else config_map_ref
+    assert ref is not None  # validated
+    kind = "Secret" if secret else "ConfigMap"
+    return _lookup(configs, kind, namespace, ref.name or "", optional=bool(ref.optional)), ref, kind
+
+
 def container_env(pod: Pod, container: Container, *, configs: Configs, facts: PodFacts) -> ResolvedEnv:
     """The container's variables from `envFrom` and `env` (image defaults are the runtime's)."""
     namespace = pod.metadata.namespace
     result = ResolvedEnv()
     for source in container.env_from:
-        secret = source.secret_ref is not None
-        ref = source.secret_ref if secret else source.config_map_ref
-        assert ref is not None  # validated
-        kind = "Secret" if secret else "ConfigMap"
-        obj = _lookup(configs, kind, namespace, ref.name or "", optional=bool(ref.optional))
+        obj, ref, kind = _referenced(configs, namespace, source.secret_ref, source.config_map_ref)
         if obj is None:
             continue
+        secret = kind == "Secret"
         keys = obj.values if secret else obj.object.get("data", {})
         invalid = []
         for key in keys:
@@ -213,11 +221,7 @@ def container_env(pod: Pod, container: Container, *, configs: Configs, facts: Po
             elif source.resource_field_ref is not None:
                 value = resource_value(source.resource_field_ref, container, facts.node)
             else:
-                secret = source.secret_key_ref is not None
-                ref = source.secret_key_ref if secret else source.config_map_key_ref
-                assert ref is not None  # validated
-                kind = "Secret" if secret else "ConfigMap"
-                obj = _lookup(configs, kind, namespace, ref.name or "", optional=bool(ref.optional))
+                obj, ref, kind = _referenced(configs, namespace, source.secret_key_ref, source.config_map_key_ref)
                 if obj is None:
                     continue
                 value = _string_value(obj, ref.key)

@@ -11,7 +11,8 @@ plugin apply them:
   the pod's own cgroup from pod-level resources (`pod_cgroup_resources`);
 * the seccomp filter (`seccomp.oci_seccomp`, for the container's capabilities), the AppArmor
   profile name, and the sandbox's sysctls;
-* conmon 2.1.6's command line (`conmon_argv`) and signals (`signal_number`, `stop_signal`).
+* a container's stop signal (`stop_signal`); conmon's command line and signal names are
+  `runtime.conmon`'s (`conmon_argv` and `signal_number` are importable from here too).
 
 Purely computational: no processes, no files, no clock. Every fact about this machine (the nofile
 hard limit, namespace paths, the pod's shm and /etc files, the image's /etc/passwd text) arrives
@@ -23,7 +24,6 @@ mistake (an unknown signal name, inconsistent conmon options).
 from __future__ import annotations
 
 import re
-import signal as _signal
 from dataclasses import dataclass
 from typing import Any, Collection, Mapping, Protocol, Sequence
 
@@ -32,6 +32,7 @@ from kubelite.api.models import Container, PodSecurityContext, ResourceRequireme
 from kubelite.api.quantity import bytes_, cpu_millis
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import seccomp
+from kubelite.runtime.conmon import conmon_argv, signal_number  # noqa: F401 (callers' names)
 from kubelite.runtime.protocol import ContainerConfig, Mount, SandboxConfig
 
 OCI_VERSION = "1.0.2"
@@ -462,13 +463,8 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
         process["apparmorProfile"] = apparmor_profile
 
     readonly_root = bool(sc.read_only_root_filesystem)
-    mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
-    file_mode = "ro" if readonly_root else "rw"   # containerd: the pod's /etc files follow the root
-    for destination, source in (("/etc/hostname", namespaces.etc_hostname), ("/etc/hosts", namespaces.etc_hosts),
-                                ("/etc/resolv.conf", namespaces.resolv_conf)):
-        if source:
-            mounts.append(_mount(destination, "bind", source, ["rbind", "rprivate", file_mode]))
-    mounts += [dict(m) for m in extra_mounts]
+    mounts = _container_mounts(namespaces, privileged=privileged, readonly_root=readonly_root,
+                               extra_mounts=extra_mounts)
 
     linux: dict[str, Any] = {
         "namespaces": _namespaces(pid=namespaces.pid, mount=None, ipc=namespaces.ipc, uts=namespaces.uts,
@@ -491,6 +487,19 @@ def build_container_spec(*, config: ContainerConfig, image: ImageConfigLike, roo
         "annotations": dict(annotations),
         "linux": linux,
     }
+
+
+def _container_mounts(namespaces: SandboxNamespaces, *, privileged: bool, readonly_root: bool,
+                      extra_mounts: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The standard mounts, the pod's /etc files (read-only with a read-only root, as containerd
+    binds them) and then the volumes, in order."""
+    mounts = _base_mounts(privileged=privileged, shm_path=namespaces.shm_path)
+    file_mode = "ro" if readonly_root else "rw"
+    for destination, source in (("/etc/hostname", namespaces.etc_hostname), ("/etc/hosts", namespaces.etc_hosts),
+                                ("/etc/resolv.conf", namespaces.resolv_conf)):
+        if source:
+            mounts.append(_mount(destination, "bind", source, ["rbind", "rprivate", file_mode]))
+    return mounts + [dict(m) for m in extra_mounts]
 
 
 def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_path: str, cgroups_path: str,
@@ -545,65 +554,3 @@ def build_sandbox_spec(*, config: SandboxConfig, rootfs: str, catatonit_host_pat
     if own_uts:
         spec["hostname"] = config.hostname
     return spec
-
-
-# --------------------------------------------------------------------------------- conmon, signals
-
-
-def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: str, name: str, bundle: str,
-                pidfile: str, conmon_pidfile: str, exit_dir: str, persist_dir: str, log_path: str,
-                log_size_max: int | None, socket_dir: str, exec_: bool = False,
-                exec_process_spec: str | None = None, timeout: int | None = None, terminal: bool = False,
-                stdin: bool = False) -> list[str]:
-    """conmon 2.1.6's command line, as verified in runtime-recipes.md (and as podman passes it).
-
-    `terminal` (a container's `tty`): conmon makes the pseudo-terminal (runc's console socket) and
-    logs what the container writes to it as stdout; the spec must say `process.terminal: true`.
-    `stdin` (a container's `stdin`): conmon keeps a pipe open as the container's stdin (to be
-    written through its attach socket) instead of /dev/null.
-
-    `--api-version` is a flag in conmon (the "1" after it is ignored, as with podman). For an exec
-    (`exec_`), conmon writes the exit code to `exit_dir/<container_id>` and `persist_dir/exit`:
-    give an exec its own exit and persist directories, or it overwrites the container's exit file.
-    """
-    if exec_ != (exec_process_spec is not None):
-        raise ValueError("exec_ and exec_process_spec go together")
-    argv = [conmon, "--api-version", "1", "-c", container_id, "-u", container_id, "-n", name,
-            "-r", runtime, "-b", bundle, "-p", pidfile, "-P", conmon_pidfile,
-            "--exit-dir", exit_dir, "--persist-dir", persist_dir, "-l", f"k8s-file:{log_path}",
-            "--socket-dir-path", socket_dir, "--log-level", "info", "--runtime-arg", f"--root={runtime_root}"]
-    if log_size_max is not None:
-        argv += ["--log-size-max", str(log_size_max)]
-    if terminal:
-        argv.append("-t")
-    if stdin:
-        argv.append("-i")
-    if exec_process_spec is not None:
-        argv += ["-e", "--exec-process-spec", exec_process_spec]
-    if timeout is not None:
-        argv += ["-T", str(timeout)]
-    return argv
-
-
-_RT = re.compile(r"SIGRT(MIN|MAX)([+-][0-9]+)?\Z")
-
-
-def signal_number(name: str) -> int:
-    """A signal's number from "TERM", "SIGTERM", "sigterm", "15", "RTMIN+3"; ValueError if unknown."""
-    text = name.strip().upper()
-    if _NUMBER.match(text):
-        number = int(text)
-        if 1 <= number <= _signal.SIGRTMAX:
-            return number
-        raise ValueError(f"invalid signal {name!r}")
-    text = text if text.startswith("SIG") else "SIG" + text
-    rt = _RT.match(text)
-    if rt:
-        number = (_signal.SIGRTMIN if rt.group(1) == "MIN" else _signal.SIGRTMAX) + int(rt.group(2) or 0)
-        if _signal.SIGRTMIN <= number <= _signal.SIGRTMAX:
-            return int(number)
-        raise ValueError(f"invalid signal {name!r}")
-    try:
-        return int(_signal.Signals[text])
-    except KeyError:
-        raise ValueError(f"invalid signal {name!r}") from None

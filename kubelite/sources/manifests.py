@@ -6,7 +6,8 @@ Owns:
   backup files never count (the kubelet parses every non-dot file);
 * reading one file safely (`read_file`): at most 10 MiB, regular files only, symlinks only to
   targets inside the directory, UTF-8, every YAML document (the kubelet reads only the first),
-  each document decoded by `kubelite.api.decode`, every problem located by document, line and field;
+  each document parsed by `sources.documents` and decoded by `kubelite.api.decode`, every
+  problem located by document, line and field;
 * listing a directory into a `ManifestSnapshot` (`scan`);
 * `resolve`: from a snapshot and the pods last accepted from each file to the pods to run — the
   first file in sorted order wins a pod name, and a file edited into something invalid keeps its
@@ -19,48 +20,25 @@ secrets): they name the file, document, line, field and rule only.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import os
-import re
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-import yaml
-
 from kubelite.api import names
 from kubelite.api.configobjects import ConfigObject
 from kubelite.api.decode import CONFIG_KINDS, DesiredPod, decode_document
-from kubelite.errors import ManifestError
-
-_BaseLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-class YamlLoader(_BaseLoader):  # type: ignore[misc,valid-type]
-    """The safe loader, except that timestamps stay strings: Kubernetes reads YAML as JSON, where
-    `2001-01-01` is text, and a date object has no place in a Pod."""
-
-
-YamlLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _BaseLoader.yaml_implicit_resolvers.items()
-}
+from kubelite.sources.documents import (
+    LineFinder, Unusable, as_json, decode_text, parse_documents, refuse_alias_bombs,
+)
 
 #: The only file name endings read as manifests (case-sensitive).
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 #: Larger files are refused unread: the kubelet's `maxConfigLength`.
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
-#: Deeper documents are refused; real Kubernetes objects stay far below, a self-referencing alias does not.
-MAX_NESTING = 100
-#: Values a file may have beyond one per character of text before its aliases count as a bomb.
-SPARE_VALUES = 1000
-
-_NON_PRINTABLE = yaml.reader.Reader.NON_PRINTABLE  # the characters YAML refuses, as PyYAML defines them
-_QUOTED_NAME = re.compile(r"""\b(tag|alias|anchor|character) (?:'[^']*'|"[^"]*")""")  # PyYAML quoting the file
-_PATH_STEP = re.compile(r"\[([0-9]+)\]|([^.\[\]]+)")
 
 
 def is_manifest_name(name: str) -> bool:
@@ -140,15 +118,6 @@ class Resolution:
     config_sources: dict[tuple[str, str, str], str] = field(default_factory=dict)    # … and its file
     accepted_configs: dict[str, list[ConfigObject]] = field(default_factory=dict)
     refused_configs: dict[tuple[str, str, str], str] = field(default_factory=dict)   # invalid, never accepted
-
-
-class _Unusable(ManifestError):
-    """A file (or one of its documents) that cannot be used, and where."""
-
-    def __init__(self, message: str, *, document: int | None = None, line: int | None = None) -> None:
-        super().__init__(message)
-        self.document = document
-        self.line = line
 
 
 # ------------------------------------------------------------------------------ the directory
@@ -247,14 +216,14 @@ def read_file(path: Path, *, root: Path | None = None, previous: FileResult | No
         result.digest = hashlib.sha256(data).hexdigest()
         if previous is not None and previous.digest == result.digest and previous.path == absolute:
             return previous
-        text = _text(data)
-        documents = _parse(text, json_file=absolute.endswith(".json"))
-        _refuse_alias_bombs(documents, len(text))  # before anything walks them: aliases multiply work
-        documents = [_as_json(doc, i + 1) for i, doc in enumerate(documents)]
-    except _Unusable as unusable:
+        text = decode_text(data)
+        documents = parse_documents(text, json_file=absolute.endswith(".json"))
+        refuse_alias_bombs(documents, len(text))  # before anything walks them: aliases multiply work
+        documents = [as_json(doc, i + 1) for i, doc in enumerate(documents)]
+    except Unusable as unusable:
         result.errors.append(ManifestProblem(name, unusable.document, unusable.line, None, str(unusable)))
         return result
-    _decode_documents(documents, _LineFinder(text), result, name)
+    _decode_documents(documents, LineFinder(text), result, name)
     return result
 
 
@@ -266,19 +235,19 @@ def _read_bytes(path: str, root: str | None) -> bytes:
             _check_symlink(path, root)
             mode = os.stat(path).st_mode
         if not stat.S_ISREG(mode):
-            raise _Unusable("not a regular file")
+            raise Unusable("not a regular file")
         with open(path, "rb", opener=_open_nonblocking) as file:
             return _read_bounded(file)
     except OSError as exc:
-        raise _Unusable(exc.strerror or "cannot be read") from None
+        raise Unusable(exc.strerror or "cannot be read") from None
 
 
 def _check_symlink(path: str, root: str | None) -> None:
     target = os.path.realpath(path)
     if not os.path.exists(target):
-        raise _Unusable("dangling symlink: its target does not exist")
+        raise Unusable("dangling symlink: its target does not exist")
     if root is not None and not target.startswith(os.path.realpath(root).rstrip(os.sep) + os.sep):
-        raise _Unusable("symlink to a file outside the manifest directory; not read")
+        raise Unusable("symlink to a file outside the manifest directory; not read")
 
 
 def _open_nonblocking(path: str, flags: int) -> int:
@@ -288,9 +257,9 @@ def _open_nonblocking(path: str, flags: int) -> int:
 def _read_bounded(file: BinaryIO) -> bytes:
     info = os.fstat(file.fileno())  # the file opened may differ from the one checked before
     if not stat.S_ISREG(info.st_mode):
-        raise _Unusable("not a regular file")
+        raise Unusable("not a regular file")
     if unsafe := _others_may_write(info):
-        raise _Unusable(f"{unsafe}: refused; run chmod o-w")
+        raise Unusable(f"{unsafe}: refused; run chmod o-w")
     if info.st_size > MAX_MANIFEST_BYTES:
         raise _too_large()
     data: bytes = file.read(MAX_MANIFEST_BYTES + 1)
@@ -299,124 +268,11 @@ def _read_bounded(file: BinaryIO) -> bytes:
     return data
 
 
-def _too_large() -> _Unusable:
-    return _Unusable(f"larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB; not read")
+def _too_large() -> Unusable:
+    return Unusable(f"larger than {MAX_MANIFEST_BYTES // (1024 * 1024)} MiB; not read")
 
 
-def _text(data: bytes) -> str:
-    try:
-        return data.decode("utf-8").removeprefix("\ufeff")
-    except UnicodeDecodeError as exc:
-        raise _Unusable(f"not UTF-8 text (byte {exc.start + 1})", line=data.count(b"\n", 0, exc.start) + 1) from None
-
-
-def _parse(text: str, *, json_file: bool) -> list[Any]:
-    """Every document of the file, `None` for an empty one (kept so documents keep their numbers)."""
-    return _json_documents(text) if json_file else _yaml_documents(text)
-
-
-def _json_documents(text: str) -> list[Any]:
-    if not text.strip():
-        return []
-    try:
-        return [json.loads(text)]
-    except json.JSONDecodeError as exc:
-        raise _Unusable(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})", line=exc.lineno) from None
-    except RecursionError:
-        raise _Unusable("invalid JSON: nested too deeply") from None
-    except ValueError:  # e.g. an integer of more than 4,300 digits
-        raise _Unusable("invalid JSON: a number too large to read") from None
-
-
-def _yaml_documents(text: str) -> list[Any]:
-    bad = _NON_PRINTABLE.search(text)
-    if bad:
-        line, column = _line_column(text, bad.start())
-        raise _Unusable(f"invalid YAML: control characters are not allowed (line {line}, column {column})", line=line)
-    try:
-        documents = list(yaml.load_all(text, Loader=YamlLoader))
-    except yaml.MarkedYAMLError as exc:
-        raise _yaml_error(exc) from None
-    except yaml.YAMLError:
-        raise _Unusable("invalid YAML") from None
-    except (ValueError, TypeError, KeyError, AttributeError, OverflowError):
-        # a tagged scalar that is not what its tag says (!!int abc, !!bool maybe, a 5,000-digit int)
-        raise _Unusable("invalid YAML: a value does not match its type") from None
-    return documents
-
-
-def _as_json(value: Any, document: int, where: str = "") -> Any:
-    """The document as JSON data, as Kubernetes reads YAML: mapping keys that are numbers or
-    booleans become strings; what JSON cannot hold (binary, sets, NaN, infinity) is refused."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise _Unusable(f"{where or 'the document'}: text that is not valid Unicode (a lone surrogate)",
-                            document=document) from None
-        return value
-    if value is None or isinstance(value, (bool, int)):
-        return value
-    if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise _Unusable(f"{where or 'the document'}: a number that JSON cannot hold (NaN or infinity)",
-                            document=document)
-        return value
-    if isinstance(value, list):
-        return [_as_json(item, document, f"{where}[{i}]") for i, item in enumerate(value)]
-    if isinstance(value, dict):
-        out = {}
-        for key, item in value.items():
-            if isinstance(key, bool):
-                key = "true" if key else "false"
-            elif isinstance(key, (int, float)) or key is None:
-                key = "null" if key is None else str(key)
-            elif not isinstance(key, str):
-                raise _Unusable(f"{where or 'the document'}: a mapping key that is not text", document=document)
-            out[key] = _as_json(item, document, f"{where}.{key}" if where else key)
-        return out
-    raise _Unusable(f"{where or 'the document'}: a {type(value).__name__} value (binary data or a set) has no "
-                    "place in a Kubernetes object", document=document)
-
-
-def _yaml_error(exc: yaml.MarkedYAMLError) -> _Unusable:
-    """PyYAML's own message quotes the offending line; this one names the rule and the place only."""
-    what = ": ".join(_QUOTED_NAME.sub(r"\1", part) for part in (exc.context, exc.problem) if part) or "syntax error"
-    mark = exc.problem_mark or exc.context_mark
-    if mark is None:
-        return _Unusable(f"invalid YAML: {what}")
-    return _Unusable(f"invalid YAML: {what} (line {mark.line + 1}, column {mark.column + 1})", line=mark.line + 1)
-
-
-def _line_column(text: str, index: int) -> tuple[int, int]:
-    line_start = text.rfind("\n", 0, index) + 1
-    return text.count("\n", 0, index) + 1, index - line_start + 1
-
-
-def _refuse_alias_bombs(documents: list[Any], text_length: int) -> None:
-    """Refuse documents that YAML aliases blow up, or make refer to themselves.
-
-    Without aliases a file has fewer values than characters, so a walk that meets more values than
-    that (plus a margin) has met an alias bomb; a self-reference nests without end and is stopped
-    by the depth limit. Either would hang or crash the decoding.
-    """
-    budget = text_length + SPARE_VALUES
-    for index, document in enumerate(documents, 1):
-        stack: list[tuple[Any, int]] = [(document, 1)]
-        while stack:
-            value, depth = stack.pop()
-            budget -= 1
-            if budget < 0:
-                raise _Unusable("YAML aliases expand to more values than the file has characters; refused",
-                                document=index)
-            if depth > MAX_NESTING:
-                raise _Unusable(f"nested more than {MAX_NESTING} levels deep (or an alias refers to itself); "
-                                "refused", document=index)
-            children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
-            stack.extend((child, depth + 1) for child in children)
-
-
-def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResult, name: str) -> None:
+def _decode_documents(documents: list[Any], lines: LineFinder, result: FileResult, name: str) -> None:
     """Decode every non-empty document into `result`; a pod defined twice in the file is an error.
 
     A list document (`kind: List` or `PodList`, … with `items`, as `kubectl get -o yaml` writes
@@ -436,7 +292,7 @@ def _decode_documents(documents: list[Any], lines: _LineFinder, result: FileResu
             _decode_one(document, index, "", lines, result, name, seen, seen_configs)
 
 
-def _decode_one(document: Any, index: int, prefix: str, lines: _LineFinder, result: FileResult, name: str,
+def _decode_one(document: Any, index: int, prefix: str, lines: LineFinder, result: FileResult, name: str,
                 seen: dict[str, int], seen_configs: dict[tuple[str, str, str], int]) -> None:
     """Decode one object (document `index`, or an item of it at `prefix`) into `result`."""
     def at(path: str) -> str:
@@ -481,56 +337,6 @@ def _decode_one(document: Any, index: int, prefix: str, lines: _LineFinder, resu
         return
     seen[key] = index
     result.pods.append(decoded.desired)
-
-
-class _LineFinder:
-    """Lines of fields, from the documents' node trees; the file is composed only when first asked."""
-
-    def __init__(self, text: str) -> None:
-        self._text = text
-        self._documents: list[yaml.Node] | None = None
-
-    def line(self, document: int, path: str) -> int | None:
-        if self._documents is None:
-            try:  # JSON is YAML, so this locates fields of .json files too
-                self._documents = list(yaml.compose_all(self._text, Loader=YamlLoader))
-            except yaml.YAMLError:
-                self._documents = []
-        if document > len(self._documents):
-            return None
-        return _field_line(self._documents[document - 1], path)
-
-
-def _field_line(node: yaml.Node, path: str) -> int:
-    """1-based line of the field at `path` (`spec.containers[1].name`), or of its nearest existing parent."""
-    line = node.start_mark.line
-    steps: list[str | int] = [int(index) if index else key for index, key in _PATH_STEP.findall(path)]
-    while steps:
-        found = _step_down(node, steps)
-        if found is None:
-            break
-        node, line, used = found
-        steps = steps[used:]
-    return line + 1
-
-
-def _step_down(node: yaml.Node, steps: list[str | int]) -> tuple[yaml.Node, int, int] | None:
-    """The node the first of `steps` leads to, the line naming it, and how many steps that took."""
-    step = steps[0]
-    if isinstance(step, int):
-        if isinstance(node, yaml.SequenceNode) and step < len(node.value):
-            item = node.value[step]
-            return item, item.start_mark.line, 1
-        return None
-    if not isinstance(node, yaml.MappingNode):
-        return None
-    keys = list(itertools.takewhile(lambda s: isinstance(s, str), steps))
-    for used in range(1, len(keys) + 1):  # a key may itself hold dots: labels["app.kubernetes.io/name"]
-        wanted = ".".join(str(key) for key in keys[:used])
-        for key, value in node.value:
-            if isinstance(key, yaml.ScalarNode) and key.value == wanted:
-                return value, key.start_mark.line, used
-    return None
 
 
 # ----------------------------------------------------------------------------- which pods win

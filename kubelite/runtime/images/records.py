@@ -101,14 +101,15 @@ def parse_config(data: bytes, *, what: str) -> ParsedConfig:
         diff_hexes=diff_hexes, created=created if isinstance(created, str) else None)
 
 
-def json_object(data: bytes, *, what: str) -> dict[str, Any]:
-    """A JSON object (a config, a manifest, an index); ImageError naming `what` for anything else."""
+def json_object(data: bytes, *, what: str, error: type[ImageError] = ImageError) -> dict[str, Any]:
+    """A JSON object (a config, a manifest, an index); `error` (ImageError or a kind of it) naming
+    `what` for anything else."""
     try:
         doc = json.loads(data)
     except ValueError as e:
-        raise ImageError(f"{what} is not valid JSON ({e})") from None
+        raise error(f"{what} is not valid JSON ({e})") from None
     if not isinstance(doc, dict):
-        raise ImageError(f"{what} is not a JSON object")
+        raise error(f"{what} is not a JSON object")
     return doc
 
 

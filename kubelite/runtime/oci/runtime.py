@@ -1,0 +1,263 @@
+"""`OCIRuntime`: the `Runtime` protocol on runc + conmon + catatonit (see the package's docstring).
+
+Owns: the runtime's directories and its records in memory (loaded at start, saved on each change),
+runc under this instance's root, the image operations on the store, exit hints, and the removal of
+what a crash left behind (orphan bundles, sandboxes, network namespaces and layers).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import asdict
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Callable
+
+from kubelite.clock import utcnow
+import kubelite.statefiles as statefiles
+from kubelite.errors import NotFoundError, RuntimeError_
+from kubelite import layout
+from kubelite.runtime import cni, linux, ocispec, seccomp
+from kubelite.runtime.images import ImageError, ImageStore
+from kubelite.runtime.oci.containers import Containers
+from kubelite.runtime.oci.process import find_binaries, instance_name, run
+from kubelite.runtime.oci.profiles import SecurityProfiles
+from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, write_json
+from kubelite.runtime.oci.sandboxes import TEARDOWN_RETRY_S, Sandboxes
+from kubelite.runtime.protocol import PulledImage
+from kubelite.runtime.registry import RegistryConfig
+
+log = logging.getLogger("kubelite.runtime")
+
+
+class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
+    """The `Runtime` protocol on runc + conmon. One instance per kubelite state root."""
+
+    name = "runc"
+    simulated = False
+
+    def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
+                 clock: Callable[[], datetime] = utcnow, binaries: dict[str, str] | None = None,
+                 network: cni.Network | None = None, registry: RegistryConfig | None = None,
+                 default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH)) -> None:
+        self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
+        self.seccomp_root = layout.seccomp_root(root)     # the kubelet's --seccomp-profile-root
+        self.default_seccomp_profile = default_seccomp_profile
+        self._default_seccomp: dict[str, Any] | None = None
+        self.machine, self.kernel = platform.machine(), linux.kernel_version()
+        self.network = network   # None: `--network none`, loopback-only pods
+        self.registry = registry or RegistryConfig()
+        self.bin = binaries or find_binaries()
+        self.instance = instance_name(root)
+        self.state_dir = layout.runc_root(run_dir)
+        self.exit_dir = layout.exits_dir(run_dir)
+        self.socket_dir = layout.sockets_dir(run_dir)
+        self.sandbox_dir = layout.sandboxes_dir(run_dir)
+        self.container_dir = layout.containers_dir(run_dir)
+        statefiles.make_top(run_dir)
+        for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
+            statefiles.make_dirs(path, base=run_dir)
+        self._lock = threading.RLock()
+        self._sandboxes: dict[str, SandboxRecord] = self._load(self.sandbox_dir, SandboxRecord)
+        self._containers: dict[str, ContainerRecord] = self._load(self.container_dir, ContainerRecord)
+        self._observer: Any = None
+        self.pending_dir = layout.cni_pending_dir(run_dir)
+        self._next_teardown_retry = time.monotonic() + TEARDOWN_RETRY_S
+        self.nofile = min(os.sysconf("SC_OPEN_MAX"), 1 << 20)
+        self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
+        self.remove_orphan_containers()
+        self.remove_orphan_layers()
+        self.remove_orphan_sandboxes()
+
+    # ------------------------------------------------------------------ records
+
+    @staticmethod
+    def _load(directory: Path, kind: type) -> dict[str, Any]:
+        records = {}
+        for record in directory.glob(f"*/{layout.RECORD_NAME}"):
+            try:
+                data = json.loads(record.read_text())
+                records[data["id"]] = kind(**data)
+            except (OSError, ValueError, TypeError, KeyError) as exc:
+                log.warning("ignoring unreadable runtime record %s: %s", record, exc)
+        return records
+
+    def _save(self, record: SandboxRecord | ContainerRecord) -> None:
+        base = self.sandbox_dir if isinstance(record, SandboxRecord) else self.container_dir
+        write_json(layout.record_path(base / record.id), asdict(record))
+
+    def _runc(self, *args: str, timeout: float = 30.0, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run runc under this instance's root. Its stderr goes to a file, not a pipe: a container
+        created by `runc create` inherits runc's stdio, and would hold a pipe open for its lifetime."""
+        cmd = [self.bin["runc"], "--root", str(self.state_dir), *args]
+        with tempfile.TemporaryFile(mode="w+") as err:
+            result = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err, text=True,
+                         timeout=timeout)
+            err.seek(0)
+            result.stderr = err.read()
+        if check and result.returncode != 0:
+            message = (result.stderr.strip().splitlines() or [f"exit status {result.returncode}"])[-1].strip()
+            if "does not exist" in message or "not exist" in message:
+                raise NotFoundError(f"runc {args[0]}: {message}")
+            raise RuntimeError_(f"runc {args[0]}: {message}")
+        return result
+
+    def _pod_cgroup(self, uid: str) -> str:
+        return f"/{self.instance}/pod{layout.safe_name(uid)}"
+
+    def _annotations(self, uid: str, name: str, attempt: int, spec_hash: str) -> dict[str, str]:
+        return {"io.kubelite.pod.uid": uid, "io.kubelite.container.name": name,
+                "io.kubelite.container.attempt": str(attempt), "io.kubelite.container.hash": spec_hash,
+                "io.kubelite.instance": self.instance}
+
+    # ------------------------------------------------------------------ images
+
+    def image_present(self, image: str) -> bool:
+        try:
+            return self.images.get(image) is not None
+        except ImageError:  # an unparsable reference is simply not present
+            return False
+
+    def pull_image(self, image: str) -> PulledImage:
+        from kubelite.runtime import registry
+
+        try:
+            result = registry.pull(self.images, image, config=self.registry)
+        except ImageError as exc:
+            raise RuntimeError_(str(exc)) from None
+        return PulledImage(id=result.image.id, size=result.image.size, digest=result.digest)
+
+    def image_layers(self, image: str) -> list[str]:
+        try:
+            found = self.images.get(image)
+            if found is None:
+                raise RuntimeError_(f'image "{image}" is not present')
+            self.images.touch(found.id)
+            return [str(p) for p in self.images.layer_dirs(found)]
+        except ImageError as exc:
+            raise RuntimeError_(f'image "{image}": {exc}') from None
+
+    def remove_unused_images(self, in_use: set[str], *, high_percent: int, low_percent: int) -> list[str]:
+        ids = set()
+        for ref in in_use:
+            try:
+                if (image := self.images.get(ref)) is not None:
+                    ids.add(image.id)
+            except ImageError:
+                continue
+        try:
+            self.images.prune_downloads(older_than_s=24 * 3600)   # partial blobs of pulls given up on
+            removed = self.images.collect_garbage(in_use=ids, high_percent=high_percent, low_percent=low_percent)
+        except (ImageError, OSError) as exc:
+            raise RuntimeError_(f"image garbage collection failed: {exc}") from None
+        return [image.id for image in removed]
+
+    # ------------------------------------------------------------------ exit hints
+
+    def set_exit_hint(self, hint: Callable[[], None]) -> None:
+        """Wake the agent when conmon writes an exit file (inotify through watchdog)."""
+        from watchdog.events import FileSystemEventHandler
+        from watchdog.observers import Observer
+
+        class _Handler(FileSystemEventHandler):
+            def on_any_event(self, event: Any) -> None:
+                if event.event_type in ("created", "modified", "closed", "moved"):
+                    hint()
+
+        self._stop_observer()
+        self._observer = Observer()
+        self._observer.schedule(_Handler(), str(self.exit_dir), recursive=False)
+        self._observer.daemon = True
+        self._observer.start()
+
+    def _stop_observer(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None
+
+    def close(self) -> None:
+        """kubelite stops: the exit watcher ends and the bridge is released (pods keep running)."""
+        self._stop_observer()
+        if self.network is not None:
+            self.network.release()
+
+    def next_event_time(self) -> datetime | None:
+        return None
+
+    # ------------------------------------------------------------------ housekeeping
+
+    def remove_orphan_containers(self) -> None:
+        """Container bundles without a record (kubelite died between `runc create` and writing the
+        record): the runc container, if it was made, is deleted with its cgroup, then the bundle."""
+        with self._lock:
+            known = set(self._containers)
+        for bundle in self.container_dir.iterdir():
+            if bundle.name in known or not bundle.is_dir() or not layout.is_safe_name(bundle.name):
+                continue
+            log.info("removing the remains of container %s", bundle.name)
+            self._runc("delete", "--force", bundle.name, check=False)
+            (self.exit_dir / bundle.name).unlink(missing_ok=True)
+            shutil.rmtree(bundle, ignore_errors=True)
+
+    def remove_orphan_sandboxes(self) -> None:
+        """Sandbox directories without a record (kubelite died while creating one): their network is
+        torn down (CNI DEL from the attachment written before ADD), and they are removed."""
+        with self._lock:
+            known = set(self._sandboxes)
+        for bundle in self.sandbox_dir.iterdir():
+            if bundle.name in known or not bundle.is_dir() or not layout.is_safe_name(bundle.name):
+                continue
+            log.info("removing the remains of pod sandbox %s", bundle.name)
+            self._runc("delete", "--force", bundle.name, check=False)
+            self._release_network(bundle.name)
+            linux.unmount(bundle / "shm")
+            shutil.rmtree(bundle, ignore_errors=True)
+        netns_dir = layout.netns_dir(self.run_dir)
+        if netns_dir.is_dir():   # pinned before its attachment was recorded
+            with self._lock:
+                used = {r.netns for r in self._sandboxes.values()}
+            for path in netns_dir.iterdir():
+                if str(path) not in used:
+                    linux.unmount(path)
+                    path.unlink(missing_ok=True)
+        self.retry_network_teardowns()
+
+    def remove_orphan_layers(self) -> None:
+        """Writable layers of containers this runtime has no record of (after a reboot) are removed.
+
+        Only layers: a pod's volumes (`volumes/`, `volume-subpaths/`) belong to the volume host,
+        which keeps them for pods that are still wanted (an emptyDir survives a reboot, as the
+        kubelet keeps it) and removes them for pods deleted meanwhile. A pod directory goes only
+        when nothing but empty layer directories is left in it.
+        """
+        pods = layout.pods_dir(self.root)
+        if not pods.is_dir():
+            return
+        with self._lock:
+            live = set(self._containers)
+            uids = {s.uid for s in self._sandboxes.values()} | {c.uid for c in self._containers.values()}
+        for layer in pods.glob(f"*/{layout.LAYERS_NAME}/*"):
+            if layer.name in live or not layer.is_dir() or layer.is_symlink():
+                continue
+            linux.unmount(layer / "rootfs")
+            if linux.mounts_below(layer):   # never remove through a mount
+                log.warning("container layer %s is still mounted; not removed", layer)
+                continue
+            shutil.rmtree(layer, ignore_errors=True)
+        for pod in pods.iterdir():
+            if pod.name in uids or not pod.is_dir() or pod.is_symlink():
+                continue
+            for empty in (pod / layout.LAYERS_NAME, pod):
+                try:
+                    empty.rmdir()   # only if empty: volumes stay for the volume host
+                except OSError:
+                    pass
