@@ -41,7 +41,7 @@ from kubelite.agent.nodestate import ObjectWriter
 from kubelite.api import claims, configobjects
 from kubelite.core.status import rfc3339
 from kubelite import layout
-from kubelite.store.store import dumps
+from kubelite.store.serial import dumps
 
 log = logging.getLogger("kubelite.agent")
 

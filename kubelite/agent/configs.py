@@ -41,7 +41,7 @@ from kubelite.runtime.volumes import SubPathError, VolumeError, VolumeHost, fs_g
 
 __all__ = ["Configs", "ConfigEntry", "VolumeError", "VolumeHost", "node_allocatable"]
 from kubelite.sources.manifests import Resolution
-from kubelite.store.store import dumps
+from kubelite.store.serial import dumps
 
 log = logging.getLogger("kubelite.agent")
 

@@ -9,7 +9,6 @@ between rows and the engine's records (`ObservedContainer`, `ObservedSandbox`, `
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 from contextlib import contextmanager
@@ -29,6 +28,7 @@ import kubelite.statefiles as statefiles
 from kubelite.errors import StoreError
 from kubelite import layout
 from kubelite.store import schema
+from kubelite.store.serial import dumps  # noqa: F401  (the node state's import of it, until it moves)
 
 DB_NAME = layout.DB_NAME
 #: meta key of the node-wide resourceVersion counter: every pod write and delete takes the next value.
@@ -383,7 +383,3 @@ class Store:
         """For tests and debugging only: run raw SQL and return the rows."""
         with self.engine.connect() as conn:
             return list(conn.execute(text(sql)))
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), sort_keys=True)
