@@ -24,13 +24,27 @@ WRITER = PACKAGE / "agent" / "nodestate.py"
 
 
 def store_writes(path: Path, base: Path = PACKAGE) -> list[str]:
-    """The calls `<something named store>.<write>(...)` in a module."""
+    """The store's writes in a module: `<something named store>.<write>(...)`, a write on a name
+    bound to `Store(...)` or on `Store(...)` itself, and `getattr(<any>, "<write>")`. (That only the
+    node state and its openers import the store at all is the layering test's rule.)"""
+    tree = ast.parse(path.read_text())
+    opened = {ast.unparse(t) for node in ast.walk(tree) if isinstance(node, (ast.Assign, ast.AnnAssign))
+              and isinstance(node.value, ast.Call) and ast.unparse(node.value.func).split(".")[-1] == "Store"
+              for t in (node.targets if isinstance(node, ast.Assign) else [node.target])}
     found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        if isinstance(node.func, ast.Attribute) and node.func.attr in WRITES:
             receiver = ast.unparse(node.func.value)
-            if receiver.split(".")[-1] == "store":
+            if receiver.split(".")[-1] == "store" or receiver in opened or (
+                    isinstance(node.func.value, ast.Call)
+                    and ast.unparse(node.func.value.func).split(".")[-1] == "Store"):
                 found.append(f"{path.relative_to(base)}:{node.lineno}: {receiver}.{node.func.attr}")
+        elif ast.unparse(node.func) == "getattr" and len(node.args) >= 2 \
+                and isinstance(node.args[1], ast.Constant) and node.args[1].value in WRITES:
+            found.append(f"{path.relative_to(base)}:{node.lineno}: getattr({ast.unparse(node.args[0])}, "
+                         f"{node.args[1].value!r})")
     return found
 
 
@@ -46,6 +60,15 @@ def test_the_check_catches_a_second_writer(tmp_path):
     rogue.write_text("def f(self, entry, store):\n    self.store.put_backoff(entry)\n    store.set_meta('k', 'v')\n"
                      "    self.state.put_backoff(entry)\n")
     assert store_writes(rogue, tmp_path) == ["rogue.py:2: self.store.put_backoff", "rogue.py:3: store.set_meta"]
+
+
+def test_the_check_catches_a_writer_under_any_name(tmp_path):
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text("from kubelite.store.store import Store\ndef f(root, entry):\n    db = Store(root)\n"
+                     "    db.put_backoff(entry)\n    Store(root).set_meta('k', 'v')\n"
+                     "    getattr(db, 'delete_pod')('uid')\n    db.get_meta('k')\n")
+    assert store_writes(rogue, tmp_path) == ["rogue.py:4: db.put_backoff", "rogue.py:5: Store(root).set_meta",
+                                             "rogue.py:6: getattr(db, 'delete_pod')"]
 
 
 def sync_result(outcome: str) -> SyncResult:
