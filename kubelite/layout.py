@@ -17,11 +17,12 @@ only, so every layer, and `statefiles`, may use it.
       kubelite.lock  sync.lock              exits/  sockets/      conmon's exit files, attach sockets
       api/                                  sandboxes/<id>/       a sandbox's bundle and record
       logs/<ns>_<pod>_<uid>/<c>/<n>.log     containers/<id>/      a container's bundle and record
-      images/  git/  cni/  seccomp/         netns/                pinned network namespaces
+      images/  cni/  seccomp/               netns/                pinned network namespaces
       pods/<uid>/containers/<id>/           cni/networks/         host-local's addresses
       pods/<uid>/volumes/<kind>/<name>/     cni/pending/          attachments whose DEL failed
       pods/<uid>/volume-subpaths/…
       volumes/pvc-<claim uid>/
+      git/repo.git/  git/worktrees/<sha>/
 """
 
 from __future__ import annotations
@@ -70,6 +71,8 @@ BUNDLE_CONFIG_NAME = "config.json"   # the OCI runtime configuration of a bundle
 VOLUMES_NAME = "volumes"             # in a pod directory: the pod's volumes, by plugin
 VOLUME_SUBPATHS_NAME = "volume-subpaths"
 LAYERS_NAME = "containers"           # in a pod directory: the containers' writable layers
+GIT_REPO_NAME = "repo.git"           # in git sync's directory: the bare clone
+GIT_WORKTREES_NAME = "worktrees"     # in git sync's directory: one checkout per commit
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 
@@ -110,8 +113,13 @@ def git_dir(root: Path) -> Path:
     return Path(root) / GIT_DIR
 
 
+def git_repo_dir(root: Path) -> Path:
+    """Git sync's bare clone."""
+    return git_dir(root) / GIT_REPO_NAME
+
+
 def git_worktrees_dir(root: Path) -> Path:
-    return git_dir(root) / "worktrees"
+    return git_dir(root) / GIT_WORKTREES_NAME
 
 
 def images_dir(root: Path) -> Path:

@@ -577,6 +577,46 @@ def test_a_clock_read_in_core_is_caught_under_any_name(tmp_path):
                                   "plan.py reads a clock (time.time)", "plan.py reads a clock (time.monotonic)"]
 
 
+def homeless_paths(package: Path, homes: Mapping[str, set[str]]) -> list[str]:
+    """`<path> / "<name>"` outside the module that owns the name (`homes`: module file → names)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        where = str(path.relative_to(package))
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Div) and isinstance(node.right, ast.Constant):
+                for home, names in homes.items():
+                    if node.right.value in names and where != home:
+                        found.append(f"{where}:{node.lineno} builds {ast.unparse(node)}: the name is {home}'s")
+    return found
+
+
+def _path_homes() -> dict[str, set[str]]:
+    from kubelite import layout
+    from kubelite.apiserver import tls
+
+    return {"layout.py": {*layout.ROOT_NAMES, *layout.RUN_NAMES, layout.RECORD_NAME, layout.VOLUMES_NAME,
+                          layout.VOLUME_SUBPATHS_NAME, layout.GIT_REPO_NAME, layout.GIT_WORKTREES_NAME},
+            "apiserver/tls.py": {tls.CA_CERT, tls.CA_KEY, tls.SERVER_CERT, tls.SERVER_KEY}}
+
+
+def test_paths_come_from_their_home():
+    """The names below the state root and the run directory are `layout`'s, the API's certificates
+    `apiserver.tls`'s: nobody else spells them (the names inside bundles and the image store's parts
+    are their owners', see layout's docstring)."""
+    assert homeless_paths(PACKAGE, _path_homes()) == []
+
+
+def test_a_path_built_by_hand_is_caught(tmp_path):
+    package = _tree(tmp_path, {"layout.py": "def f(root):\n    return root / 'images'\n",
+                               "sources/gitsync.py": "def f(base, store):\n    return base / 'repo.git', "
+                                                     "f\"{store.root / 'images'}\"\n",
+                               "cli/kubeconfig.py": "def f(d):\n    return d / 'ca.crt', d / 'config.json'\n"})
+    assert homeless_paths(package, _path_homes()) == [
+        "cli/kubeconfig.py:3 builds d / 'ca.crt': the name is apiserver/tls.py's",
+        "sources/gitsync.py:3 builds base / 'repo.git': the name is layout.py's",
+        "sources/gitsync.py:3 builds store.root / 'images': the name is layout.py's"]
+
+
 def test_the_cli_read_path_loads_neither_pydantic_nor_sqlalchemy():
     code = ("import sys; import kubelite.cli.main, kubelite.cli.show, kubelite.kubectl.pods, kubelite.kubectl.events, "
             "kubelite.kubectl.describe, kubelite.kubectl.configs, kubelite.kubectl.storage, kubelite.store.reader; "

@@ -183,7 +183,7 @@ class GitSync:
         self.ref = ref
         self.path = _clean_subdir(path)
         self.base = layout.git_dir(Path(os.path.abspath(root)))
-        self.bare = self.base / "repo.git"
+        self.bare = layout.git_repo_dir(Path(os.path.abspath(root)))
         self.worktrees = layout.git_worktrees_dir(Path(os.path.abspath(root)))
         self.link = Path(os.path.abspath(link))
         self.allow_empty = allow_empty
@@ -439,7 +439,7 @@ class GitSync:
             argv.append(f"--git-dir={self.bare}")
         argv += args
         limit = timeout or self.local_timeout_s
-        process = subprocess.Popen(argv, cwd=where, env=_git_env(self.base), stdin=subprocess.DEVNULL,
+        process = subprocess.Popen(argv, cwd=where, env=_git_env(self.worktrees), stdin=subprocess.DEVNULL,
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
                                    umask=0o077)   # checkouts hold Secrets: 0600 files, 0700 directories
         try:
@@ -471,14 +471,14 @@ def _clean_subdir(path: str) -> str:
     return cleaned
 
 
-def _git_env(base: Path) -> dict[str, str]:
+def _git_env(worktrees: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
     env.update({
         "GIT_TERMINAL_PROMPT": "0",
         "GIT_ASKPASS": "/bin/false" if os.path.exists("/bin/false") else "false",
         "SSH_ASKPASS": "/bin/false" if os.path.exists("/bin/false") else "false",
         "GIT_SSH_COMMAND": os.environ.get("GIT_SSH_COMMAND", "ssh -o BatchMode=yes"),
-        "GIT_CEILING_DIRECTORIES": str(base / "worktrees"),
+        "GIT_CEILING_DIRECTORIES": str(worktrees),
         "GIT_OPTIONAL_LOCKS": "0",
         "LC_ALL": "C",
     })

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 import kubelite.statefiles as statefiles
+from kubelite import layout
 from kubelite.runtime import reference as references
 from kubelite.runtime.images import Image, ImageError, ImageStore, PulledLayer, UnpackLimits
 from kubelite.runtime.registry import blobs, manifests
@@ -86,7 +87,7 @@ def pull(store: ImageStore, ref: str, *, config: RegistryConfig = RegistryConfig
         except ImageError as e:
             raise PullError(str(e)) from None
         except OSError as e:
-            raise PullError(f"{parsed.name}: cannot store the image in {store.root / 'images'}: "
+            raise PullError(f"{parsed.name}: cannot store the image in {layout.images_dir(store.root)}: "
                             f"{e.strerror or e}") from None
         finally:
             for name in files.values():
