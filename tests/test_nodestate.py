@@ -6,6 +6,7 @@ import ast
 from dataclasses import replace
 from pathlib import Path
 
+from kubelite.agent.config import AgentConfig
 from kubelite.agent.nodestate import NodeState, PodEntry
 from kubelite.cli import sync as cli_sync
 from kubelite.core.types import ContainerState, StartError
@@ -60,7 +61,7 @@ def test_sync_once_writes_its_result_as_the_agent_does(tmp_path):
     agent_root.mkdir()
     cli_root.mkdir()
     for outcome in ("applied", "unchanged", "failed"):
-        state = NodeState(Store(agent_root), manifests=tmp_path, node_name="n")
+        state = NodeState(Store(agent_root), AgentConfig(manifests=tmp_path, root=agent_root, node_name="n"))
         with state.transaction():
             state.record_sync_result(sync_result(outcome), at(0))
         state.store.close()
@@ -80,7 +81,7 @@ def test_sync_once_writes_its_result_as_the_agent_does(tmp_path):
 
 def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
     store = Store(tmp_path)
-    state = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    state = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     d = desired()
     c = running(d, "app", started=1)
     with state.transaction():
@@ -89,7 +90,7 @@ def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
         state.observe(d.uid, c)
         state.set_start_error(d.uid, "app", StartError("RunContainerError", "boom"))
         state.observe(d.uid, replace(c, state=ContainerState.EXITED, exit_code=1, finished_at=at(2)))
-    again = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    again = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     again.load()
     assert list(again.pods) == [d.uid] and again.pods[d.uid].key == "default/web"
     [(uid, seen)] = again.containers.values()
@@ -100,7 +101,7 @@ def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
         again.set_start_error(d.uid, "app", None)
         again.forget_container(c.id, delete=True)
         again.remove_pod(d.uid)
-    third = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    third = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     third.load()
     assert third.pods == {} and third.containers == {} and third.start_errors == {}
     store.close()
