@@ -9,17 +9,19 @@ its volumes, and its removal. Starting a container is `agent.starting`.
   2. record a pod-level failure (activeDeadlineSeconds, a pod the node refused);
   3. stop the sandbox when the pod is to be killed and nothing runs any more;
   4. set up the volumes and create a new sandbox (a failure makes the pod wait: `PodWait`);
-  5. create and start containers (image, Created, Started, the postStart hook on a helper
-     thread; errors become waiting reasons and the pod's `PodWait`), and record the
+  5. keep the pod's pull wait while a container waits for its pull (`pull_held`), create and
+     start containers (image, Created, Started, the postStart hook on a helper thread; errors
+     become waiting reasons and the pod's `PodWait`), and record the
      CrashLoopBackOff step of each restart that is under way (not of one waiting for its pull);
   6. raise BackOff events for new CrashLoopBackOff holds.
 Then `sync_pod` computes the status, makes a terminal phase sticky, writes the v1 Pod, and
 removes a terminating pod that has fully stopped.
 
-Shaped as the kubelet's pod workers: a pod's sync reads and writes only its own `PodEntry`, its
-own sandboxes and containers in the runtime, and hands every result to the node state
-(`agent.nodestate`); nothing else shared is written, so that each pod could run on a worker of
-its own.
+Shaped as the kubelet's pod workers: a pod's sync reads its own `PodEntry`, acts on its own
+sandboxes and containers in the runtime, and hands every change to the node state's methods
+(`agent.nodestate`), so that each pod could run on a worker of its own. The one other shared
+memory it writes is the ReadWriteOncePod claim holders of `configs` (in `set_up_volumes` and
+`tear_down`), which parallel workers must serialise.
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """The node state: everything the node knows, held once in memory and written through to the store.
 
-Owns: the pods (`PodEntry`: desired spec, record, last status, waits), the observed sandboxes
+Owns: the pods (`PodEntry`: desired spec, record, last status, waits, pulls in flight, which a
+reload after a failed write carries over), the observed sandboxes
 and containers (a cache of the runtime's records, which stay the truth about containers: the
 relist refreshes it, it never competes), CrashLoopBackOff and image pull backoff entries, the
 last start error per container, postStart hooks that have not returned, the manifest problems,
@@ -10,7 +11,8 @@ together inside the caller's transaction. The CLI's `sync --once` writes its res
 `write_sync_result`, the same code path as the agent's.
 
 A pod's sync touches only its own `PodEntry` and the rows of its own containers, sandboxes and
-backoff keys, so that pod workers can run side by side (`agent.executor`).
+backoff keys, so that pod workers can run side by side (`agent.executor`). Its settings (the
+manifests directory, the node name) are read from the agent's `AgentConfig`, their one home.
 """
 
 from __future__ import annotations
