@@ -398,6 +398,14 @@ def test_a_new_pod_whose_image_is_being_pulled_gets_its_sandbox_and_starts_the_o
     assert actions.create_sandbox and names(actions) == ["b"]
 
 
+def test_a_container_held_by_its_pull_is_named_in_the_plan_and_only_while_it_would_start():
+    d, obs = crashed_pod()
+    assert plan(d, obs, record=PodRecord(), backoff={}, now=at(5), pulling=frozenset({"a"})).pull_held == ("a",)
+    assert plan(d, obs, record=PodRecord(), backoff={}, now=at(5)).pull_held == ()
+    stopping = plan(d, obs, record=PodRecord(terminating=True), backoff={}, now=at(5), pulling=frozenset({"a"}))
+    assert stopping.pull_held == (), "a terminating pod starts nothing, so nothing waits for a pull"
+
+
 def test_the_plan_is_immutable():
     d = desired()
     actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(0))

@@ -11,7 +11,7 @@ from kubelite.api.decode import DesiredPod, decode_document
 from kubelite.core import hooks
 from kubelite.core.plan import plan
 from kubelite.core.status import message_budget, pod_status, truncate_message
-from kubelite.core.types import PodRecord, PostStart, StartError, StopReason
+from kubelite.core.types import PodRecord, PodWait, PostStart, StartError, StopReason, WaitReason
 from kubelite.runtime.fake import Behavior
 from tests.helpers import T0, at, exited, observed, pod_doc, running
 from tests.simulated import simulated_node
@@ -50,6 +50,29 @@ def test_while_a_poststart_hook_runs_no_other_container_starts_and_the_pod_is_no
     assert actions.to_start == () and not actions.kill_pod and actions.to_kill == ()
     after = plan(d, observed(d, first), record=PodRecord(), backoff={}, now=at(2))   # the hook returned
     assert [s.name for s in after.to_start] == ["second"]
+
+
+@pytest.mark.parametrize("case", ["new pod", "first crashed"])
+def test_a_container_with_a_poststart_hook_that_waits_for_its_image_holds_the_ones_after_it(case):
+    # the kubelet's startContainer blocks in the image step, then in the hook: "second" waits for both
+    d = two_containers()
+    obs = observed(d, sb=None) if case == "new pod" else observed(d, exited(d, "first", 1, finished=1))
+    actions = plan(d, obs, record=PodRecord(), backoff={}, now=at(20), pulling=frozenset({"first"}))
+    assert actions.to_start == () and actions.pull_held == ("first",)
+    assert actions.create_sandbox == (case == "new pod")
+    d_plain = decoded(pod_doc("web", containers=["first", "second"]))
+    obs = observed(d_plain, sb=None) if case == "new pod" else observed(d_plain, exited(d_plain, "first", 1))
+    plain = plan(d_plain, obs, record=PodRecord(), backoff={}, now=at(20), pulling=frozenset({"first"}))
+    assert [s.name for s in plain.to_start] == ["second"], "without a hook the others go on"
+    assert plain.pull_held == ("first",)
+
+
+def test_a_pull_wait_in_force_still_names_the_pull_held_containers():
+    d = two_containers()
+    wait = PodWait(WaitReason.PULLING, at(3600))
+    actions = plan(d, observed(d, sb=None), record=PodRecord(), backoff={}, now=at(5), waiting=wait,
+                   pulling=frozenset({"first"}))
+    assert actions.to_start == () and actions.waiting == wait and actions.pull_held == ("first",)
 
 
 def test_a_running_poststart_hook_never_holds_a_stop():

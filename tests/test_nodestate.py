@@ -6,9 +6,10 @@ import ast
 from dataclasses import replace
 from pathlib import Path
 
+from kubelite.agent.config import AgentConfig
 from kubelite.agent.nodestate import NodeState, PodEntry
 from kubelite.cli import sync as cli_sync
-from kubelite.core.types import ContainerState, StartError
+from kubelite.core.types import BackoffEntry, ContainerState, StartError
 from kubelite.sources.gitsync import SyncResult, SyncStatus
 from kubelite.store.reader import Reader
 from kubelite.store.store import Store
@@ -83,7 +84,7 @@ def test_sync_once_writes_its_result_as_the_agent_does(tmp_path):
     agent_root.mkdir()
     cli_root.mkdir()
     for outcome in ("applied", "unchanged", "failed"):
-        state = NodeState(Store(agent_root), manifests=tmp_path, node_name="n")
+        state = NodeState(Store(agent_root), AgentConfig(manifests=tmp_path, root=agent_root, node_name="n"))
         with state.transaction():
             state.record_sync_result(sync_result(outcome), at(0))
         state.store.close()
@@ -103,7 +104,7 @@ def test_sync_once_writes_its_result_as_the_agent_does(tmp_path):
 
 def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
     store = Store(tmp_path)
-    state = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    state = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     d = desired()
     c = running(d, "app", started=1)
     with state.transaction():
@@ -112,7 +113,7 @@ def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
         state.observe(d.uid, c)
         state.set_start_error(d.uid, "app", StartError("RunContainerError", "boom"))
         state.observe(d.uid, replace(c, state=ContainerState.EXITED, exit_code=1, finished_at=at(2)))
-    again = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    again = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     again.load()
     assert list(again.pods) == [d.uid] and again.pods[d.uid].key == "default/web"
     [(uid, seen)] = again.containers.values()
@@ -123,7 +124,78 @@ def test_the_node_state_writes_through_and_loads_back_what_it_wrote(tmp_path):
         again.set_start_error(d.uid, "app", None)
         again.forget_container(c.id, delete=True)
         again.remove_pod(d.uid)
-    third = NodeState(store, manifests=tmp_path / "manifests", node_name="n")
+    third = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
     third.load()
     assert third.pods == {} and third.containers == {} and third.start_errors == {}
+    store.close()
+
+
+#: A pod's memory (`PodEntry`) and the node's per-container memory: changed only by the node state's methods.
+POD_FIELDS = {"desired", "source", "commit", "record", "deleted_at", "status", "holds", "waiting", "pulling",
+              "fresh_pulls"}
+NODE_MEMORY = {"post_start", "image_backoff", "backoff", "start_errors", "pods", "containers", "sandboxes"}
+
+
+def memory_writes(path: Path, base: Path = PACKAGE) -> list[str]:
+    """Assignments to a pod entry's fields, and item writes or pops on the node's shared maps, in a module."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            if isinstance(target, ast.Attribute) and target.attr in POD_FIELDS and "entry" in ast.unparse(target.value):
+                found.append(f"{path.relative_to(base)}:{node.lineno}: {ast.unparse(target)}")
+            if isinstance(target, ast.Subscript) and isinstance(target.value, ast.Attribute) \
+                    and target.value.attr in NODE_MEMORY:
+                found.append(f"{path.relative_to(base)}:{node.lineno}: {ast.unparse(target)}")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) \
+                and node.func.attr in ("pop", "setdefault", "clear", "update", "add") \
+                and isinstance(node.func.value, ast.Attribute) \
+                and (node.func.value.attr in NODE_MEMORY - {"pods"} or node.func.value.attr in ("pulling", "fresh_pulls")):
+            found.append(f"{path.relative_to(base)}:{node.lineno}: {ast.unparse(node.func)}")
+    return found
+
+
+def test_only_the_node_state_changes_what_the_node_remembers():
+    changes = [w for path in sorted((PACKAGE / "agent").glob("*.py")) if path != WRITER for w in memory_writes(path)]
+    assert changes == []
+    assert memory_writes(WRITER), "the check finds the node state's own changes (it can fail)"
+
+
+def test_the_check_catches_a_change_behind_the_node_states_back(tmp_path):
+    rogue = tmp_path / "rogue.py"
+    rogue.write_text("def f(self, entry, now):\n    entry.waiting = None\n    self.state.post_start['c'] = 1\n"
+                     "    self.state.image_backoff.pop('k', None)\n    entry.pulling.setdefault('i', set())\n"
+                     "    self.state.set_wait(entry, None)\n")
+    assert memory_writes(rogue, tmp_path) == [
+        "rogue.py:2: entry.waiting", "rogue.py:3: self.state.post_start['c']",
+        "rogue.py:4: self.state.image_backoff.pop", "rogue.py:5: entry.pulling.setdefault"]
+
+
+def test_the_node_state_takes_its_settings_from_the_agent(tmp_path):
+    from kubelite.agent.agent import Agent
+    from kubelite.runtime.fake import FakeRuntime
+
+    store = Store(tmp_path / "state")
+    config = AgentConfig(manifests=tmp_path / "manifests", root=tmp_path / "state", node_name="one",
+                         kernel=(6, 1), apparmor_enabled=False)
+    agent = Agent(store=store, runtime=FakeRuntime(), config=config)
+    assert agent.state.node_name == "one" and agent.state.manifests == tmp_path / "manifests"
+    agent.config = replace(config, node_name="two", manifests=tmp_path / "elsewhere")
+    assert agent.state.node_name == "two" and agent.state.manifests == tmp_path / "elsewhere"
+    assert agent.executor.config is agent.config
+    store.close()
+
+
+def test_a_removed_pod_leaves_no_image_backoff_behind(tmp_path):
+    store = Store(tmp_path)
+    state = NodeState(store, AgentConfig(manifests=tmp_path / "manifests", root=tmp_path, node_name="n"))
+    d, other = desired(), desired("other")
+    with state.transaction():
+        state.add_pod(PodEntry(d, "/manifests/web.yaml", at(0)))
+        state.add_pod(PodEntry(other, "/manifests/other.yaml", at(0)))
+        for uid in (d.uid, other.uid):
+            state.set_image_backoff(f"{uid}_big:v1", BackoffEntry(f"{uid}_big:v1", 10.0, at(1)))
+        state.remove_pod(d.uid)
+    assert list(state.image_backoff) == [f"{other.uid}_big:v1"]
     store.close()

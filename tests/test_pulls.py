@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from kubelite.agent.agent import Agent
+from kubelite.core.types import WaitReason
+from kubelite.errors import StoreError
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
@@ -30,6 +32,11 @@ def with_image(name: str, image: str, policy: str | None = None) -> dict:
     if policy:
         doc["spec"]["containers"][0]["imagePullPolicy"] = policy
     return doc
+
+
+def config_map(value: str) -> dict:
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cfg", "namespace": "default"},
+            "data": {"k": value}}
 
 
 def pulls(env) -> list[str]:
@@ -206,6 +213,50 @@ def test_a_pod_deleted_while_its_image_is_pulled_goes_away(env):
     assert agent.pull_waiters == {}
 
 
+def test_containers_after_one_with_a_poststart_hook_wait_for_its_pull_even_when_the_pod_is_woken(env):
+    agent = threaded(env)
+    gate = env.runtime.pull_gate = threading.Event()
+    doc = pod_doc("p", containers=["b", "c"])
+    b, c = doc["spec"]["containers"]
+    b["image"], b["imagePullPolicy"] = "big:v1", "Always"
+    b["lifecycle"] = {"postStart": {"exec": {"command": ["true"]}}}
+    c["env"] = [{"name": "K", "valueFrom": {"configMapKeyRef": {"name": "cfg", "key": "k"}}}]
+    env.write("p.yaml", doc, config_map("1"))
+    env.settle()
+    env.write("p.yaml", doc, config_map("2"))   # a changed ConfigMap ends the pod's wait while b's image is pulled
+    env.settle()
+    assert [op for op, _ in env.runtime.calls if op == "create_container"] == [], "c started before b"
+    [entry] = agent.pods.values()
+    assert entry.waiting is not None and entry.waiting.reason is WaitReason.PULLING, "the pod still waits for its pull"
+    gate.set()
+    wait(lambda: not agent.pulls.busy(), "the pull to end")
+    env.settle()
+    assert env.row("p").status == "Running"
+
+
+def test_a_pull_is_not_made_twice_when_a_write_fails_after_it(env):
+    doc = with_image("p", "busybox:1.36", "Always")
+    original, failed = env.store.record_event, []
+
+    def record_event(**kw):
+        if kw["reason"] == "Pulled" and not failed:
+            failed.append(kw)
+            raise StoreError("disk full")
+        return original(**kw)
+
+    env.store.record_event = record_event
+    env.write("p.yaml", doc)
+    for _ in range(20):
+        try:
+            wake = env.agent.run_once()
+        except StoreError:
+            continue   # the agent reloads its state from the store, as after any failed write
+        if wake is None or wake > env.now():
+            break
+    assert failed and pulls(env) == ["busybox:1.36"]
+    assert env.row("p").status == "Running"
+
+
 # ------------------------------------------------------------------ image GC
 
 
@@ -226,6 +277,6 @@ def test_image_gc_is_asked_with_every_image_a_pod_names_and_at_its_period(env):
 @pytest.mark.parametrize("seconds, shown", [(0.0004, "0ms"), (0.5, "500ms"), (1.2345, "1.234s"), (2.0, "2s"),
                                             (75.5, "1m15.5s"), (3605.0, "1h0m5s")])
 def test_pull_durations_are_printed_as_the_kubelet_prints_them(seconds, shown):
-    from kubelite.agent.agent import _seconds
+    from kubelite.agent.starting import _seconds
 
     assert _seconds(seconds) == shown

@@ -29,7 +29,7 @@ from kubelite.agent.executor import SANDBOX_ERROR, PodExecutor
 from kubelite.agent.hooks import HookRunner
 from kubelite.agent.nodestate import COMMIT_ANNOTATION, NodeState, PodEntry
 from kubelite.agent.pulls import ImagePulls
-from kubelite.agent.starting import IMAGE_BACKOFF, PULL_WAIT, SYNC_ERROR_RETRY_S, _seconds
+from kubelite.agent.starting import IMAGE_BACKOFF, PULL_WAIT, SYNC_ERROR_RETRY_S
 from kubelite.api import claims as claim_objects
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
@@ -51,7 +51,7 @@ from kubelite.store.store import Store
 log = logging.getLogger("kubelite.agent")
 
 __all__ = ["Agent", "AgentConfig", "PodEntry", "COMMIT_ANNOTATION", "IMAGE_BACKOFF", "PULL_WAIT", "SANDBOX_ERROR",
-           "SYNC_ERROR_RETRY_S", "utcnow", "_seconds"]
+           "SYNC_ERROR_RETRY_S"]
 
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
@@ -66,7 +66,7 @@ class Agent:
     def __init__(self, *, store: Store, runtime: Runtime, config: AgentConfig,
                  clock: Callable[[], datetime] = utcnow, prober: Prober | None = None) -> None:
         self.store, self.runtime, self.config, self.clock = store, runtime, config, clock
-        self.state = NodeState(store, manifests=config.manifests, node_name=config.node_name)
+        self.state = NodeState(store, config)
         # a simulated runtime's dry runs mount nothing and create nothing outside the state root
         self.configs = Configs(self.state, VolumeHost(config.root, host_changes=not runtime.simulated,
                                                       image_layers=runtime.image_layers), config.node_name)
@@ -77,7 +77,7 @@ class Agent:
         self.wake = probing.LoopWake()
         self.probing = probing.ProbeManager(prober or probing.default_prober(runtime, self.wake))
         self.meta_written = False
-        self.hooks = HookRunner(runtime, wake=self.wake.set, user_agent=_user_agent(hook_rules.USER_AGENT_PRODUCT),
+        self.hooks = HookRunner(runtime, wake=self.wake.set, user_agent=probing.user_agent(hook_rules.USER_AGENT_PRODUCT),
                                 inline=runtime.simulated)
         self.sync_results: queue.SimpleQueue[Any] = queue.SimpleQueue()   # from `serve --sync-repo`
         self.pulls = ImagePulls(runtime, workers=config.image_pull_workers, wake=self.wake.set)
@@ -126,10 +126,11 @@ class Agent:
 
     @config.setter
     def config(self, value: AgentConfig) -> None:
-        """New settings (tests change them between passes): the executor works with the same."""
+        """New settings (tests change them between passes): the node state and the executor work with the same."""
         self._config = value
         if hasattr(self, "executor"):
             self.executor.config = value
+            self.state.config = value
 
     # ------------------------------------------------------------------ what the node state holds
 
@@ -232,19 +233,16 @@ class Agent:
             elif entry.deleted_at is None and (_meta_and_spec(entry.desired) != _meta_and_spec(desired)
                                                or entry.source != source):
                 log.info("pod %s: manifest changed (%s)", key, source)
-                entry.desired, entry.source, entry.commit = desired, source, commit
-                self.state.persist(entry)
+                self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
                 log.info("pod %s: manifest gone; terminating", entry.key)
-                entry.deleted_at = now
-                entry.record = replace(entry.record, terminating=True)
-                self.state.persist(entry)
+                self.state.mark_deleted(entry, now)
         changed = self.configs.apply(resolution, now)
         changed |= self.sync_claims(now)
         for entry in self.state.pods.values():
             if changed and (podconfig.references(entry.pod) | self._claim_keys(entry.pod)) & changed:
-                entry.waiting = None   # a pod waiting for a ConfigMap, Secret or claim starts as soon as it appears
+                self.state.set_wait(entry, None)   # a pod waiting for a ConfigMap, Secret or claim starts when it appears
         self.record_problems(resolution, now)
 
     @staticmethod
@@ -409,12 +407,10 @@ class Agent:
                     known[1].kill_deadline, now)))
             if outcome.kind == hook_rules.POST_START:
                 if not outcome.failure:
-                    self.state.post_start.pop(outcome.container_id, None)
+                    self.state.set_post_start(outcome.container_id, None)
                     continue
-                if known is not None and known[1].running:
-                    self.state.post_start[outcome.container_id] = PostStart.FAILED
-                else:
-                    self.state.post_start.pop(outcome.container_id, None)
+                self.state.set_post_start(outcome.container_id,
+                                          PostStart.FAILED if known is not None and known[1].running else None)
                 reason, message = hook_rules.FAILED_POST_START
                 newest = self.state.observed(outcome.uid).instances(outcome.name)
                 if entry is not None and newest and newest[0].id == outcome.container_id:
@@ -469,14 +465,6 @@ class Agent:
             return
         for image_id in removed:
             log.info("image garbage collection: removed unused image %s", image_id)
-
-def _user_agent(product: str) -> str:
-    """`<product>/<major>.<minor>` of this kubelite, as the kubelet names its probes and hooks."""
-    from kubelite import __version__
-
-    major, minor = (__version__.split(".") + ["0"])[:2]
-    return f"{product}/{major}.{minor}"
-
 
 def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:
     meta = d.pod.metadata

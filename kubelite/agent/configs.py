@@ -17,7 +17,10 @@ A mount's `subPathExpr` is expanded from the container's resolved env; an image 
 mounted when the first container that uses it is created (the agent has pulled its image).
 
 Runs on the agent's thread; writes only through the node state (`nodestate.ObjectWriter`),
-inside the agent's transaction.
+inside the agent's transaction. One piece of its memory is written from a pod's sync: the
+ReadWriteOncePod claim holders (`claim_holders`), taken in `set_up_volumes` and given back in
+`tear_down`. It is shared by every pod: parallel pod workers must serialise these two steps
+(one lock around taking and releasing claims, as the kubelet's volume manager owns attachments).
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ class Configs:
         self.node = node_allocatable()
         self.orphans_checked = False
         self.claims = Claims(writer, volumes.root, node_name)
-        self.claim_holders: dict[ClaimKey, tuple[str, str]] = {}   # ReadWriteOncePod claim → (uid, pod key)
+        # ReadWriteOncePod claim → (uid, pod key): written from pod syncs, shared by all (see above)
+        self.claim_holders: dict[ClaimKey, tuple[str, str]] = {}
 
     def remove_orphan_volumes(self, known_uids: set[str]) -> None:
         """Once, after the first relist: tear down the volumes of pods removed while kubelite was down.

@@ -9,17 +9,19 @@ its volumes, and its removal. Starting a container is `agent.starting`.
   2. record a pod-level failure (activeDeadlineSeconds, a pod the node refused);
   3. stop the sandbox when the pod is to be killed and nothing runs any more;
   4. set up the volumes and create a new sandbox (a failure makes the pod wait: `PodWait`);
-  5. create and start containers (image, Created, Started, the postStart hook on a helper
-     thread; errors become waiting reasons and the pod's `PodWait`), and record the
+  5. keep the pod's pull wait while a container waits for its pull (`pull_held`), create and
+     start containers (image, Created, Started, the postStart hook on a helper thread; errors
+     become waiting reasons and the pod's `PodWait`), and record the
      CrashLoopBackOff step of each restart that is under way (not of one waiting for its pull);
   6. raise BackOff events for new CrashLoopBackOff holds.
 Then `sync_pod` computes the status, makes a terminal phase sticky, writes the v1 Pod, and
 removes a terminating pod that has fully stopped.
 
-Shaped as the kubelet's pod workers: a pod's sync reads and writes only its own `PodEntry`, its
-own sandboxes and containers in the runtime, and hands every result to the node state
-(`agent.nodestate`); nothing else shared is written, so that each pod could run on a worker of
-its own.
+Shaped as the kubelet's pod workers: a pod's sync reads its own `PodEntry`, acts on its own
+sandboxes and containers in the runtime, and hands every change to the node state's methods
+(`agent.nodestate`), so that each pod could run on a worker of its own. The one other shared
+memory it writes is the ReadWriteOncePod claim holders of `configs` (in `set_up_volumes` and
+`tear_down`), which parallel workers must serialise.
 """
 
 from __future__ import annotations
@@ -36,7 +38,8 @@ from kubelite.agent import dns, metrics
 from kubelite.agent.configs import VolumeError
 from kubelite.agent.hooks import Netns, NoNetwork
 from kubelite.agent.nodestate import PodEntry
-from kubelite.agent.starting import SYNC_ERROR_RETRY_S, ContainerStarter, _container
+from kubelite.agent.probing import container_named
+from kubelite.agent.starting import SYNC_ERROR_RETRY_S, ContainerStarter
 from kubelite.api import names
 from kubelite.api.models import Pod
 from kubelite.core import hooks as hook_rules
@@ -65,7 +68,7 @@ class PodExecutor(ContainerStarter):
         if entry.deleted_at is None and entry.key in replacing:
             return None  # a replacement starts once the pod it replaces has stopped
         if entry.record.start_time is None and entry.deleted_at is None:
-            entry.record = replace(entry.record, start_time=now)
+            self.state.set_record(entry, replace(entry.record, start_time=now))
         before = self.state.observed(uid)
         self.forget_post_start(before)
         self.probing.prepare(uid, entry.pod, self.probed(before))
@@ -95,12 +98,11 @@ class PodExecutor(ContainerStarter):
             host_ip=self.config.node_ip, post_start=self.state.post_start)
         self.probing.sync_targets(uid, entry.pod, self.probed(observed), self.runtime, status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
-            entry.record = replace(entry.record, terminal_phase=status["phase"])
+            self.state.set_record(entry, replace(entry.record, terminal_phase=status["phase"]))
             log.info("pod %s: %s", entry.key, status["phase"])
         if status != entry.status:
             metrics.pod_status_changed(entry.key, entry.created_at, entry.status, status, now)
-            entry.status = status
-            self.state.persist(entry)
+            self.state.set_status(entry, status)
 
     def probed(self, observed: ObservedPod) -> ObservedPod:
         """The containers whose probes run: not one whose postStart hook has not returned (the kubelet
@@ -113,7 +115,7 @@ class PodExecutor(ContainerStarter):
     def forget_post_start(self, observed: ObservedPod) -> None:
         for c in observed.containers:
             if not c.running:
-                self.state.post_start.pop(c.id, None)
+                self.state.set_post_start(c.id, None)
 
     def execute(self, entry: PodEntry, actions: PodActions, now: datetime) -> None:
         """Carry out `actions` in the steps of the module's docstring."""
@@ -126,7 +128,7 @@ class PodExecutor(ContainerStarter):
             for sb in list(self.state.pod_sandboxes.get(entry.uid, {}).values()):
                 if sb.ready:
                     self.stop_sandbox(entry.uid, sb)
-        if actions.create_sandbox or actions.to_start:
+        if actions.create_sandbox or actions.to_start or (actions.pull_held and actions.waiting is None):
             if not self.set_up_volumes(entry, now):                                     # 4
                 return
             if actions.create_sandbox and not self.create_sandbox(entry, actions.sandbox_attempt, now):
@@ -137,15 +139,19 @@ class PodExecutor(ContainerStarter):
     def fail_pod(self, entry: PodEntry, actions: PodActions, now: datetime) -> None:
         assert actions.fail_pod is not None
         reason, message = actions.fail_pod
-        entry.record = replace(entry.record, failed_reason=reason, terminal_phase=actions.terminal_phase,
-                               failed_message=security.REJECTED_PREFIX + message if actions.fail_warning
-                               else message)
+        self.state.set_record(entry, replace(entry.record, failed_reason=reason, terminal_phase=actions.terminal_phase,
+                                             failed_message=security.REJECTED_PREFIX + message if actions.fail_warning
+                                             else message))
         self.state.event(entry, "Warning" if actions.fail_warning else "Normal", reason, message, now)
         self.state.persist(entry)
 
     def start_containers(self, entry: PodEntry, actions: PodActions, now: datetime) -> None:
-        """Step 5: the starts in plan order while the sandbox is ready, then their backoff steps."""
+        """Step 5: the pod's pull wait again while a container waits for its pull (`pull_held`), the
+        starts in plan order while the sandbox is ready (a failed one sets its own wait), then their
+        backoff steps."""
         sandbox = self.state.observed(entry.uid).sandbox
+        if actions.pull_held and actions.waiting is None and sandbox is not None and sandbox.ready:
+            self.wait_for_pull(entry, now)
         for start in actions.to_start:
             if sandbox is None or not sandbox.ready:
                 break
@@ -163,7 +169,7 @@ class PodExecutor(ContainerStarter):
                 meta = entry.pod.metadata
                 self.state.event(entry, "Warning", "BackOff", f"Back-off restarting failed container {hold.name} in "
                                  f"pod {meta.name}_{meta.namespace}({entry.uid})", now, container=hold.name)
-        entry.holds = actions.backoff_holds
+        self.state.set_holds(entry, actions.backoff_holds)
 
     # ------------------------------------------------------------------ the sandbox
 
@@ -190,7 +196,7 @@ class PodExecutor(ContainerStarter):
             sandbox_id = self.runtime.run_sandbox(config)
         except RuntimeError_ as exc:
             self.state.event(entry, "Warning", "FailedCreatePodSandBox", f"Failed to create pod sandbox: {exc}", now)
-            entry.waiting = PodWait(WaitReason.SYNC_ERROR, now + timedelta(seconds=SYNC_ERROR_RETRY_S))
+            self.state.set_wait(entry, PodWait(WaitReason.SYNC_ERROR, now + timedelta(seconds=SYNC_ERROR_RETRY_S)))
             self._sandbox_error(entry, StartError(SANDBOX_ERROR, f"Failed to create pod sandbox: {exc}"))
             return False
         self._sandbox_error(entry, None)
@@ -236,7 +242,7 @@ class PodExecutor(ContainerStarter):
             for c in entry.pod.spec.all_containers():
                 if c.name not in created:
                     self.state.set_start_error(entry.uid, c.name, StartError("ContainerCreating", message))
-            entry.waiting = PodWait(WaitReason.CONFIG, now + timedelta(seconds=SYNC_ERROR_RETRY_S))
+            self.state.set_wait(entry, PodWait(WaitReason.CONFIG, now + timedelta(seconds=SYNC_ERROR_RETRY_S)))
             return False
         for name, error in self.state.start_errors_of(entry.uid).items():
             if error.reason == "ContainerCreating":
@@ -259,7 +265,7 @@ class PodExecutor(ContainerStarter):
         if signal == "TERM":
             self.state.event(entry, "Normal", "Killing", message, now, container=c.name)
             deadline = now + timedelta(seconds=grace_s)
-            spec = _container(entry.pod, c.name)   # a container gone from the spec has no hook
+            spec = container_named(entry.pod, c.name)   # a container gone from the spec has no hook
             action = hook_rules.hook_action(spec, hook_rules.PRE_STOP, container_id=c.id,
                                             pod_ip=self._pod_ip(entry, c.sandbox_id), timeout_s=grace_s,
                                             now=now) if spec is not None else None

@@ -1,6 +1,7 @@
 """The node state: everything the node knows, held once in memory and written through to the store.
 
-Owns: the pods (`PodEntry`: desired spec, record, last status, waits), the observed sandboxes
+Owns: the pods (`PodEntry`: desired spec, record, last status, waits, pulls in flight, which a
+reload after a failed write carries over), the observed sandboxes
 and containers (a cache of the runtime's records, which stay the truth about containers: the
 relist refreshes it, it never competes), CrashLoopBackOff and image pull backoff entries, the
 last start error per container, postStart hooks that have not returned, the manifest problems,
@@ -10,7 +11,8 @@ together inside the caller's transaction. The CLI's `sync --once` writes its res
 `write_sync_result`, the same code path as the agent's.
 
 A pod's sync touches only its own `PodEntry` and the rows of its own containers, sandboxes and
-backoff keys, so that pod workers can run side by side (`agent.executor`).
+backoff keys, so that pod workers can run side by side (`agent.executor`). Its settings (the
+manifests directory, the node name) are read from the agent's `AgentConfig`, their one home.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from __future__ import annotations
 import json
 import logging
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterator, Protocol
 
+from kubelite.agent.config import AgentConfig
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.core import status as statuses
@@ -101,8 +104,9 @@ class ObjectWriter(Protocol):
 class NodeState:
     """The node's one in-memory copy of its state, and the one writer of the store."""
 
-    def __init__(self, store: Store, *, manifests: Path, node_name: str) -> None:
-        self.store, self.manifests, self.node_name = store, manifests, node_name
+    def __init__(self, store: Store, config: AgentConfig) -> None:
+        self.store = store
+        self.config = config   # the agent's settings, the one home of the manifests directory and node name
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
         self.pod_sandboxes: dict[str, dict[str, ObservedSandbox]] = {}   # uid → id → sandbox
@@ -114,11 +118,20 @@ class NodeState:
         self.post_start: dict[str, PostStart] = {}   # container id → its postStart hook, until it returned
         self.problems: set[str] = set()
 
+    @property
+    def manifests(self) -> Path:
+        return self.config.manifests
+
+    @property
+    def node_name(self) -> str:
+        return self.config.node_name
+
     # ------------------------------------------------------------------ loading and writing all
 
     def load(self) -> StoredState:
         """Fill memory from the store (at start, and after a failed write); returns what was read,
         for the configuration objects' own load."""
+        previous = self.pods   # pulls in flight live only here: carried over by uid
         self.pods, self.sandboxes, self.pod_sandboxes, self.containers, self.by_pod = {}, {}, {}, {}, {}
         self.problems = set()
         state = self.store.load()
@@ -135,6 +148,8 @@ class NodeState:
                              deleted_at=_dt(row["deleted_at"]), status=obj.get("status", {}),
                              resource_version=row["resource_version"],
                              commit=obj["metadata"].get("annotations", {}).get(COMMIT_ANNOTATION))
+            if entry.uid in previous:
+                entry.pulling, entry.fresh_pulls = previous[entry.uid].pulling, previous[entry.uid].fresh_pulls
             self.pods[entry.uid] = entry
         for uid, sb in state.sandboxes.values():
             self._put_sandbox(uid, sb)
@@ -173,9 +188,11 @@ class NodeState:
         self.persist(entry)
 
     def remove_pod(self, uid: str) -> None:
-        """Forget a pod that has fully stopped, with its start errors and postStart states."""
+        """Forget a pod that has fully stopped, with its start errors and image pull backoff."""
         for key in [k for k in self.start_errors if k[0] == uid]:
             del self.start_errors[key]
+        for key in [k for k in self.image_backoff if k.startswith(f"{uid}_")]:
+            del self.image_backoff[key]
         self.pod_sandboxes.pop(uid, None)
         self.store.delete_pod(uid)
         del self.pods[uid]
@@ -215,6 +232,76 @@ class NodeState:
             "failed_reason": entry.record.failed_reason, "failed_message": entry.record.failed_message,
             "object": dumps(self.pod_object(entry)), "resource_version": entry.resource_version,
         })
+
+    # ------------------------------------------------------------------ a pod's memory (only the node holds it)
+
+    def set_desired(self, entry: PodEntry, desired: DesiredPod, source: str, commit: str | None) -> None:
+        """A new version of the pod's manifest (same UID)."""
+        entry.desired, entry.source, entry.commit = desired, source, commit
+        self.persist(entry)
+
+    def mark_deleted(self, entry: PodEntry, now: datetime) -> None:
+        """The pod's manifest is gone: it terminates."""
+        entry.deleted_at = now
+        entry.record = replace(entry.record, terminating=True)
+        self.persist(entry)
+
+    def set_record(self, entry: PodEntry, record: PodRecord, *, persist: bool = False) -> None:
+        entry.record = record
+        if persist:
+            self.persist(entry)
+
+    def set_status(self, entry: PodEntry, status: dict[str, Any]) -> None:
+        entry.status = status
+        self.persist(entry)
+
+    def set_holds(self, entry: PodEntry, holds: tuple[BackoffHold, ...]) -> None:
+        entry.holds = holds
+
+    def set_wait(self, entry: PodEntry, waiting: PodWait | None) -> None:
+        """What the pod's starts wait for (`core.plan`); None: they go on at the next pass."""
+        entry.waiting = waiting
+
+    # ------------------------------------------------------------------ image pulls and their backoff
+
+    def add_pull_waiter(self, entry: PodEntry, image: str, name: str) -> bool:
+        """Container `name` of the pod waits for `image`'s pull; True if it was not waiting yet."""
+        waiters = entry.pulling.setdefault(image, set())
+        if name in waiters:
+            return False
+        waiters.add(name)
+        return True
+
+    def end_pull(self, image: str) -> list[tuple[PodEntry, str]]:
+        """The containers that waited for `image`'s pull, which has ended; their pods' waits end."""
+        waiters = sorted((entry.uid, name) for entry in self.pods.values()
+                         for name in entry.pulling.pop(image, ()))
+        for uid, _ in waiters:
+            self.pods[uid].waiting = None
+        return [(self.pods[uid], name) for uid, name in waiters]
+
+    def add_fresh_pull(self, entry: PodEntry, name: str, image: str) -> None:
+        entry.fresh_pulls.add((name, image))
+
+    def use_fresh_pulls(self, entry: PodEntry, name: str, images: list[str]) -> None:
+        """Container `name` was configured from these images: their fresh pulls are used up."""
+        entry.fresh_pulls -= {(name, image) for image in images}
+
+    def set_image_backoff(self, key: str, backoff: BackoffEntry | None) -> None:
+        """The image pull backoff of "<uid>_<image>" (None: the image was pulled)."""
+        if backoff is None:
+            self.image_backoff.pop(key, None)
+        else:
+            self.image_backoff[key] = backoff
+
+    # ------------------------------------------------------------------ postStart hooks that have not returned
+
+    def set_post_start(self, container_id: str, hook: PostStart | None) -> None:
+        """The state of a container's postStart hook; None: it returned (or the container stopped)."""
+        if hook is None:
+            self.post_start.pop(container_id, None)
+        else:
+            self.post_start[container_id] = hook
 
     # ------------------------------------------------------------------ runtime observations (a cache)
 

@@ -108,7 +108,7 @@ class ProbeManager:
             state = self.states.get(key)
             owner = self.owner.get(outcome.container_id)
             entry = pods.get(owner[0]) if owner else None
-            container = _container(entry.pod, owner[1]) if entry is not None and owner else None
+            container = container_named(entry.pod, owner[1]) if entry is not None and owner else None
             probe = rules.probe_spec(container, outcome.kind) if container is not None else None
             if state is None or state.on_hold or container is None or probe is None or owner is None:
                 continue  # a run that finished after its container stopped or its probe ended
@@ -161,17 +161,24 @@ class ProbeManager:
             self._drop(cid)
 
 
-def _container(pod: Pod, name: str) -> Container | None:
+def container_named(pod: Pod, name: str) -> Container | None:
+    """The spec of container `name` (init, sidecar or app); None for one that has left the spec."""
     for c in pod.spec.all_containers():
         if c.name == name:
             return c
     return None
 
 
-def default_prober(runtime: Runtime, wake: LoopWake) -> Prober:
+def user_agent(product: str) -> str:
+    """`<product>/<major>.<minor>` of this kubelite, as the kubelet names its probes and hooks."""
     from kubelite import __version__
-    from kubelite.prober import for_runtime
 
     major, minor = (__version__.split(".") + ["0"])[:2]
-    return for_runtime(runtime, hint=wake.set_for_probes, user_agent=f"kube-probe/{major}.{minor}")
+    return f"{product}/{major}.{minor}"
+
+
+def default_prober(runtime: Runtime, wake: LoopWake) -> Prober:
+    from kubelite.prober import for_runtime
+
+    return for_runtime(runtime, hint=wake.set_for_probes, user_agent=user_agent("kube-probe"))
 

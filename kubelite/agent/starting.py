@@ -22,7 +22,7 @@ from kubelite.agent.config import AgentConfig
 from kubelite.agent.configs import Configs
 from kubelite.agent.hooks import POST_START_BOUND_S, HookRunner
 from kubelite.agent.nodestate import NodeState, PodEntry
-from kubelite.agent.probing import ProbeManager
+from kubelite.agent.probing import ProbeManager, container_named
 from kubelite.agent.pulls import ImagePulls
 from kubelite.api.models import Container, ImageVolumeSource, Pod
 from kubelite.core import backoff as backoffs
@@ -60,7 +60,7 @@ class ContainerStarter:
         self.sysctl_policy, self.apparmor_enabled = sysctl_policy, apparmor_enabled
 
     def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime) -> None:
-        container = _container(entry.pod, name)
+        container = container_named(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
         image = container.image or ""
         # the image, then those of its image volumes (as the kubelet, pulled by their own pullPolicy)
@@ -69,7 +69,7 @@ class ContainerStarter:
         for reference, policy in images:
             if not self.ensure_image(entry, name, reference, policy, now):
                 return
-        entry.fresh_pulls -= {(name, reference) for reference, _ in images}
+        self.state.use_fresh_pulls(entry, name, [reference for reference, _ in images])
         config = self.container_config(entry, container, attempt)
         configured = self.configure_container(entry, container, config, now)
         if configured is None:
@@ -118,7 +118,7 @@ class ContainerStarter:
                                         pod_ip=self._pod_ip(entry, sandbox_id), timeout_s=POST_START_BOUND_S,
                                         now=now)
         if action is not None:
-            self.state.post_start[container_id] = PostStart.RUNNING
+            self.state.set_post_start(container_id, PostStart.RUNNING)
             self.hooks.post_start(uid=entry.uid, container_id=container_id, name=container.name,
                                   pod=self._pod_ref(entry), action=action, netns=self._netns(sandbox_id))
 
@@ -145,29 +145,27 @@ class ContainerStarter:
             self.start_failed(entry, name, "ImagePullBackOff", f'Back-off pulling image "{image}"', now,
                               retry_at=until, event="Error: ImagePullBackOff")
             return False
-        waiters = entry.pulling.setdefault(image, set())
-        if name not in waiters:
-            waiters.add(name)
+        if self.state.add_pull_waiter(entry, image, name):
             self.state.event(entry, "Normal", "Pulling", f'Pulling image "{image}"', now, container=name)
         self.pulls.start(image)
-        entry.waiting = PodWait(WaitReason.PULLING, now + PULL_WAIT)   # the pull's end syncs it (`record_pulls`)
+        self.wait_for_pull(entry, now)
         return False
+
+    def wait_for_pull(self, entry: PodEntry, now: datetime) -> None:
+        """The pod's starts wait for the pull's end, which syncs it again (`record_pulls`)."""
+        self.state.set_wait(entry, PodWait(WaitReason.PULLING, now + PULL_WAIT))
 
     def record_pulls(self, now: datetime) -> None:
         """The pulls that ended: Pulled (with the duration) or Failed and ErrImagePull with the image backoff."""
         for outcome in self.pulls.finished():
-            waiters = sorted((entry.uid, name) for entry in self.state.pods.values()
-                             for name in entry.pulling.pop(outcome.image, ()))
-            for uid, name in waiters:
-                entry = self.state.pods[uid]
-                entry.waiting = None
+            for entry, name in self.state.end_pull(outcome.image):
                 self.pull_ended(entry, name, outcome, now)
 
     def pull_ended(self, entry: PodEntry, name: str, outcome: Any, now: datetime) -> None:
         image, key = outcome.image, f"{entry.uid}_{outcome.image}"
         if outcome.pulled is not None:
-            entry.fresh_pulls.add((name, image))
-            self.state.image_backoff.pop(key, None)
+            self.state.add_fresh_pull(entry, name, image)
+            self.state.set_image_backoff(key, None)
             self.state.event(entry, "Normal", "Pulled", f'Successfully pulled image "{image}" in '
                              f"{_seconds(outcome.seconds)} ({_seconds(outcome.total_s)} including waiting). "
                              f"Image size: {outcome.pulled.size} bytes.", now, container=name)
@@ -175,8 +173,8 @@ class ContainerStarter:
         message = f'Failed to pull image "{image}": {outcome.error}'
         self.state.event(entry, "Warning", "Failed", message, now, container=name)
         previous = self.state.image_backoff.get(key)
-        self.state.image_backoff[key] = backoffs.next_entry(previous, key=key, finished_at=now, now=now,
-                                                            policy=IMAGE_BACKOFF)
+        self.state.set_image_backoff(key, backoffs.next_entry(previous, key=key, finished_at=now, now=now,
+                                                              policy=IMAGE_BACKOFF))
         # look again in a second: the status then turns to ImagePullBackOff until the backoff is over
         self.start_failed(entry, name, "ErrImagePull", message, now, retry_at=now + timedelta(seconds=1),
                           event="Error: ErrImagePull")
@@ -187,8 +185,8 @@ class ContainerStarter:
         by default the pod worker's retry pause."""
         self.state.set_start_error(entry.uid, name, StartError(reason, message))
         self.state.event(entry, "Warning", "Failed", event or f"Error: {message}", now, container=name)
-        entry.waiting = PodWait(WAIT_REASONS.get(reason, WaitReason.SYNC_ERROR),
-                                retry_at or now + timedelta(seconds=SYNC_ERROR_RETRY_S))
+        self.state.set_wait(entry, PodWait(WAIT_REASONS.get(reason, WaitReason.SYNC_ERROR),
+                                           retry_at or now + timedelta(seconds=SYNC_ERROR_RETRY_S)))
 
     def configure_container(self, entry: PodEntry, container: Container, config: ContainerConfig,
                             now: datetime) -> ContainerConfig | None:
@@ -205,14 +203,6 @@ class ContainerStarter:
         for reason, message in resolved.warnings:
             self.state.event(entry, "Warning", reason, message, now, container=container.name)
         return replace(config, env=resolved.env, mounts=mounts)
-
-
-def _container(pod: Pod, name: str) -> Container | None:
-    """The spec of container `name`; None for a container that has left the spec."""
-    for c in pod.spec.all_containers():
-        if c.name == name:
-            return c
-    return None
 
 
 def _image_volumes(pod: Pod, container: Container) -> list[ImageVolumeSource]:

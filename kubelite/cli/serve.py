@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubelite.agent.agent import AgentConfig
+    from kubelite.agent.config import AgentConfig
     from kubelite.core.types import BackoffPolicy
     from kubelite.daemon import ServeOptions, SyncOptions, configure_logging, serve
     from kubelite.errors import UsageError

@@ -25,7 +25,6 @@ from typing import Any, Sequence
 from kubelite.cli import config
 from kubelite.clock import utcnow
 
-META_KEY = "sync"
 _DURATION = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*(ms|s|m|h)?[ \t]*\Z")
 
 
@@ -76,11 +75,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 def get_sync(args: argparse.Namespace) -> int:
+    from kubelite.sources.gitsync import SYNC_META_KEY
     from kubelite.store.reader import Reader
 
     reader = Reader(config.root(getattr(args, "root", None)))
     try:
-        raw = reader.meta(META_KEY)
+        raw = reader.meta(SYNC_META_KEY)
     finally:
         reader.close()
     if raw is None:
@@ -150,7 +150,7 @@ def sync(args: argparse.Namespace) -> int:
     import logging
 
     from kubelite.errors import UsageError
-    from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
+    from kubelite.sources.gitsync import SYNC_META_KEY, GitSync, SyncError, SyncStatus, hold_sync_lock
     from kubelite.store.store import Store
 
     logging.basicConfig(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,
@@ -162,7 +162,7 @@ def sync(args: argparse.Namespace) -> int:
 
     store = Store(root)
     try:
-        previous = store.get_meta(META_KEY)
+        previous = store.get_meta(SYNC_META_KEY)
         status = SyncStatus.from_json(previous) if previous else None
         try:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=root, link=link,

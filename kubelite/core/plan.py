@@ -27,7 +27,10 @@ Waits hold starts too, as the kubelet's pod worker and image backoff do: while `
 sync's retry pause, a missing ConfigMap/Secret/claim, ErrImagePull, ImagePullBackOff or a pull in
 progress) is in force, nothing starts and no sandbox is made — kills and failures go on — and the
 pod is looked at again when it ends. A container whose image is being pulled (`pulling`) is held
-until the pull ends, and takes no CrashLoopBackOff step: its restart has not happened yet.
+until the pull ends, and takes no CrashLoopBackOff step: its restart has not happened yet; it is
+named in `pull_held`, and the pod's pull wait goes on while it is (as the kubelet's pod worker,
+blocked in the image step, starts nothing else of the pod in later passes). For postStart hooks it
+counts as started: the containers after one with a hook wait for the pull and the hook.
 
 PostStart hooks hold starts as the kubelet's blocking `startContainer` does: containers start in
 spec order, and none after a container with a postStart hook starts until that hook has returned;
@@ -120,17 +123,17 @@ class _Draft:
         self.waiting = waiting
         self.wake_at(waiting.until)
 
-    def frozen(self) -> PodActions:
+    def frozen(self, pull_held: tuple[str, ...] = ()) -> PodActions:
         if not (self.to_start or self.to_kill or self.backoff_holds or self.kill_pod or self.stop_sandbox
                 or self.create_sandbox or self.fail_pod or self.pod_stopped or self.waiting or self.terminal_phase
-                or self.next_wakeup):
+                or self.next_wakeup or pull_held):
             return _NOTHING   # most pods, most passes: one shared immutable value
         return PodActions(
             kill_pod=self.kill_pod, stop_sandbox=self.stop_sandbox, create_sandbox=self.create_sandbox,
             sandbox_attempt=self.sandbox_attempt, to_start=tuple(self.to_start), to_kill=tuple(self.to_kill),
             backoff_holds=tuple(self.backoff_holds), fail_pod=self.fail_pod, fail_warning=self.fail_warning,
             terminal_phase=self.terminal_phase, pod_stopped=self.pod_stopped, waiting=self.waiting,
-            next_wakeup=self.next_wakeup)
+            pull_held=pull_held, next_wakeup=self.next_wakeup)
 
 
 class _Planner:
@@ -199,10 +202,12 @@ class _Planner:
 
     def held_by_post_start(self) -> bool:
         """True while a postStart hook of the pod runs, or one will run for a container this plan
-        starts: the containers after it wait for it to return (the hook's outcome wakes the loop)."""
+        starts or that waits for its image's pull: the containers after it wait for it to return (the
+        hook's outcome, or the pull's end, wakes the loop)."""
         if any(c.running and self.post_start.get(c.id) is PostStart.RUNNING for c in self.newest.values()):
             return True
-        return any(has_post_start(self.specs[s.name]) for s in self.actions.to_start if s.name in self.specs)
+        return any(has_post_start(self.specs[name]) for name in
+                   [*(s.name for s in self.actions.to_start), *self.pull_held] if name in self.specs)
 
     def is_running(self, name: str) -> bool:
         c = self.newest.get(name)
@@ -238,7 +243,7 @@ class _Planner:
         self.rules()
         if self.waiting is not None and self.now < self.waiting.until:
             self.actions.hold(self.waiting)                               # waits hold every start
-        return self.actions.frozen()
+        return self.actions.frozen(tuple(self.pull_held))
 
     def rules(self) -> None:
         self.escalate()                                                   # rule 1

@@ -222,6 +222,7 @@ class PodActions:
     terminal_phase: str | None = None        # Succeeded/Failed reached by this plan
     pod_stopped: bool = False                # terminating and nothing is left running
     waiting: PodWait | None = None           # the pause that held this pod's starts in this plan
+    pull_held: tuple[str, ...] = ()          # would start now but for their image's pull: the pod keeps waiting
     next_wakeup: datetime | None = None
 
     @property
