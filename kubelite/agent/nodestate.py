@@ -34,7 +34,8 @@ from kubelite.core.types import (
     PostStart, StartError,
 )
 from kubelite.sources import gitsync
-from kubelite.store.store import Store, StoredState, dumps
+from kubelite.store.serial import dumps
+from kubelite.store.store import Store, StoredState
 
 log = logging.getLogger("kubelite.agent")
 

@@ -28,7 +28,6 @@ import kubelite.statefiles as statefiles
 from kubelite.errors import StoreError
 from kubelite import layout
 from kubelite.store import schema
-from kubelite.store.serial import dumps  # noqa: F401  (the node state's import of it, until it moves)
 
 DB_NAME = layout.DB_NAME
 #: meta key of the node-wide resourceVersion counter: every pod write and delete takes the next value.
