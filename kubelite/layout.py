@@ -49,7 +49,7 @@ SECCOMP_DIR = "seccomp"            # the kubelet's --seccomp-profile-root: profi
 
 #: What kubelite makes directly in the state root whose modes it tightens (statefiles.tighten_layout).
 ROOT_NAMES = frozenset({*DB_FILES, LOCK_NAME, SYNC_LOCK_NAME, API_DIR, LOGS_DIR, IMAGES_DIR, PODS_DIR, GIT_DIR,
-                        CNI_DIR})
+                        CNI_DIR, CLAIM_VOLUMES_DIR, SECCOMP_DIR})
 
 # ---------------------------------------------------------------------------- the run directory
 

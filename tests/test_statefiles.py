@@ -360,3 +360,16 @@ def test_a_pull_makes_its_downloads_owner_only(tmp_path: Path, capsys):
     for path in (root, root / "images", root / "images" / "downloads", root / "images" / "layers"):
         assert mode(path) == 0o700, path
     assert os.listdir(root / "images" / "downloads") == []
+
+
+def test_a_root_holding_claim_volumes_and_seccomp_profiles_is_still_tightened(tmp_path: Path):
+    root, run = tmp_path / "root", tmp_path / "run"
+    for d in (root / "volumes" / "pvc-1", root / "seccomp", run):
+        d.mkdir(parents=True)
+    os.chmod(root, 0o755)
+    os.chmod(root / "volumes", 0o755)
+    os.chmod(root / "volumes" / "pvc-1", 0o777)
+    (root / "seccomp" / "deny-mkdir.json").write_text("{}")
+    statefiles.tighten_layout(root, run)
+    assert mode(root) == 0o700 and mode(root / "volumes") == 0o700 and mode(root / "seccomp") == 0o700
+    assert mode(root / "volumes" / "pvc-1") == 0o777   # a claim's own directory: written by the pod's user
