@@ -187,6 +187,13 @@ class Stream:
 # ---------------------------------------------------------------------- an ApiServer alone
 
 
+def fake_api_options(base: Path, port: int, *, node_name: str = "node1") -> ServeOptions:
+    """`serve` options for a dry run under `base` (its `state/` made) whose API listens on loopback `port`."""
+    (base / "state").mkdir(exist_ok=True)
+    return ServeOptions(agent=AgentConfig(manifests=base / "m", root=base / "state", node_name=node_name),
+                        run_dir=base / "run", runtime="fake", api=ApiOptions(host="127.0.0.1", port=port))
+
+
 @contextlib.contextmanager
 def bare_api(base: Path, *, limits: Limits = Limits(), host: str = "127.0.0.1",
              health: Callable[[], Any] | None = None) -> Iterator[Any]:

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from kubelite.apiserver import auth
 from kubelite.apiserver.limits import Limits
-from tests.apinode import ApiNode, bare_api, get_from, require_kubectl, tls_to, wait_for
+from tests.apinode import ApiNode, bare_api, fake_api_options, get_from, require_kubectl, tls_to, wait_for
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
@@ -942,7 +942,6 @@ def test_an_api_that_fails_to_start_leaves_the_agent_running_and_the_port_free(t
     import socket
 
     from kubelite import daemon
-    from kubelite.agent.agent import AgentConfig
     from kubelite.apiserver import feed
     from kubelite.errors import StoreError
 
@@ -950,15 +949,10 @@ def test_an_api_that_fails_to_start_leaves_the_agent_running_and_the_port_free(t
         raise StoreError("state database is damaged")
 
     monkeypatch.setattr(feed, "PodFeed", broken)
-    probe = socket.socket()
-    probe.bind(("127.0.0.1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
-                                                    node_name="nodé"),
-                                  run_dir=tmp_path / "run", runtime="fake",
-                                  api=daemon.ApiOptions(host="127.0.0.1", port=port))
-    (tmp_path / "state").mkdir()
+    from tests.helpers import free_port
+
+    port = free_port()
+    options = fake_api_options(tmp_path, port, node_name="nodé")
     assert daemon.start_api(options, daemon.LoopHealth(1.0)) is None
     assert "API not served: StoreError: state database is damaged" in caplog.text
     again = socket.socket()

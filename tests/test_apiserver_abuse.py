@@ -28,7 +28,7 @@ import pytest
 
 from kubelite.apiserver import auth, limits
 from kubelite.apiserver.limits import Limits
-from tests.apinode import REPO, bare_api, get_from, tls_to, wait_for
+from tests.apinode import REPO, bare_api, fake_api_options, get_from, tls_to, wait_for
 from tests.helpers import pod_doc
 
 HEADERS_TIMEOUT_S = limits.HEADERS_TIMEOUT_S   # the served daemon's deadline
@@ -727,7 +727,6 @@ def test_an_error_inside_request_handling_is_a_status_500_and_one_error_line(tmp
 
 def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed(tmp_path, monkeypatch, caplog):
     from kubelite import daemon
-    from kubelite.agent.agent import AgentConfig
     from kubelite.apiserver import serving
     from tests.helpers import free_port
 
@@ -736,11 +735,7 @@ def test_an_event_loop_that_cannot_serve_is_one_error_line_and_the_port_is_freed
 
     monkeypatch.setattr(serving.Serving, "start", broken)
     port = free_port()
-    options = daemon.ServeOptions(agent=AgentConfig(manifests=tmp_path / "m", root=tmp_path / "state",
-                                                    node_name="node1"),
-                                  run_dir=tmp_path / "run", runtime="fake",
-                                  api=daemon.ApiOptions(host="127.0.0.1", port=port))
-    (tmp_path / "state").mkdir()
+    options = fake_api_options(tmp_path, port, node_name="node1")
     assert daemon.start_api(options, daemon.LoopHealth(1.0)) is None
     assert "API not served: cannot listen on 127.0.0.1" in caplog.text and "Too many open files" in caplog.text
     assert auth.read_server(tmp_path / "state") is None

@@ -33,8 +33,9 @@ def decode(doc: dict[str, Any]):
     return decode_document(doc, source="/m/p.yaml")
 
 
-def make_pod(*, pod_sc: dict | None = None, sc: dict | None = None, annotations: dict | None = None,
-             **spec: Any) -> Pod:
+def security_doc(*, pod_sc: dict | None = None, sc: dict | None = None, annotations: dict | None = None,
+                 **spec: Any) -> dict:
+    """A pod document with the given pod and container security contexts and annotations."""
     doc = pod_doc(**spec)
     if pod_sc is not None:
         doc["spec"]["securityContext"] = pod_sc
@@ -42,7 +43,12 @@ def make_pod(*, pod_sc: dict | None = None, sc: dict | None = None, annotations:
         doc["spec"]["containers"][0]["securityContext"] = sc
     if annotations:
         doc["metadata"]["annotations"] = annotations
-    decoded = decode(doc)
+    return doc
+
+
+def make_pod(*, pod_sc: dict | None = None, sc: dict | None = None, annotations: dict | None = None,
+             **spec: Any) -> Pod:
+    decoded = decode(security_doc(pod_sc=pod_sc, sc=sc, annotations=annotations, **spec))
     assert decoded.desired is not None, decoded.errors
     return decoded.desired.pod
 
@@ -201,14 +207,7 @@ def test_apparmor_profile_choice_on_a_host_with_apparmor():
      "spec.securityContext.sysctls[1].name: Duplicate value"),
 ])
 def test_security_validation_messages(pod_sc, sc, annotations, expected):
-    doc = pod_doc()
-    if pod_sc is not None:
-        doc["spec"]["securityContext"] = pod_sc
-    if sc is not None:
-        doc["spec"]["containers"][0]["securityContext"] = sc
-    if annotations:
-        doc["metadata"]["annotations"] = annotations
-    assert expected in errors(doc)
+    assert expected in errors(security_doc(pod_sc=pod_sc, sc=sc, annotations=annotations))
 
 
 def test_matching_annotations_and_fields_are_valid_and_the_fields_are_not_warned_about():
