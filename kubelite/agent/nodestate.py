@@ -34,6 +34,7 @@ from kubelite.core.types import (
     PostStart, StartError,
 )
 from kubelite.sources import gitsync
+from kubelite.store.reader import SYNC_META_KEY
 from kubelite.store.serial import dumps
 from kubelite.store.store import Store, StoredState
 
@@ -84,7 +85,7 @@ class PodEntry:
 def write_sync_result(store: Store, result: Any, now: datetime) -> None:
     """A git sync's result: its status into meta "sync", and an event for anything but "unchanged"
     (inside the caller's transaction; the agent's and the CLI's one way to write it)."""
-    store.set_meta(gitsync.SYNC_META_KEY, result.status.to_json())
+    store.set_meta(SYNC_META_KEY, result.status.to_json())
     if result.outcome in gitsync.SYNC_EVENTS:
         type_, reason = gitsync.SYNC_EVENTS[result.outcome]
         store.record_event(namespace="default", kind="Sync", name="sync", uid="", type_=type_,

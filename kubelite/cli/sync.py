@@ -75,8 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def get_sync(args: argparse.Namespace) -> int:
-    from kubelite.sources.gitsync import SYNC_META_KEY
-    from kubelite.store.reader import Reader
+    from kubelite.store.reader import SYNC_META_KEY, Reader
 
     reader = Reader(config.root(getattr(args, "root", None)))
     try:
@@ -150,7 +149,8 @@ def sync(args: argparse.Namespace) -> int:
     import logging
 
     from kubelite.errors import UsageError
-    from kubelite.sources.gitsync import SYNC_META_KEY, GitSync, SyncError, SyncStatus, hold_sync_lock
+    from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
+    from kubelite.store.reader import SYNC_META_KEY
     from kubelite.store.store import Store
 
     logging.basicConfig(level=logging.DEBUG if getattr(args, "debug", False) else logging.INFO,

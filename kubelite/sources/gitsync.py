@@ -141,8 +141,6 @@ class SyncResult:
 #: The event each sync outcome records ("unchanged" records none): (type, reason).
 SYNC_EVENTS = {"applied": ("Normal", "SyncApplied"), "rejected": ("Warning", "SyncRejected"),
                "failed": ("Warning", "SyncFailed"), "drift": ("Warning", "DriftCorrected")}
-#: Where the status lives in the state database's `meta` table.
-SYNC_META_KEY = "sync"
 
 
 def hold_sync_lock(root: Path) -> IO[str]:

@@ -22,6 +22,8 @@ DB_NAME = layout.DB_NAME
 SCHEMA_VERSION = 3   # kept equal to schema.SCHEMA_VERSION by a test
 RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
 TOMBSTONE_PREFIX = "deleted/"
+#: Where the git sync's status lives in the `meta` table (written by the node state, read by `get sync`).
+SYNC_META_KEY = "sync"
 #: The `local-path` class every kubelite has; kept equal to `api.claims.builtin_class()` by a test.
 BUILTIN_STORAGE_CLASS: dict[str, Any] = {
     "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
