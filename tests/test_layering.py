@@ -592,16 +592,16 @@ def homeless_paths(package: Path, homes: Mapping[str, set[str]]) -> list[str]:
 
 def _path_homes() -> dict[str, set[str]]:
     from kubelite import layout
-    from kubelite.apiserver import tls
+    from kubelite.apiserver import auth
 
     return {"layout.py": {*layout.ROOT_NAMES, *layout.RUN_NAMES, layout.RECORD_NAME, layout.VOLUMES_NAME,
                           layout.VOLUME_SUBPATHS_NAME, layout.GIT_REPO_NAME, layout.GIT_WORKTREES_NAME},
-            "apiserver/tls.py": {tls.CA_CERT, tls.CA_KEY, tls.SERVER_CERT, tls.SERVER_KEY}}
+            "apiserver/auth.py": {auth.CA_CERT, auth.CA_KEY, auth.SERVER_CERT, auth.SERVER_KEY}}
 
 
 def test_paths_come_from_their_home():
     """The names below the state root and the run directory are `layout`'s, the API's certificates
-    `apiserver.tls`'s: nobody else spells them (the names inside bundles and the image store's parts
+    `apiserver.auth`'s: nobody else spells them (the names inside bundles and the image store's parts
     are their owners', see layout's docstring)."""
     assert homeless_paths(PACKAGE, _path_homes()) == []
 
@@ -612,7 +612,7 @@ def test_a_path_built_by_hand_is_caught(tmp_path):
                                                      "f\"{store.root / 'images'}\"\n",
                                "cli/kubeconfig.py": "def f(d):\n    return d / 'ca.crt', d / 'config.json'\n"})
     assert homeless_paths(package, _path_homes()) == [
-        "cli/kubeconfig.py:3 builds d / 'ca.crt': the name is apiserver/tls.py's",
+        "cli/kubeconfig.py:3 builds d / 'ca.crt': the name is apiserver/auth.py's",
         "sources/gitsync.py:3 builds base / 'repo.git': the name is layout.py's",
         "sources/gitsync.py:3 builds store.root / 'images': the name is layout.py's"]
 

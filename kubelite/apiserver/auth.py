@@ -2,7 +2,9 @@
 
 Owns: `<root>/api/token` (generated once, 0600 in a 0700 directory: only root — or the user that
 runs kubelite — can read it), `<root>/api/server` (the URL the daemon serves, for `kubelite
-kubeconfig`), the constant-time token check, and the kubeconfig text. Standard library only.
+kubeconfig`), the names of the CA's and the server's key and certificate files beside them (which
+`tls` makes) and the reading of the CA certificate, the constant-time token check, and the kubeconfig
+text. Standard library only, so `kubelite kubeconfig` loads no cryptography.
 """
 
 from __future__ import annotations
@@ -17,6 +19,17 @@ from kubelite import layout
 API_DIR = layout.API_DIR
 TOKEN_FILE = "token"
 SERVER_FILE = "server"
+
+#: The API directory's certificate files (made by `tls`; the CA certificate also read here).
+CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
+
+
+def ca_pem(directory: Path) -> bytes | None:
+    """The CA certificate of the API directory `directory`, or None before the daemon made it."""
+    try:
+        return (directory / CA_CERT).read_bytes()
+    except FileNotFoundError:
+        return None
 
 
 def api_dir(root: Path) -> Path:

@@ -19,12 +19,12 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
+from kubelite.apiserver.auth import CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY
+from kubelite.clock import utcnow
 
 VALID_FOR = timedelta(days=3650)
 _DNS_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
-CA_CERT, CA_KEY, SERVER_CERT, SERVER_KEY = "ca.crt", "ca.key", "server.crt", "server.key"
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -116,8 +116,3 @@ def server_context(directory: Path) -> ssl.SSLContext:
     return context
 
 
-def ca_pem(directory: Path) -> bytes | None:
-    try:
-        return (directory / CA_CERT).read_bytes()
-    except FileNotFoundError:
-        return None

@@ -2,8 +2,7 @@
 
 Owns: finding the API's URL (`--server`, else the one the serving daemon recorded) and token, and
 naming the cluster, user and context after the node, so several machines merge into one kubeconfig
-as several contexts. Standard library only, but for the CA certificate's name and reader, from
-`kubelite.apiserver.tls`, imported when the command runs.
+as several contexts. Standard library only.
 """
 
 from __future__ import annotations
@@ -40,10 +39,8 @@ def run(args: argparse.Namespace) -> int:
         node = reader.meta("node_name") or "kubelite"
     finally:
         reader.close()
-    from kubelite.apiserver import tls   # the certificate's name has its home there (it loads cryptography)
-
-    ca = tls.ca_pem(auth.api_dir(root))
+    ca = auth.ca_pem(auth.api_dir(root))
     if ca is None:
-        raise UsageError(f"{auth.api_dir(root) / tls.CA_CERT} is missing: start `kubelite serve` once to make it")
+        raise UsageError(f"{auth.api_dir(root) / auth.CA_CERT} is missing: start `kubelite serve` once to make it")
     sys.stdout.write(auth.kubeconfig(server=server, token=token, node=node, ca_pem=ca))
     return 0
