@@ -1,0 +1,173 @@
+"""Pod workers on real containers with pod networking: many pods started, edited and removed at once.
+
+The race detector of parallel syncs: 100 pods (some with a hostPort) dropped at once while the loop
+runs as the daemon's does (it never waits for a worker); once they run, half of the files are
+deleted and the other half edited at once — a new command (the container is restarted in place) or
+a new hostname (the pod is replaced). At the end the runtime, the store and the host must match the
+directory: every wanted pod running its new revision, nothing left of the others (containers,
+mounts, cgroups, conmon processes, address leases, iptables rules, veths, pinned namespaces) and no
+pass failed. KUBELITE_SLOW_TESTS=1 adds a longer variant: 150 pods, three rounds of edits and
+deletions with new pods arriving meanwhile (the test's pod network is a /24).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from kubelite.runtime import cni
+from kubelite.store.reader import Reader
+from tests.helpers import free_port
+from tests.real import Node, container, pod, wait_for
+from tests.test_faults_real import Loop, force_cleanup, gone_pod_remains
+from tests.test_network_real import NetworkUnderTest, require_cni
+
+pytestmark = pytest.mark.real
+SLOW = os.environ.get("KUBELITE_SLOW_TESTS") == "1"
+WORKERS = 4
+
+
+def doc(name: str, revision: int, *, hostname: str | None = None, host_port: int | None = None) -> dict[str, Any]:
+    app = container("app", f"echo {revision} > /dev/shm/revision; trap 'exit 0' TERM; sleep 3600 & wait")
+    if host_port is not None:
+        app["ports"] = [{"containerPort": 8080, "hostPort": host_port}]
+    spec: dict[str, Any] = {"hostname": hostname} if hostname else {}
+    return pod(name, app, **spec)
+
+
+class Fleet:
+    """The directory as the test wants it: name → (revision, hostname, host port)."""
+
+    def __init__(self, node: Node, rng: random.Random) -> None:
+        self.node, self.rng = node, rng
+        self.wanted: dict[str, tuple[int, str | None, int | None]] = {}
+
+    def put(self, name: str, revision: int, hostname: str | None, host_port: int | None) -> None:
+        self.wanted[name] = (revision, hostname, host_port)
+        path = self.node.manifests / f"{name}.yaml"
+        tmp = self.node.manifests / f".{name}.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(doc(name, revision, hostname=hostname, host_port=host_port)))
+        os.replace(tmp, path)
+
+    def add(self, names: list[str]) -> None:
+        for i, name in enumerate(names):
+            self.put(name, 0, None, free_port() if i % 10 == 0 else None)
+        self.node.agent.hint_manifests()
+
+    def churn(self) -> None:
+        """Delete half of the pods and edit the others, all at once."""
+        names = sorted(self.wanted)
+        self.rng.shuffle(names)
+        for name in names[: len(names) // 2]:
+            del self.wanted[name]
+            (self.node.manifests / f"{name}.yaml").unlink()
+        for i, name in enumerate(names[len(names) // 2:]):
+            revision, hostname, port = self.wanted[name]
+            if i % 3 == 0:   # a pod-level change: the pod is replaced
+                hostname = "h" if hostname is None else None
+            self.put(name, revision + 1, hostname, port)
+        self.node.agent.hint_manifests()
+
+    def mismatches(self) -> list[str]:
+        """What differs between the directory and what runs: pods, their revision, their hostname."""
+        agent = self.node.agent
+        found = []
+        with agent.state.lock:
+            live = {e.pod.metadata.name: e for e in agent.pods.values() if e.deleted_at is None}
+            extra = sorted({e.pod.metadata.name for e in agent.pods.values()} - set(self.wanted))
+            statuses = {name: e.status for name, e in live.items()}
+        found += [f"pod {name} still there" for name in extra]
+        for name, (revision, hostname, _) in self.wanted.items():
+            status = statuses.get(name)
+            if status is None:
+                found.append(f"{name} missing")
+                continue
+            states = [s for s in status.get("containerStatuses", []) if "running" in s.get("state", {})]
+            if not states:
+                found.append(f"{name} not running")
+                continue
+            entry = live[name]
+            command = entry.pod.spec.containers[0].command or []
+            if f"echo {revision} " not in command[-1] or (entry.pod.spec.hostname or None) != hostname:
+                found.append(f"{name} not at revision {revision}")
+            elif states[0].get("started") is not True:
+                found.append(f"{name} not started")
+        return found
+
+
+def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: float) -> None:
+    require_cni()
+    net = NetworkUnderTest(tmp_path)
+    node = Node(tmp_path / "manifests", net.root, net.run_dir, busybox, network=net.make(), node_ip=cni.host_ip(),
+                options={"pod_workers": WORKERS})
+    node.start()
+    left: list[str] = ["close did not finish"]
+    seen: dict[str, str] = {}   # every sandbox's id → its IP
+    try:
+        fleet = Fleet(node, random.Random(5))
+        with Loop(node) as loop:
+            fleet.add([f"p{i:03d}" for i in range(pods)])
+            started = time.monotonic()
+            wait_for(lambda: not fleet.mismatches(), timeout=settle_s, what=f"{pods} pods running")
+            print(f"\n{pods} pods running after {time.monotonic() - started:.1f}s")
+            for r in range(rounds):
+                seen.update({s.id: s.ip or "" for s in node.runtime.list_sandboxes()})
+                fleet.churn()
+                if r + 1 < rounds:   # new pods arrive while the others are removed and edited
+                    fleet.add([f"r{r}-{i:03d}" for i in range(pods // 4)])
+                started = time.monotonic()
+                try:
+                    wait_for(lambda: not fleet.mismatches(), timeout=settle_s, what="the pods to match the directory")
+                except AssertionError:
+                    raise AssertionError(f"still different: {fleet.mismatches()[:10]}") from None
+                print(f"round {r}: {len(fleet.wanted)} pods match after {time.monotonic() - started:.1f}s")
+                seen.update({s.id: s.ip or "" for s in node.runtime.list_sandboxes()})
+            wait_for(lambda: not node.agent.workers.busy(), timeout=30, what="the workers to be idle")
+        assert loop.errors == [], "reconcile passes failed:\n" + "\n".join(loop.errors[:3])
+        with node.agent.state.lock:
+            live = set(node.agent.pods)
+        assert gone_pod_remains(node, live) == []
+        sandboxes = [s for s in node.runtime.list_sandboxes()]
+        live_ips = {s.ip for s in sandboxes}
+        gone = {sid: ip for sid, ip in seen.items() if sid not in {s.id for s in sandboxes}}
+        found = net.leftovers(list(gone), [ip for ip in gone.values() if ip and ip not in live_ips])
+        assert [item for item in found if not item.startswith(("veth", "lease", "netns"))] == []
+        assert len([item for item in found if item.startswith("veth")]) == len(live), "one veth per live pod"
+        assert len([item for item in found if item.startswith("lease")]) == len(live), "one lease per live pod"
+        assert len([item for item in found if item.startswith("netns")]) == len(live), "one netns per live pod"
+        node.agent.close()   # every write of the workers reaches the database
+        reader = Reader(node.root)
+        try:
+            stored = {p["metadata"]["name"]: p for p in reader.pods()}
+        finally:
+            reader.close()
+        assert set(stored) == set(fleet.wanted)
+        assert all(p["status"]["phase"] == "Running" for p in stored.values())
+        assert {c.uid for c in node.runtime.list_containers()} == live
+        assert {s.uid for s in node.runtime.list_sandboxes() if s.state.value == "ready"} == live
+    finally:
+        try:
+            for path in node.manifests.iterdir():
+                path.unlink()
+            left = node.close()
+            left += net.leftovers([], [])
+        finally:
+            forced = force_cleanup(node.root, node.run_dir)
+            net.remove_bridge()
+    assert left == [], f"left behind: {left} (then force-cleaned: {forced})"
+
+
+def test_100_pods_started_then_half_deleted_and_half_edited_at_once_leave_exactly_the_directory(tmp_path, busybox):
+    stress(tmp_path, busybox, pods=100, rounds=1, settle_s=90)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not SLOW, reason="the long variant: set KUBELITE_SLOW_TESTS=1")
+def test_150_pods_with_three_rounds_of_deletions_edits_and_arrivals(tmp_path, busybox):
+    stress(tmp_path, busybox, pods=150, rounds=3, settle_s=300)
