@@ -245,3 +245,34 @@ def test_a_crash_loop_and_its_backoff_are_the_same_on_workers(tmp_path):
             counts[workers] = (node.container("crash")["restartCount"],
                                [e["reason"] for e in node.events() if e["reason"] == "BackOff"][:1])
     assert counts[0] == counts[3] and counts[3][0] >= 3
+
+
+def test_on_workers_only_pods_that_are_due_are_synced(tmp_path, monkeypatch):
+    with simulated_node(tmp_path, pod_workers=2, relist_period_s=20.0) as node:
+        for name in ("a", "b"):
+            node.write(f"{name}.yaml", pod_doc(name))
+        node.settle()
+        synced: list[str] = []
+        original = node.agent.executor.sync_pod
+
+        def counting(uid, now, **kwargs):
+            synced.append(node.agent.pods[uid].pod.metadata.name)
+            return original(uid, now, **kwargs)
+        monkeypatch.setattr(node.agent.executor, "sync_pod", counting)
+        node.agent.run_once()
+        assert synced == [], "running pods that nothing changed are not synced again"
+        doc = pod_doc("a")
+        doc["metadata"]["labels"] = {"tier": "web"}
+        node.write("a.yaml", doc)
+        node.settle()
+        assert set(synced) == {"a"}, "the pod whose manifest changed is synced, the other is not"
+        synced.clear()
+        [b_uid] = [uid for uid, e in node.agent.pods.items() if e.pod.metadata.name == "b"]
+        [c] = [c for c in node.runtime.list_containers() if c.uid == b_uid]
+        node.runtime.exit_container(c.id, 1)   # the relist observes the exit: b is due
+        node.settle()
+        assert "b" in synced and "a" not in synced
+        assert node.container("b")["restartCount"] == 1
+        synced.clear()
+        node.advance(21)   # a relist period: every pod once
+        assert {"a", "b"} <= set(synced)
