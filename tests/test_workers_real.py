@@ -141,7 +141,7 @@ def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: f
         assert len([item for item in found if item.startswith("veth")]) == len(live), "one veth per live pod"
         assert len([item for item in found if item.startswith("lease")]) == len(live), "one lease per live pod"
         assert len([item for item in found if item.startswith("netns")]) == len(live), "one netns per live pod"
-        node.agent.close()   # every write of the workers reaches the database
+        node.agent.state.flush()   # every write of the workers reaches the database (the loop has stopped)
         reader = Reader(node.root)
         try:
             stored = {p["metadata"]["name"]: p for p in reader.pods()}
