@@ -171,3 +171,33 @@ def test_100_pods_started_then_half_deleted_and_half_edited_at_once_leave_exactl
 @pytest.mark.skipif(not SLOW, reason="the long variant: set KUBELITE_SLOW_TESTS=1")
 def test_150_pods_with_three_rounds_of_deletions_edits_and_arrivals(tmp_path, busybox):
     stress(tmp_path, busybox, pods=150, rounds=3, settle_s=300)
+
+
+def test_two_pods_asking_for_one_host_port_at_once_do_not_both_get_it(tmp_path, busybox):
+    require_cni()
+    net = NetworkUnderTest(tmp_path)
+    node = Node(tmp_path / "manifests", net.root, net.run_dir, busybox, network=net.make(), node_ip=cni.host_ip(),
+                options={"pod_workers": WORKERS})
+    node.start()
+    left: list[str] = ["close did not finish"]
+    try:
+        port = free_port()
+        for name in ("first", "second", "third"):
+            (node.manifests / f"{name}.yaml").write_text(yaml.safe_dump(doc(name, 0, host_port=port)))
+        node.agent.hint_manifests()
+
+        def settled() -> list[str] | None:
+            node.step()
+            running = [n for n in ("first", "second", "third") if node.running(n, "app")]
+            waiting = [n for n in ("first", "second", "third")
+                       if "already allocated" in str(node.container(n, "app").get("state", {}).get("waiting", {}))]
+            return running if len(running) + len(waiting) == 3 else None
+        running = wait_for(settled, timeout=60, what="one pod running and two refused their host port")
+        assert len(running) == 1, f"{running} all hold host port {port}"
+    finally:
+        try:
+            left = node.close()
+            left += net.leftovers([], [])
+        finally:
+            net.remove_bridge()
+    assert left == [], f"left behind: {left}"
