@@ -369,7 +369,11 @@ class Agent:
     # ------------------------------------------------------------------ runtime relist
 
     def relist(self, now: datetime) -> None:
-        """Make the observed records match the runtime: the runtime is the truth."""
+        """Make the observed records match the runtime: the runtime is the truth.
+
+        The state lock stays held from the runtime's lists to the last comparison: a pod worker
+        that recorded a sandbox or container after the lists were taken would otherwise be found
+        missing from them (and its container marked lost)."""
         seen_sandboxes = set()
         for info in self.runtime.list_sandboxes():
             seen_sandboxes.add(info.id)
@@ -512,8 +516,8 @@ class Agent:
             for old in attempts[KEEP_ATTEMPTS:]:
                 if old.running:
                     continue
-                try:
-                    self.runtime.remove_container(old.id)
+                try:   # with the state lock let go: the pods on workers are left out above
+                    self.executor.runtime.remove_container(old.id)
                 except RuntimeError_:
                     pass
                 self.state.forget_container(old.id, delete=True)
@@ -531,7 +535,7 @@ class Agent:
         in_use |= {v.image.reference or "" for e in self.state.pods.values() for v in e.pod.spec.volumes if v.image}
         in_use |= {c.image for _, c in self.state.containers.values() if c.image} | self.pulls.busy()
         try:
-            removed = self.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
+            removed = self.executor.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
                                                         low_percent=self.config.image_gc_low_percent)
         except RuntimeError_ as exc:
             log.warning("image garbage collection: %s", exc)
