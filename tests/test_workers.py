@@ -49,11 +49,16 @@ def test_the_state_lock_knows_its_holder_and_lets_go_only_its_own_hold():
 
 def test_a_runtime_call_lets_the_lock_go_while_it_runs():
     lock = StateLock()
+    held_inside: list[bool] = []
     inside = threading.Event()
     proceed = threading.Event()
 
     class SlowRuntime:
         name = "slow"
+
+        def sandbox_ip(self, sandbox_id: str) -> str:
+            held_inside.append(lock.held())
+            return "10.0.0.1"
 
         def create_container(self, sandbox_id: str) -> str:
             inside.set()
@@ -62,6 +67,9 @@ def test_a_runtime_call_lets_the_lock_go_while_it_runs():
 
     runtime = UnlockedRuntime(SlowRuntime(), lock)  # type: ignore[arg-type]
     assert runtime.name == "slow"
+    with lock:
+        assert runtime.sandbox_ip("s1") == "10.0.0.1"
+    assert held_inside == [True], "a call that answers from memory keeps the lock"
     result: list[str] = []
 
     def worker() -> None:

@@ -52,8 +52,15 @@ class StateLock:
             self.__enter__()
 
 
+#: The runtime's calls that wait for other processes or the disk (runc, conmon, CNI plugins, mounts,
+#: removals); the others answer from memory and keep the lock (letting it go costs a hand-over).
+WAITING_CALLS = frozenset({"run_sandbox", "stop_sandbox", "remove_sandbox", "create_container", "start_container",
+                           "remove_container", "remove_unused_images", "exec_sync", "pull_image"})
+
+
 class UnlockedRuntime:
-    """`runtime`, whose methods run with `lock` let go (attributes that are not methods are the runtime's)."""
+    """`runtime`, whose waiting methods (`WAITING_CALLS`) run with `lock` let go; everything else
+    is the runtime's own."""
 
     def __init__(self, runtime: Runtime, lock: StateLock) -> None:
         self._runtime, self._lock = runtime, lock
@@ -64,7 +71,7 @@ class UnlockedRuntime:
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._runtime, name)
-        if not callable(attribute):
+        if name not in WAITING_CALLS:
             return attribute
         lock = self._lock
 
