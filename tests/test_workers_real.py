@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from kubelite.runtime import cni
 from kubelite.store.reader import Reader
 from tests.helpers import free_port
 from tests.real import Node, container, pod, wait_for
-from tests.test_faults_real import Loop, force_cleanup, gone_pod_remains
+from tests.test_faults_real import STEADY, Loop, force_cleanup, gone_pod_remains, kubelite, starts
 from tests.test_network_real import NetworkUnderTest, require_cni
 
 pytestmark = pytest.mark.real
@@ -201,3 +202,78 @@ def test_two_pods_asking_for_one_host_port_at_once_do_not_both_get_it(tmp_path, 
         finally:
             net.remove_bridge()
     assert left == [], f"left behind: {left}"
+
+
+def test_kill_9_while_pods_start_and_go_on_workers_adopts_every_pod_and_restarts_none(tmp_path, busybox):
+    """The daemon (default pod workers) killed -9 while 30 pods start and 15 are removed: the next
+    start finishes the work, nothing is started twice, no running pod is restarted, nothing leaks
+    (the `kubelite` context checks the machine at the end)."""
+    steady = [f"steady-{i:02d}" for i in range(20)]
+    doomed = [f"doomed-{i:02d}" for i in range(15)]
+    burst = [f"burst-{i:02d}" for i in range(30)]
+    with kubelite(tmp_path, busybox) as k:
+        for name in steady + doomed:
+            k.write(pod(name, container("app", STEADY)))
+        k.start()
+
+        def running(names: list[str]) -> bool:
+            s = k.statuses()
+            return all(n in s and "running" in s[n]["state"] for n in names)
+        wait_for(lambda: running(steady + doomed), timeout=120, what="35 pods running")
+        before = k.statuses()
+        for name in doomed:
+            (k.manifests / f"{name}.yaml").unlink()
+        for name in burst:
+            k.write(pod(name, container("app", STEADY)))
+        wait_for(lambda: "pod default/burst-" in k.log(1), timeout=30, what="the burst under way")
+        time.sleep(0.3)
+        k.stop(signal.SIGKILL)   # conmon and the containers live on; starts and removals were in flight
+        first = k.log(1)
+        started = sum(f"pod default/{name}: Started" in first for name in burst)
+        removed = sum(f"pod default/{name}: removed" in first for name in doomed)
+        print(f"\nat the kill: {started} of {len(burst)} started, {removed} of {len(doomed)} removed")
+        assert started < len(burst) or removed < len(doomed), "the kill came after the work: nothing was in flight"
+        k.start()
+        wait_for(lambda: running(steady + burst) and not set(doomed) & set(k.pods()), timeout=180,
+                 what="the directory's 50 pods running and the 15 others gone")
+        after = k.statuses()
+        counted = starts(k.run_dir)
+        for name in steady:
+            assert (after[name]["containerID"], after[name]["restartCount"]) == (before[name]["containerID"], 0), name
+            assert counted[name] == 1, f"{name} started {counted[name]} times"
+        for name in burst:
+            assert after[name]["restartCount"] == 0, name
+            assert counted[name] == 1, f"{name} started {counted[name]} times"
+        assert "Traceback" not in k.log()
+
+
+def test_a_start_not_recorded_before_a_crash_is_seen_as_running_and_a_created_container_as_created(node):
+    """kubelite stopped between `runc start` and writing the record: the runtime sees the command
+    running (not "created", which would start it a second time); one only created stays created."""
+    import json
+
+    from kubelite.api.models import Container
+    from kubelite.core.types import ContainerState
+    from kubelite.runtime.oci import OCIRuntime
+    from kubelite.runtime.protocol import ContainerConfig
+
+    node.write(pod("web", container("app", STEADY)))
+    node.until(lambda: node.running("web", "app"), what="web running")
+    cid = node.container_id("web", "app")
+    [info] = [c for c in node.runtime.list_containers() if c.id == cid]
+    spare = node.runtime.create_container(info.sandbox_id, ContainerConfig(
+        uid=info.uid, pod_name="web", namespace="default", attempt=0, spec_hash="h",
+        container=Container.model_validate({"name": "spare", "image": "busybox:latest", "command": ["sleep", "60"]})))
+    record = node.run_dir / "containers" / cid / "record.json"
+    data = json.loads(record.read_text())
+    data["started_at"] = None   # as if kubelite died right after `runc start`
+    record.write_text(json.dumps(data))
+    again = OCIRuntime(root=node.root, run_dir=node.run_dir, images=node.runtime.images)
+    seen = {c.id: c for c in again.list_containers()}
+    assert seen[cid].state is ContainerState.RUNNING and seen[cid].started_at is not None
+    assert json.loads(record.read_text())["started_at"], "the start is recorded now"
+    assert seen[spare].state is ContainerState.CREATED
+    node.runtime.signal_container(spare, "KILL")
+    wait_for(lambda: next(c for c in node.runtime.list_containers() if c.id == spare).state
+             is ContainerState.EXITED, what="the spare container gone")
+    node.runtime.remove_container(spare)
