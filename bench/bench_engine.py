@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Callable
 
 from kubelite.agent.agent import Agent, AgentConfig
+from kubelite.agent.workers import default_size
 from kubelite.api.decode import DesiredPod
 from kubelite.core import backoff as backoffs
 from kubelite.core.plan import plan
@@ -211,7 +212,7 @@ def _rescan_passes(agent: Agent, clock: ManualClock, passes: int) -> list[float]
     return samples
 
 
-def bench_agent(workdir: Path) -> AgentFigures:
+def bench_agent(workdir: Path, workers: int = 0) -> AgentFigures:
     manifests, root = workdir / "manifests", workdir / "root"
     write_manifests(manifests, PODS)
     clock = ManualClock(datetime.now(timezone.utc).replace(microsecond=0))
@@ -219,7 +220,7 @@ def bench_agent(workdir: Path) -> AgentFigures:
     store = Store(root)
     try:
         agent = Agent(store=store, runtime=runtime, clock=clock,
-                      config=AgentConfig(manifests=manifests, root=root, node_name="bench"))
+                      config=AgentConfig(manifests=manifests, root=root, node_name="bench", pod_workers=workers))
         first = timed(agent.run_once)
         passes = 1 + settle(agent, clock)
         running_now = sum(c.state is ContainerState.RUNNING for c in runtime.list_containers())
@@ -228,6 +229,7 @@ def bench_agent(workdir: Path) -> AgentFigures:
         agent.run_once()  # warm-up
         steady = summarize(_steady_passes(agent, clock, AGENT_PASSES))
         rescan = summarize(_rescan_passes(agent, clock, RESCAN_PASSES))
+        agent.close()
         return AgentFigures(first, passes, steady, rescan, running_now)
     finally:
         store.close()
@@ -236,7 +238,8 @@ def bench_agent(workdir: Path) -> AgentFigures:
 # ---------------------------------------------------------------------- report
 
 
-def rows(plan_summary: Summary, planned: int, busy: int, agent: AgentFigures) -> list[Row]:
+def rows(plan_summary: Summary, planned: int, busy: int, agent: AgentFigures, on_workers: AgentFigures,
+         workers: int) -> list[Row]:
     per_pod_us = plan_summary.median_s / planned * 1e6
     return [
         Row.of(f"plan() pass, {planned} pods x 3 containers", plan_summary,
@@ -248,6 +251,10 @@ def rows(plan_summary: Summary, planned: int, busy: int, agent: AgentFigures) ->
                f"relist + {PODS} idle sync_pod; n={agent.steady.n}"),
         Row.of("run_once() steady + manifest rescan", agent.rescan, "-",
                f"{PODS} files unchanged; every 20 s and per hint; n={agent.rescan.n}"),
+        Row(f"run_once() first pass on {workers} pod workers, {PODS} pods", duration(on_workers.first_pass_s), "-",
+            "-", f"waits for the workers' syncs; settled after {on_workers.settle_passes} passes; n=1"),
+        Row.of(f"run_once() steady on pod workers, {PODS} pods running", on_workers.steady, "-",
+               f"relist; only pods that are due are synced (none here); n={on_workers.steady.n}"),
     ]
 
 
@@ -255,8 +262,11 @@ def main() -> None:
     plan_summary, planned, busy = bench_plan()
     with tempfile.TemporaryDirectory(prefix="kubelite-bench-") as tmp:
         agent = bench_agent(Path(tmp))
+    workers = default_size()
+    with tempfile.TemporaryDirectory(prefix="kubelite-bench-") as tmp:
+        on_workers = bench_agent(Path(tmp), workers)
     print_table("bench_engine: core.plan and Agent.run_once (FakeRuntime, SQLite in a temp dir)",
-                rows(plan_summary, planned, busy, agent),
+                rows(plan_summary, planned, busy, agent, on_workers, workers),
                 notes=["wall clock (perf_counter); figures are measured, never asserted",
                        "logging unconfigured (WARNING): the daemon also writes an INFO line per event",
                        "plan mix per 1000 pods: " + ", ".join(f"{k} {v}" for k, v in MIX.items())])
@@ -266,6 +276,8 @@ def main() -> None:
                f"{plan_summary.median_s / planned * 1e6:.1f} us/pod; in-process, no reference"),
         Row.of(f"6. run_once() full relist + sync, {PODS} pods running", agent.steady, "-",
                f"{agent.steady.median_s / PODS * 1e6:.0f} us/pod; FakeRuntime, SQLite; no reference"),
+        Row.of(f"6. run_once() on pod workers, {PODS} pods running", on_workers.steady, "-",
+               f"relist, due pods only ({workers} workers); FakeRuntime, SQLite"),
     ])
 
 

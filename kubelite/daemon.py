@@ -248,7 +248,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         last_error, last_logged = "", 0.0
         while not stop.is_set():
             try:
-                wake = agent.run_once()
+                wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
             except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
                 health.failed(str(exc))
                 if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
@@ -275,6 +275,10 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         if api is not None:
             api.close()
         watcher.stop()
+        try:
+            agent.close()   # the syncs under way end, and what they changed is written
+        except Exception as exc:  # noqa: BLE001 — a failing store: the next start relists the runtime
+            log.error("writing the last changes: %s", exc)
         agent.probing.prober.close()
         close = getattr(runtime, "close", None)
         if close is not None:

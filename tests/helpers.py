@@ -12,6 +12,9 @@ from kubelite.api.decode import DesiredPod, decode_document
 from kubelite.core.types import ContainerState, ObservedContainer, ObservedPod, ObservedSandbox, StopReason
 
 T0 = datetime(2026, 11, 28, 6, 0, 0, tzinfo=timezone.utc)
+#: Pod workers of the agents the tests make (`AgentConfig.pod_workers`): 0, syncs on the loop, unless
+#: KUBELITE_TEST_POD_WORKERS says otherwise (the whole suite can run with workers that way).
+TEST_POD_WORKERS = int(os.environ.get("KUBELITE_TEST_POD_WORKERS", "0"))
 
 
 def at(seconds: float) -> datetime:

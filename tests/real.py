@@ -22,6 +22,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from tests.helpers import TEST_POD_WORKERS
+
 REPO = Path(__file__).resolve().parent.parent
 SEARCH = os.pathsep.join([os.environ.get("PATH", ""), "/usr/sbin", "/usr/bin", "/sbin", "/bin"])
 
@@ -129,7 +131,8 @@ class Node:
         self.store = Store(self.root)
         self.agent = Agent(store=self.store, runtime=self.runtime,
                            config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test",
-                                              node_ip=self.node_ip, **self.options))
+                                              node_ip=self.node_ip,
+                                              **{"pod_workers": TEST_POD_WORKERS, **self.options}))
         return self
 
     def write(self, doc: dict[str, Any], name: str | None = None) -> Path:
@@ -187,6 +190,7 @@ class Node:
         try:
             wait_for(lambda: not self.agent.pods, timeout=30, what="every pod to be removed", step=self.step)
         finally:
+            self.agent.close()
             self.agent.probing.prober.close()
             self.runtime.close()
             self.store.close()

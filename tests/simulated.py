@@ -20,7 +20,7 @@ from kubelite.kubectl import pods as printers
 from kubelite.runtime.fake import FakeRuntime
 from kubelite.store.reader import Reader
 from kubelite.store.store import Store
-from tests.helpers import T0
+from tests.helpers import T0, TEST_POD_WORKERS
 
 
 @dataclass
@@ -54,6 +54,7 @@ class SimulatedNode:
         return self.runtime.clock()
 
     def restart_agent(self) -> None:
+        self.agent.close()
         self.store.close()
         self.store = Store(self.root)
         self.agent = Agent(store=self.store, runtime=self.runtime, config=self.agent.config)
@@ -108,9 +109,10 @@ def simulated_node(tmp_path: Path, **options: Any) -> Iterator[SimulatedNode]:
         store = Store(root)
         agent = Agent(store=store, runtime=runtime,
                       config=AgentConfig(manifests=manifests, root=root, node_name="node1",
-                                         image_pull_workers=0, **options))
+                                         image_pull_workers=0, **{"pod_workers": TEST_POD_WORKERS, **options}))
         node = SimulatedNode(manifests, root, runtime, store, agent, clock)
         try:
             yield node
         finally:
+            node.agent.close()
             node.store.close()

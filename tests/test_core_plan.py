@@ -56,6 +56,31 @@ def test_a_container_killed_for_a_changed_definition_restarts_even_under_never()
     assert names(actions) == ["app"] and actions.backoff_holds == ()
 
 
+def created(d, name: str, *, attempt: int = 0, spec_hash: str | None = None, sandbox_id: str = "sb"):
+    c = running(d, name, attempt=attempt, spec_hash=spec_hash)
+    return dataclasses.replace(c, state=ContainerState.CREATED, started_at=None, sandbox_id=sandbox_id)
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("current", ("app", 0, "app-0")),                  # kubelite stopped between create and start: start it
+    ("other sandbox", ("app", 1, None)),               # made in a sandbox that is gone: a new container
+    ("changed spec", ("app", 1, None)),                # its definition changed meanwhile: a new container
+    ("sandbox not ready", None),                       # a new sandbox first
+])
+def test_a_container_created_but_never_started_is_started_as_it_is(case, expected):
+    d = desired()
+    c = created(d, "app", spec_hash="old" if case == "changed spec" else None,
+                sandbox_id="other" if case == "other sandbox" else "sb")
+    sb = sandbox(d, ready=case != "sandbox not ready")
+    actions = plan(d, observed(d, c, sb=sb), record=PodRecord(), backoff={}, now=at(5))
+    if expected is None:
+        assert actions.create_sandbox and [s.created_id for s in actions.to_start] == [None]
+        return
+    [start] = actions.to_start
+    assert (start.name, start.attempt, start.created_id) == expected
+    assert actions.backoff_holds == () and start.backoff_update is None
+
+
 # ------------------------------------------------------------------ CrashLoopBackOff
 
 def test_backoff_sequence_is_0_10_20_40_80_160_300_300_seconds():

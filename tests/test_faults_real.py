@@ -331,7 +331,7 @@ class Loop:
         agent = self.node.agent
         while not self.stop.is_set():
             try:
-                wake = agent.run_once()
+                wake = agent.run_once(wait=False)   # as the daemon: pod workers wake the loop
                 self.passes += 1
             except Exception:  # noqa: BLE001 — as the daemon: log, pause, go on
                 self.errors.append(traceback.format_exc())

@@ -8,8 +8,10 @@ What the node knows lives in the node state (`nodestate`), its only in-memory co
 writer of the store; each pod's sync is the executor's (`executor`, `starting`): `plan()`
 decides, the executor carries the plan out.
 
-It runs on one thread; other threads only call `hint_*`, which set flags and wake the loop
-(see `daemon`), or queue results.
+It runs on one thread, the node state's writer; other threads only call `hint_*`, which set
+flags and wake the loop (see `daemon`), or queue results. With pod workers (`agent.workers`,
+`AgentConfig.pod_workers`), the pass hands each pod's sync to a worker instead of running it
+itself; the loop and the workers take turns on the node state by its lock (`agent.statelock`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ from kubelite.agent.hooks import HookRunner
 from kubelite.agent.nodestate import COMMIT_ANNOTATION, NodeState, PodEntry
 from kubelite.agent.pulls import ImagePulls
 from kubelite.agent.starting import IMAGE_BACKOFF, PULL_WAIT, SYNC_ERROR_RETRY_S
+from kubelite.agent.statelock import UnlockedRuntime
+from kubelite.agent.workers import PodWorkers
 from kubelite.api import claims as claim_objects
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
@@ -89,10 +93,23 @@ class Agent:
         self.sysctl_policy = security.SysctlPolicy(
             kernel=config.kernel if config.kernel is not None else linux.kernel_version(),
             allowed_unsafe=tuple(security.check_allowed_unsafe(config.allowed_unsafe_sysctls)))
-        self.executor = PodExecutor(state=self.state, runtime=runtime, config=config, configs=self.configs,
-                                    probing=self.probing, hooks=self.hooks, pulls=self.pulls,
-                                    sysctl_policy=self.sysctl_policy, apparmor_enabled=self.apparmor_enabled)
+        # a pod's sync lets the node state's lock go while the runtime works: other pods' syncs go on
+        self.executor = PodExecutor(state=self.state, runtime=UnlockedRuntime(runtime, self.state.lock),
+                                    config=config, configs=self.configs, probing=self.probing, hooks=self.hooks,
+                                    pulls=self.pulls, sysctl_policy=self.sysctl_policy,
+                                    apparmor_enabled=self.apparmor_enabled)
+        self.workers = PodWorkers(config.pod_workers, lock=self.state.lock, wake=self.wake.set) \
+            if config.pod_workers else None
+        self.next_sync: dict[str, datetime | None] = {}   # uid → when its last sync asked to be looked at again
+        self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per relist period
+        self.last_replacing: frozenset[str] = frozenset()
         self._load()
+
+    def close(self) -> None:
+        """Wait for the syncs under way, then write what they changed."""
+        if self.workers is not None:
+            self.workers.close()
+        self.state.flush()
 
     # ------------------------------------------------------------------ hints (any thread)
 
@@ -107,6 +124,7 @@ class Agent:
     def _load(self) -> None:
         """Fill the node state from the store (at start, and after a failed write)."""
         self.snapshot, self.manifests_dirty = None, True
+        self.next_full_sync = None   # every pod is synced at the next pass
         stored = self.state.load()
         self.configs.load(stored.config_objects)
         self.configs.claims.load(stored.persistent_volumes)
@@ -156,8 +174,10 @@ class Agent:
 
     # ------------------------------------------------------------------ the pass
 
-    def run_once(self) -> datetime | None:
-        """One reconcile pass; returns when the next pass is due at the latest.
+    def run_once(self, *, wait: bool = True) -> datetime | None:
+        """One reconcile pass; returns when the next pass is due at the latest. With pod workers,
+        `wait` waits for the syncs the pass handed to them (tests, one-shot runs); the daemon's
+        loop does not wait, and a worker that ends wakes it.
 
         A pass is one transaction. If it cannot be written (a full disk), the in-memory mirror is
         reloaded from the store, so that the next pass derives and writes everything again rather
@@ -167,16 +187,18 @@ class Agent:
         if self.store.replaced():
             log.warning("%s was deleted or replaced while kubelite ran: writing the state again", self.store.path)
             self.store.reopen()
-            self._write_all()
+            with self.state.lock:
+                self._write_all()
         try:
-            return self._pass()
+            return self._pass(wait)
         except StoreError:
-            self._load()
+            with self.state.lock:
+                self._load()
             raise
 
-    def _pass(self) -> datetime | None:
-        now = self.clock()
-        with self.state.transaction():
+    def _pass(self, wait: bool) -> datetime | None:
+        with self.state.transaction(), self.state.lock:   # written when the lock is let go (`flush`)
+            now = self.clock()
             if not self.meta_written:
                 self.state.write_meta()
                 self.meta_written = True
@@ -190,15 +212,61 @@ class Agent:
             self.executor.record_pulls(now)
             wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
             self.terminating_keys = frozenset(e.key for e in self.state.pods.values() if e.deleted_at is not None)
-            for uid in list(self.state.pods):
-                with metrics.timed(metrics.POD_SYNC):
-                    wake = _earliest(wake, self.executor.sync_pod(uid, now, replacing=self.terminating_keys))
-                if uid not in self.state.pods:
-                    self.manifests_dirty = True  # removed: a replacement of the same name may be waiting
+            wake = _earliest(wake, self.sync_pods(now, wait))
             self.collect_garbage(now)
         wake = _earliest(wake, self.runtime.next_event_time())
         if self.manifests_dirty:
             wake = now
+        return wake
+
+    def sync_pods(self, now: datetime, wait: bool) -> datetime | None:
+        """The pods' syncs: every pod's on the loop, or on the pod workers those of the pods that
+        are due — changed by anything but their own sync (`NodeState.touch`), at the time their last
+        sync asked for, new, or all of them once per relist period, as the kubelet's resync. A pod
+        on a worker already is looked at again when its sync ends."""
+        touched = self.state.take_touched()
+        replacing = self.terminating_keys
+        if replacing != self.last_replacing:   # a pod that waited for the one it replaces may go on now
+            touched |= {e.uid for e in self.state.pods.values() if e.key in replacing ^ self.last_replacing}
+            self.last_replacing = replacing
+        if self.workers is None:
+            wake: datetime | None = None
+            for uid in list(self.state.pods):
+                wake = _earliest(wake, self._sync_pod(uid, now, replacing))
+            return wake
+        full = self.next_full_sync is None or now >= self.next_full_sync
+        if full:
+            self.next_full_sync = now + timedelta(seconds=self.config.relist_period_s)
+        busy = self.workers.busy()
+        for uid in list(self.state.pods):
+            due = self.next_sync.get(uid, now)
+            if not (full or uid in touched or (due is not None and due <= now)):
+                continue
+            if uid in busy or not self.workers.dispatch(
+                    uid, lambda uid=uid: self._sync_pod(uid, self.clock(), replacing)):
+                self.state.touch(uid)   # due again when its sync ends (which wakes the loop)
+        if wait:
+            with self.state.lock.released():
+                self.workers.wait_idle()
+        wake = self.workers.take()
+        busy = self.workers.busy()
+        for uid, due in self.next_sync.items():
+            if uid not in busy:
+                wake = _earliest(wake, due)
+        return _earliest(wake, self.next_full_sync)
+
+    def _sync_pod(self, uid: str, now: datetime, replacing: frozenset[str]) -> datetime | None:
+        if uid not in self.state.pods:
+            self.next_sync.pop(uid, None)
+            return None   # removed by the loop's reload meanwhile
+        with metrics.timed(metrics.POD_SYNC), self.state.syncing(uid):
+            wake = self.executor.sync_pod(uid, now, replacing=replacing)
+        if uid not in self.state.pods:
+            self.next_sync.pop(uid, None)
+            self.manifests_dirty = True  # removed: a replacement of the same name may be waiting
+            self.wake.set()
+        else:
+            self.next_sync[uid] = wake
         return wake
 
     # ------------------------------------------------------------------ manifests
@@ -301,7 +369,11 @@ class Agent:
     # ------------------------------------------------------------------ runtime relist
 
     def relist(self, now: datetime) -> None:
-        """Make the observed records match the runtime: the runtime is the truth."""
+        """Make the observed records match the runtime: the runtime is the truth.
+
+        The state lock stays held from the runtime's lists to the last comparison: a pod worker
+        that recorded a sandbox or container after the lists were taken would otherwise be found
+        missing from them (and its container marked lost)."""
         seen_sandboxes = set()
         for info in self.runtime.list_sandboxes():
             seen_sandboxes.add(info.id)
@@ -371,7 +443,9 @@ class Agent:
         result changed, so that the pods must be synced."""
         events, changed = self.probing.apply(self.probing.prober.drain(now), self.state.pods)
         self._write_probe_events(events, now)
-        return changed
+        for uid in changed:
+            self.state.touch(uid)
+        return bool(changed)
 
     def absorb_probe_outcomes(self) -> bool:
         """Between passes, on the reconcile thread: apply probe runs that change no result (writing
@@ -379,12 +453,13 @@ class Agent:
         woke the loop)."""
         if self.wake.take():
             return True
-        now = self.clock()
-        events, changed = self.probing.apply(self.probing.prober.drain(now), self.state.pods)
-        if events:
-            with self.state.transaction():
-                self._write_probe_events(events, now)
-        return changed
+        with self.state.transaction(), self.state.lock:
+            now = self.clock()
+            events, changed = self.probing.apply(self.probing.prober.drain(now), self.state.pods)
+            self._write_probe_events(events, now)
+            for uid in changed:
+                self.state.touch(uid)
+        return bool(changed)
 
     def _write_probe_events(self, events: list[probing.ProbeEvent], now: datetime) -> None:
         for uid, name, type_, reason, message in events:
@@ -430,8 +505,10 @@ class Agent:
     def collect_garbage(self, now: datetime) -> None:
         """Keep the two newest attempts per container; drop stale backoff entries and old events."""
         by_name: dict[tuple[str, str], list[ObservedContainer]] = {}
+        busy = self.workers.busy() if self.workers is not None else frozenset()
         for uid, c in self.state.containers.values():
-            by_name.setdefault((uid, c.name), []).append(c)
+            if uid not in busy:   # a pod on a worker is its worker's
+                by_name.setdefault((uid, c.name), []).append(c)
         for attempts in by_name.values():
             if len(attempts) <= KEEP_ATTEMPTS:
                 continue
@@ -439,8 +516,8 @@ class Agent:
             for old in attempts[KEEP_ATTEMPTS:]:
                 if old.running:
                     continue
-                try:
-                    self.runtime.remove_container(old.id)
+                try:   # with the state lock let go: the pods on workers are left out above
+                    self.executor.runtime.remove_container(old.id)
                 except RuntimeError_:
                     pass
                 self.state.forget_container(old.id, delete=True)
@@ -458,7 +535,7 @@ class Agent:
         in_use |= {v.image.reference or "" for e in self.state.pods.values() for v in e.pod.spec.volumes if v.image}
         in_use |= {c.image for _, c in self.state.containers.values() if c.image} | self.pulls.busy()
         try:
-            removed = self.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
+            removed = self.executor.runtime.remove_unused_images(in_use, high_percent=self.config.image_gc_high_percent,
                                                         low_percent=self.config.image_gc_low_percent)
         except RuntimeError_ as exc:
             log.warning("image garbage collection: %s", exc)

@@ -18,6 +18,7 @@ class AgentConfig:
     backoff: BackoffPolicy = BackoffPolicy()
     node_ip: str | None = None          # status.hostIP, and podIP of hostNetwork pods
     image_pull_workers: int = 3           # pulls at once, beside the loop; 0: on the loop (simulated tests)
+    pod_workers: int = 0                  # pods synced at once on workers (`agent.workers`); 0: on the loop
     image_gc_high_percent: int = 85       # the kubelet's --image-gc-high-threshold
     image_gc_low_percent: int = 80        # the kubelet's --image-gc-low-threshold
     image_gc_period_s: float = 300.0      # the kubelet's ImageGCPeriod

@@ -155,7 +155,7 @@ class PodExecutor(ContainerStarter):
         for start in actions.to_start:
             if sandbox is None or not sandbox.ready:
                 break
-            self.start_container(entry, sandbox.id, start.name, start.attempt, now)
+            self.start_container(entry, sandbox.id, start.name, start.attempt, now, created_id=start.created_id)
         pulling = entry.containers_pulling()   # their restart has not happened yet: no backoff step for it
         for start in actions.to_start:
             if start.backoff_update is not None and start.name not in pulling:

@@ -6,19 +6,22 @@ and containers (a cache of the runtime's records, which stay the truth about con
 relist refreshes it, it never competes), CrashLoopBackOff and image pull backoff entries, the
 last start error per container, postStart hooks that have not returned, the manifest problems,
 events, and the v1 Pod object as it is stored. It is the only writer of the database for all of
-these: every change goes through one of its methods, which updates memory and the store
-together inside the caller's transaction. The CLI's `sync --once` writes its result through
+these: every change goes through one of its methods, which updates memory at once and queues the
+row (`store.writebehind`); the writer thread writes the queue in one transaction when its
+`transaction()` ends (`flush`). The CLI's `sync --once` writes its result through
 `write_sync_result`, the same code path as the agent's.
 
 A pod's sync touches only its own `PodEntry` and the rows of its own containers, sandboxes and
-backoff keys, so that pod workers can run side by side (`agent.executor`). Its settings (the
-manifests directory, the node name) are read from the agent's `AgentConfig`, their one home.
+backoff keys, so that pod workers run side by side (`agent.workers`); whoever changes or reads
+the node state holds its `lock` (a pod worker lets it go while the runtime works). Its settings
+(the manifests directory, the node name) are read from the agent's `AgentConfig`, their one home.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -26,6 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from kubelite.agent.config import AgentConfig
+from kubelite.agent.statelock import StateLock
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.core import status as statuses
@@ -37,6 +41,7 @@ from kubelite.sources import gitsync
 from kubelite.store.reader import SYNC_META_KEY
 from kubelite.store.serial import dumps
 from kubelite.store.store import Store, StoredState
+from kubelite.store.writebehind import WriteBehind
 
 log = logging.getLogger("kubelite.agent")
 
@@ -107,7 +112,9 @@ class NodeState:
     """The node's one in-memory copy of its state, and the one writer of the store."""
 
     def __init__(self, store: Store, config: AgentConfig) -> None:
-        self.store = store
+        self.store = WriteBehind(store)   # every write queued, written by `flush` on the writer thread
+        self.lock = StateLock()
+        self._depth = 0   # nested `transaction()`s of the writer thread
         self.config = config   # the agent's settings, the one home of the manifests directory and node name
         self.pods: dict[str, PodEntry] = {}
         self.sandboxes: dict[str, tuple[str, ObservedSandbox]] = {}
@@ -119,6 +126,8 @@ class NodeState:
         self.image_backoff: dict[str, BackoffEntry] = {}   # "<uid>_<image>": the kubelet's image backoff
         self.post_start: dict[str, PostStart] = {}   # container id → its postStart hook, until it returned
         self.problems: set[str] = set()
+        self.touched: set[str] = set()   # pods changed by anyone but their own sync (`take_touched`)
+        self._syncing = threading.local()
 
     @property
     def manifests(self) -> Path:
@@ -134,6 +143,7 @@ class NodeState:
         """Fill memory from the store (at start, and after a failed write); returns what was read,
         for the configuration objects' own load."""
         previous = self.pods   # pulls in flight live only here: carried over by uid
+        self.store.reset()
         self.pods, self.sandboxes, self.pod_sandboxes, self.containers, self.by_pod = {}, {}, {}, {}, {}
         self.problems = set()
         state = self.store.load()
@@ -180,13 +190,52 @@ class NodeState:
 
     @contextmanager
     def transaction(self) -> Iterator[NodeState]:
-        with self.store.transaction():
+        """The writer thread's unit of work: what it (and any pod worker meanwhile) changed is written
+        in one database transaction when the outermost `transaction()` ends without an error."""
+        self._depth += 1
+        try:
             yield self
+        finally:
+            self._depth -= 1
+        if self._depth == 0:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the queued rows (the writer thread only; a StoreError leaves the database unchanged).
+        The queue is taken under the lock, so that no change is split between two transactions;
+        the database is written with the lock let go, and pod workers go on meanwhile."""
+        if self.lock.held():
+            taken = self.store.take()
+        else:
+            with self.lock:
+                taken = self.store.take()
+        self.store.write(taken)
+
+    # ------------------------------------------------------------------ which pods changed
+
+    def touch(self, uid: str) -> None:
+        """The pod changed: it is due for a sync, unless the change is its own sync's."""
+        if getattr(self._syncing, "uid", None) != uid:
+            self.touched.add(uid)
+
+    @contextmanager
+    def syncing(self, uid: str) -> Iterator[None]:
+        """The calling thread runs the pod's sync: what it changes does not make the pod due again."""
+        self._syncing.uid = uid
+        try:
+            yield
+        finally:
+            self._syncing.uid = None
+
+    def take_touched(self) -> set[str]:
+        touched, self.touched = self.touched, set()
+        return touched
 
     # ------------------------------------------------------------------ pods
 
     def add_pod(self, entry: PodEntry) -> None:
         self.pods[entry.uid] = entry
+        self.touch(entry.uid)
         self.persist(entry)
 
     def remove_pod(self, uid: str) -> None:
@@ -239,35 +288,42 @@ class NodeState:
 
     def set_desired(self, entry: PodEntry, desired: DesiredPod, source: str, commit: str | None) -> None:
         """A new version of the pod's manifest (same UID)."""
+        self.touch(entry.uid)
         entry.desired, entry.source, entry.commit = desired, source, commit
         self.persist(entry)
 
     def mark_deleted(self, entry: PodEntry, now: datetime) -> None:
         """The pod's manifest is gone: it terminates."""
+        self.touch(entry.uid)
         entry.deleted_at = now
         entry.record = replace(entry.record, terminating=True)
         self.persist(entry)
 
     def set_record(self, entry: PodEntry, record: PodRecord, *, persist: bool = False) -> None:
+        self.touch(entry.uid)
         entry.record = record
         if persist:
             self.persist(entry)
 
     def set_status(self, entry: PodEntry, status: dict[str, Any]) -> None:
+        self.touch(entry.uid)
         entry.status = status
         self.persist(entry)
 
     def set_holds(self, entry: PodEntry, holds: tuple[BackoffHold, ...]) -> None:
+        self.touch(entry.uid)
         entry.holds = holds
 
     def set_wait(self, entry: PodEntry, waiting: PodWait | None) -> None:
         """What the pod's starts wait for (`core.plan`); None: they go on at the next pass."""
+        self.touch(entry.uid)
         entry.waiting = waiting
 
     # ------------------------------------------------------------------ image pulls and their backoff
 
     def add_pull_waiter(self, entry: PodEntry, image: str, name: str) -> bool:
         """Container `name` of the pod waits for `image`'s pull; True if it was not waiting yet."""
+        self.touch(entry.uid)
         waiters = entry.pulling.setdefault(image, set())
         if name in waiters:
             return False
@@ -280,13 +336,16 @@ class NodeState:
                          for name in entry.pulling.pop(image, ()))
         for uid, _ in waiters:
             self.pods[uid].waiting = None
+            self.touch(uid)
         return [(self.pods[uid], name) for uid, name in waiters]
 
     def add_fresh_pull(self, entry: PodEntry, name: str, image: str) -> None:
+        self.touch(entry.uid)
         entry.fresh_pulls.add((name, image))
 
     def use_fresh_pulls(self, entry: PodEntry, name: str, images: list[str]) -> None:
         """Container `name` was configured from these images: their fresh pulls are used up."""
+        self.touch(entry.uid)
         entry.fresh_pulls -= {(name, image) for image in images}
 
     def set_image_backoff(self, key: str, backoff: BackoffEntry | None) -> None:
@@ -300,6 +359,9 @@ class NodeState:
 
     def set_post_start(self, container_id: str, hook: PostStart | None) -> None:
         """The state of a container's postStart hook; None: it returned (or the container stopped)."""
+        known = self.containers.get(container_id)
+        if known is not None:
+            self.touch(known[0])
         if hook is None:
             self.post_start.pop(container_id, None)
         else:
@@ -314,6 +376,7 @@ class NodeState:
 
     def observe(self, uid: str, c: ObservedContainer) -> None:
         """Remember a container as the runtime (or an action on it just now) reports it."""
+        self.touch(uid)
         old = self.containers.get(c.id)
         if old is not None and old[1].running and c.state is ContainerState.EXITED:
             entry = self.pods.get(uid)
@@ -324,7 +387,11 @@ class NodeState:
 
     def forget_container(self, container_id: str, *, delete: bool = False) -> None:
         """Drop a removed container from memory (and its row with `delete`; a removed pod's rows go with it)."""
-        uid, _ = self.containers.pop(container_id)
+        known = self.containers.pop(container_id, None)
+        if known is None:
+            return   # forgotten already (the garbage collection and a pod's removal both let go of it)
+        uid = known[0]
+        self.touch(uid)
         pod = self.by_pod.get(uid, {})
         pod.pop(container_id, None)
         if not pod:
@@ -334,6 +401,7 @@ class NodeState:
             self.store.delete_container(container_id)
 
     def save_sandbox(self, uid: str, sb: ObservedSandbox) -> None:
+        self.touch(uid)
         self._put_sandbox(uid, sb)
         self.store.put_sandbox(uid, sb)
 
@@ -357,6 +425,7 @@ class NodeState:
                 return
         else:
             self.start_errors[(uid, name)] = error
+        self.touch(uid)
         self.store.put_start_error(uid, name, error)
 
     def start_errors_of(self, uid: str) -> dict[str, StartError]:
@@ -377,6 +446,7 @@ class NodeState:
     def event(self, entry: PodEntry, type_: str, reason: str, message: str, now: datetime, *,
               container: str | None = None) -> None:
         """Record an event on the pod and write the lifecycle log line for it."""
+        self.touch(entry.uid)
         field_path = ""
         if container is not None:
             kind = "initContainers" if any(c.name == container for c in entry.pod.spec.init_containers) \

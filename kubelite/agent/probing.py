@@ -98,11 +98,11 @@ class ProbeManager:
             self.states.pop((cid, kind), None)
             self.results.pop((cid, kind), None)
 
-    def apply(self, outcomes: list[ProbeOutcome], pods: Mapping[str, Any]) -> tuple[list[ProbeEvent], bool]:
-        """Apply runs to the states: the events they raise, and whether any result changed.
-        `pods` maps a uid to anything with a `.pod` (the agent's entries)."""
+    def apply(self, outcomes: list[ProbeOutcome], pods: Mapping[str, Any]) -> tuple[list[ProbeEvent], set[str]]:
+        """Apply runs to the states: the events they raise, and the pods (uids) of which a result
+        changed. `pods` maps a uid to anything with a `.pod` (the agent's entries)."""
         events: list[ProbeEvent] = []
-        changed = False
+        changed: set[str] = set()
         for outcome in outcomes:
             key = (outcome.container_id, outcome.kind)
             state = self.states.get(key)
@@ -116,7 +116,8 @@ class ProbeManager:
                 continue  # queued behind a result that closed the gate on it (startup succeeded)
             new = rules.observe(state, outcome.kind, probe, outcome.result)
             self._put(*key, new)
-            changed |= new.result is not state.result
+            if new.result is not state.result:
+                changed.add(owner[0])
             event = rules.event(outcome)
             if event is not None:
                 events.append((owner[0], owner[1], *event))

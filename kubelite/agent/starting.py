@@ -59,9 +59,14 @@ class ContainerStarter:
         self.probing, self.hooks, self.pulls = probing, hooks, pulls
         self.sysctl_policy, self.apparmor_enabled = sysctl_policy, apparmor_enabled
 
-    def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime) -> None:
+    def start_container(self, entry: PodEntry, sandbox_id: str, name: str, attempt: int, now: datetime, *,
+                        created_id: str | None = None) -> None:
         container = container_named(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
+        known = self.state.containers.get(created_id) if created_id is not None else None
+        if known is not None:   # created before kubelite stopped, never started: only `runc start` is left
+            self.run_created(entry, container, known[1], sandbox_id, now)
+            return
         image = container.image or ""
         # the image, then those of its image volumes (as the kubelet, pulled by their own pullPolicy)
         images = [(image, container.image_pull_policy or "IfNotPresent"),
@@ -83,8 +88,14 @@ class ContainerStarter:
         self.state.event(entry, "Normal", "Created", f"Created container: {name}", now, container=name)
         observed = ObservedContainer(id=container_id, name=name, attempt=attempt, spec_hash=config.spec_hash,
                                      state=ContainerState.CREATED, created_at=now, sandbox_id=sandbox_id, image=image)
+        self.run_created(entry, container, observed, sandbox_id, now)
+
+    def run_created(self, entry: PodEntry, container: Container, observed: ObservedContainer, sandbox_id: str,
+                    now: datetime) -> None:
+        """Start a created container: Started, or a StartError; then its postStart hook."""
+        name = container.name
         try:
-            self.runtime.start_container(container_id)
+            self.runtime.start_container(observed.id)
         except RuntimeError_ as exc:
             self.state.observe(entry.uid, replace(observed, state=ContainerState.EXITED, finished_at=now,
                                                   exit_code=128, reason="StartError", message=str(exc)))
@@ -93,7 +104,7 @@ class ContainerStarter:
         self.state.observe(entry.uid, replace(observed, state=ContainerState.RUNNING, started_at=now))
         self.state.set_start_error(entry.uid, name, None)
         self.state.event(entry, "Normal", "Started", f"Started container {name}", now, container=name)
-        self.run_post_start(entry, container, container_id, sandbox_id, now)
+        self.run_post_start(entry, container, observed.id, sandbox_id, now)
 
     def container_config(self, entry: PodEntry, container: Container, attempt: int) -> ContainerConfig:
         """What the runtime needs to create the container, before its env and mounts are resolved."""

@@ -108,6 +108,8 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
                        help="image GC frees space down to this (default 80)")
     serve.add_argument("--max-parallel-image-pulls", type=int, default=3, metavar="N",
                        help="image pulls at once (default 3)")
+    serve.add_argument("--pod-workers", type=int, default=None, metavar="N",
+                       help="pods synced at once (default: two per core, 2 to 8; 0: one after another)")
     serve.add_argument("--sync-repo", default=None, metavar="URL",
                        help="follow this git repository: the manifests path becomes a symlink kubelite swaps")
     serve.add_argument("--sync-ref", default="HEAD", metavar="REF", help="branch, tag or commit (default HEAD)")

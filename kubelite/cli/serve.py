@@ -39,6 +39,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
     if args.max_parallel_image_pulls < 1:
         raise UsageError("--max-parallel-image-pulls must be at least 1")
+    if args.pod_workers is not None and not 0 <= args.pod_workers <= 64:
+        raise UsageError("--pod-workers must be between 0 and 64")
+    from kubelite.agent import workers
+
+    pod_workers = workers.default_size() if args.pod_workers is None else args.pod_workers
     from kubelite.core import security
 
     try:
@@ -48,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
     agent = AgentConfig(manifests=config.manifests(args.manifests), root=config.root(args.root),
                         node_name=args.node_name or socket.gethostname().lower(),
                         relist_period_s=args.relist_period, backoff=backoff, node_ip=node_ip,
-                        image_pull_workers=args.max_parallel_image_pulls,
+                        image_pull_workers=args.max_parallel_image_pulls, pod_workers=pod_workers,
                         image_gc_high_percent=args.image_gc_high_threshold,
                         image_gc_low_percent=args.image_gc_low_threshold, resolv_conf=args.resolv_conf,
                         seccomp_default=args.seccomp_default, allowed_unsafe_sysctls=unsafe)

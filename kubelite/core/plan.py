@@ -168,13 +168,27 @@ class _Planner:
             return  # already asked to stop (escalation is rule 1), or by an earlier rule of this plan
         self.actions.to_kill.append(KillAction(c.id, c.name, "TERM", grace_period(self.desired), reason, message))
 
+    def startable(self, last: ObservedContainer, container: Container) -> bool:
+        """A container created but never started (kubelite stopped between create and start), of
+        the current spec, in the pod's ready sandbox: it is started as it is — the app has not
+        run, so this is no restart (the kubelet would make a new container and count one)."""
+        sandbox = self.observed.sandbox
+        return last.state is ContainerState.CREATED and sandbox is not None and sandbox.ready \
+            and sandbox.id == last.sandbox_id and sandbox.sandbox_hash == self.desired.sandbox_hash \
+            and last.spec_hash == self.desired.container_hashes.get(container.name)
+
     def start(self, container: Container, *, init: bool) -> bool:
         """Start `container` now unless its image's pull, CrashLoopBackOff or a postStart hook holds it;
         True if it starts."""
+        last = self.newest.get(container.name)
+        if last is not None and self.startable(last, container):
+            if self.held_by_post_start():
+                return False
+            self.actions.to_start.append(StartAction(container.name, last.attempt, init=init, created_id=last.id))
+            return True
         if container.name in self.pulling:
             self.pull_held.append(container.name)
             return False   # it starts once the pull has ended (the pull's end wakes the loop)
-        last = self.newest.get(container.name)
         attempt = last.attempt + 1 if last is not None else 0
         if last is not None and last.state is ContainerState.EXITED and last.finished_at is not None:
             meta = self.desired.pod.metadata

@@ -164,6 +164,9 @@ class StartAction:
     #: the CrashLoopBackOff step this restart takes; recorded once the start is under way (not while
     #: it waits for its image to be pulled: that restart has not happened yet)
     backoff_update: BackoffEntry | None = None
+    #: a container of this attempt that was created but never started (kubelite stopped between
+    #: `runc create` and `runc start`): it is started as it is, rather than made again
+    created_id: str | None = None
 
 
 @dataclass(frozen=True)

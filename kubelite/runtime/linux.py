@@ -143,6 +143,15 @@ def process_start(pid: int) -> int | None:
     return int(fields[19])
 
 
+def process_comm(pid: int) -> str | None:
+    """The process's name (/proc/PID/comm); None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as handle:
+            return handle.read().decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+
+
 def alive(pid: int, start: int) -> bool:
     """True if `pid` is still the process that started at `start` (not a reused PID)."""
     return pid > 0 and process_start(pid) == start

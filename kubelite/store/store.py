@@ -237,13 +237,28 @@ class Store:
         Values only increase (as an API server's do), so a watch can resume after the last one it
         saw. The counter starts above every pod's stored version, so it also grows from a database
         written before it existed."""
-        conn = self.conn
+        value = self._resource_version(self.conn) + 1
+        self._set_meta(self.conn, RESOURCE_VERSION_KEY, str(value))
+        return value
+
+    def resource_version(self) -> int:
+        """The counter's current value (outside a transaction: what the database holds now)."""
+        if self._conn is not None:
+            return self._resource_version(self._conn)
+        with self.engine.connect() as conn:
+            return self._resource_version(conn)
+
+    @staticmethod
+    def _resource_version(conn: Connection) -> int:
         current = conn.execute(select(schema.meta.c.value).where(schema.meta.c.key == RESOURCE_VERSION_KEY)).scalar()
         if current is None:
             current = conn.execute(select(func.max(schema.pods.c.resource_version))).scalar() or 0
-        value = int(current) + 1
-        self._set_meta(conn, RESOURCE_VERSION_KEY, str(value))
-        return value
+        return int(current)
+
+    def set_resource_version(self, value: int) -> None:
+        """Move the counter to `value` (values handed out by the node state's write queue); never back."""
+        if value > self._resource_version(self.conn):
+            self._set_meta(self.conn, RESOURCE_VERSION_KEY, str(value))
 
     def get_meta(self, key: str) -> str | None:
         with self.engine.connect() as conn:
@@ -286,11 +301,13 @@ class Store:
         """Insert or replace a pod row (all columns of `schema.pods`)."""
         self.conn.execute(_PUT_POD, row)
 
-    def delete_pod(self, uid: str) -> None:
-        """Forget a pod and everything observed about it; leave a tombstone for watches."""
+    def delete_pod(self, uid: str, *, version: int | None = None) -> None:
+        """Forget a pod and everything observed about it; leave a tombstone for watches (at
+        `version`, the next resourceVersion when not given)."""
         for table in (schema.containers, schema.sandboxes, schema.start_errors, schema.pods):
             self.conn.execute(delete(table).where(table.c.uid == uid))
-        version = self.next_resource_version()
+        if version is None:
+            version = self.next_resource_version()
         self.set_meta(TOMBSTONE_PREFIX + uid, str(version))
         meta = schema.meta
         self.conn.execute(delete(meta).where(meta.c.key.startswith(TOMBSTONE_PREFIX, autoescape=True),

@@ -7,6 +7,7 @@ layers `<root>/pods/<uid>/containers/<id>/`; a part of `OCIRuntime` (`oci.runtim
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import signal as signals
@@ -30,6 +31,9 @@ from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, ExecResult
 
 #: The kubelet's default `containerLogMaxSize`.
 LOG_SIZE_MAX = 10 * 1024 * 1024
+#: The name runc gives its init process (`runc:[2:INIT]`) until `runc start` makes it the container's command.
+RUNC_INIT_PREFIX = "runc:["
+log = logging.getLogger("kubelite.runtime")
 #: A container whose PID 1 is gone gets this long for conmon's exit file to appear.
 EXIT_FILE_GRACE_S = 0.5
 
@@ -206,6 +210,21 @@ class Containers:
                              created_at=datetime.fromisoformat(r.created_at), started_at=parse_time(r.started_at),
                              finished_at=finished_at, exit_code=exit_code, reason=reason, message=r.message)
 
+    def _started_unrecorded(self, r: ContainerRecord) -> bool:
+        """True (and the start recorded now) when the container's process runs its command although
+        no start was recorded: kubelite stopped between `runc start` and writing the record. A
+        container that was only created is still runc's init process, waiting to be started."""
+        comm = linux.process_comm(r.pid) if linux.alive(r.pid, r.pid_start) else None
+        if comm is None or comm.startswith(RUNC_INIT_PREFIX):
+            return False
+        with self._lock:
+            if not r.started_at:
+                r.started_at = self.clock().isoformat()
+                self._save(r)
+                log.info("container %s (%s of pod %s/%s) was started before its start was recorded", r.id, r.name,
+                         r.namespace, r.pod_name)
+        return True
+
     def _observe(self, r: ContainerRecord) -> tuple[ContainerState, int | None, datetime | None, str | None]:
         """A container's state from conmon's exit file and /proc — the truth, every time."""
         if r.exit_code is not None:  # recorded before (a start error, or an exit already read)
@@ -217,6 +236,8 @@ class Containers:
         except FileNotFoundError:
             if linux.alive(r.pid, r.pid_start) or linux.alive(r.conmon_pid, r.conmon_start):
                 # running — or just exited, and conmon is about to write the exit file: not yet an exit
+                if not r.started_at and self._started_unrecorded(r):
+                    return ContainerState.RUNNING, None, None, None
                 return (ContainerState.RUNNING if r.started_at else ContainerState.CREATED), None, None, None
             return ContainerState.UNKNOWN, None, None, None
         code = int(text) if text.lstrip("-").isdigit() and text.isascii() else 255

@@ -66,6 +66,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         for path in (self.state_dir, self.exit_dir, self.socket_dir, self.sandbox_dir, self.container_dir):
             statefiles.make_dirs(path, base=run_dir)
         self._lock = threading.RLock()
+        self._host_ports_lock = threading.Lock()   # `run_sandbox` of pods with host ports, one at a time
         self._sandboxes: dict[str, SandboxRecord] = self._load(self.sandbox_dir, SandboxRecord)
         self._containers: dict[str, ContainerRecord] = self._load(self.container_dir, ContainerRecord)
         self._observer: Any = None

@@ -45,6 +45,7 @@ class Sandboxes:
     machine: str
     kernel: tuple[int, ...]
     _lock: threading.RLock
+    _host_ports_lock: threading.Lock
     _sandboxes: dict[str, SandboxRecord]
     _containers: dict[str, ContainerRecord]
     _next_teardown_retry: float
@@ -57,6 +58,14 @@ class Sandboxes:
 
     def run_sandbox(self, config: SandboxConfig) -> str:
         mappings = () if config.host_network else config.port_mappings
+        if not mappings:
+            return self._run_sandbox(config, mappings)
+        # from the check that its host ports are free until the sandbox holding them is recorded:
+        # two pods asking for one port at once (pod workers) cannot both get it
+        with self._host_ports_lock:
+            return self._run_sandbox(config, mappings)
+
+    def _run_sandbox(self, config: SandboxConfig, mappings: tuple[PortMapping, ...]) -> str:
         with self._lock:
             earlier = [r for r in self._sandboxes.values() if r.uid == config.uid and not r.stopped]
         for old in earlier:   # the pod's sandbox died: its address and host ports are released now

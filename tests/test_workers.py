@@ -1,0 +1,286 @@
+"""Pod workers: the node state's lock, its write queue, the pool, and the agent syncing pods on workers.
+
+The real-container side (many pods started and removed at once, nothing leaked) is
+`test_workers_real.py`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import timedelta
+
+import pytest
+from kubelite.agent.statelock import StateLock, UnlockedRuntime
+from kubelite.agent.workers import PodWorkers, default_size
+from kubelite.core.types import BackoffEntry, ContainerState
+from kubelite.errors import StoreError
+from kubelite.store.reader import Reader
+from kubelite.store.store import Store
+from kubelite.store.writebehind import WriteBehind
+from tests.helpers import at, pod_doc, running, desired
+from tests.simulated import simulated_node
+
+
+# ---------------------------------------------------------------------- the lock
+
+
+def test_the_state_lock_knows_its_holder_and_lets_go_only_its_own_hold():
+    lock = StateLock()
+    assert not lock.held()
+    with lock.released():   # not held: nothing to let go
+        assert not lock.held()
+    with lock:
+        assert lock.held()
+        seen = []
+        other = threading.Thread(target=lambda: seen.append(lock.held()))
+        other.start()
+        other.join()
+        assert seen == [False]
+        with lock.released():
+            assert not lock.held()
+            taken = threading.Thread(target=lambda: lock.__enter__() and lock.__exit__())
+            taken.start()
+            taken.join(5)
+            assert not taken.is_alive(), "another thread takes the lock while it is let go"
+        assert lock.held()
+    assert not lock.held()
+
+
+def test_a_runtime_call_lets_the_lock_go_while_it_runs():
+    lock = StateLock()
+    held_inside: list[bool] = []
+    inside = threading.Event()
+    proceed = threading.Event()
+
+    class SlowRuntime:
+        name = "slow"
+
+        def sandbox_ip(self, sandbox_id: str) -> str:
+            held_inside.append(lock.held())
+            return "10.0.0.1"
+
+        def create_container(self, sandbox_id: str) -> str:
+            inside.set()
+            assert proceed.wait(5)
+            return f"c-{sandbox_id}"
+
+    runtime = UnlockedRuntime(SlowRuntime(), lock)  # type: ignore[arg-type]
+    assert runtime.name == "slow"
+    with lock:
+        assert runtime.sandbox_ip("s1") == "10.0.0.1"
+    assert held_inside == [True], "a call that answers from memory keeps the lock"
+    result: list[str] = []
+
+    def worker() -> None:
+        with lock:
+            result.append(runtime.create_container("s1"))
+            result.append(str(lock.held()))
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert inside.wait(5)
+    with lock:   # taken while the worker's runtime call runs
+        proceed.set()
+    thread.join(5)
+    assert result == ["c-s1", "True"]
+
+
+# ---------------------------------------------------------------------- the write queue
+
+
+def test_queued_writes_reach_the_database_only_when_flushed_in_order(tmp_path):
+    store = Store(tmp_path)
+    queue = WriteBehind(store)
+    d = desired()
+    c = running(d, "app", started=1)
+    queue.put_container(d.uid, c)
+    queue.put_container(d.uid, c.__class__(**{**c.__dict__, "state": ContainerState.EXITED, "exit_code": 2,
+                                               "finished_at": at(2)}))
+    queue.put_backoff(BackoffEntry("k", 10.0, at(1)))
+    assert queue.pending() == 3
+    assert store.execute_sql("SELECT count(*) FROM containers")[0][0] == 0
+    queue.flush()
+    assert queue.pending() == 0
+    assert store.execute_sql("SELECT state, exit_code FROM containers") == [("exited", 2)]
+    assert store.execute_sql("SELECT key FROM backoff") == [("k",)]
+    store.close()
+
+
+def test_resource_versions_continue_from_the_database_and_are_written_with_the_queue(tmp_path):
+    store = Store(tmp_path)
+    with store.transaction():
+        assert store.next_resource_version() == 1
+        store.next_resource_version()
+    queue = WriteBehind(store)
+    assert queue.next_resource_version() == 3
+    queue.delete_pod("gone")   # a tombstone at the next version
+    assert store.resource_version() == 2, "nothing written before the flush"
+    queue.flush()
+    assert store.resource_version() == 4
+    assert Reader(tmp_path).meta("deleted/gone") == "4"
+    again = WriteBehind(store)
+    assert again.next_resource_version() == 5
+    store.close()
+
+
+def test_a_failed_flush_writes_nothing_and_the_queue_starts_over_from_the_database(tmp_path):
+    store = Store(tmp_path)
+    queue = WriteBehind(store)
+    queue.put_backoff(BackoffEntry("first", 10.0, at(1)))
+    queue.next_resource_version()
+    queue.put_container("uid", "not a container")   # type: ignore[arg-type]  — fails inside the transaction
+    with pytest.raises(Exception):
+        queue.flush()
+    assert store.execute_sql("SELECT count(*) FROM backoff")[0][0] == 0, "rolled back with the failing write"
+    queue.reset()
+    assert queue.pending() == 0 and queue.next_resource_version() == 1
+    store.close()
+
+
+# ---------------------------------------------------------------------- the pool
+
+
+def test_a_pod_is_never_on_two_workers_and_the_pool_reports_what_its_syncs_asked():
+    lock = StateLock()
+    woken = []
+    pool = PodWorkers(3, lock=lock, wake=lambda: woken.append(1))
+    release = threading.Event()
+    running_now: list[str] = []
+    overlap: list[str] = []
+
+    def sync(uid: str, wake_s: float):
+        def run():
+            assert lock.held(), "a sync runs with the state lock held"
+            if uid in running_now:
+                overlap.append(uid)
+            running_now.append(uid)
+            with lock.released():
+                assert release.wait(5)
+            running_now.remove(uid)
+            return at(wake_s)
+        return run
+
+    assert pool.dispatch("a", sync("a", 30))
+    assert pool.dispatch("b", sync("b", 10))
+    assert not pool.dispatch("a", sync("a", 1)), "a pod on a worker is not given to a second one"
+    assert pool.busy() == {"a", "b"}
+    release.set()
+    assert pool.wait_idle(5)
+    assert pool.busy() == frozenset() and overlap == [] and len(woken) == 2
+    assert pool.take() == at(10)
+    assert pool.take() is None
+    pool.close()
+
+
+def test_an_error_in_a_sync_is_raised_by_the_loop():
+    pool = PodWorkers(1, lock=StateLock(), wake=lambda: None)
+
+    def broken():
+        raise ValueError("boom")
+    pool.dispatch("a", broken)
+    assert pool.wait_idle(5)
+    with pytest.raises(ValueError, match="boom"):
+        pool.take()
+    assert not pool.busy()
+    pool.close()
+    assert not pool.dispatch("b", broken), "a closed pool takes no more syncs"
+
+
+def test_the_default_pool_follows_the_cores_within_bounds():
+    assert 2 <= default_size() <= 8
+    with pytest.raises(ValueError):
+        PodWorkers(0, lock=StateLock(), wake=lambda: None)
+
+
+# ---------------------------------------------------------------------- the agent on workers
+
+
+def test_pods_synced_on_workers_end_as_on_the_loop_and_only_the_loop_writes(tmp_path, monkeypatch):
+    writers: set[str] = set()
+    original = Store.transaction
+
+    def watched(self):
+        writers.add(threading.current_thread().name)
+        return original(self)
+    monkeypatch.setattr(Store, "transaction", watched)
+    results = {}
+    for workers in (0, 4):
+        (tmp_path / f"w{workers}").mkdir()
+        with simulated_node(tmp_path / f"w{workers}", pod_workers=workers) as node:
+            for i in range(20):
+                node.write(f"p{i:02d}.yaml", pod_doc(f"p{i:02d}", containers=["app", "side"]))
+            node.settle()
+            results[workers] = sorted((p["metadata"]["name"], p["status"]["phase"],
+                                       [s["ready"] for s in p["status"]["containerStatuses"]]) for p in node.pods())
+            assert len(node.runtime.list_containers()) == 40
+            for path in node.manifests.glob("*.yaml"):
+                path.unlink()
+            node.agent.hint_manifests()
+            node.advance(31)   # the grace period
+            assert node.pods() == [] and node.runtime.list_containers() == []
+    assert results[0] == results[4] and len(results[4]) == 20
+    assert all(phase == "Running" for _, phase, _ in results[4])
+    assert writers == {threading.main_thread().name}, "the database is written by the loop's thread only"
+
+
+def test_a_pass_that_does_not_wait_leaves_the_syncs_to_the_workers_and_is_woken_by_them(tmp_path):
+    with simulated_node(tmp_path, pod_workers=2) as node:
+        for i in range(6):
+            node.write(f"p{i}.yaml", pod_doc(f"p{i}"))
+        node.agent.run_once(wait=False)
+        assert node.agent.wake.wait(5), "a worker that ends wakes the loop"
+        deadline = time.monotonic() + 10
+        while len(node.pods()) < 6 or any(p["status"].get("phase") != "Running" for p in node.pods()):
+            assert time.monotonic() < deadline, [p["status"] for p in node.pods()]
+            node.agent.wake.wait(0.5)
+            node.agent.run_once(wait=False)
+        node.agent.close()
+        assert not node.agent.workers.busy()
+
+
+def test_a_crash_loop_and_its_backoff_are_the_same_on_workers(tmp_path):
+    doc = pod_doc("crash")
+    doc["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=1 after=1"}
+    counts = {}
+    for workers in (0, 3):
+        (tmp_path / f"w{workers}").mkdir()
+        with simulated_node(tmp_path / f"w{workers}", pod_workers=workers) as node:
+            node.write("crash.yaml", doc)
+            node.settle()
+            for _ in range(12):
+                node.advance(5)
+            counts[workers] = (node.container("crash")["restartCount"],
+                               [e["reason"] for e in node.events() if e["reason"] == "BackOff"][:1])
+    assert counts[0] == counts[3] and counts[3][0] >= 3
+
+
+def test_on_workers_only_pods_that_are_due_are_synced(tmp_path, monkeypatch):
+    with simulated_node(tmp_path, pod_workers=2, relist_period_s=20.0) as node:
+        for name in ("a", "b"):
+            node.write(f"{name}.yaml", pod_doc(name))
+        node.settle()
+        synced: list[str] = []
+        original = node.agent.executor.sync_pod
+
+        def counting(uid, now, **kwargs):
+            synced.append(node.agent.pods[uid].pod.metadata.name)
+            return original(uid, now, **kwargs)
+        monkeypatch.setattr(node.agent.executor, "sync_pod", counting)
+        node.agent.run_once()
+        assert synced == [], "running pods that nothing changed are not synced again"
+        doc = pod_doc("a")
+        doc["metadata"]["labels"] = {"tier": "web"}
+        node.write("a.yaml", doc)
+        node.settle()
+        assert set(synced) == {"a"}, "the pod whose manifest changed is synced, the other is not"
+        synced.clear()
+        [b_uid] = [uid for uid, e in node.agent.pods.items() if e.pod.metadata.name == "b"]
+        [c] = [c for c in node.runtime.list_containers() if c.uid == b_uid]
+        node.runtime.exit_container(c.id, 1)   # the relist observes the exit: b is due
+        node.settle()
+        assert "b" in synced and "a" not in synced
+        assert node.container("b")["restartCount"] == 1
+        synced.clear()
+        node.advance(21)   # a relist period: every pod once
+        assert {"a", "b"} <= set(synced)
