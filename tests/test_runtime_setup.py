@@ -44,3 +44,31 @@ def test_at_start_only_layers_of_unknown_containers_go_and_a_pods_volumes_stay(t
     assert not (kept / "containers").exists()
     assert (kept / "volumes" / "kubernetes.io~empty-dir" / "data" / "file").read_text() == "kept"
     assert not (root / "pods" / "u2").exists()
+
+
+def test_an_exit_written_between_the_runtimes_two_looks_is_an_exit_not_unknown(tmp_path, monkeypatch):
+    """conmon writes the exit file, then exits: when both happen between the runtime's read of the
+    exit file and its look at the processes, the exit is still read (it was taken for "unknown",
+    and the container restarted without its exit code or backoff)."""
+    import threading
+    from types import SimpleNamespace
+
+    from kubelite.core.types import ContainerState
+    from kubelite.runtime import linux
+    from kubelite.runtime.oci.containers import Containers
+    from kubelite.runtime.oci.records import ContainerRecord
+    from tests.helpers import at
+
+    exit_dir = tmp_path / "exits"
+    exit_dir.mkdir()
+    record = ContainerRecord("c1", "sb", "uid", "app", "web", "default", 0, "h", "busybox", at(0).isoformat(), "",
+                             pid=10, pid_start=1, conmon_pid=11, conmon_start=1, started_at=at(1).isoformat())
+
+    def exits_meanwhile(pid: int, start: int) -> bool:
+        (exit_dir / "c1").write_text("3")   # conmon wrote it, and both processes are gone now
+        return False
+    monkeypatch.setattr(linux, "alive", exits_meanwhile)
+    runtime = SimpleNamespace(exit_dir=exit_dir, container_dir=tmp_path / "containers", _lock=threading.RLock(),
+                              _save=lambda r: None)
+    state, code, finished, reason = Containers._observe(runtime, record)  # type: ignore[arg-type]
+    assert (state, code, reason) == (ContainerState.EXITED, 3, "Error") and finished is not None

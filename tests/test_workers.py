@@ -284,3 +284,4 @@ def test_on_workers_only_pods_that_are_due_are_synced(tmp_path, monkeypatch):
         synced.clear()
         node.advance(21)   # a relist period: every pod once
         assert {"a", "b"} <= set(synced)
+

@@ -34,8 +34,6 @@ LOG_SIZE_MAX = 10 * 1024 * 1024
 #: The name runc gives its init process (`runc:[2:INIT]`) until `runc start` makes it the container's command.
 RUNC_INIT_PREFIX = "runc:["
 log = logging.getLogger("kubelite.runtime")
-#: A container whose PID 1 is gone gets this long for conmon's exit file to appear.
-EXIT_FILE_GRACE_S = 0.5
 
 
 class Containers:
@@ -239,7 +237,11 @@ class Containers:
                 if not r.started_at and self._started_unrecorded(r):
                     return ContainerState.RUNNING, None, None, None
                 return (ContainerState.RUNNING if r.started_at else ContainerState.CREATED), None, None, None
-            return ContainerState.UNKNOWN, None, None, None
+            try:   # conmon writes the exit file before it exits: it may have done both since the first look
+                text = exit_file.read_text().strip()
+                stat = exit_file.stat()
+            except FileNotFoundError:
+                return ContainerState.UNKNOWN, None, None, None
         code = int(text) if text.lstrip("-").isdigit() and text.isascii() else 255
         finished = datetime.fromtimestamp(stat.st_mtime, timezone.utc)
         oom = (self.container_dir / r.id / "persist" / "oom").exists() or \
