@@ -292,6 +292,9 @@ def follow(daemon: Daemon, remote: Remote, interval_s: float, idle_pass_s: float
         pushed, pushed_wall = time.perf_counter(), time.time()
         daemon.wait(lambda: daemon.running(name, sha), f"pod {name} (commit {sha[:12]}) Running")
         seen, seen_wall = time.perf_counter(), time.time()
+        # the log line may reach the file a moment after the state database shows the pod Running
+        daemon.wait(lambda: daemon.log_time(f"pod default/{name}: Started") is not None, f"{name}'s 'Started' logged",
+                    timeout=5)
         applied = daemon.log_time(f"sync: applied commit {sha[:12]}")
         started = daemon.log_time(f"pod default/{name}: Started")
         if applied is None or started is None:
