@@ -732,3 +732,51 @@ def test_an_executable_file_stays_executable_and_is_no_drift(tmp_path, remote, c
     clock.tick(30)
     result = sync.sync_once()
     assert result.outcome == "unchanged" and not result.drift, result.message
+
+
+def test_a_sync_that_changed_no_file_is_written_between_passes_without_one(tmp_path):
+    """`serve --sync-repo`: an unchanged (or rejected) interval's status and event are written by the
+    reconcile thread while it waits; only an applied commit or corrected drift asks for a pass."""
+    import threading
+
+    from kubelite.daemon import wait_for_work
+    from kubelite.sources.gitsync import SyncResult
+    from kubelite.store.reader import SYNC_META_KEY, Reader
+    from tests.simulated import simulated_node
+
+    with simulated_node(tmp_path) as node:
+        node.settle()
+        node.agent.wake.clear()
+        status = SyncStatus(repository="/srv/r.git", ref="main", commit="a" * 40, last_sync_at="2026-11-28T06:00:01")
+        node.agent.sync_results.put(SyncResult("unchanged", "a" * 40, "a" * 40, "up to date", 1.0, status))
+        node.agent.hint_sync_status()
+        assert node.agent.wake.is_set() and node.agent.absorb_probe_outcomes() is False, "no pass asked for"
+        node.agent.absorb_sync_results()
+        rejected = SyncStatus.from_json(status.to_json())
+        rejected.rejected_commit = "b" * 40
+        node.agent.sync_results.put(SyncResult("rejected", "a" * 40, "b" * 40, "commit bbbb not applied", 1.0,
+                                               rejected))
+        node.agent.hint_sync_status()
+        wait_for_work(node.agent, 0.2, threading.Event())   # absorbed while it waits
+        assert node.agent.sync_results.empty() and not node.agent.manifests_dirty
+        reader = Reader(node.root)
+        try:
+            assert SyncStatus.from_json(reader.meta(SYNC_META_KEY)) == rejected
+        finally:
+            reader.close()
+        assert [e["reason"] for e in node.events() if e["reason"].startswith("Sync")] == ["SyncRejected"]
+
+
+def test_a_ref_the_remote_lacks_is_left_to_the_fetch_to_report(tmp_path, clock):
+    """HEAD of the remote names a branch that does not exist: the in-process read and ls-remote find
+    nothing, so the fetch runs and says why; once the branch is pushed, it is applied."""
+    remote = Remote(tmp_path)   # its HEAD names refs/heads/main
+    git("commit", "--quiet", "--allow-empty", "-m", "x", cwd=remote.work)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/trunk", cwd=remote.work)
+    sync = engine(tmp_path, remote.bare, clock, ref="HEAD")
+    result = sync.sync_once()
+    assert result.outcome == "failed" and "give --ref BRANCH" in result.message
+    sha = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    clock.tick(result.delay_s)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == sha
