@@ -351,8 +351,27 @@ def test_an_unchanged_remote_is_not_fetched_and_a_clean_tree_not_rechecked(tmp_p
     assert pods(sync.link) == {"web": "busybox:1.36", "db": "busybox:1.36"}
 
 
+def test_a_ref_moved_within_packed_refs_is_seen(tmp_path, remote, monkeypatch):
+    """The remote's refs packed (`git pack-refs`, as `git gc` does): a move that only rewrites
+    packed-refs is read like one of a loose ref."""
+    clock = RealClock()
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    git("pack-refs", "--all", "--prune", cwd=remote.bare)
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+    clock.tick(30)
+    assert sync.sync_once().outcome == "unchanged"
+    moved = remote.commit({"manifests/db.yaml": pod_yaml("db")})
+    git("pack-refs", "--all", "--prune", cwd=remote.bare)
+    assert not (remote.bare / "refs" / "heads" / "main").exists()
+    ran = count_git(sync, monkeypatch)
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == moved and "fetch" in ran
+
+
 def test_without_an_in_process_read_ls_remote_is_asked_and_a_moved_ref_fetched(tmp_path, remote, monkeypatch):
-    monkeypatch.setattr(gitsync, "read_local_ref", lambda path, ref: None)   # as for an https:// or ssh:// remote
+    monkeypatch.setattr(gitsync.LocalRefs, "read", lambda self, ref: None)   # as for an https:// or ssh:// remote
     clock = RealClock()
     remote.commit({"manifests/web.yaml": pod_yaml("web")})
     sync = engine(tmp_path, remote.bare, clock)
@@ -371,7 +390,7 @@ def test_without_an_in_process_read_ls_remote_is_asked_and_a_moved_ref_fetched(t
 
 
 def test_ls_remote_failures_back_off_and_stay_redacted(tmp_path, remote, monkeypatch):
-    monkeypatch.setattr(gitsync, "read_local_ref", lambda path, ref: None)
+    monkeypatch.setattr(gitsync.LocalRefs, "read", lambda self, ref: None)
     good = remote.commit({"manifests/web.yaml": pod_yaml("web")})
     clock = Clock()
     sync = engine(tmp_path, remote.bare, clock)
@@ -427,7 +446,7 @@ def test_a_tag_and_an_annotated_tag_are_read_like_the_fetch_reads_them(tmp_path,
     clock.tick(30)
     assert sync.sync_once().outcome == "unchanged" and "fetch" not in ran
     tag_object = git("rev-parse", "v1", cwd=remote.work).strip()
-    assert gitsync.read_local_ref(str(remote.bare), "v1") == tag_object != first
+    assert gitsync.LocalRefs(str(remote.bare)).read("v1") == tag_object != first
     advertised = {"refs/heads/v1": "1" * 40, "refs/tags/v1": "2" * 40, "refs/remotes/origin/v1": "3" * 40}
     assert gitsync.pick_ref("v1", advertised) == "2" * 40 and gitsync.pick_ref("origin/v1", advertised) == "3" * 40
     assert gitsync.pick_ref("HEAD", {"HEAD": "4" * 40, "refs/remotes/origin/HEAD": "5" * 40}) == "4" * 40

@@ -45,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
@@ -120,7 +120,7 @@ class SyncStatus:
     drift_at: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)   # plain fields only: no deep copy needed
 
     @classmethod
     def from_json(cls, text: str) -> "SyncStatus":
@@ -207,6 +207,8 @@ class GitSync:
         self._rejected: tuple[str, str] | None = None  # (sha, why) of the last commit refused
         self._fetched: tuple[str, str] | None = None   # (object the remote's ref named, its commit) at the last fetch
         self._clean_stamp: TreeStamp | None = None      # the live tree's stat when git last found it clean
+        local = local_repository(repo_url)
+        self._local_refs = LocalRefs(local) if local is not None else None
         live = self.live_commit()
         if live != self.status.commit:
             self.status.commit, self.status.applied_at = live, None
@@ -221,9 +223,9 @@ class GitSync:
         try:
             self._ensure_repository()
             remote = self._fetch_if_moved()
-            live = self.live_commit()
-            if remote == live:
-                return self._unchanged_or_drift(live, now)
+            tree, live = self._live()
+            if remote == live and tree is not None:
+                return self._unchanged_or_drift(live, tree, now)
             if self._rejected is not None and self._rejected[0] == remote:
                 return self._reject(remote, self._rejected[1], now, again=True)
             return self._apply(remote, live, now)
@@ -233,17 +235,22 @@ class GitSync:
 
     def live_commit(self) -> str | None:
         """The commit the manifests path leads to: set only when it leads to `path` in one of our worktrees."""
-        name = self._linked_tree()
-        if name is None:
-            return None
-        expected = self.worktrees / name / self.path if self.path else self.worktrees / name
-        return name[:40] if os.path.realpath(self.link) == os.path.realpath(expected) else None
+        return self._live()[1]
 
-    def _linked_tree(self) -> str | None:
-        """The name of the worktree the manifests path leads into (whatever the sub-directory), or None."""
+    def _live(self) -> tuple[str | None, str | None]:
+        """(the worktree the manifests path leads into, whatever the sub-directory; the live commit)."""
+        target = os.path.realpath(self.link)
+        name = self._linked_tree(target)
+        if name is None:
+            return None, None
+        expected = self.worktrees / name / self.path if self.path else self.worktrees / name
+        return name, name[:40] if target == os.path.realpath(expected) else None
+
+    def _linked_tree(self, target: str | None = None) -> str | None:
+        """The name of the worktree the manifests path (resolved: `target`) leads into, or None."""
         try:
-            target = Path(os.path.realpath(self.link))
-            relative = target.relative_to(os.path.realpath(self.worktrees))
+            resolved = Path(target if target is not None else os.path.realpath(self.link))
+            relative = resolved.relative_to(os.path.realpath(self.worktrees))
         except (OSError, ValueError):
             return None
         name = relative.parts[0] if relative.parts else ""
@@ -251,10 +258,10 @@ class GitSync:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _unchanged_or_drift(self, sha: str, now: datetime) -> SyncResult:
+    def _unchanged_or_drift(self, sha: str, name: str, now: datetime) -> SyncResult:
         self._rejected = None  # the ref is back on the running commit: any refused commit is history
         self.status.rejected_commit = None
-        tree = self.worktrees / (self._linked_tree() or sha)
+        tree = self.worktrees / name
         stamp = tree_stamp(tree, now)  # taken before git looks: a change after it changes the next one
         if stamp is not None and stamp == self._clean_stamp:
             drift: list[str] = []
@@ -322,7 +329,7 @@ class GitSync:
         self.status.next_attempt = _iso(now + timedelta(seconds=self.interval_s))
 
     def _snapshot(self) -> SyncStatus:
-        return SyncStatus.from_json(self.status.to_json())
+        return dataclasses.replace(self.status, drift=list(self.status.drift))
 
     # ------------------------------------------------------------------ steps
 
@@ -351,9 +358,8 @@ class GitSync:
         found that way: the fetch then decides, and says why."""
         if _SHA.match(self.ref):
             return self.ref
-        local = local_repository(self.repo_url)
-        if local is not None:
-            found = read_local_ref(local, self.ref)
+        if self._local_refs is not None:
+            found = self._local_refs.read(self.ref)
             if found is not None:
                 return found
         out = self._git(["ls-remote", "--", self.repo_url, self.ref, f"{self.ref}/HEAD"],
@@ -575,23 +581,44 @@ def local_repository(url: str) -> str | None:
     return url if url.startswith("/") else None
 
 
-def read_local_ref(path: str, ref: str) -> str | None:
-    """The object `ref` names in the repository at `path`, read in-process (dulwich: loose refs,
-    packed-refs, reftable, symbolic refs); None when it cannot be read or is not there."""
-    from dulwich.repo import Repo
+class LocalRefs:
+    """The refs of a repository on this machine, read in-process (dulwich: loose refs, packed-refs,
+    symbolic refs, reftable). The repository stays open between passes: dulwich reads a loose ref
+    afresh each time and packed-refs again whenever its inode, size or times changed (git replaces
+    it by a rename). Anything it cannot read closes it, to be opened again at the next read."""
 
-    try:
-        with Repo(path) as repo:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._repo: Any = None
+
+    def read(self, ref: str) -> str | None:
+        """The object `ref` names (resolved as `git fetch` resolves it), or None when it cannot be
+        read or is not there."""
+        from dulwich.refs import DiskRefsContainer
+        from dulwich.repo import Repo
+
+        found = None
+        try:
+            if self._repo is None:
+                self._repo = Repo(self.path)
             for name in ref_candidates(ref):
                 try:
-                    value = repo.refs[name.encode()]
+                    value = self._repo.refs[name.encode()]
                 except (KeyError, ValueError):
                     continue
-                found = value.decode("ascii", "replace") if isinstance(value, bytes) else ""
-                return found if _SHA.match(found) else None
-    except Exception:  # noqa: BLE001 — whatever the library cannot read, `git ls-remote` is asked instead
-        return None
-    return None
+                text = value.decode("ascii", "replace") if isinstance(value, bytes) else ""
+                found = text if _SHA.match(text) else None
+                break
+        except Exception:  # noqa: BLE001 — whatever the library cannot read, `git ls-remote` is asked instead
+            found = None
+        if found is None or type(getattr(self._repo, "refs", None)) is not DiskRefsContainer:  # others: afresh each time
+            self.close()
+        return found
+
+    def close(self) -> None:
+        repo, self._repo = self._repo, None
+        if repo is not None:
+            repo.close()
 
 
 def backoff_delay(failures: int) -> float:
