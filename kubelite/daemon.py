@@ -144,7 +144,10 @@ def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: th
                     log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
                             "sync: %s", result.message)
                 agent.sync_results.put(result)
-                agent.hint_manifests()
+                if result.outcome in ("applied", "drift"):
+                    agent.hint_manifests()      # the tree changed: rescan it now
+                else:
+                    agent.hint_sync_status()    # written between passes: an idle interval makes no pass
                 stop.wait(result.delay_s)
 
     threading.Thread(target=loop, name="kubelite-git-sync", daemon=True).start()
@@ -152,12 +155,14 @@ def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: th
 
 def wait_for_work(agent: Agent, timeout: float, stop: threading.Event) -> None:
     """Sleep until the next pass is due or something asks for one. Probe runs that change no
-    result are applied as they arrive, without a pass (see `agent.probing`)."""
+    result are applied as they arrive, without a pass (see `agent.probing`), and so is the status
+    of a git sync pass that changed no file."""
     deadline = time.monotonic() + timeout
     while timeout > 0 and agent.wake.wait(timeout) and not stop.is_set():
         try:
             if agent.absorb_probe_outcomes():
                 return
+            agent.absorb_sync_results()
         except Exception:  # noqa: BLE001 — the pass that follows reports a failing store
             return
         timeout = deadline - time.monotonic()

@@ -12,12 +12,13 @@ import signal
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import yaml
 
+from kubelite.sources import gitsync
 from kubelite.sources.gitsync import (
     BACKOFF_MAX_S, GitSync, SyncStatus, backoff_delay, redact,
 )
@@ -301,6 +302,198 @@ def test_credentials_never_appear(tmp_path, clock):
     assert "https://***@127.0.0.1:9/x.git" in result.message
 
 
+# ------------------------------------------------------------------ idle intervals
+
+
+class RealClock(Clock):
+    """A clock a little ahead of the wall clock, so that files the test writes are not 'racy' for long."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(timezone.utc) + timedelta(seconds=gitsync.RACY_S + 1)
+
+
+def count_git(sync: GitSync, monkeypatch) -> list[str]:
+    """The git commands `sync` runs from now on (their first argument), through its own `_git`."""
+    ran: list[str] = []
+    real = sync._git
+
+    def logged(args, **kw):
+        ran.append(args[0])
+        return real(args, **kw)
+
+    monkeypatch.setattr(sync, "_git", logged)
+    return ran
+
+
+def test_an_unchanged_remote_is_not_fetched_and_a_clean_tree_not_rechecked(tmp_path, remote, monkeypatch):
+    """A local repository's ref is read in-process: an idle pass runs no git at all; a push is
+    fetched and applied at the next pass."""
+    clock = RealClock()
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+    ran = count_git(sync, monkeypatch)
+    clock.tick(30)
+    first = sync.sync_once()    # the fresh tree is checked once with git, then known clean
+    assert first.outcome == "unchanged" and "fetch" not in ran and "status" in ran
+    ran.clear()
+    for _ in range(3):
+        clock.tick(30)
+        result = sync.sync_once()
+        assert result.outcome == "unchanged" and result.commit == first.commit
+        assert sync.status.last_sync_at == clock.now.isoformat(timespec="seconds")
+    assert ran == []
+
+    moved = remote.commit({"manifests/db.yaml": pod_yaml("db")})
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == moved and "fetch" in ran
+    assert pods(sync.link) == {"web": "busybox:1.36", "db": "busybox:1.36"}
+
+
+def test_a_ref_moved_within_packed_refs_is_seen(tmp_path, remote, monkeypatch):
+    """The remote's refs packed (`git pack-refs`, as `git gc` does): a move that only rewrites
+    packed-refs is read like one of a loose ref."""
+    clock = RealClock()
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    git("pack-refs", "--all", "--prune", cwd=remote.bare)
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+    clock.tick(30)
+    assert sync.sync_once().outcome == "unchanged"
+    moved = remote.commit({"manifests/db.yaml": pod_yaml("db")})
+    git("pack-refs", "--all", "--prune", cwd=remote.bare)
+    assert not (remote.bare / "refs" / "heads" / "main").exists()
+    ran = count_git(sync, monkeypatch)
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == moved and "fetch" in ran
+
+
+def test_without_an_in_process_read_ls_remote_is_asked_and_a_moved_ref_fetched(tmp_path, remote, monkeypatch):
+    monkeypatch.setattr(gitsync.LocalRefs, "read", lambda self, ref: None)   # as for an https:// or ssh:// remote
+    clock = RealClock()
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    assert sync.sync_once().outcome == "applied"
+    ran = count_git(sync, monkeypatch)
+    for _ in range(2):
+        clock.tick(30)
+        assert sync.sync_once().outcome == "unchanged"
+    assert ran.count("ls-remote") == 2 and "fetch" not in ran
+    moved = remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    ran.clear()
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == moved and ran[:2] == ["ls-remote", "fetch"]
+    assert pods(sync.link) == {"web": "busybox:2"}
+
+
+def test_ls_remote_failures_back_off_and_stay_redacted(tmp_path, remote, monkeypatch):
+    monkeypatch.setattr(gitsync.LocalRefs, "read", lambda self, ref: None)
+    good = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    clock = Clock()
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    ran = count_git(sync, monkeypatch)
+    moved = tmp_path / "moved.git"
+    remote.bare.rename(moved)
+    delays = []
+    for _ in range(3):
+        result = sync.sync_once()
+        assert result.outcome == "failed" and result.commit == good and "asking" in result.message
+        delays.append(result.delay_s)
+        clock.tick(result.delay_s)
+    assert delays == [1, 2, 4] and set(ran) == {"ls-remote"}
+    moved.rename(remote.bare)
+    assert sync.sync_once().outcome == "unchanged" and sync.status.failures == 0
+
+    url = "https://user:s3cr3t-t0ken@127.0.0.1:9/x.git"
+    other = GitSync(url, ref="main", root=tmp_path / "other", link=tmp_path / "other-link", clock=clock,
+                    fetch_timeout_s=10)
+    ran = count_git(other, monkeypatch)
+    result = other.sync_once()
+    assert result.outcome == "failed" and ran[-1] == "ls-remote" and result.delay_s == 1
+    assert "s3cr3t" not in result.message + other.status.to_json() and "https://***@127.0.0.1:9/x.git" in result.message
+
+
+def test_a_ref_given_as_a_commit_needs_no_network_once_fetched(tmp_path, remote, monkeypatch):
+    clock = RealClock()
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    sync = engine(tmp_path, remote.bare, clock, ref=first)
+    assert sync.sync_once().commit == first
+    ran = count_git(sync, monkeypatch)
+    remote.bare.rename(tmp_path / "gone.git")   # no remote at all
+    for _ in range(3):
+        clock.tick(30)
+        result = sync.sync_once()
+        assert result.outcome == "unchanged" and result.commit == first
+    assert "fetch" not in ran and "ls-remote" not in ran
+
+
+def test_a_tag_and_an_annotated_tag_are_read_like_the_fetch_reads_them(tmp_path, remote, monkeypatch):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    git("tag", "-a", "-m", "release", "v1", cwd=remote.work)
+    git("push", "--quiet", "origin", "v1", cwd=remote.work)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/v1", cwd=remote.work)   # a branch of the same name
+    remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    git("push", "--quiet", "origin", "HEAD:refs/heads/v1", cwd=remote.work)
+    clock = RealClock()
+    sync = engine(tmp_path, remote.bare, clock, ref="v1")
+    assert sync.sync_once().commit == first, "the tag wins over the branch, as for git fetch"
+    ran = count_git(sync, monkeypatch)
+    clock.tick(30)
+    assert sync.sync_once().outcome == "unchanged" and "fetch" not in ran
+    tag_object = git("rev-parse", "v1", cwd=remote.work).strip()
+    assert gitsync.LocalRefs(str(remote.bare)).read("v1") == tag_object != first
+    advertised = {"refs/heads/v1": "1" * 40, "refs/tags/v1": "2" * 40, "refs/remotes/origin/v1": "3" * 40}
+    assert gitsync.pick_ref("v1", advertised) == "2" * 40 and gitsync.pick_ref("origin/v1", advertised) == "3" * 40
+    assert gitsync.pick_ref("HEAD", {"HEAD": "4" * 40, "refs/remotes/origin/HEAD": "5" * 40}) == "4" * 40
+    assert gitsync.local_repository("file:///srv/x.git") == "/srv/x.git"
+    assert gitsync.local_repository("https://host/x.git") is None and gitsync.local_repository("host:x.git") is None
+
+
+def test_drift_is_found_after_idle_passes_even_with_size_and_times_put_back(tmp_path, remote, monkeypatch):
+    clock = RealClock()
+    remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    for _ in range(2):
+        clock.tick(30)
+        assert sync.sync_once().outcome == "unchanged"
+    ran = count_git(sync, monkeypatch)
+    clock.tick(30)
+    assert sync.sync_once().outcome == "unchanged" and ran == []
+    web = sync.link / "web.yaml"
+    before = web.stat()
+    text = web.read_text()
+    web.write_text(text.replace("busybox:1.36", "evilbox:1.3"))   # the same size
+    os.utime(web, ns=(before.st_atime_ns, before.st_mtime_ns))
+    clock = RealClock()
+    sync.clock = clock
+    result = sync.sync_once()
+    assert result.outcome == "drift" and result.drift == ["manifests/web.yaml (modified)"]
+    assert pods(sync.link) == {"web": "busybox:1.36"}
+
+
+def test_a_checkout_by_hand_in_the_live_tree_is_drift(tmp_path, remote, monkeypatch):
+    first = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    second = remote.commit({"manifests/web.yaml": pod_yaml("web", "busybox:2")})
+    clock = RealClock()
+    sync = engine(tmp_path, remote.bare, clock)
+    sync.sync_once()
+    for _ in range(2):
+        clock.tick(30)
+        assert sync.sync_once().outcome == "unchanged"
+    tree = Path(os.path.realpath(sync.link)).parent
+    subprocess.run(["git", "checkout", "--quiet", "--detach", first], cwd=tree, check=True, capture_output=True)
+    sync.clock = clock = RealClock()
+    result = sync.sync_once()
+    assert result.outcome == "drift" and result.drift[0].startswith("HEAD moved to")
+    assert pods(sync.link) == {"web": "busybox:2"} and result.commit == second
+
+
 # ------------------------------------------------------------------ drift and the swap
 
 
@@ -558,3 +751,51 @@ def test_an_executable_file_stays_executable_and_is_no_drift(tmp_path, remote, c
     clock.tick(30)
     result = sync.sync_once()
     assert result.outcome == "unchanged" and not result.drift, result.message
+
+
+def test_a_sync_that_changed_no_file_is_written_between_passes_without_one(tmp_path):
+    """`serve --sync-repo`: an unchanged (or rejected) interval's status and event are written by the
+    reconcile thread while it waits; only an applied commit or corrected drift asks for a pass."""
+    import threading
+
+    from kubelite.daemon import wait_for_work
+    from kubelite.sources.gitsync import SyncResult
+    from kubelite.store.reader import SYNC_META_KEY, Reader
+    from tests.simulated import simulated_node
+
+    with simulated_node(tmp_path) as node:
+        node.settle()
+        node.agent.wake.clear()
+        status = SyncStatus(repository="/srv/r.git", ref="main", commit="a" * 40, last_sync_at="2026-11-28T06:00:01")
+        node.agent.sync_results.put(SyncResult("unchanged", "a" * 40, "a" * 40, "up to date", 1.0, status))
+        node.agent.hint_sync_status()
+        assert node.agent.wake.is_set() and node.agent.absorb_probe_outcomes() is False, "no pass asked for"
+        node.agent.absorb_sync_results()
+        rejected = SyncStatus.from_json(status.to_json())
+        rejected.rejected_commit = "b" * 40
+        node.agent.sync_results.put(SyncResult("rejected", "a" * 40, "b" * 40, "commit bbbb not applied", 1.0,
+                                               rejected))
+        node.agent.hint_sync_status()
+        wait_for_work(node.agent, 0.2, threading.Event())   # absorbed while it waits
+        assert node.agent.sync_results.empty() and not node.agent.manifests_dirty
+        reader = Reader(node.root)
+        try:
+            assert SyncStatus.from_json(reader.meta(SYNC_META_KEY)) == rejected
+        finally:
+            reader.close()
+        assert [e["reason"] for e in node.events() if e["reason"].startswith("Sync")] == ["SyncRejected"]
+
+
+def test_a_ref_the_remote_lacks_is_left_to_the_fetch_to_report(tmp_path, clock):
+    """HEAD of the remote names a branch that does not exist: the in-process read and ls-remote find
+    nothing, so the fetch runs and says why; once the branch is pushed, it is applied."""
+    remote = Remote(tmp_path)   # its HEAD names refs/heads/main
+    git("commit", "--quiet", "--allow-empty", "-m", "x", cwd=remote.work)
+    git("push", "--quiet", "origin", "HEAD:refs/heads/trunk", cwd=remote.work)
+    sync = engine(tmp_path, remote.bare, clock, ref="HEAD")
+    result = sync.sync_once()
+    assert result.outcome == "failed" and "give --ref BRANCH" in result.message
+    sha = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    clock.tick(result.delay_s)
+    result = sync.sync_once()
+    assert result.outcome == "applied" and result.commit == sha

@@ -120,6 +120,10 @@ class Agent:
     def hint_runtime(self) -> None:
         self.wake.set()
 
+    def hint_sync_status(self) -> None:
+        """A git sync result that changed no file waits in `sync_results`: written between passes."""
+        self.wake.set_between_passes()
+
     # ------------------------------------------------------------------ start-up
     def _load(self) -> None:
         """Fill the node state from the store (at start, and after a failed write)."""
@@ -437,6 +441,13 @@ class Agent:
         """Write what the git sync thread reported: its status, and an event per outcome."""
         while not self.sync_results.empty():
             self.state.record_sync_result(self.sync_results.get(), now)
+
+    def absorb_sync_results(self) -> None:
+        """Between passes, on the reconcile thread: write the git sync's results (its status, and an
+        event for a rejected or failed pass) without a pass: none of them changed the manifests."""
+        if not self.sync_results.empty():
+            with self.state.transaction(), self.state.lock:
+                self.record_sync_results(self.clock())
 
     def record_probe_outcomes(self, now: datetime) -> bool:
         """Apply the prober's runs (thresholds in `core.probes`) and write their events; True if a

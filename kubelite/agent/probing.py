@@ -32,7 +32,8 @@ ProbeEvent = tuple[str, str, str, str, str]
 
 class LoopWake(threading.Event):
     """The reconcile loop's wake-up. `set()` asks for a full pass; `set_for_probes()` only says that
-    probe runs wait; `take()` clears it and tells whether a full pass was asked for meanwhile."""
+    probe runs wait, `set_between_passes()` that git sync results wait (both are handled without a
+    pass); `take()` clears it and tells whether a full pass was asked for meanwhile."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -45,6 +46,9 @@ class LoopWake(threading.Event):
             super().set()
 
     def set_for_probes(self) -> None:
+        super().set()
+
+    def set_between_passes(self) -> None:
         super().set()
 
     def clear(self) -> None:

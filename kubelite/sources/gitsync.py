@@ -10,6 +10,13 @@ by hand in the live tree (drift) and reports them. Failures back off exponential
 capped at 5 min); a commit rejected for its content is not a failure of the machinery: it is
 retried only when the ref moves, at the normal interval.
 
+An interval in which nothing moved is cheap: the remote is first asked only what its ref names
+(read in-process from a repository on this machine, else `git ls-remote`; a ref given as a commit
+SHA needs no asking), and the fetch runs only when that differs from what was fetched last. The
+drift check (`git status`) runs only when the stat of some entry of the live tree or of its git
+state (HEAD, index) changed since the last clean check, or when one changed too recently for its
+times to tell (`RACY_S`).
+
 All or nothing: the daemon only ever sees the previous commit's tree or the new one — never a
 half-checked-out tree, never a commit with an invalid manifest.
 
@@ -38,7 +45,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
@@ -57,6 +64,9 @@ FETCH_TIMEOUT_S = 120.0
 LOCAL_TIMEOUT_S = 60.0
 #: The ref in the bare repository that holds the last fetched commit.
 FETCHED_REF = "refs/kubelite/fetched"
+#: A tree changed less than this long ago is checked with git even when its stat looks unchanged:
+#: file times are coarse, so a second edit within the same tick could leave the stat as it was.
+RACY_S = 2.0
 
 _SHA = re.compile(r"[0-9a-f]{40}\Z")
 #: Worktrees are named by commit; a second checkout of the commit in use (a damaged tree, another
@@ -110,7 +120,7 @@ class SyncStatus:
     drift_at: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)   # plain fields only: no deep copy needed
 
     @classmethod
     def from_json(cls, text: str) -> "SyncStatus":
@@ -195,6 +205,10 @@ class GitSync:
         else:
             self.status = SyncStatus(repository=shown, ref=ref, path=self.path)
         self._rejected: tuple[str, str] | None = None  # (sha, why) of the last commit refused
+        self._fetched: tuple[str, str] | None = None   # (object the remote's ref named, its commit) at the last fetch
+        self._clean_stamp: TreeStamp | None = None      # the live tree's stat when git last found it clean
+        local = local_repository(repo_url)
+        self._local_refs = LocalRefs(local) if local is not None else None
         live = self.live_commit()
         if live != self.status.commit:
             self.status.commit, self.status.applied_at = live, None
@@ -202,16 +216,16 @@ class GitSync:
     # ------------------------------------------------------------------ the pass
 
     def sync_once(self) -> SyncResult:
-        """Fetch the ref; apply its commit if new and valid, else repair drift. Never raises SyncError."""
+        """Fetch the ref if it moved; apply its commit if new and valid, else repair drift. Never raises SyncError."""
         now = self.clock()
         self.status.last_sync_at = _iso(now)
         remote: str | None = None
         try:
             self._ensure_repository()
-            remote = self._fetch()
-            live = self.live_commit()
-            if remote == live:
-                return self._unchanged_or_drift(live, now)
+            remote = self._fetch_if_moved()
+            tree, live = self._live()
+            if remote == live and tree is not None:
+                return self._unchanged_or_drift(live, tree, now)
             if self._rejected is not None and self._rejected[0] == remote:
                 return self._reject(remote, self._rejected[1], now, again=True)
             return self._apply(remote, live, now)
@@ -221,17 +235,22 @@ class GitSync:
 
     def live_commit(self) -> str | None:
         """The commit the manifests path leads to: set only when it leads to `path` in one of our worktrees."""
-        name = self._linked_tree()
-        if name is None:
-            return None
-        expected = self.worktrees / name / self.path if self.path else self.worktrees / name
-        return name[:40] if os.path.realpath(self.link) == os.path.realpath(expected) else None
+        return self._live()[1]
 
-    def _linked_tree(self) -> str | None:
-        """The name of the worktree the manifests path leads into (whatever the sub-directory), or None."""
+    def _live(self) -> tuple[str | None, str | None]:
+        """(the worktree the manifests path leads into, whatever the sub-directory; the live commit)."""
+        target = os.path.realpath(self.link)
+        name = self._linked_tree(target)
+        if name is None:
+            return None, None
+        expected = self.worktrees / name / self.path if self.path else self.worktrees / name
+        return name, name[:40] if target == os.path.realpath(expected) else None
+
+    def _linked_tree(self, target: str | None = None) -> str | None:
+        """The name of the worktree the manifests path (resolved: `target`) leads into, or None."""
         try:
-            target = Path(os.path.realpath(self.link))
-            relative = target.relative_to(os.path.realpath(self.worktrees))
+            resolved = Path(target if target is not None else os.path.realpath(self.link))
+            relative = resolved.relative_to(os.path.realpath(self.worktrees))
         except (OSError, ValueError):
             return None
         name = relative.parts[0] if relative.parts else ""
@@ -239,15 +258,22 @@ class GitSync:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _unchanged_or_drift(self, sha: str, now: datetime) -> SyncResult:
+    def _unchanged_or_drift(self, sha: str, name: str, now: datetime) -> SyncResult:
         self._rejected = None  # the ref is back on the running commit: any refused commit is history
         self.status.rejected_commit = None
-        tree = self.worktrees / (self._linked_tree() or sha)
-        try:
-            drift = self._drift(tree, sha)
-        except SyncError as exc:  # a corrupt worktree: check the same commit out afresh
-            return self._apply(sha, sha, now, reason=f"worktree of commit {sha[:12]} is damaged ({exc}); "
-                                                     "checked out again")
+        tree = self.worktrees / name
+        stamp = tree_stamp(tree, now)  # taken before git looks: a change after it changes the next one
+        if stamp is not None and stamp == self._clean_stamp:
+            drift: list[str] = []
+        else:
+            self._clean_stamp = None
+            try:
+                drift = self._drift(tree, sha)
+            except SyncError as exc:  # a corrupt worktree: check the same commit out afresh
+                return self._apply(sha, sha, now, reason=f"worktree of commit {sha[:12]} is damaged ({exc}); "
+                                                         "checked out again")
+            if not drift:
+                self._clean_stamp = stamp
         self._succeeded(now)
         if not drift:
             return SyncResult("unchanged", sha, sha, f"commit {sha[:12]} is up to date", self.interval_s,
@@ -258,6 +284,7 @@ class GitSync:
         return SyncResult("drift", sha, sha, message, self.interval_s, self._snapshot(), drift=drift)
 
     def _apply(self, sha: str, live: str | None, now: datetime, reason: str | None = None) -> SyncResult:
+        self._clean_stamp = None
         tree = self._checkout(sha)
         try:
             problem = self._validate(tree, sha)
@@ -302,7 +329,7 @@ class GitSync:
         self.status.next_attempt = _iso(now + timedelta(seconds=self.interval_s))
 
     def _snapshot(self) -> SyncStatus:
-        return SyncStatus.from_json(self.status.to_json())
+        return dataclasses.replace(self.status, drift=list(self.status.drift))
 
     # ------------------------------------------------------------------ steps
 
@@ -312,8 +339,40 @@ class GitSync:
             if self.bare.exists():
                 shutil.rmtree(self.bare)
             self._git(["init", "--quiet", "--bare", str(self.bare)], cwd=self.base, git_dir=False)
+            self._fetched = None
 
-    def _fetch(self) -> str:
+    def _fetch_if_moved(self) -> str:
+        """The commit the ref names: the one fetched last while the remote's ref names the same
+        object as then, else fetched now."""
+        named = self._remote_ref()
+        if named is not None and self._fetched is not None and self._fetched[0] == named:
+            return self._fetched[1]
+        self._fetched = None
+        self._fetched = self._fetch()
+        return self._fetched[1]
+
+    def _remote_ref(self) -> str | None:
+        """The object the remote's ref names now, without fetching: the ref itself when it is a commit
+        SHA; read in-process from a repository on this machine; else `git ls-remote` (with the fetch's
+        timeout, settings and redaction; a failure is the pass's failure). None when the ref is not
+        found that way: the fetch then decides, and says why."""
+        if _SHA.match(self.ref):
+            return self.ref
+        if self._local_refs is not None:
+            found = self._local_refs.read(self.ref)
+            if found is not None:
+                return found
+        out = self._git(["ls-remote", "--", self.repo_url, self.ref, f"{self.ref}/HEAD"],
+                        timeout=self.fetch_timeout_s, what=f"asking {self.status.repository} for {self.ref!r}")
+        advertised = {}
+        for line in out.splitlines():
+            sha, _, name = line.partition("\t")
+            if _SHA.match(sha):
+                advertised[name] = sha
+        return pick_ref(self.ref, advertised)
+
+    def _fetch(self) -> tuple[str, str]:
+        """Fetch the ref into FETCHED_REF: (the object it names, the commit that is)."""
         source = self.ref
         try:
             self._git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--", self.repo_url,
@@ -324,12 +383,15 @@ class GitSync:
                 raise SyncError(f"{exc} (the repository's HEAD names a branch that does not exist; "
                                 "give --ref BRANCH)") from None
             raise
-        out = self._git(["rev-parse", "--verify", "--quiet", f"{FETCHED_REF}^{{commit}}"],
-                        what="reading the fetched commit")
-        sha = out.strip()
-        if not _SHA.match(sha):
+        try:
+            out = self._git(["rev-parse", FETCHED_REF, f"{FETCHED_REF}^{{commit}}"],
+                            what="reading the fetched commit")
+        except SyncError as exc:
+            raise SyncError(f"ref {self.ref!r} does not name a commit ({exc})") from None
+        lines = out.split()
+        if len(lines) != 2 or not all(_SHA.match(line) for line in lines):
             raise SyncError(f"ref {self.ref!r} does not name a commit")
-        return sha
+        return lines[0], lines[1]
 
     def _checkout(self, sha: str) -> Path:
         """A fresh worktree of `sha`, never the one the manifests path leads into."""
@@ -451,6 +513,112 @@ class GitSync:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             raise SyncError(self._redact(f"{what} failed: {' / '.join(lines[-3:])}"))
         return out.decode("utf-8", "replace")
+
+
+#: What `tree_stamp` records of one entry: (path, mode, inode, size, mtime ns, ctime ns).
+TreeStamp = tuple[tuple[str, int, int, int, int, int], ...]
+
+
+def tree_stamp(tree: Path, now: datetime) -> TreeStamp | None:
+    """The lstat of every entry of a worktree and of its git state (the directory its `.git` file
+    names: HEAD, index), sorted; None when it cannot be read, or when an entry changed less than
+    RACY_S before `now` (a change within the same tick of the file times would not show).
+    An edit, an added or removed file, a mode change, a checkout or `git add` in the tree changes it:
+    each sets a ctime (which no one can set back) or an inode."""
+    try:
+        admin = (tree / ".git").read_text()
+        if not admin.startswith("gitdir: "):
+            return None
+        entries: list[tuple[str, int, int, int, int, int]] = []
+        for top in (str(tree), os.path.join(tree, admin[len("gitdir: "):].strip())):
+            _stat_tree(top, entries)
+    except (OSError, UnicodeDecodeError):
+        return None
+    newest = max(entry[5] for entry in entries)
+    if newest >= (now.timestamp() - RACY_S) * 1e9:
+        return None
+    return tuple(sorted(entries))
+
+
+def _stat_tree(top: str, out: list[tuple[str, int, int, int, int, int]]) -> None:
+    pending = [top]
+    while pending:
+        directory = pending.pop()
+        st = os.lstat(directory)
+        out.append((directory, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+        with os.scandir(directory) as entries:
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                else:
+                    st = entry.stat(follow_symlinks=False)
+                    out.append((entry.path, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
+
+
+def ref_candidates(ref: str) -> list[str]:
+    """The remote refs a short ref name stands for, in the order git's fetch prefers them
+    (`git help revisions`: the name itself, refs/, refs/tags/, refs/heads/, refs/remotes/, .../HEAD)."""
+    names = [f"refs/{ref}", f"refs/tags/{ref}", f"refs/heads/{ref}", f"refs/remotes/{ref}", f"refs/remotes/{ref}/HEAD"]
+    return ([ref] if ref == "HEAD" or ref.startswith("refs/") else []) + names
+
+
+def pick_ref(ref: str, advertised: dict[str, str]) -> str | None:
+    """The object the remote's refs (name → object) give for `ref`, as `git fetch` would pick it."""
+    for name in ref_candidates(ref):
+        if name in advertised:
+            return advertised[name]
+    return None
+
+
+def local_repository(url: str) -> str | None:
+    """The directory of a repository URL that is an absolute path or a file:// URL; else None."""
+    if url.startswith("file://"):
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return None
+        return unquote(parts.path) if parts.netloc in ("", "localhost") and parts.path.startswith("/") else None
+    return url if url.startswith("/") else None
+
+
+class LocalRefs:
+    """The refs of a repository on this machine, read in-process (dulwich: loose refs, packed-refs,
+    symbolic refs, reftable). The repository stays open between passes: dulwich reads a loose ref
+    afresh each time and packed-refs again whenever its inode, size or times changed (git replaces
+    it by a rename). Anything it cannot read closes it, to be opened again at the next read."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._repo: Any = None
+
+    def read(self, ref: str) -> str | None:
+        """The object `ref` names (resolved as `git fetch` resolves it), or None when it cannot be
+        read or is not there."""
+        from dulwich.refs import DiskRefsContainer
+        from dulwich.repo import Repo
+
+        found = None
+        try:
+            if self._repo is None:
+                self._repo = Repo(self.path)
+            for name in ref_candidates(ref):
+                try:
+                    value = self._repo.refs[name.encode()]
+                except (KeyError, ValueError):
+                    continue
+                text = value.decode("ascii", "replace") if isinstance(value, bytes) else ""
+                found = text if _SHA.match(text) else None
+                break
+        except Exception:  # noqa: BLE001 — whatever the library cannot read, `git ls-remote` is asked instead
+            found = None
+        if found is None or type(getattr(self._repo, "refs", None)) is not DiskRefsContainer:  # others: afresh each time
+            self.close()
+        return found
+
+    def close(self) -> None:
+        repo, self._repo = self._repo, None
+        if repo is not None:
+            repo.close()
 
 
 def backoff_delay(failures: int) -> float:
