@@ -305,7 +305,8 @@ class PodExecutor(ContainerStarter):
                 pass
             self.state.forget_sandbox(sb.id)
         self.probing.forget(entry.uid)
-        shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs
+        with self.state.lock.released():   # a pod worker lets the others go on meanwhile
+            shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs
         self.state.remove_pod(entry.uid)
         log.info("pod %s: removed", entry.key)
 
