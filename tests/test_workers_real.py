@@ -102,6 +102,24 @@ class Fleet:
         return found
 
 
+def teardown_networks(run_dir: Path) -> list[str]:
+    """The last resort after a failure, before `force_cleanup`: CNI DEL of every attachment this
+    run's sandboxes still hold (addresses, masquerade and host port rules), pending ones too."""
+    from kubelite import layout
+
+    done = []
+    records = [layout.network_record_path(bundle) for bundle in layout.sandboxes_dir(run_dir).glob("*")]
+    records += sorted(layout.cni_pending_dir(run_dir).glob("*.json"))
+    for record in records:
+        if record.exists():
+            try:
+                cni.teardown(record)
+                done.append(f"CNI DEL {record.parent.name}")
+            except cni.NetworkError as exc:
+                done.append(f"CNI DEL {record.parent.name} failed: {exc}")
+    return done
+
+
 def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: float) -> None:
     require_cni()
     net = NetworkUnderTest(tmp_path)
@@ -159,7 +177,8 @@ def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: f
             left = node.close()
             left += net.leftovers([], [])
         finally:
-            forced = force_cleanup(node.root, node.run_dir)
+            forced = teardown_networks(node.run_dir) if left else []
+            forced += force_cleanup(node.root, node.run_dir)
             net.remove_bridge()
     assert left == [], f"left behind: {left} (then force-cleaned: {forced})"
 
@@ -200,6 +219,9 @@ def test_two_pods_asking_for_one_host_port_at_once_do_not_both_get_it(tmp_path, 
             left = node.close()
             left += net.leftovers([], [])
         finally:
+            if left:
+                teardown_networks(node.run_dir)
+                force_cleanup(node.root, node.run_dir)
             net.remove_bridge()
     assert left == [], f"left behind: {left}"
 
