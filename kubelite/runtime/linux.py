@@ -1,9 +1,11 @@
-"""Small Linux primitives the OCI runtime needs: overlay mounts, process identity, cgroup cleanup.
+"""Small Linux primitives the OCI runtime needs: overlay mounts, process identity, cgroups, hostnames.
 
 Owns: the mount(2)/umount2(2) calls (through libc, no `mount` process per container), reading a
 process's start time from /proc (a PID is trusted only together with its start time: PIDs are
-reused), and removing the empty cgroup directories kubelite created. It never touches a mount, a
-process or a cgroup it was not handed by the caller.
+reused), removing the empty cgroup directories kubelite created and renaming a warm sandbox's
+cgroup to its pod's, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
+sethostname(2) on a short-lived thread of its own). It never touches a mount, a process or a
+cgroup it was not handed by the caller.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import fcntl
 import os
 import re
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +25,9 @@ import kubelite.statefiles as statefiles
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+CLONE_NEWUTS = 0x04000000
 MNT_DETACH = 2
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -231,6 +237,56 @@ def remove_cgroup(relative: str) -> None:
                 os.rmdir(dirpath)
             except OSError:
                 pass
+
+
+def move_cgroup(old: str, new: str, *, leaf: str, pid: int) -> None:
+    """Make the cgroup `old` (the parent of the cgroup `old/leaf` that holds `pid` alone) the cgroup
+    `new`, a sibling of `old`; afterwards `pid` is in `new/leaf` and `old` is gone.
+
+    In a cgroup v1 hierarchy the directory is renamed (the kernel allows a rename within one
+    parent), so the process, its charges and every setting stay as they are; `new` must not exist
+    there yet (FileExistsError/OSError). A cgroup v2 hierarchy (the only one, or `unified` beside
+    v1 controllers) has no rename: `new/leaf` is made, the process is moved into it through
+    `cgroup.procs`, and the emptied `old` is removed. OSError when a step fails."""
+    old_rel, new_rel = old.strip("/"), new.strip("/")
+    if os.path.dirname(old_rel) != os.path.dirname(new_rel):
+        raise ValueError(f"cgroup {new} is not a sibling of {old}")
+    for base in cgroup_dirs(old):
+        hierarchy = base.parents[len(Path(old_rel).parts) - 1]
+        if not (hierarchy / "cgroup.controllers").exists():
+            os.rename(base, base.parent / os.path.basename(new_rel))
+            continue
+        target = hierarchy / new_rel / leaf
+        target.mkdir(parents=True, exist_ok=True)
+        _write_cgroup(target / "cgroup.procs", str(pid))
+        for empty in (base / leaf, base):
+            os.rmdir(empty)
+
+
+def set_hostname(pid: int, start: int, hostname: str) -> None:
+    """Set `hostname` in the UTS namespace of process `pid` (checked against its start time).
+
+    Python 3.11 has no os.setns: a thread of its own joins the namespace through libc's setns(2),
+    calls sethostname(2) there and ends, so no other thread of kubelite ever changes namespace."""
+    fd = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not alive(pid, start):   # the namespace file is the process's: its PID was not reused
+            raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone")
+        failed: list[OSError] = []
+
+        def join_and_set() -> None:
+            name = hostname.encode()
+            if _libc.setns(fd, CLONE_NEWUTS) != 0 or _libc.sethostname(name, len(name)) != 0:
+                err = ctypes.get_errno()
+                failed.append(OSError(err, f"setting the hostname of process {pid}: {os.strerror(err)}"))
+
+        thread = threading.Thread(target=join_and_set, name="sethostname", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if failed:
+        raise failed[0]
 
 
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
