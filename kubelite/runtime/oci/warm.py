@@ -81,6 +81,7 @@ class WarmPool:
         self._ready: list[WarmSandbox] = []
         self._discarded: list[SandboxRecord] = []
         self._want: SecurityProfile | None = None    # the profile pods asked for last
+        self._want_profile: dict[str, Any] | None = None   # and its filter (None: unconfined)
         self._stopping = False
         self._quiet_until = 0.0
         self._retry_at = 0.0
@@ -95,14 +96,15 @@ class WarmPool:
     # ------------------------------------------------------------------ claims' side (cheap, never waits)
 
     def take(self, seccomp: SecurityProfile | None, profile: dict[str, Any] | None) -> WarmSandbox | None:
-        """A ready sandbox whose infra runs under this seccomp profile (the same choice, and the same
-        filter), or None. Either way the pool now makes sandboxes for this profile, after a quiet moment."""
+        """A ready sandbox whose infra runs under the same seccomp filter (`profile`, resolved from the
+        pod's choice `seccomp`; None and Unconfined alike are None), or None. Either way the pool now
+        makes sandboxes for this profile, after a quiet moment."""
         with self._cond:
-            self._want = seccomp
+            self._want, self._want_profile = seccomp, profile
             self._quiet_until = time.monotonic() + REFILL_QUIET_S
             found = None
             for i, warm in enumerate(self._ready):
-                if warm.seccomp == seccomp and warm.profile == profile:
+                if warm.profile == profile:
                     found = self._ready.pop(i)
                     break
             self._cond.notify_all()
@@ -155,7 +157,7 @@ class WarmPool:
                     return "stop", None
                 if self._discarded:
                     return "destroy", self._discarded.pop(0)
-                stale = next((w for w in self._ready if w.seccomp != self._want), None)
+                stale = next((w for w in self._ready if w.profile != self._want_profile), None)
                 if stale is not None:
                     self._ready.remove(stale)
                     return "destroy", stale.record
