@@ -94,8 +94,15 @@ def test_a_pod_claims_a_warm_sandbox_and_the_pool_refills(tmp_path: Path, busybo
         record = json.loads((network.run_dir / "sandboxes" / sid / "record.json").read_text())
         assert (record["uid"], record["name"], record["namespace"], record["warm"]) == (uid, "claimer", "default", False)
         assert record["cgroup_parent"] == f"/{node.runtime.instance}/pod{uid}"
+        in_pod = f":/{node.runtime.instance}/pod{uid}/{sid}"
         infra_cgroups = Path(f"/proc/{record['pid']}/cgroup").read_text().splitlines()
-        assert all(line.endswith(f":/{node.runtime.instance}/pod{uid}/{sid}") for line in infra_cgroups), infra_cgroups
+        assert all(line.endswith(in_pod) for line in infra_cgroups if not line.startswith("0::")), infra_cgroups
+        # a cgroup v2 hierarchy has no rename: the process is moved there right after the claim, off its path
+        wait_for(lambda: all(line.endswith(in_pod) for line in
+                             Path(f"/proc/{record['pid']}/cgroup").read_text().splitlines()),
+                 timeout=10, what="the infra process in the pod's cgroup in every hierarchy")
+        assert not any((Path("/sys/fs/cgroup") / c / node.runtime.instance / f"warm{sid}").exists()
+                       for c in ("memory", "pids", "cpu", "unified", ""))
         cid = node.container_id("claimer", "app")
         app_pid = json.loads((network.run_dir / "containers" / cid / "record.json").read_text())["pid"]
         app_cgroups = Path(f"/proc/{app_pid}/cgroup").read_text()

@@ -239,28 +239,50 @@ def remove_cgroup(relative: str) -> None:
                 pass
 
 
-def move_cgroup(old: str, new: str, *, leaf: str, pid: int) -> None:
-    """Make the cgroup `old` (the parent of the cgroup `old/leaf` that holds `pid` alone) the cgroup
-    `new`, a sibling of `old`; afterwards `pid` is in `new/leaf` and `old` is gone.
+def move_cgroup(old: str, new: str, *, leaf: str) -> bool:
+    """Make the cgroup `old` (the parent of the cgroup `old/leaf` that holds one process) the cgroup
+    `new`, a sibling of `old`. True when the process must still be moved (`move_process`).
 
     In a cgroup v1 hierarchy the directory is renamed (the kernel allows a rename within one
-    parent), so the process, its charges and every setting stay as they are; `new` must not exist
-    there yet (FileExistsError/OSError). A cgroup v2 hierarchy (the only one, or `unified` beside
-    v1 controllers) has no rename: `new/leaf` is made, the process is moved into it through
-    `cgroup.procs`, and the emptied `old` is removed. OSError when a step fails."""
+    parent): the process, its charges and every setting stay as they are, at once; `new` must not
+    exist there yet (OSError). A cgroup v2 hierarchy (the only one, or `unified` beside v1
+    controllers) has no rename: `new/leaf` is made here, and the process is moved by
+    `move_process` — a write to `cgroup.procs` that waits for an RCU grace period (about 14 ms
+    measured), which is why it is a step of its own, run off the caller's path."""
     old_rel, new_rel = old.strip("/"), new.strip("/")
     if os.path.dirname(old_rel) != os.path.dirname(new_rel):
         raise ValueError(f"cgroup {new} is not a sibling of {old}")
+    pending = False
+    for base in cgroup_dirs(old):
+        hierarchy = base.parents[len(Path(old_rel).parts) - 1]
+        if (hierarchy / "cgroup.controllers").exists():
+            (hierarchy / new_rel / leaf).mkdir(parents=True, exist_ok=True)
+            pending = True
+        else:
+            os.rename(base, base.parent / os.path.basename(new_rel))
+    return pending
+
+
+def move_process(old: str, new: str, *, leaf: str, pid: int, start: int) -> None:
+    """The second step of `move_cgroup` in cgroup v2 hierarchies: `pid` (checked by its start time)
+    moves from `old/leaf` to `new/leaf`, and the emptied `old` is removed. A process that is gone
+    meanwhile is no error."""
+    old_rel, new_rel = old.strip("/"), new.strip("/")
     for base in cgroup_dirs(old):
         hierarchy = base.parents[len(Path(old_rel).parts) - 1]
         if not (hierarchy / "cgroup.controllers").exists():
-            os.rename(base, base.parent / os.path.basename(new_rel))
             continue
-        target = hierarchy / new_rel / leaf
-        target.mkdir(parents=True, exist_ok=True)
-        _write_cgroup(target / "cgroup.procs", str(pid))
+        if alive(pid, start):
+            try:
+                _write_cgroup(hierarchy / new_rel / leaf / "cgroup.procs", str(pid))
+            except OSError as exc:
+                if exc.errno not in (errno.ESRCH, errno.ENOENT) or alive(pid, start):
+                    raise
         for empty in (base / leaf, base):
-            os.rmdir(empty)
+            try:
+                os.rmdir(empty)
+            except FileNotFoundError:
+                pass
 
 
 def set_hostname(pid: int, start: int, hostname: str) -> None:

@@ -7,6 +7,7 @@ Owns: `<run-dir>/sandboxes/<id>/` and `<run-dir>/cni/pending/`; a part of `OCIRu
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -152,8 +153,8 @@ class Sandboxes:
     def _claim_warm_sandbox(self, config: SandboxConfig) -> str | None:
         """Give a ready warm sandbox this pod's identity; its id, or None for the normal path.
 
-        In order: the cgroup renamed to the pod's (`/<instance>/pod<uid>`), the hostname set in the
-        infra's UTS namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in
+        In order: the cgroup renamed to the pod's (`/<instance>/pod<uid>`; in a cgroup v2 hierarchy
+        the process is moved afterwards by the pool's thread), the hostname set in the infra's UTS namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in
         the bundle, pod-level limits, then the record with the pod's identity, written atomically:
         until then, a kubelite killed half-way finds a warm record at start and tears it down."""
         pool = self._warm_pool
@@ -175,7 +176,9 @@ class Sandboxes:
             if not linux.alive(record.pid, record.pid_start):
                 raise RuntimeError_("its infra process is gone")
             warm_cgroup, record.cgroup_parent = record.cgroup_parent, pod_cgroup
-            linux.move_cgroup(warm_cgroup, pod_cgroup, leaf=record.id, pid=record.pid)
+            if linux.move_cgroup(warm_cgroup, pod_cgroup, leaf=record.id):   # cgroup v2: the process follows
+                pool.defer(functools.partial(linux.move_process, warm_cgroup, pod_cgroup, leaf=record.id,
+                                             pid=record.pid, start=record.pid_start))
             linux.set_hostname(record.pid, record.pid_start, config.hostname)
             self._write_etc_files(bundle, config, ip=record.ip)
             limits = ocispec.pod_cgroup_resources(config.resources)
@@ -307,6 +310,7 @@ class Sandboxes:
                 self._remove_container_files(self._containers.pop(cid))
         self._release_network(sandbox_id)   # a retry, when stopping could not remove it; else kept pending
         shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
+        linux.remove_cgroup(self._warm_cgroup(sandbox_id))   # a claimed warm sandbox's, not moved yet (v2)
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
             linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it

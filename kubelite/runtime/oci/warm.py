@@ -12,7 +12,8 @@ The pool is filled by its own thread, never on a claim's path: a claim takes a r
 nothing (the pod then takes the normal path). The thread refills after a quiet moment
 (`REFILL_QUIET_S` after the last claim, so that a refill does not compete with the containers of
 the pod that just claimed), makes one sandbox at a time, backs off after a failure (doubling from
-`BACKOFF_INITIAL_S` to `BACKOFF_MAX_S`) and logs one line per kind of failure. Sandboxes that
+`BACKOFF_INITIAL_S` to `BACKOFF_MAX_S`) and logs one line per kind of failure. It also runs the slow step of a claim that
+the pod need not wait for (moving the infra process in a cgroup v2 hierarchy). Sandboxes that
 failed a claim, or whose seccomp profile is no longer the one pods ask for, are torn down by the
 same thread. `stop()` ends the thread and hands back every unclaimed sandbox to be torn down.
 """
@@ -80,6 +81,7 @@ class WarmPool:
         self._cond = threading.Condition()
         self._ready: list[WarmSandbox] = []
         self._discarded: list[SandboxRecord] = []
+        self._deferred: list[Callable[[], None]] = []
         self._want: SecurityProfile | None = None    # the profile pods asked for last
         self._want_profile: dict[str, Any] | None = None   # and its filter (None: unconfined)
         self._stopping = False
@@ -109,6 +111,12 @@ class WarmPool:
                     break
             self._cond.notify_all()
             return found
+
+    def defer(self, step: Callable[[], None]) -> None:
+        """A slow step of a claim that the pod need not wait for: run next by the pool's thread."""
+        with self._cond:
+            self._deferred.append(step)
+            self._cond.notify_all()
 
     def discard(self, record: SandboxRecord) -> None:
         """A sandbox that could not be claimed: torn down by the pool's thread."""
@@ -150,9 +158,11 @@ class WarmPool:
     # ------------------------------------------------------------------ the pool's thread
 
     def _next_step(self) -> tuple[str, Any]:
-        """Wait for work: ("stop", None), ("destroy", record) or ("make", seccomp profile)."""
+        """Wait for work: ("stop", None), ("run", a deferred step), ("destroy", record) or ("make", profile)."""
         with self._cond:
             while True:
+                if self._deferred:   # even when stopping: a claimed sandbox's step is not dropped
+                    return "run", self._deferred.pop(0)
                 if self._stopping:
                     return "stop", None
                 if self._discarded:
@@ -174,6 +184,12 @@ class WarmPool:
             step, arg = self._next_step()
             if step == "stop":
                 return
+            if step == "run":
+                try:
+                    arg()
+                except Exception as exc:  # noqa: BLE001 — the pod runs on; its cgroup is tidied at removal
+                    self._failed("finishing a claim", exc)
+                continue
             if step == "destroy":
                 try:
                     self._destroy(arg)
