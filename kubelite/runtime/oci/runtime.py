@@ -1,8 +1,9 @@
 """`OCIRuntime`: the `Runtime` protocol on runc + conmon + catatonit (see the package's docstring).
 
 Owns: the runtime's directories and its records in memory (loaded at start, saved on each change),
-runc under this instance's root, the image operations on the store, exit hints, and the removal of
-what a crash left behind (orphan bundles, sandboxes, network namespaces and layers).
+runc under this instance's root, the image operations on the store, exit hints, the warm pool's
+start and stop, and the removal of what a crash left behind (orphan bundles, sandboxes, unclaimed
+warm sandboxes, network namespaces and layers).
 """
 
 from __future__ import annotations
