@@ -274,6 +274,7 @@ def move_process(old: str, new: str, *, leaf: str, pid: int, start: int) -> None
             continue
         if alive(pid, start):
             try:
+                (hierarchy / new_rel / leaf).mkdir(parents=True, exist_ok=True)   # removed meanwhile as empty
                 _write_cgroup(hierarchy / new_rel / leaf / "cgroup.procs", str(pid))
             except OSError as exc:
                 if exc.errno not in (errno.ESRCH, errno.ENOENT) or alive(pid, start):
