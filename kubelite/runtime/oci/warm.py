@@ -89,6 +89,7 @@ class WarmPool:
         self._retry_at = 0.0
         self._backoff = BACKOFF_INITIAL_S
         self._logged: set[str] = set()
+        self._filled = False
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -128,6 +129,10 @@ class WarmPool:
         """The records of the ready sandboxes (what the pool holds now)."""
         with self._cond:
             return [w.record for w in self._ready]
+
+    def ready_sandboxes(self) -> list[WarmSandbox]:
+        with self._cond:
+            return list(self._ready)
 
     def wait_full(self, timeout: float) -> bool:
         """Wait until `size` sandboxes are ready (tests and benchmarks); False on timeout."""
@@ -209,8 +214,13 @@ class WarmPool:
                 self._backoff, self._retry_at = BACKOFF_INITIAL_S, 0.0
                 self._cond.notify_all()
                 full = len(self._ready) == self.size
-            if self._logged and full:
+            if full and not self._filled:   # the pool's cost, once: what it holds
+                self._filled = True
+                ips = [w.record.ip for w in self.ready_sandboxes() if w.record.ip]
+                log.info("warm sandboxes: %d ready%s", self.size, f", holding the addresses {', '.join(ips)}" if ips else "")
+            elif self._logged and full:
                 log.info("warm sandboxes: the pool is full again (%d ready)", self.size)
+            if full:
                 self._logged.clear()
 
     def _failed(self, what: str, exc: BaseException) -> None:
