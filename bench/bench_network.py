@@ -169,8 +169,9 @@ def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:
         for i, (label, network, pool) in enumerate(WARM_MODES):
             node, bridge = start_daemon(base / f"warm{i}", tar, network, pool, free_subnet("10.219.0.0/16"))
             nodes[label] = (node, bridge, pool)
-        for label, (node, bridge, pool) in nodes.items():
+            # full: its bridge and route exist, so the next daemon's subnet is another one
             bench_runtime.wait_for(lambda: len(warm_records(node)) >= pool, timeout=30, what="the pool to fill")
+        for label, (node, bridge, pool) in nodes.items():
             node.wait_idle()
             costs[label] = pool_cost(node, bridge)
         for i in range(WARMUPS + RUNS):
