@@ -40,6 +40,9 @@ Measures, in one run (figures are printed, never asserted):
    pods: the time until every container is running gives pods per second (the 50-pod burst is
    part 1's second figure), next to `runc run`.
 
+The daemon runs with `--network none` and serve's default pool of warm sandboxes (decision 0020),
+so a pod of part 1 claims a ready sandbox; `bench_network` part 4 compares with and without it.
+
 Everything runs below one temporary directory in /tmp: state root, run dir, manifests, the
 reference bundles and their private `runc --root`. The references' cgroups live below a cgroup
 of their own (`/kubelite-bench-<pid>`); the in-process runtime's below its own instance. At the
