@@ -312,6 +312,16 @@ def set_hostname(pid: int, start: int, hostname: str) -> None:
         raise failed[0]
 
 
+def remove_empty_cgroup(relative: str) -> None:
+    """Remove the cgroup `relative` only where it is empty, leaving everything below it alone (its
+    children may be in the making by another thread)."""
+    for base in cgroup_dirs(relative):
+        try:
+            os.rmdir(base)
+        except OSError:
+            pass
+
+
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:
     """Take the exclusive flock of `path` without waiting and write `owner` into the file. Returns
     the open file (the lock lasts while it is open), or None and what the current holder wrote."""

@@ -154,9 +154,10 @@ class Sandboxes:
         """Give a ready warm sandbox this pod's identity; its id, or None for the normal path.
 
         In order: the cgroup renamed to the pod's (`/<instance>/pod<uid>`; in a cgroup v2 hierarchy
-        the process is moved afterwards by the pool's thread), the hostname set in the infra's UTS namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in
-        the bundle, pod-level limits, then the record with the pod's identity, written atomically:
-        until then, a kubelite killed half-way finds a warm record at start and tears it down."""
+        the process is moved afterwards by the pool's thread), the hostname set in the infra's UTS
+        namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in the bundle,
+        pod-level limits, then the record with the pod's identity, written atomically: until then,
+        a kubelite killed half-way finds a warm record at start and tears it down."""
         pool = self._warm_pool
         if pool is None or not warm.eligible(config):
             return None
@@ -208,7 +209,8 @@ class Sandboxes:
         shutil.rmtree(self.sandbox_dir / record.id, ignore_errors=True)
         for cgroup in {self._warm_cgroup(record.id), record.cgroup_parent}:
             linux.remove_cgroup(cgroup)
-        linux.remove_cgroup(f"/{self.instance}")   # only if empty: pods keep it
+        # only if empty, and nothing below it: this runs beside pods being made (the pool's thread)
+        linux.remove_empty_cgroup(f"/{self.instance}")
 
     def _write_etc_files(self, bundle: Path, config: SandboxConfig, *, ip: str | None = None) -> None:
         """The pod's /etc/hostname, /etc/hosts and resolv.conf, as a Kubernetes node writes them (`etcfiles`)."""
