@@ -27,7 +27,7 @@ import yaml
 
 from kubelite.runtime import cni
 from kubelite.runtime.oci import instance_name
-from tests.helpers import free_port
+from tests.helpers import free_port, free_subnet
 from tests.real import REPO, Daemon, Node, container, leftovers, pod, wait_for
 from tests.test_network_real import NetworkUnderTest, require_cni, sandbox_id, web
 
@@ -45,6 +45,9 @@ def busybox(busybox: Path) -> Path:
 @pytest.fixture
 def network(tmp_path: Path) -> Iterator[NetworkUnderTest]:
     net = NetworkUnderTest(tmp_path)
+    # a /16 of these tests' own: the leftovers check matches rules by address, and other suites' pods
+    # (10.218/16) may hold or have left rules on the same addresses at the same time
+    net.subnet = free_subnet("10.221.0.0/16")
     try:
         yield net
     finally:
@@ -230,3 +233,35 @@ def test_serve_refuses_a_negative_pool(tmp_path: Path):
                              "--run-dir", str(tmp_path / "run"), "--manifests", str(tmp_path)],
                             capture_output=True, text=True, timeout=30, cwd=REPO)
     assert result.returncode != 0 and "--warm-sandboxes must be 0 (no pool) or more" in result.stderr
+
+
+def test_a_sandbox_killed_in_the_middle_of_a_claim_is_torn_down_at_the_next_start(tmp_path: Path, busybox: Path,
+                                                                                    network: NetworkUnderTest):
+    from kubelite.runtime import linux
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime
+
+    first = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root),
+                       network=network.make(), warm_sandboxes=1)
+    second = None
+    try:
+        assert first._warm_pool.wait_full(30)
+        record = first.warm_sandboxes()[0]
+        # kubelite dies after the first step of a claim: the cgroup is the pod's, the record still warm
+        linux.move_cgroup(record.cgroup_parent, f"/{first.instance}/podkilled-mid-claim", leaf=record.id)
+        assert first._warm_pool.stop() == [record]   # the thread ends; nothing is torn down, as after kill -9
+        first._warm_pool = None
+        assert linux.alive(record.pid, record.pid_start)
+
+        second = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root),
+                            network=network.make(), warm_sandboxes=0)
+        assert not linux.alive(record.pid, record.pid_start)
+        assert second.list_sandboxes() == [] and second.warm_sandboxes() == []
+        assert not (network.run_dir / "sandboxes" / record.id).exists()
+        left = network.leftovers([record.id], [record.ip])
+        assert left == [], (record.id, network.bridge, left)
+        assert leftovers(network.root, network.run_dir, second.instance) == []
+    finally:
+        for runtime in (first, second):
+            if runtime is not None:
+                runtime.close()

@@ -234,15 +234,16 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
             log.info("removing the unclaimed warm pod sandbox %s", record.id)
             self._destroy_warm_sandbox(record)
         ids = {r.id for r in records}
-        for base in linux.cgroup_dirs(f"/{self.instance}"):
-            for child in base.iterdir():
-                if not child.is_dir():
-                    continue
-                if child.name.startswith("warm"):
-                    linux.remove_cgroup(f"/{self.instance}/{child.name}")
-                elif child.name.startswith("pod") and any((child / i).is_dir() for i in ids):
-                    for i in ids:
-                        linux.remove_cgroup(f"/{self.instance}/{child.name}/{i}")
+        children = {child.name for base in linux.cgroup_dirs(f"/{self.instance}") for child in base.iterdir()
+                    if child.is_dir()}
+        for name in sorted(children):
+            if name.startswith("warm"):
+                linux.remove_cgroup(f"/{self.instance}/{name}")
+            elif name.startswith("pod") and ids:
+                for sandbox_id in ids:
+                    linux.remove_cgroup(f"/{self.instance}/{name}/{sandbox_id}")
+                linux.remove_empty_cgroup(f"/{self.instance}/{name}")   # the pod's, if that was all of it
+        linux.remove_empty_cgroup(f"/{self.instance}")
 
     def remove_orphan_sandboxes(self) -> None:
         """Sandbox directories without a record (kubelite died while creating one): their network is
