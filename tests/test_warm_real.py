@@ -7,9 +7,10 @@ pod's identity — and the pool refills to its size with new sandboxes; a hostPo
 hostNetwork pod take the normal path and leave the pool alone; a claimed sandbox is stopped and
 removed like any other (runc kill and delete still work after its cgroup was renamed); after
 `kill -9` of the daemon the restarted one adopts the claimed pod without restarting it and tears
-down the unclaimed sandboxes of the killed run; `kubelite` stopping leaves nothing of the pool on
-the host; `--warm-sandboxes 0` makes none. Each test has its own bridge and subnet
-(`NetworkUnderTest`), state root and run directory.
+down the unclaimed sandboxes of the killed run; a sandbox whose claim was cut short after its
+cgroup was renamed is torn down at the next start, cgroups included; `kubelite` stopping leaves
+nothing of the pool on the host; `--warm-sandboxes 0` makes none. Each test has its own bridge and
+subnet (`NetworkUnderTest`, in 10.221.0.0/16), state root and run directory.
 """
 
 from __future__ import annotations
