@@ -1,8 +1,8 @@
 """The warm sandbox pool's own rules (`kubelite.runtime.oci.warm`), with make and destroy as plain
 functions: which configurations are eligible, a claim takes only a sandbox under the same seccomp
 filter and never waits, stale sandboxes are replaced, failures back off and are logged once per
-kind, deferred steps run, and `stop()` hands back what no pod claimed. The real sandboxes are
-tests/test_warm_real.py's.
+kind, a claim's deferred step runs at once on its own thread, and `stop()` hands back what no pod
+claimed. The real sandboxes are tests/test_warm_real.py's.
 """
 
 from __future__ import annotations
@@ -127,19 +127,25 @@ def test_failures_back_off_and_are_logged_once_per_kind(fake: Fake, caplog):
     assert any(r.getMessage() == "warm sandboxes: 1 ready" for r in caplog.records)
 
 
-def test_deferred_steps_and_discarded_sandboxes_are_handled_by_the_pools_thread(fake: Fake):
+def test_a_deferred_step_runs_at_once_beside_the_claim_and_stop_waits_for_it(fake: Fake):
     pool = warm.WarmPool(1, make=fake.make, destroy=fake.destroy)
     pool.start()
     ran: list[str] = []
+
+    def slow_step() -> None:
+        time.sleep(0.3)
+        ran.append(threading.current_thread().name)
     try:
         assert pool.wait_full(5)
         taken = pool.take(None, None)
-        pool.defer(lambda: ran.append(threading.current_thread().name))
-        pool.discard(taken.record)
-        until(lambda: ran and taken.record.id in fake.destroyed)
-        assert ran == ["warm-sandboxes"]
+        began = time.monotonic()
+        pool.defer(slow_step)
+        assert time.monotonic() - began < 0.1, "the claim does not wait for it"
+        pool.discard(taken.record)   # a claim that failed: torn down by the pool's thread
+        until(lambda: taken.record.id in fake.destroyed)
     finally:
         pool.stop()
+    assert ran == ["warm-claim"], "stop() waited for the step"
 
 
 def test_a_pool_of_zero_is_refused():

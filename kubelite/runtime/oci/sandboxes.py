@@ -154,7 +154,7 @@ class Sandboxes:
         """Give a ready warm sandbox this pod's identity; its id, or None for the normal path.
 
         In order: the cgroup renamed to the pod's (`/<instance>/pod<uid>`; in a cgroup v2 hierarchy
-        the process is moved afterwards by the pool's thread), the hostname set in the infra's UTS
+        the process is moved right after, on a thread of its own), the hostname set in the infra's UTS
         namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in the bundle,
         pod-level limits, then the record with the pod's identity, written atomically: until then,
         a kubelite killed half-way finds a warm record at start and tears it down."""

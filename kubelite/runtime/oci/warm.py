@@ -12,8 +12,9 @@ The pool is filled by its own thread, never on a claim's path: a claim takes a r
 nothing (the pod then takes the normal path). The thread refills after a quiet moment
 (`REFILL_QUIET_S` after the last claim, so that a refill does not compete with the containers of
 the pod that just claimed), makes one sandbox at a time, backs off after a failure (doubling from
-`BACKOFF_INITIAL_S` to `BACKOFF_MAX_S`) and logs one line per kind of failure. It also runs the slow step of a claim that
-the pod need not wait for (moving the infra process in a cgroup v2 hierarchy). Sandboxes that
+`BACKOFF_INITIAL_S` to `BACKOFF_MAX_S`) and logs one line per kind of failure. The slow step of a claim that the pod need
+not wait for (moving the infra process in a cgroup v2 hierarchy) runs at once beside the pod, on a
+short-lived thread of its own (`defer`). Sandboxes that
 failed a claim, or whose seccomp profile is no longer the one pods ask for, are torn down by the
 same thread. `stop()` ends the thread and hands back every unclaimed sandbox to be torn down.
 """
@@ -81,7 +82,7 @@ class WarmPool:
         self._cond = threading.Condition()
         self._ready: list[WarmSandbox] = []
         self._discarded: list[SandboxRecord] = []
-        self._deferred: list[Callable[[], None]] = []
+        self._steps: set[threading.Thread] = set()   # deferred steps still running
         self._want: SecurityProfile | None = None    # the profile pods asked for last
         self._want_profile: dict[str, Any] | None = None   # and its filter (None: unconfined)
         self._stopping = False
@@ -114,10 +115,21 @@ class WarmPool:
             return found
 
     def defer(self, step: Callable[[], None]) -> None:
-        """A slow step of a claim that the pod need not wait for: run next by the pool's thread."""
+        """A slow step of a claim that the pod need not wait for: run at once on a short-lived thread
+        of its own (the pool's thread may be making a sandbox); `stop()` waits for it."""
+        def run() -> None:
+            try:
+                step()
+            except Exception as exc:  # noqa: BLE001 — the pod runs on; its cgroup is tidied at removal
+                self._failed("finishing a claim", exc)
+            finally:
+                with self._cond:
+                    self._steps.discard(thread)
+
+        thread = threading.Thread(target=run, name="warm-claim", daemon=True)
         with self._cond:
-            self._deferred.append(step)
-            self._cond.notify_all()
+            self._steps.add(thread)
+        thread.start()
 
     def discard(self, record: SandboxRecord) -> None:
         """A sandbox that could not be claimed: torn down by the pool's thread."""
@@ -151,6 +163,10 @@ class WarmPool:
         with self._cond:
             self._stopping = True
             self._cond.notify_all()
+        with self._cond:
+            steps = list(self._steps)
+        for step in steps:
+            step.join(timeout=STOP_TIMEOUT_S)
         if self._thread is not None:
             self._thread.join(timeout=STOP_TIMEOUT_S)
             if self._thread.is_alive():
@@ -163,11 +179,9 @@ class WarmPool:
     # ------------------------------------------------------------------ the pool's thread
 
     def _next_step(self) -> tuple[str, Any]:
-        """Wait for work: ("stop", None), ("run", a deferred step), ("destroy", record) or ("make", profile)."""
+        """Wait for work: ("stop", None), ("destroy", record) or ("make", seccomp profile)."""
         with self._cond:
             while True:
-                if self._deferred:   # even when stopping: a claimed sandbox's step is not dropped
-                    return "run", self._deferred.pop(0)
                 if self._stopping:
                     return "stop", None
                 if self._discarded:
@@ -189,12 +203,6 @@ class WarmPool:
             step, arg = self._next_step()
             if step == "stop":
                 return
-            if step == "run":
-                try:
-                    arg()
-                except Exception as exc:  # noqa: BLE001 — the pod runs on; its cgroup is tidied at removal
-                    self._failed("finishing a claim", exc)
-                continue
             if step == "destroy":
                 try:
                     self._destroy(arg)
