@@ -222,19 +222,23 @@ class WarmPool:
                 self._backoff, self._retry_at = BACKOFF_INITIAL_S, 0.0
                 self._cond.notify_all()
                 full = len(self._ready) == self.size
+                failures, self._logged = (self._logged, set()) if full else (set(), self._logged)
             if full and not self._filled:   # the pool's cost, once: what it holds
                 self._filled = True
                 ips = [w.record.ip for w in self.ready_sandboxes() if w.record.ip]
-                log.info("warm sandboxes: %d ready%s", self.size, f", holding the addresses {', '.join(ips)}" if ips else "")
-            elif self._logged and full:
+                log.info("warm sandboxes: %d ready%s", self.size,
+                         f", holding the addresses {', '.join(ips)}" if ips else "")
+            elif failures:
                 log.info("warm sandboxes: the pool is full again (%d ready)", self.size)
-            if full:
-                self._logged.clear()
 
     def _failed(self, what: str, exc: BaseException) -> None:
+        """Log a failure once per kind (until the pool is full again), later ones at debug level."""
         kind = f"{what}: {_failure_kind(exc)}"
-        if kind not in self._logged:   # one line per kind of failure, until the pool is full again
+        with self._cond:   # the pool's thread and claims' steps both report here
+            first = kind not in self._logged
             self._logged.add(kind)
-            log.warning("warm sandboxes: %s failed: %s (retrying in the background)", what, exc)
+        if first:
+            log.warning("warm sandboxes: %s failed: %s%s", what, exc,
+                        " (retrying in the background)" if what.startswith("making") else "")
         else:
             log.debug("warm sandboxes: %s failed again: %s", what, exc)
