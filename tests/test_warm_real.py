@@ -3,7 +3,8 @@
 Proven here: a pod without hostNetwork or hostPort claims a ready warm sandbox — inside its
 container the pod's hostname, /etc/hosts with its IP and name, the resolv.conf it asked for; the
 infra process under the pod's cgroup `/<instance>/pod<uid>/<sandbox id>`; the record with the
-pod's identity — and the pool refills to its size with new sandboxes; a hostPort pod and a
+pod's identity — and the pool refills to its size with new sandboxes; a claimed sandbox gets the
+pod-level limits on the pod's cgroup and serves `shareProcessNamespace`; a hostPort pod and a
 hostNetwork pod take the normal path and leave the pool alone; a claimed sandbox is stopped and
 removed like any other (runc kill and delete still work after its cgroup was renamed); after
 `kill -9` of the daemon the restarted one adopts the claimed pod without restarting it and tears
@@ -132,6 +133,37 @@ def test_a_pod_claims_a_warm_sandbox_and_the_pool_refills(tmp_path: Path, busybo
         assert node.close() == []   # the pool's sandboxes were torn down by close()
         assert network.leftovers(list(seen), list(seen.values())) == []
         assert not list((network.run_dir / "sandboxes").iterdir())
+
+
+def test_a_claimed_sandbox_gets_the_pods_level_limits_and_shared_process_namespace(
+        tmp_path: Path, busybox: Path, network: NetworkUnderTest):
+    node = Node(manifests=tmp_path / "manifests", root=network.root, run_dir=network.run_dir, busybox=busybox,
+                network=network.make(), node_ip=cni.host_ip(), warm_sandboxes=1).start()
+    seen: dict[str, str] = {}
+    try:
+        assert node.runtime._warm_pool.wait_full(30)
+        ready = {r.id: r.ip for r in node.runtime.warm_sandboxes()}
+        seen.update(ready)
+        node.write(pod("capped", container("app", "exec sleep 3600"), container("side", "exec sleep 3600"),
+                       resources={"limits": {"memory": "64Mi", "cpu": "500m"}}, shareProcessNamespace=True))
+        node.until(lambda: node.running("capped", "app") and node.running("capped", "side"), what="running")
+        assert sandbox_id(node, "capped") in ready
+        uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == "capped")
+        relative = f"{node.runtime.instance}/pod{uid}"
+        cgroup = Path("/sys/fs/cgroup")
+        if (cgroup / "cgroup.controllers").exists():
+            assert (cgroup / relative / "memory.max").read_text().strip() == str(64 << 20)
+            assert (cgroup / relative / "cpu.max").read_text().split() == ["50000", "100000"]
+        else:
+            assert (cgroup / "memory" / relative / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
+            assert (cgroup / "cpu" / relative / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        # one PID namespace for the pod: the infra (catatonit) is PID 1, the other container's process is seen
+        code, out = node.exec("capped", "app", "ps", "-o", "pid,args")
+        assert code == 0 and "catatonit" in out and out.count("sleep 3600") == 2, out
+        seen.update({r.id: r.ip for r in node.runtime.warm_sandboxes()})
+    finally:
+        assert node.close() == []
+        assert network.leftovers(list(seen), list(seen.values())) == []
 
 
 def test_host_port_and_host_network_pods_take_the_normal_path(tmp_path: Path, busybox: Path,
