@@ -12,10 +12,18 @@ Measures, in one run, on the real runtime in-process (figures are printed, never
    the namespace unpinned).
 3. References, measured in the same run: `Network.setup()` alone (pin + ADD, no infra
    container) and its teardown (DEL + unpin), and `unshare --net=FILE true` (pinning a namespace).
+4. Warm sandboxes (decision 0020): one pod, manifest written -> the container's first act (the
+   /proc/uptime value it prints, as bench_runtime's part 1, and conmon's timestamp of that line),
+   on `kubelite serve` processes: default networking with the default pool (`--warm-sandboxes
+   2`) and with `--warm-sandboxes 0`, and `--network none` with and without the pool; the four
+   alternate, one pod at a time, each pod's manifest written only once its daemon is idle and its
+   pool full. Target: median <= 60 ms with default networking and the pool. The pool's cost, with
+   no pod: the daemon's RSS with and without a pool, the infra processes' RSS and PSS, and the
+   leases held. `podman kube play` of the same pod as the reference when podman is installed.
 
 The CNI runtime uses a bridge and a /24 of its own (never `kubelite0`, never a subnet the host
 routes); the bridge is removed at the end. Everything lives below one temporary directory. Needs root and Debian's
-containernetworking-plugins. About 30 s. Run: `bench/run network`, or `.venv/bin/python -m
+containernetworking-plugins. About 90 s. Run: `bench/run network`, or `.venv/bin/python -m
 bench.bench_network` from the repository root.
 """
 
@@ -31,18 +39,27 @@ import time
 import uuid
 from pathlib import Path
 
-from bench.common import REPO, Row, duration, print_table, record_summary, summarize
+from bench import bench_runtime
+from bench.common import REPO, Row, duration, print_table, record_summary, summarize, target
 from kubelite.api.models import Container
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import cni
+from kubelite.runtime import cni, linux
 from kubelite.runtime.images import ImageStore
 from kubelite.runtime.oci import OCIRuntime
 from kubelite.runtime.protocol import ContainerConfig, PortMapping, SandboxConfig
 from tests.helpers import free_port, free_subnet
+from tests.real import leftovers
 
 RUNS = 12
 WARMUPS = 2
 IMAGE = "busybox:latest"
+POOL = 2
+WARM_TARGET_S = 0.060
+#: The measured pod: its first act prints /proc/uptime; it leaves at SIGTERM (no grace period waited out).
+WARM_SCRIPT = "trap 'exit 0' TERM; cat /proc/uptime; sleep 3600 & wait"
+#: The daemons of part 4: (label, serve flags besides the network's, pool size).
+WARM_MODES = (("cni, --warm-sandboxes 2 (default)", "cni", POOL), ("cni, --warm-sandboxes 0", "cni", 0),
+              ("none, --warm-sandboxes 2", "none", POOL), ("none, --warm-sandboxes 0", "none", 0))
 
 
 def start_pod(runtime: OCIRuntime, n: int, host_port: int | None) -> tuple[float, float, str, str]:
@@ -78,11 +95,146 @@ def remove_pod(runtime: OCIRuntime, sandbox_id: str, container_id: str) -> float
     return time.perf_counter() - began
 
 
+def warm_records(node: bench_runtime.Node) -> list[dict]:
+    return [r for r in node.records("sandboxes") if r.get("warm")]
+
+
+def start_daemon(base: Path, tar: Path, network: str, pool: int, subnet: str) -> tuple[bench_runtime.Node, str]:
+    """A `kubelite serve` with this networking and pool, its image loaded; (node, its bridge or "")."""
+    bridge = "klw" + uuid.uuid4().hex[:8] if network == "cni" else ""
+    args = ["--network", network, "--warm-sandboxes", str(pool), "--relist-period", "20"]
+    if network == "cni":
+        args += ["--bridge", bridge, "--pod-cidr", subnet]
+    node = bench_runtime.Node(base, tar, serve_args=tuple(args))
+    node.load_image()
+    node.start()
+    return node, bridge
+
+
+def measure_warm(node: bench_runtime.Node, pool: int, name: str) -> tuple[float, float]:
+    """(uptime s, conmon's timestamp s) from the manifest's write to the first act of one pod, then the
+    pod removed; written when the daemon is idle and its pool full."""
+    bench_runtime.wait_for(lambda: len(warm_records(node)) >= pool, timeout=30, what="the pool to be full")
+    node.wait_idle()
+    t_real, t_boot = time.time(), bench_runtime.boottime()
+    node.write(name, ["sh", "-c", WARM_SCRIPT])
+    first = node.wait_lines(name, 0, 1)[0]
+    latency, cri = bench_runtime.uptime_of(first) - t_boot, first.at - t_real
+    node.wait_event(name, "Started:")
+    node.delete(name)
+    node.wait_removed([name])
+    return latency, cri
+
+
+def pool_cost(node: bench_runtime.Node, bridge: str) -> dict[str, float]:
+    """With no pod: the daemon's RSS, the warm infra processes' RSS and PSS, and the leases held."""
+    assert node.proc is not None
+    infra = [r for r in warm_records(node) if linux.alive(r["pid"], r["pid_start"])]
+    leases = node.run_dir / "cni" / "networks" / bridge
+    held = [p for p in leases.iterdir() if p.name[0].isdigit()] if bridge and leases.is_dir() else []
+    return {"daemon_rss": float(bench_runtime.status_kib(node.proc.pid, "VmRSS") or 0),
+            "infra": float(len(infra)),
+            "infra_rss": float(sum(bench_runtime.status_kib(r["pid"], "VmRSS") or 0 for r in infra)),
+            "infra_pss": float(sum(bench_runtime.pss_kib(r["pid"]) or 0 for r in infra)),
+            "leases": float(len(held))}
+
+
+def podman_start(base: Path, tar: Path) -> str:
+    """`podman kube play` of a one-container pod to its first act (bench_runtime's reference)."""
+    podman = shutil.which("podman")
+    if podman is None:
+        return "not installed"
+    work = base / "podman"
+    work.mkdir()
+    image = f"localhost/kubelite-bench-{os.getpid()}:latest"
+    tagged = work / "busybox.tar"
+    bench_runtime.retag(tar, tagged, [image])
+    try:
+        bench_runtime.run_quiet([podman, "load", "-i", str(tagged)], check=True, timeout=120)
+        s = summarize(bench_runtime.measure_podman(work, podman, image))
+        return f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n})"
+    except (subprocess.SubprocessError, OSError, TimeoutError, ValueError, IndexError) as exc:
+        return f"failed: {exc}"[:60]
+    finally:
+        bench_runtime.run_quiet([podman, "rmi", image], timeout=120)
+
+
+def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:
+    """Part 4: the rows, problems found (leftovers), and the summary row."""
+    samples = {label: {"uptime": [], "cri": []} for label, _, _ in WARM_MODES}
+    nodes: dict[str, tuple[bench_runtime.Node, str, int]] = {}
+    costs: dict[str, dict[str, float]] = {}
+    problems: list[str] = []
+    try:
+        for i, (label, network, pool) in enumerate(WARM_MODES):
+            node, bridge = start_daemon(base / f"warm{i}", tar, network, pool, free_subnet("10.219.0.0/16"))
+            nodes[label] = (node, bridge, pool)
+            # full: its bridge and route exist, so the next daemon's subnet is another one
+            bench_runtime.wait_for(lambda: len(warm_records(node)) >= pool, timeout=30, what="the pool to fill")
+        for label, (node, bridge, pool) in nodes.items():
+            node.wait_idle()
+            costs[label] = pool_cost(node, bridge)
+        for i in range(WARMUPS + RUNS):
+            for label, (node, _bridge, pool) in nodes.items():
+                uptime, cri = measure_warm(node, pool, f"warm-{i:02d}")
+                if i >= WARMUPS:
+                    samples[label]["uptime"].append(uptime)
+                    samples[label]["cri"].append(cri)
+    finally:
+        for label, (node, bridge, _pool) in nodes.items():
+            for path in node.manifests.glob("*.yaml"):
+                path.unlink()
+            node.stop()
+            problems += [f"{label}: {item}" for item in leftovers(node.root, node.run_dir, node.instance)]
+            if bridge:
+                leases = node.run_dir / "cni" / "networks" / bridge
+                if leases.is_dir():
+                    problems += [f"{label}: lease {p.name}" for p in leases.iterdir() if p.name[0].isdigit()]
+                subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    podman = podman_start(base, tar)
+    warm, cold = (summarize(samples[WARM_MODES[k][0]]["uptime"]) for k in (0, 1))
+    rows = [Row("4. one pod: manifest written -> first act (/proc/uptime), a kubelite serve each", "", "")]
+    for label, _network, pool in WARM_MODES:
+        s = summarize(samples[label]["uptime"])
+        aim = target(WARM_TARGET_S, s.median_s, strict=False) if label == WARM_MODES[0][0] else "-"
+        rows.append(Row.of(f"--network {label}", s, aim,
+                           f"{cold.median_s / s.median_s:.1f}x faster than no pool" if pool and "cni" in label else "-"))
+    for label, _network, _pool in WARM_MODES:
+        rows.append(Row.of(f"  conmon's timestamp of that line, {label}", summarize(samples[label]["cri"])))
+    rows.append(Row("ref: podman kube play, the same pod", podman, "-", "-"))
+    with_pool, without = costs[WARM_MODES[0][0]], costs[WARM_MODES[1][0]]
+    rows += [
+        Row("5. the pool's cost, no pod (cni, 2 warm sandboxes vs none)", "", ""),
+        Row("kubelite's RSS", f"{with_pool['daemon_rss'] / 1024:.1f} MiB", "-", "-",
+            f"{without['daemon_rss'] / 1024:.1f} MiB without a pool"),
+        Row("infra processes (catatonit) RSS / PSS", f"{with_pool['infra_rss']:.0f} KiB", "-", "-",
+            f"{int(with_pool['infra'])} processes; PSS {with_pool['infra_pss']:.0f} KiB"),
+        Row("addresses leased by the pool", f"{int(with_pool['leases'])}", "-", "-",
+            f"{int(without['leases'])} without a pool"),
+    ]
+    summary = Row("9. one pod, default networking: manifest -> first act, warm pool", duration(warm.median_s),
+                  duration(warm.p95_s), target(WARM_TARGET_S, warm.median_s, strict=False),
+                  f"--warm-sandboxes 0: {duration(cold.median_s)}; podman kube play: {podman}")
+    return rows, problems, summary
+
+
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_network needs root (runc, conmon, network namespaces, iptables)")
     cni.find_plugin_dir(cni.PLUGIN_DIRS)
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-network-", dir="/tmp"))
+    if "--warm-only" in sys.argv[1:]:   # parts 4 and 5 alone
+        try:
+            tar = base / "busybox.tar"
+            subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(tar), IMAGE], check=True,
+                           stdout=subprocess.DEVNULL)
+            warm_rows, problems, warm_summary = warm_part(base, tar)
+        finally:
+            shutil.rmtree(base, ignore_errors=True)
+        print_table("network: warm sandboxes", warm_rows, [f"{RUNS} runs per figure after {WARMUPS} warm-ups."]
+                    + [f"LEFT BEHIND: {p}" for p in problems])
+        record_summary("network", [warm_summary])
+        return
     bridge = "klb" + uuid.uuid4().hex[:8]
     runtimes: dict[str, OCIRuntime] = {}
     modes = {"none": ("none", False), "cni": ("cni", False), "cni+hostPort": ("cni", True)}
@@ -128,6 +280,7 @@ def main() -> None:
                 refs["setup"].append(set_up - began)
                 refs["teardown"].append(torn - set_up)
                 refs["unshare"].append(pinned - began_pin)
+        warm_rows, problems, warm_summary = warm_part(base, tar)
     finally:
         for runtime in runtimes.values():
             runtime.close()
@@ -154,13 +307,16 @@ def main() -> None:
         Row.of("--network cni, no hostPort", plain["remove"]),
         Row.of("--network cni, one hostPort", with_cni["remove"]),
         Row.of("ref: CNI teardown alone, one hostPort (DEL of 4 plugins + unpin)", teardown),
+        *warm_rows,
     ]
     print_table("network: pod start and removal with CNI vs --network none", rows,
                 [f"{RUNS} runs per figure after {WARMUPS} warm-ups; the three kinds of pod alternate, one pod at a time.",
-                 "iptables here is the nf_tables variant: portmap's and bridge's rule changes dominate the CNI time."])
+                 "iptables here is the nf_tables variant: portmap's and bridge's rule changes dominate the CNI time.",
+                 "Part 4: /proc/uptime has 10 ms steps; conmon's timestamp is when it read the line (after the act)."]
+                + [f"LEFT BEHIND: {p}" for p in problems])
     record_summary("network", [Row("8. pod start, --network cni (one hostPort) vs none",
                                    duration(with_cni["start"].median_s), duration(with_cni["start"].p95_s), "-",
-                                   f"none: {duration(none['start'].median_s)}; +{duration(added)}")])
+                                   f"none: {duration(none['start'].median_s)}; +{duration(added)}"), warm_summary])
 
 
 if __name__ == "__main__":

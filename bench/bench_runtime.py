@@ -40,6 +40,9 @@ Measures, in one run (figures are printed, never asserted):
    pods: the time until every container is running gives pods per second (the 50-pod burst is
    part 1's second figure), next to `runc run`.
 
+The daemon runs with `--network none` and serve's default pool of warm sandboxes (decision 0020),
+so a pod of part 1 claims a ready sandbox; `bench_network` part 4 compares with and without it.
+
 Everything runs below one temporary directory in /tmp: state root, run dir, manifests, the
 reference bundles and their private `runc --root`. The references' cgroups live below a cgroup
 of their own (`/kubelite-bench-<pid>`); the in-process runtime's below its own instance. At the
@@ -376,6 +379,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
     log: DaemonLog | None = None
     pids_seen: set[tuple[int, int]] = field(default_factory=set)  # (pid, start) of conmon, catatonit, apps
+    serve_args: tuple[str, ...] = ("--network", "none")   # the networking (and pool) under measurement
 
     def __post_init__(self) -> None:
         self.manifests, self.root, self.run_dir = self.base / "manifests", self.base / "state", self.base / "run"
@@ -397,7 +401,7 @@ class Node:
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
-                                          "--network", "none"],
+                                          *self.serve_args],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         self.log = DaemonLog(self.log_path)
         wait_for(lambda: any(" serving " in e.text for e in self.log.poll()) or self.proc.poll() is not None,
@@ -472,7 +476,7 @@ class Node:
         """uid → {"catatonit": pid, "conmon": pid, "app": pid}, each checked alive with its start time."""
         pods: dict[str, dict[str, int]] = {}
         for r in self.records("sandboxes"):
-            if not r.get("stopped") and linux.alive(r["pid"], r["pid_start"]):
+            if not r.get("stopped") and not r.get("warm") and linux.alive(r["pid"], r["pid_start"]):
                 pods.setdefault(r["uid"], {})["catatonit"] = r["pid"]
                 self.pids_seen.add((r["pid"], r["pid_start"]))
         for r in self.records("containers"):

@@ -68,6 +68,7 @@ class ServeOptions:
     pod_cidr: str = DEFAULT_POD_CIDR
     registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
     api: ApiOptions | None = None
+    warm_sandboxes: int = 2            # ready pod sandboxes kept by the runc runtime (0: none)
 
 
 class _UTCFormatter(logging.Formatter):
@@ -110,7 +111,8 @@ def make_runtime(options: ServeOptions, clock: Callable[[], datetime]) -> Runtim
 
         network = make_network(options) if options.network == "cni" else None
         return OCIRuntime(root=options.agent.root, run_dir=options.run_dir, images=ImageStore(options.agent.root),
-                          clock=clock, network=network, registry=options.registry)
+                          clock=clock, network=network, registry=options.registry,
+                          warm_sandboxes=options.warm_sandboxes)
     raise UsageError(f"unknown runtime {options.runtime!r}")
 
 

@@ -116,6 +116,7 @@ class Node:
     network: Any = None     # a `cni.Network` for pod networking; None: loopback-only pods
     node_ip: str | None = None
     options: dict[str, Any] = field(default_factory=dict)   # more AgentConfig fields (serve's flags)
+    warm_sandboxes: int = 0   # the runtime's pool of warm sandboxes (serve's --warm-sandboxes); none by default
 
     def start(self) -> "Node":
         from kubelite.agent.agent import Agent, AgentConfig
@@ -127,7 +128,8 @@ class Node:
         images = ImageStore(self.root)
         if images.get("busybox:latest") is None:
             images.load(self.busybox)
-        self.runtime = OCIRuntime(root=self.root, run_dir=self.run_dir, images=images, network=self.network)
+        self.runtime = OCIRuntime(root=self.root, run_dir=self.run_dir, images=images, network=self.network,
+                                  warm_sandboxes=self.warm_sandboxes)
         self.store = Store(self.root)
         self.agent = Agent(store=self.store, runtime=self.runtime,
                            config=AgentConfig(manifests=self.manifests, root=self.root, node_name="test",

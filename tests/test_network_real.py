@@ -287,9 +287,10 @@ def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, b
         pod_ = wait_for(lambda: (p := daemon.pods().get("web")) and p["status"].get("podIP")
                         and p["status"]["phase"] == "Running" and p, timeout=30, what="web running with an IP")
         ip = pod_["status"]["podIP"]
-        records = list((network.run_dir / "sandboxes").glob("*/record.json"))
-        assert len(records) == 1
-        record = json.loads(records[0].read_text())
+        records = [json.loads(r.read_text()) for r in (network.run_dir / "sandboxes").glob("*/record.json")]
+        pods = [r for r in records if not r.get("warm")]   # serve keeps warm sandboxes besides (decision 0020)
+        assert len(pods) == 1
+        record = pods[0]
         assert wait_for(lambda: http_get(f"http://{ip}/"), what="the pod to answer")
         daemon.stop(signal.SIGKILL)
         os.kill(record["pid"], signal.SIGKILL)   # the pod's infra process dies too: its netns stays pinned
@@ -306,14 +307,19 @@ def test_cleanup_after_kill_9_of_kubelite_and_of_the_pod_infra(tmp_path: Path, b
 
 def test_serve_refuses_a_pod_subnet_that_clashes_with_the_hosts_routes(tmp_path: Path, busybox: Path,
                                                                        network: NetworkUnderTest):
-    routes = [dst for dst, dev in cni.host_routes() if dst not in ("default", "0.0.0.0/0") and "/" in dst]
+    # not the route of another test's bridge (klt…, klb…, klw…): it may be gone before serve checks
+    routes = [dst for dst, dev in cni.host_routes() if dst not in ("default", "0.0.0.0/0") and "/" in dst
+              and not dev.startswith(("klt", "klb", "klw"))]
     if not routes:
         pytest.skip("the host has no subnet route to clash with")
     network.subnet = str(ipaddress.ip_network(routes[0], strict=False))
     daemon = daemon_on(network, tmp_path, busybox)
     daemon.start()
     assert daemon.proc is not None
-    assert daemon.proc.wait(timeout=20) == 1
+    try:
+        assert daemon.proc.wait(timeout=20) == 1
+    finally:
+        daemon.stop()   # SIGTERM, should it have started after all: its warm sandboxes are torn down
     daemon.proc = None
     text = (tmp_path / "serve.log").read_text()
     assert f"error: --pod-cidr {network.subnet} clashes with the host route {routes[0]}" in text

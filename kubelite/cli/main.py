@@ -96,6 +96,10 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
     serve.add_argument("--pod-cidr", default=None, metavar="CIDR",
                        help="the pods' IPv4 subnet (default 10.217.0.0/24); must not overlap the host's routes")
     serve.add_argument("--bridge", default=None, metavar="NAME", help="the pods' bridge (default kubelite0)")
+    serve.add_argument("--warm-sandboxes", type=int, default=2, metavar="N",
+                       help="pod sandboxes kept ready for new pods without hostNetwork, hostPort or sysctls: "
+                            "infra container running, network set up (default 2; 0 turns the pool off; runc "
+                            "runtime only)")
     serve.add_argument("--relist-period", type=float, default=20.0, metavar="SECONDS",
                        help="full re-read of the manifests directory (default 20)")
     serve.add_argument("--backoff-initial", type=float, default=10.0, metavar="SECONDS",

@@ -37,6 +37,8 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
     if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
         raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
+    if args.warm_sandboxes < 0:
+        raise UsageError("--warm-sandboxes must be 0 (no pool) or more")
     if args.max_parallel_image_pulls < 1:
         raise UsageError("--max-parallel-image-pulls must be at least 1")
     if args.pod_workers is not None and not 0 <= args.pod_workers <= 64:
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
                               network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
                               pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, registry=registry_config(args),
-                              api=api))
+                              api=api, warm_sandboxes=args.warm_sandboxes))
 
 
 def api_options(address: str) -> "ApiOptions":

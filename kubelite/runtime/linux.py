@@ -1,9 +1,11 @@
-"""Small Linux primitives the OCI runtime needs: overlay mounts, process identity, cgroup cleanup.
+"""Small Linux primitives the OCI runtime needs: overlay mounts, process identity, cgroups, hostnames.
 
 Owns: the mount(2)/umount2(2) calls (through libc, no `mount` process per container), reading a
 process's start time from /proc (a PID is trusted only together with its start time: PIDs are
-reused), and removing the empty cgroup directories kubelite created. It never touches a mount, a
-process or a cgroup it was not handed by the caller.
+reused), removing the empty cgroup directories kubelite created and renaming a warm sandbox's
+cgroup to its pod's, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
+sethostname(2) on a short-lived thread of its own). It never touches a mount, a process or a
+cgroup it was not handed by the caller.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import errno
 import fcntl
 import os
 import re
+import threading
 from pathlib import Path
 from typing import IO
 
@@ -22,6 +25,9 @@ import kubelite.statefiles as statefiles
 _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 _libc.mount.argtypes = (ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_char_p)
 _libc.umount2.argtypes = (ctypes.c_char_p, ctypes.c_int)
+_libc.setns.argtypes = (ctypes.c_int, ctypes.c_int)
+_libc.sethostname.argtypes = (ctypes.c_char_p, ctypes.c_size_t)
+CLONE_NEWUTS = 0x04000000
 MNT_DETACH = 2
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
@@ -240,6 +246,89 @@ def remove_cgroup(relative: str) -> None:
                 os.rmdir(dirpath)
             except OSError:
                 pass
+
+
+def move_cgroup(old: str, new: str, *, leaf: str) -> bool:
+    """Make the cgroup `old` (the parent of the cgroup `old/leaf` that holds one process) the cgroup
+    `new`, a sibling of `old`. True when the process must still be moved (`move_process`).
+
+    In a cgroup v1 hierarchy the directory is renamed (the kernel allows a rename within one
+    parent): the process, its charges and every setting stay as they are, at once; `new` must not
+    exist there yet (OSError). A cgroup v2 hierarchy (the only one, or `unified` beside v1
+    controllers) has no rename: `new/leaf` is made here, and the process is moved by
+    `move_process` — a write to `cgroup.procs` that waits for an RCU grace period (about 14 ms
+    measured), which is why it is a step of its own, run off the caller's path."""
+    old_rel, new_rel = old.strip("/"), new.strip("/")
+    if os.path.dirname(old_rel) != os.path.dirname(new_rel):
+        raise ValueError(f"cgroup {new} is not a sibling of {old}")
+    pending = False
+    for base in cgroup_dirs(old):
+        hierarchy = base.parents[len(Path(old_rel).parts) - 1]
+        if (hierarchy / "cgroup.controllers").exists():
+            (hierarchy / new_rel / leaf).mkdir(parents=True, exist_ok=True)
+            pending = True
+        else:
+            os.rename(base, base.parent / os.path.basename(new_rel))
+    return pending
+
+
+def move_process(old: str, new: str, *, leaf: str, pid: int, start: int) -> None:
+    """The second step of `move_cgroup` in cgroup v2 hierarchies: `pid` (checked by its start time)
+    moves from `old/leaf` to `new/leaf`, and the emptied `old` is removed. A process that is gone
+    meanwhile is no error."""
+    old_rel, new_rel = old.strip("/"), new.strip("/")
+    for base in cgroup_dirs(old):
+        hierarchy = base.parents[len(Path(old_rel).parts) - 1]
+        if not (hierarchy / "cgroup.controllers").exists():
+            continue
+        if alive(pid, start):
+            try:
+                (hierarchy / new_rel / leaf).mkdir(parents=True, exist_ok=True)   # removed meanwhile as empty
+                _write_cgroup(hierarchy / new_rel / leaf / "cgroup.procs", str(pid))
+            except OSError as exc:
+                if exc.errno not in (errno.ESRCH, errno.ENOENT) or alive(pid, start):
+                    raise
+        for empty in (base / leaf, base):
+            try:
+                os.rmdir(empty)
+            except FileNotFoundError:
+                pass
+
+
+def set_hostname(pid: int, start: int, hostname: str) -> None:
+    """Set `hostname` in the UTS namespace of process `pid` (checked against its start time).
+
+    Python 3.11 has no os.setns: a thread of its own joins the namespace through libc's setns(2),
+    calls sethostname(2) there and ends, so no other thread of kubelite ever changes namespace."""
+    fd = os.open(f"/proc/{pid}/ns/uts", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        if not alive(pid, start):   # the namespace file is the process's: its PID was not reused
+            raise ProcessLookupError(errno.ESRCH, f"process {pid} is gone")
+        failed: list[OSError] = []
+
+        def join_and_set() -> None:
+            name = hostname.encode()
+            if _libc.setns(fd, CLONE_NEWUTS) != 0 or _libc.sethostname(name, len(name)) != 0:
+                err = ctypes.get_errno()
+                failed.append(OSError(err, f"setting the hostname of process {pid}: {os.strerror(err)}"))
+
+        thread = threading.Thread(target=join_and_set, name="sethostname", daemon=True)
+        thread.start()
+        thread.join()
+    finally:
+        os.close(fd)
+    if failed:
+        raise failed[0]
+
+
+def remove_empty_cgroup(relative: str) -> None:
+    """Remove the cgroup `relative` only where it is empty, leaving everything below it alone (its
+    children may be in the making by another thread)."""
+    for base in cgroup_dirs(relative):
+        try:
+            os.rmdir(base)
+        except OSError:
+            pass
 
 
 def try_lock(path: Path, owner: str) -> tuple[IO[str] | None, str]:

@@ -28,11 +28,17 @@ every relist; inotify on the exit directory only wakes the agent. cgroups live b
 `/kubelite-<instance>/pod<uid>/`, where the instance is derived from the state root, so two
 kubelite instances never share a cgroup, a runc root or a directory.
 
+With a pool (`OCIRuntime(warm_sandboxes=N)`, `serve --warm-sandboxes`), sandboxes are made ahead of
+any pod under `/kubelite-<instance>/warm<id>/` with records marked `warm`; `run_sandbox` gives an
+eligible pod one of them (decision 0020). Unclaimed ones are torn down at `close()` and at start.
+
 One module per responsibility:
 
 * `runtime` — `OCIRuntime`: the records loaded at start, runc under this instance's root, images,
   exit hints and the clean-up of what a crash left behind;
-* `sandboxes` — pod sandboxes, their /etc files, network and host ports;
+* `sandboxes` — pod sandboxes, their /etc files, network and host ports; making, claiming and
+  tearing down warm sandboxes;
+* `warm` — the pool of warm sandboxes: its thread, refills, backoff, which pods are eligible;
 * `containers` — containers through conmon: create, start, signal, observe, exec, remove;
 * `profiles` — seccomp and AppArmor profiles;
 * `records` — the `record.json` of each sandbox and container;

@@ -43,6 +43,7 @@ class SandboxRecord:
     netns: str = ""             # the pinned network namespace (pod networking), else ""
     ip: str | None = None
     host_ports: list[list[Any]] = field(default_factory=list)   # [hostPort, protocol, hostIP] held
+    warm: bool = False          # a warm sandbox no pod has claimed yet (`oci.warm`): no pod's identity
 
 
 @dataclass

@@ -1,8 +1,9 @@
 """`OCIRuntime`: the `Runtime` protocol on runc + conmon + catatonit (see the package's docstring).
 
 Owns: the runtime's directories and its records in memory (loaded at start, saved on each change),
-runc under this instance's root, the image operations on the store, exit hints, and the removal of
-what a crash left behind (orphan bundles, sandboxes, network namespaces and layers).
+runc under this instance's root, the image operations on the store, exit hints, the warm pool's
+start and stop, and the removal of what a crash left behind (orphan bundles, sandboxes, unclaimed
+warm sandboxes, network namespaces and layers).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kubelite.runtime.oci.process import find_binaries, instance_name, run
 from kubelite.runtime.oci.profiles import SecurityProfiles
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, write_json
 from kubelite.runtime.oci.sandboxes import TEARDOWN_RETRY_S, Sandboxes
+from kubelite.runtime.oci.warm import WarmPool
 from kubelite.runtime.protocol import PulledImage
 from kubelite.runtime.registry import RegistryConfig
 
@@ -47,7 +49,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
     def __init__(self, *, root: Path, run_dir: Path, images: ImageStore,
                  clock: Callable[[], datetime] = utcnow, binaries: dict[str, str] | None = None,
                  network: cni.Network | None = None, registry: RegistryConfig | None = None,
-                 default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH)) -> None:
+                 default_seccomp_profile: Path = Path(seccomp.DEFAULT_PROFILE_PATH), warm_sandboxes: int = 0) -> None:
         self.root, self.run_dir, self.images, self.clock = root, run_dir, images, clock
         self.seccomp_root = layout.seccomp_root(root)     # the kubelet's --seccomp-profile-root
         self.default_seccomp_profile = default_seccomp_profile
@@ -69,6 +71,8 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self._host_ports_lock = threading.Lock()   # `run_sandbox` of pods with host ports, one at a time
         self._sandboxes: dict[str, SandboxRecord] = self._load(self.sandbox_dir, SandboxRecord)
         self._containers: dict[str, ContainerRecord] = self._load(self.container_dir, ContainerRecord)
+        unclaimed = [self._sandboxes.pop(r.id) for r in list(self._sandboxes.values()) if r.warm]
+        self._warm_pool: WarmPool | None = None
         self._observer: Any = None
         self.pending_dir = layout.cni_pending_dir(run_dir)
         self._next_teardown_retry = time.monotonic() + TEARDOWN_RETRY_S
@@ -76,7 +80,12 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self.capabilities = ocispec.capability_mask(linux.bounding_capabilities())
         self.remove_orphan_containers()
         self.remove_orphan_layers()
+        self.remove_unclaimed_warm_sandboxes(unclaimed)
         self.remove_orphan_sandboxes()
+        if warm_sandboxes > 0:
+            self._warm_pool = WarmPool(warm_sandboxes, make=self._make_warm_sandbox,
+                                       destroy=self._destroy_warm_sandbox)
+            self._warm_pool.start()
 
     # ------------------------------------------------------------------ records
 
@@ -186,8 +195,13 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
             self._observer = None
 
     def close(self) -> None:
-        """kubelite stops: the exit watcher ends and the bridge is released (pods keep running)."""
+        """kubelite stops: the exit watcher ends, the warm sandboxes no pod claimed are torn down
+        completely, and the bridge is released (pods keep running)."""
         self._stop_observer()
+        if self._warm_pool is not None:
+            for record in self._warm_pool.stop():
+                self._destroy_warm_sandbox(record)
+            self._warm_pool = None
         if self.network is not None:
             self.network.release()
 
@@ -208,6 +222,29 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
             self._runc("delete", "--force", bundle.name, check=False)
             (self.exit_dir / bundle.name).unlink(missing_ok=True)
             shutil.rmtree(bundle, ignore_errors=True)
+
+    def warm_sandboxes(self) -> list[SandboxRecord]:
+        """The warm sandboxes ready for a claim (none without a pool)."""
+        return self._warm_pool.ready() if self._warm_pool is not None else []
+
+    def remove_unclaimed_warm_sandboxes(self, records: list[SandboxRecord]) -> None:
+        """At start: warm sandboxes of an earlier run that no pod claimed (kubelite was killed) are torn
+        down, never taken for a pod's, as are the cgroups of warm sandboxes killed while being made
+        (`warm<id>`) or claimed (`pod<uid>/<id>` of an unclaimed record)."""
+        for record in records:
+            log.info("removing the unclaimed warm pod sandbox %s", record.id)
+            self._destroy_warm_sandbox(record)
+        ids = {r.id for r in records}
+        children = {child.name for base in linux.cgroup_dirs(f"/{self.instance}") for child in base.iterdir()
+                    if child.is_dir()}
+        for name in sorted(children):
+            if name.startswith("warm"):
+                linux.remove_cgroup(f"/{self.instance}/{name}")
+            elif name.startswith("pod") and ids:
+                for sandbox_id in ids:
+                    linux.remove_cgroup(f"/{self.instance}/{name}/{sandbox_id}")
+                linux.remove_empty_cgroup(f"/{self.instance}/{name}")   # the pod's, if that was all of it
+        linux.remove_empty_cgroup(f"/{self.instance}")
 
     def remove_orphan_sandboxes(self) -> None:
         """Sandbox directories without a record (kubelite died while creating one): their network is

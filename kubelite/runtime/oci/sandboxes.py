@@ -1,11 +1,13 @@
 """Pod sandboxes: the infra container that holds a pod's namespaces, its /etc files and /dev/shm,
-its network (CNI ADD and DEL, retried DELs) and the host ports it holds.
+its network (CNI ADD and DEL, retried DELs) and the host ports it holds; making, claiming and
+tearing down warm sandboxes (the pool itself is `oci.warm`'s).
 
 Owns: `<run-dir>/sandboxes/<id>/` and `<run-dir>/cni/pending/`; a part of `OCIRuntime` (`oci.runtime`).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -18,8 +20,10 @@ from typing import Any, Callable
 
 from kubelite import layout
 import kubelite.statefiles as statefiles
+from kubelite.core.types import SecurityProfile
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import cni, etcfiles, linux, ocispec, volumes
+from kubelite.runtime.oci import warm
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, write_json
 from kubelite.runtime.protocol import HostsConfig, PortMapping, SandboxConfig, SandboxInfo, SandboxState
 
@@ -55,6 +59,7 @@ class Sandboxes:
     _annotations: Callable[..., dict[str, str]]
     _seccomp_profile: Callable[..., dict[str, Any] | None]
     _remove_container_files: Callable[[ContainerRecord], None]
+    _warm_pool: warm.WarmPool | None
 
     def run_sandbox(self, config: SandboxConfig) -> str:
         mappings = () if config.host_network else config.port_mappings
@@ -72,7 +77,26 @@ class Sandboxes:
             if not linux.alive(old.pid, old.pid_start):
                 self.stop_sandbox(old.id)
         self._check_host_ports(config.uid, mappings)
+        claimed = self._claim_warm_sandbox(config)
+        if claimed is not None:
+            return claimed
         sandbox_id = uuid.uuid4().hex
+        record = SandboxRecord(sandbox_id, config.uid, config.name, config.namespace, config.attempt,
+                               config.sandbox_hash, self.clock().isoformat(), config.host_network,
+                               config.share_process_namespace, self._pod_cgroup(config.uid),
+                               host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
+        self._make_sandbox(record, config, mappings)
+        with self._lock:
+            self._sandboxes[sandbox_id] = record
+            self._save(record)
+        return sandbox_id
+
+    def _make_sandbox(self, record: SandboxRecord, config: SandboxConfig, mappings: tuple[PortMapping, ...],
+                      seccomp_profile: dict[str, Any] | None = None) -> None:
+        """Bundle, /etc files, /dev/shm, the network (CNI ADD) and `runc run` of the infra container
+        for `record` (its pid and start time filled in); everything undone when a step fails.
+        `seccomp_profile`: the resolved profile, when the caller resolved it already."""
+        sandbox_id = record.id
         bundle = layout.sandbox_bundle(self.run_dir, sandbox_id)
         rootfs = bundle / "rootfs"
         bundle.mkdir(mode=0o700)
@@ -82,21 +106,19 @@ class Sandboxes:
         self._write_etc_files(bundle, config)
         (bundle / "shm").mkdir()
         linux.mount_tmpfs(bundle / "shm", size=SHM_SIZE)  # the pod's /dev/shm, shared by its containers
-        record = SandboxRecord(sandbox_id, config.uid, config.name, config.namespace, config.attempt,
-                               config.sandbox_hash, self.clock().isoformat(), config.host_network,
-                               config.share_process_namespace, self._pod_cgroup(config.uid),
-                               host_ports=[[m.host_port, m.protocol.upper(), m.host_ip] for m in mappings])
         try:
             if self.network is not None and not config.host_network:
                 attachment = self.network.setup(layout.network_record_path(bundle), sandbox_id=sandbox_id,
                                                 port_mappings=mappings)
                 record.netns, record.ip = attachment.netns, attachment.ip
                 self._write_etc_files(bundle, config, ip=attachment.ip)
+            if seccomp_profile is None:
+                seccomp_profile = self._seccomp_profile(config.seccomp)
             spec = ocispec.build_sandbox_spec(
                 config=config, rootfs=str(rootfs), cgroups_path=f"{record.cgroup_parent}/{sandbox_id}",
                 annotations=self._annotations(config.uid, "POD", config.attempt, config.sandbox_hash),
                 catatonit_host_path=self.bin["catatonit"], net_path=record.netns or None,
-                seccomp_profile=self._seccomp_profile(config.seccomp), machine=self.machine, kernel=self.kernel)
+                seccomp_profile=seccomp_profile, machine=self.machine, kernel=self.kernel)
             write_json(layout.bundle_config_path(bundle), spec)
             # one runc call instead of create + start: the infra process needs no monitor
             self._runc("run", "--detach", "--bundle", str(bundle), "--pid-file", str(bundle / "pid"), sandbox_id)
@@ -113,10 +135,91 @@ class Sandboxes:
                 raise
             raise RuntimeError_(f"creating the pod sandbox failed: {exc}") from None
         record.pid, record.pid_start = pid, linux.process_start(pid) or 0
-        with self._lock:
-            self._sandboxes[sandbox_id] = record
+
+    # ------------------------------------------------------------------ warm sandboxes (decision 0020)
+
+    def _warm_cgroup(self, sandbox_id: str) -> str:
+        """A warm sandbox's cgroup until a pod claims it (then it is renamed to the pod's)."""
+        return f"/{self.instance}/warm{layout.safe_name(sandbox_id)}"
+
+    def _make_warm_sandbox(self, seccomp: SecurityProfile | None) -> warm.WarmSandbox:
+        """A sandbox made for no pod yet (the pool's thread): hostname `warm-<id>`, no host ports, no
+        sysctls, no pod-level limits, under its own cgroup; recorded with `warm` set."""
+        sandbox_id = uuid.uuid4().hex
+        profile = self._seccomp_profile(seccomp)
+        config = SandboxConfig(uid="", name="", namespace="", attempt=0, sandbox_hash="",
+                               hostname=f"warm-{sandbox_id[:12]}", seccomp=seccomp)
+        record = SandboxRecord(sandbox_id, "", "", "", 0, "", self.clock().isoformat(), False, False,
+                               self._warm_cgroup(sandbox_id), warm=True)
+        self._make_sandbox(record, config, (), seccomp_profile=profile)
+        try:
             self._save(record)
-        return sandbox_id
+        except OSError:
+            self._destroy_warm_sandbox(record)
+            raise
+        return warm.WarmSandbox(record, seccomp, profile)
+
+    def _claim_warm_sandbox(self, config: SandboxConfig) -> str | None:
+        """Give a ready warm sandbox this pod's identity; its id, or None for the normal path.
+
+        In order: the cgroup renamed to the pod's (`/<instance>/pod<uid>`; in a cgroup v2 hierarchy
+        the process is moved right after, on a thread of its own), the hostname set in the infra's UTS
+        namespace, /etc/hostname, hosts (with the pod's IP) and resolv.conf written in the bundle,
+        pod-level limits, then the record with the pod's identity, written atomically: until then,
+        a kubelite killed half-way finds a warm record at start and tears it down."""
+        pool = self._warm_pool
+        if pool is None or not warm.eligible(config):
+            return None
+        pod_cgroup = self._pod_cgroup(config.uid)
+        if linux.cgroup_dirs(pod_cgroup):
+            return None   # the pod's cgroup is there (an earlier sandbox's): no rename onto it
+        try:
+            profile = self._seccomp_profile(config.seccomp)
+        except RuntimeError_:
+            return None   # the normal path reports it
+        taken = pool.take(config.seccomp, profile)
+        if taken is None:
+            return None
+        record = taken.record
+        bundle = layout.sandbox_bundle(self.run_dir, record.id)
+        try:
+            if not linux.alive(record.pid, record.pid_start):
+                raise RuntimeError_("its infra process is gone")
+            warm_cgroup, record.cgroup_parent = record.cgroup_parent, pod_cgroup
+            if linux.move_cgroup(warm_cgroup, pod_cgroup, leaf=record.id):   # cgroup v2: the process follows
+                pool.defer(functools.partial(linux.move_process, warm_cgroup, pod_cgroup, leaf=record.id,
+                                             pid=record.pid, start=record.pid_start))
+            linux.set_hostname(record.pid, record.pid_start, config.hostname)
+            self._write_etc_files(bundle, config, ip=record.ip)
+            limits = ocispec.pod_cgroup_resources(config.resources)
+            if limits:
+                linux.set_cgroup_limits(pod_cgroup, limits)
+            record.uid, record.name, record.namespace = config.uid, config.name, config.namespace
+            record.attempt, record.sandbox_hash = config.attempt, config.sandbox_hash
+            record.created_at, record.share_pid = self.clock().isoformat(), config.share_process_namespace
+            record.warm = False
+            with self._lock:
+                self._save(record)
+                self._sandboxes[record.id] = record
+        except (RuntimeError_, OSError, ValueError) as exc:
+            log.warning("pod %s/%s: claiming warm sandbox %s failed (%s); making one for it",
+                        config.namespace, config.name, record.id, exc)
+            record.warm = True
+            pool.discard(record)
+            return None
+        return record.id
+
+    def _destroy_warm_sandbox(self, record: SandboxRecord) -> None:
+        """Tear an unclaimed warm sandbox down completely: the infra container, CNI DEL (its lease
+        and rules; kept pending when DEL fails), the namespace, /dev/shm, the bundle, its cgroup."""
+        self._runc("delete", "--force", record.id, check=False)
+        linux.unmount(self.sandbox_dir / record.id / "shm")
+        self._release_network(record.id)
+        shutil.rmtree(self.sandbox_dir / record.id, ignore_errors=True)
+        for cgroup in {self._warm_cgroup(record.id), record.cgroup_parent}:
+            linux.remove_cgroup(cgroup)
+        # only if empty, and nothing below it: this runs beside pods being made (the pool's thread)
+        linux.remove_empty_cgroup(f"/{self.instance}")
 
     def _write_etc_files(self, bundle: Path, config: SandboxConfig, *, ip: str | None = None) -> None:
         """The pod's /etc/hostname, /etc/hosts and resolv.conf, as a Kubernetes node writes them (`etcfiles`)."""
@@ -218,6 +321,7 @@ class Sandboxes:
                 self._remove_container_files(self._containers.pop(cid))
         self._release_network(sandbox_id)   # a retry, when stopping could not remove it; else kept pending
         shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
+        linux.remove_cgroup(self._warm_cgroup(sandbox_id))   # a claimed warm sandbox's, not moved yet (v2)
         if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
             linux.remove_cgroup(record.cgroup_parent)
             linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
