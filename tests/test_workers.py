@@ -124,7 +124,7 @@ def test_resource_versions_continue_from_the_database_and_are_written_with_the_q
     store.close()
 
 
-def test_a_failed_flush_writes_nothing_and_the_queue_starts_over_from_the_database(tmp_path):
+def test_a_failed_flush_writes_nothing_keeps_the_writes_and_a_reset_starts_over_from_the_database(tmp_path):
     store = Store(tmp_path)
     queue = WriteBehind(store)
     queue.put_backoff(BackoffEntry("first", 10.0, at(1)))
@@ -133,6 +133,10 @@ def test_a_failed_flush_writes_nothing_and_the_queue_starts_over_from_the_databa
     with pytest.raises(Exception):
         queue.flush()
     assert store.execute_sql("SELECT count(*) FROM backoff")[0][0] == 0, "rolled back with the failing write"
+    assert queue.pending() == 2, "the writes wait for the next flush (a failure between passes loses nothing)"
+    queue.put_backoff(BackoffEntry("second", 10.0, at(2)))
+    assert [name for name, _, _ in queue.take()[0]] == ["put_backoff", "put_container", "put_backoff"]
+    queue.put_container("uid", "not a container")   # type: ignore[arg-type]
     queue.reset()
     assert queue.pending() == 0 and queue.next_resource_version() == 1
     store.close()
@@ -285,3 +289,149 @@ def test_on_workers_only_pods_that_are_due_are_synced(tmp_path, monkeypatch):
         node.advance(21)   # a relist period: every pod once
         assert {"a", "b"} <= set(synced)
 
+
+
+# ---------------------------------------------------------------------- races the loop and the workers must survive
+
+EDITED = """apiVersion: v1
+kind: Pod
+metadata: {{name: p}}
+spec:
+  dnsPolicy: Default
+  containers:
+  - {{name: a, image: busybox:1.36, command: [sleep, "1000"]}}
+  - {{name: {second}, image: busybox:1.36, command: [sleep, "1000"]}}
+"""
+
+
+def agent_on(tmp_path, runtime, **config):
+    from kubelite.agent.agent import Agent, AgentConfig
+
+    manifests, root = tmp_path / "manifests", tmp_path / "state"
+    manifests.mkdir(exist_ok=True)
+    return Agent(store=Store(root), runtime=runtime, config=AgentConfig(
+        manifests=manifests, root=root, node_name="n", image_pull_workers=config.pop("image_pull_workers", 0),
+        pod_workers=2, **config))
+
+
+def test_a_manifest_edit_while_the_pod_is_on_a_worker_waits_for_the_sync_to_end(tmp_path):
+    """The loop's pass runs while the pod's worker is in `create_container` (the lock let go) and
+    the edit renames a container the worker is about to start: the sync ends with the version it
+    planned with, and the edit is applied by the pass after it."""
+    from kubelite.runtime.fake import FakeRuntime
+
+    armed = {"on": True}
+    holder: dict = {}
+
+    class EditsDuringCreate(FakeRuntime):
+        def create_container(self, sandbox_id, config):
+            cid = super().create_container(sandbox_id, config)
+            if armed.pop("on", False) and config.container.name == "a":
+                (tmp_path / "manifests" / "p.yaml").write_text(EDITED.format(second="c"))
+                holder["agent"].hint_manifests()
+                holder["agent"].run_once(wait=False)   # the loop's pass, meanwhile
+            return cid
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "p.yaml").write_text(EDITED.format(second="b"))
+    runtime = EditsDuringCreate()
+    agent = holder["agent"] = agent_on(tmp_path, runtime)
+    try:
+        for _ in range(8):
+            agent.run_once()   # raised AssertionError ("plan() started b, which is not in the spec")
+        running = sorted(c.name for _, c in agent.state.containers.values() if c.running)
+        assert running == ["a", "c"]
+    finally:
+        agent.close()
+        agent.store.close()
+
+
+def test_a_failed_write_between_passes_loses_none_of_the_workers_writes(tmp_path):
+    from contextlib import contextmanager
+
+    from kubelite.runtime.fake import FakeRuntime
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "p.yaml").write_text(EDITED.format(second="b"))
+    agent = agent_on(tmp_path, FakeRuntime())
+    store = agent.store
+    try:
+        agent.run_once(wait=False)   # the daemon's way: the syncs end after the pass's write
+        assert agent.workers.wait_idle(10)
+        assert agent.state.store.pending() > 0
+        real = store.transaction
+        failures = [StoreError("database is locked")]
+
+        @contextmanager
+        def flaky():
+            if failures:
+                raise failures.pop()
+            with real() as s:
+                yield s
+        store.transaction = flaky
+        agent.wake.take()
+        with pytest.raises(StoreError):
+            agent.absorb_probe_outcomes()   # the daemon's wait_for_work swallows this
+        agent.run_once()
+        agent.run_once()
+        assert store.execute_sql("SELECT count(*) FROM containers")[0][0] == len(agent.state.containers) == 2
+        assert store.execute_sql("SELECT count(*) FROM sandboxes")[0][0] == len(agent.state.sandboxes) == 1
+        phase = store.execute_sql("SELECT json_extract(object, '$.status.phase') FROM pods")[0][0]
+        assert phase == next(iter(agent.pods.values())).status["phase"] == "Running"
+    finally:
+        agent.close()
+        store.close()
+
+
+def test_a_pull_that_ends_while_the_sandbox_is_made_does_not_leave_the_pod_waiting_an_hour(tmp_path):
+    import time as clock
+
+    from kubelite.runtime.fake import FakeRuntime
+
+    big_gate = threading.Event()
+    seen = {"sandboxes": 0}
+    holder: dict = {}
+
+    class PullEndsDuringSandbox(FakeRuntime):
+        def pull_image(self, image):
+            if image == "big:1":
+                big_gate.wait(30)
+            return super().pull_image(image)
+
+        def run_sandbox(self, config):
+            sid = super().run_sandbox(config)
+            seen["sandboxes"] += 1
+            if seen["sandboxes"] == 2:   # the pod's new sandbox, made with the state lock let go
+                big_gate.set()
+                deadline = clock.monotonic() + 5
+                while ("big:1" in self.missing_images or holder["agent"].pulls.busy()) \
+                        and clock.monotonic() < deadline:
+                    clock.sleep(0.02)
+                holder["agent"].run_once(wait=False)   # the loop's pass meanwhile records the pull's end
+            return sid
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "p.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsPolicy: Default\n  containers:\n"
+        "  - {name: a, image: 'big:1', command: [sleep, '1000']}\n"
+        "  - {name: b, image: 'small:1', command: [sleep, '1000']}\n")
+    runtime = PullEndsDuringSandbox()
+    runtime.missing_images |= {"big:1", "small:1"}
+    runtime.registry |= {"big:1", "small:1"}
+    agent = holder["agent"] = agent_on(tmp_path, runtime, image_pull_workers=2)
+    try:
+        agent.run_once()   # sandbox 1; both pulls start; small ends at once
+        deadline = clock.monotonic() + 5
+        while "small:1" in runtime.missing_images and clock.monotonic() < deadline:
+            clock.sleep(0.02)
+        clock.sleep(0.1)
+        FakeRuntime.stop_sandbox(runtime, next(iter(runtime._sandboxes)))   # dies while big:1 is pulled
+        for _ in range(6):
+            agent.run_once()
+        entry = next(iter(agent.pods.values()))
+        assert entry.waiting is None or entry.waiting.until - agent.clock() < timedelta(minutes=5), entry.waiting
+        assert sorted(c.name for _, c in agent.state.containers.values() if c.running) == ["a", "b"]
+    finally:
+        big_gate.set()
+        agent.close()
+        agent.store.close()

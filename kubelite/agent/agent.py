@@ -101,6 +101,7 @@ class Agent:
         self.workers = PodWorkers(config.pod_workers, lock=self.state.lock, wake=self.wake.set) \
             if config.pod_workers else None
         self.next_sync: dict[str, datetime | None] = {}   # uid → when its last sync asked to be looked at again
+        self.deferred: set[str] = set()   # pods on a worker whose manifest changed: applied when their sync ends
         self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per relist period
         self.last_replacing: frozenset[str] = frozenset()
         self._load()
@@ -129,6 +130,7 @@ class Agent:
         """Fill the node state from the store (at start, and after a failed write)."""
         self.snapshot, self.manifests_dirty = None, True
         self.next_full_sync = None   # every pod is synced at the next pass
+        self.next_sync.clear()
         stored = self.state.load()
         self.configs.load(stored.config_objects)
         self.configs.claims.load(stored.persistent_volumes)
@@ -188,12 +190,13 @@ class Agent:
         than run ahead of what the database holds.
         """
         self.wake.clear()
-        if self.store.replaced():
-            log.warning("%s was deleted or replaced while kubelite ran: writing the state again", self.store.path)
-            self.store.reopen()
-            with self.state.lock:
-                self._write_all()
         try:
+            if self.store.replaced():
+                log.warning("%s was deleted or replaced while kubelite ran: writing the state again",
+                            self.store.path)
+                self.store.reopen()
+                with self.state.lock:   # the resourceVersion counter goes on from memory: watches see no step back
+                    self._write_all()
             return self._pass(wait)
         except StoreError:
             with self.state.lock:
@@ -206,7 +209,8 @@ class Agent:
             if not self.meta_written:
                 self.state.write_meta()
                 self.meta_written = True
-            if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan:
+            if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan \
+                    or (self.deferred and not self.deferred & self._busy()):
                 self.sync_manifests(now)
             with metrics.timed(metrics.RELIST):
                 self.relist(now)
@@ -222,6 +226,9 @@ class Agent:
         if self.manifests_dirty:
             wake = now
         return wake
+
+    def _busy(self) -> frozenset[str]:
+        return self.workers.busy() if self.workers is not None else frozenset()
 
     def sync_pods(self, now: datetime, wait: bool) -> datetime | None:
         """The pods' syncs: every pod's on the loop, or on the pod workers those of the pods that
@@ -263,8 +270,12 @@ class Agent:
         if uid not in self.state.pods:
             self.next_sync.pop(uid, None)
             return None   # removed by the loop's reload meanwhile
-        with metrics.timed(metrics.POD_SYNC), self.state.syncing(uid):
-            wake = self.executor.sync_pod(uid, now, replacing=replacing)
+        try:
+            with metrics.timed(metrics.POD_SYNC), self.state.syncing(uid):
+                wake = self.executor.sync_pod(uid, now, replacing=replacing)
+        except Exception:
+            self.next_sync[uid] = now + timedelta(seconds=SYNC_ERROR_RETRY_S)   # as the kubelet's pod worker
+            raise
         if uid not in self.state.pods:
             self.next_sync.pop(uid, None)
             self.manifests_dirty = True  # removed: a replacement of the same name may be waiting
@@ -293,6 +304,10 @@ class Agent:
         resolution = sources.resolve(snapshot, previous, self.configs.previous())
         commit = gitsync.commit_of(self.config.manifests, self.config.root)
         wanted = set()
+        # a pod on a worker keeps the version its sync planned with: its change waits for the sync's
+        # end (the worker wakes the loop then), as a kubelet pod worker takes the next update after
+        # the one it works on
+        busy, self.deferred = self._busy(), set()
         for key, desired in resolution.pods.items():
             source = resolution.sources[key]
             wanted.add(desired.uid)
@@ -304,10 +319,16 @@ class Agent:
                 self.state.add_pod(entry)
             elif entry.deleted_at is None and (_meta_and_spec(entry.desired) != _meta_and_spec(desired)
                                                or entry.source != source):
+                if entry.uid in busy:
+                    self.deferred.add(entry.uid)
+                    continue
                 log.info("pod %s: manifest changed (%s)", key, source)
                 self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
+                if entry.uid in busy:
+                    self.deferred.add(entry.uid)
+                    continue
                 log.info("pod %s: manifest gone; terminating", entry.key)
                 self.state.mark_deleted(entry, now)
         changed = self.configs.apply(resolution, now)

@@ -150,15 +150,19 @@ class PodExecutor(ContainerStarter):
         starts in plan order while the sandbox is ready (a failed one sets its own wait), then their
         backoff steps."""
         sandbox = self.state.observed(entry.uid).sandbox
-        if actions.pull_held and actions.waiting is None and sandbox is not None and sandbox.ready:
+        # read now, not from the plan: a pull may have ended while the sandbox was made (lock let go)
+        held = set(actions.pull_held) & entry.containers_pulling()
+        if held and entry.waiting is None and sandbox is not None and sandbox.ready:
             self.wait_for_pull(entry, now)
+        attempted = []
         for start in actions.to_start:
             if sandbox is None or not sandbox.ready:
                 break
             self.start_container(entry, sandbox.id, start.name, start.attempt, now, created_id=start.created_id)
-        pulling = entry.containers_pulling()   # their restart has not happened yet: no backoff step for it
-        for start in actions.to_start:
-            if start.backoff_update is not None and start.name not in pulling:
+            if start.name not in entry.containers_pulling():   # read at once: a pull may end during a later start
+                attempted.append(start)
+        for start in attempted:   # the restarts under way (as the kubelet's doBackOff, before the image step)
+            if start.backoff_update is not None:
                 self.state.put_backoff(start.backoff_update)
 
     def raise_backoff_events(self, entry: PodEntry, actions: PodActions, now: datetime) -> None:

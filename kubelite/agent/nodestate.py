@@ -244,7 +244,13 @@ class NodeState:
             del self.start_errors[key]
         for key in [k for k in self.image_backoff if k.startswith(f"{uid}_")]:
             del self.image_backoff[key]
-        self.pod_sandboxes.pop(uid, None)
+        # anything of the pod the relist saw again while its removal ran is forgotten too: what the
+        # runtime still holds of it is then an orphan, which the relist removes
+        for cid in list(self.by_pod.pop(uid, {})):
+            self.containers.pop(cid, None)
+            self.post_start.pop(cid, None)
+        for sid in list(self.pod_sandboxes.pop(uid, {})):
+            self.sandboxes.pop(sid, None)
         self.store.delete_pod(uid)
         del self.pods[uid]
 

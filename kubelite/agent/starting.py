@@ -63,9 +63,10 @@ class ContainerStarter:
                         created_id: str | None = None) -> None:
         container = container_named(entry.pod, name)
         assert container is not None, f"plan() started {name}, which is not in the spec"
-        known = self.state.containers.get(created_id) if created_id is not None else None
-        if known is not None:   # created before kubelite stopped, never started: only `runc start` is left
-            self.run_created(entry, container, known[1], sandbox_id, now)
+        if created_id is not None:   # created before kubelite stopped, never started: only `runc start` is left
+            known = self.state.containers.get(created_id)
+            if known is not None:   # else removed meanwhile: the next plan decides again
+                self.run_created(entry, container, known[1], sandbox_id, now)
             return
         image = container.image or ""
         # the image, then those of its image volumes (as the kubelet, pulled by their own pullPolicy)

@@ -72,7 +72,9 @@ class PodWorkers:
             if wake is not None and (self._next is None or wake < self._next):
                 self._next = wake
             if error is not None and self._error is None:
-                self._error = error
+                self._error = error   # the loop raises it (and logs it with its traceback)
+            elif error is not None:
+                log.error("pod %s: sync failed: %s: %s", uid, type(error).__name__, error)
             self._cond.notify_all()
         self._wake()
 
@@ -96,7 +98,10 @@ class PodWorkers:
             return self._cond.wait_for(lambda: not self._busy, timeout)
 
     def close(self) -> None:
-        """Take no more syncs and wait for those under way."""
+        """Take no more syncs, drop those not started, and wait for those under way."""
         with self._cond:
             self._closed = True
-        self._pool.shutdown(wait=True)
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        with self._cond:   # what is left was never started
+            self._busy.clear()
+            self._cond.notify_all()

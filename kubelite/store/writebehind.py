@@ -59,28 +59,38 @@ class WriteBehind:
 
     def write(self, taken: tuple[list[Write], int | None]) -> None:
         """Write taken writes in one transaction, in order, then the counter (the writer thread
-        only). A StoreError leaves the database as it was, and the writes are dropped with it:
-        the node state then reloads what the database holds (`reset`)."""
+        only). A StoreError leaves the database as it was and the writes back at the head of the
+        queue; the node state then reloads what the database holds (`reset`)."""
         queue, version = taken
         if not queue and version == self._written_version:
             return
-        with self.db.transaction() as db:
-            for name, args, kwargs in queue:
-                getattr(db, name)(*args, **kwargs)
-            if version is not None and version != self._written_version:
-                db.set_resource_version(version)
+        try:
+            with self.db.transaction() as db:
+                for name, args, kwargs in queue:
+                    getattr(db, name)(*args, **kwargs)
+                if version is not None and version != self._written_version:
+                    db.set_resource_version(version)
+        except BaseException:
+            with self._lock:   # nothing is lost: written by the next flush, or dropped by `reset`
+                self._queue[:0] = queue
+            raise
         self._written_version = version
 
     def reset(self) -> None:
-        """Forget what is queued and the counter (after a failed write: memory reloads from the database)."""
+        """Forget what is queued and read the counter again (the writer thread, when memory is
+        loaded from the database: at start and after a failed write)."""
         with self._lock:
             self._queue, self._version, self._written_version = [], None, None
+        version = self.db.resource_version()
+        with self._lock:
+            if self._version is None:
+                self._version = self._written_version = version
 
     # ------------------------------------------------------------------ the counter
 
     def next_resource_version(self) -> int:
         with self._lock:
-            if self._version is None:
+            if self._version is None:   # not loaded (`reset`): only the writer thread gets here
                 self._version = self._written_version = self.db.resource_version()
             self._version += 1
             return self._version

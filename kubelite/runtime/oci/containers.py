@@ -219,8 +219,8 @@ class Containers:
             if not r.started_at:
                 r.started_at = self.clock().isoformat()
                 self._save(r)
-                log.info("container %s (%s of pod %s/%s) was started before its start was recorded", r.id, r.name,
-                         r.namespace, r.pod_name)
+                log.debug("container %s (%s of pod %s/%s) runs, its start not recorded yet", r.id, r.name,
+                          r.namespace, r.pod_name)
         return True
 
     def _observe(self, r: ContainerRecord) -> tuple[ContainerState, int | None, datetime | None, str | None]:

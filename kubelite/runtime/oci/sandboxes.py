@@ -269,7 +269,10 @@ class Sandboxes:
         record = layout.network_record_path(layout.sandbox_bundle(self.run_dir, sandbox_id))
         if record.exists():
             statefiles.make_dirs(self.pending_dir, base=self.run_dir)
-            os.replace(record, self.pending_dir / f"{sandbox_id}.json")
+            try:
+                os.replace(record, self.pending_dir / f"{sandbox_id}.json")
+            except FileNotFoundError:
+                pass   # a retried DEL (`retry_network_teardowns`) removed it meanwhile
 
     def retry_network_teardowns(self) -> None:
         """CNI DEL again for every attachment whose teardown failed: those kept in `pending/`, and
@@ -322,9 +325,12 @@ class Sandboxes:
         self._release_network(sandbox_id)   # a retry, when stopping could not remove it; else kept pending
         shutil.rmtree(self.sandbox_dir / sandbox_id, ignore_errors=True)
         linux.remove_cgroup(self._warm_cgroup(sandbox_id))   # a claimed warm sandbox's, not moved yet (v2)
-        if record is not None and not any(s.uid == record.uid for s in self._sandboxes.values()):
+        with self._lock:   # other workers add and remove sandboxes meanwhile
+            others = record is not None and any(s.uid == record.uid for s in self._sandboxes.values())
+        if record is not None and not others:
             linux.remove_cgroup(record.cgroup_parent)
-            linux.remove_cgroup(f"/{self.instance}")  # only if empty: other pods keep it
+            # only the instance's own directory, if empty: another pod's cgroups may be in the making below it
+            linux.remove_empty_cgroup(f"/{self.instance}")
             volumes.remove_pod_dir(self.root, record.uid)   # its volumes' owner removes the pod directory
 
     def list_sandboxes(self) -> list[SandboxInfo]:
