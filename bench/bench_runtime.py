@@ -1009,6 +1009,7 @@ class CurvePoint:
     start: list[float]              # a new pod: manifest written -> first act (/proc/uptime)
     start_cri: list[float]          # the same, to conmon's timestamp of that log line
     warmup: list[float]
+    stages: dict[str, list[float]]  # the same starts split by the daemon's log (as part 1): STAGES
 
 
 @dataclass
@@ -1042,28 +1043,35 @@ def _expect_none(out: str) -> None:
         raise RuntimeError(f"get pods printed rows with no pod running: {out[:200]}")
 
 
-def curve_start(node: Node, pods: int) -> tuple[list[float], list[float], list[float]]:
+#: The stages of a new pod's start in the curve, from the daemon's INFO log, as in part 1.
+STAGES = ("noticed", "sandbox", "create", "start")
+
+
+def curve_start(node: Node, pods: int) -> tuple[list[float], list[float], list[float], dict[str, list[float]]]:
     """A new pod's start with `pods` running: part 1's method, a few times; each pod removed before the next.
 
     The pod's shell leaves at SIGTERM (the update pod's script: its first act is the same `cat
     /proc/uptime`), so its removal waits out no grace period."""
     latency, cri, warmup = [], [], []
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
     for i in range(SCALE_START_WARMUPS + SCALE_START_RUNS):
         name = f"scale{pods}-new-{i:02d}"
         node.wait_idle()
         t_real, t_boot = time.time(), boottime()
         node.write(name, ["sh", "-c", update_script()])
         first = node.wait_lines(name, 0, 1)[0]
-        node.wait_event(name, "Started:")
+        events = [node.wait_event(name, e) for e in ("Scheduled:", "Pulled:", "Created:", "Started:")]
         node.remember_pids()
         if i < SCALE_START_WARMUPS:
             warmup.append(uptime_of(first) - t_boot)
         else:
             latency.append(uptime_of(first) - t_boot)
             cri.append(first.at - t_real)
+            for key, a, b in zip(STAGES, [t_real] + [e.at for e in events], [e.at for e in events]):
+                stages[key].append(b - a)
         node.delete(name)
         node.wait_removed([name])
-    return latency, cri, warmup
+    return latency, cri, warmup, stages
 
 
 def measure_curve(node: Node, workdir: Path) -> Curve:
@@ -1096,9 +1104,9 @@ def measure_curve(node: Node, workdir: Path) -> Curve:
                 app.append(pss_kib(procs["app"]) or 0)
         cpu = idle_cpu(node.proc.pid, pods)
         get_pods, floor = curve_get_pods(node, workdir, pods)
-        start, cri, warmup = curve_start(node, pods)
+        start, cri, warmup, stages = curve_start(node, pods)
         curve.points.append(CurvePoint(pods, len(new), added_s, used, rss, conmon, catatonit, app, cpu, get_pods,
-                                       floor, start, cri, warmup))
+                                       floor, start, cri, warmup, stages))
     began = time.time()
     for name in names:
         node.delete(name)
@@ -1369,7 +1377,8 @@ def curve_levels(curve: Curve) -> list[scale.Level]:
     for p in curve.points:
         start = summarize(p.start)
         out.append(scale.Level(
-            p.pods, start.median_s * 1000, start.p95_s * 1000, p.cpu.percent, p.rss_kib / 1024,
+            p.pods, start.median_s * 1000, start.p95_s * 1000, summarize(p.stages["noticed"]).median_s * 1000,
+            p.cpu.percent, p.rss_kib / 1024,
             (p.rss_kib - zero.rss_kib) / p.pods if p.pods else None,
             (p.used_kib - zero.used_kib) / p.pods / 1024 if p.pods else None,
             (summarize([c + k + a for c, k, a in zip(p.conmon_pss_kib, p.catatonit_pss_kib, p.app_pss_kib)]).median_s
@@ -1401,7 +1410,8 @@ def print_curve(curve: Curve) -> None:
              f"targets at {SCALE_TARGET_PODS} pods)")
     note = scale.plot(figures, SCALE_PLOT, title=title, start_ratio=SCALE_START_RATIO,
                       cpu_target=SCALE_CPU_TARGET_PERCENT, get_target_ms=SCALE_GET_TARGET_S * 1000)
-    print("  own/pod: kubelite's VmRSS growth over 0 pods, per pod; memory/pod: the PSS of a pod's conmon, "
+    print("  of it noticed: written -> the daemon's Scheduled line (the watcher's hint, the manifest scan); "
+          "own/pod: kubelite's VmRSS growth over 0 pods, per pod; memory/pod: the PSS of a pod's conmon, "
           "catatonit and app (median) + own/pod; system/pod: MemTotal - MemAvailable over 0 pods, per pod "
           "(other work on the machine moves it)")
     print(f"  {note}" + (f": {SCALE_PLOT.relative_to(REPO)}" if note.startswith("plot rendered") else ""))
@@ -1423,6 +1433,10 @@ def curve_rows(curve: Curve, part1: StartResult) -> list[Row]:
                           + (f"the ratios' basis; part 1 (same method): {duration(summarize(part1.latency).median_s)}"
                              if p is zero else f"{ratio:.2f}x of 0 pods ({duration(basis)})")
                           + f"; CRI timestamp {duration(summarize(p.start_cri).median_s)}"))
+        out.append(Row(f"{head}   its stages (medians)", "", "", "-",
+                       "; ".join(f"{label} {duration(summarize(p.stages[key]).median_s)}" for key, label in zip(
+                           STAGES, ("written -> Scheduled (noticed, scanned)", "-> Pulled (infra sandbox)",
+                                    "-> Created (overlay, conmon, runc create)", "-> Started (runc start)")))))
         out.append(Row(f"{head} kubelite CPU idle", f"{p.cpu.percent:.2f} %", "-", cpu_target(p.cpu.percent, p.pods),
                        "n=1; " + cpu_text(p.cpu)))
         grown = p.rss_kib - zero.rss_kib

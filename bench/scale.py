@@ -24,6 +24,7 @@ class Level:
     pods: int
     start_ms: float            # a new pod's start, median
     start_p95_ms: float
+    noticed_ms: float          # of the start: written -> the daemon's Scheduled line (noticed, scanned)
     cpu_percent: float         # kubelite's idle CPU, share of one core
     rss_mib: float             # kubelite's VmRSS
     own_kib_per_pod: float | None     # kubelite's VmRSS growth over 0 pods, per pod
@@ -35,11 +36,11 @@ class Level:
 def table(levels: Sequence[Level]) -> list[str]:
     """The curve as aligned text lines: one line per level, the ratio to 0 pods beside the start."""
     basis = levels[0].start_ms
-    head = ("pods", "new pod start", "x of 0 pods", "idle CPU", "VmRSS", "own/pod", "memory/pod", "system/pod",
+    head = ("pods", "new pod start", "x of 0 pods", "of it noticed", "idle CPU", "VmRSS", "own/pod", "memory/pod", "system/pod",
             "get pods")
     rows = [head]
     for level in levels:
-        rows.append((str(level.pods), f"{level.start_ms:.1f} ms", f"{level.start_ms / basis:.2f}x",
+        rows.append((str(level.pods), f"{level.start_ms:.1f} ms", f"{level.start_ms / basis:.2f}x", f"{level.noticed_ms:.1f} ms",
                      f"{level.cpu_percent:.2f} %", f"{level.rss_mib:.1f} MiB",
                      "-" if level.own_kib_per_pod is None else f"{level.own_kib_per_pod:.1f} KiB",
                      "-" if level.pod_mib is None else f"{level.pod_mib:.2f} MiB",
