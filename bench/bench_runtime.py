@@ -56,7 +56,7 @@ references, no conmon/runc/catatonit process of this run and no runc container r
 are only ever signalled by PIDs this run created (and only when the orderly cleanup failed).
 podman's references, when podman is installed, use an image tag of this run and remove it.
 
-Needs root, runc, conmon and catatonit (Debian's packages); about ten minutes (fourteen with
+Needs root, runc, conmon and catatonit (Debian's packages); about eight minutes (eleven with
 --long). Run: `bench/run runtime [--long]`, or `.venv/bin/python -m bench.bench_runtime
 [--long]` from the repository root.
 """

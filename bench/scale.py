@@ -85,7 +85,8 @@ def plot(levels: Sequence[Level], path: Path, *, title: str, start_ratio: float,
         if limit is not None:
             ax.axhline(limit, color="tab:red", linestyle="--", linewidth=1, label=f"target {limit_label}")
         ax.set_title(label, fontsize=9)
-        ax.set_ylim(bottom=0, top=max(values + ([limit * 1.15] if limit is not None else [])) * 1.15 or 1)
+        highest = values + ([lv.start_p95_ms for lv in levels] if label.startswith("new pod") else [])
+        ax.set_ylim(bottom=0, top=max(highest + ([limit * 1.15] if limit is not None else [])) * 1.15 or 1)
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelsize=8)
         if limit is not None or label.startswith("new pod"):
