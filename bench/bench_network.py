@@ -102,7 +102,7 @@ def warm_records(node: bench_runtime.Node) -> list[dict]:
 def start_daemon(base: Path, tar: Path, network: str, pool: int, subnet: str) -> tuple[bench_runtime.Node, str]:
     """A `kubelite serve` with this networking and pool, its image loaded; (node, its bridge or "")."""
     bridge = "klw" + uuid.uuid4().hex[:8] if network == "cni" else ""
-    args = ["--network", network, "--warm-sandboxes", str(pool), "--relist-period", "20"]
+    args = ["--network", network, "--warm-sandboxes", str(pool), "--relist-period", "20", "--api-address", "127.0.0.1:0"]
     if network == "cni":
         args += ["--bridge", bridge, "--pod-cidr", subnet]
     node = bench_runtime.Node(base, tar, serve_args=tuple(args))

@@ -34,11 +34,18 @@ Measures, in one run (figures are printed, never asserted):
 4. Density: the daemon's VmRSS; at 1, 50, 100 and 250 running `sleep 3600` pods: system-wide used
    memory (MemTotal - MemAvailable) after minus before, over the pod count; the RSS and PSS of
    each pod's conmon and catatonit, found by PID (checked with its start time) in the runtime's
-   record.json files; kubelite's own growth per pod. The daemon's idle CPU (utime+stime from
-   /proc/<pid>/stat) at 0, 100 and 250 pods over 10 s, or 60 s with `--long` /
-   KUBELITE_BENCH_LONG=1. Each level is dropped at once (all files written in one burst) from zero
-   pods: the time until every container is running gives pods per second (the 50-pod burst is
-   part 1's second figure), next to `runc run`.
+   record.json files; kubelite's own growth per pod. Each of these levels is dropped at once (all
+   files written in one burst) from zero pods: the time until every container is running gives
+   pods per second (the 50-pod burst is part 1's second figure), next to `runc run`.
+   Then the scale curve, past the kubelet's default limit of 110 pods: 0, 100, 250 and 500
+   running pods (KUBELITE_BENCH_SCALE_LEVELS sets others), built up one level after another by
+   adding pods. At each level: the daemon's VmRSS and memory per pod, its idle CPU (utime+stime
+   from /proc/<pid>/stat over 20 s, or 60 s with `--long` / KUBELITE_BENCH_LONG=1), `kubelite get
+   pods` (bench_cli's method: the console script, bytecode cached) and a new pod's start (part 1's
+   method). Targets at 500 pods: the start within 1.5x of its start at 0 pods, idle CPU <= 2 % of
+   a core, `get pods` <= 150 ms. The curve is printed as one line per level and rendered as a
+   plot to docs/benchmarks-scale.png (matplotlib, bench/requirements.txt; skipped, and said so,
+   without it).
 
 The daemon runs with `--network none` and serve's default pool of warm sandboxes (decision 0020),
 so a pod of part 1 claims a ready sandbox; `bench_network` part 4 compares with and without it.
@@ -52,8 +59,8 @@ references, no conmon/runc/catatonit process of this run and no runc container r
 are only ever signalled by PIDs this run created (and only when the orderly cleanup failed).
 podman's references, when podman is installed, use an image tag of this run and remove it.
 
-Needs root, runc, conmon and catatonit (Debian's packages); about four minutes (six and a half
-with --long). Run: `bench/run runtime [--long]`, or `.venv/bin/python -m bench.bench_runtime
+Needs root, runc, conmon and catatonit (Debian's packages); about eight minutes (eleven with
+--long). Run: `bench/run runtime [--long]`, or `.venv/bin/python -m bench.bench_runtime
 [--long]` from the repository root.
 """
 
@@ -74,7 +81,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
@@ -84,7 +91,10 @@ from kubelite.runtime.oci import OCIRuntime, find_binaries, instance_name
 from kubelite.runtime.protocol import SandboxConfig
 from kubelite.sources.watch import ManifestWatcher
 
-from bench.common import REPO, Row, cpu_ns, duration, print_table, record_summary, stop_process, summarize, target
+from bench import scale
+from bench.bench_cli import KUBELITE, Command, _check_package_used, _cli_env, _expect_table, _package_copy
+from bench.common import (REPO, Row, cpu_ns, duration, machine, print_table, record_summary, stop_process, summarize,
+                          target)
 
 START_RUNS = 12
 START_WARMUPS = 1
@@ -92,14 +102,41 @@ CRASH_PODS = 12
 #: Updates of each kind (command, image), interleaved, after UPDATE_WARMUPS untimed ones.
 UPDATE_RUNS = 12
 UPDATE_WARMUPS = 1
+#: The bursts of part 4: each level's manifests written at once, from zero pods.
 MEMORY_LEVELS = (1, 50, 100, 250)
 #: Repetitions per memory level: one pod's share of system-wide memory is small next to the noise.
 LEVEL_REPS = {1: 3}
-#: Levels at which the daemon's idle CPU is measured (0: no pods, after parts 1 to 3).
-CPU_LEVELS = (0, 100, 250)
-#: The idle-CPU window: 60 s with `--long` or KUBELITE_BENCH_LONG=1, else 10 s.
+
+
+def scale_levels() -> tuple[int, ...]:
+    """The scale curve's levels (running pods), built up one after another: 0, 100, 250, 500, or
+    KUBELITE_BENCH_SCALE_LEVELS (e.g. `0,20,50`: a quick look, or a smaller machine)."""
+    raw = os.environ.get("KUBELITE_BENCH_SCALE_LEVELS", "").strip()
+    levels = tuple(int(x) for x in raw.split(",") if x.strip()) if raw else (0, 100, 250, 500)
+    if list(levels) != sorted(set(levels)) or not levels or levels[0] != 0:
+        raise SystemExit(f"KUBELITE_BENCH_SCALE_LEVELS={raw!r}: increasing pod counts, starting with 0")
+    return levels
+
+
+#: Levels at which the daemon's idle CPU, VmRSS, a new pod's start and `get pods` are measured: the scale curve.
+CPU_LEVELS = scale_levels()
+#: The level the scale targets are set at (a new pod's start within 1.5x of 0 pods, idle CPU, `get pods`).
+SCALE_TARGET_PODS = 500
+SCALE_START_RATIO = 1.5
+SCALE_CPU_TARGET_PERCENT = 2.0
+SCALE_GET_TARGET_S = 0.150
+#: A new pod's start at each level: timed runs after warm-ups (the method of part 1).
+SCALE_START_RUNS = 7
+SCALE_START_WARMUPS = 1
+#: `kubelite get pods` at each level: timed runs after warm-ups (the first writes the bytecode).
+SCALE_GET_RUNS = 9
+SCALE_GET_WARMUPS = 2
+#: Where the benchmark renders the curve (matplotlib, when installed: bench/requirements.txt).
+SCALE_PLOT = REPO / "docs" / "benchmarks-scale.png"
+#: The idle-CPU window: 60 s with `--long` or KUBELITE_BENCH_LONG=1, else 20 s: whole multiples of the
+#: agent's 20 s relist, so every window holds as many relists (a 10 s window held zero or one).
 LONG = "--long" in sys.argv[1:] or os.environ.get("KUBELITE_BENCH_LONG", "") not in ("", "0")
-CPU_WINDOW_S = 60.0 if LONG else 10.0
+CPU_WINDOW_S = 60.0 if LONG else 20.0
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 START_TARGET_S = 0.100
 RESTART_TARGET_S = 0.080
@@ -379,7 +416,7 @@ class Node:
     proc: subprocess.Popen[bytes] | None = None
     log: DaemonLog | None = None
     pids_seen: set[tuple[int, int]] = field(default_factory=set)  # (pid, start) of conmon, catatonit, apps
-    serve_args: tuple[str, ...] = ("--network", "none")   # the networking (and pool) under measurement
+    serve_args: tuple[str, ...] = ("--network", "none", "--api-address", "127.0.0.1:0")   # the networking (and pool) under measurement
 
     def __post_init__(self) -> None:
         self.manifests, self.root, self.run_dir = self.base / "manifests", self.base / "state", self.base / "run"
@@ -400,6 +437,7 @@ class Node:
 
     def start(self) -> None:
         with open(self.log_path, "ab") as out:
+            # the API on a free loopback port: the default one may be another daemon's on this machine
             self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
                                           *self.serve_args],
                                          env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
@@ -906,7 +944,6 @@ class Level:
     catatonit_pss_kib: list[int]
     app_rss_kib: list[int]
     found: int                      # pods with both processes found alive
-    cpu: IdleCpu | None = None      # the daemon idle, at the CPU_LEVELS
     removed_s: float = 0.0          # every manifest deleted -> kubelite logged every pod removed
 
     @property
@@ -946,14 +983,140 @@ def measure_level(node: Node, pods: int, rep: int) -> Level:
             cat_pss.append(pss_kib(procs["catatonit"]) or 0)
         if "app" in procs:
             app.append(status_kib(procs["app"], "VmRSS") or 0)
-    cpu = idle_cpu(node.proc.pid, pods) if pods in CPU_LEVELS and rep == 0 else None
     began = time.time()
     for name in names:
         node.delete(name)
     node.wait_removed(names, timeout=max(120, pods))
     gaps = [b.at - a.at for a, b in zip(hits, hits[1:])]
     return Level(pods, hits[-1].at - t_real, gaps, before, after, daemon_rss, conmon_rss, conmon_pss, cat_rss,
-                 cat_pss, app, found, cpu, time.time() - began)
+                 cat_pss, app, found, time.time() - began)
+
+
+# ---------------------------------------------------------------------- the scale curve
+
+
+@dataclass
+class CurvePoint:
+    """One level of the scale curve: `pods` idle pods running, and what was measured beside them."""
+
+    pods: int
+    added: int                      # pods written at once to reach this level from the one before
+    added_s: float                  # their manifests written -> the last of them Started
+    used_kib: int                   # system-wide used memory (MemTotal - MemAvailable)
+    rss_kib: int                    # the daemon's VmRSS, before the idle window
+    conmon_pss_kib: list[int]       # one value per running pod
+    catatonit_pss_kib: list[int]
+    app_pss_kib: list[int]
+    cpu: IdleCpu
+    get_pods: list[float]           # `kubelite get pods` (.pyc cached), start to exit
+    floor: list[float]              # `python -c pass`, interleaved with it
+    start: list[float]              # a new pod: manifest written -> first act (/proc/uptime)
+    start_cri: list[float]          # the same, to conmon's timestamp of that log line
+    warmup: list[float]
+    stages: dict[str, list[float]]  # the same starts split by the daemon's log (as part 1): STAGES
+
+
+@dataclass
+class Curve:
+    points: list[CurvePoint] = field(default_factory=list)
+    removed_s: float = 0.0          # every manifest of the top level deleted -> all removed
+
+
+def curve_get_pods(node: Node, workdir: Path, pods: int) -> tuple[list[float], list[float]]:
+    """`kubelite get pods` as bench_cli runs it (the console script, a package copy with its bytecode
+    cached), interleaved with `python -c pass`; checks that it lists the level's pods."""
+    package = workdir / "pkg-cached"
+    if not package.exists():
+        package = _package_copy(workdir, "pkg-cached")
+        _check_package_used(package, _cli_env(package, drop_bytecode_var=True))
+    get = Command(f"get pods, {pods} pods", [str(KUBELITE), "get", "pods"],
+                  _cli_env(package, node.root, drop_bytecode_var=True), _expect_table(pods) if pods else _expect_none)
+    floor = Command("python -c pass", [sys.executable, "-c", "pass"], dict(os.environ))
+    for command in (get, floor):
+        command.check(command.run())
+        for _ in range(SCALE_GET_WARMUPS - 1):
+            command.run()
+    for _ in range(SCALE_GET_RUNS):
+        get.time_once()
+        floor.time_once()
+    return get.samples, floor.samples
+
+
+def _expect_none(out: str) -> None:
+    if out.strip():
+        raise RuntimeError(f"get pods printed rows with no pod running: {out[:200]}")
+
+
+#: The stages of a new pod's start in the curve, from the daemon's INFO log, as in part 1.
+STAGES = ("noticed", "sandbox", "create", "start")
+
+
+def curve_start(node: Node, pods: int) -> tuple[list[float], list[float], list[float], dict[str, list[float]]]:
+    """A new pod's start with `pods` running: part 1's method, a few times; each pod removed before the next.
+
+    The pod's shell leaves at SIGTERM (the update pod's script: its first act is the same `cat
+    /proc/uptime`), so its removal waits out no grace period."""
+    latency, cri, warmup = [], [], []
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
+    for i in range(SCALE_START_WARMUPS + SCALE_START_RUNS):
+        name = f"scale{pods}-new-{i:02d}"
+        node.wait_idle()
+        t_real, t_boot = time.time(), boottime()
+        node.write(name, ["sh", "-c", update_script()])
+        first = node.wait_lines(name, 0, 1)[0]
+        events = [node.wait_event(name, e) for e in ("Scheduled:", "Pulled:", "Created:", "Started:")]
+        node.remember_pids()
+        if i < SCALE_START_WARMUPS:
+            warmup.append(uptime_of(first) - t_boot)
+        else:
+            latency.append(uptime_of(first) - t_boot)
+            cri.append(first.at - t_real)
+            for key, a, b in zip(STAGES, [t_real] + [e.at for e in events], [e.at for e in events]):
+                stages[key].append(b - a)
+        node.delete(name)
+        node.wait_removed([name])
+    return latency, cri, warmup, stages
+
+
+def measure_curve(node: Node, workdir: Path) -> Curve:
+    """The scale curve: pods added level by level (each level's new manifests written at once), and at
+    each level, with those pods running: memory, the daemon's idle CPU, `get pods`, a new pod's start."""
+    assert node.proc is not None and node.log is not None
+    log, curve, names = node.log, Curve(), []
+    for pods in CPU_LEVELS:
+        new = [f"scale-{i:03d}" for i in range(len(names), pods)]
+        time.sleep(SETTLE_S)
+        node.wait_idle()
+        t_real = time.time()
+        for name in new:
+            node.write(name, ["sleep", "3600"])
+        names += new
+
+        def started(new: list[str] = new) -> list[Entry] | None:
+            log.poll()
+            return [log.started[n][0] for n in new] if all(n in log.started for n in new) else None
+        hits = wait_for(started, timeout=max(180, len(new)), what=f"{pods} pods running", interval=0.02) if new else []
+        added_s = max(e.at for e in hits) - t_real if hits else 0.0
+        time.sleep(SETTLE_S)
+        node.wait_idle()
+        used, rss = used_kib(), status_kib(node.proc.pid, "VmRSS") or 0
+        conmon, catatonit, app = [], [], []
+        for procs in node.pod_processes().values():
+            if "conmon" in procs and "catatonit" in procs and "app" in procs:
+                conmon.append(pss_kib(procs["conmon"]) or 0)
+                catatonit.append(pss_kib(procs["catatonit"]) or 0)
+                app.append(pss_kib(procs["app"]) or 0)
+        cpu = idle_cpu(node.proc.pid, pods)
+        get_pods, floor = curve_get_pods(node, workdir, pods)
+        start, cri, warmup, stages = curve_start(node, pods)
+        curve.points.append(CurvePoint(pods, len(new), added_s, used, rss, conmon, catatonit, app, cpu, get_pods,
+                                       floor, start, cri, warmup, stages))
+    began = time.time()
+    for name in names:
+        node.delete(name)
+    node.wait_removed(names, timeout=max(300, 2 * len(names)))
+    curve.removed_s = time.time() - began
+    return curve
 
 
 # ---------------------------------------------------------------------- cleanup
@@ -1067,7 +1230,7 @@ def orderly_cleanup(node: Node) -> int | None:
     if node.proc is not None and node.proc.poll() is None:
         def empty() -> bool:
             return not node.records("sandboxes") and not node.records("containers")
-        wait_for(empty, timeout=60, what="kubelite to remove every pod", interval=0.05)
+        wait_for(empty, timeout=300, what="kubelite to remove every pod", interval=0.05)
         out = node.cli("get", "pods", "-o", "json")
         if out.returncode != 0 or json.loads(out.stdout)["items"]:
             raise RuntimeError(f"kubelite still lists pods: {out.stdout[:300]} {out.stderr[:300]}")
@@ -1078,7 +1241,7 @@ def orderly_cleanup(node: Node) -> int | None:
 
 
 def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
-         levels: dict[int, list[Level]], daemon_rss: dict[str, int], idle0: IdleCpu,
+         levels: dict[int, list[Level]], daemon_rss: dict[str, int], curve: Curve,
          podman: dict[str, str]) -> list[Row]:
     def ref(label: str, text: str) -> Row:
         values = refs.samples.get(label)
@@ -1173,12 +1336,6 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
         grown = last.daemon_rss_kib - daemon_rss["idle"]
         out.append(Row(f"kubelite VmRSS, {pods_(pods)} running", mib(last.daemon_rss_kib), "-", "-",
                        f"n=1; {grown:+d} KiB over idle = {grown / pods:.1f} KiB per pod (kubelite's own state)"))
-    for cpu in [idle0] + [reps[0].cpu for reps in levels.values() if reps[0].cpu is not None]:
-        out.append(Row(f"kubelite CPU idle, {pods_(cpu.pods)}", f"{cpu.percent:.2f} %", "-", "-",
-                       f"n=1; utime+stime {cpu.ticks} ticks of {1000 / CLK_TCK:g} ms over {cpu.window_s:.1f} s"
-                       f" ({'--long' if LONG else 'short; --long: 60 s'}), of one core; schedstat "
-                       f"{duration(cpu.sched_ns / 1e9)} = {100 * cpu.sched_ns / 1e9 / cpu.window_s:.3f} %; "
-                       f"children reaped {cpu.child_ticks} ticks; VmRSS then {mib(cpu.rss_kib)}"))
     for pods, reps in levels.items():
         span = "; ".join(f"used {mib(r.used_before_kib)} -> {mib(r.used_after_kib)}" for r in reps[:1])
         app = [v for r in reps for v in r.app_rss_kib]
@@ -1208,11 +1365,117 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
         if pods >= 50:
             out.append(Row(f"{pods} manifests deleted -> all removed", duration(reps[-1].removed_s), "-", "-",
                            f"n=1; includes the {GRACE_S} s grace period (`sleep` as PID 1 ignores SIGTERM)"))
+    return out + curve_rows(curve, start)
+
+
+def cpu_text(cpu: IdleCpu) -> str:
+    return (f"utime+stime {cpu.ticks} ticks of {1000 / CLK_TCK:g} ms over {cpu.window_s:.1f} s"
+            f"{' (--long)' if LONG else ''}, of one core; schedstat {duration(cpu.sched_ns / 1e9)} = "
+            f"{100 * cpu.sched_ns / 1e9 / cpu.window_s:.3f} %; children reaped {cpu.child_ticks} ticks")
+
+
+def curve_levels(curve: Curve) -> list[scale.Level]:
+    """The curve's figures per level, in the units of its compact table and plot."""
+    zero = curve.points[0]
+    out = []
+    for p in curve.points:
+        start = summarize(p.start)
+        out.append(scale.Level(
+            p.pods, start.median_s * 1000, start.p95_s * 1000, summarize(p.stages["noticed"]).median_s * 1000,
+            p.cpu.percent, p.rss_kib / 1024,
+            (p.rss_kib - zero.rss_kib) / p.pods if p.pods else None,
+            (p.used_kib - zero.used_kib) / p.pods / 1024 if p.pods else None,
+            (summarize([c + k + a for c, k, a in zip(p.conmon_pss_kib, p.catatonit_pss_kib, p.app_pss_kib)]).median_s
+             + (p.rss_kib - zero.rss_kib) / p.pods) / 1024 if p.pods and p.app_pss_kib else None,
+            summarize(p.get_pods).median_s * 1000))
+    return out
+
+
+def start_target(ratio: float, pods: int) -> str:
+    if pods != SCALE_TARGET_PODS:
+        return "-"
+    return f"<= {SCALE_START_RATIO:g}x of 0 pods ({'met' if ratio <= SCALE_START_RATIO else 'missed'})"
+
+
+def cpu_target(percent: float, pods: int) -> str:
+    if pods != SCALE_TARGET_PODS:
+        return "-"
+    return f"<= {SCALE_CPU_TARGET_PERCENT:g} % ({'met' if percent <= SCALE_CPU_TARGET_PERCENT else 'missed'})"
+
+
+def print_curve(curve: Curve) -> None:
+    """The curve as one line per level, and its plot rendered to docs/ (when matplotlib is installed)."""
+    figures = curve_levels(curve)
+    print("== bench_runtime: the scale curve (part 4), medians ==")
+    for line in scale.table(figures):
+        print(line)
+    cpu = dict(machine())["cpu"]
+    title = (f"kubelite scale curve ({datetime.now(timezone.utc):%Y-%m-%d}, {cpu}; idle CPU over {CPU_WINDOW_S:g} s; "
+             f"targets at {SCALE_TARGET_PODS} pods)")
+    note = scale.plot(figures, SCALE_PLOT, title=title, start_ratio=SCALE_START_RATIO,
+                      cpu_target=SCALE_CPU_TARGET_PERCENT, get_target_ms=SCALE_GET_TARGET_S * 1000)
+    print("  of it noticed: written -> the daemon's Scheduled line (the watcher's hint, the manifest scan); "
+          "own/pod: kubelite's VmRSS growth over 0 pods, per pod; memory/pod: the PSS of a pod's conmon, "
+          "catatonit and app (median) + own/pod; system/pod: MemTotal - MemAvailable over 0 pods, per pod "
+          "(other work on the machine moves it)")
+    print(f"  {note}" + (f": {SCALE_PLOT.relative_to(REPO)}" if note.startswith("plot rendered") else ""))
+    print(flush=True)
+
+
+def curve_rows(curve: Curve, part1: StartResult) -> list[Row]:
+    """The scale curve in the table's columns: per level, a new pod's start (and its ratio to 0 pods),
+    the daemon's idle CPU, VmRSS and memory per pod, `get pods`; then how the levels were built."""
+    zero = curve.points[0]
+    basis = summarize(zero.start).median_s
+    out = [Row(f"4. scale curve (idle `sleep 3600` pods, built up {' -> '.join(map(str, CPU_LEVELS))})", "", "")]
+    for p in curve.points:
+        head = f"{p.pods} pods running:"
+        s = summarize(p.start)
+        ratio = s.median_s / basis
+        out.append(Row.of(f"{head} new pod, written -> first act", s, start_target(ratio, p.pods),
+                          f"n={s.n} after {SCALE_START_WARMUPS} warm-up; "
+                          + (f"the ratios' basis; part 1 (same method): {duration(summarize(part1.latency).median_s)}"
+                             if p is zero else f"{ratio:.2f}x of 0 pods ({duration(basis)})")
+                          + f"; CRI timestamp {duration(summarize(p.start_cri).median_s)}"))
+        out.append(Row(f"{head}   its stages (medians)", "", "", "-",
+                       "; ".join(f"{label} {duration(summarize(p.stages[key]).median_s)}" for key, label in zip(
+                           STAGES, ("written -> Scheduled (noticed, scanned)", "-> Pulled (infra sandbox)",
+                                    "-> Created (overlay, conmon, runc create)", "-> Started (runc start)")))))
+        out.append(Row(f"{head} kubelite CPU idle", f"{p.cpu.percent:.2f} %", "-", cpu_target(p.cpu.percent, p.pods),
+                       "n=1; " + cpu_text(p.cpu)))
+        grown = p.rss_kib - zero.rss_kib
+        out.append(Row(f"{head} kubelite VmRSS", mib(p.rss_kib), "-", "-",
+                       "n=1; the basis of 'own state'" if p is zero else
+                       f"n=1; {grown:+d} KiB over 0 pods = {grown / p.pods:.1f} KiB per pod (kubelite's own state)"))
+        if p.pods:
+            added = (p.used_kib - zero.used_kib) / p.pods
+            pss = [c + k + a for c, k, a in zip(p.conmon_pss_kib, p.catatonit_pss_kib, p.app_pss_kib)]
+            own = (p.rss_kib - zero.rss_kib) / p.pods
+            if pss:
+                out.append(Row(f"{head} memory per pod, its processes' PSS + kubelite's own",
+                               mib(summarize(pss).median_s + own), "-", "-",
+                               f"n={len(pss)} pods; conmon {mib(summarize(p.conmon_pss_kib).median_s)} + catatonit "
+                               f"{mib(summarize(p.catatonit_pss_kib).median_s)} + app (sleep) "
+                               f"{mib(summarize(p.app_pss_kib).median_s)} + kubelite {own:.1f} KiB"
+                               + (f"; found {len(pss)} of {p.pods}" if len(pss) != p.pods else "")))
+            out.append(Row(f"{head} memory per pod, system-wide", mib(added), "-", "-",
+                           f"n=1; used {mib(zero.used_kib)} at 0 pods -> {mib(p.used_kib)}"
+                           + ("; DISTURBED: below zero, other work freed memory meanwhile" if added < 0 else "")))
+        g, f = summarize(p.get_pods), summarize(p.floor)
+        goal = "-" if p.pods != SCALE_TARGET_PODS else target(SCALE_GET_TARGET_S, g.median_s, strict=False)
+        out.append(Row.of(f"{head} kubelite get pods (.pyc cached)", g, goal,
+                          f"n={g.n}; floor (python -c pass) + {duration(max(g.median_s - f.median_s, 0.0))}"))
+    for p in curve.points[1:]:
+        out.append(Row(f"{p.added} pods added at once to {p.pods - p.added} running -> all running",
+                       duration(p.added_s), "-", "-", f"n=1; {p.added / p.added_s:.1f} pods/s"))
+    if curve.points[-1].pods:
+        out.append(Row(f"{curve.points[-1].pods} manifests deleted -> all removed", duration(curve.removed_s), "-",
+                       "-", f"n=1; includes the {GRACE_S} s grace period (`sleep` as PID 1 ignores SIGTERM)"))
     return out
 
 
 def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
-                 levels: dict[int, list[Level]], daemon_rss: dict[str, int], idle0: IdleCpu,
+                 levels: dict[int, list[Level]], daemon_rss: dict[str, int], curve: Curve,
                  podman: dict[str, str]) -> list[Row]:
     """The headline figures of this benchmark, for the summary table of `bench/run`."""
     out: list[Row] = []
@@ -1234,18 +1497,25 @@ def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, r
                           f"other 2 same ID+PID in {update.untouched} of {update.updates} updates; "
                           f"{refs.ratios(lat.median_s, 'create+start')}"))
     window = f"{CPU_WINDOW_S:g} s" + (" (--long)" if LONG else "")
-    out.append(Row("4. kubelite idle, 0 pods: VmRSS, CPU", mib(daemon_rss["idle"]), "-", "-",
-                   f"CPU {idle0.percent:.2f} % of a core over {window} (schedstat "
-                   f"{100 * idle0.sched_ns / 1e9 / idle0.window_s:.3f} %)"))
-    for pods, reps in levels.items():
-        level = reps[0]
-        if level.cpu is None:
-            continue
-        grown = reps[-1].daemon_rss_kib - daemon_rss["idle"]
-        out.append(Row(f"4. kubelite idle, {pods} pods: VmRSS, CPU", mib(reps[-1].daemon_rss_kib), "-", "-",
-                       f"CPU {level.cpu.percent:.2f} % of a core over {window} (schedstat "
-                       f"{100 * level.cpu.sched_ns / 1e9 / level.cpu.window_s:.3f} %); "
-                       f"own state {grown / pods:.1f} KiB per pod"))
+    zero = curve.points[0]
+    basis = summarize(zero.start).median_s
+    for p in curve.points:
+        st = summarize(p.start)
+        ratio = st.median_s / basis
+        out.append(Row.of(f"4. new pod start, {p.pods} pods running", st, start_target(ratio, p.pods),
+                          f"{ratio:.2f}x of 0 pods; levels built up one after another"))
+    for p in curve.points:
+        grown = p.rss_kib - zero.rss_kib
+        out.append(Row(f"4. kubelite idle CPU, {p.pods} pods", f"{p.cpu.percent:.2f} %", "-",
+                       cpu_target(p.cpu.percent, p.pods),
+                       f"over {window}; VmRSS {mib(p.rss_kib)}"
+                       + (f", own state {grown / p.pods:.1f} KiB per pod" if p.pods else "")))
+    for p in curve.points:
+        if p.pods == SCALE_TARGET_PODS or p is curve.points[-1]:
+            g = summarize(p.get_pods)
+            goal = "-" if p.pods != SCALE_TARGET_PODS else target(SCALE_GET_TARGET_S, g.median_s, strict=False)
+            out.append(Row.of(f"4. get pods, {p.pods} pods running (.pyc cached)", g, goal,
+                              f"python -c pass {duration(summarize(p.floor).median_s)}"))
     for pods, reps in levels.items():
         if pods > 50:
             level = reps[-1]
@@ -1254,7 +1524,7 @@ def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, r
                            f"{refs.ratios(level.all_running_s / pods, 'runc run')}; removed in "
                            f"{duration(level.removed_s)}"))
     for pods, reps in levels.items():
-        if pods not in CPU_LEVELS:
+        if pods < 100:
             continue
         level = reps[-1]
         med = {k: summarize(getattr(level, k)).median_s for k in
@@ -1378,7 +1648,7 @@ def main() -> None:
     result_start: StartResult | None = None
     result_crash: CrashResult | None = None
     result_update: UpdateResult | None = None
-    idle0: IdleCpu | None = None
+    curve: Curve | None = None
     levels: dict[int, list[Level]] = {}
     daemon_rss = {"started": 0, "idle": 0}
     podman_text = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
@@ -1410,9 +1680,9 @@ def main() -> None:
         time.sleep(SETTLE_S)
         node.wait_idle()
         daemon_rss["idle"] = status_kib(node.proc.pid, "VmRSS") or 0
-        idle0 = idle_cpu(node.proc.pid, 0)
         for pods in MEMORY_LEVELS:
             levels[pods] = [measure_level(node, pods, rep) for rep in range(LEVEL_REPS.get(pods, 1))]
+        curve = measure_curve(node, base / "cli")
         if sorted(os.listdir(layer)) != layer_listing:
             problems.append("the busybox layer used as the references' read-only root changed")
         podman_text = podman_figures(base, podman, plain)
@@ -1442,7 +1712,7 @@ def main() -> None:
             print(f"bench_runtime: {p}", file=sys.stderr)
         raise failure
     assert result_start is not None and result_crash is not None and refs is not None
-    assert result_update is not None and idle0 is not None
+    assert result_update is not None and curve is not None
     problems += result_update.problems
     watcher_debounce = inspect.signature(ManifestWatcher.__init__).parameters["debounce_s"].default
     load_end = Path("/proc/loadavg").read_text().split()[:3]
@@ -1484,17 +1754,27 @@ def main() -> None:
         f"kubelite's own state per pod = its VmRSS growth over idle / pods",
         f"idle CPU: utime+stime of the daemon's process (all threads) from /proc/<pid>/stat over "
         f"{CPU_WINDOW_S:g} s with nothing to do, as a share of one core; "
-        + ("--long (KUBELITE_BENCH_LONG=1): a full minute, about three periodic relists (every 20 s)"
-           if LONG else "short window (run with --long or KUBELITE_BENCH_LONG=1 for 60 s): 0 or 1 periodic "
-                        "relist (every 20 s) falls into it"),
+        + ("--long (KUBELITE_BENCH_LONG=1): a full minute, three periodic relists (every 20 s)"
+           if LONG else "one relist period (20 s), so one periodic relist falls into it (--long or "
+                        "KUBELITE_BENCH_LONG=1: 60 s)"),
+        f"scale curve: levels {', '.join(map(str, CPU_LEVELS))} built up one after another (each level's new "
+        f"`sleep 3600` manifests written at once, added to those running), unlike the bursts above, which start "
+        f"from zero; at each level, in this order: memory {SETTLE_S:g} s after the last Started, idle CPU, "
+        f"`kubelite get pods` ({SCALE_GET_RUNS} runs after {SCALE_GET_WARMUPS} warm-ups, the console script on "
+        f"a copy of the package with its bytecode cached, as bench_cli; interleaved with `python -c pass`), then a "
+        f"new pod's start ({SCALE_START_RUNS} runs after {SCALE_START_WARMUPS} warm-up, part 1's method: written "
+        f"-> /proc/uptime printed; its shell leaves at SIGTERM, and each is removed before the next); "
+        f"targets at {SCALE_TARGET_PODS} pods: start <= {SCALE_START_RATIO:g}x of 0 pods, idle CPU <= "
+        f"{SCALE_CPU_TARGET_PERCENT:g} % of a core, get pods <= {SCALE_GET_TARGET_S * 1000:g} ms",
         cleanup,
         f"total time {time.monotonic() - began:.0f} s",
     ] + problems
     print_table("bench_runtime: real pods (runc + conmon + catatonit) against `kubelite serve --runtime runc`",
-                rows(result_start, result_crash, result_update, refs, levels, daemon_rss, idle0, podman_text),
+                rows(result_start, result_crash, result_update, refs, levels, daemon_rss, curve, podman_text),
                 notes=notes)
+    print_curve(curve)
     record_summary("runtime", summary_rows(result_start, result_crash, result_update, refs, levels, daemon_rss,
-                                           idle0, podman_text))
+                                           curve, podman_text))
     if check.left:
         sys.exit(1)
 

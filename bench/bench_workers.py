@@ -27,7 +27,6 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -54,22 +53,11 @@ class NetNode(Node):
     """`kubelite serve` with pod networking on a bridge of its own, and the pod workers given."""
 
     def __init__(self, base: Path, busybox_tar: Path, *, bridge: str, subnet: str, workers: int | None) -> None:
-        super().__init__(base, busybox_tar)
+        args = ["--network", "cni", "--bridge", bridge, "--pod-cidr", subnet, "--api-address", "127.0.0.1:0"]
+        if workers is not None:
+            args += ["--pod-workers", str(workers)]
+        super().__init__(base, busybox_tar, serve_args=tuple(args))
         self.bridge, self.subnet, self.workers = bridge, subnet, workers
-
-    def start(self) -> None:  # type: ignore[override]
-        args = ["--network", "cni", "--bridge", self.bridge, "--pod-cidr", self.subnet]
-        if self.workers is not None:
-            args += ["--pod-workers", str(self.workers)]
-        with open(self.log_path, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "serve", "--runtime", "runc",
-                                          *args], env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
-        from bench.bench_runtime import DaemonLog
-        self.log = DaemonLog(self.log_path)
-        wait_for(lambda: any(" serving " in e.text for e in self.log.poll()) or self.proc.poll() is not None,
-                 timeout=30, what="kubelite serve to start", interval=0.05)
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"kubelite serve exited with {self.proc.returncode}: {self.log_path.read_text()}")
 
     def put(self, name: str, host_port: int | None = None) -> None:
         self.write_text(name, pod_yaml(name, host_port))
