@@ -286,7 +286,9 @@ def test_on_workers_only_pods_that_are_due_are_synced(tmp_path, monkeypatch):
         assert "b" in synced and "a" not in synced
         assert node.container("b")["restartCount"] == 1
         synced.clear()
-        node.advance(21)   # a relist period: every pod once
+        node.advance(21)   # a relist period (a pass, a manifest scan): nothing changed, nobody synced
+        assert synced == []
+        node.advance(40)   # the resync period, a minute: every pod once
         assert {"a", "b"} <= set(synced)
 
 

@@ -60,6 +60,9 @@ __all__ = ["Agent", "AgentConfig", "PodEntry", "COMMIT_ANNOTATION", "IMAGE_BACKO
 #: Container attempts kept per container name: the current one and the previous one (lastState).
 KEEP_ATTEMPTS = 2
 EVENT_TTL = timedelta(hours=1)
+#: With pod workers, every pod is synced at least this often, changed or not: the kubelet's
+#: `--sync-frequency` (1 minute), or the relist period when that is longer.
+RESYNC_PERIOD_S = 60.0
 
 
 
@@ -102,7 +105,7 @@ class Agent:
             if config.pod_workers else None
         self.next_sync: dict[str, datetime | None] = {}   # uid → when its last sync asked to be looked at again
         self.deferred: set[str] = set()   # pods on a worker whose manifest changed: applied when their sync ends
-        self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per relist period
+        self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per RESYNC_PERIOD_S
         self.last_replacing: frozenset[str] = frozenset()
         self._load()
 
@@ -233,7 +236,7 @@ class Agent:
     def sync_pods(self, now: datetime, wait: bool) -> datetime | None:
         """The pods' syncs: every pod's on the loop, or on the pod workers those of the pods that
         are due — changed by anything but their own sync (`NodeState.touch`), at the time their last
-        sync asked for, new, or all of them once per relist period, as the kubelet's resync. A pod
+        sync asked for, new, or all of them once a minute (`RESYNC_PERIOD_S`), as the kubelet's resync. A pod
         on a worker already is looked at again when its sync ends."""
         touched = self.state.take_touched()
         replacing = self.terminating_keys
@@ -247,7 +250,7 @@ class Agent:
             return wake
         full = self.next_full_sync is None or now >= self.next_full_sync
         if full:
-            self.next_full_sync = now + timedelta(seconds=self.config.relist_period_s)
+            self.next_full_sync = now + timedelta(seconds=max(RESYNC_PERIOD_S, self.config.relist_period_s))
         busy = self.workers.busy()
         for uid in list(self.state.pods):
             due = self.next_sync.get(uid, now)
