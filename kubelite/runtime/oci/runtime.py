@@ -82,6 +82,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self.remove_orphan_layers()
         self.remove_unclaimed_warm_sandboxes(unclaimed)
         self.remove_orphan_sandboxes()
+        self.remove_orphan_cgroups()
         if warm_sandboxes > 0:
             self._warm_pool = WarmPool(warm_sandboxes, make=self._make_warm_sandbox,
                                        destroy=self._destroy_warm_sandbox)
@@ -244,6 +245,20 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
                 for sandbox_id in ids:
                     linux.remove_cgroup(f"/{self.instance}/{name}/{sandbox_id}")
                 linux.remove_empty_cgroup(f"/{self.instance}/{name}")   # the pod's, if that was all of it
+        linux.remove_empty_cgroup(f"/{self.instance}")
+
+    def remove_orphan_cgroups(self) -> None:
+        """At start, before anything is made: the pod cgroups of the instance that no record names
+        (a reboot's, or a pod's whose records went with the run directory) are removed where empty.
+        Later, a pod's removal takes only its own cgroup and the instance's if empty: another pod's
+        may be in the making then."""
+        with self._lock:
+            names = {self._pod_cgroup(r.uid).rsplit("/", 1)[1] for r in [*self._sandboxes.values(),
+                                                                        *self._containers.values()]}
+        children = {child.name for base in linux.cgroup_dirs(f"/{self.instance}") for child in base.iterdir()
+                    if child.is_dir() and child.name.startswith("pod")}
+        for name in sorted(children - names):
+            linux.remove_cgroup(f"/{self.instance}/{name}")
         linux.remove_empty_cgroup(f"/{self.instance}")
 
     def remove_orphan_sandboxes(self) -> None:
