@@ -148,7 +148,7 @@ def test_a_failed_flush_writes_nothing_keeps_the_writes_and_a_reset_starts_over_
 def test_a_pod_is_never_on_two_workers_and_the_pool_reports_what_its_syncs_asked():
     lock = StateLock()
     woken = []
-    pool = PodWorkers(3, lock=lock, wake=lambda: woken.append(1))
+    pool = PodWorkers(3, lock=lock, ended=lambda uid, wake, failed: woken.append((uid, failed)))
     release = threading.Event()
     running_now: list[str] = []
     overlap: list[str] = []
@@ -178,7 +178,7 @@ def test_a_pod_is_never_on_two_workers_and_the_pool_reports_what_its_syncs_asked
 
 
 def test_an_error_in_a_sync_is_raised_by_the_loop():
-    pool = PodWorkers(1, lock=StateLock(), wake=lambda: None)
+    pool = PodWorkers(1, lock=StateLock(), ended=lambda uid, wake, failed: None)
 
     def broken():
         raise ValueError("boom")
@@ -194,7 +194,7 @@ def test_an_error_in_a_sync_is_raised_by_the_loop():
 def test_the_default_pool_follows_the_cores_within_bounds():
     assert 2 <= default_size() <= 8
     with pytest.raises(ValueError):
-        PodWorkers(0, lock=StateLock(), wake=lambda: None)
+        PodWorkers(0, lock=StateLock(), ended=lambda uid, wake, failed: None)
 
 
 # ---------------------------------------------------------------------- the agent on workers

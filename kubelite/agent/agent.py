@@ -101,8 +101,10 @@ class Agent:
                                     config=config, configs=self.configs, probing=self.probing, hooks=self.hooks,
                                     pulls=self.pulls, sysctl_policy=self.sysctl_policy,
                                     apparmor_enabled=self.apparmor_enabled)
-        self.workers = PodWorkers(config.pod_workers, lock=self.state.lock, wake=self.wake.set) \
+        self.workers = PodWorkers(config.pod_workers, lock=self.state.lock, ended=self._sync_ended) \
             if config.pod_workers else None
+        self.in_pass = False
+        self.planned_wake: datetime | None = None   # when the loop wakes at the latest after its last pass
         self.next_sync: dict[str, datetime | None] = {}   # uid → when its last sync asked to be looked at again
         self.deferred: set[str] = set()   # pods on a worker whose manifest changed: applied when their sync ends
         self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per RESYNC_PERIOD_S
@@ -208,27 +210,48 @@ class Agent:
 
     def _pass(self, wait: bool) -> datetime | None:
         with self.state.transaction(), self.state.lock:   # written when the lock is let go (`flush`)
-            now = self.clock()
-            if not self.meta_written:
-                self.state.write_meta()
-                self.meta_written = True
-            if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan \
-                    or (self.deferred and not self.deferred & self._busy()):
-                self.sync_manifests(now)
-            with metrics.timed(metrics.RELIST):
-                self.relist(now)
-            self.record_hooks(now)
-            self.record_sync_results(now)
-            self.record_probe_outcomes(now)
-            self.executor.record_pulls(now)
-            wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
-            self.terminating_keys = frozenset(e.key for e in self.state.pods.values() if e.deleted_at is not None)
-            wake = _earliest(wake, self.sync_pods(now, wait))
-            self.collect_garbage(now)
+            self.in_pass = True
+            try:
+                return self._pass_steps(wait)
+            finally:
+                self.in_pass = False
+
+    def _pass_steps(self, wait: bool) -> datetime | None:
+        """The pass, with the state lock held; also sets when the loop means to wake next (`planned_wake`)."""
+        now = self.clock()
+        if not self.meta_written:
+            self.state.write_meta()
+            self.meta_written = True
+        if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan \
+                or (self.deferred and not self.deferred & self._busy()):
+            self.sync_manifests(now)
+        with metrics.timed(metrics.RELIST):
+            self.relist(now)
+        self.record_hooks(now)
+        self.record_sync_results(now)
+        self.record_probe_outcomes(now)
+        self.executor.record_pulls(now)
+        wake: datetime | None = _earliest(self.next_manifest_scan, self.probing.prober.next_due())
+        self.terminating_keys = frozenset(e.key for e in self.state.pods.values() if e.deleted_at is not None)
+        wake = _earliest(wake, self.sync_pods(now, wait))
+        self.collect_garbage(now)
         wake = _earliest(wake, self.runtime.next_event_time())
         if self.manifests_dirty:
             wake = now
+        self.planned_wake = _earliest(wake, now + timedelta(seconds=self.config.relist_period_s))
         return wake
+
+    def _sync_ended(self, uid: str, wake: datetime | None, failed: bool) -> None:
+        """A pod worker's sync ended: wake the loop for a pass only when one is needed — the sync
+        wrote something (the pass writes it), removed its pod, failed, or wants its pod looked at
+        before the loop means to wake anyway. An idle pod's resync needs none: 500 of them must
+        not cost 500 relists."""
+        with self.state.lock:   # the pass that runs now, if one does, has set `planned_wake` when it ends
+            needed = failed or self.in_pass or uid not in self.state.pods or self.state.store.pending() > 0 \
+                or uid not in self.next_sync \
+                or (wake is not None and (self.planned_wake is None or wake <= self.planned_wake))
+        if needed:
+            self.wake.set()
 
     def _busy(self) -> frozenset[str]:
         return self.workers.busy() if self.workers is not None else frozenset()

@@ -3,6 +3,7 @@
 Owns: the pool (the kubelet's pod workers, bounded: `--pod-workers`, from the cores by default),
 which pods are on a worker now, the earliest time a finished sync asked to be looked at again,
 and the first error a sync raised, which the loop raises as it would have raised it itself.
+When a sync ends, the pool tells the agent (`ended`), which wakes the loop if a pass is needed.
 
 A worker holds the node state's lock for its pod's sync and lets it go while the runtime works
 (`agent.statelock`); the writes it makes are queued, and the loop's next pass writes them (the
@@ -37,12 +38,12 @@ def default_size() -> int:
 class PodWorkers:
     """A bounded pool that syncs pods, one sync per pod at a time."""
 
-    def __init__(self, size: int, *, lock: StateLock, wake: Callable[[], None]) -> None:
+    def __init__(self, size: int, *, lock: StateLock, ended: Callable[[str, datetime | None, bool], None]) -> None:
         if size < 1:
             raise ValueError("a pool of pod workers needs at least one worker")
         self.size = size
         self._pool = ThreadPoolExecutor(max_workers=size, thread_name_prefix="kubelite-pod")
-        self._lock, self._wake = lock, wake
+        self._lock, self._ended = lock, ended
         self._cond = threading.Condition()
         self._busy: set[str] = set()
         self._next: datetime | None = None      # the earliest look-again of the syncs that ended
@@ -76,7 +77,7 @@ class PodWorkers:
             elif error is not None:
                 log.error("pod %s: sync failed: %s: %s", uid, type(error).__name__, error)
             self._cond.notify_all()
-        self._wake()
+        self._ended(uid, wake, error is not None)   # the loop decides whether the sync's end needs a pass
 
     def busy(self) -> frozenset[str]:
         """The pods on a worker now."""
