@@ -437,3 +437,39 @@ def test_a_pull_that_ends_while_the_sandbox_is_made_does_not_leave_the_pod_waiti
         big_gate.set()
         agent.close()
         agent.store.close()
+
+
+def test_a_sync_that_ends_wakes_the_loop_only_when_a_pass_is_needed(tmp_path):
+    from kubelite.runtime.fake import FakeRuntime
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "p.yaml").write_text(EDITED.format(second="b"))
+    agent = agent_on(tmp_path, FakeRuntime())
+    try:
+        for _ in range(3):
+            agent.run_once()
+        [uid] = list(agent.pods)
+        far = agent.clock() + timedelta(hours=1)
+        agent.planned_wake = far
+        agent.wake.clear()
+        agent._sync_ended(uid, None, False)
+        assert not agent.wake.is_set(), "an idle pod's resync needs no pass"
+        agent._sync_ended(uid, far + timedelta(minutes=1), False)
+        assert not agent.wake.is_set(), "nor one that asks for a time after the loop wakes anyway"
+        for case in ("earlier", "failed", "touched", "deferred", "wrote"):
+            agent.wake.clear()
+            wake = agent.clock() if case == "earlier" else None
+            if case == "touched":
+                agent.state.touch(uid)
+            if case == "deferred":
+                agent.deferred.add(uid)
+            if case == "wrote":
+                agent.state.store.put_backoff(BackoffEntry("k", 10.0, at(1)))
+            agent._sync_ended(uid, wake, case == "failed")
+            assert agent.wake.is_set(), case
+            agent.state.take_touched()
+            agent.deferred.clear()
+            agent.state.flush()
+    finally:
+        agent.close()
+        agent.store.close()

@@ -188,7 +188,7 @@ class Agent:
     def run_once(self, *, wait: bool = True) -> datetime | None:
         """One reconcile pass; returns when the next pass is due at the latest. With pod workers,
         `wait` waits for the syncs the pass handed to them (tests, one-shot runs); the daemon's
-        loop does not wait, and a worker that ends wakes it.
+        loop does not wait, and a sync that ends wakes it when a pass is needed (`_sync_ended`).
 
         A pass is one transaction. If it cannot be written (a full disk), the in-memory mirror is
         reloaded from the store, so that the next pass derives and writes everything again rather
@@ -243,12 +243,13 @@ class Agent:
 
     def _sync_ended(self, uid: str, wake: datetime | None, failed: bool) -> None:
         """A pod worker's sync ended: wake the loop for a pass only when one is needed — the sync
-        wrote something (the pass writes it), removed its pod, failed, or wants its pod looked at
+        wrote something (the pass writes it), removed its pod, failed, its pod changed meanwhile
+        (touched, or a manifest change waits for the sync's end), or it wants its pod looked at
         before the loop means to wake anyway. An idle pod's resync needs none: 500 of them must
         not cost 500 relists."""
         with self.state.lock:   # the pass that runs now, if one does, has set `planned_wake` when it ends
             needed = failed or self.in_pass or uid not in self.state.pods or self.state.store.pending() > 0 \
-                or uid not in self.next_sync \
+                or uid not in self.next_sync or uid in self.state.touched or uid in self.deferred \
                 or (wake is not None and (self.planned_wake is None or wake <= self.planned_wake))
         if needed:
             self.wake.set()
@@ -281,7 +282,7 @@ class Agent:
                 continue
             if uid in busy or not self.workers.dispatch(
                     uid, lambda uid=uid: self._sync_pod(uid, self.clock(), replacing)):
-                self.state.touch(uid)   # due again when its sync ends (which wakes the loop)
+                self.state.touch(uid)   # due again when its sync ends (`_sync_ended` sees it touched)
         if wait:
             with self.state.lock.released():
                 self.workers.wait_idle()

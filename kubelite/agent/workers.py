@@ -7,8 +7,8 @@ When a sync ends, the pool tells the agent (`ended`), which wakes the loop if a 
 
 A worker holds the node state's lock for its pod's sync and lets it go while the runtime works
 (`agent.statelock`); the writes it makes are queued, and the loop's next pass writes them (the
-one writer). When a sync ends the worker wakes the loop, whose next pass hands the pod to a
-worker again if it is due. The loop never waits for a worker (`run_once(wait=False)`), so a
+one writer). When a sync ends the agent wakes the loop if a pass is needed, whose next pass
+hands the pod to a worker again if it is due. The loop never waits for a worker (`run_once(wait=False)`), so a
 removal that takes a CNI DEL's time never delays another pod's start; tests and `--once` runs
 wait for the pass's syncs (`wait_idle`).
 """
