@@ -104,7 +104,7 @@ class Round:
 
 def network_left(node: NetNode, sandbox_ids: list[str], live: int) -> list[str]:
     """What the removed pods left: rules naming their sandboxes, and leases, veths and namespaces
-    beyond the `live` pods'."""
+    beyond the `live` pods' and the warm pool's."""
     found = []
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout
     found += [f"iptables {line}" for line in rules.splitlines() if any(s in line for s in sandbox_ids)]
@@ -150,7 +150,8 @@ def measure(node: NetNode, tag: str) -> Round:
     result.beside_s = node.wait_started(fresh) - began
     result.removed_s = node.wait_removed_at(ported) - began
     time.sleep(0.5)
-    result.left = tuple(network_left(node, sandboxes, live=PODS))
+    warm = sum(1 for r in node.records("sandboxes") if r.get("warm"))   # the pool's own leases and veths
+    result.left = tuple(network_left(node, sandboxes, live=PODS + warm))
     for name in fresh:
         node.delete(name)
     node.wait_removed_at(fresh)
@@ -166,14 +167,18 @@ def run_daemon(base: Path, busybox: Path, workers: int | None, tag: str) -> Roun
         time.sleep(1.0)
         return measure(node, tag)
     finally:
-        for path in node.manifests.glob("*.yaml"):
-            path.unlink()
-        if node.proc is not None and node.proc.poll() is None:
-            try:
-                wait_for(lambda: not node.records("sandboxes"), timeout=120, what="every pod removed", interval=0.1)
-            finally:
-                node.stop()
-        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        try:
+            for path in node.manifests.glob("*.yaml"):
+                path.unlink()
+            if node.proc is not None and node.proc.poll() is None:
+                try:
+                    wait_for(lambda: not [r for r in node.records("sandboxes") if not r.get("warm")], timeout=120,
+                             what="every pod removed", interval=0.1)
+                finally:
+                    node.stop()
+        finally:
+            subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+            Path(f"/run/lock/kubelite-{bridge}.lock").unlink(missing_ok=True)
 
 
 def main() -> None:
@@ -211,7 +216,8 @@ def main() -> None:
         f"pods: one busybox container each, `{SCRIPT}` (leaves at SIGTERM); {PODS} with hostPorts (portmap rules), "
         "a bridge and /24 of the run's own",
         "the same run starts a second daemon with --pod-workers 0 (every sync on the loop, one after another) as the "
-        "reference; podman is not installed here"])
+        "reference; podman is not installed here",
+        "both daemons run serve's default warm pool (2 sandboxes): the first pods of a burst claim them"])
     record_summary("workers", rows)
 
 
