@@ -45,13 +45,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import SyncError
 from kubelite import layout
+from kubelite.sources.gitrefs import RACY_S, LocalRefs, TreeStamp, local_repository, pick_ref, tree_stamp
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
@@ -64,9 +65,6 @@ FETCH_TIMEOUT_S = 120.0
 LOCAL_TIMEOUT_S = 60.0
 #: The ref in the bare repository that holds the last fetched commit.
 FETCHED_REF = "refs/kubelite/fetched"
-#: A tree changed less than this long ago is checked with git even when its stat looks unchanged:
-#: file times are coarse, so a second edit within the same tick could leave the stat as it was.
-RACY_S = 2.0
 
 _SHA = re.compile(r"[0-9a-f]{40}\Z")
 #: Worktrees are named by commit; a second checkout of the commit in use (a damaged tree, another
@@ -513,112 +511,6 @@ class GitSync:
             lines = [line.strip() for line in text.splitlines() if line.strip()]
             raise SyncError(self._redact(f"{what} failed: {' / '.join(lines[-3:])}"))
         return out.decode("utf-8", "replace")
-
-
-#: What `tree_stamp` records of one entry: (path, mode, inode, size, mtime ns, ctime ns).
-TreeStamp = tuple[tuple[str, int, int, int, int, int], ...]
-
-
-def tree_stamp(tree: Path, now: datetime) -> TreeStamp | None:
-    """The lstat of every entry of a worktree and of its git state (the directory its `.git` file
-    names: HEAD, index), sorted; None when it cannot be read, or when an entry changed less than
-    RACY_S before `now` (a change within the same tick of the file times would not show).
-    An edit, an added or removed file, a mode change, a checkout or `git add` in the tree changes it:
-    each sets a ctime (which no one can set back) or an inode."""
-    try:
-        admin = (tree / ".git").read_text()
-        if not admin.startswith("gitdir: "):
-            return None
-        entries: list[tuple[str, int, int, int, int, int]] = []
-        for top in (str(tree), os.path.join(tree, admin[len("gitdir: "):].strip())):
-            _stat_tree(top, entries)
-    except (OSError, UnicodeDecodeError):
-        return None
-    newest = max(entry[5] for entry in entries)
-    if newest >= (now.timestamp() - RACY_S) * 1e9:
-        return None
-    return tuple(sorted(entries))
-
-
-def _stat_tree(top: str, out: list[tuple[str, int, int, int, int, int]]) -> None:
-    pending = [top]
-    while pending:
-        directory = pending.pop()
-        st = os.lstat(directory)
-        out.append((directory, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-        with os.scandir(directory) as entries:
-            for entry in entries:
-                if entry.is_dir(follow_symlinks=False):
-                    pending.append(entry.path)
-                else:
-                    st = entry.stat(follow_symlinks=False)
-                    out.append((entry.path, st.st_mode, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns))
-
-
-def ref_candidates(ref: str) -> list[str]:
-    """The remote refs a short ref name stands for, in the order git's fetch prefers them
-    (`git help revisions`: the name itself, refs/, refs/tags/, refs/heads/, refs/remotes/, .../HEAD)."""
-    names = [f"refs/{ref}", f"refs/tags/{ref}", f"refs/heads/{ref}", f"refs/remotes/{ref}", f"refs/remotes/{ref}/HEAD"]
-    return ([ref] if ref == "HEAD" or ref.startswith("refs/") else []) + names
-
-
-def pick_ref(ref: str, advertised: dict[str, str]) -> str | None:
-    """The object the remote's refs (name → object) give for `ref`, as `git fetch` would pick it."""
-    for name in ref_candidates(ref):
-        if name in advertised:
-            return advertised[name]
-    return None
-
-
-def local_repository(url: str) -> str | None:
-    """The directory of a repository URL that is an absolute path or a file:// URL; else None."""
-    if url.startswith("file://"):
-        try:
-            parts = urlsplit(url)
-        except ValueError:
-            return None
-        return unquote(parts.path) if parts.netloc in ("", "localhost") and parts.path.startswith("/") else None
-    return url if url.startswith("/") else None
-
-
-class LocalRefs:
-    """The refs of a repository on this machine, read in-process (dulwich: loose refs, packed-refs,
-    symbolic refs, reftable). The repository stays open between passes: dulwich reads a loose ref
-    afresh each time and packed-refs again whenever its inode, size or times changed (git replaces
-    it by a rename). Anything it cannot read closes it, to be opened again at the next read."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._repo: Any = None
-
-    def read(self, ref: str) -> str | None:
-        """The object `ref` names (resolved as `git fetch` resolves it), or None when it cannot be
-        read or is not there."""
-        from dulwich.refs import DiskRefsContainer
-        from dulwich.repo import Repo
-
-        found = None
-        try:
-            if self._repo is None:
-                self._repo = Repo(self.path)
-            for name in ref_candidates(ref):
-                try:
-                    value = self._repo.refs[name.encode()]
-                except (KeyError, ValueError):
-                    continue
-                text = value.decode("ascii", "replace") if isinstance(value, bytes) else ""
-                found = text if _SHA.match(text) else None
-                break
-        except Exception:  # noqa: BLE001 — whatever the library cannot read, `git ls-remote` is asked instead
-            found = None
-        if found is None or type(getattr(self._repo, "refs", None)) is not DiskRefsContainer:  # others: afresh each time
-            self.close()
-        return found
-
-    def close(self) -> None:
-        repo, self._repo = self._repo, None
-        if repo is not None:
-            repo.close()
 
 
 def backoff_delay(failures: int) -> float:
