@@ -80,6 +80,19 @@ def events(node: "Node", reason: str) -> list[str]:
         reader.close()
 
 
+def assert_pod_limits(node: "Node", pod_name: str, *, memory: int, cpu_quota: int) -> None:
+    """The pod's cgroup (`<instance>/pod<uid>`) holds these pod-level limits (cgroup v2 or v1)."""
+    uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == pod_name)
+    relative = f"{node.runtime.instance}/pod{uid}"
+    cgroup = Path("/sys/fs/cgroup")
+    if (cgroup / "cgroup.controllers").exists():
+        assert (cgroup / relative / "memory.max").read_text().strip() == str(memory)
+        assert (cgroup / relative / "cpu.max").read_text().split() == [str(cpu_quota), "100000"]
+    else:
+        assert (cgroup / "memory" / relative / "memory.limit_in_bytes").read_text().strip() == str(memory)
+        assert (cgroup / "cpu" / relative / "cpu.cfs_quota_us").read_text().strip() == str(cpu_quota)
+
+
 def leftovers(root: Path, run_dir: Path, instance: str) -> list[str]:
     """Everything of this kubelite instance still on the machine."""
     found = []

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import pytest
 
-from tests.real import Node, container, pod
+from tests.real import Node, assert_pod_limits, container, pod
 
 pytestmark = pytest.mark.real
 
@@ -140,15 +140,7 @@ def test_pod_level_resources_limit_the_pods_cgroup(make_node):
     node.write(pod("capped", container("app", "exec sleep 3600"), container("side", "exec sleep 3600"),
                    resources={"limits": {"memory": "64Mi", "cpu": "500m"}}))
     node.until(lambda: node.running("capped", "app") and node.running("capped", "side"), what="running")
-    uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == "capped")
-    relative = f"{node.runtime.instance}/pod{uid}"
-    cgroup = Path("/sys/fs/cgroup")
-    if (cgroup / "cgroup.controllers").exists():
-        assert (cgroup / relative / "memory.max").read_text().strip() == str(64 << 20)
-        assert (cgroup / relative / "cpu.max").read_text().split() == ["50000", "100000"]
-    else:
-        assert (cgroup / "memory" / relative / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
-        assert (cgroup / "cpu" / relative / "cpu.cfs_quota_us").read_text().strip() == "50000"
+    assert_pod_limits(node, "capped", memory=64 << 20, cpu_quota=50000)
     assert node.status("capped")["qosClass"] == "Guaranteed"
     # a container without its own limit sees the pod's as its cgroup maximum
     spec = json.loads((node.run_dir / "containers" / node.container_id("capped", "app") / "config.json").read_text())

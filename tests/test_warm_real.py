@@ -30,7 +30,7 @@ import yaml
 from kubelite.runtime import cni
 from kubelite.runtime.oci import instance_name
 from tests.helpers import free_port, free_subnet
-from tests.real import REPO, Daemon, Node, container, leftovers, pod, wait_for
+from tests.real import REPO, Daemon, Node, assert_pod_limits, container, leftovers, pod, wait_for
 from tests.test_network_real import NetworkUnderTest, require_cni, sandbox_id, web
 
 pytestmark = pytest.mark.real
@@ -148,15 +148,7 @@ def test_a_claimed_sandbox_gets_the_pods_level_limits_and_shared_process_namespa
                        resources={"limits": {"memory": "64Mi", "cpu": "500m"}}, shareProcessNamespace=True))
         node.until(lambda: node.running("capped", "app") and node.running("capped", "side"), what="running")
         assert sandbox_id(node, "capped") in ready
-        uid = next(e.uid for e in node.agent.pods.values() if e.pod.metadata.name == "capped")
-        relative = f"{node.runtime.instance}/pod{uid}"
-        cgroup = Path("/sys/fs/cgroup")
-        if (cgroup / "cgroup.controllers").exists():
-            assert (cgroup / relative / "memory.max").read_text().strip() == str(64 << 20)
-            assert (cgroup / relative / "cpu.max").read_text().split() == ["50000", "100000"]
-        else:
-            assert (cgroup / "memory" / relative / "memory.limit_in_bytes").read_text().strip() == str(64 << 20)
-            assert (cgroup / "cpu" / relative / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert_pod_limits(node, "capped", memory=64 << 20, cpu_quota=50000)
         # one PID namespace for the pod: the infra (catatonit) is PID 1, the other container's process is seen
         code, out = node.exec("capped", "app", "ps", "-o", "pid,args")
         assert code == 0 and "catatonit" in out and out.count("sleep 3600") == 2, out

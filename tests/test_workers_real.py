@@ -120,12 +120,17 @@ def teardown_networks(run_dir: Path) -> list[str]:
     return done
 
 
-def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: float) -> None:
+def networked_node(tmp_path: Path, busybox: Path) -> tuple[NetworkUnderTest, Node]:
+    """An in-process agent on pod workers with pod networking on a bridge of the test's own."""
     require_cni()
     net = NetworkUnderTest(tmp_path)
     node = Node(tmp_path / "manifests", net.root, net.run_dir, busybox, network=net.make(), node_ip=cni.host_ip(),
                 options={"pod_workers": WORKERS})
-    node.start()
+    return net, node.start()
+
+
+def stress(tmp_path: Path, busybox: Path, *, pods: int, rounds: int, settle_s: float) -> None:
+    net, node = networked_node(tmp_path, busybox)
     left: list[str] = ["close did not finish"]
     seen: dict[str, str] = {}   # every sandbox's id → its IP
     try:
@@ -194,11 +199,7 @@ def test_150_pods_with_three_rounds_of_deletions_edits_and_arrivals(tmp_path, bu
 
 
 def test_two_pods_asking_for_one_host_port_at_once_do_not_both_get_it(tmp_path, busybox):
-    require_cni()
-    net = NetworkUnderTest(tmp_path)
-    node = Node(tmp_path / "manifests", net.root, net.run_dir, busybox, network=net.make(), node_ip=cni.host_ip(),
-                options={"pod_workers": WORKERS})
-    node.start()
+    net, node = networked_node(tmp_path, busybox)
     left: list[str] = ["close did not finish"]
     try:
         port = free_port()

@@ -249,7 +249,7 @@ class Agent:
         not cost 500 relists."""
         with self.state.lock:   # the pass that runs now, if one does, has set `planned_wake` when it ends
             needed = failed or self.in_pass or uid not in self.state.pods or self.state.store.pending() > 0 \
-                or uid not in self.next_sync or uid in self.state.touched or uid in self.deferred \
+                or uid in self.state.touched or uid in self.deferred \
                 or (wake is not None and (self.planned_wake is None or wake <= self.planned_wake))
         if needed:
             self.wake.set()

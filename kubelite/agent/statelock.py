@@ -65,10 +65,6 @@ class UnlockedRuntime:
     def __init__(self, runtime: Runtime, lock: StateLock) -> None:
         self._runtime, self._lock = runtime, lock
 
-    @property
-    def wrapped(self) -> Runtime:
-        return self._runtime
-
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._runtime, name)
         if name not in WAITING_CALLS:
