@@ -57,7 +57,8 @@ end every manifest is deleted, kubelite removes every pod, the daemon gets SIGTE
 benchmark verifies that no mount below the directory, no cgroup of the instance or of the
 references, no conmon/runc/catatonit process of this run and no runc container remain. Processes
 are only ever signalled by PIDs this run created (and only when the orderly cleanup failed).
-podman's references, when podman is installed, use an image tag of this run and remove it.
+podman's references, when podman is installed, run on a store, configuration and tag of this run
+(bench/podman.py), with `--network none` as the daemon, and remove everything they made.
 
 Needs root, runc, conmon and catatonit (Debian's packages); about eight minutes (eleven with
 --long). Run: `bench/run runtime [--long]`, or `.venv/bin/python -m bench.bench_runtime
@@ -95,6 +96,7 @@ from bench import scale
 from bench.bench_cli import KUBELITE, Command, _check_package_used, _cli_env, _expect_table, _package_copy
 from bench.common import (REPO, Row, cpu_ns, duration, machine, print_table, record_summary, stop_process, summarize,
                           target)
+from bench.podman import Podman
 
 START_RUNS = 12
 START_WARMUPS = 1
@@ -1563,82 +1565,73 @@ def drop_row(level: Level, refs: References) -> Row:
                f"p95 {duration(gaps.p95_s)}")
 
 
-def podman_logs(podman: str, container: str, lines: int) -> list[str] | None:
-    out = subprocess.run([podman, "logs", container], capture_output=True, text=True).stdout.split("\n")
-    values = [line for line in out if line.strip()]
-    return values if len(values) >= lines else None
-
-
-def measure_podman(base: Path, podman: str, image: str) -> list[float]:
+def measure_podman(pm: Podman, work: Path, network: str) -> list[float]:
     """`podman kube play` of the start pod, from the call to the first act (uptime), then `kube down`."""
     samples = []
     for i in range(START_WARMUPS + START_RUNS):
         name = f"podman-start-{i:02d}"
-        path = base / f"{name}.yaml"
-        path.write_text(pod_manifest(name, [(CONTAINER, image, ["sh", "-c", START_SCRIPT])]))
+        path = work / f"{name}.yaml"
+        path.write_text(pod_manifest(name, [(CONTAINER, pm.image, ["sh", "-c", START_SCRIPT])]))
+        container = f"{name}-{CONTAINER}"
         t_boot = boottime()
-        run_quiet([podman, "kube", "play", str(path)], check=True, timeout=120)
+        pm.play(path, [name], network)
         try:
-            out = wait_for(lambda: podman_logs(podman, f"{name}-{CONTAINER}", 1), timeout=30, what="podman logs")
+            out = wait_for(lambda: pm.first_lines([container]), timeout=30, what="podman's container's first line")
         finally:
-            run_quiet([podman, "kube", "down", str(path)], timeout=120)
+            pm.down(path, [name])
         if i >= START_WARMUPS:
-            samples.append(float(out[0].split()[0]) - t_boot)
+            samples.append(float(out[container].split()[0]) - t_boot)
     return samples
 
 
-def measure_podman_restart(base: Path, podman: str, image: str) -> list[float]:
+def measure_podman_restart(pm: Podman, work: Path, network: str) -> list[float]:
     """podman's restart loop: the crash pod through `kube play`; from the second uptime line of the
     first run to the first line of the restarted run (`podman logs` holds both runs), then `kube down`."""
     samples = []
     for i in range(CRASH_PODS):
         name = f"podman-crash-{i:02d}"
-        path = base / f"{name}.yaml"
-        path.write_text(pod_manifest(name, [(CONTAINER, image, ["sh", "-c", CRASH_SCRIPT])]))
-        run_quiet([podman, "kube", "play", str(path)], check=True, timeout=120)
+        path = work / f"{name}.yaml"
+        path.write_text(pod_manifest(name, [(CONTAINER, pm.image, ["sh", "-c", CRASH_SCRIPT])]))
+        pm.play(path, [name], network)
         try:
-            out = wait_for(lambda: podman_logs(podman, f"{name}-{CONTAINER}", 3), timeout=30, what="podman logs")
+            out = wait_for(lambda: (lines := pm.logs(f"{name}-{CONTAINER}")) and len(lines) >= 3 and lines,
+                           timeout=30, what="podman logs", interval=0.05)
         finally:
-            run_quiet([podman, "kube", "down", str(path)], timeout=120)
+            pm.down(path, [name])
         samples.append(float(out[2].split()[0]) - float(out[1].split()[0]))
     return samples
 
 
-def podman_figures(base: Path, podman: str | None, archive: Path) -> dict[str, str]:
-    """The podman references, as text for the reference rows; "not installed" without podman.
-
-    The busybox image goes into podman's store under a tag of this run only, removed afterwards.
-    """
+def podman_figures(base: Path, archive: Path) -> tuple[dict[str, str], list[str]]:
+    """The podman references, as text for the reference rows ("not installed" without podman), and
+    what podman left of the run. podman runs on a store and configuration of the run's own
+    (bench/podman.py), its pods with `--network none` as the daemon's here."""
     figures = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
-    if podman is None:
-        return figures
+    pm = Podman.open(base / "podman")
+    if pm is None:
+        return figures, []
     figures["replace"] = "not measured: not the same work"
-    work = base / "podman"
+    work = base / "podman-pods"
     work.mkdir()
-    image = f"localhost/kubelite-bench-{os.getpid()}:latest"
-    tagged = work / "busybox.tar"
-    retag(archive, tagged, [image])
     try:
-        run_quiet([podman, "load", "-i", str(tagged)], check=True, timeout=120)
-    except (subprocess.SubprocessError, OSError) as exc:
-        return {k: f"failed: {exc}"[:60] for k in figures}
-    try:
+        pm.load(archive)
         for key, fn in (("play", measure_podman), ("restart", measure_podman_restart)):
             try:
-                s = summarize(fn(work, podman, image))
-                figures[key] = f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n})"
-            except (subprocess.SubprocessError, OSError, TimeoutError, ValueError, IndexError) as exc:
-                figures[key] = f"failed: {exc}"[:60]
+                s = summarize(fn(pm, work, "none"))
+                figures[key] = f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n}; --network none)"
+            except (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError, IndexError) as exc:
+                figures[key] = f"failed: {exc}"[:100]
+    except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
+        figures = {k: f"failed: {exc}"[:100] for k in figures}
     finally:
-        run_quiet([podman, "rmi", image], timeout=120)
-    return figures
+        left = pm.close()
+    return figures, left
 
 
 def main() -> None:
     if os.geteuid() != 0:
         sys.exit("bench_runtime needs root (runc, conmon, cgroups, overlay mounts)")
     bins = find_binaries()
-    podman = shutil.which("podman")
     load_start = Path("/proc/loadavg").read_text().split()[:3]
     began = time.monotonic()
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-runtime-", dir="/tmp"))
@@ -1685,7 +1678,8 @@ def main() -> None:
         curve = measure_curve(node, base / "cli")
         if sorted(os.listdir(layer)) != layer_listing:
             problems.append("the busybox layer used as the references' read-only root changed")
-        podman_text = podman_figures(base, podman, plain)
+        podman_text, podman_left = podman_figures(base, plain)
+        problems += [f"left behind by podman: {x}" for x in podman_left]
     except BaseException as exc:  # noqa: BLE001 — clean up first, then report
         failure = exc
     finally:
