@@ -58,6 +58,8 @@ PODMAN_RATIO_TARGET = 3.5
 PODMAN_250_BUDGET_S = 180.0
 #: At most this many `podman kube play` processes at a time.
 PODMAN_PLAYS = 50
+#: podman's two ways of starting a burst.
+CONCURRENT, ONE_FILE = "50 plays at once", "one file"
 #: The first act prints /proc/uptime (bench_runtime's measure); the shell leaves at SIGTERM at once,
 #: so a removal waits out no grace period.
 SCRIPT = "trap 'exit 0' TERM; cat /proc/uptime; sleep 3600 & wait"
@@ -229,7 +231,7 @@ class PodmanResult:
 
     @property
     def best(self) -> tuple[float, str] | None:
-        found = [(s, how) for s, how in ((self.concurrent_s, "concurrent"), (self.one_file_s, "one file")) if s]
+        found = [(s, how) for s, how in ((self.concurrent_s, CONCURRENT), (self.one_file_s, ONE_FILE)) if s]
         return min(found) if found else None
 
 
@@ -292,7 +294,7 @@ def podman_part(base: Path, busybox: Path) -> tuple[PodmanResult, list[str]]:
                                f"{projected:.0f} s (budget {PODMAN_250_BUDGET_S:.0f} s)")
         else:
             result.big_s = podman_burst(pm, work, [f"big-{i:03d}" for i in range(BIG)],
-                                        concurrent=best[1] == "concurrent")
+                                        concurrent=best[1] == CONCURRENT)
     except (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
         result.note = result.note or f"failed: {exc}"[:120]
         result.big_note = result.big_note or result.note
@@ -324,15 +326,15 @@ def main() -> None:
     if best is not None:
         podman_rate = PODS / best[0]
         ratio = parallel.burst_rate / podman_rate
-        versus = (f"{ratio:.1f}x podman ({podman_rate:.1f} pods/s, {best[1]}): "
-                  f"{'met' if ratio >= PODMAN_RATIO_TARGET else 'missed'}")
+        versus = f"{ratio:.1f}x podman ({podman_rate:.1f} pods/s, {best[1]})"
+        versus_aim = f"{'met' if ratio >= PODMAN_RATIO_TARGET else 'missed'}"
     else:
-        versus = f"podman: {podman.note}"
+        versus, versus_aim = f"podman: {podman.note}", "not measured"
     big_rate = f"{BIG / parallel.big_s:.1f} pods/s" if parallel.big_s else "-"
     rows = [
         Row(f"{PODS} pods dropped at once -> all running (CNI)", duration(parallel.burst_s), "-",
             f">= {RATE_TARGET:g} pods/s ({'met' if parallel.burst_rate >= RATE_TARGET else 'missed'}), "
-            f">= {PODMAN_RATIO_TARGET:g}x podman",
+            f">= {PODMAN_RATIO_TARGET:g}x podman ({versus_aim})",
             f"{parallel.burst_rate:.1f} pods/s with {default_size()} workers; {versus}; last Started logged "
             f"{duration(parallel.started_s)}; one at a time (--pod-workers 0): {duration(serial.burst_s)}, "
             f"{serial.burst_rate:.1f} pods/s; {parallel.burst_rate / serial.burst_rate:.1f}x"),
@@ -346,7 +348,7 @@ def main() -> None:
             f"<= {BIG_TARGET_S:g} s ({'met' if parallel.big_s <= BIG_TARGET_S else 'missed'})",
             f"{big_rate} with {default_size()} workers; podman: "
             + podman_text(podman.big_s, BIG, f"one play per pod, at most {PODMAN_PLAYS} at a time"
-                          if best and best[1] == "concurrent" else "one file", podman.big_note)),
+                          if best and best[1] == CONCURRENT else "one file", podman.big_note)),
         Row(f"{PODS} new pods while {PODS} with a hostPort are removed -> all running", duration(parallel.beside_s),
             "-", f"rate within 20 % of the burst's "
             f"({'met' if parallel.beside_rate >= 0.8 * parallel.burst_rate else 'missed'})",
@@ -370,7 +372,7 @@ def main() -> None:
         "podman's default network) below the run's directory (bench/podman.py); the faster of its two ways is "
         "the reference of the ratio"]
         + [f"LEFT BEHIND by podman: {item}" for item in podman_left])
-    record_summary("workers", rows[:1] + rows[3:4])
+    record_summary("workers", rows[:1] + rows[3:])   # podman's rows are in the first one's reference
 
 
 if __name__ == "__main__":
