@@ -152,12 +152,16 @@ def podman_start(base: Path, tar: Path) -> tuple[Summary | None, str, list[str]]
         return None, "not installed", []
     work = base / "podman-pods"
     work.mkdir()
+    figure: Summary | None = None
     try:
         pm.load(tar)
-        s = summarize(bench_runtime.measure_podman(pm, work, pm.make_bridge()))
-        return s, f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n})", pm.close()
+        figure = summarize(bench_runtime.measure_podman(pm, work, pm.make_bridge()))
+        text = f"{duration(figure.median_s)} median, {duration(figure.p95_s)} p95 (n={figure.n})"
     except (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError, IndexError) as exc:
-        return None, f"failed: {exc}"[:100], pm.close()
+        text = f"failed: {exc}"[:100]
+    finally:
+        left = pm.close()
+    return figure, text, left
 
 
 def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:

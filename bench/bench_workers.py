@@ -280,24 +280,29 @@ def podman_part(base: Path, busybox: Path) -> tuple[PodmanResult, list[str]]:
         return result, []
     work = base / "podman-pods"
     work.mkdir()
+    failures = (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError)
     try:
         pm.load(busybox)
         pm.make_bridge()
         podman_burst(pm, work, ["warmup-00"], concurrent=False)   # builds podman's pause image
-        result.one_file_s = podman_burst(pm, work, [f"one-{i:02d}" for i in range(PODS)], concurrent=False)
-        result.concurrent_s = podman_burst(pm, work, [f"each-{i:02d}" for i in range(PODS)], concurrent=True)
+        for attr, prefix, concurrent in (("one_file_s", "one", False), ("concurrent_s", "each", True)):
+            try:
+                setattr(result, attr, podman_burst(pm, work, [f"{prefix}-{i:02d}" for i in range(PODS)], concurrent))
+            except failures as exc:
+                result.note = f"failed: {exc}"[:120]
         best = result.best
-        assert best is not None
-        projected = best[0] * BIG / PODS
-        if projected > PODMAN_250_BUDGET_S:
+        projected = best[0] * BIG / PODS if best else 0.0
+        if best is None:
+            result.big_note = result.note
+        elif projected > PODMAN_250_BUDGET_S:
             result.big_note = (f"not measured: the {PODS} took {duration(best[0])}, so {BIG} would take about "
                                f"{projected:.0f} s (budget {PODMAN_250_BUDGET_S:.0f} s)")
         else:
             result.big_s = podman_burst(pm, work, [f"big-{i:03d}" for i in range(BIG)],
                                         concurrent=best[1] == CONCURRENT)
-    except (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError) as exc:
+    except failures as exc:
         result.note = result.note or f"failed: {exc}"[:120]
-        result.big_note = result.big_note or result.note
+        result.big_note = result.big_note or f"failed: {exc}"[:120]
     finally:
         left = pm.close()
     return result, left
@@ -320,6 +325,25 @@ def main() -> None:
         podman, podman_left = podman_part(base, plain)
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    rows = report(parallel, serial, podman)
+    print_table("bench_workers: pods started and removed side by side, kubelite serve --network cni", rows, [
+        "figures are measured, never asserted; wall clock; the removal rows from the first file deleted and written "
+        "to the last `removed` and `Started` lines in the daemon's log",
+        f"pods: one busybox container each, `{SCRIPT}` (leaves at SIGTERM); {PODS} with hostPorts (portmap rules), "
+        "a bridge and /24 of the run's own",
+        "the same run starts a second daemon with --pod-workers 0 (every sync on the loop, one after another) as the "
+        "reference",
+        "both daemons run serve's default warm pool (2 sandboxes): the first pods of a burst claim them",
+        f"bursts: from CLOCK_BOOTTIME before the first write (podman: before the first `kube play`) to the last "
+        f"/proc/uptime the {PODS} containers printed first (10 ms steps)",
+        "podman: its own store, configuration and netavark bridge network (a /24 of 10.223.0.0/16, no DNS, as "
+        "podman's default network) below the run's directory (bench/podman.py); the faster of its two ways is "
+        "the reference of the ratio"]
+        + [f"LEFT BEHIND by podman: {item}" for item in podman_left])
+    record_summary("workers", rows[:1] + rows[3:])   # podman's rows are in the first one's reference
+
+
+def report(parallel: Round, serial: Round, podman: PodmanResult) -> list[Row]:
     from kubelite.agent.workers import default_size
 
     best = podman.best
@@ -331,7 +355,7 @@ def main() -> None:
     else:
         versus, versus_aim = f"podman: {podman.note}", "not measured"
     big_rate = f"{BIG / parallel.big_s:.1f} pods/s" if parallel.big_s else "-"
-    rows = [
+    return [
         Row(f"{PODS} pods dropped at once -> all running (CNI)", duration(parallel.burst_s), "-",
             f">= {RATE_TARGET:g} pods/s ({'met' if parallel.burst_rate >= RATE_TARGET else 'missed'}), "
             f">= {PODMAN_RATIO_TARGET:g}x podman ({versus_aim})",
@@ -358,21 +382,6 @@ def main() -> None:
             f"left: {', '.join(parallel.left) or 'nothing'}; one at a time: {duration(serial.removed_s)}, "
             f"left: {', '.join(serial.left) or 'nothing'}"),
     ]
-    print_table("bench_workers: pods started and removed side by side, kubelite serve --network cni", rows, [
-        "figures are measured, never asserted; wall clock; the removal rows from the first file deleted and written "
-        "to the last `removed` and `Started` lines in the daemon's log",
-        f"pods: one busybox container each, `{SCRIPT}` (leaves at SIGTERM); {PODS} with hostPorts (portmap rules), "
-        "a bridge and /24 of the run's own",
-        "the same run starts a second daemon with --pod-workers 0 (every sync on the loop, one after another) as the "
-        "reference",
-        "both daemons run serve's default warm pool (2 sandboxes): the first pods of a burst claim them",
-        f"bursts: from CLOCK_BOOTTIME before the first write (podman: before the first `kube play`) to the last "
-        f"/proc/uptime the {PODS} containers printed first (10 ms steps)",
-        "podman: its own store, configuration and netavark bridge network (a /24 of 10.223.0.0/16, no DNS, as "
-        "podman's default network) below the run's directory (bench/podman.py); the faster of its two ways is "
-        "the reference of the ratio"]
-        + [f"LEFT BEHIND by podman: {item}" for item in podman_left])
-    record_summary("workers", rows[:1] + rows[3:])   # podman's rows are in the first one's reference
 
 
 if __name__ == "__main__":

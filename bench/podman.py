@@ -24,7 +24,8 @@ podman's own choice (cgroupfs and file when systemd is not PID 1).
 `close()` removes every pod the run made (`podman pod rm -f` of its own names), the image tag and
 the network, waits for podman's cleanup processes of the run, and returns what is left: mounts
 below the directory, the bridge, processes naming the directory. netavark's own chains
-(NETAVARK_FORWARD, NETAVARK-HOSTPORT-*) stay in iptables, empty, as after any use of podman.
+(NETAVARK_FORWARD, NETAVARK-HOSTPORT-*) stay in iptables, empty, and libpod's lock segment
+/dev/shm/libpod_lock stays, as after any use of podman.
 
 Standard library, bench_runtime's archive retagging and tests.helpers' free subnet.
 """
