@@ -211,7 +211,8 @@ def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:
                            else "-"))
     for label, _network, _pool in WARM_MODES:
         rows.append(Row.of(f"  conmon's timestamp of that line, {label}", summarize(samples[label]["cri"])))
-    rows.append(Row("ref: podman kube play, the same pod, podman's bridge network", podman, "-", "-"))
+    podman_label = "ref: podman kube play, the same pod, podman's bridge network"
+    rows.append(Row.of(podman_label, podman_s, "-", f"n={podman_s.n}") if podman_s else Row(podman_label, podman, "-", "-"))
     with_pool, without = costs[WARM_MODES[0][0]], costs[WARM_MODES[1][0]]
     rows += [
         Row("5. the pool's cost, no pod (cni, 2 warm sandboxes vs none)", "", ""),
