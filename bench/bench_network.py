@@ -199,9 +199,9 @@ def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:
     podman_s, podman, podman_left = podman_start(base, tar)
     problems += [f"podman: {item}" for item in podman_left]
     warm, cold = (summarize(samples[WARM_MODES[k][0]]["uptime"]) for k in (0, 1))
+    fast_enough = podman_s is not None and podman_s.median_s >= PODMAN_RATIO_TARGET * warm.median_s
     versus = (f"; {podman_s.median_s / warm.median_s:.1f}x faster than podman kube play (goal >= "
-              f"{PODMAN_RATIO_TARGET:g}x: {'met' if podman_s.median_s >= PODMAN_RATIO_TARGET * warm.median_s else 'missed'})"
-              if podman_s else "")
+              f"{PODMAN_RATIO_TARGET:g}x: {'met' if fast_enough else 'missed'})" if podman_s else "")
     rows = [Row("4. one pod: manifest written -> first act (/proc/uptime), a kubelite serve each", "", "")]
     for label, _network, pool in WARM_MODES:
         s = summarize(samples[label]["uptime"])
@@ -212,7 +212,8 @@ def warm_part(base: Path, tar: Path) -> tuple[list[Row], list[str], Row]:
     for label, _network, _pool in WARM_MODES:
         rows.append(Row.of(f"  conmon's timestamp of that line, {label}", summarize(samples[label]["cri"])))
     podman_label = "ref: podman kube play, the same pod, podman's bridge network"
-    rows.append(Row.of(podman_label, podman_s, "-", f"n={podman_s.n}") if podman_s else Row(podman_label, podman, "-", "-"))
+    rows.append(Row.of(podman_label, podman_s, "-", f"n={podman_s.n}") if podman_s
+                else Row(podman_label, podman, "-", "-"))
     with_pool, without = costs[WARM_MODES[0][0]], costs[WARM_MODES[1][0]]
     rows += [
         Row("5. the pool's cost, no pod (cni, 2 warm sandboxes vs none)", "", ""),

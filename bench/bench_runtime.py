@@ -94,8 +94,8 @@ from kubelite.sources.watch import ManifestWatcher
 
 from bench import scale
 from bench.bench_cli import KUBELITE, Command, _check_package_used, _cli_env, _expect_table, _package_copy
-from bench.common import (REPO, Row, cpu_ns, duration, machine, print_table, record_summary, stop_process, summarize,
-                          target)
+from bench.common import (REPO, Row, Summary, cpu_ns, duration, machine, print_table, record_summary, stop_process,
+                          summarize, target)
 from bench.podman import Podman
 
 START_RUNS = 12
@@ -1244,7 +1244,7 @@ def orderly_cleanup(node: Node) -> int | None:
 
 def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
          levels: dict[int, list[Level]], daemon_rss: dict[str, int], curve: Curve,
-         podman: dict[str, str]) -> list[Row]:
+         podman: dict[str, Summary | str]) -> list[Row]:
     def ref(label: str, text: str) -> Row:
         values = refs.samples.get(label)
         if not values:
@@ -1285,7 +1285,7 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
     out.append(ref("sandbox", "ref: infra sandbox alone, runc create + start (catatonit)"))
     out.append(ref("sandbox polled", "ref: the same, waited for by polling (subprocess.run timeout=30)"))
     out.append(ref("run_sandbox", "ref: the same, kubelite's OCIRuntime.run_sandbox() in-process"))
-    out.append(Row("ref: podman kube play", podman["play"], "-"))
+    out.append(podman_row("ref: podman kube play --network none", podman["play"]))
 
     m = len(crash.latency)
     out.append(Row("2. crash -> restarted (first restart)", "", ""))
@@ -1304,7 +1304,8 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
     out.append(ref("create+start", "ref: runc create + runc start, trivial (true)"))
     out.append(ref("create+start polled", "ref: the same, waited for by polling (subprocess.run timeout=30)"))
     out.append(ref("conmon", "ref: conmon (runc create) + runc start, trivial"))
-    out.append(Row("ref: podman restart loop (kube play, restartPolicy Always)", podman["restart"], "-"))
+    out.append(podman_row("ref: podman restart loop (kube play --network none, restartPolicy Always)",
+                          podman["restart"]))
 
     out.append(Row(f"3. update: one container of a {len(UPDATE_CONTAINERS)}-container pod", "", ""))
     others = ", ".join(c for c in UPDATE_CONTAINERS if c != UPDATED)
@@ -1328,7 +1329,7 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
     out.append(Row(f"  {others}: same container ID and PID after each update",
                    f"{update.untouched} of {update.updates}", "-", "-",
                    f"warm-up included; restartCount at the end (get pods -o json): {counts}"))
-    out.append(Row("ref: podman (kube play --replace recreates the whole pod)", podman["replace"], "-"))
+    out.append(podman_row("ref: podman (kube play --replace recreates the whole pod)", podman["replace"]))
 
     out.append(Row("4. density (idle `sleep 3600` pods, each level from zero)", "", ""))
     out.append(Row("kubelite VmRSS, just started", mib(daemon_rss["started"]), "-", "-", "n=1"))
@@ -1478,13 +1479,14 @@ def curve_rows(curve: Curve, part1: StartResult) -> list[Row]:
 
 def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: References,
                  levels: dict[int, list[Level]], daemon_rss: dict[str, int], curve: Curve,
-                 podman: dict[str, str]) -> list[Row]:
+                 podman: dict[str, Summary | str]) -> list[Row]:
     """The headline figures of this benchmark, for the summary table of `bench/run`."""
     out: list[Row] = []
     lat = summarize(start.latency)
     out.append(Row.of("1. pod start: manifest written -> first act", lat,
                       target(START_TARGET_S, lat.median_s, strict=False),
-                      f"{refs.ratios(lat.median_s, 'runc run', 'unshare')}; podman kube play: {podman['play']}"))
+                      f"{refs.ratios(lat.median_s, 'runc run', 'unshare')}; "
+                      f"podman kube play: {podman_str(podman['play'])}"))
     if 50 in levels:
         level = levels[50][-1]
         out.append(Row("1. 50 pods dropped at once -> all running", duration(level.all_running_s), "-", "-",
@@ -1492,7 +1494,8 @@ def summary_rows(start: StartResult, crash: CrashResult, update: UpdateResult, r
                        f"{refs.ratios(level.all_running_s / 50, 'runc run')}"))
     lat = summarize(crash.latency)
     out.append(Row.of("2. crash -> first act of the restart", lat, target(RESTART_TARGET_S, lat.median_s, strict=False),
-                      f"{refs.ratios(lat.median_s, 'create+start')}; podman restart loop: {podman['restart']}"))
+                      f"{refs.ratios(lat.median_s, 'create+start')}; "
+                      f"podman restart loop: {podman_str(podman['restart'])}"))
     for kind in ("command", "image"):
         lat = summarize(update.of(kind, update.latency))
         out.append(Row.of(f"3. update, {kind} of 1 of 3 containers -> first act", lat, "-",
@@ -1565,6 +1568,16 @@ def drop_row(level: Level, refs: References) -> Row:
                f"p95 {duration(gaps.p95_s)}")
 
 
+def podman_row(label: str, value: Summary | str) -> Row:
+    return Row.of(label, value, "-", f"n={value.n}") if isinstance(value, Summary) else Row(label, value, "-")
+
+
+def podman_str(value: Summary | str) -> str:
+    if isinstance(value, Summary):
+        return f"{duration(value.median_s)} median, {duration(value.p95_s)} p95 (n={value.n}; --network none)"
+    return value
+
+
 def measure_podman(pm: Podman, work: Path, network: str) -> list[float]:
     """`podman kube play` of the start pod, from the call to the first act (uptime), then `kube down`."""
     samples = []
@@ -1602,11 +1615,12 @@ def measure_podman_restart(pm: Podman, work: Path, network: str) -> list[float]:
     return samples
 
 
-def podman_figures(base: Path, archive: Path) -> tuple[dict[str, str], list[str]]:
-    """The podman references, as text for the reference rows ("not installed" without podman), and
+def podman_figures(base: Path, archive: Path) -> tuple[dict[str, Summary | str], list[str]]:
+    """The podman references, each a figure or a text for its cell ("not installed" without podman), and
     what podman left of the run. podman runs on a store and configuration of the run's own
     (bench/podman.py), its pods with `--network none` as the daemon's here."""
-    figures = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
+    figures: dict[str, Summary | str] = {"play": "not installed", "restart": "not installed",
+                                         "replace": "not installed"}
     pm = Podman.open(base / "podman")
     if pm is None:
         return figures, []
@@ -1617,8 +1631,7 @@ def podman_figures(base: Path, archive: Path) -> tuple[dict[str, str], list[str]
         pm.load(archive)
         for key, fn in (("play", measure_podman), ("restart", measure_podman_restart)):
             try:
-                s = summarize(fn(pm, work, "none"))
-                figures[key] = f"{duration(s.median_s)} median, {duration(s.p95_s)} p95 (n={s.n}; --network none)"
+                figures[key] = summarize(fn(pm, work, "none"))
             except (subprocess.SubprocessError, OSError, RuntimeError, TimeoutError, ValueError, IndexError) as exc:
                 figures[key] = f"failed: {exc}"[:100]
     except (subprocess.SubprocessError, OSError, RuntimeError) as exc:
@@ -1644,7 +1657,8 @@ def main() -> None:
     curve: Curve | None = None
     levels: dict[int, list[Level]] = {}
     daemon_rss = {"started": 0, "idle": 0}
-    podman_text = {"play": "not installed", "restart": "not installed", "replace": "not installed"}
+    podman_text: dict[str, Summary | str] = {"play": "not installed", "restart": "not installed",
+                                             "replace": "not installed"}
     stop_code: int | None = None
     failure: BaseException | None = None
     check = Check([], [], [], 0.0)

@@ -179,7 +179,8 @@ class Podman:
     def first_lines(self, containers: list[str]) -> dict[str, str]:
         """Each container's first line of output, read from its k8s-file log (one `podman inspect`
         for all of them, no `podman logs` each); containers without a line yet are left out."""
-        out = self.run("container", "inspect", "--format", "{{.Name}} {{.HostConfig.LogConfig.Path}}", *containers).stdout
+        template = "{{.Name}} {{.HostConfig.LogConfig.Path}}"
+        out = self.run("container", "inspect", "--format", template, *containers).stdout
         found = {}
         for row in out.splitlines():
             name, _, path = row.partition(" ")
