@@ -78,9 +78,16 @@ def api_group(name: str) -> dict[str, Any]:
 
 
 def api_groups() -> dict[str, Any]:
-    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), and the
-    storage group, for the StorageClasses that claims name."""
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(AUTHORIZATION), api_group(STORAGE)]}
+    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), the
+    storage group, for the StorageClasses that claims name, and the resource metrics (`kubectl top`)."""
+    groups = [api_group(AUTHORIZATION), api_group(STORAGE)]
+    groups.append(metrics_api_group())   # metrics.k8s.io: kubectl top
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+def metrics_api_group() -> dict[str, Any]:
+    version = {"groupVersion": "metrics.k8s.io/v1beta1", "version": "v1beta1"}
+    return {"name": "metrics.k8s.io", "versions": [version], "preferredVersion": version}
 
 
 def storage_resources() -> dict[str, Any]:

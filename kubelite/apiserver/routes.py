@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
-from kubelite.apiserver import feed, logs, metrics, objects, params, protobuf, selectors
+from kubelite.apiserver import feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
 
@@ -164,6 +164,8 @@ class Call:
         if path == "/metrics":
             return Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:2] == ["apis", metricsapi.GROUP]:   # kubectl top
+            return self._metrics_api(parts, query)
         if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:
             return self._list("storageclasses", None, query) if len(parts) == 4 else \
                 self._get("storageclasses", None, parts[4])
@@ -191,6 +193,14 @@ class Call:
             raise ApiError(objects.status(403, "Forbidden", f'pods "{name}" is forbidden: kubelite serves a read-only '
                                           f"API ({rest[2]}: use kubelite on the node)", kind="pods", name=name))
         raise self._no_resource()
+
+    def _metrics_api(self, parts: list[str], query: dict[str, str]) -> Reply:
+        if query.get("watch") in ("true", "1"):
+            raise ApiError(objects.status(405, "MethodNotAllowed", "watch is not supported on resource metrics"))
+        try:
+            return _json(200, metricsapi.answer(self.api, parts, query))
+        except metricsapi.NotFound as exc:
+            raise ApiError(objects.status(404, "NotFound", str(exc), kind=exc.kind, name=exc.name)) from None
 
     @staticmethod
     def _no_resource() -> ApiError:

@@ -25,6 +25,7 @@ from kubelite.apiserver.connections import loop_error
 from kubelite.apiserver.limits import Limits
 from kubelite.apiserver.serving import LISTEN_BACKLOG, Serving
 from kubelite.clock import utcnow
+from kubelite.runtime import stats, view
 from kubelite.store.reader import Reader, one_per_name
 
 log = logging.getLogger("kubelite.api")
@@ -70,7 +71,9 @@ class ApiServer:
             self.socket.setblocking(False)
             self.context = tls.server_context(directory)
             self.feed = feed.PodFeed(self.reader)
-            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
+            self.instance = view.instance_name(root)   # the runtime's cgroups: the metrics API's figures
+            self.sampler = stats.Sampler()
+            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers, instance=self.instance)
         except BaseException:
             self.socket.close()
             if hasattr(self, "feed"):
