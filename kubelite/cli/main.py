@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_container_commands(sub, common)
     _add_image(sub, common, registry_flags)
 
+    from kubelite.cli import top  # standard library only when loaded
+
+    top.add_parser(sub, common, namespaced)
+
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
 
@@ -278,6 +282,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "image":
         from kubelite.cli import image
         return image.run(args)
+    if command == "top":
+        from kubelite.cli import top
+        return top.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)
