@@ -29,7 +29,7 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "shortNames": ["ev"],
-     "verbs": ["get", "list"]},
+     "verbs": ["get", "list", "watch"]},
     {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
      "shortNames": ["cm"], "verbs": ["get", "list"]},
     {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},

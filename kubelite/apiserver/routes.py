@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
-from kubelite.apiserver import feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
+from kubelite.apiserver import eventwatch, feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
 
@@ -250,7 +250,7 @@ class Call:
 
     def _watch(self, resource: str, namespace: str | None, query: dict[str, str],
                match: Callable[[dict[str, Any]], bool]) -> Stream:
-        if resource != "pods":
+        if resource not in ("pods", "events"):
             raise ApiError(objects.status(405, "MethodNotAllowed", f"watch is not supported on {resource} by kubelite"))
         api = self.api
         since_text = query.get("resourceVersion") or ""
@@ -263,6 +263,9 @@ class Call:
                 api.feed.check(since)
             except feed.TooLarge as exc:
                 raise ApiError(objects.status(504, "Timeout", str(exc), retry_after=1)) from None
+        if resource == "events":   # node-wide resourceVersions too: each event write takes the next one
+            return Stream("application/json", eventwatch.lines(api, namespace, since, match, timeout_s=timeout,
+                                                               bookmarks=bookmarks, table=table))
         return Stream("application/json", self._watch_chunks(namespace, since, timeout, match, bookmarks, table))
 
     def _watch_chunks(self, namespace: str | None, since: int | None, timeout: int,
