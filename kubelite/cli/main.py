@@ -144,8 +144,8 @@ def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.Arg
         p.add_argument("name", nargs="?", help="a single object by name")
         p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], default=None)
         p.add_argument("--no-headers", action="store_true")
-        if names[0] == "pods":
-            p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("--watch-only", action="store_true", help="print changes as they happen, without the list")
 
     for names in (("configmaps", "configmap", "cm"), ("secrets", "secret"),
                   ("persistentvolumeclaims", "persistentvolumeclaim", "pvc"),
