@@ -196,7 +196,7 @@ class LoopHealth:
 
 
 def start_api(options: ServeOptions, health: LoopHealth) -> Any:
-    """The read-only API beside the agent; None (after one error line) when it cannot listen: the pods
+    """The API beside the agent; None (after one error line) when it cannot listen: the pods
     matter more than the API, so the agent runs on."""
     from kubelite.apiserver import auth
     from kubelite.apiserver.server import ApiServer

@@ -104,3 +104,14 @@ def test_a_watch_of_events_sends_the_list_then_each_write_resuming_from_a_resour
             assert get_from(api, "/api/v1/configmaps?watch=true")[0] == 405
         finally:
             store.close()
+
+
+def test_can_i_answers_get_and_list_on_the_resource_metrics_for_the_read_only_credential(tmp_path):
+    from kubelite.apiserver import objects
+
+    def review(verb: str, resource: str) -> bool:
+        body = {"spec": {"resourceAttributes": {"group": "metrics.k8s.io", "resource": resource, "verb": verb}}}
+        return objects.access_review(body)["status"]["allowed"]
+
+    assert review("list", "pods") and review("get", "nodes")
+    assert not review("watch", "pods") and not review("delete", "pods") and not review("list", "deployments")

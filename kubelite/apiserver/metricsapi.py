@@ -22,13 +22,10 @@ from kubelite.store.reader import one_per_name
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer
 
-GROUP = "metrics.k8s.io"
+GROUP = objects.METRICS
 VERSION = "v1beta1"
 GROUP_VERSION = f"{GROUP}/{VERSION}"
-RESOURCES: list[dict[str, Any]] = [
-    {"name": "nodes", "singularName": "", "namespaced": False, "kind": "NodeMetrics", "verbs": ["get", "list"]},
-    {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics", "verbs": ["get", "list"]},
-]
+RESOURCES = objects.METRICS_RESOURCES   # in discovery, and what `kubectl auth can-i` answers for
 
 
 class NotFound(Exception):

@@ -1,6 +1,6 @@
 """The API server of one node: its address, certificate and token, its event loop, and its reads.
 
-Owns: `ApiServer`, which the daemon makes beside the agent: the token and certificates (`auth`,
+Owns: `ApiServer`, which the daemon makes beside the agent: the two tokens and the certificates (`auth`,
 `tls`), the listening socket on a loopback address (or the one `--api-address` names), one aiohttp
 server on an asyncio event loop in a thread of its own (`serving`), and the reads the routes make of
 the state database, each through a read-only connection of its own; nothing here writes the store.
@@ -55,6 +55,7 @@ class ApiServer:
                  health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits()) -> None:
         self.root, self.node_name, self.health, self.limits = root, node_name, health, limits
         self.token = auth.ensure_token(root)
+        self.admin_token = auth.ensure_token(root, admin=True)
         directory = auth.api_dir(root)
         names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname(), node_ip or nodes.internal_ip()]
         if host not in ("", "0.0.0.0", "::"):

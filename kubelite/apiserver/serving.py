@@ -1,7 +1,7 @@
 """What runs on the API's event loop: the listener, each request's way to its route, and streams.
 
 Owns: the listening socket's server, the guard of open connections, the TLS handshake of each
-accepted one, and for each request: the token check that decides keep-alive (only the token buys
+accepted one, and for each request: the token check that decides keep-alive (only a token buys
 it: an answer to a request without it closes its connection), the body (only a
 SelfSubjectAccessReview has one) read up to the body limit and never past, the `Call` that computes
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
@@ -114,24 +114,24 @@ class Serving:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
-        authorized = False
+        access = auth.Access.NONE
         try:
             if isinstance(connection, Connection):
                 connection.head_received()
-            authorized = auth.authorized(request.headers.get("Authorization"), self.api.token)
-            if authorized and isinstance(connection, Connection):
+            access = auth.access(request.headers.get("Authorization"), self.api.token, self.api.admin_token)
+            if access and isinstance(connection, Connection):
                 connection.authenticated = True
-            response = await self._answer(request, authorized)
+            response = await self._answer(request, access)
         except Exception as exc:  # noqa: BLE001 — an error of this server's own: a Status 500, never aiohttp's page
             if request.writer.output_size > 0:
                 raise
             response = internal_error(request, exc)
         response.headers["Server"] = SERVER
-        if not authorized:   # only the token buys keep-alive: an anonymous client holds nothing after its answer
+        if not access:   # only a token buys keep-alive: an anonymous client holds nothing after its answer
             response.force_close()
         return response
 
-    async def _answer(self, request: web.BaseRequest, authorized: bool) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest, access: auth.Access) -> web.StreamResponse:
         limits = self.limits
         try:
             split = urlsplit(request.raw_path)
@@ -144,7 +144,7 @@ class Serving:
             return closing(status_response(413, objects.status(
                 413, "RequestEntityTooLarge", f"the request body is larger than {limits.max_body_bytes} bytes")))
         body = b""
-        if authorized and request.method == "POST" and path == ACCESS_REVIEWS and request.body_exists:
+        if access and request.method == "POST" and path == ACCESS_REVIEWS and request.body_exists:
             try:
                 async with asyncio.timeout(limits.headers_timeout_s):
                     body = await self._read_body(request)
@@ -155,7 +155,7 @@ class Serving:
                     400, "BadRequest", f"the request body did not arrive within {limits.headers_timeout_s:g}s")))
             except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
                 return closing(status_response(400, objects.status(400, "BadRequest", "the request body was cut off")))
-        call = Call(self.api, request.method, path, query, request.headers, body, authorized,
+        call = Call(self.api, request.method, path, query, request.headers, body, access,
                     request_line=request_line(request))
         result = await self.loop.run_in_executor(self.reads, call.answer)
         if isinstance(result, Stream):

@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
                                 help="print a kubeconfig for kubectl, k9s and client libraries")
     kubeconfig.add_argument("--server", default=None, metavar="URL",
                             help="the API's URL (default: where the running kubelite serves it)")
+    kubeconfig.add_argument("--admin", action="store_true",
+                            help="the admin credential (may also exec, attach, cp and port-forward), as the "
+                                 "user and context <node>-admin; default: the read-only one")
 
     _add_get(sub, common, namespaced)
     _add_describe(sub, common, namespaced)
