@@ -1,5 +1,6 @@
 """The resource metrics API's discovery and paths, and the events' watch, on an `ApiServer` over a
-store written here (no containers: the node's own figures come from /proc).
+store written here (no containers: the node's own figures come from /proc); `kubelite get events
+-w` and `--watch-only` over the same kind of store.
 """
 
 from __future__ import annotations
@@ -115,3 +116,46 @@ def test_can_i_answers_get_and_list_on_the_resource_metrics_for_the_read_only_cr
 
     assert review("list", "pods") and review("get", "nodes")
     assert not review("watch", "pods") and not review("delete", "pods") and not review("list", "deployments")
+
+
+def test_kubelite_get_events_watch_only_prints_new_events_with_one_header(tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    from kubelite.store.store import Store
+    from tests.apinode import Stream
+    from tests.helpers import at
+    from tests.real import REPO
+
+    store = Store(tmp_path)
+    with store.transaction():
+        store.record_event(namespace="default", kind="Pod", name="old", uid="u0", type_="Normal", reason="Started",
+                           message="before the watch", now=at(0))
+    env = {**__import__("os").environ, "KUBELITE_ROOT": str(tmp_path), "PYTHONPATH": str(REPO)}
+    streams = [Stream(subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "get", "events", *flags], env=env,
+                                       cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+               for flags in (["--watch-only"], ["-w"])]
+    try:
+        streams[1].until(lambda line: "pod/old" in line, what="the list")
+        time.sleep(0.5)   # the watch-only one has read its place
+
+        def write(*events: tuple[int, str]) -> None:
+            with store.transaction():
+                for second, reason in events:
+                    store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Warning",
+                                       reason=reason, message="it", now=at(second))
+            for stream in streams:
+                stream.until(lambda line: "BackOff" in line, what=f"the BackOff of {events}")
+
+        write((1, "Killing"), (2, "BackOff"))
+        write((3, "BackOff"))        # counted again: printed again
+    finally:
+        for stream in streams:
+            stream.close()
+        store.close()
+    only, listed = streams[0].seen, streams[1].seen
+    assert only[0].split()[:3] == ["LAST", "SEEN", "TYPE"] and "pod/old" not in "".join(only)
+    assert [line.split()[2] for line in only[1:]] == ["Killing", "BackOff", "BackOff"]
+    assert [line.split()[:2] for line in listed].count(["LAST", "SEEN"]) == 1     # one header, then rows only
+    assert [line.split()[2] for line in listed[1:]] == ["Started", "Killing", "BackOff", "BackOff"]

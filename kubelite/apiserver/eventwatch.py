@@ -12,6 +12,7 @@ Read-only.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Generator
 
@@ -21,12 +22,24 @@ from kubelite.clock import utcnow
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer
 
+log = logging.getLogger("kubelite.api")
+
 
 def lines(api: ApiServer, namespace: str | None, since: int | None, match: Callable[[dict[str, Any]], bool], *,
           timeout_s: float, bookmarks: bool, table: bool) -> Generator[str, None, None]:
     """The watch's lines: with `since` None the current events as ADDED first; then each change
     after the place reached; "" (or a BOOKMARK) every tick without news, so the server can look
     whether the client is still there. Ends at `timeout_s` or when the server closes."""
+    try:
+        yield from _lines(api, namespace, since, match, timeout_s=timeout_s, bookmarks=bookmarks, table=table)
+    except Exception as exc:  # noqa: BLE001 — the stream began: the error goes in it, as a watch ERROR event
+        log.exception("API: watch of events failed")
+        yield json.dumps({"type": "ERROR", "object": objects.status(
+            500, "InternalError", f"{type(exc).__name__}: {exc}")}) + "\n"
+
+
+def _lines(api: ApiServer, namespace: str | None, since: int | None, match: Callable[[dict[str, Any]], bool], *,
+           timeout_s: float, bookmarks: bool, table: bool) -> Generator[str, None, None]:
     deadline = time.monotonic() + timeout_s
     reader = api.reader()
     try:

@@ -181,7 +181,7 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     if args.watch_only:
         args.watch = True
-        return _watch(reader, args, namespace)
+        return _watch(reader, args, namespace, header=True)
     pods = _visible(reader.pods(namespace, args.name))
     if args.name and not pods:
         return _not_found("pods", args.name)
@@ -221,8 +221,9 @@ def _warn_problems(reader: Reader) -> None:
             print(f"Warning: manifest {problem['text']}", file=sys.stderr)
 
 
-def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> int:
-    """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted."""
+def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None, *, header: bool = False) -> int:
+    """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted; `header`: the
+    table's header before the first row (`--watch-only`, where no table came before)."""
     versions = reader.resource_versions()
     while True:
         time.sleep(WATCH_POLL_S)
@@ -235,7 +236,8 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> i
         rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
         if rows:
             sys.stdout.write(pod_printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
-                                                       all_namespaces=namespace is None, no_headers=True))
+                                                       all_namespaces=namespace is None, no_headers=not header))
+            header = False
             sys.stdout.flush()
 
 
