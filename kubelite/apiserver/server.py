@@ -4,6 +4,8 @@ Owns: `ApiServer`, which the daemon makes beside the agent: the two tokens and t
 `tls`), the listening socket on a loopback address (or the one `--api-address` names), one aiohttp
 server on an asyncio event loop in a thread of its own (`serving`), and the reads the routes make of
 the state database, each through a read-only connection of its own; nothing here writes the store.
+It also holds the readings of the containers' usage that the metrics API's rates need
+(`runtime.stats.Sampler`, read on demand).
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
 path answers in `routes`.
 """
