@@ -316,15 +316,22 @@ def agent_on(tmp_path, runtime, **config):
         pod_workers=2, **config))
 
 
-def test_a_container_is_started_right_after_its_creation_without_waiting_for_the_state_lock(tmp_path):
+def test_a_container_is_started_right_after_its_creation_without_waiting_for_the_state_lock(tmp_path, caplog):
     """A (re)start is `runc create` then `runc start`: the worker starts the container without
     taking the node state's lock between the two, so a pass (or another pod's sync) that took the
-    lock meanwhile does not hold the start up; Created and Started are recorded after it."""
+    lock meanwhile does not hold the start up; Created and Started are recorded after it, and
+    Created's log line is written before the start, when it happened."""
+    import logging
+
     from kubelite.runtime.fake import FakeRuntime
 
     holding, started = threading.Event(), threading.Event()
     seen: dict[str, bool] = {}
     holder: dict = {}
+    caplog.set_level(logging.INFO, logger="kubelite.agent")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
 
     class LockTakenDuringCreate(FakeRuntime):
         def create_container(self, sandbox_id, config):
@@ -334,11 +341,13 @@ def test_a_container_is_started_right_after_its_creation_without_waiting_for_the
                 with holder["agent"].state.lock:
                     holding.set()
                     seen["started while the lock was held"] = started.wait(2)
-            threading.Thread(target=hold).start()
+            holder["thread"] = threading.Thread(target=hold)
+            holder["thread"].start()
             assert holding.wait(5)
             return container_id
 
         def start_container(self, container_id):
+            seen["Created logged before the start"] = "pod default/p: Created: Created container: a" in lines()
             started.set()
             super().start_container(container_id)
 
@@ -349,7 +358,8 @@ def test_a_container_is_started_right_after_its_creation_without_waiting_for_the
     agent = holder["agent"] = agent_on(tmp_path, LockTakenDuringCreate())
     try:
         agent.run_once()
-        assert seen == {"started while the lock was held": True}
+        assert seen == {"started while the lock was held": True, "Created logged before the start": True}
+        assert lines().count("pod default/p: Created: Created container: a") == 1, lines()
         assert [c.state for _, c in agent.state.containers.values()] == [ContainerState.RUNNING]
         reader = Reader(tmp_path / "state")
         try:
@@ -358,6 +368,8 @@ def test_a_container_is_started_right_after_its_creation_without_waiting_for_the
             reader.close()
         assert reasons.count("Created") == 1 and reasons.count("Started") == 1, reasons
     finally:
+        if "thread" in holder:
+            holder["thread"].join(5)
         agent.close()
         agent.store.close()
 
