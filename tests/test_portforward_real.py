@@ -11,6 +11,7 @@ the pod. The pods have no network of their own (loopback only), so the tests tou
 from __future__ import annotations
 
 import concurrent.futures
+import http.client
 import os
 import re
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -29,7 +31,6 @@ from kubelite.apiserver.auth import kubeconfig
 from kubelite.apiserver.server import ApiServer, Health
 from kubelite.core.types import BackoffPolicy
 from tests.apinode import KUBECTL, require_kubectl
-from tests.helpers import free_port
 from tests.real import REPO, Node, container, pod, wait_for
 
 pytestmark = pytest.mark.real
@@ -163,3 +164,86 @@ def test_kubectl_port_forward_fetches_a_file_and_twenty_at_once(served):
     # kubectl gone: the session ended and closed its sockets in the pod
     wait_for(lambda: "ESTAB" not in served.node.exec("web", "web", "netstat", "-tn")[1], timeout=20,
              what="no connection left in the pod")
+
+
+def _refused(port: int) -> bool:
+    """A fetch through a forwarded port whose pod side refused: the local connection ends empty."""
+    try:
+        fetch(port, "/lines", timeout=10)
+    except (OSError, urllib.error.URLError, ConnectionError, http.client.HTTPException):
+        return True
+    return False
+
+
+def test_kubectl_port_forward_reaches_a_loopback_only_pod_and_survives_a_refused_port(served):
+    served.node.write(web_pod("lo", "127.0.0.1:8080"))
+    _running(served, "lo")
+    forward = served.forward("pod/lo", ":8080", ":8081")   # nothing listens on 8081
+    try:
+        good, bad = forward.ports(2)
+        assert fetch(good, "/lines") == EXPECTED
+        for _ in range(2):
+            assert _refused(bad)
+            assert fetch(good, "/lines") == EXPECTED
+        assert forward.proc.poll() is None, forward.err
+        # the same forwarded port works once something listens behind it
+        served.node.exec("lo", "web", "httpd", "-p", "127.0.0.1:8081", "-h", "/www")
+        assert wait_for(lambda: not _refused(bad), timeout=20, what="8081 answering")
+        assert fetch(bad, "/lines") == EXPECTED
+    finally:
+        forward.close()
+
+
+def test_the_read_only_credential_is_refused_and_nothing_is_dialled(served, caplog):
+    caplog.set_level("INFO", logger="kubelite.audit")
+    served.node.write(pod("quiet", container("web", "nc -l -p 9000 > /in; touch /dialled; sleep 3600")))
+    wait_for(lambda: served.node.running("quiet", "web"), timeout=60, what="quiet running")
+    wait_for(lambda: "9000" in served.node.exec("quiet", "web", "netstat", "-ltn")[1], timeout=20,
+             what="nc listening")
+    refused = served.forward("pod/quiet", ":9000", config=served.viewer)
+    assert refused.proc.wait(timeout=30) != 0
+    time.sleep(0.5)
+    assert "forbidden" in " ".join(refused.err).lower(), refused.err
+    assert served.node.exec("quiet", "web", "test", "-e", "/dialled")[0] != 0
+    assert any("kubelite:viewer portforward pod default/quiet refused" in r.getMessage() for r in caplog.records)
+    # the admin's forward does reach it: the check above could have failed
+    forward = served.forward("pod/quiet", ":9000")
+    try:
+        (port,) = forward.ports(1)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"hello\n")
+        wait_for(lambda: served.node.exec("quiet", "web", "cat", "/dialled", "/in")[1] == "hello\n", timeout=20,
+                 what="the admin's bytes in the pod")
+    finally:
+        forward.close()
+    assert any("kubelite:admin portforward pod default/quiet" in r.getMessage() for r in caplog.records)
+
+
+def test_kubelite_port_forward_on_the_node(served):
+    served.node.write(web_pod("lo", "127.0.0.1:8080"))
+    _running(served, "lo")
+    proc = subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "port-forward", "pod/lo", ":8080", ":8081"],
+                            env=served.node.env(), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    forward = Forward(proc)
+    try:
+        good, bad = forward.ports(2)
+        assert fetch(good, "/lines") == EXPECTED
+        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+            answers = list(pool.map(lambda _: fetch(good, "/lines"), range(20)))
+        assert all(a == EXPECTED for a in answers)
+        assert _refused(bad)
+        assert fetch(good, "/lines") == EXPECTED
+        assert proc.poll() is None
+        wait_for(lambda: any("error forwarding port 8081" in line for line in forward.err), timeout=10,
+                 what="the refused dial told")
+    finally:
+        forward.close()
+    assert proc.returncode == 0, forward.err
+    assert "ESTAB" not in served.node.exec("lo", "web", "netstat", "-tn")[1]
+
+
+def test_kubelite_port_forward_refuses_what_it_cannot_forward(served):
+    missing = served.node.cli("port-forward", "nothere", "80")
+    assert missing.returncode != 0 and 'pods "nothere" not found' in missing.stderr
+    bad = served.node.cli("port-forward", "nothere", "80:http")
+    assert bad.returncode != 0 and "invalid port" in bad.stderr
