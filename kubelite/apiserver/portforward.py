@@ -114,7 +114,7 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
     serving.streams += 1
     try:
         await ws.prepare(request)
-        audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path))
+        audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path) or None)
         session = Session(ws, lambda family: _pod_socket(view, uid, family), executor=serving.reads,
                           name=f"{namespace}/{name}")
         await session.run()
