@@ -328,6 +328,7 @@ class Session:
     async def _forward(self, forwarded: Forwarded) -> None:
         """Dial the port in the pod, then copy what the pod sends to the data stream until it ends."""
         data_id, error_id = forwarded.data_id, forwarded.error_id
+        log.debug("API: port-forward %s: connection %s to port %d", self.name, forwarded.request_id, forwarded.port)
         try:
             try:
                 reader, writer = await netns.connect(self.open_socket, forwarded.port, executor=self.executor)
