@@ -306,3 +306,32 @@ def test_the_upgrade_is_answered_by_credential_before_anything_is_dialled(tmp_pa
             assert code == 429 and headers["retry-after"] == "1"
         finally:
             watch.close()
+
+
+def test_a_pod_that_reads_nothing_has_its_connection_reset(monkeypatch):
+    monkeypatch.setattr(portforward, "STALLED_S", 0.3)
+
+    async def main():
+        release = asyncio.Event()
+
+        async def handle(reader, writer):   # reads nothing until the test ends
+            await release.wait()
+            writer.close()
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        ws = FakeSocket()
+        forward = session(ws)
+        task = asyncio.create_task(forward.run())
+        ws.send(*pair("0", server.sockets[0].getsockname()[1], 1, 3))
+        await ws.until(lambda fs: sum(isinstance(f, spdy.SynReply) for f in fs) == 2)
+        await asyncio.sleep(0.1)
+        for _ in range(400):   # 25 MiB: far more than the socket buffers hold
+            ws.send(spdy.Data(3, b"z" * 65536))
+        await ws.until(lambda fs: spdy.RstStream(3, spdy.CANCEL) in fs, timeout=20)
+        assert forward.requests == {}
+        ws.send(spdy.Ping(5))   # the forward goes on
+        await ws.until(lambda fs: spdy.Ping(5) in fs)
+        ws.send(spdy.GoAway(0))
+        await task
+        release.set()
+        server.close()
+    run(main())

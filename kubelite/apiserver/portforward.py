@@ -16,7 +16,9 @@ Bounds: one WebSocket message at most `MAX_MESSAGE_BYTES`; frames and header blo
 bounds them; at most `MAX_FORWARDED` connections at once in one forward (more streams are reset,
 REFUSED_STREAM); a stream whose pair does not come within `PAIR_TIMEOUT_S` is reset; data sent
 before the dial completes is held up to `MAX_EARLY_BYTES`; a forward that hears nothing for
-`IDLE_TIMEOUT_S` (kubectl pings every 10 s) ends. The session counts as one of the server's
+`IDLE_TIMEOUT_S` (kubectl pings every 10 s) ends; a pod that reads nothing of what is sent to it
+for `STALLED_S` has that connection reset (until then the forward's other connections wait: the
+WebSocket is read in order). The session counts as one of the server's
 streams (`max_streams`, 429 beyond). Everything runs on the API's event loop except the dial's
 namespace switch and the reads of the store and the sandbox records (threads).
 """
@@ -54,6 +56,9 @@ MAX_FORWARDED = 128
 PAIR_TIMEOUT_S = 30.0
 #: kubectl pings every 10 s: a forward silent this long has lost its client.
 IDLE_TIMEOUT_S = 60.0
+#: A pod that reads nothing of what is forwarded to it for this long has that connection reset:
+#: waiting on it holds the forward's other connections (one WebSocket, read in order).
+STALLED_S = 60.0
 #: What kubectl may send on a data stream before its dial completes.
 MAX_EARLY_BYTES = 256 * 1024
 READ_BYTES = 64 * 1024
@@ -291,9 +296,16 @@ class Session:
             try:
                 if frame.data:
                     writer.write(frame.data)
-                    await writer.drain()
+                    async with asyncio.timeout(STALLED_S):
+                        await writer.drain()
                 if frame.fin and writer.can_write_eof():
                     writer.write_eof()
+            except TimeoutError:
+                log.info("API: port-forward %s: port %d read nothing for %gs: connection reset", self.name,
+                         forwarded.port, STALLED_S)
+                await self._send(spdy.RstStream(forwarded.data_id, spdy.CANCEL))
+                self._drop(forwarded)
+                return
             except (ConnectionError, OSError):
                 self._drop(forwarded)
                 return
