@@ -5,7 +5,7 @@ Proven here: a file served in the pod arrives whole through the forward, also fo
 once; a pod listening on its loopback only is reachable (the dial is made inside the pod's network
 namespace); a port nothing listens on fails that connection while the forward goes on serving; the
 read-only credential is refused (403) and nothing is dialled; the forward's end leaves no socket in
-the pod. The pods have no network of their own (loopback only), so the tests touch no bridge.
+the pod; a pod gone ends both forwards ("lost connection to pod"). The pods have no network of their own (loopback only), so the tests touch no bridge.
 """
 
 from __future__ import annotations
@@ -247,3 +247,30 @@ def test_kubelite_port_forward_refuses_what_it_cannot_forward(served):
     assert missing.returncode != 0 and 'pods "nothere" not found' in missing.stderr
     bad = served.node.cli("port-forward", "nothere", "80:http")
     assert bad.returncode != 0 and "invalid port" in bad.stderr
+
+
+def test_a_forward_ends_when_its_pod_is_gone(served):
+    served.node.write(web_pod("brief", "80"))
+    _running(served, "brief")
+    kubectl = served.forward("pod/brief", ":80")
+    kubelite = Forward(subprocess.Popen(
+        [sys.executable, "-m", "kubelite.cli.main", "port-forward", "brief", ":80"], env=served.node.env(), cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    try:
+        (through_kubectl,) = kubectl.ports(1)
+        (through_kubelite,) = kubelite.ports(1)
+        assert fetch(through_kubectl, "/lines") == EXPECTED and fetch(through_kubelite, "/lines") == EXPECTED
+        (served.node.manifests / "brief.yaml").unlink()
+        served.node.agent.hint_manifests()
+        wait_for(lambda: not any(e.pod.metadata.name == "brief" for e in list(served.node.agent.pods.values())),
+                 timeout=60, what="brief removed")
+        for port in (through_kubectl, through_kubelite):
+            assert _refused(port)
+        assert kubectl.proc.wait(timeout=20) != 0
+        assert kubelite.proc.wait(timeout=20) == 1
+        time.sleep(0.3)
+        assert "lost connection to pod" in " ".join(kubectl.err), kubectl.err
+        assert "lost connection to pod default/brief" in " ".join(kubelite.err), kubelite.err
+    finally:
+        kubectl.close()
+        kubelite.close()
