@@ -15,6 +15,7 @@ import http.client
 import os
 import re
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -217,6 +218,18 @@ def test_the_read_only_credential_is_refused_and_nothing_is_dialled(served, capl
     finally:
         forward.close()
     assert any("kubelite:admin portforward pod default/quiet" in r.getMessage() for r in caplog.records)
+    # a broken handshake (no Sec-WebSocket-Key) is a 400, never a 500
+    context = ssl.create_default_context(cafile=str(auth.api_dir(served.node.root) / "ca.crt"))
+    host, port = served.api.url.removeprefix("https://").rsplit(":", 1)
+    conn = http.client.HTTPSConnection(host, int(port), context=context, timeout=10)
+    try:
+        conn.request("GET", "/api/v1/namespaces/default/pods/quiet/portforward", headers={
+            "Authorization": f"Bearer {served.api.admin_token}", "Connection": "Upgrade", "Upgrade": "websocket",
+            "Sec-WebSocket-Version": "13", "Sec-WebSocket-Protocol": "SPDY/3.1+portforward.k8s.io"})
+        answer = conn.getresponse()
+        assert answer.status == 400 and b"not a valid WebSocket handshake" in answer.read()
+    finally:
+        conn.close()
 
 
 def test_kubelite_port_forward_on_the_node(served):

@@ -116,6 +116,9 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
         return _status(400, "BadRequest", f'pod "{name}" is not running: it has no sandbox to forward to')
     ws = web.WebSocketResponse(protocols=[PROTOCOL], max_msg_size=MAX_MESSAGE_BYTES, autoclose=True,
                                autoping=True)
+    if not ws.can_prepare(request).ok:   # e.g. no Sec-WebSocket-Key, or a version other than 13
+        audit.refused(access, VERB, namespace, name, "not a valid WebSocket handshake")
+        return _status(400, "BadRequest", "not a valid WebSocket handshake")
     serving.streams += 1
     try:
         await ws.prepare(request)
