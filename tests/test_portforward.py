@@ -241,10 +241,16 @@ def test_a_protocol_error_ends_the_forward_with_a_goaway(message):
         task = asyncio.create_task(forward.run())
         ws.send(*pair("0", port, 1, 3))
         await ws.until(lambda fs: sum(isinstance(f, spdy.SynReply) for f in fs) == 2)
+        open_one = forward.requests["0"]
+        while open_one.writer is None:   # dialled
+            await asyncio.sleep(0.01)
         ws.inbox.put_nowait(message)
         await task
         assert spdy.GoAway(3, spdy.GOAWAY_PROTOCOL_ERROR) in ws.frames
         assert ws.closed and forward.requests == {}
+        # its connection to the pod closed, its copying task over
+        assert open_one.task is not None and open_one.task.done()
+        assert open_one.writer.transport.is_closing()
         server.close()
     run(main())
 

@@ -212,9 +212,9 @@ class Session:
             await self.close()
 
     async def close(self) -> None:
+        tasks = [f.task for f in self.requests.values() if f.task is not None]
         for forwarded in list(self.requests.values()):
             self._drop(forwarded)
-        tasks = [f.task for f in self.requests.values() if f.task is not None]
         self.requests.clear()
         self.streams.clear()
         if tasks:
