@@ -341,3 +341,34 @@ def test_a_pod_that_reads_nothing_has_its_connection_reset(monkeypatch):
         release.set()
         server.close()
     run(main())
+
+
+@pytest.mark.parametrize("specs, expected", [
+    (["8080:80"], [(8080, 80)]),
+    (["80"], [(80, 80)]),
+    ([":80", "9000:9001"], [(0, 80), (9000, 9001)]),
+])
+def test_kubelite_port_forward_reads_ports_as_kubectl(specs, expected):
+    from kubelite.cli import portforward as cli
+
+    assert [(p.local, p.remote) for p in cli.parse_ports(specs)] == expected
+
+
+@pytest.mark.parametrize("spec", ["http", "80:", "8080:0", "70000:80", "1:2:3", "-1"])
+def test_kubelite_port_forward_refuses_bad_ports(spec):
+    from kubelite.cli import portforward as cli
+    from kubelite.errors import UsageError
+
+    with pytest.raises(UsageError, match="invalid port"):
+        cli.parse_ports([spec])
+
+
+def test_kubelite_port_forward_addresses():
+    from kubelite.cli import portforward as cli
+    from kubelite.errors import UsageError
+
+    assert cli.parse_addresses("localhost") == [("127.0.0.1", False), ("::1", False)]
+    assert cli.parse_addresses("0.0.0.0,::") == [("0.0.0.0", True), ("::", True)]
+    for bad in ("example.com", ",", "300.1.1.1"):
+        with pytest.raises(UsageError):
+            cli.parse_addresses(bad)
