@@ -300,6 +300,15 @@ def test_the_upgrade_is_answered_by_credential_before_anything_is_dialled(tmp_pa
         code, _, body = get_from(api, PATH, token=api.admin_token,
                                  headers={**UPGRADE, "Sec-WebSocket-Protocol": "v4.channel.k8s.io"})
         assert code == 400 and portforward.PROTOCOL.encode() in body
+        raw = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}   # kubectl's fallback
+        code, _, body = get_from(api, PATH, method="POST", token=api.admin_token, headers=raw)
+        assert code == 400 and b"portforward.k8s.io" in body   # no stream protocol offered
+        code, _, body = get_from(api, PATH, method="POST", token=api.admin_token,
+                                 headers={**raw, "X-Stream-Protocol-Version": "portforward.k8s.io"})
+        assert code == 404
+        code, _, body = get_from(api, PATH, method="POST", headers={**raw, "X-Stream-Protocol-Version":
+                                                                    "portforward.k8s.io"})
+        assert code == 403   # the read-only token, raw or not
         code, _, body = get_from(api, PATH, token=api.admin_token)   # no upgrade at all
         assert code == 400 and b"Upgrade request required" in body
     (tmp_path / "full").mkdir()

@@ -75,8 +75,11 @@ class Served:
     def env(self, config: Path) -> dict[str, str]:
         return {**os.environ, "KUBECONFIG": str(config), "HOME": str(self.home)}
 
-    def forward(self, *args: str, config: Path | None = None) -> "Forward":
-        return Forward(subprocess.Popen([KUBECTL, "port-forward", *args], env=self.env(config or self.admin),
+    def forward(self, *args: str, config: Path | None = None, websocket: bool = True) -> "Forward":
+        env = self.env(config or self.admin)
+        if not websocket:   # kubectl's fallback: a raw SPDY/3.1 upgrade
+            env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
+        return Forward(subprocess.Popen([KUBECTL, "port-forward", *args], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
 
     def close(self) -> list[str]:
@@ -165,6 +168,25 @@ def test_kubectl_port_forward_fetches_a_file_and_twenty_at_once(served):
     # kubectl gone: the session ended and closed its sockets in the pod
     wait_for(lambda: "ESTAB" not in served.node.exec("web", "web", "netstat", "-tn")[1], timeout=20,
              what="no connection left in the pod")
+
+
+def test_kubectl_port_forward_over_a_raw_spdy_upgrade(served, caplog):
+    caplog.set_level("DEBUG", logger="kubelite.api")
+    served.node.write(web_pod("lo", "127.0.0.1:8080"))
+    _running(served, "lo")
+    forward = served.forward("pod/lo", ":8080", ":8081", websocket=False)
+    try:
+        good, bad = forward.ports(2)
+        assert fetch(good, "/lines") == EXPECTED
+        with concurrent.futures.ThreadPoolExecutor(max_workers=20) as pool:
+            assert all(a == EXPECTED for a in pool.map(lambda _: fetch(good, "/lines"), range(20)))
+        assert _refused(bad)
+        assert fetch(good, "/lines") == EXPECTED
+        assert forward.proc.poll() is None, forward.err
+    finally:
+        forward.close()
+    # kubectl asked for no WebSocket: the forward ran on the raw upgrade
+    assert any("port-forward default/lo over raw SPDY/3.1" in r.getMessage() for r in caplog.records)
 
 
 def _refused(port: int) -> bool:

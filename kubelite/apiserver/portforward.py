@@ -3,8 +3,8 @@ streams one TCP connection dialled inside the pod's network namespace.
 
 Owns: `pods/{name}/portforward` for the admin credential — `target` tells the request path's pod,
 `serve` upgrades the request to a WebSocket of the protocol `SPDY/3.1+portforward.k8s.io`
-(KEP-4006; other upgrades are left to the `Call`, which refuses them) and runs a `Session` until
-kubectl leaves. The kubelet's protocol over the streams: kubectl opens, for each local connection,
+(KEP-4006), or to kubectl's fallback, a raw `Upgrade: SPDY/3.1` (`RawSpdy`), and runs a `Session`
+until kubectl leaves; other requests of the path are left to the `Call`, which refuses them. The kubelet's protocol over the streams: kubectl opens, for each local connection,
 an error stream and a data stream with the headers `streamType`, `port` and `requestID`; once both
 are there the port is dialled on localhost in the pod (`runtime.netns.connect`, in a worker thread)
 and bytes are copied both ways; the end of the pod's side ends the data stream, then the error
@@ -26,9 +26,11 @@ namespace switch and the reads of the store and the sandbox records (threads).
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,6 +49,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("kubelite.api")
 
 PROTOCOL = "SPDY/3.1+portforward.k8s.io"
+#: kubectl's fallback when the WebSocket is refused: `Upgrade: SPDY/3.1` with this stream protocol.
+RAW_UPGRADE = "spdy/3.1"
+STREAM_PROTOCOL = "portforward.k8s.io"
+#: Bytes of a raw SPDY connection read ahead of the session before reading pauses.
+RAW_READ_AHEAD = 1024 * 1024
 VERB = "portforward"
 #: One WebSocket message: kubectl sends each write of its SPDY connection as one (at most a frame).
 MAX_MESSAGE_BYTES = spdy.MAX_FRAME_BYTES + 64 * 1024
@@ -74,9 +81,11 @@ def target(path: str) -> tuple[str, str] | None:
 
 
 def wants(request: web.BaseRequest, path: str) -> bool:
-    """A WebSocket upgrade of a pod's portforward subresource (only these reach `serve`)."""
-    return target(path) is not None and request.method == "GET" \
-        and request.headers.get("Upgrade", "").lower() == "websocket"
+    """An upgrade of a pod's portforward subresource — a WebSocket, or kubectl's fallback, a raw
+    SPDY/3.1 connection (only these reach `serve`)."""
+    upgrade = request.headers.get("Upgrade", "").lower()
+    return target(path) is not None and (
+        (upgrade == "websocket" and request.method == "GET") or (upgrade == RAW_UPGRADE and request.method == "POST"))
 
 
 def ports_of(raw_path: str) -> list[int]:
@@ -95,7 +104,14 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
     assert access >= Access.ADMIN
     namespace, name = target(path) or ("", "")
     api, loop = serving.api, serving.loop
-    if PROTOCOL not in [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]:
+    raw = request.headers.get("Upgrade", "").lower() == RAW_UPGRADE
+    if raw:
+        offered = [p.strip() for value in request.headers.getall("X-Stream-Protocol-Version", [])
+                   for p in value.split(",")]
+        if STREAM_PROTOCOL not in offered:
+            audit.refused(access, VERB, namespace, name, "no portforward.k8s.io stream protocol")
+            return _status(400, "BadRequest", f"port-forward speaks the stream protocol {STREAM_PROTOCOL} only")
+    elif PROTOCOL not in [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]:
         audit.refused(access, VERB, namespace, name, "no SPDY/3.1+portforward.k8s.io protocol")
         return _status(400, "BadRequest", f"port-forward speaks the WebSocket protocol {PROTOCOL} only")
     if serving.streams >= serving.limits.max_streams:
@@ -114,21 +130,22 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
     except RuntimeError_:
         audit.refused(access, VERB, namespace, name, "pod not running")
         return _status(400, "BadRequest", f'pod "{name}" is not running: it has no sandbox to forward to')
-    ws = web.WebSocketResponse(protocols=[PROTOCOL], max_msg_size=MAX_MESSAGE_BYTES, autoclose=True,
-                               autoping=True)
-    if not ws.can_prepare(request).ok:   # e.g. no Sec-WebSocket-Key, or a version other than 13
+    ws: Any = RawSpdy(request) if raw else \
+        web.WebSocketResponse(protocols=[PROTOCOL], max_msg_size=MAX_MESSAGE_BYTES, autoclose=True, autoping=True)
+    if not raw and not ws.can_prepare(request).ok:   # e.g. no Sec-WebSocket-Key, or a version other than 13
         audit.refused(access, VERB, namespace, name, "not a valid WebSocket handshake")
         return _status(400, "BadRequest", "not a valid WebSocket handshake")
     serving.streams += 1
     try:
         await ws.prepare(request)
         audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path) or None)
+        log.debug("API: port-forward %s/%s over %s", namespace, name, "raw SPDY/3.1" if raw else "a WebSocket")
         session = Session(ws, lambda family: _pod_socket(view, uid, family), executor=serving.reads,
                           name=f"{namespace}/{name}")
         await session.run()
     finally:
         serving.streams -= 1
-    return ws
+    return ws.response if raw else ws
 
 
 def _status(code: int, reason: str, message: str) -> web.Response:
@@ -146,6 +163,72 @@ def _pod_socket(view: RuntimeView, uid: str, family: int):   # -> socket.socket
     sandbox's record read for each connection; RuntimeError_ when the pod has none running."""
     path = view.pod_netns(uid)
     return netns.socket_at(path, family)
+
+
+class RawSpdy:
+    """kubectl's fallback, a raw SPDY/3.1 connection after a `101 Switching Protocols`, with what
+    the session uses of a WebSocket (`receive`, `send_bytes`, `closed`, `close`): the bytes after
+    the answer come in as they arrive. aiohttp's parser treats only WebSocket upgrades as upgrades,
+    so this takes the connection's bytes as its payload parser (`set_parser`, as aiohttp's own
+    WebSocket does); reading pauses while `RAW_READ_AHEAD` bytes wait for the session."""
+
+    def __init__(self, request: web.BaseRequest) -> None:
+        self.request = request
+        self.response = web.StreamResponse(status=101, headers={
+            "Connection": "Upgrade", "Upgrade": "SPDY/3.1", "X-Stream-Protocol-Version": STREAM_PROTOCOL})
+        self.chunks: collections.deque[bytes] = collections.deque()
+        self.waiting = 0
+        self.eof = self.paused = self.closed = False
+        self.arrived = asyncio.Event()
+
+    async def prepare(self, request: web.BaseRequest) -> None:
+        await self.response.prepare(request)
+        request.protocol.set_parser(self)   # type: ignore[arg-type]
+
+    # ---- aiohttp's side: the connection's bytes
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        self.chunks.append(bytes(data))
+        self.waiting += len(data)
+        self.arrived.set()
+        transport = self.request.transport
+        if self.waiting > RAW_READ_AHEAD and not self.paused and transport is not None:
+            transport.pause_reading()
+            self.paused = True
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self.eof = True
+        self.arrived.set()
+
+    # ---- the session's side
+
+    async def receive(self, timeout: float | None = None) -> Any:
+        while not self.chunks:
+            if self.eof or self.closed:
+                return SimpleNamespace(type=WSMsgType.CLOSED, data=None)
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), timeout)
+        data = self.chunks.popleft()
+        self.waiting -= len(data)
+        transport = self.request.transport
+        if self.paused and self.waiting < RAW_READ_AHEAD // 2 and transport is not None:
+            transport.resume_reading()
+            self.paused = False
+        return SimpleNamespace(type=WSMsgType.BINARY, data=data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        if self.closed or self.request.transport is None or self.request.transport.is_closing():
+            raise ConnectionResetError("the client left")
+        await self.response.write(data)
+
+    async def close(self) -> None:
+        self.closed = True
+        if self.request.transport is not None:
+            self.request.transport.close()
+
+    def exception(self) -> BaseException | None:
+        return None
 
 
 # ---------------------------------------------------------------------- the session
