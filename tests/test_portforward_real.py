@@ -309,3 +309,20 @@ def test_a_forward_ends_when_its_pod_is_gone(served):
     finally:
         kubectl.close()
         kubelite.close()
+
+
+def test_an_idle_forward_stays_open_while_kubectl_pings(served, monkeypatch):
+    from kubelite.apiserver import portforward
+
+    monkeypatch.setattr(portforward, "IDLE_TIMEOUT_S", 15.0)   # kubectl pings every 10 s
+    served.node.write(web_pod("lo", "127.0.0.1:8080"))
+    _running(served, "lo")
+    forward = served.forward("pod/lo", ":8080")
+    try:
+        (port,) = forward.ports(1)
+        assert fetch(port, "/lines") == EXPECTED
+        time.sleep(32)   # more than twice the idle bound, with no connection at all
+        assert fetch(port, "/lines") == EXPECTED
+        assert forward.proc.poll() is None, forward.err
+    finally:
+        forward.close()
