@@ -4,8 +4,9 @@ Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this i
 attempt's log is (`layout`), the command line that runs a command in a running container, and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
 container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
-Also a pod's network namespace, from its sandbox's record (for port-forward).
-Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
+Also the runtime's version as a Node reports it (`runtime_version`), for the API server, the
+instance's name in cgroup paths (`instance_name`), and a pod's network namespace from its
+sandbox's record (`pod_netns`, for port-forward).
 
 Standard library only, and it loads nothing of the runtime itself (`linux`'s PID check only when
 a pod's namespace is asked for): the CLI's commands stay fast.
@@ -48,6 +49,13 @@ def runtime_version(name: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "runc://unknown"
     return "runc://" + (first.split()[-1] if first.split() else "unknown")
+
+
+def instance_name(root: Path) -> str:
+    """This instance's name in cgroup paths and annotations: derived from its state root."""
+    import hashlib
+
+    return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
 
 
 class RuntimeView:
