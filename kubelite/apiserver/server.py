@@ -54,8 +54,12 @@ class ApiServer:
     """The API of one node; `start()` it beside the agent, `notify()` it after each pass."""
 
     def __init__(self, *, root: Path, node_name: str, runtime: str, host: str, port: int,
-                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits()) -> None:
+                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits(),
+                 run_dir: Path | None = None) -> None:
         self.root, self.node_name, self.health, self.limits = root, node_name, health, limits
+        #: The runtime's run directory: where port-forward finds a pod's network namespace (None: the
+        #: simulated runtime's node, whose pods have none).
+        self.run_dir = run_dir
         self.token = auth.ensure_token(root)
         self.admin_token = auth.ensure_token(root, admin=True)
         directory = auth.api_dir(root)

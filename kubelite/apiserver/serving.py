@@ -5,8 +5,10 @@ accepted one, and for each request: the token check that decides keep-alive (onl
 it: an answer to a request without it closes its connection), the body (only a
 SelfSubjectAccessReview has one) read up to the body limit and never past, the `Call` that computes
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
-`max_streams` at once; more are 429 TooManyRequests). An error of the server's own anywhere in it
-is a `Status` 500 and one error line naming the request, never aiohttp's own error page.
+`max_streams` at once; more are 429 TooManyRequests). The admin credential's upgrade (WebSocket or
+SPDY) of a pod's portforward goes to `portforward` before any `Call` (a stream too). An error of the
+server's own anywhere in it is a `Status` 500 and one error line naming the request, never aiohttp's
+own error page.
 
 The loop never blocks: every read of the state database, the watch feed's generator and the log
 files runs in a thread (a small pool for plain reads, one thread per open stream); the loop only
@@ -23,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
-from kubelite.apiserver import auth, objects
+from kubelite.apiserver import auth, objects, portforward
 from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
                                             internal_error, request_line, start_tls, status_response)
 from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
@@ -139,6 +141,8 @@ class Serving:
         except ValueError as exc:
             return closing(status_response(400, objects.status(400, "BadRequest", f"invalid request target: {exc}")))
         path = split.path.rstrip("/") or "/"
+        if access >= auth.Access.ADMIN and portforward.wants(request, path):   # port-forward's upgrade
+            return await portforward.serve(self, request, path, access)
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
             return closing(status_response(413, objects.status(

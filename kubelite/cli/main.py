@@ -34,6 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_describe(sub, common, namespaced)
     _add_manifest_commands(sub, common)
     _add_container_commands(sub, common)
+    _add_port_forward(sub, common)
     _add_image(sub, common, registry_flags)
 
     from kubelite.cli import top  # standard library only when loaded
@@ -204,6 +205,18 @@ def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
 
 
+def _add_port_forward(sub: Any, common: argparse.ArgumentParser) -> None:
+    forward = sub.add_parser("port-forward", parents=[common],
+                             help="forward local ports to a pod (dialled inside the pod's network namespace)")
+    forward.add_argument("pod", metavar="POD", help="POD or pod/POD")
+    forward.add_argument("ports", nargs="+", metavar="[LOCAL:]REMOTE",
+                         help="LOCAL:REMOTE, or REMOTE alone (the same port here), or :REMOTE (a free port)")
+    forward.add_argument("--address", default="localhost", metavar="ADDRESSES",
+                         help="addresses to listen on, comma-separated: IPs or localhost (default localhost: "
+                              "127.0.0.1 and ::1)")
+    forward.add_argument("-n", "--namespace", default=None)
+
+
 def _container_command(sub: Any, name: str, common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
     """A command on one container: POD, -c/--container and -n/--namespace."""
     command = sub.add_parser(name, parents=[common], help=help)
@@ -282,6 +295,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("logs", "exec", "kill"):
         from kubelite.cli import containers
         return containers.run(args)
+    if command == "port-forward":
+        from kubelite.cli import portforward
+        return portforward.run(args)
     if command == "image":
         from kubelite.cli import image
         return image.run(args)
