@@ -22,7 +22,9 @@ Measures, in one run (figures are printed, never asserted):
    measurement each. Target: median <= 80 ms. The daemon's log splits it into exit noticed,
    create and start. References: `runc create` + `runc start` of the trivial bundle (blocking
    wait, and polled as kubelite waits), and the same created through conmon (kubelite's conmon
-   command line and sync-pipe protocol); podman's restart loop when podman is installed.
+   command line and sync-pipe protocol), with the PSS of its runc init and conmon while it waits
+   for `runc start` (untimed: what a replacement prepared ahead of a restart would keep per
+   container); podman's restart loop when podman is installed.
 3. Update: a pod of three containers (app, sidecar, logger), each a shell that prints
    /proc/uptime and leaves at SIGTERM; app's command (a new revision each time) or image (a new
    tag of the same image each time) changed in the file, renamed into place, then the time to the
@@ -552,6 +554,7 @@ class References:
     bins: dict[str, str]
     cgroup: str = f"kubelite-bench-{os.getpid()}"
     samples: dict[str, list[float]] = field(default_factory=dict)
+    waiting_kib: dict[str, list[float]] = field(default_factory=dict)   # PSS of a created, unstarted container
     counter: int = 0
 
     def __post_init__(self) -> None:
@@ -689,9 +692,15 @@ class References:
             exit_dir=str(self.exits), persist_dir=str(work / "persist"), log_path=str(work / "ctr.log"),
             log_size_max=None, socket_dir=str(self.sockets))
         began = time.perf_counter()
-        oci.run_conmon(argv, bundle=work)  # kubelite's own conmon protocol, so the reference matches it
+        pid = oci.run_conmon(argv, bundle=work)  # kubelite's own conmon protocol, so the reference matches it
+        created = time.perf_counter()
+        # untimed: what a container created ahead of its start keeps while it waits (runc's init, conmon),
+        # the cost of preparing each container's replacement so that a restart is only `runc start`
+        self.waiting_kib.setdefault("runc init", []).append(pss_kib(pid) or 0)
+        self.waiting_kib.setdefault("conmon", []).append(pss_kib(int((work / "conmon.pid").read_text() or 0)) or 0)
+        resumed = time.perf_counter()
         run_blocking(self._runc("start", cid))
-        elapsed = time.perf_counter() - began
+        elapsed = (created - began) + (time.perf_counter() - resumed)
         wait_for(lambda: (self.exits / cid).exists(), timeout=10, what="conmon's exit file")
         return elapsed
 
@@ -1226,12 +1235,13 @@ def force_cleanup(node: Node) -> None:
 
 
 def orderly_cleanup(node: Node) -> int | None:
-    """Delete every manifest, wait until kubelite removed every pod, stop it with SIGTERM."""
+    """Delete every manifest, wait until kubelite removed every pod, stop it with SIGTERM (which
+    tears down the warm sandboxes no pod claimed: the final check finds any it left)."""
     for path in node.manifests.glob("*.yaml"):
         path.unlink()
     if node.proc is not None and node.proc.poll() is None:
         def empty() -> bool:
-            return not node.records("sandboxes") and not node.records("containers")
+            return not any(not r.get("warm") for r in node.records("sandboxes")) and not node.records("containers")
         wait_for(empty, timeout=300, what="kubelite to remove every pod", interval=0.05)
         out = node.cli("get", "pods", "-o", "json")
         if out.returncode != 0 or json.loads(out.stdout)["items"]:
@@ -1304,6 +1314,10 @@ def rows(start: StartResult, crash: CrashResult, update: UpdateResult, refs: Ref
     out.append(ref("create+start", "ref: runc create + runc start, trivial (true)"))
     out.append(ref("create+start polled", "ref: the same, waited for by polling (subprocess.run timeout=30)"))
     out.append(ref("conmon", "ref: conmon (runc create) + runc start, trivial"))
+    for proc in ("runc init", "conmon"):
+        figure, kib = f"ref: created, not started: {proc}'s PSS", refs.waiting_kib.get(proc)
+        out.append(kib_row(figure, kib, "what a replacement created ahead would keep per container") if kib
+                   else Row(figure, "n/a", "-"))
     out.append(podman_row("ref: podman restart loop (kube play --network none, restartPolicy Always)",
                           podman["restart"]))
 

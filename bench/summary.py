@@ -15,7 +15,8 @@ from pathlib import Path
 
 from bench.common import Row, print_table, read_summary
 
-ORDER = ("runtime", "workers", "cli", "engine", "gitops", "network", "probes", "config", "pull", "api")
+ORDER = ("runtime", "workers", "cli", "engine", "gitops", "network", "probes", "config", "pull", "api",
+         "portforward")
 
 
 def main() -> None:

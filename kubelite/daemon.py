@@ -196,7 +196,7 @@ class LoopHealth:
 
 
 def start_api(options: ServeOptions, health: LoopHealth) -> Any:
-    """The read-only API beside the agent; None (after one error line) when it cannot listen: the pods
+    """The API beside the agent; None (after one error line) when it cannot listen: the pods
     matter more than the API, so the agent runs on."""
     from kubelite.apiserver import auth
     from kubelite.apiserver.server import ApiServer
@@ -206,7 +206,8 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
     (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
     try:
         api = ApiServer(root=config.root, node_name=config.node_name, runtime=options.runtime,
-                        host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip)
+                        host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip,
+                        run_dir=options.run_dir)
         api.start()
     except OSError as exc:
         log.error("API not served: cannot listen on %s:%s: %s", options.api.host, options.api.port,

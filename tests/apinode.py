@@ -51,14 +51,17 @@ class ApiNode:
     manifests: Path = field(init=False)
     root: Path = field(init=False)
     kubeconfig: Path = field(init=False)
+    admin_kubeconfig: Path = field(init=False)
     url: str = ""
     token: str = ""
+    admin_token: str = ""
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     def __post_init__(self) -> None:
         self.manifests, self.root = self.base / "manifests", self.base / "state"
         self.kubeconfig = self.base / "kubeconfig"
+        self.admin_kubeconfig = self.base / "kubeconfig-admin"
         self.manifests.mkdir(parents=True, exist_ok=True)
 
     def start(self, *, relist_period_s: float = 1.0) -> "ApiNode":
@@ -70,9 +73,11 @@ class ApiNode:
         self.thread.start()
         self.url = wait_for(lambda: auth.read_server(self.root), what="the API to listen")
         self.token = auth.read_token(self.root) or ""
-        out = self.kubelite("kubeconfig")
-        assert out.returncode == 0, out.stderr
-        self.kubeconfig.write_text(out.stdout)
+        self.admin_token = auth.read_token(self.root, admin=True) or ""
+        for path, admin in ((self.kubeconfig, ()), (self.admin_kubeconfig, ("--admin",))):
+            out = self.kubelite("kubeconfig", *admin)
+            assert out.returncode == 0, out.stderr
+            path.write_text(out.stdout)
         return self
 
     def close(self) -> None:

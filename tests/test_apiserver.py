@@ -12,8 +12,10 @@ import json
 import os
 import sqlite3
 import stat
+from pathlib import Path
 
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from kubelite.apiserver import auth
@@ -204,6 +206,62 @@ def test_writes_are_refused_as_method_not_allowed_and_change_nothing(node):
     assert code == 403 and json.loads(body)["reason"] == "Forbidden"
 
 
+@pytest.mark.parametrize("subresource", ["exec", "attach", "portforward"])
+def test_the_streaming_verbs_are_forbidden_to_the_read_only_credential_and_logged(node, caplog, subresource):
+    caplog.set_level("INFO", logger="kubelite.audit")
+    for method in ("POST", "GET"):
+        code, body = node.request(f"/api/v1/namespaces/default/pods/web/{subresource}?command=true&container=app",
+                                  method=method)
+        status = json.loads(body)
+        assert (code, status["reason"]) == (403, "Forbidden"), body
+        assert f'User "kubelite:viewer" cannot create resource "pods/{subresource}"' in status["message"]
+    lines = [r.getMessage() for r in caplog.records if r.name == "kubelite.audit"]
+    assert sum(f"kubelite:viewer {subresource} pod default/web refused" in line for line in lines) == 2, lines
+    metrics = node.request("/metrics")[1].decode()
+    assert f'kubelite_api_stream_sessions_total{{outcome="refused",user="kubelite:viewer",verb="{subresource}"}}' \
+        in metrics
+
+
+def test_the_admin_credential_reaches_the_streaming_verbs_only_by_an_upgrade(node):
+    code, body = node.request("/api/v1/namespaces/default/pods/web/exec?command=true", method="POST",
+                              token=node.admin_token)
+    assert (code, json.loads(body)["message"]) == (400, "Upgrade request required"), body
+    code, body = node.request("/api/v1/namespaces/default/pods/web/proxy", method="POST", token=node.admin_token)
+    assert code == 403 and 'User "kubelite:admin" cannot create resource "pods/proxy"' in json.loads(body)["message"]
+    code, body = node.request("/api/v1/namespaces/default/pods/web", method="DELETE", token=node.admin_token)
+    assert code == 405   # the admin credential writes nothing either
+    assert node.request("/api/v1/namespaces/default/pods/web", token=node.admin_token)[0] == 200
+
+
+def test_kubeconfig_admin_prints_the_admin_credential_as_a_context_of_its_own(node):
+    assert node.admin_token and node.admin_token != node.token
+    path = auth.api_dir(node.root) / auth.ADMIN_TOKEN_FILE
+    assert path.stat().st_mode & 0o777 == 0o600
+    config = yaml.safe_load(node.admin_kubeconfig.read_text())
+    assert config["current-context"] == "node1-admin"
+    assert config["users"] == [{"name": "node1-admin", "user": {"token": node.admin_token}}]
+    assert config["contexts"][0]["context"] == {"cluster": "node1", "user": "node1-admin", "namespace": "default"}
+    # merged with the read-only one: two contexts, one cluster
+    merged = node.kubectl("config", "view", "--flatten", "-o", "json",
+                          kubeconfig=Path(f"{node.kubeconfig}:{node.admin_kubeconfig}"))
+    names = sorted(c["name"] for c in json.loads(merged.stdout)["contexts"])
+    assert names == ["node1", "node1-admin"]
+
+
+def test_kubectl_auth_can_i_answers_by_credential(node):
+    def can_i(*args, kubeconfig=None):
+        return node.kubectl("auth", "can-i", *args, kubeconfig=kubeconfig).stdout.strip()
+
+    for verb in ("exec", "attach", "portforward"):
+        assert can_i("create", f"pods/{verb}").startswith("no")
+        assert can_i("create", f"pods/{verb}", kubeconfig=node.admin_kubeconfig) == "yes"
+        assert can_i("create", "pods", f"--subresource={verb}", kubeconfig=node.admin_kubeconfig) == "yes"
+    assert can_i("get", "pods", kubeconfig=node.admin_kubeconfig) == "yes"
+    assert can_i("delete", "pods", kubeconfig=node.admin_kubeconfig).startswith("no")
+    assert can_i("create", "pods/proxy", kubeconfig=node.admin_kubeconfig).startswith("no")
+    assert can_i("create", "pods", kubeconfig=node.admin_kubeconfig).startswith("no")
+
+
 def test_kubectl_auth_can_i_answers_what_the_token_may_read(node):
     # kubectl sends this review as protobuf, and kubelite reads that encoding for it
     def can_i(*args):
@@ -213,7 +271,7 @@ def test_kubectl_auth_can_i_answers_what_the_token_may_read(node):
     assert can_i("watch", "pods", "-A") == "yes"
     assert can_i("get", "pods", "--subresource=log") == "yes"
     assert can_i("list", "secrets", "-n", "other") == "yes"
-    assert can_i("delete", "pods").startswith("no - kubelite serves a read-only API")
+    assert can_i("delete", "pods").startswith("no - the read-only credential may get, list and watch only")
     assert can_i("create", "pods", "--subresource=exec").startswith("no")
     assert can_i("get", "/metrics") == "yes"
     review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",

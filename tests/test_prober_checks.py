@@ -16,7 +16,7 @@ import pytest
 
 from kubelite.core.types import ProbeResult, ProbeTarget
 from kubelite.prober import checks
-from kubelite.prober.netns import Namespaces
+from kubelite.runtime.netns import Namespaces
 from kubelite.prober.network import NetworkProber
 from tests.helpers import free_port
 

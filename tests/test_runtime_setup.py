@@ -72,3 +72,56 @@ def test_an_exit_written_between_the_runtimes_two_looks_is_an_exit_not_unknown(t
                               _save=lambda r: None)
     state, code, finished, reason = Containers._observe(runtime, record)  # type: ignore[arg-type]
     assert (state, code, reason) == (ContainerState.EXITED, 3, "Error") and finished is not None
+
+
+def test_an_exit_wakes_the_agent_once_at_the_rename_of_conmons_file_and_nothing_else_does(tmp_path, monkeypatch):
+    """conmon writes `<id>.XXXXXX` and renames it to the container's ID: that rename is the one
+    hint of the exit. Its temporary file, the directory's own changes, a removed exit file and
+    the file of a container the runtime does not know wake nothing (each cost a pass)."""
+    import os
+    import threading
+    import time
+
+    from kubelite.runtime import linux
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci.records import ContainerRecord
+    from tests.helpers import at
+
+    monkeypatch.setattr(linux, "unmount", lambda target: None)   # nothing is mounted here
+    root = tmp_path / "state"
+    runtime = oci.OCIRuntime(root=root, run_dir=tmp_path / "run", images=ImageStore(root),
+                             binaries={"runc": "/bin/true", "conmon": "/bin/true", "catatonit": "/bin/true"})
+    known = "0123456789abcdef0123456789abcdef"
+    with runtime._lock:
+        runtime._containers[known] = ContainerRecord(known, "sb", "uid", "app", "web", "default", 0, "h", "busybox",
+                                                     at(0).isoformat(), "")
+    hints: list[float] = []
+    woken = threading.Event()
+
+    def hint() -> None:
+        hints.append(time.monotonic())
+        woken.set()
+
+    def conmon_writes_exit(name: str, code: str) -> None:
+        """As conmon 2.1 (g_file_set_contents): a temporary file beside it, written, closed, renamed."""
+        tmp = runtime.exit_dir / f"{name}.Q1W2E3"
+        with open(tmp, "w") as out:
+            out.write(code)
+        os.rename(tmp, runtime.exit_dir / name)
+
+    runtime.set_exit_hint(hint)
+    try:
+        conmon_writes_exit("fedcba9876543210fedcba9876543210", "0")   # a container of no record here
+        (runtime.exit_dir / "fedcba9876543210fedcba9876543210").unlink()
+        (runtime.exit_dir / "stray.tmp").write_text("x")
+        time.sleep(0.5)
+        assert hints == []
+        conmon_writes_exit(known, "1")
+        assert woken.wait(5), "the exit file's rename woke nothing"
+        time.sleep(0.5)   # what else this exit's events would wake has arrived by now
+        assert len(hints) == 1
+        (runtime.exit_dir / known).unlink()   # the container's removal
+        time.sleep(0.5)
+        assert len(hints) == 1
+    finally:
+        runtime.close()

@@ -316,6 +316,64 @@ def agent_on(tmp_path, runtime, **config):
         pod_workers=2, **config))
 
 
+def test_a_container_is_started_right_after_its_creation_without_waiting_for_the_state_lock(tmp_path, caplog):
+    """A (re)start is `runc create` then `runc start`: the worker starts the container without
+    taking the node state's lock between the two, so a pass (or another pod's sync) that took the
+    lock meanwhile does not hold the start up; Created and Started are recorded after it, and
+    Created's log line is written before the start, when it happened."""
+    import logging
+
+    from kubelite.runtime.fake import FakeRuntime
+
+    holding, started = threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+    holder: dict = {}
+    caplog.set_level(logging.INFO, logger="kubelite.agent")
+
+    def lines() -> list[str]:
+        return [r.getMessage() for r in caplog.records]
+
+    class LockTakenDuringCreate(FakeRuntime):
+        def create_container(self, sandbox_id, config):
+            container_id = super().create_container(sandbox_id, config)
+
+            def hold() -> None:   # as the loop's pass would: the lock taken while the runtime works
+                with holder["agent"].state.lock:
+                    holding.set()
+                    seen["started while the lock was held"] = started.wait(2)
+            holder["thread"] = threading.Thread(target=hold)
+            holder["thread"].start()
+            assert holding.wait(5)
+            return container_id
+
+        def start_container(self, container_id):
+            seen["Created logged before the start"] = "pod default/p: Created: Created container: a" in lines()
+            started.set()
+            super().start_container(container_id)
+
+    (tmp_path / "manifests").mkdir()
+    (tmp_path / "manifests" / "p.yaml").write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p}\nspec:\n  dnsPolicy: Default\n  containers:\n"
+        "  - {name: a, image: 'busybox:1', command: [sleep, '1000']}\n")
+    agent = holder["agent"] = agent_on(tmp_path, LockTakenDuringCreate())
+    try:
+        agent.run_once()
+        assert seen == {"started while the lock was held": True, "Created logged before the start": True}
+        assert lines().count("pod default/p: Created: Created container: a") == 1, lines()
+        assert [c.state for _, c in agent.state.containers.values()] == [ContainerState.RUNNING]
+        reader = Reader(tmp_path / "state")
+        try:
+            reasons = [e["reason"] for e in reader.events(None)]
+        finally:
+            reader.close()
+        assert reasons.count("Created") == 1 and reasons.count("Started") == 1, reasons
+    finally:
+        if "thread" in holder:
+            holder["thread"].join(5)
+        agent.close()
+        agent.store.close()
+
+
 def test_a_manifest_edit_while_the_pod_is_on_a_worker_waits_for_the_sync_to_end(tmp_path):
     """The loop's pass runs while the pod's worker is in `create_container` (the lock let go) and
     the edit renames a container the worker is about to start: the sync ends with the version it

@@ -28,7 +28,7 @@ from typing import Callable
 from kubelite.core import hooks as rules
 from kubelite.errors import KubeliteError
 from kubelite.prober import checks
-from kubelite.prober.netns import Namespaces
+from kubelite.runtime.netns import Namespaces
 from kubelite.runtime.protocol import Runtime
 
 log = logging.getLogger("kubelite.agent")

@@ -450,18 +450,26 @@ class NodeState:
     # ------------------------------------------------------------------ events, problems, node-level rows
 
     def event(self, entry: PodEntry, type_: str, reason: str, message: str, now: datetime, *,
-              container: str | None = None) -> None:
-        """Record an event on the pod and write the lifecycle log line for it."""
+              container: str | None = None, logged: bool = False) -> None:
+        """Record an event on the pod and write the lifecycle log line for it (`logged`: written
+        already, by `log_event` when it happened)."""
         self.touch(entry.uid)
         field_path = ""
         if container is not None:
             kind = "initContainers" if any(c.name == container for c in entry.pod.spec.init_containers) \
                 else "containers"
             field_path = f"spec.{kind}{{{container}}}"
-        (log.warning if type_ == "Warning" else log.info)("pod %s: %s: %s", entry.key, reason, message)
+        if not logged:
+            self.log_event(entry, type_, reason, message)
         self.store.record_event(namespace=entry.pod.metadata.namespace, kind="Pod",
                                 name=entry.pod.metadata.name or "", uid=entry.uid, type_=type_, reason=reason,
                                 message=message, now=now, field_path=field_path)
+
+    @staticmethod
+    def log_event(entry: PodEntry, type_: str, reason: str, message: str) -> None:
+        """An event's lifecycle log line alone: changes nothing, so any thread writes it, the state
+        lock held or not (the event itself is recorded later by `event(..., logged=True)`)."""
+        (log.warning if type_ == "Warning" else log.info)("pod %s: %s: %s", entry.key, reason, message)
 
     def record_event(self, *, namespace: str, kind: str, name: str, uid: str, type_: str, reason: str,
                      message: str, now: datetime) -> None:

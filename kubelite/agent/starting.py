@@ -82,25 +82,52 @@ class ContainerStarter:
             return
         config = configured
         try:
-            container_id = self.runtime.create_container(sandbox_id, config)
+            container_id, start_error = self.create_and_start(entry, sandbox_id, config)
         except RuntimeError_ as exc:
             self.start_failed(entry, name, "CreateContainerError", str(exc), now)
             return
-        self.state.event(entry, "Normal", "Created", f"Created container: {name}", now, container=name)
+        self.state.event(entry, "Normal", "Created", _created(name), now, container=name, logged=True)
         observed = ObservedContainer(id=container_id, name=name, attempt=attempt, spec_hash=config.spec_hash,
                                      state=ContainerState.CREATED, created_at=now, sandbox_id=sandbox_id, image=image)
-        self.run_created(entry, container, observed, sandbox_id, now)
+        self.record_start(entry, container, observed, sandbox_id, now, start_error)
+
+    def create_and_start(self, entry: PodEntry, sandbox_id: str,
+                         config: ContainerConfig) -> tuple[str, RuntimeError_ | None]:
+        """`runc create`, then `runc start` at once, the node state's lock let go for both: the
+        container's Created and Started are recorded after its start, so no pass or other pod's
+        sync that takes the lock in between holds the start up (a crashed container's restart is
+        these two calls); Created's log line is written when the container is created. The
+        runtime records the container before it starts it, so a kubelite killed in between finds
+        it created and starts it as it is. Raises what creating raised; returns the container's
+        ID and what starting raised."""
+        with self.state.lock.released():
+            container_id = self.runtime.create_container(sandbox_id, config)
+            self.state.log_event(entry, "Normal", "Created", _created(config.container.name))
+            try:
+                self.runtime.start_container(container_id)
+            except RuntimeError_ as exc:
+                return container_id, exc
+        return container_id, None
 
     def run_created(self, entry: PodEntry, container: Container, observed: ObservedContainer, sandbox_id: str,
                     now: datetime) -> None:
-        """Start a created container: Started, or a StartError; then its postStart hook."""
-        name = container.name
+        """Start a container created before kubelite stopped: Started, or a StartError; then its postStart hook."""
+        error: RuntimeError_ | None = None
         try:
             self.runtime.start_container(observed.id)
         except RuntimeError_ as exc:
+            error = exc
+        self.record_start(entry, container, observed, sandbox_id, now, error)
+
+    def record_start(self, entry: PodEntry, container: Container, observed: ObservedContainer, sandbox_id: str,
+                     now: datetime, error: RuntimeError_ | None) -> None:
+        """What a start left: the container running (Started, then its postStart hook), or exited
+        with StartError (RunContainerError as its waiting reason, and the pod's wait)."""
+        name = container.name
+        if error is not None:
             self.state.observe(entry.uid, replace(observed, state=ContainerState.EXITED, finished_at=now,
-                                                  exit_code=128, reason="StartError", message=str(exc)))
-            self.start_failed(entry, name, "RunContainerError", str(exc), now)
+                                                  exit_code=128, reason="StartError", message=str(error)))
+            self.start_failed(entry, name, "RunContainerError", str(error), now)
             return
         self.state.observe(entry.uid, replace(observed, state=ContainerState.RUNNING, started_at=now))
         self.state.set_start_error(entry.uid, name, None)
@@ -215,6 +242,11 @@ class ContainerStarter:
         for reason, message in resolved.warnings:
             self.state.event(entry, "Warning", reason, message, now, container=container.name)
         return replace(config, env=resolved.env, mounts=mounts)
+
+
+def _created(name: str) -> str:
+    """The Created event's message (the kubelet's)."""
+    return f"Created container: {name}"
 
 
 def _image_volumes(pod: Pod, container: Container) -> list[ImageVolumeSource]:

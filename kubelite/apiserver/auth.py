@@ -1,7 +1,9 @@
-"""Who may read the API: the bearer token, and the kubeconfig that carries it.
+"""Who may use the API: the two bearer tokens, what each may do, and the kubeconfig that carries one.
 
-Owns: `<root>/api/token` (generated once, 0600 in a 0700 directory: only root — or the user that
-runs kubelite — can read it), `<root>/api/server` (the URL the daemon serves, for `kubelite
+Owns: `<root>/api/token`, the read-only credential (get, list, watch), and `<root>/api/admin-token`,
+the admin credential that may also exec, attach, cp and port-forward — each generated once at first
+start, 0600 in a 0700 directory: only root (or the user that runs kubelite) can read them;
+`<root>/api/server` (the URL the daemon serves, for `kubelite
 kubeconfig`), the names of the CA's and the server's key and certificate files beside them (which
 `tls` makes) and the reading of the CA certificate, the constant-time token check, and the kubeconfig
 text. Standard library only, so `kubelite kubeconfig` loads no cryptography.
@@ -9,6 +11,7 @@ text. Standard library only, so `kubelite kubeconfig` loads no cryptography.
 
 from __future__ import annotations
 
+import enum
 import hmac
 import secrets
 from pathlib import Path
@@ -18,6 +21,7 @@ from kubelite import layout
 
 API_DIR = layout.API_DIR
 TOKEN_FILE = "token"
+ADMIN_TOKEN_FILE = "admin-token"
 SERVER_FILE = "server"
 
 #: The API directory's certificate files (made by `tls`; the CA certificate also read here).
@@ -36,11 +40,31 @@ def api_dir(root: Path) -> Path:
     return layout.api_dir(root)
 
 
-def ensure_token(root: Path) -> str:
-    """The node's token; created on first start with a fresh 256-bit secret."""
+class Access(enum.IntEnum):
+    """What a request's credential may do; each level may do all the one below it may."""
+    NONE = 0
+    #: The read-only token: get, list and watch what is served.
+    READ = 1
+    #: The admin token: also exec, attach (and so cp) and port-forward.
+    ADMIN = 2
+
+    @property
+    def user(self) -> str:
+        """The user name a SelfSubjectReview, a refusal and the audit log give the credential."""
+        return {Access.NONE: "system:anonymous", Access.READ: "kubelite:viewer",
+                Access.ADMIN: "kubelite:admin"}[self]
+
+
+def token_file(admin: bool = False) -> str:
+    return ADMIN_TOKEN_FILE if admin else TOKEN_FILE
+
+
+def ensure_token(root: Path, *, admin: bool = False) -> str:
+    """The node's read-only token, or with `admin` its admin token; created on first start with a
+    fresh 256-bit secret."""
     directory = api_dir(root)
     statefiles.make_dirs(directory, base=root)
-    path = directory / TOKEN_FILE
+    path = directory / token_file(admin)
     try:
         token = path.read_text().strip()
     except FileNotFoundError:
@@ -53,9 +77,9 @@ def ensure_token(root: Path) -> str:
     return token
 
 
-def read_token(root: Path) -> str | None:
+def read_token(root: Path, *, admin: bool = False) -> str | None:
     try:
-        return (api_dir(root) / TOKEN_FILE).read_text().strip() or None
+        return (api_dir(root) / token_file(admin)).read_text().strip() or None
     except FileNotFoundError:
         return None
 
@@ -82,8 +106,17 @@ def authorized(header: str | None, token: str) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(given, token.encode())
 
 
-def kubeconfig(*, server: str, token: str, node: str, ca_pem: bytes) -> str:
-    """A kubeconfig (YAML) with one cluster, user and context, all named after the node."""
+def access(header: str | None, token: str, admin_token: str) -> Access:
+    """What the credential of an `Authorization` header may do: both tokens are compared, in
+    constant time, whichever matches."""
+    read, admin = authorized(header, token), authorized(header, admin_token)
+    return Access.ADMIN if admin else Access.READ if read else Access.NONE
+
+
+def kubeconfig(*, server: str, token: str, node: str, ca_pem: bytes, admin: bool = False) -> str:
+    """A kubeconfig (YAML) with one cluster, user and context, named after the node; the admin
+    credential's user and context are `<node>-admin`, so both merge into one kubeconfig."""
+    user = f"{node}-admin" if admin else node
     import base64
 
     def q(text: str) -> str:   # a YAML double-quoted scalar (JSON string syntax is valid YAML)
@@ -99,15 +132,15 @@ def kubeconfig(*, server: str, token: str, node: str, ca_pem: bytes) -> str:
         f"    server: {q(server)}\n"
         f"    certificate-authority-data: {base64.b64encode(ca_pem).decode()}\n"
         "users:\n"
-        f"- name: {q(node)}\n"
+        f"- name: {q(user)}\n"
         "  user:\n"
         f"    token: {q(token)}\n"
         "contexts:\n"
-        f"- name: {q(node)}\n"
+        f"- name: {q(user)}\n"
         "  context:\n"
         f"    cluster: {q(node)}\n"
-        f"    user: {q(node)}\n"
+        f"    user: {q(user)}\n"
         "    namespace: default\n"
-        f"current-context: {q(node)}\n"
+        f"current-context: {q(user)}\n"
         "preferences: {}\n"
     )

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from kubelite import __version__
+from kubelite.apiserver.auth import Access
 from kubelite.kubectl.common import age
 from kubelite.kubectl.events import event_cells
 from kubelite.kubectl.nodes import node_cells
@@ -29,7 +30,7 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "shortNames": ["ev"],
-     "verbs": ["get", "list"]},
+     "verbs": ["get", "list", "watch"]},
     {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
      "shortNames": ["cm"], "verbs": ["get", "list"]},
     {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},
@@ -42,6 +43,10 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "namespaces", "singularName": "namespace", "namespaced": False, "kind": "Namespace",
      "shortNames": ["ns"], "verbs": ["get", "list"]},
 ]
+
+
+#: What the admin credential may do beyond the read-only one (verbs by resource/subresource).
+ADMIN_VERBS: dict[str, list[str]] = {f"pods/{sub}": ["create", "get"] for sub in ("exec", "attach", "portforward")}
 
 
 # ---------------------------------------------------------------------------- discovery
@@ -78,9 +83,23 @@ def api_group(name: str) -> dict[str, Any]:
 
 
 def api_groups() -> dict[str, Any]:
-    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), and the
-    storage group, for the StorageClasses that claims name."""
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(AUTHORIZATION), api_group(STORAGE)]}
+    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), the
+    storage group, for the StorageClasses that claims name, and the resource metrics (`kubectl top`)."""
+    groups = [api_group(AUTHORIZATION), api_group(STORAGE)]
+    groups.append(metrics_api_group())   # metrics.k8s.io: kubectl top
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+METRICS = "metrics.k8s.io"
+METRICS_RESOURCES: list[dict[str, Any]] = [
+    {"name": "nodes", "singularName": "", "namespaced": False, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+    {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics", "verbs": ["get", "list"]},
+]
+
+
+def metrics_api_group() -> dict[str, Any]:
+    version = {"groupVersion": f"{METRICS}/v1beta1", "version": "v1beta1"}
+    return {"name": METRICS, "versions": [version], "preferredVersion": version}
 
 
 def storage_resources() -> dict[str, Any]:
@@ -94,17 +113,26 @@ def authorization_resources() -> dict[str, Any]:
                            "namespaced": False, "kind": "SelfSubjectAccessReview", "verbs": ["create"]}]}
 
 
-def access_review(review: dict[str, Any]) -> dict[str, Any]:
-    """The answer to a SelfSubjectAccessReview: the token may get, list and watch what is served, nothing else."""
+def access_review(review: dict[str, Any], access: Access = Access.READ) -> dict[str, Any]:
+    """The answer to a SelfSubjectAccessReview: both credentials may get, list and watch what is
+    served; the admin credential may also create (and get, as kubectl's WebSocket upgrade does)
+    pods/exec, pods/attach and pods/portforward; nothing else."""
     spec = review.get("spec") or {}
     attributes = spec.get("resourceAttributes")
     if attributes is not None:
         resource = attributes.get("resource", "")
         if attributes.get("subresource"):
             resource += "/" + attributes["subresource"]
+        elif resource == "pods" and f"pods/{attributes.get('name')}" in ADMIN_VERBS:
+            # `kubectl auth can-i create pods/exec` sends the pod name "exec": read, as its users mean
+            # it, as the subresource (no pod is ever created through this API, whatever its name)
+            resource = f"pods/{attributes['name']}"
         served = RESOURCES if attributes.get("group", "") in ("", None) else \
-            STORAGE_RESOURCES if attributes.get("group") == STORAGE else []
+            STORAGE_RESOURCES if attributes.get("group") == STORAGE else \
+            METRICS_RESOURCES if attributes.get("group") == METRICS else []
         verbs = {r["name"]: r["verbs"] for r in served}.get(resource, [])
+        if access >= Access.ADMIN and attributes.get("group", "") in ("", None):
+            verbs = ADMIN_VERBS.get(resource, verbs)
         allowed = attributes.get("verb") in verbs
     else:
         path = (spec.get("nonResourceAttributes") or {}).get("path", "")
@@ -112,7 +140,9 @@ def access_review(review: dict[str, Any]) -> dict[str, Any]:
             path in ("/healthz", "/readyz", "/livez", "/version", "/metrics", "/api", "/apis")
     status: dict[str, Any] = {"allowed": bool(allowed)}
     if not allowed:
-        status["reason"] = "kubelite serves a read-only API: get, list and watch only"
+        status["reason"] = ("kubelite's admin credential may get, list and watch, and create pods/exec, pods/attach "
+                            "and pods/portforward" if access >= Access.ADMIN else
+                            "the read-only credential may get, list and watch only")
     return {"kind": "SelfSubjectAccessReview", "apiVersion": f"{AUTHORIZATION}/v1", "metadata": {},
             "spec": spec, "status": status}
 

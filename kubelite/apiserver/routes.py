@@ -2,8 +2,10 @@
 
 Owns: the bearer-token check (`/healthz`, `/readyz`, `/livez` and `/version` are public, as the API
 server's `system:public-info-viewer` makes them), GET-only access (any other method on a resource is
-405 MethodNotAllowed; exec, attach, port-forward and proxy are 403 Forbidden; the one POST answered
-is a SelfSubjectAccessReview, which creates nothing), `Status` errors, the Table form when the client
+405 MethodNotAllowed; exec, attach and port-forward are 403 Forbidden to the read-only credential,
+and only a WebSocket upgrade of the admin credential reaches them; proxy and the other write
+subresources are 403 to both; the one POST answered is a SelfSubjectAccessReview, which creates
+nothing), `Status` errors, the Table form when the client
 asks for `as=Table`, `limit`/`continue`, and the chunks of watches and followed logs. A `Call` runs in
 a thread (it reads the state database through read-only connections of its own) and returns a
 `Reply`, or a `Stream` whose chunks the event loop sends as they come; it never raises: an error
@@ -20,7 +22,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
-from kubelite.apiserver import feed, logs, metrics, objects, params, protobuf, selectors
+from kubelite.apiserver import audit, eventwatch, feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
+from kubelite.apiserver.auth import Access
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
 
@@ -31,6 +34,8 @@ log = logging.getLogger("kubelite.api")
 
 PUBLIC = {"/healthz", "/readyz", "/livez", "/version"}
 FORBIDDEN_SUBRESOURCES = {"exec", "attach", "portforward", "proxy", "eviction", "binding", "ephemeralcontainers"}
+#: The subresources the admin credential may open (as a WebSocket upgrade; never through a `Call`).
+STREAMING_SUBRESOURCES = {"exec", "attach", "portforward"}
 NAMESPACED = {"pods", "events", "configmaps", "secrets", "persistentvolumeclaims"}
 CLUSTER = {"nodes", "namespaces", "persistentvolumes"}
 #: A watch without timeoutSeconds ends after this long, as the API server's --min-request-timeout.
@@ -84,9 +89,9 @@ class Call:
     whose chunks the loop sends as they come. `request_line` names the request in the log."""
 
     def __init__(self, api: ApiServer, method: str, path: str, query: dict[str, str], headers: Any,
-                 body: bytes, authorized: bool, request_line: str = "") -> None:
+                 body: bytes, access: Access, request_line: str = "") -> None:
         self.api, self.method, self.path, self.query = api, method, path, query
-        self.headers, self.body, self.authorized = headers, body, authorized
+        self.headers, self.body, self.access = headers, body, access
         self.request_line = request_line or f'"{method} {path}"'
 
     def answer(self) -> "Reply | Stream":
@@ -107,19 +112,35 @@ class Call:
 
     def _answer(self) -> "Reply | Stream":
         path, method = self.path, self.method
-        if path not in PUBLIC and not self.authorized:
+        if path not in PUBLIC and not self.access:
             raise ApiError(objects.status(401, "Unauthorized", "Unauthorized"))
         if method == "POST" and path == ACCESS_REVIEWS:
-            return _json(201, objects.access_review(self._review()))
+            return _json(201, objects.access_review(self._review(), self.access))
+        parts = [unquote(p) for p in path.split("/") if p]
+        if len(parts) >= 6 and parts[:2] == ["api", "v1"] and parts[-1] in FORBIDDEN_SUBRESOURCES:
+            raise self._forbidden(parts)
         if method not in ("GET", "HEAD"):
-            parts = [unquote(p) for p in path.split("/") if p]
-            if len(parts) >= 6 and parts[-1] in FORBIDDEN_SUBRESOURCES:
-                raise ApiError(objects.status(403, "Forbidden", f'{parts[-3]} "{parts[-2]}" is forbidden: '
-                                              f"kubelite serves a read-only API ({parts[-1]}: use kubelite on "
-                                              "the node)", kind=parts[-3], name=parts[-2]))
             raise ApiError(objects.status(405, "MethodNotAllowed",
                                           "the server does not allow this method on the requested resource"))
         return self._route(path, self.query)
+
+    def _forbidden(self, parts: list[str]) -> ApiError:
+        """A write subresource asked for through a plain request: 403 to a credential that may not
+        use it (kubectl's RBAC wording), and to the admin 400 as the API server answers a streaming
+        verb without its upgrade."""
+        resource, name, subresource = parts[-3], parts[-2], parts[-1]
+        namespace = parts[3] if parts[2] == "namespaces" else "default"
+        if subresource in STREAMING_SUBRESOURCES and self.access >= Access.ADMIN:
+            return bad_request("Upgrade request required")
+        if subresource in STREAMING_SUBRESOURCES:
+            audit.refused(self.access, subresource, namespace, name, "the read-only credential")
+        why = ("kubelite serves proxy and the other write subresources to no one" if subresource not in
+               STREAMING_SUBRESOURCES else "the read-only credential may get, list and watch only "
+               "(kubelite kubeconfig --admin gives the one that may)")
+        return ApiError(objects.status(
+            403, "Forbidden", f'{resource} "{name}" is forbidden: User "{self.access.user}" cannot create resource '
+            f'"{resource}/{subresource}" in API group "" in the namespace "{namespace}": {why}',
+            kind=resource, name=name))
 
     def _review(self) -> dict[str, Any]:
         content_type = (self.headers.get("Content-Type") or "application/json").split(";")[0].strip()
@@ -164,6 +185,8 @@ class Call:
         if path == "/metrics":
             return Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:2] == ["apis", metricsapi.GROUP]:   # kubectl top
+            return self._metrics_api(parts, query)
         if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:
             return self._list("storageclasses", None, query) if len(parts) == 4 else \
                 self._get("storageclasses", None, parts[4])
@@ -187,10 +210,15 @@ class Call:
             return self._get(resource, namespace, name)
         if len(rest) == 3 and resource == "pods" and rest[2] == "log":
             return self._log(namespace or "default", name, query)
-        if len(rest) == 3 and resource == "pods" and rest[2] in FORBIDDEN_SUBRESOURCES:
-            raise ApiError(objects.status(403, "Forbidden", f'pods "{name}" is forbidden: kubelite serves a read-only '
-                                          f"API ({rest[2]}: use kubelite on the node)", kind="pods", name=name))
         raise self._no_resource()
+
+    def _metrics_api(self, parts: list[str], query: dict[str, str]) -> Reply:
+        if query.get("watch") in ("true", "1"):
+            raise ApiError(objects.status(405, "MethodNotAllowed", "watch is not supported on resource metrics"))
+        try:
+            return _json(200, metricsapi.answer(self.api, parts, query))
+        except metricsapi.NotFound as exc:
+            raise ApiError(objects.status(404, "NotFound", str(exc), kind=exc.kind, name=exc.name)) from None
 
     @staticmethod
     def _no_resource() -> ApiError:
@@ -240,7 +268,7 @@ class Call:
 
     def _watch(self, resource: str, namespace: str | None, query: dict[str, str],
                match: Callable[[dict[str, Any]], bool]) -> Stream:
-        if resource != "pods":
+        if resource not in ("pods", "events"):
             raise ApiError(objects.status(405, "MethodNotAllowed", f"watch is not supported on {resource} by kubelite"))
         api = self.api
         since_text = query.get("resourceVersion") or ""
@@ -253,6 +281,9 @@ class Call:
                 api.feed.check(since)
             except feed.TooLarge as exc:
                 raise ApiError(objects.status(504, "Timeout", str(exc), retry_after=1)) from None
+        if resource == "events":   # node-wide resourceVersions too: each event write takes the next one
+            return Stream("application/json", eventwatch.lines(api, namespace, since, match, timeout_s=timeout,
+                                                               bookmarks=bookmarks, table=table))
         return Stream("application/json", self._watch_chunks(namespace, since, timeout, match, bookmarks, table))
 
     def _watch_chunks(self, namespace: str | None, since: int | None, timeout: int,

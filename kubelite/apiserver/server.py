@@ -1,9 +1,11 @@
 """The API server of one node: its address, certificate and token, its event loop, and its reads.
 
-Owns: `ApiServer`, which the daemon makes beside the agent: the token and certificates (`auth`,
+Owns: `ApiServer`, which the daemon makes beside the agent: the two tokens and the certificates (`auth`,
 `tls`), the listening socket on a loopback address (or the one `--api-address` names), one aiohttp
 server on an asyncio event loop in a thread of its own (`serving`), and the reads the routes make of
 the state database, each through a read-only connection of its own; nothing here writes the store.
+It also holds the readings of the containers' usage that the metrics API's rates need
+(`runtime.stats.Sampler`, read on demand).
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
 path answers in `routes`.
 """
@@ -25,6 +27,7 @@ from kubelite.apiserver.connections import loop_error
 from kubelite.apiserver.limits import Limits
 from kubelite.apiserver.serving import LISTEN_BACKLOG, Serving
 from kubelite.clock import utcnow
+from kubelite.runtime import stats, view
 from kubelite.store.reader import Reader, one_per_name
 
 log = logging.getLogger("kubelite.api")
@@ -51,9 +54,14 @@ class ApiServer:
     """The API of one node; `start()` it beside the agent, `notify()` it after each pass."""
 
     def __init__(self, *, root: Path, node_name: str, runtime: str, host: str, port: int,
-                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits()) -> None:
+                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits(),
+                 run_dir: Path | None = None) -> None:
         self.root, self.node_name, self.health, self.limits = root, node_name, health, limits
+        #: The runtime's run directory: where port-forward finds a pod's network namespace (None: the
+        #: simulated runtime's node, whose pods have none).
+        self.run_dir = run_dir
         self.token = auth.ensure_token(root)
+        self.admin_token = auth.ensure_token(root, admin=True)
         directory = auth.api_dir(root)
         names = ["127.0.0.1", "::1", "localhost", node_name, socket.gethostname(), node_ip or nodes.internal_ip()]
         if host not in ("", "0.0.0.0", "::"):
@@ -70,7 +78,9 @@ class ApiServer:
             self.socket.setblocking(False)
             self.context = tls.server_context(directory)
             self.feed = feed.PodFeed(self.reader)
-            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
+            self.instance = view.instance_name(root)   # the runtime's cgroups: the metrics API's figures
+            self.sampler = stats.Sampler()
+            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers, instance=self.instance)
         except BaseException:
             self.socket.close()
             if hasattr(self, "feed"):

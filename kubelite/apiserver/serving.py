@@ -1,12 +1,14 @@
 """What runs on the API's event loop: the listener, each request's way to its route, and streams.
 
 Owns: the listening socket's server, the guard of open connections, the TLS handshake of each
-accepted one, and for each request: the token check that decides keep-alive (only the token buys
+accepted one, and for each request: the token check that decides keep-alive (only a token buys
 it: an answer to a request without it closes its connection), the body (only a
 SelfSubjectAccessReview has one) read up to the body limit and never past, the `Call` that computes
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
-`max_streams` at once; more are 429 TooManyRequests). An error of the server's own anywhere in it
-is a `Status` 500 and one error line naming the request, never aiohttp's own error page.
+`max_streams` at once; more are 429 TooManyRequests). The admin credential's upgrade (WebSocket or
+SPDY) of a pod's portforward goes to `portforward` before any `Call` (a stream too). An error of the
+server's own anywhere in it is a `Status` 500 and one error line naming the request, never aiohttp's
+own error page.
 
 The loop never blocks: every read of the state database, the watch feed's generator and the log
 files runs in a thread (a small pool for plain reads, one thread per open stream); the loop only
@@ -23,7 +25,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
-from kubelite.apiserver import auth, objects
+from kubelite.apiserver import auth, objects, portforward
 from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
                                             internal_error, request_line, start_tls, status_response)
 from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
@@ -114,24 +116,24 @@ class Serving:
 
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         connection = request.protocol
-        authorized = False
+        access = auth.Access.NONE
         try:
             if isinstance(connection, Connection):
                 connection.head_received()
-            authorized = auth.authorized(request.headers.get("Authorization"), self.api.token)
-            if authorized and isinstance(connection, Connection):
+            access = auth.access(request.headers.get("Authorization"), self.api.token, self.api.admin_token)
+            if access and isinstance(connection, Connection):
                 connection.authenticated = True
-            response = await self._answer(request, authorized)
+            response = await self._answer(request, access)
         except Exception as exc:  # noqa: BLE001 — an error of this server's own: a Status 500, never aiohttp's page
             if request.writer.output_size > 0:
                 raise
             response = internal_error(request, exc)
         response.headers["Server"] = SERVER
-        if not authorized:   # only the token buys keep-alive: an anonymous client holds nothing after its answer
+        if not access:   # only a token buys keep-alive: an anonymous client holds nothing after its answer
             response.force_close()
         return response
 
-    async def _answer(self, request: web.BaseRequest, authorized: bool) -> web.StreamResponse:
+    async def _answer(self, request: web.BaseRequest, access: auth.Access) -> web.StreamResponse:
         limits = self.limits
         try:
             split = urlsplit(request.raw_path)
@@ -139,12 +141,14 @@ class Serving:
         except ValueError as exc:
             return closing(status_response(400, objects.status(400, "BadRequest", f"invalid request target: {exc}")))
         path = split.path.rstrip("/") or "/"
+        if access >= auth.Access.ADMIN and portforward.wants(request, path):   # port-forward's upgrade
+            return await portforward.serve(self, request, path, access)
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
             return closing(status_response(413, objects.status(
                 413, "RequestEntityTooLarge", f"the request body is larger than {limits.max_body_bytes} bytes")))
         body = b""
-        if authorized and request.method == "POST" and path == ACCESS_REVIEWS and request.body_exists:
+        if access and request.method == "POST" and path == ACCESS_REVIEWS and request.body_exists:
             try:
                 async with asyncio.timeout(limits.headers_timeout_s):
                     body = await self._read_body(request)
@@ -155,7 +159,7 @@ class Serving:
                     400, "BadRequest", f"the request body did not arrive within {limits.headers_timeout_s:g}s")))
             except (ConnectionError, asyncio.IncompleteReadError, web.HTTPException):
                 return closing(status_response(400, objects.status(400, "BadRequest", "the request body was cut off")))
-        call = Call(self.api, request.method, path, query, request.headers, body, authorized,
+        call = Call(self.api, request.method, path, query, request.headers, body, access,
                     request_line=request_line(request))
         result = await self.loop.run_in_executor(self.reads, call.answer)
         if isinstance(result, Stream):

@@ -2,7 +2,8 @@
 
 Owns: finding the API's URL (`--server`, else the one the serving daemon recorded) and token, and
 naming the cluster, user and context after the node, so several machines merge into one kubeconfig
-as several contexts. Standard library only.
+as several contexts; `--admin` prints the admin credential instead, as the user and context
+`<node>-admin`. Standard library only.
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ def run(args: argparse.Namespace) -> int:
     from kubelite.store.reader import Reader
 
     root = config.root(args.root)
+    admin = bool(getattr(args, "admin", False))
     try:
-        token = auth.read_token(root)
+        token = auth.read_token(root, admin=admin)
     except PermissionError:
-        raise UsageError(f"cannot read {auth.api_dir(root) / auth.TOKEN_FILE}: only the user that runs kubelite "
-                         "may (try: sudo kubelite kubeconfig > ~/.kube/config)") from None
+        raise UsageError(f"cannot read {auth.api_dir(root) / auth.token_file(admin)}: only the user that runs "
+                         "kubelite may (try: sudo kubelite kubeconfig > ~/.kube/config)") from None
     if token is None:
         if layout.db_path(root).exists() and not auth.api_dir(root).exists():
             raise UsageError(f"no API token under {root}: start `kubelite serve` (without --no-api) once")
@@ -42,5 +44,5 @@ def run(args: argparse.Namespace) -> int:
     ca = auth.ca_pem(auth.api_dir(root))
     if ca is None:
         raise UsageError(f"{auth.api_dir(root) / auth.CA_CERT} is missing: start `kubelite serve` once to make it")
-    sys.stdout.write(auth.kubeconfig(server=server, token=token, node=node, ca_pem=ca))
+    sys.stdout.write(auth.kubeconfig(server=server, token=token, node=node, ca_pem=ca, admin=admin))
     return 0

@@ -26,12 +26,20 @@ def _parser() -> argparse.ArgumentParser:
                                 help="print a kubeconfig for kubectl, k9s and client libraries")
     kubeconfig.add_argument("--server", default=None, metavar="URL",
                             help="the API's URL (default: where the running kubelite serves it)")
+    kubeconfig.add_argument("--admin", action="store_true",
+                            help="the admin credential (may also exec, attach, cp and port-forward), as the "
+                                 "user and context <node>-admin; default: the read-only one")
 
     _add_get(sub, common, namespaced)
     _add_describe(sub, common, namespaced)
     _add_manifest_commands(sub, common)
     _add_container_commands(sub, common)
+    _add_port_forward(sub, common)
     _add_image(sub, common, registry_flags)
+
+    from kubelite.cli import top  # standard library only when loaded
+
+    top.add_parser(sub, common, namespaced)
 
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
@@ -140,8 +148,8 @@ def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.Arg
         p.add_argument("name", nargs="?", help="a single object by name")
         p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], default=None)
         p.add_argument("--no-headers", action="store_true")
-        if names[0] == "pods":
-            p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("--watch-only", action="store_true", help="print changes as they happen, without the list")
 
     for names in (("configmaps", "configmap", "cm"), ("secrets", "secret"),
                   ("persistentvolumeclaims", "persistentvolumeclaim", "pvc"),
@@ -195,6 +203,18 @@ def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
     kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1")
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
+
+
+def _add_port_forward(sub: Any, common: argparse.ArgumentParser) -> None:
+    forward = sub.add_parser("port-forward", parents=[common],
+                             help="forward local ports to a pod (dialled inside the pod's network namespace)")
+    forward.add_argument("pod", metavar="POD", help="POD or pod/POD")
+    forward.add_argument("ports", nargs="+", metavar="[LOCAL:]REMOTE",
+                         help="LOCAL:REMOTE, or REMOTE alone (the same port here), or :REMOTE (a free port)")
+    forward.add_argument("--address", default="localhost", metavar="ADDRESSES",
+                         help="addresses to listen on, comma-separated: IPs or localhost (default localhost: "
+                              "127.0.0.1 and ::1)")
+    forward.add_argument("-n", "--namespace", default=None)
 
 
 def _container_command(sub: Any, name: str, common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
@@ -275,9 +295,15 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("logs", "exec", "kill"):
         from kubelite.cli import containers
         return containers.run(args)
+    if command == "port-forward":
+        from kubelite.cli import portforward
+        return portforward.run(args)
     if command == "image":
         from kubelite.cli import image
         return image.run(args)
+    if command == "top":
+        from kubelite.cli import top
+        return top.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)

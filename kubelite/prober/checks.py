@@ -30,7 +30,7 @@ from typing import Awaitable, Callable
 from urllib.parse import urljoin, urlsplit
 
 from kubelite.core.types import ProbeResult, ProbeTarget
-from kubelite.prober.netns import Namespaces
+from kubelite.runtime.netns import Namespaces
 
 MAX_BODY = 10 * 1024
 MAX_REDIRECTS = 10

@@ -26,7 +26,7 @@ from kubelite.clock import utcnow
 from kubelite.core.types import ProbeOutcome, ProbeResult, ProbeTarget
 from kubelite.errors import RuntimeError_
 from kubelite.prober import checks
-from kubelite.prober.netns import Namespaces
+from kubelite.runtime.netns import Namespaces
 from kubelite.runtime.protocol import Runtime
 
 log = logging.getLogger("kubelite.prober")

@@ -4,9 +4,12 @@ Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this i
 attempt's log is (`layout`), the command line that runs a command in a running container, and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
 container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
-Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
+Also the runtime's version as a Node reports it (`runtime_version`), for the API server, the
+instance's name in cgroup paths (`instance_name`), and a pod's network namespace from its
+sandbox's record (`pod_netns`, for port-forward).
 
-Standard library only, and it loads nothing of the runtime itself: the CLI's commands stay fast.
+Standard library only, and it loads nothing of the runtime itself (`linux`'s PID check only when
+a pod's namespace is asked for): the CLI's commands stay fast.
 Errors: `errors.RuntimeError_`, one line each.
 """
 
@@ -48,6 +51,13 @@ def runtime_version(name: str) -> str:
     return "runc://" + (first.split()[-1] if first.split() else "unknown")
 
 
+def instance_name(root: Path) -> str:
+    """This instance's name in cgroup paths and annotations: derived from its state root."""
+    import hashlib
+
+    return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+
+
 class RuntimeView:
     """The containers of the instance with state root `root` and run directory `run_dir`."""
 
@@ -73,6 +83,35 @@ class RuntimeView:
                                 capture_output=True, text=True)
         if result.returncode != 0:
             raise RuntimeError_(f"kill: {result.stderr.strip() or 'runc kill failed'}")
+
+    def pod_netns(self, uid: str) -> str | None:
+        """The network namespace of pod `uid`'s running sandbox, as a path for setns(2): the pinned
+        one with pod networking, else its infra process's (the PID checked by its start time); None
+        when the pod is on the host's network. RuntimeError_ when the pod has no running sandbox."""
+        import json
+
+        from kubelite.runtime import linux   # here: `logs` and `exec` start without it
+
+        found: list[dict] = []
+        directory = layout.sandboxes_dir(self.run_dir)
+        for path in directory.glob(f"*/{layout.RECORD_NAME}") if directory.is_dir() else ():
+            try:
+                record = json.loads(path.read_text())
+            except (OSError, ValueError):
+                continue
+            if isinstance(record, dict) and record.get("uid") == uid and not record.get("stopped") \
+                    and not record.get("warm"):
+                found.append(record)
+        for record in sorted(found, key=lambda r: r.get("attempt", 0), reverse=True):
+            if record.get("host_network"):
+                return None
+            netns = record.get("netns") or ""
+            if netns and os.path.exists(netns):
+                return netns
+            pid, start = int(record.get("pid") or 0), int(record.get("pid_start") or 0)
+            if linux.alive(pid, start):
+                return f"/proc/{pid}/ns/net"
+        raise RuntimeError_("the pod has no running sandbox")
 
     def _runc(self, container_id: str) -> tuple[list[str], str]:
         scheme, _, bare = container_id.partition("://")

@@ -174,13 +174,22 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
     # ------------------------------------------------------------------ exit hints
 
     def set_exit_hint(self, hint: Callable[[], None]) -> None:
-        """Wake the agent when conmon writes an exit file (inotify through watchdog)."""
+        """Wake the agent when conmon puts a container's exit file in place (inotify through
+        watchdog): once per exit, at the rename of conmon's temporary file to the container's ID
+        (or a file of that name made or written in place). conmon's temporary file, the
+        directory's own changes and the removal of an exit file (kubelite's own, with the
+        container) wake nothing: each woke the loop for a pass that found no exit, a relist of
+        every container with the node state's lock held, which pods' syncs wait for."""
         from watchdog.events import FileSystemEventHandler
         from watchdog.observers import Observer
 
+        is_exit_file = self._is_exit_file
+
         class _Handler(FileSystemEventHandler):
             def on_any_event(self, event: Any) -> None:
-                if event.event_type in ("created", "modified", "closed", "moved"):
+                if event.is_directory or event.event_type not in ("created", "closed", "moved"):
+                    return
+                if is_exit_file(event.dest_path if event.event_type == "moved" else event.src_path):
                     hint()
 
         self._stop_observer()
@@ -188,6 +197,14 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self._observer.schedule(_Handler(), str(self.exit_dir), recursive=False)
         self._observer.daemon = True
         self._observer.start()
+
+    def _is_exit_file(self, path: str | bytes) -> bool:
+        """True for `<exit dir>/<ID>` of a container this runtime knows (conmon's exit file)."""
+        name = Path(os.fsdecode(path))
+        if name.parent != self.exit_dir:
+            return False
+        with self._lock:
+            return name.name in self._containers
 
     def _stop_observer(self) -> None:
         if self._observer is not None:
