@@ -273,9 +273,7 @@ def host_remains(k: Kubelite, net: NetworkUnderTest, uids: set[str], sandboxes: 
     found += [f"conmon {line.strip()}" for line in ps.splitlines()
               if "conmon" in line and any(cid in line for cid in containers | set(sandboxes))]
     instance = instance_name(k.root)
-    for controller in Path("/sys/fs/cgroup").iterdir():
-        if not controller.is_symlink():
-            found += [f"cgroup {d}" for uid in uids if (d := controller / instance / f"pod{uid}").exists()]
+    found += [f"cgroup {d}" for uid in uids for d in linux.cgroup_dirs(f"/{instance}/pod{uid}")]
     found += [item for item in net.leftovers(list(sandboxes), [ip for ip in sandboxes.values()
                                                                if ip and ip not in live_ips])
               if item.startswith("iptables")]
@@ -386,6 +384,9 @@ def kill_9_mid_burst(tmp_path: Path, busybox: Path, *, steady: int, doomed: int,
                  what="the first new pod started and the first deleted one removed")
         k.stop(signal.SIGKILL)   # conmon and the containers live on; starts and removals were in flight
         warm_at_kill = {r["id"]: r.get("ip") or "" for r in records(k.run_dir, "sandboxes") if r.get("warm")}
+        alive_at_kill = {r["pod_name"]: r["id"] for r in records(k.run_dir, "containers")   # created or started
+                         if r["pod_name"] in wanted and r["pod_name"] not in down
+                         and linux.alive(r["pid"], r["pid_start"])}
         log = k.log(1)
         started_n = sum(f"pod default/{n}: Started" in log for n in burst_names)
         removed_n = sum(f"pod default/{n}: removed" in log for n in doomed_names)
@@ -426,6 +427,12 @@ def kill_9_mid_burst(tmp_path: Path, busybox: Path, *, steady: int, doomed: int,
             assert counted[name] == 1, f"{name} started {counted[name]} times"
         for name in burst_names:
             assert after[name]["restartCount"] == 0 and counted[name] == 1, f"{name} started {counted[name]} times"
+        for name, cid in alive_at_kill.items():
+            assert after[name]["containerID"].partition("://")[2] == cid, f"{name}: its container was not adopted"
+        uids = {p["metadata"]["uid"] for p in k.pods().values()}
+        pod_sandboxes = [r["uid"] for r in records(k.run_dir, "sandboxes") if not r.get("warm")]
+        assert sorted(pod_sandboxes) == sorted(uids), "one sandbox per pod of the directory, no other"
+        assert {r["uid"] for r in records(k.run_dir, "containers")} == uids
         for name, code in victims.items():
             last = after[name]["lastState"]["terminated"]
             assert (last["exitCode"], last["containerID"]) == (code, before_status[name]["containerID"]), name
