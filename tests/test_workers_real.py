@@ -285,10 +285,15 @@ def host_remains(k: Kubelite, net: NetworkUnderTest, uids: set[str], sandboxes: 
     return found
 
 
-def network_matches_sandboxes(k: Kubelite, net: NetworkUnderTest) -> list[str]:
-    """The addresses leased, namespaces pinned and veths on the bridge are exactly those of the
-    live sandboxes (pods' and the warm pool's): what differs."""
-    live = [r for r in records(k.run_dir, "sandboxes") if not r.get("stopped") and r.get("netns")]
+def host_matches_sandboxes(k: Kubelite, net: NetworkUnderTest) -> list[str]:
+    """The addresses leased, namespaces pinned, veths on the bridge and the instance's cgroups
+    (`pod<uid>`, `warm<id>`) are exactly those of the live sandboxes (pods' and the warm pool's):
+    what differs."""
+    sandboxes = [r for r in records(k.run_dir, "sandboxes") if not r.get("stopped")]
+    live = [r for r in sandboxes if r.get("netns")]
+    cgroups = {d.name for base in linux.cgroup_dirs(f"/{instance_name(k.root)}") for d in base.iterdir()
+               if d.is_dir()}
+    wanted = {f"warm{r['id']}" if r.get("warm") else f"pod{r['uid']}" for r in sandboxes}
     found = net.leftovers([], [])
     leased = {item.removeprefix("lease ") for item in found if item.startswith("lease ")}
     pinned = {item.removeprefix("netns ") for item in found if item.startswith("netns ")}
@@ -299,6 +304,8 @@ def network_matches_sandboxes(k: Kubelite, net: NetworkUnderTest) -> list[str]:
     wrong += [f"live sandbox {r['name'] or r['id']} without its netns" for r in live if r["id"] not in pinned]
     if len(veths) != len(live):
         wrong.append(f"{len(veths)} veths on the bridge for {len(live)} live sandboxes")
+    wrong += [f"cgroup {name} of no live sandbox" for name in sorted(cgroups - wanted)]
+    wrong += [f"no cgroup {name}" for name in sorted(wanted - cgroups)]
     return wrong
 
 
@@ -444,10 +451,10 @@ def kill_9_mid_burst(tmp_path: Path, busybox: Path, *, steady: int, doomed: int,
         assert not set(warm_at_kill) & {r["id"] for r in records(k.run_dir, "sandboxes") if r.get("warm")}, \
             "the killed run's unclaimed warm sandboxes are torn down"
         assert host_remains(k, net, gone_uids, gone_sandboxes, gone_containers) == []
-        try:   # the warm pool may be refilling: a sandbox's lease comes before its record
-            wait_for(lambda: not network_matches_sandboxes(k, net), timeout=15, what="the network to match")
+        try:   # the warm pool may be refilling: a sandbox's lease and cgroup come before its record
+            wait_for(lambda: not host_matches_sandboxes(k, net), timeout=15, what="the host to match")
         except AssertionError:
-            raise AssertionError(f"network: {network_matches_sandboxes(k, net)}") from None
+            raise AssertionError(f"the host: {host_matches_sandboxes(k, net)}") from None
         log = k.log(2)
         assert "ContainerStatusUnknown" not in log and "orphan" not in log, log
         assert "Traceback" not in k.log()
