@@ -100,9 +100,10 @@ def leftovers(root: Path, run_dir: Path, instance: str) -> list[str]:
         mount_point = line.split()[4]
         if mount_point.startswith(str(root)) or mount_point.startswith(str(run_dir)):
             found.append(f"mount {mount_point}")
-    for controller in Path("/sys/fs/cgroup").iterdir():
-        if (controller / instance).exists():
-            found.append(f"cgroup {controller / instance}")
+    from kubelite.runtime import linux
+
+    for base in linux.cgroup_dirs(f"/{instance}"):   # v1 controllers and v2; the deepest left say what leaked
+        found += [f"cgroup {d}" for d, subdirs, _ in os.walk(base) if not subdirs]
     ps = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
     found += [f"process {line.strip()}" for line in ps.splitlines()
               if "conmon" in line and str(run_dir) in line]

@@ -358,10 +358,8 @@ def gone_pod_remains(node: Node, live: set[str]) -> list[str]:
         if "conmon" in line and str(node.run_dir) in line and not any(cid in line for cid in live_cids):
             found.append(f"conmon {line.strip()}")
     instance = node.runtime.instance
-    for controller in Path("/sys/fs/cgroup").iterdir():
-        base = controller / instance
-        if base.is_dir() and not controller.is_symlink():
-            found += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.removeprefix("pod") not in live]
+    for base in linux.cgroup_dirs(f"/{instance}"):   # v1 controllers and v2 alike
+        found += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.removeprefix("pod") not in live]
     for uid_dir in (node.root / "pods").glob("*"):
         if uid_dir.name not in live:
             found.append(f"layer dir {uid_dir}")

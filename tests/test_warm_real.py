@@ -290,3 +290,37 @@ def test_a_sandbox_killed_in_the_middle_of_a_claim_is_torn_down_at_the_next_star
         for runtime in (first, second):
             if runtime is not None:
                 runtime.close()
+
+
+def test_a_sandbox_killed_while_being_made_is_torn_down_at_the_next_start_cgroup_included(tmp_path: Path,
+                                                                                           busybox: Path,
+                                                                                           network: NetworkUnderTest):
+    """kubelite killed after the pool's `runc run` of a warm sandbox and before its record: the
+    next start finds a bundle without a record and tears it down — infra, network, and the
+    sandbox's `warm<id>` cgroup, which held the infra process when the start looked for empty ones."""
+    from kubelite.runtime import linux
+    from kubelite.runtime.images import ImageStore
+    from kubelite.runtime.oci import OCIRuntime
+
+    first = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root),
+                       network=network.make(), warm_sandboxes=1)
+    second = None
+    try:
+        assert first._warm_pool.wait_full(30)
+        record = first.warm_sandboxes()[0]
+        assert first._warm_pool.stop() == [record]   # the thread ends; nothing is torn down, as after kill -9
+        first._warm_pool = None
+        (network.run_dir / "sandboxes" / record.id / "record.json").unlink()   # killed before it was written
+        assert linux.alive(record.pid, record.pid_start)
+        assert linux.cgroup_dirs(f"/{first.instance}/warm{record.id}")
+
+        second = OCIRuntime(root=network.root, run_dir=network.run_dir, images=ImageStore(network.root),
+                            network=network.make(), warm_sandboxes=0)
+        assert not linux.alive(record.pid, record.pid_start)
+        assert not (network.run_dir / "sandboxes" / record.id).exists()
+        assert network.leftovers([record.id], [record.ip]) == []
+        assert leftovers(network.root, network.run_dir, second.instance) == []
+    finally:
+        for runtime in (first, second):
+            if runtime is not None:
+                runtime.close()

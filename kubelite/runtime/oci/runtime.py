@@ -280,7 +280,8 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
 
     def remove_orphan_sandboxes(self) -> None:
         """Sandbox directories without a record (kubelite died while creating one): their network is
-        torn down (CNI DEL from the attachment written before ADD), and they are removed."""
+        torn down (CNI DEL from the attachment written before ADD), and they are removed, with the
+        cgroup of a warm one (`warm<id>`: its infra process held it until now)."""
         with self._lock:
             known = set(self._sandboxes)
         for bundle in self.sandbox_dir.iterdir():
@@ -288,6 +289,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
                 continue
             log.info("removing the remains of pod sandbox %s", bundle.name)
             self._runc("delete", "--force", bundle.name, check=False)
+            linux.remove_cgroup(self._warm_cgroup(bundle.name))
             self._release_network(bundle.name)
             linux.unmount(bundle / "shm")
             shutil.rmtree(bundle, ignore_errors=True)

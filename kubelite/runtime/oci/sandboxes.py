@@ -249,7 +249,10 @@ class Sandboxes:
         self._teardown_network(sandbox_id)   # the pod's IP, host ports and rules go with it
         with self._lock:
             record.stopped = True
-            self._save(record)
+            # another worker may have removed it meanwhile (a host port check stops another pod's
+            # dead sandbox while that pod's own worker removes it): its directory is gone then
+            if self._sandboxes.get(sandbox_id) is record:
+                self._save(record)
 
     def _teardown_network(self, sandbox_id: str) -> bool:
         """CNI DEL of the sandbox's network, if it has one; False (logged, retried later) on failure."""
