@@ -1240,8 +1240,8 @@ def orderly_cleanup(node: Node) -> int | None:
     for path in node.manifests.glob("*.yaml"):
         path.unlink()
     if node.proc is not None and node.proc.poll() is None:
-        def empty() -> bool:
-            return not any(not r.get("warm") for r in node.records("sandboxes")) and not node.records("containers")
+        def empty() -> bool:   # the warm pool's unclaimed sandboxes are no pod's: torn down at stop
+            return not [r for r in node.records("sandboxes") if not r.get("warm")] and not node.records("containers")
         wait_for(empty, timeout=300, what="kubelite to remove every pod", interval=0.05)
         out = node.cli("get", "pods", "-o", "json")
         if out.returncode != 0 or json.loads(out.stdout)["items"]:

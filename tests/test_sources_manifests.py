@@ -425,6 +425,73 @@ def test_an_unchanged_file_is_not_parsed_again(tmp_path: Path) -> None:
     assert second.files[b].pods[0].pod.spec.containers[0].image == "busybox:1.37"
 
 
+def _counting_reads(monkeypatch) -> list[str]:
+    from kubelite.sources import manifests
+
+    opened: list[str] = []
+    original = manifests._read_bytes
+
+    def counting(path, root):
+        opened.append(os.path.basename(path))
+        return original(path, root)
+    monkeypatch.setattr(manifests, "_read_bytes", counting)
+    return opened
+
+
+def test_a_file_whose_status_is_unchanged_is_not_read_again_and_any_write_is_seen(tmp_path: Path, monkeypatch) -> None:
+    from kubelite.sources import manifests
+
+    monkeypatch.setattr(manifests, "RACY_S", 0.0)   # every status trusted at once (no write races here)
+    for name in ("a", "b", "c"):
+        (tmp_path / f"{name}.yaml").write_text(pod_yaml(name))
+    opened = _counting_reads(monkeypatch)
+    first = scan(tmp_path)
+    assert sorted(opened) == ["a.yaml", "b.yaml", "c.yaml"]
+    opened.clear()
+    second = scan(tmp_path, previous=first)
+    assert opened == [] and second.files == first.files
+    b = tmp_path / "b.yaml"
+    info = b.stat()
+    b.write_text(pod_yaml("x"))   # as long as b's
+    os.utime(b, ns=(info.st_atime_ns, info.st_mtime_ns))   # same size, same mtime: only the change time moved
+    assert b.stat().st_size == info.st_size
+    third = scan(tmp_path, previous=second)
+    assert opened == ["b.yaml"]
+    assert keys(third.files[str(b)]) == ["default/x"]
+    opened.clear()
+    os.chmod(tmp_path / "c.yaml", 0o666)   # a chmod is a change too: refused now
+    fourth = scan(tmp_path, previous=third)
+    assert opened == ["c.yaml"] and not fourth.files[str(tmp_path / "c.yaml")].ok
+
+
+def test_a_file_changed_just_before_a_scan_and_a_symlink_are_read_at_every_scan(tmp_path: Path, monkeypatch) -> None:
+    manifests_dir = tmp_path / "m"
+    manifests_dir.mkdir()
+    (manifests_dir / "a.yaml").write_text(pod_yaml("a"))          # written now: younger than RACY_S
+    os.symlink("real.yaml", manifests_dir / "link.yaml")
+    (manifests_dir / "real.yaml").write_text(pod_yaml("r"))
+    opened = _counting_reads(monkeypatch)
+    first = scan(manifests_dir)
+    opened.clear()
+    second = scan(manifests_dir, previous=first)
+    # a second write within the file system's timestamp granularity could leave the status as it
+    # was: a status younger than RACY_S is not trusted, and a symlink's target may change unseen
+    assert sorted(opened) == ["a.yaml", "link.yaml", "real.yaml"]
+    assert second.files[str(manifests_dir / "a.yaml")] is first.files[str(manifests_dir / "a.yaml")]
+
+
+def test_resolve_finds_a_copied_uid_among_many_pods(tmp_path: Path) -> None:
+    for i in range(300):
+        (tmp_path / f"p{i:03d}.yaml").write_text(pod_yaml(f"p{i:03d}"))
+    doc = pod_yaml("z-copy").replace("metadata:\n", "metadata:\n  uid: shared-uid\n")
+    (tmp_path / "y.yaml").write_text(pod_yaml("y").replace("metadata:\n", "metadata:\n  uid: shared-uid\n"))
+    (tmp_path / "z.yaml").write_text(doc)
+    resolution = resolve(scan(tmp_path), {})
+    assert len(resolution.pods) == 301 and "default/z-copy" not in resolution.pods
+    assert any("pod default/y already has this uid; pod default/z-copy is ignored" in p.message
+               for p in resolution.problems)
+
+
 def test_a_file_deleted_between_listing_and_reading_is_gone_not_an_error(tmp_path: Path, monkeypatch) -> None:
     from kubelite.sources import manifests
 

@@ -108,6 +108,7 @@ class Agent:
         self.next_sync: dict[str, datetime | None] = {}   # uid → when its last sync asked to be looked at again
         self.deferred: set[str] = set()   # pods on a worker whose manifest changed: applied when their sync ends
         self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per RESYNC_PERIOD_S
+        self.next_full_relist: datetime | None = None   # the runtime's processes all looked at once per relist period
         self.last_replacing: frozenset[str] = frozenset()
         self._load()
 
@@ -135,6 +136,7 @@ class Agent:
         """Fill the node state from the store (at start, and after a failed write)."""
         self.snapshot, self.manifests_dirty = None, True
         self.next_full_sync = None   # every pod is synced at the next pass
+        self.next_full_relist = None   # and the runtime relisted in full
         self.next_sync.clear()
         stored = self.state.load()
         self.configs.load(stored.config_objects)
@@ -225,8 +227,11 @@ class Agent:
         if self.manifests_dirty or self.next_manifest_scan is None or now >= self.next_manifest_scan \
                 or (self.deferred and not self.deferred & self._busy()):
             self.sync_manifests(now)
+        full = self.next_full_relist is None or now >= self.next_full_relist
+        if full:
+            self.next_full_relist = now + timedelta(seconds=self.config.relist_period_s)
         with metrics.timed(metrics.RELIST):
-            self.relist(now)
+            self.relist(now, full=full)
         self.record_hooks(now)
         self.record_sync_results(now)
         self.record_probe_outcomes(now)
@@ -420,14 +425,20 @@ class Agent:
 
     # ------------------------------------------------------------------ runtime relist
 
-    def relist(self, now: datetime) -> None:
+    def relist(self, now: datetime, *, full: bool = True) -> None:
         """Make the observed records match the runtime: the runtime is the truth.
+
+        A full relist (the first pass, then once per relist period) has the runtime look at every
+        container's and sandbox's processes; the passes between ask it only for what gave a sign of
+        change (an exit file), so a pass costs little however many pods run, and an exit is seen at
+        the pass its hint wakes. A death without a sign (a container's process and its conmon both
+        killed, a sandbox's infra process) is seen at the next full relist.
 
         The state lock stays held from the runtime's lists to the last comparison: a pod worker
         that recorded a sandbox or container after the lists were taken would otherwise be found
         missing from them (and its container marked lost)."""
         seen_sandboxes = set()
-        for info in self.runtime.list_sandboxes():
+        for info in self.runtime.list_sandboxes(full=full):
             seen_sandboxes.add(info.id)
             known = self.state.sandboxes.get(info.id)
             ready = info.state is SandboxState.READY
@@ -445,7 +456,7 @@ class Agent:
             if sid not in seen_sandboxes and sb.ready:  # gone with a reboot
                 self.state.save_sandbox(uid, replace(sb, ready=False))
         seen = set()
-        for info in self.runtime.list_containers():
+        for info in self.runtime.list_containers(full=full):
             seen.add(info.id)
             known = self.state.containers.get(info.id)
             if known is None:

@@ -318,8 +318,8 @@ class FakeRuntime:
                 raise RuntimeError_(f"container {container_id} is running")
             self._containers.pop(container_id, None)
 
-    def list_sandboxes(self) -> list[SandboxInfo]:
-        with self._lock:
+    def list_sandboxes(self, *, full: bool = True) -> list[SandboxInfo]:
+        with self._lock:   # in memory: every list is a full one
             return [s.info for s in self._sandboxes.values()]
 
     def sandbox_ip(self, sandbox_id: str) -> str | None:
@@ -327,8 +327,8 @@ class FakeRuntime:
             sandbox = self._sandboxes.get(sandbox_id)
             return sandbox.info.ip if sandbox is not None else None
 
-    def list_containers(self) -> list[ContainerInfo]:
-        with self._lock:
+    def list_containers(self, *, full: bool = True) -> list[ContainerInfo]:
+        with self._lock:   # in memory: every list is a full one
             self._advance()
             return [c.info for c in self._containers.values()]
 

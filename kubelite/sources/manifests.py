@@ -8,12 +8,14 @@ Owns:
   targets inside the directory, UTF-8, every YAML document (the kubelet reads only the first),
   each document parsed by `sources.documents` and decoded by `kubelite.api.decode`, every
   problem located by document, line and field;
-* listing a directory into a `ManifestSnapshot` (`scan`);
+* listing a directory into a `ManifestSnapshot` (`scan`), reading again only the files whose
+  status (inode, size, times, mode, owner) changed since the last scan, as git's index does;
 * `resolve`: from a snapshot and the pods last accepted from each file to the pods to run — the
   first file in sorted order wins a pod name, and a file edited into something invalid keeps its
   last valid version. ConfigMaps and Secrets (any file, any document) follow the same rules.
 
-Reads files; no clock, no threads. Messages never echo a file's content (manifests may hold
+Reads files, and the wall clock only to tell a file changed too recently for its status to be
+trusted (`RACY_S`); no threads. Messages never echo a file's content (manifests may hold
 secrets): they name the file, document, line, field and rule only.
 """
 
@@ -31,6 +33,7 @@ from typing import Any, BinaryIO
 from kubelite.api import names
 from kubelite.api.configobjects import ConfigObject
 from kubelite.api.decode import CONFIG_KINDS, DesiredPod, decode_document
+from kubelite.clock import utcnow
 from kubelite.sources.documents import (
     LineFinder, Unusable, as_json, decode_text, parse_documents, refuse_alias_bombs,
 )
@@ -39,6 +42,10 @@ from kubelite.sources.documents import (
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
 #: Larger files are refused unread: the kubelet's `maxConfigLength`.
 MAX_MANIFEST_BYTES = 10 * 1024 * 1024
+#: A file whose status changed less than this long before a scan is read again at the next scan,
+#: whatever its status then: a second write within the file system's timestamp granularity (a
+#: clock tick; whole seconds, two for FAT's) may leave size and times as they were ("racy git").
+RACY_S = 2.0
 
 
 def is_manifest_name(name: str) -> bool:
@@ -84,6 +91,7 @@ class FileResult:
 
     path: str  # absolute, inside the directory, symlinks not resolved
     digest: str = ""  # sha256 of the bytes read; '' when the file was not read
+    stamp: tuple[int, ...] | None = None  # its status before it was read (`_stamp`); None: read it again
     pods: list[DesiredPod] = field(default_factory=list)  # from the file's valid documents
     configs: list[ConfigObject] = field(default_factory=list)  # its ConfigMaps and Secrets
     refused_configs: dict[tuple[str, str, str], str] = field(default_factory=dict)  # key → first error
@@ -118,6 +126,7 @@ class Resolution:
     config_sources: dict[tuple[str, str, str], str] = field(default_factory=dict)    # … and its file
     accepted_configs: dict[str, list[ConfigObject]] = field(default_factory=dict)
     refused_configs: dict[tuple[str, str, str], str] = field(default_factory=dict)   # invalid, never accepted
+    uids: dict[str, str] = field(default_factory=dict)   # uid → key of the pod in `pods` that has it
 
 
 # ------------------------------------------------------------------------------ the directory
@@ -128,9 +137,12 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
 
     `directory` may also be a single regular file, as with the kubelet. A missing or unreadable
     directory gives an empty snapshot with one problem. With `previous` (the last snapshot), a
-    file whose bytes are unchanged is not parsed again: its earlier result is reused.
+    regular file of the directory whose status is the one it had when it was last read (and had
+    for `RACY_S` by then) is not read again, and a file whose bytes are unchanged is not parsed
+    again: its earlier result is reused either way. A symlink is always read.
     """
     earlier = previous.files if previous is not None else {}
+    trusted_before = utcnow().timestamp() - RACY_S   # a status younger than this may hide a write
     root = os.path.abspath(directory)
     snapshot = ManifestSnapshot(root)
     try:
@@ -151,7 +163,12 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
                     result.errors.append(ManifestProblem(shown, None, None, None, "file name is not UTF-8: not read"))
                     snapshot.files[result.path] = result
                     continue
-                result = read_file(Path(path), root=Path(root), previous=earlier.get(path))
+                prior, stamp = earlier.get(path), _stamp(path, trusted_before)
+                if prior is not None and stamp is not None and prior.stamp == stamp:
+                    snapshot.files[path] = prior   # unchanged since it was read: not opened
+                    continue
+                result = read_file(Path(path), root=Path(root), previous=prior)
+                result.stamp = stamp if result.digest else None
                 if result.ok or os.path.lexists(path):  # a file deleted while being listed is simply gone
                     snapshot.files[path] = result
         else:
@@ -172,6 +189,20 @@ def _others_may_write(info: os.stat_result) -> str | None:
     if info.st_uid not in (0, os.geteuid()):
         return f"{'directory' if stat.S_ISDIR(info.st_mode) else 'file'} belongs to another user (uid {info.st_uid})"
     return None
+
+
+def _stamp(path: str, trusted_before: float) -> tuple[int, ...] | None:
+    """What tells a change of the regular file at `path` without reading it: device, inode, mode,
+    owner, size, modification and change times (the change time moves with every write, rename
+    into place, chmod or chown, and no one can set it). None for a symlink (its target may change
+    unseen), anything but a regular file, a file gone, or one changed at `trusted_before` or later."""
+    try:
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(info.st_mode) or info.st_ctime_ns >= trusted_before * 1e9:
+        return None
+    return (info.st_dev, info.st_ino, info.st_mode, info.st_uid, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
 
 
 def _is_utf8(name: str) -> bool:
@@ -401,15 +432,16 @@ def _uid_twin(resolution: Resolution, config: ConfigObject) -> ConfigObject | No
 
 def _claim(resolution: Resolution, pod: DesiredPod, path: str, root: str) -> None:
     owner = resolution.sources.get(pod.key)
-    twin = next((other for other in resolution.pods.values() if other.uid == pod.uid), None)
+    twin = resolution.uids.get(pod.uid)
     if owner is None and twin is not None:  # a copied manifest that kept `metadata.uid`
         resolution.problems.append(ManifestProblem(
             _display_path(path, root), None, None, "metadata.uid",
-            f"Duplicate value: pod {twin.key} already has this uid; pod {pod.key} is ignored"))
+            f"Duplicate value: pod {twin} already has this uid; pod {pod.key} is ignored"))
         return
     if owner is None:
         resolution.pods[pod.key] = pod
         resolution.sources[pod.key] = path
+        resolution.uids.setdefault(pod.uid, pod.key)
         return
     resolution.problems.append(ManifestProblem(
         _display_path(path, root), None, None, None,

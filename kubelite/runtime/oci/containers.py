@@ -56,6 +56,7 @@ class Containers:
     _lock: threading.RLock
     _sandboxes: dict[str, SandboxRecord]
     _containers: dict[str, ContainerRecord]
+    _lost: frozenset[str] | None
     _runc: Callable[..., Any]
     _save: Callable[[Any], None]
     _annotations: Callable[..., dict[str, str]]
@@ -196,13 +197,30 @@ class Containers:
             raise NotFoundError(f"container {container_id} not found")
         return record
 
-    def list_containers(self) -> list[ContainerInfo]:
+    def list_containers(self, *, full: bool = True) -> list[ContainerInfo]:
+        """Every container. A full list looks at each one's exit file and processes; one between
+        full ones (`full=False`) lists the exit directory once and looks only at the containers
+        with an exit file there (conmon writes it when the container exits): the others are as the
+        last look found them — running, created, or with neither process nor exit file (lost)."""
         with self._lock:
             records = list(self._containers.values())
-        return [self._info(r) for r in records]
+        if full or self._lost is None:
+            infos = [self._info(r) for r in records]
+            self._lost = frozenset(i.id for i in infos if i.state is ContainerState.UNKNOWN)
+            return infos
+        try:
+            exits = frozenset(os.listdir(self.exit_dir))
+        except OSError:   # cannot tell which exited: look at every one
+            return self.list_containers(full=True)
+        return [self._info(r, exits) for r in records]
 
-    def _info(self, r: ContainerRecord) -> ContainerInfo:
-        state, exit_code, finished_at, reason = self._observe(r)
+    def _info(self, r: ContainerRecord, exits: frozenset[str] | None = None) -> ContainerInfo:
+        if exits is None or r.exit_code is not None or r.id in exits:
+            state, exit_code, finished_at, reason = self._observe(r)
+        else:   # no sign of an exit since the last look
+            state = ContainerState.UNKNOWN if r.id in (self._lost or ()) else \
+                ContainerState.RUNNING if r.started_at else ContainerState.CREATED
+            exit_code, finished_at, reason = None, None, None
         return ContainerInfo(id=r.id, sandbox_id=r.sandbox_id, uid=r.uid, name=r.name, attempt=r.attempt,
                              spec_hash=r.spec_hash, image=r.image, state=state,
                              created_at=datetime.fromisoformat(r.created_at), started_at=parse_time(r.started_at),

@@ -71,6 +71,10 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self._host_ports_lock = threading.Lock()   # `run_sandbox` of pods with host ports, one at a time
         self._sandboxes: dict[str, SandboxRecord] = self._load(self.sandbox_dir, SandboxRecord)
         self._containers: dict[str, ContainerRecord] = self._load(self.container_dir, ContainerRecord)
+        # what the last full list found (None: no full list yet, the next list is one): sandboxes
+        # whose infra process is gone, containers with neither process nor exit file
+        self._infra_gone: frozenset[str] | None = None
+        self._lost: frozenset[str] | None = None
         unclaimed = [self._sandboxes.pop(r.id) for r in list(self._sandboxes.values()) if r.warm]
         self._warm_pool: WarmPool | None = None
         self._observer: Any = None

@@ -53,6 +53,7 @@ class Sandboxes:
     _sandboxes: dict[str, SandboxRecord]
     _containers: dict[str, ContainerRecord]
     _next_teardown_retry: float
+    _infra_gone: frozenset[str] | None
     _runc: Callable[..., Any]
     _save: Callable[[Any], None]
     _pod_cgroup: Callable[[str], str]
@@ -336,14 +337,20 @@ class Sandboxes:
             linux.remove_empty_cgroup(f"/{self.instance}")
             volumes.remove_pod_dir(self.root, record.uid)   # its volumes' owner removes the pod directory
 
-    def list_sandboxes(self) -> list[SandboxInfo]:
+    def list_sandboxes(self, *, full: bool = True) -> list[SandboxInfo]:
+        """Every sandbox; a full list looks at each infra process in /proc, one between full ones
+        (`full=False`) takes the infra processes the last full list found gone as still gone and the
+        others as running (an infra process leaves no exit file: its death shows at the next full list)."""
         if time.monotonic() >= self._next_teardown_retry:
             self.retry_network_teardowns()
         with self._lock:
             records = list(self._sandboxes.values())
+        if full or self._infra_gone is None:
+            self._infra_gone = frozenset(r.id for r in records if not r.stopped and not linux.alive(r.pid, r.pid_start))
+        gone = self._infra_gone
         return [SandboxInfo(r.id, r.uid, r.attempt, r.sandbox_hash,
-                            SandboxState.READY if not r.stopped and linux.alive(r.pid, r.pid_start)
-                            else SandboxState.NOTREADY, datetime.fromisoformat(r.created_at), ip=r.ip)
+                            SandboxState.NOTREADY if r.stopped or r.id in gone else SandboxState.READY,
+                            datetime.fromisoformat(r.created_at), ip=r.ip)
                 for r in records]
 
     def sandbox_ip(self, sandbox_id: str) -> str | None:
