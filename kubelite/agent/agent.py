@@ -1,7 +1,7 @@
 """The agent: one reconcile pass over manifests, runtime and pods — `run_once()`.
 
 Owns: the pass (one transaction), applying a manifest scan to the desired pods, the runtime
-relist (adopting what runs, recording exits that happened while kubelite was away), the
+relist's place in it (`relist`: adopting what runs, recording exits), the
 outcomes that arrive from beside the loop (lifecycle hooks: `hooks`, git syncs, probe runs:
 `probing`, image pulls: `pulls`), and garbage collection of old container attempts and images.
 What the node knows lives in the node state (`nodestate`), its only in-memory copy and the only
@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Callable
 
-from kubelite.agent import metrics, probing
+from kubelite.agent import metrics, probing, relist
 from kubelite.agent.claims import claim_refs
 from kubelite.agent.config import AgentConfig
 from kubelite.agent.configs import Configs, VolumeHost
@@ -43,11 +43,11 @@ from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
 from kubelite.core.types import (
-    ContainerState, ObservedContainer, ObservedPod, ObservedSandbox, PostStart, StartError,
+    ObservedContainer, ObservedPod, PostStart, StartError,
 )
 from kubelite.errors import RuntimeError_, StoreError
 from kubelite.prober import Prober
-from kubelite.runtime.protocol import ContainerInfo, Runtime, SandboxState
+from kubelite.runtime.protocol import Runtime
 from kubelite.sources import gitsync
 from kubelite.sources import manifests as sources
 from kubelite.store.store import Store
@@ -426,73 +426,10 @@ class Agent:
     # ------------------------------------------------------------------ runtime relist
 
     def relist(self, now: datetime, *, full: bool = True) -> None:
-        """Make the observed records match the runtime: the runtime is the truth.
-
-        A full relist (the first pass, then once per relist period) has the runtime look at every
-        container's and sandbox's processes; the passes between ask it only for what gave a sign of
-        change (an exit file), so a pass costs little however many pods run, and an exit is seen at
-        the pass its hint wakes. A death without a sign (a container's process and its conmon both
-        killed, a sandbox's infra process) is seen at the next full relist.
-
-        The state lock stays held from the runtime's lists to the last comparison: a pod worker
-        that recorded a sandbox or container after the lists were taken would otherwise be found
-        missing from them (and its container marked lost)."""
-        seen_sandboxes = set()
-        for info in self.runtime.list_sandboxes(full=full):
-            seen_sandboxes.add(info.id)
-            known = self.state.sandboxes.get(info.id)
-            ready = info.state is SandboxState.READY
-            if known is None:
-                if info.uid not in self.state.pods:
-                    self._remove_orphan_sandbox(info.id)
-                    continue
-                sb = ObservedSandbox(info.id, info.attempt, info.sandbox_hash, ready, info.created_at, ip=info.ip)
-            elif known[1].ready != ready or known[1].ip != info.ip:
-                sb = replace(known[1], ready=ready, ip=info.ip)
-            else:
-                continue
-            self.state.save_sandbox(info.uid, sb)
-        for sid, (uid, sb) in list(self.state.sandboxes.items()):
-            if sid not in seen_sandboxes and sb.ready:  # gone with a reboot
-                self.state.save_sandbox(uid, replace(sb, ready=False))
-        seen = set()
-        for info in self.runtime.list_containers(full=full):
-            seen.add(info.id)
-            known = self.state.containers.get(info.id)
-            if known is None:
-                if info.uid not in self.state.pods:
-                    self._remove_orphan_container(info.id)
-                    continue
-                self.state.observe(info.uid, _from_info(info))
-                continue
-            uid, c = known
-            if (c.state, c.exit_code, c.started_at, c.finished_at) != (info.state, info.exit_code, info.started_at,
-                                                                       info.finished_at):
-                self.state.observe(uid, replace(c, state=info.state, started_at=info.started_at,
-                                                finished_at=info.finished_at, exit_code=info.exit_code,
-                                                reason=info.reason, message=info.message))
-        for cid, (uid, c) in list(self.state.containers.items()):
-            if cid not in seen and c.state in (ContainerState.RUNNING, ContainerState.CREATED):
-                self.state.observe(uid, replace(
-                    c, state=ContainerState.EXITED, finished_at=now, exit_code=137, reason="ContainerStatusUnknown",
-                    message="The container could not be located when the pod was terminated"))
-        # at the first relist: the volumes of pods gone while kubelite was down
+        """Make the observed records match the runtime (`relist`), then remove the volumes of pods
+        gone while kubelite was down (at the first relist)."""
+        relist.relist(self.state, self.runtime, now, full=full)
         self.configs.remove_orphan_volumes(set(self.state.pods))
-
-    def _remove_orphan_container(self, container_id: str) -> None:
-        log.info("removing orphan container %s", container_id)
-        try:
-            self.runtime.signal_container(container_id, "KILL")
-            self.runtime.remove_container(container_id)
-        except RuntimeError_ as exc:
-            log.warning("orphan container %s: %s", container_id, exc)
-
-    def _remove_orphan_sandbox(self, sandbox_id: str) -> None:
-        log.info("removing orphan sandbox %s", sandbox_id)
-        try:
-            self.runtime.remove_sandbox(sandbox_id)
-        except RuntimeError_ as exc:
-            log.warning("orphan sandbox %s: %s", sandbox_id, exc)
 
     # ------------------------------------------------------------------ one pod
 
@@ -616,13 +553,6 @@ class Agent:
 def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:
     meta = d.pod.metadata
     return d.pod_hash, meta.labels, meta.annotations
-
-
-def _from_info(info: ContainerInfo) -> ObservedContainer:
-    return ObservedContainer(id=info.id, name=info.name, attempt=info.attempt, spec_hash=info.spec_hash,
-                             state=info.state, created_at=info.created_at, sandbox_id=info.sandbox_id,
-                             image=info.image, started_at=info.started_at, finished_at=info.finished_at,
-                             exit_code=info.exit_code, reason=info.reason, message=info.message)
 
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
