@@ -11,9 +11,8 @@ reads this terminal's size when it gets SIGWINCH. (`--console-socket` would hand
 terminal over directly, but runc takes it only with `--detach`, and a detached runc leaves the
 exit code to a subreaper kubelite is not.)
 
-`kill` ends what the command started: runc runs in a process group of its own, which the command
-joins (without a terminal), so the group is killed; with a terminal the command leads a session of
-its own, killed through the PID runc wrote. Standard library only: the CLI, the OCI runtime and
+`kill` ends what the command started: runc makes the command lead a session of its own (with or
+without a terminal), so the session is killed — found from the PID runc wrote — and runc with it. Standard library only: the CLI, the OCI runtime and
 the API server's exec share it. Errors: `errors.RuntimeError_`.
 """
 
@@ -74,6 +73,27 @@ class ExecSession:
                     os.close(fd)
                 except OSError:
                     pass
+
+
+def kill_session(leader: int) -> None:
+    """SIGKILL to the session `leader` leads (runc starts every exec'd command as one) and every
+    process in it: its process group, and jobs a shell moved to groups of their own."""
+    targets = {leader}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except OSError:
+            continue
+        if len(fields) > 3 and fields[3] == str(leader).encode():   # state ppid pgrp session
+            targets.add(int(entry.name))
+    for pid in targets:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def set_window_size(fd: int, width: int, height: int) -> None:
@@ -164,13 +184,13 @@ class RuncExec(ExecSession):
     def kill(self) -> None:
         if self._process.poll() is not None:
             return
-        try:   # the command, through the PID runc wrote (it leads a session of its own with a terminal)
+        try:
             pid = int(self._pid_file.read_text())
-            if self._process.poll() is None:   # runc still waits for it: the PID is still the command's
-                os.kill(pid, signal.SIGKILL)
         except (OSError, ValueError):
-            pass
-        try:   # runc and, without a terminal, the command and its children: one process group
+            pid = 0
+        if pid > 0 and self._process.poll() is None:   # runc still waits for it: the PID is still the command's
+            kill_session(pid)
+        try:   # runc itself (and what it started before the command: runc init)
             os.killpg(self._process.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass

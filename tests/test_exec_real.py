@@ -1,0 +1,235 @@
+"""exec, exec -it and cp into real containers, through the node's API with the real kubectl and the
+Python client (admin credential), and through `kubelite exec`/`kubelite cp` without the API.
+
+The agent runs on the real runtime (root, runc, conmon, busybox), stepped by a thread here; the API
+server reads the same state root and reaches containers through the same runtime, as `kubelite
+serve` wires them. Terminals are pseudo-terminals made here, so kubectl and kubelite run as a user's
+shell would run them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import fcntl
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from kubelite.apiserver import auth
+from kubelite.apiserver.auth import kubeconfig
+from kubelite.apiserver.server import ApiServer, Health
+from tests.apinode import KUBECTL, require_kubectl, wait_for
+from tests.real import REPO, Node, container, pod
+
+pytestmark = pytest.mark.real
+
+
+class Served:
+    """A real node with pod `web` (busybox, sleeping), its API with both kubeconfigs, and a thread
+    that runs the agent's passes."""
+
+    def __init__(self, base: Path, busybox: Path) -> None:
+        self.base = base
+        self.node = Node(base / "manifests", base / "state", base / "run", busybox).start()
+        self.api = ApiServer(root=self.node.root, node_name="test", runtime="runc", host="127.0.0.1", port=0,
+                             health=lambda: Health(True, "ok"), containers=self.node.runtime)
+        self.api.start()
+        ca = (auth.api_dir(self.node.root) / "ca.crt").read_bytes()
+        self.kubeconfig, self.admin_kubeconfig = base / "kubeconfig", base / "kubeconfig-admin"
+        self.kubeconfig.write_text(kubeconfig(server=self.api.url, token=self.api.token, node="test", ca_pem=ca))
+        self.admin_kubeconfig.write_text(kubeconfig(server=self.api.url, token=self.api.admin_token, node="test",
+                                                    ca_pem=ca, admin=True))
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+        self.thread.start()
+        self.node.write(pod("web", container("app", "sleep 3600")))
+        wait_for(lambda: self._running("web"), what="web running", timeout=60)
+
+    def _running(self, name: str) -> bool:
+        pods, _ = self.api.items("pods", "default", name)
+        statuses = pods[0].get("status", {}).get("containerStatuses", []) if pods else []
+        return bool(statuses) and "running" in statuses[0].get("state", {})
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            self.node.step()
+            self.api.notify()
+            self.stop.wait(0.1)
+
+    def env(self, admin: bool = True) -> dict[str, str]:
+        return {**os.environ, "KUBECONFIG": str(self.admin_kubeconfig if admin else self.kubeconfig),
+                "HOME": str(self.base)}
+
+    def kubectl(self, *args: str, input: str | None = None, admin: bool = True,
+                timeout: float = 60) -> subprocess.CompletedProcess:
+        return subprocess.run([KUBECTL, *args], env=self.env(admin), input=input, capture_output=True, text=True,
+                              timeout=timeout, cwd=self.base)
+
+    def in_container(self, *command: str) -> tuple[int, str]:
+        return self.node.exec("web", "app", *command)
+
+    def close(self) -> list[str]:
+        self.stop.set()
+        self.thread.join(timeout=10)
+        self.api.close()
+        return self.node.close()
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, busybox):
+    require_kubectl()
+    s = Served(tmp_path_factory.mktemp("exec"), busybox)
+    yield s
+    left = s.close()
+    assert left == [], f"left behind: {left}"
+
+
+# ---------------------------------------------------------------------- kubectl exec
+
+
+@pytest.mark.parametrize("script, code", [("exit 3", 3), ("true", 0), ("kill -9 $$", 137)])
+def test_kubectl_exec_exits_with_the_commands_exit_code(served, script, code):
+    out = served.kubectl("exec", "web", "--", "sh", "-c", script)
+    assert out.returncode == code, (out.stdout, out.stderr)
+
+
+def test_kubectl_exec_passes_stdin_and_keeps_stderr_apart(served):
+    out = served.kubectl("exec", "-i", "web", "--", "cat", input="hi\n")
+    assert (out.returncode, out.stdout) == (0, "hi\n"), out.stderr
+    out = served.kubectl("exec", "web", "--", "sh", "-c", "echo out; echo err >&2")
+    assert (out.returncode, out.stdout, out.stderr) == (0, "out\n", "err\n")
+
+
+def test_kubectl_cp_copies_a_file_in_and_out(served):
+    local = served.base / "payload.bin"
+    data = os.urandom(200_000) + b"\nend\n"
+    local.write_bytes(data)
+    out = served.kubectl("cp", "payload.bin", "web:/tmp/payload.bin")
+    assert out.returncode == 0, out.stderr
+    code, listed = served.in_container("sh", "-c", "wc -c < /tmp/payload.bin")
+    assert (code, listed.strip()) == (0, str(len(data)))
+    out = served.kubectl("cp", "web:/tmp/payload.bin", "back.bin")
+    assert out.returncode == 0, out.stderr
+    assert (served.base / "back.bin").read_bytes() == data
+
+
+def test_the_python_client_execs_over_v4(served):
+    from kubernetes import client, config
+    from kubernetes.stream import stream
+
+    api = client.CoreV1Api(config.new_client_from_config(str(served.admin_kubeconfig)))
+    out = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "echo $((2+3))"],
+                 stderr=True, stdin=False, stdout=True, tty=False)
+    assert out == "5\n"
+    session = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "exit 4"],
+                     stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
+    session.run_forever(timeout=20)
+    assert session.returncode == 4
+
+
+def test_the_read_only_credential_runs_nothing(served):
+    out = served.kubectl("exec", "web", "--", "touch", "/tmp/marker", admin=False)
+    assert out.returncode != 0 and "forbidden" in out.stderr.lower(), out.stderr
+    assert served.in_container("test", "-e", "/tmp/marker")[0] == 1   # never created
+
+
+def _sleepers(served: Served, mark: str) -> list[str]:
+    return [line for line in served.in_container("ps")[1].splitlines() if mark in line]
+
+
+def test_a_client_that_leaves_takes_its_command_with_it(served):
+    proc = subprocess.Popen([KUBECTL, "exec", "web", "--", "sh", "-c", "sleep 1001; echo never"],
+                            env=served.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: _sleepers(served, "sleep 1001"), what="the command to run", timeout=20)
+    finally:
+        proc.kill()
+        proc.wait(10)
+    wait_for(lambda: not _sleepers(served, "sleep 1001"), what="the command to be killed", timeout=20)
+
+
+# ---------------------------------------------------------------------- terminals
+
+
+class Terminal:
+    """A program on a pseudo-terminal of its own: what it prints, read as it comes."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, size: tuple[int, int] = (24, 80)) -> None:
+        self.master, slave = os.openpty()
+        self.resize(*size)
+        self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
+                                     cwd=cwd, start_new_session=True)
+        os.close(slave)
+        self.seen = b""
+
+    def resize(self, rows: int, cols: int) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
+
+    def send(self, text: str) -> None:
+        os.write(self.master, text.encode())
+
+    def expect(self, pattern: str, timeout: float = 15) -> re.Match:
+        deadline = time.monotonic() + timeout
+        while True:
+            found = re.search(pattern.encode(), self.seen)
+            if found:
+                self.seen = self.seen[found.end():]
+                return found
+            left = deadline - time.monotonic()
+            assert left > 0, f"{pattern!r} not seen within {timeout}s; seen {self.seen[-500:]!r}"
+            ready, _, _ = select.select([self.master], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    self.seen += os.read(self.master, 65536)
+                except OSError:   # the program closed its terminal
+                    assert False, f"{pattern!r} not seen before the end; seen {self.seen[-500:]!r}"
+
+    def close(self) -> int:
+        try:
+            code = self.proc.wait(20)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            os.close(self.master)
+        return code
+
+
+PROMPT = r"# $|# \x1b"
+
+
+def _drive_shell(term: Terminal, pid: int) -> None:
+    term.expect(r"# ")
+    term.send("echo $((6*7))\r")
+    term.expect(r"\r\n42\r\n")
+    term.send("sleep 100\r")
+    time.sleep(1)
+    started = time.monotonic()
+    term.send("\x03")   # Ctrl-C: the terminal inside makes it SIGINT
+    term.send("echo back$((1+1))\r")
+    term.expect(r"\r\nback2\r\n", timeout=10)
+    assert time.monotonic() - started < 10
+    term.resize(33, 101)
+    os.kill(pid, signal.SIGWINCH)   # as the terminal's kernel driver tells its foreground process
+    time.sleep(1)
+    term.send("stty size\r")
+    term.expect(r"\r\n33 101\r\n")
+    term.send("exit 5\r")
+
+
+def test_kubectl_exec_it_gives_a_shell_with_a_terminal(served):
+    term = Terminal([KUBECTL, "exec", "-it", "web", "--", "sh"], served.env(), served.base)
+    try:
+        _drive_shell(term, term.proc.pid)
+    finally:
+        code = term.close()
+    assert code == 5
