@@ -168,7 +168,8 @@ class Terminal:
         self.resize(*size)
         self.proc = subprocess.Popen(argv, stdin=slave, stdout=slave, stderr=slave, env={**env, "TERM": "xterm"},
                                      cwd=cwd, start_new_session=True)
-        os.close(slave)
+        self.slave = slave   # kept: the terminal's modes are read from it after the program ends
+        self.modes = termios.tcgetattr(slave)
         self.seen = b""
 
     def resize(self, rows: int, cols: int) -> None:
@@ -200,6 +201,8 @@ class Terminal:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
+            self.modes_after = termios.tcgetattr(self.slave)
+            os.close(self.slave)
             os.close(self.master)
         return code
 
@@ -233,3 +236,35 @@ def test_kubectl_exec_it_gives_a_shell_with_a_terminal(served):
     finally:
         code = term.close()
     assert code == 5
+
+
+# ---------------------------------------------------------------------- kubelite, without the API
+
+
+def test_kubelite_exec_it_gives_a_shell_on_this_terminal_and_restores_it(served):
+    term = Terminal([sys.executable, "-m", "kubelite.cli.main", "exec", "-it", "web", "--", "sh"],
+                    served.node.env(), REPO)
+    try:
+        _drive_shell(term, term.proc.pid)
+    finally:
+        code = term.close()
+    assert code == 5
+    assert term.modes_after == term.modes   # raw mode undone: echo and line editing are back
+
+
+def test_kubelite_cp_copies_files_and_directories_both_ways(served):
+    data = os.urandom(100_000)
+    (served.base / "in.bin").write_bytes(data)
+    out = served.node.cli("cp", str(served.base / "in.bin"), "web:/tmp/in.bin")
+    assert out.returncode == 0, out.stderr
+    assert served.in_container("sh", "-c", "wc -c < /tmp/in.bin")[1].strip() == str(len(data))
+    out = served.node.cli("cp", "default/web:/tmp/in.bin", str(served.base / "again.bin"))
+    assert out.returncode == 0, out.stderr
+    assert (served.base / "again.bin").read_bytes() == data
+    assert served.in_container("sh", "-c", "mkdir -p /tmp/d/sub && echo one > /tmp/d/a && echo two > /tmp/d/sub/b")[0] == 0
+    out = served.node.cli("cp", "web:/tmp/d", str(served.base / "d-copy"))
+    assert out.returncode == 0, out.stderr
+    assert (served.base / "d-copy" / "a").read_text() == "one\n"
+    assert (served.base / "d-copy" / "sub" / "b").read_text() == "two\n"
+    out = served.node.cli("cp", "web:/tmp/nothing-here", str(served.base / "none"))
+    assert out.returncode != 0 and "nothing-here" in out.stderr
