@@ -232,3 +232,28 @@ def test_a_message_over_the_size_limit_ends_the_session(node):
 
     # ended within the bound, not echoed: the server drops the connection (1009 or an abnormal close)
     assert asyncio.run(run()) in (aiohttp.WSCloseCode.MESSAGE_TOO_BIG, aiohttp.WSCloseCode.ABNORMAL_CLOSURE)
+
+
+def test_an_idle_session_stays_while_the_client_answers_pings_and_ends_when_it_stops(node, monkeypatch):
+    monkeypatch.setattr(channels, "HEARTBEAT_S", 0.5)
+    proc = subprocess.Popen([KUBECTL, "exec", "-i", "web", "--", "cat"], env=node.env(node.admin_kubeconfig),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)   # six pings unanswered would have ended it: kubectl answers them by itself
+    out, err = proc.communicate("late\n", timeout=20)
+    assert (proc.returncode, out) == (0, "late\n"), err
+
+    async def silent():
+        session = aiohttp.ClientSession()
+        try:
+            ws = await session.ws_connect(f"{node.url}/api/v1/namespaces/default/pods/web/exec?command=cat&stdin=true"
+                                          "&stdout=true", protocols=(channels.V5,), ssl=_ssl(node), autoping=False,
+                                          headers={"Authorization": f"Bearer {node.admin_token}"})
+            started = time.monotonic()
+            async for message in ws:   # pings arrive and go unanswered, until the server gives up
+                if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+                    break
+            return time.monotonic() - started
+        finally:
+            await session.close()
+
+    assert asyncio.run(asyncio.wait_for(silent(), 10)) < 5
