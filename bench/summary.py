@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bench.common import Row, print_table, read_summary
 
-ORDER = ("runtime", "cli", "engine", "gitops", "network", "probes", "config", "pull", "api")
+ORDER = ("runtime", "cli", "engine", "gitops", "network", "probes", "config", "pull", "api", "streams")
 
 
 def main() -> None:
