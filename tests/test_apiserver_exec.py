@@ -99,6 +99,23 @@ def test_the_python_client_streams_an_exec_over_v4(node):
 # ---------------------------------------------------------------------- the protocol by hand
 
 
+@pytest.mark.parametrize("header, chosen", [
+    ("v5.channel.k8s.io, v4.channel.k8s.io, v3.channel.k8s.io", channels.V5),
+    ("v4.channel.k8s.io", channels.V4),
+    ("base64.channel.k8s.io, v4.channel.k8s.io", channels.V4),
+    ("channel.k8s.io", None), ("", None), (None, None)])
+def test_the_subprotocol_is_the_first_offered_that_is_served(header, chosen):
+    assert channels.choose(header) == chosen
+
+
+def test_exit_statuses_are_the_kubelets():
+    assert channels.exit_status(0) == {"metadata": {}, "status": "Success"}
+    failed = channels.exit_status(137, ["sh", "-c", "kill -9 $$"])
+    assert (failed["status"], failed["reason"]) == ("Failure", "NonZeroExitCode")
+    assert failed["details"] == {"causes": [{"reason": "ExitCode", "message": "137"}]}
+    assert failed["message"].endswith("exit code 137")
+
+
 def _ssl(node: ApiNode) -> ssl.SSLContext:
     return node.client_context
 

@@ -238,6 +238,19 @@ def test_kubectl_exec_it_gives_a_shell_with_a_terminal(served):
     assert code == 5
 
 
+def test_a_terminal_client_that_leaves_takes_its_shell_and_jobs_with_it(served):
+    term = Terminal([KUBECTL, "exec", "-it", "web", "--", "sh"], served.env(), served.base)
+    try:
+        term.expect(r"# ")
+        term.send("sleep 1002 &\r")
+        term.send("sleep 1003\r")
+        wait_for(lambda: len(_sleepers(served, "sleep 100")) == 2, what="the shell's two jobs", timeout=20)
+    finally:
+        term.proc.kill()
+        term.close()
+    wait_for(lambda: not _sleepers(served, "sleep 100"), what="the shell and its jobs to be killed", timeout=20)
+
+
 # ---------------------------------------------------------------------- kubelite, without the API
 
 
@@ -250,6 +263,14 @@ def test_kubelite_exec_it_gives_a_shell_on_this_terminal_and_restores_it(served)
         code = term.close()
     assert code == 5
     assert term.modes_after == term.modes   # raw mode undone: echo and line editing are back
+
+
+def test_kubelite_exec_t_without_a_terminal_runs_without_one_as_kubectl(served):
+    out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "exec", "-t", "web", "--", "sh", "-c",
+                          "test -t 0 || echo no-tty"], env=served.node.env(), input="", capture_output=True,
+                         text=True, timeout=30, cwd=REPO)
+    assert (out.returncode, out.stdout) == (0, "no-tty\n"), out.stderr
+    assert "Unable to use a TTY - input is not a terminal" in out.stderr
 
 
 def test_kubelite_cp_copies_files_and_directories_both_ways(served):
