@@ -12,8 +12,10 @@ or the client leaves.
 The bridge never blocks the event loop: descriptors are non-blocking and waited on with the loop's
 `add_reader`/`add_writer`; the blocking wait for the exit code and the kill run in the caller's
 threads. Backpressure both ways: output is read only as fast as the client takes it, and the
-client's input only as fast as the command reads it. When the client's connection goes, the
-session is killed. Nothing here knows pods or containers: the routes (`podexec`) do.
+client's input only as fast as the command reads it. When the client's connection goes — it
+closes, its TCP connection ends (seen even behind input the command has not read), or keepalive
+finds its machine gone — the session is killed. No ping and no idle timeout: an idle shell lives
+as long as its client. Nothing here knows pods or containers: the routes (`podexec`) do.
 """
 
 from __future__ import annotations
@@ -23,8 +25,9 @@ import errno
 import json
 import logging
 import os
+import socket
 from concurrent.futures import Executor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from aiohttp import WSMsgType, web
 
@@ -40,9 +43,17 @@ STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
 MAX_MESSAGE_BYTES = 1024 * 1024
 #: The largest read from a session's descriptor, sent as one message.
 CHUNK_BYTES = 32 * 1024
-#: A ping this often; a client that answers none within half of it is gone (its TCP may have
-#: vanished without a FIN). kubectl and the Python client answer pings by themselves.
-HEARTBEAT_S = 30.0
+#: A session's connection is probed by TCP keepalive after this long without traffic, then every
+#: KEEPALIVE_INTERVAL_S; after KEEPALIVE_COUNT probes unanswered the peer is gone (its machine or
+#: network vanished without a FIN). The kernel answers probes, so a live client that sends nothing
+#: (an idle shell) or cannot be read (its command reads no stdin) is never taken for gone; a
+#: WebSocket ping would be, as its pong waits behind the unread input.
+KEEPALIVE_IDLE_S, KEEPALIVE_INTERVAL_S, KEEPALIVE_COUNT = 30, 10, 3
+#: While the command does not read its stdin (and so the client is not read), whether the client
+#: has gone is looked at this often.
+GONE_CHECK_S = 1.0
+#: Linux's TCP_ESTABLISHED in `tcp_info.tcpi_state`: any other state means the peer has closed.
+TCP_ESTABLISHED = 1
 #: After the command exits, what it left in its output is still sent for at most this long (a
 #: process it started in the background may hold the pipe open forever).
 DRAIN_S = 2.0
@@ -79,16 +90,43 @@ def failure(message: str) -> dict[str, Any]:
 
 def websocket(protocol: str) -> web.WebSocketResponse:
     """The response that upgrades to a channel WebSocket speaking `protocol` (see `choose`)."""
-    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S,
-                                 autoclose=True, autoping=True)
+    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, autoclose=True,
+                                 autoping=True)
+
+
+class ClientGone(Exception):
+    """The client's connection closed while the bridge waited on the command."""
 
 
 class Channels:
-    """Channel frames on a prepared WebSocket."""
+    """Channel frames on a prepared WebSocket; `transport` is its request's (TCP keepalive is
+    turned on for its socket, and `gone` looks at it)."""
 
-    def __init__(self, ws: web.WebSocketResponse) -> None:
-        self.ws = ws
+    def __init__(self, ws: web.WebSocketResponse, transport: asyncio.BaseTransport | None = None) -> None:
+        self.ws, self.transport = ws, transport
         self.v5 = ws.ws_protocol == V5
+        self._socket = transport.get_extra_info("socket") if transport is not None else None
+        if self._socket is not None:
+            try:
+                self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE_S)
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL_S)
+                self._socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
+            except (OSError, AttributeError):
+                pass
+
+    def gone(self) -> bool:
+        """Whether the client has gone, without reading from it: the WebSocket closed, the
+        transport closing, or the TCP connection past ESTABLISHED (a FIN arrived behind unread data,
+        or keepalive gave up)."""
+        if self.ws.closed or (self.transport is not None and self.transport.is_closing()):
+            return True
+        if self._socket is None:
+            return False
+        try:
+            return self._socket.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] != TCP_ESTABLISHED
+        except (OSError, AttributeError):
+            return False
 
     async def send(self, channel: int, data: bytes) -> None:
         await self.ws.send_bytes(bytes((channel,)) + data)
@@ -120,7 +158,7 @@ class Channels:
 # ---------------------------------------------------------------------- descriptors on the loop
 
 
-async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> None:
+async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool, timeout: float | None = None) -> None:
     future = loop.create_future()
 
     def ready() -> None:
@@ -129,7 +167,9 @@ async def _ready(loop: asyncio.AbstractEventLoop, fd: int, *, write: bool) -> No
 
     (loop.add_writer if write else loop.add_reader)(fd, ready)
     try:
-        await future
+        await asyncio.wait_for(future, timeout)
+    except asyncio.TimeoutError:
+        pass
     finally:
         (loop.remove_writer if write else loop.remove_reader)(fd)
 
@@ -148,14 +188,18 @@ async def read_fd(loop: asyncio.AbstractEventLoop, fd: int) -> bytes:
             raise
 
 
-async def write_fd(loop: asyncio.AbstractEventLoop, fd: int, data: bytes) -> None:
-    """All of `data` to a non-blocking descriptor, as fast as its reader takes it."""
+async def write_fd(loop: asyncio.AbstractEventLoop, fd: int, data: bytes,
+                   gone: Callable[[], bool] | None = None) -> None:
+    """All of `data` to a non-blocking descriptor, as fast as its reader takes it; `ClientGone`
+    when `gone()` says so while waiting (looked at every GONE_CHECK_S)."""
     view = memoryview(data)
     while view:
         try:
             view = view[os.write(fd, view):]
         except BlockingIOError:
-            await _ready(loop, fd, write=True)
+            if gone is not None and gone():
+                raise ClientGone() from None
+            await _ready(loop, fd, write=True, timeout=GONE_CHECK_S if gone is not None else None)
 
 
 # ---------------------------------------------------------------------- the bridge
@@ -172,7 +216,9 @@ async def _pump_in(loop: asyncio.AbstractEventLoop, session: ExecSession, channe
         channel, data = frame
         if channel == STDIN and session.stdin is not None:
             try:
-                await write_fd(loop, session.stdin, data)
+                await write_fd(loop, session.stdin, data, channels.gone)
+            except ClientGone:
+                return
             except OSError:   # the command closed its stdin (or exited): what the client sends is dropped
                 session.close_stdin()
         elif channel == RESIZE:

@@ -137,7 +137,7 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
         await loop.run_in_executor(threads, session.kill)
         session.close()
         raise
-    link = channels.Channels(ws)
+    link = channels.Channels(ws, request.transport)
     live.add(session)
     try:
         await channels.bridge(link, session, threads, req.command)
