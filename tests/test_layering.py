@@ -58,7 +58,9 @@ ALLOWED: dict[str, set[str]] = {
 #: modules reach there themselves): pure, standard-library code.
 ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     ("apiserver", "store"): {"kubelite.store.reader"},        # it reads, it never writes
-    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.view", "kubelite.runtime.streaming"},
+    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.view",
+                               "kubelite.runtime.stats", "kubelite.runtime.usage",   # the metrics API
+                               "kubelite.runtime.streaming"},   # the exec session's type
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
     # the CLI reads the store; it opens the store itself only where OPENED_BY allows (`sync --once`)
@@ -67,9 +69,11 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     # containers only through the runtime's view and the CRI log format; the image commands; the
     # bridge's defaults and the host address `serve` reads from `cni` (and what `cni` uses: `linux`,
     # `protocol`). A package listed here is listed with its modules.
-    ("cli", "runtime"): {"kubelite.runtime.view", "kubelite.runtime.streaming", "kubelite.runtime.crilog", "kubelite.runtime.images",
+    ("cli", "runtime"): {"kubelite.runtime.view", "kubelite.runtime.streaming", "kubelite.runtime.crilog",
+                         "kubelite.runtime.images",
                          "kubelite.runtime.registry", "kubelite.runtime.reference", "kubelite.runtime.cni",
-                         "kubelite.runtime.linux", "kubelite.runtime.protocol"},
+                         "kubelite.runtime.linux", "kubelite.runtime.protocol",
+                         "kubelite.runtime.stats", "kubelite.runtime.usage"},   # `top`
 }
 #: Modules only the modules listed may import (their own package aside). The store's writer: the
 #: node state writes it, the composition root opens it, the agent holds it to hand to the node state

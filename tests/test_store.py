@@ -126,7 +126,7 @@ def test_a_version_1_database_is_upgraded_keeping_its_pods_and_gaining_config_ob
     assert "config_objects" not in {r[0] for r in db.execute("SELECT name FROM sqlite_master")}
     db.close()
     store = Store(tmp_path)
-    assert store.get_meta("schema_version") == "3"
+    assert store.get_meta("schema_version") == str(schema.SCHEMA_VERSION)
     assert [r["uid"] for r in store.load().pods] == ["u1"]
     with store.transaction():
         store.put_config_object({"kind": "ConfigMap", "namespace": "default", "name": "cfg", "uid": "c1",
@@ -159,7 +159,7 @@ def test_a_version_2_database_is_upgraded_to_3_keeping_its_objects_and_gaining_p
     assert reader.persistent_volumes() == [] and len(reader.config_objects("ConfigMap")) == 1
     reader.close()
     store = Store(tmp_path)
-    assert store.get_meta("schema_version") == "3"
+    assert store.get_meta("schema_version") == str(schema.SCHEMA_VERSION)
     assert [r["name"] for r in store.load().config_objects] == ["cfg"]
     with store.transaction():
         store.put_persistent_volume({"name": "pvc-1", "claim_namespace": "default", "claim_name": "data",
@@ -171,6 +171,64 @@ def test_a_version_2_database_is_upgraded_to_3_keeping_its_objects_and_gaining_p
     reader = Reader(tmp_path)
     assert [(v["metadata"]["name"], v["metadata"]["resourceVersion"]) for v in reader.persistent_volumes()] == [
         ("pvc-1", "2")]
+    reader.close()
+    store.close()
+
+
+def test_each_event_write_takes_the_next_node_wide_resource_version_and_a_watch_reads_since_one(tmp_path):
+    store = Store(tmp_path)
+    with store.transaction():
+        store.next_resource_version()                 # a pod's write: 1
+        store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Normal",
+                           reason="Started", message="Started container app", now=at(0))          # 2
+        store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Warning",
+                           reason="BackOff", message="Back-off restarting failed container", now=at(1))   # 3
+    with store.transaction():
+        store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Normal",
+                           reason="Started", message="Started container app", now=at(5))          # counted: 4
+        store.record_event(namespace="other", kind="Pod", name="db", uid="u2", type_="Normal",
+                           reason="Pulled", message="image present", now=at(6), version=9)   # a queued write's own
+    reader = Reader(tmp_path)
+    assert reader.resource_version() == 4
+    listed = reader.events("default")
+    assert [(e["reason"], e["metadata"]["resourceVersion"]) for e in listed] == [("BackOff", "3"), ("Started", "4")]
+    since = reader.events(None, since=2)              # in the order written, a counted one at its new version
+    assert [(e["reason"], e["count"], e["metadata"]["resourceVersion"]) for e in since] == [
+        ("BackOff", 1, "3"), ("Started", 2, "4"), ("Pulled", 1, "9")]
+    assert [e["reason"] for e in reader.events("default", since=3)] == ["Started"]
+    assert reader.events(None, since=9) == []
+    reader.close()
+    store.close()
+
+
+def test_a_version_3_database_gains_event_versions_and_its_reader_reads_events_before(tmp_path):
+    from sqlalchemy import create_engine
+
+    from kubelite.store.store import _migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3
+
+    engine = create_engine(f"sqlite:///{tmp_path / 'kubelite.db'}")
+    with engine.begin() as conn:   # what kubelite 3 wrote: its events had no resourceVersion
+        for step in (_migrate_0_to_1, _migrate_1_to_2, _migrate_2_to_3):
+            step(conn)
+        conn.exec_driver_sql("INSERT INTO meta VALUES ('schema_version', '3')")
+        conn.exec_driver_sql("DROP INDEX ix_events_resource_version")
+        conn.exec_driver_sql("ALTER TABLE events DROP COLUMN resource_version")
+        conn.exec_driver_sql("INSERT INTO events VALUES (1, 'default', 'Pod', 'web', 'u1', '', 'Normal', 'Started', "
+                             "'m', 1, '2026-11-28T06:00:00+00:00', '2026-11-28T06:00:00+00:00')")
+    engine.dispose()
+    db = sqlite3.connect(tmp_path / "kubelite.db")
+    db.close()
+    reader = Reader(tmp_path)   # the CLI of this version reads a database not upgraded yet
+    assert [(e["reason"], e["metadata"]["resourceVersion"]) for e in reader.events(None)] == [("Started", "0")]
+    reader.close()
+    store = Store(tmp_path)
+    assert store.get_meta("schema_version") == str(schema.SCHEMA_VERSION)
+    with store.transaction():
+        store.record_event(namespace="default", kind="Pod", name="web", uid="u1", type_="Normal",
+                           reason="Killing", message="k", now=at(1))
+    reader = Reader(tmp_path)
+    assert [(e["reason"], e["metadata"]["resourceVersion"]) for e in reader.events(None, since=0)] == [("Killing", "1")]
+    assert "ix_events_resource_version" in [r[1] for r in store.execute_sql("PRAGMA index_list(events)")]
     reader.close()
     store.close()
 

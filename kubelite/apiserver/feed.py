@@ -1,4 +1,5 @@
-"""Pod watches: one change feed shared by every `watch=true` client.
+"""Pod watches: one change feed shared by every `watch=true` client (the events' watch waits on
+its resourceVersion too: `changes`).
 
 Owns: turning the store's changes into ADDED / MODIFIED / DELETED events with the node-wide
 resourceVersions the store assigns (every pod write and delete takes the next value, a deletion
@@ -171,6 +172,33 @@ class PodFeed:
                         return
                 if pending:
                     cursor = pending[-1].resource_version
+                else:
+                    yield None
+        finally:
+            with self._cond:
+                self.watchers -= 1
+
+    def changes(self, after: int, *, tick_s: float | None = None) -> Iterator[int | None]:
+        """The node-wide resourceVersion each time it moves past `after` (any write: a pod's or an
+        event's), None every `tick_s` (TICK_S) without news; the feed polls while this runs, as it
+        does for a pod watch. The events' watch waits on this."""
+        tick = TICK_S if tick_s is None else tick_s
+        self.poll()
+        with self._cond:
+            self.watchers += 1
+        self._hint.set()
+        seen = after
+        try:
+            while True:
+                with self._cond:
+                    if self._rv <= seen and not self._stopped:
+                        self._cond.wait(tick)
+                    if self._stopped:
+                        return
+                    current = self._rv
+                if current > seen:
+                    seen = current
+                    yield current
                 else:
                     yield None
         finally:

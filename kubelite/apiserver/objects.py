@@ -30,7 +30,7 @@ RESOURCES: list[dict[str, Any]] = [
     {"name": "pods/log", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "pods/status", "singularName": "", "namespaced": True, "kind": "Pod", "verbs": ["get"]},
     {"name": "events", "singularName": "event", "namespaced": True, "kind": "Event", "shortNames": ["ev"],
-     "verbs": ["get", "list"]},
+     "verbs": ["get", "list", "watch"]},
     {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
      "shortNames": ["cm"], "verbs": ["get", "list"]},
     {"name": "secrets", "singularName": "secret", "namespaced": True, "kind": "Secret", "verbs": ["get", "list"]},
@@ -83,9 +83,23 @@ def api_group(name: str) -> dict[str, Any]:
 
 
 def api_groups() -> dict[str, Any]:
-    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), and the
-    storage group, for the StorageClasses that claims name."""
-    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": [api_group(AUTHORIZATION), api_group(STORAGE)]}
+    """The authorization group, so that tools can ask what they may read (`kubectl auth can-i`), the
+    storage group, for the StorageClasses that claims name, and the resource metrics (`kubectl top`)."""
+    groups = [api_group(AUTHORIZATION), api_group(STORAGE)]
+    groups.append(metrics_api_group())   # metrics.k8s.io: kubectl top
+    return {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+
+
+METRICS = "metrics.k8s.io"
+METRICS_RESOURCES: list[dict[str, Any]] = [
+    {"name": "nodes", "singularName": "", "namespaced": False, "kind": "NodeMetrics", "verbs": ["get", "list"]},
+    {"name": "pods", "singularName": "", "namespaced": True, "kind": "PodMetrics", "verbs": ["get", "list"]},
+]
+
+
+def metrics_api_group() -> dict[str, Any]:
+    version = {"groupVersion": f"{METRICS}/v1beta1", "version": "v1beta1"}
+    return {"name": METRICS, "versions": [version], "preferredVersion": version}
 
 
 def storage_resources() -> dict[str, Any]:
@@ -114,7 +128,8 @@ def access_review(review: dict[str, Any], access: Access = Access.READ) -> dict[
             # it, as the subresource (no pod is ever created through this API, whatever its name)
             resource = f"pods/{attributes['name']}"
         served = RESOURCES if attributes.get("group", "") in ("", None) else \
-            STORAGE_RESOURCES if attributes.get("group") == STORAGE else []
+            STORAGE_RESOURCES if attributes.get("group") == STORAGE else \
+            METRICS_RESOURCES if attributes.get("group") == METRICS else []
         verbs = {r["name"]: r["verbs"] for r in served}.get(resource, [])
         if access >= Access.ADMIN and attributes.get("group", "") in ("", None):
             verbs = ADMIN_VERBS.get(resource, verbs)

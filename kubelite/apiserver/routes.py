@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
-from kubelite.apiserver import audit, feed, logs, metrics, objects, params, protobuf, selectors
+from kubelite.apiserver import audit, eventwatch, feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
 from kubelite.apiserver.auth import Access
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
@@ -185,6 +185,8 @@ class Call:
         if path == "/metrics":
             return Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
         parts = [unquote(p) for p in path.split("/") if p]
+        if parts[:2] == ["apis", metricsapi.GROUP]:   # kubectl top
+            return self._metrics_api(parts, query)
         if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:
             return self._list("storageclasses", None, query) if len(parts) == 4 else \
                 self._get("storageclasses", None, parts[4])
@@ -209,6 +211,14 @@ class Call:
         if len(rest) == 3 and resource == "pods" and rest[2] == "log":
             return self._log(namespace or "default", name, query)
         raise self._no_resource()
+
+    def _metrics_api(self, parts: list[str], query: dict[str, str]) -> Reply:
+        if query.get("watch") in ("true", "1"):
+            raise ApiError(objects.status(405, "MethodNotAllowed", "watch is not supported on resource metrics"))
+        try:
+            return _json(200, metricsapi.answer(self.api, parts, query))
+        except metricsapi.NotFound as exc:
+            raise ApiError(objects.status(404, "NotFound", str(exc), kind=exc.kind, name=exc.name)) from None
 
     @staticmethod
     def _no_resource() -> ApiError:
@@ -258,7 +268,7 @@ class Call:
 
     def _watch(self, resource: str, namespace: str | None, query: dict[str, str],
                match: Callable[[dict[str, Any]], bool]) -> Stream:
-        if resource != "pods":
+        if resource not in ("pods", "events"):
             raise ApiError(objects.status(405, "MethodNotAllowed", f"watch is not supported on {resource} by kubelite"))
         api = self.api
         since_text = query.get("resourceVersion") or ""
@@ -271,6 +281,9 @@ class Call:
                 api.feed.check(since)
             except feed.TooLarge as exc:
                 raise ApiError(objects.status(504, "Timeout", str(exc), retry_after=1)) from None
+        if resource == "events":   # node-wide resourceVersions too: each event write takes the next one
+            return Stream("application/json", eventwatch.lines(api, namespace, since, match, timeout_s=timeout,
+                                                               bookmarks=bookmarks, table=table))
         return Stream("application/json", self._watch_chunks(namespace, since, timeout, match, bookmarks, table))
 
     def _watch_chunks(self, namespace: str | None, since: int | None, timeout: int,

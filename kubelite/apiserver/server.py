@@ -4,6 +4,8 @@ Owns: `ApiServer`, which the daemon makes beside the agent: the two tokens and t
 `tls`), the listening socket on a loopback address (or the one `--api-address` names), one aiohttp
 server on an asyncio event loop in a thread of its own (`serving`), and the reads the routes make of
 the state database, each through a read-only connection of its own; nothing here writes the store.
+It also holds the readings of the containers' usage that the metrics API's rates need
+(`runtime.stats.Sampler`, read on demand).
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
 path answers in `routes`; a pod's exec in `podexec`, through the runtime the daemon hands over.
 """
@@ -25,6 +27,7 @@ from kubelite.apiserver.connections import loop_error
 from kubelite.apiserver.limits import Limits
 from kubelite.apiserver.serving import LISTEN_BACKLOG, Serving
 from kubelite.clock import utcnow
+from kubelite.runtime import stats, view
 from kubelite.store.reader import Reader, one_per_name
 
 log = logging.getLogger("kubelite.api")
@@ -75,7 +78,9 @@ class ApiServer:
             self.socket.setblocking(False)
             self.context = tls.server_context(directory)
             self.feed = feed.PodFeed(self.reader)
-            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers)
+            self.instance = view.instance_name(root)   # the runtime's cgroups: the metrics API's figures
+            self.sampler = stats.Sampler()
+            self.registry = metrics.node_registry(self.reader, lambda: self.feed.watchers, instance=self.instance)
         except BaseException:
             self.socket.close()
             if hasattr(self, "feed"):

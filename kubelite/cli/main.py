@@ -36,6 +36,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_container_commands(sub, common)
     _add_image(sub, common, registry_flags)
 
+    from kubelite.cli import top  # standard library only when loaded
+
+    top.add_parser(sub, common, namespaced)
+
     version = sub.add_parser("version", parents=[common], help="print the version")
     version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
 
@@ -143,8 +147,8 @@ def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.Arg
         p.add_argument("name", nargs="?", help="a single object by name")
         p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], default=None)
         p.add_argument("--no-headers", action="store_true")
-        if names[0] == "pods":
-            p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        p.add_argument("--watch-only", action="store_true", help="print changes as they happen, without the list")
 
     for names in (("configmaps", "configmap", "cm"), ("secrets", "secret"),
                   ("persistentvolumeclaims", "persistentvolumeclaim", "pvc"),
@@ -287,6 +291,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "image":
         from kubelite.cli import image
         return image.run(args)
+    if command == "top":
+        from kubelite.cli import top
+        return top.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)

@@ -179,6 +179,9 @@ def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
+    if args.watch_only:
+        args.watch = True
+        return _watch(reader, args, namespace, header=True)
     pods = _visible(reader.pods(namespace, args.name))
     if args.name and not pods:
         return _not_found("pods", args.name)
@@ -218,8 +221,9 @@ def _warn_problems(reader: Reader) -> None:
             print(f"Warning: manifest {problem['text']}", file=sys.stderr)
 
 
-def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> int:
-    """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted."""
+def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None, *, header: bool = False) -> int:
+    """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted; `header`: the
+    table's header before the first row (`--watch-only`, where no table came before)."""
     versions = reader.resource_versions()
     while True:
         time.sleep(WATCH_POLL_S)
@@ -232,16 +236,56 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None) -> i
         rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
         if rows:
             sys.stdout.write(pod_printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
-                                                       all_namespaces=namespace is None, no_headers=True))
+                                                       all_namespaces=namespace is None, no_headers=not header))
+            header = False
             sys.stdout.flush()
 
 
 def get_events(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
-    events = reader.events(namespace, name=args.name)
-    return _print_list(args, namespace, events, "event",
-                       lambda: event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None),
-                       document=_list_document("EventList", events))
+    with reader.snapshot():
+        since = reader.resource_version()
+        events = reader.events(namespace, name=args.name)
+    if args.watch_only:
+        return _watch_events(reader, args, namespace, since, header=True)
+    if args.watch and not events:
+        pass   # kubectl's watch prints no "No resources found", only what comes
+    elif args.watch and args.output is None:
+        sys.stdout.write(event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
+    else:
+        code = _print_list(args, namespace, events, "event",
+                           lambda: event_printers.format_event_table(events, utcnow(),
+                                                                     all_namespaces=namespace is None),
+                           document=_list_document("EventList", events))
+        if not args.watch:
+            return code
+    sys.stdout.flush()
+    return _watch_events(reader, args, namespace, since, header=not events)
+
+
+def _watch_events(reader: Reader, args: argparse.Namespace, namespace: str | None, since: int, *,
+                  header: bool) -> int:
+    """`-w`: print each event as it is written, or counted again (every event write takes the next
+    node-wide resourceVersion), until interrupted; the header before the first row when no table
+    was printed before."""
+    while True:
+        time.sleep(WATCH_POLL_S)
+        if reader.resource_version() == since:
+            continue
+        found = reader.events(namespace, name=args.name, since=since)
+        if not found:
+            continue
+        since = max(int(e["metadata"]["resourceVersion"]) for e in found)
+        if args.output in ("json", "yaml"):
+            for event in found:
+                _dump(event, args.output)
+        elif args.output == "name":
+            sys.stdout.write("".join(f"event/{e['metadata']['name']}\n" for e in found))
+        else:
+            table = event_printers.format_event_table(found, utcnow(), all_namespaces=namespace is None)
+            sys.stdout.write(table if header else table.split("\n", 1)[1])
+            header = False
+        sys.stdout.flush()
 
 
 def describe_pod(reader: Reader, args: argparse.Namespace) -> int:

@@ -5,7 +5,8 @@ attempt's log is (`layout`), the command line that runs a command in a running c
 session of it with its pipes or a terminal, `streaming`), and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
 container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
-Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
+Also the runtime's version as a Node reports it (`runtime_version`), for the API server, and the
+instance's name in cgroup paths (`instance_name`).
 
 Standard library only, and it loads nothing of the runtime itself: the CLI's commands stay fast.
 Errors: `errors.RuntimeError_`, one line each.
@@ -52,6 +53,13 @@ def runtime_version(name: str) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "runc://unknown"
     return "runc://" + (first.split()[-1] if first.split() else "unknown")
+
+
+def instance_name(root: Path) -> str:
+    """This instance's name in cgroup paths and annotations: derived from its state root."""
+    import hashlib
+
+    return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
 
 
 class RuntimeView:

@@ -19,7 +19,7 @@ from kubelite.errors import StoreError
 from kubelite import layout
 
 DB_NAME = layout.DB_NAME
-SCHEMA_VERSION = 3   # kept equal to schema.SCHEMA_VERSION by a test
+SCHEMA_VERSION = 4   # kept equal to schema.SCHEMA_VERSION by a test
 RESOURCE_VERSION_KEY = "resource_version"   # kept equal to the store's by a test
 TOMBSTONE_PREFIX = "deleted/"
 #: Where the git sync's status lives in the `meta` table (written by the node state, read by `get sync`).
@@ -39,6 +39,7 @@ class Reader:
     def __init__(self, root: Path) -> None:
         self.path = root / DB_NAME
         self._db: sqlite3.Connection | None = None
+        self._has_event_versions = False
         if self.path.exists():
             try:
                 self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=5)
@@ -156,32 +157,44 @@ class Reader:
         return {uid: rv for uid, rv in self._rows("SELECT uid, resource_version FROM pods")}
 
     def events(self, namespace: str | None = None, *, uid: str | None = None,
-               name: str | None = None) -> list[dict[str, Any]]:
-        """v1 Events, oldest last-seen first."""
+               name: str | None = None, since: int | None = None) -> list[dict[str, Any]]:
+        """v1 Events, oldest last-seen first; `since`: only those written after that resourceVersion,
+        in the order they were written."""
+        versions = self._event_versions()
         sql = ("SELECT id, namespace, kind, name, uid, field_path, type, reason, message, count, "
-               "first_timestamp, last_timestamp FROM events")
+               f"first_timestamp, last_timestamp, {'resource_version' if versions else '0'} FROM events")
         clauses, args = [], []
         for column, value in (("namespace", namespace), ("uid", uid), ("name", name)):
             if value is not None:
                 clauses.append(f"{column} = ?")
                 args.append(value)
+        if since is not None and versions:
+            clauses.append("resource_version > ?")
+            args.append(since)
         if clauses:
             sql += " WHERE " + " AND ".join(clauses)
-        sql += " ORDER BY last_timestamp, id"
+        sql += " ORDER BY resource_version, id" if since is not None and versions else " ORDER BY last_timestamp, id"
         out = []
-        for (id_, ns, kind, obj, obj_uid, field_path, type_, reason, message, count, first, last) in \
+        for (id_, ns, kind, obj, obj_uid, field_path, type_, reason, message, count, first, last, rv) in \
                 self._rows(sql, tuple(args)):
             involved = {"kind": kind, "namespace": ns, "name": obj, "uid": obj_uid}
             if field_path:
                 involved["fieldPath"] = field_path
             out.append({
                 "apiVersion": "v1", "kind": "Event",
-                "metadata": {"name": f"{obj}.{id_:x}", "namespace": ns},
+                "metadata": {"name": f"{obj}.{id_:x}", "namespace": ns, "resourceVersion": str(rv)},
                 "involvedObject": involved, "reason": reason, "message": message, "type": type_,
                 "count": count, "firstTimestamp": _api_time(first), "lastTimestamp": _api_time(last),
                 "source": {"component": "kubelite"},
             })
         return out
+
+    def _event_versions(self) -> bool:
+        """Whether the events carry resourceVersions (schema 4; a database not upgraded yet has none)."""
+        if not self._has_event_versions:   # looked at again until found: the daemon may upgrade it meanwhile
+            self._has_event_versions = any(row[1] == "resource_version"
+                                           for row in self._rows("PRAGMA table_info(events)"))
+        return self._has_event_versions
 
     def pods_by_uid(self, uids: list[str]) -> list[dict[str, Any]]:
         if not uids:

@@ -12,7 +12,8 @@ Tables:
   containers  observed containers: every attempt kept (the newest two per container name)
   backoff     CrashLoopBackOff entries by stable key
   start_errors the last create/start failure per pod container (the kubelet's reasonCache)
-  events      v1-style events with counts
+  events      v1-style events with counts; each write takes the next node-wide resourceVersion
+              (schema 4), so a watch of events resumes where its list left off
   problems    manifest problems of the last directory scan
   config_objects  ConfigMaps and Secrets accepted from the manifests (schema 2): `object` is the v1
               JSON as the API serves it (a Secret's `data` base64); read by the CLI and the API.
@@ -27,7 +28,7 @@ from sqlalchemy import (
     Boolean, Column, Float, Integer, MetaData, String, Table, Text, UniqueConstraint,
 )
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 metadata = MetaData()
 
@@ -116,6 +117,7 @@ events = Table(
     Column("count", Integer, nullable=False, default=1),
     Column("first_timestamp", String, nullable=False),
     Column("last_timestamp", String, nullable=False),
+    Column("resource_version", Integer, nullable=False, default=0, server_default="0", index=True),
     UniqueConstraint("uid", "kind", "name", "field_path", "type", "reason", "message", name="event_identity"),
 )
 

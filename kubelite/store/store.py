@@ -98,8 +98,16 @@ def _migrate_2_to_3(conn: Connection) -> None:
     schema.persistent_volumes.create(conn, checkfirst=True)
 
 
+def _migrate_3_to_4(conn: Connection) -> None:
+    """Events get resourceVersions (0 for those written before: older than any watch)."""
+    columns = {row[1] for row in conn.exec_driver_sql("PRAGMA table_info(events)")}
+    if "resource_version" not in columns:   # a database made at version 1 with today's tables has it
+        conn.exec_driver_sql("ALTER TABLE events ADD COLUMN resource_version INTEGER NOT NULL DEFAULT 0")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_events_resource_version ON events (resource_version)")
+
+
 #: MIGRATIONS[n] upgrades a database at schema version n to n + 1.
-MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3}
+MIGRATIONS = {0: _migrate_0_to_1, 1: _migrate_1_to_2, 2: _migrate_2_to_3, 3: _migrate_3_to_4}
 
 
 def _owner_only(path: Path) -> None:
@@ -374,13 +382,14 @@ class Store:
     # ------------------------------------------------------------------ events and problems
 
     def record_event(self, *, namespace: str, kind: str, name: str, uid: str, type_: str, reason: str,
-                     message: str, now: datetime, field_path: str = "") -> None:
-        """Add an event, or count one more of an identical event (as the event recorder does)."""
+                     message: str, now: datetime, field_path: str = "", version: int | None = None) -> None:
+        """Add an event, or count one more of an identical event (as the event recorder does); either
+        takes `version`, or the next node-wide resourceVersion."""
         ts = _ts(now)
         self.conn.execute(_RECORD_EVENT, {
             "namespace": namespace, "kind": kind, "name": name, "uid": uid, "field_path": field_path,
             "type": type_, "reason": reason, "message": message, "count": 1, "first_timestamp": ts,
-            "last_timestamp": ts})
+            "last_timestamp": ts, "resource_version": version if version is not None else self.next_resource_version()})
 
     def prune_events(self, *, older_than: datetime) -> None:
         """Drop events last seen before `older_than` (the API server keeps events one hour)."""

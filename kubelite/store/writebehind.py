@@ -142,7 +142,7 @@ class WriteBehind:
     def record_event(self, *, namespace: str, kind: str, name: str, uid: str, type_: str, reason: str,
                      message: str, now: datetime, field_path: str = "") -> None:
         self._add("record_event", namespace=namespace, kind=kind, name=name, uid=uid, type_=type_, reason=reason,
-                  message=message, now=now, field_path=field_path)
+                  message=message, now=now, field_path=field_path, version=self.next_resource_version())
 
     def prune_events(self, *, older_than: datetime) -> None:
         self._add("prune_events", older_than=older_than)

@@ -6,7 +6,6 @@ Owns: the argv-level calls; the OCI runtime (`oci.runtime`) decides what to run.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import socket
@@ -43,9 +42,8 @@ def find_binaries() -> dict[str, str]:
     return found
 
 
-def instance_name(root: Path) -> str:
-    """This instance's name in cgroup paths and annotations: derived from its state root."""
-    return "kubelite-" + hashlib.sha256(str(root.resolve()).encode()).hexdigest()[:10]
+#: This instance's name in cgroup paths and annotations (`view.instance_name`).
+instance_name = view.instance_name
 
 
 def run(cmd: list[str], *, timeout: float, **popen: Any) -> subprocess.CompletedProcess[Any]:
