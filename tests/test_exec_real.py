@@ -123,17 +123,10 @@ def test_kubectl_cp_copies_a_file_in_and_out(served):
 
 
 def test_the_python_client_execs_over_v4(served):
-    from kubernetes import client, config
-    from kubernetes.stream import stream
+    from tests.test_apiserver_exec import python_client_exec
 
-    api = client.CoreV1Api(config.new_client_from_config(str(served.admin_kubeconfig)))
-    out = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "echo $((2+3))"],
-                 stderr=True, stdin=False, stdout=True, tty=False)
-    assert out == "5\n"
-    session = stream(api.connect_get_namespaced_pod_exec, "web", "default", command=["sh", "-c", "exit 4"],
-                     stderr=True, stdin=False, stdout=True, tty=False, _preload_content=False)
-    session.run_forever(timeout=20)
-    assert session.returncode == 4
+    assert python_client_exec(served.admin_kubeconfig, "web", "sh", "-c", "echo $((2+3))") == ("5\n", 0)
+    assert python_client_exec(served.admin_kubeconfig, "web", "sh", "-c", "exit 4")[1] == 4
 
 
 def test_the_read_only_credential_runs_nothing(served):
@@ -291,53 +284,45 @@ def test_kubelite_cp_copies_files_and_directories_both_ways(served):
     assert out.returncode != 0 and "nothing-here" in out.stderr
 
 
+FLOOD = """
+import sys, websocket
+ws = websocket.create_connection(sys.argv[1], sslopt={"ca_certs": sys.argv[2]}, subprotocols=["v5.channel.k8s.io"],
+                                 header=["Authorization: Bearer " + sys.argv[3]], timeout=60)
+chunk = b"\\x00" + b"x" * 32768
+sent = 0
+while True:   # the command never reads: the pipe fills, then TCP, then this send blocks
+    ws.send_binary(chunk)
+    sent += 32768
+    print(sent, flush=True)
+"""
+
+
 def test_a_client_flooding_a_command_that_reads_nothing_blocks_no_one(served):
     import http.client
-    import socket
     import ssl as ssls
 
-    import websocket   # websocket-client, which the Python client uses
-
     ca = str(auth.api_dir(served.node.root) / "ca.crt")
-    ws = websocket.create_connection(
-        f"wss://{served.api.address}/api/v1/namespaces/default/pods/web/exec?command=sleep&command=1004&stdin=true"
-        "&stdout=true", sslopt={"ca_certs": ca}, subprotocols=["v5.channel.k8s.io"], timeout=30,
-        header=[f"Authorization: Bearer {served.api.admin_token}"])
-    sent = [0]
-
-    def flood() -> None:   # the command never reads: the pipe fills, then TCP, then this send blocks
-        chunk = b"\x00" + b"x" * 32768
-        try:
-            while True:
-                ws.send_binary(chunk)
-                sent[0] += 32768
-        except (OSError, websocket.WebSocketException):
-            pass
-
-    flooding = threading.Thread(target=flood, daemon=True)
-    flooding.start()
+    url = (f"wss://{served.api.address}/api/v1/namespaces/default/pods/web/exec?command=sleep&command=1004"
+           "&stdin=true&stdout=true")
+    flood = subprocess.Popen([sys.executable, "-c", FLOOD, url, ca, served.api.admin_token], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2)
+        time.sleep(3)
         host, port = served.api.address.rsplit(":", 1)
-        conn = http.client.HTTPSConnection(host, int(port), timeout=10,
-                                           context=ssls.create_default_context(cafile=ca))
+        conn = http.client.HTTPSConnection(host, int(port), timeout=10, context=ssls.create_default_context(cafile=ca))
         started = time.monotonic()
         conn.request("GET", "/api/v1/namespaces/default/pods/web",
                      headers={"Authorization": f"Bearer {served.api.admin_token}"})
         assert conn.getresponse().status == 200
         took = time.monotonic() - started
         conn.close()
-        held = sent[0]
-        time.sleep(1)
-        assert took < 2.0, f"a read took {took:.2f}s while a session was flooded"
-        assert sent[0] == held and held < 64 * 1024 * 1024   # held back, not buffered without bound
+        assert flood.poll() is None, flood.stderr.read() if flood.stderr else ""
     finally:
-        try:   # the client goes as a killed process does: its socket closed, its input unread
-            ws.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        flooding.join(10)
-        ws.sock.close()
+        flood.kill()   # the client goes as a killed process does, its input unread
+        out, _ = flood.communicate(timeout=10)
+    assert took < 2.0, f"a read took {took:.2f}s while a session was flooded"
+    sent = int(out.split()[-1])
+    assert 0 < sent < 64 * 1024 * 1024   # held back, not buffered without bound
     # its FIN waits behind the unread flood (TCP gives such a connection up only later): the command
     # ending ends the session, and its slot is free again
     assert served.in_container("sh", "-c", "kill -9 $(ps -o pid,args | grep '[s]leep 1004' | awk '{print $1}')")[0] == 0
