@@ -16,7 +16,7 @@ from pathlib import Path
 from bench.common import Row, print_table, read_summary
 
 ORDER = ("runtime", "workers", "cli", "engine", "gitops", "network", "probes", "config", "pull", "api",
-         "portforward")
+         "portforward", "streams")
 
 
 def main() -> None:

@@ -61,7 +61,8 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.view",
                                "kubelite.runtime.stats", "kubelite.runtime.usage",   # the metrics API
                                # port-forward: a pod's namespace (`view`, `linux`'s PID check), the dial
-                               "kubelite.runtime.netns", "kubelite.runtime.linux"},
+                               "kubelite.runtime.netns", "kubelite.runtime.linux",
+                               "kubelite.runtime.streaming"},   # the exec session's type
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
     # the CLI reads the store; it opens the store itself only where OPENED_BY allows (`sync --once`)
@@ -70,7 +71,8 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     # containers only through the runtime's view and the CRI log format; the image commands; the
     # bridge's defaults and the host address `serve` reads from `cni` (and what `cni` uses: `linux`,
     # `protocol`). A package listed here is listed with its modules.
-    ("cli", "runtime"): {"kubelite.runtime.view", "kubelite.runtime.crilog", "kubelite.runtime.images",
+    ("cli", "runtime"): {"kubelite.runtime.view", "kubelite.runtime.streaming", "kubelite.runtime.crilog",
+                         "kubelite.runtime.images",
                          "kubelite.runtime.registry", "kubelite.runtime.reference", "kubelite.runtime.cni",
                          "kubelite.runtime.linux", "kubelite.runtime.protocol", "kubelite.runtime.netns",
                          "kubelite.runtime.stats", "kubelite.runtime.usage"},   # `top`

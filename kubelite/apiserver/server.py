@@ -7,7 +7,7 @@ the state database, each through a read-only connection of its own; nothing here
 It also holds the readings of the containers' usage that the metrics API's rates need
 (`runtime.stats.Sampler`, read on demand).
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
-path answers in `routes`.
+path answers in `routes`; a pod's exec in `podexec`, through the runtime the daemon hands over.
 """
 
 from __future__ import annotations
@@ -55,11 +55,14 @@ class ApiServer:
 
     def __init__(self, *, root: Path, node_name: str, runtime: str, host: str, port: int,
                  health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits(),
-                 run_dir: Path | None = None) -> None:
+                 run_dir: Path | None = None, containers: Any = None) -> None:
         self.root, self.node_name, self.health, self.limits = root, node_name, health, limits
         #: The runtime's run directory: where port-forward finds a pod's network namespace (None: the
         #: simulated runtime's node, whose pods have none).
         self.run_dir = run_dir
+        #: The runtime whose `exec_stream` runs a client's exec (the agent's, as the daemon wires
+        #: it); None: exec answers that this API reaches no containers.
+        self.containers = containers
         self.token = auth.ensure_token(root)
         self.admin_token = auth.ensure_token(root, admin=True)
         directory = auth.api_dir(root)

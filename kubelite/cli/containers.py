@@ -1,4 +1,4 @@
-"""`logs`, `exec`, `kill`: commands that reach into a pod's containers.
+"""`logs`, `exec`, `kill`, `cp`: commands that reach into a pod's containers.
 
 Owns: finding a container from a pod name (kubectl's rules: `-c`, else the first container, with
 a note when there are several), reading CRI-format log files the way `kubectl logs` prints them
@@ -131,10 +131,24 @@ def _running_container(args: argparse.Namespace) -> str:
 
 
 def exec_(args: argparse.Namespace) -> int:
-    """Run a command in the container: the runtime's exec replaces this process, so its exit code is ours."""
+    """Run a command in the container. Without a terminal the runtime's exec replaces this process,
+    so its exit code is ours; with `-t` on a terminal, a session copies between this terminal and
+    the container's (`cli.terminal`)."""
     if not args.command_args:
         raise UsageError("give a command after --, e.g. kubelite exec web -- sh -c 'echo hi'")
-    argv = _view(args).exec_argv(_running_container(args), args.command_args, tty=args.tty)
+    container_id = _running_container(args)
+    view = _view(args)
+    tty = args.tty
+    if tty and not os.isatty(0):
+        print("Unable to use a TTY - input is not a terminal or the right kind of file", file=sys.stderr)
+        tty = False
+    if tty:
+        from kubelite.cli import terminal
+
+        session = view.exec_session(container_id, args.command_args, stdin=True, tty=True,
+                                    size=terminal.local_size(0))
+        return terminal.run(session)
+    argv = view.exec_argv(container_id, args.command_args)
     sys.stdout.flush()
     os.execv(argv[0], argv)
     return 127  # not reached
@@ -148,4 +162,9 @@ def kill(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "cp":
+        from kubelite.cli import copy
+
+        return copy.run(args, _view(args), lambda namespace, pod: _running_container(
+            argparse.Namespace(**{**vars(args), "namespace": namespace, "pod": pod})))
     return {"logs": logs, "exec": exec_, "kill": kill}[args.command](args)

@@ -189,7 +189,7 @@ def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """logs, exec and kill: the commands that reach one container of a pod."""
+    """logs, exec, cp and kill: the commands that reach one container of a pod."""
     logs = _container_command(sub, "logs", common, "print a container's log")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-p", "--previous", action="store_true", help="the previous attempt's log")
@@ -200,6 +200,12 @@ def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     exec_.add_argument("-i", "--stdin", action="store_true", help="pass stdin (always on)")
     exec_.add_argument("command_args", nargs="*", metavar="-- COMMAND")
+
+    cp = sub.add_parser("cp", parents=[common], help="copy files into or out of a container (it needs tar)")
+    cp.add_argument("source", metavar="SRC", help="a local path, or [NAMESPACE/]POD:PATH")
+    cp.add_argument("dest", metavar="DEST", help="a local path, or [NAMESPACE/]POD:PATH")
+    cp.add_argument("-c", "--container", default=None)
+    cp.add_argument("-n", "--namespace", default=None)
 
     kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1")
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
@@ -292,7 +298,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("validate", "apply", "delete"):
         from kubelite.cli import manage
         return manage.run(args)
-    if command in ("logs", "exec", "kill"):
+    if command in ("logs", "exec", "kill", "cp"):
         from kubelite.cli import containers
         return containers.run(args)
     if command == "port-forward":

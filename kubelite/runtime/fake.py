@@ -16,6 +16,9 @@ applies to every attempt of that container. Probe outcomes are scripted the same
 A regular init container completes as soon as it has started (exit 0, or its `exit=` code) unless
 its annotation gives `after=` or `oom-after=`. Image references are checked by the image store's
 parser, so a reference the real runtime cannot pull fails here too, with the same message.
+A streaming exec (`exec_stream`, a client's `kubectl exec`) runs no command: it echoes its stdin to
+its stdout (as `cat` would), or writes the command line when it has no stdin, and exits with the
+container's `exec-exit` code; `kill` ends it at once.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import ipaddress
 import hashlib
 import itertools
+import os
 import threading
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -37,6 +41,7 @@ from kubelite.runtime.protocol import (
     SandboxState,
 )
 from kubelite.runtime.reference import ImageError
+from kubelite.runtime.streaming import ExecSession
 
 ANNOTATION_PREFIX = "fake.kubelite.io/"
 
@@ -341,6 +346,15 @@ class FakeRuntime:
             code = c.behavior.exec_exit_code
             return ExecResult(code, stderr=f"simulated exit {code}\n".encode() if code else b"")
 
+    def exec_stream(self, container_id: str, command: list[str], *, stdin: bool, stdout: bool = True,
+                    stderr: bool = True, tty: bool = False) -> ExecSession:
+        with self._lock:
+            c = self._get(container_id)
+            if c.info.state is not ContainerState.RUNNING:
+                raise RuntimeError_(f"container {container_id} is not running")
+            self.calls.append(("exec-stream", container_id))
+            return FakeExec(command, code=c.behavior.exec_exit_code, stdin=stdin, stdout=stdout, tty=tty)
+
     def image_present(self, image: str) -> bool:
         if not _valid_reference(image):   # as the image store: an unparsable reference is never present
             return False
@@ -392,3 +406,71 @@ class FakeRuntime:
         with self._lock:
             self._sandboxes.clear()
             self._containers.clear()
+
+
+class FakeExec(ExecSession):
+    """A simulated command: stdin echoed to stdout (or the command line written when there is no
+    stdin), then the scripted exit code; a thread stands for the process."""
+
+    def __init__(self, command: list[str], *, code: int, stdin: bool, stdout: bool, tty: bool) -> None:
+        self.tty, self.code = tty, code
+        self._killed = threading.Event()
+        self._in = self._out = None
+        if stdin:
+            self._in, self.stdin = os.pipe()
+        if stdout:
+            self.stdout, self._out = os.pipe()
+        for fd in (self.stdin, self.stdout):
+            if fd is not None:
+                os.set_blocking(fd, False)
+        self.resizes: list[tuple[int, int]] = []
+        self._thread = threading.Thread(target=self._run, args=(" ".join(command),), daemon=True,
+                                        name="fake-exec")
+        self._thread.start()
+
+    def _run(self, line: str) -> None:
+        try:
+            if self._in is None:
+                if self._out is not None:
+                    os.write(self._out, (line + "\n").encode())
+                return
+            while not self._killed.is_set():
+                data = os.read(self._in, 65536)
+                if not data:
+                    break
+                if self._out is not None:
+                    os.write(self._out, data)
+        except OSError:
+            pass
+        finally:
+            for fd in (self._in, self._out):
+                if fd is not None:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+
+    def resize(self, width: int, height: int) -> None:
+        self.resizes.append((width, height))
+
+    def close_stdin(self) -> None:
+        if self.stdin is not None:
+            os.close(self.stdin)
+            self.stdin = None
+
+    def wait(self) -> int:
+        self._thread.join()
+        return 137 if self._killed.is_set() else self.code
+
+    def kill(self) -> None:
+        self._killed.set()
+        self.close()   # the "process" sees EOF on its stdin and EPIPE on its stdout
+
+    def close(self) -> None:   # two pipes even with a terminal: each closed
+        for fd in (self.stdin, self.stdout):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.stdin = self.stdout = None

@@ -1,7 +1,7 @@
 """The runtime protocol: the one I/O seam between the agent and containers (CRI-shaped).
 
 Owns: the calls the agent makes (sandbox run/stop/remove; container create/start/signal/remove;
-list; exec; exit hints) and the records they return. Implementations: `fake.FakeRuntime`
+list; exec, and a streaming exec for clients; exit hints) and the records they return. Implementations: `fake.FakeRuntime`
 (in-memory, deterministic, for tests and dry runs) and the OCI runtime (runc + conmon).
 
 One deliberate difference from CRI: there is no blocking `StopContainer(timeout)`. The agent
@@ -18,6 +18,7 @@ from typing import Callable, Protocol
 
 from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements
 from kubelite.core.types import ContainerState, SecurityProfile
+from kubelite.runtime.streaming import ExecSession
 
 
 class SandboxState(str, enum.Enum):
@@ -185,6 +186,12 @@ class Runtime(Protocol):
         ...
 
     def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult: ...
+
+    def exec_stream(self, container_id: str, command: list[str], *, stdin: bool, stdout: bool = True,
+                    stderr: bool = True, tty: bool = False) -> ExecSession:
+        """Start `command` in the running container for a client (CRI's `Exec`): its pipes or its
+        terminal as an `ExecSession`, which the caller waits for or kills, then closes."""
+        ...
     def image_present(self, image: str) -> bool: ...
 
     def sandbox_netns(self, sandbox_id: str) -> str | None:

@@ -1,7 +1,8 @@
 """The runtime as another process sees it: a container's log, exec and signals, without the daemon.
 
 Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this instance: where an
-attempt's log is (`layout`), the command line that runs a command in a running container, and
+attempt's log is (`layout`), the command line that runs a command in a running container (or a
+session of it with its pipes or a terminal, `streaming`), and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
 container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
 Also the runtime's version as a Node reports it (`runtime_version`), for the API server, the
@@ -19,8 +20,13 @@ import os
 import shutil
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from kubelite.errors import RuntimeError_
 from kubelite import layout
+
+if TYPE_CHECKING:
+    from kubelite.runtime.streaming import ExecSession
 
 #: The runtime whose containers have processes this view can reach (the scheme of their IDs).
 RUNC = "runc"
@@ -73,6 +79,15 @@ class RuntimeView:
         for the caller to exec: its exit code is the command's."""
         prefix, bare = self._runc(container_id)
         return [*prefix, "exec", *(["--tty"] if tty else []), bare, *command]
+
+    def exec_session(self, container_id: str, command: list[str], *, stdin: bool = True, tty: bool = False,
+                     size: tuple[int, int] | None = None) -> "ExecSession":
+        """`command` running in the container as a session of this process (`streaming.RuncExec`):
+        its pipes, or with `tty` a terminal of `size` (columns, rows)."""
+        from kubelite.runtime.streaming import RuncExec
+
+        prefix, bare = self._runc(container_id)
+        return RuncExec(prefix, bare, command, stdin=stdin, tty=tty, size=size)
 
     def signal(self, container_id: str, signal: str) -> None:
         """Send `signal` (`TERM`, `SIGKILL`, `9`) to the container's PID 1."""

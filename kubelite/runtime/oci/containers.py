@@ -28,6 +28,7 @@ from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.oci.process import run, run_conmon
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, parse_time, write_json
 from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, ExecResult, Mount
+from kubelite.runtime.streaming import ExecSession, RuncExec
 
 #: The kubelet's default `containerLogMaxSize`.
 LOG_SIZE_MAX = 10 * 1024 * 1024
@@ -292,3 +293,10 @@ class Containers:
                     pass
                 return ExecResult(-1, exc.stdout or b"", exc.stderr or b"", timed_out=True)
         return ExecResult(result.returncode, result.stdout, result.stderr)
+
+    def exec_stream(self, container_id: str, command: list[str], *, stdin: bool, stdout: bool = True,
+                    stderr: bool = True, tty: bool = False) -> ExecSession:
+        """`runc exec` of `command` in the container for a client (see `streaming.RuncExec`)."""
+        self._get(container_id)
+        return RuncExec([self.bin["runc"], "--root", str(self.state_dir)], container_id, command, stdin=stdin,
+                        stdout=stdout, stderr=stderr, tty=tty, work_dir=self.run_dir)
