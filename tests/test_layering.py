@@ -58,7 +58,7 @@ ALLOWED: dict[str, set[str]] = {
 #: modules reach there themselves): pure, standard-library code.
 ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     ("apiserver", "store"): {"kubelite.store.reader"},        # it reads, it never writes
-    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.view"},
+    ("apiserver", "runtime"): {"kubelite.runtime.crilog", "kubelite.runtime.view", "kubelite.runtime.attach"},
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
     # the CLI reads the store; it opens the store itself only where OPENED_BY allows (`sync --once`)
@@ -69,7 +69,7 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
     # `protocol`). A package listed here is listed with its modules.
     ("cli", "runtime"): {"kubelite.runtime.view", "kubelite.runtime.crilog", "kubelite.runtime.images",
                          "kubelite.runtime.registry", "kubelite.runtime.reference", "kubelite.runtime.cni",
-                         "kubelite.runtime.linux", "kubelite.runtime.protocol"},
+                         "kubelite.runtime.linux", "kubelite.runtime.protocol", "kubelite.runtime.attach"},
 }
 #: Modules only the modules listed may import (their own package aside). The store's writer: the
 #: node state writes it, the composition root opens it, the agent holds it to hand to the node state

@@ -1,9 +1,10 @@
-"""The runtime as another process sees it: a container's log, exec and signals, without the daemon.
+"""The runtime as another process sees it: a container's log, exec, attach and signals, without the daemon.
 
-Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this instance: where an
-attempt's log is (`layout`), the command line that runs a command in a running container, and
+Owns what the CLI's `logs`, `exec`, `attach` and `kill` need from the containers of this instance:
+where an attempt's log is (`layout`), the command line that runs a command in a running container,
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
-container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
+container's ID (`runc://<id>`) — and attaching to its main process through conmon's attach socket
+in its bundle (`runtime.attach`). A container of the simulated runtime has no process to reach.
 Also the runtime's version as a Node reports it (`runtime_version`), for the API server.
 
 Standard library only, and it loads nothing of the runtime itself: the CLI's commands stay fast.
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from kubelite.errors import RuntimeError_
 from kubelite import layout
+from kubelite.runtime.attach import ConmonAttach
 
 #: The runtime whose containers have processes this view can reach (the scheme of their IDs).
 RUNC = "runc"
@@ -63,6 +65,14 @@ class RuntimeView:
         for the caller to exec: its exit code is the command's."""
         prefix, bare = self._runc(container_id)
         return [*prefix, "exec", *(["--tty"] if tty else []), bare, *command]
+
+    def attach(self, container_id: str, *, tty: bool, stdin: bool) -> ConmonAttach:
+        """Attach to the running container `container_id`'s main process; `tty` and `stdin` are the
+        container's (its spec's `tty`, and `stdin` when the caller also asks for input)."""
+        _, bare = self._runc(container_id)
+        if not layout.is_safe_name(bare):
+            raise RuntimeError_(f"invalid container ID {container_id!r}")
+        return ConmonAttach.connect(layout.container_bundle(self.run_dir, bare), tty=tty, stdin=stdin)
 
     def signal(self, container_id: str, signal: str) -> None:
         """Send `signal` (`TERM`, `SIGKILL`, `9`) to the container's PID 1."""

@@ -1,0 +1,159 @@
+"""`kubelite attach` on real containers: output, stdin with and without `stdinOnce`, a terminal.
+
+The CLI runs as a process of its own against an in-process agent (tests/real.py); each test
+checks that the container still runs after the attach ends and that nothing is left behind.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import select
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import time
+
+import pytest
+
+from tests.real import REPO, container, pod
+
+pytestmark = pytest.mark.real
+
+TICKER = "i=0; while true; do i=$((i+1)); echo tick-$i; sleep 0.2; done"
+
+
+def attach(node, *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "kubelite.cli.main", "attach", *args], env=node.env(), cwd=REPO,
+                            **popen)
+
+
+def read_until(fd: int, wanted: bytes, *, timeout: float = 10.0) -> bytes:
+    """What `fd` gives until `wanted` is in it (AssertionError after `timeout`)."""
+    data = b""
+    deadline = time.monotonic() + timeout
+    while wanted not in data:
+        left = deadline - time.monotonic()
+        assert left > 0, f"timed out waiting for {wanted!r}; got {data!r}"
+        ready, _, _ = select.select([fd], [], [], left)
+        if ready:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:   # a pty's other side closed
+                chunk = b""
+            assert chunk, f"EOF before {wanted!r}; got {data!r}"
+            data += chunk
+    return data
+
+
+def ends(proc: subprocess.Popen, timeout: float = 10.0) -> int:
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise AssertionError("the attach did not end") from None
+
+
+def test_attach_follows_the_output_and_ctrl_c_detaches_leaving_the_container_running(node):
+    node.write(pod("ticker", container("app", TICKER)))
+    node.until(lambda: node.running("ticker", "app"), what="running")
+    node.until(lambda: "tick-3" in node.cli("logs", "ticker").stdout, what="a few lines")
+    proc = attach(node, "ticker", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        seen = read_until(proc.stdout.fileno(), b"\n", timeout=5)
+        first = int(seen.split(b"tick-")[1].split(b"\n")[0])
+        more = read_until(proc.stdout.fileno(), f"tick-{first + 3}\n".encode(), timeout=5)
+        assert f"tick-{first + 1}\n".encode() in more, "every line, in order"
+        assert first > 3, "attach shows what comes, not the log's beginning"
+        proc.send_signal(signal.SIGINT)
+        assert ends(proc) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    node.step()
+    assert node.running("ticker", "app"), "detaching leaves the container running"
+    before = node.cli("logs", "ticker").stdout.count("tick-")
+    time.sleep(0.6)
+    assert node.cli("logs", "ticker").stdout.count("tick-") > before, "it keeps printing"
+
+
+def test_attach_i_writes_stdin_and_stdin_stays_open_for_the_next_attach(node):
+    node.write(pod("catty", container("app", "exec cat", stdin=True)))
+    node.until(lambda: node.running("catty", "app"), what="running")
+    for word in (b"first", b"second"):
+        proc = attach(node, "catty", "-i", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            proc.stdin.write(word + b"\n")
+            proc.stdin.flush()
+            assert word + b"\n" in read_until(proc.stdout.fileno(), word + b"\n")
+            proc.stdin.close()   # the input ends; without stdinOnce the container's stdin stays open
+            time.sleep(0.3)
+            assert proc.poll() is None, "output is still followed after the input ends"
+            proc.send_signal(signal.SIGINT)
+            assert ends(proc) == 0
+        finally:
+            proc.kill()
+            proc.wait()
+        node.step()
+        assert node.running("catty", "app"), f"cat still runs after the attach with {word!r}"
+
+
+def test_stdin_once_closes_the_containers_stdin_when_the_first_attach_ends(node):
+    node.write(pod("once", container("app", "cat; echo stdin-closed; exec sleep 3600", stdin=True, stdinOnce=True)))
+    node.until(lambda: node.running("once", "app"), what="running")
+    proc = attach(node, "once", "-i", stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"only once\n")
+        proc.stdin.flush()
+        read_until(proc.stdout.fileno(), b"only once\n")
+        proc.stdin.close()
+        read_until(proc.stdout.fileno(), b"stdin-closed\n")
+        proc.send_signal(signal.SIGINT)
+        assert ends(proc) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+    node.step()
+    assert node.running("once", "app")
+    assert "stdin-closed" in node.cli("logs", "once").stdout
+
+
+def test_attach_it_gives_the_containers_terminal_and_ctrl_p_ctrl_q_detaches(node):
+    node.write(pod("term", container("sh", "exec sh", stdin=True, tty=True)))
+    node.until(lambda: node.running("term", "sh"), what="running")
+    main, child = os.openpty()
+    fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 31, 97, 0, 0))
+    before = termios.tcgetattr(child)
+    proc = attach(node, "term", "-it", stdin=child, stdout=child, stderr=child, start_new_session=True)
+    try:
+        read_until(main, b"try pressing enter")
+        os.write(main, b"\r")
+        read_until(main, b"# ")
+        os.write(main, b"stty size; echo $((6*7))-done\r")
+        out = read_until(main, b"42-done")
+        assert b"31 97" in out, out
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+        os.kill(proc.pid, signal.SIGWINCH)
+        time.sleep(0.3)
+        os.write(main, b"stty size\r")
+        assert b"40 120" in read_until(main, b"40 120")
+        os.write(main, b"\x10\x11")
+        assert ends(proc) == 0
+        assert termios.tcgetattr(child) == before, "the local terminal is restored"
+    finally:
+        proc.kill()
+        proc.wait()
+        os.close(main)
+        os.close(child)
+    node.step()
+    assert node.running("term", "sh"), "the shell runs on after a detach"
+
+
+def test_attach_to_a_container_that_is_not_running_is_refused(node):
+    node.write(pod("done", container("app", "echo bye"), restartPolicy="Never"))
+    node.until(lambda: "terminated" in node.container("done", "app").get("state", {}), what="the exit")
+    result = node.cli("attach", "done")
+    assert result.returncode != 0 and "is not running" in result.stderr
