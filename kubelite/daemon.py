@@ -55,6 +55,7 @@ class ApiOptions:
 
     host: str = "127.0.0.1"
     port: int = 10280
+    limits: Any = None   # apiserver.limits.Limits; None: the server's defaults
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class LoopHealth:
         return Health(True, "kubelite is posting ready status")
 
 
-def start_api(options: ServeOptions, health: LoopHealth) -> Any:
+def start_api(options: ServeOptions, health: LoopHealth, runtime: Runtime | None = None) -> Any:
     """The API beside the agent; None (after one error line) when it cannot listen: the pods
     matter more than the API, so the agent runs on."""
     from kubelite.apiserver import auth
@@ -206,7 +207,8 @@ def start_api(options: ServeOptions, health: LoopHealth) -> Any:
     (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
     try:
         api = ApiServer(root=config.root, node_name=config.node_name, runtime=options.runtime,
-                        host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip)
+                        host=options.api.host, port=options.api.port, health=health, node_ip=config.node_ip,
+                        containers=runtime, **({"limits": options.api.limits} if options.api.limits else {}))
         api.start()
     except OSError as exc:
         log.error("API not served: cannot listen on %s:%s: %s", options.api.host, options.api.port,
@@ -246,7 +248,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     if options.sync is not None:
         start_sync(options.sync, config, agent, stop)
     health = LoopHealth(config.relist_period_s)
-    api = start_api(options, health) if options.api is not None else None
+    api = start_api(options, health, runtime) if options.api is not None else None
     if api is None:
         from kubelite.apiserver import auth
 

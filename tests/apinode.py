@@ -55,6 +55,7 @@ class ApiNode:
     url: str = ""
     token: str = ""
     admin_token: str = ""
+    limits: Limits | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
@@ -68,7 +69,7 @@ class ApiNode:
         agent = AgentConfig(manifests=self.manifests, root=self.root, node_name="node1",
                             relist_period_s=relist_period_s, backoff=BackoffPolicy(initial_s=1, max_s=2))
         options = ServeOptions(agent=agent, run_dir=self.base / "run", runtime="fake",
-                               api=ApiOptions(host="127.0.0.1", port=0))
+                               api=ApiOptions(host="127.0.0.1", port=0, limits=self.limits))
         self.thread = threading.Thread(target=serve, args=(options,), kwargs={"stop": self.stop}, daemon=True)
         self.thread.start()
         self.url = wait_for(lambda: auth.read_server(self.root), what="the API to listen")

@@ -157,3 +157,45 @@ def test_attach_to_a_container_that_is_not_running_is_refused(node):
     node.until(lambda: "terminated" in node.container("done", "app").get("state", {}), what="the exit")
     result = node.cli("attach", "done")
     assert result.returncode != 0 and "is not running" in result.stderr
+
+
+def test_kubectl_attach_through_the_admin_credential_and_the_read_only_one_refused(tmp_path, busybox):
+    from tests.apinode import KUBECTL, require_kubectl
+    from tests.test_apiserver_real import Served
+
+    require_kubectl()
+    served = Served(tmp_path, busybox)
+    try:
+        served.node.write(pod("ticker", container("app", TICKER)))
+        served.node.write(pod("catty", container("app", "exec cat", stdin=True)))
+        node_running = lambda: all("running" in (served.node.container(p, "app").get("state") or {})  # noqa: E731
+                                   for p in ("ticker", "catty"))
+        deadline = time.monotonic() + 30
+        while not node_running():
+            assert time.monotonic() < deadline, "the pods never ran"
+            time.sleep(0.1)
+        refused = served.kubectl("attach", "ticker")
+        assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+
+        env = served.env(served.admin_kubeconfig)
+        watcher = subprocess.Popen([KUBECTL, "attach", "ticker"], env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        typist = subprocess.Popen([KUBECTL, "attach", "catty", "-i"], env=env, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            seen = read_until(watcher.stdout.fileno(), b"\n", timeout=15)
+            first = int(seen.split(b"tick-")[1].split(b"\n")[0])
+            read_until(watcher.stdout.fileno(), f"tick-{first + 2}\n".encode(), timeout=5)
+            typist.stdin.write(b"via the API\n")
+            typist.stdin.flush()
+            read_until(typist.stdout.fileno(), b"via the API\n", timeout=15)
+        finally:
+            for proc in (watcher, typist):
+                proc.kill()
+                proc.wait(timeout=10)
+        time.sleep(0.5)
+        assert all("running" in served.node.container(p, "app")["state"] and
+                   served.node.container(p, "app")["restartCount"] == 0 for p in ("ticker", "catty")), \
+            "the containers run on after kubectl leaves"
+    finally:
+        assert served.close() == []

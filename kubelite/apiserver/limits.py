@@ -1,4 +1,4 @@
-"""What a client of the API may hold: deadlines, sizes, the connection cap and the stream cap.
+"""What a client of the API may hold: deadlines, sizes, the connection cap, the stream and session caps.
 
 Owns: `Limits`, the bounds one `ApiServer` enforces (the defaults are the server's; tests pass
 smaller ones), the connection cap that the process's descriptor limit allows, and raising the soft
@@ -24,6 +24,9 @@ RESERVED_DESCRIPTORS = 256
 MIN_CONNECTIONS = 16
 #: Watches and followed logs open at once (a thread each while they wait for news); more are 429.
 MAX_STREAMS = 100
+#: Streaming sessions (exec, attach, port-forward) open at once — a process in a container, its
+#: descriptors and a waiting thread each; more are 429.
+MAX_SESSIONS = 32
 #: The largest request body read, as the API server's own bound (3 MiB); larger is 413.
 MAX_BODY_BYTES = 3 * 1024 * 1024
 #: The longest request line and header line; longer is 400.
@@ -46,6 +49,7 @@ class Limits:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
     max_streams: int = MAX_STREAMS
+    max_sessions: int = MAX_SESSIONS
     max_body_bytes: int = MAX_BODY_BYTES
     max_line_bytes: int = MAX_LINE_BYTES
     max_head_bytes: int = MAX_HEAD_BYTES

@@ -5,7 +5,7 @@ Owns: `ApiServer`, which the daemon makes beside the agent: the two tokens and t
 server on an asyncio event loop in a thread of its own (`serving`), and the reads the routes make of
 the state database, each through a read-only connection of its own; nothing here writes the store.
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
-path answers in `routes`.
+path answers in `routes`; a pod's attach in `attach`, through the runtime the daemon hands over.
 """
 
 from __future__ import annotations
@@ -51,8 +51,12 @@ class ApiServer:
     """The API of one node; `start()` it beside the agent, `notify()` it after each pass."""
 
     def __init__(self, *, root: Path, node_name: str, runtime: str, host: str, port: int,
-                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits()) -> None:
+                 health: Callable[[], Health], node_ip: str | None = None, limits: Limits = Limits(),
+                 containers: Any = None) -> None:
         self.root, self.node_name, self.health, self.limits = root, node_name, health, limits
+        #: The runtime whose `attach_container` serves a client's attach (the agent's, as the daemon
+        #: wires it); None: attach answers that this API reaches no containers.
+        self.containers = containers
         self.token = auth.ensure_token(root)
         self.admin_token = auth.ensure_token(root, admin=True)
         directory = auth.api_dir(root)

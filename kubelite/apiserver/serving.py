@@ -5,7 +5,10 @@ accepted one, and for each request: the token check that decides keep-alive (onl
 it: an answer to a request without it closes its connection), the body (only a
 SelfSubjectAccessReview has one) read up to the body limit and never past, the `Call` that computes
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
-`max_streams` at once; more are 429 TooManyRequests). An error of the server's own anywhere in it
+`max_streams` at once; more are 429 TooManyRequests). An admin's upgrade of a pod's
+streaming subresource is taken before any `Call`, by the handler `SESSIONS` names for it (attach:
+`attach`), at most `max_sessions` at once (429 beyond); anyone else's upgrade goes to the `Call`,
+which refuses it. An error of the server's own anywhere in it
 is a `Status` 500 and one error line naming the request, never aiohttp's own error page.
 
 The loop never blocks: every read of the state database, the watch feed's generator and the log
@@ -19,11 +22,11 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
-from kubelite.apiserver import auth, objects
+from kubelite.apiserver import attach, auth, objects
 from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
                                             internal_error, request_line, start_tls, status_response)
 from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
@@ -38,6 +41,9 @@ READ_THREADS = 4
 #: An unread request body (a refused write) is never read: the connection closes after the answer.
 LINGER_S = 0.0
 LISTEN_BACKLOG = 1024
+#: The streaming subresources of a pod taken as an admin's WebSocket upgrade, and their handlers:
+#: `handler(api, request, access, namespace, pod, raw_query, threads, live)`.
+SESSIONS = {"attach": attach.serve}
 
 
 class Serving:
@@ -53,6 +59,12 @@ class Serving:
         self.reads = ThreadPoolExecutor(max_workers=READ_THREADS, thread_name_prefix="kubelite-api-read")
         self.stream_threads = ThreadPoolExecutor(max_workers=self.limits.max_streams,
                                                  thread_name_prefix="kubelite-api-stream")
+        self.sessions = 0
+        #: The processes of open sessions, killed when the server stops.
+        self.live: set = set()
+        # a session's wait for its exit, and its kill beside it
+        self.session_threads = ThreadPoolExecutor(max_workers=2 * self.limits.max_sessions + 2,
+                                                  thread_name_prefix="kubelite-api-session")
         self.manager = Manager(self.handle, limits=self.limits, loop=self.loop,
                                keepalive_timeout=self.limits.idle_timeout_s, access_log=None,
                                lingering_time=LINGER_S, max_line_size=self.limits.max_line_bytes,
@@ -74,9 +86,13 @@ class Serving:
         for connection in list(self.manager.connections):
             if connection.transport is not None:
                 connection.transport.abort()
+        if self.live:   # the commands of open sessions end with the server, as when their clients leave
+            await asyncio.wait([self.loop.run_in_executor(self.session_threads, s.kill) for s in list(self.live)],
+                               timeout=10)
         await asyncio.sleep(0)
         self.reads.shutdown(wait=False, cancel_futures=True)
         self.stream_threads.shutdown(wait=False, cancel_futures=True)
+        self.session_threads.shutdown(wait=False, cancel_futures=True)
 
     # ---- connections
 
@@ -139,6 +155,8 @@ class Serving:
         except ValueError as exc:
             return closing(status_response(400, objects.status(400, "BadRequest", f"invalid request target: {exc}")))
         path = split.path.rstrip("/") or "/"
+        if access >= auth.Access.ADMIN and (target := session_target(request, path)) is not None:
+            return await self._session(request, access, target, split.query)
         length = request.content_length
         if length is not None and length > limits.max_body_bytes:
             return closing(status_response(413, objects.status(
@@ -163,6 +181,21 @@ class Serving:
         response = web.Response(status=result.code, body=result.body, headers={
             "Content-Type": result.content_type, "Cache-Control": "no-cache, private"})
         return closing(response) if result.close else response
+
+    async def _session(self, request: web.BaseRequest, access: auth.Access, target: tuple[str, str, str],
+                       raw_query: str) -> web.StreamResponse:
+        subresource, namespace, pod = target
+        if self.sessions >= self.limits.max_sessions:
+            return closing(status_response(429, objects.status(
+                429, "TooManyRequests", f"too many exec, attach and port-forward sessions open "
+                f"({self.limits.max_sessions})", retry_after=1), headers={"Retry-After": "1"}))
+        self.sessions += 1
+        try:
+            response = await SESSIONS[subresource](self.api, request, access, namespace, pod, raw_query,
+                                                   self.session_threads, self.live)
+        finally:
+            self.sessions -= 1
+        return response if isinstance(response, web.WebSocketResponse) else closing(response)
 
     async def _read_body(self, request: web.BaseRequest) -> bytes:
         """The request body, up to the body limit and never a byte past (413 beyond)."""
@@ -210,3 +243,16 @@ class Serving:
         if not response.prepared or request.transport is None or request.transport.is_closing():
             request.protocol.force_close()
         return response
+
+
+def session_target(request: web.BaseRequest, path: str) -> tuple[str, str, str] | None:
+    """(subresource, namespace, pod) of an upgrade of a pod's streaming subresource
+    (`/api/v1/namespaces/NS/pods/NAME/exec`); None for any other request. Any upgrade counts (a
+    client that falls back to SPDY gets the same answers about the pod, then one that says
+    WebSocket); only a WebSocket one is taken."""
+    if not request.headers.get("Upgrade", "").strip():
+        return None
+    parts = [unquote(p) for p in path.split("/") if p]
+    if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and parts[6] in SESSIONS:
+        return parts[6], parts[3], parts[5]
+    return None

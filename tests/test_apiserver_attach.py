@@ -1,0 +1,178 @@
+"""`pods/{name}/attach` over a WebSocket, against a daemon on the simulated runtime: the real
+kubectl with the admin credential, the channel protocol spoken by hand, refusals before the
+upgrade, the read-only credential, and the end of the container ending the session.
+
+The simulated process echoes what an attach writes to its stdin (`runtime.fake`); real
+containers are in `test_attach_real.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import subprocess
+
+import aiohttp
+import pytest
+
+from kubelite.apiserver import attach
+from tests.apinode import KUBECTL, ApiNode, require_kubectl, wait_for
+from tests.helpers import pod_doc
+
+
+@pytest.fixture(autouse=True)
+def _kubectl_present():
+    require_kubectl()
+
+
+def fake_pod(name: str, *, containers: list[str] | None = None, **fields) -> dict:
+    doc = pod_doc(name, containers=containers or ["app"])
+    for c in doc["spec"]["containers"]:
+        c.update({"image": "busybox:latest", "imagePullPolicy": "Never", **fields})
+    return doc
+
+
+def phase(node: ApiNode, name: str) -> str | None:
+    return next((p.get("status", {}).get("phase") for p in node.json("/api/v1/pods")["items"]
+                 if p["metadata"]["name"] == name), None)
+
+
+@pytest.fixture(scope="module")
+def node(tmp_path_factory):
+    n = ApiNode(tmp_path_factory.mktemp("attach")).start()
+    n.write(fake_pod("cat", stdin=True))
+    n.write(fake_pod("quiet"))
+    n.write(fake_pod("duo", containers=["a", "b"], stdin=True))
+    wait_for(lambda: all(phase(n, p) == "Running" for p in ("cat", "quiet", "duo")), what="the pods to run")
+    yield n
+    n.close()
+
+
+async def _open(node: ApiNode, query: str, *, pod: str = "cat", protocols=(attach.V5,), token: str | None = None):
+    session = aiohttp.ClientSession()
+    try:
+        ws = await session.ws_connect(f"{node.url}/api/v1/namespaces/default/pods/{pod}/attach?{query}",
+                                      protocols=protocols, ssl=node.client_context,
+                                      headers={"Authorization": f"Bearer {token or node.admin_token}"})
+    except BaseException:
+        await session.close()
+        raise
+    return session, ws
+
+
+async def _frame(ws, timeout: float = 10) -> tuple[int, bytes]:
+    message = await asyncio.wait_for(ws.receive(), timeout)
+    assert message.type == aiohttp.WSMsgType.BINARY, message
+    return message.data[0], message.data[1:]
+
+
+@pytest.mark.parametrize("protocol", [attach.V5, attach.V4])
+def test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, protocol):
+    async def run():
+        session, ws = await _open(node, "stdin=true&stdout=true&stderr=true", protocols=(protocol,))
+        try:
+            assert ws.protocol == protocol
+            await ws.send_bytes(b"\x00hello\n")
+            first = await _frame(ws)
+            await ws.send_bytes(b"\x04" + json.dumps({"Width": 80, "Height": 24}).encode())   # no terminal: ignored
+            await ws.send_bytes(b"\x00again\n")
+            return first, await _frame(ws)
+        finally:
+            await session.close()
+
+    assert asyncio.run(run()) == ((attach.STDOUT, b"hello\n"), (attach.STDOUT, b"again\n"))
+
+
+def test_kubectl_attach_i_with_the_admin_credential(node):
+    proc = subprocess.Popen([KUBECTL, "attach", "cat", "-i"], env=node.env(node.admin_kubeconfig),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(b"through kubectl\n")
+        proc.stdin.flush()
+        line = proc.stdout.readline()
+        assert line == b"through kubectl\n", proc.stderr.read1(4096) if proc.poll() is not None else line
+    finally:
+        proc.kill()
+        proc.wait(timeout=10)
+    wait_for(lambda: phase(node, "cat") == "Running", what="cat to run on")
+
+
+def test_input_for_a_container_without_stdin_is_dropped(node):
+    async def run():
+        session, ws = await _open(node, "stdin=true&stdout=true", pod="quiet")
+        try:
+            await ws.send_bytes(b"\x00ignored\n")
+            try:
+                return await _frame(ws, timeout=0.5)
+            except asyncio.TimeoutError:
+                return None
+        finally:
+            await session.close()
+
+    assert asyncio.run(run()) is None
+
+
+def test_refusals_come_before_the_upgrade(node):
+    cases = [("/api/v1/namespaces/default/pods/cat/attach?stdout=false&stderr=false", attach.V5, 400,
+              "at least 1 of stdin, stdout, stderr"),
+             ("/api/v1/namespaces/default/pods/nope/attach?stdout=true", attach.V5, 404, 'pods "nope" not found'),
+             ("/api/v1/namespaces/default/pods/duo/attach?container=c", attach.V5, 400, "container c is not valid"),
+             ("/api/v1/namespaces/default/pods/cat/attach?stdout=true", "v1.channel.k8s.io", 400, "subprotocols")]
+    for path, protocol, code, text in cases:
+        conn = http.client.HTTPSConnection(node.host, node.port, context=node.client_context, timeout=10)
+        conn.request("GET", path, headers={"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade",
+                                           "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+                                           "Sec-WebSocket-Protocol": protocol})
+        response = conn.getresponse()
+        body = json.loads(response.read())
+        conn.close()
+        assert (response.status, text in body["message"]) == (code, True), (path, response.status, body)
+
+
+def test_the_read_only_credential_is_refused_with_nothing_attached(node):
+    async def run():
+        try:
+            await _open(node, "stdin=true&stdout=true", token=node.token)
+        except aiohttp.WSServerHandshakeError as exc:
+            return exc.status
+        return None
+
+    assert asyncio.run(run()) == 403
+    refused = kubectl_attach(node, admin=False)
+    assert refused.returncode != 0 and "forbidden" in refused.stderr.lower(), refused.stderr
+    metrics = node.request("/metrics")[1].decode()
+    opened = [line for line in metrics.splitlines() if line.startswith("kubelite_api_stream_sessions_total{")
+              and 'verb="attach"' in line and 'user="kubelite:viewer"' in line and 'outcome="opened"' in line]
+    assert opened == [], "the read-only credential opened nothing"
+
+
+def kubectl_attach(node: ApiNode, *, admin: bool) -> subprocess.CompletedProcess:
+    return subprocess.run([KUBECTL, "attach", "quiet"], env=node.env(node.admin_kubeconfig if admin else None),
+                          capture_output=True, text=True, timeout=30)
+
+
+def test_the_containers_end_ends_the_session_with_success(tmp_path):
+    n = ApiNode(tmp_path).start()
+    try:
+        doc = fake_pod("brief", stdin=True)
+        doc["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=3"}
+        doc["spec"]["restartPolicy"] = "Never"
+        n.write(doc)
+        wait_for(lambda: phase(n, "brief") == "Running", what="brief running")
+
+        async def run():
+            session, ws = await _open(n, "stdin=true&stdout=true", pod="brief")
+            try:
+                frames = []
+                async for message in ws:
+                    frames.append((message.data[0], message.data[1:]))
+                return frames
+            finally:
+                await session.close()
+
+        frames = asyncio.run(asyncio.wait_for(run(), 20))
+        assert frames[-1][0] == attach.ERROR and json.loads(frames[-1][1]) == {"metadata": {}, "status": "Success"}
+    finally:
+        n.close()
