@@ -176,3 +176,56 @@ def test_the_containers_end_ends_the_session_with_success(tmp_path):
         assert frames[-1][0] == attach.ERROR and json.loads(frames[-1][1]) == {"metadata": {}, "status": "Success"}
     finally:
         n.close()
+
+
+def _raw_websocket(node: ApiNode, path: str):
+    """A TLS socket upgraded to a WebSocket by hand, with a small receive buffer, that this test
+    then never reads: a client that falls behind."""
+    import base64
+    import os
+    import socket
+
+    raw = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    raw.settimeout(10)
+    raw.connect((node.host, node.port))
+    sock = node.client_context.wrap_socket(raw, server_hostname=node.host)
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {node.host}\r\nAuthorization: Bearer {node.admin_token}\r\n"
+                  f"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {attach.V5}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    return sock
+
+
+def _masked_frame(payload: bytes) -> bytes:
+    import os
+    import struct
+
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x82, 0x80 | 127)) + struct.pack(">Q", len(payload)) + mask + masked
+
+
+def test_a_client_that_stops_reading_is_dropped_not_waited_for(node, monkeypatch, caplog):
+    monkeypatch.setattr(attach, "MAX_BACKLOG_BYTES", 256 * 1024)
+    caplog.set_level("WARNING", logger="kubelite.api")
+    sock = _raw_websocket(node, "/api/v1/namespaces/default/pods/cat/attach?stdin=true&stdout=true")
+    chunk = _masked_frame(b"\x00" + b"x" * (128 * 1024))
+    sent = 0
+    try:
+        for _ in range(64):   # 8 MiB echoed back to a client that reads none of it
+            sock.sendall(chunk)
+            sent += 1
+        wait_for(lambda: any("read too slowly" in r.getMessage() for r in caplog.records), timeout=10,
+                 what="the slow client dropped")
+    except OSError:
+        pass   # the server dropped the client before it took everything
+    finally:
+        sock.close()
+    assert any("read too slowly" in r.getMessage() for r in caplog.records), f"{sent} frames sent"
+    assert phase(node, "cat") == "Running"
+    test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, attach.V5)   # and it still echoes

@@ -199,3 +199,38 @@ def test_kubectl_attach_through_the_admin_credential_and_the_read_only_one_refus
             "the containers run on after kubectl leaves"
     finally:
         assert served.close() == []
+
+
+def test_kubectl_attach_it_drives_the_containers_terminal_and_its_size(tmp_path, busybox):
+    from tests.apinode import KUBECTL, require_kubectl
+    from tests.test_apiserver_real import Served
+
+    require_kubectl()
+    served = Served(tmp_path, busybox)
+    main, child = os.openpty()
+    try:
+        served.node.write(pod("shell", container("sh", "exec sh", stdin=True, tty=True)))
+        deadline = time.monotonic() + 30
+        while "running" not in (served.node.container("shell", "sh").get("state") or {}):
+            assert time.monotonic() < deadline, "the pod never ran"
+            time.sleep(0.1)
+        fcntl.ioctl(child, termios.TIOCSWINSZ, struct.pack("HHHH", 33, 101, 0, 0))
+        proc = subprocess.Popen([KUBECTL, "attach", "shell", "-it"], env=served.env(served.admin_kubeconfig),
+                                stdin=child, stdout=child, stderr=child, start_new_session=True)
+        try:
+            read_until(main, b"try pressing enter", timeout=15)
+            os.write(main, b"\r")
+            read_until(main, b"# ")
+            os.write(main, b"stty size; echo $((6*7))-done\r")
+            out = read_until(main, b"42-done\r\n")
+            assert b"33 101" in out, out
+        finally:
+            proc.kill()
+            proc.wait(timeout=10)
+        time.sleep(0.5)
+        state = served.node.container("shell", "sh")
+        assert "running" in state["state"] and state["restartCount"] == 0, "the shell runs on"
+    finally:
+        os.close(main)
+        os.close(child)
+        assert served.close() == []

@@ -166,12 +166,17 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
     audit.opened(access, "attach", namespace, pod, name)
     ws = channel_websocket(protocol)
     ws.headers["Server"] = SERVER
+    bridge: Bridge | None = None
     try:
         await ws.prepare(request)
-        await Bridge(ws, session, req).run()
+        bridge = Bridge(ws, session, req)
+        await bridge.run()
     finally:
         session.close()
-        if not ws.closed and ws.prepared:
+        if bridge is not None and bridge.fell_behind:
+            if request.transport is not None:   # it reads nothing: no goodbye waits for it
+                request.transport.abort()
+        elif not ws.closed and ws.prepared:
             await ws.close()
     return ws
 
@@ -187,7 +192,8 @@ class Bridge:
         self.backlog_bytes = 0
         self.news = asyncio.Event()
         self.ended = False          # the container's process ended (conmon closed the session)
-        self.overflowed = False
+        self.fell_behind = False    # the client let too much output wait: dropped
+        self.dropped: asyncio.Future[None] = self.loop.create_future()
 
     def _readable(self) -> None:
         """On the loop, whenever conmon has sent: everything there is read now, never left waiting."""
@@ -206,8 +212,12 @@ class Bridge:
             self.backlog.append(bytes((channel,)) + data)
             self.backlog_bytes += len(data)
             if self.backlog_bytes > MAX_BACKLOG_BYTES:
-                self.overflowed = True
+                log.warning("API: an attach's client read too slowly (over %d bytes waiting): dropped",
+                            MAX_BACKLOG_BYTES)
                 self.loop.remove_reader(self.session.fileno())
+                self.fell_behind = True
+                if not self.dropped.done():
+                    self.dropped.set_result(None)
                 break
         self.news.set()
 
@@ -219,10 +229,6 @@ class Bridge:
                 frame = self.backlog.popleft()
                 self.backlog_bytes -= len(frame) - 1
                 await self.ws.send_bytes(frame)
-            if self.overflowed:
-                log.warning("API: an attach's client read too slowly (%d bytes waiting): detached",
-                            MAX_BACKLOG_BYTES)
-                return
             if self.ended:
                 await self.ws.send_bytes(bytes((ERROR,)) + json.dumps(
                     {"metadata": {}, "status": "Success"}, separators=(",", ":")).encode())
@@ -273,10 +279,10 @@ class Bridge:
         sender = asyncio.ensure_future(self._send())
         receiver = asyncio.ensure_future(self._receive())
         try:
-            await asyncio.wait({sender, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({sender, receiver, self.dropped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if not self.ended and not self.overflowed:
-                self.loop.remove_reader(self.session.fileno())
+            self.loop.remove_reader(self.session.fileno())
             for task in (sender, receiver):
                 task.cancel()
             await asyncio.gather(sender, receiver, return_exceptions=True)
+            self.dropped.cancel()
