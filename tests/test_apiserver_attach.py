@@ -229,3 +229,44 @@ def test_a_client_that_stops_reading_is_dropped_not_waited_for(node, monkeypatch
     assert any("read too slowly" in r.getMessage() for r in caplog.records), f"{sent} frames sent"
     assert phase(node, "cat") == "Running"
     test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, attach.V5)   # and it still echoes
+
+
+def test_sessions_beyond_the_cap_are_429_and_a_detach_frees_its_slot(tmp_path):
+    from kubelite.apiserver.limits import Limits
+
+    n = ApiNode(tmp_path)
+    n.limits = Limits(max_sessions=1)
+    n.start()
+    try:
+        n.write(fake_pod("cat", stdin=True))
+        wait_for(lambda: phase(n, "cat") == "Running", what="cat running")
+
+        async def run():
+            held, ws = await _open(n, "stdin=true&stdout=true")
+            try:
+                await _open(n, "stdout=true")
+            except aiohttp.WSServerHandshakeError as exc:
+                second = exc.status
+            else:
+                second = None
+            await held.close()   # the client leaves without a word: the session detaches, its slot frees
+            deadline = asyncio.get_running_loop().time() + 10
+            while True:
+                try:
+                    again, ws = await _open(n, "stdin=true&stdout=true")
+                    break
+                except aiohttp.WSServerHandshakeError:
+                    assert asyncio.get_running_loop().time() < deadline
+                    await asyncio.sleep(0.1)
+            try:
+                await ws.send_bytes(b"\x00back\n")
+                return second, await _frame(ws)
+            finally:
+                await again.close()
+
+        second, echoed = asyncio.run(run())
+        assert second == 429
+        assert echoed == (attach.STDOUT, b"back\n")
+        assert phase(n, "cat") == "Running"
+    finally:
+        n.close()
