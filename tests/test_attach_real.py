@@ -61,7 +61,7 @@ def test_attach_follows_the_output_and_ctrl_c_detaches_leaving_the_container_run
     node.write(pod("ticker", container("app", TICKER)))
     node.until(lambda: node.running("ticker", "app"), what="running")
     node.until(lambda: "tick-3" in node.cli("logs", "ticker").stdout, what="a few lines")
-    proc = attach(node, "ticker", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = attach(node, "ticker", "-t", stdout=subprocess.PIPE, stderr=subprocess.PIPE)   # no terminal there
     try:
         seen = read_until(proc.stdout.fileno(), b"\n", timeout=5)
         first = int(seen.split(b"tick-")[1].split(b"\n")[0])
@@ -70,6 +70,7 @@ def test_attach_follows_the_output_and_ctrl_c_detaches_leaving_the_container_run
         assert first > 3, "attach shows what comes, not the log's beginning"
         proc.send_signal(signal.SIGINT)
         assert ends(proc) == 0
+        assert b"Unable to use a TTY - container app did not allocate one" in proc.stderr.read(), "kubectl's words"
     finally:
         proc.kill()
         proc.wait()

@@ -45,6 +45,8 @@ log = logging.getLogger("kubelite.api")
 TRUE = ("true", "1")
 #: A client that lets this much output wait unsent is dropped (conmon must never wait for it).
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
+#: Output waiting for the client is sent in messages of up to about this size.
+MESSAGE_BYTES = 64 * 1024
 
 
 # ---------------------------------------------------------------------- the channel protocol
@@ -225,10 +227,12 @@ class Bridge:
         while True:
             await self.news.wait()
             self.news.clear()
-            while self.backlog:
-                frame = self.backlog.popleft()
+            while self.backlog:   # conmon's 8 KiB packets of one stream, joined into fewer messages
+                frame = bytearray(self.backlog.popleft())
+                while self.backlog and self.backlog[0][0] == frame[0] and len(frame) < MESSAGE_BYTES:
+                    frame += self.backlog.popleft()[1:]
                 self.backlog_bytes -= len(frame) - 1
-                await self.ws.send_bytes(frame)
+                await self.ws.send_bytes(bytes(frame))
             if self.ended:
                 await self.ws.send_bytes(bytes((ERROR,)) + json.dumps(
                     {"metadata": {}, "status": "Success"}, separators=(",", ":")).encode())
