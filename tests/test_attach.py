@@ -18,7 +18,7 @@ from kubelite.runtime.protocol import ContainerConfig, SandboxConfig
 
 def conmon_pair(tmp_path, *, tty: bool = False, stdin: bool = True) -> tuple[ConmonAttach, socket.socket]:
     ours, conmon = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    return ConmonAttach(ours, control=tmp_path / "ctl" if tty else None, tty=tty, stdin=stdin), conmon
+    return ConmonAttach(ours, control=tmp_path / "winsz" if tty else None, tty=tty, stdin=stdin), conmon
 
 
 def test_each_packet_is_one_piece_of_output_named_by_its_pipe_byte(tmp_path):
@@ -58,22 +58,26 @@ def test_a_session_without_stdin_writes_nothing(tmp_path):
     conmon.close()
 
 
-def test_a_resize_is_one_control_line_for_conmon(tmp_path):
-    os.mkfifo(tmp_path / "ctl")
-    reader = os.open(tmp_path / "ctl", os.O_RDONLY | os.O_NONBLOCK)
+def test_a_resize_is_one_control_line_for_conmon_and_waits_until_conmon_read_the_last(tmp_path):
+    os.mkfifo(tmp_path / "winsz")
+    reader = os.open(tmp_path / "winsz", os.O_RDONLY | os.O_NONBLOCK)
     session, conmon = conmon_pair(tmp_path, tty=True)
     try:
-        session.resize(40, 120)
-        assert os.read(reader, 100) == b"1 40 120\n"
-        session.resize(0, 80)   # kubectl's zero size before it knows one: nothing
-        assert os.read(reader, 100) == b""
+        assert session.resize(41, 121) is True
+        assert session.resize(40, 120) is False, "conmon has not read the size before: this one waits"
+        assert session.resize(0, 80) is True, "kubectl's zero size before it knows one: nothing"
+        assert os.read(reader, 100) == b"41 121\n", "one line per read of conmon's"
+        assert session.flush_resize() is True
+        assert os.read(reader, 100) == b"40 120\n", "then the newest size"
+        with pytest.raises(BlockingIOError):
+            os.read(reader, 100)
     finally:
         os.close(reader)
         session.close()
         conmon.close()
-    os.unlink(tmp_path / "ctl")
+    os.unlink(tmp_path / "winsz")
     lonely, peer = conmon_pair(tmp_path, tty=True)
-    lonely.resize(10, 10)   # no FIFO, or nobody reading it (conmon gone): no error, no wait
+    assert lonely.resize(10, 10) is True   # no FIFO, or nobody reading it (conmon gone): no error, no wait
     lonely.close()
     peer.close()
 

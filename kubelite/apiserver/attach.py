@@ -47,6 +47,8 @@ TRUE = ("true", "1")
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Output waiting for the client is sent in messages of up to about this size.
 MESSAGE_BYTES = 64 * 1024
+#: A terminal size conmon cannot take yet is offered again this often.
+RESIZE_RETRY_S = 0.005
 
 
 # ---------------------------------------------------------------------- the channel protocol
@@ -256,11 +258,19 @@ class Bridge:
             elif channel == RESIZE:
                 try:
                     size = json.loads(data)
-                    self.session.resize(int(size.get("Height", 0)), int(size.get("Width", 0)))
+                    if not self.session.resize(int(size.get("Height", 0)), int(size.get("Width", 0))):
+                        self._resize_later()
                 except (ValueError, TypeError, AttributeError):
                     log.debug("API: a resize an attach could not take: %r", data[:100])
             elif channel == CLOSE and self.v5 and data[:1] == bytes((STDIN,)):
                 self.session.close_stdin()
+
+    def _resize_later(self, tries: int = 100) -> None:
+        """The size waits until conmon has read the one before (`runtime.attach`): asked again
+        every RESIZE_RETRY_S, at most `tries` times."""
+        if self.session.flush_resize() or tries <= 0:
+            return
+        self.loop.call_later(RESIZE_RETRY_S, self._resize_later, tries - 1)
 
     async def _write(self, data: bytes) -> None:
         """All of `data` to the container's stdin, as fast as it takes it (the client waits meanwhile)."""

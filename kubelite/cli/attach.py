@@ -20,6 +20,7 @@ import os
 import select
 import signal
 import sys
+import time
 from typing import Any
 
 from kubelite.cli import containers
@@ -126,4 +127,7 @@ def _resize(session: Any) -> None:
         size = os.get_terminal_size(0)
     except OSError:
         return
-    session.resize(size.lines, size.columns)
+    for _ in range(100):   # conmon takes one size at a time (`runtime.attach`)
+        if session.resize(size.lines, size.columns):
+            return
+        time.sleep(0.005)

@@ -10,7 +10,11 @@ socket. The socket's and the control FIFO's names inside a container's bundle ar
   is written, unprefixed, to the container's stdin (the pipe conmon holds with `-i`, or the
   terminal). When a client's side ends (EOF or gone), conmon closes the container's stdin unless
   it runs with `--leave-stdin-open`: that is `stdinOnce` (`conmon.conmon_argv`).
-* `<bundle>/ctl` — conmon's control FIFO: the line `1 <rows> <cols>\\n` resizes the terminal.
+* `<bundle>/winsz` — conmon's window-size FIFO: the line `<rows> <cols>\\n` resizes the terminal
+  (what its control FIFO `ctl` turns the message `1 <rows> <cols>` into). conmon 2.1.6 acts on
+  the first line of each read it makes of the FIFO, twice when the read held two lines: a size is
+  written only when conmon has read the one before (`FIONREAD` is 0), else it waits
+  (`flush_resize`), the newest size winning. kubectl sends two sizes at once.
 
 conmon writes the output to an attached client with blocking writes: a client that stops reading
 stalls the container's output. A session is therefore read promptly, and its reader drops a
@@ -24,9 +28,12 @@ blocks unless the caller asks to (`read(timeout=...)`); `fileno()` is for `selec
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import select
 import socket
+import struct
+import termios
 from pathlib import Path
 from typing import Protocol
 
@@ -38,10 +45,8 @@ STDOUT, STDERR = 2, 3
 PACKET_MAX = 8192 + 1
 #: What conmon reads of a client at once (its CONN_SOCK_BUF_SIZE): a larger write is cut to this.
 STDIN_CHUNK = 32768
-#: conmon's control message that resizes the terminal.
-RESIZE_EVENT = 1
 #: Names inside a container's bundle (conmon's).
-SOCKET_NAME, CONTROL_NAME = "attach", "ctl"
+SOCKET_NAME, WINSZ_NAME = "attach", "winsz"
 
 
 class AttachSession(Protocol):
@@ -66,7 +71,14 @@ class AttachSession(Protocol):
         """No more input from this session; with `stdinOnce` the container's stdin closes."""
         ...
 
-    def resize(self, rows: int, cols: int) -> None: ...
+    def resize(self, rows: int, cols: int) -> bool:
+        """Give the terminal this size; False when it must wait for the size before it to be
+        taken (call `flush_resize` a little later; the newest size wins)."""
+        ...
+
+    def flush_resize(self) -> bool:
+        """Give a size that had to wait; True when none waits any more."""
+        ...
 
     def close(self) -> None:
         """Detach: the container runs on."""
@@ -80,6 +92,8 @@ class ConmonAttach:
         self.sock, self.control, self.tty, self.stdin = sock, control, tty, stdin
         self.sock.setblocking(False)
         self._stdin_closed = not stdin
+        self._size: tuple[int, int] | None = None    # a size waiting for conmon to read the one before
+        self._control_fd: int | None = None
 
     @classmethod
     def connect(cls, bundle: Path, *, tty: bool, stdin: bool) -> "ConmonAttach":
@@ -97,7 +111,7 @@ class ConmonAttach:
             raise RuntimeError_(f"attach: cannot reach conmon's attach socket ({exc.strerror})") from None
         finally:
             os.close(directory)
-        return cls(sock, control=bundle / CONTROL_NAME if tty else None, tty=tty, stdin=stdin)
+        return cls(sock, control=bundle / WINSZ_NAME if tty else None, tty=tty, stdin=stdin)
 
     def fileno(self) -> int:
         return self.sock.fileno()
@@ -144,19 +158,34 @@ class ConmonAttach:
         except OSError:
             pass
 
-    def resize(self, rows: int, cols: int) -> None:
+    def resize(self, rows: int, cols: int) -> bool:
         if self.control is None or rows <= 0 or cols <= 0:
-            return
-        try:   # O_NONBLOCK: a FIFO nobody reads (conmon gone) fails at once instead of blocking
-            fd = os.open(self.control, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            return
+            return True
+        self._size = (min(rows, 65535), min(cols, 65535))
+        return self.flush_resize()
+
+    def flush_resize(self) -> bool:
+        if self._size is None or self.control is None:
+            return True
+        if self._control_fd is None:
+            try:   # O_NONBLOCK: a FIFO nobody reads (conmon gone) fails at once instead of blocking
+                self._control_fd = os.open(self.control, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+            except OSError:
+                self._size = None
+                return True
         try:
-            os.write(fd, f"{RESIZE_EVENT} {min(rows, 65535)} {min(cols, 65535)}\n".encode())
+            unread = struct.unpack("i", fcntl.ioctl(self._control_fd, termios.FIONREAD, b"\0\0\0\0"))[0]
+            if unread:
+                return False
+            rows, cols = self._size
+            os.write(self._control_fd, f"{rows} {cols}\n".encode())
         except OSError:
             pass
-        finally:
-            os.close(fd)
+        self._size = None
+        return True
 
     def close(self) -> None:
         self.sock.close()
+        if self._control_fd is not None:
+            os.close(self._control_fd)
+            self._control_fd = None
