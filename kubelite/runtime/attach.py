@@ -2,7 +2,7 @@
 
 Owns: `AttachSession` (what a caller holds while attached: the process's output by stream, its
 stdin, its terminal's size, detaching) and `ConmonAttach`, the session over conmon 2.1.6's attach
-socket. The socket's and the control FIFO's names inside a container's bundle are conmon's:
+socket. The socket's and the FIFO's names inside a container's bundle are conmon's:
 
 * `<bundle>/attach` — a SOCK_SEQPACKET unix socket (conmon also links `<socket dir>/<id>` to the
   bundle). Each packet conmon sends is one read of the container's output, prefixed by one byte
@@ -17,10 +17,12 @@ socket. The socket's and the control FIFO's names inside a container's bundle ar
   (`flush_resize`), the newest size winning. kubectl sends two sizes at once.
 
 conmon writes the output to an attached client with blocking writes: a client that stops reading
-stalls the container's output. A session is therefore read promptly, and its reader drops a
-client rather than stop reading (`apiserver.attach`, `cli.attach`).
+stalls the container's output. A session is therefore read promptly: the API's bridge drops a
+client rather than stop reading (`apiserver.attach`); `kubelite attach` reads as fast as its own
+output is taken.
 
-Standard library only: the CLI and the API server use it through `runtime.view`. Nothing here
+Standard library only: the runtimes return a session (`attach_container`, for the API), and the
+CLI gets one through `runtime.view`. Nothing here
 blocks unless the caller asks to (`read(timeout=...)`); `fileno()` is for `select` or asyncio's
 `add_reader`. Errors: `errors.RuntimeError_`, one line.
 """
