@@ -141,6 +141,12 @@ def test_attach_it_gives_the_containers_terminal_and_ctrl_p_ctrl_q_detaches(node
         time.sleep(0.3)
         os.write(main, b"stty size\r")
         assert b"40 120" in read_until(main, b"40 120")
+        os.write(main, b"sleep 30; echo slept-$?\r")
+        time.sleep(0.5)
+        started = time.monotonic()
+        os.write(main, b"\x03")   # Ctrl-C goes to the container: it interrupts sleep, not the attach
+        read_until(main, b"# ", timeout=5)
+        assert time.monotonic() - started < 5 and proc.poll() is None
         os.write(main, b"\x10\x11")
         assert ends(proc) == 0
         assert termios.tcgetattr(child) == before, "the local terminal is restored"
