@@ -37,11 +37,15 @@ class Served:
         self.node = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
         self.node.agent.config = replace(self.node.agent.config, backoff=BackoffPolicy(initial_s=2, max_s=4))
         self.api = ApiServer(root=self.node.root, node_name="test", runtime="runc", host="127.0.0.1", port=0,
-                             health=lambda: Health(True, "ok"))
+                             health=lambda: Health(True, "ok"), containers=self.node.runtime)
         self.api.start()
         self.kubeconfig = tmp_path / "kubeconfig"
         self.kubeconfig.write_text(kubeconfig(server=self.api.url, token=self.api.token, node="test",
                                               ca_pem=(auth.api_dir(self.node.root) / "ca.crt").read_bytes()))
+        self.admin_kubeconfig = tmp_path / "admin-kubeconfig"   # as `kubelite kubeconfig --admin` prints it
+        self.admin_kubeconfig.write_text(kubeconfig(server=self.api.url, token=self.api.admin_token, node="test",
+                                                    ca_pem=(auth.api_dir(self.node.root) / "ca.crt").read_bytes(),
+                                                    admin=True))
         self.home = tmp_path
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._loop, daemon=True)
@@ -53,10 +57,11 @@ class Served:
             self.api.notify()
             self.stop.wait(0.1)
 
-    def kubectl(self, *args: str):
+    def kubectl(self, *args: str, kubeconfig=None, **run):
         import subprocess
 
-        return subprocess.run([KUBECTL, *args], env=self.env(), capture_output=True, text=True, timeout=60)
+        return subprocess.run([KUBECTL, *args], env=self.env(kubeconfig), capture_output=True, text=True, timeout=60,
+                              **run)
 
     def stream(self, *args: str) -> Stream:
         import subprocess
@@ -64,10 +69,10 @@ class Served:
         return Stream(subprocess.Popen([KUBECTL, *args], env=self.env(), stdout=subprocess.PIPE,
                                        stderr=subprocess.PIPE, text=True))
 
-    def env(self):
+    def env(self, kubeconfig=None):
         import os
 
-        return {**os.environ, "KUBECONFIG": str(self.kubeconfig), "HOME": str(self.home)}
+        return {**os.environ, "KUBECONFIG": str(kubeconfig or self.kubeconfig), "HOME": str(self.home)}
 
     def close(self) -> list[str]:
         self.stop.set()

@@ -62,7 +62,8 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
                                "kubelite.runtime.stats", "kubelite.runtime.usage",   # the metrics API
                                # port-forward: a pod's namespace (`view`, `linux`'s PID check), the dial
                                "kubelite.runtime.netns", "kubelite.runtime.linux",
-                               "kubelite.runtime.streaming"},   # the exec session's type
+                               "kubelite.runtime.streaming",   # the exec session's type
+                               "kubelite.runtime.attach"},
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
     # the CLI reads the store; it opens the store itself only where OPENED_BY allows (`sync --once`)
@@ -75,7 +76,8 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
                          "kubelite.runtime.images",
                          "kubelite.runtime.registry", "kubelite.runtime.reference", "kubelite.runtime.cni",
                          "kubelite.runtime.linux", "kubelite.runtime.protocol", "kubelite.runtime.netns",
-                         "kubelite.runtime.stats", "kubelite.runtime.usage"},   # `top`
+                         "kubelite.runtime.stats", "kubelite.runtime.usage",   # `top`
+                         "kubelite.runtime.attach"},
 }
 #: Modules only the modules listed may import (their own package aside). The store's writer: the
 #: node state writes it, the composition root opens it, the agent holds it to hand to the node state

@@ -302,8 +302,10 @@ def test_a_poststart_hook_is_no_longer_reported_as_not_implemented():
 # ------------------------------------------------------------------ stdin and tty in the OCI spec and conmon's argv
 
 @pytest.mark.parametrize("fields, terminal, flags", [
-    ({}, False, []), ({"tty": True}, True, ["-t"]), ({"stdin": True}, False, ["-i"]),
-    ({"tty": True, "stdin": True}, True, ["-t", "-i"]),
+    ({}, False, []), ({"tty": True}, True, ["-t"]), ({"stdin": True}, False, ["-i", "--leave-stdin-open"]),
+    ({"tty": True, "stdin": True}, True, ["-t", "-i", "--leave-stdin-open"]),
+    ({"stdin": True, "stdinOnce": True}, False, ["-i"]), ({"tty": True, "stdin": True, "stdinOnce": True}, True,
+                                                          ["-t", "-i"]),
 ])
 def test_tty_makes_a_terminal_and_stdin_an_open_pipe(fields, terminal, flags):
     from kubelite.api.models import Container
@@ -312,7 +314,8 @@ def test_tty_makes_a_terminal_and_stdin_an_open_pipe(fields, terminal, flags):
 
     c = Container.model_validate({"name": "app", "image": "busybox:1.36", **fields})
     assert spec(c)["process"]["terminal"] is terminal
-    argv = ocispec.conmon_argv(**CONMON, log_size_max=None, terminal=bool(c.tty), stdin=bool(c.stdin))
+    argv = ocispec.conmon_argv(**CONMON, log_size_max=None, terminal=bool(c.tty), stdin=bool(c.stdin),
+                               stdin_once=bool(c.stdin_once))
     assert argv[len(ocispec.conmon_argv(**CONMON, log_size_max=None)):] == flags
 
 

@@ -276,7 +276,7 @@ terminationMessagePolicy      implemented test_termination_messages_from_the_fil
 imagePullPolicy               implemented test_pull_policies
 securityContext               implemented test_the_pod_shares_dev_shm_and_security_settings_apply
 stdin                         implemented test_tty_gives_a_terminal_and_stdin_stays_open
-stdinOnce                     warned      nothing attaches to a container's stdin yet, so it is never closed after one attach; ignored
+stdinOnce                     implemented test_stdin_once_closes_the_containers_stdin_when_the_first_attach_ends
 tty                           implemented test_tty_gives_a_terminal_and_stdin_stays_open
 
 [ContainerPort]

@@ -238,6 +238,7 @@ class Container(K8sModel):
     termination_message_path: Str = "/dev/termination-log"
     termination_message_policy: Str = "File"
     stdin: Optional[Bool] = None
+    stdin_once: Optional[Bool] = None
     tty: Optional[Bool] = None
 
     @model_validator(mode="after")

@@ -7,7 +7,8 @@ the state database, each through a read-only connection of its own; nothing here
 It also holds the readings of the containers' usage that the metrics API's rates need
 (`runtime.stats.Sampler`, read on demand).
 What a client may hold is in `limits`; connections and their deadlines in `connections`; what each
-path answers in `routes`; a pod's exec in `podexec`, through the runtime the daemon hands over.
+path answers in `routes`; a pod's exec in `podexec` and attach in `attach`, through the runtime the daemon
+hands over.
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ class ApiServer:
         #: The runtime's run directory: where port-forward finds a pod's network namespace (None: the
         #: simulated runtime's node, whose pods have none).
         self.run_dir = run_dir
-        #: The runtime whose `exec_stream` runs a client's exec (the agent's, as the daemon wires
-        #: it); None: exec answers that this API reaches no containers.
+        #: The runtime whose `exec_stream` runs a client's exec and whose `attach_container` serves an
+        #: attach (the agent's, as the daemon wires it); None: both answer that this API reaches no
+        #: containers.
         self.containers = containers
         self.token = auth.ensure_token(root)
         self.admin_token = auth.ensure_token(root, admin=True)

@@ -7,7 +7,8 @@ SelfSubjectAccessReview has one) read up to the body limit and never past, the `
 the answer in a thread, and the chunks of a watch or a followed log written as they come (at most
 `max_streams` at once; more are 429 TooManyRequests). An admin's upgrade of a pod's
 streaming subresource is taken before any `Call`: a portforward's (WebSocket or SPDY) by
-`portforward` (a stream too), an exec's by the handler `SESSIONS` names for it (`podexec`), at
+`portforward` (a stream too), an exec's or an attach's by the handler `SESSIONS` names for it (`podexec`,
+`attach`), at
 most `max_sessions` at once (429 beyond); anyone else's upgrade goes to the `Call`, which refuses
 it. An error of the server's own anywhere in it is a `Status` 500 and one error line naming the
 request, never aiohttp's own error page.
@@ -27,7 +28,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import web
 
-from kubelite.apiserver import auth, objects, podexec, portforward
+from kubelite.apiserver import attach, auth, objects, podexec, portforward
 from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
                                             internal_error, request_line, start_tls, status_response)
 from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
@@ -44,7 +45,7 @@ LINGER_S = 0.0
 LISTEN_BACKLOG = 1024
 #: The streaming subresources of a pod taken as an admin's WebSocket upgrade, and their handlers:
 #: `handler(api, request, access, namespace, pod, raw_query, threads, live)`.
-SESSIONS = {"exec": podexec.serve}
+SESSIONS = {"exec": podexec.serve, "attach": attach.serve}
 
 
 class Serving:

@@ -210,6 +210,12 @@ def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1")
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
 
+    attach = _container_command(sub, "attach", common, "attach to a container's main process: its output, "
+                                                       "its stdin with -i, its terminal with -t")
+    attach.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the container (stdin: true)")
+    attach.add_argument("-t", "--tty", action="store_true",
+                        help="stdin is a terminal (tty: true); Ctrl-P Ctrl-Q detaches with -i")
+
 
 def _add_port_forward(sub: Any, common: argparse.ArgumentParser) -> None:
     forward = sub.add_parser("port-forward", parents=[common],
@@ -304,6 +310,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "port-forward":
         from kubelite.cli import portforward
         return portforward.run(args)
+    if command == "attach":
+        from kubelite.cli import attach
+        return attach.run(args)
     if command == "image":
         from kubelite.cli import image
         return image.run(args)

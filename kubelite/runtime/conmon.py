@@ -17,13 +17,16 @@ def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: s
                 pidfile: str, conmon_pidfile: str, exit_dir: str, persist_dir: str, log_path: str,
                 log_size_max: int | None, socket_dir: str, exec_: bool = False,
                 exec_process_spec: str | None = None, timeout: int | None = None, terminal: bool = False,
-                stdin: bool = False) -> list[str]:
+                stdin: bool = False, stdin_once: bool = False) -> list[str]:
     """conmon 2.1.6's command line, as verified in runtime-recipes.md (and as podman passes it).
 
     `terminal` (a container's `tty`): conmon makes the pseudo-terminal (runc's console socket) and
     logs what the container writes to it as stdout; the spec must say `process.terminal: true`.
     `stdin` (a container's `stdin`): conmon keeps a pipe open as the container's stdin (to be
-    written through its attach socket) instead of /dev/null.
+    written through its attach socket) instead of /dev/null. conmon closes that stdin (or stops
+    writing the terminal) when a client attached to it leaves, unless `--leave-stdin-open`: so
+    that flag is given unless `stdin_once` (a container's `stdinOnce`: stdin closes after the first
+    attach, as Kubernetes says).
 
     `--api-version` is a flag in conmon (the "1" after it is ignored, as with podman). For an exec
     (`exec_`), conmon writes the exit code to `exit_dir/<container_id>` and `persist_dir/exit`:
@@ -41,6 +44,8 @@ def conmon_argv(*, conmon: str, runtime: str, runtime_root: str, container_id: s
         argv.append("-t")
     if stdin:
         argv.append("-i")
+        if not stdin_once:
+            argv.append("--leave-stdin-open")
     if exec_process_spec is not None:
         argv += ["-e", "--exec-process-spec", exec_process_spec]
     if timeout is not None:

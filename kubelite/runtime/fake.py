@@ -10,7 +10,8 @@ exactly that `finished_at`, whenever it is noticed, so tests are exact.
 A pod can also script its containers from its manifest, for dry runs: the annotation
 `fake.kubelite.io/<container>: "exit=1 after=5"` (keys: exit, after, oom-after, fail-start,
 ignore-term, exec-exit: the exit code of every command exec'd in it, lifecycle hooks included)
-applies to every attempt of that container. Probe outcomes are scripted the same way:
+applies to every attempt of that container. Attaching to a running container gives a process that
+echoes its stdin to stdout (`cat`), until the container stops. Probe outcomes are scripted the same way:
 `liveness=fail-after:10` (succeeds for 10 s after the container started, then fails),
 `readiness=ok-after:5`, `startup=fail`, `readiness=ok` (the default for every probe).
 A regular init container completes as soon as it has started (exit 0, or its `exit=` code) unless
@@ -27,8 +28,9 @@ import ipaddress
 import hashlib
 import itertools
 import os
+import socket
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Callable
 
@@ -36,6 +38,7 @@ from kubelite.clock import utcnow
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import reference as references
+from kubelite.runtime.attach import PACKET_MAX, STDOUT, ConmonAttach
 from kubelite.runtime.protocol import (
     ContainerConfig, ContainerInfo, ExecResult, PortMapping, PulledImage, SandboxConfig, SandboxInfo,
     SandboxState,
@@ -121,6 +124,42 @@ class _Container:
     info: ContainerInfo
     behavior: Behavior
     term_at: datetime | None = None
+    stdin: bool = False
+    tty: bool = False
+    attached: list["_EchoAttach"] = field(default_factory=list)
+
+
+class _EchoAttach(ConmonAttach):
+    """An attach to a simulated container: its process echoes its stdin to stdout, as `cat` would,
+    in conmon's packets; the session ends when the container stops."""
+
+    def __init__(self, *, tty: bool, stdin: bool) -> None:
+        ours, self.peer = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        super().__init__(ours, control=None, tty=tty, stdin=stdin)
+        self.peer.setblocking(False)
+
+    def write(self, data: bytes) -> int:
+        if self._stdin_closed or not data:
+            return len(data)
+        chunk = data[:PACKET_MAX - 1]
+        try:
+            self.peer.send(bytes([STDOUT]) + chunk)
+        except (BlockingIOError, InterruptedError):
+            return 0
+        except OSError:
+            return len(data)
+        return len(chunk)
+
+    def close_stdin(self) -> None:
+        self._stdin_closed = True
+
+    def end(self) -> None:
+        """The container stopped: the session reads its end."""
+        self.peer.close()
+
+    def close(self) -> None:
+        super().close()
+        self.peer.close()
 
 
 def _valid_reference(image: str) -> bool:
@@ -219,6 +258,9 @@ class FakeRuntime:
     def _finish(self, c: _Container, when: datetime, code: int, reason: str | None) -> None:
         c.info = replace(c.info, state=ContainerState.EXITED, finished_at=when, exit_code=code,
                          reason=reason or ("Completed" if code == 0 else "Error"))
+        for session in c.attached:
+            session.end()
+        c.attached = []
 
     # ------------------------------------------------------------------ protocol
 
@@ -288,7 +330,8 @@ class FakeRuntime:
             container_id = f"c{next(self._ids):06d}"
             self._containers[container_id] = _Container(ContainerInfo(
                 container_id, sandbox_id, config.uid, config.container.name, config.attempt, config.spec_hash,
-                config.container.image or "", ContainerState.CREATED, self.clock()), behavior)
+                config.container.image or "", ContainerState.CREATED, self.clock()), behavior,
+                stdin=bool(config.container.stdin), tty=bool(config.container.tty))
             self.calls.append(("create_container", container_id))
             self.configs[container_id] = config
             return container_id
@@ -354,6 +397,18 @@ class FakeRuntime:
                 raise RuntimeError_(f"container {container_id} is not running")
             self.calls.append(("exec-stream", container_id))
             return FakeExec(command, code=c.behavior.exec_exit_code, stdin=stdin, stdout=stdout, tty=tty)
+
+    def attach_container(self, container_id: str, *, stdin: bool) -> ConmonAttach:
+        """A simulated process to attach to: it echoes what the session writes (see `_EchoAttach`)."""
+        with self._lock:
+            self._advance()
+            c = self._get(container_id)
+            if c.info.state is not ContainerState.RUNNING:
+                raise RuntimeError_(f"container {container_id} is not running")
+            self.calls.append(("attach", container_id))
+            session = _EchoAttach(tty=c.tty, stdin=stdin and c.stdin)
+            c.attached = [a for a in c.attached if a.peer.fileno() >= 0] + [session]
+            return session
 
     def image_present(self, image: str) -> bool:
         if not _valid_reference(image):   # as the image store: an unparsable reference is never present

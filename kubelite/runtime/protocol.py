@@ -1,7 +1,7 @@
 """The runtime protocol: the one I/O seam between the agent and containers (CRI-shaped).
 
 Owns: the calls the agent makes (sandbox run/stop/remove; container create/start/signal/remove;
-list; exec, and a streaming exec for clients; exit hints) and the records they return. Implementations: `fake.FakeRuntime`
+list; exec, and a streaming exec for clients; attach; exit hints) and the records they return. Implementations: `fake.FakeRuntime`
 (in-memory, deterministic, for tests and dry runs) and the OCI runtime (runc + conmon).
 
 One deliberate difference from CRI: there is no blocking `StopContainer(timeout)`. The agent
@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Callable, Protocol
 
 from kubelite.api.models import Container, PodSecurityContext, ResourceRequirements
+from kubelite.runtime.attach import AttachSession
 from kubelite.core.types import ContainerState, SecurityProfile
 from kubelite.runtime.streaming import ExecSession
 
@@ -193,6 +194,13 @@ class Runtime(Protocol):
         terminal as an `ExecSession`, which the caller waits for or kills, then closes."""
         ...
     def image_present(self, image: str) -> bool: ...
+
+    def attach_container(self, container_id: str, *, stdin: bool) -> AttachSession:
+        """Attach to a running container's main process (CRI's `Attach`): its output, and its stdin
+        when `stdin` is asked and the container has `stdin: true`. Closing the session detaches;
+        the container runs on (with `stdinOnce`, its stdin closes). `errors.RuntimeError_` when it
+        is not running."""
+        ...
 
     def sandbox_netns(self, sandbox_id: str) -> str | None:
         """A path to the pod's network namespace usable with setns(2) (`/proc/<infra pid>/ns/net`);

@@ -1,10 +1,11 @@
-"""The runtime as another process sees it: a container's log, exec and signals, without the daemon.
+"""The runtime as another process sees it: a container's log, exec, attach and signals, without the daemon.
 
-Owns what the CLI's `logs`, `exec` and `kill` need from the containers of this instance: where an
+Owns what the CLI's `logs`, `exec`, `attach` and `kill` need from the containers of this instance: where an
 attempt's log is (`layout`), the command line that runs a command in a running container (or a
 session of it with its pipes or a terminal, `streaming`), and
 sending a signal to its PID 1 — both through runc under this instance's runc root, found from the
-container's ID (`runc://<id>`). A container of the simulated runtime has no process to reach.
+container's ID (`runc://<id>`) — and attaching to its main process through conmon's attach socket
+in its bundle (`runtime.attach`). A container of the simulated runtime has no process to reach.
 Also the runtime's version as a Node reports it (`runtime_version`), for the API server, the
 instance's name in cgroup paths (`instance_name`), and a pod's network namespace from its
 sandbox's record (`pod_netns`, for port-forward).
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from kubelite.errors import RuntimeError_
 from kubelite import layout
+from kubelite.runtime.attach import ConmonAttach
 
 if TYPE_CHECKING:
     from kubelite.runtime.streaming import ExecSession
@@ -88,6 +90,13 @@ class RuntimeView:
 
         prefix, bare = self._runc(container_id)
         return RuncExec(prefix, bare, command, stdin=stdin, tty=tty, size=size)
+    def attach(self, container_id: str, *, tty: bool, stdin: bool) -> ConmonAttach:
+        """Attach to the running container `container_id`'s main process; `tty` and `stdin` are the
+        container's (its spec's `tty`, and `stdin` when the caller also asks for input)."""
+        _, bare = self._runc(container_id)
+        if not layout.is_safe_name(bare):
+            raise RuntimeError_(f"invalid container ID {container_id!r}")
+        return ConmonAttach.connect(layout.container_bundle(self.run_dir, bare), tty=tty, stdin=stdin)
 
     def signal(self, container_id: str, signal: str) -> None:
         """Send `signal` (`TERM`, `SIGKILL`, `9`) to the container's PID 1."""

@@ -24,6 +24,7 @@ import kubelite.statefiles as statefiles
 from kubelite.core.types import ContainerState
 from kubelite.errors import NotFoundError, RuntimeError_
 from kubelite.runtime import conmon, linux, ocispec, termination
+from kubelite.runtime.attach import ConmonAttach
 from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.oci.process import run, run_conmon
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, parse_time, write_json
@@ -89,7 +90,8 @@ class Containers:
                                  config.namespace, config.attempt, config.spec_hash, config.container.image or "",
                                  self.clock().isoformat(), config.log_path,
                                  message_policy=config.container.termination_message_policy,
-                                 tty=bool(config.container.tty), stdin=bool(config.container.stdin))
+                                 tty=bool(config.container.tty), stdin=bool(config.container.stdin),
+                                 stdin_once=bool(config.container.stdin_once))
         mounts = config.mounts
         message_path = config.container.termination_message_path
         if message_path.startswith("/") and not any(m.container_path == message_path for m in mounts):
@@ -140,7 +142,8 @@ class Containers:
             container_id=record.id, name=f"{record.namespace}_{record.pod_name}_{record.name}_{record.attempt}",
             bundle=str(bundle), pidfile=str(bundle / "pidfile"), conmon_pidfile=str(bundle / "conmon.pid"),
             exit_dir=str(self.exit_dir), persist_dir=str(bundle / "persist"), log_path=record.log_path or "/dev/null",
-            log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir), terminal=record.tty, stdin=record.stdin)
+            log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir), terminal=record.tty, stdin=record.stdin,
+            stdin_once=record.stdin_once)
         return run_conmon(argv, bundle=bundle)
 
     def start_container(self, container_id: str) -> None:
@@ -275,6 +278,14 @@ class Containers:
                 r.message = f"{r.message}: {message}" if r.message else message
             self._save(r)
         return ContainerState.EXITED, code, finished, reason
+
+    def attach_container(self, container_id: str, *, stdin: bool) -> ConmonAttach:
+        """Attach to the running container's main process through conmon's attach socket; `stdin`
+        asks to write its stdin (granted only when the container has `stdin: true`)."""
+        record = self._get(container_id)
+        if self._info(record).state != ContainerState.RUNNING:
+            raise RuntimeError_(f"container {container_id} is not running")
+        return ConmonAttach.connect(self.container_dir / record.id, tty=record.tty, stdin=stdin and record.stdin)
 
     def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
         """Run `command` in the container (`runc exec`); on timeout the process inside is killed too."""

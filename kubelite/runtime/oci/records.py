@@ -72,3 +72,4 @@ class ContainerRecord:
     message_policy: str = "File"   # terminationMessagePolicy
     tty: bool = False
     stdin: bool = False
+    stdin_once: bool = False

@@ -1,0 +1,302 @@
+"""`pods/{name}/attach`: a client joined to a container's main process, for the admin credential.
+
+Owns what an attach asks (`container`, default the pod's first as kubectl; `stdin`, `stdout`,
+`stderr`, `tty`), the answers before the upgrade as the API server gives them (404 for a pod that
+is not there, 400 for a container that is not or does not run, for no stream, or for a client
+that speaks no channel subprotocol served), the audit of each session opened or refused, and the
+session: the runtime's attach (`runtime.attach`, conmon's attach socket) joined to the channels of
+the WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`: 0 stdin, 1 stdout, 2 stderr, 3 error,
+4 resize, v5's 255 close). The serving loop counts sessions and calls `serve` only for an admin's
+upgrade.
+
+Bounds: a client message is at most `MAX_MESSAGE_BYTES`; a ping every `HEARTBEAT_S` finds a
+client whose TCP went away. conmon writes to an attached client with blocking writes, so the
+session's output is always read at once (the loop's `add_reader`) and queued for the client; a
+client that lets more than `MAX_BACKLOG_BYTES` pile up is dropped rather than let it stall the
+container's output. When the client goes, the session detaches: the container runs on (with
+`stdinOnce`, its stdin closes). When the container's process ends, the error channel says
+Success and the WebSocket closes. Nothing here blocks the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import deque
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
+
+from aiohttp import WSMsgType, web
+
+from kubelite.apiserver import audit, objects
+from kubelite.apiserver.auth import Access
+from kubelite.apiserver.connections import SERVER, status_response
+from kubelite.errors import KubeliteError
+from kubelite.runtime.attach import STDERR as CONMON_STDERR, AttachSession
+
+if TYPE_CHECKING:
+    from kubelite.apiserver.server import ApiServer
+
+log = logging.getLogger("kubelite.api")
+
+TRUE = ("true", "1")
+#: A client that lets this much output wait unsent is dropped (conmon must never wait for it).
+MAX_BACKLOG_BYTES = 4 * 1024 * 1024
+#: Output waiting for the client is sent in messages of up to about this size.
+MESSAGE_BYTES = 64 * 1024
+#: A terminal size conmon cannot take yet is offered again this often.
+RESIZE_RETRY_S = 0.005
+
+
+# ---------------------------------------------------------------------- the channel protocol
+# A local helper, the minimum an attach needs; the exec route's channel module replaces it.
+
+V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
+PROTOCOLS = (V5, V4)
+STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
+#: The largest message a client may send (a stdin chunk, a resize); larger ends the session.
+MAX_MESSAGE_BYTES = 1024 * 1024
+#: A ping this often; a client that answers none is gone.
+HEARTBEAT_S = 30.0
+
+
+def choose_protocol(header: str | None) -> str | None:
+    """The first subprotocol the client offers in `Sec-WebSocket-Protocol` that is served."""
+    for protocol in (p.strip() for p in (header or "").split(",")):
+        if protocol in PROTOCOLS:
+            return protocol
+    return None
+
+
+def channel_websocket(protocol: str) -> web.WebSocketResponse:
+    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S,
+                                 autoclose=True, autoping=True)
+
+
+# ---------------------------------------------------------------------- the request
+
+
+@dataclass(frozen=True)
+class AttachRequest:
+    namespace: str
+    pod: str
+    container: str | None
+    stdin: bool
+    stdout: bool
+    stderr: bool
+    tty: bool
+
+
+class Refused(Exception):
+    """An attach answered before the upgrade: its code and `Status`."""
+
+    def __init__(self, code: int, body: dict[str, Any], reason: str) -> None:
+        super().__init__(body["message"])
+        self.code, self.body, self.reason = code, body, reason
+
+
+def parse(namespace: str, pod: str, raw_query: str) -> AttachRequest:
+    """The attach's query; the streams default as the API server's (stdout and stderr on unless
+    given false, stdin and tty off)."""
+    values = dict(parse_qsl(raw_query, keep_blank_values=True))
+
+    def flag(name: str, default: bool) -> bool:
+        return values[name].lower() in TRUE if name in values else default
+
+    tty = flag("tty", False)
+    return AttachRequest(namespace=namespace, pod=pod, container=values.get("container") or None,
+                         stdin=flag("stdin", False), stdout=flag("stdout", True),
+                         stderr=flag("stderr", True) and not tty, tty=tty)
+
+
+def _container_id(api: ApiServer, req: AttachRequest) -> tuple[str, str]:
+    """(container name, runtime ID) of the running container; `Refused` otherwise. Reads the
+    store: call it in a thread."""
+    pods, _ = api.items("pods", req.namespace, req.pod)
+    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")] or pods
+    if not live:
+        raise Refused(404, objects.not_found("pods", req.pod), "pod not found")
+    pod = live[0]
+    names = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
+    every = names + [c["name"] for c in pod.get("spec", {}).get("initContainers", [])]
+    name = req.container or (names[0] if names else "")
+    if name not in every:
+        raise Refused(400, objects.status(400, "BadRequest", f"container {name} is not valid for pod {req.pod}"),
+                      f"container {name} not found")
+    status = pod.get("status", {})
+    found = next((s for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
+                  if s.get("name") == name), {})
+    container_id = (found.get("containerID") or "").partition("://")[2]
+    if "running" not in found.get("state", {}) or not container_id:
+        raise Refused(400, objects.status(400, "BadRequest",
+                                          f'unable to upgrade connection: container not found ("{name}")'),
+                      f"container {name} not running")
+    return name, container_id
+
+
+async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namespace: str, pod: str,
+                raw_query: str, threads: Executor, live: set) -> web.StreamResponse:
+    """One attach, from the admin's upgrade request to the end of its WebSocket."""
+    loop = asyncio.get_running_loop()
+    req = parse(namespace, pod, raw_query)
+    protocol = choose_protocol(request.headers.get("Sec-WebSocket-Protocol"))
+    try:
+        if not (req.stdin or req.stdout or req.stderr):
+            raise Refused(400, objects.status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, "
+                                              "stderr"), "no stream")
+        name, container_id = await loop.run_in_executor(threads, _container_id, api, req)
+        if "websocket" not in request.headers.get("Upgrade", "").lower():
+            raise Refused(400, objects.status(400, "BadRequest", "unable to upgrade connection: kubelite serves "
+                                              "attach over WebSocket only"), "not a WebSocket upgrade")
+        if protocol is None:
+            raise Refused(400, objects.status(400, "BadRequest", "unable to upgrade connection: the client offers "
+                                              f"none of the subprotocols {', '.join(PROTOCOLS)}"),
+                          "no channel subprotocol")
+        runtime = api.containers
+        if runtime is None:
+            raise Refused(400, objects.status(400, "BadRequest", "this node's API reaches no containers"),
+                          "no runtime")
+        session: AttachSession = await loop.run_in_executor(
+            threads, lambda: runtime.attach_container(container_id, stdin=req.stdin))
+    except Refused as exc:
+        audit.refused(access, "attach", namespace, pod, exc.reason)
+        return status_response(exc.code, exc.body)
+    except KubeliteError as exc:   # the container stopped meanwhile, or conmon is gone
+        audit.refused(access, "attach", namespace, pod, str(exc))
+        return status_response(500, objects.status(500, "InternalError", f"error attaching to container: {exc}"))
+    audit.opened(access, "attach", namespace, pod, name)
+    ws = channel_websocket(protocol)
+    ws.headers["Server"] = SERVER
+    bridge: Bridge | None = None
+    try:
+        await ws.prepare(request)
+        bridge = Bridge(ws, session, req)
+        await bridge.run()
+    finally:
+        session.close()
+        if bridge is not None and bridge.fell_behind:
+            if request.transport is not None:   # it reads nothing: no goodbye waits for it
+                request.transport.abort()
+        elif not ws.closed and ws.prepared:
+            await ws.close()
+    return ws
+
+
+class Bridge:
+    """The session's output to the client's channels, the client's frames to the session."""
+
+    def __init__(self, ws: web.WebSocketResponse, session: AttachSession, req: AttachRequest) -> None:
+        self.ws, self.session, self.req = ws, session, req
+        self.v5 = ws.ws_protocol == V5
+        self.loop = asyncio.get_running_loop()
+        self.backlog: deque[bytes] = deque()
+        self.backlog_bytes = 0
+        self.news = asyncio.Event()
+        self.ended = False          # the container's process ended (conmon closed the session)
+        self.fell_behind = False    # the client let too much output wait: dropped
+        self.dropped: asyncio.Future[None] = self.loop.create_future()
+
+    def _readable(self) -> None:
+        """On the loop, whenever conmon has sent: everything there is read now, never left waiting."""
+        while True:
+            piece = self.session.read()
+            if piece is None:
+                self.ended = True
+                self.loop.remove_reader(self.session.fileno())
+                break
+            stream, data = piece
+            if not data:
+                break
+            channel = STDERR if stream == CONMON_STDERR and not self.session.tty else STDOUT
+            if (channel == STDOUT and not self.req.stdout) or (channel == STDERR and not self.req.stderr):
+                continue
+            self.backlog.append(bytes((channel,)) + data)
+            self.backlog_bytes += len(data)
+            if self.backlog_bytes > MAX_BACKLOG_BYTES:
+                log.warning("API: an attach's client read too slowly (over %d bytes waiting): dropped",
+                            MAX_BACKLOG_BYTES)
+                self.loop.remove_reader(self.session.fileno())
+                self.fell_behind = True
+                if not self.dropped.done():
+                    self.dropped.set_result(None)
+                break
+        self.news.set()
+
+    async def _send(self) -> None:
+        while True:
+            await self.news.wait()
+            self.news.clear()
+            while self.backlog:   # conmon's 8 KiB packets of one stream, joined into fewer messages
+                frame = bytearray(self.backlog.popleft())
+                while self.backlog and self.backlog[0][0] == frame[0] and len(frame) < MESSAGE_BYTES:
+                    frame += self.backlog.popleft()[1:]
+                self.backlog_bytes -= len(frame) - 1
+                await self.ws.send_bytes(bytes(frame))
+            if self.ended:
+                await self.ws.send_bytes(bytes((ERROR,)) + json.dumps(
+                    {"metadata": {}, "status": "Success"}, separators=(",", ":")).encode())
+                return
+
+    async def _receive(self) -> None:
+        """The client's frames until it goes."""
+        while True:
+            message = await self.ws.receive()
+            if message.type == WSMsgType.BINARY:
+                data = message.data
+            elif message.type == WSMsgType.TEXT:
+                data = message.data.encode()
+            else:   # CLOSE, CLOSING, CLOSED, ERROR (a message over the size limit too)
+                return
+            if not data:
+                continue
+            channel, data = data[0], data[1:]
+            if channel == STDIN and self.session.stdin:
+                await self._write(data)
+            elif channel == RESIZE:
+                try:
+                    size = json.loads(data)
+                    if not self.session.resize(int(size.get("Height", 0)), int(size.get("Width", 0))):
+                        self._resize_later()
+                except (ValueError, TypeError, AttributeError):
+                    log.debug("API: a resize an attach could not take: %r", data[:100])
+            elif channel == CLOSE and self.v5 and data[:1] == bytes((STDIN,)):
+                self.session.close_stdin()
+
+    def _resize_later(self, tries: int = 100) -> None:
+        """The size waits until conmon has read the one before (`runtime.attach`): asked again
+        every RESIZE_RETRY_S, at most `tries` times."""
+        if self.session.flush_resize() or tries <= 0:
+            return
+        self.loop.call_later(RESIZE_RETRY_S, self._resize_later, tries - 1)
+
+    async def _write(self, data: bytes) -> None:
+        """All of `data` to the container's stdin, as fast as it takes it (the client waits meanwhile)."""
+        view = memoryview(data)
+        while view:
+            taken = self.session.write(bytes(view))
+            view = view[taken:]
+            if view:
+                ready = self.loop.create_future()
+                self.loop.add_writer(self.session.fileno(), lambda: ready.done() or ready.set_result(None))
+                try:
+                    await ready
+                finally:
+                    self.loop.remove_writer(self.session.fileno())
+
+    async def run(self) -> None:
+        """Until the container's process ends (its output sent, then Success on the error channel),
+        the client goes, or the client falls too far behind."""
+        self.loop.add_reader(self.session.fileno(), self._readable)
+        sender = asyncio.ensure_future(self._send())
+        receiver = asyncio.ensure_future(self._receive())
+        try:
+            await asyncio.wait({sender, receiver, self.dropped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.loop.remove_reader(self.session.fileno())
+            for task in (sender, receiver):
+                task.cancel()
+            await asyncio.gather(sender, receiver, return_exceptions=True)
+            self.dropped.cancel()
