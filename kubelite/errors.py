@@ -23,8 +23,11 @@ the code that raises them, below the class named here. Errors that never leave t
 outside the tree on purpose: `seccomp.ProfileError` (a ValueError, turned into a SpecError by the
 runtime), `prober.checks.DialError` (a probe's own failure, reported as its outcome) and the API
 server's `ApiError`, `LogRequestError`, `SelectorError`, `InvalidParameter`, and the watch feed's
-`Expired` and `TooLarge` (each an HTTP status for one request); the image store's `Exceeded` (a
-layer past a bound, turned into an ImageError); and any class private to its module.
+`Expired` and `TooLarge`, the metrics API's `NotFound` and the streaming sessions' `Refused`
+(exec's and attach's answer before the upgrade) — each an HTTP status for one request; a session's
+`ClientGone` (its client left) and port-forward's `SpdyError` (a malformed frame, answered by a
+GOAWAY), each the end of one session; the image store's `Exceeded` (a layer past a bound, turned
+into an ImageError); and any class private to its module.
 
 The CLI turns any KubeliteError into one line on stderr and a non-zero exit code.
 """
