@@ -16,7 +16,7 @@ import subprocess
 import aiohttp
 import pytest
 
-from kubelite.apiserver import attach
+from kubelite.apiserver import channels
 from tests.apinode import KUBECTL, ApiNode, require_kubectl, wait_for
 from tests.helpers import pod_doc
 
@@ -49,7 +49,7 @@ def node(tmp_path_factory):
     n.close()
 
 
-async def _open(node: ApiNode, query: str, *, pod: str = "cat", protocols=(attach.V5,), token: str | None = None):
+async def _open(node: ApiNode, query: str, *, pod: str = "cat", protocols=(channels.V5,), token: str | None = None):
     session = aiohttp.ClientSession()
     try:
         ws = await session.ws_connect(f"{node.url}/api/v1/namespaces/default/pods/{pod}/attach?{query}",
@@ -67,7 +67,7 @@ async def _frame(ws, timeout: float = 10) -> tuple[int, bytes]:
     return message.data[0], message.data[1:]
 
 
-@pytest.mark.parametrize("protocol", [attach.V5, attach.V4])
+@pytest.mark.parametrize("protocol", [channels.V5, channels.V4])
 def test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, protocol):
     async def run():
         session, ws = await _open(node, "stdin=true&stdout=true&stderr=true", protocols=(protocol,))
@@ -81,7 +81,7 @@ def test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, pro
         finally:
             await session.close()
 
-    assert asyncio.run(run()) == ((attach.STDOUT, b"hello\n"), (attach.STDOUT, b"again\n"))
+    assert asyncio.run(run()) == ((channels.STDOUT, b"hello\n"), (channels.STDOUT, b"again\n"))
 
 
 def test_kubectl_attach_i_with_the_admin_credential(node):
@@ -114,10 +114,10 @@ def test_input_for_a_container_without_stdin_is_dropped(node):
 
 
 def test_refusals_come_before_the_upgrade(node):
-    cases = [("/api/v1/namespaces/default/pods/cat/attach?stdout=false&stderr=false", attach.V5, 400,
+    cases = [("/api/v1/namespaces/default/pods/cat/attach?stdout=false&stderr=false", channels.V5, 400,
               "at least 1 of stdin, stdout, stderr"),
-             ("/api/v1/namespaces/default/pods/nope/attach?stdout=true", attach.V5, 404, 'pods "nope" not found'),
-             ("/api/v1/namespaces/default/pods/duo/attach?container=c", attach.V5, 400, "container c is not valid"),
+             ("/api/v1/namespaces/default/pods/nope/attach?stdout=true", channels.V5, 404, 'pods "nope" not found'),
+             ("/api/v1/namespaces/default/pods/duo/attach?container=c", channels.V5, 400, "container c is not valid"),
              ("/api/v1/namespaces/default/pods/cat/attach?stdout=true", "v1.channel.k8s.io", 400, "subprotocols")]
     for path, protocol, code, text in cases:
         conn = http.client.HTTPSConnection(node.host, node.port, context=node.client_context, timeout=10)
@@ -173,7 +173,7 @@ def test_the_containers_end_ends_the_session_with_success(tmp_path):
                 await session.close()
 
         frames = asyncio.run(asyncio.wait_for(run(), 20))
-        assert frames[-1][0] == attach.ERROR and json.loads(frames[-1][1]) == {"metadata": {}, "status": "Success"}
+        assert frames[-1][0] == channels.ERROR and json.loads(frames[-1][1]) == {"metadata": {}, "status": "Success"}
     finally:
         n.close()
 
@@ -193,7 +193,7 @@ def _raw_websocket(node: ApiNode, path: str):
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall((f"GET {path} HTTP/1.1\r\nHost: {node.host}\r\nAuthorization: Bearer {node.admin_token}\r\n"
                   f"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"
-                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {attach.V5}\r\n\r\n").encode())
+                  f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Protocol: {channels.V5}\r\n\r\n").encode())
     head = b""
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)
@@ -228,7 +228,7 @@ def test_a_client_that_stops_reading_is_dropped_not_waited_for(node, monkeypatch
         sock.close()
     assert any("read too slowly" in r.getMessage() for r in caplog.records), f"{sent} frames sent"
     assert phase(node, "cat") == "Running"
-    test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, attach.V5)   # and it still echoes
+    test_stdin_goes_to_the_process_and_its_output_comes_back_on_stdout(node, channels.V5)   # and it still echoes
 
 
 def test_sessions_beyond_the_cap_are_429_and_a_detach_frees_its_slot(tmp_path):
@@ -266,7 +266,7 @@ def test_sessions_beyond_the_cap_are_429_and_a_detach_frees_its_slot(tmp_path):
 
         second, echoed = asyncio.run(run())
         assert second == 429
-        assert echoed == (attach.STDOUT, b"back\n")
+        assert echoed == (channels.STDOUT, b"back\n")
         assert phase(n, "cat") == "Running"
     finally:
         n.close()

@@ -1,15 +1,12 @@
 """`pods/{name}/attach`: a client joined to a container's main process, for the admin credential.
 
-Owns what an attach asks (`container`, default the pod's first as kubectl; `stdin`, `stdout`,
-`stderr`, `tty`), the answers before the upgrade as the API server gives them (404 for a pod that
-is not there, 400 for a container that is not or does not run, for no stream, or for a client
-that speaks no channel subprotocol served), the audit of each session opened or refused, and the
-session: the runtime's attach (`runtime.attach`, conmon's attach socket) joined to the channels of
+Owns the audit of each attach opened or refused (what it asks and the answers before the upgrade
+are `sessions`'), and the session: the runtime's attach (`runtime.attach`, conmon's attach socket) joined to the channels of
 the WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`: 0 stdin, 1 stdout, 2 stderr, 3 error,
 4 resize, v5's 255 close). The serving loop counts sessions and calls `serve` only for an admin's
 upgrade.
 
-Bounds: a client message is at most `MAX_MESSAGE_BYTES`; a ping every `HEARTBEAT_S` finds a
+Bounds: a client message is at most `channels.MAX_MESSAGE_BYTES`; a ping every `HEARTBEAT_S` finds a
 client whose TCP went away. conmon writes to an attached client with blocking writes, so the
 session's output is always read at once (the loop's `add_reader`) and queued for the client; a
 client that lets more than `MAX_BACKLOG_BYTES` pile up is dropped rather than let it stall the
@@ -25,13 +22,12 @@ import json
 import logging
 from collections import deque
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl
+from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from kubelite.apiserver import audit, objects
+from kubelite.apiserver import audit, channels, objects, sessions
+from kubelite.apiserver.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, V5
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import SERVER, status_response
 from kubelite.errors import KubeliteError
@@ -42,7 +38,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubelite.api")
 
-TRUE = ("true", "1")
+#: A ping this often; a client that answers none is gone (conmon's stdin is never read behind it).
+HEARTBEAT_S = 30.0
 #: A client that lets this much output wait unsent is dropped (conmon must never wait for it).
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Output waiting for the client is sent in messages of up to about this size.
@@ -51,124 +48,26 @@ MESSAGE_BYTES = 64 * 1024
 RESIZE_RETRY_S = 0.005
 
 
-# ---------------------------------------------------------------------- the channel protocol
-# A local helper, the minimum an attach needs; the exec route's channel module replaces it.
-
-V5, V4 = "v5.channel.k8s.io", "v4.channel.k8s.io"
-PROTOCOLS = (V5, V4)
-STDIN, STDOUT, STDERR, ERROR, RESIZE, CLOSE = 0, 1, 2, 3, 4, 255
-#: The largest message a client may send (a stdin chunk, a resize); larger ends the session.
-MAX_MESSAGE_BYTES = 1024 * 1024
-#: A ping this often; a client that answers none is gone.
-HEARTBEAT_S = 30.0
-
-
-def choose_protocol(header: str | None) -> str | None:
-    """The first subprotocol the client offers in `Sec-WebSocket-Protocol` that is served."""
-    for protocol in (p.strip() for p in (header or "").split(",")):
-        if protocol in PROTOCOLS:
-            return protocol
-    return None
-
-
-def channel_websocket(protocol: str) -> web.WebSocketResponse:
-    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, heartbeat=HEARTBEAT_S,
-                                 autoclose=True, autoping=True)
-
-
-# ---------------------------------------------------------------------- the request
-
-
-@dataclass(frozen=True)
-class AttachRequest:
-    namespace: str
-    pod: str
-    container: str | None
-    stdin: bool
-    stdout: bool
-    stderr: bool
-    tty: bool
-
-
-class Refused(Exception):
-    """An attach answered before the upgrade: its code and `Status`."""
-
-    def __init__(self, code: int, body: dict[str, Any], reason: str) -> None:
-        super().__init__(body["message"])
-        self.code, self.body, self.reason = code, body, reason
-
-
-def parse(namespace: str, pod: str, raw_query: str) -> AttachRequest:
-    """The attach's query; the streams default as the API server's (stdout and stderr on unless
-    given false, stdin and tty off)."""
-    values = dict(parse_qsl(raw_query, keep_blank_values=True))
-
-    def flag(name: str, default: bool) -> bool:
-        return values[name].lower() in TRUE if name in values else default
-
-    tty = flag("tty", False)
-    return AttachRequest(namespace=namespace, pod=pod, container=values.get("container") or None,
-                         stdin=flag("stdin", False), stdout=flag("stdout", True),
-                         stderr=flag("stderr", True) and not tty, tty=tty)
-
-
-def _container_id(api: ApiServer, req: AttachRequest) -> tuple[str, str]:
-    """(container name, runtime ID) of the running container; `Refused` otherwise. Reads the
-    store: call it in a thread."""
-    pods, _ = api.items("pods", req.namespace, req.pod)
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")] or pods
-    if not live:
-        raise Refused(404, objects.not_found("pods", req.pod), "pod not found")
-    pod = live[0]
-    names = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
-    every = names + [c["name"] for c in pod.get("spec", {}).get("initContainers", [])]
-    name = req.container or (names[0] if names else "")
-    if name not in every:
-        raise Refused(400, objects.status(400, "BadRequest", f"container {name} is not valid for pod {req.pod}"),
-                      f"container {name} not found")
-    status = pod.get("status", {})
-    found = next((s for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-                  if s.get("name") == name), {})
-    container_id = (found.get("containerID") or "").partition("://")[2]
-    if "running" not in found.get("state", {}) or not container_id:
-        raise Refused(400, objects.status(400, "BadRequest",
-                                          f'unable to upgrade connection: container not found ("{name}")'),
-                      f"container {name} not running")
-    return name, container_id
-
-
 async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namespace: str, pod: str,
                 raw_query: str, threads: Executor, live: set) -> web.StreamResponse:
     """One attach, from the admin's upgrade request to the end of its WebSocket."""
     loop = asyncio.get_running_loop()
-    req = parse(namespace, pod, raw_query)
-    protocol = choose_protocol(request.headers.get("Sec-WebSocket-Protocol"))
     try:
-        if not (req.stdin or req.stdout or req.stderr):
-            raise Refused(400, objects.status(400, "BadRequest", "you must specify at least 1 of stdin, stdout, "
-                                              "stderr"), "no stream")
-        name, container_id = await loop.run_in_executor(threads, _container_id, api, req)
-        if "websocket" not in request.headers.get("Upgrade", "").lower():
-            raise Refused(400, objects.status(400, "BadRequest", "unable to upgrade connection: kubelite serves "
-                                              "attach over WebSocket only"), "not a WebSocket upgrade")
-        if protocol is None:
-            raise Refused(400, objects.status(400, "BadRequest", "unable to upgrade connection: the client offers "
-                                              f"none of the subprotocols {', '.join(PROTOCOLS)}"),
-                          "no channel subprotocol")
-        runtime = api.containers
-        if runtime is None:
-            raise Refused(400, objects.status(400, "BadRequest", "this node's API reaches no containers"),
-                          "no runtime")
+        req = sessions.parse(namespace, pod, raw_query)
+        sessions.require_streams(req)
+        name, container_id = await loop.run_in_executor(threads, sessions.container_id, api, req)
+        protocol = sessions.upgrade_protocol(request, "attach")
+        runtime = sessions.runtime_of(api)
         session: AttachSession = await loop.run_in_executor(
             threads, lambda: runtime.attach_container(container_id, stdin=req.stdin))
-    except Refused as exc:
+    except sessions.Refused as exc:
         audit.refused(access, "attach", namespace, pod, exc.reason)
         return status_response(exc.code, exc.body)
     except KubeliteError as exc:   # the container stopped meanwhile, or conmon is gone
         audit.refused(access, "attach", namespace, pod, str(exc))
         return status_response(500, objects.status(500, "InternalError", f"error attaching to container: {exc}"))
     audit.opened(access, "attach", namespace, pod, name)
-    ws = channel_websocket(protocol)
+    ws = channels.websocket(protocol, heartbeat=HEARTBEAT_S)
     ws.headers["Server"] = SERVER
     bridge: Bridge | None = None
     try:
@@ -188,7 +87,7 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
 class Bridge:
     """The session's output to the client's channels, the client's frames to the session."""
 
-    def __init__(self, ws: web.WebSocketResponse, session: AttachSession, req: AttachRequest) -> None:
+    def __init__(self, ws: web.WebSocketResponse, session: AttachSession, req: sessions.SessionRequest) -> None:
         self.ws, self.session, self.req = ws, session, req
         self.v5 = ws.ws_protocol == V5
         self.loop = asyncio.get_running_loop()

@@ -88,10 +88,11 @@ def failure(message: str) -> dict[str, Any]:
     return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500}
 
 
-def websocket(protocol: str) -> web.WebSocketResponse:
-    """The response that upgrades to a channel WebSocket speaking `protocol` (see `choose`)."""
-    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, autoclose=True,
-                                 autoping=True)
+def websocket(protocol: str, *, heartbeat: float | None = None) -> web.WebSocketResponse:
+    """The response that upgrades to a channel WebSocket speaking `protocol` (see `choose`); with
+    `heartbeat`, a ping that often, and a client that answers none is gone."""
+    return web.WebSocketResponse(protocols=(protocol,), max_msg_size=MAX_MESSAGE_BYTES, heartbeat=heartbeat,
+                                 autoclose=True, autoping=True)
 
 
 class ClientGone(Exception):
