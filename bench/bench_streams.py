@@ -8,7 +8,8 @@ serve --runtime runc --network none` with its API on a free loopback port:
 2. `kubelite exec web -- true`: the CLI's start, the store read, then `runc exec` (execv).
 3. `runc --root … exec CONTAINER true`: the floor, what every way in pays.
 4. `kubectl version --client`: kubectl's own start, the floor of any kubectl command.
-5. `podman exec NAME true` on a busybox container podman runs, when podman is installed.
+5. `podman exec NAME true` on a busybox container podman runs on a store and configuration of the run's own
+   (`bench/podman.py`), when podman is installed.
 
 Rounds are interleaved (one of each per round) after untimed warm-ups; wall clock around the
 subprocess, stdio on /dev/null, waited for with a blocking waitpid.
@@ -25,9 +26,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.bench_runtime import (CONTAINER, IMAGE, Node, orderly_cleanup, retag, run_blocking, run_quiet,
-                                 wait_for)
+from bench.bench_runtime import CONTAINER, IMAGE, Node, orderly_cleanup, run_blocking, wait_for
 from bench.common import REPO, Row, duration, print_table, record_summary, summarize
+from bench.podman import Podman
 
 RUNS = 30
 WARMUPS = 3
@@ -56,21 +57,18 @@ def run_blocking_env(argv: list[str], env: dict[str, str] | None) -> int:
         return -9
 
 
-def podman_container(podman: str, archive: Path, work: Path) -> tuple[str, str] | str:
-    """A busybox container podman runs (`sleep 3600`): (name, image), or why podman could not."""
-    image = f"localhost/kubelite-bench-streams-{os.getpid()}:latest"
+def podman_container(podman: Podman, archive: Path) -> str | None:
+    """A busybox container podman runs (`sleep 3600`) on the run's own store: its name, or None
+    (the reason in `podman.failure`)."""
     name = f"kubelite-bench-streams-{os.getpid()}"
-    tagged = work / "podman-busybox.tar"
-    retag(archive, tagged, [image])
-    if run_quiet([podman, "load", "-i", str(tagged)], timeout=120).returncode != 0:
-        return "podman load failed"
-    started = subprocess.run([podman, "run", "-d", "--name", name, "--network", "none", image, "sleep", "3600"],
-                             stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
-    if started.returncode != 0:
-        run_quiet([podman, "rm", "-f", "-t", "0", name], timeout=120)
-        run_quiet([podman, "rmi", image], timeout=120)
-        return "podman run failed: " + (started.stderr.strip().splitlines() or ["?"])[-1][-160:]
-    return name, image
+    try:
+        podman.load(archive)
+        podman.run("run", "-d", "--name", name, "--network", "none", podman.image, "sleep", "3600")
+    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+        podman.run("rm", "-f", "-t", "0", name, check=False)
+        podman.failure = f"podman could not run the image: {str(exc)[-160:]}"
+        return None
+    return name
 
 
 def main() -> None:
@@ -79,12 +77,12 @@ def main() -> None:
     kubectl = shutil.which("kubectl")
     if kubectl is None:
         sys.exit("bench_streams needs kubectl (scripts/bootstrap test installs it)")
-    podman = shutil.which("podman")
     base = Path(tempfile.mkdtemp(prefix="kubelite-bench-streams-", dir="/tmp"))
     node = Node(base / "node", base / "busybox.tar",
                 serve_args=("--network", "none", "--warm-sandboxes", "0", "--api-address", "127.0.0.1:0"))
     samples: dict[str, list[float]] = {}
-    podman_made: tuple[str, str] | None = None
+    podman = Podman.open(base / "podman")
+    podman_made: str | None = None
     podman_note = "podman not installed"
     try:
         subprocess.run([str(REPO / "scripts" / "build-busybox-image"), str(node.busybox_tar), IMAGE], check=True,
@@ -110,14 +108,13 @@ def main() -> None:
             "kubectl version --client (kubectl's start)": ([kubectl, "version", "--client"], kube_env),
         }
         if podman is not None:
-            made = podman_container(podman, node.busybox_tar, base)
-            if isinstance(made, tuple):
-                podman_made = made
-                ways["podman exec NAME true"] = ([podman, "exec", made[0], "true"], None)
-                version = subprocess.run([podman, "--version"], capture_output=True, text=True).stdout.split()
-                podman_note = f"podman {version[-1] if version else '?'}"
+            podman_made = podman_container(podman, node.busybox_tar)
+            if podman_made is not None:
+                ways["podman exec NAME true"] = (podman.argv("exec", podman_made, "true"), podman.env)
+                version = podman.run("--version", check=False).stdout.split()
+                podman_note = f"podman {version[-1] if version else '?'} (a store and configuration of the run's own)"
             else:
-                podman_note = made
+                podman_note = podman.failure
         for _ in range(WARMUPS):
             for argv, env in ways.values():
                 timed(argv, env)
@@ -126,9 +123,12 @@ def main() -> None:
             for name, (argv, env) in ways.items():
                 samples[name].append(timed(argv, env))
     finally:
-        if podman is not None and podman_made is not None:
-            run_quiet([podman, "rm", "-f", "-t", "0", podman_made[0]], timeout=120)
-            run_quiet([podman, "rmi", podman_made[1]], timeout=120)
+        if podman is not None:
+            if podman_made is not None:
+                podman.run("rm", "-f", "-t", "0", podman_made, check=False)
+            left = podman.close()
+            if left:
+                print(f"bench_streams: podman left {', '.join(left)}", file=sys.stderr)
         try:
             orderly_cleanup(node)
         finally:

@@ -87,6 +87,7 @@ class Podman:
         self.bridge = "kbp" + uuid.uuid4().hex[:8]
         self.subnet: str | None = None
         self.pods: set[str] = set()   # every pod name this run played
+        self.failure = ""   # why podman could not do what a benchmark asked, for its note
         base.mkdir(parents=True, exist_ok=True)
         conf, storage = base / "containers.conf", base / "storage.conf"
         limits = ulimits()
