@@ -621,16 +621,21 @@ class References:
     def _delete(self, cid: str) -> None:
         run_quiet(self._runc("delete", "--force", cid), timeout=30)
 
-    def run_round(self, record: bool = True) -> None:
-        """One run of every reference; each leaves nothing behind."""
-        # runc run: create, start, wait for `true`, delete — one command
+    def runc_run(self) -> float:
+        """`runc run` of the trivial bundle: create, start, wait for `true`, delete — one command,
+        timed; it leaves nothing behind."""
         cid = self._id("run")
         start = time.perf_counter()
         code = run_blocking(self._runc("run", "--bundle", str(self.trivial), cid), check=False)
-        self._add("runc run", time.perf_counter() - start, record and code == 0)
+        elapsed = time.perf_counter() - start
         if code != 0:
             self._delete(cid)
             raise RuntimeError(f"runc run of the trivial bundle failed with {code}")
+        return elapsed
+
+    def run_round(self, record: bool = True) -> None:
+        """One run of every reference; each leaves nothing behind."""
+        self._add("runc run", self.runc_run(), record)
         # the namespace floor
         if self.unshare:
             start = time.perf_counter()
@@ -1025,6 +1030,7 @@ class CurvePoint:
     start_cri: list[float]          # the same, to conmon's timestamp of that log line
     warmup: list[float]
     stages: dict[str, list[float]]  # the same starts split by the daemon's log (as part 1): STAGES
+    runc: list[float] = field(default_factory=list)   # `runc run` of a trivial container at this level
 
 
 @dataclass
@@ -1089,9 +1095,11 @@ def curve_start(node: Node, pods: int) -> tuple[list[float], list[float], list[f
     return latency, cri, warmup, stages
 
 
-def measure_curve(node: Node, workdir: Path) -> Curve:
+def measure_curve(node: Node, workdir: Path, refs: References) -> Curve:
     """The scale curve: pods added level by level (each level's new manifests written at once), and at
-    each level, with those pods running: memory, the daemon's idle CPU, `get pods`, a new pod's start."""
+    each level, with those pods running: memory, the daemon's idle CPU, `get pods`, a new pod's start
+    and, as its floor at that level, `runc run` of a trivial container (the host's mount table, which
+    every new container's mount namespace copies, grows with the pods)."""
     assert node.proc is not None and node.log is not None
     log, curve, names = node.log, Curve(), []
     for pods in CPU_LEVELS:
@@ -1120,8 +1128,9 @@ def measure_curve(node: Node, workdir: Path) -> Curve:
         cpu = idle_cpu(node.proc.pid, pods)
         get_pods, floor = curve_get_pods(node, workdir, pods)
         start, cri, warmup, stages = curve_start(node, pods)
+        runc = [refs.runc_run() for _ in range(SCALE_START_RUNS)]
         curve.points.append(CurvePoint(pods, len(new), added_s, used, rss, conmon, catatonit, app, cpu, get_pods,
-                                       floor, start, cri, warmup, stages))
+                                       floor, start, cri, warmup, stages, runc))
     began = time.time()
     for name in names:
         node.delete(name)
@@ -1404,7 +1413,8 @@ def curve_levels(curve: Curve) -> list[scale.Level]:
             (p.used_kib - zero.used_kib) / p.pods / 1024 if p.pods else None,
             (summarize([c + k + a for c, k, a in zip(p.conmon_pss_kib, p.catatonit_pss_kib, p.app_pss_kib)]).median_s
              + (p.rss_kib - zero.rss_kib) / p.pods) / 1024 if p.pods and p.app_pss_kib else None,
-            summarize(p.get_pods).median_s * 1000))
+            summarize(p.get_pods).median_s * 1000,
+            summarize(p.runc).median_s * 1000 if p.runc else None))
     return out
 
 
@@ -1432,6 +1442,7 @@ def print_curve(curve: Curve) -> None:
     note = scale.plot(figures, SCALE_PLOT, title=title, start_ratio=SCALE_START_RATIO,
                       cpu_target=SCALE_CPU_TARGET_PERCENT, get_target_ms=SCALE_GET_TARGET_S * 1000)
     print("  of it noticed: written -> the daemon's Scheduled line (the watcher's hint, the manifest scan); "
+          "runc run: a trivial container's `runc run` at that level, the floor of any start there; "
           "own/pod: kubelite's VmRSS growth over 0 pods, per pod; memory/pod: the PSS of a pod's conmon, "
           "catatonit and app (median) + own/pod; system/pod: MemTotal - MemAvailable over 0 pods, per pod "
           "(other work on the machine moves it)")
@@ -1454,6 +1465,14 @@ def curve_rows(curve: Curve, part1: StartResult) -> list[Row]:
                           + (f"the ratios' basis; part 1 (same method): {duration(summarize(part1.latency).median_s)}"
                              if p is zero else f"{ratio:.2f}x of 0 pods ({duration(basis)})")
                           + f"; CRI timestamp {duration(summarize(p.start_cri).median_s)}"))
+        if p.runc and zero.runc:
+            r = summarize(p.runc)
+            floor_ratio = r.median_s / summarize(zero.runc).median_s
+            out.append(Row.of(f"{head} ref: runc run, trivial container (the floor here)", r, "-",
+                              f"n={r.n}; " + ("the floor's basis" if p is zero else
+                                              f"{floor_ratio:.2f}x of its 0-pod figure; the pod's start over it: "
+                                              f"{s.median_s / r.median_s:.2f}x (at 0 pods: "
+                                              f"{basis / summarize(zero.runc).median_s:.2f}x)")))
         out.append(Row(f"{head}   its stages (medians)", "", "", "-",
                        "; ".join(f"{label} {duration(summarize(p.stages[key]).median_s)}" for key, label in zip(
                            STAGES, ("written -> Scheduled (noticed, scanned)", "-> Pulled (infra sandbox)",
@@ -1703,7 +1722,7 @@ def main() -> None:
         daemon_rss["idle"] = status_kib(node.proc.pid, "VmRSS") or 0
         for pods in MEMORY_LEVELS:
             levels[pods] = [measure_level(node, pods, rep) for rep in range(LEVEL_REPS.get(pods, 1))]
-        curve = measure_curve(node, base / "cli")
+        curve = measure_curve(node, base / "cli", refs)
         if sorted(os.listdir(layer)) != layer_listing:
             problems.append("the busybox layer used as the references' read-only root changed")
         podman_text, podman_left = podman_figures(base, plain)

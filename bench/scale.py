@@ -31,16 +31,21 @@ class Level:
     system_mib_per_pod: float | None  # system-wide used memory over 0 pods, per pod
     pod_mib: float | None             # a pod's processes' PSS (median) + kubelite's own per pod
     get_ms: float              # `kubelite get pods`, median
+    runc_ms: float | None = None   # `runc run` of a trivial container at this level (the floor), median
 
 
 def table(levels: Sequence[Level]) -> list[str]:
     """The curve as aligned text lines: one line per level, the ratio to 0 pods beside the start."""
     basis = levels[0].start_ms
-    head = ("pods", "new pod start", "x of 0 pods", "of it noticed", "idle CPU", "VmRSS", "own/pod", "memory/pod", "system/pod",
-            "get pods")
+    head = ("pods", "new pod start", "x of 0 pods", "of it noticed", "runc run", "x of 0 pods", "idle CPU", "VmRSS", "own/pod",
+            "memory/pod", "system/pod", "get pods")
+    runc_basis = levels[0].runc_ms
     rows = [head]
     for level in levels:
+        runc = level.runc_ms
         rows.append((str(level.pods), f"{level.start_ms:.1f} ms", f"{level.start_ms / basis:.2f}x", f"{level.noticed_ms:.1f} ms",
+                     "-" if runc is None else f"{runc:.1f} ms",
+                     "-" if runc is None or not runc_basis else f"{runc / runc_basis:.2f}x",
                      f"{level.cpu_percent:.2f} %", f"{level.rss_mib:.1f} MiB",
                      "-" if level.own_kib_per_pod is None else f"{level.own_kib_per_pod:.1f} KiB",
                      "-" if level.pod_mib is None else f"{level.pod_mib:.2f} MiB",
