@@ -16,7 +16,7 @@ import subprocess
 import aiohttp
 import pytest
 
-from kubelite.apiserver import channels
+from kubelite.apiserver import attach, channels
 from tests.apinode import KUBECTL, ApiNode, require_kubectl, wait_for
 from tests.helpers import pod_doc
 
