@@ -307,3 +307,42 @@ def test_gone_sees_a_peer_that_closed_behind_unread_data():
     finally:
         server.close()
         listener.close()
+
+
+@pytest.mark.parametrize("verb", ["exec", "attach"])
+def test_a_handshake_aiohttp_would_refuse_is_refused_before_anything_runs(node, caplog, verb):
+    import http.client
+
+    caplog.set_level("INFO", logger="kubelite.audit")
+    conn = http.client.HTTPSConnection(node.host, node.port, context=_ssl(node), timeout=10)
+    conn.request("GET", f"/api/v1/namespaces/default/pods/web/{verb}?command=touch&command=/x&stdout=true",
+                 headers={"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade",
+                          "Upgrade": "websocket", "Sec-WebSocket-Version": "13",   # and no Sec-WebSocket-Key
+                          "Sec-WebSocket-Protocol": channels.V5})
+    response = conn.getresponse()
+    body = json.loads(response.read())
+    conn.close()
+    assert (response.status, body["message"]) == (400, "unable to upgrade connection: not a valid WebSocket "
+                                                       "handshake"), body
+    lines = [r.getMessage() for r in caplog.records if r.name == "kubelite.audit"]
+    assert any(f"{verb} pod default/web refused: bad handshake" in line for line in lines), lines
+    assert not any(f"{verb} pod default/web container" in line for line in lines), lines   # never opened
+
+
+def test_the_audit_line_is_one_line_whatever_the_names_hold(caplog):
+    from kubelite.apiserver import audit
+    from kubelite.apiserver.auth import Access
+
+    caplog.set_level("INFO", logger="kubelite.audit")
+    audit.refused(Access.READ, "exec", "default", "x\naudit: kubelite:admin exec pod default/web", "why\r\n")
+    audit.opened(Access.ADMIN, "exec", "default", "web", "app\n", command=["sh", "-c", "echo\nhi"])
+    lines = [r.getMessage() for r in caplog.records if r.name == "kubelite.audit"]
+    assert len(lines) == 2 and all("\n" not in line and "\r" not in line for line in lines), lines
+    assert "x\\naudit: kubelite:admin" in lines[0]
+
+
+@pytest.mark.parametrize("data, size", [(b'{"Width": 80, "Height": 24}', (80, 24)), (b'{"Width": 1e999}', None),
+                                        (b'{"Width": 70000, "Height": 24}', None), (b'[1, 2]', None),
+                                        (b'{"Width": 0, "Height": 24}', None), (b"not json", None)])
+def test_a_resize_is_a_terminal_size_or_nothing(data, size):
+    assert channels.terminal_size(data) == size

@@ -126,3 +126,14 @@ def test_the_encoder_refuses_what_spdy_cannot_say():
         encoder.encode(spdy.Data(1, b"x" * (1 << 24)))
     with pytest.raises(TypeError):
         encoder.encode("not a frame")   # type: ignore[arg-type]
+
+
+def test_header_blocks_of_one_message_have_a_budget_in_all(monkeypatch):
+    # small blocks that each pass the per-block bound cannot add up past the message's budget
+    big = {"x": "y" * 8000}   # ~8 KiB inflated, a few bytes once the shared context has seen it
+    frames = [spdy.SynStream(2 * i + 1, big) for i in range(40)]   # ~320 KiB inflated in all
+    wire = spdy.Encoder().encode_all(frames)
+    assert len(wire) < 64 * 1024   # compressed, a small message
+    with pytest.raises(spdy.SpdyError, match="in one message"):
+        spdy.Decoder().feed(wire)
+    assert len(spdy.Decoder().feed(spdy.Encoder().encode_all(frames[:20]))) == 20   # ~160 KiB: within it

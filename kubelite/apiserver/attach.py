@@ -6,8 +6,10 @@ the WebSocket (`v5.channel.k8s.io`, `v4.channel.k8s.io`: 0 stdin, 1 stdout, 2 st
 4 resize, v5's 255 close). The serving loop counts sessions and calls `serve` only for an admin's
 upgrade.
 
-Bounds: a client message is at most `channels.MAX_MESSAGE_BYTES`; a ping every `HEARTBEAT_S` finds a
-client whose TCP went away. conmon writes to an attached client with blocking writes, so the
+Bounds: a client message is at most `channels.MAX_MESSAGE_BYTES`; TCP keepalive finds a client
+whose machine went away, and while its input waits for a process that does not read it, whether
+it left is looked at each `GONE_CHECK_S` (as for exec: no ping, whose answer would wait behind
+that input; decision 0021). conmon writes to an attached client with blocking writes, so the
 session's output is always read at once (the loop's `add_reader`) and queued for the client; a
 client that lets more than `MAX_BACKLOG_BYTES` pile up is dropped rather than let it stall the
 container's output. When the client goes, the session detaches: the container runs on (with
@@ -26,8 +28,9 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from kubelite.apiserver import audit, channels, objects, sessions
-from kubelite.apiserver.channels import CLOSE, ERROR, RESIZE, STDERR, STDIN, STDOUT, V5
+from kubelite.apiserver import audit, objects, sessions
+from kubelite.apiserver.channels import (CLOSE, ERROR, GONE_CHECK_S, RESIZE, STDERR, STDIN, STDOUT, V5, Channels,
+                                        terminal_size)
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import SERVER, status_response
 from kubelite.errors import KubeliteError
@@ -38,8 +41,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("kubelite.api")
 
-#: A ping this often; a client that answers none is gone (conmon's stdin is never read behind it).
-HEARTBEAT_S = 30.0
 #: A client that lets this much output wait unsent is dropped (conmon must never wait for it).
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Output waiting for the client is sent in messages of up to about this size.
@@ -56,7 +57,7 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
         req = sessions.parse(namespace, pod, raw_query)
         sessions.require_streams(req)
         name, container_id = await loop.run_in_executor(threads, sessions.container_id, api, req)
-        protocol = sessions.upgrade_protocol(request, "attach")
+        ws = sessions.websocket(request, "attach")
         runtime = sessions.runtime_of(api)
         session: AttachSession = await loop.run_in_executor(
             threads, lambda: runtime.attach_container(container_id, stdin=req.stdin))
@@ -67,12 +68,11 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
         audit.refused(access, "attach", namespace, pod, str(exc))
         return status_response(500, objects.status(500, "InternalError", f"error attaching to container: {exc}"))
     audit.opened(access, "attach", namespace, pod, name)
-    ws = channels.websocket(protocol, heartbeat=HEARTBEAT_S)
     ws.headers["Server"] = SERVER
     bridge: Bridge | None = None
     try:
         await ws.prepare(request)
-        bridge = Bridge(ws, session, req)
+        bridge = Bridge(ws, session, req, request.transport)
         await bridge.run()
     finally:
         session.close()
@@ -87,8 +87,12 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
 class Bridge:
     """The session's output to the client's channels, the client's frames to the session."""
 
-    def __init__(self, ws: web.WebSocketResponse, session: AttachSession, req: sessions.SessionRequest) -> None:
+    def __init__(self, ws: web.WebSocketResponse, session: AttachSession, req: sessions.SessionRequest,
+                 transport: asyncio.BaseTransport | None = None) -> None:
         self.ws, self.session, self.req = ws, session, req
+        self.link = Channels(ws, transport)   # TCP keepalive on the client's socket, and `gone`
+        self.resizing = False       # a size waits for conmon (one retry chain at a time)
+        self.done = False
         self.v5 = ws.ws_protocol == V5
         self.loop = asyncio.get_running_loop()
         self.backlog: deque[bytes] = deque()
@@ -155,21 +159,21 @@ class Bridge:
             if channel == STDIN and self.session.stdin:
                 await self._write(data)
             elif channel == RESIZE:
-                try:
-                    size = json.loads(data)
-                    if not self.session.resize(int(size.get("Height", 0)), int(size.get("Width", 0))):
-                        self._resize_later()
-                except (ValueError, TypeError, AttributeError):
-                    log.debug("API: a resize an attach could not take: %r", data[:100])
+                size = terminal_size(data)
+                if size is not None and not self.session.resize(size[1], size[0]):
+                    self._resize_later()
             elif channel == CLOSE and self.v5 and data[:1] == bytes((STDIN,)):
                 self.session.close_stdin()
 
     def _resize_later(self, tries: int = 100) -> None:
         """The size waits until conmon has read the one before (`runtime.attach`): asked again
-        every RESIZE_RETRY_S, at most `tries` times."""
-        if self.session.flush_resize() or tries <= 0:
+        every RESIZE_RETRY_S, at most `tries` times, by one chain of retries at a time, none after
+        the session ended (the newest size is the session's to send)."""
+        if self.resizing and tries == 100:
             return
-        self.loop.call_later(RESIZE_RETRY_S, self._resize_later, tries - 1)
+        self.resizing = not (self.done or self.session.flush_resize() or tries <= 0)
+        if self.resizing:
+            self.loop.call_later(RESIZE_RETRY_S, self._resize_later, tries - 1)
 
     async def _write(self, data: bytes) -> None:
         """All of `data` to the container's stdin, as fast as it takes it (the client waits meanwhile)."""
@@ -180,8 +184,11 @@ class Bridge:
             if view:
                 ready = self.loop.create_future()
                 self.loop.add_writer(self.session.fileno(), lambda: ready.done() or ready.set_result(None))
-                try:
-                    await ready
+                try:   # the client is not read meanwhile: whether it left is looked at instead
+                    while not ready.done():
+                        await asyncio.wait({ready}, timeout=GONE_CHECK_S)
+                        if not ready.done() and self.link.gone():
+                            raise ConnectionResetError("the client left while its input waited")
                 finally:
                     self.loop.remove_writer(self.session.fileno())
 
@@ -194,6 +201,7 @@ class Bridge:
         try:
             await asyncio.wait({sender, receiver, self.dropped}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            self.done = True
             self.loop.remove_reader(self.session.fileno())
             for task in (sender, receiver):
                 task.cancel()

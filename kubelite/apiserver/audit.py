@@ -26,6 +26,13 @@ SESSIONS = Counter("kubelite_api_stream_sessions",
 MAX_COMMAND_CHARS = 512
 
 
+def _clean(text: str | None) -> str:
+    """A field of the line as data: no newline or control character (a name from a URL could
+    otherwise write a line of its own), bounded."""
+    text = (text or "-").encode("unicode_escape").decode("ascii")
+    return text if len(text) <= MAX_COMMAND_CHARS else text[:MAX_COMMAND_CHARS] + "…"
+
+
 def _what(command: Sequence[str] | None, ports: Sequence[int] | None) -> str:
     if ports is not None:
         return "ports " + ",".join(str(p) for p in ports)
@@ -40,11 +47,11 @@ def opened(access: Access, verb: str, namespace: str, pod: str, container: str |
            command: Sequence[str] | None = None, ports: Sequence[int] | None = None) -> None:
     """A session the credential may open, as it begins."""
     SESSIONS.labels(verb, access.user, "opened").inc()
-    log.info("audit: %s %s pod %s/%s container %s: %s", access.user, verb, namespace, pod, container or "-",
-             _what(command, ports))
+    log.info("audit: %s %s pod %s/%s container %s: %s", access.user, verb, _clean(namespace), _clean(pod),
+             _clean(container), _what(command, ports))
 
 
 def refused(access: Access, verb: str, namespace: str, pod: str, reason: str) -> None:
     """A session refused (the credential may not, or the pod or container is not there)."""
     SESSIONS.labels(verb, access.user, "refused").inc()
-    log.info("audit: %s %s pod %s/%s refused: %s", access.user, verb, namespace, pod, reason)
+    log.info("audit: %s %s pod %s/%s refused: %s", access.user, verb, _clean(namespace), _clean(pod), _clean(reason))

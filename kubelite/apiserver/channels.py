@@ -88,6 +88,20 @@ def failure(message: str) -> dict[str, Any]:
     return {"metadata": {}, "status": "Failure", "message": message, "reason": "InternalError", "code": 500}
 
 
+def terminal_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a resize message (`{"Width": 80, "Height": 24}`), each 1 to 65535; None
+    (and one debug line) for anything else."""
+    try:
+        size = json.loads(data)
+        width, height = int(size.get("Width", 0)), int(size.get("Height", 0))
+    except (ValueError, TypeError, AttributeError, OverflowError, RecursionError):
+        width = height = 0
+    if 0 < width <= 0xFFFF and 0 < height <= 0xFFFF:
+        return width, height
+    log.debug("API: a resize message that is no terminal size: %r", data[:100])
+    return None
+
+
 def websocket(protocol: str, *, heartbeat: float | None = None) -> web.WebSocketResponse:
     """The response that upgrades to a channel WebSocket speaking `protocol` (see `choose`); with
     `heartbeat`, a ping that often, and a client that answers none is gone."""
@@ -223,10 +237,11 @@ async def _pump_in(loop: asyncio.AbstractEventLoop, session: ExecSession, channe
             except OSError:   # the command closed its stdin (or exited): what the client sends is dropped
                 session.close_stdin()
         elif channel == RESIZE:
+            size = terminal_size(data)
             try:
-                size = json.loads(data)
-                session.resize(int(size.get("Width", 0)), int(size.get("Height", 0)))
-            except (ValueError, TypeError, AttributeError, OSError):
+                if size is not None:
+                    session.resize(*size)
+            except OSError:
                 log.debug("API: a resize the session could not take: %r", data[:100])
         elif channel == CLOSE and channels.v5 and data[:1] == bytes((STDIN,)):
             session.close_stdin()

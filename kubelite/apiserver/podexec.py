@@ -31,7 +31,7 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
             raise sessions.bad_request("you must specify at least one command for the container", "no command")
         sessions.require_streams(req)
         name, container_id = await loop.run_in_executor(threads, sessions.container_id, api, req)
-        protocol = sessions.upgrade_protocol(request, "exec")
+        ws = sessions.websocket(request, "exec")
         runtime = sessions.runtime_of(api)
         session = await loop.run_in_executor(threads, lambda: runtime.exec_stream(
             container_id, list(req.command), stdin=req.stdin, stdout=req.stdout, stderr=req.stderr, tty=req.tty))
@@ -42,7 +42,6 @@ async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namesp
         audit.refused(access, "exec", namespace, pod, str(exc))
         return status_response(500, objects.status(500, "InternalError", f"error executing command: {exc}"))
     audit.opened(access, "exec", namespace, pod, name, command=req.command)
-    ws = channels.websocket(protocol)
     ws.headers["Server"] = SERVER
     try:
         await ws.prepare(request)

@@ -103,7 +103,6 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
     until kubectl leaves."""
     assert access >= Access.ADMIN
     namespace, name = target(path) or ("", "")
-    api, loop = serving.api, serving.loop
     raw = request.headers.get("Upgrade", "").lower() == RAW_UPGRADE
     if raw:
         offered = [p.strip() for value in request.headers.getall("X-Stream-Protocol-Version", [])
@@ -118,6 +117,16 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
         return status_response(429, objects.status(
             429, "TooManyRequests", f"too many streams open ({serving.limits.max_streams})", retry_after=1),
             headers={"Retry-After": "1"})
+    serving.streams += 1   # taken before any wait: concurrent upgrades cannot all pass the check
+    try:
+        return await _serve(serving, request, access, namespace, name, raw)
+    finally:
+        serving.streams -= 1
+
+
+async def _serve(serving: Serving, request: web.BaseRequest, access: Access, namespace: str, name: str,
+                 raw: bool) -> web.StreamResponse:
+    api, loop = serving.api, serving.loop
     uid = await loop.run_in_executor(serving.reads, _pod_uid, api, namespace, name)
     if uid is None:
         audit.refused(access, VERB, namespace, name, "pod not found")
@@ -135,16 +144,12 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
     if not raw and not ws.can_prepare(request).ok:   # e.g. no Sec-WebSocket-Key, or a version other than 13
         audit.refused(access, VERB, namespace, name, "not a valid WebSocket handshake")
         return _status(400, "BadRequest", "not a valid WebSocket handshake")
-    serving.streams += 1
-    try:
-        await ws.prepare(request)
-        audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path) or None)
-        log.debug("API: port-forward %s/%s over %s", namespace, name, "raw SPDY/3.1" if raw else "a WebSocket")
-        session = Session(ws, lambda family: _pod_socket(view, uid, family), executor=serving.reads,
-                          name=f"{namespace}/{name}")
-        await session.run()
-    finally:
-        serving.streams -= 1
+    await ws.prepare(request)
+    audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path) or None)
+    log.debug("API: port-forward %s/%s over %s", namespace, name, "raw SPDY/3.1" if raw else "a WebSocket")
+    session = Session(ws, lambda family: _pod_socket(view, uid, family), executor=serving.reads,
+                      name=f"{namespace}/{name}")
+    await session.run()
     return ws.response if raw else ws
 
 

@@ -97,9 +97,10 @@ def container_id(api: ApiServer, req: SessionRequest) -> tuple[str, str]:
     return name, runtime_id
 
 
-def upgrade_protocol(request: web.BaseRequest, verb: str) -> str:
-    """The channel subprotocol to speak with the client of an upgrade request; `Refused` when it
-    asks no WebSocket or offers none served."""
+def websocket(request: web.BaseRequest, verb: str, *, heartbeat: float | None = None) -> web.WebSocketResponse:
+    """The WebSocket that will answer an upgrade request, checked before anything runs: `Refused`
+    when the client asks no WebSocket, offers no channel subprotocol served, or sends a handshake
+    aiohttp would refuse (no key, a wrong version)."""
     if "websocket" not in request.headers.get("Upgrade", "").lower():
         raise bad_request(f"unable to upgrade connection: kubelite serves {verb} over WebSocket only",
                           "not a WebSocket upgrade")
@@ -107,7 +108,14 @@ def upgrade_protocol(request: web.BaseRequest, verb: str) -> str:
     if protocol is None:
         raise bad_request("unable to upgrade connection: the client offers none of the subprotocols "
                           f"{', '.join(channels.PROTOCOLS)}", "no channel subprotocol")
-    return protocol
+    ws = channels.websocket(protocol, heartbeat=heartbeat)
+    try:
+        ready = ws.can_prepare(request).ok   # type: ignore[arg-type]
+    except web.HTTPException:
+        ready = False
+    if not ready:
+        raise bad_request("unable to upgrade connection: not a valid WebSocket handshake", "bad handshake")
+    return ws
 
 
 def runtime_of(api: ApiServer) -> Any:

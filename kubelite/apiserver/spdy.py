@@ -42,6 +42,9 @@ MAX_FRAME_BYTES = 1024 * 1024
 #: The largest header block once decompressed (kubectl's are under 100 bytes).
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADER_PAIRS = 64
+#: Header blocks inflated from one `feed` (one message) in all: many small frames that each
+#: inflate to the per-block bound cannot add up to a bomb.
+MAX_HEADER_BYTES_PER_FEED = 256 * 1024
 #: A 31-bit stream ID.
 MAX_STREAM_ID = 0x7FFFFFFF
 
@@ -202,10 +205,12 @@ class Decoder:
         self.max_frame, self.max_header_bytes, self.max_header_pairs = max_frame, max_header_bytes, max_header_pairs
         self._buffer = bytearray()
         self._inflate = zlib.decompressobj(zdict=DICTIONARY)
+        self._inflated = 0   # header bytes inflated by the current `feed`
 
     def feed(self, data: bytes) -> list[Frame]:
         """The frames completed by `data` (none, one or several); the rest waits for more."""
         self._buffer += data
+        self._inflated = 0
         frames: list[Frame] = []
         while len(self._buffer) >= 8:
             head = bytes(self._buffer[:8])
@@ -282,6 +287,9 @@ class Decoder:
             raise SpdyError(f"header block is not valid zlib: {exc}") from None
         if len(block) > self.max_header_bytes or self._inflate.unconsumed_tail:
             raise SpdyError(f"a header block over {self.max_header_bytes} bytes")
+        self._inflated += len(block)
+        if self._inflated > MAX_HEADER_BYTES_PER_FEED:
+            raise SpdyError(f"header blocks over {MAX_HEADER_BYTES_PER_FEED} bytes in one message")
         return decode_block(block, max_pairs=self.max_header_pairs)
 
     @staticmethod

@@ -2,21 +2,29 @@
 
 Owns the `[NAMESPACE/]POD:PATH` syntax and the copy itself: a tar stream made here (Python's
 `tarfile`) into `tar -xmf - -C DIR` run in the container, or `tar cf - -C DIR NAME` run in the
-container read back here, each member renamed from the container's name to the local one and
-extracted with `tarfile`'s `data` filter (nothing outside the destination, no device files, no
-links that leave it). The container's `tar` runs through the runtime's exec (`runtime.view`), as
+container read back here, each member renamed from the container's name to the local one. What
+comes out of a container is hostile until checked: it is extracted into a fresh directory beside
+the destination with `tarfile`'s `data` filter (nothing outside it, no device files), hard links
+and symlinks that would leave the copy are skipped with a warning (as kubectl skips them), and
+only then moved into place — so no link the container sends is ever followed on the host. The
+container tar's stderr is read while the copy runs (its last 64 KiB kept). The container's `tar`
+runs through the runtime's exec (`runtime.view`), as
 `kubelite exec` does. The container needs `tar`, as for kubectl.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import posixpath
+import shutil
 import subprocess
 import sys
 import tarfile
+import tempfile
+import threading
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterable, Iterator
 
 from kubelite.errors import UsageError
 from kubelite.runtime.view import RuntimeView
@@ -56,38 +64,94 @@ def _copy_in(view: RuntimeView, container_id: str, local: Path, path: str) -> in
     argv = view.exec_argv(container_id, ["tar", "-xmf", "-", "-C", directory or "/"])
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdin is not None and proc.stderr is not None
+    err = _drain(proc.stderr)
     try:
         with tarfile.open(fileobj=proc.stdin, mode="w|", format=tarfile.PAX_FORMAT) as archive:
             archive.add(str(local), arcname=name)
         proc.stdin.close()
     except BrokenPipeError:   # tar in the container gave up: its stderr says why
         pass
-    err = proc.stderr.read().decode(errors="replace")
     code = proc.wait()
     if code != 0:
-        print(err.strip() or f"tar in the container exited {code}", file=sys.stderr)
+        print(err().strip() or f"tar in the container exited {code}", file=sys.stderr)
     return code
 
 
 def _copy_out(view: RuntimeView, container_id: str, path: str, local: Path) -> int:
     directory, name = posixpath.split(path.rstrip("/") or "/")
+    target = local / name if local.is_dir() else local
+    if not target.parent.is_dir():
+        raise UsageError(f"{target.parent}: no such directory")
     argv = view.exec_argv(container_id, ["tar", "cf", "-", "-C", directory or "/", name])
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
-    target = local
-    if local.is_dir():
-        target = local / name
+    err = _drain(proc.stderr)
+    staging = Path(tempfile.mkdtemp(prefix=".kubelite-cp-", dir=target.parent))
     try:
-        with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
-            archive.extractall(path=str(target.parent), members=_renamed(archive, name, target.name),
-                               filter="data")
-    except tarfile.ReadError:   # nothing came: tar in the container failed (its stderr says why)
-        pass
-    err = proc.stderr.read().decode(errors="replace")
-    code = proc.wait()
+        try:
+            with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+                archive.extractall(path=str(staging), filter="data",
+                                   members=_contained(_renamed(archive, name, target.name)))
+        except tarfile.ReadError:   # nothing came: tar in the container failed (its stderr says why)
+            pass
+        code = proc.wait()
+        if code == 0:
+            _place(staging / target.name, target)
+    finally:
+        proc.stdout.close()
+        shutil.rmtree(staging, ignore_errors=True)
     if code != 0:
-        print(err.strip() or f"tar in the container exited {code}", file=sys.stderr)
+        print(err().strip() or f"tar in the container exited {code}", file=sys.stderr)
     return code
+
+
+def _drain(stream: IO[bytes], keep: int = 64 * 1024) -> Callable[[], str]:
+    """Read `stream` to its end in a thread (so a chatty tar never blocks the copy); the text of its
+    last `keep` bytes, once read."""
+    tail = bytearray()
+
+    def read() -> None:
+        while chunk := stream.read(8192):
+            tail.extend(chunk)
+            del tail[:-keep]
+
+    thread = threading.Thread(target=read, daemon=True)
+    thread.start()
+
+    def text() -> str:
+        thread.join()
+        return tail.decode(errors="replace")
+    return text
+
+
+def _contained(members: Iterable[tarfile.TarInfo]) -> Iterator[tarfile.TarInfo]:
+    """The members whose links stay inside the copy: hard links are skipped, and symlinks that are
+    absolute or climb out of the copy, each with a warning (kubectl skips them the same way)."""
+    for member in members:
+        if member.islnk():
+            print(f"warning: skipping hard link {member.name} -> {member.linkname}", file=sys.stderr)
+            continue
+        if member.issym():
+            resolved = posixpath.normpath(posixpath.join(posixpath.dirname(member.name), member.linkname))
+            top = member.name.split("/", 1)[0]
+            if posixpath.isabs(member.linkname) or not (resolved == top or resolved.startswith(top + "/")):
+                print(f"warning: skipping symlink {member.name} -> {member.linkname} (it leaves the copy)",
+                      file=sys.stderr)
+                continue
+        yield member
+
+
+def _place(copied: Path, target: Path) -> None:
+    """Move what was extracted into place: a directory onto an existing directory is merged (its
+    links copied as links, never followed), anything else replaces the target."""
+    if not os.path.lexists(copied):
+        return
+    if target.is_dir() and not target.is_symlink():
+        if not copied.is_dir() or copied.is_symlink():
+            raise UsageError(f"{target}: is a directory; cannot replace it with a file")
+        shutil.copytree(copied, target, symlinks=True, dirs_exist_ok=True)
+        return
+    os.replace(copied, target)
 
 
 def _renamed(archive: tarfile.TarFile, name: str, local_name: str) -> Iterator[tarfile.TarInfo]:
