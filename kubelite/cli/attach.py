@@ -24,7 +24,6 @@ import time
 from typing import Any
 
 from kubelite.cli import containers
-from kubelite.errors import UsageError
 
 #: Ctrl-P Ctrl-Q: the detach keys of a `-t -i` session.
 DETACH_KEYS = b"\x10\x11"
@@ -40,12 +39,8 @@ def _spec(pod: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    pod = containers._pod(args)
-    status = containers._container_status(pod, args.container)
-    name = status["name"]
-    container_id = status.get("containerID") or ""
-    if "running" not in status.get("state", {}) or not container_id.partition("://")[2]:
-        raise UsageError(f'container "{name}" in pod "{pod["metadata"]["name"]}" is not running')
+    pod, status = containers.running(args)
+    name, container_id = status["name"], status["containerID"]
     spec = _spec(pod, name)
     tty, stdin = bool(args.tty), bool(args.stdin)
     if tty and not spec.get("tty"):   # kubectl's words and behaviour

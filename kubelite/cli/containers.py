@@ -120,14 +120,20 @@ def _still_running(args: argparse.Namespace, pod: dict[str, Any], status: dict[s
     return now.get("restartCount") == status.get("restartCount") and "running" in now.get("state", {})
 
 
-def _running_container(args: argparse.Namespace) -> str:
-    """The ID (`<runtime>://<id>`) of the container `args` name; UsageError unless it runs."""
+def running(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod `args` name and the status of its container (`-c`, else the first); UsageError
+    unless that container runs."""
     pod = _pod(args)
     status = _container_status(pod, args.container)
     container_id = status.get("containerID") or ""
     if "running" not in status.get("state", {}) or not container_id.partition("://")[2]:
         raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is not running')
-    return container_id
+    return pod, status
+
+
+def _running_container(args: argparse.Namespace) -> str:
+    """The ID (`<runtime>://<id>`) of the container `args` name; UsageError unless it runs."""
+    return running(args)[1]["containerID"]
 
 
 def exec_(args: argparse.Namespace) -> int:
