@@ -282,10 +282,17 @@ class Containers:
     def attach_container(self, container_id: str, *, stdin: bool) -> ConmonAttach:
         """Attach to the running container's main process through conmon's attach socket; `stdin`
         asks to write its stdin (granted only when the container has `stdin: true`)."""
-        record = self._get(container_id)
-        if self._info(record).state != ContainerState.RUNNING:
-            raise RuntimeError_(f"container {container_id} is not running")
+        record = self._running(container_id)
         return ConmonAttach.connect(self.container_dir / record.id, tty=record.tty, stdin=stdin and record.stdin)
+
+    def _running(self, container_id: str) -> ContainerRecord:
+        """The record of a container whose process runs, looked at without recording anything (the
+        agent's relist records exits; a client's attach or exec from the API's thread only reads);
+        `RuntimeError_` otherwise."""
+        record = self._get(container_id)
+        if record.exit_code is not None or not record.started_at or not linux.alive(record.pid, record.pid_start):
+            raise RuntimeError_(f"container {container_id} is not running")
+        return record
 
     def exec_sync(self, container_id: str, command: list[str], timeout_s: float) -> ExecResult:
         """Run `command` in the container (`runc exec`); on timeout the process inside is killed too."""
@@ -307,7 +314,7 @@ class Containers:
 
     def exec_stream(self, container_id: str, command: list[str], *, stdin: bool, stdout: bool = True,
                     stderr: bool = True, tty: bool = False) -> ExecSession:
-        """`runc exec` of `command` in the container for a client (see `streaming.RuncExec`)."""
-        self._get(container_id)
+        """`runc exec` of `command` in the running container for a client (see `streaming.RuncExec`)."""
+        self._running(container_id)
         return RuncExec([self.bin["runc"], "--root", str(self.state_dir)], container_id, command, stdin=stdin,
                         stdout=stdout, stderr=stderr, tty=tty, work_dir=self.run_dir)
