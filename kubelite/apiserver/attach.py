@@ -34,7 +34,7 @@ from kubelite.apiserver.channels import (CLOSE, ERROR, GONE_CHECK_S, RESIZE, STD
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import SERVER, status_response
 from kubelite.errors import KubeliteError
-from kubelite.runtime.attach import STDERR as CONMON_STDERR, AttachSession
+from kubelite.runtime.attach import RESIZE_RETRY_S, RESIZE_TRIES, STDERR as CONMON_STDERR, AttachSession
 
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer
@@ -45,8 +45,6 @@ log = logging.getLogger("kubelite.api")
 MAX_BACKLOG_BYTES = 4 * 1024 * 1024
 #: Output waiting for the client is sent in messages of up to about this size.
 MESSAGE_BYTES = 64 * 1024
-#: A terminal size conmon cannot take yet is offered again this often.
-RESIZE_RETRY_S = 0.005
 
 
 async def serve(api: ApiServer, request: web.BaseRequest, access: Access, namespace: str, pod: str,
@@ -165,11 +163,11 @@ class Bridge:
             elif channel == CLOSE and self.v5 and data[:1] == bytes((STDIN,)):
                 self.session.close_stdin()
 
-    def _resize_later(self, tries: int = 100) -> None:
+    def _resize_later(self, tries: int = RESIZE_TRIES) -> None:
         """The size waits until conmon has read the one before (`runtime.attach`): asked again
         every RESIZE_RETRY_S, at most `tries` times, by one chain of retries at a time, none after
         the session ended (the newest size is the session's to send)."""
-        if self.resizing and tries == 100:
+        if self.resizing and tries == RESIZE_TRIES:
             return
         self.resizing = not (self.done or self.session.flush_resize() or tries <= 0)
         if self.resizing:

@@ -20,7 +20,6 @@ import os
 import select
 import signal
 import sys
-import time
 from typing import Any
 
 from kubelite.cli import containers
@@ -122,7 +121,4 @@ def _resize(session: Any) -> None:
         size = os.get_terminal_size(0)
     except OSError:
         return
-    for _ in range(100):   # conmon takes one size at a time (`runtime.attach`)
-        if session.resize(size.lines, size.columns):
-            return
-        time.sleep(0.005)
+    session.resize_waiting(size.lines, size.columns)   # conmon takes one size at a time (`runtime.attach`)

@@ -36,6 +36,7 @@ import select
 import socket
 import struct
 import termios
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -47,6 +48,9 @@ STDOUT, STDERR = 2, 3
 PACKET_MAX = 8192 + 1
 #: What conmon reads of a client at once (its CONN_SOCK_BUF_SIZE): a larger write is cut to this.
 STDIN_CHUNK = 32768
+#: A size conmon cannot take yet (it has not read the one before) is offered again this often, at
+#: most RESIZE_TRIES times: by `resize_waiting` here, by the API's event loop there.
+RESIZE_RETRY_S, RESIZE_TRIES = 0.005, 100
 #: Names inside a container's bundle (conmon's).
 SOCKET_NAME, WINSZ_NAME = "attach", "winsz"
 
@@ -165,6 +169,15 @@ class ConmonAttach:
             return True
         self._size = (min(rows, 65535), min(cols, 65535))
         return self.flush_resize()
+
+    def resize_waiting(self, rows: int, cols: int) -> None:
+        """`resize`, waiting (blocking) until conmon takes the size or RESIZE_TRIES pass."""
+        taken = self.resize(rows, cols)
+        for _ in range(RESIZE_TRIES):
+            if taken:
+                return
+            time.sleep(RESIZE_RETRY_S)
+            taken = self.flush_resize()
 
     def flush_resize(self) -> bool:
         if self._size is None or self.control is None:
