@@ -33,6 +33,15 @@ from kubelite.errors import RuntimeError_
 KILL_WAIT_S = 5.0
 
 
+
+def runc_exec_argv(runc_prefix: list[str], container_id: str, command: list[str], *, tty: bool = False,
+                   pid_file: Path | None = None) -> list[str]:
+    """`runc exec`'s command line (`runc_prefix`: runc and its `--root`): the one way every exec of
+    kubelite (a probe's, a client's, the CLI's) is spelled."""
+    return [*runc_prefix, "exec", *(["--pid-file", str(pid_file)] if pid_file is not None else []),
+            *(["--tty"] if tty else []), container_id, *command]
+
+
 class ExecSession:
     """A command running in a container. Descriptors are non-blocking and owned by the session
     (`close` closes them); `stdin` is None unless asked for, `stdout`/`stderr` None when not
@@ -120,8 +129,7 @@ class RuncExec(ExecSession):
         self.tty = tty
         self._dir = tempfile.mkdtemp(prefix="exec-", dir=work_dir)
         self._pid_file = Path(self._dir) / "pid"
-        argv = [*runc_prefix, "exec", "--pid-file", str(self._pid_file), *(["--tty"] if tty else []),
-                container_id, *command]
+        argv = runc_exec_argv(runc_prefix, container_id, command, tty=tty, pid_file=self._pid_file)
         ours: list[int] = []      # this side's ends, closed on failure
         theirs: list[int] = []    # runc's ends, closed here once it has them
         try:

@@ -79,8 +79,10 @@ class RuntimeView:
     def exec_argv(self, container_id: str, command: list[str], *, tty: bool = False) -> list[str]:
         """The argv that runs `command` in the running container `container_id` (`<runtime>://<id>`),
         for the caller to exec: its exit code is the command's."""
+        from kubelite.runtime.streaming import runc_exec_argv
+
         prefix, bare = self._runc(container_id)
-        return [*prefix, "exec", *(["--tty"] if tty else []), bare, *command]
+        return runc_exec_argv(prefix, bare, command, tty=tty)
 
     def exec_session(self, container_id: str, command: list[str], *, stdin: bool = True, tty: bool = False,
                      size: tuple[int, int] | None = None) -> "ExecSession":

@@ -29,7 +29,7 @@ from kubelite.runtime.images import ImageError, ImageStore
 from kubelite.runtime.oci.process import run, run_conmon
 from kubelite.runtime.oci.records import ContainerRecord, SandboxRecord, parse_time, write_json
 from kubelite.runtime.protocol import ContainerConfig, ContainerInfo, ExecResult, Mount
-from kubelite.runtime.streaming import ExecSession, RuncExec
+from kubelite.runtime.streaming import ExecSession, RuncExec, runc_exec_argv
 
 #: The kubelet's default `containerLogMaxSize`.
 LOG_SIZE_MAX = 10 * 1024 * 1024
@@ -299,8 +299,8 @@ class Containers:
         self._get(container_id)
         with tempfile.TemporaryDirectory(dir=self.run_dir) as tmp:
             pid_file = Path(tmp) / "pid"
-            cmd = [self.bin["runc"], "--root", str(self.state_dir), "exec", "--pid-file", str(pid_file), container_id,
-                   *command]
+            cmd = runc_exec_argv([self.bin["runc"], "--root", str(self.state_dir)], container_id, command,
+                                 pid_file=pid_file)
             try:
                 result = run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              timeout=timeout_s)
