@@ -6,7 +6,10 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from kubelite.cli import copy
+from kubelite.errors import UsageError
 
 
 class TarView:
@@ -81,3 +84,16 @@ def test_a_chatty_tar_does_not_block_the_copy(tmp_path):
     dest = tmp_path / "copy"
     assert copy._copy_out(Chatty(archive), "c", "/f", dest) == 0
     assert dest.read_text() == "1"
+
+
+def test_a_member_the_data_filter_refuses_places_nothing_and_says_why(tmp_path):
+    dev = tarfile.TarInfo("data/dev")
+    dev.type = tarfile.CHRTYPE
+    d = tarfile.TarInfo("data")
+    d.type = tarfile.DIRTYPE
+    evil = _tar(tmp_path / "evil.tar", [(d, None), (tarfile.TarInfo("data/ok"), b"1"), (dev, None)])
+    dest = tmp_path / "dest"
+    with pytest.raises(UsageError, match="refused what the container sent"):
+        copy._copy_out(TarView(evil), "c", "/data", dest)
+    assert not dest.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".kubelite-cp-")] == []

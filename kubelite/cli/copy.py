@@ -94,6 +94,10 @@ def _copy_out(view: RuntimeView, container_id: str, path: str, local: Path) -> i
                                    members=_contained(_renamed(archive, name, target.name)))
         except tarfile.ReadError:   # nothing came: tar in the container failed (its stderr says why)
             pass
+        except tarfile.FilterError as exc:   # a member the data filter refuses: nothing is placed
+            proc.kill()
+            proc.wait()
+            raise UsageError(f"refused what the container sent: {exc}") from None
         code = proc.wait()
         if code == 0:
             _place(staging / target.name, target)
