@@ -241,3 +241,19 @@ def get_from(api: Any, path: str, *, token: str | None = "", method: str = "GET"
         return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
     finally:
         conn.close()
+
+
+def upgrade_answer(node: ApiNode, path: str, protocol: str, *, key: bool = True) -> tuple[int, dict[str, Any]]:
+    """The status and JSON body an admin's WebSocket upgrade of `path` is refused with (a streaming
+    subresource's answer before its upgrade); `key=False` leaves out Sec-WebSocket-Key."""
+    headers = {"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade", "Upgrade": "websocket",
+               "Sec-WebSocket-Version": "13", "Sec-WebSocket-Protocol": protocol}
+    if key:
+        headers["Sec-WebSocket-Key"] = "dGhlIHNhbXBsZSBub25jZQ=="
+    conn = http.client.HTTPSConnection(node.host, node.port, context=node.client_context, timeout=10)
+    try:
+        conn.request("GET", path, headers=headers)
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()

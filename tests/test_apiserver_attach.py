@@ -9,7 +9,6 @@ containers are in `test_attach_real.py`.
 from __future__ import annotations
 
 import asyncio
-import http.client
 import json
 import subprocess
 
@@ -17,7 +16,7 @@ import aiohttp
 import pytest
 
 from kubelite.apiserver import attach, channels
-from tests.apinode import KUBECTL, ApiNode, require_kubectl, wait_for
+from tests.apinode import KUBECTL, ApiNode, require_kubectl, upgrade_answer, wait_for
 from tests.helpers import pod_doc
 
 
@@ -120,15 +119,8 @@ def test_refusals_come_before_the_upgrade(node):
              ("/api/v1/namespaces/default/pods/duo/attach?container=c", channels.V5, 400, "container c is not valid"),
              ("/api/v1/namespaces/default/pods/cat/attach?stdout=true", "v1.channel.k8s.io", 400, "subprotocols")]
     for path, protocol, code, text in cases:
-        conn = http.client.HTTPSConnection(node.host, node.port, context=node.client_context, timeout=10)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade",
-                                           "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                                           "Sec-WebSocket-Protocol": protocol})
-        response = conn.getresponse()
-        body = json.loads(response.read())
-        conn.close()
-        assert (response.status, text in body["message"]) == (code, True), (path, response.status, body)
+        status, body = upgrade_answer(node, path, protocol)
+        assert (status, text in body["message"]) == (code, True), (path, status, body)
 
 
 def test_the_read_only_credential_is_refused_with_nothing_attached(node):

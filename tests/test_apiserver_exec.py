@@ -19,7 +19,7 @@ import pytest
 
 from kubelite.apiserver import channels
 from kubelite.apiserver.limits import Limits
-from tests.apinode import KUBECTL, ApiNode, require_kubectl, wait_for
+from tests.apinode import KUBECTL, ApiNode, require_kubectl, upgrade_answer, wait_for
 from tests.helpers import pod_doc
 
 
@@ -192,17 +192,8 @@ def test_refusals_come_before_the_upgrade(node):
              ("/api/v1/namespaces/default/pods/nope/exec?command=x", channels.V5, 404, 'pods "nope" not found'),
              ("/api/v1/namespaces/default/pods/web/exec?command=x", "v1.channel.k8s.io", 400, "subprotocols")]
     for path, protocol, code, text in cases:
-        import http.client
-
-        conn = http.client.HTTPSConnection(node.host, node.port, context=_ssl(node), timeout=10)
-        conn.request("GET", path, headers={"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade",
-                                           "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
-                                           "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
-                                           "Sec-WebSocket-Protocol": protocol})
-        response = conn.getresponse()
-        body = json.loads(response.read())
-        conn.close()
-        assert (response.status, text in body["message"]) == (code, True), (path, response.status, body)
+        status, body = upgrade_answer(node, path, protocol)
+        assert (status, text in body["message"]) == (code, True), (path, status, body)
 
 
 def test_a_read_only_upgrade_is_refused_with_nothing_run(node):
@@ -311,19 +302,10 @@ def test_gone_sees_a_peer_that_closed_behind_unread_data():
 
 @pytest.mark.parametrize("verb", ["exec", "attach"])
 def test_a_handshake_aiohttp_would_refuse_is_refused_before_anything_runs(node, caplog, verb):
-    import http.client
-
     caplog.set_level("INFO", logger="kubelite.audit")
-    conn = http.client.HTTPSConnection(node.host, node.port, context=_ssl(node), timeout=10)
-    conn.request("GET", f"/api/v1/namespaces/default/pods/web/{verb}?command=touch&command=/x&stdout=true",
-                 headers={"Authorization": f"Bearer {node.admin_token}", "Connection": "Upgrade",
-                          "Upgrade": "websocket", "Sec-WebSocket-Version": "13",   # and no Sec-WebSocket-Key
-                          "Sec-WebSocket-Protocol": channels.V5})
-    response = conn.getresponse()
-    body = json.loads(response.read())
-    conn.close()
-    assert (response.status, body["message"]) == (400, "unable to upgrade connection: not a valid WebSocket "
-                                                       "handshake"), body
+    status, body = upgrade_answer(node, f"/api/v1/namespaces/default/pods/web/{verb}?command=touch&command=/x"
+                                  "&stdout=true", channels.V5, key=False)
+    assert (status, body["message"]) == (400, "unable to upgrade connection: not a valid WebSocket handshake"), body
     lines = [r.getMessage() for r in caplog.records if r.name == "kubelite.audit"]
     assert any(f"{verb} pod default/web refused: bad handshake" in line for line in lines), lines
     assert not any(f"{verb} pod default/web container" in line for line in lines), lines   # never opened

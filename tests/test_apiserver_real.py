@@ -37,7 +37,8 @@ class Served:
         self.node = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
         self.node.agent.config = replace(self.node.agent.config, backoff=BackoffPolicy(initial_s=2, max_s=4))
         self.api = ApiServer(root=self.node.root, node_name="test", runtime="runc", host="127.0.0.1", port=0,
-                             health=lambda: Health(True, "ok"), containers=self.node.runtime)
+                             health=lambda: Health(True, "ok"), containers=self.node.runtime,
+                             run_dir=self.node.run_dir)
         self.api.start()
         self.kubeconfig = tmp_path / "kubeconfig"
         self.kubeconfig.write_text(kubeconfig(server=self.api.url, token=self.api.token, node="test",

@@ -12,20 +12,11 @@ import sys
 
 import pytest
 
-from tests.apinode import Stream, require_kubectl, wait_for
+from tests.apinode import Stream, wait_for
 from tests.real import REPO, container, pod
-from tests.test_apiserver_real import Served
+from tests.test_apiserver_real import busybox, served  # noqa: F401 (the fixtures: a real node with its API)
 
 pytestmark = pytest.mark.real
-
-
-@pytest.fixture
-def served(tmp_path, busybox):
-    require_kubectl()
-    s = Served(tmp_path, busybox)
-    yield s
-    left = s.close()
-    assert left == [], f"left behind: {left}"
 
 
 def test_kubectl_and_kubelite_watch_events_see_a_crash_as_it_happens(served):

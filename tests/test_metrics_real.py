@@ -13,24 +13,15 @@ import time
 import pytest
 
 from kubelite.runtime import stats
-from tests.apinode import require_kubectl, wait_for
+from tests.apinode import wait_for
 from tests.real import container, pod
-from tests.test_apiserver_real import Served
+from tests.test_apiserver_real import Served, busybox, served  # noqa: F401 (the fixtures: a real node with its API)
 
 pytestmark = pytest.mark.real
 
 BURN = "while :; do :; done"
 #: The burner is held to half a core, so its rate is steady whatever else the machine runs.
 LIMITS = {"limits": {"cpu": "500m", "memory": "64Mi"}}
-
-
-@pytest.fixture
-def served(tmp_path, busybox):
-    require_kubectl()
-    s = Served(tmp_path, busybox)
-    yield s
-    left = s.close()
-    assert left == [], f"left behind: {left}"
 
 
 def _cgroup(served: Served, pod_name: str, name: str) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import http.client
-import os
 import re
 import socket
 import ssl
@@ -22,17 +21,14 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from kubelite.apiserver import auth
-from kubelite.apiserver.auth import kubeconfig
-from kubelite.apiserver.server import ApiServer, Health
-from kubelite.core.types import BackoffPolicy
 from tests.apinode import KUBECTL, require_kubectl
-from tests.real import REPO, Node, container, pod, wait_for
+from tests.real import REPO, container, pod, wait_for
+from tests.test_apiserver_real import Served as ApiServed
 
 pytestmark = pytest.mark.real
 
@@ -46,34 +42,12 @@ def busybox(busybox):   # the shared image (conftest), once kubectl is known to 
     return busybox
 
 
-class Served:
-    """A real node, its API with both kubeconfigs, and a thread that runs the agent's passes."""
+class Served(ApiServed):
+    """A real node, its API with both kubeconfigs (`admin`, `viewer`), and its passes in a thread."""
 
     def __init__(self, tmp_path: Path, busybox: Path) -> None:
-        self.node = Node(tmp_path / "manifests", tmp_path / "state", tmp_path / "run", busybox).start()
-        self.node.agent.config = replace(self.node.agent.config, backoff=BackoffPolicy(initial_s=2, max_s=4))
-        self.api = ApiServer(root=self.node.root, node_name="test", runtime="runc", host="127.0.0.1", port=0,
-                             health=lambda: Health(True, "ok"), run_dir=self.node.run_dir)
-        self.api.start()
-        ca = (auth.api_dir(self.node.root) / "ca.crt").read_bytes()
-        self.home = tmp_path
-        self.admin = tmp_path / "admin-kubeconfig"
-        self.admin.write_text(kubeconfig(server=self.api.url, token=self.api.admin_token, node="test", ca_pem=ca,
-                                         admin=True))
-        self.viewer = tmp_path / "kubeconfig"
-        self.viewer.write_text(kubeconfig(server=self.api.url, token=self.api.token, node="test", ca_pem=ca))
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._loop, daemon=True)
-        self.thread.start()
-
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            self.node.step()
-            self.api.notify()
-            self.stop.wait(0.1)
-
-    def env(self, config: Path) -> dict[str, str]:
-        return {**os.environ, "KUBECONFIG": str(config), "HOME": str(self.home)}
+        super().__init__(tmp_path, busybox)
+        self.admin, self.viewer = self.admin_kubeconfig, self.kubeconfig
 
     def forward(self, *args: str, config: Path | None = None, websocket: bool = True) -> "Forward":
         env = self.env(config or self.admin)
@@ -81,12 +55,6 @@ class Served:
             env["KUBECTL_PORT_FORWARD_WEBSOCKETS"] = "false"
         return Forward(subprocess.Popen([KUBECTL, "port-forward", *args], env=env,
                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-
-    def close(self) -> list[str]:
-        self.stop.set()
-        self.thread.join(timeout=10)
-        self.api.close()
-        return self.node.close()
 
 
 class Forward:
