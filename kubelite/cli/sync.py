@@ -15,25 +15,23 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import signal
 import sys
 import threading
 from datetime import datetime
 from typing import Any, Sequence
 
+from kubelite.api import duration
 from kubelite.cli import config
 from kubelite.clock import utcnow
 
-_DURATION = re.compile(r"[ \t]*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)[ \t]*(ms|s|m|h)?[ \t]*\Z")
-
 
 def parse_duration(text: str) -> float:
-    """`30s`, `1m`, `500ms`, `2h` or plain seconds (`1.5`) → seconds; must be positive."""
-    match = _DURATION.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 1m, 500ms)")
-    value = float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+    """`30s`, `1m30s`, `500ms`, `2h` or plain seconds (`1.5`) → seconds; must be positive."""
+    try:
+        value = duration.parse(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid duration {text!r} (examples: 30s, 1m30s, 500ms)") from None
     if value <= 0:
         raise argparse.ArgumentTypeError("the interval must be positive")
     return value
