@@ -26,7 +26,7 @@ from kubelite.agent.agent import Agent, AgentConfig
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
-from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
+from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR, PLUGIN_DIRS
 from kubelite.runtime.protocol import Runtime
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
@@ -67,6 +67,7 @@ class ServeOptions:
     network: str = "cni"                # "cni": pods on kubelite's bridge; "none": loopback only
     bridge: str = DEFAULT_BRIDGE
     pod_cidr: str = DEFAULT_POD_CIDR
+    cni_bin_dirs: tuple[str, ...] = PLUGIN_DIRS       # --cni-bin-dir: searched in order for the CNI plugins
     registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
     api: ApiOptions | None = None
     warm_sandboxes: int = 2            # ready pod sandboxes kept by the runc runtime (0: none)
@@ -123,7 +124,7 @@ def make_network(options: ServeOptions) -> Any:
     from kubelite.runtime import cni
 
     network = cni.Network(root=options.agent.root, run_dir=options.run_dir, bridge=options.bridge,
-                          pod_cidr=options.pod_cidr)
+                          pod_cidr=options.pod_cidr, plugin_dirs=options.cni_bin_dirs)
     network.check_subnet()
     network.claim()
     log.info("pod network: bridge %s, subnet %s (%s)", network.bridge, network.subnet, network.conflist_path)

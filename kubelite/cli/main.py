@@ -104,6 +104,10 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
     serve.add_argument("--pod-cidr", default=None, metavar="CIDR",
                        help="the pods' IPv4 subnet (default 10.217.0.0/24); must not overlap the host's routes")
     serve.add_argument("--bridge", default=None, metavar="NAME", help="the pods' bridge (default kubelite0)")
+    serve.add_argument("--cni-bin-dir", default="/usr/lib/cni,/opt/cni/bin", metavar="DIRS",
+                       help="comma-separated full paths of directories to search, in order, for the CNI plugins "
+                            "(bridge, host-local, loopback, portmap, firewall), as the kubelet's flag (default "
+                            "/usr/lib/cni, where Debian installs them, then /opt/cni/bin)")
     serve.add_argument("--warm-sandboxes", type=int, default=2, metavar="N",
                        help="pod sandboxes kept ready for new pods without hostNetwork, hostPort or sysctls: "
                             "infra container running, network set up (default 2; 0 turns the pool off; runc "

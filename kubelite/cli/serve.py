@@ -43,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError("--max-parallel-image-pulls must be at least 1")
     if args.pod_workers is not None and not 0 <= args.pod_workers <= 64:
         raise UsageError("--pod-workers must be between 0 and 64")
+    cni_bin_dirs = cni_bin_dir_list(args.cni_bin_dir)
     from kubelite.agent import workers
 
     pod_workers = workers.default_size() if args.pod_workers is None else args.pod_workers
@@ -69,8 +70,22 @@ def run(args: argparse.Namespace) -> int:
 
     return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
                               network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
-                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, registry=registry_config(args),
+                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, cni_bin_dirs=cni_bin_dirs,
+                              registry=registry_config(args),
                               api=api, warm_sandboxes=args.warm_sandboxes))
+
+
+def cni_bin_dir_list(text: str) -> tuple[str, ...]:
+    """`--cni-bin-dir DIR[,DIR...]`: full paths, searched in order for the CNI plugins (empty items skipped)."""
+    from kubelite.errors import UsageError
+
+    dirs = tuple(d.strip() for d in text.split(",") if d.strip())
+    if not dirs:
+        raise UsageError("--cni-bin-dir needs at least one directory")
+    relative = [d for d in dirs if not d.startswith("/")]
+    if relative:
+        raise UsageError(f"--cni-bin-dir takes full paths: {', '.join(relative)} is not one")
+    return dirs
 
 
 def api_options(address: str) -> "ApiOptions":

@@ -397,8 +397,8 @@ def find_plugin_dir(dirs: Sequence[str]) -> Path:
         if all(os.access(os.path.join(directory, p), os.X_OK) for p in PLUGINS):
             return Path(directory)
     raise NetworkError(f"pod networking needs the CNI plugins {', '.join(PLUGINS)} in {' or '.join(dirs)}: run "
-                       "'apt-get install containernetworking-plugins' (or scripts/run as root), or start kubelite "
-                       "with --network none for loopback-only pods")
+                       "'apt-get install containernetworking-plugins' (or scripts/run as root), name their directory "
+                       "with --cni-bin-dir, or start kubelite with --network none for loopback-only pods")
 
 
 def _plugin_error(stdout: bytes, stderr: bytes) -> str:
