@@ -387,7 +387,7 @@ def test_kubectl_lists_claims_and_their_volumes(fresh):
     claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": "store"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "5Gi"}}}}
     fresh.write(claim)
-    listed = wait_for(lambda: (l := fresh.json("/api/v1/persistentvolumeclaims"))["items"] and l, what="the claim")
+    listed = wait_for(lambda: (listing := fresh.json("/api/v1/persistentvolumeclaims"))["items"] and listing, what="the claim")
     assert listed["kind"] == "PersistentVolumeClaimList"
     [item] = listed["items"]
     assert item["status"]["phase"] == "Bound" and item["metadata"]["namespace"] == "store"
@@ -477,7 +477,7 @@ def test_kubectl_get_pods_watch_sees_a_crash_and_a_restart(fresh):
 
 def test_watch_resource_versions_only_increase_and_a_watch_resumes(fresh):
     fresh.write(crashing("crashy", after=1))
-    listed = wait_for(lambda: (l := fresh.json("/api/v1/namespaces/default/pods"))["items"] and l, what="a pod")
+    listed = wait_for(lambda: (listing := fresh.json("/api/v1/namespaces/default/pods"))["items"] and listing, what="a pod")
     since = int(listed["metadata"]["resourceVersion"])
     code, body = fresh.request(f"/api/v1/namespaces/default/pods?watch=true&resourceVersion={since}"
                                "&timeoutSeconds=3", timeout=20)
@@ -855,7 +855,7 @@ def test_a_filtered_watch_resumed_from_a_list_sees_a_pod_leave_its_selector(fres
     job["metadata"]["annotations"] = {"fake.kubelite.io/app": "exit=0 after=2"}
     fresh.write(job)
     selector = "fieldSelector=status.phase%3DRunning"
-    listed = wait_for(lambda: (l := fresh.json(f"/api/v1/namespaces/default/pods?{selector}"))["items"] and l,
+    listed = wait_for(lambda: (listing := fresh.json(f"/api/v1/namespaces/default/pods?{selector}"))["items"] and listing,
                       what="the job running")
     since = listed["metadata"]["resourceVersion"]
     context = ssl.create_default_context(cafile=str(auth.api_dir(fresh.root) / "ca.crt"))

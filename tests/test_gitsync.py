@@ -575,7 +575,7 @@ def test_sync_once_and_get_sync(tmp_path, remote):
     status = json.loads(shown.stdout)
     assert status["commit"] == first and status["ref"] == "main" and status["last_error"] is None
     table = cli("get", "sync", env=env).stdout
-    assert f"Commit:" in table and first in table and "Last Error:" in table
+    assert "Commit:" in table and first in table and "Last Error:" in table
 
     remote.commit({"manifests/bad.yaml": BAD_YAML})
     done = cli("sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once", env=env)

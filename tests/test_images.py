@@ -154,7 +154,7 @@ def oci_archive(path: Path, *imgs: tuple[Img, dict[str, str]], gzip_layers: bool
         return {"mediaType": media, "digest": f"sha256:{sha(data)}", "size": len(data), **extra}
 
     descriptors = []
-    for img, annotations in imgs:
+    for img, image_annotations in imgs:
         layer_descs = []
         for layer in img.layers:
             data = gz(layer) if gzip_layers else layer
@@ -174,7 +174,7 @@ def oci_archive(path: Path, *imgs: tuple[Img, dict[str, str]], gzip_layers: bool
             index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
                      "manifests": [other, {**desc, "platform": {"os": "linux", "architecture": host_arch()}}]}
             desc = blob(json.dumps(index).encode(), "application/vnd.oci.image.index.v1+json")
-        descriptors.append({**desc, "annotations": annotations})
+        descriptors.append({**desc, "annotations": image_annotations})
     files["index.json"] = json.dumps({"schemaVersion": 2, "manifests": descriptors}).encode()
     return write_tar(path, files)
 

@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
 

@@ -298,7 +298,7 @@ def test_a_trailing_newline_in_a_name_is_one_reported_line_and_reaches_neither_s
         assert created == []
         events = [e["message"] for e in node.events("InvalidManifest")]
         assert events and all("\n" not in m and m.isprintable() for m in events)
-        assert any(m.startswith(f"bad.yaml: document 1, line ") and f": {field}: " in m for m in events), events
+        assert any(m.startswith("bad.yaml: document 1, line ") and f": {field}: " in m for m in events), events
         logged = [r.getMessage() for r in caplog.records if "bad.yaml" in r.getMessage()]
         assert logged and all("\n" not in m and "\r" not in m for m in logged), logged
 

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.real import Node, container, events, pod
+from tests.real import container, events, pod
 
 pytestmark = pytest.mark.real
 

@@ -332,13 +332,13 @@ def _meaningful_values(pod: models.Pod) -> list[FieldIssue]:
         support = fieldsupport.annotation_support(key)
         if support is not None and support[0] != fieldsupport.IMPLEMENTED:
             found.append(FieldIssue(f"metadata.annotations[{names.shown(key, limit=64)}]", support[1]))
-    for field, containers in (("initContainers", pod.spec.init_containers), ("containers", pod.spec.containers)):
+    for group, containers in (("initContainers", pod.spec.init_containers), ("containers", pod.spec.containers)):
         for i, c in enumerate(containers):
             for kind, values in (("limits", c.resources.limits), ("requests", c.resources.requests)):
                 for name in values:
                     note = fieldsupport.resource_note(name, kind)
                     if note is not None:
-                        found.append(FieldIssue(f"spec.{field}[{i}].resources.{kind}[{names.shown(name, limit=64)}]",
+                        found.append(FieldIssue(f"spec.{group}[{i}].resources.{kind}[{names.shown(name, limit=64)}]",
                                                 note))
     return found
 

@@ -14,7 +14,6 @@ from typing import Any, Callable, Iterator
 
 from kubelite.clock import utcnow
 import kubelite.runtime.crilog as crilog
-import kubelite.layout as layout
 from kubelite.apiserver import params
 from kubelite import layout
 from kubelite.kubectl import pods

@@ -7,7 +7,7 @@ agent. No behaviour beyond small derived properties; no I/O.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 
 

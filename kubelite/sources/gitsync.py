@@ -52,7 +52,8 @@ from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import SyncError
 from kubelite import layout
-from kubelite.sources.gitrefs import RACY_S, LocalRefs, TreeStamp, local_repository, pick_ref, tree_stamp
+from kubelite.sources.gitrefs import RACY_S  # noqa: F401 (re-exported: tests and the benchmark read it here)
+from kubelite.sources.gitrefs import LocalRefs, TreeStamp, local_repository, pick_ref, tree_stamp
 from kubelite.sources.manifests import ManifestProblem, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
