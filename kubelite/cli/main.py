@@ -29,6 +29,11 @@ def _parser() -> argparse.ArgumentParser:
     kubeconfig.add_argument("--admin", action="store_true",
                             help="the admin credential (may also exec, attach, cp and port-forward), as the "
                                  "user and context <node>-admin; default: the read-only one")
+    kubeconfig.add_argument("--merge", nargs="?", const="", default=None, metavar="FILE",
+                            help="merge into an existing kubeconfig instead of printing: FILE, else the first "
+                                 "file of $KUBECONFIG, else ~/.kube/config (entries of the same name replaced, "
+                                 "everything else kept, the current context switched to this node's; written "
+                                 "atomically, mode 0600)")
 
     _add_get(sub, common, namespaced)
     _add_describe(sub, common, namespaced)
