@@ -187,7 +187,8 @@ class Client:
         return token
 
     def _from_file(self) -> str:
-        return f" from {self.config.auth_file}" if self.config.auth_file else ""
+        source = self.creds.source if self.creds is not None and self.creds.source else self.config.auth_file
+        return f" from {source}" if source else ""
 
     def _needs_credentials(self) -> str:
         where = f"none for {self.ref.registry} in {self.config.auth_file}" if self.config.auth_file \

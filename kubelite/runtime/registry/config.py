@@ -1,7 +1,9 @@
 """How registries are reached: `RegistryConfig` (credentials file, TLS trust, insecure registries,
-the pulled layers' bounds) and the credentials a Docker `config.json` holds.
+the pulled layers' bounds) and the credentials a Docker `config.json` holds or names.
 
-Owns: reading the credentials file; `PullError`, the error of every pull.
+Owns: reading the credentials file and asking the credential helpers it names (`credHelpers` per
+registry, `credsStore` for the others: `docker-credential-<name> get` with the registry on stdin,
+bounded in time and output, as Docker runs them); `PullError`, the error of every pull.
 """
 
 from __future__ import annotations
@@ -9,13 +11,28 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import os
 import re
-from dataclasses import dataclass
+import selectors
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from kubelite.runtime.images import DEFAULT_MAX_LAYER_BYTES, ImageError
 
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
+#: What Docker gives a credential helper on stdin for Docker Hub (its old index address).
+DOCKER_HUB_SERVER = "https://index.docker.io/v1/"
+#: A helper may take this long (the cloud ones fetch a token over the network) and print this much.
+HELPER_TIMEOUT_S = 30.0
+HELPER_MAX_OUTPUT = 64 * 1024
+#: docker-credential-helpers' answer when it holds nothing for the server: not an error, no credentials.
+HELPER_NOT_FOUND = "credentials not found in native keychain"
+_HELPER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 class PullError(ImageError):
@@ -38,13 +55,17 @@ class RegistryConfig:
 class Credentials:
     username: str
     password: str
+    source: str = field(default="", compare=False)   # where they came from, for messages: the file or a helper
 
 
 def load_credentials(path: Path | None, registry: str) -> Credentials | None:
-    """The credentials a Docker `config.json` holds for `registry` (None: none, or no such file).
+    """The credentials a Docker `config.json` holds or names for `registry` (None: none, or no such file).
 
-    Keys may be a host[:port] or a URL (`https://index.docker.io/v1/` for Docker Hub); an entry
-    gives `auth` (base64 of "user:password") or `username` and `password`.
+    In Docker's order: the helper `credHelpers` names for the registry, else the `credsStore`
+    helper, else the `auths` entry; a helper that holds nothing for the registry passes on to the
+    next. `auths` keys (and `credHelpers` keys) may be a host[:port] or a URL
+    (`https://index.docker.io/v1/` for Docker Hub); an entry gives `auth` (base64 of
+    "user:password") or `username` and `password`.
     """
     if path is None:
         return None
@@ -54,6 +75,10 @@ def load_credentials(path: Path | None, registry: str) -> Credentials | None:
         return None
     except (OSError, ValueError) as e:
         raise PullError(f"cannot read the credentials file {path}: {e}") from None
+    for helper in _helpers(doc, path, registry):
+        found = helper_credentials(helper, registry, path)
+        if found is not None:
+            return found
     auths = doc.get("auths") if isinstance(doc, dict) else None
     if auths is None:
         return None
@@ -71,9 +96,9 @@ def load_credentials(path: Path | None, registry: str) -> Credentials | None:
                     from None
             if not sep:
                 raise PullError(f"the credentials file {path}: the auth of {key!r} is not base64 of user:password")
-            return Credentials(user, password)
+            return Credentials(user, password, source=str(path))
         if isinstance(entry.get("username"), str) and isinstance(entry.get("password"), str):
-            return Credentials(entry["username"], entry["password"])
+            return Credentials(entry["username"], entry["password"], source=str(path))
         if entry.get("identitytoken"):
             raise PullError(f"the credentials file {path}: {key!r} has an identity token, which kubelite does not "
                             "use; give auth (base64 of user:password) instead")
@@ -83,3 +108,116 @@ def load_credentials(path: Path | None, registry: str) -> Credentials | None:
 def _auth_key_host(key: str) -> str:
     host = re.sub(r"^[a-z]+://", "", key).split("/", 1)[0]
     return "docker.io" if host in ("index.docker.io", "registry-1.docker.io") else host
+
+
+def _helpers(doc: Any, path: Path, registry: str) -> list[str]:
+    """The credential helpers to ask for `registry`, in order: its `credHelpers` entry, `credsStore`."""
+    if not isinstance(doc, dict):
+        return []
+    helpers: list[str] = []
+    per_registry = doc.get("credHelpers")
+    if per_registry is not None:
+        if not isinstance(per_registry, dict):
+            raise PullError(f"the credentials file {path}: 'credHelpers' is not an object")
+        for key, name in per_registry.items():
+            if _auth_key_host(key) == registry:
+                helpers.append(_helper_name(name, path, f"credHelpers[{key!r}]"))
+                break
+    default = doc.get("credsStore")
+    if default not in (None, ""):
+        helpers.append(_helper_name(default, path, "credsStore"))
+    return helpers
+
+
+def _helper_name(name: Any, path: Path, where: str) -> str:
+    if not isinstance(name, str) or not _HELPER_NAME.fullmatch(name):
+        raise PullError(f"the credentials file {path}: {where} is not the name of a credential helper "
+                        "(docker-credential-<name>)")
+    return name
+
+
+def helper_credentials(name: str, registry: str, path: Path | None = None) -> Credentials | None:
+    """Ask `docker-credential-<name> get` for `registry`'s credentials, as Docker does: the server on
+    stdin, `{"Username", "Secret"}` on stdout. None when it holds none for the registry; PullError
+    when it is missing, fails (its own message shown), takes too long or prints too much."""
+    program = f"docker-credential-{name}"
+    named = f" (named in {path})" if path is not None else ""
+    executable = shutil.which(program)
+    if executable is None:
+        raise PullError(f"the credential helper {program}{named} is not installed (not found on PATH)")
+    server = DOCKER_HUB_SERVER if registry == "docker.io" else registry
+    code, out, err = _run_bounded([executable, "get"], server.encode(), program)
+    text = (out.decode(errors="replace").strip() or err.decode(errors="replace").strip())
+    if code != 0:
+        if HELPER_NOT_FOUND in text:
+            return None
+        message = " ".join(text.split())[:500] or f"exit status {code}"
+        raise PullError(f"the credential helper {program} failed for {registry}: {message}")
+    try:
+        answer = json.loads(out)
+        username, secret = answer.get("Username", ""), answer.get("Secret", "")
+        if not isinstance(username, str) or not isinstance(secret, str):
+            raise ValueError
+    except (ValueError, AttributeError):
+        raise PullError(f"the credential helper {program} answered for {registry} with something other than "
+                        '{"Username": …, "Secret": …}') from None
+    if not username and not secret:
+        return None
+    if username == "<token>":
+        raise PullError(f"the credential helper {program} gives an identity token for {registry}, which kubelite "
+                        "does not use; configure it to give a user name and password (or a registry token)")
+    return Credentials(username, secret, source=f"the credential helper {program}")
+
+
+def _run_bounded(argv: list[str], stdin: bytes, program: str) -> tuple[int, bytes, bytes]:
+    """Run `argv` with `stdin`; its exit status, stdout and stderr. PullError after HELPER_TIMEOUT_S
+    or beyond HELPER_MAX_OUTPUT bytes of output (the process is killed)."""
+    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    out, err = bytearray(), bytearray()
+    buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
+    deadline = time.monotonic() + HELPER_TIMEOUT_S
+    problem = None
+    try:
+        try:
+            proc.stdin.write(stdin)
+            proc.stdin.close()
+        except BrokenPipeError:
+            pass
+        with selectors.DefaultSelector() as selector:
+            for fd in buffers:
+                selector.register(fd, selectors.EVENT_READ)
+            while selector.get_map() and problem is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    problem = f"did not answer within {HELPER_TIMEOUT_S:g}s"
+                    break
+                for key, _ in selector.select(left):
+                    chunk = os.read(key.fd, 65536)
+                    if not chunk:
+                        selector.unregister(key.fd)
+                        continue
+                    buffers[key.fd] += chunk
+                    if len(out) + len(err) > HELPER_MAX_OUTPUT:
+                        problem = f"printed more than {HELPER_MAX_OUTPUT // 1024} KiB"
+        if problem is None:
+            try:
+                code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                problem = f"did not exit within {HELPER_TIMEOUT_S:g}s"
+    finally:
+        if proc.poll() is None or problem is not None:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)   # its session: whatever it started, too
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                stream.close()
+            except BrokenPipeError:
+                pass
+    if problem is not None:
+        raise PullError(f"the credential helper {program} {problem}: stopped it")
+    return code, bytes(out), bytes(err)
