@@ -39,6 +39,7 @@ from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.clock import utcnow
 from kubelite.core import hooks as hook_rules
+from kubelite.core.change import change_effect
 from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
@@ -349,12 +350,14 @@ class Agent:
                 self.state.event(entry, "Normal", "Scheduled",
                                  f"Successfully assigned {key} to {self.config.node_name}", now)
                 self.state.add_pod(entry)
-            elif entry.deleted_at is None and (_meta_and_spec(entry.desired) != _meta_and_spec(desired)
-                                               or entry.source != source):
+            elif entry.deleted_at is None and (change := change_effect(
+                    entry.desired, desired, old_source=entry.source, new_source=source,
+                    running={c.name for c in self.state.by_pod.get(entry.uid, {}).values() if c.running},
+                    finished=entry.record.terminal_phase is not None)).changed:
                 if entry.uid in busy:
                     self.deferred.add(entry.uid)
                     continue
-                log.info("pod %s: manifest changed (%s)", key, source)
+                log.info("pod %s: manifest changed (%s): %s", key, source, change.summary())
                 self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
@@ -549,11 +552,6 @@ class Agent:
             return
         for image_id in removed:
             log.info("image garbage collection: removed unused image %s", image_id)
-
-def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:
-    meta = d.pod.metadata
-    return d.pod_hash, meta.labels, meta.annotations
-
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:
