@@ -16,9 +16,10 @@ Owns:
   print it;
 * `changed_fields` — the paths at which two JSON-shaped values differ (named list items by name:
   `spec.containers[web].image`), for the reasons;
-* `config_effects(pod, key)` — what a change of a ConfigMap or Secret does to a pod that uses it,
-  from `podconfig.uses`: volume files change in place (not a file mounted with subPath), env only
-  when a container is created again; nothing restarts.
+* `config_effects(pod, key)` — what a ConfigMap or Secret created, changed or deleted does to a pod
+  that uses it, from `podconfig.uses`: volume files change in place (not a file mounted with
+  subPath), env only when a container is created again, a container waiting for it starts;
+  nothing restarts.
 
 What the runtime holds refines the effect: a changed container that is not running restarts only
 when it would start anyway (`running`), and a pod that has finished runs nothing again under the
@@ -134,7 +135,7 @@ def change_effect(old: DesiredPod | None, new: DesiredPod | None, *, old_source:
     fields = tuple(changed_fields(_shown(old), _shown(new)))
     if old.uid != new.uid:
         why = _sandbox_reasons(old_spec, new_spec)
-        if not why and old.pod.metadata.uid == new.pod.metadata.uid and old_source != new_source:
+        if not why and old_source != new_source:
             why = [f"its manifest moved from {old_source} to {new_source}: the UID derives from the file"]
         elif not why:
             why = ["metadata.uid changed"]
@@ -230,10 +231,15 @@ def _named(value: Any) -> bool:
     return len(names) == len(value) and all(isinstance(n, str) for n in names) and len(set(names)) == len(names)
 
 
-def config_effects(pod: Pod, key: tuple[str, str, str], *, deleted: bool = False) -> list[str]:
-    """What a changed (or `deleted`) ConfigMap or Secret `key` does to `pod`; empty when the pod does
-    not use it. Nothing restarts either way."""
+def config_effects(pod: Pod, key: tuple[str, str, str], *, change: str = "update") -> list[str]:
+    """What a ConfigMap or Secret `key` that is created, updated or deleted (`change`) does to `pod`;
+    empty when the pod does not use it. Nothing restarts either way."""
     uses = podconfig.uses(pod).get(key, set())
+    if not uses:
+        return []
+    if change == "create":
+        return ["a container waiting for it starts"]
+    deleted = change == "delete"
     found = []
     if podconfig.USE_VOLUME in uses:
         found.append("its volume files keep their last content" if deleted else "volume files change in place")
