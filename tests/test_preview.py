@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import copy
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -256,4 +255,3 @@ def test_sync_dry_run_of_an_invalid_commit_or_the_running_one(node, tmp_path, ca
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "not applied: broken.yaml: document 1, line 4: spec.containers: Required value" in captured.err
-    assert subprocess.run(["git", "--version"], capture_output=True).returncode == 0
