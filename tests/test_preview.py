@@ -255,3 +255,20 @@ def test_sync_dry_run_of_an_invalid_commit_or_the_running_one(node, tmp_path, ca
     captured = capsys.readouterr()
     assert captured.out == ""
     assert "not applied: broken.yaml: document 1, line 4: spec.containers: Required value" in captured.err
+
+
+def test_files_read_as_the_manifests_directory_get_the_uids_they_get_there(tmp_path):
+    from kubelite.sources.manifests import read_file, scan
+
+    there, here = tmp_path / "manifests", tmp_path / "draft"
+    there.mkdir()
+    here.mkdir()
+    write(there / "web.yaml", pod_doc("web"))
+    write(here / "web.yaml", pod_doc("web"))
+    live = scan(there).files[str(there / "web.yaml")].pods[0]
+    previewed = scan(here, read_as=there)
+    assert list(previewed.files) == [str(there / "web.yaml")] and previewed.root == str(there)
+    assert previewed.files[str(there / "web.yaml")].pods[0].uid == live.uid
+    assert scan(here).files[str(here / "web.yaml")].pods[0].uid != live.uid, "the UID derives from the file"
+    one = read_file(here / "web.yaml", source=str(there / "web.yaml"))
+    assert one.path == str(there / "web.yaml") and one.pods[0].uid == live.uid
