@@ -145,8 +145,8 @@ def test_create_delete_and_the_summary_lines():
 def test_what_runs_refines_the_effect():
     old, new = decoded(base()), decoded(edit(lambda d: app(d).update(image="busybox:1.37")))
     stopped = change_effect(old, new, running={"log"})
-    assert stopped.effect is Effect.UPDATE and [(c.name, c.action) for c in stopped.containers] == [("app", "later")]
-    assert "at its next start" in stopped.reasons[0]
+    assert stopped.effect is Effect.UPDATE and [(c.name, c.action) for c in stopped.containers] == [("app", "kept")]
+    assert stopped.reasons == ("container app (image changed): exited, not run again by its restart policy",)
     finished = change_effect(old, new, running=set(), finished=True)
     assert finished.effect is Effect.UPDATE and "finished" in finished.reasons[0]
     volumes = decoded(edit(lambda d: d["spec"]["volumes"].append({"name": "more", "emptyDir": {}})))

@@ -13,7 +13,7 @@ import yaml
 
 from kubelite.agent.agent import Agent, AgentConfig
 from kubelite.cli.main import main
-from kubelite.runtime.fake import FakeRuntime
+from kubelite.runtime.fake import Behavior, FakeRuntime
 from kubelite.store.store import Store
 from tests.helpers import pod_doc
 from tests.test_gitsync import Remote
@@ -272,3 +272,21 @@ def test_files_read_as_the_manifests_directory_get_the_uids_they_get_there(tmp_p
     assert scan(here).files[str(here / "web.yaml")].pods[0].uid != live.uid, "the UID derives from the file"
     one = read_file(here / "web.yaml", source=str(there / "web.yaml"))
     assert one.path == str(there / "web.yaml") and one.pods[0].uid == live.uid
+
+
+def test_a_crashing_container_restarts_with_its_fix_and_one_that_ended_for_good_is_not_run(node, capsys):
+    node.runtime.script("crashy", "app", Behavior(exit_after_s=0, exit_code=1))
+    node.runtime.script("done", "app", Behavior(exit_after_s=0, exit_code=0))
+    write(node.manifests / "crashy.yaml", pod_doc("crashy"))
+    write(node.manifests / "done.yaml", pod_doc("done", containers=["app", "side"], restartPolicy="OnFailure"))
+    node.settle()
+    crashy, done = pod_doc("crashy"), pod_doc("done", containers=["app", "side"], restartPolicy="OnFailure")
+    for doc in (crashy, done):
+        doc["spec"]["containers"][0]["command"] = ["sleep", "3600"]
+    code, out, _ = diff("-f", str(write(node.edits / "crashy.yaml", crashy)), "-f",
+                        str(write(node.edits / "done.yaml", done)), capsys=capsys)
+    assert code == 1
+    assert [line for line in out.splitlines() if line.startswith("pod/")] == [
+        "pod/crashy: restart container app (command changed)",
+        "pod/done: update in place, nothing restarts (container app (command changed): exited, not run again by "
+        "its restart policy)"]

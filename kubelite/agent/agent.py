@@ -40,6 +40,7 @@ from kubelite.api.models import Pod
 from kubelite.clock import utcnow
 from kubelite.core import hooks as hook_rules
 from kubelite.core.change import change_effect
+from kubelite.core.plan import should_restart
 from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
@@ -350,13 +351,13 @@ class Agent:
                 self.state.event(entry, "Normal", "Scheduled",
                                  f"Successfully assigned {key} to {self.config.node_name}", now)
                 self.state.add_pod(entry)
-            elif entry.deleted_at is None and (change := change_effect(
-                    entry.desired, desired, old_source=entry.source, new_source=source,
-                    running={c.name for c in self.state.by_pod.get(entry.uid, {}).values() if c.running},
-                    finished=entry.record.terminal_phase is not None)).changed:
+            elif entry.deleted_at is None and change_effect(entry.desired, desired, old_source=entry.source,
+                                                            new_source=source).changed:
                 if entry.uid in busy:
                     self.deferred.add(entry.uid)
                     continue
+                change = change_effect(entry.desired, desired, old_source=entry.source, new_source=source,
+                                       running=self._active(entry), finished=entry.record.terminal_phase is not None)
                 log.info("pod %s: manifest changed (%s): %s", key, source, change.summary())
                 self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
@@ -372,6 +373,16 @@ class Agent:
             if changed and (podconfig.references(entry.pod) | self._claim_keys(entry.pod)) & changed:
                 self.state.set_wait(entry, None)   # a pod waiting for a ConfigMap, Secret or claim starts when it appears
         self.record_problems(resolution, now)
+
+    def _active(self, entry: PodEntry) -> set[str]:
+        """The containers of a pod that run, or will start again by its restart policy."""
+        newest: dict[str, ObservedContainer] = {}
+        for c in self.state.by_pod.get(entry.uid, {}).values():
+            if c.name not in newest or (c.attempt, c.created_at) > (newest[c.name].attempt, newest[c.name].created_at):
+                newest[c.name] = c
+        policy = entry.desired.pod.spec.restart_policy
+        return {c.name for c in entry.desired.pod.spec.all_containers()
+                if c.name not in newest or newest[c.name].running or should_restart(newest[c.name], policy)}
 
     @staticmethod
     def _claim_keys(pod: Pod) -> set[tuple[str, str, str]]:

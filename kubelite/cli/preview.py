@@ -41,7 +41,7 @@ ConfigKey = tuple[str, str, str]
 @dataclass
 class NodeState:
     """What the node has accepted: pods by `namespace/name` and configuration objects by key, each
-    with its file; which containers of each pod run, and which pods have finished."""
+    with its file; which containers of each pod run or will start again, and which pods have finished."""
 
     manifests: str
     pods: dict[str, tuple[DesiredPod, str]] = field(default_factory=dict)
@@ -86,8 +86,11 @@ def node_state(args: argparse.Namespace) -> NodeState:
         key = desired.key
         state.pods[key] = (desired, row["source"])
         status = json.loads(row["object"]).get("status", {})
-        state.running[key] = {s["name"] for s in status.get("containerStatuses", []) + status.get(
-            "initContainerStatuses", []) if "running" in s.get("state", {})}
+        # running, or waiting to start (CrashLoopBackOff, ContainerCreating): a new spec starts; terminated
+        # (it stays so under its restart policy once the status says so): nothing runs it again
+        ended = {s["name"] for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
+                 if "terminated" in s.get("state", {})}
+        state.running[key] = {c.name for c in pod.spec.all_containers()} - ended
         state.finished[key] = status.get("phase") in ("Succeeded", "Failed")
     for obj, source in configs:
         accepted = from_object(obj)

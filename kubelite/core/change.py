@@ -21,9 +21,10 @@ Owns:
   subPath), env only when a container is created again, a container waiting for it starts;
   nothing restarts.
 
-What the runtime holds refines the effect: a changed container that is not running restarts only
-when it would start anyway (`running`), and a pod that has finished runs nothing again under the
-same UID (`finished`). Pure: no clock, no files.
+What the runtime holds refines the effect: a changed container restarts when it runs or will start
+again (waiting, CrashLoopBackOff: its new spec starts at once, with no backoff yet), not when it
+has exited for good under its restart policy (`running`); a pod that has finished runs nothing
+again under the same UID (`finished`). Pure: no clock, no files.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ class Effect(str, enum.Enum):
 @dataclass(frozen=True)
 class ContainerChange:
     """One app container whose spec changed: `action` is restart, start (added), stop (removed) or
-    `later` (not running: its next start, if any, uses the new spec)."""
+    `kept` (it has exited and its restart policy does not run it again: nothing runs)."""
 
     name: str
     action: str
@@ -91,10 +92,6 @@ class PodChange:
                 named = [c for c in self.containers if c.action == action]
                 if named:
                     parts.append(f"{word} container{'s' if len(named) > 1 else ''} {', '.join(map(str, named))}")
-            later = [c for c in self.containers if c.action == "later"]
-            if later:
-                parts.append(f"update container{'s' if len(later) > 1 else ''} {', '.join(map(str, later))} "
-                             "at its next start (not running)")
             return "; ".join(parts)
         if self.effect is Effect.REPLACE:
             return f"replace pod ({'; '.join(self.reasons)})"
@@ -118,8 +115,8 @@ def change_effect(old: DesiredPod | None, new: DesiredPod | None, *, old_source:
     """What replacing the accepted version `old` of a pod by `new` does (None: absent).
 
     `old_source`/`new_source` are the files each comes from (a pod without `metadata.uid` that moves
-    to another file gets another UID). `running` names the containers of `old` running now (None:
-    all of them); `finished` says the pod has reached Succeeded or Failed.
+    to another file gets another UID). `running` names the containers of `old` that run now or will
+    start again (None: all of them); `finished` says the pod has reached Succeeded or Failed.
     """
     if old is None and new is None:
         raise ValueError("change_effect needs a version of the pod")
@@ -158,10 +155,10 @@ def change_effect(old: DesiredPod | None, new: DesiredPod | None, *, old_source:
     if finished and (containers or in_place):
         return PodChange(Effect.UPDATE, ("the pod has finished: nothing of it runs again", *in_place),
                          fields=fields)
-    if any(c.action != "later" for c in containers):
+    if any(c.action != "kept" for c in containers):
         return PodChange(Effect.RESTART, tuple(in_place), containers=containers, fields=fields)
     if containers or in_place or fields:
-        notes = [f"container {c} applies at its next start" for c in containers]
+        notes = [f"container {c}: exited, not run again by its restart policy" for c in containers]
         return PodChange(Effect.UPDATE, tuple(in_place + notes) or ("spec.containers reordered",),
                          containers=containers, fields=fields)
     return PodChange(Effect.UNCHANGED)
@@ -169,7 +166,7 @@ def change_effect(old: DesiredPod | None, new: DesiredPod | None, *, old_source:
 
 def _container_changes(old: DesiredPod, new: DesiredPod, old_spec: dict[str, Any], new_spec: dict[str, Any],
                        running: AbstractSet[str] | None) -> tuple[ContainerChange, ...]:
-    """The app containers that restart, start, stop or change at their next start (spec order)."""
+    """The app containers that restart, start, stop, or changed but are not run again (spec order)."""
     before = {c["name"]: c for c in old_spec.get("containers", [])}
     after = {c["name"]: c for c in new_spec.get("containers", [])}
     found = []
@@ -178,7 +175,7 @@ def _container_changes(old: DesiredPod, new: DesiredPod, old_spec: dict[str, Any
             found.append(ContainerChange(name, "start"))
         elif container_changed(old.container_hashes.get(name), name, new):
             live = running is None or name in running
-            found.append(ContainerChange(name, "restart" if live else "later",
+            found.append(ContainerChange(name, "restart" if live else "kept",
                                          tuple(changed_fields(before[name], spec, depth=1))))
     for name in before:
         if name not in after and (running is None or name in running):
