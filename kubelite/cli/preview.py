@@ -339,13 +339,9 @@ def _name(kind: str, obj: dict[str, Any]) -> str:
 def run_diff(args: argparse.Namespace) -> int:
     """`kubelite diff -f FILE|DIR …`."""
     try:
-        state = node_state(args)
-        preview = diff_files(state, args.filename)
-    except KubeliteError as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
+        preview = diff_files(node_state(args), args.filename)
+    except Exception as exc:  # noqa: BLE001 — exit 1 means "changes" here: every error is 2
+        return _failed(exc, args)
     return print_preview(preview, args.output)
 
 
@@ -358,10 +354,9 @@ def run_sync_preview(args: argparse.Namespace) -> int:
 
     try:
         state = node_state(args)
-        link = Path(state.manifests)
         with tempfile.TemporaryDirectory(prefix="kubelite-dry-run-") as scratch:
-            engine = GitSync(args.repo, ref=args.ref, path=args.path, root=Path(scratch), link=link,
-                             allow_empty=args.allow_empty)
+            engine = GitSync(args.repo, ref=args.ref, path=args.path, root=Path(scratch),
+                             link=Path(state.manifests), allow_empty=args.allow_empty)
             with engine.preview() as found:
                 print(f"commit {found.commit} of {engine.status.repository} ({args.ref}), not applied:",
                       file=sys.stderr)
@@ -369,10 +364,18 @@ def run_sync_preview(args: argparse.Namespace) -> int:
                     print(f"error: {found.problem}", file=sys.stderr)
                     return EXIT_ERROR
                 after = sources.resolve(found.snapshot, {})
-    except KubeliteError as exc:
-        if getattr(args, "debug", False):
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    preview = compare(state, after, set(state.pods) | set(after.pods), set(state.configs) | set(after.configs))
+        preview = compare(state, after, set(state.pods) | set(after.pods), set(state.configs) | set(after.configs))
+    except Exception as exc:  # noqa: BLE001 — exit 1 means "changes" here: every error is 2
+        return _failed(exc, args)
     return print_preview(preview, getattr(args, "output", None))
+
+
+def _failed(exc: Exception, args: argparse.Namespace) -> int:
+    """One line and exit status 2, as `kubelite.cli.main` words errors (a traceback with --debug)."""
+    if getattr(args, "debug", False):
+        raise exc
+    if isinstance(exc, KubeliteError):
+        print(f"error: {exc}", file=sys.stderr)
+    else:
+        print(f"error: unexpected {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+    return EXIT_ERROR
