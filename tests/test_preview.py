@@ -290,3 +290,16 @@ def test_a_crashing_container_restarts_with_its_fix_and_one_that_ended_for_good_
         "pod/crashy: restart container app (command changed)",
         "pod/done: update in place, nothing restarts (container app (command changed): exited, not run again by "
         "its restart policy)"]
+
+
+def test_an_unchanged_claim_and_storage_class_read_back_from_the_store_are_unchanged(node, capsys):
+    claim = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}
+    klass = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass", "metadata": {"name": "fast"},
+             "provisioner": "kubelite.io/local-path"}
+    user = pod_doc("db")
+    user["spec"]["volumes"] = [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}]
+    write(node.manifests / "db.yaml", user, claim, klass)
+    node.settle()
+    code, out, _ = diff("-f", str(write(node.edits / "db.yaml", user, claim, klass)), capsys=capsys)
+    assert (code, out) == (0, "pod/db: unchanged\npersistentvolumeclaim/data: unchanged\nstorageclass/fast: unchanged\n")
