@@ -4,7 +4,8 @@ acting on the same change does exactly that (the containers it stops, or the who
 from __future__ import annotations
 
 import copy
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 

@@ -288,8 +288,8 @@ def test_a_crashing_container_restarts_with_its_fix_and_one_that_ended_for_good_
     assert code == 1
     assert [line for line in out.splitlines() if line.startswith("pod/")] == [
         "pod/crashy: restart container app (command changed)",
-        "pod/done: update in place, nothing restarts (container app (command changed): exited, not run again by "
-        "its restart policy)"]
+        ("pod/done: update in place, nothing restarts (container app (command changed): exited, not run again by "
+         "its restart policy)")]
 
 
 def test_an_unchanged_claim_and_storage_class_read_back_from_the_store_are_unchanged(node, capsys):

@@ -251,7 +251,7 @@ def _shown(source: str, manifests: str) -> str | None:
     if not source:
         return None
     prefix = manifests.rstrip(os.sep) + os.sep
-    return source[len(prefix):] if source.startswith(prefix) else source
+    return source.removeprefix(prefix)
 
 
 def _from(source: str, manifests: str) -> str:

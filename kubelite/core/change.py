@@ -30,8 +30,9 @@ again under the same UID (`finished`). Pure: no clock, no files.
 from __future__ import annotations
 
 import enum
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
-from typing import AbstractSet, Any
+from typing import Any
 
 from kubelite.api.decode import DesiredPod, sandbox_spec
 from kubelite.api.models import Pod
@@ -40,6 +41,8 @@ from kubelite.core import podconfig
 #: Pod spec fields whose change takes effect without restarting anything (the others that are not
 #: part of the sandbox are the app containers, compared one by one).
 IN_PLACE_FIELDS = ("restartPolicy", "terminationGracePeriodSeconds", "activeDeadlineSeconds")
+NEW_UID = "a new UID: all containers stop, then start fresh with restart counts from 0"
+SAME_UID = "same UID (metadata.uid): the sandbox is made again, all containers restart"
 
 
 class Effect(str, enum.Enum):
@@ -136,15 +139,12 @@ def change_effect(old: DesiredPod | None, new: DesiredPod | None, *, old_source:
             why = [f"its manifest moved from {old_source} to {new_source}: the UID derives from the file"]
         elif not why:
             why = ["metadata.uid changed"]
-        return PodChange(Effect.REPLACE, (*why, "a new UID: all containers stop, then start fresh with "
-                                                "restart counts from 0"), fields=fields, new_uid=True)
+        return PodChange(Effect.REPLACE, (*why, NEW_UID), fields=fields, new_uid=True)
     if sandbox_changed(old.sandbox_hash, new) and finished:
         return PodChange(Effect.UPDATE, ("the pod has finished: nothing of it runs again under its UID",),
                          fields=fields)
     if sandbox_changed(old.sandbox_hash, new):
-        return PodChange(Effect.REPLACE, (*_sandbox_reasons(old_spec, new_spec),
-                                          "same UID (metadata.uid): the sandbox is made again, all containers "
-                                          "restart"), fields=fields)
+        return PodChange(Effect.REPLACE, (*_sandbox_reasons(old_spec, new_spec), SAME_UID), fields=fields)
     containers = _container_changes(old, new, old_spec, new_spec, running)
     in_place = [f"spec.{name} changed" for name in IN_PLACE_FIELDS if old_spec.get(name) != new_spec.get(name)]
     in_place += [f"metadata.{part} changed" for part, a, b in (
