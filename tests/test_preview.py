@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kubelite import layout
 from kubelite.agent.agent import Agent, AgentConfig
 from kubelite.cli.main import main
 from kubelite.runtime.fake import Behavior, FakeRuntime
@@ -233,7 +234,7 @@ def test_sync_dry_run_previews_a_commit_without_applying_it(node, tmp_path, caps
         "pod/db: delete", "pod/queue: create", "pod/web: restart container log (image changed)"]
     assert f"commit {head}" in err
     assert node.manifests.resolve() == live, "nothing was applied"
-    assert not list((node.root / "git" / "worktrees").glob(f"{head}*")), "the live sync's tree is untouched"
+    assert not list(layout.git_worktrees_dir(node.root).glob(f"{head}*")), "the live sync's tree is untouched"
     node.settle()
     assert node.container_ids("web") == before
     code = main(["sync", "--dry-run", "-o", "json", "--repo", str(remote.bare), "--ref", "main", "--path", "pods"])
@@ -305,3 +306,20 @@ def test_an_unchanged_claim_and_storage_class_read_back_from_the_store_are_uncha
     assert code == 0
     assert out.splitlines() == ["pod/db: unchanged", "persistentvolumeclaim/data: unchanged",
                                 "storageclass/fast: unchanged"]
+
+
+def test_sync_dry_run_works_beside_a_running_sync(node, tmp_path, capsys):
+    """The running sync holds the state root's sync lock and owns its repository: the preview needs
+    neither."""
+    from kubelite.sources.gitsync import hold_sync_lock
+
+    remote = Remote(tmp_path)
+    node.manifests.rmdir()
+    remote.commit({"web.yaml": yaml.safe_dump(pod_doc("web"))})
+    lock = hold_sync_lock(node.root)
+    try:
+        assert main(["sync", "--dry-run", "--repo", str(remote.bare), "--ref", "main"]) == 1
+        assert capsys.readouterr().out.startswith("pod/web: create\n")
+        assert not layout.git_repo_dir(node.root).exists(), "the running sync's repository is not made"
+    finally:
+        lock.close()
