@@ -39,6 +39,8 @@ from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.clock import utcnow
 from kubelite.core import hooks as hook_rules
+from kubelite.core.change import change_effect
+from kubelite.core.plan import should_restart
 from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
@@ -349,12 +351,14 @@ class Agent:
                 self.state.event(entry, "Normal", "Scheduled",
                                  f"Successfully assigned {key} to {self.config.node_name}", now)
                 self.state.add_pod(entry)
-            elif entry.deleted_at is None and (_meta_and_spec(entry.desired) != _meta_and_spec(desired)
-                                               or entry.source != source):
+            elif entry.deleted_at is None and change_effect(entry.desired, desired, old_source=entry.source,
+                                                            new_source=source).changed:
                 if entry.uid in busy:
                     self.deferred.add(entry.uid)
                     continue
-                log.info("pod %s: manifest changed (%s)", key, source)
+                change = change_effect(entry.desired, desired, old_source=entry.source, new_source=source,
+                                       running=self._active(entry), finished=entry.record.terminal_phase is not None)
+                log.info("pod %s: manifest changed (%s): %s", key, source, change.summary())
                 self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
@@ -369,6 +373,16 @@ class Agent:
             if changed and (podconfig.references(entry.pod) | self._claim_keys(entry.pod)) & changed:
                 self.state.set_wait(entry, None)   # a pod waiting for a ConfigMap, Secret or claim starts when it appears
         self.record_problems(resolution, now)
+
+    def _active(self, entry: PodEntry) -> set[str]:
+        """The containers of a pod that run, or will start again by its restart policy."""
+        newest: dict[str, ObservedContainer] = {}
+        for c in self.state.by_pod.get(entry.uid, {}).values():
+            if c.name not in newest or (c.attempt, c.created_at) > (newest[c.name].attempt, newest[c.name].created_at):
+                newest[c.name] = c
+        policy = entry.desired.pod.spec.restart_policy
+        return {c.name for c in entry.desired.pod.spec.all_containers()
+                if c.name not in newest or newest[c.name].running or should_restart(newest[c.name], policy)}
 
     @staticmethod
     def _claim_keys(pod: Pod) -> set[tuple[str, str, str]]:
@@ -549,11 +563,6 @@ class Agent:
             return
         for image_id in removed:
             log.info("image garbage collection: removed unused image %s", image_id)
-
-def _meta_and_spec(d: DesiredPod) -> tuple[Any, ...]:
-    meta = d.pod.metadata
-    return d.pod_hash, meta.labels, meta.annotations
-
 
 def _earliest(a: datetime | None, b: datetime | None) -> datetime | None:
     if a is None:

@@ -194,5 +194,6 @@ def from_object(obj: dict[str, Any]) -> ConfigObject:
                                                                    "finalizers")}
     if kind == "PersistentVolumeClaim":   # bound by the agent, not part of the claim as accepted
         clean["spec"] = {k: v for k, v in clean.get("spec", {}).items() if k != "volumeName"}
-    return ConfigObject(kind=kind, namespace=meta.get("namespace", "default"), name=meta.get("name", ""),
+    namespace = meta.get("namespace", "" if kind == "StorageClass" else "default")   # a class has none
+    return ConfigObject(kind=kind, namespace=namespace, name=meta.get("name", ""),
                         uid=meta.get("uid", ""), object=clean, values=values, hash=object_hash(clean))

@@ -197,17 +197,23 @@ def _decode_config(body: dict[str, Any], kind: str, decoded: Decoded, *, source:
     return decoded
 
 
+def sandbox_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    """The part of a pod's spec (wire form) that its sandbox embodies: all but the app containers and
+    the policy fields, plus the app containers' host ports. Its hash is the sandbox hash."""
+    found = {k: v for k, v in spec.items() if k not in POLICY_FIELDS}
+    host_ports = [p for c in spec.get("containers", []) for p in c.get("ports", []) if p.get("hostPort")]
+    if host_ports:   # published by the sandbox: a change re-creates it (absent, hashes stay as they were)
+        found["hostPorts"] = host_ports
+    return found
+
+
 def desired_pod(pod: models.Pod, *, source: str) -> DesiredPod:
     """Hash a valid pod and give it its UID (the manifest's `metadata.uid` if it sets one)."""
     spec = pod.spec.to_dict()
     containers = {c["name"]: spec_hash(c) for c in spec.get("containers", [])}
     for c in spec.get("initContainers", []):
         containers[c["name"]] = spec_hash(c)
-    sandbox_spec = {k: v for k, v in spec.items() if k not in POLICY_FIELDS}
-    host_ports = [p for c in spec.get("containers", []) for p in c.get("ports", []) if p.get("hostPort")]
-    if host_ports:   # published by the sandbox: a change re-creates it (absent, hashes stay as they were)
-        sandbox_spec["hostPorts"] = host_ports
-    sandbox_hash = spec_hash(sandbox_spec)
+    sandbox_hash = spec_hash(sandbox_spec(spec))
     uid = pod.metadata.uid or pod_uid(pod.metadata.namespace, pod.metadata.name or "", source, sandbox_hash)
     pod.metadata.uid = uid
     return DesiredPod(pod=pod, uid=uid, pod_hash=spec_hash(spec), sandbox_hash=sandbox_hash,

@@ -182,13 +182,28 @@ def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argpars
 
 
 def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
-    """validate, apply and delete: the commands that read or change the manifests directory."""
+    """validate, apply, diff and delete: the commands that read, preview or change the manifests directory."""
     validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
     validate.add_argument("paths", nargs="+", metavar="FILE|DIR")
 
     apply = sub.add_parser("apply", parents=[common], help="validate a manifest file and put it in the manifests "
                                                           "directory")
     apply.add_argument("-f", "--filename", required=True, metavar="FILE")
+
+    diff = sub.add_parser(
+        "diff", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="show what applying manifests would do to each pod: create, restart containers, replace, delete",
+        epilog="Examples:\n"
+               "  # what apply -f web.yaml would do: e.g. 'pod/web: restart container app (image changed)'\n"
+               "  kubelite diff -f web.yaml\n"
+               "  # every manifest file of a directory, for a script\n"
+               "  kubelite diff -f ./pods -o json\n\n"
+               "Exit status: 0 nothing would change, 1 something would, 2 an error.")
+    diff.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR",
+                      help="a manifest file, or a directory of them, as apply -f would place it in the manifests "
+                           "directory (repeatable)")
+    diff.add_argument("-o", "--output", choices=["json"], default=None,
+                      help="json: the preview as one JSON document (default: a line per pod and a unified diff)")
 
     delete = sub.add_parser("delete", parents=[common], help="remove pods by removing their manifests")
     delete.add_argument("resource", nargs="?", choices=["pod", "pods", "po"], help="'pod' to delete by name")
@@ -310,6 +325,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command in ("get", "describe"):
         from kubelite.cli import show
         return show.run(args)
+    if command == "diff":
+        from kubelite.cli import preview
+        return preview.run_diff(args)
     if command in ("validate", "apply", "delete"):
         from kubelite.cli import manage
         return manage.run(args)

@@ -3,7 +3,8 @@
 Owns: the two commands' flags, the long-running loop around `kubelite.sources.gitsync.GitSync`
 (one pass, persist the status in the state database's `meta` table under "sync" plus an event,
 sleep until the next attempt — the interval, or the backoff after a failure), one sync process per
-state root (a lock file), and printing the status. Standard library only at import time: `get
+state root (a lock file), and printing the status; `sync --dry-run` is `kubelite.cli.preview`'s
+(a commit previewed, not applied). Standard library only at import time: `get
 sync` reads through `kubelite.store.reader`; the engine and the store are imported when `sync` runs.
 
 Wiring into `kubelite.cli.main`: `add_parser(sub, common)` in `_parser()`, and
@@ -50,6 +51,11 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     sync.add_argument("--once", action="store_true", help="one pass, then exit (status 1 if it failed)")
     sync.add_argument("--allow-empty", action="store_true",
                       help="apply a commit even when it would remove every pod")
+    sync.add_argument("--dry-run", action="store_true",
+                      help="fetch the ref's commit and print what it would do to each pod (as kubelite diff), "
+                           "without applying it; exit 0 nothing would change, 1 something would, 2 an error")
+    sync.add_argument("-o", "--output", choices=["json"], default=None,
+                      help="with --dry-run: the preview as one JSON document")
     sync.set_defaults(sync_run=run)
 
     get = subparsers.choices.get("get")
@@ -66,6 +72,10 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if getattr(args, "command", None) == "get":
         return get_sync(args)
+    if getattr(args, "dry_run", False):
+        from kubelite.cli import preview
+
+        return preview.run_sync_preview(args)
     return sync(args)
 
 

@@ -47,6 +47,7 @@ from typing import AbstractSet, Mapping
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container
 from kubelite.core import backoff as backoffs
+from kubelite.core.change import container_changed, sandbox_changed
 from kubelite.core.types import (
     BackoffEntry, BackoffHold, BackoffPolicy, ContainerState, KillAction, ObservedContainer, ObservedPod,
     PodActions, PodRecord, PodWait, PostStart, ProbeResult, StartAction, StopReason,
@@ -174,8 +175,8 @@ class _Planner:
         run, so this is no restart (the kubelet would make a new container and count one)."""
         sandbox = self.observed.sandbox
         return last.state is ContainerState.CREATED and sandbox is not None and sandbox.ready \
-            and sandbox.id == last.sandbox_id and sandbox.sandbox_hash == self.desired.sandbox_hash \
-            and last.spec_hash == self.desired.container_hashes.get(container.name)
+            and sandbox.id == last.sandbox_id and not sandbox_changed(sandbox.sandbox_hash, self.desired) \
+            and not container_changed(last.spec_hash, container.name, self.desired)
 
     def start(self, container: Container, *, init: bool) -> bool:
         """Start `container` now unless its image's pull, CrashLoopBackOff or a postStart hook holds it;
@@ -265,7 +266,7 @@ class _Planner:
             self.stop_pod()                                               # rule 2
             return
         sandbox = self.observed.sandbox
-        if sandbox is None or not sandbox.ready or sandbox.sandbox_hash != self.desired.sandbox_hash:
+        if sandbox is None or not sandbox.ready or sandbox_changed(sandbox.sandbox_hash, self.desired):
             self.new_sandbox()                                            # rule 3
             return
         initialized = self.init_containers()                             # rule 4
@@ -385,7 +386,7 @@ class _Planner:
         if self.post_start.get(c.id) is PostStart.FAILED:
             self.kill(c, StopReason.POST_START_HOOK, POST_START_KILL_MESSAGE)
             return restart or self.spec.restart_policy != "Never"
-        if c.spec_hash != self.desired.container_hashes.get(container.name):
+        if container_changed(c.spec_hash, container.name, self.desired):
             self.kill(c, StopReason.DEFINITION_CHANGED, f"Container {container.name} definition changed, "
                                                         "will be restarted")
             return True

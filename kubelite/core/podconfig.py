@@ -233,32 +233,51 @@ def container_env(pod: Pod, container: Container, *, configs: Configs, facts: Po
     return result
 
 
+#: How a pod takes a ConfigMap or Secret (`uses`): the files of a volume (kept current in place), a
+#: file of such a volume mounted with subPath (bound once, never updated), or its environment (read
+#: when a container is created).
+USE_VOLUME, USE_SUBPATH, USE_ENV = "volume", "subPath", "env"
+
+
 def references(pod: Pod) -> set[tuple[str, str, str]]:
     """Every ConfigMap and Secret the pod refers to, by (kind, namespace, name)."""
-    found: set[tuple[str, str, str]] = set()
+    return set(uses(pod))
+
+
+def uses(pod: Pod) -> dict[tuple[str, str, str], set[str]]:
+    """Every ConfigMap and Secret the pod refers to, by (kind, namespace, name), with how it takes
+    it (`USE_VOLUME`, `USE_SUBPATH`, `USE_ENV`)."""
+    found: dict[tuple[str, str, str], set[str]] = {}
     ns = pod.metadata.namespace
+    containers = pod.spec.all_containers()
     for volume in pod.spec.volumes:
+        keys = []
         if volume.config_map is not None and volume.config_map.name:
-            found.add(("ConfigMap", ns, volume.config_map.name))
+            keys.append(("ConfigMap", ns, volume.config_map.name))
         if volume.secret is not None and volume.secret.secret_name:
-            found.add(("Secret", ns, volume.secret.secret_name))
+            keys.append(("Secret", ns, volume.secret.secret_name))
         for projection in volume.projected.sources if volume.projected is not None else ():
             if projection.config_map is not None and projection.config_map.name:
-                found.add(("ConfigMap", ns, projection.config_map.name))
+                keys.append(("ConfigMap", ns, projection.config_map.name))
             if projection.secret is not None and projection.secret.name:
-                found.add(("Secret", ns, projection.secret.name))
-    for c in pod.spec.all_containers():
+                keys.append(("Secret", ns, projection.secret.name))
+        mounts = [m for c in containers for m in c.volume_mounts if m.name == volume.name]
+        how = {USE_SUBPATH if m.sub_path or m.sub_path_expr else USE_VOLUME for m in mounts} or {USE_VOLUME}
+        for key in keys:
+            found.setdefault(key, set()).update(how)
+    for c in containers:
         for source in c.env_from:
             if source.config_map_ref is not None:
-                found.add(("ConfigMap", ns, source.config_map_ref.name or ""))
+                found.setdefault(("ConfigMap", ns, source.config_map_ref.name or ""), set()).add(USE_ENV)
             if source.secret_ref is not None:
-                found.add(("Secret", ns, source.secret_ref.name or ""))
+                found.setdefault(("Secret", ns, source.secret_ref.name or ""), set()).add(USE_ENV)
         for var in c.env:
             if var.value_from is not None:
                 if var.value_from.config_map_key_ref is not None:
-                    found.add(("ConfigMap", ns, var.value_from.config_map_key_ref.name or ""))
+                    found.setdefault(("ConfigMap", ns, var.value_from.config_map_key_ref.name or ""),
+                                     set()).add(USE_ENV)
                 if var.value_from.secret_key_ref is not None:
-                    found.add(("Secret", ns, var.value_from.secret_key_ref.name or ""))
+                    found.setdefault(("Secret", ns, var.value_from.secret_key_ref.name or ""), set()).add(USE_ENV)
     return found
 
 

@@ -8,7 +8,9 @@ refusing a commit that would remove every pod (unless `allow_empty`), swapping t
 `rename`), and only then removing the previous worktree. Between commits it puts back files edited
 by hand in the live tree (drift) and reports them. Failures back off exponentially (1 s doubling,
 capped at 5 min); a commit rejected for its content is not a failure of the machinery: it is
-retried only when the ref moves, at the normal interval.
+retried only when the ref moves, at the normal interval. A commit's manifests are read by one
+function (`render`), the same for a sync and for its preview (`GitSync.preview`: a commit fetched,
+checked out and judged, not applied — `kubelite sync --dry-run`).
 
 An interval in which nothing moved is cheap: the remote is first asked only what its ref names
 (read in-process from a repository on this machine, else `git ls-remote`; a ref given as a commit
@@ -41,7 +43,8 @@ import re
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -54,7 +57,7 @@ from kubelite.errors import SyncError
 from kubelite import layout
 from kubelite.sources.gitrefs import RACY_S  # noqa: F401 (re-exported: tests and the benchmark read it here)
 from kubelite.sources.gitrefs import LocalRefs, TreeStamp, local_repository, pick_ref, tree_stamp
-from kubelite.sources.manifests import ManifestProblem, resolve, scan
+from kubelite.sources.manifests import ManifestProblem, ManifestSnapshot, resolve, scan
 
 #: Retry delays after a failure: BACKOFF_INITIAL_S, doubling, at most BACKOFF_MAX_S.
 BACKOFF_INITIAL_S = 1.0
@@ -413,7 +416,7 @@ class GitSync:
             return f"commit {short}: path {self.path!r} leads outside the repository; refused"
         if not os.path.isdir(target):
             return f"commit {short}: path {self.path!r} is not a directory in this commit"
-        resolution = resolve(scan(target), {})
+        resolution = resolve(render(target), {})
         if resolution.problems:
             shown = [self._in_repo(problem) for problem in resolution.problems]
             more = f" (and {len(shown) - 1} more)" if len(shown) > 1 else ""
@@ -425,6 +428,21 @@ class GitSync:
                 return (f"commit {short} not applied: it has no pods {where}, and applying it would remove all "
                         f"{running} pod(s) running now; use --allow-empty if that is intended")
         return None
+
+    @contextmanager
+    def preview(self) -> Iterator[CommitPreview]:
+        """The commit the ref names, fetched and checked out beside the live tree and judged as
+        `sync_once` judges it, without applying it (`kubelite sync --dry-run`); its checkout is
+        removed when the caller is done. Raises SyncError when the fetch or the checkout fails."""
+        self._ensure_repository()
+        sha = self._fetch_if_moved()
+        tree = self._checkout(sha)
+        try:
+            problem = self._validate(tree, sha)
+            target = tree / self.path if self.path else tree
+            yield CommitPreview(sha, problem, render(target, read_as=self.link) if problem is None else None)
+        finally:
+            self._remove_worktree(tree)
 
     def _in_repo(self, problem: ManifestProblem) -> str:
         if self.path and not os.path.isabs(problem.file):
@@ -514,6 +532,23 @@ class GitSync:
         return out.decode("utf-8", "replace")
 
 
+@dataclass(frozen=True)
+class CommitPreview:
+    """A commit as `GitSync.preview` found it: why it would be refused (None: it would be applied),
+    and what the daemon would read from it through the manifests path."""
+
+    commit: str
+    problem: str | None
+    snapshot: ManifestSnapshot | None
+
+
+def render(directory: Path, *, read_as: Path | None = None) -> ManifestSnapshot:
+    """What the daemon reads from a commit's manifests directory: the one step between a checkout
+    and its validation, the same for a sync and for its preview (`read_as`: read as the manifests
+    path, so that sources and UIDs are the pods' own)."""
+    return scan(directory, read_as=read_as)
+
+
 def backoff_delay(failures: int) -> float:
     """Seconds before the next attempt after `failures` consecutive failures: 1, 2, 4, … at most 300."""
     if failures <= 0:
@@ -574,5 +609,5 @@ def _describe_os_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "GitSync", "SyncError", "SyncResult", "SyncStatus", "backoff_delay",
-           "redact"]
+__all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CommitPreview", "GitSync", "SyncError", "SyncResult", "SyncStatus",
+           "backoff_delay", "redact", "render"]

@@ -132,7 +132,8 @@ class Resolution:
 # ------------------------------------------------------------------------------ the directory
 
 
-def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> ManifestSnapshot:
+def scan(directory: Path, *, previous: ManifestSnapshot | None = None,
+         read_as: Path | None = None) -> ManifestSnapshot:
     """Read every manifest in `directory` (not recursive; a symlinked directory is followed).
 
     `directory` may also be a single regular file, as with the kubelet. A missing or unreadable
@@ -140,11 +141,16 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
     regular file of the directory whose status is the one it had when it was last read (and had
     for `RACY_S` by then) is not read again, and a file whose bytes are unchanged is not parsed
     again: its earlier result is reused either way. A symlink is always read.
+
+    With `read_as`, the files are read as if the directory were there (a preview of files before
+    they land in the manifests directory): the snapshot's root and its files' paths, the pods'
+    sources and so their UIDs, are those they get there.
     """
     earlier = previous.files if previous is not None else {}
     trusted_before = utcnow().timestamp() - RACY_S   # a status younger than this may hide a write
     root = os.path.abspath(directory)
-    snapshot = ManifestSnapshot(root)
+    shown_root = os.path.abspath(read_as) if read_as is not None else root
+    snapshot = ManifestSnapshot(shown_root)
     try:
         info = os.stat(root)
         mode = info.st_mode
@@ -153,24 +159,24 @@ def scan(directory: Path, *, previous: ManifestSnapshot | None = None) -> Manife
                                                               "here decides what runs as root); run chmod o-w"))
             return snapshot
         if stat.S_ISREG(mode):
-            snapshot.files[root] = read_file(Path(root), previous=earlier.get(root))
+            snapshot.files[shown_root] = read_file(Path(root), previous=earlier.get(shown_root), source=shown_root)
         elif stat.S_ISDIR(mode):
             for name in _manifest_names(root):
-                path = os.path.join(root, name)
+                path, key = os.path.join(root, name), os.path.join(shown_root, name)
                 if not _is_utf8(name):  # reported under a printable name; such a path cannot be stored
                     shown = os.fsencode(name).decode("utf-8", "backslashreplace")
-                    result = FileResult(os.path.join(root, shown))
+                    result = FileResult(os.path.join(shown_root, shown))
                     result.errors.append(ManifestProblem(shown, None, None, None, "file name is not UTF-8: not read"))
                     snapshot.files[result.path] = result
                     continue
-                prior, stamp = earlier.get(path), _stamp(path, trusted_before)
+                prior, stamp = earlier.get(key), _stamp(path, trusted_before)
                 if prior is not None and stamp is not None and prior.stamp == stamp:
-                    snapshot.files[path] = prior   # unchanged since it was read: not opened
+                    snapshot.files[key] = prior   # unchanged since it was read: not opened
                     continue
-                result = read_file(Path(path), root=Path(root), previous=prior)
+                result = read_file(Path(path), root=Path(root), previous=prior, source=key)
                 result.stamp = stamp if result.digest else None
                 if result.ok or os.path.lexists(path):  # a file deleted while being listed is simply gone
-                    snapshot.files[path] = result
+                    snapshot.files[key] = result
         else:
             snapshot.problems.append(_directory_problem(root, "not a directory or a regular file"))
     except FileNotFoundError:
@@ -233,19 +239,23 @@ def _display_path(path: str, root: str | None, *, default: str | None = None) ->
 # ---------------------------------------------------------------------------------- one file
 
 
-def read_file(path: Path, *, root: Path | None = None, previous: FileResult | None = None) -> FileResult:
+def read_file(path: Path, *, root: Path | None = None, previous: FileResult | None = None,
+              source: str | None = None) -> FileResult:
     """Read, decode and validate one manifest file of the directory `root`. Never raises for bad input.
 
     `previous` is this file's earlier result: returned as it is when the bytes have not changed.
+    `source` is the path the file is read as (default: its own): the result's path and the pods'
+    source, from which their UIDs derive — where `apply` would put a file that `diff` previews.
+    Messages name the file read.
     """
     absolute = os.path.abspath(path)
     root_dir = os.path.abspath(root) if root is not None else None
     name = _display_path(absolute, root_dir, default=str(path))
-    result = FileResult(absolute)
+    result = FileResult(source or absolute)
     try:
         data = _read_bytes(absolute, root_dir)
         result.digest = hashlib.sha256(data).hexdigest()
-        if previous is not None and previous.digest == result.digest and previous.path == absolute:
+        if previous is not None and previous.digest == result.digest and previous.path == result.path:
             return previous
         text = decode_text(data)
         documents = parse_documents(text, json_file=absolute.endswith(".json"))

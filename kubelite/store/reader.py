@@ -152,6 +152,19 @@ class Reader:
         sql += " ORDER BY namespace, name, deleted_at IS NULL"
         return [json.loads(row[0]) for row in self._rows(sql, tuple(args))]
 
+    def accepted_pods(self) -> list[dict[str, Any]]:
+        """The pods as accepted from their manifests, not terminating: uid, namespace, name, source,
+        manifest (the desired Pod's JSON), its hashes, and the v1 object with status (`kubelite diff`)."""
+        columns = ("uid", "namespace", "name", "source", "manifest", "pod_hash", "sandbox_hash", "container_hashes",
+                   "object")
+        rows = self._rows(f"SELECT {', '.join(columns)} FROM pods WHERE deleted_at IS NULL ORDER BY namespace, name")
+        return [dict(zip(columns, row)) for row in rows]
+
+    def accepted_configs(self) -> list[tuple[dict[str, Any], str]]:
+        """Every configuration object (ConfigMap, Secret, claim, class) as stored, with its manifest file."""
+        return [(json.loads(obj), source) for obj, source in
+                self._rows("SELECT object, source FROM config_objects ORDER BY kind, namespace, name")]
+
     def resource_versions(self) -> dict[str, int]:
         """uid → resource version: what `get pods -w` polls to see changes cheaply."""
         return {uid: rv for uid, rv in self._rows("SELECT uid, resource_version FROM pods")}
