@@ -174,8 +174,18 @@ def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argpars
 
 def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """validate, apply and delete: the commands that read or change the manifests directory."""
-    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
-    validate.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Examples:\n"
+                                     "  kubelite validate manifests/\n"
+                                     "  kubelite validate --kubernetes pods/web.yaml       # also the Kubernetes "
+                                     "1.32 schema\n"
+                                     "  kubelite validate --kubernetes=1.30 manifests/     # the schema of 1.30")
+    validate.add_argument("paths", nargs="*", metavar="FILE|DIR", help="manifest files or directories to check")
+    validate.add_argument("--kubernetes", nargs="?", const="", default=None, metavar="VERSION",
+                          help="also check every document against the official Kubernetes OpenAPI schema of "
+                               "VERSION (default 1.32), strictly, as an API server would take it; write "
+                               "--kubernetes=VERSION")
 
     apply = sub.add_parser("apply", parents=[common], help="validate a manifest file and put it in the manifests "
                                                           "directory")
