@@ -125,7 +125,9 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
     serve.add_argument("--sync-repo", default=None, metavar="URL",
                        help="follow this git repository: the manifests path becomes a symlink kubelite swaps")
     serve.add_argument("--sync-ref", default="HEAD", metavar="REF", help="branch, tag or commit (default HEAD)")
-    serve.add_argument("--sync-path", default="", metavar="SUBDIR", help="the manifests' directory in the repository")
+    serve.add_argument("--sync-path", default="", metavar="SUBDIR",
+                       help="the manifests' directory in the repository; {node} stands for the node's name "
+                            "(nodes/{node}); a directory with a kustomization.yaml is rendered with kustomize")
     serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
     serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
     serve.add_argument("--api-address", default="127.0.0.1:10280", metavar="HOST:PORT",
