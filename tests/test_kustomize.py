@@ -260,3 +260,16 @@ def test_a_plain_directory_beside_kustomizations_is_read_as_before(tmp_path, rem
     assert sync.sync_once().outcome == "applied"
     assert sorted(rendered(tmp_path / "etc" / "manifests")) == ["Pod/web"]
     assert not (tmp_path / "state" / "git" / "rendered").exists()
+
+
+def test_kubelite_sync_takes_the_node_name(tmp_path, remote, monkeypatch, capsys):
+    from kubelite.cli.main import main
+
+    sha = remote.commit({**BASE, **overlay("n1"), **overlay("n2")})
+    link = tmp_path / "etc" / "manifests"
+    args = ["sync", "--repo", str(remote.bare), "--ref", "main", "--path", "nodes/{node}", "--once",
+            "--root", str(tmp_path / "state"), "--manifests", str(link)]
+    assert main([*args, "--node-name", "n2"]) == 0
+    assert "Pod/worker-n2" in rendered(link) and gitsync.commit_of(link, tmp_path / "state") == sha
+    assert main(["get", "sync", "-o", "json", "--root", str(tmp_path / "state")]) == 0
+    assert '"path": "nodes/n2"' in capsys.readouterr().out
