@@ -142,11 +142,20 @@ def test_a_kind_without_a_schema_is_a_warning_not_an_error(tmp_path, capsys):
     assert "error: crd.yaml" not in err
 
 
+def test_a_kind_kubernetes_does_not_have_is_an_error(tmp_path, capsys):
+    (tmp_path / "pod.yaml").write_text(SIMPLE_POD.replace("kind: Pod", "kind: Pdo"))
+    assert main(["validate", "--kubernetes", str(tmp_path)]) == 1
+    assert "error: pod.yaml: document 1 (Pdo/nginx), line 2: kind: Kubernetes 1.32 has no kind Pdo in apiVersion " \
+           "v1 (Kubernetes 1.32 schema)" in capsys.readouterr().err
+
+
 def test_a_kind_name_never_leaves_the_schema_directory():
     schema = kubeschema.KubernetesSchema("1.32")
     for kind in ("../../../etc/passwd", "PodSpec", "pod"):   # a path, a definition that is no kind, wrong case
         problems, unchecked = schema.check_object({"apiVersion": "v1", "kind": kind})
-        assert problems == [] and unchecked
+        assert [path for path, _ in problems] == ["kind"] and unchecked is None
+    assert schema.check_object({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "d"},
+                                "spec": {"selector": {}, "template": {}}}) == ([], None)
 
 
 def test_validate_without_the_flag_does_not_load_the_schema_package(tmp_path):

@@ -273,3 +273,28 @@ def test_kubelite_sync_takes_the_node_name(tmp_path, remote, monkeypatch, capsys
     assert "Pod/worker-n2" in rendered(link) and gitsync.commit_of(link, tmp_path / "state") == sha
     assert main(["get", "sync", "-o", "json", "--root", str(tmp_path / "state")]) == 0
     assert '"path": "nodes/n2"' in capsys.readouterr().out
+
+
+def test_validate_renders_a_kustomization_as_the_sync_does(tmp_path, remote, capsys):
+    from kubelite.cli.main import main
+
+    for name, text in {**BASE, **overlay("n1")}.items():
+        (remote.work / name).parent.mkdir(parents=True, exist_ok=True)
+        (remote.work / name).write_text(text)
+    overlay_dir = remote.work / "nodes" / "n1"
+    assert main(["validate", "--kubernetes", str(overlay_dir)]) == 0
+    out = capsys.readouterr().out
+    assert f"pod/worker-n1 valid ({overlay_dir}, kustomize output)" in out
+    assert "3 object(s) valid for Kubernetes 1.32" in out
+
+    broken = pod_doc("worker-n1")
+    broken["spec"]["containers"][0]["imagePullPolice"] = "Never"
+    (overlay_dir / "worker.yaml").write_text(yaml.safe_dump(broken))
+    assert main(["validate", "--kubernetes", str(overlay_dir)]) == 1
+    assert f"error: {overlay_dir} (kustomize output): document 3 (Pod/worker-n1): " \
+           "spec.containers[0].imagePullPolice: unknown field (Kubernetes 1.32 schema)" in capsys.readouterr().err
+
+    (overlay_dir / "kustomization.yaml").write_text("bases:\n- github.com/example/fleet/base\n")
+    assert main(["validate", str(overlay_dir)]) == 1
+    assert "nodes/n1/kustomization.yaml: bases[0]: remote base 'github.com/example/fleet/base' refused" \
+        in capsys.readouterr().err

@@ -75,7 +75,11 @@ def validate(paths: list[str], *, kubernetes: str | None = None) -> int:
     checked = 0
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if path.is_dir() and _is_kustomization(path):
+            bad, count = _validate_kustomization(path, raw, schema)
+            failed |= bad
+            checked += count
+        elif path.is_dir():
             snapshot = sources.scan(path)
             resolution = sources.resolve(snapshot, {})
             _print_problems(snapshot.problems + resolution.problems, resolution.warnings)
@@ -106,6 +110,55 @@ def validate(paths: list[str], *, kubernetes: str | None = None) -> int:
     if schema is not None and not failed:
         print(f"{checked} object(s) valid for Kubernetes {schema.version} (its OpenAPI schema, strict)")
     return 1 if failed else 0
+
+
+def _is_kustomization(path: Path) -> bool:
+    from kubelite.sources import kustomize
+
+    return kustomize.find(path) is not None
+
+
+def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool, int]:
+    """A directory with a kustomization.yaml, as git sync reads it: its references must stay in the
+    repository it is in (the nearest directory above with `.git`), then kustomize's output is judged.
+    (any error, objects checked by the schema)."""
+    import tempfile
+
+    from kubelite.sources import kustomize
+
+    repository = next((p for p in (path.absolute(), *path.absolute().parents) if (p / ".git").exists()), None)
+    with tempfile.TemporaryDirectory(prefix="kubelite-validate-") as work:
+        try:
+            if repository is not None:
+                kustomize.check_references(repository, path)
+            data = kustomize.render(path, workdir=Path(work))
+        except kustomize.KustomizeError as exc:
+            print(f"error: {raw}: {exc}", file=sys.stderr)
+            return True, 0
+        output = Path(work) / "output"
+        output.mkdir()
+        (output / "kustomized.yaml").write_bytes(data)
+        snapshot = sources.scan(output)
+        resolution = sources.resolve(snapshot, {})
+        label = raw.rstrip("/") or raw
+        _print_problems([kustomize.output_problem(p, output / "kustomized.yaml", label)
+                         for p in snapshot.problems + resolution.problems],
+                        [kustomize.output_problem(p, output / "kustomized.yaml", label) for p in resolution.warnings])
+        failed = bool(snapshot.problems or resolution.problems)
+        for pod in resolution.pods.values():
+            print(f"pod/{pod.pod.metadata.name} valid ({label}, kustomize output)")
+        for obj in resolution.configs.values():
+            print(f"{obj.kind.lower()}/{obj.name} valid ({label}, kustomize output)")
+        count = 0
+        if schema is not None:
+            from kubelite.sources import kubeschema
+
+            assert isinstance(schema, kubeschema.KubernetesSchema)
+            errors, warnings, count = kubeschema.check_file(output / "kustomized.yaml", "", schema)
+            _print_problems([kustomize.output_problem(p, output / "kustomized.yaml", label) for p in errors],
+                            [kustomize.output_problem(p, output / "kustomized.yaml", label) for p in warnings])
+            failed |= bool(errors)
+    return failed, count
 
 
 def _check_schema(path: Path, name: str, schema: object) -> tuple[bool, int]:

@@ -536,11 +536,7 @@ class GitSync:
 
     def _in_repo(self, problem: ManifestProblem, rendered: Path | None = None) -> str:
         if rendered is not None:   # a document of kustomize's output: named by the object it holds
-            objects = _rendered_objects(rendered / layout.GIT_RENDERED_FILE)
-            named = objects.get(problem.document or 0)
-            problem = dataclasses.replace(problem, file=f"{self.path or '.'} (kustomize output)", line=None,
-                                          object=problem.object or named)
-            return str(problem)
+            return str(kustomize.output_problem(problem, rendered / layout.GIT_RENDERED_FILE, self.path or "."))
         if self.path and not os.path.isabs(problem.file):
             problem = dataclasses.replace(problem, file=f"{self.path}/{problem.file}")
         elif os.path.isabs(problem.file):
@@ -687,25 +683,6 @@ def _remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path)
-
-
-def _rendered_objects(file: Path) -> dict[int, str]:
-    """Document number → `Kind/name` of kustomize's output (kubelite's own file: read whole, as YAML)."""
-    import yaml
-
-    from kubelite.sources.documents import YamlLoader
-
-    found: dict[int, str] = {}
-    try:
-        for index, document in enumerate(yaml.load_all(file.read_text(), Loader=YamlLoader), 1):
-            if isinstance(document, dict):
-                meta = document.get("metadata")
-                name = meta.get("name") if isinstance(meta, dict) else None
-                if isinstance(document.get("kind"), str) and isinstance(name, str):
-                    found[index] = f"{document['kind']}/{name}"[:130]
-    except (OSError, yaml.YAMLError, UnicodeDecodeError):
-        pass
-    return found
 
 
 def _pod_count(link: Path) -> int:

@@ -64,6 +64,7 @@ def pick_version(text: str | None) -> str:
 class _Found:
     validator: Any | None      # a jsonschema validator, or None when the kind has no schema
     why: str = ""
+    error: bool = False        # no schema, in a group of Kubernetes' own: the kind does not exist
 
 
 class KubernetesSchema:
@@ -93,7 +94,7 @@ class KubernetesSchema:
     def _load(self, kind: str, api_version: str) -> _Found:
         match = _API_VERSION.match(api_version)
         if not _KIND.match(kind) or not match:
-            return _Found(None, f"no schema for kind {kind!r} of apiVersion {api_version!r}")
+            return _Found(None, f"no schema for kind {kind!r} of apiVersion {api_version!r}", error=True)
         group, version = match.group(1) or "", match.group(2)
         short_group = group.split(".")[0]
         name = f"{kind.lower()}-{short_group + '-' if short_group else ''}{version}.json"
@@ -103,6 +104,9 @@ class KubernetesSchema:
             schema = None
         gvk = {"group": group, "kind": kind, "version": version}
         if not isinstance(schema, dict) or gvk not in schema.get("x-kubernetes-group-version-kind", []):
+            if _built_in(group):   # the API server would answer: no matches for kind … in version …
+                return _Found(None, f"Kubernetes {self.version} has no kind {kind} in apiVersion {api_version}",
+                              error=True)
             return _Found(None, f"{kind} of apiVersion {api_version} is not a kind of Kubernetes {self.version} "
                                 "(a custom resource's schema is its cluster's)")
         registry = self._resource.from_contents(schema) @ self._registry
@@ -120,11 +124,16 @@ class KubernetesSchema:
             return missing, None
         found = self._validator(kind, api_version)
         if found.validator is None:
-            return [], found.why
+            return ([("kind", found.why)], None) if found.error else ([], found.why)
         problems = []
         for error in found.validator.iter_errors(data):
             problems.extend(_describe(error))
         return sorted(set(problems), key=_path_order), None
+
+
+def _built_in(group: str) -> bool:
+    """Whether an API group is Kubernetes' own (`""`, `apps`, `storage.k8s.io`), not a custom resource's."""
+    return "." not in group or group.endswith(".k8s.io")
 
 
 def _path_order(problem: tuple[str, str]) -> tuple[list[tuple[int, Any]], str]:

@@ -17,6 +17,8 @@ machine is at fault). Reads files and runs processes; no clock.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 import selectors
 import shutil
@@ -28,6 +30,7 @@ from typing import Any
 
 from kubelite.errors import ManifestError, SyncError
 from kubelite.sources.documents import Unusable, decode_text, parse_documents, refuse_alias_bombs
+from kubelite.sources.manifests import ManifestProblem
 
 #: The names kustomize looks for in a directory, in its order.
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -192,23 +195,19 @@ def kubectl_path() -> str:
     return found
 
 
-_NETNS: dict[str, bool] = {}
-
-
-def _isolated_prefix() -> list[str]:
-    """`unshare --net --` when this process may make a network namespace (root), else nothing."""
-    if "ok" not in _NETNS:
-        unshare = shutil.which("unshare")
-        ok = False
-        if unshare is not None and os.geteuid() == 0:
-            try:
-                ok = subprocess.run([unshare, "--net", "--", "true"], stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=10).returncode == 0
-            except (OSError, subprocess.SubprocessError):
-                ok = False
-        _NETNS["ok"] = ok
-        _NETNS["path"] = unshare  # type: ignore[assignment]
-    return [str(_NETNS["path"]), "--net", "--"] if _NETNS["ok"] else []
+@functools.lru_cache(maxsize=1)
+def _isolated_prefix() -> tuple[str, ...]:
+    """`unshare --net --` when this process may make a network namespace (root), else nothing.
+    Asked once: whether `unshare` works does not change while kubelite runs."""
+    unshare = shutil.which("unshare")
+    if unshare is None or os.geteuid() != 0:
+        return ()
+    try:
+        done = subprocess.run([unshare, "--net", "--", "true"], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return (unshare, "--net", "--") if done.returncode == 0 else ()
 
 
 def isolated() -> bool:
@@ -281,5 +280,30 @@ def _collect(process: subprocess.Popen[bytes], timeout_s: float, max_bytes: int)
     return bytes(out), bytes(err), why
 
 
+def output_problem(problem: ManifestProblem, output: Path, directory: str) -> ManifestProblem:
+    """A problem of kustomize's output file `output`, rendered from `directory`, told as
+    `DIRECTORY (kustomize output): document 3 (Pod/web): …` — the object named, no line of a file
+    the user never wrote."""
+    named = _output_objects(output).get(problem.document or 0)
+    return dataclasses.replace(problem, file=f"{directory} (kustomize output)", line=None,
+                               object=problem.object or named)
+
+
+def _output_objects(file: Path) -> dict[int, str]:
+    """Document number → `Kind/name` of kustomize's output (bounded by `render`, read whole)."""
+    found: dict[int, str] = {}
+    try:
+        text = file.read_text()
+        for index, document in enumerate(parse_documents(text, json_file=False), 1):
+            if isinstance(document, dict):
+                meta = document.get("metadata")
+                name = meta.get("name") if isinstance(meta, dict) else None
+                if isinstance(document.get("kind"), str) and isinstance(name, str):
+                    found[index] = f"{document['kind']}/{name}"[:130]
+    except (OSError, UnicodeDecodeError, Unusable):
+        pass
+    return found
+
+
 __all__ = ["KUSTOMIZATION_NAMES", "KustomizeError", "MAX_OUTPUT_BYTES", "RENDER_TIMEOUT_S", "check_references",
-           "find", "isolated", "kubectl_path", "render"]
+           "find", "isolated", "kubectl_path", "output_problem", "render"]
