@@ -241,6 +241,11 @@ def test_hand_edits_of_the_output_are_put_back(tmp_path, remote, clock):
     again = engine(tmp_path, remote.bare, clock, path="nodes/n1")   # a restart: the output is rendered anew
     clock.tick(30)
     assert again.sync_once().outcome == "unchanged"
+    shutil.rmtree(os.path.realpath(link))                            # the whole output directory removed
+    clock.tick(30)
+    result = again.sync_once()
+    assert result.outcome == "drift" and result.drift == [f"kustomize output: {layout.GIT_RENDERED_FILE} (deleted)"]
+    assert output.read_bytes() == original
 
 
 def test_without_kubectl_the_pass_fails_and_backs_off(tmp_path, remote, clock, monkeypatch):

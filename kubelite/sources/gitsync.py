@@ -17,6 +17,13 @@ drift check (`git status`) runs only when the stat of some entry of the live tre
 state (HEAD, index) changed since the last clean check, or when one changed too recently for its
 times to tell (`RACY_S`).
 
+Kustomize: when the directory under `path` holds a `kustomization.yaml`, the commit's manifests
+are kustomize's output of it (`kubelite.sources.kustomize`: its references checked to stay in the
+checkout, `kubectl kustomize` run bounded and without network), written to
+`<root>/git/rendered/<worktree name>/` and validated like a plain directory; the manifests path
+then leads there, the checkout staying beside it for the drift check, and the output is checked
+by its digest at every pass. `path` may hold `{node}`, the node's name (`nodes/{node}`).
+
 All or nothing: the daemon only ever sees the previous commit's tree or the new one — never a
 half-checked-out tree, never a commit with an invalid manifest.
 
@@ -530,6 +537,7 @@ class GitSync:
             for entry in entries:
                 if entry != layout.GIT_RENDERED_FILE:
                     _remove_tree(out / entry)
+            statefiles.make_dirs(out, base=self.base)   # the whole directory may have gone
             statefiles.write_atomic(file, data, 0o600, fsync=True)
             self._rendered_digest = {name: hashlib.sha256(data).hexdigest()}
         return found
