@@ -185,6 +185,12 @@ def test_a_patch_file_outside_the_commit_is_refused(tmp_path):
     (tmp_path / "secret.yaml").write_text("x: 1\n")
     with pytest.raises(kustomize.KustomizeError, match="leads outside the repository"):
         kustomize.check_references(tree, tree / "app")
+    (tree / "app" / "kustomization.yaml").write_text("patchesStrategicMerge:\n- /etc/kubelite:x\n")
+    with pytest.raises(kustomize.KustomizeError, match="absolute path '/etc/kubelite:x' refused"):
+        kustomize.check_references(tree, tree / "app")
+    (tree / "app" / "kustomization.yaml").write_text("patchesStrategicMerge:\n- |\n  kind: Pod\n  metadata: {}\n"
+                                                      "- '{\"kind\": \"Pod\"}'\n")
+    kustomize.check_references(tree, tree / "app")   # patches written in place name no file
     (tree / "app" / "kustomization.yaml").write_text("helmCharts:\n- name: x\n")
     with pytest.raises(kustomize.KustomizeError, match="Helm charts are not rendered"):
         kustomize.check_references(tree, tree / "app")

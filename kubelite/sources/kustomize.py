@@ -91,7 +91,7 @@ def check_references(tree: Path, directory: Path) -> None:
                     pending.append(target)
         for field in _FILE_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
-                if isinstance(entry, str) and "\n" not in entry and ":" not in entry:  # else an inline document
+                if isinstance(entry, str) and not _inline(entry):
                     _local(here, entry, real_tree, f"{shown}: {field}[{index}]")
         for field in _PATH_ITEM_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
@@ -112,6 +112,11 @@ def check_references(tree: Path, directory: Path) -> None:
         if data.get("helmCharts") or data.get("helmChartInflationGenerator"):
             raise KustomizeError(f"{shown}: helmCharts: Helm charts are not rendered (they would fetch charts "
                                  "and run helm); render them into the repository instead")
+
+
+def _inline(entry: str) -> bool:
+    """Whether an entry of a file list is a YAML document written in place (a patch), not a path."""
+    return "\n" in entry or entry.lstrip().startswith(("{", "[")) or ": " in entry
 
 
 def _load(file: Path, shown: str) -> dict[str, Any]:
