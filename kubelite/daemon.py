@@ -138,7 +138,8 @@ def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: th
 
     lock = hold_sync_lock(config.root)  # before the thread: a second sync is refused at once
     syncer = GitSync(options.repo, ref=options.ref, path=options.path, root=config.root, link=config.manifests,
-                     allow_empty=options.allow_empty, interval_s=options.interval_s)
+                     allow_empty=options.allow_empty, interval_s=options.interval_s,
+                     node=config.node_name)   # `--sync-path nodes/{node}`
 
     def loop() -> None:
         with lock:  # held while the sync runs

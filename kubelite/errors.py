@@ -2,7 +2,8 @@
 
     KubeliteError
     ├── ManifestError        (kubelite.api / kubelite.sources: a manifest that cannot be used)
-    │   └── Unusable         (kubelite.sources.documents: a file or document, and where)
+    │   ├── Unusable         (kubelite.sources.documents: a file or document, and where)
+    │   └── KustomizeError   (kubelite.sources.kustomize: a kustomization refused or that does not build)
     ├── ConfigError          (kubelite.core.podconfig: a container's env or volume files cannot be built;
     │                         the container waits with CreateContainerConfigError)
     ├── StoreError           (kubelite.store: the state database)

@@ -73,6 +73,8 @@ VOLUME_SUBPATHS_NAME = "volume-subpaths"
 LAYERS_NAME = "containers"           # in a pod directory: the containers' writable layers
 GIT_REPO_NAME = "repo.git"           # in git sync's directory: the bare clone
 GIT_WORKTREES_NAME = "worktrees"     # in git sync's directory: one checkout per commit
+GIT_RENDERED_NAME = "rendered"       # in git sync's directory: kustomize's output, one per checkout
+GIT_RENDERED_FILE = "kustomized.yaml"   # the one manifest file of a rendered directory
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?\Z")
 
@@ -120,6 +122,11 @@ def git_repo_dir(root: Path) -> Path:
 
 def git_worktrees_dir(root: Path) -> Path:
     return git_dir(root) / GIT_WORKTREES_NAME
+
+
+def git_rendered_dir(root: Path) -> Path:
+    """Where the kustomize output of each checkout is written (`<rendered>/<worktree name>/`)."""
+    return git_dir(root) / GIT_RENDERED_NAME
 
 
 def images_dir(root: Path) -> Path:

@@ -134,7 +134,9 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
     serve.add_argument("--sync-repo", default=None, metavar="URL",
                        help="follow this git repository: the manifests path becomes a symlink kubelite swaps")
     serve.add_argument("--sync-ref", default="HEAD", metavar="REF", help="branch, tag or commit (default HEAD)")
-    serve.add_argument("--sync-path", default="", metavar="SUBDIR", help="the manifests' directory in the repository")
+    serve.add_argument("--sync-path", default="", metavar="SUBDIR",
+                       help="the manifests' directory in the repository; {node} stands for the node's name "
+                            "(nodes/{node}); a directory with a kustomization.yaml is rendered with kustomize")
     serve.add_argument("--sync-interval", default="30s", metavar="DURATION", help="how often to fetch (default 30s)")
     serve.add_argument("--allow-empty", action="store_true", help="apply a commit that removes every pod")
     serve.add_argument("--api-address", default="127.0.0.1:10280", metavar="HOST:PORT",
@@ -183,8 +185,18 @@ def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argpars
 
 def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """validate, apply, diff and delete: the commands that read, preview or change the manifests directory."""
-    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories")
-    validate.add_argument("paths", nargs="+", metavar="FILE|DIR")
+    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories",
+                              formatter_class=argparse.RawDescriptionHelpFormatter,
+                              epilog="Examples:\n"
+                                     "  kubelite validate manifests/\n"
+                                     "  kubelite validate --kubernetes pods/web.yaml       # also the Kubernetes "
+                                     "1.32 schema\n"
+                                     "  kubelite validate --kubernetes=1.30 manifests/     # the schema of 1.30")
+    validate.add_argument("paths", nargs="*", metavar="FILE|DIR", help="manifest files or directories to check")
+    validate.add_argument("--kubernetes", nargs="?", const="", default=None, metavar="VERSION",
+                          help="also check every document against the official Kubernetes OpenAPI schema of "
+                               "VERSION (default 1.32), strictly, as an API server would take it; write "
+                               "--kubernetes=VERSION")
 
     apply = sub.add_parser("apply", parents=[common], help="validate a manifest file and put it in the manifests "
                                                           "directory")

@@ -11,6 +11,7 @@ edit instead.
 from __future__ import annotations
 
 import argparse
+import os
 import stat
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ from kubelite.sources import manifests as sources
 
 def run(args: argparse.Namespace) -> int:
     if args.command == "validate":
-        return validate(args.paths)
+        paths, version = _validate_arguments(args.paths, getattr(args, "kubernetes", None))
+        return validate(paths, kubernetes=version)
     target = _manifests_dir(args)
     if args.command == "apply":
         return apply(Path(args.filename), target)
@@ -48,16 +50,45 @@ def _print_problems(result_errors: list[sources.ManifestProblem], warnings: list
         print(f"warning: {problem}", file=sys.stderr)
 
 
-def validate(paths: list[str]) -> int:
-    """Check files and directories; exit 1 if anything is invalid."""
+def _validate_arguments(paths: list[str], kubernetes: str | None) -> tuple[list[str], str | None]:
+    """`validate --kubernetes DIR` reads DIR as a path, not as the version (kubectl's optional values
+    are written `--kubernetes=1.30`): the paths, and the version ('' for the default, None: no check)."""
+    import re
+
+    if kubernetes and not re.fullmatch(r"v?[0-9]+(\.[0-9]+){1,2}", kubernetes.strip()) and \
+            (not paths or os.path.exists(kubernetes)):
+        paths, kubernetes = [kubernetes, *paths], ""
+    if not paths:
+        raise UsageError("validate: give at least one FILE or DIR")
+    return paths, kubernetes
+
+
+def validate(paths: list[str], *, kubernetes: str | None = None) -> int:
+    """Check files and directories; exit 1 if anything is invalid. With `kubernetes` (a version, ''
+    for the default) every document is also checked against that version's Kubernetes schema."""
+    schema = None
+    if kubernetes is not None:
+        from kubelite.sources import kubeschema
+
+        schema = kubeschema.KubernetesSchema(kubeschema.pick_version(kubernetes))
     failed = False
+    checked = 0
     for raw in paths:
         path = Path(raw)
-        if path.is_dir():
+        if path.is_dir() and _is_kustomization(path):
+            bad, count = _validate_kustomization(path, raw, schema)
+            failed |= bad
+            checked += count
+        elif path.is_dir():
             snapshot = sources.scan(path)
             resolution = sources.resolve(snapshot, {})
             _print_problems(snapshot.problems + resolution.problems, resolution.warnings)
             failed |= bool(snapshot.problems or resolution.problems)
+            if schema is not None:
+                for file in snapshot.files:
+                    bad, count = _check_schema(Path(file), _display(file, path), schema)
+                    failed |= bad
+                    checked += count
             for key, pod in resolution.pods.items():
                 print(f"pod/{pod.pod.metadata.name} valid ({_display(resolution.sources[key], path)})")
             for ckey, obj in resolution.configs.items():
@@ -68,11 +99,76 @@ def validate(paths: list[str]) -> int:
             result = sources.read_file(path)
             _print_problems(result.errors, result.warnings)
             failed |= not result.ok
+            if schema is not None and result.digest:
+                bad, count = _check_schema(path, raw, schema)
+                failed |= bad
+                checked += count
             for pod in result.pods if result.ok else []:
                 print(f"pod/{pod.pod.metadata.name} valid ({raw})")
             for obj in result.configs if result.ok else []:
                 print(f"{obj.kind.lower()}/{obj.name} valid ({raw})")
+    if schema is not None and not failed:
+        print(f"{checked} object(s) valid for Kubernetes {schema.version} (its OpenAPI schema, strict)")
     return 1 if failed else 0
+
+
+def _is_kustomization(path: Path) -> bool:
+    from kubelite.sources import kustomize
+
+    return kustomize.find(path) is not None
+
+
+def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool, int]:
+    """A directory with a kustomization.yaml, as git sync reads it: its references must stay in the
+    repository it is in (the nearest directory above with `.git`), then kustomize's output is judged.
+    (any error, objects checked by the schema)."""
+    import tempfile
+
+    from kubelite.sources import kustomize
+
+    repository = next((p for p in (path.absolute(), *path.absolute().parents) if (p / ".git").exists()), None)
+    with tempfile.TemporaryDirectory(prefix="kubelite-validate-") as work:
+        try:
+            if repository is not None:
+                kustomize.check_references(repository, path)
+            data = kustomize.render(path, workdir=Path(work))
+        except kustomize.KustomizeError as exc:
+            print(f"error: {raw}: {exc}", file=sys.stderr)
+            return True, 0
+        output = Path(work) / "output"
+        output.mkdir()
+        (output / "kustomized.yaml").write_bytes(data)
+        snapshot = sources.scan(output)
+        resolution = sources.resolve(snapshot, {})
+        label = raw.rstrip("/") or raw
+        _print_problems([kustomize.output_problem(p, output / "kustomized.yaml", label)
+                         for p in snapshot.problems + resolution.problems],
+                        [kustomize.output_problem(p, output / "kustomized.yaml", label) for p in resolution.warnings])
+        failed = bool(snapshot.problems or resolution.problems)
+        for pod in resolution.pods.values():
+            print(f"pod/{pod.pod.metadata.name} valid ({label}, kustomize output)")
+        for obj in resolution.configs.values():
+            print(f"{obj.kind.lower()}/{obj.name} valid ({label}, kustomize output)")
+        count = 0
+        if schema is not None:
+            from kubelite.sources import kubeschema
+
+            assert isinstance(schema, kubeschema.KubernetesSchema)
+            errors, warnings, count = kubeschema.check_file(output / "kustomized.yaml", "", schema)
+            _print_problems([kustomize.output_problem(p, output / "kustomized.yaml", label) for p in errors],
+                            [kustomize.output_problem(p, output / "kustomized.yaml", label) for p in warnings])
+            failed |= bool(errors)
+    return failed, count
+
+
+def _check_schema(path: Path, name: str, schema: object) -> tuple[bool, int]:
+    """Print one line per schema problem of one file: (any error, objects checked)."""
+    from kubelite.sources import kubeschema
+
+    assert isinstance(schema, kubeschema.KubernetesSchema)
+    errors, warnings, count = kubeschema.check_file(path, name, schema)
+    _print_problems(errors, warnings)
+    return bool(errors), count
 
 
 def _display(path: str, root: Path) -> str:

@@ -45,7 +45,12 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     sync.add_argument("--repo", required=True, metavar="URL", help="repository URL (https, ssh, file or a path)")
     sync.add_argument("--ref", default="HEAD", help="branch, tag or commit to follow (default: the remote's HEAD)")
     sync.add_argument("--path", default="", metavar="SUBDIR", help="directory of the manifests in the repository "
-                                                                   "(default: its top)")
+                                                                   "(default: its top); {node} stands for the node's "
+                                                                   "name (nodes/{node}); a directory with a "
+                                                                   "kustomization.yaml is rendered with kustomize")
+    sync.add_argument("--node-name", default=None, metavar="NAME",
+                      help="the node's name for {node} in --path (default: the one kubelite serve recorded in the "
+                           "state root, else the host name)")
     sync.add_argument("--interval", type=parse_duration, default=30.0, metavar="DURATION",
                       help="how often to poll (default 30s)")
     sync.add_argument("--once", action="store_true", help="one pass, then exit (status 1 if it failed)")
@@ -155,6 +160,7 @@ def _span(seconds: int) -> str:
 
 def sync(args: argparse.Namespace) -> int:
     import logging
+    import socket
 
     from kubelite.errors import UsageError
     from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
@@ -172,9 +178,10 @@ def sync(args: argparse.Namespace) -> int:
     try:
         previous = store.get_meta(SYNC_META_KEY)
         status = SyncStatus.from_json(previous) if previous else None
+        node = getattr(args, "node_name", None) or store.get_meta("node_name") or socket.gethostname().lower()
         try:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=root, link=link,
-                             allow_empty=args.allow_empty, interval_s=args.interval, status=status)
+                             allow_empty=args.allow_empty, interval_s=args.interval, status=status, node=node)
         except SyncError as exc:
             raise UsageError(str(exc)) from None
         log.info("following %s ref %s path %s into %s (every %gs)", engine.status.repository, args.ref,

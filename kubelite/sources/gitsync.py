@@ -19,6 +19,13 @@ drift check (`git status`) runs only when the stat of some entry of the live tre
 state (HEAD, index) changed since the last clean check, or when one changed too recently for its
 times to tell (`RACY_S`).
 
+Kustomize: when the directory under `path` holds a `kustomization.yaml`, the commit's manifests
+are kustomize's output of it (`kubelite.sources.kustomize`: its references checked to stay in the
+checkout, `kubectl kustomize` run bounded and without network), written to
+`<root>/git/rendered/<worktree name>/` and validated like a plain directory; the manifests path
+then leads there, the checkout staying beside it for the drift check, and the output is checked
+by its digest at every pass. `path` may hold `{node}`, the node's name (`nodes/{node}`).
+
 All or nothing: the daemon only ever sees the previous commit's tree or the new one — never a
 half-checked-out tree, never a commit with an invalid manifest.
 
@@ -37,12 +44,14 @@ from __future__ import annotations
 
 import dataclasses
 import fcntl
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -55,6 +64,7 @@ from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
 from kubelite.errors import SyncError
 from kubelite import layout
+from kubelite.sources import kustomize
 from kubelite.sources.gitrefs import RACY_S  # noqa: F401 (re-exported: tests and the benchmark read it here)
 from kubelite.sources.gitrefs import LocalRefs, TreeStamp, local_repository, pick_ref, tree_stamp
 from kubelite.sources.manifests import ManifestProblem, ManifestSnapshot, resolve, scan
@@ -169,13 +179,28 @@ def hold_sync_lock(root: Path) -> IO[str]:
 
 
 def commit_of(link: Path, root: Path) -> str | None:
-    """The commit a manifests path leads into, when it leads into one of kubelite's worktrees."""
-    try:
-        relative = Path(os.path.realpath(link)).relative_to(os.path.realpath(layout.git_worktrees_dir(root)))
-    except ValueError:
-        return None
-    name = relative.parts[0] if relative.parts else ""
-    return name[:40] if re.fullmatch(r"[0-9a-f]{40}(\.[0-9]+)?", name) else None
+    """The commit a manifests path leads into, when it leads into one of kubelite's worktrees (or
+    into the kustomize output of one)."""
+    target = Path(os.path.realpath(link))
+    for base in (layout.git_worktrees_dir(root), layout.git_rendered_dir(root)):
+        try:
+            relative = target.relative_to(os.path.realpath(base))
+        except ValueError:
+            continue
+        name = relative.parts[0] if relative.parts else ""
+        return name[:40] if re.fullmatch(r"[0-9a-f]{40}(\.[0-9]+)?", name) else None
+    return None
+
+
+def expand_path(path: str, node: str | None) -> str:
+    """`--sync-path` with `{node}` replaced by the node's name (`nodes/{node}` → `nodes/edge-1`)."""
+    if "{node}" in path:
+        if not node or "/" in node or node in (".", "..") or not node.isprintable():
+            raise SyncError(f"--path {path!r} names the node, but the node name {node!r} cannot be a directory name")
+        path = path.replace("{node}", node)
+    if "{" in path or "}" in path:
+        raise SyncError(f"--path {path!r}: the only placeholder is {{node}}")
+    return path
 
 
 class GitSync:
@@ -184,15 +209,19 @@ class GitSync:
     def __init__(self, repo_url: str, *, ref: str = "HEAD", path: str = "", root: Path, link: Path,
                  allow_empty: bool = False, interval_s: float = DEFAULT_INTERVAL_S,
                  clock: Callable[[], datetime] = utcnow, status: SyncStatus | None = None,
-                 fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S) -> None:
+                 fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S,
+                 node: str | None = None, render_timeout_s: float = kustomize.RENDER_TIMEOUT_S) -> None:
         if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
             raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
         if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
             raise SyncError(f"invalid ref {ref!r}")
         self.repo_url = repo_url
         self.ref = ref
-        self.path = _clean_subdir(path)
+        self.path = _clean_subdir(expand_path(path, node))
         self.base = layout.git_dir(Path(os.path.abspath(root)))
+        self.rendered = layout.git_rendered_dir(Path(os.path.abspath(root)))
+        self.render_timeout_s = render_timeout_s
+        self._rendered_digest: dict[str, str] = {}   # worktree name → sha256 of the kustomize output written
         self.bare = layout.git_repo_dir(Path(os.path.abspath(root)))
         self.worktrees = layout.git_worktrees_dir(Path(os.path.abspath(root)))
         self.link = Path(os.path.abspath(link))
@@ -246,17 +275,23 @@ class GitSync:
         if name is None:
             return None, None
         expected = self.worktrees / name / self.path if self.path else self.worktrees / name
-        return name, name[:40] if target == os.path.realpath(expected) else None
+        live = target in (os.path.realpath(expected), os.path.realpath(self.rendered / name))
+        return name, name[:40] if live else None
 
     def _linked_tree(self, target: str | None = None) -> str | None:
         """The name of the worktree the manifests path (resolved: `target`) leads into, or None."""
         try:
             resolved = Path(target if target is not None else os.path.realpath(self.link))
-            relative = resolved.relative_to(os.path.realpath(self.worktrees))
-        except (OSError, ValueError):
+        except OSError:
             return None
-        name = relative.parts[0] if relative.parts else ""
-        return name if _WORKTREE_NAME.match(name) and (self.worktrees / name).is_dir() else None
+        for base in (self.worktrees, self.rendered):   # a checkout, or its kustomize output
+            try:
+                relative = resolved.relative_to(os.path.realpath(base))
+            except (OSError, ValueError):
+                continue
+            name = relative.parts[0] if relative.parts else ""
+            return name if _WORKTREE_NAME.match(name) and (self.worktrees / name).is_dir() else None
+        return None
 
     # ------------------------------------------------------------------ outcomes
 
@@ -277,10 +312,16 @@ class GitSync:
             if not drift:
                 self._clean_stamp = stamp
         self._succeeded(now)
+        if drift:
+            self._restore(tree, sha)
+        rendered = self._rendered_drift(name, sha, source_changed=bool(drift))
+        if rendered is None:   # the checkout's kind changed (kustomization added or gone): apply it afresh
+            return self._apply(sha, sha, now, reason=f"commit {sha[:12]} checked out again: its kustomization "
+                                                     "appeared or went")
+        drift += rendered
         if not drift:
             return SyncResult("unchanged", sha, sha, f"commit {sha[:12]} is up to date", self.interval_s,
                               self._snapshot())
-        self._restore(tree, sha)
         self.status.drift, self.status.drift_at = drift, _iso(now)
         message = f"drift in the tree of commit {sha[:12]}: restored {', '.join(drift)}"
         return SyncResult("drift", sha, sha, message, self.interval_s, self._snapshot(), drift=drift)
@@ -289,9 +330,9 @@ class GitSync:
         self._clean_stamp = None
         tree = self._checkout(sha)
         try:
-            problem = self._validate(tree, sha)
+            problem, directory = self._validate(tree, sha)
             if problem is None:
-                self._swap(tree / self.path if self.path else tree)
+                self._swap(directory)
         except BaseException:
             self._remove_worktree(tree)
             raise
@@ -302,6 +343,9 @@ class GitSync:
         for other in self._worktree_dirs():  # the previous tree, and any left by a crash
             if other.name != tree.name:
                 self._remove_worktree(other)
+        for other in self._rendered_dirs():   # kustomize output whose checkout is gone
+            if other.name != tree.name:
+                _remove_tree(other)
         self._rejected = None
         self.status.commit, self.status.applied_at = sha, _iso(now)
         self.status.rejected_commit = None
@@ -406,28 +450,35 @@ class GitSync:
         _drop_other_write(tree)
         return tree
 
-    def _validate(self, tree: Path, sha: str) -> str | None:
-        """Why commit `sha` must not run, or None. Every manifest under `path` is read."""
+    def _validate(self, tree: Path, sha: str) -> tuple[str | None, Path]:
+        """(why commit `sha` must not run, or None; the directory the manifests path is to lead to).
+        Every manifest under `path` is read; a kustomization there is rendered first, and its output read."""
         short = sha[:12]
         target = tree / self.path if self.path else tree
         real_tree = os.path.realpath(tree)
         real_target = os.path.realpath(target)
         if real_target != real_tree and not real_target.startswith(real_tree + os.sep):
-            return f"commit {short}: path {self.path!r} leads outside the repository; refused"
+            return f"commit {short}: path {self.path!r} leads outside the repository; refused", target
         if not os.path.isdir(target):
-            return f"commit {short}: path {self.path!r} is not a directory in this commit"
+            return f"commit {short}: path {self.path!r} is not a directory in this commit", target
+        rendered = kustomize.find(target) is not None
+        if rendered:
+            try:
+                target = self._render(tree, target)
+            except kustomize.KustomizeError as exc:
+                return f"commit {short} not applied: {exc}", target
         resolution = resolve(render(target), {})
         if resolution.problems:
-            shown = [self._in_repo(problem) for problem in resolution.problems]
+            shown = [self._in_repo(problem, target if rendered else None) for problem in resolution.problems]
             more = f" (and {len(shown) - 1} more)" if len(shown) > 1 else ""
-            return f"commit {short} not applied: {shown[0]}{more}" + "".join(f"; {p}" for p in shown[1:5])
+            return f"commit {short} not applied: {shown[0]}{more}" + "".join(f"; {p}" for p in shown[1:5]), target
         if not resolution.pods and not self.allow_empty:
             running = _pod_count(self.link)
             if running:
                 where = f"under {self.path!r}" if self.path else "in the repository"
                 return (f"commit {short} not applied: it has no pods {where}, and applying it would remove all "
-                        f"{running} pod(s) running now; use --allow-empty if that is intended")
-        return None
+                        f"{running} pod(s) running now; use --allow-empty if that is intended"), target
+        return None, target
 
     @contextmanager
     def preview(self) -> Iterator[CommitPreview]:
@@ -438,13 +489,80 @@ class GitSync:
         sha = self._fetch_if_moved()
         tree = self._checkout(sha)
         try:
-            problem = self._validate(tree, sha)
-            target = tree / self.path if self.path else tree
-            yield CommitPreview(sha, problem, render(target, read_as=self.link) if problem is None else None)
+            problem, directory = self._validate(tree, sha)
+            yield CommitPreview(sha, problem, render(directory, read_as=self.link) if problem is None else None)
         finally:
             self._remove_worktree(tree)
 
-    def _in_repo(self, problem: ManifestProblem) -> str:
+    def _render(self, tree: Path, target: Path) -> Path:
+        """Kustomize's output of `target` (a kustomization of checkout `tree`) written into a fresh
+        `<rendered>/<tree name>/`, which is returned. KustomizeError for a kustomization refused or broken."""
+        kustomize.check_references(tree, target)
+        try:
+            data = self._run_kustomize(target)
+        except kustomize.KustomizeError as exc:
+            raise kustomize.KustomizeError(f"{self.path or '.'}: {exc}") from None
+        out = self.rendered / tree.name
+        _remove_tree(out)
+        statefiles.make_dirs(out, base=self.base)
+        statefiles.write_atomic(out / layout.GIT_RENDERED_FILE, data, 0o600, fsync=True)
+        self._rendered_digest[tree.name] = hashlib.sha256(data).hexdigest()
+        return out
+
+    def _run_kustomize(self, target: Path) -> bytes:
+        statefiles.make_dirs(self.base, base=self.base.parent)
+        workdir = Path(tempfile.mkdtemp(prefix=".kustomize-", dir=self.base))
+        try:
+            return kustomize.render(target, workdir=workdir, timeout_s=self.render_timeout_s)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _rendered_drift(self, name: str, sha: str, *, source_changed: bool) -> list[str] | None:
+        """Hand edits of the live kustomize output, put back (what was found: `[]` when nothing); None
+        when the checkout's kind and the live path's no longer agree (the caller applies afresh)."""
+        tree = self.worktrees / name
+        target = tree / self.path if self.path else tree
+        out = self.rendered / name
+        is_rendered = os.path.realpath(self.link) == os.path.realpath(out)
+        if (kustomize.find(target) is not None) != is_rendered:
+            return None
+        if not is_rendered:
+            return []
+        expected = self._rendered_digest.get(name)
+        if expected is None or source_changed:   # after a restart, or the source was put back: render again
+            try:
+                kustomize.check_references(tree, target)
+                data = self._run_kustomize(target)
+            except kustomize.KustomizeError as exc:
+                raise SyncError(f"rendering commit {sha[:12]} again failed: {exc}") from None
+            expected = hashlib.sha256(data).hexdigest()
+            self._rendered_digest = {name: expected}
+        else:
+            data = None
+        file = out / layout.GIT_RENDERED_FILE
+        found = []
+        try:
+            entries = sorted(os.listdir(out))
+            current = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        except OSError:
+            entries, current = [], None
+        found += [f"kustomize output: {entry} (added)" for entry in entries if entry != layout.GIT_RENDERED_FILE]
+        if current != expected:
+            found.append(f"kustomize output: {layout.GIT_RENDERED_FILE} ({'modified' if current else 'deleted'})")
+        if found:
+            if data is None:
+                data = self._run_kustomize(target)
+            for entry in entries:
+                if entry != layout.GIT_RENDERED_FILE:
+                    _remove_tree(out / entry)
+            statefiles.make_dirs(out, base=self.base)   # the whole directory may have gone
+            statefiles.write_atomic(file, data, 0o600, fsync=True)
+            self._rendered_digest = {name: hashlib.sha256(data).hexdigest()}
+        return found
+
+    def _in_repo(self, problem: ManifestProblem, rendered: Path | None = None) -> str:
+        if rendered is not None:   # a document of kustomize's output: named by the object it holds
+            return str(kustomize.output_problem(problem, rendered / layout.GIT_RENDERED_FILE, self.path or "."))
         if self.path and not os.path.isabs(problem.file):
             problem = dataclasses.replace(problem, file=f"{self.path}/{problem.file}")
         elif os.path.isabs(problem.file):
@@ -488,6 +606,12 @@ class GitSync:
         except FileNotFoundError:
             return []
 
+    def _rendered_dirs(self) -> list[Path]:
+        try:
+            return sorted(p for p in self.rendered.iterdir() if not p.name.startswith("."))
+        except FileNotFoundError:
+            return []
+
     def _remove_worktree(self, tree: Path) -> None:
         """Remove one of our worktrees, and git's record of it."""
         if tree.parent != self.worktrees:
@@ -496,6 +620,8 @@ class GitSync:
             tree.unlink()
         elif tree.exists():
             shutil.rmtree(tree)
+        _remove_tree(self.rendered / tree.name)
+        self._rendered_digest.pop(tree.name, None)
         if (self.bare / "HEAD").is_file():
             self._git(["worktree", "prune"], what="pruning worktrees")
 
@@ -593,6 +719,13 @@ def _drop_other_write(tree: Path) -> None:
         dirs[:] = [d for d in dirs if d != ".git"]
         for name in [directory, *(os.path.join(directory, f) for f in files)]:
             statefiles.tighten(name, 0o700 if os.path.isdir(name) else 0o600)
+
+
+def _remove_tree(path: Path) -> None:
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.exists():
+        shutil.rmtree(path)
 
 
 def _pod_count(link: Path) -> int:
