@@ -298,8 +298,15 @@ def test_the_upgrade_is_answered_by_credential_before_anything_is_dialled(tmp_pa
         code, _, body = get_from(api, PATH, token=api.admin_token, headers=UPGRADE)
         assert code == 404 and b'pods \\"web\\" not found' in body
         code, _, body = get_from(api, PATH, token=api.admin_token,
-                                 headers={**UPGRADE, "Sec-WebSocket-Protocol": "v4.channel.k8s.io"})
-        assert code == 400 and portforward.PROTOCOL.encode() in body
+                                 headers={**UPGRADE, "Sec-WebSocket-Protocol": "v5.channel.k8s.io"})
+        assert code == 400 and portforward.PROTOCOL.encode() in body and b"v4.channel.k8s.io" in body
+        v4 = {**UPGRADE, "Sec-WebSocket-Protocol": "v5.channel.k8s.io, v4.channel.k8s.io"}   # the Python client's
+        code, _, body = get_from(api, PATH, token=api.admin_token, headers=v4)
+        assert code == 400 and b'query parameter \\"ports\\" is required' in body
+        code, _, body = get_from(api, PATH + "?ports=80,0", token=api.admin_token, headers=v4)
+        assert code == 400 and b"must be between 1 and 65535" in body
+        code, _, body = get_from(api, PATH + "?ports=80", token=api.admin_token, headers=v4)
+        assert code == 404 and b'pods \\"web\\" not found' in body
         raw = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}   # kubectl's fallback
         code, _, body = get_from(api, PATH, method="POST", token=api.admin_token, headers=raw)
         assert code == 400 and b"portforward.k8s.io" in body   # no stream protocol offered
