@@ -34,13 +34,14 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
 
 from kubelite.apiserver import audit, channelforward, channels, objects, spdy
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import status_response
+from kubelite.apiserver.routes import path_parts
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import netns
 from kubelite.runtime.view import RuntimeView
@@ -75,7 +76,7 @@ READ_BYTES = 64 * 1024
 
 def target(path: str) -> tuple[str, str] | None:
     """(namespace, pod) when `path` is a pod's portforward subresource."""
-    parts = [unquote(p) for p in path.split("/") if p]
+    parts = path_parts(path)
     if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" \
             and parts[6] == VERB:
         return parts[3], parts[5]
