@@ -163,7 +163,8 @@ def test_attach_to_a_container_that_is_not_running_is_refused(node):
     node.write(pod("done", container("app", "echo bye"), restartPolicy="Never"))
     node.until(lambda: "terminated" in node.container("done", "app").get("state", {}), what="the exit")
     result = node.cli("attach", "done")
-    assert result.returncode != 0 and "is not running" in result.stderr
+    assert result.returncode == 1 and result.stderr.strip() == \
+        "error: cannot attach a container in a completed pod; current phase is Succeeded", result.stderr
 
 
 def test_kubectl_attach_through_the_admin_credential_and_the_read_only_one_refused(tmp_path, busybox):

@@ -38,12 +38,12 @@ from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from kubelite.apiserver import audit, channelforward, channels, objects, spdy
+from kubelite.apiserver import audit, channelforward, channels, objects, sessions, spdy
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import status_response
 from kubelite.apiserver.routes import path_parts
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import netns
+from kubelite.runtime import netns, targets
 from kubelite.runtime.view import RuntimeView
 
 if TYPE_CHECKING:
@@ -144,18 +144,20 @@ async def serve(serving: Serving, request: web.BaseRequest, path: str, access: A
 async def _serve(serving: Serving, request: web.BaseRequest, access: Access, namespace: str, name: str,
                  protocol: str, ports: list[int] | None) -> web.StreamResponse:
     api, loop = serving.api, serving.loop
-    uid = await loop.run_in_executor(serving.reads, _pod_uid, api, namespace, name)
-    if uid is None:
-        audit.refused(access, VERB, namespace, name, "pod not found")
-        return status_response(404, objects.not_found("pods", name))
     view = RuntimeView(root=api.root, run_dir=api.run_dir) if api.run_dir is not None else None
     try:
-        if view is None:
-            raise RuntimeError_("the simulated runtime's pods have no network namespace")
-        await loop.run_in_executor(serving.reads, view.pod_netns, uid)
-    except RuntimeError_:
-        audit.refused(access, VERB, namespace, name, "pod not running")
-        return _status(400, "BadRequest", f'pod "{name}" is not running: it has no sandbox to forward to')
+        pod = await loop.run_in_executor(serving.reads, _pod, api, namespace, name)
+        uid = str(pod["metadata"]["uid"])
+        try:
+            if view is None:
+                raise RuntimeError_("the simulated runtime's pods have no network namespace")
+            await loop.run_in_executor(serving.reads, view.pod_netns, uid)
+        except RuntimeError_:
+            raise targets.no_sandbox(pod) from None
+    except targets.TargetError as exc:
+        refused = sessions.refusal(exc, name)
+        audit.refused(access, VERB, namespace, name, refused.reason)
+        return status_response(refused.code, refused.body)
     raw = protocol == RAW_UPGRADE
     ws: Any
     if raw:
@@ -187,10 +189,10 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return status_response(code, objects.status(code, reason, message))
 
 
-def _pod_uid(api: Any, namespace: str, name: str) -> str | None:
+def _pod(api: Any, namespace: str, name: str) -> Any:
+    """The record of the pod a forward reaches (`runtime.targets.pick_pod`); TargetError when none."""
     pods, _ = api.items("pods", namespace, name)
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return live[0]["metadata"]["uid"] if live else None
+    return targets.pick_pod(pods, name)
 
 
 def _pod_socket(view: RuntimeView, uid: str, family: int):   # -> socket.socket

@@ -22,9 +22,8 @@ from typing import Any
 
 from kubelite.cli import config
 from kubelite.errors import RuntimeError_, UsageError
-from kubelite.runtime import netns
+from kubelite.runtime import netns, targets
 from kubelite.runtime.view import RuntimeView
-from kubelite.store.reader import Reader
 
 READ_BYTES = 64 * 1024
 
@@ -73,19 +72,17 @@ def parse_addresses(text: str) -> list[tuple[str, bool]]:
 
 
 def _pod_uid(args: argparse.Namespace) -> tuple[str, str]:
-    name = args.pod.removeprefix("pod/").removeprefix("pods/")
-    namespace = args.namespace or "default"
-    reader = Reader(config.root(args.root))
+    """("NAMESPACE/NAME", uid) of the pod to forward to, by `runtime.targets`' rules (kubectl's refusal
+    of a pod that is not running first)."""
+    from kubelite.cli import containers
+
+    pod = containers.find_pod(args)
     try:
-        pods = [p for p in reader.pods(namespace, name) if not p["metadata"].get("deletionTimestamp")]
-    finally:
-        reader.close()
-    if not pods:
-        raise UsageError(f'pods "{name}" not found')
-    phase = pods[0].get("status", {}).get("phase")
-    if phase not in (None, "Running"):
-        raise UsageError(f"unable to forward port because pod is not running. Current status={phase}")
-    return f"{namespace}/{name}", pods[0]["metadata"]["uid"]
+        targets.refuse_phase(pod, "port-forward")
+    except targets.TargetError as exc:
+        containers.refuse(exc)
+    meta = pod["metadata"]
+    return f"{meta.get('namespace') or 'default'}/{meta['name']}", meta["uid"]
 
 
 def run(args: argparse.Namespace) -> int:
