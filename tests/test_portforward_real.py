@@ -321,8 +321,8 @@ for port, sock in sockets.items():
         answer += chunk
     sock.close()
     head, _, body = answer.partition(b"\\r\\n\\r\\n")
-    found[port] = {"status": head.split(b"\\r\\n")[0].decode() if head else "", "sha256": hashlib.sha256(body).hexdigest(),
-                   "error": forward.error(port)}
+    found[port] = {"status": head.split(b"\\r\\n")[0].decode() if head else "",
+                   "sha256": hashlib.sha256(body).hexdigest(), "error": forward.error(port)}
 print(json.dumps(found))
 """
 

@@ -1,12 +1,14 @@
 """What a streaming session (exec, attach) asks of a pod, and the answers before its upgrade.
 
 Owns the query of `pods/{name}/exec` and `pods/{name}/attach` (`container`, defaulted by
-`runtime.targets`' rules: the annotation's, else the pod's first; `command`, repeated, for an exec; `stdin`, `stdout`, `stderr`, `tty`, defaulting as the
-API server's: stdout and stderr on unless given false, stdin and tty off, no stderr with a tty),
-the running container it is for, read from the store and chosen by `runtime.targets` (the one
-home of those rules and their words), and the refusals the API server gives before an upgrade: 404
-for a pod that is not there, 400 for a container that is not valid or not running, for no stream, and for a client that asks no WebSocket or speaks no channel subprotocol
-served. `podexec` and `attach` each carry their session out.
+`runtime.targets`' rules: the annotation's, else the pod's first; `command`, repeated, for an exec;
+`stdin`, `stdout`, `stderr`, `tty`, defaulting as the API server's: stdout and stderr on unless
+given false, stdin and tty off, no stderr with a tty), the running container it is for, read from
+the store and chosen by `runtime.targets` (the one home of those rules and their words), and the
+refusals the API server gives before an upgrade: 404 for a pod that is not there, 400 for a
+container that is not valid or not running, for no stream, and for a client that asks no
+WebSocket or speaks no channel subprotocol served. `podexec` and `attach` each carry their
+session out.
 """
 
 from __future__ import annotations

@@ -1,11 +1,12 @@
 """`logs`, `exec`, `kill`, `cp`: commands that reach into a pod's containers.
 
-Owns: finding a container from a pod name (kubectl's rules and words, from `runtime.targets`: `-c`,
-else the `kubectl.kubernetes.io/default-container` annotation's, else the first, with kubectl's
-"Defaulted container" notice when there are others; a refusal printed as kubectl prints it), reading CRI-format log files the way `kubectl logs` prints them
-(`--previous`, `--tail`, `--timestamps`, `-f`), and handing `exec` and `kill` to the container.
-It reaches containers only through the runtime's view (`runtime.view`: log paths, exec, signals)
-and reads the state through `store.reader`; it never writes it.
+Owns: finding a container from a pod name (kubectl's rules and words, from `runtime.targets`:
+`-c`, else the `kubectl.kubernetes.io/default-container` annotation's, else the first, with
+kubectl's "Defaulted container" notice when there are others; a refusal printed as kubectl prints
+it), reading CRI-format log files the way `kubectl logs` prints them (`--previous`, `--tail`,
+`--timestamps`, `-f`), and handing `exec` and `kill` to the container. It reaches containers only
+through the runtime's view (`runtime.view`: log paths, exec, signals) and reads the state through
+`store.reader`; it never writes it.
 """
 
 from __future__ import annotations

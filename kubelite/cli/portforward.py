@@ -4,8 +4,9 @@ Owns: the ports' syntax as kubectl reads it (`8080:80`, `80`, `:80` for a free l
 listeners (`--address`, default localhost: 127.0.0.1 and ::1 when the host has it), and for each
 accepted connection a dial of localhost:REMOTE inside the pod's network namespace as it is at that
 moment (the sandbox's record read each time, `runtime.view`; the socket made in a worker thread,
-`runtime.netns`), then bytes copied both ways. No API: the store says which pod, the run directory
-where its namespace is. A dial the pod refuses ends that connection (one line on stderr) and the
+`runtime.netns`), then bytes copied both ways. No API: the store says which pod (by
+`runtime.targets`' rules, as `exec` finds it, with kubectl's refusal of a pod that is not Running),
+the run directory where its namespace is. A dial the pod refuses ends that connection (one line on stderr) and the
 forward goes on; a pod with no running sandbox ends the forward, as kubectl's does ("lost connection
 to pod"). Runs until interrupted.
 """
