@@ -17,6 +17,7 @@
     │   ├── VolumeError      (kubelite.runtime.volumes: a volume could not be set up)
     │   ├── SubPathError     (kubelite.runtime.volumes: a subPath could not be prepared)
     │   └── SpecError        (kubelite.runtime.ocispec: the OCI config cannot be built)
+    ├── TargetError          (kubelite.runtime.targets: no such pod or container, or it does not run)
     └── UsageError           (kubelite.cli: a command was given something it cannot act on)
 
 The classes without a module named here are defined in this module; the others are defined beside
@@ -24,8 +25,9 @@ the code that raises them, below the class named here. Errors that never leave t
 outside the tree on purpose: `seccomp.ProfileError` (a ValueError, turned into a SpecError by the
 runtime), `prober.checks.DialError` (a probe's own failure, reported as its outcome) and the API
 server's `ApiError`, `LogRequestError`, `SelectorError`, `InvalidParameter`, and the watch feed's
-`Expired` and `TooLarge`, the metrics API's `NotFound` and the streaming sessions' `Refused`
-(exec's and attach's answer before the upgrade) — each an HTTP status for one request; a session's
+`Expired` and `TooLarge`, the metrics API's `NotFound`, the streaming sessions' `Refused`
+(exec's and attach's answer before the upgrade) and the channel port-forward's `BadPorts` (its
+query's ports) — each an HTTP status for one request; a session's
 `ClientGone` (its client left) and port-forward's `SpdyError` (a malformed frame, answered by a
 GOAWAY), each the end of one session; the image store's `Exceeded` (a layer past a bound, turned
 into an ImageError); and any class private to its module.

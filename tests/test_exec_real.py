@@ -328,3 +328,44 @@ def test_a_client_flooding_a_command_that_reads_nothing_blocks_no_one(served):
     assert served.in_container("sh", "-c", "kill -9 $(ps -o pid,args | grep '[s]leep 1004' | awk '{print $1}')")[0] == 0
     assert served.api._serving is not None
     wait_for(lambda: served.api._serving.sessions == 0, what="the session to end", timeout=20)
+
+
+# ---------------------------------------------------------------------- which container, in kubectl's words
+
+
+def test_the_container_is_chosen_and_refused_alike_by_the_api_and_kubelite(served):
+    """`runtime.targets`' one set of rules behind the API and the CLI: the annotation's container,
+    else the first with kubectl's notice; an unknown or stopped container and a missing pod refused
+    in kubectl's words."""
+    from tests.test_apiserver_exec import python_client_exec
+
+    env = lambda name: [{"name": "WHO", "value": name}]   # noqa: E731
+    idle = "sleep 3600"
+    pair = pod("pair", container("a", idle, env=env("a")), container("b", idle, env=env("b")),
+               initContainers=[container("setup", "true")])
+    duo = pod("duo", container("a", idle, env=env("a")), container("b", idle, env=env("b")))
+    duo["metadata"]["annotations"] = {"kubectl.kubernetes.io/default-container": "b"}
+    for doc in (pair, duo):
+        served.node.write(doc)
+    wait_for(lambda: all(served.node.running(p, c) for p in ("pair", "duo") for c in ("a", "b")), timeout=60,
+             what="pair and duo running")
+    who = ["sh", "-c", "echo $WHO"]
+
+    # the API: the annotation's container, else the first (the Python client names none)
+    assert python_client_exec(served.admin_kubeconfig, "duo", *who) == ("b\n", 0)
+    assert python_client_exec(served.admin_kubeconfig, "pair", *who) == ("a\n", 0)
+    # kubelite exec: the same choice, with kubectl's notice only where it chose the first of several
+    out = served.node.cli("exec", "duo", "--", *who)
+    assert (out.returncode, out.stdout, out.stderr) == (0, "b\n", "")
+    out = served.node.cli("exec", "pod/pair", "--", *who)
+    assert (out.returncode, out.stdout) == (0, "a\n")
+    assert out.stderr == 'Defaulted container "a" out of: a, b, setup (init)\n'
+    # refusals, the same words from kubectl (through the API) and from kubelite
+    cases = [(["pair", "-c", "nope"], "Error from server (BadRequest): container nope is not valid for pod pair"),
+             (["pair", "-c", "setup"], 'error: unable to upgrade connection: container not found ("setup")'),
+             (["nothere"], 'Error from server (NotFound): pods "nothere" not found')]
+    for args, line in cases:
+        mine = served.node.cli("exec", *args, "--", "true")
+        assert (mine.returncode, mine.stderr.strip()) == (1, line), mine.stderr
+        theirs = served.kubectl("exec", *args, "--", "true")
+        assert theirs.returncode == 1 and theirs.stderr.strip().endswith(line.split(": ", 1)[1]), theirs.stderr

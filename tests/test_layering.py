@@ -62,7 +62,8 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
                                # port-forward: a pod's namespace (`view`, `linux`'s PID check), the dial
                                "kubelite.runtime.netns", "kubelite.runtime.linux",
                                "kubelite.runtime.streaming",   # the exec session's type
-                               "kubelite.runtime.attach"},
+                               "kubelite.runtime.attach",
+                               "kubelite.runtime.targets"},   # which pod and container a session reaches
     ("kubectl", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},
     ("apiserver", "api"): {"kubelite.api.quantity", "kubelite.api.qos"},    # through kubectl
     # the CLI reads the store; it opens the store itself only where OPENED_BY allows (`sync --once`)
@@ -76,7 +77,7 @@ ONLY_MODULES: dict[tuple[str, str], set[str]] = {
                          "kubelite.runtime.registry", "kubelite.runtime.reference", "kubelite.runtime.cni",
                          "kubelite.runtime.linux", "kubelite.runtime.protocol", "kubelite.runtime.netns",
                          "kubelite.runtime.stats", "kubelite.runtime.usage",   # `top`
-                         "kubelite.runtime.attach"},
+                         "kubelite.runtime.attach", "kubelite.runtime.targets"},
 }
 #: Modules only the modules listed may import (their own package aside). The store's writer: the
 #: node state writes it, the composition root opens it, the agent holds it to hand to the node state

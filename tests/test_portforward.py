@@ -11,6 +11,7 @@ a text message and a silent client each end as they should, with nothing left op
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.client
 import socket
 from types import SimpleNamespace
@@ -91,6 +92,20 @@ async def upper_server():
     return server, server.sockets[0].getsockname()[1]
 
 
+@contextlib.asynccontextmanager
+async def pod_server(handle=None):
+    """A pod's server on loopback (`upper_server`'s unless `handle` is given), its port; closed after."""
+    if handle is None:
+        server, port = await upper_server()
+    else:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+    try:
+        yield port
+    finally:
+        server.close()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -101,71 +116,75 @@ def session(ws: FakeSocket, open_socket=host_socket) -> portforward.Session:
     return portforward.Session(ws, open_socket, executor=None, name="default/web")  # type: ignore[arg-type]
 
 
+@contextlib.asynccontextmanager
+async def forwarding(open_socket=host_socket):
+    """A session running on a fake WebSocket: (ws, session). At the end, unless it ended by itself,
+    kubectl's GOAWAY, and the session's end awaited."""
+    ws = FakeSocket()
+    forward = session(ws, open_socket)
+    task = asyncio.create_task(forward.run())
+    try:
+        yield ws, forward
+        if not task.done():
+            ws.send(spdy.GoAway(0))
+        await asyncio.wait_for(task, 10)
+    finally:
+        task.cancel()
+
+
+async def opened(ws: FakeSocket, request_id: str, port: int, error_id: int, data_id: int) -> None:
+    """kubectl's pair of streams for one connection, and the session's two replies."""
+    ws.send(*pair(request_id, port, error_id, data_id))
+    await ws.until(lambda fs: {error_id, data_id} <= {f.stream_id for f in fs if isinstance(f, spdy.SynReply)})
+
+
 def run(coroutine):
     return asyncio.run(asyncio.wait_for(coroutine, 30))
 
 
 def test_a_pair_of_streams_is_one_connection_copied_both_ways_then_ended_in_order():
     async def main():
-        server, port = await upper_server()
-        ws = FakeSocket()
-        forward = session(ws)
-        task = asyncio.create_task(forward.run())
-        ws.send(*pair("0", port, 1, 3))
-        await ws.until(lambda fs: [f.stream_id for f in fs if isinstance(f, spdy.SynReply)] == [1, 3])
-        ws.send(spdy.Data(3, b"hello\n"), spdy.Data(3, b"world\n", fin=True))
-        await ws.until(lambda fs: ws.finished(1))
-        assert ws.data(3) == b"HELLO\nWORLD\nBYE\n"
-        ends = [(f.stream_id, f.data) for f in ws.frames if isinstance(f, spdy.Data) and f.fin]
-        assert ends == [(3, b""), (1, b"")]     # data FIN, then the error stream, empty: no error
-        assert forward.requests == {}             # both sides done: forgotten
-        ws.send(spdy.Ping(1))
-        await ws.until(lambda fs: spdy.Ping(1) in fs)
-        ws.send(spdy.GoAway(0))
-        await task
+        async with pod_server() as port, forwarding() as (ws, forward):
+            await opened(ws, "0", port, 1, 3)
+            assert [f.stream_id for f in ws.frames if isinstance(f, spdy.SynReply)] == [1, 3]
+            ws.send(spdy.Data(3, b"hello\n"), spdy.Data(3, b"world\n", fin=True))
+            await ws.until(lambda fs: ws.finished(1))
+            assert ws.data(3) == b"HELLO\nWORLD\nBYE\n"
+            ends = [(f.stream_id, f.data) for f in ws.frames if isinstance(f, spdy.Data) and f.fin]
+            assert ends == [(3, b""), (1, b"")]     # data FIN, then the error stream, empty: no error
+            assert forward.requests == {}             # both sides done: forgotten
+            ws.send(spdy.Ping(1))
+            await ws.until(lambda fs: spdy.Ping(1) in fs)
         assert ws.closed
-        server.close()
     run(main())
 
 
 def test_a_refused_port_ends_that_connection_only_and_a_pod_gone_is_told():
-    async def main():
-        server, port = await upper_server()
-        ws = FakeSocket()
-        task = asyncio.create_task(session(ws).run())
-        ws.send(*pair("0", free_port(), 1, 3))
-        await ws.until(lambda fs: ws.finished(1))
-        assert ws.data(1) == b"" and ws.finished(3)   # refused: an empty error stream, kubectl goes on
-        ws.send(*pair("1", port, 5, 7), spdy.Data(7, b"again\n", fin=True))
-        await ws.until(lambda fs: ws.finished(5))
-        assert ws.data(7) == b"AGAIN\nBYE\n"
-        ws.send(spdy.GoAway(0))
-        await task
-        server.close()
+    def gone(family: int) -> socket.socket:
+        raise RuntimeError_("the pod has no running sandbox")
 
-        def gone(family: int) -> socket.socket:
-            raise RuntimeError_("the pod has no running sandbox")
-        ws = FakeSocket()
-        task = asyncio.create_task(session(ws, gone).run())
-        ws.send(*pair("0", 80, 1, 3))
-        await ws.until(lambda fs: ws.finished(1))
-        assert b"the pod has no running sandbox" in ws.data(1)
-        ws.raw(WSMsgType.CLOSE)
-        await task
+    async def main():
+        async with pod_server() as port, forwarding() as (ws, _):
+            ws.send(*pair("0", free_port(), 1, 3))
+            await ws.until(lambda fs: ws.finished(1))
+            assert ws.data(1) == b"" and ws.finished(3)   # refused: an empty error stream, kubectl goes on
+            ws.send(*pair("1", port, 5, 7), spdy.Data(7, b"again\n", fin=True))
+            await ws.until(lambda fs: ws.finished(5))
+            assert ws.data(7) == b"AGAIN\nBYE\n"
+        async with forwarding(gone) as (ws, _):
+            ws.send(*pair("0", 80, 1, 3))
+            await ws.until(lambda fs: ws.finished(1))
+            assert b"the pod has no running sandbox" in ws.data(1)
+            ws.raw(WSMsgType.CLOSE)
     run(main())
 
 
 def test_data_sent_before_the_dial_completes_is_held_and_delivered():
     async def main():
-        server, port = await upper_server()
-        ws = FakeSocket()
-        task = asyncio.create_task(session(ws).run())
-        ws.send(*pair("0", port, 1, 3), spdy.Data(3, b"early\n"), spdy.Data(3, b"", fin=True))
-        await ws.until(lambda fs: ws.finished(1))
-        assert ws.data(3) == b"EARLY\nBYE\n"
-        ws.send(spdy.GoAway(0))
-        await task
-        server.close()
+        async with pod_server() as port, forwarding() as (ws, _):
+            ws.send(*pair("0", port, 1, 3), spdy.Data(3, b"early\n"), spdy.Data(3, b"", fin=True))
+            await ws.until(lambda fs: ws.finished(1))
+            assert ws.data(3) == b"EARLY\nBYE\n"
     run(main())
 
 
@@ -176,19 +195,12 @@ def test_a_reset_closes_the_pods_side():
         async def handle(reader, writer):
             await reader.read()   # until the forward closes its socket
             closed.set()
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        ws = FakeSocket()
-        forward = session(ws)
-        task = asyncio.create_task(forward.run())
-        ws.send(*pair("0", server.sockets[0].getsockname()[1], 1, 3))
-        await ws.until(lambda fs: sum(isinstance(f, spdy.SynReply) for f in fs) == 2)
-        await asyncio.sleep(0.1)
-        ws.send(spdy.RstStream(3, spdy.CANCEL))
-        await asyncio.wait_for(closed.wait(), 5)
-        assert forward.requests == {}
-        ws.send(spdy.GoAway(0))
-        await task
-        server.close()
+        async with pod_server(handle) as port, forwarding() as (ws, forward):
+            await opened(ws, "0", port, 1, 3)
+            await asyncio.sleep(0.1)
+            ws.send(spdy.RstStream(3, spdy.CANCEL))
+            await asyncio.wait_for(closed.wait(), 5)
+            assert forward.requests == {}
     run(main())
 
 
@@ -200,14 +212,11 @@ def test_a_reset_closes_the_pods_side():
 ])
 def test_streams_with_bad_headers_are_reset(headers):
     async def main():
-        ws = FakeSocket()
-        task = asyncio.create_task(session(ws).run())
-        ws.send(spdy.SynStream(1, headers))
-        assert await ws.until(lambda fs: spdy.RstStream(1, spdy.PROTOCOL_ERROR) in fs)
-        ws.send(spdy.SynStream(1, {"streamtype": "data", "port": "80", "requestid": "0"}))   # a reused ID
-        assert await ws.until(lambda fs: fs.count(spdy.RstStream(1, spdy.PROTOCOL_ERROR)) == 2)
-        ws.send(spdy.GoAway(0))
-        await task
+        async with forwarding() as (ws, _):
+            ws.send(spdy.SynStream(1, headers))
+            assert await ws.until(lambda fs: spdy.RstStream(1, spdy.PROTOCOL_ERROR) in fs)
+            ws.send(spdy.SynStream(1, {"streamtype": "data", "port": "80", "requestid": "0"}))   # a reused ID
+            assert await ws.until(lambda fs: fs.count(spdy.RstStream(1, spdy.PROTOCOL_ERROR)) == 2)
     run(main())
 
 
@@ -216,16 +225,12 @@ def test_a_stream_without_its_pair_is_reset_and_a_flood_refused(monkeypatch):
     monkeypatch.setattr(portforward, "MAX_FORWARDED", 2)
 
     async def main():
-        ws = FakeSocket()
-        forward = session(ws)
-        task = asyncio.create_task(forward.run())
-        for n, sid in enumerate((1, 3, 5)):
-            ws.send(spdy.SynStream(sid, {"streamtype": "error", "port": "80", "requestid": str(n)}))
-        await ws.until(lambda fs: spdy.RstStream(5, spdy.REFUSED_STREAM) in fs)
-        await ws.until(lambda fs: spdy.RstStream(1, spdy.CANCEL) in fs and spdy.RstStream(3, spdy.CANCEL) in fs)
-        assert forward.requests == {}
-        ws.send(spdy.GoAway(0))
-        await task
+        async with forwarding() as (ws, forward):
+            for n, sid in enumerate((1, 3, 5)):
+                ws.send(spdy.SynStream(sid, {"streamtype": "error", "port": "80", "requestid": str(n)}))
+            await ws.until(lambda fs: spdy.RstStream(5, spdy.REFUSED_STREAM) in fs)
+            await ws.until(lambda fs: spdy.RstStream(1, spdy.CANCEL) in fs and spdy.RstStream(3, spdy.CANCEL) in fs)
+            assert forward.requests == {}
     run(main())
 
 
@@ -235,23 +240,17 @@ def test_a_stream_without_its_pair_is_reset_and_a_flood_refused(monkeypatch):
 ])
 def test_a_protocol_error_ends_the_forward_with_a_goaway(message):
     async def main():
-        server, port = await upper_server()
-        ws = FakeSocket()
-        forward = session(ws)
-        task = asyncio.create_task(forward.run())
-        ws.send(*pair("0", port, 1, 3))
-        await ws.until(lambda fs: sum(isinstance(f, spdy.SynReply) for f in fs) == 2)
-        open_one = forward.requests["0"]
-        while open_one.writer is None:   # dialled
-            await asyncio.sleep(0.01)
-        ws.inbox.put_nowait(message)
-        await task
-        assert spdy.GoAway(3, spdy.GOAWAY_PROTOCOL_ERROR) in ws.frames
+        async with pod_server() as port, forwarding() as (ws, forward):
+            await opened(ws, "0", port, 1, 3)
+            open_one = forward.requests["0"]
+            while open_one.writer is None:   # dialled
+                await asyncio.sleep(0.01)
+            ws.inbox.put_nowait(message)
+            await ws.until(lambda fs: spdy.GoAway(3, spdy.GOAWAY_PROTOCOL_ERROR) in fs)
         assert ws.closed and forward.requests == {}
         # its connection to the pod closed, its copying task over
         assert open_one.task is not None and open_one.task.done()
         assert open_one.writer.transport.is_closing()
-        server.close()
     run(main())
 
 
@@ -298,8 +297,15 @@ def test_the_upgrade_is_answered_by_credential_before_anything_is_dialled(tmp_pa
         code, _, body = get_from(api, PATH, token=api.admin_token, headers=UPGRADE)
         assert code == 404 and b'pods \\"web\\" not found' in body
         code, _, body = get_from(api, PATH, token=api.admin_token,
-                                 headers={**UPGRADE, "Sec-WebSocket-Protocol": "v4.channel.k8s.io"})
-        assert code == 400 and portforward.PROTOCOL.encode() in body
+                                 headers={**UPGRADE, "Sec-WebSocket-Protocol": "v5.channel.k8s.io"})
+        assert code == 400 and portforward.PROTOCOL.encode() in body and b"v4.channel.k8s.io" in body
+        v4 = {**UPGRADE, "Sec-WebSocket-Protocol": "v5.channel.k8s.io, v4.channel.k8s.io"}   # the Python client's
+        code, _, body = get_from(api, PATH, token=api.admin_token, headers=v4)
+        assert code == 400 and b'query parameter \\"ports\\" is required' in body
+        code, _, body = get_from(api, PATH + "?ports=80,0", token=api.admin_token, headers=v4)
+        assert code == 400 and b"must be between 1 and 65535" in body
+        code, _, body = get_from(api, PATH + "?ports=80", token=api.admin_token, headers=v4)
+        assert code == 404 and b'pods \\"web\\" not found' in body
         raw = {"Connection": "Upgrade", "Upgrade": "SPDY/3.1"}   # kubectl's fallback
         code, _, body = get_from(api, PATH, method="POST", token=api.admin_token, headers=raw)
         assert code == 400 and b"portforward.k8s.io" in body   # no stream protocol offered
@@ -332,23 +338,16 @@ def test_a_pod_that_reads_nothing_has_its_connection_reset(monkeypatch):
         async def handle(reader, writer):   # reads nothing until the test ends
             await release.wait()
             writer.close()
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        ws = FakeSocket()
-        forward = session(ws)
-        task = asyncio.create_task(forward.run())
-        ws.send(*pair("0", server.sockets[0].getsockname()[1], 1, 3))
-        await ws.until(lambda fs: sum(isinstance(f, spdy.SynReply) for f in fs) == 2)
-        await asyncio.sleep(0.1)
-        for _ in range(400):   # 25 MiB: far more than the socket buffers hold
-            ws.send(spdy.Data(3, b"z" * 65536))
-        await ws.until(lambda fs: spdy.RstStream(3, spdy.CANCEL) in fs, timeout=20)
-        assert forward.requests == {}
-        ws.send(spdy.Ping(5))   # the forward goes on
-        await ws.until(lambda fs: spdy.Ping(5) in fs)
-        ws.send(spdy.GoAway(0))
-        await task
-        release.set()
-        server.close()
+        async with pod_server(handle) as port, forwarding() as (ws, forward):
+            await opened(ws, "0", port, 1, 3)
+            await asyncio.sleep(0.1)
+            for _ in range(400):   # 25 MiB: far more than the socket buffers hold
+                ws.send(spdy.Data(3, b"z" * 65536))
+            await ws.until(lambda fs: spdy.RstStream(3, spdy.CANCEL) in fs, timeout=20)
+            assert forward.requests == {}
+            ws.send(spdy.Ping(5))   # the forward goes on
+            await ws.until(lambda fs: spdy.Ping(5) in fs)
+            release.set()
     run(main())
 
 

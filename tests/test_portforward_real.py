@@ -294,3 +294,78 @@ def test_an_idle_forward_stays_open_while_kubectl_pings(served, monkeypatch):
         assert forward.proc.poll() is None, forward.err
     finally:
         forward.close()
+
+
+# ---------------------------------------------------------------------- the Python client
+
+PYTHON_CLIENT = """
+import hashlib, json, sys
+from kubernetes import client, config
+from kubernetes.stream import portforward
+
+api = client.CoreV1Api(config.new_client_from_config(sys.argv[1]))
+ports = [int(p) for p in sys.argv[3:]]
+forward = portforward(api.connect_get_namespaced_pod_portforward, sys.argv[2], "default",
+                      ports=",".join(str(p) for p in ports))
+sockets = {}
+for port in ports:   # every request sent first: the connections run side by side
+    sock = forward.socket(port)
+    sock.setblocking(True)
+    sock.settimeout(30)
+    sock.sendall(b"GET /lines HTTP/1.0\\r\\nHost: pod\\r\\n\\r\\n")
+    sockets[port] = sock
+found = {}
+for port, sock in sockets.items():
+    answer = b""
+    while chunk := sock.recv(65536):
+        answer += chunk
+    sock.close()
+    head, _, body = answer.partition(b"\\r\\n\\r\\n")
+    found[port] = {"status": head.split(b"\\r\\n")[0].decode() if head else "",
+                   "sha256": hashlib.sha256(body).hexdigest(), "error": forward.error(port)}
+print(json.dumps(found))
+"""
+
+
+def python_client_forward(kubeconfig: Path, pod_name: str, *ports: int) -> dict[int, dict]:
+    """The Python client's `portforward()` (WebSocket `v4.channel.k8s.io`) fetching /lines through
+    each port in one call, in a process of its own (its websocket modules stay out of this one):
+    per port the status line, the body's SHA-256 and the forward's error."""
+    import json
+
+    out = subprocess.run([sys.executable, "-c", PYTHON_CLIENT, str(kubeconfig), pod_name, *map(str, ports)],
+                         capture_output=True, text=True, timeout=90)
+    assert out.returncode == 0, out.stderr
+    return {int(port): found for port, found in json.loads(out.stdout.strip().splitlines()[-1]).items()}
+
+
+def test_the_python_clients_portforward_over_v4_channels(served, caplog):
+    import hashlib
+
+    caplog.set_level("DEBUG", logger="kubelite")
+    expected = hashlib.sha256(EXPECTED).hexdigest()
+    script = (f"mkdir -p /www && seq 1 {LINES} > /www/lines && httpd -p 127.0.0.1:8080 -h /www && "
+              "exec httpd -f -p 80 -h /www")
+    served.node.write(pod("pyweb", container("web", script)))
+    _running(served, "pyweb")
+    wait_for(lambda: "8080" in served.node.exec("pyweb", "web", "netstat", "-ltn")[1], timeout=20,
+             what="both httpds listening")
+
+    one = python_client_forward(served.admin, "pyweb", 80)
+    assert one == {80: {"status": "HTTP/1.1 200 OK", "sha256": expected, "error": None}}
+    two = python_client_forward(served.admin, "pyweb", 80, 8080)   # two ports in one call, one WebSocket
+    assert two == {port: {"status": "HTTP/1.1 200 OK", "sha256": expected, "error": None} for port in (80, 8080)}
+    assert any("port-forward default/pyweb over a WebSocket (v4.channel.k8s.io)" in r.getMessage()
+               for r in caplog.records)
+    assert any("kubelite:admin portforward pod default/pyweb container -: ports 80,8080" in r.getMessage()
+               for r in caplog.records)
+    # a port nothing listens on: the kubelet's words on its error channel, nothing read
+    refused = python_client_forward(served.admin, "pyweb", 8081)[8081]
+    assert refused["status"] == "" and refused["error"].startswith("error forwarding port 8081 to pod default/pyweb")
+    # the client gone, its connections in the pod are closed
+    wait_for(lambda: "ESTAB" not in served.node.exec("pyweb", "web", "netstat", "-tn")[1], timeout=20,
+             what="no connection left in the pod")
+    # the read-only credential: refused before anything is dialled
+    out = subprocess.run([sys.executable, "-c", PYTHON_CLIENT, str(served.viewer), "pyweb", "80"],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode != 0 and "403" in out.stderr, out.stderr

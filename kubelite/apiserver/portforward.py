@@ -10,7 +10,9 @@ are there the port is dialled on localhost in the pod (`runtime.netns.connect`, 
 and bytes are copied both ways; the end of the pod's side ends the data stream, then the error
 stream, empty. A dial the pod refuses ends that connection only (its error stream stays empty, so
 kubectl keeps the forward: decision 0022); a pod whose sandbox is gone writes why on the error
-stream, and kubectl ends the forward.
+stream, and kubectl ends the forward. A client that offers no SPDY but `v4.channel.k8s.io` (the
+Python `kubernetes` client) gets the kubelet's channel forward instead (`channelforward`: one
+connection per port named in the query), behind the same checks, dial, audit and stream slot.
 
 Bounds: one WebSocket message at most `MAX_MESSAGE_BYTES`; frames and header blocks as `spdy`
 bounds them; at most `MAX_FORWARDED` connections at once in one forward (more streams are reset,
@@ -32,15 +34,16 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from aiohttp import WSMsgType, web
 
-from kubelite.apiserver import audit, objects, spdy
+from kubelite.apiserver import audit, channelforward, channels, objects, sessions, spdy
 from kubelite.apiserver.auth import Access
 from kubelite.apiserver.connections import status_response
+from kubelite.apiserver.routes import path_parts
 from kubelite.errors import RuntimeError_
-from kubelite.runtime import netns
+from kubelite.runtime import netns, targets
 from kubelite.runtime.view import RuntimeView
 
 if TYPE_CHECKING:
@@ -73,7 +76,7 @@ READ_BYTES = 64 * 1024
 
 def target(path: str) -> tuple[str, str] | None:
     """(namespace, pod) when `path` is a pod's portforward subresource."""
-    parts = [unquote(p) for p in path.split("/") if p]
+    parts = path_parts(path)
     if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" \
             and parts[6] == VERB:
         return parts[3], parts[5]
@@ -100,55 +103,84 @@ def ports_of(raw_path: str) -> list[int]:
 
 async def serve(serving: Serving, request: web.BaseRequest, path: str, access: Access) -> web.StreamResponse:
     """Answer a portforward upgrade of the admin credential: a refusal (`Status`), or the forward,
-    until kubectl leaves."""
+    until the client leaves. The protocol is the client's: SPDY/3.1 in a WebSocket (kubectl), a raw
+    SPDY/3.1 upgrade (kubectl's fallback), or WebSocket channels, `v4.channel.k8s.io`
+    (`channelforward`: the Python client), picked in that order among those it offers."""
     assert access >= Access.ADMIN
     namespace, name = target(path) or ("", "")
     raw = request.headers.get("Upgrade", "").lower() == RAW_UPGRADE
+    ports: list[int] | None = None
     if raw:
         offered = [p.strip() for value in request.headers.getall("X-Stream-Protocol-Version", [])
                    for p in value.split(",")]
         if STREAM_PROTOCOL not in offered:
             audit.refused(access, VERB, namespace, name, "no portforward.k8s.io stream protocol")
             return _status(400, "BadRequest", f"port-forward speaks the stream protocol {STREAM_PROTOCOL} only")
-    elif PROTOCOL not in [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]:
-        audit.refused(access, VERB, namespace, name, "no SPDY/3.1+portforward.k8s.io protocol")
-        return _status(400, "BadRequest", f"port-forward speaks the WebSocket protocol {PROTOCOL} only")
+        protocol = RAW_UPGRADE
+    else:
+        offered = channels.offered(request.headers.get("Sec-WebSocket-Protocol"))
+        protocol = next((p for p in (PROTOCOL, channels.V4) if p in offered), "")
+        if not protocol:
+            audit.refused(access, VERB, namespace, name, "no port-forward WebSocket protocol")
+            return _status(400, "BadRequest", f"port-forward speaks the WebSocket protocols {PROTOCOL} and "
+                                              f"{channels.V4} only")
+        if protocol == channels.V4:
+            try:
+                ports = channelforward.ports_of(request.raw_path)
+            except channelforward.BadPorts as exc:
+                audit.refused(access, VERB, namespace, name, str(exc))
+                return _status(400, "BadRequest", str(exc))
     if serving.streams >= serving.limits.max_streams:
         return status_response(429, objects.status(
             429, "TooManyRequests", f"too many streams open ({serving.limits.max_streams})", retry_after=1),
             headers={"Retry-After": "1"})
     serving.streams += 1   # taken before any wait: concurrent upgrades cannot all pass the check
     try:
-        return await _serve(serving, request, access, namespace, name, raw)
+        return await _serve(serving, request, access, namespace, name, protocol, ports)
     finally:
         serving.streams -= 1
 
 
 async def _serve(serving: Serving, request: web.BaseRequest, access: Access, namespace: str, name: str,
-                 raw: bool) -> web.StreamResponse:
+                 protocol: str, ports: list[int] | None) -> web.StreamResponse:
     api, loop = serving.api, serving.loop
-    uid = await loop.run_in_executor(serving.reads, _pod_uid, api, namespace, name)
-    if uid is None:
-        audit.refused(access, VERB, namespace, name, "pod not found")
-        return status_response(404, objects.not_found("pods", name))
     view = RuntimeView(root=api.root, run_dir=api.run_dir) if api.run_dir is not None else None
     try:
-        if view is None:
-            raise RuntimeError_("the simulated runtime's pods have no network namespace")
-        await loop.run_in_executor(serving.reads, view.pod_netns, uid)
-    except RuntimeError_:
-        audit.refused(access, VERB, namespace, name, "pod not running")
-        return _status(400, "BadRequest", f'pod "{name}" is not running: it has no sandbox to forward to')
-    ws: Any = RawSpdy(request) if raw else \
-        web.WebSocketResponse(protocols=[PROTOCOL], max_msg_size=MAX_MESSAGE_BYTES, autoclose=True, autoping=True)
+        pod = await loop.run_in_executor(serving.reads, _pod, api, namespace, name)
+        uid = str(pod["metadata"]["uid"])
+        try:
+            if view is None:
+                raise RuntimeError_("the simulated runtime's pods have no network namespace")
+            await loop.run_in_executor(serving.reads, view.pod_netns, uid)
+        except RuntimeError_:
+            raise targets.no_sandbox(pod) from None
+    except targets.TargetError as exc:
+        refused = sessions.refusal(exc, name)
+        audit.refused(access, VERB, namespace, name, refused.reason)
+        return status_response(refused.code, refused.body)
+    raw = protocol == RAW_UPGRADE
+    ws: Any
+    if raw:
+        ws = RawSpdy(request)
+    elif protocol == channels.V4:
+        ws = channelforward.websocket(protocol)
+    else:
+        ws = web.WebSocketResponse(protocols=[PROTOCOL], max_msg_size=MAX_MESSAGE_BYTES, autoclose=True,
+                                   autoping=True)
     if not raw and not ws.can_prepare(request).ok:   # e.g. no Sec-WebSocket-Key, or a version other than 13
         audit.refused(access, VERB, namespace, name, "not a valid WebSocket handshake")
         return _status(400, "BadRequest", "not a valid WebSocket handshake")
     await ws.prepare(request)
-    audit.opened(access, VERB, namespace, name, None, ports=ports_of(request.raw_path) or None)
-    log.debug("API: port-forward %s/%s over %s", namespace, name, "raw SPDY/3.1" if raw else "a WebSocket")
-    session = Session(ws, lambda family: _pod_socket(view, uid, family), executor=serving.reads,
-                      name=f"{namespace}/{name}")
+    audit.opened(access, VERB, namespace, name, None, ports=ports or ports_of(request.raw_path) or None)
+    log.debug("API: port-forward %s/%s over %s", namespace, name,
+              "raw SPDY/3.1" if raw else f"a WebSocket ({protocol})")
+    opener = lambda family: _pod_socket(view, uid, family)   # noqa: E731
+    if ports is not None:
+        await channelforward.ChannelForward(
+            ws, ports, opener, executor=serving.reads, name=f"{namespace}/{name}", uid=uid,
+            transport=request.transport, early_bytes=MAX_EARLY_BYTES, stalled_s=STALLED_S).run()
+        return ws
+    session = Session(ws, opener, executor=serving.reads, name=f"{namespace}/{name}")
     await session.run()
     return ws.response if raw else ws
 
@@ -157,10 +189,10 @@ def _status(code: int, reason: str, message: str) -> web.Response:
     return status_response(code, objects.status(code, reason, message))
 
 
-def _pod_uid(api: Any, namespace: str, name: str) -> str | None:
+def _pod(api: Any, namespace: str, name: str) -> Any:
+    """The record of the pod a forward reaches (`runtime.targets.pick_pod`); TargetError when none."""
     pods, _ = api.items("pods", namespace, name)
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
-    return live[0]["metadata"]["uid"] if live else None
+    return targets.pick_pod(pods, name)
 
 
 def _pod_socket(view: RuntimeView, uid: str, family: int):   # -> socket.socket

@@ -84,6 +84,11 @@ class Stream:
 
 
 
+def path_parts(path: str) -> list[str]:
+    """A request path's segments, each unquoted (`/api/v1/namespaces/a%2Fb` → `api`, `v1`, …, `a/b`)."""
+    return [unquote(p) for p in path.split("/") if p]
+
+
 class Call:
     """One request's answer, computed in a thread (it reads the store): a `Reply`, or a `Stream`
     whose chunks the loop sends as they come. `request_line` names the request in the log."""
@@ -93,6 +98,8 @@ class Call:
         self.api, self.method, self.path, self.query = api, method, path, query
         self.headers, self.body, self.access = headers, body, access
         self.request_line = request_line or f'"{method} {path}"'
+        #: The path's segments, unquoted: read once, for the subresource check and the routing.
+        self.parts = path_parts(path)
 
     def answer(self) -> "Reply | Stream":
         try:
@@ -116,13 +123,13 @@ class Call:
             raise ApiError(objects.status(401, "Unauthorized", "Unauthorized"))
         if method == "POST" and path == ACCESS_REVIEWS:
             return _json(201, objects.access_review(self._review(), self.access))
-        parts = [unquote(p) for p in path.split("/") if p]
+        parts = self.parts
         if len(parts) >= 6 and parts[:2] == ["api", "v1"] and parts[-1] in FORBIDDEN_SUBRESOURCES:
             raise self._forbidden(parts)
         if method not in ("GET", "HEAD"):
             raise ApiError(objects.status(405, "MethodNotAllowed",
                                           "the server does not allow this method on the requested resource"))
-        return self._route(path, self.query)
+        return self._route(path, parts, self.query)
 
     def _forbidden(self, parts: list[str]) -> ApiError:
         """A write subresource asked for through a plain request: 403 to a credential that may not
@@ -159,7 +166,7 @@ class Call:
 
     # ------------------------------------------------------------------ routing
 
-    def _route(self, path: str, query: dict[str, str]) -> "Reply | Stream":
+    def _route(self, path: str, parts: list[str], query: dict[str, str]) -> "Reply | Stream":
         api = self.api
         if path in ("/healthz", "/livez"):
             return _text(200, "ok")
@@ -184,7 +191,6 @@ class Call:
             return _json(200, objects.authorization_resources())
         if path == "/metrics":
             return Reply(200, metrics.CONTENT_TYPE, metrics.exposition(api.registry))
-        parts = [unquote(p) for p in path.split("/") if p]
         if parts[:2] == ["apis", metricsapi.GROUP]:   # kubectl top
             return self._metrics_api(parts, query)
         if parts[:4] == ["apis", objects.STORAGE, "v1", "storageclasses"] and len(parts) <= 5:

@@ -24,14 +24,14 @@ import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 from aiohttp import web
 
 from kubelite.apiserver import attach, auth, objects, podexec, portforward
 from kubelite.apiserver.connections import (SERVER, Accept, Connection, Guard, Manager, Slot, closing,
                                             internal_error, request_line, start_tls, status_response)
-from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream
+from kubelite.apiserver.routes import ACCESS_REVIEWS, END, ApiError, Call, Stream, path_parts
 
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer
@@ -256,7 +256,7 @@ def session_target(request: web.BaseRequest, path: str) -> tuple[str, str, str] 
     WebSocket); only a WebSocket one is taken."""
     if not request.headers.get("Upgrade", "").strip():
         return None
-    parts = [unquote(p) for p in path.split("/") if p]
+    parts = path_parts(path)
     if len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods" and parts[6] in SESSIONS:
         return parts[6], parts[3], parts[5]
     return None

@@ -1,12 +1,14 @@
 """What a streaming session (exec, attach) asks of a pod, and the answers before its upgrade.
 
-Owns the query of `pods/{name}/exec` and `pods/{name}/attach` (`container`, default the pod's first
-as kubectl; `command`, repeated, for an exec; `stdin`, `stdout`, `stderr`, `tty`, defaulting as the
-API server's: stdout and stderr on unless given false, stdin and tty off, no stderr with a tty),
-the running container it is for, read from the store, and the refusals the API server gives
-before an upgrade: 404 for a pod that is not there, 400 for a container that is not valid or not
-running, for no stream, and for a client that asks no WebSocket or speaks no channel subprotocol
-served. `podexec` and `attach` each carry their session out.
+Owns the query of `pods/{name}/exec` and `pods/{name}/attach` (`container`, defaulted by
+`runtime.targets`' rules: the annotation's, else the pod's first; `command`, repeated, for an exec;
+`stdin`, `stdout`, `stderr`, `tty`, defaulting as the API server's: stdout and stderr on unless
+given false, stdin and tty off, no stderr with a tty), the running container it is for, read from
+the store and chosen by `runtime.targets` (the one home of those rules and their words), and the
+refusals the API server gives before an upgrade: 404 for a pod that is not there, 400 for a
+container that is not valid or not running, for no stream, and for a client that asks no
+WebSocket or speaks no channel subprotocol served. `podexec` and `attach` each carry their
+session out.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import parse_qsl
 from aiohttp import web
 
 from kubelite.apiserver import channels, objects
+from kubelite.runtime import targets
 
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer
@@ -74,27 +77,22 @@ def require_streams(req: SessionRequest) -> None:
         raise bad_request("you must specify at least 1 of stdin, stdout, stderr", "no stream")
 
 
+def refusal(exc: targets.TargetError, pod: str) -> Refused:
+    """The answer before the upgrade for a pod or container a session cannot reach."""
+    body = objects.not_found("pods", pod) if exc.code == 404 and exc.server else \
+        objects.status(exc.code, exc.reason, exc.message)
+    return Refused(exc.code, body, exc.message)
+
+
 def container_id(api: ApiServer, req: SessionRequest) -> tuple[str, str]:
-    """(container name, runtime ID) of the running container the session is for; `Refused`
-    otherwise. Reads the store: call it in a thread."""
+    """(container name, runtime ID) of the running container the session is for (`runtime.targets`'
+    rules); `Refused` otherwise. Reads the store: call it in a thread."""
     pods, _ = api.items("pods", req.namespace, req.pod)
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")] or pods
-    if not live:
-        raise Refused(404, objects.not_found("pods", req.pod), "pod not found")
-    pod = live[0]
-    names = [c["name"] for c in pod.get("spec", {}).get("containers", [])]
-    every = names + [c["name"] for c in pod.get("spec", {}).get("initContainers", [])]
-    name = req.container or (names[0] if names else "")
-    if name not in every:
-        raise bad_request(f"container {name} is not valid for pod {req.pod}", f"container {name} not found")
-    status = pod.get("status", {})
-    statuses = status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-    found = next((s for s in statuses if s.get("name") == name), {})
-    runtime_id = (found.get("containerID") or "").partition("://")[2]
-    if "running" not in found.get("state", {}) or not runtime_id:
-        raise bad_request(f'unable to upgrade connection: container not found ("{name}")',
-                          f"container {name} not running")
-    return name, runtime_id
+    try:
+        target = targets.running(targets.pick_pod(pods, req.pod), req.container)
+    except targets.TargetError as exc:
+        raise refusal(exc, req.pod) from None
+    return target.name, target.container_id.partition("://")[2]
 
 
 def websocket(request: web.BaseRequest, verb: str, *, heartbeat: float | None = None) -> web.WebSocketResponse:

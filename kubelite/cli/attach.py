@@ -38,7 +38,7 @@ def _spec(pod: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    pod, status = containers.running(args)
+    pod, status = containers.running(args, "attach")
     name, container_id = status["name"], status["containerID"]
     spec = _spec(pod, name)
     tty, stdin = bool(args.tty), bool(args.stdin)

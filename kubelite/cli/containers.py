@@ -1,10 +1,12 @@
 """`logs`, `exec`, `kill`, `cp`: commands that reach into a pod's containers.
 
-Owns: finding a container from a pod name (kubectl's rules: `-c`, else the first container, with
-a note when there are several), reading CRI-format log files the way `kubectl logs` prints them
-(`--previous`, `--tail`, `--timestamps`, `-f`), and handing `exec` and `kill` to the container.
-It reaches containers only through the runtime's view (`runtime.view`: log paths, exec, signals)
-and reads the state through `store.reader`; it never writes it.
+Owns: finding a container from a pod name (kubectl's rules and words, from `runtime.targets`:
+`-c`, else the `kubectl.kubernetes.io/default-container` annotation's, else the first, with
+kubectl's "Defaulted container" notice when there are others; a refusal printed as kubectl prints
+it), reading CRI-format log files the way `kubectl logs` prints them (`--previous`, `--tail`,
+`--timestamps`, `-f`), and handing `exec` and `kill` to the container. It reaches containers only
+through the runtime's view (`runtime.view`: log paths, exec, signals) and reads the state through
+`store.reader`; it never writes it.
 """
 
 from __future__ import annotations
@@ -14,41 +16,49 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kubelite.cli import config
 from kubelite.errors import UsageError
 from kubelite.kubectl import pods as pod_printers
+from kubelite.runtime import targets
+from kubelite.runtime.targets import TargetError
 from kubelite.runtime.view import RuntimeView
 from kubelite.store.reader import Reader
 
 FOLLOW_POLL_S = 0.2
 
 
-def _pod(args: argparse.Namespace) -> dict[str, Any]:
+def refuse(exc: TargetError) -> NoReturn:
+    """kubectl's line for a pod or container a command cannot reach, and its exit code."""
+    print(exc.kubectl_line, file=sys.stderr)
+    raise SystemExit(1)
+
+
+def find_pod(args: argparse.Namespace) -> dict[str, Any]:
+    """The record of the pod `args` name (`runtime.targets.pick_pod`: one not being deleted first)."""
+    name = args.pod.removeprefix("pod/").removeprefix("pods/")
     reader = Reader(config.root(args.root))
     try:
-        pods = reader.pods(args.namespace or "default", args.pod)
+        pods = reader.pods(args.namespace or "default", name)
     finally:
         reader.close()
-    live = [p for p in pods if not p["metadata"].get("deletionTimestamp")] or pods
-    if not live:
-        raise UsageError(f'pods "{args.pod}" not found')
-    return live[0]
+    try:
+        return dict(targets.pick_pod(pods, name))
+    except TargetError as exc:
+        refuse(exc)
 
 
 def _container_status(pod: dict[str, Any], name: str | None) -> dict[str, Any]:
-    """The status of container `name`, or of the pod's first container (kubectl's default)."""
-    spec = pod.get("spec", {})
-    names = [c["name"] for c in spec.get("containers", [])]
-    all_names = [c["name"] for c in spec.get("initContainers", [])] + names
-    if name is None:
-        name = names[0]
-        if len(names) > 1:
-            print(f'Defaulted container "{name}" out of: {", ".join(names)}', file=sys.stderr)
-    elif name not in all_names:
-        raise UsageError(f'container {name} is not valid for pod {pod["metadata"]["name"]}')
-    return pod_printers.container_status(pod, name)
+    """The status of container `name`, or of kubectl's default (`runtime.targets.choose`: the
+    annotation's, else the first, with kubectl's notice when there are others)."""
+    try:
+        target = targets.choose(pod, name)
+    except TargetError as exc:
+        refuse(exc)
+    if target.notice:
+        print(target.notice, file=sys.stderr)
+    return dict(target.status) or pod_printers.container_status(pod, target.name)
 
 
 def _view(args: argparse.Namespace) -> RuntimeView:
@@ -64,7 +74,7 @@ def _log_path(args: argparse.Namespace, pod: dict[str, Any], container: str, att
 def logs(args: argparse.Namespace) -> int:
     from kubelite.runtime import crilog
 
-    pod = _pod(args)
+    pod = find_pod(args)
     status = _container_status(pod, args.container)
     attempt = status.get("restartCount", 0) - (1 if args.previous else 0)
     path = _log_path(args, pod, status["name"], attempt)
@@ -120,20 +130,26 @@ def _still_running(args: argparse.Namespace, pod: dict[str, Any], status: dict[s
     return now.get("restartCount") == status.get("restartCount") and "running" in now.get("state", {})
 
 
-def running(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The pod `args` name and the status of its container (`-c`, else the first); UsageError
-    unless that container runs."""
-    pod = _pod(args)
-    status = _container_status(pod, args.container)
-    container_id = status.get("containerID") or ""
-    if "running" not in status.get("state", {}) or not container_id.partition("://")[2]:
-        raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is not running')
-    return pod, status
+def running(args: argparse.Namespace, verb: str | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The pod `args` name and the status of its container (`-c`, else kubectl's default) for
+    `verb` (`exec`, `attach`, `cp`: kubectl's refusal of a completed pod first); exits with
+    kubectl's line (`runtime.targets`) unless that container runs."""
+    pod = find_pod(args)
+    try:
+        if verb is not None:
+            targets.refuse_phase(pod, verb)
+        target = targets.choose(pod, args.container)
+        if target.notice:
+            print(target.notice, file=sys.stderr)
+        target = targets.running(pod, target.name)
+    except TargetError as exc:
+        refuse(exc)
+    return pod, dict(target.status)
 
 
-def _running_container(args: argparse.Namespace) -> str:
-    """The ID (`<runtime>://<id>`) of the container `args` name; UsageError unless it runs."""
-    return running(args)[1]["containerID"]
+def _running_container(args: argparse.Namespace, verb: str | None = None) -> str:
+    """The ID (`<runtime>://<id>`) of the container `args` name; exits unless it runs."""
+    return running(args, verb)[1]["containerID"]
 
 
 def exec_(args: argparse.Namespace) -> int:
@@ -142,7 +158,7 @@ def exec_(args: argparse.Namespace) -> int:
     the container's (`cli.terminal`)."""
     if not args.command_args:
         raise UsageError("give a command after --, e.g. kubelite exec web -- sh -c 'echo hi'")
-    container_id = _running_container(args)
+    container_id = _running_container(args, "exec")
     view = _view(args)
     tty = args.tty
     if tty and not os.isatty(0):
@@ -162,8 +178,9 @@ def exec_(args: argparse.Namespace) -> int:
 
 def kill(args: argparse.Namespace) -> int:
     """Send a signal to the container's PID 1: the supported way to inject a crash."""
-    _view(args).signal(_running_container(args), args.signal)
-    print(f'container "{_container_status(_pod(args), args.container)["name"]}" signalled {args.signal.upper()}')
+    _, status = running(args)
+    _view(args).signal(status["containerID"], args.signal)
+    print(f'container "{status["name"]}" signalled {args.signal.upper()}')
     return 0
 
 
@@ -172,5 +189,5 @@ def run(args: argparse.Namespace) -> int:
         from kubelite.cli import copy
 
         return copy.run(args, _view(args), lambda namespace, pod: _running_container(
-            argparse.Namespace(**{**vars(args), "namespace": namespace, "pod": pod})))
+            argparse.Namespace(**{**vars(args), "namespace": namespace, "pod": pod}), "cp"))
     return {"logs": logs, "exec": exec_, "kill": kill}[args.command](args)

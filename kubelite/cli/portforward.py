@@ -4,8 +4,9 @@ Owns: the ports' syntax as kubectl reads it (`8080:80`, `80`, `:80` for a free l
 listeners (`--address`, default localhost: 127.0.0.1 and ::1 when the host has it), and for each
 accepted connection a dial of localhost:REMOTE inside the pod's network namespace as it is at that
 moment (the sandbox's record read each time, `runtime.view`; the socket made in a worker thread,
-`runtime.netns`), then bytes copied both ways. No API: the store says which pod, the run directory
-where its namespace is. A dial the pod refuses ends that connection (one line on stderr) and the
+`runtime.netns`), then bytes copied both ways. No API: the store says which pod (by
+`runtime.targets`' rules, as `exec` finds it, with kubectl's refusal of a pod that is not Running),
+the run directory where its namespace is. A dial the pod refuses ends that connection (one line on stderr) and the
 forward goes on; a pod with no running sandbox ends the forward, as kubectl's does ("lost connection
 to pod"). Runs until interrupted.
 """
@@ -22,9 +23,8 @@ from typing import Any
 
 from kubelite.cli import config
 from kubelite.errors import RuntimeError_, UsageError
-from kubelite.runtime import netns
+from kubelite.runtime import netns, targets
 from kubelite.runtime.view import RuntimeView
-from kubelite.store.reader import Reader
 
 READ_BYTES = 64 * 1024
 
@@ -73,19 +73,17 @@ def parse_addresses(text: str) -> list[tuple[str, bool]]:
 
 
 def _pod_uid(args: argparse.Namespace) -> tuple[str, str]:
-    name = args.pod.removeprefix("pod/").removeprefix("pods/")
-    namespace = args.namespace or "default"
-    reader = Reader(config.root(args.root))
+    """("NAMESPACE/NAME", uid) of the pod to forward to, by `runtime.targets`' rules (kubectl's refusal
+    of a pod that is not running first)."""
+    from kubelite.cli import containers
+
+    pod = containers.find_pod(args)
     try:
-        pods = [p for p in reader.pods(namespace, name) if not p["metadata"].get("deletionTimestamp")]
-    finally:
-        reader.close()
-    if not pods:
-        raise UsageError(f'pods "{name}" not found')
-    phase = pods[0].get("status", {}).get("phase")
-    if phase not in (None, "Running"):
-        raise UsageError(f"unable to forward port because pod is not running. Current status={phase}")
-    return f"{namespace}/{name}", pods[0]["metadata"]["uid"]
+        targets.refuse_phase(pod, "port-forward")
+    except targets.TargetError as exc:
+        containers.refuse(exc)
+    meta = pod["metadata"]
+    return f"{meta.get('namespace') or 'default'}/{meta['name']}", meta["uid"]
 
 
 def run(args: argparse.Namespace) -> int:
