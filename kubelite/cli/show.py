@@ -411,7 +411,12 @@ def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
 def version(args: argparse.Namespace) -> int:
     from kubelite import __version__
 
-    info = {"gitVersion": f"v{__version__}", "platform": sys.platform, "pythonVersion": sys.version.split()[0]}
+    import platform
+
+    major, minor = __version__.split(".")[:2]
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    info = {"major": major, "minor": minor, "gitVersion": f"v{__version__}",
+            "platform": f"{sys.platform}/{machine}", "pythonVersion": sys.version.split()[0]}
     if args.output:
         _dump({"clientVersion": info}, args.output)
     else:
