@@ -66,6 +66,12 @@ def _select(args: argparse.Namespace, objects: list[dict[str, Any]], resource: s
     return [o for o in objects if match(o)]
 
 
+def _names(args: argparse.Namespace) -> list[str]:
+    """The names given (`NAME...`); one name as a string too, as callers of the functions below pass it."""
+    names = getattr(args, "name", None)
+    return [names] if isinstance(names, str) else list(names or [])
+
+
 def _named(fetch: Callable[[str | None], list[dict[str, Any]]], names: list[str],
            resource: str) -> tuple[list[dict[str, Any]], int]:
     """The objects of `names` in that order (all when none is named), and an exit status: 1 after
@@ -179,7 +185,7 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
         fetch = reader.persistent_volumes
     else:
         fetch = reader.storage_classes
-    objects, status = _named(fetch, args.name, _STORAGE_RESOURCES[kind])
+    objects, status = _named(fetch, _names(args), _STORAGE_RESOURCES[kind])
     objects = _select(args, objects, _STORAGE_RESOURCES[kind].partition(".")[0])
     prefix = {"PersistentVolumeClaim": "persistentvolumeclaim", "PersistentVolume": "persistentvolume",
               "StorageClass": "storageclass.storage.k8s.io"}[kind]
@@ -193,7 +199,7 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
         return storageprinters.format_classes(objects, utcnow(), no_headers=args.no_headers)
 
     if objects or not status:
-        _emit(args, namespace, objects, prefix, table, kind="List", single=len(args.name) == 1)
+        _emit(args, namespace, objects, prefix, table, kind="List", single=len(_names(args)) == 1)
     return status
 
 
@@ -201,7 +207,7 @@ def _describe_each(args: argparse.Namespace, objects: list[dict[str, Any]], stat
                    describe: Callable[[dict[str, Any]], str]) -> int:
     """kubectl's describe of several objects: each in turn, a blank line between them."""
     sys.stdout.write("\n\n".join(describe(o) for o in objects))
-    if not objects and not status and not args.name:
+    if not objects and not status and not _names(args):
         _no_resources(args.namespace or "default")
     return status
 
@@ -211,7 +217,7 @@ def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
 
     namespace = args.namespace or "default"
     objects, status = _named(lambda name: reader.config_objects("PersistentVolumeClaim", namespace, name),
-                             args.name, "persistentvolumeclaims")
+                             _names(args), "persistentvolumeclaims")
     objects = _select(args, objects, "persistentvolumeclaims")
     pods = one_per_name(reader.pods(namespace)) if objects else []
 
@@ -232,13 +238,13 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
     namespace = _namespace(args)
     resource = "configmaps" if kind == "ConfigMap" else "secrets"
-    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), args.name, resource)
+    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), _names(args), resource)
     objects = _select(args, objects, resource)
     if objects or not status:
         _emit(args, namespace, objects, kind.lower(),
               lambda: configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
-                                                  no_headers=args.no_headers, show_labels=args.show_labels),
-              kind=f"{kind}List" if not args.name else "List", single=len(args.name) == 1)
+                                                  no_headers=args.no_headers, show_labels=getattr(args, "show_labels", False)),
+              kind=f"{kind}List" if not _names(args) else "List", single=len(_names(args)) == 1)
     return status
 
 
@@ -247,7 +253,7 @@ def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
     namespace = args.namespace or "default"
     resource = "configmaps" if kind == "ConfigMap" else "secrets"
-    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), args.name, resource)
+    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), _names(args), resource)
     objects = _select(args, objects, resource)
     return _describe_each(args, objects, status, lambda obj: configprinters.describe(
         kind, obj, reader.events(namespace, uid=obj["metadata"].get("uid", "")), utcnow()))
@@ -264,7 +270,7 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
         args.watch = True
         _select(args, [], "pods")   # a bad selector fails now
         return _watch(reader, args, namespace, header=True)
-    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), args.name, "pods")
+    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), _names(args), "pods")
     pods = _select(args, pods, "pods")
     if not pods and status:
         return status
@@ -275,13 +281,13 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
         if pods:
             sys.stdout.write(pod_printers.format_pod_table(pods, utcnow(), wide=output == "wide",
                                                            all_namespaces=namespace is None,
-                                                           no_headers=args.no_headers, show_labels=args.show_labels))
+                                                           no_headers=args.no_headers, show_labels=getattr(args, "show_labels", False)))
             _warn_stale(reader, pods)
         else:
             _no_resources(namespace)
     else:
-        _emit(args, namespace, pods, "pod", lambda: "", kind="PodList" if not args.name else "List",
-              single=len(args.name) == 1)
+        _emit(args, namespace, pods, "pod", lambda: "", kind="PodList" if not _names(args) else "List",
+              single=len(_names(args)) == 1)
         return status
     _warn_problems(reader)
     sys.stdout.flush()
@@ -317,20 +323,20 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None, *, h
         if not changed and not gone:
             continue
         rows = [p for p in reader.pods(namespace) if p["metadata"]["uid"] in changed
-                and (not args.name or p["metadata"]["name"] in args.name)]
+                and (not _names(args) or p["metadata"]["name"] in _names(args))]
         rows = _select(args, rows, "pods")
         if rows:
             sys.stdout.write(pod_printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
                                                            all_namespaces=namespace is None, no_headers=not header,
-                                                           show_labels=args.show_labels))
+                                                           show_labels=getattr(args, "show_labels", False)))
             header = False
             sys.stdout.flush()
 
 
 def _events_of(args: argparse.Namespace, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The events of the objects named (by the involved object's name) that match the selectors."""
-    if args.name:
-        events = [e for e in events if e["involvedObject"]["name"] in args.name]
+    if _names(args):
+        events = [e for e in events if e["involvedObject"]["name"] in _names(args)]
     return _select(args, events, "events")
 
 
@@ -383,7 +389,7 @@ def _watch_events(reader: Reader, args: argparse.Namespace, namespace: str | Non
 
 def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     namespace = args.namespace or "default"
-    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), args.name, "pods")
+    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), _names(args), "pods")
     pods = _select(args, pods, "pods")
     problems = reader.problems() if pods else []
     from kubelite.kubectl import describe
