@@ -170,6 +170,22 @@ def test_a_pod_is_named_alone_or_as_type_name(text, name):
     assert resources.pod_name(text) == name
 
 
+@pytest.mark.parametrize("argv, pod, container", [
+    (["exec", "pod/web", "-c", "app", "--", "ls", "pod/x"], "web", "app"),
+    (["logs", "po/web", "side"], "web", "side"),
+    (["kill", "pods/web"], "web", None),
+    (["attach", "web"], "web", None),
+    (["port-forward", "po/web", "8080"], "web", None),
+])
+def test_pod_commands_take_type_name(argv, pod, container):
+    from kubelite.cli.main import _parse
+
+    args = _parse(argv)
+    assert args.pod == pod and getattr(args, "container", None) == container
+    if args.command == "exec":
+        assert args.command_args == ["ls", "pod/x"]
+
+
 def test_a_pod_command_refuses_another_type():
     with pytest.raises(UsageError, match="give a pod as NAME or pod/NAME"):
         resources.pod_name("configmap/web")

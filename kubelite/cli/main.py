@@ -201,8 +201,7 @@ def _get_flags(parser: argparse.ArgumentParser, resource: str, *, watch: bool = 
 
     parser.add_argument("name", nargs="*", metavar="NAME", help=f"only these {resource} (default: all)")
     parser.add_argument("-o", "--output", type=output_format, default=None, metavar="FORMAT",
-                        help="wide" * (resource == "pods") + ", " * (resource == "pods") +
-                             "json, yaml, name, jsonpath=TEMPLATE (kubectl's JSONPath, e.g. "
+                        help=("wide, " if resource == "pods" else "") + "json, yaml, name, jsonpath=TEMPLATE (kubectl's JSONPath, e.g. "
                              "'{.items[*].metadata.name}') or custom-columns=HEADER:PATH,... "
                              "(e.g. NAME:.metadata.name)")
     parser.add_argument("--no-headers", action="store_true", help="print the table without its header line")
@@ -441,7 +440,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
             args = None
     if args is None:
         args = _parser().parse_args(argv)
-    if args.command in ("logs", "exec", "kill", "attach"):
+    if args.command in ("logs", "exec", "kill", "attach", "port-forward"):
         try:
             args.pod = resources.pod_name(args.pod)
         except UsageError as exc:
