@@ -8,6 +8,7 @@ so `kubelite get pods` loads neither pydantic nor SQLAlchemy.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Any, Sequence
 
@@ -16,7 +17,17 @@ from kubelite import __version__
 EXIT_ERROR = 1
 
 
+def _remember_translations() -> None:
+    """argparse asks gettext for the translation of its own messages ("usage: ", "options", "show
+    this help message and exit") again for every parser it makes, and each ask searches the locale
+    directories on disk: about 120 searches for kubelite's 40 parsers, half the time it takes to
+    build them on every start. The answer cannot change within one run: remember it."""
+    if not hasattr(argparse._, "cache_info"):
+        argparse._ = functools.lru_cache(maxsize=None)(argparse._)  # type: ignore[attr-defined]
+
+
 def _parser() -> argparse.ArgumentParser:
+    _remember_translations()
     common, namespaced = _common_flags(), _namespaced_flags()
     parser = argparse.ArgumentParser(prog="kubelite", parents=[common],
                                      description="Run Kubernetes Pod manifests on this machine.",
