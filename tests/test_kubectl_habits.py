@@ -561,3 +561,39 @@ def test_since_refuses_what_is_not_a_duration(text):
 
     with pytest.raises(UsageError):
         parse_since(text)
+
+
+def test_logs_follow_every_container_together_until_each_attempt_ends(state, capsys, monkeypatch):
+    """`-f --all-containers --prefix`: lines written to either log while they run are printed, each
+    after its source, and the command ends when neither container runs any more."""
+    from kubelite.cli import containers
+    from kubelite.store.reader import Reader
+
+    _, root = state
+    reader = Reader(root)
+    [pod] = reader.pods("default", "web")
+    reader.close()
+    now = datetime.datetime.now(datetime.timezone.utc)
+    _write_logs(root, pod, {"app": [(now, "app 1")], "log": [(now, "log 1")]})
+    from kubelite import layout
+
+    def path(container: str) -> Path:
+        return layout.container_log_path(root, "default", "web", pod["metadata"]["uid"], container, 0)
+
+    asked: dict[str, int] = {}
+
+    def still_running(args, pod_, status):
+        asked[status["name"]] = asked.get(status["name"], 0) + 1
+        if asked[status["name"]] == 1:   # the container writes once more, then its attempt ends
+            with open(path(status["name"]), "a") as log:
+                log.write(crilog.format_line(now, "stdout", f"{status['name']} 2"))
+            return True
+        return False
+
+    monkeypatch.setattr(containers, "_still_running", still_running)
+    monkeypatch.setattr(containers, "FOLLOW_POLL_S", 0.01)
+    assert main(["logs", "web", "-f", "--all-containers", "--prefix"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:2] == ["[pod/web/app] app 1", "[pod/web/log] log 1"]
+    assert sorted(lines[2:]) == ["[pod/web/app] app 2", "[pod/web/log] log 2"]
+    assert asked == {"app": 2, "log": 2}
