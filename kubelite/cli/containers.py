@@ -4,8 +4,9 @@ Owns: finding a container from a pod name (kubectl's rules: `-c`, else the first
 a note when there are several), reading CRI-format log files the way `kubectl logs` prints them
 (`--previous`, `--tail`, `--timestamps`, `--since`, `--since-time`, `-f`; every container with
 `--all-containers`, followed together; each line after `[pod/NAME/CONTAINER]` with `--prefix`),
-and handing `exec` and `kill` to the container. It reaches containers only through the runtime's view (`runtime.view`: log paths, exec, signals)
-and reads the state through `store.reader`; it never writes it.
+and handing `exec` and `kill` to the container. It reaches containers only through the runtime's
+view (`runtime.view`: log paths, exec, signals) and reads the state through `store.reader`; it
+never writes it.
 """
 
 from __future__ import annotations

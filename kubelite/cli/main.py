@@ -212,7 +212,8 @@ def _get_flags(parser: argparse.ArgumentParser, resource: str, *, watch: bool = 
 
     parser.add_argument("name", nargs="*", metavar="NAME", help=f"only these {resource} (default: all)")
     parser.add_argument("-o", "--output", type=output_format, default=None, metavar="FORMAT",
-                        help=("wide, " if resource == "pods" else "") + "json, yaml, name, jsonpath=TEMPLATE (kubectl's JSONPath, e.g. "
+                        help=("wide, " if resource == "pods" else "") +
+                             "json, yaml, name, jsonpath=TEMPLATE (kubectl's JSONPath, e.g. "
                              "'{.items[*].metadata.name}') or custom-columns=HEADER:PATH,... "
                              "(e.g. NAME:.metadata.name)")
     parser.add_argument("--no-headers", action="store_true", help="print the table without its header line")

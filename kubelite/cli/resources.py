@@ -96,11 +96,10 @@ def pod_name(text: str) -> str:
 def output_format(value: str) -> str:
     """`-o`'s value, checked as kubectl checks it (argparse type)."""
     head, sep, rest = value.partition("=")
+    if head in ("jsonpath", "custom-columns") and not rest.strip():
+        what = "template" if head == "jsonpath" else "custom columns"
+        raise argparse.ArgumentTypeError(f"{head} format specified but no {what} given")
     if (not sep and value in ("wide", "json", "yaml", "name")) or (sep and head in ("jsonpath", "custom-columns")):
-        if sep and not rest.strip():
-            raise argparse.ArgumentTypeError(f"{head} format specified but no {'template' if head == 'jsonpath' else 'custom columns'} given")
         return value
-    if value in ("jsonpath", "custom-columns"):
-        raise argparse.ArgumentTypeError(f"{value} format specified but no {'template' if value == 'jsonpath' else 'custom columns'} given")
     raise argparse.ArgumentTypeError(f"unable to match a printer suitable for the output format {value!r}, "
                                      f"allowed formats are: {', '.join(OUTPUT_FORMATS)}")

@@ -243,7 +243,8 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     if objects or not status:
         _emit(args, namespace, objects, kind.lower(),
               lambda: configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
-                                                  no_headers=args.no_headers, show_labels=getattr(args, "show_labels", False)),
+                                                  no_headers=args.no_headers,
+                                                  show_labels=getattr(args, "show_labels", False)),
               kind=f"{kind}List" if not _names(args) else "List", single=len(_names(args)) == 1)
     return status
 
@@ -281,7 +282,8 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
         if pods:
             sys.stdout.write(pod_printers.format_pod_table(pods, utcnow(), wide=output == "wide",
                                                            all_namespaces=namespace is None,
-                                                           no_headers=args.no_headers, show_labels=getattr(args, "show_labels", False)))
+                                                           no_headers=args.no_headers,
+                                                           show_labels=getattr(args, "show_labels", False)))
             _warn_stale(reader, pods)
         else:
             _no_resources(namespace)
