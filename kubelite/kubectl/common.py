@@ -2,7 +2,8 @@
 
 Owns: apimachinery's HumanDuration (`human_duration`, `age`), RFC 3339 parsing (`parse_time`),
 accessors that read any JSON value without raising (`_dict`, `_list`, `_str`, `_int`,
-`_present`), an object's labels as one cell (`label_text`), and Go text/tabwriter column alignment with kubectl's table settings (`_table`).
+`_present`), an object's labels as one cell (`label_text`), and Go text/tabwriter column
+alignment with kubectl's table settings (`_table`).
 Pure: the current time is always passed in as `now`. Standard library only (`datetime`, `typing`).
 """
 
