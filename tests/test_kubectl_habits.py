@@ -330,6 +330,8 @@ def test_get_pods_by_label_and_field_selector(state, capsys):
     assert capsys.readouterr() == ("", "No resources found in default namespace.\n")
     assert main(["get", "pods", "--field-selector", "spec.containers=x"]) == 1
     assert "field label not supported: spec.containers" in capsys.readouterr().err
+    assert main(["get", "pods", "web", "-l", "app"]) == 1
+    assert capsys.readouterr().err == "error: name cannot be provided when a selector is specified\n"
 
 
 def test_get_pods_show_labels(state, capsys):

@@ -140,6 +140,8 @@ def _check_output(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check_output(args)
+    if _names(args) and getattr(args, "selector", None):
+        raise UsageError("name cannot be provided when a selector is specified")
     reader = Reader(config.root(args.root))
     try:
         storage = _STORAGE_KINDS.get(args.resource)
