@@ -599,3 +599,17 @@ def test_logs_follow_every_container_together_until_each_attempt_ends(state, cap
     assert lines[:2] == ["[pod/web/app] app 1", "[pod/web/log] log 1"]
     assert sorted(lines[2:]) == ["[pod/web/app] app 2", "[pod/web/log] log 2"]
     assert asked == {"app": 2, "log": 2}
+
+
+@pytest.mark.parametrize("argv", [["get", "pods", "-l", "app", "--field-selector", "status.phase=Running",
+                                   "--show-labels"],
+                                  ["get", "pod/web", "pod/db", "-o", "jsonpath={.items[*].metadata.name}"],
+                                  ["get", "pods", "-o", "custom-columns=NAME:.metadata.name"],
+                                  ["describe", "pods", "-l", "app=web"]])
+def test_the_new_read_paths_load_neither_pydantic_nor_sqlalchemy(state, argv):
+    _, root = state
+    code = ("import sys; from kubelite.cli.main import main; code = main(sys.argv[1:]); "
+            "print(code, sorted(m for m in ('pydantic', 'sqlalchemy', 'yaml', 'httpx', 'shtab') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code, "--root", str(root), *argv], capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+    assert done.stdout.splitlines()[-1].endswith("0 []"), done.stderr
