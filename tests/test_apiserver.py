@@ -713,13 +713,13 @@ def test_kubeconfig_without_a_served_api_says_what_to_do(tmp_path, capsys, monke
     ("example.com/role=x", {"example.com/role": "x"}, True),
 ])
 def test_label_selectors_as_the_api_server_reads_them(selector, labels, match):
-    from kubelite.apiserver import selectors
+    from kubelite.kubectl import selectors
 
     assert selectors.labels_match(selectors.parse_labels(selector), labels) is match
 
 
 def test_field_selectors_refuse_unknown_fields_and_unescape_values():
-    from kubelite.apiserver import selectors
+    from kubelite.kubectl import selectors
 
     with pytest.raises(selectors.SelectorError, match="field label not supported: spec.containers"):
         selectors.parse_fields("spec.containers=x", "pods")
@@ -841,7 +841,8 @@ def _event(kind: str, phase: str, previous: str | None):
     ("DELETED", "Failed", "Failed", None),
 ])
 def test_a_filtered_watch_decides_from_the_object_before_and_after(kind, phase, previous, seen):
-    from kubelite.apiserver import routes, selectors
+    from kubelite.apiserver import routes
+    from kubelite.kubectl import selectors
 
     running = selectors.matcher(None, "status.phase=Running", "pods")
     assert routes.seen_as(_event(kind, phase, previous), running) == seen

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from kubelite.apiserver import objects, selectors
+from kubelite.apiserver import objects
+from kubelite.kubectl import selectors
 from kubelite.runtime import stats
 from kubelite.store.reader import one_per_name
 

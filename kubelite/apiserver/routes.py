@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Generator
 from urllib.parse import unquote
 
-from kubelite.apiserver import audit, eventwatch, feed, logs, metrics, metricsapi, objects, params, protobuf, selectors
+from kubelite.apiserver import audit, eventwatch, feed, logs, metrics, metricsapi, objects, params, protobuf
 from kubelite.apiserver.auth import Access
 from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError
+from kubelite.kubectl import selectors
 
 if TYPE_CHECKING:
     from kubelite.apiserver.server import ApiServer

@@ -4,9 +4,10 @@ Owns: finding a container from a pod name (kubectl's rules and words, from `runt
 `-c`, else the `kubectl.kubernetes.io/default-container` annotation's, else the first, with
 kubectl's "Defaulted container" notice when there are others; a refusal printed as kubectl prints
 it), reading CRI-format log files the way `kubectl logs` prints them (`--previous`, `--tail`,
-`--timestamps`, `-f`), and handing `exec` and `kill` to the container. It reaches containers only
-through the runtime's view (`runtime.view`: log paths, exec, signals) and reads the state through
-`store.reader`; it never writes it.
+`--timestamps`, `--since`, `--since-time`, `-f`; every container with `--all-containers`, followed
+together; each line after `[pod/NAME/CONTAINER]` with `--prefix`), and handing `exec` and `kill` to
+the container. It reaches containers only through the runtime's view (`runtime.view`: log paths,
+exec, signals) and reads the state through `store.reader`; it never writes it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kubelite.cli import config
+from kubelite.clock import utcnow
 from kubelite.errors import UsageError
 from kubelite.kubectl import pods as pod_printers
 from kubelite.runtime import targets
@@ -71,50 +73,118 @@ def _log_path(args: argparse.Namespace, pod: dict[str, Any], container: str, att
                                 attempt=attempt)
 
 
+def parse_since(text: str) -> float:
+    """`--since`: a Go duration as kubectl takes it (`30s`, `5m`, `1h`, `1h30m`; a unit required, as
+    kubectl's `time.ParseDuration`) → seconds (> 0), by the one duration parser (`api.duration`)."""
+    from kubelite.api import duration
+
+    try:
+        if not text[-1:].isalpha():   # a plain number: kubectl's "missing unit in duration"
+            raise ValueError
+        seconds = duration.parse(text)
+    except ValueError:
+        raise UsageError(f"invalid argument {text!r} for --since: a duration such as 30s, 5m, 1h or 1h30m") from None
+    if seconds <= 0:
+        raise UsageError("--since must be greater than 0")
+    return seconds
+
+
+class _Source:
+    """One container's log as `logs` prints it: its file and what goes before each line."""
+
+    def __init__(self, args: argparse.Namespace, pod: dict[str, Any], status: dict[str, Any], prefix: str) -> None:
+        self.status, self.prefix = status, prefix
+        attempt = status.get("restartCount", 0) - (1 if args.previous else 0)
+        self.path = _log_path(args, pod, status["name"], attempt)
+
+    def render(self, lines: list[Any], timestamps: bool) -> str:
+        from kubelite.runtime import crilog
+
+        if not self.prefix:
+            return crilog.render(lines, timestamps=timestamps)
+        return "".join(self.prefix + crilog.render([line], timestamps=timestamps) for line in lines)
+
+
+def _filter(args: argparse.Namespace, lines: list[Any]) -> list[Any]:
+    """--since / --since-time, then --tail, as the kubelet applies them."""
+    from kubelite.runtime import crilog
+
+    if args.since is not None:
+        lines = crilog.since(lines, parse_since(args.since), utcnow())
+    if args.since_time is not None:
+        cutoff = crilog.time_ns(args.since_time)
+        lines = [line for line in lines if (crilog.time_ns(line.time) or 0) >= (cutoff or 0)]
+    return crilog.tail(lines, args.tail)
+
+
 def logs(args: argparse.Namespace) -> int:
     from kubelite.runtime import crilog
 
+    if args.since is not None and args.since_time is not None:
+        raise UsageError("at most one of --since and --since-time may be given")
+    if args.since is not None:
+        parse_since(args.since)
+    if args.since_time is not None and crilog.time_ns(args.since_time) is None:
+        raise UsageError(f"--since-time {args.since_time!r}: not an RFC 3339 time such as 2026-01-02T15:04:05Z")
     pod = find_pod(args)
-    status = _container_status(pod, args.container)
-    attempt = status.get("restartCount", 0) - (1 if args.previous else 0)
-    path = _log_path(args, pod, status["name"], attempt)
-    if not path.exists():
-        if args.previous:
-            raise UsageError(f'previous terminated container "{status["name"]}" in pod '
-                             f'"{pod["metadata"]["name"]}" not found')
-        if "waiting" in status.get("state", {}) and not status.get("containerID"):
-            raise UsageError(f'container "{status["name"]}" in pod "{pod["metadata"]["name"]}" is waiting to '
-                             f'start: {status["state"]["waiting"].get("reason", "")}')
-        return 0
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        lines = crilog.read_lines(handle.read())
-        sys.stdout.write(crilog.render(crilog.tail(lines, args.tail), timestamps=args.timestamps))
-        sys.stdout.flush()
-        if args.follow and not args.previous:
-            _follow(handle, path, args, pod, status)
+    if args.all_containers:
+        if args.container is not None:
+            raise UsageError("--container cannot be given with --all-containers")
+        spec = pod.get("spec", {})
+        names = [c["name"] for key in ("initContainers", "containers") for c in spec.get(key, [])]
+        statuses = [pod_printers.container_status(pod, name) for name in names]
+    else:
+        statuses = [_container_status(pod, args.container)]
+    meta = pod["metadata"]
+    found = []
+    for status in statuses:
+        source = _Source(args, pod, status, f"[pod/{meta['name']}/{status['name']}] " if args.prefix else "")
+        if source.path.exists():
+            found.append(source)
+        elif not args.all_containers:
+            if args.previous:
+                raise UsageError(f'previous terminated container "{status["name"]}" in pod '
+                                 f'"{meta["name"]}" not found')
+            if "waiting" in status.get("state", {}) and not status.get("containerID"):
+                raise UsageError(f'container "{status["name"]}" in pod "{meta["name"]}" is waiting to '
+                                 f'start: {status["state"]["waiting"].get("reason", "")}')
+    handles = []
+    try:
+        for source in found:
+            handle = open(source.path, encoding="utf-8", errors="replace")
+            handles.append(handle)
+            sys.stdout.write(source.render(_filter(args, crilog.read_lines(handle.read())), args.timestamps))
+            sys.stdout.flush()
+        if args.follow and not args.previous and found:
+            _follow(list(zip(handles, found)), args, pod)
+    finally:
+        for handle in handles:
+            handle.close()
     return 0
 
 
-def _follow(handle: Any, path: Path, args: argparse.Namespace, pod: dict[str, Any], status: dict[str, Any]) -> None:
-    """Print new lines as they are written, until the container attempt is over."""
+def _follow(followed: list[tuple[Any, _Source]], args: argparse.Namespace, pod: dict[str, Any]) -> None:
+    """Print new lines of every followed log as they are written, until each container attempt is over."""
     from kubelite.runtime import crilog
 
-    pending = ""
-    while True:
-        chunk = handle.read()
-        if chunk:
-            pending += chunk
-            complete, _, pending = pending.rpartition("\n")
-            if complete:
-                sys.stdout.write(crilog.render(crilog.read_lines(complete + "\n"), timestamps=args.timestamps))
-                sys.stdout.flush()
-            continue
-        if path.stat().st_size < handle.tell():  # conmon truncated the file at its size limit
-            handle.seek(0)
-            continue
-        if not _still_running(args, pod, status):
-            return
-        time.sleep(FOLLOW_POLL_S)
+    pending = {id(source): "" for _, source in followed}
+    while followed:
+        quiet = True
+        for handle, source in list(followed):
+            chunk = handle.read()
+            if chunk:
+                quiet = False
+                complete, _, pending[id(source)] = (pending[id(source)] + chunk).rpartition("\n")
+                if complete:
+                    sys.stdout.write(source.render(crilog.read_lines(complete + "\n"), args.timestamps))
+                    sys.stdout.flush()
+            elif source.path.stat().st_size < handle.tell():  # conmon truncated the file at its size limit
+                handle.seek(0)
+                quiet = False
+            elif not _still_running(args, pod, source.status):
+                followed.remove((handle, source))
+        if quiet:
+            time.sleep(FOLLOW_POLL_S)
 
 
 def _still_running(args: argparse.Namespace, pod: dict[str, Any], status: dict[str, Any]) -> bool:

@@ -8,22 +8,46 @@ so `kubelite get pods` loads neither pydantic nor SQLAlchemy.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from typing import Any, Sequence
+
+from kubelite import __version__
 
 EXIT_ERROR = 1
 
 
+def _remember_translations() -> None:
+    """argparse asks gettext for the translation of its own messages ("usage: ", "options", "show
+    this help message and exit") again for every parser it makes, and each ask searches the locale
+    directories on disk: about 120 searches for kubelite's 40 parsers, half the time it takes to
+    build them on every start. The answer cannot change within one run: remember it."""
+    if not hasattr(argparse._, "cache_info"):
+        argparse._ = functools.lru_cache(maxsize=None)(argparse._)  # type: ignore[attr-defined]
+
+
 def _parser() -> argparse.ArgumentParser:
+    _remember_translations()
     common, namespaced = _common_flags(), _namespaced_flags()
     parser = argparse.ArgumentParser(prog="kubelite", parents=[common],
-                                     description="Run Kubernetes Pod manifests on this machine.")
+                                     description="Run Kubernetes Pod manifests on this machine.",
+                                     epilog=_examples(
+                                         ("Run the pods of a directory", "kubelite serve --manifests ./manifests"),
+                                         ("List them", "kubelite get pods"),
+                                         ("Show every flag of a command", "kubelite get pods --help")),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"kubelite v{__version__}",
+                        help="print the version and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     registry_flags = _registry_flags()
     _add_serve(sub, common, registry_flags)
-    kubeconfig = sub.add_parser("kubeconfig", parents=[common],
-                                help="print a kubeconfig for kubectl, k9s and client libraries")
+    kubeconfig = _command(sub, "kubeconfig", common,
+                          help="print a kubeconfig for kubectl, k9s and client libraries",
+                          examples=(("Use kubectl on this node", "kubelite kubeconfig > ~/.kube/kubelite\n"
+                                     "  KUBECONFIG=~/.kube/kubelite kubectl get pods"),
+                                    ("The admin credential (exec, attach, cp, port-forward; as root)",
+                                     "kubelite kubeconfig --admin > ~/.kube/kubelite-admin")))
     kubeconfig.add_argument("--server", default=None, metavar="URL",
                             help="the API's URL (default: where the running kubelite serves it)")
     kubeconfig.add_argument("--admin", action="store_true",
@@ -46,13 +70,37 @@ def _parser() -> argparse.ArgumentParser:
 
     top.add_parser(sub, common, namespaced)
 
-    version = sub.add_parser("version", parents=[common], help="print the version")
-    version.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+    version = _command(sub, "version", common, help="print the version",
+                       examples=(("The version", "kubelite version"),
+                                 ("As kubectl version -o json prints it", "kubelite version -o json")))
+    version.add_argument("-o", "--output", choices=["json", "yaml"], default=None,
+                         help="print the version information as json or yaml")
+
+    completion = _command(sub, "completion", common, help="print a shell completion script (bash or zsh)",
+                          examples=(("Complete kubelite in this bash", "source <(kubelite completion bash)"),
+                                    ("For every new bash",
+                                     "kubelite completion bash > /etc/bash_completion.d/kubelite"),
+                                    ("For zsh (a directory on $fpath)",
+                                     "kubelite completion zsh > \"${fpath[1]}/_kubelite\"")))
+    completion.add_argument("shell", choices=["bash", "zsh"], help="the shell: bash or zsh")
 
     from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
 
     sync.add_parser(sub, common)  # `sync` and `get sync`
     return parser
+
+
+def _examples(*examples: tuple[str, str]) -> str:
+    """An epilog as kubectl's: `Examples:`, each a comment and the command."""
+    return "Examples:\n" + "\n\n".join(f"  # {what}\n  {command}" for what, command in examples)
+
+
+def _command(sub: Any, name: str, *parents: argparse.ArgumentParser, help: str,
+             examples: tuple[tuple[str, str], ...] = (), **kwargs: Any) -> argparse.ArgumentParser:
+    """A sub-command with its help, its description and kubectl-style examples in its epilog."""
+    return sub.add_parser(name, parents=list(parents), help=help, description=help[:1].upper() + help[1:] + ".",
+                          epilog=_examples(*examples) if examples else None,
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
 
 
 def _common_flags() -> argparse.ArgumentParser:
@@ -69,7 +117,7 @@ def _common_flags() -> argparse.ArgumentParser:
 
 def _namespaced_flags() -> argparse.ArgumentParser:
     namespaced = argparse.ArgumentParser(add_help=False)
-    namespaced.add_argument("-n", "--namespace", default=None, help="namespace (default: default)")
+    namespaced.add_argument("-n", "--namespace", default=None, help="the namespace (default: default)")
     namespaced.add_argument("-A", "--all-namespaces", action="store_true", help="list across all namespaces")
     return namespaced
 
@@ -92,7 +140,13 @@ def _registry_flags() -> argparse.ArgumentParser:
 
 
 def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argparse.ArgumentParser) -> None:
-    serve = sub.add_parser("serve", parents=[common, registry_flags], help="run the node agent in the foreground")
+    serve = _command(sub, "serve", common, registry_flags, help="run the node agent in the foreground",
+                     examples=(("Real containers (as root), the manifests of /etc/kubelite/manifests",
+                                "kubelite serve"),
+                               ("A dry run of a directory without root", "kubelite serve --runtime fake "
+                                "--manifests ./manifests"),
+                               ("Follow a git repository", "kubelite serve --sync-repo https://example.com/fleet.git "
+                                "--sync-path nodes/edge-1")))
     serve.add_argument("--runtime", choices=["runc", "fake"], default="runc",
                        help="container runtime: 'runc' (real containers, needs root) or 'fake' (a simulated dry "
                             "run, no root needed)")
@@ -149,142 +203,236 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
                        help="comma-separated namespaced sysctls (or prefix*) pods may set beyond the safe set")
 
 
+#: `get`'s table flags, shared by every resource it lists.
+_GET_EXAMPLES = (
+    ("All pods of the default namespace; -A: of every namespace", "kubelite get pods"),
+    ("Several pods, by name or as TYPE/NAME", "kubelite get pods web db\n  kubelite get pod/web pod/db"),
+    ("Pods by label and by field", "kubelite get pods -l app=web,tier!=cache --field-selector status.phase=Running"),
+    ("With their labels", "kubelite get pods --show-labels"),
+    ("Names only, as JSONPath", "kubelite get pods -o jsonpath='{.items[*].metadata.name}'"),
+    ("One line per pod", "kubelite get pods -o jsonpath='{range .items[*]}{.metadata.name}{\"\\t\"}"
+     "{.status.podIP}{\"\\n\"}{end}'"),
+    ("Columns of your choice", "kubelite get pods -o custom-columns=NAME:.metadata.name,NODE:.spec.nodeName"),
+    ("Watch the pods change", "kubelite get pods -w"),
+)
+
+
+def _get_flags(parser: argparse.ArgumentParser, resource: str, *, watch: bool = False,
+               show_labels: bool = False) -> None:
+    from kubelite.cli.resources import output_format
+
+    parser.add_argument("name", nargs="*", metavar="NAME", help=f"only these {resource} (default: all)")
+    parser.add_argument("-o", "--output", type=output_format, default=None, metavar="FORMAT",
+                        help=("wide, " if resource == "pods" else "") +
+                             "json, yaml, name, jsonpath=TEMPLATE (kubectl's JSONPath, e.g. "
+                             "'{.items[*].metadata.name}') or custom-columns=HEADER:PATH,... "
+                             "(e.g. NAME:.metadata.name)")
+    parser.add_argument("--no-headers", action="store_true", help="print the table without its header line")
+    parser.add_argument("-l", "--selector", default=None, metavar="SELECTOR",
+                        help="only objects whose labels match, e.g. app=web, 'tier in (db,cache)', "
+                             "'!canary', app!=web")
+    parser.add_argument("--field-selector", default=None, metavar="SELECTOR",
+                        help="only objects whose fields match, e.g. status.phase=Running, metadata.name!=web "
+                             "(the fields kubectl allows for this resource)")
+    if show_labels:
+        parser.add_argument("--show-labels", action="store_true", help="add a LABELS column to the table")
+    if watch:
+        parser.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
+        parser.add_argument("--watch-only", action="store_true",
+                            help="print changes as they happen, without the list")
+
+
 def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:
-    get = sub.add_parser("get", help="list pods, events, configmaps, secrets, persistentvolumeclaims, "
-                                     "persistentvolumes or storageclasses")
+    get = _command(sub, "get", help="list pods, events, configmaps, secrets, persistentvolumeclaims, "
+                                    "persistentvolumes or storageclasses", examples=_GET_EXAMPLES)
     get_sub = get.add_subparsers(dest="resource", metavar="RESOURCE")
     get_sub.required = True
-    for names in (("pods", "pod", "po"), ("events", "event", "ev")):
-        p = get_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
-        p.add_argument("name", nargs="?", help="a single object by name")
-        p.add_argument("-o", "--output", choices=["wide", "json", "yaml", "name"], default=None)
-        p.add_argument("--no-headers", action="store_true")
-        p.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
-        p.add_argument("--watch-only", action="store_true", help="print changes as they happen, without the list")
+    for names, what in ((("pods", "pod", "po"), "list pods, as kubectl get pods"),
+                        (("events", "event", "ev"), "list events, oldest first")):
+        p = _command(get_sub, names[0], common, namespaced, help=what, aliases=list(names[1:]),
+                     examples=_GET_EXAMPLES if names[0] == "pods" else (
+                         ("Events of every namespace", "kubelite get events -A"),
+                         ("Warnings only, as they come", "kubelite get events --field-selector type=Warning -w")))
+        _get_flags(p, names[0], watch=True, show_labels=names[0] == "pods")
 
-    for names in (("configmaps", "configmap", "cm"), ("secrets", "secret"),
-                  ("persistentvolumeclaims", "persistentvolumeclaim", "pvc"),
-                  ("persistentvolumes", "persistentvolume", "pv"), ("storageclasses", "storageclass", "sc")):
-        p = get_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
-        p.add_argument("name", nargs="?", help="a single object by name")
-        p.add_argument("-o", "--output", choices=["json", "yaml", "name"], default=None)
-        p.add_argument("--no-headers", action="store_true")
+    for names, what in ((("configmaps", "configmap", "cm"), "list ConfigMaps"), (("secrets", "secret"),
+                        "list Secrets (key counts, never values)"),
+                        (("persistentvolumeclaims", "persistentvolumeclaim", "pvc"), "list PersistentVolumeClaims"),
+                        (("persistentvolumes", "persistentvolume", "pv"), "list PersistentVolumes"),
+                        (("storageclasses", "storageclass", "sc"), "list StorageClasses")):
+        p = _command(get_sub, names[0], common, namespaced, help=what, aliases=list(names[1:]),
+                     examples=((what[:1].upper() + what[1:], f"kubelite get {names[0]}"),
+                               ("One of them as YAML", f"kubelite get {names[-1]} NAME -o yaml")))
+        _get_flags(p, names[0], show_labels=names[0] in ("configmaps", "secrets"))
 
 
 def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:
-    describe = sub.add_parser("describe", help="show a pod, ConfigMap, Secret or PersistentVolumeClaim in detail")
+    describe = _command(sub, "describe", help="show a pod, ConfigMap, Secret or PersistentVolumeClaim in detail",
+                        examples=(("A pod", "kubelite describe pod web"),
+                                  ("Several, or as TYPE/NAME", "kubelite describe pods web db\n"
+                                   "  kubelite describe pod/web"),
+                                  ("Every pod labelled app=web", "kubelite describe pods -l app=web")))
     describe_sub = describe.add_subparsers(dest="resource", metavar="RESOURCE")
     describe_sub.required = True
-    p = describe_sub.add_parser("pod", aliases=["pods", "po"], parents=[common, namespaced])
-    p.add_argument("name")
-    for names in (("configmap", "configmaps", "cm"), ("secret", "secrets"),
-                  ("persistentvolumeclaim", "persistentvolumeclaims", "pvc")):
-        p = describe_sub.add_parser(names[0], aliases=list(names[1:]), parents=[common, namespaced])
-        p.add_argument("name")
+    for names, what in ((("pod", "pods", "po"), "pods"), (("configmap", "configmaps", "cm"), "ConfigMaps"),
+                        (("secret", "secrets"), "Secrets (value sizes, never values)"),
+                        (("persistentvolumeclaim", "persistentvolumeclaims", "pvc"), "PersistentVolumeClaims")):
+        p = _command(describe_sub, names[0], common, namespaced, help=f"describe {what}", aliases=list(names[1:]),
+                     examples=((f"One by name", f"kubelite describe {names[0]} NAME"),
+                               ("All of the namespace", f"kubelite describe {names[1]}")))
+        p.add_argument("name", nargs="*", metavar="NAME", help="these objects (default: every one that matches -l)")
+        p.add_argument("-l", "--selector", default=None, metavar="SELECTOR",
+                       help="only objects whose labels match, e.g. app=web")
 
 
 def _add_manifest_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """validate, apply, diff and delete: the commands that read, preview or change the manifests directory."""
-    validate = sub.add_parser("validate", parents=[common], help="check manifest files or directories",
-                              formatter_class=argparse.RawDescriptionHelpFormatter,
-                              epilog="Examples:\n"
-                                     "  kubelite validate manifests/\n"
-                                     "  kubelite validate --kubernetes pods/web.yaml       # also the Kubernetes "
-                                     "1.32 schema\n"
-                                     "  kubelite validate --kubernetes=1.30 manifests/     # the schema of 1.30")
+    validate = _command(sub, "validate", common, help="check manifest files or directories",
+                        examples=(("A file and a directory", "kubelite validate web.yaml manifests/"),
+                                  ("Also against the Kubernetes 1.32 schema, as an API server would take them",
+                                   "kubelite validate --kubernetes pods/web.yaml"),
+                                  ("Against the schema of 1.30", "kubelite validate --kubernetes=1.30 manifests/")))
     validate.add_argument("paths", nargs="*", metavar="FILE|DIR", help="manifest files or directories to check")
     validate.add_argument("--kubernetes", nargs="?", const="", default=None, metavar="VERSION",
                           help="also check every document against the official Kubernetes OpenAPI schema of "
                                "VERSION (default 1.32), strictly, as an API server would take it; write "
                                "--kubernetes=VERSION")
 
-    apply = sub.add_parser("apply", parents=[common], help="validate a manifest file and put it in the manifests "
-                                                          "directory")
-    apply.add_argument("-f", "--filename", required=True, metavar="FILE")
+    apply = _command(sub, "apply", common,
+                     help="validate manifests and put them in the manifests directory",
+                     examples=(("A file", "kubelite apply -f web.yaml"),
+                               ("Every *.yaml, *.yml and *.json of a directory; -R: of its sub-directories too",
+                                "kubelite apply -f manifests/"),
+                               ("From standard input (written as stdin.yaml unless named)",
+                                "cat web.yaml | kubelite apply -f -"),
+                               ("From an https URL", "kubelite apply -f https://example.com/web.yaml"),
+                               ("Several at once", "kubelite apply -f web.yaml -f db.yaml")))
+    apply.add_argument("-f", "--filename", required=True, action="append", metavar="FILE|DIR|URL|-",
+                       help="a manifest file, a directory of them, an https URL, or - for standard input "
+                            "(repeatable)")
+    apply.add_argument("-R", "--recursive", action="store_true",
+                       help="with a directory: its sub-directories too")
 
-    diff = sub.add_parser(
-        "diff", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
-        help="show what applying manifests would do to each pod: create, restart containers, replace, delete",
-        epilog="Examples:\n"
-               "  # what apply -f web.yaml would do: e.g. 'pod/web: restart container app (image changed)'\n"
-               "  kubelite diff -f web.yaml\n"
-               "  # every manifest file of a directory, for a script\n"
-               "  kubelite diff -f ./pods -o json\n\n"
-               "Exit status: 0 nothing would change, 1 something would, 2 an error.")
+    diff = _command(sub, "diff", common,
+                    help="show what applying manifests would do to each pod: create, restart containers, replace, "
+                         "delete",
+                    examples=(("What apply -f web.yaml would do, e.g. 'pod/web: restart container app (image "
+                               "changed)'", "kubelite diff -f web.yaml"),
+                              ("Every manifest file of a directory, for a script", "kubelite diff -f ./pods -o json")))
+    diff.epilog = (diff.epilog or "") + "\n\nExit status: 0 nothing would change, 1 something would, 2 an error."
     diff.add_argument("-f", "--filename", action="append", required=True, metavar="FILE|DIR",
                       help="a manifest file, or a directory of them, as apply -f would place it in the manifests "
                            "directory (repeatable)")
     diff.add_argument("-o", "--output", choices=["json"], default=None,
                       help="json: the preview as one JSON document (default: a line per pod and a unified diff)")
 
-    delete = sub.add_parser("delete", parents=[common], help="remove pods by removing their manifests")
+    delete = _command(sub, "delete", common, help="remove pods by removing their manifests",
+                      examples=(("A pod", "kubelite delete pod web"),
+                                ("Several, or as TYPE/NAME", "kubelite delete pod web db\n  kubelite delete pod/web"),
+                                ("The pods of a file", "kubelite delete -f web.yaml")))
     delete.add_argument("resource", nargs="?", choices=["pod", "pods", "po"], help="'pod' to delete by name")
-    delete.add_argument("name", nargs="?")
-    delete.add_argument("-f", "--filename", metavar="FILE")
-    delete.add_argument("-n", "--namespace", default=None)
+    delete.add_argument("name", nargs="*", metavar="NAME", help="the pods to delete")
+    delete.add_argument("-f", "--filename", metavar="FILE", help="delete the pods this manifest file defines")
+    delete.add_argument("-n", "--namespace", default=None, help="the pods' namespace (default: default)")
 
 
 def _add_container_commands(sub: Any, common: argparse.ArgumentParser) -> None:
     """logs, exec, cp and kill: the commands that reach one container of a pod."""
-    logs = _container_command(sub, "logs", common, "print a container's log")
+    logs = _container_command(sub, "logs", common, "print a container's log", examples=(
+        ("The pod's (first) container", "kubelite logs web"),
+        ("One container, as TYPE/NAME", "kubelite logs pod/web -c app\n  kubelite logs web app"),
+        ("Every container, each line prefixed [pod/web/app]", "kubelite logs web --all-containers --prefix"),
+        ("The last 5 minutes, then follow", "kubelite logs web --since 5m -f"),
+        ("Since a time", "kubelite logs web --since-time 2026-01-02T15:04:05Z"),
+        ("The crashed attempt before this one", "kubelite logs crashy --previous")))
+    logs.add_argument("container_arg", nargs="?", metavar="CONTAINER", help="the container (as -c)")
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
     logs.add_argument("-p", "--previous", action="store_true", help="the previous attempt's log")
-    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines")
+    logs.add_argument("--tail", type=int, default=None, metavar="N", help="only the last N lines (per container)")
     logs.add_argument("--timestamps", action="store_true", help="prefix each line with its time")
+    logs.add_argument("--all-containers", action="store_true",
+                      help="the logs of every container: init containers first, in the pod's order")
+    logs.add_argument("--prefix", action="store_true",
+                      help="prefix each line with its source, [pod/NAME/CONTAINER]")
+    logs.add_argument("--since", default=None, metavar="DURATION",
+                      help="only lines newer than this, e.g. 30s, 5m, 1h, 1h30m")
+    logs.add_argument("--since-time", default=None, metavar="TIME",
+                      help="only lines at or after this RFC 3339 time, e.g. 2026-01-02T15:04:05Z")
 
-    exec_ = _container_command(sub, "exec", common, "run a command in a container")
+    exec_ = _container_command(sub, "exec", common, "run a command in a container", examples=(
+        ("A command in the pod's (first) container", "kubelite exec web -- ls /"),
+        ("In one container, as TYPE/NAME", "kubelite exec pod/web -c app -- cat /etc/hostname"),
+        ("A shell", "kubelite exec -it web -- sh")))
     exec_.add_argument("-t", "--tty", action="store_true", help="allocate a terminal")
     exec_.add_argument("-i", "--stdin", action="store_true", help="pass stdin (always on)")
-    exec_.add_argument("command_args", nargs="*", metavar="-- COMMAND")
+    exec_.add_argument("command_args", nargs="*", metavar="-- COMMAND", help="the command and its arguments")
 
-    cp = sub.add_parser("cp", parents=[common], help="copy files into or out of a container (it needs tar)")
+    cp = _command(sub, "cp", common, help="copy files into or out of a container (it needs tar)",
+                  examples=(("Into a container", "kubelite cp ./site web:/srv"),
+                            ("Out of one container of a pod in another namespace",
+                             "kubelite cp -c app shop/web:/var/log/app.log ./app.log")))
     cp.add_argument("source", metavar="SRC", help="a local path, or [NAMESPACE/]POD:PATH")
     cp.add_argument("dest", metavar="DEST", help="a local path, or [NAMESPACE/]POD:PATH")
-    cp.add_argument("-c", "--container", default=None)
-    cp.add_argument("-n", "--namespace", default=None)
+    cp.add_argument("-c", "--container", default=None, help="the container (default: the pod's first)")
+    cp.add_argument("-n", "--namespace", default=None, help="the pod's namespace (default: default)")
 
-    kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1")
+    kill = _container_command(sub, "kill", common, "send a signal to a container's PID 1", examples=(
+        ("Make the pod's container crash (watch it restart)", "kubelite kill web -s KILL"),))
     kill.add_argument("-s", "--signal", default="TERM", help="signal name or number (default TERM)")
 
     attach = _container_command(sub, "attach", common, "attach to a container's main process: its output, "
-                                                       "its stdin with -i, its terminal with -t")
+                                                       "its stdin with -i, its terminal with -t", examples=(
+        ("Its output", "kubelite attach web"),
+        ("Its terminal (the container has stdin and tty: true); Ctrl-P Ctrl-Q detaches", "kubelite attach -it web")))
     attach.add_argument("-i", "--stdin", action="store_true", help="pass stdin to the container (stdin: true)")
     attach.add_argument("-t", "--tty", action="store_true",
                         help="stdin is a terminal (tty: true); Ctrl-P Ctrl-Q detaches with -i")
 
 
 def _add_port_forward(sub: Any, common: argparse.ArgumentParser) -> None:
-    forward = sub.add_parser("port-forward", parents=[common],
-                             help="forward local ports to a pod (dialled inside the pod's network namespace)")
+    forward = _command(sub, "port-forward", common,
+                       help="forward local ports to a pod (dialled inside the pod's network namespace)",
+                       examples=(("Local port 18080 to the pod's 8080", "kubelite port-forward web 18080:8080"),
+                                 ("A free local port, on every address", "kubelite port-forward pod/web :8080 "
+                                  "--address 0.0.0.0")))
     forward.add_argument("pod", metavar="POD", help="POD or pod/POD")
     forward.add_argument("ports", nargs="+", metavar="[LOCAL:]REMOTE",
                          help="LOCAL:REMOTE, or REMOTE alone (the same port here), or :REMOTE (a free port)")
     forward.add_argument("--address", default="localhost", metavar="ADDRESSES",
                          help="addresses to listen on, comma-separated: IPs or localhost (default localhost: "
                               "127.0.0.1 and ::1)")
-    forward.add_argument("-n", "--namespace", default=None)
+    forward.add_argument("-n", "--namespace", default=None, help="the pod's namespace (default: default)")
 
 
-def _container_command(sub: Any, name: str, common: argparse.ArgumentParser, help: str) -> argparse.ArgumentParser:
+def _container_command(sub: Any, name: str, common: argparse.ArgumentParser, help: str,
+                       examples: tuple[tuple[str, str], ...] = ()) -> argparse.ArgumentParser:
     """A command on one container: POD, -c/--container and -n/--namespace."""
-    command = sub.add_parser(name, parents=[common], help=help)
-    command.add_argument("pod", metavar="POD")
-    command.add_argument("-c", "--container", default=None)
-    command.add_argument("-n", "--namespace", default=None)
+    command = _command(sub, name, common, help=help, examples=examples)
+    command.add_argument("pod", metavar="POD", help="the pod: NAME or pod/NAME")
+    command.add_argument("-c", "--container", default=None,
+                         help="the container (default: the pod's first, with a note when it has several)")
+    command.add_argument("-n", "--namespace", default=None, help="the pod's namespace (default: default)")
     return command
 
 
 def _add_image(sub: Any, common: argparse.ArgumentParser, registry_flags: argparse.ArgumentParser) -> None:
-    image = sub.add_parser("image", help="manage the local image store")
+    image = _command(sub, "image", help="manage the local image store",
+                     examples=(("List images", "kubelite image ls"),
+                               ("Pull one", "kubelite image pull docker.io/library/busybox:1.36")))
     image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     image_sub.required = True
-    load = image_sub.add_parser("load", parents=[common], help="load a docker-save or OCI archive")
-    load.add_argument("-i", "--input", required=True, metavar="FILE")
-    image_sub.add_parser("ls", aliases=["list"], parents=[common], help="list images")
-    rm = image_sub.add_parser("rm", parents=[common], help="remove images")
-    rm.add_argument("refs", nargs="+", metavar="IMAGE")
-    pull = image_sub.add_parser("pull", parents=[common, registry_flags], help="pull an image from a registry")
-    pull.add_argument("ref", metavar="IMAGE")
+    load = _command(image_sub, "load", common, help="load a docker-save or OCI archive",
+                    examples=(("An archive docker save or podman save wrote", "kubelite image load -i app.tar"),))
+    load.add_argument("-i", "--input", required=True, metavar="FILE", help="the archive to read")
+    _command(image_sub, "ls", common, help="list images", aliases=["list"],
+             examples=(("Every image of the store", "kubelite image ls"),))
+    rm = _command(image_sub, "rm", common, help="remove images",
+                  examples=(("One image", "kubelite image rm busybox:1.36"),))
+    rm.add_argument("refs", nargs="+", metavar="IMAGE", help="images by reference or id")
+    pull = _command(image_sub, "pull", common, registry_flags, help="pull an image from a registry",
+                    examples=(("By tag", "kubelite image pull docker.io/library/busybox:1.36"),
+                              ("Print only its id", "kubelite image pull -q registry.local:5000/app:v2")))
+    pull.add_argument("ref", metavar="IMAGE", help="the image reference, e.g. docker.io/library/busybox:1.36")
     pull.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
     pull.add_argument("--image-gc-high-threshold", type=int, default=85, metavar="PERCENT",
                       help="a layer that would fill the image filesystem past this fails the pull, as in serve "
@@ -316,14 +464,35 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _parse(argv: list[str]) -> argparse.Namespace:
     """Everything after the first `--` of `exec` is the command, as with kubectl: options of `exec`
-    may stand before or after POD (`exec web -c app -- ls -l`)."""
+    may stand before or after POD (`exec web -c app -- ls -l`). TYPE/NAME arguments (`pod/web`)
+    become the TYPE NAME… the parser takes (`cli.resources`)."""
+    from kubelite.cli import resources
+    from kubelite.errors import UsageError
+
+    try:
+        argv = resources.rewrite(argv)
+    except UsageError as exc:
+        _parser().error(str(exc))
     cut = argv.index("--") if "--" in argv else 0
+    args = None
     if "exec" in argv[:cut]:
         args = _parser().parse_args(argv[:cut])
         if args.command == "exec":
             args.command_args = args.command_args + argv[cut + 1:]
-            return args
-    return _parser().parse_args(argv)
+        else:
+            args = None
+    if args is None:
+        args = _parser().parse_args(argv)
+    if args.command in ("logs", "exec", "kill", "attach", "port-forward"):
+        try:
+            args.pod = resources.pod_name(args.pod)
+        except UsageError as exc:
+            _parser().error(str(exc))
+    if args.command == "logs" and args.container_arg is not None:
+        if args.container is not None and args.container != args.container_arg:
+            _parser().error(f"container {args.container_arg} given twice, also as -c {args.container}")
+        args.container = args.container_arg
+    return args
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -364,6 +533,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "version":
         from kubelite.cli import show
         return show.version(args)
+    if command == "completion":
+        from kubelite.cli import completion
+        return completion.run(args, _parser())
     raise AssertionError(command)
 
 

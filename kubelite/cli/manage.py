@@ -1,5 +1,7 @@
 """`validate`, `apply -f`, `delete -f` / `delete pod`: the commands that judge or change manifests.
 
+(What `apply -f` names — files, directories, standard input, URLs — is `cli.filenames`'.)
+
 Owns: reporting manifest problems the way `kubectl` reports errors, and changing the manifests
 directory safely. The directory is the source of truth, so `apply` writes a file into it
 (validated first, written to a dotfile and renamed into place, so the watcher never sees half
@@ -28,7 +30,13 @@ def run(args: argparse.Namespace) -> int:
         return validate(paths, kubernetes=version)
     target = _manifests_dir(args)
     if args.command == "apply":
-        return apply(Path(args.filename), target)
+        from kubelite.cli import filenames
+
+        with filenames.expand(args.filename, recursive=args.recursive) as found:
+            status = 0
+            for source in found:
+                status = max(status, apply(source.path, target, name=source.name, shown=source.shown))
+            return status
     return delete(args, target)
 
 
@@ -178,36 +186,46 @@ def _display(path: str, root: Path) -> str:
         return path
 
 
-def apply(source: Path, directory: Path) -> int:
-    """Validate `source`, then write it into the manifests directory under its own file name."""
+def apply(source: Path, directory: Path, *, name: str | None = "", shown: str | None = None) -> int:
+    """Validate `source`, then write it into the manifests directory under `name` (default: its own
+    file name; None: `<first object's name>.yaml`, for what came from standard input or a URL)."""
+    shown = shown or str(source)
     if not source.is_file():
-        raise UsageError(f"{source}: no such file")
-    if not sources.is_manifest_name(source.name):
-        raise UsageError(f"{source}: kubelite reads only *.yaml, *.yml and *.json files (and no dotfiles)")
+        raise UsageError(f"{shown}: no such file")
+    if name == "":
+        name = source.name
+    if name is not None and not sources.is_manifest_name(name):
+        raise UsageError(f"{shown}: kubelite reads only *.yaml, *.yml and *.json files (and no dotfiles)")
     result = sources.read_file(source)
     _print_problems(result.errors, result.warnings)
     if not result.ok:
         return 1
     if not result.pods and not result.configs:
-        raise UsageError(f"{source}: no pods, ConfigMaps or Secrets in this file")
+        raise UsageError(f"{shown}: no pods, ConfigMaps or Secrets in this file")
     if not directory.is_dir():
         raise UsageError(f"manifests directory {directory} does not exist")
-    target = directory / source.name
     keys = {p.key for p in result.pods}
+    if name is None:
+        name = f"{(result.pods[0].pod.metadata.name if result.pods else result.configs[0].name)}.yaml"
+        defined = _pods_by_file(directory).get(str((directory / name).absolute()))
+        if defined is not None and {p.key for p in defined} - keys:
+            raise UsageError(f"{directory / name} defines other pods too; save {shown} under a name of its own "
+                             "and apply that file")
+    target = directory / name
     for other, pods in _pods_by_file(directory).items():
-        if Path(other) != target and keys & {p.key for p in pods}:
+        if Path(other) != target.absolute() and keys & {p.key for p in pods}:
             clash = sorted(keys & {p.key for p in pods})[0]
             raise UsageError(f"pod {clash} is already defined in {other}; edit or delete that file instead")
     data = source.read_bytes()
     existed = target.exists()
     if existed and target.read_bytes() == data:
         statefiles.tighten(target, _mode_for(source, result))
-        for name in _names(result):
-            print(f"{name} unchanged")
+        for line in _names(result):
+            print(f"{line} unchanged")
         return 0
     statefiles.write_atomic(target, data, _mode_for(source, result), fsync=True)
-    for name in _names(result):
-        print(f"{name} {'configured' if existed else 'created'}")
+    for line in _names(result):
+        print(f"{line} {'configured' if existed else 'created'}")
     return 0
 
 
@@ -244,7 +262,7 @@ def delete(args: argparse.Namespace, directory: Path) -> int:
             return 1
         keys = [p.key for p in result.pods]
     elif args.resource and args.name:
-        keys = [f"{args.namespace or 'default'}/{args.name}"]
+        keys = [f"{args.namespace or 'default'}/{name}" for name in dict.fromkeys(args.name)]
     else:
         raise UsageError("give -f FILE or 'pod NAME'")
     by_file = _pods_by_file(directory)

@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 from kubelite.cli import config
 from kubelite.clock import utcnow
+from kubelite.errors import UsageError
 from kubelite.kubectl import events as event_printers
 from kubelite.kubectl import pods as pod_printers
 from kubelite.store.reader import Reader, daemon_serving, one_per_name
@@ -51,24 +52,96 @@ def _list_document(kind: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": kind, "items": items, "metadata": {"resourceVersion": ""}}
 
 
-def _print_list(args: argparse.Namespace, namespace: str | None, objects: list[dict[str, Any]], prefix: str,
-                table: Callable[[], str], *, document: Any) -> int:
-    """`-o json|yaml` (the `document`), `-o name` (`<prefix>/<name>` lines) or the table, as kubectl
-    prints a list; "No resources found" for an empty one."""
-    if args.output in ("json", "yaml"):
-        _dump(document, args.output)
-        return 0
-    if args.output == "name":
+def _select(args: argparse.Namespace, objects: list[dict[str, Any]], resource: str) -> list[dict[str, Any]]:
+    """The objects `-l/--selector` and `--field-selector` keep (the API server's rules)."""
+    label, field = getattr(args, "selector", None), getattr(args, "field_selector", None)
+    if not label and not field:
+        return objects
+    from kubelite.kubectl import selectors
+
+    try:
+        match = selectors.matcher(label, field, resource)
+    except selectors.SelectorError as exc:
+        raise UsageError(str(exc)) from None
+    return [o for o in objects if match(o)]
+
+
+def _names(args: argparse.Namespace) -> list[str]:
+    """The names given (`NAME...`); one name as a string too, as callers of the functions below pass it."""
+    names = getattr(args, "name", None)
+    return [names] if isinstance(names, str) else list(names or [])
+
+
+def _named(fetch: Callable[[str | None], list[dict[str, Any]]], names: list[str],
+           resource: str) -> tuple[list[dict[str, Any]], int]:
+    """The objects of `names` in that order (all when none is named), and an exit status: 1 after
+    a NotFound line for each name not found, as kubectl prints it."""
+    if not names:
+        return fetch(None), 0
+    found: list[dict[str, Any]] = []
+    status = 0
+    for name in dict.fromkeys(names):
+        objects = fetch(name)
+        if not objects:
+            status = _not_found(resource, name)
+        found.extend(objects)
+    return found, status
+
+
+def _emit(args: argparse.Namespace, namespace: str | None, objects: list[dict[str, Any]], prefix: str,
+          table: Callable[[], str], *, kind: str, single: bool) -> None:
+    """Print `objects` in `-o`'s form: json|yaml (the object when one was named, else a `kind`), name
+    (`<prefix>/<name>` lines), jsonpath=…, custom-columns=…, or the table; "No resources found" for
+    an empty table."""
+    output = args.output or ""
+    document: Any = objects[0] if single and objects else _list_document(kind, objects)
+    if output in ("json", "yaml"):
+        _dump(document, output)
+    elif output == "name":
         sys.stdout.write("".join(f"{prefix}/{o['metadata']['name']}\n" for o in objects))
-        return 0
-    if not objects:
+    elif output.startswith("jsonpath="):
+        from kubelite.kubectl import jsonpath
+
+        try:
+            sys.stdout.write(jsonpath.render(output.partition("=")[2], document))
+        except jsonpath.JSONPathError as exc:
+            raise UsageError(f"error parsing jsonpath {output.partition('=')[2]}: {exc}") from None
+    elif output.startswith("custom-columns="):
+        from kubelite.kubectl import columns
+
+        try:
+            spec = columns.parse_spec(output.partition("=")[2])
+        except columns.jsonpath.JSONPathError as exc:
+            raise UsageError(str(exc)) from None
+        if objects:
+            sys.stdout.write(columns.format_table(spec, objects, no_headers=args.no_headers))
+        else:
+            _no_resources(namespace)
+    elif objects:
+        sys.stdout.write(table())
+    else:
         _no_resources(namespace)
-        return 0
-    sys.stdout.write(table())
-    return 0
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    """A JSONPath template or column spec that cannot be parsed fails before anything prints."""
+    output = getattr(args, "output", None) or ""
+    if output.startswith(("jsonpath=", "custom-columns=")):
+        from kubelite.kubectl import columns, jsonpath
+
+        try:
+            if output.startswith("jsonpath="):
+                jsonpath.parse(output.partition("=")[2])
+            else:
+                columns.parse_spec(output.partition("=")[2])
+        except jsonpath.JSONPathError as exc:
+            raise UsageError(f"{output.partition('=')[0]}: {exc}") from None
 
 
 def run(args: argparse.Namespace) -> int:
+    _check_output(args)
+    if _names(args) and getattr(args, "selector", None):
+        raise UsageError("name cannot be provided when a selector is specified")
     reader = Reader(config.root(args.root))
     try:
         storage = _STORAGE_KINDS.get(args.resource)
@@ -108,13 +181,14 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
 
     namespace = _namespace(args) if kind == "PersistentVolumeClaim" else None
     if kind == "PersistentVolumeClaim":
-        objects = reader.config_objects(kind, namespace, args.name)
+        def fetch(name: str | None) -> list[dict[str, Any]]:
+            return reader.config_objects(kind, namespace, name)
     elif kind == "PersistentVolume":
-        objects = reader.persistent_volumes(args.name)
+        fetch = reader.persistent_volumes
     else:
-        objects = reader.storage_classes(args.name)
-    if args.name and not objects:
-        return _not_found(_STORAGE_RESOURCES[kind], args.name)
+        fetch = reader.storage_classes
+    objects, status = _named(fetch, _names(args), _STORAGE_RESOURCES[kind])
+    objects = _select(args, objects, _STORAGE_RESOURCES[kind].partition(".")[0])
     prefix = {"PersistentVolumeClaim": "persistentvolumeclaim", "PersistentVolume": "persistentvolume",
               "StorageClass": "storageclass.storage.k8s.io"}[kind]
 
@@ -126,23 +200,38 @@ def get_storage(reader: Reader, args: argparse.Namespace, kind: str) -> int:
             return storageprinters.format_volumes(objects, utcnow(), no_headers=args.no_headers)
         return storageprinters.format_classes(objects, utcnow(), no_headers=args.no_headers)
 
-    return _print_list(args, namespace, objects, prefix, table,
-                       document=objects[0] if args.name else _list_document("List", objects))
+    if objects or not status:
+        _emit(args, namespace, objects, prefix, table, kind="List", single=len(_names(args)) == 1)
+    return status
+
+
+def _describe_each(args: argparse.Namespace, objects: list[dict[str, Any]], status: int,
+                   describe: Callable[[dict[str, Any]], str]) -> int:
+    """kubectl's describe of several objects: each in turn, a blank line between them."""
+    sys.stdout.write("\n\n".join(describe(o) for o in objects))
+    if not objects and not status and not _names(args):
+        _no_resources(args.namespace or "default")
+    return status
 
 
 def describe_claim(reader: Reader, args: argparse.Namespace) -> int:
     from kubelite.kubectl import storage as storageprinters
 
     namespace = args.namespace or "default"
-    objects = reader.config_objects("PersistentVolumeClaim", namespace, args.name)
-    if not objects:
-        return _not_found("persistentvolumeclaims", args.name)
-    used_by = [p["metadata"]["name"] for p in one_per_name(reader.pods(namespace))
-               if any((v.get("persistentVolumeClaim") or {}).get("claimName") == args.name
-                      for v in p.get("spec", {}).get("volumes", []))]
-    events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
-    sys.stdout.write(storageprinters.describe_claim(objects[0], used_by, events, utcnow()))
-    return 0
+    objects, status = _named(lambda name: reader.config_objects("PersistentVolumeClaim", namespace, name),
+                             _names(args), "persistentvolumeclaims")
+    objects = _select(args, objects, "persistentvolumeclaims")
+    pods = one_per_name(reader.pods(namespace)) if objects else []
+
+    def one(claim: dict[str, Any]) -> str:
+        name = claim["metadata"]["name"]
+        used_by = [p["metadata"]["name"] for p in pods
+                   if any((v.get("persistentVolumeClaim") or {}).get("claimName") == name
+                          for v in p.get("spec", {}).get("volumes", []))]
+        events = reader.events(namespace, uid=claim["metadata"].get("uid", ""))
+        return storageprinters.describe_claim(claim, used_by, events, utcnow())
+
+    return _describe_each(args, objects, status, one)
 
 
 def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
@@ -150,26 +239,27 @@ def get_configs(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     from kubelite.kubectl import configs as configprinters
 
     namespace = _namespace(args)
-    objects = reader.config_objects(kind, namespace, args.name)
     resource = "configmaps" if kind == "ConfigMap" else "secrets"
-    if args.name and not objects:
-        return _not_found(resource, args.name)
-    return _print_list(args, namespace, objects, kind.lower(),
-                       lambda: configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
-                                                           no_headers=args.no_headers),
-                       document=objects[0] if args.name else _list_document(f"{kind}List", objects))
+    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), _names(args), resource)
+    objects = _select(args, objects, resource)
+    if objects or not status:
+        _emit(args, namespace, objects, kind.lower(),
+              lambda: configprinters.format_table(kind, objects, utcnow(), all_namespaces=namespace is None,
+                                                  no_headers=args.no_headers,
+                                                  show_labels=getattr(args, "show_labels", False)),
+              kind=f"{kind}List" if not _names(args) else "List", single=len(_names(args)) == 1)
+    return status
 
 
 def describe_config(reader: Reader, args: argparse.Namespace, kind: str) -> int:
     from kubelite.kubectl import configs as configprinters
 
     namespace = args.namespace or "default"
-    objects = reader.config_objects(kind, namespace, args.name)
-    if not objects:
-        return _not_found("configmaps" if kind == "ConfigMap" else "secrets", args.name)
-    events = reader.events(namespace, uid=objects[0]["metadata"].get("uid", ""))
-    sys.stdout.write(configprinters.describe(kind, objects[0], events, utcnow()))
-    return 0
+    resource = "configmaps" if kind == "ConfigMap" else "secrets"
+    objects, status = _named(lambda name: reader.config_objects(kind, namespace, name), _names(args), resource)
+    objects = _select(args, objects, resource)
+    return _describe_each(args, objects, status, lambda obj: configprinters.describe(
+        kind, obj, reader.events(namespace, uid=obj["metadata"].get("uid", "")), utcnow()))
 
 
 def _visible(pods: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -181,31 +271,33 @@ def get_pods(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     if args.watch_only:
         args.watch = True
+        _select(args, [], "pods")   # a bad selector fails now
         return _watch(reader, args, namespace, header=True)
-    pods = _visible(reader.pods(namespace, args.name))
-    if args.name and not pods:
-        return _not_found("pods", args.name)
-    output = args.output
-    if output in ("json", "yaml"):
-        if args.name:
-            _dump(pods[0], output)
+    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), _names(args), "pods")
+    pods = _select(args, pods, "pods")
+    if not pods and status:
+        return status
+    output = args.output or ""
+    if output in ("wide", "") and not pods and args.watch:
+        pass   # kubectl's watch prints no "No resources found", only what comes
+    elif output in ("wide", ""):
+        if pods:
+            sys.stdout.write(pod_printers.format_pod_table(pods, utcnow(), wide=output == "wide",
+                                                           all_namespaces=namespace is None,
+                                                           no_headers=args.no_headers,
+                                                           show_labels=getattr(args, "show_labels", False)))
+            _warn_stale(reader, pods)
         else:
-            _dump({"apiVersion": "v1", "kind": "PodList", "items": pods, "metadata": {"resourceVersion": ""}}, output)
-        return 0
-    if output == "name":
-        sys.stdout.write("".join(f"pod/{p['metadata']['name']}\n" for p in pods))
-        return 0
-    if not pods and not args.watch:
-        _no_resources(namespace)
+            _no_resources(namespace)
     else:
-        sys.stdout.write(pod_printers.format_pod_table(pods, utcnow(), wide=output == "wide",
-                                                   all_namespaces=namespace is None, no_headers=args.no_headers))
-        _warn_stale(reader, pods)
+        _emit(args, namespace, pods, "pod", lambda: "", kind="PodList" if not _names(args) else "List",
+              single=len(_names(args)) == 1)
+        return status
     _warn_problems(reader)
     sys.stdout.flush()
     if args.watch:
         return _watch(reader, args, namespace)
-    return 0
+    return status
 
 
 def _warn_stale(reader: Reader, shown: list[dict[str, Any]]) -> None:
@@ -223,7 +315,8 @@ def _warn_problems(reader: Reader) -> None:
 
 def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None, *, header: bool = False) -> int:
     """`-w`: print a row whenever a pod changes (as kubectl does), until interrupted; `header`: the
-    table's header before the first row (`--watch-only`, where no table came before)."""
+    table's header before the first row (`--watch-only`, where no table came before). Only the
+    pods named and matching the selectors."""
     versions = reader.resource_versions()
     while True:
         time.sleep(WATCH_POLL_S)
@@ -233,19 +326,29 @@ def _watch(reader: Reader, args: argparse.Namespace, namespace: str | None, *, h
         versions = current
         if not changed and not gone:
             continue
-        rows = [p for p in reader.pods(namespace, args.name) if p["metadata"]["uid"] in changed]
+        rows = [p for p in reader.pods(namespace) if p["metadata"]["uid"] in changed
+                and (not _names(args) or p["metadata"]["name"] in _names(args))]
+        rows = _select(args, rows, "pods")
         if rows:
             sys.stdout.write(pod_printers.format_pod_table(rows, utcnow(), wide=args.output == "wide",
-                                                       all_namespaces=namespace is None, no_headers=not header))
+                                                           all_namespaces=namespace is None, no_headers=not header,
+                                                           show_labels=getattr(args, "show_labels", False)))
             header = False
             sys.stdout.flush()
+
+
+def _events_of(args: argparse.Namespace, events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The events of the objects named (by the involved object's name) that match the selectors."""
+    if _names(args):
+        events = [e for e in events if e["involvedObject"]["name"] in _names(args)]
+    return _select(args, events, "events")
 
 
 def get_events(reader: Reader, args: argparse.Namespace) -> int:
     namespace = _namespace(args)
     with reader.snapshot():
         since = reader.resource_version()
-        events = reader.events(namespace, name=args.name)
+        events = _events_of(args, reader.events(namespace))
     if args.watch_only:
         return _watch_events(reader, args, namespace, since, header=True)
     if args.watch and not events:
@@ -253,12 +356,11 @@ def get_events(reader: Reader, args: argparse.Namespace) -> int:
     elif args.watch and args.output is None:
         sys.stdout.write(event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None))
     else:
-        code = _print_list(args, namespace, events, "event",
-                           lambda: event_printers.format_event_table(events, utcnow(),
-                                                                     all_namespaces=namespace is None),
-                           document=_list_document("EventList", events))
+        _emit(args, namespace, events, "event",
+              lambda: event_printers.format_event_table(events, utcnow(), all_namespaces=namespace is None),
+              kind="EventList", single=False)
         if not args.watch:
-            return code
+            return 0
     sys.stdout.flush()
     return _watch_events(reader, args, namespace, since, header=not events)
 
@@ -272,15 +374,16 @@ def _watch_events(reader: Reader, args: argparse.Namespace, namespace: str | Non
         time.sleep(WATCH_POLL_S)
         if reader.resource_version() == since:
             continue
-        found = reader.events(namespace, name=args.name, since=since)
+        written = reader.events(namespace, since=since)
+        if not written:
+            continue
+        since = max(int(e["metadata"]["resourceVersion"]) for e in written)
+        found = _events_of(args, written)
         if not found:
             continue
-        since = max(int(e["metadata"]["resourceVersion"]) for e in found)
-        if args.output in ("json", "yaml"):
+        if args.output and args.output != "wide":   # each event on its own, in the form asked
             for event in found:
-                _dump(event, args.output)
-        elif args.output == "name":
-            sys.stdout.write("".join(f"event/{e['metadata']['name']}\n" for e in found))
+                _emit(args, namespace, [event], "event", lambda: "", kind="EventList", single=True)
         else:
             table = event_printers.format_event_table(found, utcnow(), all_namespaces=namespace is None)
             sys.stdout.write(table if header else table.split("\n", 1)[1])
@@ -290,33 +393,40 @@ def _watch_events(reader: Reader, args: argparse.Namespace, namespace: str | Non
 
 def describe_pod(reader: Reader, args: argparse.Namespace) -> int:
     namespace = args.namespace or "default"
-    pods = _visible(reader.pods(namespace, args.name))
-    if not pods:
-        return _not_found("pods", args.name)
-    pod = pods[0]
-    events = reader.events(namespace, uid=pod["metadata"]["uid"])
-    source = pod["metadata"].get("annotations", {}).get("kubelite.io/source", "")
-    extra = {"Source": source}
-    problems = [p for p in reader.problems() if p["file"] == source]
-    errors = [p["text"] for p in problems if p["severity"] != "Warning"]
-    if errors:
-        kept = any(p["severity"] == "Error" for p in problems)   # the file is invalid now
-        extra["Manifest Errors"] = "\n".join(errors) + (
-            "\n(the last valid version of the manifest keeps running)" if kept else "")
-    warnings = [p["text"] for p in problems if p["severity"] == "Warning"]
-    if warnings:
-        extra["Manifest Warnings"] = "\n".join(warnings)
+    pods, status = _named(lambda name: _visible(reader.pods(namespace, name)), _names(args), "pods")
+    pods = _select(args, pods, "pods")
+    problems = reader.problems() if pods else []
     from kubelite.kubectl import describe
 
-    sys.stdout.write(describe.describe_pod(pod, events, utcnow(), extra=extra))
+    def one(pod: dict[str, Any]) -> str:
+        events = reader.events(namespace, uid=pod["metadata"]["uid"])
+        source = pod["metadata"].get("annotations", {}).get("kubelite.io/source", "")
+        extra = {"Source": source}
+        mine = [p for p in problems if p["file"] == source]
+        errors = [p["text"] for p in mine if p["severity"] != "Warning"]
+        if errors:
+            kept = any(p["severity"] == "Error" for p in mine)   # the file is invalid now
+            extra["Manifest Errors"] = "\n".join(errors) + (
+                "\n(the last valid version of the manifest keeps running)" if kept else "")
+        warnings = [p["text"] for p in mine if p["severity"] == "Warning"]
+        if warnings:
+            extra["Manifest Warnings"] = "\n".join(warnings)
+        return describe.describe_pod(pod, events, utcnow(), extra=extra)
+
+    status = _describe_each(args, pods, status, one)
     _warn_stale(reader, pods)
-    return 0
+    return status
 
 
 def version(args: argparse.Namespace) -> int:
     from kubelite import __version__
 
-    info = {"gitVersion": f"v{__version__}", "platform": sys.platform, "pythonVersion": sys.version.split()[0]}
+    import platform
+
+    major, minor = __version__.split(".")[:2]
+    machine = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    info = {"major": major, "minor": minor, "gitVersion": f"v{__version__}",
+            "platform": f"{sys.platform}/{machine}", "pythonVersion": sys.version.split()[0]}
     if args.output:
         _dump({"clientVersion": info}, args.output)
     else:

@@ -69,7 +69,8 @@ def add_parser(subparsers: Any, common_parent: argparse.ArgumentParser) -> None:
     for action in get._actions:  # the `get RESOURCE` sub-commands
         if isinstance(action, argparse._SubParsersAction):
             p = action.add_parser("sync", parents=[common_parent], help="show what kubelite sync runs")
-            p.add_argument("-o", "--output", choices=["json", "yaml"], default=None)
+            p.add_argument("-o", "--output", choices=["json", "yaml"], default=None,
+                           help="print the status as json or yaml")
             p.set_defaults(sync_run=run)
             break
 

@@ -16,18 +16,23 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
                namespaced: argparse.ArgumentParser) -> None:
-    top = sub.add_parser("top", help="show the CPU and memory of pods or of the node")
+    top = sub.add_parser("top", help="show the CPU and memory of pods or of the node",
+                         description="Show the CPU and memory of pods or of the node, as kubectl top.",
+                         epilog="Examples:\n  # Every pod of the default namespace\n  kubelite top pods\n\n"
+                                "  # Two pods, per container\n  kubelite top pods web db --containers\n\n"
+                                "  # The node\n  kubelite top node",
+                         formatter_class=argparse.RawDescriptionHelpFormatter)
     top_sub = top.add_subparsers(dest="resource", metavar="RESOURCE")
     top_sub.required = True
     pods = top_sub.add_parser("pods", aliases=["pod", "po"], parents=[common, namespaced],
                               help="CPU (cores) and memory (working set) of running pods")
-    pods.add_argument("name", nargs="?", help="a single pod by name")
+    pods.add_argument("name", nargs="*", metavar="NAME", help="only these pods (default: all running)")
     pods.add_argument("--containers", action="store_true", help="one row per container")
-    pods.add_argument("--no-headers", action="store_true")
+    pods.add_argument("--no-headers", action="store_true", help="print the table without its header line")
     node = top_sub.add_parser("node", aliases=["nodes", "no"], parents=[common],
                               help="CPU and memory of this node, also as a share of its capacity")
     node.add_argument("name", nargs="?", help="this node's name")
-    node.add_argument("--no-headers", action="store_true")
+    node.add_argument("--no-headers", action="store_true", help="print the table without its header line")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,17 +66,19 @@ def run(args: argparse.Namespace) -> int:
             memory_capacity=stats.host_memory_total(), no_headers=args.no_headers))
         return 0
     namespace = None if args.all_namespaces else (args.namespace or "default")
-    chosen = [t for t in found if namespace in (None, t.namespace) and args.name in (None, t.pod)]
+    names = args.name if args.resource in ("pods", "pod", "po") else []
+    chosen = [t for t in found if namespace in (None, t.namespace) and (not names or t.pod in names)]
     rows = []
     for target in chosen:
         cpu, memory = window.cpu(target.cgroup), window.memory(target.cgroup)
         if cpu is not None and memory is not None:
             rows.append(printers.PodUsage(target.namespace, target.pod, target.container, cpu, memory))
-    if args.name is not None and not rows:
-        if not any(p["metadata"]["name"] == args.name and p["metadata"].get("namespace") == (namespace or "default")
-                   for p in pods):
-            raise UsageError(f'pods "{args.name}" not found')
-        raise UsageError(f"metrics not available for pod {namespace or 'default'}/{args.name}: no running container")
+    for name in names:
+        if not any(r.pod == name for r in rows):
+            if not any(p["metadata"]["name"] == name and p["metadata"].get("namespace") == (namespace or "default")
+                       for p in pods):
+                raise UsageError(f'pods "{name}" not found')
+            raise UsageError(f"metrics not available for pod {namespace or 'default'}/{name}: no running container")
     if not rows:
         print("No resources found" + (f" in {namespace} namespace." if namespace else ""), file=sys.stderr)
         return 0

@@ -2,7 +2,8 @@
 
 Owns: apimachinery's HumanDuration (`human_duration`, `age`), RFC 3339 parsing (`parse_time`),
 accessors that read any JSON value without raising (`_dict`, `_list`, `_str`, `_int`,
-`_present`), and Go text/tabwriter column alignment with kubectl's table settings (`_table`).
+`_present`), an object's labels as one cell (`label_text`), and Go text/tabwriter column
+alignment with kubectl's table settings (`_table`).
 Pure: the current time is always passed in as `now`. Standard library only (`datetime`, `typing`).
 """
 
@@ -109,6 +110,12 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return 0
+
+
+def label_text(obj: Any) -> str:
+    """The LABELS cell of `--show-labels`: `key=value` pairs sorted by key, comma-separated, or `<none>`."""
+    labels = _dict(_dict(_dict(obj).get("metadata")).get("labels"))
+    return ",".join(f"{k}={_str(labels[k])}" for k in sorted(labels)) or "<none>"
 
 
 def _present(value: Any) -> bool:

@@ -13,7 +13,7 @@ import binascii
 from datetime import datetime
 from typing import Any
 
-from kubelite.kubectl.common import _dict, _str, _table, age
+from kubelite.kubectl.common import _dict, _str, _table, age, label_text
 from kubelite.kubectl.describe import _annotation_lines, _event_lines, _PrefixWriter, _sorted_map_lines
 
 
@@ -28,9 +28,12 @@ def _secret_sizes(secret: dict[str, Any]) -> dict[str, int]:
 
 
 def format_table(kind: str, objects: list[dict], now: datetime, *, all_namespaces: bool = False,
-                 no_headers: bool = False) -> str:
-    """`kubectl get configmaps` (NAME DATA AGE) or `get secrets` (NAME TYPE DATA AGE)."""
+                 no_headers: bool = False, show_labels: bool = False) -> str:
+    """`kubectl get configmaps` (NAME DATA AGE) or `get secrets` (NAME TYPE DATA AGE); LABELS last
+    with `show_labels`."""
     headers = ["NAME", "DATA", "AGE"] if kind == "ConfigMap" else ["NAME", "TYPE", "DATA", "AGE"]
+    if show_labels:
+        headers.append("LABELS")
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
     rows = []
@@ -42,6 +45,8 @@ def format_table(kind: str, objects: list[dict], now: datetime, *, all_namespace
             cells = [_str(meta.get("name")), str(count), created]
         else:
             cells = [_str(meta.get("name")), _str(obj.get("type")), str(len(_dict(obj.get("data")))), created]
+        if show_labels:
+            cells.append(label_text(obj))
         if all_namespaces:
             cells.insert(0, _str(meta.get("namespace")))
         rows.append(cells)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Iterable, Mapping, NamedTuple
 
-from kubelite.kubectl.common import _dict, _int, _list, _present, _since, _str, _table, age, parse_time
+from kubelite.kubectl.common import _dict, _int, _list, _present, _since, _str, _table, age, label_text, parse_time
 
 # ---------------------------------------------------------------------------- get pods
 
@@ -205,11 +205,15 @@ def format_pod_table(
     wide: bool = False,
     all_namespaces: bool = False,
     no_headers: bool = False,
+    show_labels: bool = False,
 ) -> str:
-    """`kubectl get pods` output (newline-terminated), or '' when there are no pods."""
+    """`kubectl get pods` output (newline-terminated), or '' when there are no pods; `show_labels`:
+    the LABELS column last (`--show-labels`)."""
     headers = ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
     if wide:
         headers += ["IP", "NODE", "NOMINATED NODE", "READINESS GATES"]
+    if show_labels:
+        headers.append("LABELS")
     if all_namespaces:
         headers.insert(0, "NAMESPACE")
     rows = []
@@ -218,6 +222,8 @@ def format_pod_table(
         cells = [row.name, row.ready, row.status, row.restarts, row.age]
         if wide:
             cells += [row.ip, row.node, row.nominated_node, row.readiness_gates]
+        if show_labels:
+            cells.append(label_text(pod))
         if all_namespaces:
             cells.insert(0, row.namespace)
         rows.append(cells)

@@ -1,8 +1,9 @@
 """`labelSelector` and `fieldSelector` as the API server parses and applies them.
 
-Owns: parsing both query parameters into requirements (a parse error is a one-line message the
-server turns into a 400 BadRequest), the field labels each resource supports (as the API server's
-field label conversion funcs list them), and matching a v1 object. Pure: no I/O.
+Owns: parsing both selectors into requirements (a parse error is a one-line message: the API
+server turns it into a 400 BadRequest, the CLI's `get -l/--field-selector` into an error line),
+the field labels each resource supports (as the API server's field label conversion funcs list
+them), and matching a v1 object. Shared by the API server and the CLI. Pure: no I/O.
 """
 
 from __future__ import annotations
