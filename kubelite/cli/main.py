@@ -278,7 +278,7 @@ def _add_describe(sub: Any, common: argparse.ArgumentParser, namespaced: argpars
                         (("secret", "secrets"), "Secrets (value sizes, never values)"),
                         (("persistentvolumeclaim", "persistentvolumeclaims", "pvc"), "PersistentVolumeClaims")):
         p = _command(describe_sub, names[0], common, namespaced, help=f"describe {what}", aliases=list(names[1:]),
-                     examples=((f"One by name", f"kubelite describe {names[0]} NAME"),
+                     examples=(("One by name", f"kubelite describe {names[0]} NAME"),
                                ("All of the namespace", f"kubelite describe {names[1]}")))
         p.add_argument("name", nargs="*", metavar="NAME", help="these objects (default: every one that matches -l)")
         p.add_argument("-l", "--selector", default=None, metavar="SELECTOR",
