@@ -21,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     registry_flags = _registry_flags()
-    _add_serve(sub, common, registry_flags)
+    _add_serve(sub, common, _registry_flags())   # its own copy: serve's defaults are moved aside
+    _add_config_flags(sub.choices["serve"])
     kubeconfig = sub.add_parser("kubeconfig", parents=[common],
                                 help="print a kubeconfig for kubectl, k9s and client libraries")
     kubeconfig.add_argument("--server", default=None, metavar="URL",
@@ -136,6 +137,24 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
                        help="run containers that set no seccompProfile under RuntimeDefault (as the kubelet's flag)")
     serve.add_argument("--allowed-unsafe-sysctls", default="", metavar="LIST",
                        help="comma-separated namespaced sysctls (or prefix*) pods may set beyond the safe set")
+
+
+def _add_config_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve --config FILE` and `--print-config`. A flag given overrides the file, so no serve flag has
+    a default the parser fills in: the defaults are kept aside (`flag_defaults`), and `serve` asks
+    `cli.serveconfig` for each setting's value (flag, environment, file, default)."""
+    serve.add_argument("--config", default=None, metavar="FILE",
+                       help="read the settings from this KubeliteConfiguration file (YAML or JSON); flags given "
+                            "override it; SIGHUP reloads what can change live (see docs/configuration.md)")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the effective configuration (flags, environment, --config file, defaults) as a "
+                            "configuration file, and exit")
+    flag_defaults = {}
+    for action in serve._actions:
+        if action.dest not in ("help", "config", "print_config") and action.default is not argparse.SUPPRESS:
+            flag_defaults[action.dest] = action.default
+            action.default = argparse.SUPPRESS
+    serve.set_defaults(flag_defaults=flag_defaults)
 
 
 def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:
