@@ -404,8 +404,9 @@ def effective(sources: Sources) -> KubeliteConfiguration:
     for dest, value in sources.flags.items():
         setting = BY_DEST[dest]
         _put(data, setting.path, _to_file(setting, value))
-        shown = " ".join(map(repr, value)) if isinstance(value, list) else repr(value)
-        origin[setting.path] = f"--{dest.replace('_', '-')}" + ("" if isinstance(value, bool) else f" {shown}")
+        # the flag and its value; a list's message names the items it refuses
+        shown = "" if isinstance(value, bool) or setting.form == "csv" else f" {value!r}"
+        origin[setting.path] = f"--{dest.replace('_', '-')}{shown}"
     try:
         model = KubeliteConfiguration.model_validate(data)
     except ValidationError as exc:
