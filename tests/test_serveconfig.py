@@ -195,6 +195,12 @@ def test_every_problem_is_listed_in_the_order_of_the_lines(tmp_path):
     assert [line.split(": ")[0].rsplit(":", 1)[1] for line in str(raised.value).splitlines()] == ["4", "6", "7"]
 
 
+def test_a_flag_inside_a_group_the_file_spells_wrong_leaves_the_files_error(tmp_path):
+    path = config_file(tmp_path, HEAD + "sync: every minute\n")
+    with pytest.raises(UsageError, match=r"config.yaml:3: sync: Input should be a valid dictionary"):
+        settings("--config", str(path), "--sync-ref", "main")
+
+
 def test_a_missing_file_is_a_usage_error_with_exit_status_1(tmp_path, capsys):
     assert main(["serve", "--config", str(tmp_path / "nope.yaml"), "--print-config"]) == 1
     assert f"error: {tmp_path}/nope.yaml: cannot read the configuration file" in capsys.readouterr().err

@@ -47,7 +47,9 @@ class Setting:
     dest: str
     path: str
     live: bool = False
-    form: str = "same"      # same | seconds (flag: float seconds) | duration (flag: "30s") | csv | negated
+    #: how the flag writes the value: same | seconds (float seconds; the file: "30s") | duration (both
+    #: "30s") | csv (the flag "a,b", the file a list) | list (a repeated flag, the environment "a,b") | negated
+    form: str = "same"
     env: str | None = None
 
 
@@ -84,7 +86,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("allowed_unsafe_sysctls", "allowedUnsafeSysctls", form="csv"),
     Setting("authfile", "registry.authFile", live=True, env="KUBELITE_AUTHFILE"),
     Setting("certs_dir", "registry.certsDir", live=True, env="KUBELITE_CERTS_DIR"),
-    Setting("insecure_registry", "registry.insecureRegistries", live=True, form="csv",
+    Setting("insecure_registry", "registry.insecureRegistries", live=True, form="list",
             env="KUBELITE_INSECURE_REGISTRIES"),
 )
 #: `serve` flags that are not settings: they say where the file is and what to do with it.
@@ -335,9 +337,13 @@ def _get(data: dict[str, Any], path: str) -> Any:
 
 
 def _put(data: dict[str, Any], path: str, value: Any) -> None:
+    """Set the field at `path`; where the file holds something else than a mapping on the way
+    (`sync: 5`), nothing: the model reports the file's value."""
     *parents, last = path.split(".")
     for step in parents:
         data = data.setdefault(step, {})
+        if not isinstance(data, dict):
+            return
     data[last] = value
 
 
@@ -345,7 +351,7 @@ def _to_file(setting: Setting, value: Any) -> Any:
     """A flag's value as the file writes it."""
     if setting.form == "seconds":
         return format_duration(value) if value > 0 else f"{value}s"
-    if setting.form == "csv":
+    if setting.form in ("csv", "list"):
         items = value.split(",") if isinstance(value, str) else value
         return [item.strip() for item in items if item.strip()]
     if setting.form == "negated":
@@ -357,7 +363,7 @@ def _to_flag(setting: Setting, value: Any) -> Any:
     """A field's validated value, as the file writes it, as `serve` reads its flag."""
     if setting.form == "seconds":
         return parse_duration(value)
-    if setting.form == "csv" and setting.dest != "insecure_registry":
+    if setting.form == "csv":
         return ",".join(value)
     if setting.form == "negated":
         return not value
@@ -405,7 +411,7 @@ def effective(sources: Sources) -> KubeliteConfiguration:
         setting = BY_DEST[dest]
         _put(data, setting.path, _to_file(setting, value))
         # the flag and its value; a list's message names the items it refuses
-        shown = "" if isinstance(value, bool) or setting.form == "csv" else f" {value!r}"
+        shown = "" if isinstance(value, bool) or setting.form in ("csv", "list") else f" {value!r}"
         origin[setting.path] = f"--{dest.replace('_', '-')}{shown}"
     try:
         model = KubeliteConfiguration.model_validate(data)
