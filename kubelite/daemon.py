@@ -213,7 +213,10 @@ def apply_live(running: ServeOptions, new: ServeOptions, *, agent: Agent, runtim
                sync: SyncRunner | None, health: "LoopHealth") -> ServeOptions:
     """Apply what changes live from `new` (between passes, on the loop's thread); the options now running."""
     logging.getLogger("kubelite").setLevel(logging.DEBUG if new.debug else logging.INFO)
+    relisted = agent.config.relist_period_s
     agent.config = dataclasses.replace(agent.config, **{f: getattr(new.agent, f) for f in LIVE_AGENT_FIELDS})
+    if agent.config.relist_period_s != relisted:
+        agent.hint_manifests()   # a scan now, and the next one a new period after it
     health.limit_s = LoopHealth.limit_for(agent.config.relist_period_s)
     if new.registry is not None and new.registry != running.registry and running.runtime == "runc":
         runtime.registry = new.registry  # type: ignore[attr-defined]  # the OCI runtime's next pull reads it

@@ -394,12 +394,14 @@ def test_the_daemon_applies_live_changes_to_the_agent_the_registry_and_the_sync(
                 self.updates.append(options)
 
         health, runtime, sync = LoopHealth(20.0), Runtime(), Sync()
+        agent.manifests_dirty = False
         now = apply_live(running, new, agent=agent, runtime=runtime, sync=sync, health=health)  # type: ignore[arg-type]
         assert (agent.config.relist_period_s, agent.config.image_gc_high_percent, agent.config.image_gc_low_percent,
                 agent.config.backoff.max_s) == (5.0, 70, 60, 60.0)
         assert agent.executor.config is agent.config and agent.state.config is agent.config
         assert (agent.config.node_name, agent.config.pod_workers) == ("localhost", 0)   # restart-only: unchanged
         assert runtime.registry == new.registry and health.limit_s == 25.0
+        assert agent.manifests_dirty, "a new relist period: a scan at once, the next one a period after it"
         assert sync.updates == [new.sync] and now.sync == new.sync
         assert logging.getLogger("kubelite").level == logging.DEBUG
         apply_live(now, dataclasses.replace(now, debug=False), agent=agent, runtime=runtime, sync=sync,  # type: ignore[arg-type]
@@ -426,14 +428,14 @@ def pod_yaml(name: str) -> str:
 def test_sighup_changes_the_sync_interval_live_and_keeps_the_rest(tmp_path):
     """`serve --config` with a git sync every hour: a commit waits; after a SIGHUP with `interval: 1s`
     it lands, and so does the next one; a restart-only change is a warning; a bad file keeps the
-    running configuration."""
+    running configuration; a new `sync.path` swaps the pods for that directory's."""
     bare, work = tmp_path / "fleet.git", tmp_path / "work"
     git("init", "--quiet", "--bare", str(bare), cwd=tmp_path)
     git("init", "--quiet", str(work), cwd=tmp_path)
 
-    def commit(name: str) -> None:
-        (work / "pods").mkdir(exist_ok=True)
-        (work / "pods" / f"{name}.yaml").write_text(pod_yaml(name))
+    def commit(name: str, directory: str = "pods") -> None:
+        (work / directory).mkdir(exist_ok=True)
+        (work / directory / f"{name}.yaml").write_text(pod_yaml(name))
         git("add", "-A", cwd=work)
         git("commit", "--quiet", "-m", name, cwd=work)
         git("push", "--quiet", str(bare), "HEAD:refs/heads/main", cwd=work)
@@ -487,6 +489,12 @@ def test_sighup_changes_the_sync_interval_live_and_keeps_the_rest(tmp_path):
         assert f"the running one stays: {path}:{line}: sync.bogus: unknown field" in logged()
         commit("fourth")
         wait_for(lambda: "fourth" in pods(), "the fourth commit: the interval of 1s stays", timeout=10)
+
+        commit("elsewhere", directory="other")
+        path.write_text(base.replace("path: pods", "path: other") + "  interval: 1s\n")
+        daemon.send_signal(signal.SIGHUP)
+        wait_for(lambda: pods() == {"elsewhere"}, "the pods of the new sync.path only")
+        assert "sync.path pods → other" in logged()
         assert daemon.poll() is None
     finally:
         daemon.send_signal(signal.SIGTERM)
