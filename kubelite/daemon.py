@@ -227,14 +227,14 @@ def apply_live(running: ServeOptions, new: ServeOptions, *, agent: Agent, runtim
 
 
 def wait_for_work(agent: Agent, timeout: float, stop: threading.Event,
-                  hangup: threading.Event | None = None) -> None:
-    """Sleep until the next pass is due or something asks for one (or a SIGHUP, `hangup`). Probe runs
+                  reload_asked: Callable[[], bool] = lambda: False) -> None:
+    """Sleep until the next pass is due or something asks for one (or a reload, SIGHUP). Probe runs
     that change no result are applied as they arrive, without a pass (see `agent.probing`), and so is
     the status of a git sync pass that changed no file."""
     deadline = time.monotonic() + timeout
 
     def asked() -> bool:   # read before each wait too: a signal during the pass may find its wake taken
-        return stop.is_set() or (hangup is not None and hangup.is_set())
+        return stop.is_set() or reload_asked()
 
     while timeout > 0 and not asked() and agent.wake.wait(timeout) and not asked():
         try:
@@ -313,6 +313,9 @@ def reload(running: ServeOptions, *, agent: Agent, runtime: Runtime, sync: SyncR
     except KubeliteError as exc:
         log.error("the configuration was not reloaded, the running one stays: %s", str(exc).replace("\n", "; "))
         return running
+    except Exception:  # noqa: BLE001 — the loop must outlive a failing reload; the log says why
+        log.exception("the configuration was not reloaded, the running one stays")
+        return running
     return apply_live(running, new, agent=agent, runtime=runtime, sync=sync, health=health)
 
 
@@ -331,11 +334,11 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     runtime.set_exit_hint(agent.hint_runtime)
     watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
 
-    hangup = threading.Event()
+    hangups = [0]   # SIGHUPs received; written by the handler alone (no lock a handler could wait on)
 
     def on_signal(signum: int, _frame: object) -> None:
         if signum == signal.SIGHUP:
-            hangup.set()
+            hangups[0] += 1
             agent.wake.set_between_passes()
             return
         log.info("received %s; stopping (pods keep running)", signal.Signals(signum).name)
@@ -356,10 +359,10 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
     try:
         last_error, last_logged = "", 0.0
-        running = options
+        running, reloaded = options, 0
         while not stop.is_set():
-            if hangup.is_set():
-                hangup.clear()
+            if hangups[0] != reloaded:
+                reloaded = hangups[0]
                 running = reload(running, agent=agent, runtime=runtime, sync=sync, health=health)
             try:
                 wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
@@ -384,7 +387,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             timeout = agent.config.relist_period_s
             if wake is not None:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
-            wait_for_work(agent, timeout, stop, hangup)
+            wait_for_work(agent, timeout, stop, lambda: hangups[0] != reloaded)
     finally:
         if sync is not None:
             sync.close()
