@@ -148,8 +148,11 @@ def test_durations_written_read_back_the_same(seconds, text):
     ("runtime: fake\nrelistPeriods: 5s\n", "config.yaml:4: relistPeriods: unknown field"),
     ("sync:\n  interval: 1m\n  intervall: 2m\n", "config.yaml:5: sync.intervall: unknown field"),
     ("runtime: docker\n", "config.yaml:3: runtime: Input should be 'runc' or 'fake'"),
-    ("imageGCHighThresholdPercent: 101\n", "config.yaml:3: imageGCHighThresholdPercent: Input should be less than "
-                                           "or equal to 100"),
+    ("imageGCHighThresholdPercent: 101\n", "config.yaml:3: imageGCHighThresholdPercent: give a percentage from 0 "
+                                           "to 100"),
+    ("podWorkers: 65\n", "config.yaml:3: podWorkers: must be between 0 and 64"),
+    ("maxParallelImagePulls: 0\n", "config.yaml:3: maxParallelImagePulls: must be at least 1"),
+    ("podWorkers: two\n", "config.yaml:3: podWorkers: Input should be a valid integer"),
     ("imageGCHighThresholdPercent: 70\n", "config.yaml:1: imageGCLowThresholdPercent: 80 is above "
                                           "imageGCHighThresholdPercent (70)"),
     ("nodeIP: 10.0.0.300\n", "config.yaml:3: nodeIP: '10.0.0.300' is not an IP address"),
@@ -160,7 +163,7 @@ def test_durations_written_read_back_the_same(seconds, text):
     ("allowedUnsafeSysctls: [kernel.msgmax, vm.swappiness]\n",
      "config.yaml:3: allowedUnsafeSysctls: the sysctls vm.swappiness are not known to be namespaced"),
     ("imageMaxLayerSize: 1Ki\n", "config.yaml:3: imageMaxLayerSize: '1Ki': give a size of at least 1Mi"),
-    ("warmSandboxes: -1\n", "config.yaml:3: warmSandboxes: Input should be greater than or equal to 0"),
+    ("warmSandboxes: -1\n", "config.yaml:3: warmSandboxes: must be 0 (no pool) or more"),
     ("registry:\n  insecureRegistries: registry.local\n", "config.yaml:4: registry.insecureRegistries: Input should "
                                                           "be a valid list"),
 ])
@@ -213,10 +216,9 @@ def test_a_bad_flag_value_is_named_by_the_flag(tmp_path):
     with pytest.raises(UsageError, match=r"config.yaml:3: imageGCLowThresholdPercent: 60 is above "
                                          r"imageGCHighThresholdPercent \(50\)$"):   # the file's field, its line
         settings("--config", str(path), "--image-gc-high-threshold", "50")
-    with pytest.raises(UsageError, match=r"^--api-address 'nowhere': give an IP address and a port"):
+    with pytest.raises(UsageError, match=r"^--api-address nowhere: give an IP address and a port"):
         settings("--api-address", "nowhere")
-    with pytest.raises(UsageError, match=r"^--image-gc-high-threshold 101: Input should be less than or equal to "
-                                         r"100$"):
+    with pytest.raises(UsageError, match=r"^--image-gc-high-threshold 101: give a percentage from 0 to 100$"):
         settings("--config", str(path), "--image-gc-high-threshold", "101")
 
 

@@ -171,15 +171,15 @@ class KubeliteConfiguration(_Strict):
     network: Literal["cni", "none"] = "cni"
     pod_cidr: str = Field(default=DEFAULT_POD_CIDR, alias="podCIDR")
     bridge: str = DEFAULT_BRIDGE
-    warm_sandboxes: int = Field(default=2, ge=0)
+    warm_sandboxes: int = 2
     relist_period: Duration = 20.0
     backoff_initial: Duration = 10.0
     backoff_max: Duration = 300.0
-    image_gc_high_threshold_percent: int = Field(default=85, ge=0, le=100, alias="imageGCHighThresholdPercent")
-    image_gc_low_threshold_percent: int = Field(default=80, ge=0, le=100, alias="imageGCLowThresholdPercent",
+    image_gc_high_threshold_percent: int = Field(default=85, alias="imageGCHighThresholdPercent")
+    image_gc_low_threshold_percent: int = Field(default=80, alias="imageGCLowThresholdPercent",
                                                 validate_default=True)   # checked against high, default or not
-    max_parallel_image_pulls: int = Field(default=3, ge=1)
-    pod_workers: Optional[int] = Field(default=None, ge=0, le=64)
+    max_parallel_image_pulls: int = 3
+    pod_workers: Optional[int] = None
     image_max_layer_size: str = "64Gi"
     sync: SyncConfiguration = SyncConfiguration()
     api_address: str = "127.0.0.1:10280"
@@ -207,6 +207,34 @@ class KubeliteConfiguration(_Strict):
             raise ValueError(str(exc)) from None
         if not isinstance(subnet, ipaddress.IPv4Network):
             raise ValueError(f"{value}: only IPv4 pod subnets are supported")
+        return value
+
+    @field_validator("warm_sandboxes")
+    @classmethod
+    def _a_pool(cls, value: int) -> int:
+        if value < 0:
+            raise ValueError("must be 0 (no pool) or more")
+        return value
+
+    @field_validator("max_parallel_image_pulls")
+    @classmethod
+    def _some_pulls(cls, value: int) -> int:
+        if value < 1:
+            raise ValueError("must be at least 1")
+        return value
+
+    @field_validator("pod_workers")
+    @classmethod
+    def _workers(cls, value: int | None) -> int | None:
+        if value is not None and not 0 <= value <= 64:
+            raise ValueError("must be between 0 and 64 (0: one pod after another on the loop)")
+        return value
+
+    @field_validator("image_gc_high_threshold_percent", "image_gc_low_threshold_percent")
+    @classmethod
+    def _a_percentage(cls, value: int) -> int:
+        if not 0 <= value <= 100:
+            raise ValueError("give a percentage from 0 to 100")
         return value
 
     @field_validator("image_gc_low_threshold_percent")
@@ -411,7 +439,7 @@ def effective(sources: Sources) -> KubeliteConfiguration:
         setting = BY_DEST[dest]
         _put(data, setting.path, _to_file(setting, value))
         # the flag and its value; a list's message names the items it refuses
-        shown = "" if isinstance(value, bool) or setting.form in ("csv", "list") else f" {value!r}"
+        shown = "" if isinstance(value, bool) or setting.form in ("csv", "list") else f" {value}"
         origin[setting.path] = f"--{dest.replace('_', '-')}{shown}"
     try:
         model = KubeliteConfiguration.model_validate(data)
