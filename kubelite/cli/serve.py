@@ -19,13 +19,14 @@ def run(args: argparse.Namespace) -> int:
     import sys
 
     from kubelite.cli import serveconfig
-    from kubelite.daemon import configure_logging, serve
 
     sources = serveconfig.sources_of(args)
     settings = serveconfig.effective(sources)
     if args.print_config:
         sys.stdout.write(serveconfig.to_yaml(settings))
         return 0
+    from kubelite.daemon import configure_logging, serve
+
     configure_logging(settings.debug)
     running = [settings]
 

@@ -267,7 +267,9 @@ class KubeliteConfiguration(_Strict):
     @field_validator("allowed_unsafe_sysctls")
     @classmethod
     def _namespaced_sysctls(cls, value: list[str]) -> list[str]:
-        from kubelite.core import security
+        if not value:
+            return value
+        from kubelite.core import security   # it loads the Pod model: only for a list to check
 
         return security.check_allowed_unsafe(value)
 
