@@ -7,10 +7,14 @@ place that chooses between the runc runtime and the simulated one. Only the CLI'
 Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
 handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
 due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
+SIGHUP asks the CLI's `reload` for new options and applies the settings that change live
+(`apply_live`: log level, relist period, CrashLoopBackOff, image GC, DNS and seccomp defaults for
+new pods, registry access, the git sync's ref, path and interval).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import signal
@@ -71,6 +75,10 @@ class ServeOptions:
     registry: Any = None   # runtime.registry.RegistryConfig: credentials, TLS trust, insecure registries
     api: ApiOptions | None = None
     warm_sandboxes: int = 2            # ready pod sandboxes kept by the runc runtime (0: none)
+    debug: bool = False                # debug logs
+    #: SIGHUP: new options read from the configuration file (a KubeliteError keeps the running ones);
+    #: None: nothing to reload (no --config)
+    reload: Callable[[], "ServeOptions"] | None = dataclasses.field(default=None, compare=False)
 
 
 class _UTCFormatter(logging.Formatter):
@@ -131,39 +139,106 @@ def make_network(options: ServeOptions) -> Any:
     return network
 
 
-def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> None:
-    """Run the git sync beside the agent: it swaps the manifests symlink; the watcher and the agent
-    do the rest. Its results go to the agent, which writes them (one writer)."""
-    from kubelite.sources.gitsync import GitSync, hold_sync_lock
+class SyncRunner:
+    """The git sync beside the agent: it swaps the manifests symlink; the watcher and the agent do the
+    rest. Its results go to the agent, which writes them (one writer). `update()` (a SIGHUP) hands it
+    a new ref, path, interval or allow-empty: the next pass, at once, uses them."""
 
-    lock = hold_sync_lock(config.root)  # before the thread: a second sync is refused at once
-    syncer = GitSync(options.repo, ref=options.ref, path=options.path, root=config.root, link=config.manifests,
-                     allow_empty=options.allow_empty, interval_s=options.interval_s,
-                     node=config.node_name)   # `--sync-path nodes/{node}`
+    def __init__(self, options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> None:
+        from kubelite.sources.gitsync import hold_sync_lock
 
-    def loop() -> None:
-        with lock:  # held while the sync runs
-            while not stop.is_set():
-                result = syncer.sync_once()
+        self.options, self.config, self.agent, self.stop = options, config, agent, stop
+        self.lock = hold_sync_lock(config.root)  # before the thread: a second sync is refused at once
+        self.syncer = self._syncer(options)
+        self.wakeup = threading.Event()
+        self._pending: SyncOptions | None = None
+        self._guard = threading.Lock()
+
+    def _syncer(self, options: SyncOptions) -> Any:
+        from kubelite.sources.gitsync import GitSync
+
+        return GitSync(options.repo, ref=options.ref, path=options.path, root=self.config.root,
+                       link=self.config.manifests, allow_empty=options.allow_empty, interval_s=options.interval_s,
+                       node=self.config.node_name)   # `--sync-path nodes/{node}`
+
+    def start(self) -> "SyncRunner":
+        threading.Thread(target=self._loop, name="kubelite-git-sync", daemon=True).start()
+        return self
+
+    def update(self, options: SyncOptions) -> None:
+        with self._guard:
+            self._pending = options
+        self.wakeup.set()
+
+    def close(self) -> None:
+        self.wakeup.set()
+
+    def _take_update(self) -> None:
+        with self._guard:
+            options, self._pending = self._pending, None
+        if options is None or options == self.options:
+            return
+        if (options.ref, options.path) != (self.options.ref, self.options.path):
+            self.syncer = self._syncer(options)   # a new ref or path: a fresh engine, its status too
+        else:
+            self.syncer.interval_s, self.syncer.allow_empty = options.interval_s, options.allow_empty
+        self.options = options
+
+    def _loop(self) -> None:
+        with self.lock:  # held while the sync runs
+            while not self.stop.is_set():
+                self._take_update()
+                result = self.syncer.sync_once()
                 if result.outcome != "unchanged":
                     log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
                             "sync: %s", result.message)
-                agent.sync_results.put(result)
+                self.agent.sync_results.put(result)
                 if result.outcome in ("applied", "drift"):
-                    agent.hint_manifests()      # the tree changed: rescan it now
+                    self.agent.hint_manifests()      # the tree changed: rescan it now
                 else:
-                    agent.hint_sync_status()    # written between passes: an idle interval makes no pass
-                stop.wait(result.delay_s)
+                    self.agent.hint_sync_status()    # written between passes: an idle interval makes no pass
+                self.wakeup.wait(result.delay_s)
+                self.wakeup.clear()
 
-    threading.Thread(target=loop, name="kubelite-git-sync", daemon=True).start()
+
+def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> SyncRunner:
+    """Run the git sync beside the agent (`SyncRunner`)."""
+    return SyncRunner(options, config, agent, stop).start()
 
 
-def wait_for_work(agent: Agent, timeout: float, stop: threading.Event) -> None:
-    """Sleep until the next pass is due or something asks for one. Probe runs that change no
-    result are applied as they arrive, without a pass (see `agent.probing`), and so is the status
-    of a git sync pass that changed no file."""
+#: The agent's settings a SIGHUP changes (the others need a restart: `cli.serveconfig.SETTINGS`).
+LIVE_AGENT_FIELDS = ("relist_period_s", "backoff", "image_gc_high_percent", "image_gc_low_percent", "resolv_conf",
+                     "seccomp_default")
+
+
+def apply_live(running: ServeOptions, new: ServeOptions, *, agent: Agent, runtime: Runtime,
+               sync: SyncRunner | None, health: "LoopHealth") -> ServeOptions:
+    """Apply what changes live from `new` (between passes, on the loop's thread); the options now running."""
+    logging.getLogger("kubelite").setLevel(logging.DEBUG if new.debug else logging.INFO)
+    relisted = agent.config.relist_period_s
+    agent.config = dataclasses.replace(agent.config, **{f: getattr(new.agent, f) for f in LIVE_AGENT_FIELDS})
+    if agent.config.relist_period_s != relisted:
+        agent.hint_manifests()   # a scan now, and the next one a new period after it
+    health.limit_s = LoopHealth.limit_for(agent.config.relist_period_s)
+    if new.registry is not None and new.registry != running.registry and running.runtime == "runc":
+        runtime.registry = new.registry  # type: ignore[attr-defined]  # the OCI runtime's next pull reads it
+    if sync is not None and new.sync is not None and new.sync.repo == sync.options.repo:
+        sync.update(new.sync)
+    return dataclasses.replace(running, agent=agent.config, registry=new.registry, debug=new.debug,
+                               sync=new.sync if sync is not None and new.sync is not None else running.sync)
+
+
+def wait_for_work(agent: Agent, timeout: float, stop: threading.Event,
+                  reload_asked: Callable[[], bool] = lambda: False) -> None:
+    """Sleep until the next pass is due or something asks for one (or a reload, SIGHUP). Probe runs
+    that change no result are applied as they arrive, without a pass (see `agent.probing`), and so is
+    the status of a git sync pass that changed no file."""
     deadline = time.monotonic() + timeout
-    while timeout > 0 and agent.wake.wait(timeout) and not stop.is_set():
+
+    def asked() -> bool:   # read before each wait too: a signal during the pass may find its wake taken
+        return stop.is_set() or reload_asked()
+
+    while timeout > 0 and not asked() and agent.wake.wait(timeout) and not asked():
         try:
             if agent.absorb_probe_outcomes():
                 return
@@ -177,9 +252,13 @@ class LoopHealth:
     """What `/readyz` and the Node's Ready condition say: whether reconcile passes succeed."""
 
     def __init__(self, relist_period_s: float) -> None:
-        self.limit_s = 3 * relist_period_s + 10
+        self.limit_s = self.limit_for(relist_period_s)
         self.last_success: float | None = None
         self.last_error = ""
+
+    @staticmethod
+    def limit_for(relist_period_s: float) -> float:
+        return 3 * relist_period_s + 10
 
     def passed(self) -> None:
         self.last_success, self.last_error = time.monotonic(), ""
@@ -223,6 +302,25 @@ def start_api(options: ServeOptions, health: LoopHealth, runtime: Runtime | None
     return api
 
 
+def reload(running: ServeOptions, *, agent: Agent, runtime: Runtime, sync: SyncRunner | None,
+           health: LoopHealth) -> ServeOptions:
+    """SIGHUP: new options from `running.reload`, their live settings applied; on an error, one line
+    and the running options stay."""
+    if running.reload is None:
+        log.warning("received SIGHUP: no configuration file to reload (serve runs without --config)")
+        return running
+    log.info("received SIGHUP; reloading the configuration")
+    try:
+        new = running.reload()
+    except KubeliteError as exc:
+        log.error("the configuration was not reloaded, the running one stays: %s", str(exc).replace("\n", "; "))
+        return running
+    except Exception:  # noqa: BLE001 — the loop must outlive a failing reload; the log says why
+        log.exception("the configuration was not reloaded, the running one stays")
+        return running
+    return apply_live(running, new, agent=agent, runtime=runtime, sync=sync, health=health)
+
+
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
@@ -238,18 +336,23 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     runtime.set_exit_hint(agent.hint_runtime)
     watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
 
+    hangups = [0]   # SIGHUPs received; written by the handler alone (no lock a handler could wait on)
+
     def on_signal(signum: int, _frame: object) -> None:
+        if signum == signal.SIGHUP:
+            hangups[0] += 1
+            agent.wake.set_between_passes()
+            return
         log.info("received %s; stopping (pods keep running)", signal.Signals(signum).name)
         stop.set()
         agent.wake.set()
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)} \
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} \
         if threading.current_thread() is threading.main_thread() else {}
     log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
              config.root, options.runtime, config.node_name)
     watcher.start()
-    if options.sync is not None:
-        start_sync(options.sync, config, agent, stop)
+    sync = start_sync(options.sync, config, agent, stop) if options.sync is not None else None
     health = LoopHealth(config.relist_period_s)
     api = start_api(options, health, runtime) if options.api is not None else None
     if api is None:
@@ -258,7 +361,11 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
     try:
         last_error, last_logged = "", 0.0
+        running, reloaded = options, 0
         while not stop.is_set():
+            if hangups[0] != reloaded:
+                reloaded = hangups[0]
+                running = reload(running, agent=agent, runtime=runtime, sync=sync, health=health)
             try:
                 wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
             except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
@@ -279,11 +386,13 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             if last_error:
                 log.info("reconcile passes succeed again")
                 last_error = ""
-            timeout = config.relist_period_s
+            timeout = agent.config.relist_period_s
             if wake is not None:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
-            wait_for_work(agent, timeout, stop)
+            wait_for_work(agent, timeout, stop, lambda: hangups[0] != reloaded)
     finally:
+        if sync is not None:
+            sync.close()
         if api is not None:
             api.close()
         watcher.stop()

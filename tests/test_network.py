@@ -239,7 +239,7 @@ def test_serve_refuses_an_unusable_pod_subnet_in_one_line(tmp_path: Path, capsys
                  "--manifests", str(tmp_path / "manifests"), "--pod-cidr", "10.217.0.0/33"])
     assert code == 1
     assert capsys.readouterr().err.splitlines()[-1] == \
-        "error: --pod-cidr '10.217.0.0/33': '10.217.0.0/33' does not appear to be an IPv4 or IPv6 network"
+        "error: --pod-cidr 10.217.0.0/33: '10.217.0.0/33' does not appear to be an IPv4 or IPv6 network"
 
 
 # ------------------------------------------------------------------ the OCI runtime's hold on the network

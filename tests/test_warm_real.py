@@ -257,7 +257,7 @@ def test_serve_refuses_a_negative_pool(tmp_path: Path):
                              "--warm-sandboxes", "-1", "--root", str(tmp_path / "state"),
                              "--run-dir", str(tmp_path / "run"), "--manifests", str(tmp_path)],
                             capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert result.returncode != 0 and "--warm-sandboxes must be 0 (no pool) or more" in result.stderr
+    assert result.returncode != 0 and "--warm-sandboxes -1: must be 0 (no pool) or more" in result.stderr
 
 
 def test_a_sandbox_killed_in_the_middle_of_a_claim_is_torn_down_at_the_next_start(tmp_path: Path, busybox: Path,

@@ -41,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     registry_flags = _registry_flags()
-    _add_serve(sub, common, registry_flags)
+    _add_serve(sub, common, _registry_flags())   # its own copy: serve's defaults are moved aside
+    _add_config_flags(sub.choices["serve"])
     kubeconfig = _command(sub, "kubeconfig", common,
                           help="print a kubeconfig for kubectl, k9s and client libraries",
                           examples=(("Use kubectl on this node", "kubelite kubeconfig > ~/.kube/kubelite\n"
@@ -240,6 +241,24 @@ def _get_flags(parser: argparse.ArgumentParser, resource: str, *, watch: bool = 
         parser.add_argument("-w", "--watch", action="store_true", help="after listing, print changes as they happen")
         parser.add_argument("--watch-only", action="store_true",
                             help="print changes as they happen, without the list")
+
+
+def _add_config_flags(serve: argparse.ArgumentParser) -> None:
+    """`serve --config FILE` and `--print-config`. A flag given overrides the file, so no serve flag has
+    a default the parser fills in: the defaults are kept aside (`flag_defaults`), and `serve` asks
+    `cli.serveconfig` for each setting's value (flag, environment, file, default)."""
+    serve.add_argument("--config", default=None, metavar="FILE",
+                       help="read the settings from this KubeliteConfiguration file (YAML or JSON); flags given "
+                            "override it; SIGHUP reloads what can change live (see docs/configuration.md)")
+    serve.add_argument("--print-config", action="store_true",
+                       help="print the effective configuration (flags, environment, --config file, defaults) as a "
+                            "configuration file, and exit")
+    flag_defaults = {}
+    for action in serve._actions:
+        if action.dest not in ("help", "config", "print_config") and action.default is not argparse.SUPPRESS:
+            flag_defaults[action.dest] = action.default
+            action.default = argparse.SUPPRESS
+    serve.set_defaults(flag_defaults=flag_defaults)
 
 
 def _add_get(sub: Any, common: argparse.ArgumentParser, namespaced: argparse.ArgumentParser) -> None:

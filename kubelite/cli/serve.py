@@ -1,48 +1,58 @@
-"""`kubelite serve`: turn the command line into `ServeOptions` and run the daemon."""
+"""`kubelite serve`: turn the command line and the configuration file into `ServeOptions` and run the
+daemon, which asks `reload` for new options on SIGHUP."""
 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import socket
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 from kubelite.cli import config
 
 if TYPE_CHECKING:
-    from kubelite.daemon import ApiOptions
+    from kubelite.daemon import ApiOptions, ServeOptions
 
 
 def run(args: argparse.Namespace) -> int:
+    """`serve`: the settings from flags, environment, `--config` file and defaults (`cli.serveconfig`),
+    then the daemon; `--print-config` prints them instead. A SIGHUP reads the file again (`reload`)."""
+    import sys
+
+    from kubelite.cli import serveconfig
+
+    sources = serveconfig.sources_of(args)
+    settings = serveconfig.effective(sources)
+    if args.print_config:
+        sys.stdout.write(serveconfig.to_yaml(settings))
+        return 0
+    from kubelite.daemon import configure_logging, serve
+
+    configure_logging(settings.debug)
+    running = [settings]
+
+    def reload() -> "ServeOptions":
+        """The file read again: what changes live, as ServeOptions; UsageError when it cannot be used."""
+        running[0] = serveconfig.reload(running[0], sources)
+        return options(serveconfig.as_args(running[0], args))
+
+    return serve(options(serveconfig.as_args(settings, args), reload=reload if sources.file else None))
+
+
+def options(args: argparse.Namespace, *, reload: Callable[[], "ServeOptions"] | None = None) -> "ServeOptions":
+    """The daemon's options from `serve`'s settings (checked by `cli.serveconfig`'s model)."""
     from kubelite.agent.config import AgentConfig
     from kubelite.core.types import BackoffPolicy
-    from kubelite.daemon import ServeOptions, SyncOptions, configure_logging, serve
+    from kubelite.daemon import ServeOptions, SyncOptions
     from kubelite.errors import UsageError
 
     api = None if args.no_api else api_options(args.api_address)
-    configure_logging(args.debug)
     try:
         backoff = BackoffPolicy(initial_s=args.backoff_initial, max_s=args.backoff_max)
     except ValueError as exc:
         raise UsageError(f"--backoff-initial/--backoff-max: {exc}") from None
-    if args.relist_period <= 0:
-        raise UsageError("--relist-period must be positive")
     from kubelite.runtime import cni
 
     node_ip = args.node_ip or cni.host_ip()
-    if args.node_ip:
-        try:
-            ipaddress.ip_address(args.node_ip)
-        except ValueError:
-            raise UsageError(f"--node-ip {args.node_ip!r} is not an IP address") from None
-    if not 0 <= args.image_gc_low_threshold <= args.image_gc_high_threshold <= 100:
-        raise UsageError("--image-gc-low-threshold and --image-gc-high-threshold: need 0 <= low <= high <= 100")
-    if args.warm_sandboxes < 0:
-        raise UsageError("--warm-sandboxes must be 0 (no pool) or more")
-    if args.max_parallel_image_pulls < 1:
-        raise UsageError("--max-parallel-image-pulls must be at least 1")
-    if args.pod_workers is not None and not 0 <= args.pod_workers <= 64:
-        raise UsageError("--pod-workers must be between 0 and 64")
     cni_bin_dirs = cni_bin_dir_list(args.cni_bin_dir)
     from kubelite.agent import workers
 
@@ -68,11 +78,11 @@ def run(args: argparse.Namespace) -> int:
                            interval_s=parse_duration(args.sync_interval), allow_empty=args.allow_empty)
     from kubelite.cli.image import registry_config
 
-    return serve(ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
-                              network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
-                              pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, cni_bin_dirs=cni_bin_dirs,
-                              registry=registry_config(args),
-                              api=api, warm_sandboxes=args.warm_sandboxes))
+    return ServeOptions(agent=agent, run_dir=config.run_dir(args.run_dir), runtime=args.runtime, sync=sync,
+                        network=args.network, bridge=args.bridge or cni.DEFAULT_BRIDGE,
+                        pod_cidr=args.pod_cidr or cni.DEFAULT_POD_CIDR, cni_bin_dirs=cni_bin_dirs,
+                        registry=registry_config(args),
+                        api=api, warm_sandboxes=args.warm_sandboxes, debug=args.debug, reload=reload)
 
 
 def cni_bin_dir_list(text: str) -> tuple[str, ...]:
@@ -90,23 +100,12 @@ def cni_bin_dir_list(text: str) -> tuple[str, ...]:
 
 def api_options(address: str) -> "ApiOptions":
     """`--api-address HOST:PORT`: an IP address of this machine (loopback by default) and a port."""
-    import ipaddress
-
+    from kubelite.cli.serveconfig import split_address
     from kubelite.daemon import ApiOptions
     from kubelite.errors import UsageError
 
-    host, sep, port = address.rpartition(":")
-    host = host.strip("[]")
-    if host == "localhost":
-        host = "127.0.0.1"
     try:
-        if not sep:
-            raise ValueError
-        ipaddress.ip_address(host)
-        number = int(port)
-        if not 0 <= number <= 65535:
-            raise ValueError
-    except ValueError:
-        raise UsageError(f"--api-address {address}: give an IP address and a port, such as 127.0.0.1:10280 "
-                         "(port 0 picks a free one)") from None
-    return ApiOptions(host=host, port=number)
+        host, port = split_address(address)
+    except ValueError as exc:
+        raise UsageError(f"--api-address {address}: {exc}") from None
+    return ApiOptions(host=host, port=port)
