@@ -242,8 +242,23 @@ def _add_image(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
     image = sub.add_parser("image", help="manage the local image store")
     image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     image_sub.required = True
-    load = image_sub.add_parser("load", parents=[common], help="load a docker-save or OCI archive")
-    load.add_argument("-i", "--input", required=True, metavar="FILE")
+    load = image_sub.add_parser(
+        "load", parents=[common], help="load a docker-save or OCI archive (from FILE, -i FILE or a pipe on stdin)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  kubelite image load busybox.tar\n  kubelite image load -i busybox.tar.gz\n"
+               "  docker save busybox | kubelite image load\n  ssh host kubelite image save web | kubelite image load")
+    load.add_argument("file", nargs="?", default=None, metavar="FILE",
+                      help="the archive: a tar (plain, gzip, bzip2 or xz); '-' or none: stdin, when it is not a terminal")
+    load.add_argument("-i", "--input", default=None, metavar="FILE", help="the archive (the same as FILE)")
+    save = image_sub.add_parser(
+        "save", parents=[common], help="write images to a docker-save archive (docker-archive)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Examples:\n  kubelite image save busybox -o busybox.tar\n"
+               "  kubelite image save busybox web:1 | ssh other kubelite image load\n"
+               "  kubelite image save busybox | podman load")
+    save.add_argument("refs", nargs="+", metavar="IMAGE", help="an image by name (saved with that name) or by id")
+    save.add_argument("-o", "--output", default=None, metavar="FILE",
+                      help="write the archive here (default: stdout, when it is not a terminal)")
     image_sub.add_parser("ls", aliases=["list"], parents=[common], help="list images")
     rm = image_sub.add_parser("rm", parents=[common], help="remove images")
     rm.add_argument("refs", nargs="+", metavar="IMAGE")
