@@ -47,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
 
     sync.add_parser(sub, common)  # `sync` and `get sync`
+
+    from kubelite.cli import reset  # standard library only when loaded
+
+    reset.add_parser(sub, common)
     return parser
 
 
@@ -334,6 +338,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "top":
         from kubelite.cli import top
         return top.run(args)
+    if command == "reset":
+        from kubelite.cli import reset
+        return reset.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)

@@ -1,0 +1,187 @@
+"""`kubelite reset` on real containers leaves the host as it found it.
+
+A daemon (`serve --runtime runc`, CNI on a bridge and /24 of the test's own, one warm sandbox, the API
+on a free port) runs three pods: one with a hostPort, one with a memory-backed emptyDir (a tmpfs), one
+that answers SIGTERM by saying so. Their busybox image went through `kubelite image save` from another
+state root and `kubelite image load` into this one: the pods run from a re-loaded image with the
+original id. Before the daemon starts, the host is looked at — mounts, links, network namespaces,
+iptables rules, cgroups, processes, runc containers, the bridge's lock — as far as any of it can be
+this test's (other suites run beside it); while the pods run the same look finds them (so the check can
+fail); after `kubelite reset -y` (the daemon asked; each pod its grace period: the SIGTERM is seen) and
+after `kubelite reset --force --purge -y` of a daemon killed with SIGKILL, it finds what it found
+before, and the daemon asked has exited by itself.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from kubelite.runtime import linux
+from kubelite.runtime.images import ImageStore
+from kubelite.runtime.oci import instance_name
+from tests.helpers import free_port, free_subnet
+from tests.real import REPO, Daemon, build_busybox, container, pod, wait_for
+from tests.test_network_real import require_cni
+
+pytestmark = pytest.mark.real
+
+
+class Host:
+    """What of the host could be this test's: found by its paths, bridge, subnet and instance name."""
+
+    def __init__(self, base: Path, bridge: str, subnet: str, instance: str) -> None:
+        self.base, self.bridge, self.subnet, self.instance = base, bridge, subnet, instance
+        self.prefix = subnet.rsplit(".", 1)[0] + "."   # "10.223.7."
+        self.veths: set[str] = set()    # the pods' host-side veths, seen while they ran
+        self.chains: set[str] = set()   # the per-pod iptables chains, seen while they ran
+
+    def look(self) -> dict[str, list[str]]:
+        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
+                  if str(self.base) in line.split()[4]]
+        links = [line.split(":")[1].strip().split("@")[0] for line in
+                 subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout.splitlines()]
+        rules = subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.splitlines()
+        ours = [r for r in rules if self.bridge in r or self.prefix in r or any(c in r for c in self.chains)]
+        cgroups = [str(p) for p in linux.cgroup_dirs(f"/{self.instance}")]   # v1 controllers and v2
+        processes = []
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit():
+                continue
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                cgroup = (proc / "cgroup").read_text()
+            except OSError:
+                continue
+            if (str(self.base) in cmdline and "pytest" not in cmdline) or self.instance in cgroup:
+                processes.append(f"{proc.name} {cmdline[:120]}")
+        runc_root = self.base / "run" / "runc"
+        runc = subprocess.run(["runc", "--root", str(runc_root), "list", "-q"], capture_output=True,
+                              text=True).stdout.split() if runc_root.is_dir() else []
+        netns = sorted(p.name for p in (self.base / "run" / "netns").iterdir()) \
+            if (self.base / "run" / "netns").is_dir() else []
+        return {"mounts": sorted(mounts), "links": sorted(l for l in links if l == self.bridge or l in self.veths),
+                "iptables": sorted(ours), "cgroups": sorted(cgroups), "processes": sorted(processes),
+                "runc": sorted(runc), "netns": netns,
+                "lock": [str(p) for p in [Path(f"/run/lock/kubelite-{self.bridge}.lock")] if p.exists()]}
+
+    def remember_running(self) -> None:
+        """While the pods run: their veths on the bridge and the per-pod chains their rules jump to."""
+        links = subprocess.run(["ip", "-o", "link", "show", "master", self.bridge], capture_output=True,
+                               text=True).stdout
+        self.veths = {line.split(":")[1].strip().split("@")[0] for line in links.splitlines() if line.strip()}
+        for line in subprocess.run(["iptables-save"], capture_output=True, text=True).stdout.splitlines():
+            if (f'name: \\"{self.bridge}\\"' in line or self.prefix in line) and "-j CNI-" in line:
+                chain = line.split("-j ")[1].split()[0]
+                if not chain.startswith(("CNI-HOSTPORT-", "CNI-FORWARD", "CNI-ADMIN")):
+                    self.chains.add(chain)
+
+
+def manifests(host_port: int, said: Path) -> list[dict]:
+    web = pod("web", container("web", "mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 80 -h /www",
+                               ports=[{"containerPort": 80, "hostPort": host_port}]))
+    scratch = pod("scratch", container("app", "exec sleep 3600",
+                                       volumeMounts=[{"name": "scratch", "mountPath": "/scratch"}]),
+                  volumes=[{"name": "scratch", "emptyDir": {"medium": "Memory"}}])
+    polite = pod("polite", container("app", "trap 'echo got TERM >> /said/term; exit 0' TERM; "
+                                            "while true; do sleep 0.2; done",
+                                     volumeMounts=[{"name": "said", "mountPath": "/said"}]),
+                 volumes=[{"name": "said", "hostPath": {"path": str(said), "type": "DirectoryOrCreate"}}],
+                 terminationGracePeriodSeconds=10)
+    return [web, scratch, polite]
+
+
+def write(daemon: Daemon, docs: list[dict]) -> None:
+    for doc in docs:
+        (daemon.manifests / f"{doc['metadata']['name']}.json").write_text(json.dumps(doc))
+
+
+def all_running(daemon: Daemon) -> bool:
+    pods = daemon.pods()
+    return len(pods) == 3 and all(
+        all("running" in c.get("state", {}) for c in p.get("status", {}).get("containerStatuses", [])) and
+        len(p.get("status", {}).get("containerStatuses", [])) == 1 for p in pods.values())
+
+
+def reset(daemon: Daemon, *flags: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "kubelite.cli.main", "reset", *flags], env=daemon.env,
+                          capture_output=True, text=True, timeout=120, cwd=REPO, stdin=subprocess.DEVNULL)
+
+
+def test_reset_asked_of_a_running_daemon_and_after_kill_9_leaves_the_host_as_found(tmp_path: Path):
+    require_cni()
+    base = tmp_path
+    # the image: built, loaded into another root, saved from there, loaded into this node's root
+    original = build_busybox(tmp_path / "busybox.tar")
+    other = {**os.environ, "KUBELITE_ROOT": str(tmp_path / "other"), "PYTHONPATH": str(REPO)}
+    for args in (["image", "load", str(original)], ["image", "save", "busybox", "-o", str(tmp_path / "saved.tar")]):
+        out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", *args], env=other, capture_output=True,
+                             text=True, timeout=60, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+    bridge, subnet = "klr" + uuid.uuid4().hex[:8], free_subnet("10.223.0.0/16")
+    daemon = Daemon(base, tmp_path / "saved.tar",
+                    serve_args=("--network", "cni", "--bridge", bridge, "--pod-cidr", subnet, "--warm-sandboxes", "1",
+                                "--api-address", "127.0.0.1:0", "--relist-period", "2"))
+    loaded = ImageStore(daemon.root).get("busybox")
+    assert loaded is not None and loaded.id == ImageStore(tmp_path / "other").get("busybox").id  # type: ignore[union-attr]
+    host = Host(base, bridge, subnet, instance_name(daemon.root))
+    before = host.look()
+    assert before == {"mounts": [], "links": [], "iptables": [], "cgroups": [], "processes": [], "runc": [],
+                      "netns": [], "lock": []}, before
+    try:
+        write(daemon, manifests(free_port(), tmp_path / "said"))
+        daemon.start()
+        wait_for(lambda: all_running(daemon), timeout=90, what="three running pods")
+        host.remember_running()
+        running = host.look()
+        assert host.veths and running["links"] and running["iptables"] and running["mounts"] \
+            and running["cgroups"] and running["processes"] and running["runc"] and running["netns"], running
+
+        # the daemon is asked: it drains, every pod with its grace period, and exits by itself
+        out = reset(daemon, "-y")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
+        assert f"asked kubelite (pid {daemon.proc.pid})" in out.stdout
+        daemon.proc = None
+        assert host.look() == before
+        # SIGTERM, not SIGKILL: the grace period was given (the pod's logs went with it, as a kubelet's do)
+        assert (tmp_path / "said" / "term").read_text() == "got TERM\n"
+        assert "busybox" in daemon.cli("image", "ls").stdout   # without --purge the images stay
+        assert sorted(p.name for p in daemon.manifests.iterdir()) == ["polite.json", "scratch.json", "web.json"]
+
+        # again, with the daemon killed -9 (pods and a warm sandbox left running): reset acts itself
+        daemon.start()
+        wait_for(lambda: all_running(daemon), timeout=90, what="three running pods again")
+        host.remember_running()
+        assert host.look()["runc"]
+        daemon.stop(signal.SIGKILL)
+        out = reset(daemon, "--force", "--purge", "-y")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "asked kubelite" not in out.stdout
+        assert host.look() == before
+        assert not daemon.root.exists() and not daemon.run_dir.exists()
+    finally:
+        daemon.stop(signal.SIGKILL)
+        if host.look() != before:   # a failure above: leave nothing behind all the same
+            reset(daemon, "--force", "--purge", "-y")
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        Path(f"/run/lock/kubelite-{bridge}.lock").unlink(missing_ok=True)
+
+
+def test_reset_refuses_without_a_terminal_unless_told_yes(tmp_path: Path):
+    env = {**os.environ, "KUBELITE_ROOT": str(tmp_path / "state"), "KUBELITE_RUN_DIR": str(tmp_path / "run"),
+           "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "reset"], env=env, capture_output=True,
+                         text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert out.returncode == 1 and "refusing without a terminal" in out.stderr and "give -y" in out.stderr
+    out = subprocess.run([sys.executable, "-m", "kubelite.cli.main", "reset", "-y"], env=env, capture_output=True,
+                         text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
+    assert out.returncode == 0 and "kubelite reset: done" in out.stdout, out.stderr
+    assert not (tmp_path / "state").exists()   # nothing there: nothing made
