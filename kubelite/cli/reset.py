@@ -111,7 +111,15 @@ def stop_daemon(pid: int, root: Path, *, force: bool) -> None:
     """Ask the daemon to drain and stop, and wait until it has (its lock is free)."""
     from kubelite.daemon import RESET_FORCE_SIGNAL, RESET_SIGNAL
 
-    os.kill(pid, RESET_FORCE_SIGNAL if force else RESET_SIGNAL)
+    try:
+        os.kill(pid, RESET_FORCE_SIGNAL if force else RESET_SIGNAL)
+    except PermissionError:
+        from kubelite.errors import UsageError
+
+        raise UsageError(f"kubelite (pid {pid}) serves {root} as another user: run kubelite reset as that user "
+                         "(root)") from None
+    except ProcessLookupError:
+        return   # it ended meanwhile
     print(f"asked kubelite (pid {pid}) to stop every pod{' at once' if force else ''}, then itself", flush=True)
     shown = time.monotonic()
     try:
