@@ -384,40 +384,58 @@ def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info
     root, run_dir = options.root, options.run_dir
     if not root.exists() and not run_dir.exists():
         return []
+    had_run_dir = run_dir.exists()
     lock = lock_root(root) if root.exists() else None
     try:
-        runtime = _reset_runtime(options)
+        runtime, runc = _reset_runtime(options)
         if layout.db_path(root).exists():
             _drain_here(options, runtime, progress)
-        elif runtime is not None:
-            runtime.close()   # its start removed what a crash left (warm sandboxes, orphans)
+        else:
+            _close(runtime)   # its start removed what a crash left (warm sandboxes, orphans)
         removed = []
         if os.geteuid() == 0:
             from kubelite.runtime.oci import cleanup
 
-            removed += cleanup.sweep(root, run_dir, runc=getattr(runtime, "bin", {}).get("runc"))
+            removed += cleanup.sweep(root, run_dir, runc=runc)
         if options.purge:
-            removed += _purge(root, run_dir)
+            removed += _purge(root, layout.ROOT_NAMES)
+        if options.purge or not had_run_dir:   # one the runtime's start made just now is not left behind
+            gone = _purge(run_dir, layout.RUN_NAMES)
+            removed += gone if had_run_dir else []
         return removed
     finally:
         if lock is not None:
             lock.close()
 
 
-def _reset_runtime(options: ResetOptions) -> Runtime:
-    """As root the runc runtime (without a network: each pod's teardown uses what its record says), else
-    the simulated one: its containers ended with the daemon that ran them."""
-    if os.geteuid() != 0:
-        from kubelite.runtime.fake import FakeRuntime
+def _reset_runtime(options: ResetOptions) -> tuple[Runtime, str | None]:
+    """The runtime to drain with, and runc's path for the sweep: as root the runc runtime (without a
+    network: each pod's teardown uses what its record says); else, or where runc is not installed and
+    never ran, the simulated one — its containers ended with the daemon that ran them."""
+    from kubelite.runtime.fake import FakeRuntime
+    from kubelite.runtime.oci import MissingDependency, OCIRuntime, find_binaries
 
-        if (layout.runc_root(options.run_dir)).is_dir():
+    ran = layout.runc_root(options.run_dir).is_dir()
+    if os.geteuid() != 0:
+        if ran:
             raise UsageError(f"{options.run_dir} holds the runc runtime's containers: kubelite reset needs root")
-        return FakeRuntime(utcnow)
+        return FakeRuntime(utcnow), None
+    try:
+        binaries = find_binaries()
+    except MissingDependency:
+        if ran:
+            raise
+        return FakeRuntime(utcnow), None
     from kubelite.runtime.images import ImageStore
-    from kubelite.runtime.oci import OCIRuntime
 
     return OCIRuntime(root=options.root, run_dir=options.run_dir, images=ImageStore(options.root), clock=utcnow,
-                      network=None, warm_sandboxes=0)
+                      binaries=binaries, network=None, warm_sandboxes=0), binaries["runc"]
+
+
+def _close(runtime: Runtime) -> None:
+    close = getattr(runtime, "close", None)
+    if close is not None:
+        close()
 
 
 def _drain_here(options: ResetOptions, runtime: Runtime, progress: Callable[[str], None]) -> None:
@@ -443,40 +461,35 @@ def _drain_here(options: ResetOptions, runtime: Runtime, progress: Callable[[str
     finally:
         agent.close()
         agent.probing.prober.close()
-        close = getattr(runtime, "close", None)
-        if close is not None:
-            close()
+        _close(runtime)
         store.close()
 
 
-def _purge(root: Path, run_dir: Path) -> list[str]:
-    """The entries kubelite makes in the state root and the run directory, then those directories if that
-    left them empty (a file of someone else's there stays, and so does the directory). Never through a
-    mount: whatever is still mounted below is left, and said."""
+def _purge(base: Path, names: frozenset[str]) -> list[str]:
+    """The entries kubelite makes in `base` (the state root or the run directory, `names`), then `base`
+    itself if that left it empty (a file of someone else's there stays, and so does the directory).
+    Never through a mount: whatever is still mounted below is left, and said. What went, in words."""
     import shutil
 
-    removed = []
-    for base, names in ((root, layout.ROOT_NAMES), (run_dir, layout.RUN_NAMES)):
-        if not base.is_dir():
+    if not base.is_dir():
+        return []
+    gone = []
+    for name in sorted(names):
+        path = base / name
+        if not (path.exists() or path.is_symlink()):
             continue
-        gone = []
-        for name in sorted(names):
-            path = base / name
-            if not (path.exists() or path.is_symlink()):
-                continue
-            if linux.mounts_below(path):
-                log.warning("%s: something is still mounted below it; not removed", path)
-                continue
-            if path.is_dir() and not path.is_symlink():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-            gone.append(str(path))
-        try:
-            base.rmdir()
-            removed.append(str(base))
-        except OSError:
-            left = sorted(p.name for p in base.iterdir())
-            log.warning("%s: kept, it holds what kubelite did not make: %s", base, ", ".join(left[:5]))
-            removed += gone
-    return removed
+        if linux.mounts_below(path):
+            log.warning("%s: something is still mounted below it; not removed", path)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        gone.append(str(path))
+    try:
+        base.rmdir()
+    except OSError:
+        left = sorted(p.name for p in base.iterdir())
+        log.warning("%s: kept, it holds what kubelite did not make: %s", base, ", ".join(left[:5]))
+        return gone
+    return [str(base)]

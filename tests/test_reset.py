@@ -99,12 +99,12 @@ def test_purge_removes_what_kubelite_made_and_keeps_the_rest(tmp_path):
         d.mkdir(parents=True)
     layout.db_path(root).write_text("")
     (layout.images_dir(root) / "index.json").write_text("{}")
-    removed = daemon._purge(root, run_dir)
+    removed = daemon._purge(root, layout.ROOT_NAMES) + daemon._purge(run_dir, layout.RUN_NAMES)
     assert removed == [str(root), str(run_dir)] and not root.exists() and not run_dir.exists()
 
     layout.images_dir(root).mkdir(parents=True)
     (root / "notes.txt").write_text("mine")   # not kubelite's: it and its directory stay
-    removed = daemon._purge(root, run_dir)
+    removed = daemon._purge(root, layout.ROOT_NAMES) + daemon._purge(run_dir, layout.RUN_NAMES)
     assert removed == [str(layout.images_dir(root))]
     assert sorted(p.name for p in root.iterdir()) == ["notes.txt"]
 
@@ -130,3 +130,25 @@ def test_every_reset_flag_has_a_help_text(flag, capsys):
     out = capsys.readouterr().out
     line = next(line for line in out.splitlines() if line.strip().startswith(flag))
     assert len(line.split(None, 1 if flag != "-y" else 2)) > 1 and "Examples:" in out
+
+
+def test_reset_without_a_daemon_empties_the_store_and_leaves_no_run_dir_it_made(tmp_path):
+    with simulated_node(tmp_path) as env:
+        env.write("web.yaml", pod_doc("web"), {"apiVersion": "v1", "kind": "ConfigMap",
+                                                "metadata": {"name": "settings"}, "data": {"a": "1"}})
+        env.settle()
+        assert env.pods()
+    root, run_dir = tmp_path / "state", tmp_path / "run"
+    lines: list[str] = []
+    removed = daemon.reset_node(daemon.ResetOptions(root=root, run_dir=run_dir), progress=lines.append)
+    assert removed == [] and not run_dir.exists()
+    from kubelite.store.reader import Reader
+
+    reader = Reader(root)
+    try:
+        assert reader.pods(None) == []
+    finally:
+        reader.close()
+    assert layout.db_path(root).exists() and layout.images_dir(root).parent == root   # without --purge: kept
+    assert daemon.reset_node(daemon.ResetOptions(root=root, run_dir=run_dir, purge=True)) == [str(root)]
+    assert not root.exists() and not run_dir.exists()
