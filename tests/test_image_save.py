@@ -243,3 +243,25 @@ def test_a_gzip_layer_record_is_small(tmp_path):
     record = tmp_path / "root" / "images" / "tarsplit" / f"{sha(layer)}.gz"
     assert record.stat().st_size < 1024
     assert len(gzip.decompress(record.read_bytes())) < 16 * 1024   # headers and the 10 KiB record's zeros
+
+
+def test_a_sparse_file_and_a_whiteout_with_content_keep_their_bytes_in_the_record(tmp_path):
+    tree = tmp_path / "tree" / "dir"
+    tree.mkdir(parents=True)
+    with open(tree / "sparse", "wb") as f:   # GNU tar stores it as a sparse member: its data is not the file's
+        f.seek(1 << 20)
+        f.write(b"end")
+    (tree / ".wh.old").write_bytes(b"odd")
+    layer_path = tmp_path / "layer.tar"
+    subprocess.run(["tar", "--sparse", "--format=gnu", "--owner=0", "--group=0", "-cf", str(layer_path),
+                    "-C", str(tmp_path / "tree"), "dir"], check=True, timeout=60)
+    layer = layer_path.read_bytes()
+    with tarfile.open(layer_path) as tf:
+        assert tf.getmember("dir/sparse").sparse is not None
+    store = ImageStore(tmp_path / "root")
+    [image] = store.load(docker_save(tmp_path / "in.tar", Img([layer], tags=["odd:1"])))
+    assert (store.layer_dirs(image)[0] / "dir" / "sparse").stat().st_size == (1 << 20) + 3
+    out = io.BytesIO()
+    store.save(["odd:1"], out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        assert tf.extractfile(f"{sha(layer)}.tar").read() == layer  # type: ignore[union-attr]

@@ -7,7 +7,7 @@ end-of-archive blocks and whatever follows them — together with the place and 
 content and the file's path in the unpacked layer. `LayerStream` reads that back, taking each file's
 content from the unpacked layer, and so reproduces the stream byte for byte: its sha256 is the
 layer's diff_id again, and the image config (hence the image id) stays the same. A file whose content
-cannot be taken from the layer (a sparse file) keeps its bytes in the record.
+cannot be taken from the layer (a sparse file, a whiteout with content) keeps its bytes in the record.
 
 The record is a gzip stream of frames: `M` + 8-byte length + bytes (metadata), `F` + 8-byte size +
 4-byte name length + name (a file's content, read from the layer), `E` (the end).
@@ -33,6 +33,7 @@ from kubelite.runtime.reference import ImageError
 _META = b"M"
 _FILE = b"F"
 _END = b"E"
+_WHITEOUT = ".wh."                   # becomes a device or an xattr in the layer: its content is not there
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -57,8 +58,9 @@ class Recorder:
 
     def member(self, member: tarfile.TarInfo) -> None:
         parts = entry_parts(member.name)
-        if not (member.isreg() and member.size > 0 and parts and member.sparse is None):
-            return   # no content, or content the record keeps itself
+        if not (member.isreg() and member.size > 0 and parts and member.sparse is None
+                and not parts[-1].startswith(_WHITEOUT)):
+            return   # no content, or content the record keeps itself (a sparse file's, a whiteout's)
         self._meta(member.offset_data - self._pos)
         name = os.fsencode("/".join(parts))
         self._out.write(_FILE + struct.pack(">QI", member.size, len(name)) + name)
