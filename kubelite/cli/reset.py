@@ -48,7 +48,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from kubelite.errors import UsageError
+
     root, run_dir = config.root(args.root), config.run_dir(args.run_dir)
+    for path in (root, run_dir):
+        if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise UsageError(f"kubelite reset: {path} belongs to another user: run it as that user (root)")
     confirm(args, root, run_dir)
     pid = serving_daemon(root)
     if pid is not None:
