@@ -7,9 +7,10 @@ state root and `kubelite image load` into this one: the pods run from a re-loade
 original id. Before the daemon starts, the host is looked at — mounts, links, network namespaces,
 iptables rules, cgroups, processes, runc containers, the bridge's lock — as far as any of it can be
 this test's (other suites run beside it); while the pods run the same look finds them (so the check can
-fail); after `kubelite reset -y` (the daemon asked; each pod its grace period: the SIGTERM is seen) and
-after `kubelite reset --force --purge -y` of a daemon killed with SIGKILL, it finds what it found
-before, and the daemon asked has exited by itself.
+fail); after `kubelite reset -y` (the daemon asked; each pod its grace period: the SIGTERM is seen), after
+`kubelite reset --force -y` (the daemon asked, a pod that ignores SIGTERM with a 300 s grace period
+among them) and after `kubelite reset --force --purge -y` of a daemon killed with SIGKILL, it finds
+what it found before, and a daemon asked has exited by itself.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -112,9 +114,9 @@ def write(daemon: Daemon, docs: list[dict]) -> None:
         (daemon.manifests / f"{doc['metadata']['name']}.json").write_text(json.dumps(doc))
 
 
-def all_running(daemon: Daemon) -> bool:
+def all_running(daemon: Daemon, count: int = 3) -> bool:
     pods = daemon.pods()
-    return len(pods) == 3 and all(
+    return len(pods) == count and all(
         all("running" in c.get("state", {}) for c in p.get("status", {}).get("containerStatuses", [])) and
         len(p.get("status", {}).get("containerStatuses", [])) == 1 for p in pods.values())
 
@@ -164,6 +166,21 @@ def test_reset_asked_of_a_running_daemon_and_after_kill_9_leaves_the_host_as_fou
         assert (tmp_path / "said" / "term").read_text() == "got TERM\n"
         assert "busybox" in daemon.cli("image", "ls").stdout   # without --purge the images stay
         assert sorted(p.name for p in daemon.manifests.iterdir()) == ["polite.json", "scratch.json", "web.json"]
+
+        # --force asked of a running daemon: a pod that ignores SIGTERM for 300 s does not hold it up
+        write(daemon, [pod("stubborn", container("app", "trap '' TERM; while true; do sleep 0.2; done"),
+                           terminationGracePeriodSeconds=300)])
+        daemon.start()
+        wait_for(lambda: all_running(daemon, 4), timeout=90, what="four running pods")
+        host.remember_running()
+        started = time.monotonic()
+        out = reset(daemon, "--force", "-y")
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert daemon.proc is not None and daemon.proc.wait(timeout=30) == 0
+        daemon.proc = None
+        assert time.monotonic() - started < 60
+        assert settled(host, before) == before
+        (daemon.manifests / "stubborn.json").unlink()
 
         # again, with the daemon killed -9 (pods and a warm sandbox left running): reset acts itself
         daemon.start()
