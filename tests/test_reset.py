@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import ipaddress
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -62,15 +61,15 @@ DUMP = """\
 :PREROUTING ACCEPT [0:0]
 :POSTROUTING ACCEPT [0:0]
 :CNI-HOSTPORT-DNAT - [0:0]
-:CNI-DN-aaaaaaaaaaaaaaaaaaaaa - [0:0]
-:CNI-DN-bbbbbbbbbbbbbbbbbbbbb - [0:0]
-:CNI-0123456789abcdef01234567 - [0:0]
-:CNI-fedcba9876543210fedcba98 - [0:0]
--A POSTROUTING -s 10.217.0.5/32 -m comment --comment "name: \\"kubelite0\\" id: \\"s1\\"" -j CNI-0123456789abcdef01234567
--A POSTROUTING -s 10.99.0.5/32 -m comment --comment "name: \\"kubelite01\\" id: \\"s2\\"" -j CNI-fedcba9876543210fedcba98
--A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"kubelite0\\" id: \\"s1\\"" -m multiport --dports 8080 -j CNI-DN-aaaaaaaaaaaaaaaaaaaaa
--A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"podman\\" id: \\"x\\"" -m multiport --dports 80 -j CNI-DN-bbbbbbbbbbbbbbbbbbbbb
--A CNI-0123456789abcdef01234567 -d 10.217.0.0/24 -m comment --comment "name: \\"kubelite0\\" id: \\"s1\\"" -j ACCEPT
+:CNI-DN-aaaa - [0:0]
+:CNI-DN-bbbb - [0:0]
+:CNI-0123 - [0:0]
+:CNI-fedc - [0:0]
+-A POSTROUTING -s 10.217.0.5/32 -m comment --comment "name: \\"kubelite0\\" id: \\"s1\\"" -j CNI-0123
+-A POSTROUTING -s 10.99.0.5/32 -m comment --comment "name: \\"kubelite01\\" id: \\"s2\\"" -j CNI-fedc
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"kubelite0\\" id: \\"s1\\"" -j CNI-DN-aaaa
+-A CNI-HOSTPORT-DNAT -p tcp -m comment --comment "dnat name: \\"podman\\" id: \\"x\\"" -j CNI-DN-bbbb
+-A CNI-0123 -d 10.217.0.0/24 -m comment --comment "name: \\"kubelite0\\" id: \\"s1\\"" -j ACCEPT
 -A PREROUTING -m addrtype --dst-type LOCAL -j CNI-HOSTPORT-DNAT
 COMMIT
 *filter
@@ -85,10 +84,10 @@ COMMIT
 
 def test_the_sweep_takes_only_the_rules_and_chains_of_its_own_network():
     rules, chains = rules_of(DUMP, "kubelite0", ipaddress.ip_network("10.217.0.0/24"))
-    assert [r[1] for r in rules] == ["POSTROUTING", "CNI-HOSTPORT-DNAT", "CNI-0123456789abcdef01234567",
+    assert [r[1] for r in rules] == ["POSTROUTING", "CNI-HOSTPORT-DNAT", "CNI-0123",
                                      "CNI-FORWARD", "CNI-FORWARD"]
-    assert chains == ["CNI-0123456789abcdef01234567", "CNI-DN-aaaaaaaaaaaaaaaaaaaaa"]   # never a shared chain
-    assert rules[0][-2:] == ["-j", "CNI-0123456789abcdef01234567"]
+    assert chains == ["CNI-0123", "CNI-DN-aaaa"]   # never a shared chain
+    assert rules[0][-2:] == ["-j", "CNI-0123"]
     assert 'name: "kubelite0" id: "s1"' in rules[0]   # the comment, unquoted, as iptables -D takes it
     assert rules_of(DUMP, "kubelite", ipaddress.ip_network("10.5.0.0/24")) == ([], [])
 

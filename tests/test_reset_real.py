@@ -141,7 +141,8 @@ def test_reset_asked_of_a_running_daemon_and_after_kill_9_leaves_the_host_as_fou
                     serve_args=("--network", "cni", "--bridge", bridge, "--pod-cidr", subnet, "--warm-sandboxes", "1",
                                 "--api-address", "127.0.0.1:0", "--relist-period", "2"))
     loaded = ImageStore(daemon.root).get("busybox")
-    assert loaded is not None and loaded.id == ImageStore(tmp_path / "other").get("busybox").id  # type: ignore[union-attr]
+    original_image = ImageStore(tmp_path / "other").get("busybox")
+    assert loaded is not None and original_image is not None and loaded.id == original_image.id
     host = Host(base, bridge, subnet, instance_name(daemon.root))
     before = host.look()
     assert before == {"mounts": [], "links": [], "iptables": [], "cgroups": [], "processes": [], "runc": [],

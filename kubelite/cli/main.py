@@ -252,7 +252,8 @@ def _add_image(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
         epilog="Examples:\n  kubelite image load busybox.tar\n  kubelite image load -i busybox.tar.gz\n"
                "  docker save busybox | kubelite image load\n  ssh host kubelite image save web | kubelite image load")
     load.add_argument("file", nargs="?", default=None, metavar="FILE",
-                      help="the archive: a tar (plain, gzip, bzip2 or xz); '-' or none: stdin, when it is not a terminal")
+                      help="the archive: a tar (plain, gzip, bzip2 or xz); '-' or none: stdin, when it is not "
+                           "a terminal")
     load.add_argument("-i", "--input", default=None, metavar="FILE", help="the archive (the same as FILE)")
     save = image_sub.add_parser(
         "save", parents=[common], help="write images to a docker-save archive (docker-archive)",

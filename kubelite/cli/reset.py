@@ -36,7 +36,8 @@ Examples:
 
 def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     reset = sub.add_parser("reset", parents=[common], epilog=EPILOG,
-                           formatter_class=argparse.RawDescriptionHelpFormatter, help="stop every pod and remove what kubelite made on this host (containers, mounts, "
+                           formatter_class=argparse.RawDescriptionHelpFormatter,
+                           help="stop every pod and remove what kubelite made on this host (containers, mounts, "
                                 "cgroups, network namespaces, veths, leases, iptables rules, the bridge)")
     reset.add_argument("--force", action="store_true",
                        help="kill every container at once instead of giving each pod its grace period")

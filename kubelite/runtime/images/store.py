@@ -49,7 +49,9 @@ import kubelite.statefiles as statefiles
 from kubelite import layout
 from kubelite.runtime.images import archives, garbage, saving, tarsplit, unpacking
 from kubelite.runtime.images.limits import Budget, UnpackLimits
-from kubelite.runtime.images.records import CHUNK, Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config
+from kubelite.runtime.images.records import (
+    CHUNK, Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config,
+)
 from kubelite.runtime.reference import HEX_RE, ImageError, hex_of, normalize_reference
 
 _ID_PREFIX_RE = re.compile(r"(sha256:)?([a-f0-9]{12,64})")
@@ -415,7 +417,8 @@ class ImageStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        for d in (self._layers_dir, self._configs_dir, self._tarsplit_dir, self._tmp_dir):   # half-unpacked layers: nobody's business
+        # tmp/ holds half-unpacked layers: nobody's business
+        for d in (self._layers_dir, self._configs_dir, self._tarsplit_dir, self._tmp_dir):
             statefiles.make_dirs(d, base=self.root)
         fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
