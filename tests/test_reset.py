@@ -151,3 +151,10 @@ def test_reset_without_a_daemon_empties_the_store_and_leaves_no_run_dir_it_made(
     assert layout.db_path(root).exists() and layout.images_dir(root).parent == root   # without --purge: kept
     assert daemon.reset_node(daemon.ResetOptions(root=root, run_dir=run_dir, purge=True)) == [str(root)]
     assert not root.exists() and not run_dir.exists()
+
+
+def test_reset_refuses_a_state_root_that_is_a_symlink(tmp_path, capsys):
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert main(["--root", str(tmp_path / "link"), "--run-dir", str(tmp_path / "run"), "reset", "-y", "--purge"]) == 1
+    assert "is a symlink: refused" in capsys.readouterr().err and (tmp_path / "real").is_dir()

@@ -49,12 +49,12 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from kubelite.errors import UsageError
+    import kubelite.statefiles as statefiles
 
     root, run_dir = config.root(args.root), config.run_dir(args.run_dir)
-    for path in (root, run_dir):
-        if path.exists() and not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-            raise UsageError(f"kubelite reset: {path} belongs to another user: run it as that user (root)")
+    for path, what in ((root, "state root"), (run_dir, "run directory")):
+        if os.path.lexists(path):   # the checks `serve` makes: nothing removed through another user's link
+            statefiles.check_owned(path, what)
     confirm(args, root, run_dir)
     pid = serving_daemon(root)
     if pid is not None:
