@@ -212,3 +212,69 @@ def test_reset_refuses_without_a_terminal_unless_told_yes(tmp_path: Path):
                          text=True, timeout=60, cwd=REPO, stdin=subprocess.DEVNULL)
     assert out.returncode == 0 and "kubelite reset: done" in out.stdout, out.stderr
     assert not (tmp_path / "state").exists()   # nothing there: nothing made
+
+
+def test_the_sweep_removes_what_no_record_names_and_leaves_another_kubelites_bridge(tmp_path: Path):
+    """What a drain normally leaves nothing of, planted by hand: the sweep finds it by the instance's paths,
+    cgroup and network; the same things of a bridge another kubelite holds stay."""
+    require_cni()
+    from kubelite import layout
+    from kubelite.runtime import cni
+    from kubelite.runtime.oci import cleanup
+
+    root, run_dir = tmp_path / "state", tmp_path / "run"
+    ours, theirs = "kls" + uuid.uuid4().hex[:8], "klo" + uuid.uuid4().hex[:8]
+    subnets = [free_subnet("10.223.0.0/16"), free_subnet("10.224.0.0/16")]
+    veth = "klv" + uuid.uuid4().hex[:8]
+    chain = "CNI-" + uuid.uuid4().hex[:24]
+    comment = f'name: "{ours}" id: "sandbox1"'
+    ip = subnets[0].rsplit(".", 1)[0] + ".9"
+    held = None
+    try:
+        for bridge, subnet in zip((ours, theirs), subnets):
+            path = layout.cni_conflist_path(root, bridge)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(cni.conflist(bridge=bridge, subnet=subnet,
+                                                    data_dir=str(layout.cni_networks_dir(run_dir)))))
+            (layout.cni_networks_dir(run_dir) / bridge).mkdir(parents=True)
+            subprocess.run(["ip", "link", "add", bridge, "type", "bridge"], check=True)
+        subprocess.run(["ip", "link", "add", veth, "type", "veth", "peer", "name", veth + "p"], check=True)
+        subprocess.run(["ip", "link", "set", veth, "master", ours], check=True)
+        subprocess.run(["iptables", "-w", "-t", "nat", "-N", chain], check=True)
+        subprocess.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", f"{ip}/32", "-m", "comment",
+                        "--comment", comment, "-j", chain], check=True)
+        (run_dir / "netns").mkdir(parents=True)
+        (run_dir / "netns" / "leftover").touch()
+        subprocess.run(["unshare", f"--net={run_dir / 'netns' / 'leftover'}", "true"], check=True)   # pinned
+        (root / "pods" / "x").mkdir(parents=True)
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root / "pods" / "x")], check=True)
+        instance = instance_name(root)
+        cgroup = next(iter(linux.cgroup_dirs("/")), None)
+        assert cgroup is not None
+        (cgroup / instance / "podx").mkdir(parents=True)
+        held, _ = linux.try_lock(cni.bridge_lock_path(theirs), "another kubelite")
+
+        removed = cleanup.sweep(root, run_dir, runc=None)
+
+        assert {f"bridge {ours}", f"veth {veth}", f"address leases of {ours}", "network namespace leftover",
+                f"mount {root / 'pods' / 'x'}", f"iptables -t nat chain {chain}"} <= set(removed), removed
+        assert not Path("/sys/class/net", ours).exists() and not Path("/sys/class/net", veth).exists()
+        assert chain not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
+        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(tmp_path) in line]
+        assert not linux.cgroup_dirs(f"/{instance}")
+        assert not layout.cni_conflist_path(root, ours).exists()
+        assert Path("/sys/class/net", theirs).exists() and (layout.cni_networks_dir(run_dir) / theirs).is_dir()
+        assert layout.cni_conflist_path(root, theirs).exists()
+    finally:
+        if held is not None:
+            held.close()
+            cni.bridge_lock_path(theirs).unlink(missing_ok=True)
+        for link in (veth, ours, theirs):
+            subprocess.run(["ip", "link", "del", link], capture_output=True)
+        subprocess.run(["iptables", "-w", "-t", "nat", "-D", "POSTROUTING", "-s", f"{ip}/32", "-m", "comment",
+                        "--comment", comment, "-j", chain], capture_output=True)
+        for action in ("-F", "-X"):
+            subprocess.run(["iptables", "-w", "-t", "nat", action, chain], capture_output=True)
+        for point in linux.mounts_below(tmp_path):
+            linux.unmount(point)
+        linux.remove_cgroup(f"/{instance_name(root)}")

@@ -14,8 +14,8 @@ guess at a name another program could use:
 * per network kubelite wrote a conflist for in the state root (`<root>/cni/kubelite-<bridge>.conflist`):
   pending CNI DELs, the iptables rules whose comment names that network (the bridge plugin's
   masquerade rules, portmap's DNAT rules) and the per-pod `CNI-…` chains they jump to, the firewall
-  plugin's rules for addresses of that network's subnet, host-local's leases, the bridge itself
-  and its lock file — unless another kubelite holds that bridge's lock.
+  plugin's rules for addresses of that network's subnet, host-local's leases, the veths still on
+  the bridge, the bridge itself and its lock file — unless another kubelite holds that bridge's lock.
 
 CNI's shared chains (`CNI-HOSTPORT-*`, `CNI-FORWARD`, `CNI-ADMIN`) are left: other CNI users share them,
 and they hold nothing of kubelite's once its rules are gone. The state root and the run directory
@@ -193,6 +193,9 @@ def _networks(root: Path, run_dir: Path) -> list[str]:
                 removed.append(f"address leases of {name}")
             if Path("/sys/class/net", bridge).exists():
                 ip = shutil.which("ip", path=_SBIN) or "ip"
+                for veth in _ports_of(bridge):   # only this instance's pods join its bridge
+                    subprocess.run([ip, "link", "delete", veth], capture_output=True, timeout=30, check=False)
+                    removed.append(f"veth {veth}")
                 subprocess.run([ip, "link", "delete", bridge], capture_output=True, timeout=30, check=False)
                 removed.append(f"bridge {bridge}")
             Path(str(network["path"])).unlink(missing_ok=True)
@@ -200,6 +203,12 @@ def _networks(root: Path, run_dir: Path) -> list[str]:
             cni.bridge_lock_path(bridge).unlink(missing_ok=True)
             handle.close()
     return removed
+
+
+def _ports_of(bridge: str) -> list[str]:
+    """The interfaces attached to `bridge` (its `brif` directory)."""
+    brif = Path("/sys/class/net", bridge, "brif")
+    return sorted(p.name for p in brif.iterdir()) if brif.is_dir() else []
 
 
 def _iptables(network: str, subnet: ipaddress.IPv4Network | ipaddress.IPv6Network) -> list[str]:
