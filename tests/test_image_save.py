@@ -106,6 +106,16 @@ def test_images_sharing_a_layer_write_it_once_and_an_id_saves_no_name(tmp_path):
     assert {i.id for i in loaded} == {one.id, two.id}
 
 
+def test_one_image_under_two_names_is_one_entry_with_both(tmp_path):
+    store = ImageStore(tmp_path / "root")
+    store.load(docker_save(tmp_path / "in.tar", Img([BASE], tags=["base:1", "base:latest"])))
+    out = tmp_path / "out.tar"
+    with open(out, "wb") as f:
+        store.save(["base:1", "base:latest", "base:1"], f)
+    manifest = json.loads(archive_members(out)["manifest.json"])
+    assert [m["RepoTags"] for m in manifest] == [["docker.io/library/base:1", "docker.io/library/base:latest"]]
+
+
 def test_a_layer_changed_after_it_was_unpacked_fails_the_save(tmp_path):
     img = Img([BASE], tags=["base:1"])
     store = ImageStore(tmp_path / "root")

@@ -222,9 +222,13 @@ class ImageStore:
             image = self._image(ids[0], index)
             if image is None:
                 raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
+            names = [by_name] if by_name and "@" not in by_name else []
+            same = next((e for e in entries if e.image.id == image.id), None)
+            if same is not None:   # one image under two names: one entry with both, as `docker save` writes it
+                same.names += [n for n in names if n not in same.names]
+                continue
             config = (self._configs_dir / f"{hex_of(image.id, what='image id')}.json").read_bytes()
-            entries.append(saving.SavedImage(image=image, config=config,
-                                             names=[by_name] if by_name and "@" not in by_name else []))
+            entries.append(saving.SavedImage(image=image, config=config, names=names))
 
         def layer(diff_id: str) -> tarsplit.LayerStream:
             diff_hex = hex_of(diff_id, what="layer digest")
