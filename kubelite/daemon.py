@@ -10,6 +10,9 @@ due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the
 SIGHUP asks the CLI's `reload` for new options and applies the settings that change live
 (`apply_live`: log level, relist period, CrashLoopBackOff, image GC, DNS and seccomp defaults for
 new pods, registry access, the git sync's ref, path and interval).
+SIGUSR1 and SIGUSR2 are `kubelite reset`'s request: every pod terminates (with its grace period, or
+at once with SIGUSR2), then the daemon stops; `reset_node` is the same drain without a daemon,
+followed by the sweep of what is left on the host (`runtime.oci.cleanup`).
 """
 
 from __future__ import annotations
@@ -347,8 +350,16 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         stop.set()
         agent.wake.set()
 
+    drain = Drain()
+
+    def on_reset(signum: int, _frame: object) -> None:
+        drain.request(force=signum == RESET_FORCE_SIGNAL)
+        agent.wake.set_between_passes()
+
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} \
         if threading.current_thread() is threading.main_thread() else {}
+    if previous:
+        previous.update({sig: signal.signal(sig, on_reset) for sig in (RESET_SIGNAL, RESET_FORCE_SIGNAL)})
     log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
              config.root, options.runtime, config.node_name)
     watcher.start()
@@ -367,6 +378,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 reloaded = hangups[0]
                 running = reload(running, agent=agent, runtime=runtime, sync=sync, health=health)
             try:
+                drain.step(agent, runtime)
                 wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
             except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
                 health.failed(str(exc))
@@ -386,10 +398,14 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             if last_error:
                 log.info("reconcile passes succeed again")
                 last_error = ""
-            timeout = agent.config.relist_period_s
+            if drain.done(agent):
+                log.info("kubelite reset: every pod is stopped and removed; stopping")
+                break
+            timeout = agent.config.relist_period_s if not drain.started else 1.0
             if wake is not None:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
-            wait_for_work(agent, timeout, stop, lambda: hangups[0] != reloaded)
+            wait_for_work(agent, timeout, stop,
+                          lambda: hangups[0] != reloaded or (drain.requested and not drain.started))
     finally:
         if sync is not None:
             sync.close()
@@ -413,3 +429,179 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             log.info("stopped; pods keep running")
         lock.close()
     return 0
+
+
+# ------------------------------------------------------------------------------------- kubelite reset
+
+#: `kubelite reset` asks a serving daemon to drain: every pod with its grace period, or at once.
+RESET_SIGNAL, RESET_FORCE_SIGNAL = signal.SIGUSR1, signal.SIGUSR2
+
+
+class Drain:
+    """`kubelite reset`: every pod terminates as if its manifest were gone, none starts again; with force,
+    every container is killed at once as well (the agent then sees them exited and removes the pods)."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.force = False
+        self.started = False
+
+    def request(self, *, force: bool) -> None:
+        self.requested = True
+        self.force = self.force or force   # a forced request while draining hurries the drain
+
+    def step(self, agent: Agent, runtime: Runtime) -> None:
+        """Before a pass: start draining when asked to, and kill what still runs with force."""
+        if not self.requested:
+            return
+        if not self.started:
+            log.info("kubelite reset: stopping every pod (%s), then kubelite",
+                     "at once" if self.force else "each with its grace period")
+            agent.drain()
+            self.started = True
+        if self.force:
+            kill_containers(runtime)
+
+    def done(self, agent: Agent) -> bool:
+        return self.started and not agent.pods
+
+
+def kill_containers(runtime: Runtime) -> None:
+    """SIGKILL every container that runs (a forced reset)."""
+    from kubelite.core.types import ContainerState
+    from kubelite.errors import NotFoundError
+
+    for container in runtime.list_containers():
+        if container.state in (ContainerState.RUNNING, ContainerState.CREATED):
+            try:
+                runtime.signal_container(container.id, "KILL")
+            except (NotFoundError, KubeliteError) as exc:
+                log.debug("killing container %s: %s", container.id, exc)
+
+
+@dataclass(frozen=True)
+class ResetOptions:
+    root: Path
+    run_dir: Path
+    force: bool = False
+    purge: bool = False
+    node_name: str = "localhost"
+
+
+def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info) -> list[str]:
+    """`kubelite reset` without a daemon (UsageError when one serves the state root): the daemon's drain
+    in this process — the same agent, runtime and removal path, adopting what runs — then the sweep
+    of what is left on the host, then with `purge` the state root and the run directory. Returns
+    what the sweep and the purge removed, in words."""
+    root, run_dir = options.root, options.run_dir
+    if not root.exists() and not run_dir.exists():
+        return []
+    had_run_dir = run_dir.exists()
+    lock = lock_root(root) if root.exists() else None
+    try:
+        runtime, runc = _reset_runtime(options)
+        if layout.db_path(root).exists():
+            _drain_here(options, runtime, progress)
+        else:
+            _close(runtime)   # its start removed what a crash left (warm sandboxes, orphans)
+        removed = []
+        if os.geteuid() == 0:
+            from kubelite.runtime.oci import cleanup
+
+            removed += cleanup.sweep(root, run_dir, runc=runc)
+        if options.purge:
+            removed += _purge(root, layout.ROOT_NAMES)
+        if options.purge or not had_run_dir:   # one the runtime's start made just now is not left behind
+            gone = _purge(run_dir, layout.RUN_NAMES)
+            removed += gone if had_run_dir else []
+        return removed
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _reset_runtime(options: ResetOptions) -> tuple[Runtime, str | None]:
+    """The runtime to drain with, and runc's path for the sweep: as root the runc runtime (without a
+    network: each pod's teardown uses what its record says); else, or where runc is not installed and
+    never ran, the simulated one — its containers ended with the daemon that ran them."""
+    from kubelite.runtime.fake import FakeRuntime
+    from kubelite.runtime.oci import MissingDependency, OCIRuntime, find_binaries
+
+    ran = layout.runc_root(options.run_dir).is_dir()
+    if os.geteuid() != 0:
+        if ran:
+            raise UsageError(f"{options.run_dir} holds the runc runtime's containers: kubelite reset needs root")
+        return FakeRuntime(utcnow), None
+    try:
+        binaries = find_binaries()
+    except MissingDependency:
+        if ran:
+            raise
+        return FakeRuntime(utcnow), None
+    from kubelite.runtime.images import ImageStore
+
+    return OCIRuntime(root=options.root, run_dir=options.run_dir, images=ImageStore(options.root), clock=utcnow,
+                      binaries=binaries, network=None, warm_sandboxes=0), binaries["runc"]
+
+
+def _close(runtime: Runtime) -> None:
+    close = getattr(runtime, "close", None)
+    if close is not None:
+        close()
+
+
+def _drain_here(options: ResetOptions, runtime: Runtime, progress: Callable[[str], None]) -> None:
+    config = AgentConfig(manifests=Path(os.devnull), root=options.root,   # a draining agent reads no manifests
+                         node_name=options.node_name, relist_period_s=1.0, image_pull_workers=0)
+    store = Store(options.root)
+    agent = Agent(store=store, runtime=runtime, config=config)
+    runtime.set_exit_hint(agent.hint_runtime)
+    drain = Drain()
+    drain.request(force=options.force)
+    shown = 0.0
+    try:
+        while True:
+            drain.step(agent, runtime)
+            wake = agent.run_once()
+            if drain.done(agent):
+                break
+            if time.monotonic() - shown > 5:
+                progress(f"stopping {len(agent.pods)} pod(s)…")
+                shown = time.monotonic()
+            timeout = 0.5 if wake is None else min(0.5, max(0.0, (wake - utcnow()).total_seconds()))
+            agent.wake.wait(timeout)
+    finally:
+        agent.close()
+        agent.probing.prober.close()
+        _close(runtime)
+        store.close()
+
+
+def _purge(base: Path, names: frozenset[str]) -> list[str]:
+    """The entries kubelite makes in `base` (the state root or the run directory, `names`), then `base`
+    itself if that left it empty (a file of someone else's there stays, and so does the directory).
+    Never through a mount: whatever is still mounted below is left, and said. What went, in words."""
+    import shutil
+
+    if not base.is_dir():
+        return []
+    gone = []
+    for name in sorted(names):
+        path = base / name
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if linux.mounts_below(path):
+            log.warning("%s: something is still mounted below it; not removed", path)
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+        gone.append(str(path))
+    try:
+        base.rmdir()
+    except OSError:
+        left = sorted(p.name for p in base.iterdir())
+        log.warning("%s: kept, it holds what kubelite did not make: %s", base, ", ".join(left[:5]))
+        return gone
+    return [str(base)]

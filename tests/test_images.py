@@ -358,7 +358,8 @@ def test_images_sharing_a_layer_unpack_it_once_and_keep_it_until_the_last_goes(t
     unpacked: list[str] = []
     real = unpacking.unpack_layer
     monkeypatch.setattr(unpacking, "unpack_layer",
-                        lambda archive, layer, dest: unpacked.append(layer.diff_hex) or real(archive, layer, dest))
+                        lambda archive, layer, dest, **kw: unpacked.append(layer.diff_hex) or real(archive, layer, dest,
+                                                                                                   **kw))
     one, two = Img([BASE, APP], tags=["one"]), Img([BASE, OTHER], tags=["two"])
 
     store.load(docker_save(tmp_path / "one.tar", one))

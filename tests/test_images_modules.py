@@ -24,11 +24,14 @@ BELOW = {
     "records": set(),
     "limits": set(),
     "garbage": {"records"},
-    "layerwriter": {"limits", "records"},
-    "unpacking": {"layerwriter", "limits", "records"},
+    "tarsplit": set(),
+    "layerwriter": {"limits", "records", "tarsplit"},
+    "unpacking": {"layerwriter", "limits", "records", "tarsplit"},
     "archives": {"records"},
-    "store": {"archives", "garbage", "layerwriter", "limits", "records", "unpacking"},
-    "__init__": {"archives", "garbage", "layerwriter", "limits", "records", "store", "unpacking"},
+    "saving": {"records", "tarsplit"},
+    "store": {"archives", "garbage", "layerwriter", "limits", "records", "saving", "tarsplit", "unpacking"},
+    "__init__": {"archives", "garbage", "layerwriter", "limits", "records", "saving", "store", "tarsplit",
+                 "unpacking"},
 }
 COMMON = {"kubelite.errors", "kubelite.statefiles", "kubelite.layout", "kubelite.runtime.reference"}
 

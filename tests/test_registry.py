@@ -97,6 +97,20 @@ def test_a_multi_layer_image_and_a_second_pull_fetches_no_blob(tmp_path, anon):
     assert anon.requests("/v2/multi/blobs/") == blob_gets + 1, "only the config is fetched again"
 
 
+def test_a_pulled_image_saves_as_a_docker_archive_that_loads_with_the_same_id(tmp_path, anon):
+    """gzip blobs from the registry, the exact uncompressed tars in the archive: the diff_ids, hence the id."""
+    import io
+
+    store = ImageStore(tmp_path / "pulled")
+    pulled = registry.pull(store, f"{anon.host}/multi:v1").image
+    out = io.BytesIO()
+    store.save([f"{anon.host}/multi:v1"], out)
+    archive = tmp_path / "multi.tar"
+    archive.write_bytes(out.getvalue())
+    [loaded] = ImageStore(tmp_path / "loaded").load(archive)
+    assert loaded.id == pulled.id and loaded.layers == pulled.layers and loaded.names == (f"{anon.host}/multi:v1",)
+
+
 def test_pull_by_digest(tmp_path, anon):
     store = ImageStore(tmp_path)
     ref = f"{anon.host}/library/busybox@{anon.busybox_digest}"

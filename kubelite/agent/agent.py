@@ -112,6 +112,7 @@ class Agent:
         self.next_full_sync: datetime | None = None   # with workers: every pod is synced once per RESYNC_PERIOD_S
         self.next_full_relist: datetime | None = None   # the runtime's processes all looked at once per relist period
         self.last_replacing: frozenset[str] = frozenset()
+        self.draining = False   # `kubelite reset`: every pod terminates, none is started again
         self._load()
 
     def close(self) -> None:
@@ -121,6 +122,12 @@ class Agent:
         self.state.flush()
 
     # ------------------------------------------------------------------ hints (any thread)
+
+    def drain(self) -> None:
+        """`kubelite reset`: from the next pass on, every pod terminates as if its manifest were gone (its
+        grace period, preStop hooks, then its sandbox), and the manifests are no longer read."""
+        self.draining = True
+        self.hint_manifests()
 
     def hint_manifests(self) -> None:
         self.manifests_dirty = True
@@ -324,6 +331,9 @@ class Agent:
         """Scan the directory and make the desired pods match it (invalid files keep their last version)."""
         self.manifests_dirty = False
         self.next_manifest_scan = now + timedelta(seconds=self.config.relist_period_s)
+        if self.draining:
+            self._terminate_all(now)
+            return
         snapshot = sources.scan(self.config.manifests, previous=self.snapshot)
         self.snapshot = snapshot
         if snapshot.problems and self.config.manifests.exists():
@@ -383,6 +393,17 @@ class Agent:
         policy = entry.desired.pod.spec.restart_policy
         return {c.name for c in entry.desired.pod.spec.all_containers()
                 if c.name not in newest or newest[c.name].running or should_restart(newest[c.name], policy)}
+
+    def _terminate_all(self, now: datetime) -> None:
+        """Draining: every pod not yet terminating starts to (one on a worker when its sync ends)."""
+        busy, self.deferred = self._busy(), set()
+        for entry in self.state.pods.values():
+            if entry.deleted_at is None:
+                if entry.uid in busy:
+                    self.deferred.add(entry.uid)
+                    continue
+                log.info("pod %s: kubelite reset; terminating", entry.key)
+                self.state.mark_deleted(entry, now)
 
     @staticmethod
     def _claim_keys(pod: Pod) -> set[tuple[str, str, str]]:

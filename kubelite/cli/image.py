@@ -1,4 +1,4 @@
-"""`kubelite image load|ls|rm|pull`: the local image store from the command line.
+"""`kubelite image load|save|ls|rm|pull`: the local image store from the command line.
 
 `pull` shows its progress on one line that it rewrites (bytes and layers) when stdout is a
 terminal, and plain lines — one per layer and one at the end — when it is not.
@@ -59,9 +59,11 @@ def run(args: argparse.Namespace) -> int:
 
     store = ImageStore(config.state_root(args.root, create=args.image_command in ("load", "pull", "rm")))
     if args.image_command == "load":
-        for image in store.load(Path(args.input)):
+        for image in load(args, store):
             print(f"Loaded image: {', '.join(image.names) or image.id}")
         return 0
+    if args.image_command == "save":
+        return save(args, store)
     if args.image_command == "pull":
         return pull(args, store)
     if args.image_command == "rm":
@@ -79,6 +81,57 @@ def run(args: argparse.Namespace) -> int:
     for row in rows:
         print("   ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip())
     return 0
+
+
+def load(args: argparse.Namespace, store: "ImageStore") -> list[Any]:
+    """`image load FILE`, `-i FILE`, or the archive on stdin (`-`, or nothing given and stdin not a terminal)."""
+    from kubelite.errors import UsageError
+
+    if args.file is not None and args.input is not None and args.file != args.input:
+        raise UsageError("image load: give the archive once, as FILE or as -i FILE")
+    source = args.input if args.input is not None else args.file
+    if source is not None and source != "-":
+        return store.load(Path(source))
+    if sys.stdin.isatty():
+        raise UsageError("image load: give an archive (FILE or -i FILE), or pipe one into stdin "
+                         "(stdin is a terminal)")
+    return store.load_stream(sys.stdin.buffer)
+
+
+def save(args: argparse.Namespace, store: "ImageStore") -> int:
+    """`image save IMAGE… -o FILE` (written beside FILE, renamed into place when complete), or to stdout."""
+    import os
+    import tempfile
+
+    from kubelite.errors import UsageError
+
+    if args.output is None or args.output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("image save: refusing to write an archive to a terminal; give -o FILE or redirect "
+                             "stdout")
+        sys.stdout.flush()
+        store.save(args.refs, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+        return 0
+    target = Path(args.output)
+    fd, partial = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or Path("."))
+    try:
+        with os.fdopen(fd, "wb") as out:
+            store.save(args.refs, out)
+        os.chmod(partial, 0o644 & ~_umask())
+        os.replace(partial, target)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
+    return 0
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def registry_config(args: argparse.Namespace) -> Any:

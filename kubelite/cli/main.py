@@ -88,6 +88,10 @@ def _parser() -> argparse.ArgumentParser:
     from kubelite.cli import sync  # standard library only when loaded: the read path stays fast
 
     sync.add_parser(sub, common)  # `sync` and `get sync`
+
+    from kubelite.cli import reset  # standard library only when loaded
+
+    reset.add_parser(sub, common)
     return parser
 
 
@@ -440,9 +444,23 @@ def _add_image(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
                                ("Pull one", "kubelite image pull docker.io/library/busybox:1.36")))
     image_sub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     image_sub.required = True
-    load = _command(image_sub, "load", common, help="load a docker-save or OCI archive",
-                    examples=(("An archive docker save or podman save wrote", "kubelite image load -i app.tar"),))
-    load.add_argument("-i", "--input", required=True, metavar="FILE", help="the archive to read")
+    load = _command(image_sub, "load", common,
+                    help="load a docker-save or OCI archive (from FILE, -i FILE or a pipe on stdin)",
+                    examples=(("An archive docker save or podman save wrote", "kubelite image load busybox.tar"),
+                              ("The same with -i, compressed", "kubelite image load -i busybox.tar.gz"),
+                              ("From a pipe", "docker save busybox | kubelite image load\n"
+                                              "  ssh host kubelite image save web | kubelite image load")))
+    load.add_argument("file", nargs="?", default=None, metavar="FILE",
+                      help="the archive: a tar (plain, gzip, bzip2 or xz); '-' or none: stdin, when it is not "
+                           "a terminal")
+    load.add_argument("-i", "--input", default=None, metavar="FILE", help="the archive (the same as FILE)")
+    save = _command(image_sub, "save", common, help="write images to a docker-save archive (docker-archive)",
+                    examples=(("To a file", "kubelite image save busybox -o busybox.tar"),
+                              ("To another machine", "kubelite image save busybox web:1 | ssh other kubelite image load"),
+                              ("To podman", "kubelite image save busybox | podman load")))
+    save.add_argument("refs", nargs="+", metavar="IMAGE", help="an image by name (saved with that name) or by id")
+    save.add_argument("-o", "--output", default=None, metavar="FILE",
+                      help="write the archive here (default: stdout, when it is not a terminal)")
     _command(image_sub, "ls", common, help="list images", aliases=["list"],
              examples=(("Every image of the store", "kubelite image ls"),))
     rm = _command(image_sub, "rm", common, help="remove images",
@@ -546,6 +564,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "top":
         from kubelite.cli import top
         return top.run(args)
+    if command == "reset":
+        from kubelite.cli import reset
+        return reset.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)

@@ -59,6 +59,7 @@ PLUGINS = ("bridge", "host-local", "loopback", "portmap", "firewall")
 IFNAME = "eth0"
 PLUGIN_TIMEOUT_S = 60.0
 _BRIDGE_NAME_MAX = 15   # IFNAMSIZ - 1
+LOCK_DIR = Path("/run/lock")
 
 
 class NetworkError(RuntimeError_):
@@ -242,6 +243,11 @@ def describe_port(mapping: PortMapping) -> str:
 # --------------------------------------------------------------------------------- the network
 
 
+def bridge_lock_path(bridge: str, lock_dir: Path = LOCK_DIR) -> Path:
+    """The lock a serving kubelite holds on its bridge (`Network.claim`)."""
+    return lock_dir / f"kubelite-{bridge}.lock"
+
+
 class Network:
     """kubelite's CNI network on this machine: `setup` adds a pod (the module's `teardown` removes it)."""
 
@@ -265,10 +271,10 @@ class Network:
     def name(self) -> str:
         return str(self.config["name"])
 
-    def claim(self, lock_dir: Path = Path("/run/lock")) -> None:
+    def claim(self, lock_dir: Path = LOCK_DIR) -> None:
         """Hold `<lock_dir>/kubelite-<bridge>.lock` while kubelite serves: two instances on one bridge
         would hand out the same addresses from their own leases. NetworkError naming the holder."""
-        handle, holder = linux.try_lock(lock_dir / f"kubelite-{self.bridge}.lock",
+        handle, holder = linux.try_lock(bridge_lock_path(self.bridge, lock_dir),
                                         f"pid {os.getpid()}, state {self.conflist_path.parent.parent}")
         if handle is None:
             raise NetworkError(f"bridge {self.bridge} is in use by another kubelite ({holder}): give each instance "

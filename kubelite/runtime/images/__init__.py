@@ -5,6 +5,9 @@ One module per responsibility, from the top down:
 * `store` — `ImageStore`: `<root>/images/`, its index, loads and pulls committed all or nothing,
   tagging and removal, `layer_dirs()` for overlayfs;
 * `archives` — `docker save` and OCI image-layout archives (`image load`), read into load plans;
+* `saving` — images written as a `docker save` archive (`image save`);
+* `tarsplit` — each layer's tar stream without its files' contents, kept when it is unpacked, so
+  that `image save` gives back the exact tar (the same diff_ids, the same image id);
 * `unpacking` — one layer blob streamed, decompressed and verified against its digests;
 * `layerwriter` — its entries written below a directory without ever leaving it (the security
   boundary: no escaping names, no followed symlinks, whiteouts in overlayfs form);

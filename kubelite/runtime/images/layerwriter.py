@@ -23,6 +23,7 @@ from pathlib import Path
 
 from kubelite.runtime.images.limits import Budget
 from kubelite.runtime.images.records import CHUNK
+from kubelite.runtime.images.tarsplit import entry_parts
 from kubelite.runtime.reference import ImageError, quoted
 
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -201,7 +202,7 @@ class LayerWriter:
             raise self._refuse(entry, "has a NUL byte in its name")
         if name.startswith("/"):
             raise self._refuse(entry, f"has the absolute path {quoted(name)}")
-        parts = tuple(p for p in name.split("/") if p not in ("", "."))
+        parts = entry_parts(name)
         if ".." in parts:
             raise self._refuse(entry, f"has a '..' component in {quoted(name)}")
         return parts

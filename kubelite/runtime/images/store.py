@@ -11,6 +11,8 @@ file beside it, fsync, rename, fsync of the dir):
         configs/<hex>.json  the image config blob, byte for byte; its sha256 is the image id
         layers/<hex>/       one unpacked layer tree per diff_id (sha256 of the uncompressed tar),
                             shared by every image that has it; whiteouts in overlayfs form
+        tarsplit/<hex>.gz   the layer's tar stream without its files' contents (`tarsplit`): with
+                            the unpacked layer, the exact tar again, for `image save`
         tmp/                layers being unpacked, layers being deleted
         downloads/          blobs of pulls in progress (`registry`), pruned when given up on
         .lock               flock taken by load, pull, tag and remove (readers never lock)
@@ -41,13 +43,15 @@ import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import kubelite.statefiles as statefiles
 from kubelite import layout
-from kubelite.runtime.images import archives, garbage, unpacking
+from kubelite.runtime.images import archives, garbage, saving, tarsplit, unpacking
 from kubelite.runtime.images.limits import Budget, UnpackLimits
-from kubelite.runtime.images.records import Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config
+from kubelite.runtime.images.records import (
+    CHUNK, Image, ImagePlan, LayerSource, ParsedConfig, PulledLayer, parse_config,
+)
 from kubelite.runtime.reference import HEX_RE, ImageError, hex_of, normalize_reference
 
 _ID_PREFIX_RE = re.compile(r"(sha256:)?([a-f0-9]{12,64})")
@@ -84,6 +88,13 @@ class ImageStore:
     @property
     def _configs_dir(self) -> Path:
         return self._dir / "configs"
+
+    @property
+    def _tarsplit_dir(self) -> Path:
+        return self._dir / "tarsplit"
+
+    def _tarsplit_path(self, diff_hex: str) -> Path:
+        return self._tarsplit_dir / f"{diff_hex}.gz"
 
     @property
     def _tmp_dir(self) -> Path:
@@ -134,21 +145,39 @@ class ImageStore:
         if not archive.is_file():
             raise ImageError(f"cannot load {archive}: no such file")
         with self._locked():
-            index = self._read_index()
-            self._delete_unused(index)   # left by a load that crashed before writing the index
+            return self._load_locked(archive)
+
+    def load_stream(self, source: IO[bytes], name: str = "stdin") -> builtins.list[Image]:
+        """`load` of an archive read from a stream (a pipe): it is copied below `tmp/` first (an archive is
+        read by member, out of order), and that copy is deleted at the end, or by the next load after a crash."""
+        with self._locked():
+            spool = self._new_tmp("load-") / name
             try:
-                with self._staged() as unpacked:
-                    with archives.Archive.open(archive) as source:
-                        plans = archives.plan(source)
-                        for layer in (layer for plan in plans for layer in plan.layers):
-                            if self._needs(layer, unpacked):
-                                dest = self._stage(layer, unpacked)
-                                unpacked[layer.diff_hex] = (dest, unpacking.unpack_layer(source, layer, dest))
-                    self._commit(plans, unpacked, index)
-            except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
-                raise ImageError(f"cannot load {archive}: {archives.describe(e)}") from e
-            loaded = list(dict.fromkeys(plan.image_id for plan in plans))
-            return [image for i in loaded if (image := self._image(i, index)) is not None]
+                with open(spool, "wb") as out:
+                    shutil.copyfileobj(source, out, CHUNK)
+                return self._load_locked(spool, shown=name)
+            except ImageError as e:   # name the stream, not the copy's path
+                raise ImageError(str(e).replace(str(spool), name)) from None
+            finally:
+                _delete(spool.parent)
+
+    def _load_locked(self, archive: Path, *, shown: str | None = None) -> builtins.list[Image]:
+        index = self._read_index()
+        self._delete_unused(index)   # left by a load that crashed before writing the index
+        try:
+            with self._staged() as unpacked:
+                with archives.Archive.open(archive) as source:
+                    plans = archives.plan(source)
+                    for layer in (layer for plan in plans for layer in plan.layers):
+                        if self._needs(layer, unpacked):
+                            dest = self._stage(layer, unpacked)
+                            size = unpacking.unpack_layer(source, layer, dest, record=_record_of(dest))
+                            unpacked[layer.diff_hex] = (dest, size)
+                self._commit(plans, unpacked, index)
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            raise ImageError(f"cannot load {shown or archive}: {archives.describe(e)}") from e
+        loaded = list(dict.fromkeys(plan.image_id for plan in plans))
+        return [image for i in loaded if (image := self._image(i, index)) is not None]
 
     def remove(self, ref: str) -> Image:
         """Untag `ref`; an image left with no tag (only digest references, or named by its id) is deleted,
@@ -176,6 +205,37 @@ class ImageStore:
             self._write_index(index)   # first the index, then the files: a crash leaves only garbage
             self._delete_unused(index)
             return image
+
+    def save(self, refs: builtins.list[str], out: IO[bytes]) -> builtins.list[Image]:
+        """Write the images `refs` name as one `docker save` archive (docker-archive) to `out`, each layer
+        the exact tar it was loaded or pulled as (so the image ids stay). A name saves that name, an id the
+        image without names, as `docker save` does. Readers never lock: a layer removed meanwhile fails
+        the save."""
+        index = self._read_index()
+        entries: builtins.list[saving.SavedImage] = []
+        for ref in refs:
+            ids, by_name = self._match(ref, index)
+            if not ids:
+                raise ImageError(f"no such image: {ref}")
+            if len(ids) > 1:
+                raise ImageError(f"{ref} matches {len(ids)} images: give more of the id")
+            image = self._image(ids[0], index)
+            if image is None:
+                raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
+            names = [by_name] if by_name and "@" not in by_name else []
+            same = next((e for e in entries if e.image.id == image.id), None)
+            if same is not None:   # one image under two names: one entry with both, as `docker save` writes it
+                same.names += [n for n in names if n not in same.names]
+                continue
+            config = (self._configs_dir / f"{hex_of(image.id, what='image id')}.json").read_bytes()
+            entries.append(saving.SavedImage(image=image, config=config, names=names))
+
+        def layer(diff_id: str) -> tarsplit.LayerStream:
+            diff_hex = hex_of(diff_id, what="layer digest")
+            return tarsplit.LayerStream(self._tarsplit_path(diff_hex), self._layers_dir / diff_hex, diff_hex)
+
+        saving.write_docker_archive(entries, layer, out)
+        return [e.image for e in entries]
 
     # ---------------------------------------------------------------------- pulls
 
@@ -238,7 +298,7 @@ class ImageStore:
                     dest = self._stage(layer, unpacked)
                     label = f"layer sha256:{layer.diff_hex} of {plan.names[0] if plan.names else image_id}"
                     size = unpacking.unpack_layer(unpacking.Downloads(downloads), layer, dest, label=label,
-                                                  budget=Budget(limits, self.disk_usage))
+                                                  budget=Budget(limits, self.disk_usage), record=_record_of(dest))
                     unpacked[layer.diff_hex] = (dest, size)
                 self._commit([plan], unpacked, index)
             self.touch(image_id)
@@ -361,7 +421,8 @@ class ImageStore:
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
-        for d in (self._layers_dir, self._configs_dir, self._tmp_dir):   # half-unpacked layers: nobody's business
+        # tmp/ holds half-unpacked layers: nobody's business
+        for d in (self._layers_dir, self._configs_dir, self._tarsplit_dir, self._tmp_dir):
             statefiles.make_dirs(d, base=self.root)
         fd = os.open(self._dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
@@ -388,6 +449,7 @@ class ImageStore:
             for dest, _ in unpacked.values():
                 if dest.exists():
                     shutil.rmtree(dest, ignore_errors=True)
+                _record_of(dest).unlink(missing_ok=True)
 
     def _needs(self, layer: LayerSource, unpacked: dict[str, tuple[Path, int]]) -> bool:
         """True when the layer is neither in the store nor already unpacked by this load."""
@@ -406,8 +468,10 @@ class ImageStore:
         if unpacked:
             _syncfs(self._tmp_dir)
         for diff_hex, (dest, size) in unpacked.items():
+            os.rename(_record_of(dest), self._tarsplit_path(diff_hex))   # before its layer: never a layer without it
             os.rename(dest, self._layers_dir / diff_hex)
             index.layers[diff_hex] = size
+        statefiles.fsync_dir(self._tarsplit_dir)
         statefiles.fsync_dir(self._layers_dir)
         for plan in plans:
             config_path = self._configs_dir / f"{hex_of(plan.image_id, what='image id')}.json"
@@ -442,6 +506,10 @@ class ImageStore:
         for path in self._configs_dir.iterdir():
             if path.name not in configs:
                 self._discard(path)
+        if self._tarsplit_dir.is_dir():
+            for path in self._tarsplit_dir.iterdir():
+                if path.name.removesuffix(".gz") not in used:
+                    self._discard(path)
 
     def _discard(self, path: Path) -> None:
         """Delete a file or tree: renamed into tmp/ first, so it disappears at once and a crash
@@ -453,6 +521,11 @@ class ImageStore:
     def _write_index(self, index: _Index) -> None:
         data = json.dumps(index.to_json(), indent=2, sort_keys=True).encode() + b"\n"
         statefiles.write_atomic(self._index_path, data, fsync=True)
+
+
+def _record_of(layer_dir: Path) -> Path:
+    """Where the tar record of a layer being unpacked into `layer_dir` (below tmp/) is written."""
+    return layer_dir.with_name(layer_dir.name + ".tarsplit")
 
 
 def _delete(path: Path) -> None:

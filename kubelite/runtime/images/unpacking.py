@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Callable, Protocol
 
+from kubelite.runtime.images import tarsplit
 from kubelite.runtime.images.layerwriter import LayerWriter
 from kubelite.runtime.images.limits import BoundedTarInfo, Budget, Exceeded
 from kubelite.runtime.images.records import CHUNK, LayerSource
@@ -27,9 +28,11 @@ from kubelite.runtime.reference import ImageError, quoted
 class _Tap:
     """A read-once stream wrapper: hashes and counts every byte read, can peek, knows if all were zero."""
 
-    def __init__(self, f: IO[bytes] | _Tap | gzip.GzipFile, counted: Callable[[int], None] | None = None) -> None:
+    def __init__(self, f: IO[bytes] | _Tap | gzip.GzipFile, counted: Callable[[int], None] | None = None,
+                 sink: Callable[[bytes], None] | None = None) -> None:
         self._f = f
         self._counted = counted   # told the bytes read so far, after each read (may raise to stop)
+        self._sink = sink         # given every byte read, in order (the layer's tar record)
         self._ahead = b""
         self.sha256 = hashlib.sha256()
         self.size = 0
@@ -39,6 +42,8 @@ class _Tap:
         data = self._f.read(n)
         self.sha256.update(data)
         self.size += len(data)
+        if self._sink is not None:
+            self._sink(data)
         if self._counted is not None:
             self._counted(self.size)
         if not self.nonzero and data.strip(b"\0"):
@@ -85,12 +90,13 @@ class Downloads:
 
 
 def unpack_layer(archive: BlobSource, layer: LayerSource, dest: Path, *, label: str | None = None,
-                 budget: Budget | None = None) -> int:
-    """Unpack one layer blob into `dest` (a fresh directory) and verify its digests; returns its size."""
+                 budget: Budget | None = None, record: Path | None = None) -> int:
+    """Unpack one layer blob into `dest` (a fresh directory) and verify its digests; returns its size.
+    With `record`, the tar stream's metadata is kept there (`tarsplit`), for `image save`."""
     if label is None:
         label = f"layer {quoted(layer.member)} of {archive.path.name}"
     try:
-        return _unpack_verified(archive, layer, dest, label, budget)
+        return _unpack_verified(archive, layer, dest, label, budget, record)
     except Exceeded as e:
         raise ImageError(f"{label} {e}") from None
     except (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile) as e:
@@ -104,20 +110,35 @@ def unpack_layer(archive: BlobSource, layer: LayerSource, dest: Path, *, label: 
 
 
 def _unpack_verified(archive: BlobSource, layer: LayerSource, dest: Path, label: str,
-                     budget: Budget | None) -> int:
+                     budget: Budget | None, record: Path | None) -> int:
+    recorder = tarsplit.Recorder(record) if record is not None else None
+    try:
+        size = _unpack_recorded(archive, layer, dest, label, budget, recorder)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    return size
+
+
+def _unpack_recorded(archive: BlobSource, layer: LayerSource, dest: Path, label: str,
+                     budget: Budget | None, recorder: tarsplit.Recorder | None) -> int:
+    sink = recorder.feed if recorder is not None else None
     with archive.open_member(layer.member) as raw:
         blob = _Tap(raw)
         magic = blob.peek(4)
         counted = budget.stream if budget is not None else None
         if magic == _ZSTD_MAGIC:
-            tar_stream = _Tap(_zstd_reader(blob), counted)
+            tar_stream = _Tap(_zstd_reader(blob), counted, sink)
         else:
-            tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob, counted)
+            tar_stream = _Tap(gzip.GzipFile(fileobj=blob, mode="rb") if magic[:2] == b"\x1f\x8b" else blob, counted,
+                              sink)
         with LayerWriter(dest, label, budget) as writer:
             try:
                 with tarfile.open(fileobj=tar_stream, mode="r|", bufsize=CHUNK,  # type: ignore[call-overload]
                                   tarinfo=BoundedTarInfo) as tf:
                     for member in tf:
+                        if recorder is not None:
+                            recorder.member(member)
                         writer.add(member, tf)
             except tarfile.ReadError:
                 if tar_stream.nonzero:
@@ -126,6 +147,8 @@ def _unpack_verified(archive: BlobSource, layer: LayerSource, dest: Path, label:
             tar_stream.drain()   # the padding after the end-of-archive blocks counts in the digest too
             blob.drain()
             writer.finish()
+            if recorder is not None:
+                recorder.finish()
     if layer.blob_hex is not None and blob.sha256.hexdigest() != layer.blob_hex:
         raise ImageError(f"{label} has digest sha256:{blob.sha256.hexdigest()}, "
                          f"not sha256:{layer.blob_hex} as named: refusing to load")
