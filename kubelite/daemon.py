@@ -4,8 +4,9 @@ The composition root: the one module that knows every concrete piece (which runt
 the git sync, the API server) and puts them together; nothing below imports it, and it is the only
 place that chooses between the runc runtime and the simulated one. Only the CLI's `serve` calls it.
 
-Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
-handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
+Owns: the process lifecycle — one instance per state root (a lock file), logging (text or JSON
+lines, `service.logformat`), signal handling, what systemd hears (`service.notify`: READY=1 once
+the first pass has run, STOPPING=1 at the end), and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
 due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
 """
 
@@ -17,7 +18,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -28,6 +29,8 @@ from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR
 from kubelite.runtime.protocol import Runtime
+from kubelite.service import logformat
+from kubelite.service.notify import Notifier
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
 
@@ -72,14 +75,13 @@ class ServeOptions:
     warm_sandboxes: int = 2            # ready pod sandboxes kept by the runc runtime (0: none)
 
 
-class _UTCFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def configure_logging(debug: bool) -> None:
+def configure_logging(debug: bool, log_format: str = "text") -> None:
+    """kubelite's log lines go to stderr (the journal under systemd), as text or JSON lines."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(message)s"))
+    try:
+        handler.setFormatter(logformat.formatter(log_format))
+    except ValueError as exc:
+        raise UsageError(f"--log-format: {exc}") from None
     root = logging.getLogger("kubelite")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -224,6 +226,7 @@ def start_api(options: ServeOptions, health: LoopHealth, runtime: Runtime | None
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
+    notifier = Notifier.from_environment()   # before any child process: runc must not see NOTIFY_SOCKET
     tightened = statefiles.prepare_state_dirs(config.root, options.run_dir)
     if tightened:
         log.info("tightened the modes of %d paths of an older installation (owner-only now): %s%s",
@@ -254,6 +257,16 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         from kubelite.apiserver import auth
 
         (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
+    announced = False   # READY=1 sent to systemd: once, after the first pass ran (failed or not)
+
+    def announce(status: str) -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            notifier.ready(status)
+        else:
+            notifier.status(status)
+
     try:
         last_error, last_logged = "", 0.0
         while not stop.is_set():
@@ -263,15 +276,19 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 health.failed(str(exc))
                 if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
                     log.error("reconcile pass failed: %s; retrying", exc)
+                    announce(f"reconcile pass failed: {exc}; retrying")
                     last_error, last_logged = str(exc), time.monotonic()
                 stop.wait(ERROR_PAUSE_S)
                 continue
             except Exception as exc:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
                 health.failed(f"{type(exc).__name__}: {exc}")
                 log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
+                announce(f"reconcile pass failed: {type(exc).__name__}: {exc}; retrying")
                 stop.wait(ERROR_PAUSE_S)
                 continue
             health.passed()
+            if not announced or last_error:
+                announce(f"serving {len(agent.pods)} pods from {config.manifests}")
             if api is not None:
                 api.notify()   # watches see the pass's changes now
             if last_error:
@@ -282,6 +299,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
             wait_for_work(agent, timeout, stop)
     finally:
+        notifier.stopping("stopping; pods keep running")
         if api is not None:
             api.close()
         watcher.stop()

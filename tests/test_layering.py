@@ -35,6 +35,8 @@ _BELOW_AGENT = {"api", "core", "sources", "store", "runtime", "prober", "errors"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "clock": set(),
+    # the service manager's side: sd_notify, the log formats, the unit file (standard library only)
+    "service": set(),
     # where everything lives on disk: pure, standard library and errors only
     "layout": {"errors"},
     "statefiles": {"errors", "layout"},
@@ -50,9 +52,9 @@ ALLOWED: dict[str, set[str]] = {
     # the read-only Kubernetes API: it reads the store and formats with `kubectl`, never the agent
     "apiserver": {"api", "kubectl", "store", "runtime", "errors", "statefiles", "clock", "layout"},
     # the composition root: wires the agent, the sources, the prober, the API server and the sync
-    "daemon": _BELOW_AGENT | {"agent", "kubectl", "apiserver"},
+    "daemon": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "service"},
     # the entry point: may use anything, lazily
-    "cli": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon"},
+    "cli": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "service"},
 }
 #: The only modules a layer may reach in a layer that is otherwise not below it (and what those
 #: modules reach there themselves): pure, standard-library code.

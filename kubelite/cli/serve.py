@@ -20,7 +20,7 @@ def run(args: argparse.Namespace) -> int:
     from kubelite.errors import UsageError
 
     api = None if args.no_api else api_options(args.api_address)
-    configure_logging(args.debug)
+    configure_logging(args.debug, args.log_format)
     try:
         backoff = BackoffPolicy(initial_s=args.backoff_initial, max_s=args.backoff_max)
     except ValueError as exc:

@@ -3,7 +3,7 @@
 Owns: the mount(2)/umount2(2) calls (through libc, no `mount` process per container), reading a
 process's start time from /proc (a PID is trusted only together with its start time: PIDs are
 reused), removing the empty cgroup directories kubelite created and renaming a warm sandbox's
-cgroup to its pod's, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
+cgroup to its pod's, placing a process (conmon) in a cgroup of kubelite's in every hierarchy, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
 sethostname(2) on a short-lived thread of its own). It never touches a mount, a process or a
 cgroup it was not handed by the caller.
 """
@@ -174,6 +174,63 @@ def cgroup_dirs(relative: str) -> list[Path]:
         path = controller / rel
         if path.is_dir() and not controller.is_symlink():
             found.append(path)
+    return found
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """The root of every cgroup hierarchy this host mounts below /sys/fs/cgroup: the one of a pure
+    cgroup v2 host, or each v1 controller's, the named ones (`name=systemd`) and a hybrid host's
+    `unified` (v2) alike; a symlink to a co-mounted controller (`cpu` → `cpu,cpuacct`) counts once."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT]
+    try:
+        entries = sorted(CGROUP_ROOT.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.is_dir() and not p.is_symlink() and os.path.ismount(p)]
+
+
+def _make_cgroup(hierarchy: Path, relative: str) -> Path:
+    """Make the cgroup `relative` in one hierarchy, each missing level in turn; a v1 cpuset level
+    starts with its parent's CPUs and memory nodes (a new one has none, and takes no process)."""
+    path = hierarchy
+    for part in Path(relative).parts:
+        parent, path = path, path / part
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        for name in ("cpuset.cpus", "cpuset.mems"):
+            if (path / name).exists() and not (path / name).read_text().strip():
+                _write_cgroup(path / name, (parent / name).read_text().strip())
+    return path
+
+
+def place_process(relative: str, pid: int) -> None:
+    """Move process `pid` into the cgroup `relative` ("/kubelite-x/conmon") in every hierarchy
+    (`cgroup_hierarchies`), making it where it is missing: the process then belongs to no cgroup of
+    its parent's, so whoever kills the parent's cgroup (systemd stopping a service) leaves it
+    alive. A cgroup removed meanwhile as empty (a pod's removal tidies the instance's) is made
+    again. OSError when the kernel refuses a move."""
+    rel = relative.strip("/")
+    for hierarchy in cgroup_hierarchies():
+        for attempt in range(3):
+            try:
+                _write_cgroup(_make_cgroup(hierarchy, rel) / "cgroup.procs", str(pid))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+
+def cgroup_processes(relative: str) -> set[int]:
+    """The processes in the cgroup `relative` (not its children), over every hierarchy."""
+    found: set[int] = set()
+    for base in cgroup_dirs(relative):
+        try:
+            found.update(int(line) for line in (base / "cgroup.procs").read_text().split())
+        except OSError:
+            pass
     return found
 
 
