@@ -58,9 +58,10 @@ def own_cgroups() -> list[tuple[Path, str]]:
 def make_cgroup(path: Path) -> None:
     """mkdir, a v1 cpuset level taking its parent's CPUs and memory nodes (it has none at first)."""
     path.mkdir()
-    for name in ("cpuset.cpus", "cpuset.mems"):
-        if (path / name).exists() and not (path / name).read_text().strip():
-            (path / name).write_text((path.parent / name).read_text().strip())
+    for name in ("cpuset.cpus", "cpuset.mems"):   # v2: empty means the parent's
+        inherited = (path.parent / name).read_text().strip() if (path.parent / name).exists() else ""
+        if inherited and (path / name).exists() and not (path / name).read_text().strip():
+            (path / name).write_text(inherited)
 
 
 def processes(dirs: list[Path]) -> set[int]:

@@ -200,9 +200,10 @@ def _make_cgroup(hierarchy: Path, relative: str) -> Path:
             path.mkdir()
         except FileExistsError:
             continue
-        for name in ("cpuset.cpus", "cpuset.mems"):
-            if (path / name).exists() and not (path / name).read_text().strip():
-                _write_cgroup(path / name, (parent / name).read_text().strip())
+        for name in ("cpuset.cpus", "cpuset.mems"):   # v2: empty means the parent's, and stays so
+            inherited = (parent / name).read_text().strip() if (parent / name).exists() else ""
+            if inherited and (path / name).exists() and not (path / name).read_text().strip():
+                _write_cgroup(path / name, inherited)
     return path
 
 
