@@ -76,16 +76,23 @@ class ServeOptions:
 
 
 def configure_logging(debug: bool, log_format: str = "text") -> None:
-    """kubelite's log lines go to stderr (the journal under systemd), as text or JSON lines."""
-    handler = logging.StreamHandler()
+    """kubelite's log lines go to stderr (the journal under systemd), as text or JSON lines. The
+    warnings of libraries that log without a handler of their own (asyncio, aiohttp) take the same
+    format: logging's last resort, not the root logger, so a host that configured logging keeps it."""
     try:
-        handler.setFormatter(logformat.formatter(log_format))
+        formatter = logformat.formatter(log_format)
     except ValueError as exc:
         raise UsageError(f"--log-format: {exc}") from None
+    handler = logging.StreamHandler()
+    handler.setFormatter(formatter)
     root = logging.getLogger("kubelite")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
+    others = logging.StreamHandler()
+    others.setLevel(logging.WARNING)
+    others.setFormatter(formatter)
+    logging.lastResort = others
 
 
 def lock_root(root: Path) -> IO[str]:

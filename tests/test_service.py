@@ -264,3 +264,14 @@ def test_install_service_reports_a_failing_reload(tmp_path, capsys, monkeypatch)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     assert main(["install-service", "--unit-dir", str(tmp_path / "units")]) == 1
     assert "daemon-reload failed: Failed to connect to bus" in capsys.readouterr().err
+
+
+def test_another_librarys_warning_takes_the_same_json_format(tmp_path):
+    script = ("import logging\nfrom kubelite.daemon import configure_logging\nconfigure_logging(False, 'json')\n"
+              "logging.getLogger('asyncio').warning('Task was destroyed but it is pending!')\n"
+              "logging.getLogger('asyncio').info('not shown')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=30, cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [(line["logger"], line["level"], line["msg"]) for line in lines] == [
+        ("asyncio", "warning", "Task was destroyed but it is pending!")]
