@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -196,6 +197,7 @@ def test_killing_everything_in_the_services_cgroup_leaves_every_pod_running_and_
             assert all(line.endswith(f"/{instance_name(d.root)}/conmon") for line in conmon_cgroups), \
                 conmon_cgroups
 
+        assert not [line for line in json_log(d.log_path) if "conmon stays" in line["msg"]]
         # a real pod start in the JSON log names its pod and container
         started = [line for line in json_log(d.log_path) if line.get("reason") == "Started"]
         assert {(line["pod"], line["container"]) for line in started} >= {
@@ -229,3 +231,41 @@ def test_killing_everything_in_the_services_cgroup_leaves_every_pod_running_and_
                 if level.exists():
                     level.rmdir()
         assert d.cleanup() == []
+
+
+def test_processes_placed_at_once_in_a_new_cgroup_all_land_there_in_every_hierarchy():
+    """Pod workers start conmons side by side: the first placements make the cgroup together (a v1
+    cpuset level must get its CPUs before it takes a process, whoever made it)."""
+    real.require_real_runtime()
+    for _ in range(5):
+        relative = f"/kubelite-test-{uuid.uuid4().hex[:12]}/conmon"
+        sleepers = [subprocess.Popen(["sleep", "60"]) for _ in range(6)]
+        barrier, failed = threading.Barrier(len(sleepers)), []
+
+        def place(pid: int) -> None:
+            barrier.wait()
+            try:
+                linux.place_process(relative, pid)
+            except OSError as exc:
+                failed.append(exc)
+
+        threads = [threading.Thread(target=place, args=(p.pid,)) for p in sleepers]
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=20)
+            assert not failed, failed
+            for p in sleepers:
+                lines = Path(f"/proc/{p.pid}/cgroup").read_text().splitlines()
+                assert len(lines) == len(linux.cgroup_hierarchies())
+                assert all(line.endswith(relative) for line in lines), lines
+        finally:
+            for p in sleepers:
+                p.kill()
+                p.wait()
+            deadline = time.monotonic() + 5
+            while linux.cgroup_processes(relative) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            linux.remove_cgroup(relative.rsplit("/", 1)[0])
+        assert linux.cgroup_dirs(relative.rsplit("/", 1)[0]) == []

@@ -191,30 +191,39 @@ def cgroup_hierarchies() -> list[Path]:
 
 
 def _make_cgroup(hierarchy: Path, relative: str) -> Path:
-    """Make the cgroup `relative` in one hierarchy, each missing level in turn; a v1 cpuset level
-    starts with its parent's CPUs and memory nodes (a new one has none, and takes no process)."""
+    """Make the cgroup `relative` in one hierarchy, each missing level in turn. A v1 cpuset level
+    without CPUs or memory nodes (a new one has none, and takes no process) gets its parent's,
+    whoever made it: another thread may have made it a moment ago and not have written them yet."""
     path = hierarchy
     for part in Path(relative).parts:
         parent, path = path, path / part
         try:
             path.mkdir()
         except FileExistsError:
-            continue
+            pass
         for name in ("cpuset.cpus", "cpuset.mems"):   # v2: empty means the parent's, and stays so
-            inherited = (parent / name).read_text().strip() if (parent / name).exists() else ""
-            if inherited and (path / name).exists() and not (path / name).read_text().strip():
-                _write_cgroup(path / name, inherited)
+            if (path / name).exists() and not (path / name).read_text().strip():
+                inherited = (parent / name).read_text().strip() if (parent / name).exists() else ""
+                if inherited:
+                    _write_cgroup(path / name, inherited)
     return path
 
 
 def place_process(relative: str, pid: int) -> None:
     """Move process `pid` into the cgroup `relative` ("/kubelite-x/conmon") in every hierarchy
-    (`cgroup_hierarchies`), making it where it is missing: the process then belongs to no cgroup of
-    its parent's, so whoever kills the parent's cgroup (systemd stopping a service) leaves it
-    alive. A cgroup removed meanwhile as empty (a pod's removal tidies the instance's) is made
-    again. OSError when the kernel refuses a move."""
+    (`cgroup_hierarchies`), making it where it is missing or unready: the process then belongs to
+    no cgroup of its parent's, so whoever kills the parent's cgroup (systemd stopping a service)
+    leaves it alive. One write per hierarchy when the cgroup is ready; a cgroup removed meanwhile
+    as empty (a pod's removal tidies the instance's) is made again. OSError when the kernel
+    refuses a move."""
     rel = relative.strip("/")
     for hierarchy in cgroup_hierarchies():
+        try:
+            _write_cgroup(hierarchy / rel / "cgroup.procs", str(pid))
+            continue
+        except OSError as exc:   # missing (ENOENT), or a cpuset level without CPUs yet (ENOSPC)
+            if exc.errno not in (errno.ENOENT, errno.ENOSPC):
+                raise
         for attempt in range(3):
             try:
                 _write_cgroup(_make_cgroup(hierarchy, rel) / "cgroup.procs", str(pid))
