@@ -2,7 +2,8 @@
 (made here, in every hierarchy the host mounts, as systemd makes a service's), and everything in
 that cgroup is killed with SIGKILL until it is empty, as `systemctl stop` does under
 `KillMode=control-group`. Every container, its conmon and its pod's infra process live on, and the
-next `serve` adopts them: the same container IDs, no restart counted, nothing started again."""
+next `serve` adopts them: the same container IDs, no restart counted, nothing started again. A
+conmon left in the service's cgroup (by an older kubelite) is moved out at the next start."""
 
 from __future__ import annotations
 
@@ -202,6 +203,18 @@ def test_killing_everything_in_the_services_cgroup_leaves_every_pod_running_and_
         started = [line for line in json_log(d.log_path) if line.get("reason") == "Started"]
         assert {(line["pod"], line["container"]) for line in started} >= {
             ("default/svc-web", "app"), ("default/svc-pair", "first"), ("default/svc-pair", "second")}
+
+        # a conmon that an older kubelite left in the service's cgroup is moved out at the next start
+        web = next(r for r in live if r["id"] == before[("svc-web", "app")][0])
+        for path in service:
+            (path / "cgroup.procs").write_text(str(web["conmon_pid"]))
+        assert web["conmon_pid"] in processes(service)
+        d.stop()   # systemctl restart with KillMode=process: SIGTERM to kubelite alone
+        d.start_in(service)
+        ready(sock)
+        assert web["conmon_pid"] not in processes(service)
+        assert linux.in_cgroup(web["conmon_pid"], f"/{instance_name(d.root)}/conmon")
+        assert d.container_ids() == before
 
         # systemctl stop with KillMode=control-group: SIGKILL to all in the cgroup until it is empty
         assert kill_cgroup(service) >= 1

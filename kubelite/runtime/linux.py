@@ -233,6 +233,15 @@ def place_process(relative: str, pid: int) -> None:
                     raise
 
 
+def in_cgroup(pid: int, relative: str) -> bool:
+    """True when process `pid` is in the cgroup `relative` in every hierarchy (/proc/PID/cgroup)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    return bool(lines) and all(line.split(":", 2)[2] == "/" + relative.strip("/") for line in lines)
+
+
 def cgroup_processes(relative: str) -> set[int]:
     """The processes in the cgroup `relative` (not its children), over every hierarchy."""
     found: set[int] = set()

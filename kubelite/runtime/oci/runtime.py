@@ -92,6 +92,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self.remove_unclaimed_warm_sandboxes(unclaimed)
         self.remove_orphan_sandboxes()
         self.remove_orphan_cgroups()
+        self.place_adopted_conmons()
         if warm_sandboxes > 0:
             self._warm_pool = WarmPool(warm_sandboxes, make=self._make_warm_sandbox,
                                        destroy=self._destroy_warm_sandbox)
@@ -241,6 +242,18 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
                 time.sleep(0.02)
             linux.remove_empty_cgroup(self.conmon_cgroup)
             linux.remove_empty_cgroup(f"/{self.instance}")
+
+    def place_adopted_conmons(self) -> None:
+        """At start: the conmon of a running container that is not in the conmon cgroup — started by
+        an older kubelite, which left it in its own (the service's) cgroup — is moved there now, as
+        a new conmon is, so the next stop of the service spares it too."""
+        with self._lock:
+            records = list(self._containers.values())
+        for record in records:
+            if record.conmon_pid and linux.alive(record.conmon_pid, record.conmon_start) \
+                    and not linux.in_cgroup(record.conmon_pid, self.conmon_cgroup):
+                log.info("moving the conmon of container %s into %s", record.id, self.conmon_cgroup)
+                self._place_conmon(record.conmon_pid)
 
     def _place_conmon(self, pid: int) -> None:
         """Move a new conmon into this instance's conmon cgroup (`/kubelite-<instance>/conmon`, in
