@@ -4,8 +4,9 @@ The composition root: the one module that knows every concrete piece (which runt
 the git sync, the API server) and puts them together; nothing below imports it, and it is the only
 place that chooses between the runc runtime and the simulated one. Only the CLI's `serve` calls it.
 
-Owns: the process lifecycle — one instance per state root (a lock file), logging, signal
-handling, and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
+Owns: the process lifecycle — one instance per state root (a lock file), logging (text or JSON
+lines, `service.logformat`), signal handling, what systemd hears (`service.notify`: READY=1 once
+the first pass has run, STOPPING=1 at the end), and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
 due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
 SIGHUP asks the CLI's `reload` for new options and applies the settings that change live
 (`apply_live`: log level, relist period, CrashLoopBackOff, image GC, DNS and seccomp defaults for
@@ -24,7 +25,7 @@ import signal
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any, Callable
 
@@ -35,6 +36,8 @@ from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR, PLUGIN_DIRS
 from kubelite.runtime.protocol import Runtime
+from kubelite.service import logformat
+from kubelite.service.notify import Notifier
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
 
@@ -84,18 +87,24 @@ class ServeOptions:
     reload: Callable[[], "ServeOptions"] | None = dataclasses.field(default=None, compare=False)
 
 
-class _UTCFormatter(logging.Formatter):
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
-        return datetime.fromtimestamp(record.created, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-def configure_logging(debug: bool) -> None:
+def configure_logging(debug: bool, log_format: str = "text") -> None:
+    """kubelite's log lines go to stderr (the journal under systemd), as text or JSON lines. The
+    warnings of libraries that log without a handler of their own (asyncio, aiohttp) take the same
+    format: logging's last resort, not the root logger, so a host that configured logging keeps it."""
+    try:
+        formatter = logformat.formatter(log_format)
+    except ValueError as exc:
+        raise UsageError(f"--log-format: {exc}") from None
     handler = logging.StreamHandler()
-    handler.setFormatter(_UTCFormatter("%(asctime)s %(levelname)s %(message)s"))
+    handler.setFormatter(formatter)
     root = logging.getLogger("kubelite")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
+    others = logging.StreamHandler()
+    others.setLevel(logging.WARNING)
+    others.setFormatter(formatter)
+    logging.lastResort = others
 
 
 def lock_root(root: Path) -> IO[str]:
@@ -327,6 +336,7 @@ def reload(running: ServeOptions, *, agent: Agent, runtime: Runtime, sync: SyncR
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
+    notifier = Notifier.from_environment()   # before any child process: runc must not see NOTIFY_SOCKET
     tightened = statefiles.prepare_state_dirs(config.root, options.run_dir)
     if tightened:
         log.info("tightened the modes of %d paths of an older installation (owner-only now): %s%s",
@@ -370,6 +380,16 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         from kubelite.apiserver import auth
 
         (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
+    announced = False   # READY=1 sent to systemd: once, after the first pass ran (failed or not)
+
+    def announce(status: str) -> None:
+        nonlocal announced
+        if not announced:
+            announced = True
+            notifier.ready(status)
+        else:
+            notifier.status(status)
+
     try:
         last_error, last_logged = "", 0.0
         running, reloaded = options, 0
@@ -384,15 +404,19 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
                 health.failed(str(exc))
                 if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
                     log.error("reconcile pass failed: %s; retrying", exc)
+                    announce(f"reconcile pass failed: {exc}; retrying")
                     last_error, last_logged = str(exc), time.monotonic()
                 stop.wait(ERROR_PAUSE_S)
                 continue
             except Exception as exc:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
                 health.failed(f"{type(exc).__name__}: {exc}")
                 log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
+                announce(f"reconcile pass failed: {type(exc).__name__}: {exc}; retrying")
                 stop.wait(ERROR_PAUSE_S)
                 continue
             health.passed()
+            if not announced or last_error:
+                announce(f"serving {len(agent.pods)} pods from {config.manifests}")
             if api is not None:
                 api.notify()   # watches see the pass's changes now
             if last_error:
@@ -407,6 +431,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             wait_for_work(agent, timeout, stop,
                           lambda: hangups[0] != reloaded or (drain.requested and not drain.started))
     finally:
+        notifier.stopping("stopping; pods keep running")
         if sync is not None:
             sync.close()
         if api is not None:

@@ -359,7 +359,8 @@ def gone_pod_remains(node: Node, live: set[str]) -> list[str]:
             found.append(f"conmon {line.strip()}")
     instance = node.runtime.instance
     for base in linux.cgroup_dirs(f"/{instance}"):   # v1 controllers and v2 alike
-        found += [f"cgroup {d}" for d in base.iterdir() if d.is_dir() and d.name.removeprefix("pod") not in live]
+        found += [f"cgroup {d}" for d in base.iterdir()   # conmon's cgroup holds the live pods' monitors
+                  if d.is_dir() and d.name != "conmon" and d.name.removeprefix("pod") not in live]
     for uid_dir in (node.root / "pods").glob("*"):
         if uid_dir.name not in live:
             found.append(f"layer dir {uid_dir}")

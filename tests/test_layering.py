@@ -34,6 +34,8 @@ _BELOW_AGENT = {"api", "core", "sources", "store", "runtime", "prober", "errors"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "clock": set(),
+    # the service manager's side: sd_notify, the log formats, the unit file (standard library only)
+    "service": set(),
     # where everything lives on disk: pure, standard library and errors only
     "layout": {"errors"},
     "statefiles": {"errors", "layout"},
@@ -49,9 +51,9 @@ ALLOWED: dict[str, set[str]] = {
     # the read-only Kubernetes API: it reads the store and formats with `kubectl`, never the agent
     "apiserver": {"api", "kubectl", "store", "runtime", "errors", "statefiles", "clock", "layout"},
     # the composition root: wires the agent, the sources, the prober, the API server and the sync
-    "daemon": _BELOW_AGENT | {"agent", "kubectl", "apiserver"},
+    "daemon": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "service"},
     # the entry point: may use anything, lazily
-    "cli": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon"},
+    "cli": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "service"},
     # `python -m kubelite`: the CLI's entry point
     "__main__": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "cli"},
 }

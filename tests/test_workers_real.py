@@ -297,7 +297,7 @@ def host_matches_sandboxes(k: Kubelite, net: NetworkUnderTest) -> list[str]:
     sandboxes = [r for r in records(k.run_dir, "sandboxes") if not r.get("stopped")]
     live = [r for r in sandboxes if r.get("netns")]
     cgroups = {d.name for base in linux.cgroup_dirs(f"/{instance_name(k.root)}") for d in base.iterdir()
-               if d.is_dir()}
+               if d.is_dir() and d.name != "conmon"}   # conmon's cgroup holds the monitors of every pod
     wanted = {f"warm{r['id']}" if r.get("warm") else f"pod{r['uid']}" for r in sandboxes}
     found = net.leftovers([], [])
     leased = {item.removeprefix("lease ") for item in found if item.startswith("lease ")}

@@ -29,7 +29,7 @@ from kubelite.agent.config import AgentConfig
 from kubelite.agent.configs import Configs, VolumeHost
 from kubelite.agent.executor import SANDBOX_ERROR, PodExecutor
 from kubelite.agent.hooks import HookRunner
-from kubelite.agent.nodestate import COMMIT_ANNOTATION, NodeState, PodEntry
+from kubelite.agent.nodestate import COMMIT_ANNOTATION, NodeState, PodEntry, log_fields
 from kubelite.agent.pulls import ImagePulls
 from kubelite.agent.starting import IMAGE_BACKOFF, PULL_WAIT, SYNC_ERROR_RETRY_S
 from kubelite.agent.statelock import UnlockedRuntime
@@ -368,14 +368,16 @@ class Agent:
                     continue
                 change = change_effect(entry.desired, desired, old_source=entry.source, new_source=source,
                                        running=self._active(entry), finished=entry.record.terminal_phase is not None)
-                log.info("pod %s: manifest changed (%s): %s", key, source, change.summary())
+                log.info("pod %s: manifest changed (%s): %s", key, source, change.summary(),
+                         extra=log_fields(key, reason="ManifestChanged"))
                 self.state.set_desired(entry, desired, source, commit)
         for entry in self.state.pods.values():
             if entry.deleted_at is None and entry.uid not in wanted:
                 if entry.uid in busy:
                     self.deferred.add(entry.uid)
                     continue
-                log.info("pod %s: manifest gone; terminating", entry.key)
+                log.info("pod %s: manifest gone; terminating", entry.key,
+                         extra=log_fields(entry.key, reason="ManifestGone"))
                 self.state.mark_deleted(entry, now)
         changed = self.configs.apply(resolution, now)
         changed |= self.sync_claims(now)
@@ -539,7 +541,8 @@ class Agent:
             else:
                 continue
             if entry is not None:
-                log.warning("pod %s: %s", entry.key, outcome.failure)
+                log.warning("pod %s: %s", entry.key, outcome.failure,
+                            extra=log_fields(entry.key, outcome.name, reason))
                 self.state.event(entry, "Warning", reason, message, now, container=outcome.name)
 
     # ------------------------------------------------------------------ housekeeping

@@ -37,7 +37,7 @@ from kubelite import layout
 from kubelite.agent import dns, metrics
 from kubelite.agent.configs import VolumeError
 from kubelite.agent.hooks import Netns, NoNetwork
-from kubelite.agent.nodestate import PodEntry
+from kubelite.agent.nodestate import PodEntry, log_fields
 from kubelite.agent.probing import container_named
 from kubelite.agent.starting import SYNC_ERROR_RETRY_S, ContainerStarter
 from kubelite.api import names
@@ -99,7 +99,7 @@ class PodExecutor(ContainerStarter):
         self.probing.sync_targets(uid, entry.pod, self.probed(observed), self.runtime, status.get("podIP") or None)
         if status["phase"] in ("Succeeded", "Failed") and entry.record.terminal_phase is None:
             self.state.set_record(entry, replace(entry.record, terminal_phase=status["phase"]))
-            log.info("pod %s: %s", entry.key, status["phase"])
+            log.info("pod %s: %s", entry.key, status["phase"], extra=log_fields(entry.key, reason=status["phase"]))
         if status != entry.status:
             metrics.pod_status_changed(entry.key, entry.created_at, entry.status, status, now)
             self.state.set_status(entry, status)
@@ -312,7 +312,7 @@ class PodExecutor(ContainerStarter):
         with self.state.lock.released():   # a pod worker lets the others go on meanwhile
             shutil.rmtree(self.log_directory(entry), ignore_errors=True)  # as the kubelet drops a deleted pod's logs
         self.state.remove_pod(entry.uid)
-        log.info("pod %s: removed", entry.key)
+        log.info("pod %s: removed", entry.key, extra=log_fields(entry.key))
 
     # ------------------------------------------------------------------ what hooks need
 

@@ -45,6 +45,13 @@ from kubelite.store.writebehind import WriteBehind
 
 log = logging.getLogger("kubelite.agent")
 
+
+def log_fields(pod: str, container: str | None = None, reason: str | None = None) -> dict[str, str]:
+    """The `extra=` of a log line about a pod (`pod`: namespace/name): the fields a JSON log line
+    carries (`serve --log-format json`); a text line shows the message alone."""
+    return {name: value for name, value in (("pod", pod), ("container", container), ("reason", reason))
+            if value is not None}
+
 #: The git commit a pod's manifest came from, when kubelite follows a repository.
 COMMIT_ANNOTATION = "kubelite.io/commit"
 
@@ -386,8 +393,9 @@ class NodeState:
         old = self.containers.get(c.id)
         if old is not None and old[1].running and c.state is ContainerState.EXITED:
             entry = self.pods.get(uid)
-            log.info("pod %s: container %s exited with code %s (%s)", entry.key if entry else uid, c.name,
-                     c.exit_code, c.reason)
+            key = entry.key if entry else uid
+            log.info("pod %s: container %s exited with code %s (%s)", key, c.name, c.exit_code, c.reason,
+                     extra=log_fields(key, c.name, c.reason or None))
         self._put_container(uid, c)
         self.store.put_container(uid, c)
 
@@ -460,16 +468,18 @@ class NodeState:
                 else "containers"
             field_path = f"spec.{kind}{{{container}}}"
         if not logged:
-            self.log_event(entry, type_, reason, message)
+            self.log_event(entry, type_, reason, message, container=container)
         self.store.record_event(namespace=entry.pod.metadata.namespace, kind="Pod",
                                 name=entry.pod.metadata.name or "", uid=entry.uid, type_=type_, reason=reason,
                                 message=message, now=now, field_path=field_path)
 
     @staticmethod
-    def log_event(entry: PodEntry, type_: str, reason: str, message: str) -> None:
+    def log_event(entry: PodEntry, type_: str, reason: str, message: str, *, container: str | None = None) -> None:
         """An event's lifecycle log line alone: changes nothing, so any thread writes it, the state
-        lock held or not (the event itself is recorded later by `event(..., logged=True)`)."""
-        (log.warning if type_ == "Warning" else log.info)("pod %s: %s: %s", entry.key, reason, message)
+        lock held or not (the event itself is recorded later by `event(..., logged=True)`). The
+        line carries the pod, the container and the reason as fields (`--log-format json`)."""
+        (log.warning if type_ == "Warning" else log.info)("pod %s: %s: %s", entry.key, reason, message,
+                                                          extra=log_fields(entry.key, container, reason))
 
     def record_event(self, *, namespace: str, kind: str, name: str, uid: str, type_: str, reason: str,
                      message: str, now: datetime) -> None:

@@ -43,6 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     registry_flags = _registry_flags()
     _add_serve(sub, common, _registry_flags())   # its own copy: serve's defaults are moved aside
     _add_config_flags(sub.choices["serve"])
+    _add_install_service(sub, common)
     kubeconfig = _command(sub, "kubeconfig", common,
                           help="print a kubeconfig for kubectl, k9s and client libraries",
                           examples=(("Use kubectl on this node", "kubelite kubeconfig > ~/.kube/kubelite\n"
@@ -144,6 +145,22 @@ def _registry_flags() -> argparse.ArgumentParser:
     return registry_flags
 
 
+def _add_install_service(sub: Any, common: argparse.ArgumentParser) -> None:
+    service = sub.add_parser(
+        "install-service", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        help="install kubelite's systemd unit (kubelite.service) and reload systemd",
+        description="Write kubelite's systemd unit to /etc/systemd/system/kubelite.service and run "
+                    "'systemctl daemon-reload' where systemd runs. It does not enable or start the service.",
+        epilog="Examples:\n  kubelite install-service && systemctl enable --now kubelite\n"
+               "  kubelite install-service --print            # show the unit, write nothing\n"
+               "  kubelite install-service --config /etc/kubelite/config.yaml")
+    service.add_argument("--config", default=None, metavar="FILE",
+                         help="the unit runs 'kubelite serve --config FILE' (default: plain 'kubelite serve')")
+    service.add_argument("--print", action="store_true", help="print the unit on stdout instead of installing it")
+    service.add_argument("--unit-dir", default="/etc/systemd/system", metavar="DIR",
+                         help="where the unit is written (default /etc/systemd/system)")
+
+
 def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argparse.ArgumentParser) -> None:
     serve = _command(sub, "serve", common, registry_flags, help="run the node agent in the foreground",
                      examples=(("Real containers (as root), the manifests of /etc/kubelite/manifests",
@@ -206,6 +223,9 @@ def _add_serve(sub: Any, common: argparse.ArgumentParser, registry_flags: argpar
                        help="run containers that set no seccompProfile under RuntimeDefault (as the kubelet's flag)")
     serve.add_argument("--allowed-unsafe-sysctls", default="", metavar="LIST",
                        help="comma-separated namespaced sysctls (or prefix*) pods may set beyond the safe set")
+    serve.add_argument("--log-format", choices=["text", "json"], default="text",
+                       help="log lines on stderr (the journal under systemd): 'text' (default) or 'json', one "
+                            "object per line with ts, level, logger, msg and pod, container, reason where known")
 
 
 #: `get`'s table flags, shared by every resource it lists.
@@ -567,6 +587,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if command == "reset":
         from kubelite.cli import reset
         return reset.run(args)
+    if command == "install-service":
+        from kubelite.cli import service
+        return service.run(args)
     if command == "kubeconfig":
         from kubelite.cli import kubeconfig
         return kubeconfig.run(args)

@@ -27,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from kubelite.daemon import configure_logging, serve
 
-    configure_logging(settings.debug)
+    configure_logging(settings.debug, settings.log_format)
     running = [settings]
 
     def reload() -> "ServeOptions":

@@ -59,6 +59,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("root", "root", env="KUBELITE_ROOT"),
     Setting("run_dir", "runDir", env="KUBELITE_RUN_DIR"),
     Setting("debug", "debug", live=True),
+    Setting("log_format", "logFormat"),
     Setting("runtime", "runtime"),
     Setting("node_name", "nodeName"),
     Setting("node_ip", "nodeIP"),
@@ -165,6 +166,7 @@ class KubeliteConfiguration(_Strict):
     root: Optional[str] = None
     run_dir: Optional[str] = None
     debug: bool = False
+    log_format: Literal["text", "json"] = "text"
     runtime: Literal["runc", "fake"] = "runc"
     node_name: Optional[str] = None
     node_ip: Optional[str] = Field(default=None, alias="nodeIP")

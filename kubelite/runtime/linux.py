@@ -3,7 +3,7 @@
 Owns: the mount(2)/umount2(2) calls (through libc, no `mount` process per container), reading a
 process's start time from /proc (a PID is trusted only together with its start time: PIDs are
 reused), removing the empty cgroup directories kubelite created and renaming a warm sandbox's
-cgroup to its pod's, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
+cgroup to its pod's, placing a process (conmon) in a cgroup of kubelite's in every hierarchy, and setting the hostname inside a sandbox's UTS namespace (setns(2) and
 sethostname(2) on a short-lived thread of its own). It never touches a mount, a process or a
 cgroup it was not handed by the caller.
 """
@@ -174,6 +174,82 @@ def cgroup_dirs(relative: str) -> list[Path]:
         path = controller / rel
         if path.is_dir() and not controller.is_symlink():
             found.append(path)
+    return found
+
+
+def cgroup_hierarchies() -> list[Path]:
+    """The root of every cgroup hierarchy this host mounts below /sys/fs/cgroup: the one of a pure
+    cgroup v2 host, or each v1 controller's, the named ones (`name=systemd`) and a hybrid host's
+    `unified` (v2) alike; a symlink to a co-mounted controller (`cpu` → `cpu,cpuacct`) counts once."""
+    if (CGROUP_ROOT / "cgroup.controllers").exists():
+        return [CGROUP_ROOT]
+    try:
+        entries = sorted(CGROUP_ROOT.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if p.is_dir() and not p.is_symlink() and os.path.ismount(p)]
+
+
+def _make_cgroup(hierarchy: Path, relative: str) -> Path:
+    """Make the cgroup `relative` in one hierarchy, each missing level in turn. A v1 cpuset level
+    without CPUs or memory nodes (a new one has none, and takes no process) gets its parent's,
+    whoever made it: another thread may have made it a moment ago and not have written them yet."""
+    path = hierarchy
+    for part in Path(relative).parts:
+        parent, path = path, path / part
+        try:
+            path.mkdir()
+        except FileExistsError:
+            pass
+        for name in ("cpuset.cpus", "cpuset.mems"):   # v2: empty means the parent's, and stays so
+            if (path / name).exists() and not (path / name).read_text().strip():
+                inherited = (parent / name).read_text().strip() if (parent / name).exists() else ""
+                if inherited:
+                    _write_cgroup(path / name, inherited)
+    return path
+
+
+def place_process(relative: str, pid: int) -> None:
+    """Move process `pid` into the cgroup `relative` ("/kubelite-x/conmon") in every hierarchy
+    (`cgroup_hierarchies`), making it where it is missing or unready: the process then belongs to
+    no cgroup of its parent's, so whoever kills the parent's cgroup (systemd stopping a service)
+    leaves it alive. One write per hierarchy when the cgroup is ready; a cgroup removed meanwhile
+    as empty (a pod's removal tidies the instance's) is made again. OSError when the kernel
+    refuses a move."""
+    rel = relative.strip("/")
+    for hierarchy in cgroup_hierarchies():
+        try:
+            _write_cgroup(hierarchy / rel / "cgroup.procs", str(pid))
+            continue
+        except OSError as exc:   # missing (ENOENT), or a cpuset level without CPUs yet (ENOSPC)
+            if exc.errno not in (errno.ENOENT, errno.ENOSPC):
+                raise
+        for attempt in range(3):
+            try:
+                _write_cgroup(_make_cgroup(hierarchy, rel) / "cgroup.procs", str(pid))
+                break
+            except FileNotFoundError:
+                if attempt == 2:
+                    raise
+
+
+def in_cgroup(pid: int, relative: str) -> bool:
+    """True when process `pid` is in the cgroup `relative` in every hierarchy (/proc/PID/cgroup)."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return False
+    return bool(lines) and all(line.split(":", 2)[2] == "/" + relative.strip("/") for line in lines)
+
+
+def cgroup_processes(relative: str) -> set[int]:
+    """The processes in the cgroup `relative` (not its children), over every hierarchy."""
+    found: set[int] = set()
+    for base in cgroup_dirs(relative):
+        try:
+            found.update(int(line) for line in (base / "cgroup.procs").read_text().split())
+        except OSError:
+            pass
     return found
 
 

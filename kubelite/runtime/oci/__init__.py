@@ -26,7 +26,9 @@ exit file, and outlives kubelite; `runc start` runs the application as the conta
 Truth comes from the exit files and from /proc (a PID together with its start time), read on
 every relist; inotify on the exit directory only wakes the agent. cgroups live below
 `/kubelite-<instance>/pod<uid>/`, where the instance is derived from the state root, so two
-kubelite instances never share a cgroup, a runc root or a directory.
+kubelite instances never share a cgroup, a runc root or a directory. Every conmon is moved into
+`/kubelite-<instance>/conmon` before it forks (decision 0023): nothing a pod needs stays in
+kubelite's own cgroup, which a service manager may kill whole.
 
 With a pool (`OCIRuntime(warm_sandboxes=N)`, `serve --warm-sandboxes`), sandboxes are made ahead of
 any pod under `/kubelite-<instance>/warm<id>/` with records marked `warm`; `run_sandbox` gives an

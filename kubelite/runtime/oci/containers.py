@@ -60,6 +60,7 @@ class Containers:
     _containers: dict[str, ContainerRecord]
     _lost: frozenset[str] | None
     _runc: Callable[..., Any]
+    _place_conmon: Callable[[int], None]
     _save: Callable[[Any], None]
     _annotations: Callable[..., dict[str, str]]
     _seccomp_profile: Callable[..., dict[str, Any] | None]
@@ -144,7 +145,7 @@ class Containers:
             exit_dir=str(self.exit_dir), persist_dir=str(bundle / "persist"), log_path=record.log_path or "/dev/null",
             log_size_max=LOG_SIZE_MAX, socket_dir=str(self.socket_dir), terminal=record.tty, stdin=record.stdin,
             stdin_once=record.stdin_once)
-        return run_conmon(argv, bundle=bundle)
+        return run_conmon(argv, bundle=bundle, place=self._place_conmon)
 
     def start_container(self, container_id: str) -> None:
         record = self._get(container_id)

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from kubelite.errors import RuntimeError_
 from kubelite.runtime import view
@@ -68,12 +68,16 @@ def run(cmd: list[str], *, timeout: float, **popen: Any) -> subprocess.Completed
     return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
 
 
-def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT_S) -> int:
+def run_conmon(argv: list[str], *, bundle: Path, place: Callable[[int], None] | None = None,
+               timeout: float = CREATE_TIMEOUT_S) -> int:
     """Run conmon (which runs `runc create`) and return the container's PID 1 from its sync pipe.
 
     conmon speaks over two socket pairs named in its environment: it waits for one byte on the
     start pipe, then reports `{"data": PID}` (or a negative value and a message) on the sync pipe.
     Its first process exits at once; the monitor lives on, detached, and outlives kubelite.
+    `place(pid)` runs before that byte is sent, while conmon has forked nothing yet (the wait is
+    there for it, as podman uses it): it moves conmon into a cgroup of its own, so the monitor and
+    what it starts never belong to kubelite's cgroup.
     """
     sync_parent, sync_child = socket.socketpair()
     start_parent, start_child = socket.socketpair()
@@ -88,6 +92,13 @@ def run_conmon(argv: list[str], *, bundle: Path, timeout: float = CREATE_TIMEOUT
         timer.start()
         sync_child.close()
         start_child.close()
+        if place is not None:
+            try:
+                place(proc.pid)
+            except BaseException:
+                proc.kill()
+                proc.wait()
+                raise
         try:
             start_parent.sendall(b"0")
         except OSError:  # conmon already gave up: its stderr says why

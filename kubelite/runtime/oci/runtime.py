@@ -38,6 +38,8 @@ from kubelite.runtime.protocol import PulledImage
 from kubelite.runtime.registry import RegistryConfig
 
 log = logging.getLogger("kubelite.runtime")
+#: At `close()` with no container left: how long the last conmon may take to leave its cgroup.
+CONMON_EXIT_WAIT_S = 2.0
 
 
 class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
@@ -59,6 +61,9 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self.registry = registry or RegistryConfig()
         self.bin = binaries or find_binaries()
         self.instance = instance_name(root)
+        # every conmon of this instance, outside kubelite's own cgroup (`_place_conmon`)
+        self.conmon_cgroup = f"/{self.instance}/conmon"
+        self._conmon_unplaced = False
         self.state_dir = layout.runc_root(run_dir)
         self.exit_dir = layout.exits_dir(run_dir)
         self.socket_dir = layout.sockets_dir(run_dir)
@@ -87,6 +92,7 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
         self.remove_unclaimed_warm_sandboxes(unclaimed)
         self.remove_orphan_sandboxes()
         self.remove_orphan_cgroups()
+        self.place_adopted_conmons()
         if warm_sandboxes > 0:
             self._warm_pool = WarmPool(warm_sandboxes, make=self._make_warm_sandbox,
                                        destroy=self._destroy_warm_sandbox)
@@ -218,7 +224,9 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
 
     def close(self) -> None:
         """kubelite stops: the exit watcher ends, the warm sandboxes no pod claimed are torn down
-        completely, and the bridge is released (pods keep running)."""
+        completely, and the bridge is released (pods keep running, and their conmon with them). With
+        no container left, conmon's cgroup and the instance's are removed (the last conmon may take a
+        moment to exit after its exit file)."""
         self._stop_observer()
         if self._warm_pool is not None:
             for record in self._warm_pool.stop():
@@ -226,6 +234,39 @@ class OCIRuntime(Sandboxes, Containers, SecurityProfiles):
             self._warm_pool = None
         if self.network is not None:
             self.network.release()
+        with self._lock:
+            idle = not self._containers
+        if idle:
+            deadline = time.monotonic() + CONMON_EXIT_WAIT_S
+            while linux.cgroup_processes(self.conmon_cgroup) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            linux.remove_empty_cgroup(self.conmon_cgroup)
+            linux.remove_empty_cgroup(f"/{self.instance}")
+
+    def place_adopted_conmons(self) -> None:
+        """At start: the conmon of a running container that is not in the conmon cgroup — started by
+        an older kubelite, which left it in its own (the service's) cgroup — is moved there now, as
+        a new conmon is, so the next stop of the service spares it too."""
+        with self._lock:
+            records = list(self._containers.values())
+        for record in records:
+            if record.conmon_pid and linux.alive(record.conmon_pid, record.conmon_start) \
+                    and not linux.in_cgroup(record.conmon_pid, self.conmon_cgroup):
+                log.info("moving the conmon of container %s into %s", record.id, self.conmon_cgroup)
+                self._place_conmon(record.conmon_pid)
+
+    def _place_conmon(self, pid: int) -> None:
+        """Move a new conmon into this instance's conmon cgroup (`/kubelite-<instance>/conmon`, in
+        every hierarchy) before it forks its monitor: stopping kubelite's service, which kills
+        every process in the service's cgroup, then never reaches a pod. Where the kernel refuses
+        (a read-only cgroup filesystem), conmon stays where kubelite runs, and one warning says so."""
+        try:
+            linux.place_process(self.conmon_cgroup, pid)
+        except OSError as exc:
+            if not self._conmon_unplaced:
+                self._conmon_unplaced = True
+                log.warning("conmon stays in kubelite's own cgroup (cannot move it to %s: %s): stopping "
+                            "kubelite's service may stop its pods", self.conmon_cgroup, exc.strerror or exc)
 
     def next_event_time(self) -> datetime | None:
         return None
