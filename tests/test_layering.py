@@ -55,7 +55,7 @@ ALLOWED: dict[str, set[str]] = {
     # the entry point: may use anything, lazily
     "cli": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "service"},
     # `python -m kubelite`: the CLI's entry point
-    "__main__": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "cli"},
+    "__main__": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "daemon", "cli", "service"},
 }
 #: The only modules a layer may reach in a layer that is otherwise not below it (and what those
 #: modules reach there themselves): pure, standard-library code.
