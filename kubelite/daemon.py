@@ -95,14 +95,13 @@ def configure_logging(debug: bool, log_format: str = "text") -> None:
         formatter = logformat.formatter(log_format)
     except ValueError as exc:
         raise UsageError(f"--log-format: {exc}") from None
-    handler = logging.StreamHandler()
+    handler = logformat.StderrHandler()
     handler.setFormatter(formatter)
     root = logging.getLogger("kubelite")
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
     root.propagate = False
-    others = logging.StreamHandler()
-    others.setLevel(logging.WARNING)
+    others = logformat.StderrHandler(logging.WARNING)
     others.setFormatter(formatter)
     logging.lastResort = others
 

@@ -30,7 +30,8 @@ server's `ApiError`, `LogRequestError`, `SelectorError`, `InvalidParameter`, and
 query's ports) — each an HTTP status for one request; a session's
 `ClientGone` (its client left) and port-forward's `SpdyError` (a malformed frame, answered by a
 GOAWAY), each the end of one session; the image store's `Exceeded` (a layer past a bound, turned
-into an ImageError); and any class private to its module.
+into an ImageError); kubectl's `JSONPathError` (a template that cannot be parsed, a ValueError
+turned into a UsageError by the CLI); and any class private to its module.
 
 The CLI turns any KubeliteError into one line on stderr and a non-zero exit code.
 """

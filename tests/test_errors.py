@@ -12,7 +12,8 @@ from kubelite import errors
 PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
 #: Errors that never leave their module, named in `errors`' docstring as outside the tree.
 LOCAL = {"ProfileError", "DialError", "ApiError", "LogRequestError", "SelectorError", "InvalidParameter", "Expired",
-         "TooLarge", "Exceeded", "NotFound", "Refused", "ClientGone", "SpdyError", "BadPorts"}
+         "TooLarge", "Exceeded", "NotFound", "Refused", "ClientGone", "SpdyError", "BadPorts",
+         "JSONPathError"}
 
 
 def _defined_errors() -> dict[str, str]:

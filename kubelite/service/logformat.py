@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import datetime, timezone
 from typing import Any
 
@@ -58,3 +59,20 @@ def formatter(name: str) -> logging.Formatter:
     if name == "json":
         return JsonFormatter()
     raise ValueError(f"unknown log format {name!r} (text or json)")
+
+
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A handler that writes to `sys.stderr` as it is at each record, not as it was when made (as
+    logging's own last resort does): a process that replaces stderr later (a test's capture, a
+    daemonizing wrapper) never has its lines written to a closed stream."""
+
+    def __init__(self, level: int = logging.NOTSET) -> None:
+        logging.Handler.__init__(self, level)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:   # StreamHandler.setStream; stderr stays the one followed
+        pass
