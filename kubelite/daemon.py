@@ -50,6 +50,8 @@ log = logging.getLogger("kubelite")
 ERROR_PAUSE_S = 1.0
 #: A failure that repeats is logged again at most this often.
 ERROR_LOG_EVERY_S = 60.0
+#: At the end, how long the git sync's pass under way (a fetch) is waited for.
+SYNC_JOIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -177,7 +179,8 @@ class SyncRunner:
                        node=self.config.node_name)   # `--sync-path nodes/{node}`
 
     def start(self) -> "SyncRunner":
-        threading.Thread(target=self._loop, name="kubelite-git-sync", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="kubelite-git-sync", daemon=True)
+        self.thread.start()
         return self
 
     def update(self, options: SyncOptions) -> None:
@@ -186,7 +189,15 @@ class SyncRunner:
         self.wakeup.set()
 
     def close(self) -> None:
+        """The thread ends once its pass under way has ended, waited for a while (`stop`: serve stops)."""
+        self.stop.set()
         self.wakeup.set()
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            thread.join(SYNC_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("sync: the pass under way did not end within %.0fs; it is cut short",
+                            SYNC_JOIN_TIMEOUT_S)
 
     def _take_update(self) -> None:
         with self._guard:
@@ -200,20 +211,35 @@ class SyncRunner:
         self.options = options
 
     def _loop(self) -> None:
+        """Passes until `stop`. Nothing ends it early: new settings that fail (a `sync.path` kustomize
+        refuses) leave the running engine in place, and a pass that fails unexpectedly is logged and
+        tried again after the interval."""
         with self.lock:  # held while the sync runs
             while not self.stop.is_set():
-                self._take_update()
-                result = self.syncer.sync_once()
-                if result.outcome != "unchanged":
-                    log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
-                            "sync: %s", result.message)
-                self.agent.sync_results.put(result)
-                if result.outcome in ("applied", "drift"):
-                    self.agent.hint_manifests()      # the tree changed: rescan it now
-                else:
-                    self.agent.hint_sync_status()    # written between passes: an idle interval makes no pass
-                self.wakeup.wait(result.delay_s)
+                try:
+                    self._take_update()
+                except Exception as exc:  # noqa: BLE001 — the running engine stays; the log says why
+                    log.error("sync: the new settings were not applied, the running ones stay: %s: %s",
+                              type(exc).__name__, exc)
+                try:
+                    delay = self._pass()
+                except Exception:  # noqa: BLE001 — the thread must outlive a failing pass
+                    delay = max(self.options.interval_s, ERROR_PAUSE_S)
+                    log.exception("sync: the pass failed; retrying in %.0fs", delay)
+                self.wakeup.wait(delay)
                 self.wakeup.clear()
+
+    def _pass(self) -> float:
+        result = self.syncer.sync_once()
+        if result.outcome != "unchanged":
+            log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
+                    "sync: %s", result.message)
+        self.agent.sync_results.put(result)
+        if result.outcome in ("applied", "drift"):
+            self.agent.hint_manifests()      # the tree changed: rescan it now
+        else:
+            self.agent.hint_sync_status()    # written between passes: an idle interval makes no pass
+        return float(result.delay_s)
 
 
 def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> SyncRunner:
@@ -467,6 +493,7 @@ def _loop(options: ServeOptions, *, agent: Agent, runtime: Runtime, sync: "SyncR
             last_error = ""
         if drain.done(agent):
             log.info("kubelite reset: every pod is stopped and removed; stopping")
+            stop.set()   # the git sync too: no pass of it while the rest closes
             break
         timeout = agent.config.relist_period_s if not drain.started else 1.0
         if wake is not None:

@@ -252,3 +252,120 @@ def test_recovery_after_an_unexpected_failure_is_announced_and_logged(tmp_path):
     failed = next(i for i, s in enumerate(said) if s.startswith("reconcile pass failed: ZeroDivisionError: a bug"))
     assert any(s.startswith("serving 0 pods from ") for s in said[failed + 1:]), said
     assert "reconcile passes succeed again" in log
+
+
+# ------------------------------------------------------------------ the git sync beside the loop
+
+
+class Engine:
+    """A sync engine that counts its passes; `fail` raises from the next ones."""
+
+    def __init__(self, name: str) -> None:
+        self.name, self.passes, self.fail = name, 0, None
+        self.interval_s, self.allow_empty = 0.05, False
+
+    def sync_once(self):
+        from types import SimpleNamespace
+
+        self.passes += 1
+        if self.fail is not None:
+            raise self.fail
+        return SimpleNamespace(outcome="unchanged", message="", delay_s=0.05)
+
+
+class QuietAgent:
+    def __init__(self) -> None:
+        import queue
+
+        self.sync_results = queue.Queue()
+
+    def hint_manifests(self) -> None:
+        pass
+
+    def hint_sync_status(self) -> None:
+        pass
+
+
+def sync_runner(tmp_path: Path, make_engine):
+    import threading
+
+    from kubelite import daemon
+    from kubelite.agent.agent import AgentConfig
+
+    class Runner(daemon.SyncRunner):
+        def _syncer(self, options):
+            return make_engine(options)
+
+    config = AgentConfig(manifests=tmp_path / "manifests", root=tmp_path / "state")
+    options = daemon.SyncOptions(repo="https://git.invalid/r.git", interval_s=0.05)
+    return Runner(options, config, QuietAgent(), threading.Event()).start()   # type: ignore[arg-type]
+
+
+def until(predicate, what: str, timeout: float = 10.0) -> None:
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+
+
+def test_new_sync_settings_that_fail_keep_the_running_engine_and_the_thread(tmp_path):
+    from kubelite import daemon
+    from kubelite.errors import KubeliteError
+
+    def make_engine(options):
+        if options.path == "broken":
+            raise KubeliteError("kustomize: accumulating resources: missing")
+        return Engine(options.path)
+
+    runner = sync_runner(tmp_path, make_engine)
+    try:
+        first = runner.syncer
+        until(lambda: first.passes >= 1, "a first pass")
+        runner.update(daemon.SyncOptions(repo=runner.options.repo, path="broken", interval_s=0.05))
+        seen = first.passes
+        until(lambda: first.passes >= seen + 3, "passes of the running engine after the refused settings")
+        assert runner.thread.is_alive() and runner.syncer is first and runner.options.path == ""
+    finally:
+        runner.close()
+    assert not runner.thread.is_alive()
+
+
+def test_a_sync_pass_that_raises_is_retried_and_close_ends_the_thread_and_frees_the_lock(tmp_path):
+    from kubelite import daemon
+    from kubelite.sources.gitsync import hold_sync_lock
+
+    daemon_pause = daemon.ERROR_PAUSE_S
+    daemon.ERROR_PAUSE_S = 0.05
+    try:
+        runner = sync_runner(tmp_path, lambda options: Engine(options.path))
+        engine = runner.syncer
+        engine.fail = RuntimeError("a bug in a pass")
+        until(lambda: engine.passes >= 3, "passes after one that raised")
+        assert runner.thread.is_alive()
+        engine.fail = None
+        runner.close()
+    finally:
+        daemon.ERROR_PAUSE_S = daemon_pause
+    assert not runner.thread.is_alive() and runner.stop.is_set()
+    hold_sync_lock(tmp_path / "state").close()   # free again
+
+
+def test_the_reset_s_drain_stops_the_git_sync_before_it_closes(tmp_path):
+    rc, log = serve_patched(tmp_path, """
+        class Runner:
+            def __init__(self, stop):
+                self.stop = stop
+            def close(self):
+                print("sync closed with stop set:", self.stop.is_set(), file=sys.stderr)
+        daemon.start_sync = lambda options, config, agent, stop: Runner(stop)
+        def run_once(self, *, wait=True):
+            passes[0] += 1
+            if passes[0] == 1:
+                os.kill(os.getpid(), signal.SIGUSR1)
+            return _run_once(self, wait=wait)
+        Agent.run_once = run_once
+    """, "--sync-repo", "https://git.invalid/r.git")
+    assert rc == 0, log
+    assert "sync closed with stop set: True" in log
