@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from pathlib import Path
 
 import pytest
 
 from kubelite import daemon, layout
 from kubelite.cli.main import main
 from kubelite.runtime.fake import Behavior
-from kubelite.runtime.oci.cleanup import rules_of
+from kubelite.runtime.oci.cleanup import kubelites_mounts, rules_of
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
@@ -158,3 +159,15 @@ def test_reset_refuses_a_state_root_that_is_a_symlink(tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert main(["--root", str(tmp_path / "link"), "--run-dir", str(tmp_path / "run"), "reset", "-y", "--purge"]) == 1
     assert "is a symlink: refused" in capsys.readouterr().err and (tmp_path / "real").is_dir()
+
+
+def test_the_sweep_takes_only_the_mounts_kubelite_makes():
+    root, run = Path("/srv/kl"), Path("/run/kl")
+    ours = [root / "pods/u1/containers/c1/rootfs", root / "pods/u1/volumes/kubernetes.io~empty-dir/m",
+            root / "pods/u1/volume-subpaths/v/app/0", run / "sandboxes/s1/shm", run / "netns/s1"]
+    host = [Path("/"), Path("/run"), root, run, root / "volumes", root / "volumes/claim-a", root / "pods",
+            root / "pods/u1", root / "images", run / "sandboxes", run / "sandboxes/s1", run / "netns",
+            run / "sandboxes/s1/rootfs", Path("/srv/kl-other/pods/u1/containers/c/rootfs"), Path("/srv")]
+    found = kubelites_mounts(host + ours, root, run)
+    assert sorted(found) == sorted(ours)
+    assert [len(p.parts) for p in found] == sorted((len(p.parts) for p in found), reverse=True)   # deepest first

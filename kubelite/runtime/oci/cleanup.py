@@ -8,8 +8,9 @@ guess at a name another program could use:
 
 * runc containers under this instance's runc root (`<run-dir>/runc`), deleted with `--force`;
 * conmon processes whose command line names this run directory (its exit and socket directories);
-* network namespaces pinned below `<run-dir>/netns`, and any mount at or below the state root or
-  the run directory (container roots, /dev/shm, volumes, subPaths), deepest first;
+* network namespaces pinned below `<run-dir>/netns`, and the mounts kubelite makes (`kubelites_mounts`:
+  container roots, volumes and subPaths inside `<root>/pods/<uid>/`, a sandbox's `shm`), deepest
+  first — never a mount at the state root, the run directory or elsewhere below them;
 * the instance's cgroup tree `/kubelite-<instance>` (the instance is derived from the state root);
 * per network kubelite wrote a conflist for in the state root (`<root>/cni/kubelite-<bridge>.conflist`):
   pending CNI DELs, the iptables rules whose comment names that network (the bridge plugin's
@@ -105,11 +106,31 @@ def _mounts(root: Path, run_dir: Path) -> list[str]:
             linux.unmount(path)
             path.unlink(missing_ok=True)
             removed.append(f"network namespace {path.name}")
-    for base in (root, run_dir):
-        for point in linux.mounts_below(Path(base)):
-            linux.unmount(point)
-            removed.append(f"mount {point}")
+    for point in kubelites_mounts(linux.mount_points(), root, run_dir):
+        linux.unmount(point)
+        removed.append(f"mount {point}")
     return removed
+
+
+def kubelites_mounts(points: list[Path], root: Path, run_dir: Path) -> list[Path]:
+    """Of the host's mount points, those kubelite makes, deepest first: anything inside a pod's directory
+    `<root>/pods/<uid>/` (container roots, volumes, subPaths, image volumes), a sandbox's
+    `<run-dir>/sandboxes/<id>/shm` and a pinned namespace `<run-dir>/netns/<id>`. Never the state root,
+    the run directory or another directory of theirs: a disk mounted there (the claims' data below
+    `<root>/volumes`, the root itself) is the host's and stays."""
+    root, run_dir = Path(os.path.abspath(root)), Path(os.path.abspath(run_dir))
+    found = set()
+    for point in points:
+        if point.is_relative_to(root):
+            parts = point.relative_to(root).parts
+            if len(parts) >= 3 and parts[0] == layout.PODS_DIR:
+                found.add(point)
+        if point.is_relative_to(run_dir):
+            parts = point.relative_to(run_dir).parts
+            if (len(parts) == 3 and parts[0] == layout.SANDBOXES_DIR and parts[2] == "shm") \
+                    or (len(parts) == 2 and parts[0] == layout.NETNS_DIR):
+                found.add(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def _cgroups(root: Path) -> list[str]:
