@@ -38,6 +38,7 @@ from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR, PLUGIN_DIRS
+from kubelite.runtime.oci import ownership
 from kubelite.runtime.protocol import Runtime
 from kubelite.service import logformat, signals
 from kubelite.service.notify import Notifier
@@ -110,6 +111,23 @@ def configure_logging(debug: bool, log_format: str = "text") -> None:
     others = logformat.StderrHandler(logging.WARNING)
     others.setFormatter(formatter)
     logging.lastResort = others
+
+
+def check_dirs(root: Path, run_dir: Path) -> None:
+    """Refuse (UsageError) a state root or run directory other programs share, or one for both."""
+    ownership.check_not_shared(root, "state root")
+    ownership.check_not_shared(run_dir, "run directory")
+    if os.path.abspath(root) == os.path.abspath(run_dir):
+        raise UsageError(f"the state root and the run directory are both {root}: refused (give each its own)")
+
+
+def check_reset_dirs(root: Path, run_dir: Path) -> None:
+    """`kubelite reset`, before anything is asked or stopped: `check_dirs`, and a run directory that
+    belongs to another instance refused."""
+    check_dirs(root, run_dir)
+    found = ownership.owner(root, run_dir) if run_dir.is_dir() else None
+    if found is not None and not found.ours:
+        raise ownership.refusal(run_dir, found)
 
 
 def lock_root(root: Path) -> IO[str]:
@@ -397,6 +415,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
     notifier = Notifier.from_environment()   # before any child process: runc must not see NOTIFY_SOCKET
+    check_dirs(config.root, options.run_dir)
     tightened = statefiles.prepare_state_dirs(config.root, options.run_dir)
     if tightened:
         log.info("tightened the modes of %d paths of an older installation (owner-only now): %s%s",
@@ -412,6 +431,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             closing.callback(_release, lock_root(config.root), relays)
             if on_main:
                 relays.append(SignalRelay(HANDLED_SIGNALS, requests).install())
+        ownership.claim(config.root, options.run_dir)   # before the runtime acts on anything in it
         closing.callback(lambda: log.info(_stopped_line(options, drain)))
         store = Store(config.root)
         closing.callback(_guarded, "closing the store", store.close)
@@ -599,12 +619,26 @@ def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info
     of what is left on the host, then with `purge` the state root and the run directory. Returns
     what the sweep and the purge removed, in words."""
     root, run_dir = options.root, options.run_dir
+    check_reset_dirs(root, run_dir)
     if not root.exists() and not run_dir.exists():
         return []
     had_run_dir = run_dir.exists()
+    ours = had_run_dir and ownership.owner(root, run_dir) is not None   # marked or proven by its records
+    if not root.exists() and not ours:
+        progress(f"{run_dir} holds nothing of the kubelite of state root {root} (which does not exist): "
+                 "nothing to reset")
+        return []
+    if had_run_dir and not ours:
+        log.warning("%s: not marked as the run directory of %s and no record in it proves it: only what the state "
+                    "root names is swept", run_dir, root)
     lock = lock_root(root) if root.exists() else None
     try:
-        runtime, runc = _reset_runtime(options)
+        if ours or not had_run_dir:
+            runtime, runc = _reset_runtime(options)
+        else:   # nothing of a run directory not proven ours is touched: the database is emptied, no more
+            from kubelite.runtime.fake import FakeRuntime
+
+            runtime, runc = FakeRuntime(utcnow), None
         if layout.db_path(root).exists():
             _drain_here(options, runtime, progress)
         else:
@@ -613,10 +647,10 @@ def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info
         if os.geteuid() == 0:
             from kubelite.runtime.oci import cleanup
 
-            removed += cleanup.sweep(root, run_dir, runc=runc)
+            removed += cleanup.sweep(root, run_dir, runc=runc, run_dir_ours=ours or not had_run_dir)
         if options.purge:
             removed += _purge(root, layout.ROOT_NAMES)
-        if options.purge or not had_run_dir:   # one the runtime's start made just now is not left behind
+        if (options.purge and ours) or not had_run_dir:   # one the runtime's start made just now is not left behind
             gone = _purge(run_dir, layout.RUN_NAMES)
             removed += gone if had_run_dir else []
         return removed
