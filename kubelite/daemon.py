@@ -395,20 +395,24 @@ class Requests:
         self.agent: Agent | None = None
 
     def __call__(self, signum: int) -> None:
-        agent = self.agent
+        # the request first, then the agent read: one handed over meanwhile finds the request
+        # before it waits (`wait_for_work` asks before each wait)
         if signum == signal.SIGHUP:
             self.hangups += 1
-            if agent is not None:
-                agent.wake.set_between_passes()
+            full = False
         elif signum in (RESET_SIGNAL, RESET_FORCE_SIGNAL):
             self.drain.request(force=signum == RESET_FORCE_SIGNAL)
-            if agent is not None:
-                agent.wake.set_between_passes()
-        else:
-            log.info("received %s; stopping (pods keep running)", signal.Signals(signum).name)
+            full = False
+        elif signum in (signal.SIGTERM, signal.SIGINT):
+            log.info("received %s; stopping (%s)", signal.Signals(signum).name,
+                     "the reset's drain is cut short" if self.drain.started else "pods keep running")
             self.stop.set()
-            if agent is not None:
-                agent.wake.set()
+            full = True
+        else:   # a signal whose handler was set elsewhere: not serve's
+            return
+        agent = self.agent
+        if agent is not None:
+            agent.wake.set() if full else agent.wake.set_between_passes()
 
 
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
