@@ -7,7 +7,9 @@ place that chooses between the runc runtime and the simulated one. Only the CLI'
 Owns: the process lifecycle — one instance per state root (a lock file), logging (text or JSON
 lines, `service.logformat`), signal handling, what systemd hears (`service.notify`: READY=1 once
 the first pass has run, STOPPING=1 at the end), and the loop that runs `Agent.run_once()` whenever a hint arrives or the next pass is
-due. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
+due. Signals reach the loop through `service.signals` (a relay thread; the handlers take no lock),
+held back from the moment the lock is taken until the relay is in place; on any failure, what was
+started is closed, each step on its own. SIGTERM and SIGINT stop kubelite cleanly and leave the pods running, as the kubelet does.
 SIGHUP asks the CLI's `reload` for new options and applies the settings that change live
 (`apply_live`: log level, relist period, CrashLoopBackOff, image GC, DNS and seccomp defaults for
 new pods, registry access, the git sync's ref, path and interval).
@@ -18,6 +20,7 @@ followed by the sweep of what is left on the host (`runtime.oci.cleanup`).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -35,9 +38,11 @@ from kubelite.clock import utcnow
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.runtime import linux
 from kubelite.runtime.cni import DEFAULT_BRIDGE, DEFAULT_POD_CIDR, PLUGIN_DIRS
+from kubelite.runtime.oci import ownership
 from kubelite.runtime.protocol import Runtime
-from kubelite.service import logformat
+from kubelite.service import logformat, signals
 from kubelite.service.notify import Notifier
+from kubelite.service.signals import SignalRelay
 from kubelite.sources.watch import ManifestWatcher
 from kubelite.store.store import Store
 
@@ -46,6 +51,8 @@ log = logging.getLogger("kubelite")
 ERROR_PAUSE_S = 1.0
 #: A failure that repeats is logged again at most this often.
 ERROR_LOG_EVERY_S = 60.0
+#: At the end, how long the git sync's pass under way (a fetch) is waited for.
+SYNC_JOIN_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -104,6 +111,23 @@ def configure_logging(debug: bool, log_format: str = "text") -> None:
     others = logformat.StderrHandler(logging.WARNING)
     others.setFormatter(formatter)
     logging.lastResort = others
+
+
+def check_dirs(root: Path, run_dir: Path) -> None:
+    """Refuse (UsageError) a state root or run directory other programs share, or one for both."""
+    ownership.check_not_shared(root, "state root")
+    ownership.check_not_shared(run_dir, "run directory")
+    if os.path.abspath(root) == os.path.abspath(run_dir):
+        raise UsageError(f"the state root and the run directory are both {root}: refused (give each its own)")
+
+
+def check_reset_dirs(root: Path, run_dir: Path) -> None:
+    """`kubelite reset`, before anything is asked or stopped: `check_dirs`, and a run directory that
+    belongs to another instance refused."""
+    check_dirs(root, run_dir)
+    found = ownership.owner(root, run_dir) if run_dir.is_dir() else None
+    if found is not None and not found.ours:
+        raise ownership.refusal(run_dir, found)
 
 
 def lock_root(root: Path) -> IO[str]:
@@ -173,7 +197,8 @@ class SyncRunner:
                        node=self.config.node_name)   # `--sync-path nodes/{node}`
 
     def start(self) -> "SyncRunner":
-        threading.Thread(target=self._loop, name="kubelite-git-sync", daemon=True).start()
+        self.thread = threading.Thread(target=self._loop, name="kubelite-git-sync", daemon=True)
+        self.thread.start()
         return self
 
     def update(self, options: SyncOptions) -> None:
@@ -182,7 +207,15 @@ class SyncRunner:
         self.wakeup.set()
 
     def close(self) -> None:
+        """The thread ends once its pass under way has ended, waited for a while (`stop`: serve stops)."""
+        self.stop.set()
         self.wakeup.set()
+        thread = getattr(self, "thread", None)
+        if thread is not None:
+            thread.join(SYNC_JOIN_TIMEOUT_S)
+            if thread.is_alive():
+                log.warning("sync: the pass under way did not end within %.0fs; it is cut short",
+                            SYNC_JOIN_TIMEOUT_S)
 
     def _take_update(self) -> None:
         with self._guard:
@@ -196,20 +229,35 @@ class SyncRunner:
         self.options = options
 
     def _loop(self) -> None:
+        """Passes until `stop`. Nothing ends it early: new settings that fail (a `sync.path` kustomize
+        refuses) leave the running engine in place, and a pass that fails unexpectedly is logged and
+        tried again after the interval."""
         with self.lock:  # held while the sync runs
             while not self.stop.is_set():
-                self._take_update()
-                result = self.syncer.sync_once()
-                if result.outcome != "unchanged":
-                    log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
-                            "sync: %s", result.message)
-                self.agent.sync_results.put(result)
-                if result.outcome in ("applied", "drift"):
-                    self.agent.hint_manifests()      # the tree changed: rescan it now
-                else:
-                    self.agent.hint_sync_status()    # written between passes: an idle interval makes no pass
-                self.wakeup.wait(result.delay_s)
+                try:
+                    self._take_update()
+                except Exception as exc:  # noqa: BLE001 — the running engine stays; the log says why
+                    log.error("sync: the new settings were not applied, the running ones stay: %s: %s",
+                              type(exc).__name__, exc)
+                try:
+                    delay = self._pass()
+                except Exception:  # noqa: BLE001 — the thread must outlive a failing pass
+                    delay = max(self.options.interval_s, ERROR_PAUSE_S)
+                    log.exception("sync: the pass failed; retrying in %.0fs", delay)
+                self.wakeup.wait(delay)
                 self.wakeup.clear()
+
+    def _pass(self) -> float:
+        result = self.syncer.sync_once()
+        if result.outcome != "unchanged":
+            log.log(logging.WARNING if result.outcome in ("failed", "rejected", "drift") else logging.INFO,
+                    "sync: %s", result.message)
+        self.agent.sync_results.put(result)
+        if result.outcome in ("applied", "drift"):
+            self.agent.hint_manifests()      # the tree changed: rescan it now
+        else:
+            self.agent.hint_sync_status()    # written between passes: an idle interval makes no pass
+        return float(result.delay_s)
 
 
 def start_sync(options: SyncOptions, config: AgentConfig, agent: Agent, stop: threading.Event) -> SyncRunner:
@@ -332,53 +380,99 @@ def reload(running: ServeOptions, *, agent: Agent, runtime: Runtime, sync: SyncR
     return apply_live(running, new, agent=agent, runtime=runtime, sync=sync, health=health)
 
 
+#: The signals serve handles: stop (TERM, INT), reload (HUP), `kubelite reset`'s drain (USR1, USR2).
+HANDLED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+
+
+class Requests:
+    """What the signals asked of the loop, written by the relay's thread (`service.signals`), read by
+    the loop: a stop, reloads (SIGHUP), `kubelite reset`'s drain. The loop's agent is handed over
+    once it exists; a request before that waits in `stop`, `hangups` and `drain`."""
+
+    def __init__(self, stop: threading.Event, drain: "Drain") -> None:
+        self.stop, self.drain = stop, drain
+        self.hangups = 0
+        self.agent: Agent | None = None
+
+    def __call__(self, signum: int) -> None:
+        # the request first, then the agent read: one handed over meanwhile finds the request
+        # before it waits (`wait_for_work` asks before each wait)
+        if signum == signal.SIGHUP:
+            self.hangups += 1
+            full = False
+        elif signum in (RESET_SIGNAL, RESET_FORCE_SIGNAL):
+            self.drain.request(force=signum == RESET_FORCE_SIGNAL)
+            full = False
+        elif signum in (signal.SIGTERM, signal.SIGINT):
+            log.info("received %s; stopping (%s)", signal.Signals(signum).name,
+                     "the reset's drain is cut short" if self.drain.started else "pods keep running")
+            self.stop.set()
+            full = True
+        else:   # a signal whose handler was set elsewhere: not serve's
+            return
+        agent = self.agent
+        if agent is not None:
+            agent.wake.set() if full else agent.wake.set_between_passes()
+
+
 def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
     """Run until SIGTERM/SIGINT (or `stop` is set). Returns the process exit code."""
     config = options.agent
     notifier = Notifier.from_environment()   # before any child process: runc must not see NOTIFY_SOCKET
+    check_dirs(config.root, options.run_dir)
     tightened = statefiles.prepare_state_dirs(config.root, options.run_dir)
     if tightened:
         log.info("tightened the modes of %d paths of an older installation (owner-only now): %s%s",
                  len(tightened), ", ".join(tightened[:5]), ", …" if len(tightened) > 5 else "")
-    lock = lock_root(config.root)
     stop = stop or threading.Event()
-    store = Store(config.root)
-    runtime = make_runtime(options, utcnow)
-    agent = Agent(store=store, runtime=runtime, config=config)
-    runtime.set_exit_hint(agent.hint_runtime)
-    watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
-
-    hangups = [0]   # SIGHUPs received; written by the handler alone (no lock a handler could wait on)
-
-    def on_signal(signum: int, _frame: object) -> None:
-        if signum == signal.SIGHUP:
-            hangups[0] += 1
-            agent.wake.set_between_passes()
-            return
-        log.info("received %s; stopping (pods keep running)", signal.Signals(signum).name)
-        stop.set()
-        agent.wake.set()
-
     drain = Drain()
+    requests = Requests(stop, drain)
+    on_main = threading.current_thread() is threading.main_thread()
+    with contextlib.ExitStack() as closing:
+        # a signal from the lock on (`kubelite reset` reads the pid there) waits for the relay
+        with signals.blocked(HANDLED_SIGNALS) if on_main else contextlib.nullcontext():
+            relays: list[SignalRelay] = []
+            closing.callback(_release, lock_root(config.root), relays)
+            if on_main:
+                relays.append(SignalRelay(HANDLED_SIGNALS, requests).install())
+        ownership.claim(config.root, options.run_dir)   # before the runtime acts on anything in it
+        closing.callback(lambda: log.info(_stopped_line(options, drain)))
+        store = Store(config.root)
+        closing.callback(_guarded, "closing the store", store.close)
+        runtime = make_runtime(options, utcnow)
+        closing.callback(_guarded, "closing the runtime", _close, runtime)
+        agent = Agent(store=store, runtime=runtime, config=config)
+        closing.callback(_guarded, "closing the prober", agent.probing.prober.close)
+        closing.callback(_guarded, "writing the last changes", agent.close)  # the syncs under way end, written
+        runtime.set_exit_hint(agent.hint_runtime)
+        requests.agent = agent
+        watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
+        log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
+                 config.root, options.runtime, config.node_name)
+        watcher.start()
+        closing.callback(_guarded, "stopping the manifest watcher", watcher.stop)
+        sync = start_sync(options.sync, config, agent, stop) if options.sync is not None else None
+        if sync is not None:
+            closing.callback(_guarded, "stopping the git sync", sync.close)
+        health = LoopHealth(config.relist_period_s)
+        api = start_api(options, health, runtime) if options.api is not None else None
+        if api is None:
+            from kubelite.apiserver import auth
 
-    def on_reset(signum: int, _frame: object) -> None:
-        drain.request(force=signum == RESET_FORCE_SIGNAL)
-        agent.wake.set_between_passes()
+            (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
+        else:
+            closing.callback(_guarded, "closing the API server", api.close)
+        closing.callback(lambda: notifier.stopping(_stopping_status(drain)))   # first of all: systemd hears it
+        _loop(options, agent=agent, runtime=runtime, sync=sync, api=api, health=health, notifier=notifier,
+              stop=stop, drain=drain, requests=requests)
+    return 0
 
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)} \
-        if threading.current_thread() is threading.main_thread() else {}
-    if previous:
-        previous.update({sig: signal.signal(sig, on_reset) for sig in (RESET_SIGNAL, RESET_FORCE_SIGNAL)})
-    log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
-             config.root, options.runtime, config.node_name)
-    watcher.start()
-    sync = start_sync(options.sync, config, agent, stop) if options.sync is not None else None
-    health = LoopHealth(config.relist_period_s)
-    api = start_api(options, health, runtime) if options.api is not None else None
-    if api is None:
-        from kubelite.apiserver import auth
 
-        (auth.api_dir(config.root) / auth.SERVER_FILE).unlink(missing_ok=True)
+def _loop(options: ServeOptions, *, agent: Agent, runtime: Runtime, sync: "SyncRunner | None", api: Any,
+          health: "LoopHealth", notifier: Notifier, stop: threading.Event, drain: "Drain",
+          requests: Requests) -> None:
+    """`Agent.run_once()` whenever a hint arrives or the next pass is due, until a stop or a finished drain."""
+    config = options.agent
     announced = False   # READY=1 sent to systemd: once, after the first pass ran (failed or not)
 
     def announce(status: str) -> None:
@@ -389,70 +483,81 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         else:
             notifier.status(status)
 
-    try:
-        last_error, last_logged = "", 0.0
-        running, reloaded = options, 0
-        while not stop.is_set():
-            if hangups[0] != reloaded:
-                reloaded = hangups[0]
-                running = reload(running, agent=agent, runtime=runtime, sync=sync, health=health)
-            try:
-                drain.step(agent, runtime)
-                wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
-            except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
-                health.failed(str(exc))
-                if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
-                    log.error("reconcile pass failed: %s; retrying", exc)
-                    announce(f"reconcile pass failed: {exc}; retrying")
-                    last_error, last_logged = str(exc), time.monotonic()
-                stop.wait(ERROR_PAUSE_S)
-                continue
-            except Exception as exc:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
-                health.failed(f"{type(exc).__name__}: {exc}")
-                log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
-                announce(f"reconcile pass failed: {type(exc).__name__}: {exc}; retrying")
-                stop.wait(ERROR_PAUSE_S)
-                continue
-            health.passed()
-            if not announced or last_error:
-                announce(f"serving {len(agent.pods)} pods from {config.manifests}")
-            if api is not None:
-                api.notify()   # watches see the pass's changes now
-            if last_error:
-                log.info("reconcile passes succeed again")
-                last_error = ""
-            if drain.done(agent):
-                log.info("kubelite reset: every pod is stopped and removed; stopping")
-                break
-            timeout = agent.config.relist_period_s if not drain.started else 1.0
-            if wake is not None:
-                timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
-            wait_for_work(agent, timeout, stop,
-                          lambda: hangups[0] != reloaded or (drain.requested and not drain.started))
-    finally:
-        notifier.stopping("stopping; pods keep running")
-        if sync is not None:
-            sync.close()
-        if api is not None:
-            api.close()
-        watcher.stop()
+    last_error, last_logged = "", 0.0
+    running, reloaded = options, 0
+    while not stop.is_set():
+        if requests.hangups != reloaded:
+            reloaded = requests.hangups
+            running = reload(running, agent=agent, runtime=runtime, sync=sync, health=health)
         try:
-            agent.close()   # the syncs under way end, and what they changed is written
-        except Exception as exc:  # noqa: BLE001 — a failing store: the next start relists the runtime
-            log.error("writing the last changes: %s", exc)
-        agent.probing.prober.close()
-        close = getattr(runtime, "close", None)
-        if close is not None:
-            close()
-        store.close()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        if options.runtime == "fake":
-            log.info("stopped; the fake runtime's simulated containers end with this process")
-        else:
-            log.info("stopped; pods keep running")
+            drain.step(agent, runtime)
+            wake = agent.run_once(wait=False)   # pod workers wake the loop when their syncs end
+        except KubeliteError as exc:  # a known failure (a full disk): one line, repeated once a minute
+            health.failed(str(exc))
+            if str(exc) != last_error or time.monotonic() - last_logged > ERROR_LOG_EVERY_S:
+                log.error("reconcile pass failed: %s; retrying", exc)
+                announce(f"reconcile pass failed: {exc}; retrying")
+                last_error, last_logged = str(exc), time.monotonic()
+            stop.wait(ERROR_PAUSE_S)
+            continue
+        except Exception as exc:  # noqa: BLE001 — the loop must outlive a failing pass; the log says why
+            health.failed(f"{type(exc).__name__}: {exc}")
+            log.exception("reconcile pass failed; retrying in %.0fs", ERROR_PAUSE_S)
+            announce(f"reconcile pass failed: {type(exc).__name__}: {exc}; retrying")
+            last_error = f"{type(exc).__name__}: {exc}"   # the next pass that succeeds says so
+            stop.wait(ERROR_PAUSE_S)
+            continue
+        health.passed()
+        if not announced or last_error:
+            announce(f"serving {len(agent.pods)} pods from {config.manifests}")
+        if api is not None:
+            api.notify()   # watches see the pass's changes now
+        if last_error:
+            log.info("reconcile passes succeed again")
+            last_error = ""
+        if drain.done(agent):
+            log.info("kubelite reset: every pod is stopped and removed; stopping")
+            stop.set()   # the git sync too: no pass of it while the rest closes
+            break
+        timeout = agent.config.relist_period_s if not drain.started else 1.0
+        if wake is not None:
+            timeout = min(timeout, max(0.0, (wake - utcnow()).total_seconds()))
+        wait_for_work(agent, timeout, stop,
+                      lambda: requests.hangups != reloaded or (drain.requested and not drain.started))
+
+
+def _guarded(what: str, step: Callable[..., Any], *args: Any) -> None:
+    """One step of the shutdown: a failing one is logged, and the next ones still run."""
+    try:
+        step(*args)
+    except Exception as exc:  # noqa: BLE001 — what is left to close matters more than this error
+        log.error("%s: %s: %s", what, type(exc).__name__, exc)
+
+
+def _release(lock: IO[str], relays: list[SignalRelay]) -> None:
+    """The last step: the handlers from before serve, then the lock. Signals are held back meanwhile: one
+    that arrives now (`kubelite reset` read the pid in the lock) was for a kubelite that stops already."""
+    if not relays:
         lock.close()
-    return 0
+        return
+    with signals.blocked(HANDLED_SIGNALS):
+        for relay in relays:
+            _guarded("restoring the signal handlers", relay.restore)
+        lock.close()
+        for signum in signals.discard_pending(HANDLED_SIGNALS):
+            log.info("received %s while stopping", signal.Signals(signum).name)
+
+
+def _stopping_status(drain: "Drain") -> str:
+    return "stopping; every pod was stopped (kubelite reset)" if drain.started else "stopping; pods keep running"
+
+
+def _stopped_line(options: ServeOptions, drain: "Drain") -> str:
+    if drain.started:
+        return "stopped; every pod was stopped and removed (kubelite reset)"
+    if options.runtime == "fake":
+        return "stopped; the fake runtime's simulated containers end with this process"
+    return "stopped; pods keep running"
 
 
 # ------------------------------------------------------------------------------------- kubelite reset
@@ -518,12 +623,26 @@ def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info
     of what is left on the host, then with `purge` the state root and the run directory. Returns
     what the sweep and the purge removed, in words."""
     root, run_dir = options.root, options.run_dir
+    check_reset_dirs(root, run_dir)
     if not root.exists() and not run_dir.exists():
         return []
     had_run_dir = run_dir.exists()
+    ours = had_run_dir and ownership.owner(root, run_dir) is not None   # marked or proven by its records
+    if not root.exists() and not ours:
+        progress(f"{run_dir} holds nothing of the kubelite of state root {root} (which does not exist): "
+                 "nothing to reset")
+        return []
+    if had_run_dir and not ours:
+        log.warning("%s: not marked as the run directory of %s and no record in it proves it: only what the state "
+                    "root names is swept", run_dir, root)
     lock = lock_root(root) if root.exists() else None
     try:
-        runtime, runc = _reset_runtime(options)
+        if ours or not had_run_dir:
+            runtime, runc = _reset_runtime(options)
+        else:   # nothing of a run directory not proven ours is touched: the database is emptied, no more
+            from kubelite.runtime.fake import FakeRuntime
+
+            runtime, runc = FakeRuntime(utcnow), None
         if layout.db_path(root).exists():
             _drain_here(options, runtime, progress)
         else:
@@ -532,10 +651,10 @@ def reset_node(options: ResetOptions, progress: Callable[[str], None] = log.info
         if os.geteuid() == 0:
             from kubelite.runtime.oci import cleanup
 
-            removed += cleanup.sweep(root, run_dir, runc=runc)
+            removed += cleanup.sweep(root, run_dir, runc=runc, run_dir_ours=ours or not had_run_dir)
         if options.purge:
             removed += _purge(root, layout.ROOT_NAMES)
-        if options.purge or not had_run_dir:   # one the runtime's start made just now is not left behind
+        if (options.purge and ours) or not had_run_dir:   # one the runtime's start made just now is not left behind
             gone = _purge(run_dir, layout.RUN_NAMES)
             removed += gone if had_run_dir else []
         return removed

@@ -60,9 +60,11 @@ SANDBOXES_DIR = "sandboxes"
 CONTAINERS_DIR = "containers"
 NETNS_DIR = "netns"
 CNI_RUN_DIR = "cni"
+INSTANCE_MARKER = "instance"       # the instance whose run directory this is (`runtime.oci.ownership`)
 
 #: What kubelite makes directly in the run directory (statefiles.tighten_layout).
-RUN_NAMES = frozenset({RUNC_DIR, EXITS_DIR, SOCKETS_DIR, SANDBOXES_DIR, CONTAINERS_DIR, NETNS_DIR, CNI_RUN_DIR})
+RUN_NAMES = frozenset({RUNC_DIR, EXITS_DIR, SOCKETS_DIR, SANDBOXES_DIR, CONTAINERS_DIR, NETNS_DIR, CNI_RUN_DIR,
+                       INSTANCE_MARKER})
 
 # ------------------------------------------------------------------------- inside a directory
 
@@ -145,6 +147,10 @@ def claim_volumes_dir(root: Path) -> Path:
     return Path(root) / CLAIM_VOLUMES_DIR
 
 
+def logs_dir(root: Path) -> Path:
+    return Path(root) / LOGS_DIR
+
+
 def pod_log_dir(root: Path, namespace: str, name: str, uid: str) -> Path:
     """`<root>/logs/<namespace>_<pod>_<uid>`: the logs of one pod (the kubelet's `/var/log/pods` naming)."""
     return Path(root) / LOGS_DIR / f"{namespace}_{name}_{uid}"
@@ -203,6 +209,11 @@ def containers_dir(run_dir: Path) -> Path:
 
 def netns_dir(run_dir: Path) -> Path:
     return Path(run_dir) / NETNS_DIR
+
+
+def instance_marker_path(run_dir: Path) -> Path:
+    """`<run-dir>/instance`: the instance (and state root) this run directory belongs to."""
+    return Path(run_dir) / INSTANCE_MARKER
 
 
 def cni_networks_dir(run_dir: Path) -> Path:

@@ -46,7 +46,7 @@ def test_statefiles_tightens_exactly_the_names_of_the_layout():
     assert statefiles.ROOT_NAMES == layout.ROOT_NAMES and statefiles.RUN_NAMES == layout.RUN_NAMES
     assert {"kubelite.db", "kubelite.lock", "sync.lock", "api", "logs", "images", "pods", "git", "cni"} \
         <= layout.ROOT_NAMES
-    assert layout.RUN_NAMES == {"runc", "exits", "sockets", "sandboxes", "containers", "netns", "cni"}
+    assert layout.RUN_NAMES == {"runc", "exits", "sockets", "sandboxes", "containers", "netns", "cni", "instance"}
 
 
 def test_the_layout_is_pure():

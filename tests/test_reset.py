@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 import sys
+from pathlib import Path
 
 import pytest
 
 from kubelite import daemon, layout
 from kubelite.cli.main import main
 from kubelite.runtime.fake import Behavior
-from kubelite.runtime.oci.cleanup import rules_of
+from kubelite.runtime.oci.cleanup import kubelites_mounts, rules_of
 from tests.helpers import pod_doc
 from tests.simulated import simulated_node
 
@@ -158,3 +159,94 @@ def test_reset_refuses_a_state_root_that_is_a_symlink(tmp_path, capsys):
     (tmp_path / "link").symlink_to(tmp_path / "real")
     assert main(["--root", str(tmp_path / "link"), "--run-dir", str(tmp_path / "run"), "reset", "-y", "--purge"]) == 1
     assert "is a symlink: refused" in capsys.readouterr().err and (tmp_path / "real").is_dir()
+
+
+def test_the_sweep_takes_only_the_mounts_kubelite_makes():
+    root, run = Path("/srv/kl"), Path("/run/kl")
+    ours = [root / "pods/u1/containers/c1/rootfs", root / "pods/u1/volumes/kubernetes.io~empty-dir/m",
+            root / "pods/u1/volume-subpaths/v/app/0", run / "sandboxes/s1/shm", run / "netns/s1"]
+    host = [Path("/"), Path("/run"), root, run, root / "volumes", root / "volumes/claim-a", root / "pods",
+            root / "pods/u1", root / "images", run / "sandboxes", run / "sandboxes/s1", run / "netns",
+            run / "sandboxes/s1/rootfs", Path("/srv/kl-other/pods/u1/containers/c/rootfs"), Path("/srv")]
+    found = kubelites_mounts(host + ours, root, run)
+    assert sorted(found) == sorted(ours)
+    assert [len(p.parts) for p in found] == sorted((len(p.parts) for p in found), reverse=True)   # deepest first
+
+
+# ------------------------------------------------------------------ a run directory tied to its state root
+
+
+@pytest.mark.parametrize("shared", ["/run", "/tmp", "/", "/var/run", "/run/user/0"])
+def test_serve_and_reset_refuse_a_run_directory_every_program_shares(tmp_path, capsys, shared):
+    base = ["--root", str(tmp_path / "state"), "--run-dir", shared]
+    assert main([*base, "reset", "-y", "--purge"]) == 1
+    assert "is a directory other programs use too: refused" in capsys.readouterr().err
+    assert main([*base, "serve", "--runtime", "fake", "--manifests", str(tmp_path / "m")]) == 1
+    assert "is a directory other programs use too: refused" in capsys.readouterr().err
+    assert not (tmp_path / "state").exists()
+
+
+def test_serve_marks_its_run_directory_and_another_state_root_is_refused_it(tmp_path, capsys):
+    from kubelite.runtime.oci import ownership
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    (tmp_path / "a").mkdir(mode=0o700)
+    ownership.claim(tmp_path / "a", run_dir)   # what serve does, holding a's lock
+    marker = layout.instance_marker_path(run_dir)
+    assert str(tmp_path / "a") in marker.read_text()
+    ownership.claim(tmp_path / "a", run_dir)   # its own: again fine
+    argv = ["--root", str(tmp_path / "b"), "--run-dir", str(run_dir)]
+    assert main([*argv, "serve", "--runtime", "fake", "--no-api", "--manifests", str(tmp_path / "m")]) == 1
+    err = capsys.readouterr().err
+    assert f"run directory {run_dir} belongs to the kubelite of state root {tmp_path / 'a'}: refused" in err
+    (run_dir / "sandboxes" / "s1").mkdir(parents=True)   # what a reset of b must not touch
+    assert main([*argv, "reset", "-y", "--purge"]) == 1
+    assert "belongs to the kubelite of state root" in capsys.readouterr().err
+    assert marker.exists() and (run_dir / "sandboxes" / "s1").is_dir()
+
+
+def test_reset_of_a_missing_state_root_sweeps_nothing_of_an_unmarked_run_directory(tmp_path):
+    run_dir = tmp_path / "run"
+    bundle = layout.sandbox_bundle(run_dir, "foreign")   # a bundle without a record: the runtime's start removes it
+    bundle.mkdir(parents=True)
+    (layout.runc_root(run_dir)).mkdir()
+    lines: list[str] = []
+    options = daemon.ResetOptions(root=tmp_path / "typo", run_dir=run_dir, purge=True)
+    assert daemon.reset_node(options, progress=lines.append) == []
+    assert bundle.is_dir() and layout.runc_root(run_dir).is_dir() and not (tmp_path / "typo").exists()
+    assert "nothing to reset" in lines[0]
+
+
+def test_reset_of_a_missing_state_root_whose_marker_names_it_goes_on(tmp_path):
+    from kubelite.runtime.oci import ownership
+
+    root, run_dir = tmp_path / "gone", tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    ownership.claim(root, run_dir)
+    daemon.reset_node(daemon.ResetOptions(root=root, run_dir=run_dir, purge=True))
+    assert not run_dir.exists()
+
+
+def test_an_unmarked_run_directory_is_this_instance_s_only_when_its_records_say_so(tmp_path):
+    import json
+
+    from kubelite.runtime.oci import ownership
+    from kubelite.runtime.view import instance_name
+
+    root, run_dir = tmp_path / "state", tmp_path / "run"
+    assert ownership.owner(root, run_dir) is None   # nothing there: nothing proven
+    record = layout.record_path(layout.sandbox_bundle(run_dir, "s1"))
+    record.parent.mkdir(parents=True)
+    record.write_text(json.dumps({"cgroup_parent": f"/{instance_name(root)}/podu1"}))
+    found = ownership.owner(root, run_dir)
+    assert found is not None and found.ours and not found.marked
+    ownership.claim(root, run_dir)   # an older kubelite's run directory: marked now
+    assert ownership.owner(root, run_dir).marked
+    layout.instance_marker_path(run_dir).unlink()
+    record.write_text(json.dumps({"cgroup_parent": f"/{instance_name(tmp_path / 'other')}/podu1"}))
+    found = ownership.owner(root, run_dir)
+    assert found is not None and not found.ours
+    with pytest.raises(daemon.UsageError, match="belongs to kubelite instance kubelite-"):
+        ownership.claim(root, run_dir)
+    assert not layout.instance_marker_path(run_dir).exists()

@@ -230,7 +230,11 @@ def test_the_sweep_removes_what_no_record_names_and_leaves_another_kubelites_bri
     comment = f'name: "{ours}" id: "sandbox1"'
     ip = subnets[0].rsplit(".", 1)[0] + ".9"
     held = None
+    disks = [root, root / "volumes", run_dir]   # the host's: a disk at the state root, claims' data, /run
     try:
+        for disk in disks:
+            disk.mkdir(mode=0o700, exist_ok=True)
+            subprocess.run(["mount", "-t", "tmpfs", "-o", "mode=0700", "tmpfs", str(disk)], check=True)
         for bridge, subnet in zip((ours, theirs), subnets):
             path = layout.cni_conflist_path(root, bridge)
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -243,11 +247,14 @@ def test_the_sweep_removes_what_no_record_names_and_leaves_another_kubelites_bri
         subprocess.run(["iptables", "-w", "-t", "nat", "-N", chain], check=True)
         subprocess.run(["iptables", "-w", "-t", "nat", "-A", "POSTROUTING", "-s", f"{ip}/32", "-m", "comment",
                         "--comment", comment, "-j", chain], check=True)
-        (run_dir / "netns").mkdir(parents=True)
+        (run_dir / "netns").mkdir(parents=True, exist_ok=True)
         (run_dir / "netns" / "leftover").touch()
         subprocess.run(["unshare", f"--net={run_dir / 'netns' / 'leftover'}", "true"], check=True)   # pinned
-        (root / "pods" / "x").mkdir(parents=True)
-        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(root / "pods" / "x")], check=True)
+        volume = root / "pods" / "x" / "volumes" / "kubernetes.io~empty-dir" / "scratch"
+        shm = run_dir / "sandboxes" / "s1" / "shm"
+        for point in (volume, shm):
+            point.mkdir(parents=True)
+            subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(point)], check=True)
         instance = instance_name(root)
         cgroup = next(iter(linux.cgroup_dirs("/")), None)
         assert cgroup is not None
@@ -257,10 +264,10 @@ def test_the_sweep_removes_what_no_record_names_and_leaves_another_kubelites_bri
         removed = cleanup.sweep(root, run_dir, runc=None)
 
         assert {f"bridge {ours}", f"veth {veth}", f"address leases of {ours}", "network namespace leftover",
-                f"mount {root / 'pods' / 'x'}", f"iptables -t nat chain {chain}"} <= set(removed), removed
+                f"mount {volume}", f"mount {shm}", f"iptables -t nat chain {chain}"} <= set(removed), removed
         assert not Path("/sys/class/net", ours).exists() and not Path("/sys/class/net", veth).exists()
         assert chain not in subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True).stdout
-        assert not [line for line in Path("/proc/self/mountinfo").read_text().splitlines() if str(tmp_path) in line]
+        assert sorted(linux.mounts_below(tmp_path)) == sorted(disks)   # the host's disks stay mounted
         assert not linux.cgroup_dirs(f"/{instance}")
         assert not layout.cni_conflist_path(root, ours).exists()
         assert Path("/sys/class/net", theirs).exists() and (layout.cni_networks_dir(run_dir) / theirs).is_dir()

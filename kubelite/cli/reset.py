@@ -51,10 +51,14 @@ def add_parser(sub: Any, common: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     import kubelite.statefiles as statefiles
 
+    from kubelite.daemon import check_dirs, check_reset_dirs
+
     root, run_dir = config.root(args.root), config.run_dir(args.run_dir)
+    check_dirs(root, run_dir)   # /run, /tmp…: refused before anything else is said of them
     for path, what in ((root, "state root"), (run_dir, "run directory")):
         if os.path.lexists(path):   # the checks `serve` makes: nothing removed through another user's link
             statefiles.check_owned(path, what)
+    check_reset_dirs(root, run_dir)   # a shared directory, another instance's run directory: nothing is asked
     confirm(args, root, run_dir)
     pid = serving_daemon(root)
     if pid is not None:

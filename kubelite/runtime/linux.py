@@ -75,14 +75,16 @@ def bind_mount(source: str, target: Path) -> None:
         raise OSError(err, f"bind mount at {target}: {os.strerror(err)}")
 
 
+def mount_points() -> list[Path]:
+    """Every mount point in this mount namespace (`/proc/self/mountinfo`, its octal escapes decoded)."""
+    return [Path(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4]))
+            for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+
+
 def mounts_below(path: Path) -> list[Path]:
     """Mount points at or below `path` in this mount namespace, deepest first."""
     prefix = str(path).rstrip("/")
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        point = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
-        if point == prefix or point.startswith(prefix + "/"):
-            found.append(Path(point))
+    found = [point for point in mount_points() if str(point) == prefix or str(point).startswith(prefix + "/")]
     return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
 
 

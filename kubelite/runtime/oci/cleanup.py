@@ -4,12 +4,14 @@ Owns the sweep that follows a reset's drain: the agent has stopped and removed e
 runtime's own removal path (and `OCIRuntime`'s start has removed what a crash left: bundles without
 records, unclaimed warm sandboxes, orphan layers and cgroups); what can still be there is what no
 record names any more. The sweep only touches what is this instance's by construction, never by a
-guess at a name another program could use:
+guess at a name another program could use — and what is below the run directory only when that run
+directory is marked (or proven) this instance's (`oci.ownership`):
 
 * runc containers under this instance's runc root (`<run-dir>/runc`), deleted with `--force`;
 * conmon processes whose command line names this run directory (its exit and socket directories);
-* network namespaces pinned below `<run-dir>/netns`, and any mount at or below the state root or
-  the run directory (container roots, /dev/shm, volumes, subPaths), deepest first;
+* network namespaces pinned below `<run-dir>/netns`, and the mounts kubelite makes (`kubelites_mounts`:
+  container roots, volumes and subPaths inside `<root>/pods/<uid>/`, a sandbox's `shm`), deepest
+  first — never a mount at the state root, the run directory or elsewhere below them;
 * the instance's cgroup tree `/kubelite-<instance>` (the instance is derived from the state root);
 * per network kubelite wrote a conflist for in the state root (`<root>/cni/kubelite-<bridge>.conflist`):
   pending CNI DELs, the iptables rules whose comment names that network (the bridge plugin's
@@ -47,14 +49,17 @@ SHARED_CHAINS = frozenset({"CNI-HOSTPORT-DNAT", "CNI-HOSTPORT-SNAT", "CNI-HOSTPO
                            "CNI-FORWARD", "CNI-ADMIN"})
 
 
-def sweep(root: Path, run_dir: Path, *, runc: str | None) -> list[str]:
-    """Remove what is left of the instance of `root` and `run_dir` on the host; what was removed, in words."""
+def sweep(root: Path, run_dir: Path, *, runc: str | None, run_dir_ours: bool = True) -> list[str]:
+    """Remove what is left of the instance of `root` and `run_dir` on the host; what was removed, in words.
+    `run_dir_ours` false (a run directory neither marked nor proven this instance's, `oci.ownership`):
+    only what the state root names — its pods' mounts, its cgroup tree, its networks."""
     removed: list[str] = []
-    removed += _runc_containers(run_dir, runc)
-    removed += _conmon_processes(run_dir)
-    removed += _mounts(root, run_dir)
+    if run_dir_ours:
+        removed += _runc_containers(run_dir, runc)
+        removed += _conmon_processes(run_dir)
+    removed += _mounts(root, run_dir if run_dir_ours else None)
     removed += _cgroups(root)
-    removed += _networks(root, run_dir)
+    removed += _networks(root, run_dir if run_dir_ours else None)
     return removed
 
 
@@ -97,19 +102,40 @@ def _conmon_processes(run_dir: Path) -> list[str]:
     return removed
 
 
-def _mounts(root: Path, run_dir: Path) -> list[str]:
+def _mounts(root: Path, run_dir: Path | None) -> list[str]:
     removed = []
-    netns = layout.netns_dir(run_dir)
-    if netns.is_dir():
+    netns = layout.netns_dir(run_dir) if run_dir is not None else None
+    if netns is not None and netns.is_dir():
         for path in netns.iterdir():
             linux.unmount(path)
             path.unlink(missing_ok=True)
             removed.append(f"network namespace {path.name}")
-    for base in (root, run_dir):
-        for point in linux.mounts_below(Path(base)):
-            linux.unmount(point)
-            removed.append(f"mount {point}")
+    for point in kubelites_mounts(linux.mount_points(), root, run_dir):
+        linux.unmount(point)
+        removed.append(f"mount {point}")
     return removed
+
+
+def kubelites_mounts(points: list[Path], root: Path, run_dir: Path | None) -> list[Path]:
+    """Of the host's mount points, those kubelite makes, deepest first: anything inside a pod's directory
+    `<root>/pods/<uid>/` (container roots, volumes, subPaths, image volumes), a sandbox's
+    `<run-dir>/sandboxes/<id>/shm` and a pinned namespace `<run-dir>/netns/<id>`. Never the state root,
+    the run directory or another directory of theirs: a disk mounted there (the claims' data below
+    `<root>/volumes`, the root itself) is the host's and stays."""
+    root = Path(os.path.abspath(root))
+    run_dir = Path(os.path.abspath(run_dir)) if run_dir is not None else None
+    found = set()
+    for point in points:
+        if point.is_relative_to(root):
+            parts = point.relative_to(root).parts
+            if len(parts) >= 3 and parts[0] == layout.PODS_DIR:
+                found.add(point)
+        if run_dir is not None and point.is_relative_to(run_dir):
+            parts = point.relative_to(run_dir).parts
+            if (len(parts) == 3 and parts[0] == layout.SANDBOXES_DIR and parts[2] == "shm") \
+                    or (len(parts) == 2 and parts[0] == layout.NETNS_DIR):
+                found.add(point)
+    return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def _cgroups(root: Path) -> list[str]:
@@ -169,10 +195,10 @@ def networks(root: Path) -> list[dict[str, object]]:
     return found
 
 
-def _networks(root: Path, run_dir: Path) -> list[str]:
+def _networks(root: Path, run_dir: Path | None) -> list[str]:
     removed = []
-    pending = layout.cni_pending_dir(run_dir)
-    for record in sorted(pending.glob("*.json")) if pending.is_dir() else []:
+    pending = layout.cni_pending_dir(run_dir) if run_dir is not None else None
+    for record in sorted(pending.glob("*.json")) if pending is not None and pending.is_dir() else []:
         try:
             cni.teardown(record)
             removed.append(f"pending network teardown {record.stem}")
@@ -188,7 +214,7 @@ def _networks(root: Path, run_dir: Path) -> list[str]:
         try:
             removed += _iptables(name, ipaddress.ip_network(str(network["subnet"])))
             leases = Path(str(network["data_dir"])) / name
-            if leases.is_dir() and leases.is_relative_to(run_dir):
+            if run_dir is not None and leases.is_dir() and leases.is_relative_to(run_dir):
                 shutil.rmtree(leases, ignore_errors=True)
                 removed.append(f"address leases of {name}")
             if Path("/sys/class/net", bridge).exists():
