@@ -309,3 +309,23 @@ def test_validate_renders_a_kustomization_as_the_sync_does(tmp_path, remote, cap
     assert main(["validate", str(overlay_dir)]) == 1
     assert "nodes/n1/kustomization.yaml: bases[0]: remote base 'github.com/example/fleet/base' refused" \
         in capsys.readouterr().err
+
+
+def test_a_rendering_that_fails_while_putting_back_the_output_fails_the_pass(tmp_path, remote, clock):
+    """kustomize failing while the hand-edited output is written again (a timeout under load) is a
+    failed pass that backs off, not an error out of sync_once."""
+    remote.commit({**BASE, **overlay("n1")})
+    sync = engine(tmp_path, remote.bare, clock, path="nodes/n1")
+    assert sync.sync_once().outcome == "applied"
+    output = tmp_path / "etc" / "manifests" / layout.GIT_RENDERED_FILE
+    original = output.read_bytes()
+    output.write_text("# edited by hand\n")
+    sync.render_timeout_s = 1e-6   # the next rendering cannot finish in time
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "failed" and result.delay_s == 1.0, result.message
+    assert "kustomize took longer than" in result.message
+    sync.render_timeout_s = kustomize.RENDER_TIMEOUT_S
+    clock.tick(1)
+    result = sync.sync_once()
+    assert result.outcome == "drift" and output.read_bytes() == original

@@ -62,7 +62,7 @@ from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
-from kubelite.errors import SyncError
+from kubelite.errors import KubeliteError, SyncError
 from kubelite import layout
 from kubelite.sources import kustomize
 from kubelite.sources.gitrefs import RACY_S  # noqa: F401 (re-exported: tests and the benchmark read it here)
@@ -247,7 +247,8 @@ class GitSync:
     # ------------------------------------------------------------------ the pass
 
     def sync_once(self) -> SyncResult:
-        """Fetch the ref if it moved; apply its commit if new and valid, else repair drift. Never raises SyncError."""
+        """Fetch the ref if it moved; apply its commit if new and valid, else repair drift. Never raises
+        KubeliteError: any (a rendering that fails while the output is put back too) fails the pass."""
         now = self.clock()
         self.status.last_sync_at = _iso(now)
         remote: str | None = None
@@ -260,8 +261,8 @@ class GitSync:
             if self._rejected is not None and self._rejected[0] == remote:
                 return self._reject(remote, self._rejected[1], now, again=True)
             return self._apply(remote, live, now)
-        except (SyncError, OSError, subprocess.SubprocessError) as exc:
-            message = self._redact(str(exc) if isinstance(exc, SyncError) else _describe_os_error(exc))
+        except (KubeliteError, OSError, subprocess.SubprocessError) as exc:
+            message = self._redact(str(exc) if isinstance(exc, KubeliteError) else _describe_os_error(exc))
             return self._fail(message, remote, now)
 
     def live_commit(self) -> str | None:
@@ -530,11 +531,7 @@ class GitSync:
             return []
         expected = self._rendered_digest.get(name)
         if expected is None or source_changed:   # after a restart, or the source was put back: render again
-            try:
-                kustomize.check_references(tree, target)
-                data = self._run_kustomize(target)
-            except kustomize.KustomizeError as exc:
-                raise SyncError(f"rendering commit {sha[:12]} again failed: {exc}") from None
+            data = self._render_again(tree, target, sha)
             expected = hashlib.sha256(data).hexdigest()
             self._rendered_digest = {name: expected}
         else:
@@ -551,7 +548,7 @@ class GitSync:
             found.append(f"kustomize output: {layout.GIT_RENDERED_FILE} ({'modified' if current else 'deleted'})")
         if found:
             if data is None:
-                data = self._run_kustomize(target)
+                data = self._render_again(tree, target, sha)
             for entry in entries:
                 if entry != layout.GIT_RENDERED_FILE:
                     _remove_tree(out / entry)
@@ -559,6 +556,14 @@ class GitSync:
             statefiles.write_atomic(file, data, 0o600, fsync=True)
             self._rendered_digest = {name: hashlib.sha256(data).hexdigest()}
         return found
+
+    def _render_again(self, tree: Path, target: Path, sha: str) -> bytes:
+        """Kustomize's output of the live commit's kustomization, for the drift check; SyncError when it fails."""
+        try:
+            kustomize.check_references(tree, target)
+            return self._run_kustomize(target)
+        except kustomize.KustomizeError as exc:
+            raise SyncError(f"rendering commit {sha[:12]} again failed: {exc}") from None
 
     def _in_repo(self, problem: ManifestProblem, rendered: Path | None = None) -> str:
         if rendered is not None:   # a document of kustomize's output: named by the object it holds
