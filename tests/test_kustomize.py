@@ -75,7 +75,7 @@ def test_a_kustomization_is_rendered_and_its_output_applied(tmp_path, remote, cl
     objects = rendered(link)
     assert sorted(objects) == ["ConfigMap/settings", "Pod/common", "Pod/worker-n1"]
     assert objects["Pod/worker-n1"].metadata.labels == {"node": "n1"}
-    out = tmp_path / "state" / "git" / "rendered" / sha
+    out = tmp_path / "state" / "git" / "rendered" / sha / "nodes" / "n1"   # the output of this path of the commit
     assert os.path.realpath(link) == str(out)
     assert sorted(os.listdir(out)) == [layout.GIT_RENDERED_FILE]
     assert os.stat(out / layout.GIT_RENDERED_FILE).st_mode & 0o777 == 0o600   # may hold Secrets
@@ -329,3 +329,58 @@ def test_a_rendering_that_fails_while_putting_back_the_output_fails_the_pass(tmp
     clock.tick(1)
     result = sync.sync_once()
     assert result.outcome == "drift" and output.read_bytes() == original
+
+
+EMPTY_POD = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers: []\n"
+
+
+def test_another_path_on_the_same_commit_is_validated_not_restored_as_drift(tmp_path, remote, clock):
+    """The output of one path is never taken for another's (a SIGHUP with a new sync.path, or kubelite
+    sync restarted with another --path): the new path's output is validated and applied afresh."""
+    sha = remote.commit({**BASE, **overlay("n1"),
+                         "broken/kustomization.yaml": "resources:\n- bad.yaml\n", "broken/bad.yaml": EMPTY_POD,
+                         "empty/kustomization.yaml": "resources: []\n"})
+    link = tmp_path / "etc" / "manifests"
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").sync_once().outcome == "applied"
+    before = rendered(link)
+
+    broken = engine(tmp_path, remote.bare, clock, path="broken")
+    assert broken.live_commit() is None, "n1's output is not broken/'s"
+    result = broken.sync_once()
+    assert result.outcome == "rejected", result.message
+    assert "broken (kustomize output): document 1 (Pod/bad)" in result.message
+    assert rendered(link) == before
+    clock.tick(30)
+    assert broken.sync_once().outcome == "rejected"   # the same commit is not rendered again every pass
+
+    empty = engine(tmp_path, remote.bare, clock, path="empty")
+    result = empty.sync_once()
+    assert result.outcome == "rejected" and "--allow-empty" in result.message
+    assert rendered(link) == before
+
+    base = engine(tmp_path, remote.bare, clock, path="base")
+    result = base.sync_once()
+    assert result.outcome == "applied" and result.commit == sha and not result.drift, result.message
+    assert sorted(rendered(link)) == ["ConfigMap/settings", "Pod/common"]
+    assert base.live_commit() == sha
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").live_commit() is None
+    clock.tick(30)
+    assert base.sync_once().outcome == "unchanged"
+
+
+def test_after_a_restart_output_unlike_a_fresh_rendering_is_applied_afresh(tmp_path, remote, clock):
+    """Without the digest of what it wrote (a restart), an output that differs from a fresh rendering
+    is validated and applied as a commit is, not written over as drift."""
+    remote.commit({**BASE, **overlay("n1")})
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").sync_once().outcome == "applied"
+    output = tmp_path / "etc" / "manifests" / layout.GIT_RENDERED_FILE
+    original = output.read_bytes()
+    output.write_bytes(original.replace(b"hello", b"tampered"))
+    again = engine(tmp_path, remote.bare, clock, path="nodes/n1")
+    clock.tick(30)
+    result = again.sync_once()
+    assert result.outcome == "applied" and not result.drift, result.message
+    assert "rendered again" in result.message
+    assert output.read_bytes() == original
+    clock.tick(30)
+    assert again.sync_once().outcome == "unchanged"

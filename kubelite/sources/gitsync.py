@@ -22,7 +22,7 @@ times to tell (`RACY_S`).
 Kustomize: when the directory under `path` holds a `kustomization.yaml`, the commit's manifests
 are kustomize's output of it (`kubelite.sources.kustomize`: its references checked to stay in the
 checkout, `kubectl kustomize` run bounded and without network), written to
-`<root>/git/rendered/<worktree name>/` and validated like a plain directory; the manifests path
+`<root>/git/rendered/<worktree name>/<path>/` and validated like a plain directory; the manifests path
 then leads there, the checkout staying beside it for the drift check, and the output is checked
 by its digest at every pass. `path` may hold `{node}`, the node's name (`nodes/{node}`).
 
@@ -276,8 +276,13 @@ class GitSync:
         if name is None:
             return None, None
         expected = self.worktrees / name / self.path if self.path else self.worktrees / name
-        live = target in (os.path.realpath(expected), os.path.realpath(self.rendered / name))
+        live = target in (os.path.realpath(expected), os.path.realpath(self._output(name)))
         return name, name[:40] if live else None
+
+    def _output(self, name: str) -> Path:
+        """Where the kustomize output of `path` in worktree `name` is written: `<rendered>/<name>/<path>/`.
+        The output of another path of the same commit (before a new --path) is never taken for it."""
+        return self.rendered / name / self.path if self.path else self.rendered / name
 
     def _linked_tree(self, target: str | None = None) -> str | None:
         """The name of the worktree the manifests path (resolved: `target`) leads into, or None."""
@@ -297,7 +302,7 @@ class GitSync:
     # ------------------------------------------------------------------ outcomes
 
     def _unchanged_or_drift(self, sha: str, name: str, now: datetime) -> SyncResult:
-        self._rejected = None  # the ref is back on the running commit: any refused commit is history
+        refused, self._rejected = self._rejected, None  # the ref is back on the running commit: any refused commit is history
         self.status.rejected_commit = None
         tree = self.worktrees / name
         stamp = tree_stamp(tree, now)  # taken before git looks: a change after it changes the next one
@@ -315,10 +320,12 @@ class GitSync:
         self._succeeded(now)
         if drift:
             self._restore(tree, sha)
-        rendered = self._rendered_drift(name, sha, source_changed=bool(drift))
-        if rendered is None:   # the checkout's kind changed (kustomization added or gone): apply it afresh
-            return self._apply(sha, sha, now, reason=f"commit {sha[:12]} checked out again: its kustomization "
-                                                     "appeared or went")
+        rendered, afresh = self._rendered_drift(name, sha, source_changed=bool(drift))
+        if afresh is not None:   # the live output cannot be told from what this commit renders: apply it afresh
+            if refused is not None and refused[0] == sha:   # and refused already: not rendered again every pass
+                self._rejected = refused
+                return self._reject(sha, refused[1], now, again=True)
+            return self._apply(sha, sha, now, reason=f"commit {sha[:12]} checked out again: {afresh}")
         drift += rendered
         if not drift:
             return SyncResult("unchanged", sha, sha, f"commit {sha[:12]} is up to date", self.interval_s,
@@ -503,8 +510,8 @@ class GitSync:
             data = self._run_kustomize(target)
         except kustomize.KustomizeError as exc:
             raise kustomize.KustomizeError(f"{self.path or '.'}: {exc}") from None
-        out = self.rendered / tree.name
-        _remove_tree(out)
+        _remove_tree(self.rendered / tree.name)
+        out = self._output(tree.name)
         statefiles.make_dirs(out, base=self.base)
         statefiles.write_atomic(out / layout.GIT_RENDERED_FILE, data, 0o600, fsync=True)
         self._rendered_digest[tree.name] = hashlib.sha256(data).hexdigest()
@@ -518,32 +525,35 @@ class GitSync:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _rendered_drift(self, name: str, sha: str, *, source_changed: bool) -> list[str] | None:
-        """Hand edits of the live kustomize output, put back (what was found: `[]` when nothing); None
-        when the checkout's kind and the live path's no longer agree (the caller applies afresh)."""
+    def _rendered_drift(self, name: str, sha: str, *, source_changed: bool) -> tuple[list[str], str | None]:
+        """Hand edits of the live kustomize output, put back (what was found: `[]` when nothing); or why
+        the commit must be validated and applied afresh instead: the checkout's kind and the live path's
+        no longer agree, or — the digest of what was written unknown (a restart) — the output differs
+        from a fresh rendering, so it was never validated as this commit's."""
         tree = self.worktrees / name
         target = tree / self.path if self.path else tree
-        out = self.rendered / name
+        out = self._output(name)
         is_rendered = os.path.realpath(self.link) == os.path.realpath(out)
         if (kustomize.find(target) is not None) != is_rendered:
-            return None
+            return [], "its kustomization appeared or went"
         if not is_rendered:
-            return []
-        expected = self._rendered_digest.get(name)
-        if expected is None or source_changed:   # after a restart, or the source was put back: render again
-            data = self._render_again(tree, target, sha)
-            expected = hashlib.sha256(data).hexdigest()
-            self._rendered_digest = {name: expected}
-        else:
-            data = None
+            return [], None
         file = out / layout.GIT_RENDERED_FILE
-        found = []
         try:
             entries = sorted(os.listdir(out))
             current = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
         except OSError:
             entries, current = [], None
-        found += [f"kustomize output: {entry} (added)" for entry in entries if entry != layout.GIT_RENDERED_FILE]
+        known = self._rendered_digest.get(name)
+        data = None
+        expected = known
+        if known is None or source_changed:   # after a restart, or the source was put back: render again
+            data = self._render_again(tree, target, sha)
+            expected = hashlib.sha256(data).hexdigest()
+            if known is None and current != expected:
+                return [], "its kustomize output was not what the commit renders (rendered again)"
+            self._rendered_digest = {name: expected}
+        found = [f"kustomize output: {entry} (added)" for entry in entries if entry != layout.GIT_RENDERED_FILE]
         if current != expected:
             found.append(f"kustomize output: {layout.GIT_RENDERED_FILE} ({'modified' if current else 'deleted'})")
         if found:
@@ -555,7 +565,7 @@ class GitSync:
             statefiles.make_dirs(out, base=self.base)   # the whole directory may have gone
             statefiles.write_atomic(file, data, 0o600, fsync=True)
             self._rendered_digest = {name: hashlib.sha256(data).hexdigest()}
-        return found
+        return found, None
 
     def _render_again(self, tree: Path, target: Path, sha: str) -> bytes:
         """Kustomize's output of the live commit's kustomization, for the drift check; SyncError when it fails."""
