@@ -384,3 +384,23 @@ def test_after_a_restart_output_unlike_a_fresh_rendering_is_applied_afresh(tmp_p
     assert output.read_bytes() == original
     clock.tick(30)
     assert again.sync_once().outcome == "unchanged"
+
+
+@pytest.mark.parametrize("field", ["generators", "transformers", "validators", "resources"])
+def test_a_kustomization_under_any_field_kustomize_builds_is_checked_too(tmp_path, field):
+    """kustomize builds a directory named under generators, transformers or validators as a
+    kustomization: its references are walked as those of resources are."""
+    tree = tmp_path / "tree"
+    (tree / "top").mkdir(parents=True)
+    (tree / "sub").mkdir()
+    (tree / "top" / "kustomization.yaml").write_text(f"{field}:\n- ../sub\n")
+    (tree / "sub" / "kustomization.yaml").write_text("resources:\n- https://example.com/pod.yaml\n")
+    with pytest.raises(kustomize.KustomizeError, match=r"sub/kustomization.yaml: resources\[0\]: remote base "
+                                                       "'https://example.com/pod.yaml' refused"):
+        kustomize.check_references(tree, tree / "top")
+    (tree / "sub" / "kustomization.yaml").write_text("resources:\n- ../../outside\n")
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(kustomize.KustomizeError, match="leads outside the repository"):
+        kustomize.check_references(tree, tree / "top")
+    (tree / "sub" / "kustomization.yaml").write_text("resources: []\n")
+    kustomize.check_references(tree, tree / "top")

@@ -45,7 +45,8 @@ MAX_KUSTOMIZATION_BYTES = 1024 * 1024
 
 #: Fields whose entries are kustomizations or resource files (directories recurse).
 _BUILD_FIELDS = ("resources", "bases", "components")
-#: Fields whose entries name files to load: strings, or mappings with a `path`.
+#: Fields whose entries name files to load (or are YAML written in place); a directory named there
+#: is built by kustomize as a kustomization (generators, transformers, validators): it is walked too.
 _FILE_FIELDS = ("patchesStrategicMerge", "crds", "configurations", "generators", "transformers", "validators")
 _PATH_ITEM_FIELDS = ("patches", "patchesJson6902", "replacements")
 _GENERATORS = ("configMapGenerator", "secretGenerator")
@@ -92,7 +93,9 @@ def check_references(tree: Path, directory: Path) -> None:
         for field in _FILE_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
                 if isinstance(entry, str) and not _inline(entry):
-                    _local(here, entry, real_tree, f"{shown}: {field}[{index}]")
+                    target = _local(here, entry, real_tree, f"{shown}: {field}[{index}]")
+                    if os.path.isdir(target):
+                        pending.append(target)
         for field in _PATH_ITEM_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
                 if isinstance(entry, dict) and isinstance(entry.get("path"), str):
