@@ -404,3 +404,25 @@ def test_a_kustomization_under_any_field_kustomize_builds_is_checked_too(tmp_pat
         kustomize.check_references(tree, tree / "top")
     (tree / "sub" / "kustomization.yaml").write_text("resources: []\n")
     kustomize.check_references(tree, tree / "top")
+
+
+def test_the_output_bound_is_the_manifest_files_bound(tmp_path):
+    """The output becomes one manifest file, which the daemon reads only up to MAX_MANIFEST_BYTES:
+    a rendering past that is refused by kustomize's own bound, with a message that says why."""
+    from kubelite.sources.manifests import MAX_MANIFEST_BYTES
+
+    assert kustomize.MAX_OUTPUT_BYTES == MAX_MANIFEST_BYTES
+    app = tmp_path / "app"
+    app.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    big = tmp_path / "big-kubectl"
+    big.write_text(f"#!/bin/sh\nyes '# padding' | head -c {MAX_MANIFEST_BYTES + 1}\n")
+    big.chmod(0o755)
+    with pytest.raises(kustomize.KustomizeError, match=r"kustomize printed more than 10 MiB \(the largest manifest "
+                                                       r"file kubelite reads\); refused"):
+        kustomize.render(app, workdir=work, kubectl=str(big))
+    exact = tmp_path / "exact-kubectl"
+    exact.write_text(f"#!/bin/sh\nyes '# padding' | head -c {MAX_MANIFEST_BYTES}\n")
+    exact.chmod(0o755)
+    assert len(kustomize.render(app, workdir=work, kubectl=str(exact))) == MAX_MANIFEST_BYTES
