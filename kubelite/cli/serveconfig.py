@@ -451,7 +451,23 @@ def effective(sources: Sources) -> KubeliteConfiguration:
         model = KubeliteConfiguration.model_validate(data)
     except ValidationError as exc:
         raise UsageError("\n".join(_located(_problems(exc), origin, content))) from None
-    return _resolved(model)
+    resolved = _resolved(model)
+    problems = sync_problems(resolved)
+    if problems:
+        raise UsageError("\n".join(_located(problems, origin, content)))
+    return resolved
+
+
+def sync_problems(model: KubeliteConfiguration) -> list[tuple[str, str]]:
+    """(field, why) for each setting of `sync` the git sync would refuse (`gitsync.setting_problems`:
+    the very rules it applies when it starts), `sync.path`'s `{node}` taken as the model's node name.
+    Only with a repository to follow: without one the settings are not used (and the sync is not loaded)."""
+    if not model.sync.repo:
+        return []
+    from kubelite.sources import gitsync
+
+    found = gitsync.setting_problems(model.sync.repo, ref=model.sync.ref, path=model.sync.path, node=model.node_name)
+    return [(f"sync.{name}", why) for name, why in found.items()]
 
 
 def _located(problems: list[tuple[str, str]], origin: dict[str, str], content: FileContent | None) -> list[str]:
@@ -522,10 +538,11 @@ def live(path: str) -> bool:
 def reload(current: KubeliteConfiguration, sources: Sources) -> KubeliteConfiguration:
     """The configuration after the file is read again: its live changes taken, each change to a
     setting that needs a restart logged as a warning and left as it runs. UsageError (and the
-    running configuration stays) when the file cannot be used."""
+    running configuration stays) when the file cannot be used — a `sync.path` or `sync.ref` the git
+    sync would refuse included, checked with the node name kubelite goes on with."""
     new = effective(sources)
     before, after = flatten(current), flatten(new)
-    kept, changed = dict(after), []
+    kept, changed, restart = dict(after), [], []
     for path in [*after, *(p for p in before if p not in after)]:
         old, value = before.get(path), after.get(path)
         if old == value:
@@ -533,17 +550,23 @@ def reload(current: KubeliteConfiguration, sources: Sources) -> KubeliteConfigur
         if live(path):
             changed.append(f"{path} {_shown(old)} → {_shown(value)}")
             continue
+        restart.append((path, old, value))
+        kept[path] = old
+    nested: dict[str, Any] = {}
+    for path, value in kept.items():
+        _put(nested, path, value)
+    reloaded = KubeliteConfiguration.model_validate(nested)
+    problems = sync_problems(reloaded)
+    if problems:
+        raise UsageError("\n".join(f"{sources.file}: {where}: {why}" for where, why in problems))
+    for path, old, value in restart:
         log.warning("%s: %s changed (%s → %s): it needs a restart; kubelite goes on with %s", sources.file, path,
                     _shown(old), _shown(value), _shown(old))
-        kept[path] = old
     if changed:
         log.info("configuration reloaded from %s: %s", sources.file, ", ".join(changed))
     else:
         log.info("configuration reloaded from %s: no setting that applies live changed", sources.file)
-    nested: dict[str, Any] = {}
-    for path, value in kept.items():
-        _put(nested, path, value)
-    return KubeliteConfiguration.model_validate(nested)
+    return reloaded
 
 
 def _shown(value: Any) -> str:

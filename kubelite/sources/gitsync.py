@@ -196,11 +196,28 @@ def expand_path(path: str, node: str | None) -> str:
     """`--sync-path` with `{node}` replaced by the node's name (`nodes/{node}` → `nodes/edge-1`)."""
     if "{node}" in path:
         if not node or "/" in node or node in (".", "..") or not node.isprintable():
-            raise SyncError(f"--path {path!r} names the node, but the node name {node!r} cannot be a directory name")
+            raise SyncError(f"{path!r} names the node, but the node name {node!r} cannot be a directory name")
         path = path.replace("{node}", node)
     if "{" in path or "}" in path:
-        raise SyncError(f"--path {path!r}: the only placeholder is {{node}}")
+        raise SyncError(f"{path!r}: the only placeholder is {{node}}")
     return path
+
+
+def setting_problems(repo_url: str | None, *, ref: str, path: str, node: str | None) -> dict[str, str]:
+    """What makes a sync's settings unusable, by setting ("repo", "ref", "path"; empty: none): the rules
+    GitSync applies when it is made, for whoever checks them before (`kubelite sync`'s flags, a
+    configuration file read at start or reloaded). `repo_url` None: not checked."""
+    problems = {}
+    if repo_url is not None and (not repo_url or repo_url.startswith("-") or not repo_url.isprintable()):
+        problems["repo"] = "the repository URL must not be empty, start with '-' or hold control characters"
+    if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
+        problems["ref"] = (f"invalid ref {ref!r}: a branch, tag or commit, without spaces, control characters or "
+                           "':', not starting with '-'")
+    try:
+        _clean_subdir(expand_path(path, node))
+    except SyncError as exc:
+        problems["path"] = str(exc)
+    return problems
 
 
 class GitSync:
@@ -211,10 +228,9 @@ class GitSync:
                  clock: Callable[[], datetime] = utcnow, status: SyncStatus | None = None,
                  fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S,
                  node: str | None = None, render_timeout_s: float = kustomize.RENDER_TIMEOUT_S) -> None:
-        if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
-            raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
-        if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
-            raise SyncError(f"invalid ref {ref!r}")
+        problems = setting_problems(repo_url, ref=ref, path=path, node=node)
+        if problems:
+            raise SyncError("; ".join(f"{name}: {why}" for name, why in problems.items()))
         self.repo_url = repo_url
         self.ref = ref
         self.path = _clean_subdir(expand_path(path, node))
@@ -701,8 +717,8 @@ def _clean_subdir(path: str) -> str:
     cleaned = os.path.normpath(path.strip("/")) if path.strip("/") else ""
     if cleaned == ".":
         cleaned = ""
-    if cleaned.startswith("..") or os.path.isabs(cleaned):
-        raise SyncError(f"--path must be a directory inside the repository, not {path!r}")
+    if cleaned == ".." or cleaned.startswith("../") or os.path.isabs(cleaned):
+        raise SyncError(f"{path!r} leads outside the repository: name a directory inside it")
     return cleaned
 
 
@@ -758,4 +774,4 @@ def _describe_os_error(exc: BaseException) -> str:
 
 
 __all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CommitPreview", "GitSync", "SyncError", "SyncResult", "SyncStatus",
-           "backoff_delay", "redact", "render"]
+           "backoff_delay", "expand_path", "redact", "render", "setting_problems"]
