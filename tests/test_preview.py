@@ -323,3 +323,31 @@ def test_sync_dry_run_works_beside_a_running_sync(node, tmp_path, capsys):
         assert not layout.git_repo_dir(node.root).exists(), "the running sync's repository is not made"
     finally:
         lock.close()
+
+
+def summaries(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("pod/")]
+
+
+def test_sync_dry_run_names_the_node_as_sync_does(node, tmp_path, capsys):
+    """`{node}` in --path: --node-name, else the name serve recorded in the state root, else the host name."""
+    import socket
+
+    remote = Remote(tmp_path)
+    with node.store.transaction():
+        node.store.set_meta("node_name", "recorded-1")   # as serve --node-name recorded-1 does
+    remote.commit({"nodes/n1/web.yaml": yaml.safe_dump(pod_doc("web")),
+                   "nodes/recorded-1/db.yaml": yaml.safe_dump(pod_doc("db")),
+                   f"nodes/{socket.gethostname().lower()}/host.yaml": yaml.safe_dump(pod_doc("host"))})
+    common = ["--repo", str(remote.bare), "--ref", "main", "--path", "nodes/{node}"]
+    assert main(["sync", "--dry-run", *common, "--node-name", "n1"]) == 1
+    assert summaries(capsys) == ["pod/web: create"]
+    assert main(["sync", "--dry-run", *common]) == 1
+    assert summaries(capsys) == ["pod/db: create"]   # the agent recorded its node name
+    with node.store.transaction():
+        node.store.set_meta("node_name", "")   # none recorded
+    assert main(["sync", "--dry-run", *common]) == 1
+    assert summaries(capsys) == ["pod/host: create"]
+    assert main(["sync", "--dry-run", *common[:-1], "nodes/{nodename}"]) == 2
+    assert "error: --path: 'nodes/{nodename}': the only placeholder is {node}" in \
+        capsys.readouterr().err

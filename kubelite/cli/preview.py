@@ -44,6 +44,7 @@ class NodeState:
     with its file; which containers of each pod run or will start again, and which pods have finished."""
 
     manifests: str
+    node_name: str | None = None   # the name `kubelite serve` recorded, if any
     pods: dict[str, tuple[DesiredPod, str]] = field(default_factory=dict)
     configs: dict[ConfigKey, tuple[ConfigObject, str]] = field(default_factory=dict)
     running: dict[str, set[str]] = field(default_factory=dict)
@@ -75,10 +76,11 @@ def node_state(args: argparse.Namespace) -> NodeState:
     try:
         with reader.snapshot():
             manifests = config.manifests(getattr(args, "manifests", None), recorded=reader.meta("manifests"))
+            recorded_node = reader.meta("node_name")
             pods, configs = reader.accepted_pods(), reader.accepted_configs()
     finally:
         reader.close()
-    state = NodeState(os.path.abspath(manifests))
+    state = NodeState(os.path.abspath(manifests), node_name=recorded_node)
     for row in pods:
         pod = Pod.model_validate_json(row["manifest"])
         desired = DesiredPod(pod=pod, uid=row["uid"], pod_hash=row["pod_hash"], sandbox_hash=row["sandbox_hash"],
@@ -350,13 +352,16 @@ def run_sync_preview(args: argparse.Namespace) -> int:
     repository and lock are left alone), judge it as the sync would, and preview it."""
     import tempfile
 
+    from kubelite.cli.sync import check_flags, node_name
     from kubelite.sources.gitsync import GitSync
 
     try:
         state = node_state(args)
+        node = node_name(args, state.node_name)
+        check_flags(args, node)
         with tempfile.TemporaryDirectory(prefix="kubelite-dry-run-") as scratch:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=Path(scratch),
-                             link=Path(state.manifests), allow_empty=args.allow_empty)
+                             link=Path(state.manifests), allow_empty=args.allow_empty, node=node)
             with engine.preview() as found:
                 print(f"commit {found.commit} of {engine.status.repository} ({args.ref}), not applied:",
                       file=sys.stderr)
