@@ -189,11 +189,12 @@ def sync(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("kubelite.sync")
     root = config.state_root(getattr(args, "root", None), create=True)
-    link = config.manifests(getattr(args, "manifests", None))
     lock = hold_sync_lock(root)
 
     store = Store(root)
     try:
+        # the flag, the environment, else the path serve recorded (as diff, apply and delete take it)
+        link = config.manifests(getattr(args, "manifests", None), recorded=store.get_meta("manifests"))
         previous = store.get_meta(SYNC_META_KEY)
         status = SyncStatus.from_json(previous) if previous else None
         node = node_name(args, store.get_meta("node_name"))
