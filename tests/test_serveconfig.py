@@ -570,3 +570,18 @@ def test_a_sync_path_that_cannot_name_this_node_is_refused_at_start(tmp_path):
     with pytest.raises(UsageError, match=r"--sync-path \.\./x: '\.\./x' leads outside the repository"):
         settings("--sync-repo", "/srv/fleet.git", "--sync-path", "../x")
     assert settings("--sync-path", "../x").sync.path == "../x", "without a repository the path is not used"
+
+
+@pytest.mark.parametrize("flag,seconds,written", [("30", 30.0, "30s"), ("1.5", 1.5, "1500ms"), ("90", 90.0, "90s"),
+                                                 ("1m30s", 90.0, "90s")])
+def test_sync_interval_takes_plain_seconds_from_the_flag(tmp_path, flag, seconds, written):
+    """`serve --sync-interval 30` is 30 s, as documented and as before the configuration file; the file
+    itself wants a unit."""
+    model = settings("--sync-interval", flag)
+    assert model.sync.interval == seconds and serveconfig.flatten(model)["sync.interval"] == written
+    path = config_file(tmp_path, HEAD + "sync:\n  interval: 30\n")
+    with pytest.raises(UsageError, match=r'config.yaml:4: sync.interval: invalid duration 30: give text with a unit'):
+        settings("--config", str(path))
+    assert settings("--config", str(path), "--sync-interval", flag).sync.interval == seconds   # the flag wins
+    with pytest.raises(UsageError, match=r"--sync-interval -3: invalid duration \"-3s\": must be positive"):
+        settings("--sync-interval", "-3")

@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class Setting:
     path: str
     live: bool = False
     #: how the flag writes the value: same | seconds (float seconds; the file: "30s") | duration (both
-    #: "30s") | csv (the flag "a,b", the file a list) | list (a repeated flag, the environment "a,b") | negated
+    #: "30s"; the flag also plain seconds, "30") | csv (the flag "a,b", the file a list) | list (a repeated flag, the environment "a,b") | negated
     form: str = "same"
     env: str | None = None
 
@@ -385,12 +386,17 @@ def _to_file(setting: Setting, value: Any) -> Any:
     """A flag's value as the file writes it."""
     if setting.form == "seconds":
         return format_duration(value) if value > 0 else f"{value}s"
+    if setting.form == "duration" and isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value.strip()):
+        return f"{value.strip()}s"   # the flag (and the environment) take plain seconds as well; the file wants a unit
     if setting.form in ("csv", "list"):
         items = value.split(",") if isinstance(value, str) else value
         return [item.strip() for item in items if item.strip()]
     if setting.form == "negated":
         return not value
     return value
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 
 
 def _to_flag(setting: Setting, value: Any) -> Any:
