@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -420,8 +421,10 @@ def test_apply_from_standard_input_and_several_f(dirs, tmp_path, capsys, monkeyp
 
 class _Manifests(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    delays: dict[str, float] = {}   # path → seconds before the answer
 
     def do_GET(self):  # noqa: N802 — http.server's name
+        time.sleep(self.delays.get(self.path, 0.0))
         status, headers, body = self.routes.get(self.path, (404, {}, b""))
         self.send_response(status)
         for key, value in headers.items():
@@ -457,9 +460,9 @@ def test_apply_from_a_url(dirs, loopback_server, capsys, monkeypatch):  # noqa: 
     assert out_of(capsys, "apply", "-f", f"{base}/web.yaml", "-f", f"{base}/manifest") == \
         "pod/web created\npod/db created\n"
     assert sorted(p.name for p in manifests.iterdir()) == ["db.yaml", "web.yaml"]
-    assert out_of(capsys, "apply", "-f", f"{base}/moved") == "pod/web unchanged\n"
-    for path, message in (("/away", "plain http is refused"), ("/big.yaml", "larger than 10 MiB"),
-                          ("/gone.yaml", "the server answered 404")):
+    for path, message in (("/away", "a redirect to plain http is refused"),
+                          ("/moved", "a redirect to plain http is refused"),   # even on the loopback
+                          ("/big.yaml", "larger than 10 MiB"), ("/gone.yaml", "the server answered 404")):
         assert main(["apply", "-f", base + path]) == 1
         assert message in capsys.readouterr().err
     assert main(["apply", "-f", "http://example.com/web.yaml"]) == 1
@@ -496,18 +499,38 @@ def test_apply_from_https_checks_the_certificate(dirs, tmp_path, capsys, monkeyp
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/web.yaml"
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    url = f"{base}/web.yaml"
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Manifests)
+    plain_thread = threading.Thread(target=plain.serve_forever, daemon=True)
+    plain_thread.start()
+    _Manifests.routes["/moved"] = (302, {"Location": "/web.yaml"}, b"")
+    _Manifests.routes["/to-plain"] = (302, {"Location": f"http://127.0.0.1:{plain.server_address[1]}/web.yaml"},
+                                      b"")
+    for hop in range(3):   # three redirects, each answered after 0.4 s: 1.2 s in all
+        _Manifests.routes[f"/slow{hop}"] = (302, {"Location": f"/slow{hop + 1}"}, b"")
+        _Manifests.delays[f"/slow{hop}"] = 0.4
+    _Manifests.routes["/slow3"] = (200, {}, yaml.safe_dump(pod_doc("web")).encode())
     try:
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nothing.pem"))
         assert main(["apply", "-f", url]) == 1
         assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().err
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
         assert out_of(capsys, "apply", "-f", url) == "pod/web created\n"
+        assert out_of(capsys, "apply", "-f", f"{base}/moved") == "pod/web unchanged\n"   # https to https
+        assert main(["apply", "-f", f"{base}/to-plain"]) == 1   # to plain http, even on the loopback
+        assert "a redirect to plain http is refused" in capsys.readouterr().err
+        monkeypatch.setattr(filenames, "FETCH_TIMEOUT_S", 1.0)   # one deadline for the whole fetch
+        started = time.monotonic()
+        assert main(["apply", "-f", f"{base}/slow0"]) == 1
+        assert "not read within 1s" in capsys.readouterr().err and time.monotonic() - started < 1.5
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        for running, runner in ((server, thread), (plain, plain_thread)):
+            running.shutdown()
+            running.server_close()
+            runner.join(5)
         _Manifests.routes.clear()
+        _Manifests.delays.clear()
 
 
 # ------------------------------------------------------------------ logs
