@@ -426,3 +426,25 @@ def test_the_output_bound_is_the_manifest_files_bound(tmp_path):
     exact.write_text(f"#!/bin/sh\nyes '# padding' | head -c {MAX_MANIFEST_BYTES}\n")
     exact.chmod(0o755)
     assert len(kustomize.render(app, workdir=work, kubectl=str(exact))) == MAX_MANIFEST_BYTES
+
+
+def test_validate_outside_a_repository_checks_references_against_the_directory(tmp_path, monkeypatch, capsys):
+    """With no `.git` above, the kustomization's own directory is the tree: a remote base is refused
+    before kustomize runs, as the sync would."""
+    from kubelite.cli.main import main
+
+    assert not any((p / ".git").exists() for p in (tmp_path, *tmp_path.parents)), "the test needs no repository"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "kustomization.yaml").write_text("resources:\n- https://example.com/fleet/web.yaml\n")
+    ran = []
+    monkeypatch.setattr(kustomize, "render", lambda *a, **k: ran.append(a) or b"")
+    assert main(["validate", str(app)]) == 1
+    assert "app: kustomization.yaml: resources[0]: remote base 'https://example.com/fleet/web.yaml' refused" \
+        in capsys.readouterr().err
+    assert ran == []
+    (app / "kustomization.yaml").write_text("resources:\n- ../elsewhere.yaml\n")
+    (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump(pod_doc("web")))
+    assert main(["validate", str(app)]) == 1
+    err = capsys.readouterr().err
+    assert "leads outside the repository" in err and "no git repository above it" in err and ran == []

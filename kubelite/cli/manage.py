@@ -128,8 +128,8 @@ def _is_kustomization(path: Path) -> bool:
 
 def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool, int]:
     """A directory with a kustomization.yaml, as git sync reads it: its references must stay in the
-    repository it is in (the nearest directory above with `.git`), then kustomize's output is judged.
-    (any error, objects checked by the schema)."""
+    repository it is in (the nearest directory above with `.git`; outside any, the directory itself),
+    then kustomize's output is judged. (any error, objects checked by the schema)."""
     import tempfile
 
     from kubelite.sources import kustomize
@@ -137,11 +137,11 @@ def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool,
     repository = next((p for p in (path.absolute(), *path.absolute().parents) if (p / ".git").exists()), None)
     with tempfile.TemporaryDirectory(prefix="kubelite-validate-") as work:
         try:
-            if repository is not None:
-                kustomize.check_references(repository, path)
+            kustomize.check_references(repository if repository is not None else path, path)
             data = kustomize.render(path, workdir=Path(work))
         except kustomize.KustomizeError as exc:
-            print(f"error: {raw}: {exc}", file=sys.stderr)
+            alone = " (no git repository above it: its own directory is the repository)" if repository is None else ""
+            print(f"error: {raw}: {exc}{alone}", file=sys.stderr)
             return True, 0
         output = Path(work) / "output"
         output.mkdir()
