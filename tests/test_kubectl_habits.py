@@ -411,6 +411,35 @@ def test_apply_a_directory_and_recursively(dirs, tmp_path, capsys):  # noqa: F81
     assert sorted(p.name for p in manifests.iterdir()) == ["db.yml", "job.json", "web.yaml"]
 
 
+def test_apply_and_diff_read_a_directory_by_the_same_rules(dirs, tmp_path, capsys):  # noqa: F811
+    """`apply -f DIR` and `diff -f DIR` read the same files, by the daemon's rules for a manifests
+    directory: a symlink leading out of DIR is not read, and a DIR anyone may write is refused."""
+    manifests, root = dirs
+    populate(manifests, root)
+    source, outside = tmp_path / "src", tmp_path / "outside"
+    source.mkdir()
+    outside.mkdir()
+    write(source / "web.yaml", pod_doc("web"))
+    (source / "leak.yaml").symlink_to(write(outside / "secret.yaml", pod_doc("secret")))
+    assert main(["diff", "-f", str(source)]) == 2
+    captured = capsys.readouterr()
+    assert "leak.yaml: symlink to a file outside the manifest directory; not read" in captured.err
+    assert "pod/web: create" in captured.out and "pod/secret" not in captured.out
+    assert main(["apply", "-f", str(source)]) == 1
+    captured = capsys.readouterr()
+    assert "leak.yaml: symlink to a file outside the manifest directory; not read" in captured.err
+    assert captured.out == "pod/web created\n" and sorted(p.name for p in manifests.iterdir()) == ["web.yaml"]
+    source.chmod(0o777)
+    try:
+        for command, status in (("diff", 2), ("apply", 1)):
+            assert main([command, "-f", str(source)]) == status
+            assert "directory is writable by all users (mode 0777): refused" in capsys.readouterr().err, command
+        assert main(["apply", "-R", "-f", str(tmp_path / "outside"), "-f", str(source)]) == 1
+        assert "writable by all users" in capsys.readouterr().err
+    finally:
+        source.chmod(0o755)
+
+
 def test_apply_from_standard_input_and_several_f(dirs, tmp_path, capsys, monkeypatch):  # noqa: F811
     manifests, _ = dirs
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(yaml.safe_dump(pod_doc("piped")).encode())))

@@ -1,7 +1,10 @@
 """What `apply -f` names: a file, a directory of manifests, `-` (standard input) or a URL.
 
 Owns: turning each `-f` value into manifest files to apply, in order — a directory's `*.yaml`,
-`*.yml` and `*.json` (not its dotfiles; its sub-directories with `-R` only), standard input and a
+`*.yml` and `*.json` (not its dotfiles; its sub-directories with `-R` only), listed by the daemon's
+own `scan` as `diff -f DIR` lists them (a directory anyone may write or another user owns is
+refused; each file is read with its directory as the root, so a symlink leading out of it is
+not read), standard input and a
 URL's body held in a private temporary directory — and fetching a URL safely: https with the
 system's trusted CAs and certificate checks (plain http only from a loopback address, as given),
 at most `sources.manifests.MAX_MANIFEST_BYTES`, one deadline of `FETCH_TIMEOUT_S` for the whole
@@ -35,6 +38,7 @@ class Source(NamedTuple):
     path: Path
     name: str | None
     shown: str
+    root: Path | None = None   # the directory it was listed from: a symlink must not lead out of it
 
 
 @contextmanager
@@ -58,7 +62,7 @@ def expand(filenames: list[str], *, recursive: bool = False) -> Iterator[list[So
                     if not files:
                         raise UsageError(f"{value}: no manifest files (*.yaml, *.yml, *.json)"
                                          + ("" if recursive else "; -R reads its sub-directories too"))
-                    found.extend(Source(f, f.name, str(f)) for f in files)
+                    found.extend(Source(f, f.name, str(f), f.parent) for f in files)
                 elif path.exists() or not value.startswith(("http:", "https:")):
                     found.append(Source(path, path.name, value))
                 else:
@@ -79,12 +83,20 @@ def _hold(scratch: Path, index: int, data: bytes, name: str | None, shown: str) 
 
 
 def _directory(path: Path, recursive: bool) -> list[Path]:
-    if not recursive:
-        return sorted(p for p in path.iterdir() if p.is_file() and sources.is_manifest_name(p.name))
+    """The manifest files of `path` (and, recursive, of its sub-directories but dotted ones), each
+    directory listed by `sources.scan` — the rules of the daemon and of `diff -f DIR`."""
+    directories = [path]
+    if recursive:
+        directories = []
+        for top, dirs, _ in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            directories.append(Path(top))
     found = []
-    for top, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(top, f) for f in sorted(files) if sources.is_manifest_name(f))
+    for directory in directories:
+        snapshot = sources.scan(directory)
+        if snapshot.problems:
+            raise UsageError(str(snapshot.problems[0]))
+        found.extend(directory / os.path.basename(file) for file in sorted(snapshot.files))
     return found
 
 
