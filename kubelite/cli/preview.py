@@ -352,7 +352,7 @@ def run_sync_preview(args: argparse.Namespace) -> int:
     repository and lock are left alone), judge it as the sync would, and preview it."""
     import tempfile
 
-    from kubelite.cli.sync import check_flags, node_name
+    from kubelite.cli.syncargs import check_flags, node_name
     from kubelite.sources.gitsync import GitSync
 
     try:

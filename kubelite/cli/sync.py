@@ -159,27 +159,10 @@ def _span(seconds: int) -> str:
 # ------------------------------------------------------------------ sync
 
 
-def node_name(args: argparse.Namespace, recorded: str | None) -> str:
-    """The node's name for `{node}` in --path, for `sync` and `sync --dry-run` alike: --node-name, else
-    the name `kubelite serve` recorded in the state root (`recorded`), else the host name."""
-    import socket
-
-    return getattr(args, "node_name", None) or recorded or socket.gethostname().lower()
-
-
-def check_flags(args: argparse.Namespace, node: str) -> None:
-    """UsageError naming the flag when --repo, --ref or --path is one the sync would refuse."""
-    from kubelite.errors import UsageError
-    from kubelite.sources.gitsync import setting_problems
-
-    problems = setting_problems(args.repo, ref=args.ref, path=args.path, node=node)
-    if problems:
-        raise UsageError("; ".join(f"--{name}: {why}" for name, why in problems.items()))
-
-
 def sync(args: argparse.Namespace) -> int:
     import logging
 
+    from kubelite.cli import syncargs
     from kubelite.errors import UsageError
     from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
     from kubelite.store.reader import SYNC_META_KEY
@@ -197,8 +180,8 @@ def sync(args: argparse.Namespace) -> int:
         link = config.manifests(getattr(args, "manifests", None), recorded=store.get_meta("manifests"))
         previous = store.get_meta(SYNC_META_KEY)
         status = SyncStatus.from_json(previous) if previous else None
-        node = node_name(args, store.get_meta("node_name"))
-        check_flags(args, node)
+        node = syncargs.node_name(args, store.get_meta("node_name"))
+        syncargs.check_flags(args, node)
         try:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=root, link=link,
                              allow_empty=args.allow_empty, interval_s=args.interval, status=status, node=node)
