@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.cli import config
 from kubelite.core.change import Effect, PodChange, change_effect, config_effects
+from kubelite.core.plan import active_containers
+from kubelite.core.types import ContainerState, ObservedContainer, StopReason
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.sources import manifests as sources
 
@@ -78,9 +81,16 @@ def node_state(args: argparse.Namespace) -> NodeState:
             manifests = config.manifests(getattr(args, "manifests", None), recorded=reader.meta("manifests"))
             recorded_node = reader.meta("node_name")
             pods, configs = reader.accepted_pods(), reader.accepted_configs()
+            containers = reader.containers()
     finally:
         reader.close()
     state = NodeState(os.path.abspath(manifests), node_name=recorded_node)
+    observed: dict[str, list[ObservedContainer]] = {}
+    for c in containers:
+        observed.setdefault(c["uid"], []).append(ObservedContainer(
+            id=c["id"], name=c["name"], attempt=c["attempt"], spec_hash=c["spec_hash"], state=ContainerState(c["state"]),
+            created_at=datetime.fromisoformat(c["created_at"]), exit_code=c["exit_code"],
+            stop_reason=StopReason(c["stop_reason"]) if c["stop_reason"] else None))
     for row in pods:
         pod = Pod.model_validate_json(row["manifest"])
         desired = DesiredPod(pod=pod, uid=row["uid"], pod_hash=row["pod_hash"], sandbox_hash=row["sandbox_hash"],
@@ -88,11 +98,9 @@ def node_state(args: argparse.Namespace) -> NodeState:
         key = desired.key
         state.pods[key] = (desired, row["source"])
         status = json.loads(row["object"]).get("status", {})
-        # running, or waiting to start (CrashLoopBackOff, ContainerCreating): a new spec starts; terminated
-        # (it stays so under its restart policy once the status says so): nothing runs it again
-        ended = {s["name"] for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-                 if "terminated" in s.get("state", {})}
-        state.running[key] = {c.name for c in pod.spec.all_containers()} - ended
+        # running, or to start again by its restart policy (the agent's rule): a new spec starts; else
+        # (exited for good) nothing runs it again
+        state.running[key] = active_containers(desired, observed.get(row["uid"], []))
         state.finished[key] = status.get("phase") in ("Succeeded", "Failed")
     for obj, source in configs:
         accepted = from_object(obj)
