@@ -152,6 +152,11 @@ def test_bad_selectors_are_refused(label, field, message):
     (["get", "pods", "web"], ["get", "pods", "web"]),
     (["logs", "pod/web"], ["logs", "pod/web"]),                               # one pod: resources.pod_name
     (["exec", "web", "--", "ls", "pod/web"], ["exec", "web", "--", "ls", "pod/web"]),
+    # an abbreviated option takes its value as the parser reads it (argparse understands abbreviations)
+    (["get", "pod/web", "--select", "app=web"], ["get", "pods", "web", "--select", "app=web"]),
+    (["get", "--names", "ns", "pod/web"], ["get", "--names", "ns", "pods", "web"]),
+    (["get", "--select=app=web", "pod/web"], ["get", "--select=app=web", "pods", "web"]),
+    (["get", "pod/web", "--show-labels"], ["get", "pods", "web", "--show-labels"]),
 ])
 def test_type_name_becomes_type_and_names(argv, expected):
     assert resources.rewrite(argv) == expected
