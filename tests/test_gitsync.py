@@ -799,3 +799,26 @@ def test_a_ref_the_remote_lacks_is_left_to_the_fetch_to_report(tmp_path, clock):
     clock.tick(result.delay_s)
     result = sync.sync_once()
     assert result.outcome == "applied" and result.commit == sha
+
+
+def test_kubelite_sync_follows_into_the_manifests_path_serve_recorded(tmp_path, remote, monkeypatch):
+    """Without --manifests or KUBELITE_MANIFESTS, the path `kubelite serve` recorded in the state root
+    (as diff, apply and delete take it), not the default."""
+    from kubelite.cli import config
+    from kubelite.cli.main import main
+    from kubelite.store.store import Store
+
+    monkeypatch.delenv("KUBELITE_MANIFESTS", raising=False)
+    monkeypatch.setattr(config, "default_manifests", lambda: tmp_path / "default-manifests")
+    recorded = tmp_path / "served" / "manifests"
+    store = Store(tmp_path / "state")
+    try:
+        with store.transaction():
+            store.set_meta("manifests", str(recorded))
+    finally:
+        store.close()
+    sha = remote.commit({"manifests/web.yaml": pod_yaml("web")})
+    assert main(["sync", "--repo", str(remote.bare), "--ref", "main", "--path", "manifests", "--once",
+                 "--root", str(tmp_path / "state")]) == 0
+    assert gitsync.commit_of(recorded, tmp_path / "state") == sha and pods(recorded) == {"web": "busybox:1.36"}
+    assert not os.path.lexists(tmp_path / "default-manifests")

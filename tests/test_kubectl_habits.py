@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,11 @@ def test_bad_selectors_are_refused(label, field, message):
     (["get", "pods", "web"], ["get", "pods", "web"]),
     (["logs", "pod/web"], ["logs", "pod/web"]),                               # one pod: resources.pod_name
     (["exec", "web", "--", "ls", "pod/web"], ["exec", "web", "--", "ls", "pod/web"]),
+    # an abbreviated option takes its value as the parser reads it (argparse understands abbreviations)
+    (["get", "pod/web", "--select", "app=web"], ["get", "pods", "web", "--select", "app=web"]),
+    (["get", "--names", "ns", "pod/web"], ["get", "--names", "ns", "pods", "web"]),
+    (["get", "--select=app=web", "pod/web"], ["get", "--select=app=web", "pods", "web"]),
+    (["get", "pod/web", "--show-labels"], ["get", "pods", "web", "--show-labels"]),
 ])
 def test_type_name_becomes_type_and_names(argv, expected):
     assert resources.rewrite(argv) == expected
@@ -410,6 +416,35 @@ def test_apply_a_directory_and_recursively(dirs, tmp_path, capsys):  # noqa: F81
     assert sorted(p.name for p in manifests.iterdir()) == ["db.yml", "job.json", "web.yaml"]
 
 
+def test_apply_and_diff_read_a_directory_by_the_same_rules(dirs, tmp_path, capsys):  # noqa: F811
+    """`apply -f DIR` and `diff -f DIR` read the same files, by the daemon's rules for a manifests
+    directory: a symlink leading out of DIR is not read, and a DIR anyone may write is refused."""
+    manifests, root = dirs
+    populate(manifests, root)
+    source, outside = tmp_path / "src", tmp_path / "outside"
+    source.mkdir()
+    outside.mkdir()
+    write(source / "web.yaml", pod_doc("web"))
+    (source / "leak.yaml").symlink_to(write(outside / "secret.yaml", pod_doc("secret")))
+    assert main(["diff", "-f", str(source)]) == 2
+    captured = capsys.readouterr()
+    assert "leak.yaml: symlink to a file outside the manifest directory; not read" in captured.err
+    assert "pod/web: create" in captured.out and "pod/secret" not in captured.out
+    assert main(["apply", "-f", str(source)]) == 1
+    captured = capsys.readouterr()
+    assert "leak.yaml: symlink to a file outside the manifest directory; not read" in captured.err
+    assert captured.out == "pod/web created\n" and sorted(p.name for p in manifests.iterdir()) == ["web.yaml"]
+    source.chmod(0o777)
+    try:
+        for command, status in (("diff", 2), ("apply", 1)):
+            assert main([command, "-f", str(source)]) == status
+            assert "directory is writable by all users (mode 0777): refused" in capsys.readouterr().err, command
+        assert main(["apply", "-R", "-f", str(tmp_path / "outside"), "-f", str(source)]) == 1
+        assert "writable by all users" in capsys.readouterr().err
+    finally:
+        source.chmod(0o755)
+
+
 def test_apply_from_standard_input_and_several_f(dirs, tmp_path, capsys, monkeypatch):  # noqa: F811
     manifests, _ = dirs
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(yaml.safe_dump(pod_doc("piped")).encode())))
@@ -420,8 +455,10 @@ def test_apply_from_standard_input_and_several_f(dirs, tmp_path, capsys, monkeyp
 
 class _Manifests(http.server.BaseHTTPRequestHandler):
     routes: dict[str, tuple[int, dict[str, str], bytes]] = {}
+    delays: dict[str, float] = {}   # path → seconds before the answer
 
     def do_GET(self):  # noqa: N802 — http.server's name
+        time.sleep(self.delays.get(self.path, 0.0))
         status, headers, body = self.routes.get(self.path, (404, {}, b""))
         self.send_response(status)
         for key, value in headers.items():
@@ -457,9 +494,9 @@ def test_apply_from_a_url(dirs, loopback_server, capsys, monkeypatch):  # noqa: 
     assert out_of(capsys, "apply", "-f", f"{base}/web.yaml", "-f", f"{base}/manifest") == \
         "pod/web created\npod/db created\n"
     assert sorted(p.name for p in manifests.iterdir()) == ["db.yaml", "web.yaml"]
-    assert out_of(capsys, "apply", "-f", f"{base}/moved") == "pod/web unchanged\n"
-    for path, message in (("/away", "plain http is refused"), ("/big.yaml", "larger than 10 MiB"),
-                          ("/gone.yaml", "the server answered 404")):
+    for path, message in (("/away", "a redirect to plain http is refused"),
+                          ("/moved", "a redirect to plain http is refused"),   # even on the loopback
+                          ("/big.yaml", "larger than 10 MiB"), ("/gone.yaml", "the server answered 404")):
         assert main(["apply", "-f", base + path]) == 1
         assert message in capsys.readouterr().err
     assert main(["apply", "-f", "http://example.com/web.yaml"]) == 1
@@ -496,18 +533,38 @@ def test_apply_from_https_checks_the_certificate(dirs, tmp_path, capsys, monkeyp
     server.socket = context.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    url = f"https://127.0.0.1:{server.server_address[1]}/web.yaml"
+    base = f"https://127.0.0.1:{server.server_address[1]}"
+    url = f"{base}/web.yaml"
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Manifests)
+    plain_thread = threading.Thread(target=plain.serve_forever, daemon=True)
+    plain_thread.start()
+    _Manifests.routes["/moved"] = (302, {"Location": "/web.yaml"}, b"")
+    _Manifests.routes["/to-plain"] = (302, {"Location": f"http://127.0.0.1:{plain.server_address[1]}/web.yaml"},
+                                      b"")
+    for hop in range(3):   # three redirects, each answered after 0.4 s: 1.2 s in all
+        _Manifests.routes[f"/slow{hop}"] = (302, {"Location": f"/slow{hop + 1}"}, b"")
+        _Manifests.delays[f"/slow{hop}"] = 0.4
+    _Manifests.routes["/slow3"] = (200, {}, yaml.safe_dump(pod_doc("web")).encode())
     try:
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "nothing.pem"))
         assert main(["apply", "-f", url]) == 1
         assert "CERTIFICATE_VERIFY_FAILED" in capsys.readouterr().err
         monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "cert.pem"))
         assert out_of(capsys, "apply", "-f", url) == "pod/web created\n"
+        assert out_of(capsys, "apply", "-f", f"{base}/moved") == "pod/web unchanged\n"   # https to https
+        assert main(["apply", "-f", f"{base}/to-plain"]) == 1   # to plain http, even on the loopback
+        assert "a redirect to plain http is refused" in capsys.readouterr().err
+        monkeypatch.setattr(filenames, "FETCH_TIMEOUT_S", 1.0)   # one deadline for the whole fetch
+        started = time.monotonic()
+        assert main(["apply", "-f", f"{base}/slow0"]) == 1
+        assert "not read within 1s" in capsys.readouterr().err and time.monotonic() - started < 1.5
     finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+        for running, runner in ((server, thread), (plain, plain_thread)):
+            running.shutdown()
+            running.server_close()
+            runner.join(5)
         _Manifests.routes.clear()
+        _Manifests.delays.clear()
 
 
 # ------------------------------------------------------------------ logs

@@ -75,7 +75,7 @@ def test_a_kustomization_is_rendered_and_its_output_applied(tmp_path, remote, cl
     objects = rendered(link)
     assert sorted(objects) == ["ConfigMap/settings", "Pod/common", "Pod/worker-n1"]
     assert objects["Pod/worker-n1"].metadata.labels == {"node": "n1"}
-    out = tmp_path / "state" / "git" / "rendered" / sha
+    out = tmp_path / "state" / "git" / "rendered" / sha / "nodes" / "n1"   # the output of this path of the commit
     assert os.path.realpath(link) == str(out)
     assert sorted(os.listdir(out)) == [layout.GIT_RENDERED_FILE]
     assert os.stat(out / layout.GIT_RENDERED_FILE).st_mode & 0o777 == 0o600   # may hold Secrets
@@ -309,3 +309,142 @@ def test_validate_renders_a_kustomization_as_the_sync_does(tmp_path, remote, cap
     assert main(["validate", str(overlay_dir)]) == 1
     assert "nodes/n1/kustomization.yaml: bases[0]: remote base 'github.com/example/fleet/base' refused" \
         in capsys.readouterr().err
+
+
+def test_a_rendering_that_fails_while_putting_back_the_output_fails_the_pass(tmp_path, remote, clock):
+    """kustomize failing while the hand-edited output is written again (a timeout under load) is a
+    failed pass that backs off, not an error out of sync_once."""
+    remote.commit({**BASE, **overlay("n1")})
+    sync = engine(tmp_path, remote.bare, clock, path="nodes/n1")
+    assert sync.sync_once().outcome == "applied"
+    output = tmp_path / "etc" / "manifests" / layout.GIT_RENDERED_FILE
+    original = output.read_bytes()
+    output.write_text("# edited by hand\n")
+    sync.render_timeout_s = 1e-6   # the next rendering cannot finish in time
+    clock.tick(30)
+    result = sync.sync_once()
+    assert result.outcome == "failed" and result.delay_s == 1.0, result.message
+    assert "kustomize took longer than" in result.message
+    sync.render_timeout_s = kustomize.RENDER_TIMEOUT_S
+    clock.tick(1)
+    result = sync.sync_once()
+    assert result.outcome == "drift" and output.read_bytes() == original
+
+
+EMPTY_POD = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: bad\nspec:\n  containers: []\n"
+
+
+def test_another_path_on_the_same_commit_is_validated_not_restored_as_drift(tmp_path, remote, clock):
+    """The output of one path is never taken for another's (a SIGHUP with a new sync.path, or kubelite
+    sync restarted with another --path): the new path's output is validated and applied afresh."""
+    sha = remote.commit({**BASE, **overlay("n1"),
+                         "broken/kustomization.yaml": "resources:\n- bad.yaml\n", "broken/bad.yaml": EMPTY_POD,
+                         "empty/kustomization.yaml": "resources: []\n"})
+    link = tmp_path / "etc" / "manifests"
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").sync_once().outcome == "applied"
+    before = rendered(link)
+
+    broken = engine(tmp_path, remote.bare, clock, path="broken")
+    assert broken.live_commit() is None, "n1's output is not broken/'s"
+    result = broken.sync_once()
+    assert result.outcome == "rejected", result.message
+    assert "broken (kustomize output): document 1 (Pod/bad)" in result.message
+    assert rendered(link) == before
+    clock.tick(30)
+    assert broken.sync_once().outcome == "rejected"   # the same commit is not rendered again every pass
+
+    empty = engine(tmp_path, remote.bare, clock, path="empty")
+    result = empty.sync_once()
+    assert result.outcome == "rejected" and "--allow-empty" in result.message
+    assert rendered(link) == before
+
+    base = engine(tmp_path, remote.bare, clock, path="base")
+    result = base.sync_once()
+    assert result.outcome == "applied" and result.commit == sha and not result.drift, result.message
+    assert sorted(rendered(link)) == ["ConfigMap/settings", "Pod/common"]
+    assert base.live_commit() == sha
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").live_commit() is None
+    clock.tick(30)
+    assert base.sync_once().outcome == "unchanged"
+
+
+def test_after_a_restart_output_unlike_a_fresh_rendering_is_applied_afresh(tmp_path, remote, clock):
+    """Without the digest of what it wrote (a restart), an output that differs from a fresh rendering
+    is validated and applied as a commit is, not written over as drift."""
+    remote.commit({**BASE, **overlay("n1")})
+    assert engine(tmp_path, remote.bare, clock, path="nodes/n1").sync_once().outcome == "applied"
+    output = tmp_path / "etc" / "manifests" / layout.GIT_RENDERED_FILE
+    original = output.read_bytes()
+    output.write_bytes(original.replace(b"hello", b"tampered"))
+    again = engine(tmp_path, remote.bare, clock, path="nodes/n1")
+    clock.tick(30)
+    result = again.sync_once()
+    assert result.outcome == "applied" and not result.drift, result.message
+    assert "rendered again" in result.message
+    assert output.read_bytes() == original
+    clock.tick(30)
+    assert again.sync_once().outcome == "unchanged"
+
+
+@pytest.mark.parametrize("field", ["generators", "transformers", "validators", "resources"])
+def test_a_kustomization_under_any_field_kustomize_builds_is_checked_too(tmp_path, field):
+    """kustomize builds a directory named under generators, transformers or validators as a
+    kustomization: its references are walked as those of resources are."""
+    tree = tmp_path / "tree"
+    (tree / "top").mkdir(parents=True)
+    (tree / "sub").mkdir()
+    (tree / "top" / "kustomization.yaml").write_text(f"{field}:\n- ../sub\n")
+    (tree / "sub" / "kustomization.yaml").write_text("resources:\n- https://example.com/pod.yaml\n")
+    with pytest.raises(kustomize.KustomizeError, match=r"sub/kustomization.yaml: resources\[0\]: remote base "
+                                                       "'https://example.com/pod.yaml' refused"):
+        kustomize.check_references(tree, tree / "top")
+    (tree / "sub" / "kustomization.yaml").write_text("resources:\n- ../../outside\n")
+    (tmp_path / "outside").mkdir()
+    with pytest.raises(kustomize.KustomizeError, match="leads outside the repository"):
+        kustomize.check_references(tree, tree / "top")
+    (tree / "sub" / "kustomization.yaml").write_text("resources: []\n")
+    kustomize.check_references(tree, tree / "top")
+
+
+def test_the_output_bound_is_the_manifest_files_bound(tmp_path):
+    """The output becomes one manifest file, which the daemon reads only up to MAX_MANIFEST_BYTES:
+    a rendering past that is refused by kustomize's own bound, with a message that says why."""
+    from kubelite.sources.manifests import MAX_MANIFEST_BYTES
+
+    assert kustomize.MAX_OUTPUT_BYTES == MAX_MANIFEST_BYTES
+    app = tmp_path / "app"
+    app.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    big = tmp_path / "big-kubectl"
+    big.write_text(f"#!/bin/sh\nyes '# padding' | head -c {MAX_MANIFEST_BYTES + 1}\n")
+    big.chmod(0o755)
+    with pytest.raises(kustomize.KustomizeError, match=r"kustomize printed more than 10 MiB \(the largest manifest "
+                                                       r"file kubelite reads\); refused"):
+        kustomize.render(app, workdir=work, kubectl=str(big))
+    exact = tmp_path / "exact-kubectl"
+    exact.write_text(f"#!/bin/sh\nyes '# padding' | head -c {MAX_MANIFEST_BYTES}\n")
+    exact.chmod(0o755)
+    assert len(kustomize.render(app, workdir=work, kubectl=str(exact))) == MAX_MANIFEST_BYTES
+
+
+def test_validate_outside_a_repository_checks_references_against_the_directory(tmp_path, monkeypatch, capsys):
+    """With no `.git` above, the kustomization's own directory is the tree: a remote base is refused
+    before kustomize runs, as the sync would."""
+    from kubelite.cli.main import main
+
+    assert not any((p / ".git").exists() for p in (tmp_path, *tmp_path.parents)), "the test needs no repository"
+    app = tmp_path / "app"
+    app.mkdir()
+    (app / "kustomization.yaml").write_text("resources:\n- https://example.com/fleet/web.yaml\n")
+    ran = []
+    monkeypatch.setattr(kustomize, "render", lambda *a, **k: ran.append(a) or b"")
+    assert main(["validate", str(app)]) == 1
+    assert "app: kustomization.yaml: resources[0]: remote base 'https://example.com/fleet/web.yaml' refused" \
+        in capsys.readouterr().err
+    assert ran == []
+    (app / "kustomization.yaml").write_text("resources:\n- ../elsewhere.yaml\n")
+    (tmp_path / "elsewhere.yaml").write_text(yaml.safe_dump(pod_doc("web")))
+    assert main(["validate", str(app)]) == 1
+    err = capsys.readouterr().err
+    assert "leads outside the repository" in err and "no git repository above it" in err and ran == []

@@ -323,3 +323,63 @@ def test_sync_dry_run_works_beside_a_running_sync(node, tmp_path, capsys):
         assert not layout.git_repo_dir(node.root).exists(), "the running sync's repository is not made"
     finally:
         lock.close()
+
+
+def summaries(capsys) -> list[str]:
+    return [line for line in capsys.readouterr().out.splitlines() if line.startswith("pod/")]
+
+
+def test_sync_dry_run_names_the_node_as_sync_does(node, tmp_path, capsys):
+    """`{node}` in --path: --node-name, else the name serve recorded in the state root, else the host name."""
+    import socket
+
+    remote = Remote(tmp_path)
+    with node.store.transaction():
+        node.store.set_meta("node_name", "recorded-1")   # as serve --node-name recorded-1 does
+    remote.commit({"nodes/n1/web.yaml": yaml.safe_dump(pod_doc("web")),
+                   "nodes/recorded-1/db.yaml": yaml.safe_dump(pod_doc("db")),
+                   f"nodes/{socket.gethostname().lower()}/host.yaml": yaml.safe_dump(pod_doc("host"))})
+    common = ["--repo", str(remote.bare), "--ref", "main", "--path", "nodes/{node}"]
+    assert main(["sync", "--dry-run", *common, "--node-name", "n1"]) == 1
+    assert summaries(capsys) == ["pod/web: create"]
+    assert main(["sync", "--dry-run", *common]) == 1
+    assert summaries(capsys) == ["pod/db: create"]   # the agent recorded its node name
+    with node.store.transaction():
+        node.store.set_meta("node_name", "")   # none recorded
+    assert main(["sync", "--dry-run", *common]) == 1
+    assert summaries(capsys) == ["pod/host: create"]
+    assert main(["sync", "--dry-run", *common[:-1], "nodes/{nodename}"]) == 2
+    assert "error: --path: 'nodes/{nodename}': the only placeholder is {node}" in \
+        capsys.readouterr().err
+
+
+def test_a_container_between_its_exit_and_its_restart_is_restarted_by_a_change(node, capsys):
+    """Which containers still run is the agent's rule (`should_restart` on the newest attempt), not
+    the stored status: under restartPolicy Always a container that has just exited, its status still
+    `terminated`, starts again — so a change to it restarts it, as the agent will do."""
+    import sqlite3
+
+    write(node.manifests / "web.yaml", pod_doc("web"))
+    write(node.manifests / "job.yaml", pod_doc("job", restartPolicy="OnFailure"))
+    node.settle()
+    db = sqlite3.connect(node.root / layout.DB_NAME)
+    try:   # both containers have just exited with 0, as the agent records it before its next pass
+        with db:
+            db.execute("UPDATE containers SET state = 'exited', exit_code = 0, finished_at = created_at")
+            for uid, text in db.execute("SELECT uid, object FROM pods").fetchall():
+                obj = json.loads(text)
+                for status in obj["status"]["containerStatuses"]:
+                    status["state"] = {"terminated": {"exitCode": 0, "reason": "Completed"}}
+                db.execute("UPDATE pods SET object = ? WHERE uid = ?", (json.dumps(obj), uid))
+    finally:
+        db.close()
+    web, job = pod_doc("web"), pod_doc("job", restartPolicy="OnFailure")
+    for doc in (web, job):
+        doc["spec"]["containers"][0]["image"] = "busybox:1.37"
+    code, out, _ = diff("-f", str(write(node.edits / "web.yaml", web)), "-f", str(write(node.edits / "job.yaml", job)),
+                        capsys=capsys)
+    assert code == 1
+    assert [line for line in out.splitlines() if line.startswith("pod/")] == [
+        ("pod/job: update in place, nothing restarts (container app (image changed): exited, not run again by its "
+         "restart policy)"),
+        "pod/web: restart container app (image changed)"]

@@ -535,3 +535,53 @@ def test_sighup_without_a_configuration_file_is_a_warning_not_an_exit(tmp_path):
     assert "received SIGHUP: no configuration file to reload (serve runs without --config)" in \
         (tmp_path / "serve.log").read_text()
     assert daemon.returncode == 0
+
+
+@pytest.mark.parametrize("sync_yaml,field,message", [
+    ("  path: ../elsewhere\n", "sync.path", "'../elsewhere' leads outside the repository"),
+    ("  path: nodes/{nodename}\n", "sync.path", "the only placeholder is {node}"),
+    ("  ref: 'main branch'\n", "sync.ref", "invalid ref 'main branch'"),
+    ("  ref: -main\n", "sync.ref", "invalid ref '-main'"),
+])
+def test_a_reload_refuses_a_sync_path_or_ref_the_sync_would_refuse(tmp_path, caplog, sync_yaml, field, message):
+    """The git sync's own rules (gitsync.setting_problems), checked before anything changes: a UsageError
+    naming the field, and the running configuration stays."""
+    path = config_file(tmp_path, HEAD + "nodeName: edge-1\nsync:\n  repo: /srv/fleet.git\n  path: nodes/{node}\n")
+    args = serve_args("--config", str(path))
+    args.root = args.run_dir = args.manifests = None
+    args.debug = False
+    sources = serveconfig.sources_of(args)
+    running = serveconfig.effective(sources)
+    assert running.sync.path == "nodes/{node}"
+    path.write_text(HEAD + "nodeName: edge-1\nrelistPeriod: 5s\nsync:\n  repo: /srv/fleet.git\n" + sync_yaml)
+    with caplog.at_level(logging.INFO, logger="kubelite"):
+        with pytest.raises(UsageError) as refused:
+            serveconfig.reload(running, sources)
+    assert f": {field}: " in str(refused.value) and message in str(refused.value), str(refused.value)
+    assert str(path) in str(refused.value)
+    assert "configuration reloaded" not in caplog.text
+
+
+def test_a_sync_path_that_cannot_name_this_node_is_refused_at_start(tmp_path):
+    path = config_file(tmp_path, HEAD + "nodeName: a/b\nsync:\n  repo: /srv/fleet.git\n  path: nodes/{node}\n")
+    with pytest.raises(UsageError, match=r"config.yaml:6: sync.path: 'nodes/\{node\}' names the node, but the "
+                                         r"node name 'a/b' cannot be a directory name"):
+        settings("--config", str(path))
+    with pytest.raises(UsageError, match=r"--sync-path \.\./x: '\.\./x' leads outside the repository"):
+        settings("--sync-repo", "/srv/fleet.git", "--sync-path", "../x")
+    assert settings("--sync-path", "../x").sync.path == "../x", "without a repository the path is not used"
+
+
+@pytest.mark.parametrize("flag,seconds,written", [("30", 30.0, "30s"), ("1.5", 1.5, "1500ms"), ("90", 90.0, "90s"),
+                                                 ("1m30s", 90.0, "90s")])
+def test_sync_interval_takes_plain_seconds_from_the_flag(tmp_path, flag, seconds, written):
+    """`serve --sync-interval 30` is 30 s, as documented and as before the configuration file; the file
+    itself wants a unit."""
+    model = settings("--sync-interval", flag)
+    assert model.sync.interval == seconds and serveconfig.flatten(model)["sync.interval"] == written
+    path = config_file(tmp_path, HEAD + "sync:\n  interval: 30\n")
+    with pytest.raises(UsageError, match=r'config.yaml:4: sync.interval: invalid duration 30: give text with a unit'):
+        settings("--config", str(path))
+    assert settings("--config", str(path), "--sync-interval", flag).sync.interval == seconds   # the flag wins
+    with pytest.raises(UsageError, match=r"--sync-interval -3: invalid duration \"-3s\": must be positive"):
+        settings("--sync-interval", "-3")

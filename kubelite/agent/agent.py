@@ -40,7 +40,7 @@ from kubelite.api.models import Pod
 from kubelite.clock import utcnow
 from kubelite.core import hooks as hook_rules
 from kubelite.core.change import change_effect
-from kubelite.core.plan import should_restart
+from kubelite.core.plan import active_containers
 from kubelite.core import podconfig
 from kubelite.core import security
 from kubelite.core import status as statuses
@@ -388,13 +388,7 @@ class Agent:
 
     def _active(self, entry: PodEntry) -> set[str]:
         """The containers of a pod that run, or will start again by its restart policy."""
-        newest: dict[str, ObservedContainer] = {}
-        for c in self.state.by_pod.get(entry.uid, {}).values():
-            if c.name not in newest or (c.attempt, c.created_at) > (newest[c.name].attempt, newest[c.name].created_at):
-                newest[c.name] = c
-        policy = entry.desired.pod.spec.restart_policy
-        return {c.name for c in entry.desired.pod.spec.all_containers()
-                if c.name not in newest or newest[c.name].running or should_restart(newest[c.name], policy)}
+        return active_containers(entry.desired, self.state.by_pod.get(entry.uid, {}).values())
 
     def _terminate_all(self, now: datetime) -> None:
         """Draining: every pod not yet terminating starts to (one on a worker when its sync ends)."""

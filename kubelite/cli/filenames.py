@@ -1,11 +1,15 @@
 """What `apply -f` names: a file, a directory of manifests, `-` (standard input) or a URL.
 
 Owns: turning each `-f` value into manifest files to apply, in order — a directory's `*.yaml`,
-`*.yml` and `*.json` (not its dotfiles; its sub-directories with `-R` only), standard input and a
+`*.yml` and `*.json` (not its dotfiles; its sub-directories with `-R` only), listed by the daemon's
+own `scan` as `diff -f DIR` lists them (a directory anyone may write or another user owns is
+refused; each file is read with its directory as the root, so a symlink leading out of it is
+not read), standard input and a
 URL's body held in a private temporary directory — and fetching a URL safely: https with the
-system's trusted CAs and certificate checks (plain http only from a loopback address), at most
-`sources.manifests.MAX_MANIFEST_BYTES` and `FETCH_TIMEOUT_S` for the whole transfer, at most
-`MAX_REDIRECTS` redirects, none of them to plain http. httpx is imported only for a URL.
+system's trusted CAs and certificate checks (plain http only from a loopback address, as given),
+at most `sources.manifests.MAX_MANIFEST_BYTES`, one deadline of `FETCH_TIMEOUT_S` for the whole
+fetch (each request may take only the time left), at most `MAX_REDIRECTS` redirects, none of them
+to plain http — not even to the loopback. httpx is imported only for a URL.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ class Source(NamedTuple):
     path: Path
     name: str | None
     shown: str
+    root: Path | None = None   # the directory it was listed from: a symlink must not lead out of it
 
 
 @contextmanager
@@ -57,7 +62,7 @@ def expand(filenames: list[str], *, recursive: bool = False) -> Iterator[list[So
                     if not files:
                         raise UsageError(f"{value}: no manifest files (*.yaml, *.yml, *.json)"
                                          + ("" if recursive else "; -R reads its sub-directories too"))
-                    found.extend(Source(f, f.name, str(f)) for f in files)
+                    found.extend(Source(f, f.name, str(f), f.parent) for f in files)
                 elif path.exists() or not value.startswith(("http:", "https:")):
                     found.append(Source(path, path.name, value))
                 else:
@@ -78,12 +83,20 @@ def _hold(scratch: Path, index: int, data: bytes, name: str | None, shown: str) 
 
 
 def _directory(path: Path, recursive: bool) -> list[Path]:
-    if not recursive:
-        return sorted(p for p in path.iterdir() if p.is_file() and sources.is_manifest_name(p.name))
+    """The manifest files of `path` (and, recursive, of its sub-directories but dotted ones), each
+    directory listed by `sources.scan` — the rules of the daemon and of `diff -f DIR`."""
+    directories = [path]
+    if recursive:
+        directories = []
+        for top, dirs, _ in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            directories.append(Path(top))
     found = []
-    for top, dirs, files in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        found.extend(Path(top, f) for f in sorted(files) if sources.is_manifest_name(f))
+    for directory in directories:
+        snapshot = sources.scan(directory)
+        if snapshot.problems:
+            raise UsageError(str(snapshot.problems[0]))
+        found.extend(directory / os.path.basename(file) for file in sorted(snapshot.files))
     return found
 
 
@@ -96,10 +109,13 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def _check_url(url: str) -> None:
+def _check_url(url: str, *, redirect: bool = False) -> None:
     parts = urlsplit(url)
-    if parts.scheme == "https" or (parts.scheme == "http" and _loopback(parts.hostname or "")):
+    if parts.scheme == "https" or (parts.scheme == "http" and not redirect and _loopback(parts.hostname or "")):
         return
+    if parts.scheme == "http" and redirect:
+        raise UsageError(f"{url}: a redirect to plain http is refused (anyone on the way could change what runs "
+                         "as root); give an https URL")
     if parts.scheme == "http":
         raise UsageError(f"{url}: plain http is refused (anyone on the way could change what runs as root); "
                          "use https")
@@ -114,14 +130,19 @@ def fetch(url: str) -> bytes:
 
     _check_url(url)
     deadline = time.monotonic() + FETCH_TIMEOUT_S
+    late = UsageError(f"{url}: not read within {FETCH_TIMEOUT_S:g}s")
     context = ssl.create_default_context()   # the system's CAs (and SSL_CERT_FILE), hostnames checked
     try:
-        with httpx.Client(verify=context, timeout=FETCH_TIMEOUT_S, follow_redirects=False, trust_env=False) as client:
+        with httpx.Client(verify=context, follow_redirects=False, trust_env=False) as client:
             for _ in range(MAX_REDIRECTS + 1):
-                with client.stream("GET", url, headers={"Accept": "application/yaml, application/json, */*"}) as reply:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise late
+                with client.stream("GET", url, headers={"Accept": "application/yaml, application/json, */*"},
+                                   timeout=left) as reply:
                     if reply.is_redirect:
                         url = str(reply.url.join(reply.headers.get("location", "")))
-                        _check_url(url)
+                        _check_url(url, redirect=True)
                         continue
                     if reply.status_code != 200:
                         raise UsageError(f"{url}: the server answered {reply.status_code} {reply.reason_phrase}")
@@ -131,8 +152,10 @@ def fetch(url: str) -> bytes:
                         if len(body) > sources.MAX_MANIFEST_BYTES:
                             raise UsageError(f"{url}: larger than {sources.MAX_MANIFEST_BYTES // (1024 * 1024)} MiB")
                         if time.monotonic() > deadline:
-                            raise UsageError(f"{url}: not read within {FETCH_TIMEOUT_S:g}s")
+                            raise late
                     return bytes(body)
             raise UsageError(f"{url}: more than {MAX_REDIRECTS} redirects")
+    except httpx.TimeoutException:
+        raise late from None
     except httpx.HTTPError as exc:
         raise UsageError(f"{url}: {exc or type(exc).__name__}") from None

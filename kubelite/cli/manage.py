@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         with filenames.expand(args.filename, recursive=args.recursive) as found:
             status = 0
             for source in found:
-                status = max(status, apply(source.path, target, name=source.name, shown=source.shown))
+                status = max(status, apply(source.path, target, name=source.name, shown=source.shown,
+                                           root=source.root))
             return status
     return delete(args, target)
 
@@ -128,8 +129,8 @@ def _is_kustomization(path: Path) -> bool:
 
 def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool, int]:
     """A directory with a kustomization.yaml, as git sync reads it: its references must stay in the
-    repository it is in (the nearest directory above with `.git`), then kustomize's output is judged.
-    (any error, objects checked by the schema)."""
+    repository it is in (the nearest directory above with `.git`; outside any, the directory itself),
+    then kustomize's output is judged. (any error, objects checked by the schema)."""
     import tempfile
 
     from kubelite.sources import kustomize
@@ -137,11 +138,11 @@ def _validate_kustomization(path: Path, raw: str, schema: object) -> tuple[bool,
     repository = next((p for p in (path.absolute(), *path.absolute().parents) if (p / ".git").exists()), None)
     with tempfile.TemporaryDirectory(prefix="kubelite-validate-") as work:
         try:
-            if repository is not None:
-                kustomize.check_references(repository, path)
+            kustomize.check_references(repository if repository is not None else path, path)
             data = kustomize.render(path, workdir=Path(work))
         except kustomize.KustomizeError as exc:
-            print(f"error: {raw}: {exc}", file=sys.stderr)
+            alone = " (no git repository above it: its own directory is the repository)" if repository is None else ""
+            print(f"error: {raw}: {exc}{alone}", file=sys.stderr)
             return True, 0
         output = Path(work) / "output"
         output.mkdir()
@@ -186,9 +187,11 @@ def _display(path: str, root: Path) -> str:
         return path
 
 
-def apply(source: Path, directory: Path, *, name: str | None = "", shown: str | None = None) -> int:
+def apply(source: Path, directory: Path, *, name: str | None = "", shown: str | None = None,
+          root: Path | None = None) -> int:
     """Validate `source`, then write it into the manifests directory under `name` (default: its own
-    file name; None: `<first object's name>.yaml`, for what came from standard input or a URL)."""
+    file name; None: `<first object's name>.yaml`, for what came from standard input or a URL).
+    `root`: the directory `source` was listed from, which a symlink must not lead out of."""
     shown = shown or str(source)
     if not source.is_file():
         raise UsageError(f"{shown}: no such file")
@@ -196,7 +199,7 @@ def apply(source: Path, directory: Path, *, name: str | None = "", shown: str | 
         name = source.name
     if name is not None and not sources.is_manifest_name(name):
         raise UsageError(f"{shown}: kubelite reads only *.yaml, *.yml and *.json files (and no dotfiles)")
-    result = sources.read_file(source)
+    result = sources.read_file(source, root=root)
     _print_problems(result.errors, result.warnings)
     if not result.ok:
         return 1

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Pod
 from kubelite.cli import config
 from kubelite.core.change import Effect, PodChange, change_effect, config_effects
+from kubelite.core.plan import active_containers
+from kubelite.core.types import ContainerState, ObservedContainer, StopReason
 from kubelite.errors import KubeliteError, UsageError
 from kubelite.sources import manifests as sources
 
@@ -44,6 +47,7 @@ class NodeState:
     with its file; which containers of each pod run or will start again, and which pods have finished."""
 
     manifests: str
+    node_name: str | None = None   # the name `kubelite serve` recorded, if any
     pods: dict[str, tuple[DesiredPod, str]] = field(default_factory=dict)
     configs: dict[ConfigKey, tuple[ConfigObject, str]] = field(default_factory=dict)
     running: dict[str, set[str]] = field(default_factory=dict)
@@ -75,10 +79,18 @@ def node_state(args: argparse.Namespace) -> NodeState:
     try:
         with reader.snapshot():
             manifests = config.manifests(getattr(args, "manifests", None), recorded=reader.meta("manifests"))
+            recorded_node = reader.meta("node_name")
             pods, configs = reader.accepted_pods(), reader.accepted_configs()
+            containers = reader.containers()
     finally:
         reader.close()
-    state = NodeState(os.path.abspath(manifests))
+    state = NodeState(os.path.abspath(manifests), node_name=recorded_node)
+    observed: dict[str, list[ObservedContainer]] = {}
+    for c in containers:
+        observed.setdefault(c["uid"], []).append(ObservedContainer(
+            id=c["id"], name=c["name"], attempt=c["attempt"], spec_hash=c["spec_hash"], state=ContainerState(c["state"]),
+            created_at=datetime.fromisoformat(c["created_at"]), exit_code=c["exit_code"],
+            stop_reason=StopReason(c["stop_reason"]) if c["stop_reason"] else None))
     for row in pods:
         pod = Pod.model_validate_json(row["manifest"])
         desired = DesiredPod(pod=pod, uid=row["uid"], pod_hash=row["pod_hash"], sandbox_hash=row["sandbox_hash"],
@@ -86,11 +98,9 @@ def node_state(args: argparse.Namespace) -> NodeState:
         key = desired.key
         state.pods[key] = (desired, row["source"])
         status = json.loads(row["object"]).get("status", {})
-        # running, or waiting to start (CrashLoopBackOff, ContainerCreating): a new spec starts; terminated
-        # (it stays so under its restart policy once the status says so): nothing runs it again
-        ended = {s["name"] for s in status.get("containerStatuses", []) + status.get("initContainerStatuses", [])
-                 if "terminated" in s.get("state", {})}
-        state.running[key] = {c.name for c in pod.spec.all_containers()} - ended
+        # running, or to start again by its restart policy (the agent's rule): a new spec starts; else
+        # (exited for good) nothing runs it again
+        state.running[key] = active_containers(desired, observed.get(row["uid"], []))
         state.finished[key] = status.get("phase") in ("Succeeded", "Failed")
     for obj, source in configs:
         accepted = from_object(obj)
@@ -350,13 +360,16 @@ def run_sync_preview(args: argparse.Namespace) -> int:
     repository and lock are left alone), judge it as the sync would, and preview it."""
     import tempfile
 
+    from kubelite.cli.syncargs import check_flags, node_name
     from kubelite.sources.gitsync import GitSync
 
     try:
         state = node_state(args)
+        node = node_name(args, state.node_name)
+        check_flags(args, node)
         with tempfile.TemporaryDirectory(prefix="kubelite-dry-run-") as scratch:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=Path(scratch),
-                             link=Path(state.manifests), allow_empty=args.allow_empty)
+                             link=Path(state.manifests), allow_empty=args.allow_empty, node=node)
             with engine.preview() as found:
                 print(f"commit {found.commit} of {engine.status.repository} ({args.ref}), not applied:",
                       file=sys.stderr)

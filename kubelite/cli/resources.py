@@ -33,6 +33,16 @@ VALUE_OPTIONS = frozenset({"--root", "--run-dir", "--manifests", "-n", "--namesp
 OUTPUT_FORMATS = ("wide", "json", "yaml", "name", "jsonpath=TEMPLATE", "custom-columns=SPEC")
 
 
+def takes_value(option: str) -> bool:
+    """Whether `option` takes the next argument as its value: one of VALUE_OPTIONS, or a long one
+    abbreviated (`--select` for `--selector`), as the parser (argparse) understands abbreviations."""
+    if option in VALUE_OPTIONS:
+        return True
+    if not option.startswith("--") or "=" in option or len(option) < 4:
+        return False
+    return any(name.startswith(option) for name in VALUE_OPTIONS if name.startswith("--"))
+
+
 def split(text: str) -> tuple[str, str] | None:
     """`pod/web` → ("pods", "web"); None when `text` is not TYPE/NAME of a known type."""
     kind, sep, name = text.partition("/")
@@ -53,7 +63,7 @@ def rewrite(argv: list[str]) -> list[str]:
             expect_value = False
             continue
         if token.startswith("-") and token != "-":
-            expect_value = token in VALUE_OPTIONS
+            expect_value = takes_value(token)
             continue
         if command_at is None:
             if token not in NAMING_COMMANDS:

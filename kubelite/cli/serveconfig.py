@@ -18,6 +18,7 @@ import ipaddress
 import json
 import logging
 import os
+import re
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,7 +49,7 @@ class Setting:
     path: str
     live: bool = False
     #: how the flag writes the value: same | seconds (float seconds; the file: "30s") | duration (both
-    #: "30s") | csv (the flag "a,b", the file a list) | list (a repeated flag, the environment "a,b") | negated
+    #: "30s"; the flag also plain seconds, "30") | csv (the flag "a,b", the file a list) | list (a repeated flag, the environment "a,b") | negated
     form: str = "same"
     env: str | None = None
 
@@ -385,12 +386,17 @@ def _to_file(setting: Setting, value: Any) -> Any:
     """A flag's value as the file writes it."""
     if setting.form == "seconds":
         return format_duration(value) if value > 0 else f"{value}s"
+    if setting.form == "duration" and isinstance(value, str) and _PLAIN_NUMBER.fullmatch(value.strip()):
+        return f"{value.strip()}s"   # the flag (and the environment) take plain seconds as well; the file wants a unit
     if setting.form in ("csv", "list"):
         items = value.split(",") if isinstance(value, str) else value
         return [item.strip() for item in items if item.strip()]
     if setting.form == "negated":
         return not value
     return value
+
+
+_PLAIN_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)")
 
 
 def _to_flag(setting: Setting, value: Any) -> Any:
@@ -451,7 +457,23 @@ def effective(sources: Sources) -> KubeliteConfiguration:
         model = KubeliteConfiguration.model_validate(data)
     except ValidationError as exc:
         raise UsageError("\n".join(_located(_problems(exc), origin, content))) from None
-    return _resolved(model)
+    resolved = _resolved(model)
+    problems = sync_problems(resolved)
+    if problems:
+        raise UsageError("\n".join(_located(problems, origin, content)))
+    return resolved
+
+
+def sync_problems(model: KubeliteConfiguration) -> list[tuple[str, str]]:
+    """(field, why) for each setting of `sync` the git sync would refuse (`gitsync.setting_problems`:
+    the very rules it applies when it starts), `sync.path`'s `{node}` taken as the model's node name.
+    Only with a repository to follow: without one the settings are not used (and the sync is not loaded)."""
+    if not model.sync.repo:
+        return []
+    from kubelite.sources import gitsync
+
+    found = gitsync.setting_problems(model.sync.repo, ref=model.sync.ref, path=model.sync.path, node=model.node_name)
+    return [(f"sync.{name}", why) for name, why in found.items()]
 
 
 def _located(problems: list[tuple[str, str]], origin: dict[str, str], content: FileContent | None) -> list[str]:
@@ -522,10 +544,11 @@ def live(path: str) -> bool:
 def reload(current: KubeliteConfiguration, sources: Sources) -> KubeliteConfiguration:
     """The configuration after the file is read again: its live changes taken, each change to a
     setting that needs a restart logged as a warning and left as it runs. UsageError (and the
-    running configuration stays) when the file cannot be used."""
+    running configuration stays) when the file cannot be used — a `sync.path` or `sync.ref` the git
+    sync would refuse included, checked with the node name kubelite goes on with."""
     new = effective(sources)
     before, after = flatten(current), flatten(new)
-    kept, changed = dict(after), []
+    kept, changed, restart = dict(after), [], []
     for path in [*after, *(p for p in before if p not in after)]:
         old, value = before.get(path), after.get(path)
         if old == value:
@@ -533,17 +556,23 @@ def reload(current: KubeliteConfiguration, sources: Sources) -> KubeliteConfigur
         if live(path):
             changed.append(f"{path} {_shown(old)} → {_shown(value)}")
             continue
+        restart.append((path, old, value))
+        kept[path] = old
+    nested: dict[str, Any] = {}
+    for path, value in kept.items():
+        _put(nested, path, value)
+    reloaded = KubeliteConfiguration.model_validate(nested)
+    problems = sync_problems(reloaded)
+    if problems:
+        raise UsageError("\n".join(f"{sources.file}: {where}: {why}" for where, why in problems))
+    for path, old, value in restart:
         log.warning("%s: %s changed (%s → %s): it needs a restart; kubelite goes on with %s", sources.file, path,
                     _shown(old), _shown(value), _shown(old))
-        kept[path] = old
     if changed:
         log.info("configuration reloaded from %s: %s", sources.file, ", ".join(changed))
     else:
         log.info("configuration reloaded from %s: no setting that applies live changed", sources.file)
-    nested: dict[str, Any] = {}
-    for path, value in kept.items():
-        _put(nested, path, value)
-    return KubeliteConfiguration.model_validate(nested)
+    return reloaded
 
 
 def _shown(value: Any) -> str:

@@ -161,8 +161,8 @@ def _span(seconds: int) -> str:
 
 def sync(args: argparse.Namespace) -> int:
     import logging
-    import socket
 
+    from kubelite.cli import syncargs
     from kubelite.errors import UsageError
     from kubelite.sources.gitsync import GitSync, SyncError, SyncStatus, hold_sync_lock
     from kubelite.store.reader import SYNC_META_KEY
@@ -172,14 +172,16 @@ def sync(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
     log = logging.getLogger("kubelite.sync")
     root = config.state_root(getattr(args, "root", None), create=True)
-    link = config.manifests(getattr(args, "manifests", None))
     lock = hold_sync_lock(root)
 
     store = Store(root)
     try:
+        # the flag, the environment, else the path serve recorded (as diff, apply and delete take it)
+        link = config.manifests(getattr(args, "manifests", None), recorded=store.get_meta("manifests"))
         previous = store.get_meta(SYNC_META_KEY)
         status = SyncStatus.from_json(previous) if previous else None
-        node = getattr(args, "node_name", None) or store.get_meta("node_name") or socket.gethostname().lower()
+        node = syncargs.node_name(args, store.get_meta("node_name"))
+        syncargs.check_flags(args, node)
         try:
             engine = GitSync(args.repo, ref=args.ref, path=args.path, root=root, link=link,
                              allow_empty=args.allow_empty, interval_s=args.interval, status=status, node=node)

@@ -42,7 +42,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import AbstractSet, Mapping
+from typing import AbstractSet, Iterable, Mapping
 
 from kubelite.api.decode import DesiredPod
 from kubelite.api.models import Container
@@ -80,6 +80,19 @@ def should_restart(container: ObservedContainer, restart_policy: str) -> bool:
     if restart_policy == "OnFailure":
         return container.exit_code != 0
     return True
+
+
+def active_containers(desired: DesiredPod, observed: Iterable[ObservedContainer]) -> set[str]:
+    """The containers of a pod that run, or will start again by its restart policy: each judged by its
+    newest attempt (highest attempt, then latest creation) with `should_restart`; one never created
+    will start. The agent's rule, and `kubelite diff`'s for what a change restarts."""
+    newest: dict[str, ObservedContainer] = {}
+    for c in observed:
+        if c.name not in newest or (c.attempt, c.created_at) > (newest[c.name].attempt, newest[c.name].created_at):
+            newest[c.name] = c
+    policy = desired.pod.spec.restart_policy
+    return {c.name for c in desired.pod.spec.all_containers()
+            if c.name not in newest or newest[c.name].running or should_restart(newest[c.name], policy)}
 
 
 def has_post_start(container: Container) -> bool:

@@ -22,7 +22,7 @@ times to tell (`RACY_S`).
 Kustomize: when the directory under `path` holds a `kustomization.yaml`, the commit's manifests
 are kustomize's output of it (`kubelite.sources.kustomize`: its references checked to stay in the
 checkout, `kubectl kustomize` run bounded and without network), written to
-`<root>/git/rendered/<worktree name>/` and validated like a plain directory; the manifests path
+`<root>/git/rendered/<worktree name>/<path>/` and validated like a plain directory; the manifests path
 then leads there, the checkout staying beside it for the drift check, and the output is checked
 by its digest at every pass. `path` may hold `{node}`, the node's name (`nodes/{node}`).
 
@@ -62,7 +62,7 @@ from urllib.parse import unquote, urlsplit
 
 from kubelite.clock import utcnow
 import kubelite.statefiles as statefiles
-from kubelite.errors import SyncError
+from kubelite.errors import KubeliteError, SyncError
 from kubelite import layout
 from kubelite.sources import kustomize
 from kubelite.sources.gitrefs import RACY_S  # noqa: F401 (re-exported: tests and the benchmark read it here)
@@ -196,11 +196,28 @@ def expand_path(path: str, node: str | None) -> str:
     """`--sync-path` with `{node}` replaced by the node's name (`nodes/{node}` → `nodes/edge-1`)."""
     if "{node}" in path:
         if not node or "/" in node or node in (".", "..") or not node.isprintable():
-            raise SyncError(f"--path {path!r} names the node, but the node name {node!r} cannot be a directory name")
+            raise SyncError(f"{path!r} names the node, but the node name {node!r} cannot be a directory name")
         path = path.replace("{node}", node)
     if "{" in path or "}" in path:
-        raise SyncError(f"--path {path!r}: the only placeholder is {{node}}")
+        raise SyncError(f"{path!r}: the only placeholder is {{node}}")
     return path
+
+
+def setting_problems(repo_url: str | None, *, ref: str, path: str, node: str | None) -> dict[str, str]:
+    """What makes a sync's settings unusable, by setting ("repo", "ref", "path"; empty: none): the rules
+    GitSync applies when it is made, for whoever checks them before (`kubelite sync`'s flags, a
+    configuration file read at start or reloaded). `repo_url` None: not checked."""
+    problems = {}
+    if repo_url is not None and (not repo_url or repo_url.startswith("-") or not repo_url.isprintable()):
+        problems["repo"] = "the repository URL must not be empty, start with '-' or hold control characters"
+    if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
+        problems["ref"] = (f"invalid ref {ref!r}: a branch, tag or commit, without spaces, control characters or "
+                           "':', not starting with '-'")
+    try:
+        _clean_subdir(expand_path(path, node))
+    except SyncError as exc:
+        problems["path"] = str(exc)
+    return problems
 
 
 class GitSync:
@@ -211,10 +228,9 @@ class GitSync:
                  clock: Callable[[], datetime] = utcnow, status: SyncStatus | None = None,
                  fetch_timeout_s: float = FETCH_TIMEOUT_S, local_timeout_s: float = LOCAL_TIMEOUT_S,
                  node: str | None = None, render_timeout_s: float = kustomize.RENDER_TIMEOUT_S) -> None:
-        if not repo_url or repo_url.startswith("-") or not repo_url.isprintable():
-            raise SyncError("the repository URL must not be empty, start with '-' or hold control characters")
-        if not ref or ref.startswith("-") or any(c.isspace() or not c.isprintable() for c in ref) or ":" in ref:
-            raise SyncError(f"invalid ref {ref!r}")
+        problems = setting_problems(repo_url, ref=ref, path=path, node=node)
+        if problems:
+            raise SyncError("; ".join(f"{name}: {why}" for name, why in problems.items()))
         self.repo_url = repo_url
         self.ref = ref
         self.path = _clean_subdir(expand_path(path, node))
@@ -247,7 +263,8 @@ class GitSync:
     # ------------------------------------------------------------------ the pass
 
     def sync_once(self) -> SyncResult:
-        """Fetch the ref if it moved; apply its commit if new and valid, else repair drift. Never raises SyncError."""
+        """Fetch the ref if it moved; apply its commit if new and valid, else repair drift. Never raises
+        KubeliteError: any (a rendering that fails while the output is put back too) fails the pass."""
         now = self.clock()
         self.status.last_sync_at = _iso(now)
         remote: str | None = None
@@ -260,8 +277,8 @@ class GitSync:
             if self._rejected is not None and self._rejected[0] == remote:
                 return self._reject(remote, self._rejected[1], now, again=True)
             return self._apply(remote, live, now)
-        except (SyncError, OSError, subprocess.SubprocessError) as exc:
-            message = self._redact(str(exc) if isinstance(exc, SyncError) else _describe_os_error(exc))
+        except (KubeliteError, OSError, subprocess.SubprocessError) as exc:
+            message = self._redact(str(exc) if isinstance(exc, KubeliteError) else _describe_os_error(exc))
             return self._fail(message, remote, now)
 
     def live_commit(self) -> str | None:
@@ -275,8 +292,13 @@ class GitSync:
         if name is None:
             return None, None
         expected = self.worktrees / name / self.path if self.path else self.worktrees / name
-        live = target in (os.path.realpath(expected), os.path.realpath(self.rendered / name))
+        live = target in (os.path.realpath(expected), os.path.realpath(self._output(name)))
         return name, name[:40] if live else None
+
+    def _output(self, name: str) -> Path:
+        """Where the kustomize output of `path` in worktree `name` is written: `<rendered>/<name>/<path>/`.
+        The output of another path of the same commit (before a new --path) is never taken for it."""
+        return self.rendered / name / self.path if self.path else self.rendered / name
 
     def _linked_tree(self, target: str | None = None) -> str | None:
         """The name of the worktree the manifests path (resolved: `target`) leads into, or None."""
@@ -296,7 +318,7 @@ class GitSync:
     # ------------------------------------------------------------------ outcomes
 
     def _unchanged_or_drift(self, sha: str, name: str, now: datetime) -> SyncResult:
-        self._rejected = None  # the ref is back on the running commit: any refused commit is history
+        refused, self._rejected = self._rejected, None  # the ref is back on the running commit: any refused commit is history
         self.status.rejected_commit = None
         tree = self.worktrees / name
         stamp = tree_stamp(tree, now)  # taken before git looks: a change after it changes the next one
@@ -314,10 +336,12 @@ class GitSync:
         self._succeeded(now)
         if drift:
             self._restore(tree, sha)
-        rendered = self._rendered_drift(name, sha, source_changed=bool(drift))
-        if rendered is None:   # the checkout's kind changed (kustomization added or gone): apply it afresh
-            return self._apply(sha, sha, now, reason=f"commit {sha[:12]} checked out again: its kustomization "
-                                                     "appeared or went")
+        rendered, afresh = self._rendered_drift(name, sha, source_changed=bool(drift))
+        if afresh is not None:   # the live output cannot be told from what this commit renders: apply it afresh
+            if refused is not None and refused[0] == sha:   # and refused already: not rendered again every pass
+                self._rejected = refused
+                return self._reject(sha, refused[1], now, again=True)
+            return self._apply(sha, sha, now, reason=f"commit {sha[:12]} checked out again: {afresh}")
         drift += rendered
         if not drift:
             return SyncResult("unchanged", sha, sha, f"commit {sha[:12]} is up to date", self.interval_s,
@@ -502,8 +526,8 @@ class GitSync:
             data = self._run_kustomize(target)
         except kustomize.KustomizeError as exc:
             raise kustomize.KustomizeError(f"{self.path or '.'}: {exc}") from None
-        out = self.rendered / tree.name
-        _remove_tree(out)
+        _remove_tree(self.rendered / tree.name)
+        out = self._output(tree.name)
         statefiles.make_dirs(out, base=self.base)
         statefiles.write_atomic(out / layout.GIT_RENDERED_FILE, data, 0o600, fsync=True)
         self._rendered_digest[tree.name] = hashlib.sha256(data).hexdigest()
@@ -517,48 +541,55 @@ class GitSync:
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
-    def _rendered_drift(self, name: str, sha: str, *, source_changed: bool) -> list[str] | None:
-        """Hand edits of the live kustomize output, put back (what was found: `[]` when nothing); None
-        when the checkout's kind and the live path's no longer agree (the caller applies afresh)."""
+    def _rendered_drift(self, name: str, sha: str, *, source_changed: bool) -> tuple[list[str], str | None]:
+        """Hand edits of the live kustomize output, put back (what was found: `[]` when nothing); or why
+        the commit must be validated and applied afresh instead: the checkout's kind and the live path's
+        no longer agree, or — the digest of what was written unknown (a restart) — the output differs
+        from a fresh rendering, so it was never validated as this commit's."""
         tree = self.worktrees / name
         target = tree / self.path if self.path else tree
-        out = self.rendered / name
+        out = self._output(name)
         is_rendered = os.path.realpath(self.link) == os.path.realpath(out)
         if (kustomize.find(target) is not None) != is_rendered:
-            return None
+            return [], "its kustomization appeared or went"
         if not is_rendered:
-            return []
-        expected = self._rendered_digest.get(name)
-        if expected is None or source_changed:   # after a restart, or the source was put back: render again
-            try:
-                kustomize.check_references(tree, target)
-                data = self._run_kustomize(target)
-            except kustomize.KustomizeError as exc:
-                raise SyncError(f"rendering commit {sha[:12]} again failed: {exc}") from None
-            expected = hashlib.sha256(data).hexdigest()
-            self._rendered_digest = {name: expected}
-        else:
-            data = None
+            return [], None
         file = out / layout.GIT_RENDERED_FILE
-        found = []
         try:
             entries = sorted(os.listdir(out))
             current = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
         except OSError:
             entries, current = [], None
-        found += [f"kustomize output: {entry} (added)" for entry in entries if entry != layout.GIT_RENDERED_FILE]
+        known = self._rendered_digest.get(name)
+        data = None
+        expected = known
+        if known is None or source_changed:   # after a restart, or the source was put back: render again
+            data = self._render_again(tree, target, sha)
+            expected = hashlib.sha256(data).hexdigest()
+            if known is None and current != expected:
+                return [], "its kustomize output was not what the commit renders (rendered again)"
+            self._rendered_digest = {name: expected}
+        found = [f"kustomize output: {entry} (added)" for entry in entries if entry != layout.GIT_RENDERED_FILE]
         if current != expected:
             found.append(f"kustomize output: {layout.GIT_RENDERED_FILE} ({'modified' if current else 'deleted'})")
         if found:
             if data is None:
-                data = self._run_kustomize(target)
+                data = self._render_again(tree, target, sha)
             for entry in entries:
                 if entry != layout.GIT_RENDERED_FILE:
                     _remove_tree(out / entry)
             statefiles.make_dirs(out, base=self.base)   # the whole directory may have gone
             statefiles.write_atomic(file, data, 0o600, fsync=True)
             self._rendered_digest = {name: hashlib.sha256(data).hexdigest()}
-        return found
+        return found, None
+
+    def _render_again(self, tree: Path, target: Path, sha: str) -> bytes:
+        """Kustomize's output of the live commit's kustomization, for the drift check; SyncError when it fails."""
+        try:
+            kustomize.check_references(tree, target)
+            return self._run_kustomize(target)
+        except kustomize.KustomizeError as exc:
+            raise SyncError(f"rendering commit {sha[:12]} again failed: {exc}") from None
 
     def _in_repo(self, problem: ManifestProblem, rendered: Path | None = None) -> str:
         if rendered is not None:   # a document of kustomize's output: named by the object it holds
@@ -686,8 +717,8 @@ def _clean_subdir(path: str) -> str:
     cleaned = os.path.normpath(path.strip("/")) if path.strip("/") else ""
     if cleaned == ".":
         cleaned = ""
-    if cleaned.startswith("..") or os.path.isabs(cleaned):
-        raise SyncError(f"--path must be a directory inside the repository, not {path!r}")
+    if cleaned == ".." or cleaned.startswith("../") or os.path.isabs(cleaned):
+        raise SyncError(f"{path!r} leads outside the repository: name a directory inside it")
     return cleaned
 
 
@@ -743,4 +774,4 @@ def _describe_os_error(exc: BaseException) -> str:
 
 
 __all__ = ["BACKOFF_INITIAL_S", "BACKOFF_MAX_S", "CommitPreview", "GitSync", "SyncError", "SyncResult", "SyncStatus",
-           "backoff_delay", "redact", "render"]
+           "backoff_delay", "expand_path", "redact", "render", "setting_problems"]

@@ -30,13 +30,14 @@ from typing import Any
 
 from kubelite.errors import ManifestError, SyncError
 from kubelite.sources.documents import Unusable, decode_text, parse_documents, refuse_alias_bombs
-from kubelite.sources.manifests import ManifestProblem
+from kubelite.sources.manifests import MAX_MANIFEST_BYTES, ManifestProblem
 
 #: The names kustomize looks for in a directory, in its order.
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
-#: One rendering: at most this long (its process group is killed then) and this much output.
+#: One rendering: at most this long (its process group is killed then) and this much output — the
+#: output becomes one manifest file, which the daemon reads only up to MAX_MANIFEST_BYTES.
 RENDER_TIMEOUT_S = 60.0
-MAX_OUTPUT_BYTES = 16 * 1024 * 1024
+MAX_OUTPUT_BYTES = MAX_MANIFEST_BYTES
 #: What kustomize's stderr may fill in a message.
 _STDERR_KEEP = 4096
 #: Bounds of the reference walk: kustomization files, and the size of each.
@@ -45,7 +46,8 @@ MAX_KUSTOMIZATION_BYTES = 1024 * 1024
 
 #: Fields whose entries are kustomizations or resource files (directories recurse).
 _BUILD_FIELDS = ("resources", "bases", "components")
-#: Fields whose entries name files to load: strings, or mappings with a `path`.
+#: Fields whose entries name files to load (or are YAML written in place); a directory named there
+#: is built by kustomize as a kustomization (generators, transformers, validators): it is walked too.
 _FILE_FIELDS = ("patchesStrategicMerge", "crds", "configurations", "generators", "transformers", "validators")
 _PATH_ITEM_FIELDS = ("patches", "patchesJson6902", "replacements")
 _GENERATORS = ("configMapGenerator", "secretGenerator")
@@ -92,7 +94,9 @@ def check_references(tree: Path, directory: Path) -> None:
         for field in _FILE_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
                 if isinstance(entry, str) and not _inline(entry):
-                    _local(here, entry, real_tree, f"{shown}: {field}[{index}]")
+                    target = _local(here, entry, real_tree, f"{shown}: {field}[{index}]")
+                    if os.path.isdir(target):
+                        pending.append(target)
         for field in _PATH_ITEM_FIELDS:
             for index, entry in enumerate(_entries(data, field, shown)):
                 if isinstance(entry, dict) and isinstance(entry.get("path"), str):
@@ -270,7 +274,8 @@ def _collect(process: subprocess.Popen[bytes], timeout_s: float, max_bytes: int)
                 else:
                     buffer.extend(chunk)
                     if len(buffer) > max_bytes:
-                        why = f"printed more than {max_bytes // (1024 * 1024)} MiB"
+                        why = f"printed more than {max_bytes // (1024 * 1024)} MiB" + \
+                            (" (the largest manifest file kubelite reads)" if max_bytes == MAX_MANIFEST_BYTES else "")
                         break
             if why is not None:
                 break

@@ -160,6 +160,12 @@ class Reader:
         rows = self._rows(f"SELECT {', '.join(columns)} FROM pods WHERE deleted_at IS NULL ORDER BY namespace, name")
         return [dict(zip(columns, row)) for row in rows]
 
+    def containers(self) -> list[dict[str, Any]]:
+        """Every container the runtime was last seen to have, as stored: uid, id, name, attempt,
+        spec_hash, state, created_at, exit_code, stop_reason (`kubelite diff`: which still run)."""
+        columns = ("uid", "id", "name", "attempt", "spec_hash", "state", "created_at", "exit_code", "stop_reason")
+        return [dict(zip(columns, row)) for row in self._rows(f"SELECT {', '.join(columns)} FROM containers")]
+
     def accepted_configs(self) -> list[tuple[dict[str, Any], str]]:
         """Every configuration object (ConfigMap, Secret, claim, class) as stored, with its manifest file."""
         return [(json.loads(obj), source) for obj, source in
