@@ -436,7 +436,8 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
             if on_main:
                 relays.append(SignalRelay(HANDLED_SIGNALS, requests).install())
         ownership.claim(config.root, options.run_dir)   # before the runtime acts on anything in it
-        closing.callback(lambda: log.info(_stopped_line(options, drain)))
+        serving = [False]   # said "serving": a start that fails before says only why (one line)
+        closing.callback(lambda: serving[0] and log.info(_stopped_line(options, drain)))
         store = Store(config.root)
         closing.callback(_guarded, "closing the store", store.close)
         runtime = make_runtime(options, utcnow)
@@ -449,6 +450,7 @@ def serve(options: ServeOptions, *, stop: threading.Event | None = None) -> int:
         watcher = ManifestWatcher(config.manifests, agent.hint_manifests)
         log.info("kubelite v%s serving %s (state %s, runtime %s, node %s)", __version__, config.manifests,
                  config.root, options.runtime, config.node_name)
+        serving[0] = True
         watcher.start()
         closing.callback(_guarded, "stopping the manifest watcher", watcher.stop)
         sync = start_sync(options.sync, config, agent, stop) if options.sync is not None else None
