@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,49 @@ def test_a_sparse_file_and_a_whiteout_with_content_keep_their_bytes_in_the_recor
     store.save(["odd:1"], out)
     with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
         assert tf.extractfile(f"{sha(layer)}.tar").read() == layer  # type: ignore[union-attr]
+
+
+def test_a_whiteout_with_much_content_is_recorded_in_bounded_memory_and_saved_exactly(tmp_path, monkeypatch):
+    from kubelite.runtime.images import tarsplit
+
+    monkeypatch.setattr(tarsplit, "FLUSH_BYTES", 64 << 10)   # small bounds, so a small layer shows them
+    monkeypatch.setattr(tarsplit, "KEEP_BYTES", 16 << 10)
+    most = []
+    feed = tarsplit.Recorder.feed
+
+    def watched(self, data):
+        feed(self, data)
+        most.append(len(self._buf))
+
+    monkeypatch.setattr(tarsplit.Recorder, "feed", watched)
+    layer = tar(d("dir"), entry("dir/.wh.big", os.urandom(3 << 20)), entry("dir/after", b"after\n" * 1000))
+    store = ImageStore(tmp_path / "root")
+    [image] = store.load(docker_save(tmp_path / "in.tar", Img([layer], tags=["wh:1"])))
+    assert max(most) <= (64 << 10) + (1 << 20)   # at most the bound and one read of the tar reader
+    out = io.BytesIO()
+    store.save(["wh:1"], out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        assert tf.extractfile(f"{sha(layer)}.tar").read() == layer  # type: ignore[union-attr]
+
+
+def test_a_fifo_where_the_record_expects_a_file_fails_the_save_at_once(tmp_path):
+    img = Img([BASE], tags=["base:1"])
+    store = ImageStore(tmp_path / "root")
+    [image] = store.load(docker_save(tmp_path / "in.tar", img))
+    target = store.layer_dirs(image)[0] / "etc" / "os-release"
+    target.unlink()
+    os.mkfifo(target)   # opened for reading without O_NONBLOCK, this waits for a writer forever
+    raised: list[BaseException] = []
+
+    def save() -> None:
+        try:
+            store.save(["base:1"], io.BytesIO())
+        except BaseException as exc:  # noqa: BLE001 — handed to the test's thread
+            raised.append(exc)
+
+    worker = threading.Thread(target=save, daemon=True)
+    worker.start()
+    worker.join(timeout=20)
+    assert not worker.is_alive(), "image save waits on the FIFO"
+    assert len(raised) == 1 and isinstance(raised[0], ImageError), raised
+    assert "not the file the layer's tar held" in str(raised[0])

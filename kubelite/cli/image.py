@@ -118,6 +118,8 @@ def save(args: argparse.Namespace, store: "ImageStore") -> int:
     try:
         with os.fdopen(fd, "wb") as out:
             store.save(args.refs, out)
+            out.flush()
+            os.fsync(out.fileno())   # whole on disk before it takes the name
         os.chmod(partial, 0o644 & ~_umask())
         os.replace(partial, target)
     except BaseException:

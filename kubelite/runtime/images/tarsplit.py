@@ -26,7 +26,7 @@ import stat
 import struct
 import tarfile
 from pathlib import Path
-from typing import IO
+from typing import IO, Callable
 
 from kubelite.runtime.reference import ImageError
 
@@ -35,6 +35,12 @@ _FILE = b"F"
 _END = b"E"
 _WHITEOUT = ".wh."                   # becomes a device or an xattr in the layer: its content is not there
 _OPEN_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+#: Metadata held before it is written out: past FLUSH_BYTES (a whiteout's or an unknown entry's
+#: content, bytes after the end-of-archive blocks), all but the last KEEP_BYTES go to the record.
+#: KEEP_BYTES stays above the tar reader's read-ahead (one `records.CHUNK`), so the next entry's
+#: content never starts in what was written out already.
+FLUSH_BYTES = 8 << 20
+KEEP_BYTES = 2 << 20
 
 
 def entry_parts(name: str) -> tuple[str, ...]:
@@ -46,8 +52,9 @@ class Recorder:
     """Keeps a tar stream's metadata as it is read (`feed`), told of each entry as the tar reader finds it
     (`member`, before the entry's content is read)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, charge: Callable[[int], None] | None = None) -> None:
         self._out: IO[bytes] = gzip.open(path, "wb", compresslevel=6)
+        self._charge = charge      # the layer's disk budget: metadata kept in the record counts too
         self._pos = 0              # the stream offset of _buf[0]
         self._buf = bytearray()    # bytes read but not yet written out or skipped
         self._skip_until = 0       # the end of the last file content taken from the layer
@@ -55,6 +62,8 @@ class Recorder:
     def feed(self, data: bytes) -> None:
         self._buf += data
         self._drop()
+        if self._pos >= self._skip_until and len(self._buf) > FLUSH_BYTES:
+            self._meta(len(self._buf) - KEEP_BYTES)
 
     def member(self, member: tarfile.TarInfo) -> None:
         parts = entry_parts(member.name)
@@ -87,7 +96,11 @@ class Recorder:
             return
         if n > len(self._buf):
             raise ImageError("a layer's tar stream was not read in order")
-        self._out.write(_META + struct.pack(">Q", n) + bytes(self._buf[:n]))
+        if self._charge is not None:
+            self._charge(n)
+        self._out.write(_META + struct.pack(">Q", n))
+        with memoryview(self._buf) as view, view[:n] as part:
+            self._out.write(part)
         del self._buf[:n]
         self._pos += n
 
@@ -186,7 +199,8 @@ class LayerStream:
                 child = os.open(part, _OPEN_DIR, dir_fd=fd)
                 os.close(fd)
                 fd = child
-            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            # O_NONBLOCK: a FIFO where the tar had a file (named twice) opens at once, and is refused below
+            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, dir_fd=fd)
         except OSError as e:
             raise ImageError(f"layer sha256:{self.diff_hex}: {os.fsdecode(name)} cannot be read from the unpacked "
                              f"layer ({e.strerror})") from None

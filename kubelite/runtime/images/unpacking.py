@@ -111,7 +111,7 @@ def unpack_layer(archive: BlobSource, layer: LayerSource, dest: Path, *, label: 
 
 def _unpack_verified(archive: BlobSource, layer: LayerSource, dest: Path, label: str,
                      budget: Budget | None, record: Path | None) -> int:
-    recorder = tarsplit.Recorder(record) if record is not None else None
+    recorder = tarsplit.Recorder(record, budget.file if budget is not None else None) if record is not None else None
     try:
         size = _unpack_recorded(archive, layer, dest, label, budget, recorder)
     finally:

@@ -54,7 +54,7 @@ class RegistryConfig:
 @dataclass(frozen=True)
 class Credentials:
     username: str
-    password: str
+    password: str = field(repr=False)   # never in a traceback or a debug line
     source: str = field(default="", compare=False)   # where they came from, for messages: the file or a helper
 
 
