@@ -14,6 +14,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -322,3 +323,27 @@ def test_a_fifo_where_the_record_expects_a_file_fails_the_save_at_once(tmp_path)
     assert not worker.is_alive(), "image save waits on the FIFO"
     assert len(raised) == 1 and isinstance(raised[0], ImageError), raised
     assert "not the file the layer's tar held" in str(raised[0])
+
+
+def test_a_slow_pipe_into_image_load_holds_no_lock_of_the_store(tmp_path):
+    archive = docker_save(tmp_path / "in.tar", Img([BASE], tags=["base:1"])).read_bytes()
+    store = ImageStore(tmp_path / "root")
+    read, write = os.pipe()
+    loaded: list = []
+    loader = threading.Thread(target=lambda: loaded.extend(store.load_stream(os.fdopen(read, "rb"))), daemon=True)
+    loader.start()
+    os.write(write, archive[:1024])   # the producer stalls here, as `ssh host … save | kubelite image load` may
+    time.sleep(0.2)
+    def take_the_lock() -> None:   # as a pull, rm or GC does
+        with store._locked():
+            pass
+
+    locker = threading.Thread(target=take_the_lock, daemon=True)
+    locker.start()
+    locker.join(timeout=10)
+    assert not locker.is_alive(), "the store's lock is held while the pipe is read"
+    with os.fdopen(write, "wb") as rest:
+        rest.write(archive[1024:])
+    loader.join(timeout=30)
+    assert [image.names for image in loaded] == [("docker.io/library/base:1",)]
+    assert not any(store.root.rglob("*.partial")) and not any((store.root / "images" / "tmp").iterdir())

@@ -148,18 +148,21 @@ class ImageStore:
             return self._load_locked(archive)
 
     def load_stream(self, source: IO[bytes], name: str = "stdin") -> builtins.list[Image]:
-        """`load` of an archive read from a stream (a pipe): it is copied below `tmp/` first (an archive is
-        read by member, out of order), and that copy is deleted at the end, or by the next load after a crash."""
-        with self._locked():
-            spool = self._new_tmp("load-") / name
-            try:
-                with open(spool, "wb") as out:
-                    shutil.copyfileobj(source, out, CHUNK)
-                return self._load_locked(spool, shown=name)
-            except ImageError as e:   # name the stream, not the copy's path
-                raise ImageError(str(e).replace(str(spool), name)) from None
-            finally:
-                _delete(spool.parent)
+        """`load` of an archive read from a stream (a pipe): it is copied first (an archive is read by
+        member, out of order) into a file without a name in the store's directory (`O_TMPFILE`: gone when
+        closed, even after a crash) — before the store's lock, so a slow pipe holds up no pull, removal
+        or garbage collection meanwhile."""
+        statefiles.make_dirs(self._dir, base=self.root)
+        fd = os.open(self._dir, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w+b") as out:
+            shutil.copyfileobj(source, out, CHUNK)
+            out.flush()
+            spool = Path(f"/proc/self/fd/{out.fileno()}")
+            with self._locked():
+                try:
+                    return self._load_locked(spool, shown=name)
+                except ImageError as e:   # name the stream, not the copy's path
+                    raise ImageError(str(e).replace(str(spool), name)) from None
 
     def _load_locked(self, archive: Path, *, shown: str | None = None) -> builtins.list[Image]:
         index = self._read_index()
