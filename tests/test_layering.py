@@ -26,7 +26,8 @@ from typing import Mapping
 
 PACKAGE = Path(__file__).resolve().parent.parent / "kubelite"
 
-_BELOW_AGENT = {"api", "core", "sources", "store", "runtime", "prober", "errors", "statefiles", "clock", "layout"}
+_BELOW_AGENT = {"api", "core", "sources", "store", "runtime", "prober", "errors", "statefiles", "clock", "layout",
+                "children"}
 #: Each layer — a package with its sub-packages, or a top-level module — and the layers it may
 #: import, directly or through others: a row lists what the layers it names use too (a test checks),
 #: so it reads whole. A layer may always import itself, and every layer may import the package root
@@ -34,6 +35,8 @@ _BELOW_AGENT = {"api", "core", "sources", "store", "runtime", "prober", "errors"
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "clock": set(),
+    # short-lived helper programs run with bounds (standard library only)
+    "children": set(),
     # the service manager's side: sd_notify, the log formats, the unit file (standard library only)
     "service": set(),
     # where everything lives on disk: pure, standard library and errors only
@@ -41,15 +44,15 @@ ALLOWED: dict[str, set[str]] = {
     "statefiles": {"errors", "layout"},
     "api": {"errors"},
     "core": {"api", "errors"},
-    "sources": {"api", "errors", "statefiles", "clock", "layout"},
+    "sources": {"api", "errors", "statefiles", "clock", "layout", "children"},
     "store": {"api", "core", "errors", "statefiles", "clock", "layout"},
-    "runtime": {"api", "core", "errors", "statefiles", "clock", "layout"},
-    "prober": {"api", "core", "runtime", "errors", "statefiles", "clock", "layout"},
+    "runtime": {"api", "core", "errors", "statefiles", "clock", "layout", "children"},
+    "prober": {"api", "core", "runtime", "errors", "statefiles", "clock", "layout", "children"},
     "agent": _BELOW_AGENT,
     # kubectl's printing rules: pure and standard library only, used by the CLI and the API server
     "kubectl": {"api"},
     # the read-only Kubernetes API: it reads the store and formats with `kubectl`, never the agent
-    "apiserver": {"api", "kubectl", "store", "runtime", "errors", "statefiles", "clock", "layout"},
+    "apiserver": {"api", "kubectl", "store", "runtime", "errors", "statefiles", "clock", "layout", "children"},
     # the composition root: wires the agent, the sources, the prober, the API server and the sync
     "daemon": _BELOW_AGENT | {"agent", "kubectl", "apiserver", "service"},
     # the entry point: may use anything, lazily

@@ -20,14 +20,12 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
-import selectors
 import shutil
-import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
+from kubelite import children
 from kubelite.errors import ManifestError, SyncError
 from kubelite.sources.documents import Unusable, decode_text, parse_documents, refuse_alias_bombs
 from kubelite.sources.manifests import MAX_MANIFEST_BYTES, ManifestProblem
@@ -233,61 +231,23 @@ def render(directory: Path, *, workdir: Path, timeout_s: float = RENDER_TIMEOUT_
            "KUBECONFIG": str(Path(workdir) / "no-kubeconfig"), "XDG_CONFIG_HOME": str(workdir),
            "XDG_CACHE_HOME": str(workdir), "GIT_TERMINAL_PROMPT": "0"}
     try:
-        process = subprocess.Popen(argv, cwd=workdir, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.PIPE, start_new_session=True, umask=0o077)
+        finished = children.run_bounded(argv, timeout_s=timeout_s, max_output=max_bytes, stderr_keep=_STDERR_KEEP,
+                                        cwd=workdir, env=env, umask=0o077)
     except OSError as exc:
         raise SyncError(f"kubectl kustomize could not start: {exc.strerror or exc}") from None
-    out, err, why = _collect(process, timeout_s, max_bytes)
-    if why is not None:
-        raise KustomizeError(f"kustomize {why}; refused")
-    if process.returncode != 0:
+    if finished.exceeded == "time":
+        raise KustomizeError(f"kustomize took longer than {timeout_s:g} s; refused")
+    if finished.exceeded == "output":
+        raise KustomizeError(f"kustomize printed more than {max_bytes // (1024 * 1024)} MiB"
+                             + (" (the largest manifest file kubelite reads)" if max_bytes == MAX_MANIFEST_BYTES
+                                else "") + "; refused")
+    out, err = finished.out, finished.err
+    if finished.code != 0:
         lines = [line.strip() for line in err.decode("utf-8", "replace").splitlines()
                  if line.strip() and not line.startswith("# Warning:")]
-        message = " / ".join(lines[-3:]) or f"exit status {process.returncode}"
+        message = " / ".join(lines[-3:]) or f"exit status {finished.code}"
         raise KustomizeError(f"kustomize failed: {message[:1000]}")
     return out
-
-
-def _collect(process: subprocess.Popen[bytes], timeout_s: float, max_bytes: int) -> tuple[bytes, bytes, str | None]:
-    """Read both pipes until the process ends, the deadline passes or stdout exceeds `max_bytes`."""
-    deadline = time.monotonic() + timeout_s
-    out, err = bytearray(), bytearray()
-    why: str | None = None
-    assert process.stdout is not None and process.stderr is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ, out)
-        selector.register(process.stderr, selectors.EVENT_READ, err)
-        while selector.get_map():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                why = f"took longer than {timeout_s:g} s"
-                break
-            for key, _ in selector.select(left):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    selector.unregister(key.fileobj)
-                    continue
-                buffer = key.data
-                if buffer is err:
-                    if len(err) < _STDERR_KEEP:
-                        err.extend(chunk[:_STDERR_KEEP - len(err)])
-                else:
-                    buffer.extend(chunk)
-                    if len(buffer) > max_bytes:
-                        why = f"printed more than {max_bytes // (1024 * 1024)} MiB" + \
-                            (" (the largest manifest file kubelite reads)" if max_bytes == MAX_MANIFEST_BYTES else "")
-                        break
-            if why is not None:
-                break
-    if why is not None:
-        try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            process.kill()
-    process.stdout.close()
-    process.stderr.close()
-    process.wait()
-    return bytes(out), bytes(err), why
 
 
 def output_problem(problem: ManifestProblem, output: Path, directory: str) -> ManifestProblem:

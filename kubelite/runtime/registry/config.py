@@ -11,17 +11,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import os
 import re
-import selectors
 import shutil
-import signal
-import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubelite import children
 from kubelite.runtime.images import DEFAULT_MAX_LAYER_BYTES, ImageError
 
 _DOCKER_HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "registry-1.docker.io")
@@ -171,53 +167,11 @@ def helper_credentials(name: str, registry: str, path: Path | None = None) -> Cr
 
 def _run_bounded(argv: list[str], stdin: bytes, program: str) -> tuple[int, bytes, bytes]:
     """Run `argv` with `stdin`; its exit status, stdout and stderr. PullError after HELPER_TIMEOUT_S
-    or beyond HELPER_MAX_OUTPUT bytes of output (the process is killed)."""
-    proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            start_new_session=True)
-    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-    out, err = bytearray(), bytearray()
-    buffers = {proc.stdout.fileno(): out, proc.stderr.fileno(): err}
-    deadline = time.monotonic() + HELPER_TIMEOUT_S
-    problem = None
-    try:
-        try:
-            proc.stdin.write(stdin)
-            proc.stdin.close()
-        except BrokenPipeError:
-            pass
-        with selectors.DefaultSelector() as selector:
-            for fd in buffers:
-                selector.register(fd, selectors.EVENT_READ)
-            while selector.get_map() and problem is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    problem = f"did not answer within {HELPER_TIMEOUT_S:g}s"
-                    break
-                for key, _ in selector.select(left):
-                    chunk = os.read(key.fd, 65536)
-                    if not chunk:
-                        selector.unregister(key.fd)
-                        continue
-                    buffers[key.fd] += chunk
-                    if len(out) + len(err) > HELPER_MAX_OUTPUT:
-                        problem = f"printed more than {HELPER_MAX_OUTPUT // 1024} KiB"
-        if problem is None:
-            try:
-                code = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                problem = f"did not exit within {HELPER_TIMEOUT_S:g}s"
-    finally:
-        if proc.poll() is None or problem is not None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)   # its session: whatever it started, too
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        for stream in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                stream.close()
-            except BrokenPipeError:
-                pass
-    if problem is not None:
-        raise PullError(f"the credential helper {program} {problem}: stopped it")
-    return code, bytes(out), bytes(err)
+    or beyond HELPER_MAX_OUTPUT bytes of output (the process is killed, with what it started)."""
+    finished = children.run_bounded(argv, stdin=stdin, timeout_s=HELPER_TIMEOUT_S, max_output=HELPER_MAX_OUTPUT)
+    if finished.exceeded == "time":
+        raise PullError(f"the credential helper {program} did not answer within {HELPER_TIMEOUT_S:g}s: stopped it")
+    if finished.exceeded == "output":
+        raise PullError(f"the credential helper {program} printed more than {HELPER_MAX_OUTPUT // 1024} KiB: "
+                        "stopped it")
+    return finished.code, finished.out, finished.err
