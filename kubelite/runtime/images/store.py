@@ -190,14 +190,7 @@ class ImageStore:
             raise ImageError(f"no such image: {ref}")
         with self._locked():
             index = self._read_index()
-            ids, by_name = self._match(ref, index)
-            if not ids:
-                raise ImageError(f"no such image: {ref}")
-            if len(ids) > 1:
-                raise ImageError(f"{ref} matches {len(ids)} images: give more of the id")
-            image = self._image(ids[0], index)
-            if image is None:
-                raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
+            image, by_name = self._one(ref, index)
             if by_name is not None:
                 del index.references[by_name]
             tags_left = [r for r, i in index.references.items() if i == image.id and "@" not in r]
@@ -209,6 +202,18 @@ class ImageStore:
             self._delete_unused(index)
             return image
 
+    def _one(self, ref: str, index: _Index) -> tuple[Image, str | None]:
+        """The one image `ref` names (a name or an id's start) and the name it matched (None for an id)."""
+        ids, by_name = self._match(ref, index)
+        if not ids:
+            raise ImageError(f"no such image: {ref}")
+        if len(ids) > 1:
+            raise ImageError(f"{ref} matches {len(ids)} images: give more of the id")
+        image = self._image(ids[0], index)
+        if image is None:
+            raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
+        return image, by_name
+
     def save(self, refs: builtins.list[str], out: IO[bytes]) -> builtins.list[Image]:
         """Write the images `refs` name as one `docker save` archive (docker-archive) to `out`, each layer
         the exact tar it was loaded or pulled as (so the image ids stay). A name saves that name, an id the
@@ -217,14 +222,7 @@ class ImageStore:
         index = self._read_index()
         entries: builtins.list[saving.SavedImage] = []
         for ref in refs:
-            ids, by_name = self._match(ref, index)
-            if not ids:
-                raise ImageError(f"no such image: {ref}")
-            if len(ids) > 1:
-                raise ImageError(f"{ref} matches {len(ids)} images: give more of the id")
-            image = self._image(ids[0], index)
-            if image is None:
-                raise ImageError(f"image {ids[0]} has no config in the store: the store is damaged")
+            image, by_name = self._one(ref, index)
             names = [by_name] if by_name and "@" not in by_name else []
             same = next((e for e in entries if e.image.id == image.id), None)
             if same is not None:   # one image under two names: one entry with both, as `docker save` writes it
