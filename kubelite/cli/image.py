@@ -150,21 +150,31 @@ def registry_config(args: argparse.Namespace) -> Any:
                           gc_high_percent=getattr(args, "image_gc_high_threshold", 85))
 
 
-def max_layer_size(value: str | None) -> int:
-    """`--image-max-layer-size`: a Kubernetes quantity of bytes (64Gi, 500Mi, 1e9), at least 1Mi."""
+def layer_size_bytes(value: str) -> int:
+    """A layer's size bound: a Kubernetes quantity of bytes (64Gi, 500Mi, 1e9), at least 1Mi; ValueError
+    otherwise (the flag and the configuration file's `imageMaxLayerSize` both take it)."""
     from kubelite.api import quantity
+
+    try:
+        size = quantity.bytes_(value)
+    except ValueError:
+        size = -1
+    if size < 1 << 20:
+        raise ValueError("give a size of at least 1Mi, such as 64Gi or 500Mi")
+    return size
+
+
+def max_layer_size(value: str | None) -> int:
+    """`--image-max-layer-size` (None: the default bound)."""
     from kubelite.errors import UsageError
     from kubelite.runtime.images import DEFAULT_MAX_LAYER_BYTES
 
     if value is None:
         return DEFAULT_MAX_LAYER_BYTES
     try:
-        size = quantity.bytes_(value)
-    except ValueError:
-        size = -1
-    if size < 1 << 20:
-        raise UsageError(f"--image-max-layer-size {value}: give a size of at least 1Mi, such as 64Gi or 500Mi")
-    return size
+        return layer_size_bytes(value)
+    except ValueError as exc:
+        raise UsageError(f"--image-max-layer-size {value}: {exc}") from None
 
 
 def pull(args: argparse.Namespace, store: "ImageStore") -> int:

@@ -253,14 +253,12 @@ class KubeliteConfiguration(_Strict):
     @field_validator("image_max_layer_size")
     @classmethod
     def _a_size(cls, value: str) -> str:
-        from kubelite.api import quantity
+        from kubelite.cli.image import layer_size_bytes
 
         try:
-            size = quantity.bytes_(value)
-        except ValueError:
-            size = -1
-        if size < 1 << 20:
-            raise ValueError(f"{value!r}: give a size of at least 1Mi, such as 64Gi or 500Mi")
+            layer_size_bytes(value)
+        except ValueError as exc:
+            raise ValueError(f"{value!r}: {exc}") from None
         return value
 
     @field_validator("api_address")
